@@ -1,0 +1,88 @@
+"""Database engines and Alembic migrations (I/O).
+
+Every part that keeps state (central server, security server) has its own schema, its own Alembic
+script directory under ``gateway/<part>/migrations`` and its own version table, so that a part's migrations
+never depend on another's. SQLite (WAL) is the embedded default; PostgreSQL (asyncpg) is the production
+backend; the test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.errors import ConfigError
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create an async engine; for SQLite, create the directory and switch on WAL and foreign keys.
+
+    Raises:
+        ConfigError: the URL is malformed or names a driver we do not support.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ConfigError(f"database URL {url!r} is malformed: {e}") from e
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"database URL {url!r} uses driver {parsed.drivername!r}",
+            hint="use sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
+        )
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _alembic_config(script_location: Path, version_table: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["version_table"] = version_table
+    return cfg
+
+
+async def migrate(engine: AsyncEngine, script_location: Path, version_table: str) -> None:
+    """Bring the schema of one part up to its newest Alembic revision."""
+    cfg = _alembic_config(script_location, version_table)
+
+    def _upgrade(conn: Connection) -> None:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+def migrate_sync(url: str, script_location: Path, version_table: str) -> None:
+    """Run :func:`migrate` from synchronous code (the CLI)."""
+
+    async def _run() -> None:
+        engine = make_engine(url)
+        try:
+            await migrate(engine, script_location, version_table)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())

@@ -1,0 +1,194 @@
+"""This process's static settings: a frozen dataclass tree, then a TOML file, then ``GATEWAY_*`` variables.
+
+Pure apart from reading the one file it is given. Precedence, lowest first: the defaults below, the TOML
+file, environment variables, CLI flags (applied by the caller with :func:`dataclasses.replace`).
+
+Environment variables name a section and a key with a double underscore:
+``GATEWAY_CENTRAL__PORT=4000`` sets ``[central] port = 4000``. A bad setting (unknown section or key, wrong
+type, bad value) raises :class:`~gateway.errors.ConfigError` naming the file (or variable) and the key; the
+CLI turns that into exit code 2 before any socket opens.
+
+Every key is documented in ``config/example.toml``; a test checks that file against this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GATEWAY_"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseSettings:
+    # SQLAlchemy async URL. SQLite (the embedded default) or PostgreSQL (postgresql+asyncpg://...).
+    url: str = "sqlite+aiosqlite:///var/gateway.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PkiSettings:
+    dir: str = "certs"  # where the development CA keeps its keys, certificates and index
+    ca_name: str = "Gateway Development CA"
+    host: str = "127.0.0.1"  # the OCSP responder and TSA listen here
+    ocsp_port: int = 8888
+    tsa_port: int = 8889
+    cert_validity_days: int = 730  # days; issued authentication and signing certificates
+    ocsp_validity_seconds: int = 3600  # seconds; nextUpdate of OCSP responses; X-Road's freshness default
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CentralSettings:
+    instance: str = "DEV"  # the X-Road instance code of this federation
+    host: str = "127.0.0.1"
+    port: int = 4000
+    database_url: str = "sqlite+aiosqlite:///var/central.db"
+    key_dir: str = "var/central"  # configuration-signing keys and the anchor are written here
+    conf_validity_seconds: int = 600  # seconds a published configuration stays valid; X-Road's default
+    public_url: str = ""  # URL security servers download from; default http://HOST:PORT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalConfSettings:
+    anchor: str = "var/anchor.json"  # the anchor file handed out by the central server
+    cache_dir: str = "var/globalconf"  # last good configuration, replaced atomically
+    poll_seconds: int = 60  # seconds between downloads; X-Road's default
+    timeout_seconds: float = 10.0  # seconds for one download
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingSettings:
+    format: typing.Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    pki: PkiSettings = field(default_factory=PkiSettings)
+    central: CentralSettings = field(default_factory=CentralSettings)
+    globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+_S = TypeVar("_S")
+
+
+def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (from_env and value == ""):
+            return None
+        return _coerce(value, args[0], where=where, from_env=from_env)
+    if origin is list or origin is tuple:
+        (item_tp, *_) = typing.get_args(tp)
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        items = [_coerce(v, item_tp, where=where, from_env=from_env) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from e
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from e
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _apply(obj: _S, values: Mapping[str, Any], *, source: str, from_env: bool) -> _S:
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{source}: key {key!r}"
+        if key not in known:
+            raise ConfigError(
+                f"{where} is not a known setting", hint=f"known keys here: {', '.join(sorted(known))}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table [{key}]")
+            changes[key] = _apply(getattr(obj, key), value, source=f"{source} [{key}]", from_env=from_env)
+        else:
+            changes[key] = _coerce(value, tp, where=where, from_env=from_env)
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the settings tree: defaults, then the TOML file (if any), then ``GATEWAY_*`` variables.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a key or value is invalid.
+    """
+    settings = Settings()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"settings file {p} does not exist") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"settings file {p} cannot be read: {e}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"settings file {p} is not valid TOML: {e}") from e
+        settings = _apply(settings, data, source=str(p), from_env=False)
+    if env is not None:
+        tree = _env_tree(env)
+        if tree:
+            settings = _apply(settings, tree, source="environment (GATEWAY_SECTION__KEY)", from_env=True)
+    return settings
