@@ -17,9 +17,7 @@ from gateway import __version__
 from gateway.errors import GatewayError
 
 # One entry per domain; each module defines register(subparsers).
-COMMAND_MODULES = (
-    "gateway.cli.pki",
-    "gateway.cli.central",
+COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
