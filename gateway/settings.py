@@ -53,6 +53,9 @@ class CentralSettings:
     key_dir: str = "var/central"  # configuration-signing keys and the anchor are written here
     conf_validity_seconds: int = 600  # seconds a published configuration stays valid; X-Road's default
     public_url: str = ""  # URL security servers download from; default http://HOST:PORT
+    publish_interval_seconds: int = 60  # seconds between publication checks; X-Road's generation rate
+    ocsp_freshness_seconds: int = 3600  # seconds; published parameter: max OCSP response age (X-Road)
+    timestamp_grace_seconds: int = 14400  # seconds; published parameter: exchange without a TSA (X-Road)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +64,15 @@ class GlobalConfSettings:
     cache_dir: str = "var/globalconf"  # last good configuration, replaced atomically
     poll_seconds: int = 60  # seconds between downloads; X-Road's default
     timeout_seconds: float = 10.0  # seconds for one download
+    max_bytes: int = 16 * 2**20  # bytes; a larger download is refused (bounds memory on a hostile server)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    id: str = "DEV/GOV/1001/ss1"  # this security server: INSTANCE/CLASS/MEMBER/SERVERCODE
+    database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
+    max_loggable_body_bytes: int = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size default
+    messagelog_batch_size: int = 256  # records per group commit; bounds one transaction's size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +87,7 @@ class Settings:
     pki: PkiSettings = field(default_factory=PkiSettings)
     central: CentralSettings = field(default_factory=CentralSettings)
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

@@ -18,6 +18,10 @@ from gateway.errors import GatewayError
 
 # One entry per domain; each module defines register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.cli.central",
+    "gateway.cli.adapter",
+    "gateway.cli.pki",
+    "gateway.cli.serverconf",
 )
 
 

@@ -1,0 +1,10 @@
+"""The message log: what auditors rely on (DESIGN.md section 5).
+
+:mod:`gateway.messagelog.record` (pure) defines the record and its canonical encoding;
+:mod:`gateway.messagelog.store` (I/O) stores records durably with group commit. ``docs/messagelog.md``
+specifies the encoding for independent verifiers.
+"""
+
+from gateway.messagelog.record import LogRecord, decode, leaf_hash
+
+__all__ = ["LogRecord", "decode", "leaf_hash"]

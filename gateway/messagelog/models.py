@@ -1,0 +1,71 @@
+"""The message log's database schema (I/O description, no queries).
+
+One table, ``messagelog_records``: one row per logged message, keyed by ``(origin, seq)`` where ``seq`` is
+dense and gap-free per origin (0, 1, 2, ...), the record's index in its origin's Merkle tree. ``record``
+holds the canonical encoding (``gateway.messagelog.record``), which is the only thing hashed and verified;
+the other columns copy fields out of it for lookups and are never trusted by a verifier.
+
+Its own Alembic script directory (``gateway/messagelog/migrations``) and version table
+``alembic_version_messagelog``, so the message log can live in the serverconf database or in its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+VERSION_TABLE = "alembic_version_messagelog"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware datetimes only; SQLite stores UTC without an offset, which is put back on read."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} given to the database; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+records = sa.Table(
+    "messagelog_records",
+    metadata,
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("created", UtcDateTime(), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("request_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("side", sa.String(16), nullable=False),
+    sa.Column("client", sa.String(1024), nullable=False),
+    sa.Column("service", sa.String(1024), nullable=False),
+    sa.Column("record", sa.LargeBinary(), nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.PrimaryKeyConstraint("origin", "seq"),
+    sa.Index("ix_messagelog_records_message_id", "message_id"),
+    sa.Index("ix_messagelog_records_request_id", "request_id"),
+)

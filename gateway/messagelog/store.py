@@ -1,0 +1,375 @@
+"""Message-log storage with group commit (I/O).
+
+DESIGN.md section 5: a record is durable **before** the exchange proceeds, and durability must not cost
+throughput. :meth:`MessageLogStore.append` therefore queues the record and waits; one writer task per store
+takes everything queued (up to ``max_batch`` records), assigns each record the next sequence number of its
+origin, writes the whole batch in **one transaction**, and only after the commit resolves each caller. While
+one transaction is in flight, new records queue up for the next, so under load one commit (one fsync) serves
+many exchanges.
+
+Rules the writer keeps:
+
+1. Sequence numbers are assigned inside the writer, per origin, dense and gap-free from 0: the next number
+   is one past the highest committed one, read in the same transaction. A failed batch commits nothing, so
+   it leaves no gap.
+2. If the batch cannot be committed, every caller in it gets :class:`~gateway.errors.MessageLogError`
+   (``Server.ClientProxy.LoggingFailed`` or ``Server.ServerProxy.LoggingFailed`` by the record's side) and
+   the transaction is rolled back: nothing of the batch is stored. The writer carries on with the next batch.
+3. One writer per origin: two processes must not log under one origin (the primary key refuses it, and
+   the batch fails closed).
+4. ``close()`` refuses new records, lets the writer commit everything queued, then returns.
+
+:class:`SqlMessageLogStore` is the real store (SQLite, with ``synchronous=FULL`` for log commits, or
+PostgreSQL); :class:`MemoryMessageLogStore` is the test double, with the same writer and a switch to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db import migrate
+from gateway.errors import GatewayError, MessageLogError
+from gateway.messagelog.models import VERSION_TABLE, records
+from gateway.messagelog.record import LogRecord, decode, leaf_hash
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size
+DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
+THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
+MAX_READ = 10_000  # records per read() call
+
+log = structlog.get_logger(__name__)
+
+
+class Appended(NamedTuple):
+    """Where a committed record sits in its origin's log: index and RFC 9162 leaf hash."""
+
+    seq: int
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRecord:
+    origin: str
+    seq: int
+    encoded: bytes
+    leaf_hash: bytes
+
+    def decode(self) -> LogRecord:
+        """Raises: TrustError: the stored bytes are not a valid record (see :func:`record.decode`)."""
+        return decode(self.encoded)
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters of the writer (mutable; read by metrics and tests)."""
+
+    batches: int = 0  # committed transactions
+    records: int = 0  # committed records
+    failed_batches: int = 0
+    largest_batch: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class PendingRecord:
+    record: LogRecord
+    encoded: bytes
+    leaf_hash: bytes
+    future: asyncio.Future[Appended] = field(repr=False)
+
+
+_STOP = object()
+
+
+def _logging_failed(record: LogRecord, message: str) -> MessageLogError:
+    side = "ClientProxy" if record.side == "client" else "ServerProxy"
+    return MessageLogError(message, code=f"Server.{side}.LoggingFailed")
+
+
+class MessageLogStore(ABC):
+    """The message-log seam: group-committed appends, reads by origin and sequence number.
+
+    Subclasses implement :meth:`_write_batch` (one atomic transaction) and the reads; this base class runs
+    the writer and turns every foreign exception into :class:`MessageLogError`.
+    """
+
+    def __init__(
+        self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[PendingRecord | object] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def append(self, record: LogRecord) -> Appended:
+        """Log ``record`` and return once it is committed.
+
+        Raises:
+            MessageLogError: the store is closed, the body is larger than ``max_body_bytes``, or the batch
+                holding the record could not be committed (nothing of it is stored).
+        """
+        # (1) Refuse early what can never be written.
+        if self._closed:
+            raise _logging_failed(record, "the message log is closed")
+        if record.loggable_size > self.max_body_bytes:
+            raise _logging_failed(
+                record,
+                f"message body of {record.loggable_size} bytes exceeds the loggable maximum of "
+                f"{self.max_body_bytes} bytes",
+            )
+        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            encoded, leaf = await asyncio.to_thread(_encode, record)
+        else:
+            encoded, leaf = _encode(record)
+        # (3) Queue for the writer and wait for its commit.
+        loop = asyncio.get_running_loop()
+        pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future())
+        if self._writer is None:
+            self._writer = loop.create_task(self._run(), name=f"{type(self).__name__}-writer")
+        elif self._writer.done():
+            raise _logging_failed(record, "the message log writer has stopped")
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def close(self) -> None:
+        """Refuse new records, commit everything queued, stop the writer. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put_nowait(_STOP)
+            await self._writer
+
+    async def _run(self) -> None:
+        batch: list[PendingRecord] = []
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _STOP:
+                    return
+                assert isinstance(item, PendingRecord)
+                batch = [item]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    assert isinstance(nxt, PendingRecord)
+                    batch.append(nxt)
+                await self._commit(batch)
+                batch = []
+                if stop:
+                    return
+        finally:
+            # Cancelled (event loop shutting down): nobody may go on believing an uncommitted record is safe.
+            leftovers = list(batch)
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, PendingRecord):
+                    leftovers.append(item)
+            for p in leftovers:
+                if not p.future.done():
+                    p.future.set_exception(_logging_failed(p.record, "the message log writer stopped"))
+
+    async def _commit(self, batch: list[PendingRecord]) -> None:
+        try:
+            seqs = await self._write_batch(batch)
+        except Exception as e:  # any failure of the backend fails the batch closed
+            self.stats.failed_batches += 1
+            log.error("messagelog_commit_failed", records=len(batch), error=repr(e))
+            for p in batch:
+                if not p.future.done():
+                    err = _logging_failed(p.record, f"message log write failed: {_describe(e)}")
+                    err.__cause__ = e
+                    p.future.set_exception(err)
+            return
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for p, seq in zip(batch, seqs, strict=True):
+            if not p.future.done():  # a caller cancelled while waiting: its record is still logged
+                p.future.set_result(Appended(seq, p.leaf_hash))
+
+    async def size(self, origin: str) -> int:
+        """Number of committed records of ``origin`` (= next sequence number).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        try:
+            return await self._size(origin)
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    async def read(self, origin: str, *, start: int = 0, limit: int = 1000) -> list[StoredRecord]:
+        """Committed records of ``origin`` with ``seq >= start``, in order, at most ``limit`` (<= 10 000).
+
+        Raises:
+            MessageLogError: the backend failed, or the arguments are out of range.
+        """
+        if start < 0 or not 0 < limit <= MAX_READ:
+            raise MessageLogError(f"read range start={start} limit={limit} is out of bounds")
+        try:
+            return await self._read(origin, start, limit)
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    @abstractmethod
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        """Store the whole batch atomically; return each record's sequence number, in batch order."""
+
+    @abstractmethod
+    async def _size(self, origin: str) -> int: ...
+
+    @abstractmethod
+    async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]: ...
+
+
+def _encode(record: LogRecord) -> tuple[bytes, bytes]:
+    encoded = record.encode()
+    return encoded, leaf_hash(encoded)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+async def migrate_messagelog(engine: AsyncEngine) -> None:
+    """Bring the message-log schema up to date (its own Alembic version table)."""
+    await migrate(engine, MIGRATIONS, VERSION_TABLE)
+
+
+class SqlMessageLogStore(MessageLogStore):
+    """The message log in SQLite or PostgreSQL (table ``messagelog_records``); the engine is the caller's."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, max_batch=max_batch)
+        self._engine = engine
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        async with self._engine.connect() as conn, conn.begin():
+            if conn.dialect.name == "sqlite":
+                # WAL with synchronous=NORMAL (the engine default) may lose the last commits on power
+                # loss; a log commit must survive it, and group commit keeps the extra fsync cheap.
+                # (The SQLite driver opens its transaction at the first write, after this pragma.)
+                await conn.exec_driver_sql("PRAGMA synchronous=FULL")
+            # (1) Next sequence number per origin, read with the write (on SQLite just before the driver
+            #     opens the transaction; one writer per origin makes that safe, and the key refuses a clash).
+            next_seq: dict[str, int] = {}
+            for origin in dict.fromkeys(p.record.origin for p in batch):
+                top = await conn.scalar(
+                    sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
+                )
+                next_seq[origin] = 0 if top is None else int(top) + 1
+            # (2) Number the batch densely, in queue order.
+            seqs: list[int] = []
+            rows = []
+            for p in batch:
+                r = p.record
+                seq = next_seq[r.origin]
+                next_seq[r.origin] = seq + 1
+                seqs.append(seq)
+                rows.append({
+                    "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
+                    "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
+                    "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
+                })
+            # (3) One statement, one transaction: all of the batch or none of it.
+            await conn.execute(records.insert(), rows)
+        return seqs
+
+    async def _size(self, origin: str) -> int:
+        async with self._engine.connect() as conn:
+            top = await conn.scalar(sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin))
+        return 0 if top is None else int(top) + 1
+
+    async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
+        query = (
+            sa.select(records.c.seq, records.c.record, records.c.leaf_hash)
+            .where(records.c.origin == origin, records.c.seq >= start)
+            .order_by(records.c.seq)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            result = await conn.execute(query)
+            return [
+                StoredRecord(origin=origin, seq=int(seq), encoded=bytes(data), leaf_hash=bytes(leaf))
+                for seq, data, leaf in result
+            ]
+
+
+class MemoryMessageLogStore(MessageLogStore):
+    """In-memory test double with the real writer; set ``fail_with`` to make the next commits fail."""
+
+    def __init__(
+        self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, max_batch=max_batch)
+        self._logs: dict[str, list[StoredRecord]] = {}
+        self.fail_with: Exception | None = None
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        await asyncio.sleep(0)  # a real commit yields to the event loop; let the next batch queue up
+        if self.fail_with is not None:
+            raise self.fail_with
+        staged: dict[str, list[StoredRecord]] = {}
+        seqs = []
+        for p in batch:
+            origin = p.record.origin
+            log_ = staged.setdefault(origin, [])
+            seq = len(self._logs.get(origin, ())) + len(log_)
+            log_.append(StoredRecord(origin=origin, seq=seq, encoded=p.encoded, leaf_hash=p.leaf_hash))
+            seqs.append(seq)
+        for origin, new in staged.items():
+            self._logs.setdefault(origin, []).extend(new)
+        return seqs
+
+    async def _size(self, origin: str) -> int:
+        return len(self._logs.get(origin, ()))
+
+    async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
+        return list(self._logs.get(origin, ())[start:start + limit])
+
+    def records(self, origin: str) -> list[LogRecord]:
+        """Every committed record of ``origin``, decoded (for assertions in tests)."""
+        return [s.decode() for s in self._logs.get(origin, ())]
+
+
+__all__ = [
+    "Appended",
+    "MemoryMessageLogStore",
+    "MessageLogStore",
+    "SqlMessageLogStore",
+    "StoredRecord",
+    "WriterStats",
+    "migrate_messagelog",
+]

@@ -1,0 +1,928 @@
+"""Message signatures between security servers: RFC 9421 HTTP Message Signatures with an RFC 9530
+``Content-Digest`` (pure).
+
+No sockets and no clock: headers, bytes, keys and ``now`` in; headers to add, verified facts or a
+:class:`~gateway.errors.TrustError` out. The profile is specified in ``docs/protocol.md`` ("Server-to-server
+profile") precisely enough that an independent RFC 9421 implementation can check our messages;
+``tests/unit/test_signing_interop.py`` does so with the ``http-message-signatures`` package.
+
+Profile in short:
+
+- every request and response carries ``Content-Digest: sha-256=:<b64>:``, also for an empty body;
+- the request signature (label ``xroad``, ``tag="x-road-r1"``) covers ``"@method" "@path" "@query"
+  "content-digest"`` and every ``x-road-*`` header present, which must include ``x-road-client``,
+  ``x-road-service``, ``x-road-id``, ``x-road-request-id``, ``x-road-signing-cert`` (the signing certificate,
+  base64 DER) and ``x-road-signing-ocsp`` (its OCSP response, base64 DER);
+- the response signature covers ``"@status" "content-digest"``, every ``x-road-*`` header present (including
+  ``x-road-request-hash``) and ``"signature";req;key="xroad"``, which binds it to the request's signature;
+- parameters ``created``, ``keyid`` (lower-case hex SHA-256 of the signing certificate's DER), ``alg``,
+  ``tag``.
+
+Error types: ``<side>.MissingSignature``, ``<side>.MalformedSignature``, ``<side>.InvalidSignatureValue``
+(also for a body that does not match its digest), ``<side>.InvalidSignatureTime`` (``created`` outside the
+allowed clock skew) with ``<side>`` = ``Server.ServerProxy`` when the provider verifies a request and
+``Server.ClientProxy`` when the client side verifies a response; ``Server.ServerProxy.ReplayedRequest``
+from :class:`ReplayCache`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Final, Protocol, TypeAlias
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway import keys
+from gateway.errors import ConfigError, GatewayError, TrustError
+
+LABEL: Final = "xroad"
+TAG: Final = "x-road-r1"
+
+H_SIGNATURE: Final = "signature"
+H_SIGNATURE_INPUT: Final = "signature-input"
+H_CONTENT_DIGEST: Final = "content-digest"
+H_SIGNING_CERT: Final = "x-road-signing-cert"
+H_SIGNING_OCSP: Final = "x-road-signing-ocsp"
+
+# RFC 9421 3.3 names; the key types gateway.keys allows (P-256 by default, RSA 2048/3072).
+ALG_ECDSA_P256: Final = "ecdsa-p256-sha256"
+ALG_RSA_V1_5: Final = "rsa-v1_5-sha256"
+ALGORITHMS: Final = frozenset(keys.SIGNATURE_ALGS)
+
+# Covered components, in the order we sign them. The optional x-road-* headers (x-road-userid,
+# x-road-issue, x-road-security-server, x-road-represented-party, and any future one) follow the required
+# headers in name order; the stapled certificate and OCSP response come last.
+REQUEST_DERIVED: Final = ("@method", "@path", "@query")
+REQUEST_REQUIRED_HEADERS: Final = (
+    H_CONTENT_DIGEST, "x-road-client", "x-road-service", "x-road-id", "x-road-request-id",
+)
+RESPONSE_REQUIRED_HEADERS: Final = (
+    H_CONTENT_DIGEST, "x-road-client", "x-road-service", "x-road-id", "x-road-request-id",
+    "x-road-request-hash",
+)
+_STAPLED: Final = (H_SIGNING_CERT, H_SIGNING_OCSP)
+REQUEST_SIGNATURE_COMPONENT: Final = '"signature";req;key="xroad"'
+_REQ_SIGNATURE_IDENTITY: Final[_Identity] = (
+    "signature", frozenset({("req", True), ("key", "xroad")}),
+)
+
+# Fields that must appear at most once: a second copy would be ambiguous about what was signed.
+SINGLE_FIELDS: Final = frozenset({
+    H_SIGNATURE, H_SIGNATURE_INPUT, *RESPONSE_REQUIRED_HEADERS, *_STAPLED,
+})
+
+SERVER_PROXY: Final = "Server.ServerProxy"
+CLIENT_PROXY: Final = "Server.ClientProxy"
+_KNOWN_PARAMS: Final = frozenset({"created", "expires", "keyid", "alg", "tag", "nonce"})
+
+
+# --------------------------------------------------------------------------------------------------------
+# RFC 8941 structured fields: the subset RFC 9421 and RFC 9530 need (dictionaries, inner lists, items with
+# parameters; integers, decimals, strings, tokens, byte sequences, booleans). Strict: anything the RFC's
+# parsing algorithm rejects, we reject; duplicate dictionary keys and parameters are refused too.
+# --------------------------------------------------------------------------------------------------------
+
+
+class Token(str):
+    """An RFC 8941 token (serialised without quotes)."""
+
+    __slots__ = ()
+
+
+BareItem: TypeAlias = int | float | str | bytes | bool
+Params: TypeAlias = dict[str, BareItem]
+Item: TypeAlias = tuple[BareItem, Params]
+InnerList: TypeAlias = tuple[list[Item], Params]
+
+
+class SFError(ValueError):
+    """A structured field does not parse."""
+
+
+_KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_TOKEN_RE = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
+_NUMBER_RE = re.compile(r"-?[0-9]+(\.[0-9]*)?")
+_B64_RE = re.compile(r"[A-Za-z0-9+/=]*")
+# RFC 8941 3.3.3: printable ASCII except '"' and '\', or the escapes \" and \\.
+_STRING_RE = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\])*)"')
+_UNESCAPE_RE = re.compile(r'\\(["\\])')
+_PRINTABLE_RE = re.compile(r"[ -~]*")
+
+
+class _Parser:
+    __slots__ = ("i", "s")
+
+    def __init__(self, s: str) -> None:
+        self.s = s
+        self.i = 0
+
+    def fail(self, what: str) -> SFError:
+        return SFError(f"{what} at offset {self.i}")
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def ows(self) -> None:
+        while self.peek() in (" ", "\t") and self.peek():
+            self.i += 1
+
+    def sp(self) -> None:
+        while self.peek() == " ":
+            self.i += 1
+
+    def key(self) -> str:
+        m = _KEY_RE.match(self.s, self.i)
+        if not m:
+            raise self.fail("expected a key")
+        self.i = m.end()
+        return m.group()
+
+    def bare_item(self) -> BareItem:
+        c = self.peek()
+        if c == '"':
+            return self.string()
+        if c == ":":
+            return self.byte_sequence()
+        if c == "?":
+            v = self.s[self.i + 1:self.i + 2]
+            if v not in ("0", "1"):
+                raise self.fail("expected ?0 or ?1")
+            self.i += 2
+            return v == "1"
+        if c == "-" or c.isdigit():
+            return self.number()
+        m = _TOKEN_RE.match(self.s, self.i)
+        if m:
+            self.i = m.end()
+            return Token(m.group())
+        raise self.fail("expected an item")
+
+    def number(self) -> int | float:
+        m = _NUMBER_RE.match(self.s, self.i)
+        if not m:
+            raise self.fail("expected a number")
+        text = m.group()
+        digits = text.lstrip("-")
+        if m.group(1) is None:
+            if len(digits) > 15:
+                raise self.fail("integer has more than 15 digits")
+            self.i = m.end()
+            return int(text)
+        whole, frac = digits.split(".")
+        if len(whole) > 12 or not 1 <= len(frac) <= 3:
+            raise self.fail("malformed decimal")
+        self.i = m.end()
+        return float(text)
+
+    def string(self) -> str:
+        m = _STRING_RE.match(self.s, self.i)
+        if not m:
+            raise self.fail("malformed string")
+        self.i = m.end()
+        text = m.group(1)
+        return _UNESCAPE_RE.sub(r"\1", text) if "\\" in text else text
+
+    def byte_sequence(self) -> bytes:
+        end = self.s.find(":", self.i + 1)
+        if end < 0:
+            raise self.fail("unterminated byte sequence")
+        text = self.s[self.i + 1:end]
+        if not _B64_RE.fullmatch(text):
+            raise self.fail("invalid base64 in byte sequence")
+        try:
+            value = base64.b64decode(text, validate=True)
+        except binascii.Error as e:
+            raise self.fail(f"invalid base64 in byte sequence ({e})") from None
+        self.i = end + 1
+        return value
+
+    def params(self) -> Params:
+        out: Params = {}
+        while self.peek() == ";":
+            self.i += 1
+            self.sp()
+            k = self.key()
+            v: BareItem = True
+            if self.peek() == "=":
+                self.i += 1
+                v = self.bare_item()
+            if k in out:
+                raise self.fail(f"duplicate parameter {k!r}")
+            out[k] = v
+        return out
+
+    def item(self) -> Item:
+        v = self.bare_item()
+        return v, self.params()
+
+    def item_or_inner_list(self) -> Item | InnerList:
+        if self.peek() != "(":
+            return self.item()
+        self.i += 1
+        items: list[Item] = []
+        while True:
+            self.sp()
+            if self.peek() == ")":
+                self.i += 1
+                return items, self.params()
+            items.append(self.item())
+            if self.peek() not in (" ", ")"):
+                raise self.fail("expected a space or ')' in inner list")
+
+    def dictionary(self) -> dict[str, Item | InnerList]:
+        out: dict[str, Item | InnerList] = {}
+        self.sp()
+        if self.i == len(self.s):
+            return out
+        while True:
+            k = self.key()
+            if k in out:
+                raise self.fail(f"duplicate dictionary key {k!r}")
+            if self.peek() == "=":
+                self.i += 1
+                out[k] = self.item_or_inner_list()
+            else:
+                out[k] = (True, self.params())
+            self.ows()
+            if self.i == len(self.s):
+                return out
+            if self.peek() != ",":
+                raise self.fail("expected ','")
+            self.i += 1
+            self.ows()
+            if self.i == len(self.s):
+                raise self.fail("trailing ','")
+
+
+def parse_dictionary(text: str) -> dict[str, Item | InnerList]:
+    """Parse an RFC 8941 dictionary field value.
+
+    Raises:
+        SFError: the value is not a valid dictionary.
+    """
+    p = _Parser(text.rstrip(" "))
+    return p.dictionary()
+
+
+def _ser_string(value: str) -> str:
+    if not _PRINTABLE_RE.fullmatch(value):
+        raise SFError("string holds a character outside printable ASCII")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def serialize_bare_item(value: BareItem) -> str:
+    """Serialise one bare item (RFC 8941 4.1.3).
+
+    Raises:
+        SFError: the value cannot be serialised.
+    """
+    if isinstance(value, bool):
+        return "?1" if value else "?0"
+    if isinstance(value, int):
+        if abs(value) > 999_999_999_999_999:
+            raise SFError("integer out of range")
+        return str(value)
+    if isinstance(value, float):
+        text = f"{round(value, 3):.3f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
+    if isinstance(value, bytes):
+        return ":" + base64.b64encode(value).decode("ascii") + ":"
+    if isinstance(value, Token):
+        if not _TOKEN_RE.fullmatch(value):
+            raise SFError(f"invalid token {value!r}")
+        return str(value)
+    return _ser_string(value)
+
+
+def serialize_params(params: Mapping[str, BareItem]) -> str:
+    """Serialise parameters (RFC 8941 4.1.1.2).
+
+    Raises:
+        SFError: a key or value cannot be serialised.
+    """
+    out = []
+    for k, v in params.items():
+        if not _KEY_RE.fullmatch(k):
+            raise SFError(f"invalid key {k!r}")
+        out.append(f";{k}" if v is True else f";{k}={serialize_bare_item(v)}")
+    return "".join(out)
+
+
+def serialize_item(value: BareItem, params: Mapping[str, BareItem]) -> str:
+    """Serialise an item with parameters.
+
+    Raises:
+        SFError: the item cannot be serialised.
+    """
+    return serialize_bare_item(value) + serialize_params(params)
+
+
+def serialize_inner_list(items: Iterable[Item], params: Mapping[str, BareItem]) -> str:
+    """Serialise an inner list with parameters.
+
+    Raises:
+        SFError: a member cannot be serialised.
+    """
+    return "(" + " ".join(serialize_item(v, p) for v, p in items) + ")" + serialize_params(params)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Content-Digest (RFC 9530)
+# --------------------------------------------------------------------------------------------------------
+
+
+def content_digest_header(digest: bytes) -> str:
+    """``Content-Digest`` for a SHA-256 body digest: ``sha-256=:<base64>:``."""
+    return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
+
+
+class ContentDigester:
+    """SHA-256 of a body fed in chunks, for ``Content-Digest``. One per message; not thread-safe."""
+
+    __slots__ = ("_h", "size")
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.size = 0  # bytes seen
+
+    def update(self, chunk: bytes) -> None:
+        self._h.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+    def header(self) -> str:
+        return content_digest_header(self._h.digest())
+
+
+def verify_content_digest(header_value: str | None, digest: bytes, *, side: str = SERVER_PROXY) -> None:
+    """Check that the ``sha-256`` member of a ``Content-Digest`` value equals ``digest`` (the SHA-256 of the
+    body as received). Other members (``sha-512``...) are ignored; ``sha-256`` is mandatory in this profile.
+
+    Raises:
+        TrustError: ``<side>.MissingSignature`` if the header is absent, ``<side>.MalformedSignature`` if it
+            does not parse or has no ``sha-256`` byte sequence, ``<side>.InvalidSignatureValue`` on mismatch.
+    """
+    if header_value is None:
+        raise TrustError("Content-Digest header is missing", code=f"{side}.MissingSignature")
+    try:
+        members = parse_dictionary(header_value)
+    except SFError as e:
+        raise TrustError(f"Content-Digest does not parse: {e}", code=f"{side}.MalformedSignature") from e
+    member = members.get("sha-256")
+    if member is None or not isinstance(member[0], bytes):
+        raise TrustError("Content-Digest has no sha-256 byte sequence", code=f"{side}.MalformedSignature")
+    if not hmac.compare_digest(member[0], digest):
+        raise TrustError(
+            "message body does not match its Content-Digest", code=f"{side}.InvalidSignatureValue",
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Keys and algorithms (RFC 9421 section 3.3)
+# --------------------------------------------------------------------------------------------------------
+
+
+class Signer(Protocol):
+    """Something that signs with a member's signing key: a soft token now, an HSM later.
+
+    ``alg`` is an RFC 9421 algorithm name (:data:`ALGORITHMS`); ``sign`` returns the RFC 9421 signature
+    bytes for it: for ``ecdsa-p256-sha256`` the fixed 64-byte ``r || s`` (RFC 9421 3.3.4), not DER.
+    """
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def cert(self) -> x509.Certificate: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class KeySigner:
+    """A :class:`Signer` over a ``cryptography`` private key (P-256 or RSA 2048/3072, as
+    :mod:`gateway.keys` allows) and its certificate.
+
+    Raises:
+        ConfigError: the key type is not allowed or the certificate is not for this key.
+    """
+
+    __slots__ = ("_key", "alg", "cert")
+
+    def __init__(self, *, key: keys.PrivateKey, cert: x509.Certificate) -> None:
+        pub_fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*pub_fmt) != cert.public_key().public_bytes(*pub_fmt):
+            raise ConfigError("the signing certificate does not belong to the signing key")
+        try:
+            self.alg: str = keys.signature_alg_for(key)
+        except GatewayError as e:
+            raise ConfigError(f"signing key: {e.message}") from e
+        self._key = key
+        self.cert = cert
+
+    def sign(self, data: bytes) -> bytes:
+        alg, sig = keys.sign_bytes(self._key, data)
+        return keys.der_to_raw_ecdsa(sig) if alg == ALG_ECDSA_P256 else sig  # RFC 9421 3.3.4: r || s
+
+
+def _verify_value(cert: x509.Certificate, alg: str, data: bytes, sig: bytes, side: str) -> None:
+    # (a) the algorithm must be the one the certificate's key implies: the signer never picks the pairing
+    try:
+        expected = keys.signature_alg_for(keys.public_key_of(cert))
+    except GatewayError as e:
+        raise _malformed(f"signing certificate key: {e.message}", side) from e
+    if alg != expected:
+        raise _malformed(f"signature algorithm {alg!r} does not fit the certificate's key ({expected})", side)
+    # (b) the value verifies (ECDSA arrives as r || s; gateway.keys verifies DER)
+    try:
+        if alg == ALG_ECDSA_P256:
+            if len(sig) != 64:
+                raise TrustError(f"{alg} signature has {len(sig)} bytes; RFC 9421 requires 64 (r || s)")
+            sig = keys.raw_to_der_ecdsa(sig)
+        keys.verify_bytes(cert, alg, data, sig)
+    except TrustError as e:
+        raise TrustError(
+            f"signature value does not verify with the signing certificate ({e.message})",
+            code=f"{side}.InvalidSignatureValue",
+        ) from e
+
+
+@lru_cache(maxsize=256)
+def _cert_info(cert: x509.Certificate) -> tuple[str, str, bytes]:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest(), base64.b64encode(der).decode("ascii"), der
+
+
+def cert_keyid(cert: x509.Certificate) -> str:
+    """The ``keyid`` of a signing certificate: lower-case hex SHA-256 of its DER encoding."""
+    return _cert_info(cert)[0]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Signature base (RFC 9421 section 2.5)
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedMessage:
+    """What :func:`sign_request`/:func:`sign_response` produce: the headers to add (lower-case names:
+    ``x-road-signing-cert``, ``x-road-signing-ocsp``, ``signature-input``, ``signature``) and, for the
+    message log, the exact signature base and signature."""
+
+    headers: dict[str, str]
+    keyid: str
+    alg: str
+    created: int
+    covered: tuple[str, ...]
+    signature_params: str
+    signature_base: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedSignature:
+    """A signature that verified: who signed (certificate, as the resolver accepted it), when, over what."""
+
+    keyid: str
+    alg: str
+    created: int
+    covered: tuple[str, ...]
+    signature_params: str
+    signature_base: bytes
+    signature: bytes
+    cert: x509.Certificate
+    cert_der: bytes
+    ocsp_der: bytes
+
+
+class CertResolver(Protocol):
+    """Validate the stapled signing certificate and return it (chain to a trusted CA, fresh OCSP, member).
+
+    Called with the ``keyid`` and the stapled DER certificate and OCSP response; raises
+    :class:`~gateway.errors.TrustError` to refuse. May cache by ``keyid``.
+    """
+
+    def __call__(self, keyid: str, cert_der: bytes, ocsp_der: bytes, /) -> x509.Certificate: ...
+
+
+def _malformed(message: str, side: str) -> TrustError:
+    return TrustError(message, code=f"{side}.MalformedSignature")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _check_value(name: str, value: str, side: str) -> str:
+    # RFC 9421 2.1/2.5: values are trimmed; the signature base is ASCII with no line breaks.
+    value = value.strip(" \t")
+    if not value.isascii() or "\r" in value or "\n" in value:
+        raise TrustError(
+            f"covered component {name} holds a line break or non-ASCII character",
+            code=f"{side}.MalformedSignature",
+        )
+    return value
+
+
+def _base(lines: list[tuple[str, str]], params_text: str) -> bytes:
+    out = [f"{ident}: {value}" for ident, value in lines]
+    out.append(f'"@signature-params": {params_text}')
+    return "\n".join(out).encode("ascii")
+
+
+def _xroad_headers(headers: Mapping[str, str], required: tuple[str, ...]) -> list[str]:
+    extra = sorted(n for n in headers if n.startswith("x-road-") and n not in required and n not in _STAPLED)
+    return [*required, *extra, *_STAPLED]
+
+
+def _sign(
+    *, derived: list[tuple[str, str]], headers: Mapping[str, str], required: tuple[str, ...],
+    tail: list[tuple[str, str]], signer: Signer, created: int, ocsp: bytes, side: str,
+) -> SignedMessage:
+    if not ocsp:
+        raise GatewayError("no OCSP response to staple for the signing certificate",
+                           code=f"{side}.CannotCreateSignature")
+    keyid, cert_b64, _der = _cert_info(signer.cert)
+    all_headers = dict(headers)
+    all_headers[H_SIGNING_CERT] = cert_b64
+    all_headers[H_SIGNING_OCSP] = _b64(ocsp)
+    lines = [(ident, _check_value(ident, value, side)) for ident, value in derived]
+    for name in _xroad_headers(all_headers, required):
+        value = all_headers.get(name)
+        if value is None:
+            raise GatewayError(f"cannot sign: header {name} is missing", code=f"{side}.CannotCreateSignature")
+        try:
+            lines.append((f'"{name}"', _check_value(f'"{name}"', value, side)))
+        except TrustError as e:
+            raise GatewayError(e.message, code=f"{side}.CannotCreateSignature") from e
+    lines.extend(tail)
+    covered = tuple(ident for ident, _ in lines)
+    params_text = (
+        "(" + " ".join(covered) + ")"
+        + f';created={created};keyid="{keyid}";alg="{signer.alg}";tag="{TAG}"'
+    )
+    base = _base(lines, params_text)
+    sig = signer.sign(base)
+    return SignedMessage(
+        headers={
+            H_SIGNING_CERT: all_headers[H_SIGNING_CERT],
+            H_SIGNING_OCSP: all_headers[H_SIGNING_OCSP],
+            H_SIGNATURE_INPUT: f"{LABEL}={params_text}",
+            H_SIGNATURE: f"{LABEL}=:{_b64(sig)}:",
+        },
+        keyid=keyid, alg=signer.alg, created=created, covered=covered, signature_params=params_text,
+        signature_base=base, signature=sig,
+    )
+
+
+def sign_request(
+    *, method: str, path: str, query: str | None, headers: Mapping[str, str], signer: Signer, created: int,
+    ocsp: bytes,
+) -> SignedMessage:
+    """Sign a request going to a provider's security server.
+
+    ``path`` and ``query`` are raw (percent-encoded) as they go on the wire; ``query`` without ``?``.
+    ``headers`` (lower-case names) must hold ``content-digest``, ``x-road-client``, ``x-road-service``,
+    ``x-road-id`` and ``x-road-request-id``; every other ``x-road-*`` header in it is covered too. ``ocsp`` is
+    the DER OCSP response for ``signer.cert``; ``created`` the signing time in Unix seconds.
+
+    Raises:
+        GatewayError: ``Server.ClientProxy.CannotCreateSignature`` when a required header or the OCSP
+            response is missing or a covered value cannot be signed.
+    """
+    derived = [
+        ('"@method"', method),
+        ('"@path"', path or "/"),
+        ('"@query"', "?" + (query or "")),
+    ]
+    return _sign(
+        derived=derived, headers=headers, required=REQUEST_REQUIRED_HEADERS, tail=[], signer=signer,
+        created=created, ocsp=ocsp, side=CLIENT_PROXY,
+    )
+
+
+def sign_response(
+    *, status: int, headers: Mapping[str, str], request_signature: bytes, signer: Signer, created: int,
+    ocsp: bytes,
+) -> SignedMessage:
+    """Sign a response, bound to the request's ``xroad`` signature (RFC 9421 2.4).
+
+    ``headers`` (lower-case names) must hold ``content-digest``, ``x-road-client``, ``x-road-service``,
+    ``x-road-id``, ``x-road-request-id`` and ``x-road-request-hash``; ``request_signature`` is the verified
+    request's signature bytes (:attr:`VerifiedSignature.signature`).
+
+    Raises:
+        GatewayError: ``Server.ServerProxy.CannotCreateSignature`` as for :func:`sign_request`.
+    """
+    return _sign(
+        derived=[('"@status"', str(status))], headers=headers, required=RESPONSE_REQUIRED_HEADERS,
+        tail=[(REQUEST_SIGNATURE_COMPONENT, f":{_b64(request_signature)}:")], signer=signer,
+        created=created, ocsp=ocsp, side=SERVER_PROXY,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------------------
+
+
+def fields_from_pairs(pairs: Iterable[tuple[str, str]], *, side: str = SERVER_PROXY) -> dict[str, str]:
+    """Header pairs as received → ``{lower-case name: value}``; repeated fields are joined with ``", "`` as
+    RFC 9421 2.1 requires, except :data:`SINGLE_FIELDS`, which may appear once only.
+
+    Raises:
+        TrustError: ``<side>.MalformedSignature`` for a repeated single field.
+    """
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        low = name.lower()
+        value = value.strip(" \t")
+        if low in out:
+            if low in SINGLE_FIELDS:
+                raise TrustError(f"header {low} appears more than once", code=f"{side}.MalformedSignature")
+            out[low] = out[low] + ", " + value
+        else:
+            out[low] = value
+    return out
+
+
+_Identity: TypeAlias = tuple[str, frozenset[tuple[str, BareItem]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    # (name, identity, serialised identifier, has parameters) per covered component, in the listed order
+    components: tuple[tuple[str, _Identity, str, bool], ...]
+    identities: frozenset[_Identity]
+    params: tuple[tuple[str, BareItem], ...]
+    params_text: str  # the @signature-params value
+
+
+@lru_cache(maxsize=1024)
+def _parse_input(raw_input: str, side: str) -> _Input:
+    # Cached: under load a peer sends the same Signature-Input (same created second, same keyid) many
+    # times. The result is immutable; errors are not cached.
+    try:
+        inputs = parse_dictionary(raw_input)
+    except SFError as e:
+        raise _malformed(f"Signature-Input does not parse: {e}", side) from e
+    if LABEL not in inputs:
+        raise TrustError(f"message has no signature labelled {LABEL!r}", code=f"{side}.MissingSignature")
+    inner, params = inputs[LABEL]
+    if not isinstance(inner, list):
+        raise _malformed(f"Signature-Input {LABEL!r} is not an inner list", side)
+    comps: list[tuple[str, _Identity, str, bool]] = []
+    seen: set[_Identity] = set()
+    for name, cparams in inner:
+        if type(name) is not str or name != name.lower():
+            raise _malformed("covered component identifiers must be lower-case strings", side)
+        ident = serialize_item(name, cparams)  # as listed: parameter order is kept (RFC 9421 2.5)
+        identity = (name, frozenset(cparams.items()))
+        if identity in seen:
+            raise _malformed(f"component {ident} is covered twice", side)
+        seen.add(identity)
+        comps.append((name, identity, ident, bool(cparams)))
+    params_text = "(" + " ".join(c[2] for c in comps) + ")" + serialize_params(params)
+    return _Input(
+        components=tuple(comps), identities=frozenset(seen), params=tuple(params.items()),
+        params_text=params_text,
+    )
+
+
+def _select(headers: Mapping[str, str], side: str) -> tuple[_Input, bytes]:
+    # (1) both fields present and parsed, our label in both, of the right shapes
+    raw_input = headers.get(H_SIGNATURE_INPUT)
+    raw_sig = headers.get(H_SIGNATURE)
+    if raw_input is None or raw_sig is None:
+        missing = "Signature-Input" if raw_input is None else "Signature"
+        raise TrustError(
+            f"message is not signed: {missing} header is missing", code=f"{side}.MissingSignature",
+        )
+    parsed = _parse_input(raw_input, side)
+    try:
+        sigs = parse_dictionary(raw_sig)
+    except SFError as e:
+        raise _malformed(f"Signature does not parse: {e}", side) from e
+    if LABEL not in sigs:
+        raise TrustError(f"message has no signature labelled {LABEL!r}", code=f"{side}.MissingSignature")
+    sig = sigs[LABEL][0]
+    if not isinstance(sig, bytes) or not sig:
+        raise _malformed(f"Signature {LABEL!r} is not a byte sequence", side)
+    return parsed, sig
+
+
+_KEYID_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_params(
+    params: Mapping[str, BareItem], now: datetime, max_skew_seconds: int, side: str,
+) -> tuple[int, str, str]:
+    bad = sorted(set(params) - _KNOWN_PARAMS)
+    if bad:
+        raise _malformed(f"unknown signature parameter(s) {', '.join(bad)}", side)
+    created, keyid, alg, tag = (params.get(k) for k in ("created", "keyid", "alg", "tag"))
+    if type(created) is not int:
+        raise _malformed("signature parameter created must be an integer", side)
+    if type(keyid) is not str or not _KEYID_RE.fullmatch(keyid):
+        raise _malformed("signature parameter keyid must be the hex SHA-256 of the signing certificate", side)
+    if type(alg) is not str or alg not in ALGORITHMS:
+        raise _malformed(f"signature parameter alg must be one of {', '.join(sorted(ALGORITHMS))}", side)
+    if type(tag) is not str or tag != TAG:
+        raise _malformed(f'signature parameter tag must be "{TAG}"', side)
+    ts = int(now.timestamp())
+    if abs(ts - created) > max_skew_seconds:
+        raise TrustError(
+            f"signature created at {created} is {ts - created:+d} s from now; at most {max_skew_seconds} s "
+            "of clock skew is allowed (clock out of sync, or a replayed message)",
+            code=f"{side}.InvalidSignatureTime",
+        )
+    expires = params.get("expires")
+    if expires is not None and (type(expires) is not int or expires + max_skew_seconds < ts):
+        raise TrustError("signature has expired", code=f"{side}.InvalidSignatureTime")
+    return created, keyid, alg
+
+
+_NO_PARAMS: Final[frozenset[tuple[str, BareItem]]] = frozenset()
+
+
+def _verify(
+    *, derived: dict[str, str], headers: Mapping[str, str], required: tuple[str, ...],
+    request_signature: bytes | None, now: datetime, max_skew_seconds: int, resolve_cert: CertResolver,
+    side: str,
+) -> VerifiedSignature:
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    sel, signature = _select(headers, side)
+    # (2) parameters known and well typed, created within the allowed clock skew
+    created, keyid, alg = _check_params(dict(sel.params), now, max_skew_seconds, side)
+    # (3) each listed component is one the profile allows; rebuild the signature base lines
+    lines: list[tuple[str, str]] = []
+    for name, identity, ident, has_params in sel.components:
+        if request_signature is not None and identity == _REQ_SIGNATURE_IDENTITY:
+            value = f":{_b64(request_signature)}:"
+        elif has_params:
+            raise _malformed(f"component {ident} is not allowed in this profile", side)
+        elif name[:1] == "@":
+            if name not in derived:
+                raise _malformed(f"component {ident} is not allowed in this profile", side)
+            value = _check_value(ident, derived[name], side)
+        else:
+            header = headers.get(name)
+            if header is None:
+                raise _malformed(f"covered header {name} is missing", side)
+            value = _check_value(ident, header, side)
+        lines.append((ident, value))
+    # (4) coverage: every component the profile requires is listed
+    must = {(n, _NO_PARAMS) for n in (*derived, *_xroad_headers(headers, required))}
+    if request_signature is not None:
+        must.add(_REQ_SIGNATURE_IDENTITY)
+    if not must <= sel.identities:
+        uncovered = sorted(
+            REQUEST_SIGNATURE_COMPONENT if i == _REQ_SIGNATURE_IDENTITY else serialize_item(i[0], dict(i[1]))
+            for i in must - sel.identities
+        )
+        raise _malformed(f"signature does not cover {' '.join(uncovered)}", side)
+    # (5) the stapled certificate is the one keyid names
+    try:
+        cert_der = base64.b64decode(headers[H_SIGNING_CERT], validate=True)
+        ocsp_der = base64.b64decode(headers[H_SIGNING_OCSP], validate=True)
+    except binascii.Error as e:
+        raise _malformed("stapled certificate or OCSP response is not base64", side) from e
+    if not hmac.compare_digest(hashlib.sha256(cert_der).hexdigest(), keyid):
+        raise _malformed("keyid does not match the stapled signing certificate", side)
+    # (6) the certificate is trusted (chain, OCSP, member): the caller's policy
+    cert = resolve_cert(keyid, cert_der, ocsp_der)
+    if cert_keyid(cert) != keyid:
+        raise _malformed("resolved certificate does not match keyid", side)
+    # (7) the signature value over the rebuilt signature base
+    base = _base(lines, sel.params_text)
+    _verify_value(cert, alg, base, signature, side)
+    return VerifiedSignature(
+        keyid=keyid, alg=alg, created=created, covered=tuple(ident for ident, _ in lines),
+        signature_params=sel.params_text, signature_base=base, signature=signature, cert=cert,
+        cert_der=cert_der, ocsp_der=ocsp_der,
+    )
+
+
+def verify_request(
+    *, method: str, path: str, query: str | None, headers: Mapping[str, str], now: datetime,
+    max_skew_seconds: int, resolve_cert: CertResolver,
+) -> VerifiedSignature:
+    """Verify the ``xroad`` signature of a request from a client's security server.
+
+    ``headers`` as from :func:`fields_from_pairs`. The body is checked separately, once read, with
+    :func:`verify_content_digest` (the digest header is covered, so that check completes this one).
+
+    Steps: (1) find and parse ``Signature-Input``/``Signature`` and select label ``xroad``; (2) parameters
+    ``created`` (within ``max_skew_seconds`` of ``now``), ``keyid``, ``alg``, ``tag="x-road-r1"``, nothing
+    unknown; (3) every covered component is one the profile allows; (4) they include the profile's and every
+    ``x-road-*`` header present; (5) the stapled certificate hashes to ``keyid``; (6) ``resolve_cert`` accepts
+    it; (7) the signature value verifies over the rebuilt signature base.
+
+    Raises:
+        TrustError: ``Server.ServerProxy.MissingSignature``, ``.MalformedSignature``,
+            ``.InvalidSignatureTime`` or ``.InvalidSignatureValue``; whatever ``resolve_cert`` raises.
+    """
+    derived = {"@method": method, "@path": path or "/", "@query": "?" + (query or "")}
+    return _verify(
+        derived=derived, headers=headers, required=REQUEST_REQUIRED_HEADERS, request_signature=None, now=now,
+        max_skew_seconds=max_skew_seconds, resolve_cert=resolve_cert, side=SERVER_PROXY,
+    )
+
+
+def verify_response(
+    *, status: int, headers: Mapping[str, str], request_signature: bytes, now: datetime,
+    max_skew_seconds: int, resolve_cert: CertResolver,
+) -> VerifiedSignature:
+    """Verify the ``xroad`` signature of a response, which must be bound to ``request_signature`` (the
+    signature bytes of the request we sent) through ``"signature";req;key="xroad"``.
+
+    Same steps as :func:`verify_request`, with ``@status`` and ``x-road-request-hash`` required.
+
+    Raises:
+        TrustError: ``Server.ClientProxy.MissingSignature``, ``.MalformedSignature``,
+            ``.InvalidSignatureTime`` or ``.InvalidSignatureValue`` (also when the response is bound to
+            another request); whatever ``resolve_cert`` raises.
+    """
+    return _verify(
+        derived={"@status": str(status)}, headers=headers, required=RESPONSE_REQUIRED_HEADERS,
+        request_signature=request_signature, now=now, max_skew_seconds=max_skew_seconds,
+        resolve_cert=resolve_cert, side=CLIENT_PROXY,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------------------------
+
+
+class ReplayCache:
+    """Request ids seen within the acceptance window (pure; one per process, ``now`` passed in).
+
+    A key stays until ``created + window_seconds``; ``window_seconds`` must be at least the allowed clock
+    skew, so that a request still fresh enough to pass :func:`verify_request` cannot be replayed after its key
+    has gone. When ``max_entries`` live keys are held the cache refuses new ones (fail closed) rather than
+    forget.
+    Several processes each have their own cache; the message log's uniqueness on the request id is the
+    cross-process backstop.
+    """
+
+    __slots__ = ("_heap", "_seen", "max_entries", "window_seconds")
+
+    def __init__(self, window_seconds: int, max_entries: int) -> None:
+        if window_seconds <= 0 or max_entries <= 0:
+            raise ConfigError("replay cache window and size must be positive")
+        self.window_seconds = window_seconds
+        self.max_entries = max_entries
+        self._seen: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, ts: int) -> None:
+        heap, seen = self._heap, self._seen
+        while heap and heap[0][0] < ts:
+            expiry, key = heapq.heappop(heap)
+            if seen.get(key) == expiry:
+                del seen[key]
+
+    def check_and_add(self, key: str, created: int, now: datetime) -> None:
+        """Remember ``key`` (an ``X-Road-Request-Id``) signed at ``created``; refuse one seen before.
+
+        Raises:
+            TrustError: ``Server.ServerProxy.ReplayedRequest`` for a key still in the window, or for a
+                ``created`` already outside it; ``Server.ServerProxy.ReplayCacheFull`` when full.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        ts = int(now.timestamp())
+        self._expire(ts)
+        expiry = created + self.window_seconds
+        if expiry < ts:
+            raise TrustError(
+                f"request signed at {created} is older than the {self.window_seconds} s replay window",
+                code=f"{SERVER_PROXY}.ReplayedRequest",
+            )
+        if key in self._seen:
+            raise TrustError(
+                f"request id {key[:80]!r} was already received", code=f"{SERVER_PROXY}.ReplayedRequest",
+            )
+        if len(self._seen) >= self.max_entries:
+            raise TrustError(
+                f"replay cache holds {self.max_entries} request ids; refusing new requests until some expire",
+                code=f"{SERVER_PROXY}.ReplayCacheFull",
+            )
+        self._seen[key] = expiry
+        heapq.heappush(self._heap, (expiry, key))
