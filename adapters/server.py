@@ -48,9 +48,10 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     adapter = request.app[ADAPTERS].get(name)
     if adapter is None:
         raise RequestError(f"no service {name[:100]!r} here", code="NotFound", status=404)
-    raw = request.rel_url.raw_path
-    prefix = f"/{name}"
-    sub = raw[len(prefix) :] if raw.startswith(prefix) else request.match_info.get("tail", "")
+    # The path below the mount point, still percent-encoded: "" or "/...". Taken from the raw path so that
+    # nothing is decoded twice (the mount name itself may have been sent encoded).
+    parts = request.rel_url.raw_path.split("/", 2)
+    sub = "/" + parts[2] if len(parts) == 3 else ""
     call = AdapterRequest(http=request, raw_path=sub, query=tuple(request.query.items()))
     return await adapter.handle(call)
 

@@ -5,14 +5,15 @@ DESIGN.md section 4; X-Road UG-SS sections 6.7-8 (``ServerConfImpl.checkAccessRi
 1. **Default deny.** A client may call a service only if some rule grants it.
 2. A rule grants a **subject** access to a **service** and, within it, to an **endpoint**: an HTTP method
    (``*`` or one verb) and a path pattern. A rule given without an endpoint grants the whole service; it is
-   stored as X-Road's base endpoint ``*`` ``**``.
+   stored as X-Road's base endpoint ``*`` ``**``. ``docs/access-rights.md`` has the rules with examples.
 3. Subjects are a client (a subsystem or a member, compared exactly: a grant to a member does not cover its
    subsystems, as in X-Road), a global group (membership from the global configuration) or a local group
    (defined on this server; membership from serverconf).
 4. Path patterns, matched segment by segment against the **normalised** path:
-   ``*`` or ``**`` alone match every path; otherwise the pattern starts with ``/``; a segment ``*`` matches
-   exactly one non-empty segment; a final segment ``**`` matches everything below the prefix (``/pets/**``
-   matches ``/pets/`` and ``/pets/1/toys`` but not ``/pets``); any other segment matches itself exactly.
+   ``*``, ``**`` or ``/**`` match every path (stored as ``**``); otherwise the pattern starts with ``/``;
+   a segment ``*`` matches exactly one non-empty segment; a final segment ``**`` matches everything below
+   the prefix (``/pets/**`` matches ``/pets/`` and ``/pets/1/toys`` but not ``/pets``); any other segment
+   matches itself exactly.
    ``*`` inside a segment (``/a*b``) and ``**`` before the end are refused, so matching is linear.
 5. The request path is normalised by :func:`gateway.rest.normalise_path` before matching (unreserved escapes
    decoded, ``%2F``, control characters and backslashes refused, dot segments resolved), so that an encoded

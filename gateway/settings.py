@@ -73,6 +73,21 @@ class ServerSettings:
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
     max_loggable_body_bytes: int = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size default
     messagelog_batch_size: int = 256  # records per group commit; bounds one transaction's size
+    state_dir: str = "var/server"  # keys and certificates of this server (gateway server init writes them)
+    client_host: str = "127.0.0.1"  # information systems call here (plain HTTP)
+    client_port: int = 8080  # X-Road's default; 0 picks a free port
+    client_https_port: int = 8443  # the same, over HTTPS; -1 switches it off
+    server_host: str = "127.0.0.1"  # peer security servers call here (mutual TLS)
+    server_port: int = 5500  # X-Road's default; 0 picks a free port
+    address: str = ""  # host:port peers use, as registered centrally; default server_host:server_port
+    max_body_bytes: int = 10 * 2**20  # bytes; larger requests get 413 (X-Road's loggable maximum)
+    max_uri_bytes: int = 8192  # bytes of path and query
+    max_clock_skew_seconds: int = 60  # seconds a signature's created may differ from our clock
+    replay_window_seconds: int = 300  # seconds a request id is remembered (at least twice the skew)
+    ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again
+    connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
+    allow_tls12: bool = False  # between servers: TLS 1.3 only unless set (then 1.2 with AEAD suites)
+    serverconf_reload_seconds: float = 5.0  # seconds between re-reads of clients, services and rights
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

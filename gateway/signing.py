@@ -22,7 +22,7 @@ Error types: ``<side>.MissingSignature``, ``<side>.MalformedSignature``, ``<side
 (also for a body that does not match its digest), ``<side>.InvalidSignatureTime`` (``created`` outside the
 allowed clock skew) with ``<side>`` = ``Server.ServerProxy`` when the provider verifies a request and
 ``Server.ClientProxy`` when the client side verifies a response; ``Server.ServerProxy.ReplayedRequest``
-from :class:`ReplayCache`.
+and ``Server.ServerProxy.ReplayCacheFull`` from :class:`ReplayCache`.
 """
 
 from __future__ import annotations

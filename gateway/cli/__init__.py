@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.adapter",
     "gateway.cli.pki",
     "gateway.cli.serverconf",
+    "gateway.cli.server",
+    "gateway.cli.demo",
 )
 
 

@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -79,6 +77,8 @@ def _now() -> datetime:
 
 
 def _schema_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # alembic is slow to import: only when used
+
     ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
     return ctx.get_current_revision()
 
@@ -108,6 +108,8 @@ async def _open(args: argparse.Namespace, central: CentralSettings, *, need_sche
         await engine.dispose()
         cause = getattr(e, "orig", None) or e
         raise ConfigError(f"{where}: cannot open database {_masked(central.database_url)}: {cause}") from e
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     if need_schema and revision != head:
         await engine.dispose()

@@ -78,7 +78,8 @@ def respond(request_der: bytes, state: OcspResponderState, now: datetime) -> byt
         for ext in req.extensions:
             if isinstance(ext.value, x509.OCSPNonce):
                 nonce_ext = ext.value
-    except (ValueError, UnsupportedAlgorithm):  # UnsupportedAlgorithm: an unknown CertID hash OID
+    # UnsupportedAlgorithm: an unknown CertID hash OID; NotImplementedError: several CertIDs
+    except (ValueError, UnsupportedAlgorithm, NotImplementedError):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if alg.name not in CERT_ID_HASHES:
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)

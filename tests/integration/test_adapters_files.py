@@ -21,7 +21,7 @@ from gateway.errors import ConfigError
 pytestmark = pytest.mark.integration
 
 N = 25
-PRODUCTS = [
+PRODUCTS: list[dict[str, Any]] = [
     {"sku": 30, "name": "Rukkileib", "price": 2.49, "in_stock": True, "weight_g": 500, "note": None},
     {"sku": 10, "name": "Kama", "price": 3, "in_stock": False, "weight_g": 400, "note": "jahu"},
     {"sku": 20, "name": "Kohuke", "price": 0.89, "in_stock": True, "weight_g": None, "note": "Ülle's pick"},
@@ -50,8 +50,13 @@ async def files(tmp_path: Path) -> AsyncIterator[Files]:
     (tmp_path / "products.json").write_text(json.dumps(PRODUCTS), encoding="utf-8")
     adapters = {
         "persons": FileAdapter(
-            name="persons", title="Persons (CSV)", path=tmp_path / "persons.csv", key="personal_code",
-            columns=[ColumnSpec(name=c, type="date" if c == "date_of_birth" else None) for c in PERSON_COLUMNS],
+            name="persons",
+            title="Persons (CSV)",
+            path=tmp_path / "persons.csv",
+            key="personal_code",
+            columns=[
+                ColumnSpec(name=c, type="date" if c == "date_of_birth" else None) for c in PERSON_COLUMNS
+            ],
             filters=["last_name", "sex", "date_of_birth", "municipality"],
         ),
         "products": FileAdapter(name="products", path=tmp_path / "products.json"),
@@ -154,11 +159,16 @@ async def test_csv_openapi_uses_declared_types(files: Files) -> None:
         ("cursor=bm9wZQ", "cursor is not one this service issued"),
         ("cursor=%%%", "cursor is not one this service issued"),
         ("cursor=" + "A" * 2001, "cursor is not one this service issued"),
-        ("first_name=Mari", "unknown filter 'first_name'; filterable columns: "
-         "date_of_birth, last_name, municipality, sex"),
+        (
+            "first_name=Mari",
+            "unknown filter 'first_name'; filterable columns: date_of_birth, last_name, municipality, sex",
+        ),
         ("nosuch=1", "unknown filter 'nosuch'"),
         ("Sex=M", "unknown filter 'Sex'"),
-        ("date_of_birth=1980-13-01", "value for 'date_of_birth' must be a date (YYYY-MM-DD), got '1980-13-01'"),
+        (
+            "date_of_birth=1980-13-01",
+            "value for 'date_of_birth' must be a date (YYYY-MM-DD), got '1980-13-01'",
+        ),
         ("date_of_birth=1980-1-1", "value for 'date_of_birth' must be a date (YYYY-MM-DD), got '1980-1-1'"),
         ("last_name=a%00b", "value for 'last_name' contains a NUL character"),
         ("last_name=" + "x" * 1001, "value for 'last_name' is longer than 1000 characters"),
@@ -198,8 +208,10 @@ async def test_forged_cursor_for_a_bad_key_is_400(files: Files) -> None:
 
 async def test_cursor_pagination_on_json(files: Files) -> None:
     status, body = await files.get("/products/?limit=2&cursor=")
+    assert status == 200
     assert [i["sku"] for i in body["items"]] == [10, 20] and body["offset"] is None
     status, body = await files.get(f"/products/{body['next']}")
+    assert status == 200
     assert [i["sku"] for i in body["items"]] == [30] and body["next"] is None
 
 
@@ -216,8 +228,12 @@ async def test_file_adapter_is_read_only(files: Files, method: str) -> None:
         (b"a,b\n1,2\n3\n", "csv", {}, "row 3 does not have 2 fields"),
         (b"a,b\n1,2,3\n", "csv", {}, "row 2 does not have 2 fields"),
         (b"a,b\n,2\n", "csv", {}, "record 1 has no value for key column 'a'"),
-        (b"a,b\n1,x\n", "csv", {"columns": [ColumnSpec(name="a"), ColumnSpec(name="b", type="date")]},
-         "record 1, column 'b': value for 'b' must be a date (YYYY-MM-DD), got 'x'"),
+        (
+            b"a,b\n1,x\n",
+            "csv",
+            {"columns": [ColumnSpec(name="a"), ColumnSpec(name="b", type="date")]},
+            "record 1, column 'b': value for 'b' must be a date (YYYY-MM-DD), got 'x'",
+        ),
         (b"a,b\n1,2\n", "csv", {"columns": [ColumnSpec(name="c")]}, "column 'c' not found; available: a, b"),
         (b"a,b\n1,2\n", "csv", {"key": "z"}, "key column 'z' is not among the columns a, b"),
         (b"a,b\n1,2\n", "csv", {"filters": ["z"]}, "filters name columns that are not exposed: z"),
@@ -228,8 +244,12 @@ async def test_file_adapter_is_read_only(files: Files, method: str) -> None:
         (b"[{", "json", {}, "malformed JSON"),
         (b'[{"a": 1, "b": {"c": 2}}]', "json", {}, "record 1, column 'b': nested objects and arrays"),
         (b'[{"a": 1}, {"a": 1.0}]', "json", {}, "key 1 appears more than once in column 'a'"),
-        (b'[{"a": 1, "b": true}]', "json", {"columns": [ColumnSpec(name="a"), ColumnSpec(name="b", type="date")]},
-         "record 1, column 'b': True is not a date"),
+        (
+            b'[{"a": 1, "b": true}]',
+            "json",
+            {"columns": [ColumnSpec(name="a"), ColumnSpec(name="b", type="date")]},
+            "record 1, column 'b': True is not a date",
+        ),
     ],
 )
 def test_bad_files_are_refused(data: bytes, fmt: Any, kwargs: dict[str, Any], message: str) -> None:
@@ -247,7 +267,9 @@ def test_bad_files_are_refused(data: bytes, fmt: Any, kwargs: dict[str, Any], me
         ("data.txt", {}, "cannot tell the format"),
     ],
 )
-async def test_file_problems_refuse_to_start(tmp_path: Path, name: str, kwargs: dict[str, Any], message: str) -> None:
+async def test_file_problems_refuse_to_start(
+    tmp_path: Path, name: str, kwargs: dict[str, Any], message: str
+) -> None:
     (tmp_path / "big.csv").write_bytes(b"a,b\n1,2\n")
     (tmp_path / "data.txt").write_bytes(b"a,b\n1,2\n")
     with pytest.raises(ConfigError) as info:

@@ -37,15 +37,18 @@ async def _echo(request: web.Request) -> web.Response:
     async for chunk in request.content.iter_any():
         digest.update(chunk)
         size += len(chunk)
-    return web.json_response({
-        "method": request.method,
-        "raw_path": request.rel_url.raw_path,
-        "raw_query": request.rel_url.raw_query_string,
-        "headers": [[k, v] for k, v in request.headers.items()],
-        "body_sha256": digest.hexdigest(),
-        "body_len": size,
-        "chunked": request.headers.get("Transfer-Encoding") == "chunked",
-    }, headers={"X-Upstream": "yes", "Set-Cookie": "session=abc; Path=/"})
+    return web.json_response(
+        {
+            "method": request.method,
+            "raw_path": request.rel_url.raw_path,
+            "raw_query": request.rel_url.raw_query_string,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_sha256": digest.hexdigest(),
+            "body_len": size,
+            "chunked": request.headers.get("Transfer-Encoding") == "chunked",
+        },
+        headers={"X-Upstream": "yes", "Set-Cookie": "session=abc; Path=/"},
+    )
 
 
 @pytest.fixture
@@ -66,8 +69,10 @@ async def upstream() -> AsyncIterator[Upstream]:
         return web.Response(text="late")
 
     async def gzipped(request: web.Request) -> web.Response:
-        return web.Response(body=gzip.compress(b"hello " * 1000), headers={
-            "Content-Encoding": "gzip", "Content-Type": "text/plain"})
+        return web.Response(
+            body=gzip.compress(b"hello " * 1000),
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+        )
 
     async def big(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -113,8 +118,9 @@ async def proxy(upstream: Upstream, tmp_path: Path) -> AsyncIterator[Proxy]:
     doc = {"openapi": "3.1.0", "info": {"title": "Legacy API", "version": "2"}, "paths": {"/things": {}}}
     (tmp_path / "openapi.json").write_text(json.dumps(doc))
     adapters = {
-        "legacy": PassthroughAdapter(name="legacy", base_url=upstream.url, openapi=str(tmp_path / "openapi.json"),
-                                     timeout_seconds=0.3),
+        "legacy": PassthroughAdapter(
+            name="legacy", base_url=upstream.url, openapi=str(tmp_path / "openapi.json"), timeout_seconds=0.3
+        ),
         "plain": PassthroughAdapter(name="plain", base_url=upstream.url + "/"),
     }
     running = await start_adapters(adapters, "127.0.0.1", 0)
@@ -136,8 +142,9 @@ async def test_method_path_query_body_and_headers_are_forwarded(proxy: Proxy) ->
         "Connection": "X-Hop",
         "X-Hop": "dropped",
     }
-    async with proxy.http.put(proxy.url("/legacy/things/a%2Fb/%C3%A4?q=1&q=%20two&empty="), data=body,
-                              headers=headers) as resp:
+    async with proxy.http.put(
+        proxy.url("/legacy/things/a%2Fb/%C3%A4?q=1&q=%20two&empty="), data=body, headers=headers
+    ) as resp:
         assert resp.status == 200
         assert resp.headers["X-Upstream"] == "yes"
         echo = await resp.json()
@@ -237,7 +244,9 @@ async def test_upstream_closing_mid_body_breaks_the_connection() -> None:
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    running = await start_adapters({"cut": PassthroughAdapter(name="cut", base_url=f"http://127.0.0.1:{port}")})
+    running = await start_adapters(
+        {"cut": PassthroughAdapter(name="cut", base_url=f"http://127.0.0.1:{port}")}
+    )
     try:
         async with aiohttp.ClientSession() as http, http.get(f"{running.urls['cut']}/x") as resp:
             assert resp.status == 200
@@ -273,7 +282,9 @@ def test_bad_passthrough_arguments(kwargs: dict[str, Any], message: str) -> None
         (b"[]", "not an OpenAPI 3 document"),
     ],
 )
-async def test_bad_openapi_document_refuses_to_start(tmp_path: Path, content: bytes | None, message: str) -> None:
+async def test_bad_openapi_document_refuses_to_start(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "doc.json"
     if content is not None:
         path.write_bytes(content)
@@ -286,3 +297,9 @@ async def test_bad_openapi_document_refuses_to_start(tmp_path: Path, content: by
 def test_free_port_fixture_port_is_closed(free_port: int) -> None:
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", free_port)) != 0
+
+
+async def test_encoded_mount_name_does_not_decode_the_rest_twice(proxy: Proxy) -> None:
+    async with proxy.http.get(proxy.url("/%70lain/a%252Fb")) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["raw_path"] == "/api/a%252Fb"

@@ -153,7 +153,10 @@ async def test_cursor_pagination_keeps_filters(registry: Registry) -> None:
     [
         ("sex=M", lambda r: r["sex"] == "M"),
         ("children=2", lambda r: r["children"] == 2),
-        ("municipality=Tallinn&municipality=Tartu%20linn", lambda r: r["municipality"] in ("Tallinn", "Tartu linn")),
+        (
+            "municipality=Tallinn&municipality=Tartu%20linn",
+            lambda r: r["municipality"] in ("Tallinn", "Tartu linn"),
+        ),
         ("sex=F&children=0", lambda r: r["sex"] == "F" and r["children"] == 0),
     ],
 )
@@ -232,15 +235,23 @@ async def test_head_has_headers_and_no_body(registry: Registry) -> None:
     [
         ("limit=1001", "limit must be an integer from 1 to 1000, got '1001'"),
         ("offset=-1", "offset must be an integer from 0 to 2147483647, got '-1'"),
-        ("first_name=Mari", "unknown filter 'first_name'; filterable columns: "
-         "children, date_of_birth, last_name, municipality, sex"),
+        (
+            "first_name=Mari",
+            "unknown filter 'first_name'; filterable columns: "
+            "children, date_of_birth, last_name, municipality, sex",
+        ),
         ("last_name%3D1%20OR%201=1", "unknown filter 'last_name=1 OR 1'"),
-        ("date_of_birth=1980-13-01", "value for 'date_of_birth' must be a date (YYYY-MM-DD), got '1980-13-01'"),
+        (
+            "date_of_birth=1980-13-01",
+            "value for 'date_of_birth' must be a date (YYYY-MM-DD), got '1980-13-01'",
+        ),
         ("children=1%20OR%201=1", "value for 'children' must be an integer, got '1 OR 1=1'"),
         ("last_name=a%00b", "value for 'last_name' contains a NUL character"),
     ],
 )
-async def test_bad_parameters_are_400_with_a_precise_message(registry: Registry, query: str, message: str) -> None:
+async def test_bad_parameters_are_400_with_a_precise_message(
+    registry: Registry, query: str, message: str
+) -> None:
     status, body = await registry.get(f"/persons/?{query}")
     assert status == 400
     assert body["type"] == "BadRequest"
@@ -286,7 +297,8 @@ async def test_query_adapter_lists_declared_columns_only(registry: Registry) -> 
     status, body = await registry.get("/women/?limit=1000")
     assert status == 200
     assert body["items"] == [
-        {"personal_code": r["personal_code"], "last_name": r["last_name"], "children": r["children"]} for r in women
+        {"personal_code": r["personal_code"], "last_name": r["last_name"], "children": r["children"]}
+        for r in women
     ]
     man = next(r for r in registry.persons if r["sex"] == "M")
     status, _ = await registry.get(f"/women/{man['personal_code']}")
@@ -307,8 +319,12 @@ async def test_openapi_document_describes_columns_and_paths(registry: Registry) 
     assert params["children"]["schema"] == {"type": "array", "items": {"type": "integer", "format": "int64"}}
     assert set(listing["responses"]) == {"200", "400"}
     lookup = doc["paths"]["/{personal_code}"]["get"]
-    assert lookup["parameters"][0] == {"name": "personal_code", "in": "path", "required": True,
-                                       "schema": {"type": "string"}}
+    assert lookup["parameters"][0] == {
+        "name": "personal_code",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
     assert set(lookup["responses"]) == {"200", "404"}
     item = doc["components"]["schemas"]["Item"]
     assert item["properties"]["date_of_birth"] == {"type": "string", "format": "date"}
@@ -319,7 +335,10 @@ async def test_openapi_document_describes_columns_and_paths(registry: Registry) 
 
 
 async def test_healthz_lists_adapters(registry: Registry) -> None:
-    assert await registry.get("/healthz") == (200, {"status": "ok", "adapters": ["items", "persons", "women"]})
+    assert await registry.get("/healthz") == (
+        200,
+        {"status": "ok", "adapters": ["items", "persons", "women"]},
+    )
 
 
 @pytest.mark.parametrize(
@@ -331,7 +350,9 @@ async def test_healthz_lists_adapters(registry: Registry) -> None:
         ({"table": "persons", "key": "nosuch"}, "key column 'nosuch' must be one of the exposed columns"),
     ],
 )
-async def test_bad_sql_settings_refuse_to_start(database_url: str, kwargs: dict[str, Any], message: str) -> None:
+async def test_bad_sql_settings_refuse_to_start(
+    database_url: str, kwargs: dict[str, Any], message: str
+) -> None:
     engine = create_async_engine(database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
@@ -349,8 +370,10 @@ async def test_bad_sql_settings_refuse_to_start(database_url: str, kwargs: dict[
         ({"url": "sqlite+aiosqlite://"}, "exactly one of table and query"),
         ({"table": "t"}, "exactly one of url and engine"),
         ({"url": "sqlite+aiosqlite://", "query": "SELECT 1 AS a"}, "a query needs declared columns"),
-        ({"url": "sqlite+aiosqlite://", "query": "SELECT 1 AS a", "columns": [ColumnSpec(name="a")]},
-         "a query needs declared columns"),
+        (
+            {"url": "sqlite+aiosqlite://", "query": "SELECT 1 AS a", "columns": [ColumnSpec(name="a")]},
+            "a query needs declared columns",
+        ),
     ],
 )
 def test_bad_sql_arguments(kwargs: dict[str, Any], message: str) -> None:

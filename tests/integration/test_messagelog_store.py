@@ -180,9 +180,9 @@ async def test_lost_table_fails_closed(engine: AsyncEngine) -> None:
             assert o.xroad_type == "Server.ClientProxy.LoggingFailed"
             assert o.message.startswith("message log write failed: ")
             assert "messagelog_records" in o.message  # SQLite: no such table; PostgreSQL: does not exist
-        with pytest.raises(MessageLogError, match="message log read failed: .*messagelog_records"):
+        with pytest.raises(MessageLogError, match=r"message log read failed: .*messagelog_records"):
             await store.size(ORIGIN_A)
-        with pytest.raises(MessageLogError, match="message log read failed: .*messagelog_records"):
+        with pytest.raises(MessageLogError, match=r"message log read failed: .*messagelog_records"):
             await store.read(ORIGIN_A)
     finally:
         await store.close()

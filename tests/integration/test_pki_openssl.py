@@ -23,7 +23,7 @@ from pkihelpers import ThrowawayPki, make_pki
 
 from gateway import ocsp, timestamp
 from gateway.cli import main
-from gateway.errors import PeerError
+from gateway.errors import PeerError, TrustError
 from gateway.keys import generate_private_key
 from gateway.ocsp_fetch import fetch_ocsp, fetch_timestamp
 from gateway.pki.http import MAX_REQUEST_BYTES, PkiServers, start_pki_servers
@@ -320,3 +320,14 @@ async def test_cli_serve_sees_revocations_from_another_process_and_stops_on_sigt
         _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     assert "stopped" in err.decode()
+
+
+async def test_unreadable_index_is_answered_internal_error(pki: ThrowawayPki, servers: PkiServers) -> None:
+    issued = pki.issue_sign("DEV/GOV/1001")
+    (pki.directory / "index.json").write_text("{not json")
+    async with aiohttp.ClientSession() as session:
+        der = await fetch_ocsp(session, servers.ocsp_url, ocsp.build_request(issued.cert, pki.ca_cert))
+    with pytest.raises(TrustError, match="OCSP response: responder answered internal_error"):
+        ocsp.check_response(
+            der, cert=issued.cert, issuer=pki.ca_cert, now=datetime.now(UTC), max_age_seconds=60
+        )

@@ -32,6 +32,7 @@ PETS = ServiceId.parse("DEV/GOV/1001/provider/pets")
 ORDERS = ServiceId.parse("DEV/GOV/1001/provider/orders")
 NOPE = ServiceId.parse("DEV/GOV/1001/provider/nope")
 FRIENDS = LocalGroupId(code="friends")
+NO_GROUP = LocalGroupId(code="x")
 PARTNERS = GlobalGroupId.parse("DEV/partners")
 
 
@@ -94,7 +95,8 @@ async def test_crud_and_snapshot(store: ServerConfStore) -> None:
     snap.policy.check(CONSUMER, PETS, "GET", "/pets/1", groups=groups)
     snap.policy.check(OUTSIDER, PETS, "DELETE", "/public/a/b", groups=groups)
     snap.policy.check(CONSUMER, ORDERS, "PUT", "/anything", groups=groups)
-    for client, service, path in ((CONSUMER, PETS, "/public/x"), (OUTSIDER, ORDERS, "/"), (OWNER, PETS, "/pets/1")):
+    denied = ((CONSUMER, PETS, "/public/x"), (OUTSIDER, ORDERS, "/"), (OWNER, PETS, "/pets/1"))
+    for client, service, path in denied:
         with pytest.raises(RequestError, match="is not allowed to call") as info:
             snap.policy.check(client, service, "GET", path, groups=groups)
         assert info.value.xroad_type == "Server.ServerProxy.AccessDenied"
@@ -105,7 +107,9 @@ async def test_crud_and_snapshot(store: ServerConfStore) -> None:
     # Updates.
     await store.update_client(CONSUMER, status="disabled", is_auth="none")
     assert await store.get_client(CONSUMER) == ClientInfo(id=CONSUMER, status="disabled", is_auth="none")
-    updated = await store.update_service(PETS, enabled=False, disabled_notice="maintenance", timeout_seconds=30)
+    updated = await store.update_service(
+        PETS, enabled=False, disabled_notice="maintenance", timeout_seconds=30
+    )
     assert (updated.enabled, updated.disabled_notice, updated.timeout_seconds) == (False, "maintenance", 30.0)
     with pytest.raises(RequestError) as info:
         (await store.snapshot()).service(PETS)
@@ -147,7 +151,7 @@ async def test_is_certificates(store: ServerConfStore, tmp_path: Path) -> None:
     with pytest.raises(RequestError, match="is not registered for") as info:
         await store.remove_is_cert(CONSUMER, fp)
     assert info.value.status == 404
-    with pytest.raises(RequestError, match="is not a PEM or DER X.509 certificate") as info:
+    with pytest.raises(RequestError, match=r"is not a PEM or DER X\.509 certificate") as info:
         await store.add_is_cert(CONSUMER, b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
     assert info.value.status == 400
 
@@ -163,7 +167,8 @@ ERRORS: list[tuple[str, Op, int, str]] = [
      "endpoint GET /pets/* of service DEV/GOV/1001/provider/pets already exists"),
     ("duplicate right", lambda s: s.grant(AccessRule(subject=CONSUMER, service=PETS,
                                                      endpoint=Endpoint(method="GET", path="/pets/*"))), 409,
-     "SUBSYSTEM:DEV/GOV/1002/consumer already has access to GET /pets/* of service DEV/GOV/1001/provider/pets"),
+     "SUBSYSTEM:DEV/GOV/1002/consumer already has access to GET /pets/* of service "
+     "DEV/GOV/1001/provider/pets"),
     ("duplicate group", lambda s: s.add_group(FRIENDS), 409, "local group 'friends' already exists"),
     ("duplicate member", lambda s: s.add_group_member(FRIENDS, OUTSIDER), 409,
      "SUBSYSTEM:DEV/GOV/1003/outsider is already a member of local group 'friends'"),
@@ -181,7 +186,7 @@ ERRORS: list[tuple[str, Op, int, str]] = [
      "service DEV/GOV/1001/provider/nope does not exist on this security server"),
     ("grant on missing service", lambda s: s.grant(AccessRule(subject=CONSUMER, service=NOPE)), 404,
      "service DEV/GOV/1001/provider/nope does not exist on this security server"),
-    ("grant to missing group", lambda s: s.grant(AccessRule(subject=LocalGroupId(code="x"), service=PETS)), 404,
+    ("grant to missing group", lambda s: s.grant(AccessRule(subject=NO_GROUP, service=PETS)), 404,
      "local group 'x' does not exist"),
     ("revoke missing right", lambda s: s.revoke(AccessRule(subject=OUTSIDER, service=PETS)), 404,
      "SUBSYSTEM:DEV/GOV/1003/outsider has no access right to * ** of service DEV/GOV/1001/provider/pets"),
@@ -189,7 +194,7 @@ ERRORS: list[tuple[str, Op, int, str]] = [
      "service DEV/GOV/1001/provider/nope does not exist on this security server"),
     ("missing endpoint", lambda s: s.remove_endpoint(PETS, Endpoint(method="PUT", path="/x")), 404,
      "endpoint PUT /x of service DEV/GOV/1001/provider/pets does not exist"),
-    ("missing group", lambda s: s.remove_group(LocalGroupId(code="x")), 404, "local group 'x' does not exist"),
+    ("missing group", lambda s: s.remove_group(NO_GROUP), 404, "local group 'x' does not exist"),
     ("member of missing group", lambda s: s.add_group_member(LocalGroupId(code="x"), CONSUMER), 404,
      "local group 'x' does not exist"),
     ("missing member", lambda s: s.remove_group_member(FRIENDS, CONSUMER), 404,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import ocsp as aocsp
 from asn1crypto import tsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -334,13 +335,39 @@ def test_ocsp_unknown_serial_and_foreign_issuer(pki: ThrowawayPki, other: Throwa
         _check(pki, der, foreign)
 
 
+def _request_with(pki: ThrowawayPki, *, copies: int = 1, hash_name: str | None = None) -> bytes:
+    cert = pki.issue_sign(M1, now=NOW).cert
+    one = aocsp.OCSPRequest.load(ocsp.build_request(cert, pki.ca_cert))["tbs_request"]["request_list"][0]
+    if hash_name is not None:
+        one["req_cert"]["hash_algorithm"] = {"algorithm": hash_name}
+    return aocsp.OCSPRequest({"tbs_request": {"request_list": [one.copy() for _ in range(copies)]}}).dump()  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize(
-    "request_der",
-    [b"", b"garbage", b"\x30\x03\x02\x01\x01", b"\x30" + b"\x80" * 10],
-    ids=["empty", "garbage", "integer", "bad length"],
+    "make_request",
+    [
+        lambda p: b"",
+        lambda p: b"garbage",
+        lambda p: b"\x30\x03\x02\x01\x01",
+        lambda p: b"\x30" + b"\x80" * 10,
+        lambda p: _request_with(p, copies=2),
+        lambda p: _request_with(p, copies=0),
+        lambda p: _request_with(p, hash_name="md5"),
+        lambda p: _request_with(p) + b"\x00",
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "integer",
+        "bad length",
+        "two CertIDs",
+        "no CertID",
+        "MD5 CertID",
+        "trailing byte",
+    ],
 )
-def test_ocsp_malformed_request(pki: ThrowawayPki, request_der: bytes) -> None:
-    der = respond(request_der, pki.ca.ocsp_state(), NOW)
+def test_ocsp_malformed_request(pki: ThrowawayPki, make_request: Callable[[ThrowawayPki], bytes]) -> None:
+    der = respond(make_request(pki), pki.ca.ocsp_state(), NOW)
     assert x_ocsp.load_der_ocsp_response(der).response_status == x_ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 

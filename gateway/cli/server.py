@@ -1,0 +1,92 @@
+"""``gateway server ...``: a security server's keys, certificates and the server itself (I/O shell).
+
+- ``init``: generate the authentication and signing keys (files 0600 in ``[server] state_dir``) and CSRs
+  whose identity comes from ``[server] id``;
+- ``import-cert FILE``: install a certificate issued for one of those CSRs (its key must match);
+- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from gateway import certprofile, keys
+from gateway.cli.common import settings_from_args
+from gateway.cli.run import serve_until_signal
+from gateway.errors import ConfigError, PkiError
+from gateway.identifiers import SecurityServerId
+from gateway.runtime import KeyFiles, SecurityServer
+
+
+def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
+    settings = settings_from_args(args)
+    try:
+        server_id = SecurityServerId.parse(settings.server.id)
+    except PkiError as e:  # pragma: no cover - IdentifierError is a RequestError, not a PkiError
+        raise ConfigError(str(e)) from e
+    return server_id, KeyFiles(dir=Path(settings.server.state_dir))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    server_id, files = _files(args)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    for kind, identity, key_path in (
+        ("auth", server_id, files.auth_key), ("sign", server_id.owner, files.sign_key),
+    ):
+        if key_path.exists() and not args.force:
+            raise ConfigError(f"{key_path} exists", hint="use --force to replace the keys")
+        key = keys.generate_private_key(args.key_type)
+        csr = certprofile.build_csr(key, identity, kind=kind, name=args.name)  # type: ignore[arg-type]
+        keys.write_private_key(key_path, key)
+        csr_path = files.dir / f"{kind}.csr"
+        keys.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+        print(f"{kind} key {key_path}, CSR {csr_path} for {identity}")
+    return 0
+
+
+def cmd_import_cert(args: argparse.Namespace) -> int:
+    _server_id, files = _files(args)
+    cert = keys.load_certificate(Path(args.file).read_bytes())
+    kind, identity = certprofile.identity_of(cert)
+    key_path, cert_path = (files.auth_key, files.auth_cert) if kind == "auth" else (files.sign_key, files.sign_cert)
+    key = keys.read_private_key(key_path)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise PkiError(f"the {kind} certificate for {identity} does not match the key in {key_path}")
+    keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
+    print(f"installed {kind} certificate for {identity} ({keys.cert_sha256_hex(cert)}) as {cert_path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    server = SecurityServer(settings, clock=lambda: datetime.now(UTC))
+
+    async def start() -> None:
+        await server.start()
+        print(f"security server {server.server_id}: clients {server.client_url}"
+              f"{' and ' + server.client_https_url if server.client_https_url else ''}, "
+              f"peers {server.server_address}", flush=True)
+
+    return asyncio.run(serve_until_signal(start, server.stop))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("server", help="security server: keys, certificates, serve")
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="settings file (TOML)")
+    sub = p.add_subparsers(dest="server_command", metavar="COMMAND", required=True)
+    q = sub.add_parser("init", help="generate keys and CSRs for [server] id")
+    q.add_argument("--name", help="organisation name for the certificates")
+    q.add_argument("--key-type", default="ec-p256", choices=keys.KEY_TYPES)
+    q.add_argument("--force", action="store_true", help="replace existing keys")
+    q.set_defaults(handler=cmd_init)
+    q = sub.add_parser("import-cert", help="install an issued authentication or signing certificate")
+    q.add_argument("file", metavar="FILE")
+    q.set_defaults(handler=cmd_import_cert)
+    q = sub.add_parser("serve", help="run the proxies until SIGINT/SIGTERM")
+    q.set_defaults(handler=cmd_serve)

@@ -1,0 +1,330 @@
+"""A whole federation on loopback: development PKI, central server, security servers, adapters (I/O).
+
+``gateway demo`` runs it until Ctrl-C; the integration tests run the same code in a temporary directory.
+Everything is registered the way an operator would do it: keys generated on each security server, CSRs
+signed by the development CA (which issues only the identity it is asked to certify), certificates
+registered at the central server, access rights granted on the provider's server.
+
+The description of what was started goes to ``federation.json`` (see ``docs/demo.md`` for the contract).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from adapters.demo_data import demo_adapters, write_demo_data
+from adapters.server import RunningAdapters, start_adapters
+from gateway import certprofile, keys
+from gateway.central import registry
+from gateway.central.app import CentralHandle, start_central
+from gateway.central.publisher import current_anchor
+from gateway.errors import ConfigError
+from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from gateway.pki.ca import DevCA
+from gateway.pki.http import PkiServers, start_pki_servers
+from gateway.runtime import KeyFiles, SecurityServer
+from gateway.serverconf.store import ServerConfStore
+from gateway.access import AccessRule
+from gateway.settings import CentralSettings, GlobalConfSettings, ServerSettings, Settings
+
+log = structlog.get_logger("gateway.demo")
+
+MARKER = ".gateway-demo"  # a directory holding this file may be wiped by the next demo run
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberSpec:
+    id: MemberId
+    name: str
+    subsystems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSpec:
+    id: SecurityServerId
+    clients: tuple[SubsystemId, ...]
+    services: dict[ServiceId, str] = field(default_factory=dict)  # service -> adapter name
+
+
+def default_layout(instance: str = "DEV") -> tuple[list[MemberSpec], list[ServerSpec]]:
+    """Agency A (GOV/1001) consumes through ss1; agency B (GOV/1002) provides two registries through ss2."""
+    a = MemberId(instance=instance, member_class="GOV", member_code="1001")
+    b = MemberId(instance=instance, member_class="GOV", member_code="1002")
+    consumer = a.subsystem("consumer")
+    registry_ = b.subsystem("registry")
+    members = [
+        MemberSpec(id=a, name="Agency A", subsystems=("consumer",)),
+        MemberSpec(id=b, name="Agency B", subsystems=("registry",)),
+    ]
+    servers = [
+        ServerSpec(id=a.server("ss1"), clients=(consumer,)),
+        ServerSpec(
+            id=b.server("ss2"), clients=(registry_,),
+            services={registry_.service("persons"): "persons", registry_.service("companies"): "companies"},
+        ),
+    ]
+    return members, servers
+
+
+@dataclass
+class Federation:
+    """What :func:`start_federation` started; :meth:`close` stops it all."""
+
+    workdir: Path
+    instance: str
+    ca: DevCA
+    pki: PkiServers
+    central: CentralHandle
+    anchor_path: Path
+    adapters: RunningAdapters | None
+    servers: dict[SecurityServerId, SecurityServer]
+    specs: list[ServerSpec]
+    members: list[MemberSpec]
+
+    def server(self, code: str) -> SecurityServer:
+        return next(s for sid, s in self.servers.items() if sid.server_code == code)
+
+    async def publish_and_refresh(self) -> None:
+        """Publish the central registry now and make every security server download it now."""
+        await self.central.publish_now()
+        for server in self.servers.values():
+            await server.globalconf.refresh()
+
+    def describe(self) -> dict[str, Any]:
+        """The ``federation.json`` contract (docs/demo.md)."""
+        servers = []
+        for spec in self.specs:
+            ss = self.servers[spec.id]
+            servers.append({
+                "id": str(spec.id),
+                "client_url": ss.client_url,
+                "client_https_url": ss.client_https_url,
+                "server_address": ss.server_address,
+                "admin_url": None,
+                "database_url": ss.settings.server.database_url,
+                "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
+                "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
+                "clients": [str(c) for c in spec.clients],
+                "services": [str(s) for s in spec.services],
+            })
+        adapters = {}
+        if self.adapters is not None:
+            for spec in self.specs:
+                for service, name in spec.services.items():
+                    adapters[str(service)] = self.adapters.urls[name]
+        return {
+            "instance": self.instance,
+            "central": {"url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf"},
+            "anchor": str(self.anchor_path.resolve()),
+            "pki": {
+                "ca_cert": str((self.workdir / "pki" / "ca.pem").resolve()),
+                "ocsp_url": self.pki.ocsp_url,
+                "tsa_url": self.pki.tsa_url,
+            },
+            "members": [{"id": str(m.id), "name": m.name, "subsystems": list(m.subsystems)} for m in self.members],
+            "servers": servers,
+            "adapters": adapters,
+        }
+
+    async def close(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+        if self.adapters is not None:
+            await self.adapters.close()
+        await self.central.close()
+        await self.pki.close()
+
+
+def _prepare_workdir(workdir: Path, *, fresh: bool) -> None:
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise ConfigError(
+                f"{workdir} is not empty and was not made by 'gateway demo'",
+                hint="choose another directory with --dir, or empty this one",
+            )
+        if fresh:
+            shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
+
+
+def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
+    """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
+    files.dir.mkdir(parents=True, exist_ok=True)
+    for kind, identity, key_path, cert_path in (
+        ("auth", server_id, files.auth_key, files.auth_cert),
+        ("sign", server_id.owner, files.sign_key, files.sign_cert),
+    ):
+        key = keys.generate_private_key()
+        csr = certprofile.build_csr(key, identity, kind=kind, name=name)  # type: ignore[arg-type]
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)  # type: ignore[arg-type]
+        keys.write_private_key(key_path, key)
+        keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
+
+
+async def start_federation(
+    workdir: str | Path,
+    *,
+    instance: str = "DEV",
+    layout: tuple[list[MemberSpec], list[ServerSpec]] | None = None,
+    database_urls: dict[str, str] | None = None,
+    with_adapters: bool = True,
+    adapter_urls: dict[str, str] | None = None,
+    fresh: bool = True,
+    clock: Callable[[], datetime] = utc_now,
+    server_overrides: dict[str, Any] | None = None,
+) -> Federation:
+    """Start and register a complete federation on 127.0.0.1 with free ports.
+
+    ``database_urls`` maps a server code (or ``central``) to a database URL (default: SQLite files in
+    ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false.
+
+    Raises:
+        ConfigError: the directory is not ours, or a part cannot start.
+    """
+    workdir = Path(workdir).resolve()
+    _prepare_workdir(workdir, fresh=fresh)
+    members, specs = layout or default_layout(instance)
+    dbs = database_urls or {}
+    now = clock()
+    # (1) development PKI: CA, OCSP responder, TSA
+    ca = DevCA.init(workdir / "pki", name=f"{instance} Development CA", now=now)
+    pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock)
+    started: list[Any] = [pki]
+    try:
+        # (2) central server, and the trust anchors it publishes
+        central_settings = CentralSettings(
+            instance=instance, host="127.0.0.1", port=0,
+            database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
+            key_dir=str(workdir / "central"),
+        )
+        central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
+        started.append(central)
+        engine = central.engine
+        await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
+                              ocsp_urls=[pki.ocsp_url])
+        await registry.add_tsa(engine, name=f"{instance} Development TSA", url=pki.tsa_url,
+                               certificate=keys.cert_pem(ca.tsa_cert))
+        for m in members:
+            await registry.add_member(engine, m.id, name=m.name, instance=instance)
+            for code in m.subsystems:
+                await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
+        await central.publish_now()
+        anchor_path = workdir / "anchor.json"
+        anchor_path.write_bytes(await current_anchor(engine, central.settings))
+        # (3) adapters with generated registries
+        adapters = None
+        if with_adapters:
+            data = write_demo_data(workdir / "registries")
+            adapters = await start_adapters(demo_adapters(data), "127.0.0.1", 0)
+            started.append(adapters)
+        urls = adapters.urls if adapters is not None else (adapter_urls or {})
+        # (4) security servers: keys and certificates, start, register centrally
+        names = {m.id: m.name for m in members}
+        servers: dict[SecurityServerId, SecurityServer] = {}
+        for spec in specs:
+            code = spec.id.server_code
+            files = KeyFiles(dir=workdir / code)
+            _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+            server_settings = ServerSettings(
+                id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
+                state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
+                **(server_overrides or {}),
+            )
+            settings = Settings(
+                central=central_settings, server=server_settings,
+                globalconf=GlobalConfSettings(anchor=str(anchor_path), cache_dir=str(workdir / code / "globalconf")),
+            )
+            _write_settings(workdir / f"{code}.toml", settings)
+            ss = SecurityServer(settings, clock=clock)
+            await ss.start()
+            servers[spec.id] = ss
+            started.append(ss)
+            await registry.add_server(engine, spec.id, address=ss.server_address, instance=instance)
+            await registry.add_auth_cert(engine, spec.id, files.auth_cert.read_bytes(), instance=instance)
+            for client in spec.clients:
+                await registry.add_server_client(engine, spec.id, client, instance=instance)
+            # (5) this server's own configuration: clients, services, access rights
+            store = ss.store
+            for client in spec.clients:
+                await store.add_client(client, is_auth="none")
+            for service, adapter in spec.services.items():
+                url = urls[adapter]
+                await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
+        # every client of every consuming server may call every service of the demo
+        consumers = [c for spec in specs if not spec.services for c in spec.clients]
+        for spec in specs:
+            for service in spec.services:
+                for client in consumers:
+                    await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
+        fed = Federation(
+            workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
+            adapters=adapters, servers=servers, specs=specs, members=members,
+        )
+        for ss in servers.values():
+            await ss.reload_serverconf()
+        await fed.publish_and_refresh()
+        return fed
+    except BaseException:
+        for part in reversed(started):
+            try:
+                await (part.stop() if isinstance(part, SecurityServer) else part.close())
+            except Exception:
+                log.exception("cleanup failed")
+        raise
+
+
+def _write_settings(path: Path, settings: Settings) -> None:
+    """Write the settings a server was started with, so ``gateway serverconf`` and others can use them."""
+    lines = []
+    for section in ("server", "globalconf"):
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(getattr(settings, section)):
+            value = getattr(getattr(settings, section), f.name)
+            lines.append(f"{f.name} = {json.dumps(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    os.chmod(path, 0o644)
+
+
+def curl_example(fed: Federation) -> str:
+    consumer_spec = next(s for s in fed.specs if not s.services)
+    provider_spec = next(s for s in fed.specs if s.services)
+    client = consumer_spec.clients[0]
+    service = next(iter(provider_spec.services))
+    url = fed.servers[consumer_spec.id].client_url
+    return (
+        f"curl -s -H 'X-Road-Client: {client}' -H 'Accept: application/json' \\\n"
+        f"     '{url}/r1/{service}/?limit=2'"
+    )
+
+
+def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], None] = print) -> None:
+    d = fed.describe()
+    out(f"Federation {fed.instance} is running (Ctrl-C stops it).")
+    out(f"  central server   {d['central']['url']}   anchor {d['anchor']}")
+    out(f"  OCSP responder   {d['pki']['ocsp_url']}   TSA {d['pki']['tsa_url']}")
+    for s in d["servers"]:
+        out(f"  {s['id']:<22} clients {s['client_url']}  peers {s['server_address']}")
+    out(f"  description      {federation_json}")
+    out("")
+    out("Try:")
+    out(curl_example(fed))
+
+
+def member_names(members: Sequence[MemberSpec]) -> dict[MemberId, str]:
+    return {m.id: m.name for m in members}

@@ -1,0 +1,374 @@
+"""The client side of a security server: information systems call it with X-Road's REST protocol r1 (I/O).
+
+Per request, in order (DESIGN.md section 4):
+
+1. parse the r1 target and the X-Road headers;
+2. require a valid global configuration;
+3. the client must be hosted here, authenticated as its settings demand (plain HTTP, HTTPS, HTTPS with a
+   registered certificate);
+4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
+5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
+   signing certificate and its OCSP response;
+6. log the request durably (fail closed);
+7. send it over pooled mutual TLS, fastest server first, failing over on connection errors;
+8. verify the response: signature bound to our request, body digest, echoed ids, request hash;
+9. log the response durably, then return it.
+
+Metaservices: ``GET /listClients`` and, under ``/r1/.../{listMethods,allowedMethods,getOpenAPI}``, the
+provider's answers, which travel like any other service call.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from gateway import rest, signing
+from gateway.errors import GatewayError, PeerError, RequestError, TrustError
+from gateway.globalconf.model import GlobalConf, SecurityServer
+from gateway.identifiers import ClientId, ServiceId, SubsystemId
+from gateway.keys import cert_sha256_hex
+from gateway.messagelog.record import LogRecord
+from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.context import ProxyContext
+from gateway.proxy.peers import is_connect_failure, wrap_send_failure
+from gateway.serverconf import ClientInfo
+
+log = structlog.get_logger("gateway.proxy.client")
+
+SIDE = "Server.ClientProxy"
+CONTEXT = web.AppKey("context", ProxyContext)
+
+# Headers the client side never passes on from an information system: X-Road's own (re-emitted after
+# validation) and the server-to-server profile's.
+_DROP_FROM_CLIENT = rest.SERVER_SET_HEADERS | {
+    rest.H_CLIENT, rest.H_ID, rest.H_USER_ID, rest.H_ISSUE, rest.H_SECURITY_SERVER, rest.H_REPRESENTED_PARTY,
+}
+# Headers of a provider's response that are for this hop only.
+_DROP_FROM_RESPONSE = rest.TRANSPORT_HEADERS | {rest.H_CLIENT, rest.H_ID, rest.H_SERVICE, rest.H_REQUEST_ID,
+                                                rest.H_REQUEST_HASH}
+# aiohttp would add these on its own; X-Road's request hash covers the headers as sent, so we send none.
+_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class RemoteFault(GatewayError):
+    """An error answered by the provider's security server (its ``X-Road-Error``), passed on unchanged."""
+
+    whose_fault = "the provider's security server"
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message, code=code)
+        self.status = status  # type: ignore[misc]
+
+
+def check_is_auth(request: web.Request, client: ClientInfo) -> None:
+    """X-Road's information-system authentication for the client subsystem.
+
+    Raises:
+        RequestError: ``Server.ClientProxy.SslAuthenticationFailed`` when the connection does not meet the
+            client's setting.
+    """
+    if client.is_auth == "none":
+        return
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if not isinstance(ssl_object, ssl.SSLObject):
+        raise RequestError(
+            f"client {client.id.typed()} must connect over HTTPS", code=f"{SIDE}.SslAuthenticationFailed",
+            status=500,
+        )
+    if client.is_auth == "https":
+        return
+    der = ssl_object.getpeercert(binary_form=True)
+    if der is None:
+        raise RequestError(
+            f"client {client.id.typed()} must present its registered TLS certificate",
+            code=f"{SIDE}.SslAuthenticationFailed", status=500,
+        )
+    import hashlib
+
+    if hashlib.sha256(der).hexdigest() not in client.is_cert_fingerprints:
+        raise RequestError(
+            f"the TLS certificate presented is not registered for client {client.id.typed()}",
+            code=f"{SIDE}.SslAuthenticationFailed", status=500,
+        )
+
+
+def providers(conf: GlobalConf, service: ServiceId, pinned: rest.SecurityServerId | None) -> list[SecurityServer]:
+    """The provider's security servers from the global configuration, or the pinned one.
+
+    Raises:
+        RequestError: ``Server.ClientProxy.UnknownMember`` (no such member/subsystem or no server hosts it),
+            ``Server.ClientProxy.InvalidSecurityServer`` (the pinned server does not host the provider).
+    """
+    provider = service.subsystem
+    if not conf.subsystem_exists(provider):
+        what = "member" if not conf.member_exists(provider.member) else "subsystem"
+        raise RequestError(
+            f"{what} of service {service} is not registered in the global configuration",
+            code=f"{SIDE}.UnknownMember", status=500,
+        )
+    servers = list(conf.servers_for_client(provider))
+    if not servers:
+        raise RequestError(
+            f"no security server hosts {provider.typed()}", code=f"{SIDE}.UnknownMember", status=500,
+        )
+    if pinned is not None:
+        servers = [s for s in servers if s.id == pinned]
+        if not servers:
+            raise RequestError(
+                f"security server {pinned} does not host {provider.typed()}",
+                code=f"{SIDE}.InvalidSecurityServer", status=500,
+            )
+    return servers
+
+
+def _xroad_headers(h: rest.XRoadRequestHeaders, service: ServiceId, request_id: str) -> list[tuple[str, str]]:
+    out = [
+        (rest.H_CLIENT, str(h.client)),
+        (rest.H_SERVICE, str(service)),
+        (rest.H_ID, h.message_id),
+        (rest.H_REQUEST_ID, request_id),
+    ]
+    if h.user_id is not None:
+        out.append((rest.H_USER_ID, h.user_id))
+    if h.issue is not None:
+        out.append((rest.H_ISSUE, h.issue))
+    if h.security_server is not None:
+        out.append((rest.H_SECURITY_SERVER, str(h.security_server)))
+    if h.represented_party is not None:
+        out.append((rest.H_REPRESENTED_PARTY, str(h.represented_party)))
+    return out
+
+
+def _record(
+    ctx: ProxyContext, *, kind: str, h: rest.XRoadRequestHeaders, service: ServiceId, request_id: str,
+    created: int, method: str, target: str, status: int | None, base: bytes, sig_input: str, sig: str,
+    cert_der: bytes, ocsp_der: bytes, digest: str, body: bytes, body_logging: bool,
+) -> LogRecord:
+    return LogRecord(
+        origin=ctx.origin, kind=kind,  # type: ignore[arg-type]
+        side="client", message_id=h.message_id, request_id=request_id, client=h.client, service=service,
+        user_id=h.user_id, issue=h.issue, created=datetime.fromtimestamp(created, UTC), method=method,
+        path=target, status=status, signature_base=base, signature_input=sig_input, signature=sig,
+        signing_cert=cert_der, ocsp_response=ocsp_der, body_digest=digest,
+        body=body if body_logging else None,
+    )
+
+
+async def _remote_fault(resp: aiohttp.ClientResponse, fields: dict[str, str]) -> RemoteFault:
+    text = (await resp.content.read(64 * 1024)).decode("utf-8", "replace")
+    message = text
+    try:
+        message = str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        pass
+    return RemoteFault(message[:2000], code=fields[rest.H_ERROR][:200], status=resp.status)
+
+
+async def handle_rest(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    now = ctx.clock()
+    # (1) parse
+    raw_path, raw_query = split_target(request.raw_path)
+    target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
+    pairs = header_pairs(request.raw_headers)
+    h = rest.parse_request_headers(pairs, instance=ctx.server_id.instance)
+    structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
+                                           service=str(target.service))
+    try:
+        return await _exchange(request, ctx, now, target, pairs, h)
+    finally:
+        structlog.contextvars.unbind_contextvars("message_id", "client", "service")
+
+
+async def _exchange(
+    request: web.Request, ctx: ProxyContext, now: datetime, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders,
+) -> web.StreamResponse:
+    # (2) a valid global configuration
+    conf = ctx.conf(SIDE)
+    # (3) the client is ours, authenticated as configured
+    client_info = ctx.snapshot.client(h.client)
+    if client_info.status != "registered":
+        raise RequestError(f"client {h.client.typed()} is {client_info.status} on this security server",
+                           code=f"{SIDE}.ClientNotRegistered", status=500)
+    check_is_auth(request, client_info)
+    # (4) where the service lives
+    servers = providers(conf, target.service, h.security_server)
+    # (5) body, ids, digest, signature
+    body = await read_body(request, ctx.limits.max_body_bytes)
+    request_id = _new_request_id()
+    xroad = _xroad_headers(h, target.service, request_id)
+    out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
+    header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
+    expected_hash = rest.request_hash(header_part, sha256(body) if body else None)
+    digest = signing.content_digest_header(sha256(body))
+    created = int(now.timestamp())
+    own_ocsp = await ctx.own_ocsp(conf, SIDE)
+    covered = {name: value for name, value in xroad}
+    covered[signing.H_CONTENT_DIGEST] = digest
+    signed = signing.sign_request(
+        method=target.method, path=target.raw_path, query=target.raw_query, headers=covered,
+        signer=ctx.signer, created=created, ocsp=own_ocsp,
+    )
+    send_headers = [*out_headers, (signing.H_CONTENT_DIGEST, digest), *signed.headers.items()]
+    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    # (6) log before anything leaves
+    await ctx.messagelog.append(_record(
+        ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
+        method=target.method, target=request_target, status=None, base=signed.signature_base,
+        sig_input=signed.headers[signing.H_SIGNATURE_INPUT], sig=signed.headers[signing.H_SIGNATURE],
+        cert_der=ctx.sign_cert_der, ocsp_der=own_ocsp, digest=digest, body=body,
+        body_logging=client_info.body_logging,
+    ))
+    # (7) send, fastest first, failing over while nothing has reached a server
+    ordered = await ctx.peers.order(servers)
+    last_error: BaseException | None = None
+    for server in ordered:
+        session = ctx.peers.session(server.id)
+        url = URL(f"https://{server.address}{request_target}", encoded=True)
+        try:
+            resp = await session.request(
+                target.method, url, headers=send_headers, data=body if body else None,
+                allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
+            )
+        except Exception as e:
+            last_error = e
+            if is_connect_failure(e):
+                ctx.peers.forget_winner(server.id)
+                log.warning("provider server unreachable, trying the next", server=str(server.id),
+                            error=str(e)[:200])
+                continue
+            raise wrap_send_failure(e, server.id) from e
+        try:
+            return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
+                                   request_target)
+        finally:
+            resp.release()
+    assert last_error is not None
+    if isinstance(last_error, GatewayError):
+        raise last_error
+    raise PeerError(
+        f"no security server of {target.service.subsystem} could be reached: {last_error or type(last_error).__name__}",
+        code=f"{SIDE}.NetworkError",
+    ) from last_error
+
+
+def _new_request_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+async def _response(
+    ctx: ProxyContext, resp: aiohttp.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
+    request_id: str, expected_hash: str, signed: signing.SignedMessage, client_info: ClientInfo,
+    request_target: str,
+) -> web.StreamResponse:
+    resp_pairs = header_pairs(resp.raw_headers)
+    fields = signing.fields_from_pairs(resp_pairs, side=SIDE)
+    # An error from the provider's server that it could not sign (it could not verify our request).
+    if signing.H_SIGNATURE not in fields and rest.H_ERROR in fields:
+        raise await _remote_fault(resp, fields)
+    # (8) verify: body digest, signature bound to our request, echoed ids, request hash
+    try:
+        body = await _read_response(resp, ctx.limits.max_body_bytes)
+    except TimeoutError as e:
+        raise PeerError("the provider's security server did not send the whole response in time",
+                        code=f"{SIDE}.NetworkError") from e
+    conf = ctx.conf(SIDE)
+    now = ctx.clock()
+    verified = signing.verify_response(
+        status=resp.status, headers=fields, request_signature=signed.signature, now=now,
+        max_skew_seconds=ctx.limits.max_clock_skew_seconds,
+        resolve_cert=ctx.cert_resolver(conf, target.service.member, SIDE),
+    )
+    signing.verify_content_digest(fields.get(signing.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    expected = {
+        rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
+        rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,
+    }
+    for name, value in expected.items():
+        if fields.get(name) != value:
+            raise TrustError(
+                f"response header {name} is {fields.get(name, '(missing)')[:120]!r}, expected {value!r}",
+                code=f"{SIDE}.InconsistentResponse",
+            )
+    # (9) log, then answer
+    await ctx.messagelog.append(_record(
+        ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
+        method=target.method, target=request_target, status=resp.status, base=verified.signature_base,
+        sig_input=fields[signing.H_SIGNATURE_INPUT], sig=fields[signing.H_SIGNATURE],
+        cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signing.H_CONTENT_DIGEST],
+        body=body, body_logging=client_info.body_logging,
+    ))
+    out = web.Response(status=resp.status, reason=resp.reason, body=body)
+    for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE):
+        out.headers.add(name, value)
+    for name, value in expected.items():
+        out.headers[name] = value
+    return out
+
+
+async def _read_response(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PeerError(f"the provider's response is larger than the maximum of {limit} bytes",
+                            code=f"{SIDE}.IOError")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def handle_list_clients(request: web.Request) -> web.Response:
+    """``GET /listClients[?xRoadInstance=..]``: the members and subsystems of the federation (PR-MREST)."""
+    ctx = request.app[CONTEXT]
+    conf = ctx.conf(SIDE)
+    instance = request.query.get("xRoadInstance")
+    if instance is not None and instance != conf.instance:
+        raise RequestError(f"unknown X-Road instance {instance[:40]!r}", code="Client.InvalidRequest")
+    clients: list[tuple[ClientId, str | None]] = []
+    for member in conf.members:
+        clients.append((member.id, member.name))
+        for code in member.subsystems:
+            sub: SubsystemId = member.id.subsystem(code)
+            clients.append((sub, member.name))
+    content_type, body = rest.render_list_clients(clients, accept=request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    status = ctx.globalconf.status().to_dict()
+    ok = ctx.globalconf.current is not None and not status.get("expired", True)
+    return web.json_response({"status": "ok" if ok else "degraded", "server": ctx.origin,
+                              "globalconf": status}, status=200 if ok else 503)
+
+
+def build_client_app(ctx: ProxyContext) -> web.Application:
+    """The client-facing application (plain HTTP and, on its own port, HTTPS)."""
+    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1)
+    app[CONTEXT] = ctx
+    app.router.add_get("/listClients", handle_list_clients)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_route("*", "/r{version:[0-9]+}/{tail:.*}", handle_rest)
+    app.router.add_route("*", "/{tail:.*}", _not_rest)
+    return app
+
+
+async def _not_rest(request: web.Request) -> web.Response:
+    raise RequestError(
+        f"{request.method} {request.path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"
+        "SUBSYSTEM/SERVICE[/path]", code="Client.BadRequest",
+    )
+
+
+__all__ = ["CONTEXT", "build_client_app", "cert_sha256_hex"]

@@ -1,0 +1,204 @@
+"""What both proxies of one security server share at run time (I/O holder, built by :mod:`gateway.runtime`).
+
+Everything the hot path reads is in memory: the verified global configuration (swapped by the updater), the
+serverconf snapshot (swapped on reload), our signing key, cached OCSP responses and the replay cache. No
+per-request database read; the only per-request write is the group-committed message log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiohttp
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.errors import GatewayError, GlobalConfError, PeerError, TrustError
+from gateway.globalconf.model import GlobalConf
+from gateway.globalconf.updater import GlobalConfUpdater
+from gateway.identifiers import ClientId, GlobalGroupId, MemberId, SecurityServerId
+from gateway.keys import cert_sha256_hex
+from gateway.messagelog.store import MessageLogStore
+from gateway.proxy import peertrust
+from gateway.proxy.ocspcache import OcspCache
+from gateway.proxy.peers import PeerPool
+from gateway.serverconf import ServerConfSnapshot
+from gateway.access import LocalGroupId
+from gateway.signing import CertResolver, KeySigner, ReplayCache
+
+log = structlog.get_logger("gateway.proxy")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyLimits:
+    max_body_bytes: int = 10 * 2**20  # bytes; X-Road's max loggable body size
+    max_clock_skew_seconds: int = 60  # seconds between the servers' clocks that a signature may show
+    replay_window_seconds: int = 300  # seconds a request id is remembered; at least twice the skew
+    replay_max_entries: int = 1_000_000  # live request ids; beyond this, fail closed
+    connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
+    max_uri_bytes: int = 8192  # bytes of path and query
+
+
+class _Groups:
+    """Group membership: global groups from the global configuration, local ones from serverconf."""
+
+    __slots__ = ("_conf", "_local")
+
+    def __init__(self, conf: GlobalConf, snapshot: ServerConfSnapshot) -> None:
+        self._conf = conf
+        self._local = snapshot.local_groups
+
+    def in_global_group(self, client: ClientId, group: GlobalGroupId) -> bool:
+        return self._conf.is_member_of_group(client, group)
+
+    def in_local_group(self, client: ClientId, group: LocalGroupId) -> bool:
+        return client in self._local.get(group, ())
+
+
+class ProxyContext:
+    """The shared state of one security server's proxies."""
+
+    def __init__(
+        self,
+        *,
+        server_id: SecurityServerId,
+        globalconf: GlobalConfUpdater,
+        snapshot: ServerConfSnapshot,
+        signer: KeySigner,
+        auth_cert: x509.Certificate,
+        messagelog: MessageLogStore,
+        ocsp_cache: OcspCache,
+        peers: PeerPool,
+        service_session: aiohttp.ClientSession,
+        peer_ssl: ssl.SSLContext,
+        limits: ProxyLimits,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.server_id = server_id
+        self.origin = str(server_id)
+        self.globalconf = globalconf
+        self.snapshot = snapshot
+        self.signer = signer
+        self.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
+        self.auth_cert = auth_cert
+        self.messagelog = messagelog
+        self.ocsp_cache = ocsp_cache
+        self.peers = peers
+        self.service_session = service_session
+        self.peer_ssl = peer_ssl
+        self.limits = limits
+        self.clock = clock
+        self.replay = ReplayCache(limits.replay_window_seconds, limits.replay_max_entries)
+        # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)
+        self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
+        self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}
+
+    # ---- global configuration -------------------------------------------------------------------------
+
+    def conf(self, side: str = "Server.ClientProxy") -> GlobalConf:
+        """The current, unexpired global configuration.
+
+        Raises:
+            GlobalConfError: ``<side>.OutdatedGlobalConf`` when there is none or it has expired.
+        """
+        try:
+            return self.globalconf.require_valid()
+        except GlobalConfError as e:
+            raise GlobalConfError(e.message, code=f"{side}.OutdatedGlobalConf") from e
+
+    def groups(self, conf: GlobalConf) -> _Groups:
+        return _Groups(conf, self.snapshot)
+
+    # ---- our own signing certificate's OCSP response, stapled to every message ----------------------------
+
+    async def own_ocsp(self, conf: GlobalConf, side: str) -> bytes:
+        """A fresh, good OCSP response for our signing certificate.
+
+        Raises:
+            TrustError: ``<side>.CertValidation`` when our certificate is not good, or no fresh response.
+        """
+        cert = self.signer.cert
+        ca = conf.ca_for(cert)
+        if ca is None:
+            raise TrustError(
+                "our signing certificate is not issued by a CA trusted in the global configuration",
+                code=f"{side}.CertValidation",
+            )
+        try:
+            status = await self.ocsp_cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
+        except TrustError as e:
+            raise TrustError(e.message, code=f"{side}.CertValidation") from e
+        if status.status != "good":
+            raise TrustError(f"our signing certificate is {status.status} according to OCSP",
+                             code=f"{side}.CertValidation")
+        return status.response_der
+
+    # ---- peers' signing certificates (stapled) --------------------------------------------------------------
+
+    def cert_resolver(self, conf: GlobalConf, member: MemberId, side: str) -> CertResolver:
+        """A resolver for :mod:`gateway.signing` that accepts only ``member``'s valid signing certificate."""
+
+        def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes, /) -> x509.Certificate:
+            now = self.clock()
+            key = (keyid, hashlib.sha256(ocsp_der).digest(), member)
+            hit = self._signing_certs.get(key)
+            if hit is not None and hit[1] > now and hit[2] == conf.version:
+                return hit[0]
+            cert = peertrust.check_signing_cert(cert_der, ocsp_der, conf, member=member, now=now, side=side)
+            # The verified answer holds until the OCSP response is no longer fresh, or the cert expires.
+            this_update = x509.ocsp.load_der_ocsp_response(ocsp_der).this_update_utc
+            until = min(this_update + timedelta(seconds=conf.ocsp_freshness_seconds), cert.not_valid_after_utc)
+            if len(self._signing_certs) > 10_000:
+                self._signing_certs.clear()
+            self._signing_certs[key] = (cert, until, conf.version)
+            return cert
+
+        return resolve
+
+    # ---- peers' authentication certificates (TLS) -------------------------------------------------------------
+
+    async def check_peer(self, der: bytes | None, *, expected: SecurityServerId | None, side: str) -> SecurityServerId:
+        """Accept a peer's TLS certificate or raise; answers are cached per certificate and configuration.
+
+        Raises:
+            TrustError: ``<side>.SslAuthenticationFailed``.
+        """
+        code = f"{side}.SslAuthenticationFailed"
+        if der is None:
+            raise TrustError("the peer presented no TLS certificate", code=code)
+        conf = self.conf(side)
+        now = self.clock()
+        hit = self._peer_certs.get(der)
+        if hit is not None and hit[1] > now and hit[2] == conf.version and (expected is None or hit[0] == expected):
+            return hit[0]
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError as e:
+            raise TrustError(f"the peer's TLS certificate cannot be parsed: {e}", code=code) from e
+        server_id = peertrust.check_peer_auth_cert(cert, conf, now=now, expected=expected, code=code)
+        ca = conf.ca_for(cert)
+        assert ca is not None  # checked by check_peer_auth_cert
+        try:
+            status = await self.ocsp_cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
+        except (TrustError, PeerError) as e:
+            raise TrustError(f"OCSP status of {server_id}'s authentication certificate: {e.message}",
+                             code=code) from e
+        if status.status != "good":
+            raise TrustError(
+                f"authentication certificate of {server_id} is {status.status} according to OCSP", code=code
+            )
+        until = min(now + self.ocsp_cache.refresh, cert.not_valid_after_utc)
+        if len(self._peer_certs) > 10_000:
+            self._peer_certs.clear()
+        self._peer_certs[der] = (server_id, until, conf.version)
+        log.debug("peer accepted", peer=str(server_id), fingerprint=cert_sha256_hex(cert)[:16])
+        return server_id
+
+
+def describe(e: BaseException) -> str:
+    return e.message if isinstance(e, GatewayError) else f"{type(e).__name__}: {e}"

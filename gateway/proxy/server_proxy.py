@@ -1,0 +1,203 @@
+"""The server side of a security server: peer security servers call it over mutual TLS (I/O).
+
+Per request, in order (DESIGN.md section 4):
+
+1. the peer: its TLS certificate is registered for a security server in the global configuration, chains
+   to a trusted CA and is good according to OCSP (checked per request from a per-certificate cache);
+2. parse the r1 target and the client; the calling server must host that client;
+3. verify the signature (the client member's stapled signing certificate and OCSP response), refuse a
+   ``created`` outside the allowed skew and a request id already seen (replay);
+4. read the body (bounded) and check it against the signed ``Content-Digest``;
+5. log the request durably (fail closed);
+6. the service must exist here and the client must be allowed to call this endpoint (default deny);
+7. call the service (redirects passed back, never followed);
+8. sign the response (bound to the request's signature) with the request hash, log it, return it.
+
+From step 5 on, every answer, errors included, is signed and logged, so both parties' logs show what
+happened. An error before the request could be verified is answered unsigned with ``X-Road-Error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from gateway import rest, signing
+from gateway.errors import GatewayError, PeerError, RequestError, TrustError
+from gateway.identifiers import parse_client
+from gateway.messagelog.record import LogRecord
+from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.context import ProxyContext
+
+log = structlog.get_logger("gateway.proxy.server")
+
+SIDE = "Server.ServerProxy"
+CONTEXT = web.AppKey("server_context", ProxyContext)
+
+# What a service gets: end-to-end headers and X-Road's headers, never the server-to-server profile's.
+_DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
+# What a service may not set on its response: the security server's own headers.
+_DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
+_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+async def _peer(request: web.Request, ctx: ProxyContext) -> str:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return str(await ctx.check_peer(der, expected=None, side=SIDE))
+
+
+async def handle_peer_request(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    now = ctx.clock()
+    # (1) the calling security server
+    peer_id = await _peer(request, ctx)
+    # (2) target, client; the peer must host the client
+    raw_path, raw_query = split_target(request.raw_path)
+    target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
+    pairs = header_pairs(request.raw_headers)
+    fields = signing.fields_from_pairs(pairs, side=SIDE)
+    raw_client = fields.get(rest.H_CLIENT)
+    if raw_client is None:
+        raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
+    client = parse_client(raw_client)
+    conf = ctx.conf(SIDE)
+    peer = conf.server(rest.SecurityServerId.parse(peer_id))
+    if peer is None or client not in peer.clients:
+        raise TrustError(
+            f"security server {peer_id} does not host client {client.typed()} in the global configuration",
+            code=f"{SIDE}.SslAuthenticationFailed",
+        )
+    if fields.get(rest.H_SERVICE) != str(target.service):
+        raise TrustError("X-Road-Service does not match the request path", code=f"{SIDE}.MalformedSignature")
+    # (3) signature, time, replay
+    verified = signing.verify_request(
+        method=target.method, path=target.raw_path, query=target.raw_query, headers=fields, now=now,
+        max_skew_seconds=ctx.limits.max_clock_skew_seconds,
+        resolve_cert=ctx.cert_resolver(conf, client.member, SIDE),
+    )
+    request_id = fields[rest.H_REQUEST_ID]
+    ctx.replay.check_and_add(request_id, verified.created, now)
+    # (4) body against its digest
+    body = await read_body(request, ctx.limits.max_body_bytes)
+    signing.verify_content_digest(fields.get(signing.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    message_id = fields[rest.H_ID]
+    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    provider = ctx.snapshot.clients.get(target.service.subsystem)
+    body_logging = provider.body_logging if provider is not None else True
+    user_id = fields.get(rest.H_USER_ID)
+    issue = fields.get(rest.H_ISSUE)
+
+    def record(kind: str, created: int, status: int | None, base: bytes, sig_input: str, sig: str,
+               cert_der: bytes, ocsp_der: bytes, digest: str, data: bytes) -> LogRecord:
+        return LogRecord(
+            origin=ctx.origin, kind=kind,  # type: ignore[arg-type]
+            side="server", message_id=message_id, request_id=request_id, client=client,
+            service=target.service, user_id=user_id, issue=issue, created=datetime.fromtimestamp(created, UTC),
+            method=target.method, path=request_target, status=status, signature_base=base,
+            signature_input=sig_input, signature=sig, signing_cert=cert_der, ocsp_response=ocsp_der,
+            body_digest=digest, body=data if body_logging else None,
+        )
+
+    # (5) log the verified request
+    await ctx.messagelog.append(record(
+        "request", verified.created, None, verified.signature_base, fields[signing.H_SIGNATURE_INPUT],
+        fields[signing.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signing.H_CONTENT_DIGEST],
+        body,
+    ))
+    header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
+    request_hash = rest.request_hash(header_part, sha256(body) if body else None)
+    # (6)-(7) access, then the service; any refusal from here on is answered signed
+    try:
+        service = ctx.snapshot.service(target.service)
+        ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
+                                  groups=ctx.groups(conf))
+        status, reason, resp_pairs, resp_body = await _call_service(ctx, service.url, service.timeout_seconds,
+                                                                   target, pairs, body)
+    except GatewayError as e:
+        detail = str(uuid.uuid4())
+        status, headers, resp_body = rest.render_error(e, accept=request.headers.get("Accept"), detail=detail)
+        reason = None
+        resp_pairs = list(headers)
+        log.warning("request refused", side=SIDE, detail=detail, type=e.xroad_type, error=e.message,
+                    message_id=message_id, client=str(client), service=str(target.service))
+    # (8) sign, log, answer
+    own_ocsp = await ctx.own_ocsp(conf, SIDE)
+    digest = signing.content_digest_header(sha256(resp_body))
+    xroad = {
+        rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
+        rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signing.H_CONTENT_DIGEST: digest,
+    }
+    created = int(ctx.clock().timestamp())
+    signed = signing.sign_response(
+        status=status, headers=xroad, request_signature=verified.signature, signer=ctx.signer,
+        created=created, ocsp=own_ocsp,
+    )
+    await ctx.messagelog.append(record(
+        "response", created, status, signed.signature_base, signed.headers[signing.H_SIGNATURE_INPUT],
+        signed.headers[signing.H_SIGNATURE], ctx.sign_cert_der, own_ocsp, digest, resp_body,
+    ))
+    out = web.Response(status=status, reason=reason, body=resp_body)
+    for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_SERVICE):
+        out.headers.add(name, value)
+    for name, value in xroad.items():
+        out.headers[name] = value
+    for name, value in signed.headers.items():
+        out.headers[name] = value
+    return out
+
+
+async def _call_service(
+    ctx: ProxyContext, base_url: str, timeout: float, target: rest.RestTarget, pairs: list[tuple[str, str]],
+    body: bytes,
+) -> tuple[int, str | None, list[tuple[str, str]], bytes]:
+    """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects.
+
+    Raises:
+        PeerError: ``Server.ServerProxy.ServiceFailed`` (unreachable, timed out, too large).
+    """
+    url = URL(base_url.rstrip("/") + target.forward_target, encoded=True)
+    headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
+    try:
+        async with ctx.service_session.request(
+            target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
+            skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            chunks = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > ctx.limits.max_body_bytes:
+                    raise PeerError(
+                        f"the service's response is larger than the maximum of {ctx.limits.max_body_bytes} bytes",
+                        code=f"{SIDE}.ServiceFailed",
+                    )
+                chunks.append(chunk)
+            return resp.status, resp.reason, header_pairs(resp.raw_headers), b"".join(chunks)
+    except (TimeoutError, asyncio.TimeoutError) as e:
+        raise PeerError(f"service {target.service} did not answer within {timeout:g} s",
+                        code=f"{SIDE}.ServiceFailed") from e
+    except aiohttp.ClientError as e:
+        raise PeerError(f"service {target.service} cannot be reached: {e}", code=f"{SIDE}.ServiceFailed") from e
+
+
+def build_server_app(ctx: ProxyContext) -> web.Application:
+    """The server-to-server application; serve it only with :func:`gateway.proxy.tls.peer_server_context`."""
+    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1)
+    app[CONTEXT] = ctx
+    app.router.add_route("*", "/r{version:[0-9]+}/{tail:.*}", handle_peer_request)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    raise RequestError(f"{request.method} {request.path[:200]} is not an X-Road request", code="Client.BadRequest")
+
+
+__all__ = ["CONTEXT", "RequestError", "build_server_app"]
