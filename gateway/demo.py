@@ -25,6 +25,7 @@ import structlog
 from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
 from gateway import certprofile, keys
+from gateway.access import AccessRule
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
@@ -33,8 +34,6 @@ from gateway.identifiers import MemberId, SecurityServerId, ServiceId, Subsystem
 from gateway.pki.ca import DevCA
 from gateway.pki.http import PkiServers, start_pki_servers
 from gateway.runtime import KeyFiles, SecurityServer
-from gateway.serverconf.store import ServerConfStore
-from gateway.access import AccessRule
 from gateway.settings import CentralSettings, GlobalConfSettings, ServerSettings, Settings
 
 log = structlog.get_logger("gateway.demo")
@@ -149,7 +148,8 @@ class Federation:
         await self.pki.close()
 
 
-def _prepare_workdir(workdir: Path, *, fresh: bool) -> None:
+def _prepare_workdir(path: str | Path, *, fresh: bool) -> Path:
+    workdir = Path(path).resolve()
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
             raise ConfigError(
@@ -160,6 +160,7 @@ def _prepare_workdir(workdir: Path, *, fresh: bool) -> None:
             shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
+    return workdir
 
 
 def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
@@ -196,8 +197,7 @@ async def start_federation(
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
     """
-    workdir = Path(workdir).resolve()
-    _prepare_workdir(workdir, fresh=fresh)
+    workdir = _prepare_workdir(workdir, fresh=fresh)
     members, specs = layout or default_layout(instance)
     dbs = database_urls or {}
     now = clock()

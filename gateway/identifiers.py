@@ -259,3 +259,8 @@ def parse_client(text: str | bytes, *, encoded: bool = True) -> ClientId:
     raise IdentifierError(
         f"client identifier {raw[:80]!r} must be INSTANCE/CLASS/MEMBER or INSTANCE/CLASS/MEMBER/SUBSYSTEM"
     )
+
+
+def member_of(client: ClientId) -> MemberId:
+    """The member a client is or belongs to (whose signing key signs its messages)."""
+    return client if isinstance(client, MemberId) else client.member

@@ -32,7 +32,7 @@ from yarl import URL
 from gateway import rest, signing
 from gateway.errors import GatewayError, PeerError, RequestError, TrustError
 from gateway.globalconf.model import GlobalConf, SecurityServer
-from gateway.identifiers import ClientId, ServiceId, SubsystemId
+from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.keys import cert_sha256_hex
 from gateway.messagelog.record import LogRecord
 from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
@@ -99,7 +99,7 @@ def check_is_auth(request: web.Request, client: ClientInfo) -> None:
         )
 
 
-def providers(conf: GlobalConf, service: ServiceId, pinned: rest.SecurityServerId | None) -> list[SecurityServer]:
+def providers(conf: GlobalConf, service: ServiceId, pinned: SecurityServerId | None) -> list[SecurityServer]:
     """The provider's security servers from the global configuration, or the pinned one.
 
     Raises:

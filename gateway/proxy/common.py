@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway import rest
 from gateway.errors import GatewayError, RequestError
@@ -28,7 +29,7 @@ def error_response(err: GatewayError, request: web.Request, *, side: str) -> web
     return web.Response(status=status, headers=headers, body=body)
 
 
-def error_middleware(side: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def error_middleware(side: str) -> Middleware:
     """The one middleware that turns our errors (and bugs) into X-Road error responses."""
 
     @web.middleware

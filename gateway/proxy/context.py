@@ -18,6 +18,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.access import LocalGroupId
 from gateway.errors import GatewayError, GlobalConfError, PeerError, TrustError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
@@ -28,7 +29,6 @@ from gateway.proxy import peertrust
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.serverconf import ServerConfSnapshot
-from gateway.access import LocalGroupId
 from gateway.signing import CertResolver, KeySigner, ReplayCache
 
 log = structlog.get_logger("gateway.proxy")

@@ -19,7 +19,6 @@ happened. An error before the request could be verified is answered unsigned wit
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -30,10 +29,12 @@ from yarl import URL
 
 from gateway import rest, signing
 from gateway.errors import GatewayError, PeerError, RequestError, TrustError
-from gateway.identifiers import parse_client
+from gateway.identifiers import SecurityServerId, member_of, parse_client
 from gateway.messagelog.record import LogRecord
+from gateway.proxy import metaservices
 from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
 from gateway.proxy.context import ProxyContext
+from gateway.proxy.metaservices import META_SERVICES
 
 log = structlog.get_logger("gateway.proxy.server")
 
@@ -47,10 +48,10 @@ _DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
-async def _peer(request: web.Request, ctx: ProxyContext) -> str:
+async def _peer(request: web.Request, ctx: ProxyContext) -> SecurityServerId:
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return str(await ctx.check_peer(der, expected=None, side=SIDE))
+    return await ctx.check_peer(der, expected=None, side=SIDE)
 
 
 async def handle_peer_request(request: web.Request) -> web.StreamResponse:
@@ -68,7 +69,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
         raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
     client = parse_client(raw_client)
     conf = ctx.conf(SIDE)
-    peer = conf.server(rest.SecurityServerId.parse(peer_id))
+    peer = conf.server(peer_id)
     if peer is None or client not in peer.clients:
         raise TrustError(
             f"security server {peer_id} does not host client {client.typed()} in the global configuration",
@@ -80,7 +81,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     verified = signing.verify_request(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=fields, now=now,
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
-        resolve_cert=ctx.cert_resolver(conf, client.member, SIDE),
+        resolve_cert=ctx.cert_resolver(conf, member_of(client), SIDE),
     )
     request_id = fields[rest.H_REQUEST_ID]
     ctx.replay.check_and_add(request_id, verified.created, now)
@@ -115,11 +116,16 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     request_hash = rest.request_hash(header_part, sha256(body) if body else None)
     # (6)-(7) access, then the service; any refusal from here on is answered signed
     try:
-        service = ctx.snapshot.service(target.service)
-        ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
-                                  groups=ctx.groups(conf))
-        status, reason, resp_pairs, resp_body = await _call_service(ctx, service.url, service.timeout_seconds,
-                                                                   target, pairs, body)
+        if target.service.service_code in META_SERVICES:
+            status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
+                                                                              target.raw_query)
+        else:
+            service = ctx.snapshot.service(target.service)
+            ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
+                                      groups=ctx.groups(conf))
+            status, reason, resp_pairs, resp_body = await _call_service(
+                ctx, service.url, service.timeout_seconds, target, pairs, body,
+            )
     except GatewayError as e:
         detail = str(uuid.uuid4())
         status, headers, resp_body = rest.render_error(e, accept=request.headers.get("Accept"), detail=detail)
@@ -154,8 +160,8 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
 
 
 async def _call_service(
-    ctx: ProxyContext, base_url: str, timeout: float, target: rest.RestTarget, pairs: list[tuple[str, str]],
-    body: bytes,
+    ctx: ProxyContext, base_url: str, timeout_seconds: float, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], body: bytes,
 ) -> tuple[int, str | None, list[tuple[str, str]], bytes]:
     """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects.
 
@@ -167,7 +173,7 @@ async def _call_service(
     try:
         async with ctx.service_session.request(
             target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
-            skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout),
+            skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
         ) as resp:
             chunks = []
             size = 0
@@ -180,11 +186,12 @@ async def _call_service(
                     )
                 chunks.append(chunk)
             return resp.status, resp.reason, header_pairs(resp.raw_headers), b"".join(chunks)
-    except (TimeoutError, asyncio.TimeoutError) as e:
-        raise PeerError(f"service {target.service} did not answer within {timeout:g} s",
-                        code=f"{SIDE}.ServiceFailed") from e
+    except TimeoutError as e:
+        # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
+        raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s",
+                        code=f"{SIDE}.NetworkError") from e
     except aiohttp.ClientError as e:
-        raise PeerError(f"service {target.service} cannot be reached: {e}", code=f"{SIDE}.ServiceFailed") from e
+        raise PeerError(f"service {target.service} cannot be reached: {e}", code=f"{SIDE}.NetworkError") from e
 
 
 def build_server_app(ctx: ProxyContext) -> web.Application:
