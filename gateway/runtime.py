@@ -129,6 +129,7 @@ class SecurityServer:
         self.client_https_url = ""
         self.server_address = ""
         self.context: ProxyContext | None = None
+        self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened.
@@ -200,7 +201,9 @@ class SecurityServer:
         client_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_port, None)
         self.client_url = f"http://{s.client_host}:{self._port(client_runner)}"
         if s.client_https_port >= 0:
-            https = tls.client_facing_context(str(self.files.internal_cert), str(self.files.internal_key))
+            https = tls.client_facing_context(str(self.files.internal_cert), str(self.files.internal_key),
+                                              client_cas=await self._is_certs())
+            self._client_https_ssl = https
             https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
             self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
         self._tasks.append(asyncio.create_task(self.globalconf.run(self._stop), name="globalconf-poll"))
@@ -234,9 +237,15 @@ class SecurityServer:
     def _port(runner: web.AppRunner) -> int:
         return int(runner.addresses[0][1])
 
+    async def _is_certs(self) -> list[x509.Certificate]:
+        return [x509.load_der_x509_certificate(der) for der in await self.store.is_certificates()]
+
     async def reload_serverconf(self) -> None:
-        """Re-read clients, services, access rights and groups into a new in-memory snapshot."""
+        """Re-read clients, services, access rights and groups into a new in-memory snapshot; trust newly
+        registered information-system certificates on the HTTPS port first, so that they work once listed."""
         if self.context is not None:
+            if self._client_https_ssl is not None:
+                tls.add_trusted_cas(self._client_https_ssl, await self._is_certs())
             self.context.snapshot = await self.store.snapshot()
 
     async def _reload_loop(self) -> None:

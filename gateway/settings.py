@@ -28,12 +28,6 @@ ENV_PREFIX = "GATEWAY_"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DatabaseSettings:
-    # SQLAlchemy async URL. SQLite (the embedded default) or PostgreSQL (postgresql+asyncpg://...).
-    url: str = "sqlite+aiosqlite:///var/gateway.db"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PkiSettings:
     dir: str = "certs"  # where the development CA keeps its keys, certificates and index
     ca_name: str = "Gateway Development CA"
@@ -98,7 +92,6 @@ class LoggingSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     pki: PkiSettings = field(default_factory=PkiSettings)
     central: CentralSettings = field(default_factory=CentralSettings)
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)

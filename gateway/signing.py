@@ -709,6 +709,8 @@ def _select(headers: Mapping[str, str], side: str) -> tuple[_Input, bytes]:
         raise TrustError(
             f"message is not signed: {missing} header is missing", code=f"{side}.MissingSignature",
         )
+    if H_CONTENT_DIGEST not in headers:  # docs/protocol.md 2.4: no digest is no signed message, as no signature
+        raise TrustError("message is not signed: Content-Digest header is missing", code=f"{side}.MissingSignature")
     parsed = _parse_input(raw_input, side)
     try:
         sigs = parse_dictionary(raw_sig)

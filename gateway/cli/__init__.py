@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
+from gateway.cli.common import settings_from_args
 from gateway.errors import GatewayError
+from gateway.logs import configure_logging
 
 # One entry per domain; each module defines register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure_logging(settings_from_args(args).logging)
         rc: int = args.handler(args)
     except GatewayError as e:
         print(f"gateway: error: {e.diagnostics()}", file=sys.stderr)

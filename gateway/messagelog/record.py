@@ -39,6 +39,7 @@ Side = Literal["client", "server"]
 ExtensionValue = str | tuple[str, ...]
 
 _ORIGIN_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: safe in a signed-note origin line
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")  # lone surrogates have no UTF-8 form
 _EXT_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _B64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -61,7 +62,7 @@ def _check_text(name: str, value: object, *, optional: bool = False, limit: int 
         raise _fail(f"{name} must be a string, not {type(value).__name__}")
     if len(value) > limit:
         raise _fail(f"{name} is longer than {limit} characters")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if _SURROGATE_RE.search(value):
         raise _fail(f"{name} contains a lone surrogate, which has no UTF-8 form")
 
 

@@ -26,6 +26,7 @@ PostgreSQL); :class:`MemoryMessageLogStore` is the test double, with the same wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import migrate
 from gateway.errors import GatewayError, MessageLogError
@@ -274,38 +275,64 @@ class SqlMessageLogStore(MessageLogStore):
     ) -> None:
         super().__init__(max_body_bytes=max_body_bytes, max_batch=max_batch)
         self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._next_seq: dict[str, int] = {}
 
-    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
-        async with self._engine.connect() as conn, conn.begin():
-            if conn.dialect.name == "sqlite":
+    async def _writer_connection(self) -> AsyncConnection:
+        # The writer keeps one connection: no pool checkout, no pragma and no sequence query per batch.
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._engine.connect()
+            if self._conn.dialect.name == "sqlite":
                 # WAL with synchronous=NORMAL (the engine default) may lose the last commits on power
                 # loss; a log commit must survive it, and group commit keeps the extra fsync cheap.
-                # (The SQLite driver opens its transaction at the first write, after this pragma.)
-                await conn.exec_driver_sql("PRAGMA synchronous=FULL")
-            # (1) Next sequence number per origin, read with the write (on SQLite just before the driver
-            #     opens the transaction; one writer per origin makes that safe, and the key refuses a clash).
-            next_seq: dict[str, int] = {}
-            for origin in dict.fromkeys(p.record.origin for p in batch):
-                top = await conn.scalar(
-                    sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
-                )
-                next_seq[origin] = 0 if top is None else int(top) + 1
-            # (2) Number the batch densely, in queue order.
-            seqs: list[int] = []
-            rows = []
-            for p in batch:
-                r = p.record
-                seq = next_seq[r.origin]
-                next_seq[r.origin] = seq + 1
-                seqs.append(seq)
-                rows.append({
-                    "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
-                    "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
-                    "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
-                })
-            # (3) One statement, one transaction: all of the batch or none of it.
-            await conn.execute(records.insert(), rows)
+                await self._conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                await self._conn.rollback()  # end the autobegun transaction; the pragma stays
+        return self._conn
+
+    async def _drop_writer_connection(self) -> None:
+        self._next_seq.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        try:
+            conn = await self._writer_connection()
+            async with conn.begin():
+                # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
+                #     origin (the primary key refuses a second writer; any failure forgets what was kept).
+                next_seq = dict(self._next_seq)
+                for origin in dict.fromkeys(p.record.origin for p in batch):
+                    if origin not in next_seq:
+                        top = await conn.scalar(
+                            sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
+                        )
+                        next_seq[origin] = 0 if top is None else int(top) + 1
+                # (2) Number the batch densely, in queue order.
+                seqs: list[int] = []
+                rows = []
+                for p in batch:
+                    r = p.record
+                    seq = next_seq[r.origin]
+                    next_seq[r.origin] = seq + 1
+                    seqs.append(seq)
+                    rows.append({
+                        "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
+                        "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
+                        "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
+                    })
+                # (3) One statement, one transaction: all of the batch or none of it.
+                await conn.execute(records.insert(), rows)
+        except BaseException:
+            await self._drop_writer_connection()
+            raise
+        self._next_seq = next_seq
         return seqs
+
+    async def close(self) -> None:
+        await super().close()
+        await self._drop_writer_connection()
 
     async def _size(self, origin: str) -> int:
         async with self._engine.connect() as conn:

@@ -35,7 +35,7 @@ from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.keys import cert_sha256_hex
 from gateway.messagelog.record import LogRecord
-from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.common import RAW_BODIES, error_middleware, header_pairs, read_body, sha256, split_target
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.serverconf import ClientInfo
@@ -53,6 +53,12 @@ _DROP_FROM_CLIENT = rest.SERVER_SET_HEADERS | {
 # Headers of a provider's response that are for this hop only.
 _DROP_FROM_RESPONSE = rest.TRANSPORT_HEADERS | {rest.H_CLIENT, rest.H_ID, rest.H_SERVICE, rest.H_REQUEST_ID,
                                                 rest.H_REQUEST_HASH}
+# The spelling of X-Road's response headers towards information systems, as in PR-REST's examples: HTTP
+# header names are case-insensitive, but a system written for X-Road may look for exactly these.
+_RESPONSE_NAMES = {
+    rest.H_ID: "X-Road-Id", rest.H_CLIENT: "X-Road-Client", rest.H_SERVICE: "X-Road-Service",
+    rest.H_REQUEST_ID: "X-Road-Request-Id", rest.H_REQUEST_HASH: "X-Road-Request-Hash", rest.H_ERROR: "X-Road-Error",
+}
 # aiohttp would add these on its own; X-Road's request hash covers the headers as sent, so we send none.
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -310,9 +316,9 @@ async def _response(
     ))
     out = web.Response(status=resp.status, reason=resp.reason, body=body)
     for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE):
-        out.headers.add(name, value)
+        out.headers.add(_RESPONSE_NAMES.get(name.lower(), name), value)
     for name, value in expected.items():
-        out.headers[name] = value
+        out.headers[_RESPONSE_NAMES[name]] = value
     return out
 
 
@@ -355,7 +361,8 @@ async def handle_health(request: web.Request) -> web.Response:
 
 def build_client_app(ctx: ProxyContext) -> web.Application:
     """The client-facing application (plain HTTP and, on its own port, HTTPS)."""
-    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1)
+    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1,
+                          handler_args=RAW_BODIES)
     app[CONTEXT] = ctx
     app.router.add_get("/listClients", handle_list_clients)
     app.router.add_get("/healthz", handle_health)

@@ -17,6 +17,12 @@ log = structlog.get_logger("gateway.proxy")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# aiohttp's server would decode a request body sent with Content-Encoding (gzip, deflate, br) while the header
+# still goes on: the service would get plain bytes labelled gzip, and the next server would try to decode them
+# again. Bodies pass through byte for byte (the signed Content-Digest is over the bytes as sent), so the proxies'
+# applications run with these handler arguments.
+RAW_BODIES: dict[str, object] = {"auto_decompress": False}
+
 
 def error_response(err: GatewayError, request: web.Request, *, side: str) -> web.Response:
     """Render ``err`` as X-Road does, with a ``detail`` id that is also in our operational log."""

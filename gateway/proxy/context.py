@@ -97,6 +97,7 @@ class ProxyContext:
         # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)
         self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}
+        self._own_ocsp: tuple[bytes, int, datetime] | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 
@@ -117,11 +118,16 @@ class ProxyContext:
     # ---- our own signing certificate's OCSP response, stapled to every message ----------------------------
 
     async def own_ocsp(self, conf: GlobalConf, side: str) -> bytes:
-        """A fresh, good OCSP response for our signing certificate.
+        """A fresh, good OCSP response for our signing certificate (cached per configuration version until
+        the OCSP cache would fetch again).
 
         Raises:
             TrustError: ``<side>.CertValidation`` when our certificate is not good, or no fresh response.
         """
+        now = self.clock()
+        cached = self._own_ocsp
+        if cached is not None and cached[1] == conf.version and cached[2] > now:
+            return cached[0]
         cert = self.signer.cert
         ca = conf.ca_for(cert)
         if ca is None:
@@ -136,6 +142,9 @@ class ProxyContext:
         if status.status != "good":
             raise TrustError(f"our signing certificate is {status.status} according to OCSP",
                              code=f"{side}.CertValidation")
+        until = min(now + self.ocsp_cache.refresh,
+                    status.this_update + timedelta(seconds=conf.ocsp_freshness_seconds))
+        self._own_ocsp = (status.response_der, conf.version, until)
         return status.response_der
 
     # ---- peers' signing certificates (stapled) --------------------------------------------------------------

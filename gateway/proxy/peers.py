@@ -4,6 +4,10 @@ All socket work toward peers happens here. One :class:`aiohttp.ClientSession` pe
 connections alive (a new mTLS handshake costs more CPU than a whole exchange, DESIGN.md section 8). Each new
 connection is checked right after the TLS handshake and before any request byte is written: the certificate
 must be registered for the server we dialled and be good according to OCSP (:mod:`gateway.proxy.peertrust`).
+A pooled connection is checked again each time it is taken from the pool (a dictionary lookup while the
+cached answer holds), so that a revocation or a de-registration also ends kept-alive connections within
+``ocsp_refresh_seconds``. A certificate that fails the handshake's own checks (untrusted issuer, expired) is
+reported as ``SslAuthenticationFailed`` too, not as a network error.
 
 Choosing among several provider servers follows X-Road's "fastest wins": race TCP connects, prefer the first
 to answer for a while, and fail over to the next on connection errors.
@@ -18,8 +22,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
-from gateway.errors import GatewayError, PeerError
+from gateway.errors import GatewayError, PeerError, TrustError
 from gateway.globalconf.model import SecurityServer
 from gateway.identifiers import SecurityServerId
 
@@ -27,10 +33,11 @@ PeerCheck = Callable[[SecurityServerId, bytes | None], Awaitable[None]]
 
 
 class _CheckingConnector(aiohttp.TCPConnector):
-    """A connector that runs ``check`` on the peer's certificate of every new connection.
+    """A connector that runs ``check`` on the peer's certificate each time a connection is handed out.
 
-    It hooks ``_wrap_create_connection``, the one place where aiohttp has the fresh TLS transport before the
-    request is written; aiohttp's public ``ssl=Fingerprint`` cannot be combined with a client certificate.
+    It hooks ``connect``, which aiohttp calls for every request, for new and pooled connections alike, before
+    a request byte is written; aiohttp's public ``ssl=Fingerprint`` cannot be combined with a client
+    certificate. ``_wrap_create_connection`` turns the handshake's certificate failures into ours.
     """
 
     def __init__(self, *, server_id: SecurityServerId, check: PeerCheck, **kwargs: Any) -> None:
@@ -39,15 +46,28 @@ class _CheckingConnector(aiohttp.TCPConnector):
         self._check = check
 
     async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
-        ssl_object = transport.get_extra_info("ssl_object")
+        try:
+            return await super()._wrap_create_connection(*args, **kwargs)
+        except aiohttp.ClientConnectorCertificateError as e:
+            # the chain did not verify against the CAs of the global configuration, or is not valid now
+            raise TrustError(
+                f"TLS certificate of security server {self._server_id} refused: {e.certificate_error}",
+                code="Server.ClientProxy.SslAuthenticationFailed",
+            ) from e
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:  # aiohttp's signature
+        conn = await super().connect(req, traces, timeout)
+        transport = conn.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
             await self._check(self._server_id, der)
         except BaseException:
-            transport.close()
+            conn.close()  # never reuse a connection to a peer we no longer accept
             raise
-        return transport, protocol
+        return conn
 
 
 class PeerPool:

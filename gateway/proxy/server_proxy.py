@@ -8,13 +8,15 @@ Per request, in order (DESIGN.md section 4):
 3. verify the signature (the client member's stapled signing certificate and OCSP response), refuse a
    ``created`` outside the allowed skew and a request id already seen (replay);
 4. read the body (bounded) and check it against the signed ``Content-Digest``;
-5. log the request durably (fail closed);
+5. check that we can sign the answer (our signing certificate is good according to a fresh OCSP response),
+   then log the request durably (fail closed);
 6. the service must exist here and the client must be allowed to call this endpoint (default deny);
-7. call the service (redirects passed back, never followed);
-8. sign the response (bound to the request's signature) with the request hash, log it, return it.
+7. call the service at the normalised path that the access rules saw (redirects passed back, never followed);
+8. sign the response (bound to the request's signature) with the request hash and the service's own
+   ``X-Road-*`` headers, log it, return it.
 
-From step 5 on, every answer, errors included, is signed and logged, so both parties' logs show what
-happened. An error before the request could be verified is answered unsigned with ``X-Road-Error``.
+Once the request is logged (step 5), every answer, errors included, is signed and logged, so both parties'
+logs show what happened. An error before the request could be verified is answered unsigned with ``X-Road-Error``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from gateway.errors import GatewayError, PeerError, RequestError, TrustError
 from gateway.identifiers import SecurityServerId, member_of, parse_client
 from gateway.messagelog.record import LogRecord
 from gateway.proxy import metaservices
-from gateway.proxy.common import error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.common import RAW_BODIES, error_middleware, header_pairs, read_body, sha256, split_target
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 
@@ -106,7 +108,9 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
             body_digest=digest, body=data if body_logging else None,
         )
 
-    # (5) log the verified request
+    # (5) we must be able to sign the answer (a fresh, good OCSP response for our signing certificate)
+    # before anything is logged or reaches the service; then log the verified request
+    own_ocsp = await ctx.own_ocsp(conf, SIDE)
     await ctx.messagelog.append(record(
         "request", verified.created, None, verified.signature_base, fields[signing.H_SIGNATURE_INPUT],
         fields[signing.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signing.H_CONTENT_DIGEST],
@@ -115,6 +119,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
     request_hash = rest.request_hash(header_part, sha256(body) if body else None)
     # (6)-(7) access, then the service; any refusal from here on is answered signed
+    error_type: str | None = None
     try:
         if target.service.service_code in META_SERVICES:
             status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
@@ -127,6 +132,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
                 ctx, service.url, service.timeout_seconds, target, pairs, body,
             )
     except GatewayError as e:
+        error_type = e.xroad_type
         detail = str(uuid.uuid4())
         status, headers, resp_body = rest.render_error(e, accept=request.headers.get("Accept"), detail=detail)
         reason = None
@@ -134,12 +140,23 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
         log.warning("request refused", side=SIDE, detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
-    own_ocsp = await ctx.own_ocsp(conf, SIDE)
     digest = signing.content_digest_header(sha256(resp_body))
     xroad = {
         rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
         rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signing.H_CONTENT_DIGEST: digest,
     }
+    if error_type is not None:
+        # Our own refusal carries X-Road-Error (PR-REST 4.6), signed like every other x-road-* header;
+        # end_to_end_headers below drops it from resp_pairs, as it drops one a service might set.
+        xroad[rest.H_ERROR] = error_type
+    passed = rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_SERVICE)
+    for name, value in passed:
+        # A service's own X-Road-* headers (X-Road-UserId echoed, X-Road-Custom...) travel signed: the
+        # profile covers every x-road-* header present (docs/protocol.md 2.3). Repeated ones are combined
+        # with ", " as the verifier combines them (RFC 9421 2.1).
+        lname = name.lower()
+        if lname.startswith("x-road-"):
+            xroad[lname] = f"{xroad[lname]}, {value}" if lname in xroad else value
     created = int(ctx.clock().timestamp())
     signed = signing.sign_response(
         status=status, headers=xroad, request_signature=verified.signature, signer=ctx.signer,
@@ -150,8 +167,9 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
         signed.headers[signing.H_SIGNATURE], ctx.sign_cert_der, own_ocsp, digest, resp_body,
     ))
     out = web.Response(status=status, reason=reason, body=resp_body)
-    for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_SERVICE):
-        out.headers.add(name, value)
+    for name, value in passed:
+        if not name.lower().startswith("x-road-"):
+            out.headers.add(name, value)
     for name, value in xroad.items():
         out.headers[name] = value
     for name, value in signed.headers.items():
@@ -168,7 +186,13 @@ async def _call_service(
     Raises:
         PeerError: ``Server.ServerProxy.ServiceFailed`` (unreachable, timed out, too large).
     """
-    url = URL(base_url.rstrip("/") + target.forward_target, encoded=True)
+    # The service gets the path that the access rules were checked on (rest.normalise_path), never the raw
+    # one: with "/admin/../persons/1" a rule for /persons/* matches, while a service routing on the raw
+    # path would serve /admin/. The normal form is equivalent under RFC 3986 (unreserved escapes decoded,
+    # dot segments resolved), plus "//" collapsed. An empty path stays empty; the query stays raw.
+    path = rest.normalise_path(target.service_path) if target.service_path else ""
+    query = "" if target.raw_query is None else "?" + target.raw_query
+    url = URL(base_url.rstrip("/") + path + query, encoded=True)
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
     try:
         async with ctx.service_session.request(
@@ -196,7 +220,8 @@ async def _call_service(
 
 def build_server_app(ctx: ProxyContext) -> web.Application:
     """The server-to-server application; serve it only with :func:`gateway.proxy.tls.peer_server_context`."""
-    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1)
+    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1,
+                          handler_args=RAW_BODIES)
     app[CONTEXT] = ctx
     app.router.add_route("*", "/r{version:[0-9]+}/{tail:.*}", handle_peer_request)
     app.router.add_route("*", "/{tail:.*}", _not_found)

@@ -85,10 +85,18 @@ def client_facing_context(
 ) -> ssl.SSLContext:
     """HTTPS for information systems; a client certificate is requested (optional) so that subsystems using
     ``https-cert`` authentication can present theirs; the proxy checks it against the registered fingerprints.
+
+    ``client_cas`` are the registered information-system certificates (``ServerConfStore.is_certificates``):
+    OpenSSL refuses, during the handshake, a client certificate that does not chain to a trusted one, so the
+    registered certificates themselves are the trust anchors (partial chains allowed, so that a registered
+    certificate issued by some internal CA is accepted on its own). Add newly registered ones with
+    :func:`add_trusted_cas`; one removed stays a TLS trust anchor until restart but is refused by the proxy's
+    fingerprint check.
     """
     ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), allow_tls12=True)
     _load_chain(ctx, cert_path, key_path, None)
     ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     cas = list(client_cas)
     if cas:
         _load_cas(ctx, cas)

@@ -286,6 +286,13 @@ class ServerConfStore:
             if result.rowcount == 0:
                 raise _missing(f"certificate {fp[:64]} is not registered for {client.typed()}")
 
+    async def is_certificates(self) -> list[bytes]:
+        """The DER of every registered information-system TLS certificate, of every client: the trust store
+        of the client-facing HTTPS port (:mod:`gateway.runtime`)."""
+        async with self._tx() as conn:
+            rows = await conn.execute(sa.select(is_certs.c.cert).order_by(is_certs.c.id))
+            return [bytes(row.cert) for row in rows]
+
     async def get_client(self, client: ClientId) -> ClientInfo:
         """Raises: RequestError: 404 if it is not a client."""
         for info in await self.list_clients(only=client):

@@ -73,7 +73,8 @@ async def test_operator_flow(tmp_path: Path, database_url: str) -> None:
 
     out = ok(*c, "init", cwd=tmp_path)
     assert re.search(r"^created configuration-signing key 1: [0-9a-f]{64}$", out, re.M), out
-    assert ok(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path) == "member DEV/GOV/1001 added\n"
+    out = ok(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path)
+    assert out == "member DEV/GOV/1001 added\n"
     assert ok(*c, "server", "add", "DEV/GOV/1001/ss1", "--address", "127.0.0.1:5501", cwd=tmp_path) == (
         "security server DEV/GOV/1001/ss1 added at 127.0.0.1:5501\n"
     )
@@ -116,8 +117,8 @@ def test_unknown_setting_exits_2(tmp_path: Path) -> None:
     assert res.stdout == ""
     first = res.stderr.splitlines()[0]
     assert first == (
-        f"gateway: error: Server.ClientProxy.InternalError: {conf} [central]: key 'databse_url' is not a known "
-        "setting (fault of this installation's settings)"
+        f"gateway: error: Server.ClientProxy.InternalError: {conf} [central]: key 'databse_url' is not a "
+        "known setting (fault of this installation's settings)"
     )
     assert "database_url" in res.stderr.splitlines()[1]  # the hint lists the known keys
 
@@ -135,8 +136,8 @@ def test_bad_database_url_exits_2(tmp_path: Path, url: str, message: str) -> Non
     res = gateway("-c", str(conf), "central", "init", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith(
-        f"gateway: error: Server.ClientProxy.InternalError: settings file {conf}: [central] key 'database_url': "
-        + message
+        "gateway: error: Server.ClientProxy.InternalError: "
+        f"settings file {conf}: [central] key 'database_url': {message}"
     )
 
 
@@ -166,7 +167,8 @@ def initialised(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
          "(INSTANCE/MEMBER_CLASS/MEMBER_CODE) (fault of the request)"),
         (["member", "add", "DEV/GOV/10 01", "--name", "X"],
          "Client.InvalidClientIdentifier: member identifier part member_code '10 01' contains a forbidden "
-         "character ' ' (fault of the request)\n  hint: allowed characters are A-Z a-z 0-9 ' ( ) + , - . = ?"),
+         "character ' ' (fault of the request)\n"
+         "  hint: allowed characters are A-Z a-z 0-9 ' ( ) + , - . = ?"),
         (["server", "add", "DEV/GOV/1001", "--address", "h:1"],
          "Client.InvalidClientIdentifier: security server identifier 'DEV/GOV/1001' has 3 parts; expected 4 "
          "(INSTANCE/MEMBER_CLASS/MEMBER_CODE/SERVER_CODE) (fault of the request)"),

@@ -1,0 +1,246 @@
+"""Exchange benchmark: the same load against the service directly and through both security servers.
+
+    .venv/bin/python bench/exchange.py [--duration 10] [--concurrency 32] [--rate 200] [--workers 1]
+
+What runs (all on 127.0.0.1):
+- a development PKI, a central server and a 1 KiB JSON service, in this process;
+- the consumer's (ss1) and the provider's (ss2) security servers, each as its own ``gateway server serve``
+  process (SQLite message log, signing and logging on, as in production);
+- a load generator in its own process: closed loop with ``--concurrency`` workers for the throughput figure,
+  then open loop at ``--rate`` requests/s for the latency figure.
+
+It prints requests/s and latency percentiles for (a) direct calls to the service and (b) calls through both
+security servers, and the ratio. It asserts nothing; it is never part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.access import AccessRule  # noqa: E402
+from gateway.demo import start_federation  # noqa: E402
+from gateway.identifiers import ServiceId, SubsystemId  # noqa: E402
+
+PAYLOAD = json.dumps({"items": [{"id": i, "name": f"record {i:04d}", "pad": "x" * 20} for i in range(18)]}).encode()
+
+
+async def json_service(port: int = 0) -> tuple[web.AppRunner, str]:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=PAYLOAD, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+# ---- load generator (runs in a child process: python bench/exchange.py --loadgen ...) ------------------------
+
+
+async def closed_loop(url: str, headers: dict[str, str], concurrency: int, duration: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                async with session.get(url, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t_start
+    return summarise(latencies, elapsed, errors)
+
+
+async def open_loop(url: str, headers: dict[str, str], rate: float, duration: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * duration)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one() -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            async with session.get(url, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+        tasks = []
+        t_start = time.perf_counter()
+        for i in range(total):
+            delay = t_start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t_start
+    return summarise(latencies, elapsed, errors)
+
+
+def summarise(latencies: list[float], elapsed: float, errors: int) -> dict[str, float]:
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000 if lat else float("nan")
+
+    return {
+        "requests": len(lat), "errors": errors, "seconds": elapsed, "rps": len(lat) / elapsed if elapsed else 0.0,
+        "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    }
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    headers = json.loads(args.headers)
+    if args.mode == "closed":
+        result = asyncio.run(closed_loop(args.url, headers, args.concurrency, args.duration))
+    else:
+        result = asyncio.run(open_loop(args.url, headers, args.rate, args.duration))
+    print(json.dumps(result))
+
+
+async def run_loadgen(url: str, headers: dict[str, str], mode: str, args: argparse.Namespace) -> dict[str, float]:
+    # A child process, so that the load does not share this process's event loop (which serves the service).
+    cmd = [__file__, "--loadgen", "--url", url, "--headers", json.dumps(headers), "--mode", mode,
+           "--duration", str(args.duration), "--concurrency", str(args.concurrency), "--rate", str(args.rate)]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed with exit code {proc.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+# ---- orchestration ------------------------------------------------------------------------------------------
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up")
+            await asyncio.sleep(0.1)
+
+
+def settings_with_ports(path: Path, client_port: int, server_port: int) -> Path:
+    text = path.read_text()
+    out = []
+    for line in text.splitlines():
+        if line.startswith("client_port ="):
+            line = f"client_port = {client_port}"
+        elif line.startswith("server_port ="):
+            line = f"server_port = {server_port}"
+        elif line.startswith("client_https_port ="):
+            line = "client_https_port = -1"
+        out.append(line)
+    new = path.with_name(path.stem + "-bench.toml")
+    new.write_text("\n".join(out) + "\n")
+    return new
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    service_runner, service_url = await json_service()
+    consumer = SubsystemId.parse("DEV/GOV/1001/consumer")
+    service = ServiceId.parse("DEV/GOV/1002/registry/bench")
+    fed = await start_federation(work / "fed", with_adapters=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ss1, ss2 = fed.server("ss1"), fed.server("ss2")
+        await ss2.store.add_service(service, url=service_url)
+        await ss2.store.grant(AccessRule(subject=consumer, service=service))
+        ports = {}
+        for code, ss in (("ss1", ss1), ("ss2", ss2)):
+            ports[code] = (int(ss.client_url.rsplit(":", 1)[1]), int(ss.server_address.rsplit(":", 1)[1]))
+        # run both security servers in their own processes, on the ports registered centrally
+        for code, ss in (("ss1", ss1), ("ss2", ss2)):
+            await ss.stop()
+        for code in ("ss1", "ss2"):
+            cfg = settings_with_ports(fed.workdir / f"{code}.toml", *ports[code])
+            env = dict(os.environ, GATEWAY_LOGGING__LEVEL="warning")
+            procs.append(subprocess.Popen([str(ROOT / ".venv/bin/gateway"), "-c", str(cfg), "server", "serve"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client_url = f"http://127.0.0.1:{ports['ss1'][0]}"
+        await wait_http(f"{client_url}/healthz")
+        headers = {"X-Road-Client": str(consumer), "Accept": "application/json"}
+        via = f"{client_url}/r1/{service}/items"
+        # warm up: connections, OCSP caches, SQLite pages
+        async with aiohttp.ClientSession() as session:
+            for _ in range(50):
+                async with session.get(via, headers=headers) as resp:
+                    body = await resp.read()
+                    assert resp.status == 200, (resp.status, body[:300])
+        print(f"payload {len(PAYLOAD)} bytes; concurrency {args.concurrency}; {args.duration:g} s per run; "
+              f"{os.cpu_count()} CPUs", flush=True)
+        results = {}
+        for label, url, hdrs in (("direct", f"{service_url}/items", {}), ("via security servers", via, headers)):
+            results[(label, "closed")] = await run_loadgen(url, hdrs, "closed", args)
+            results[(label, "open")] = await run_loadgen(url, hdrs, "open", args)
+        print(f"{'':24} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for (label, mode), r in results.items():
+            name = f"{label} ({'max' if mode == 'closed' else str(int(args.rate)) + '/s'})"
+            print(f"{name:30} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+                  f"{int(r['errors']):7d}")
+        ratio = results[("via security servers", "closed")]["rps"] / results[("direct", "closed")]["rps"]
+        print(f"throughput through both security servers / direct: {ratio:.2f}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await fed.close()
+        await service_runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop workers")
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second")
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="closed", help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.loadgen:
+        loadgen_main(a)
+    else:
+        asyncio.run(main(a))

@@ -1,0 +1,44 @@
+"""Operational logging with structlog: key-value on a terminal, JSON otherwise (I/O).
+
+Operational logs are not the message log: they say what the process did (started, refused a request with
+detail id X, lost a peer), for operators; the message log is the signed, append-only record for auditors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from gateway.errors import ConfigError
+from gateway.settings import LoggingSettings
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    """Set up structlog once per process from ``[logging]``.
+
+    Raises:
+        ConfigError: an unknown level.
+    """
+    level = LEVELS.get(settings.level.lower())
+    if level is None:
+        raise ConfigError(f"[logging] key 'level': {settings.level!r} is not one of {', '.join(LEVELS)}")
+    as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
