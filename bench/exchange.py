@@ -188,7 +188,7 @@ async def main(args: argparse.Namespace) -> None:
         for code, ss in (("ss1", ss1), ("ss2", ss2)):
             ports[code] = (int(ss.client_url.rsplit(":", 1)[1]), int(ss.server_address.rsplit(":", 1)[1]))
         # run both security servers in their own processes, on the ports registered centrally
-        for code, ss in (("ss1", ss1), ("ss2", ss2)):
+        for ss in (ss1, ss2):
             await ss.stop()
         for code in ("ss1", "ss2"):
             cfg = settings_with_ports(fed.workdir / f"{code}.toml", *ports[code])
