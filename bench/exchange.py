@@ -157,6 +157,12 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def settings_with_ports(path: Path, client_port: int, server_port: int) -> Path:
     text = path.read_text()
     out = []
@@ -208,15 +214,24 @@ async def main(args: argparse.Namespace) -> None:
         print(f"payload {len(PAYLOAD)} bytes; concurrency {args.concurrency}; {args.duration:g} s per run; "
               f"{os.cpu_count()} CPUs", flush=True)
         results = {}
+        cpu: dict[str, float] = {}
         for label, url, hdrs in (("direct", f"{service_url}/items", {}), ("via security servers", via, headers)):
+            before = [cpu_seconds(p.pid) for p in procs]
             results[(label, "closed")] = await run_loadgen(url, hdrs, "closed", args)
+            if label != "direct":
+                for name, p, b in zip(("ss1", "ss2"), procs, before, strict=True):
+                    cpu[name] = cpu_seconds(p.pid) - b
             results[(label, "open")] = await run_loadgen(url, hdrs, "open", args)
         print(f"{'':24} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for (label, mode), r in results.items():
             name = f"{label} ({'max' if mode == 'closed' else str(int(args.rate)) + '/s'})"
             print(f"{name:30} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
                   f"{int(r['errors']):7d}")
-        ratio = results[("via security servers", "closed")]["rps"] / results[("direct", "closed")]["rps"]
+        via_closed = results[("via security servers", "closed")]
+        for name, seconds in cpu.items():
+            print(f"{name}: {seconds / via_closed['seconds']:.2f} cores busy, "
+                  f"{1000 * seconds / max(1, via_closed['requests']):.2f} ms CPU per exchange")
+        ratio = via_closed["rps"] / results[("direct", "closed")]["rps"]
         print(f"throughput through both security servers / direct: {ratio:.2f}")
     finally:
         for p in procs:
