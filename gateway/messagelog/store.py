@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -277,16 +278,75 @@ class SqlMessageLogStore(MessageLogStore):
         self._engine = engine
         self._conn: AsyncConnection | None = None
         self._next_seq: dict[str, int] = {}
+        # SQLite: the writer works through the plain sqlite3 driver on one thread of its own, so that a
+        # batch costs one hand-over between threads rather than one per statement (each hand-over waits for
+        # a turn of a busy event loop, which would otherwise dominate an exchange's latency).
+        self._sync_engine: sa.Engine | None = None
+        self._sync_conn: sa.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sync_engine = sa.create_engine(engine.url.set(drivername="sqlite"), poolclass=sa.pool.NullPool)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
+        self._sync_closed = False
+
+    @property
+    def writer_engine(self) -> sa.Engine:
+        """The engine whose connection commits the batches (for instrumentation)."""
+        return self._sync_engine if self._sync_engine is not None else self._engine.sync_engine
+
+    @staticmethod
+    def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[list[int], list[dict[str, object]]]:
+        # (2) Number the batch densely, in queue order.
+        seqs: list[int] = []
+        rows: list[dict[str, object]] = []
+        for p in batch:
+            r = p.record
+            seq = next_seq[r.origin]
+            next_seq[r.origin] = seq + 1
+            seqs.append(seq)
+            rows.append({
+                "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
+                "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
+                "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
+            })
+        return seqs, rows
+
+    def _write_batch_sync(self, batch: Sequence[PendingRecord]) -> list[int]:
+        assert self._sync_engine is not None
+        try:
+            if self._sync_conn is None or self._sync_conn.closed:
+                self._sync_conn = self._sync_engine.connect()
+                # WAL with synchronous=NORMAL may lose the last commits on power loss; a log commit must
+                # survive it, and group commit keeps the extra fsync cheap.
+                self._sync_conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                self._sync_conn.exec_driver_sql("PRAGMA busy_timeout=5000")
+                self._sync_conn.rollback()
+            conn = self._sync_conn
+            with conn.begin():
+                # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
+                #     origin (the primary key refuses a second writer; any failure forgets what was kept).
+                next_seq = dict(self._next_seq)
+                for origin in dict.fromkeys(p.record.origin for p in batch):
+                    if origin not in next_seq:
+                        top = conn.scalar(sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin))
+                        next_seq[origin] = 0 if top is None else int(top) + 1
+                seqs, rows = self._rows(batch, next_seq)
+                # (3) One statement, one transaction: all of the batch or none of it.
+                conn.execute(records.insert(), rows)
+        except BaseException:
+            self._next_seq.clear()
+            conn_, self._sync_conn = self._sync_conn, None
+            if conn_ is not None:
+                with contextlib.suppress(Exception):
+                    conn_.close()
+            raise
+        self._next_seq = next_seq
+        return seqs
 
     async def _writer_connection(self) -> AsyncConnection:
-        # The writer keeps one connection: no pool checkout, no pragma and no sequence query per batch.
+        # The writer keeps one connection: no pool checkout and no sequence query per batch.
         if self._conn is None or self._conn.closed:
             self._conn = await self._engine.connect()
-            if self._conn.dialect.name == "sqlite":
-                # WAL with synchronous=NORMAL (the engine default) may lose the last commits on power
-                # loss; a log commit must survive it, and group commit keeps the extra fsync cheap.
-                await self._conn.exec_driver_sql("PRAGMA synchronous=FULL")
-                await self._conn.rollback()  # end the autobegun transaction; the pragma stays
         return self._conn
 
     async def _drop_writer_connection(self) -> None:
@@ -297,32 +357,19 @@ class SqlMessageLogStore(MessageLogStore):
                 await conn.close()
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        if self._executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._write_batch_sync, batch)
         try:
             conn = await self._writer_connection()
             async with conn.begin():
-                # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
-                #     origin (the primary key refuses a second writer; any failure forgets what was kept).
-                next_seq = dict(self._next_seq)
+                next_seq = dict(self._next_seq)  # (1) as in _write_batch_sync
                 for origin in dict.fromkeys(p.record.origin for p in batch):
                     if origin not in next_seq:
                         top = await conn.scalar(
                             sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
                         )
                         next_seq[origin] = 0 if top is None else int(top) + 1
-                # (2) Number the batch densely, in queue order.
-                seqs: list[int] = []
-                rows = []
-                for p in batch:
-                    r = p.record
-                    seq = next_seq[r.origin]
-                    next_seq[r.origin] = seq + 1
-                    seqs.append(seq)
-                    rows.append({
-                        "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
-                        "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
-                        "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
-                    })
-                # (3) One statement, one transaction: all of the batch or none of it.
+                seqs, rows = self._rows(batch, next_seq)
                 await conn.execute(records.insert(), rows)
         except BaseException:
             await self._drop_writer_connection()
@@ -330,9 +377,21 @@ class SqlMessageLogStore(MessageLogStore):
         self._next_seq = next_seq
         return seqs
 
+    def _close_sync(self) -> None:
+        if self._sync_conn is not None:
+            with contextlib.suppress(Exception):
+                self._sync_conn.close()
+            self._sync_conn = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+
     async def close(self) -> None:
         await super().close()
         await self._drop_writer_connection()
+        if self._executor is not None and not self._sync_closed:
+            self._sync_closed = True
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=True)
 
     async def _size(self, origin: str) -> int:
         async with self._engine.connect() as conn:

@@ -62,13 +62,13 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await eng.dispose()
 
 
-def count_commits(engine: AsyncEngine) -> list[int]:
+def count_commits(store: SqlMessageLogStore) -> list[int]:
     counter = [0]
 
     def on_commit(_conn: Any) -> None:
         counter[0] += 1
 
-    sa.event.listen(engine.sync_engine, "commit", on_commit)
+    sa.event.listen(store.writer_engine, "commit", on_commit)
     return counter
 
 
@@ -80,7 +80,7 @@ async def rows(engine: AsyncEngine) -> list[tuple[str, int, str]]:
 
 async def test_concurrent_appends_are_dense_and_group_committed(engine: AsyncEngine) -> None:
     store = SqlMessageLogStore(engine, max_batch=128)
-    commits = count_commits(engine)
+    commits = count_commits(store)
     records = [rec(i, origin=ORIGIN_A if i % 5 else ORIGIN_B) for i in range(500)]
     try:
         results = await asyncio.gather(*(store.append(r) for r in records))
