@@ -202,7 +202,9 @@ async def main(args: argparse.Namespace) -> None:
             procs.append(subprocess.Popen([str(ROOT / ".venv/bin/gateway"), "-c", str(cfg), "server", "serve"],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         client_url = f"http://127.0.0.1:{ports['ss1'][0]}"
-        await wait_http(f"{client_url}/healthz")
+        # both servers: ss1 answers /healthz before ss2 may be listening on its peer port
+        for code in ("ss1", "ss2"):
+            await wait_http(f"http://127.0.0.1:{ports[code][0]}/healthz")
         headers = {"X-Road-Client": str(consumer), "Accept": "application/json"}
         via = f"{client_url}/r1/{service}/items"
         # warm up: connections, OCSP caches, SQLite pages

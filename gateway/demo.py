@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -26,6 +26,7 @@ from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
 from gateway import certprofile, keys
 from gateway.access import AccessRule
+from gateway.admin.roles import ROLES
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
@@ -93,6 +94,7 @@ class Federation:
     servers: dict[SecurityServerId, SecurityServer]
     specs: list[ServerSpec]
     members: list[MemberSpec]
+    admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
 
     def server(self, code: str) -> SecurityServer:
         return next(s for sid, s in self.servers.items() if sid.server_code == code)
@@ -113,7 +115,7 @@ class Federation:
                 "client_url": ss.client_url,
                 "client_https_url": ss.client_https_url,
                 "server_address": ss.server_address,
-                "admin_url": None,
+                "admin_url": ss.admin_url or None,
                 "database_url": ss.settings.server.database_url,
                 "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
                 "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
@@ -137,6 +139,7 @@ class Federation:
             "members": [{"id": str(m.id), "name": m.name, "subsystems": list(m.subsystems)} for m in self.members],
             "servers": servers,
             "adapters": adapters,
+            "admin_credentials": None if self.admin_credentials is None else str(self.admin_credentials),
         }
 
     async def close(self) -> None:
@@ -161,6 +164,60 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
     return workdir
+
+
+async def _issue_token_keys(
+    ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+) -> dict[str, Any]:
+    """The same with a software token (``key_store="token"``): a random PIN in ``token.pin`` (0600), keys
+    generated in the token, certificates imported and activated. Returns the ``[server]`` token settings."""
+    import secrets
+
+    from gateway.token.model import ca_finder
+    from gateway.token.soft import SoftToken
+
+    files.dir.mkdir(parents=True, exist_ok=True)
+    pin = secrets.token_urlsafe(18)
+    pin_file = files.dir / "token.pin"
+    fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pin + "\n")
+    token = await SoftToken.init(files.dir / "token", pin)
+    for kind, identity in (("auth", server_id), ("sign", server_id.owner)):
+        entry = await token.generate_key(kind, now=now)  # type: ignore[arg-type]
+        csr = await token.csr(entry.id, server_id=server_id, name=name)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)  # type: ignore[arg-type]
+        imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
+                                           ca_for=ca_finder([ca.ca_cert]), now=now)
+        await token.activate(imported.sha256)
+        if kind == "auth":  # the central registration below reads it from here, as with key files
+            keys.write_public_file(files.auth_cert, keys.cert_pem(cert).encode())
+    token.logout()
+    return {"token_dir": str(files.dir / "token"), "token_pin_file": str(pin_file)}
+
+
+async def _create_admin_users(
+    workdir: Path, servers: dict[SecurityServerId, SecurityServer], *, now: datetime,
+) -> Path | None:
+    """An ``admin`` user with every role on each server whose admin API is on, with a random password written
+    to ``<workdir>/admin-credentials.json`` (mode 0600; docs/demo.md). None if no admin API is on."""
+    import secrets
+
+    found: dict[str, dict[str, str]] = {}
+    for server_id, ss in servers.items():
+        if not ss.admin_url:
+            continue
+        password = secrets.token_urlsafe(18)
+        await ss.admin_store.add_user("admin", password, frozenset(ROLES), now=now)
+        found[str(server_id)] = {"admin_url": ss.admin_url, "username": "admin", "password": password}
+    if not found:
+        return None
+    path = workdir / "admin-credentials.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"servers": found}, f, indent=2)
+        f.write("\n")
+    return path
 
 
 def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
@@ -188,11 +245,14 @@ async def start_federation(
     fresh: bool = True,
     clock: Callable[[], datetime] = utc_now,
     server_overrides: dict[str, Any] | None = None,
+    key_store: Literal["files", "token"] = "files",
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
     ``database_urls`` maps a server code (or ``central``) to a database URL (default: SQLite files in
     ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false.
+    ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
+    in ``<server>/token.pin`` (0600) instead of plain key files.
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -239,11 +299,15 @@ async def start_federation(
         for spec in specs:
             code = spec.id.server_code
             files = KeyFiles(dir=workdir / code)
-            _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+            token_settings: dict[str, Any] = {}
+            if key_store == "token":
+                token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+            else:
+                _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
             server_settings = ServerSettings(
                 id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
                 state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
-                **(server_overrides or {}),
+                **{"admin_port": 0, **token_settings, **(server_overrides or {})},
             )
             settings = Settings(
                 central=central_settings, server=server_settings,
@@ -274,6 +338,7 @@ async def start_federation(
         fed = Federation(
             workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
             adapters=adapters, servers=servers, specs=specs, members=members,
+            admin_credentials=await _create_admin_users(workdir, servers, now=clock()),
         )
         for ss in servers.values():
             await ss.reload_serverconf()
@@ -320,6 +385,9 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
     out(f"  OCSP responder   {d['pki']['ocsp_url']}   TSA {d['pki']['tsa_url']}")
     for s in d["servers"]:
         out(f"  {s['id']:<22} clients {s['client_url']}  peers {s['server_address']}")
+    if d.get("admin_credentials"):
+        out(f"  admin APIs       {', '.join(s['admin_url'] for s in d['servers'] if s['admin_url'])}")
+        out(f"                   user 'admin', passwords in {d['admin_credentials']}")
     out(f"  description      {federation_json}")
     out("")
     out("Try:")

@@ -24,7 +24,8 @@ percent-encoding, the formatted form is also the encoded form and ``parse(str(x)
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -95,10 +96,12 @@ def split_parts(text: str | bytes, *, kind: str, names: tuple[str, ...], encoded
             f"{kind} identifier {text[:80]!r} has {len(raw_parts)} parts; expected {len(names)} "
             f"({'/'.join(n.upper() for n in names)})"
         )
+    # Without '%' and with ASCII only, percent-decoding changes nothing: check the parts as they are.
+    decode = encoded and not (text.isascii() and "%" not in text)
     out = []
     for raw, name in zip(raw_parts, names, strict=True):
         what = f"{kind} identifier part {name}"
-        out.append(decode_part(raw, what=what) if encoded else check_part(raw, what=what))
+        out.append(decode_part(raw, what=what) if decode else check_part(raw, what=what))
     return out
 
 
@@ -110,10 +113,26 @@ class _Identifier:
     kind: ClassVar[str] = "identifier"
     object_type: ClassVar[str] = ""
     _names: ClassVar[tuple[str, ...]] = ()
+    # Caches, not part of the value (no effect on equality, hashing or repr): the string form, made once,
+    # and the identifier this one belongs to (a service's subsystem, a subsystem's or server's member).
+    _text: str = field(default="", init=False, repr=False, compare=False)
+    _parent: _Identifier | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in self._names:
             check_part(getattr(self, name), what=f"{self.kind} identifier part {name}")
+        object.__setattr__(self, "_text", "/".join(getattr(self, n) for n in self._names))
+
+    @classmethod
+    def _from_checked(cls: type[_T], parts: Sequence[str]) -> _T:
+        # Parts that already passed check_part (parsed, or taken from a valid identifier): the same value
+        # as cls(**...) without checking each part a second time.
+        obj = object.__new__(cls)
+        for name, value in zip(cls._names, parts, strict=True):
+            object.__setattr__(obj, name, value)
+        object.__setattr__(obj, "_text", "/".join(parts))
+        object.__setattr__(obj, "_parent", None)
+        return obj
 
     @classmethod
     def parse(cls: type[_T], text: str | bytes, *, encoded: bool = True) -> _T:
@@ -123,7 +142,7 @@ class _Identifier:
             IdentifierError: the text is not a valid identifier of this kind.
         """
         parts = split_parts(text, kind=cls.kind, names=cls._names, encoded=encoded)
-        return cls(**dict(zip(cls._names, parts, strict=True)))
+        return cls._from_checked(parts)
 
     @classmethod
     def parse_encoded_id(cls: type[_T], text: str) -> _T:
@@ -140,7 +159,7 @@ class _Identifier:
         return tuple(getattr(self, n) for n in self._names)
 
     def __str__(self) -> str:
-        return "/".join(self.parts())
+        return self._text
 
     def encoded_id(self) -> str:
         return ":".join(self.parts())
@@ -184,7 +203,11 @@ class SubsystemId(_Identifier):
 
     @property
     def member(self) -> MemberId:
-        return MemberId(instance=self.instance, member_class=self.member_class, member_code=self.member_code)
+        parent = self._parent
+        if not isinstance(parent, MemberId):
+            parent = MemberId._from_checked((self.instance, self.member_class, self.member_code))
+            object.__setattr__(self, "_parent", parent)
+        return parent
 
     def service(self, code: str) -> ServiceId:
         return ServiceId(
@@ -208,10 +231,13 @@ class ServiceId(_Identifier):
 
     @property
     def subsystem(self) -> SubsystemId:
-        return SubsystemId(
-            instance=self.instance, member_class=self.member_class, member_code=self.member_code,
-            subsystem_code=self.subsystem_code,
-        )
+        parent = self._parent
+        if not isinstance(parent, SubsystemId):
+            parent = SubsystemId._from_checked(
+                (self.instance, self.member_class, self.member_code, self.subsystem_code)
+            )
+            object.__setattr__(self, "_parent", parent)
+        return parent
 
     @property
     def member(self) -> MemberId:
@@ -230,7 +256,11 @@ class SecurityServerId(_Identifier):
 
     @property
     def owner(self) -> MemberId:
-        return MemberId(instance=self.instance, member_class=self.member_class, member_code=self.member_code)
+        parent = self._parent
+        if not isinstance(parent, MemberId):
+            parent = MemberId._from_checked((self.instance, self.member_class, self.member_code))
+            object.__setattr__(self, "_parent", parent)
+        return parent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,7 +24,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -43,6 +43,11 @@ PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "rsa-2048", "rsa-3072")
 SIGNATURE_ALGS: tuple[SignatureAlg, ...] = ("ecdsa-p256-sha256", "rsa-v1_5-sha256")
 MIN_RSA_BITS = 2048  # bits; below this RSA is not accepted anywhere (NIST SP 800-131A)
+
+# Immutable parameter objects, made once rather than per signature (they sit on the exchange's hot path).
+ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
+_SHA256: Final = hashes.SHA256()
+_PKCS1V15: Final = padding.PKCS1v15()
 
 
 def generate_private_key(key_type: KeyType = "ec-p256") -> PrivateKey:
@@ -223,8 +228,8 @@ def sign_bytes(key: PrivateKey, data: bytes) -> tuple[SignatureAlg, bytes]:
     """
     alg = signature_alg_for(key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return alg, key.sign(data, ec.ECDSA(hashes.SHA256()))
-    return alg, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return alg, key.sign(data, ECDSA_SHA256)
+    return alg, key.sign(data, _PKCS1V15, _SHA256)
 
 
 def verify_bytes(cert_or_pubkey: x509.Certificate | PublicKey, alg: str, data: bytes, sig: bytes) -> None:
@@ -246,9 +251,9 @@ def verify_bytes(cert_or_pubkey: x509.Certificate | PublicKey, alg: str, data: b
     # (2) the signature verifies
     try:
         if isinstance(pub, ec.EllipticCurvePublicKey):
-            pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+            pub.verify(sig, data, ECDSA_SHA256)
         else:
-            pub.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+            pub.verify(sig, data, _PKCS1V15, _SHA256)
     except (InvalidSignature, ValueError) as e:
         raise TrustError(f"{alg} signature does not verify") from e
 

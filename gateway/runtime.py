@@ -1,10 +1,13 @@
 """One security server process: opens the shared resources once and runs the two proxies (I/O).
 
 Resources (STYLE.md "aiohttp"): the database engine (serverconf + message log), the global configuration
-updater, the signing key and authentication certificate, one pooled mTLS session per peer, one session for
-services and OCSP, the message-log writer. Background tasks: global-configuration polling and serverconf
-reloads. Shutdown stops the client-facing side first so that nothing new arrives, then the server side, then
-flushes the message log.
+updater, the signing key and authentication certificate (plain key files, or the software token of
+``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
+one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
+tasks: global-configuration polling, serverconf reloads and, with a token, a watch that switches the signer
+and the TLS certificate without restart when another certificate becomes the one to use
+(:meth:`SecurityServer.reload_keys`). Shutdown stops the client-facing side first so that nothing new
+arrives, then the server side, then flushes the message log.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import aiohttp
 import structlog
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway import keys
+from gateway.admin.app import AdminContext, build_admin_app
+from gateway.admin.store import AdminStore
 from gateway.db import make_engine
 from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
+from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
 from gateway.proxy import tls
 from gateway.proxy.client_proxy import build_client_app
@@ -38,6 +45,9 @@ from gateway.proxy.server_proxy import build_server_app
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import Settings
 from gateway.signing import KeySigner
+from gateway.token import model as token_model
+from gateway.token.metrics import update_expiry_gauge
+from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -127,9 +137,16 @@ class SecurityServer:
         self._stop = asyncio.Event()
         self.client_url = ""
         self.client_https_url = ""
+        self.admin_url = ""  # the admin REST API (docs/admin-api.md); "" while it is off
         self.server_address = ""
         self.context: ProxyContext | None = None
+        self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
+        self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
+        self._peer_ssl: tuple[ssl.SSLContext, ...] = ()  # the two server-to-server contexts (auth cert)
+        self._auth_sha256 = ""  # the authentication certificate the TLS contexts hold
+        self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
+        self._keys_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened.
@@ -145,17 +162,18 @@ class SecurityServer:
 
     async def _start(self) -> None:
         s = self.settings.server
-        self.files.require()
+        if s.token_dir:
+            self.token = await self._open_token()
+        else:
+            self.files.require()
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         # storage
         self.engine = make_engine(s.database_url)
         await migrate_messagelog(self.engine)
         self.store = ServerConfStore(self.engine)
         await self.store.migrate()
-        # keys
-        sign_cert = keys.read_certificate(self.files.sign_cert)
-        signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
-        auth_cert = keys.read_certificate(self.files.auth_cert)
+        self.admin_store = AdminStore(self.engine)
+        await self.admin_store.migrate()
         # global configuration
         self.globalconf = GlobalConfUpdater.from_settings(self.settings.globalconf, clock=self.clock)
         self.globalconf.load_cached()
@@ -163,11 +181,25 @@ class SecurityServer:
         if self.globalconf.current is None:
             log.warning("no global configuration yet; exchanges will fail until one is downloaded",
                         error=getattr(result, "error", None))
+        # keys: the token's certificates in use now (for TLS, preferring one registered centrally), or files
+        auth_paths: tuple[str, str, bytes | None]
+        if self.token is not None:
+            self._token_stamp = self._stat_token()
+            signer = await self.token.signer(now=self.clock())
+            auth = await self.token.tls_material(now=self.clock(), registered=self._registered())
+            auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
+            self._auth_sha256 = auth.sha256
+        else:
+            sign_cert = keys.read_certificate(self.files.sign_cert)
+            signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
+            auth_cert = keys.read_certificate(self.files.auth_cert)
+            auth_paths = (str(self.files.auth_cert), str(self.files.auth_key), None)
         cas = self._cas(self.globalconf.current)
-        peer_client_ssl = tls.peer_client_context(str(self.files.auth_cert), str(self.files.auth_key), cas,
-                                                  allow_tls12=s.allow_tls12)
-        peer_server_ssl = tls.peer_server_context(str(self.files.auth_cert), str(self.files.auth_key), cas,
-                                                  allow_tls12=s.allow_tls12)
+        peer_client_ssl = tls.peer_client_context(auth_paths[0], auth_paths[1], cas, allow_tls12=s.allow_tls12,
+                                                  password=auth_paths[2])
+        peer_server_ssl = tls.peer_server_context(auth_paths[0], auth_paths[1], cas, allow_tls12=s.allow_tls12,
+                                                  password=auth_paths[2])
+        self._peer_ssl = (peer_client_ssl, peer_server_ssl)
         self.globalconf.on_update(lambda conf: self._on_conf(conf, peer_client_ssl, peer_server_ssl))
         # sessions, caches, log
         self.http = aiohttp.ClientSession(
@@ -195,6 +227,15 @@ class SecurityServer:
         )
         ctx_ref.append(ctx)
         self.context = ctx
+        # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
+        self.checkpointer = Checkpointer(
+            store=self.messagelog, origin=ctx.origin, signer=signer, conf=lambda: self.globalconf.current,
+            fetch=HttpTimestampFetcher(self.http), interval_seconds=s.checkpoint_interval_seconds,
+            max_records=s.checkpoint_max_records, grace_seconds=s.timestamp_grace_seconds,
+            timeout_seconds=s.timestamp_timeout_seconds,
+        )
+        await self.checkpointer.start(self.clock())
+        ctx.timestamping = self.checkpointer
         # sockets: server side first, so that peers can reach us by the time clients can
         server_runner = await self._serve(build_server_app(ctx), s.server_host, s.server_port, peer_server_ssl)
         self.server_address = f"{s.server_host}:{self._port(server_runner)}"
@@ -206,10 +247,180 @@ class SecurityServer:
             self._client_https_ssl = https
             https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
             self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
+        if s.admin_port >= 0:  # its own port, after the proxies; stopped first (runners stop in reverse order)
+            admin = AdminContext(
+                server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
+                serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
+                reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
+                reload_keys=self.reload_keys,
+            )
+            admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
+            self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
         self._tasks.append(asyncio.create_task(self.globalconf.run(self._stop), name="globalconf-poll"))
         self._tasks.append(asyncio.create_task(self._reload_loop(), name="serverconf-reload"))
+        if self.token is not None:
+            self._tasks.append(asyncio.create_task(self._key_watch_loop(), name="token-watch"))
+        await self._update_expiry_metrics()
+        self._tasks.append(asyncio.create_task(self.checkpointer.run(self._stop, self.clock), name="checkpointer"))
         log.info("security server started", server=str(self.server_id), client_url=self.client_url,
                  server_address=self.server_address)
+
+    # ---- keys and certificates (docs/tokens.md) ------------------------------------------------------------
+
+    async def _open_token(self) -> SoftToken:
+        """Open the token of ``[server] token_dir`` and log in with the PIN the settings point to.
+
+        Raises:
+            ConfigError: no token there, no PIN source, a wrong PIN or a locked token.
+        """
+        s = self.settings.server
+        token = SoftToken(s.token_dir)
+        if not token.exists():
+            raise ConfigError(f"[server] token_dir {s.token_dir} holds no token",
+                              hint="create it with `gateway token init`")
+        pin = read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env)
+        try:
+            await token.login(pin, now=self.clock())
+        except GatewayError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"token {s.token_dir}: {e.message}") from e
+        return token
+
+    def _registered(self) -> set[str] | None:
+        """Fingerprints the current global configuration registers for this server (None without one)."""
+        conf = self.globalconf.current
+        if conf is None:
+            return None
+        server = conf.server(self.server_id)
+        return set() if server is None else set(server.auth_certs)
+
+    def _stat_token(self) -> tuple[int, int] | None:
+        if self.token is None:
+            return None
+        try:
+            st = self.token.state_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    async def reload_keys(self) -> bool:
+        """Switch to the signing and authentication certificates the token says to use now, without restart.
+
+        Called after a certificate is activated or deactivated (the admin API calls it; the token watch
+        notices changes made by ``gateway token`` in another process) and after a new global configuration
+        (an approved authentication certificate becomes usable). The new signing certificate's OCSP response
+        is fetched *before* the switch, and the switch itself is one synchronous step, so no exchange sees
+        a half-switched state. Returns whether anything changed.
+
+        Raises:
+            ConfigError: the token has no usable certificate (the current ones stay in use).
+            TrustError: no good OCSP response for the new signing certificate (the current one stays).
+        """
+        ctx = self.context
+        if self.token is None or ctx is None:
+            return False
+        async with self._keys_lock:
+            self._token_stamp = self._stat_token()
+            now = self.clock()
+            changed = False
+            signer = await self.token.signer(now=now)
+            if signer.cert != ctx.signer.cert:
+                conf = ctx.conf("Server.ClientProxy")
+                ca = conf.ca_for(signer.cert)
+                if ca is None:
+                    raise ConfigError("the new signing certificate is not issued by a CA of the global "
+                                      "configuration; keeping the current one")
+                status = await ctx.ocsp_cache.status(signer.cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
+                if status.status != "good":
+                    raise ConfigError(f"the new signing certificate is {status.status} according to OCSP; "
+                                      "keeping the current one")
+                # one synchronous step: the proxies read signer, its DER and the OCSP cache together
+                ctx.signer = signer
+                ctx.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
+                ctx._own_ocsp = None
+                changed = True
+                log.info("signing certificate switched", sha256=keys.cert_sha256_hex(signer.cert))
+            auth = await self.token.tls_material(now=now, registered=self._registered())
+            if auth.sha256 != self._auth_sha256:
+                self._load_auth(auth)
+                ctx.auth_cert = auth.cert
+                changed = True
+                log.info("authentication certificate switched", sha256=auth.sha256)
+        await self._update_expiry_metrics()
+        return changed
+
+    def _load_auth(self, auth: TlsMaterial) -> None:
+        """Put another authentication certificate into the live TLS contexts (new connections use it)."""
+        for ctx in self._peer_ssl:
+            try:
+                ctx.load_cert_chain(str(auth.cert_path), str(auth.key_path), password=auth.password)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load authentication certificate {auth.cert_path}: {e}") from e
+        self._auth_sha256 = auth.sha256
+
+    async def certificates(self, *, with_ocsp: bool = True) -> list[token_model.CertReport]:
+        """This server's keys and certificates with expiry and (optionally fetched) OCSP status: what
+        ``gateway token keys`` shows and the admin API lists."""
+        now = self.clock()
+        ocsp: dict[str, token_model.OcspState] = {}
+        if self.token is not None:
+            state = await self.token.state()
+            certs = [c.certificate for k in state.keys for c in k.certs]
+        else:
+            state = None
+            certs = [keys.read_certificate(self.files.sign_cert), keys.read_certificate(self.files.auth_cert)]
+        conf = self.globalconf.current if hasattr(self, "globalconf") else None
+        if with_ocsp and self.context is not None and conf is not None:
+            for cert in certs:
+                ca = conf.ca_for(cert)
+                if ca is None:
+                    ocsp[keys.cert_sha256_hex(cert)] = "unavailable"
+                    continue
+                try:
+                    status = await self.context.ocsp_cache.status(
+                        cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
+                    ocsp[keys.cert_sha256_hex(cert)] = status.status
+                except GatewayError:
+                    ocsp[keys.cert_sha256_hex(cert)] = "unavailable"
+        if state is not None:
+            return token_model.report(state, now=now, ocsp=ocsp, registered=self._registered())
+        return token_model.file_report(certs, now=now, ocsp=ocsp)
+
+    async def _update_expiry_metrics(self) -> None:
+        try:
+            reports = await self.certificates(with_ocsp=False)
+        except GatewayError as e:  # metrics never stop the server
+            log.warning("certificate expiry metrics not updated", error=e.message)
+            return
+        update_expiry_gauge(str(self.server_id), reports,
+                            warning_days=self.settings.server.cert_expiry_warning_days)
+        for r in token_model.expiring(reports, within_days=self.settings.server.cert_expiry_warning_days):
+            log.warning("certificate expires soon", usage=r.usage, sha256=r.sha256, days_left=round(r.days_left or 0))
+
+    async def _key_watch_loop(self) -> None:
+        """Reload keys when token.json changes or a new global configuration arrives; refresh metrics hourly."""
+        interval = self.settings.server.serverconf_reload_seconds
+        seen_version = self.globalconf.current.version if self.globalconf.current is not None else None
+        metrics_at = self.clock()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            if self._stop.is_set():
+                return
+            conf = self.globalconf.current
+            version = conf.version if conf is not None else None
+            try:
+                if self._stat_token() != self._token_stamp or version != seen_version:
+                    seen_version = version
+                    await self.reload_keys()
+                elif (self.clock() - metrics_at).total_seconds() >= 3600:
+                    metrics_at = self.clock()
+                    await self._update_expiry_metrics()
+            except GatewayError as e:
+                log.warning("key reload failed", error=e.message)
+            except Exception:
+                log.exception("key reload failed")
 
     @staticmethod
     def _cas(conf: GlobalConf | None) -> list[x509.Certificate]:

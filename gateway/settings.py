@@ -67,6 +67,10 @@ class ServerSettings:
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
     max_loggable_body_bytes: int = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size default
     messagelog_batch_size: int = 256  # records per group commit; bounds one transaction's size
+    checkpoint_interval_seconds: float = 60.0  # seconds between signed log checkpoints (if records came)
+    checkpoint_max_records: int = 10000  # records after which a checkpoint is made before the interval ends
+    timestamp_grace_seconds: int = 0  # seconds exchanges go on without a TSA; 0: the global conf's (4 h)
+    timestamp_timeout_seconds: float = 10.0  # seconds for one TSA request before the next TSA is tried
     state_dir: str = "var/server"  # keys and certificates of this server (gateway server init writes them)
     client_host: str = "127.0.0.1"  # information systems call here (plain HTTP)
     client_port: int = 8080  # X-Road's default; 0 picks a free port
@@ -82,6 +86,22 @@ class ServerSettings:
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     allow_tls12: bool = False  # between servers: TLS 1.3 only unless set (then 1.2 with AEAD suites)
     serverconf_reload_seconds: float = 5.0  # seconds between re-reads of clients, services and rights
+    admin_host: str = "127.0.0.1"  # the admin REST API listens here (keep it on an internal network)
+    admin_port: int = 4000  # X-Road's admin port; 0 picks a free port; -1 switches the admin API off
+    token_dir: str = ""  # software token directory; empty: plain key files in state_dir (docs/tokens.md)
+    token_pin_file: str = ""  # file (mode 0600) holding the token PIN; never the PIN itself
+    token_pin_env: str = ""  # or: the name of an environment variable holding the PIN
+    cert_expiry_warning_days: int = 30  # days; certificates closer to expiry are reported (metric, CLI)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSettings:
+    session_ttl_seconds: int = 900  # seconds a login's session token (JWT) is valid; short by design
+    audience: str = "gateway-admin"  # the JWT audience this server issues and accepts
+    max_failed_logins: int = 5  # consecutive wrong passwords before the account is locked
+    lockout_seconds: int = 60  # seconds of the first lock; doubles with each further wrong password
+    max_lockout_seconds: int = 3600  # seconds; the longest lock
+    max_body_bytes: int = 50 * 2**10  # bytes of a request body; X-Road's management API limit (50 KB)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +116,7 @@ class Settings:
     central: CentralSettings = field(default_factory=CentralSettings)
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

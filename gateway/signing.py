@@ -33,14 +33,15 @@ import hashlib
 import heapq
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Final, Protocol, TypeAlias
+from typing import Final, Generic, Protocol, TypeAlias, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway import keys
 from gateway.errors import ConfigError, GatewayError, TrustError
@@ -366,6 +367,19 @@ class ContentDigester:
         return content_digest_header(self._h.digest())
 
 
+_DIGEST_FAST_RE = re.compile(r"sha-256=:([A-Za-z0-9+/]*={0,2}):")
+
+
+def _digest_bytes(header_value: str) -> bytes | None:
+    m = _DIGEST_FAST_RE.fullmatch(header_value)
+    if m is None:
+        return None
+    try:
+        return base64.b64decode(m.group(1), validate=True)
+    except binascii.Error:
+        return None
+
+
 def verify_content_digest(header_value: str | None, digest: bytes, *, side: str = SERVER_PROXY) -> None:
     """Check that the ``sha-256`` member of a ``Content-Digest`` value equals ``digest`` (the SHA-256 of the
     body as received). Other members (``sha-512``...) are ignored; ``sha-256`` is mandatory in this profile.
@@ -376,14 +390,17 @@ def verify_content_digest(header_value: str | None, digest: bytes, *, side: str 
     """
     if header_value is None:
         raise TrustError("Content-Digest header is missing", code=f"{side}.MissingSignature")
-    try:
-        members = parse_dictionary(header_value)
-    except SFError as e:
-        raise TrustError(f"Content-Digest does not parse: {e}", code=f"{side}.MalformedSignature") from e
-    member = members.get("sha-256")
-    if member is None or not isinstance(member[0], bytes):
-        raise TrustError("Content-Digest has no sha-256 byte sequence", code=f"{side}.MalformedSignature")
-    if not hmac.compare_digest(member[0], digest):
+    value = _digest_bytes(header_value)  # the one form we send; anything else takes the general parser
+    if value is None:
+        try:
+            members = parse_dictionary(header_value)
+        except SFError as e:
+            raise TrustError(f"Content-Digest does not parse: {e}", code=f"{side}.MalformedSignature") from e
+        member = members.get("sha-256")
+        if member is None or not isinstance(member[0], bytes):
+            raise TrustError("Content-Digest has no sha-256 byte sequence", code=f"{side}.MalformedSignature")
+        value = member[0]
+    if not hmac.compare_digest(value, digest):
         raise TrustError(
             "message body does not match its Content-Digest", code=f"{side}.InvalidSignatureValue",
         )
@@ -418,7 +435,7 @@ class KeySigner:
         ConfigError: the key type is not allowed or the certificate is not for this key.
     """
 
-    __slots__ = ("_key", "alg", "cert")
+    __slots__ = ("_ec_key", "_key", "alg", "cert")
 
     def __init__(self, *, key: keys.PrivateKey, cert: x509.Certificate) -> None:
         pub_fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -429,17 +446,26 @@ class KeySigner:
         except GatewayError as e:
             raise ConfigError(f"signing key: {e.message}") from e
         self._key = key
+        # The key type was checked above, once: per message, a P-256 key signs directly.
+        self._ec_key = key if self.alg == ALG_ECDSA_P256 and isinstance(key, ec.EllipticCurvePrivateKey) else None
         self.cert = cert
 
     def sign(self, data: bytes) -> bytes:
-        alg, sig = keys.sign_bytes(self._key, data)
-        return keys.der_to_raw_ecdsa(sig) if alg == ALG_ECDSA_P256 else sig  # RFC 9421 3.3.4: r || s
+        if self._ec_key is not None:
+            # RFC 9421 3.3.4: r || s
+            return keys.der_to_raw_ecdsa(self._ec_key.sign(data, keys.ECDSA_SHA256))
+        return keys.sign_bytes(self._key, data)[1]
+
+
+def _key_of(cert: x509.Certificate) -> tuple[keys.PublicKey, str]:
+    pub = keys.public_key_of(cert)
+    return pub, keys.signature_alg_for(pub)
 
 
 def _verify_value(cert: x509.Certificate, alg: str, data: bytes, sig: bytes, side: str) -> None:
     # (a) the algorithm must be the one the certificate's key implies: the signer never picks the pairing
     try:
-        expected = keys.signature_alg_for(keys.public_key_of(cert))
+        pub, expected = _CERT_KEYS.get(cert, _key_of)
     except GatewayError as e:
         raise _malformed(f"signing certificate key: {e.message}", side) from e
     if alg != expected:
@@ -450,7 +476,7 @@ def _verify_value(cert: x509.Certificate, alg: str, data: bytes, sig: bytes, sid
             if len(sig) != 64:
                 raise TrustError(f"{alg} signature has {len(sig)} bytes; RFC 9421 requires 64 (r || s)")
             sig = keys.raw_to_der_ecdsa(sig)
-        keys.verify_bytes(cert, alg, data, sig)
+        keys.verify_bytes(pub, alg, data, sig)
     except TrustError as e:
         raise TrustError(
             f"signature value does not verify with the signing certificate ({e.message})",
@@ -458,10 +484,49 @@ def _verify_value(cert: x509.Certificate, alg: str, data: bytes, sig: bytes, sid
         ) from e
 
 
-@lru_cache(maxsize=256)
-def _cert_info(cert: x509.Certificate) -> tuple[str, str, bytes]:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _ByIdentity(Generic[_K, _V]):
+    """Values derived from immutable objects (certificates, DER bytes), cached per object.
+
+    Keyed by ``id(obj)``; each entry holds the object itself, so its id cannot be reused while the entry
+    lives, and a hit requires the very same object (``is``). Cheaper than hashing a certificate's DER per
+    look-up, and never stale: another certificate or response is another object, hence a miss. Bounded:
+    when full it starts again empty. Errors raised by ``make`` are not cached.
+    """
+
+    __slots__ = ("_entries", "_max")
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: dict[int, tuple[_K, _V]] = {}
+        self._max = max_entries
+
+    def get(self, obj: _K, make: Callable[[_K], _V]) -> _V:
+        hit = self._entries.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = make(obj)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[id(obj)] = (obj, value)
+        return value
+
+
+def _make_cert_info(cert: x509.Certificate) -> tuple[str, str, bytes]:
     der = cert.public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest(), base64.b64encode(der).decode("ascii"), der
+
+
+_CERT_INFO: Final[_ByIdentity[x509.Certificate, tuple[str, str, bytes]]] = _ByIdentity(256)
+_CERT_KEYS: Final[_ByIdentity[x509.Certificate, tuple[keys.PublicKey, str]]] = _ByIdentity(256)
+_OCSP_B64: Final[_ByIdentity[bytes, str]] = _ByIdentity(64)
+
+
+def _cert_info(cert: x509.Certificate) -> tuple[str, str, bytes]:
+    """keyid, base64 DER and DER of a certificate."""
+    return _CERT_INFO.get(cert, _make_cert_info)
 
 
 def cert_keyid(cert: x509.Certificate) -> str:
@@ -556,7 +621,7 @@ def _sign(
     keyid, cert_b64, _der = _cert_info(signer.cert)
     all_headers = dict(headers)
     all_headers[H_SIGNING_CERT] = cert_b64
-    all_headers[H_SIGNING_OCSP] = _b64(ocsp)
+    all_headers[H_SIGNING_OCSP] = _OCSP_B64.get(ocsp, _b64)  # the same response is stapled for a while
     lines = [(ident, _check_value(ident, value, side)) for ident, value in derived]
     for name in _xroad_headers(all_headers, required):
         value = all_headers.get(name)
@@ -667,6 +732,8 @@ class _Input:
     identities: frozenset[_Identity]
     params: tuple[tuple[str, BareItem], ...]
     params_text: str  # the @signature-params value
+    # _static_params() of params: (created, keyid, alg, expires), or why they are malformed
+    static: tuple[int, str, str, BareItem | None] | str
 
 
 @lru_cache(maxsize=1024)
@@ -696,8 +763,22 @@ def _parse_input(raw_input: str, side: str) -> _Input:
     params_text = "(" + " ".join(c[2] for c in comps) + ")" + serialize_params(params)
     return _Input(
         components=tuple(comps), identities=frozenset(seen), params=tuple(params.items()),
-        params_text=params_text,
+        params_text=params_text, static=_static_params(params),
     )
+
+
+# The one form our own signer produces, ``xroad=:<base64>:``; anything else takes the general parser.
+_SIGNATURE_FAST_RE = re.compile(r"xroad=:([A-Za-z0-9+/]+={0,2}):")
+
+
+def _signature_bytes(raw_sig: str) -> bytes | None:
+    m = _SIGNATURE_FAST_RE.fullmatch(raw_sig)
+    if m is None:
+        return None
+    try:
+        return base64.b64decode(m.group(1), validate=True)
+    except binascii.Error:
+        return None  # let the general parser say what is wrong
 
 
 def _select(headers: Mapping[str, str], side: str) -> tuple[_Input, bytes]:
@@ -712,6 +793,9 @@ def _select(headers: Mapping[str, str], side: str) -> tuple[_Input, bytes]:
     if H_CONTENT_DIGEST not in headers:  # docs/protocol.md 2.4: no digest is no signed message, as no signature
         raise TrustError("message is not signed: Content-Digest header is missing", code=f"{side}.MissingSignature")
     parsed = _parse_input(raw_input, side)
+    fast = _signature_bytes(raw_sig)
+    if fast:
+        return parsed, fast
     try:
         sigs = parse_dictionary(raw_sig)
     except SFError as e:
@@ -727,21 +811,28 @@ def _select(headers: Mapping[str, str], side: str) -> tuple[_Input, bytes]:
 _KEYID_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def _check_params(
-    params: Mapping[str, BareItem], now: datetime, max_skew_seconds: int, side: str,
-) -> tuple[int, str, str]:
+def _static_params(params: Mapping[str, BareItem]) -> tuple[int, str, str, BareItem | None] | str:
+    # The checks of the parameters that do not depend on the time, in order: the values, or the first
+    # problem found. Part of the cached _Input, so they run once per distinct Signature-Input.
     bad = sorted(set(params) - _KNOWN_PARAMS)
     if bad:
-        raise _malformed(f"unknown signature parameter(s) {', '.join(bad)}", side)
+        return f"unknown signature parameter(s) {', '.join(bad)}"
     created, keyid, alg, tag = (params.get(k) for k in ("created", "keyid", "alg", "tag"))
     if type(created) is not int:
-        raise _malformed("signature parameter created must be an integer", side)
+        return "signature parameter created must be an integer"
     if type(keyid) is not str or not _KEYID_RE.fullmatch(keyid):
-        raise _malformed("signature parameter keyid must be the hex SHA-256 of the signing certificate", side)
+        return "signature parameter keyid must be the hex SHA-256 of the signing certificate"
     if type(alg) is not str or alg not in ALGORITHMS:
-        raise _malformed(f"signature parameter alg must be one of {', '.join(sorted(ALGORITHMS))}", side)
+        return f"signature parameter alg must be one of {', '.join(sorted(ALGORITHMS))}"
     if type(tag) is not str or tag != TAG:
-        raise _malformed(f'signature parameter tag must be "{TAG}"', side)
+        return f'signature parameter tag must be "{TAG}"'
+    return created, keyid, alg, params.get("expires")
+
+
+def _check_params(sel: _Input, now: datetime, max_skew_seconds: int, side: str) -> tuple[int, str, str]:
+    if isinstance(sel.static, str):
+        raise _malformed(sel.static, side)
+    created, keyid, alg, expires = sel.static
     ts = int(now.timestamp())
     if abs(ts - created) > max_skew_seconds:
         raise TrustError(
@@ -749,13 +840,36 @@ def _check_params(
             "of clock skew is allowed (clock out of sync, or a replayed message)",
             code=f"{side}.InvalidSignatureTime",
         )
-    expires = params.get("expires")
     if expires is not None and (type(expires) is not int or expires + max_skew_seconds < ts):
         raise TrustError("signature has expired", code=f"{side}.InvalidSignatureTime")
     return created, keyid, alg
 
 
 _NO_PARAMS: Final[frozenset[tuple[str, BareItem]]] = frozenset()
+
+# Decoded stapled certificate and OCSP response by their base64 text: a peer staples the same pair on
+# thousands of messages. Keyed by value (the text), so a different pair is a different entry.
+_STAPLED_CACHE: Final[dict[tuple[str, str], tuple[bytes, bytes, str]]] = {}
+_STAPLED_CACHE_MAX: Final = 256
+
+
+def _decode_stapled(cert_b64: str, ocsp_b64: str) -> tuple[bytes, bytes, str]:
+    """DER certificate, DER OCSP response and the certificate's hex SHA-256.
+
+    Raises:
+        binascii.Error: either is not valid base64.
+    """
+    key = (cert_b64, ocsp_b64)
+    hit = _STAPLED_CACHE.get(key)
+    if hit is not None:
+        return hit
+    cert_der = base64.b64decode(cert_b64, validate=True)
+    ocsp_der = base64.b64decode(ocsp_b64, validate=True)
+    value = (cert_der, ocsp_der, hashlib.sha256(cert_der).hexdigest())
+    if len(_STAPLED_CACHE) >= _STAPLED_CACHE_MAX:
+        _STAPLED_CACHE.clear()
+    _STAPLED_CACHE[key] = value
+    return value
 
 
 def _verify(
@@ -767,7 +881,7 @@ def _verify(
         raise ValueError("now must be an aware datetime")
     sel, signature = _select(headers, side)
     # (2) parameters known and well typed, created within the allowed clock skew
-    created, keyid, alg = _check_params(dict(sel.params), now, max_skew_seconds, side)
+    created, keyid, alg = _check_params(sel, now, max_skew_seconds, side)
     # (3) each listed component is one the profile allows; rebuild the signature base lines
     lines: list[tuple[str, str]] = []
     for name, identity, ident, has_params in sel.components:
@@ -797,11 +911,10 @@ def _verify(
         raise _malformed(f"signature does not cover {' '.join(uncovered)}", side)
     # (5) the stapled certificate is the one keyid names
     try:
-        cert_der = base64.b64decode(headers[H_SIGNING_CERT], validate=True)
-        ocsp_der = base64.b64decode(headers[H_SIGNING_OCSP], validate=True)
+        cert_der, ocsp_der, cert_sha256 = _decode_stapled(headers[H_SIGNING_CERT], headers[H_SIGNING_OCSP])
     except binascii.Error as e:
         raise _malformed("stapled certificate or OCSP response is not base64", side) from e
-    if not hmac.compare_digest(hashlib.sha256(cert_der).hexdigest(), keyid):
+    if not hmac.compare_digest(cert_sha256, keyid):
         raise _malformed("keyid does not match the stapled signing certificate", side)
     # (6) the certificate is trusted (chain, OCSP, member): the caller's policy
     cert = resolve_cert(keyid, cert_der, ocsp_der)

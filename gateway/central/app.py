@@ -5,7 +5,10 @@ Routes (plain HTTP; integrity comes from the signature, so any static server or 
 - ``GET /globalconf``: the newest signed configuration, byte for byte as stored; ``ETag`` is its SHA-256,
   ``Cache-Control: no-cache`` (mirrors revalidate, ``If-None-Match`` gives 304);
 - ``GET /anchor``: the anchor of the active configuration-signing keys;
-- ``GET /healthz``: 200 while the newest publication is unexpired, else 503.
+- ``GET /healthz``: 200 while the newest publication is unexpired, else 503;
+- ``POST /registration``: a security server's signed management request (registration of an authentication
+  certificate or a client, or their deletion), stored for a registration officer; ``GET /registration/{id}``
+  tells its state (docs/registration.md).
 
 A background task (``cleanup_ctx``) runs :func:`~gateway.central.publisher.publish_if_due` every
 ``publish_interval_seconds``; :class:`PublishLoop` exposes one step (:meth:`PublishLoop.run_once`) so that
@@ -28,7 +31,8 @@ import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.central import check_settings, migrate_central
+from gateway.central import check_settings, migrate_central, registration
+from gateway.central.management import MAX_REQUEST_BYTES
 from gateway.central.publisher import (
     Publication,
     central_url,
@@ -39,7 +43,7 @@ from gateway.central.publisher import (
 )
 from gateway.central.signingkeys import ensure_signing_key
 from gateway.db import make_engine
-from gateway.errors import ConfigError, GatewayError, GlobalConfError
+from gateway.errors import ConfigError, GatewayError, GlobalConfError, RequestError
 from gateway.globalconf.model import format_time
 from gateway.settings import CentralSettings, Settings
 
@@ -194,6 +198,29 @@ async def get_healthz(request: web.Request) -> web.Response:
     )
 
 
+async def post_registration(request: web.Request) -> web.Response:
+    """``POST /registration``: a signed management request from a security server (docs/registration.md)."""
+    body = await request.content.read(MAX_REQUEST_BYTES + 1)
+    if len(body) > MAX_REQUEST_BYTES:
+        raise RequestError(f"management request is larger than {MAX_REQUEST_BYTES} bytes", status=413)
+    record = await registration.submit(
+        request.app[ENGINE], body, instance=request.app[SETTINGS].instance,
+        now=request.app[PUBLISHER].clock(), origin=request.remote,
+    )
+    log.info("registration_request_submitted", id=record.id, type=record.type, server=record.server)
+    return web.json_response(record.to_dict(), status=202)
+
+
+async def get_registration(request: web.Request) -> web.Response:
+    """``GET /registration/{id}``: the state of a request (so that the submitter can follow it)."""
+    try:
+        request_id = int(request.match_info["id"])
+    except ValueError as e:
+        raise RequestError(f"registration request id {request.match_info['id'][:40]!r} is not a number") from e
+    record = await registration.get_request(request.app[ENGINE], request_id)
+    return web.json_response({k: v for k, v in record.to_dict().items() if k != "origin"})
+
+
 def create_app(
     engine: AsyncEngine, settings: CentralSettings, *, clock: Clock = utc_now, background: bool = True
 ) -> web.Application:
@@ -205,6 +232,8 @@ def create_app(
     app.router.add_get("/globalconf", get_globalconf)
     app.router.add_get("/anchor", get_anchor)
     app.router.add_get("/healthz", get_healthz)
+    app.router.add_post("/registration", post_registration)
+    app.router.add_get("/registration/{id}", get_registration)
     if background:
         app.cleanup_ctx.append(_publish_loop)
     return app

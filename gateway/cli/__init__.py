@@ -26,6 +26,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.serverconf",
     "gateway.cli.server",
     "gateway.cli.demo",
+    "gateway.cli.token",
+    "gateway.cli.log",
+    "gateway.cli.admin",
 )
 
 

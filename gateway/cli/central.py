@@ -614,6 +614,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = _cmd(g, "retire", cmd_keys_retire, "stop signing with a key")
     p.add_argument("keyid", metavar="KEYID", help="the keyid, or a unique prefix of at least 8 hex digits")
 
+    from gateway.cli.registration import add_commands as add_registration_commands
+
+    add_registration_commands(sub)
+
     p = _cmd(sub, "publish", cmd_publish, "sign and publish the global configuration now")
     p.add_argument(
         "--if-due", action="store_true", help="only if the content changed or half the validity passed"

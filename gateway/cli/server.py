@@ -3,7 +3,9 @@
 - ``init``: generate the authentication and signing keys (files 0600 in ``[server] state_dir``) and CSRs
   whose identity comes from ``[server] id``;
 - ``import-cert FILE``: install a certificate issued for one of those CSRs (its key must match);
-- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM.
+- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM;
+- ``register``, ``register-client``, ``unregister-client``, ``delete-auth-cert``: signed management
+  requests to the central server, for its registration officer to approve (docs/registration.md).
 """
 
 from __future__ import annotations
@@ -76,6 +78,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve_until_signal(start, server.stop))
 
 
+def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
+    from gateway import regclient
+    from gateway.token.soft import SoftToken, read_pin
+
+    settings = settings_from_args(args)
+
+    async def main() -> int:
+        now = datetime.now(UTC)
+        token = None
+        if settings.server.token_dir:
+            token = SoftToken(settings.server.token_dir)
+            s = settings.server
+            await token.login(read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env), now=now)
+        key, cert = await regclient.auth_key_and_cert(settings, token=token, cert_sha256=args.cert,
+                                                      newest=type == "auth_cert_reg", now=now)
+        record = await regclient.send(settings, type, key=key, cert=cert, now=now, url=args.central,  # type: ignore[arg-type]
+                                      **fields)  # type: ignore[arg-type]
+        print(f"{type} request {record.get('id')} is {record.get('state')} at the central server "
+              f"(certificate {keys.cert_sha256_hex(cert)[:16]}...)")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    return _management(args, "auth_cert_reg")
+
+
+def cmd_register_client(args: argparse.Namespace) -> int:
+    from gateway.identifiers import parse_client
+
+    return _management(args, "client_reg", client=parse_client(args.client, encoded=False))
+
+
+def cmd_unregister_client(args: argparse.Namespace) -> int:
+    from gateway.identifiers import parse_client
+
+    return _management(args, "client_deletion", client=parse_client(args.client, encoded=False))
+
+
+def cmd_delete_auth_cert(args: argparse.Namespace) -> int:
+    return _management(args, "auth_cert_deletion", auth_cert_sha256=args.fingerprint)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("server", help="security server: keys, certificates, serve")
     p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="settings file (TOML)")
@@ -90,3 +136,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q.set_defaults(handler=cmd_import_cert)
     q = sub.add_parser("serve", help="run the proxies until SIGINT/SIGTERM")
     q.set_defaults(handler=cmd_serve)
+    for name, handler, help in (
+        ("register", cmd_register, "ask the central server to register an authentication certificate "
+                                   "(the newest in the token, or --cert; also how a new server joins)"),
+        ("register-client", cmd_register_client, "ask the central server to add a client to this server"),
+        ("unregister-client", cmd_unregister_client, "ask the central server to remove a client"),
+        ("delete-auth-cert", cmd_delete_auth_cert, "ask the central server to delete an authentication "
+                                                   "certificate of this server"),
+    ):
+        q = sub.add_parser(name, help=help, description=help)
+        q.add_argument("--central", help="central server URL (default: from the anchor's download URL)")
+        q.add_argument("--cert", help="token: the authentication certificate to sign with (SHA-256 prefix)")
+        if name in ("register-client", "unregister-client"):
+            q.add_argument("client", metavar="CLIENT_ID")
+        if name == "delete-auth-cert":
+            q.add_argument("fingerprint", metavar="SHA256", help="the certificate to delete")
+        q.set_defaults(handler=handler)

@@ -63,9 +63,37 @@ records = sa.Table(
     sa.Column("side", sa.String(16), nullable=False),
     sa.Column("client", sa.String(1024), nullable=False),
     sa.Column("service", sa.String(1024), nullable=False),
-    sa.Column("record", sa.LargeBinary(), nullable=False),
+    sa.Column("record", sa.LargeBinary(), nullable=True),  # NULL once pruned (retention, revision 0002)
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
     sa.PrimaryKeyConstraint("origin", "seq"),
     sa.Index("ix_messagelog_records_message_id", "message_id"),
     sa.Index("ix_messagelog_records_request_id", "request_id"),
+)
+
+
+# Revision 0002: signed checkpoints (gateway.messagelog.checkpoint) and retention.
+checkpoints = sa.Table(
+    "messagelog_checkpoints",
+    metadata,
+    sa.Column("origin", sa.String(255), nullable=False),  # the log origin (records' origin), not the note's
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.LargeBinary(), nullable=False),  # the signed note, exactly as signed and timestamped
+    sa.Column("signing_cert", sa.LargeBinary(), nullable=False),  # DER of the certificate of the signing key
+    sa.Column("frontier", sa.LargeBinary(), nullable=False),  # compact range at size: 32-byte hashes, concatenated
+    sa.Column("created", UtcDateTime(), nullable=False),
+    sa.Column("timestamp_token", sa.LargeBinary(), nullable=True),  # RFC 3161 token over SHA-256(note)
+    sa.Column("timestamp_time", UtcDateTime(), nullable=True),  # the token's genTime
+    sa.Column("tsa_name", sa.String(255), nullable=True),
+    sa.Column("tsa_cert", sa.LargeBinary(), nullable=True),  # DER
+    sa.PrimaryKeyConstraint("origin", "size"),
+)
+
+retention = sa.Table(
+    "messagelog_retention",
+    metadata,
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("pruned_before", sa.BigInteger(), nullable=False),  # bodies of seq < this are removed
+    sa.Column("pruned_at", UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("origin"),
 )

@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import migrate
-from gateway.errors import GatewayError, MessageLogError
-from gateway.messagelog.models import VERSION_TABLE, records
+from gateway.errors import GatewayError, MessageLogError, RequestError, TrustError
+from gateway.messagelog import merkle
+from gateway.messagelog.models import VERSION_TABLE, checkpoints, records, retention
 from gateway.messagelog.record import LogRecord, decode, leaf_hash
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -48,8 +51,10 @@ DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body
 DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
 THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
 MAX_READ = 10_000  # records per read() call
+MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 
 class Appended(NamedTuple):
@@ -79,6 +84,27 @@ class WriterStats:
     records: int = 0  # committed records
     failed_batches: int = 0
     largest_batch: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored, with its RFC 3161 timestamp once it has one (docs/messagelog.md)."""
+
+    origin: str  # the log origin of the records (the note's origin line adds checkpoint.ORIGIN_SUFFIX)
+    size: int
+    root_hash: bytes
+    note: bytes = field(repr=False)  # the signed note, exactly as signed; the timestamp covers SHA-256 of it
+    signing_cert: bytes = field(repr=False)  # DER
+    frontier: tuple[bytes, ...] = field(repr=False)  # compact range of the tree at size (merkle.MerkleTree)
+    created: datetime
+    timestamp_token: bytes | None = field(default=None, repr=False)
+    timestamp_time: datetime | None = None  # genTime of the token
+    tsa_name: str | None = None
+    tsa_cert: bytes | None = field(default=None, repr=False)  # DER
+
+    @property
+    def stamped(self) -> bool:
+        return self.timestamp_token is not None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -237,6 +263,161 @@ class MessageLogStore(ABC):
             raise
         except Exception as e:
             raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    # ---- checkpoints, timestamps, leaf hashes, proofs and retention (docs/messagelog.md sections 7-10) ------
+
+    async def leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of ``origin``'s records ``start <= seq < end`` (pruned records included), in order.
+
+        Raises:
+            MessageLogError: the range is out of bounds, longer than MAX_LEAF_READ, not all committed, or the
+                backend failed.
+        """
+        if not 0 <= start <= end or end - start > MAX_LEAF_READ:
+            raise MessageLogError(f"leaf hash range [{start}, {end}) is out of bounds")
+        out = await self._guard(self._leaf_hashes(origin, start, end))
+        if len(out) != end - start:
+            size = await self.size(origin)
+            raise MessageLogError(f"log {origin} has only {size} records; leaf hashes up to {end} were asked for")
+        return out
+
+    async def range_root(self, origin: str, start: int, end: int) -> bytes:
+        """The RFC 9162 root of the leaves ``[start, end)``, reading them in bounded chunks.
+
+        Raises:
+            MessageLogError: as :meth:`leaf_hashes`.
+        """
+        tree = merkle.MerkleTree()
+        for chunk_start in range(start, end, MAX_LEAF_READ):
+            tree.extend(await self.leaf_hashes(origin, chunk_start, min(end, chunk_start + MAX_LEAF_READ)))
+        return tree.root()
+
+    async def inclusion_proof(self, origin: str, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of record ``seq`` in ``origin``'s tree of ``size`` leaves.
+
+        Raises:
+            TrustError: ``seq`` is not inside the tree.
+            MessageLogError: the log has fewer than ``size`` records, or the backend failed.
+        """
+        return [await self.range_root(origin, a, b) for a, b in merkle.inclusion_ranges(seq, size)]
+
+    async def consistency_proof(self, origin: str, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between ``origin``'s trees of ``old_size`` and ``new_size`` leaves.
+
+        Raises:
+            TrustError: the sizes are out of order.
+            MessageLogError: the log has fewer than ``new_size`` records, or the backend failed.
+        """
+        return [await self.range_root(origin, a, b) for a, b in merkle.consistency_ranges(old_size, new_size)]
+
+    async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Store a new signed checkpoint (unstamped or stamped).
+
+        Raises:
+            MessageLogError: a checkpoint of that size exists already, or the backend failed.
+        """
+        await self._guard(self._add_checkpoint(checkpoint))
+
+    async def set_timestamp(
+        self, origin: str, size: int, *, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None:
+        """Attach an RFC 3161 token to the checkpoint of ``size`` (the caller has verified it).
+
+        Raises:
+            MessageLogError: no such checkpoint, or the backend failed.
+        """
+        await self._guard(self._set_timestamp(origin, size, token, gen_time, tsa_name, tsa_cert))
+
+    async def checkpoints(
+        self, origin: str, *, min_size: int = 0, limit: int = 1000, unstamped_only: bool = False,
+    ) -> list[StoredCheckpoint]:
+        """Checkpoints of ``origin`` with ``size >= min_size``, smallest first, at most ``limit``.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        return await self._guard(self._checkpoints(origin, min_size, limit, unstamped_only, newest=False))
+
+    async def latest_checkpoint(self, origin: str, *, stamped_only: bool = False) -> StoredCheckpoint | None:
+        """The largest checkpoint of ``origin`` (only among timestamped ones if ``stamped_only``).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        found = await self._guard(self._checkpoints(origin, 0, 1, False, newest=True, stamped_only=stamped_only))
+        return found[0] if found else None
+
+    async def checkpoint(self, origin: str, size: int) -> StoredCheckpoint | None:
+        """The checkpoint of ``origin`` at exactly ``size``, if there is one.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        found = await self.checkpoints(origin, min_size=size, limit=1)
+        return found[0] if found and found[0].size == size else None
+
+    async def pruned_before(self, origin: str) -> int:
+        """Records of ``origin`` below this sequence number have had their bodies removed (0: none).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        return await self._guard(self._pruned_before(origin))
+
+    async def prune(self, origin: str, before_seq: int, *, now: datetime) -> int:
+        """Remove the stored records ``seq < before_seq`` of ``origin``, keeping their leaf hashes.
+
+        Only a range covered by a **timestamped** checkpoint may be pruned, so that the exported archive
+        and the online log meet at a signed, timestamped tree head. Export the range first
+        (``gateway log export``); this method cannot know whether that happened. Returns the number of
+        records whose bodies were removed.
+
+        Raises:
+            RequestError: ``before_seq`` is beyond the latest timestamped checkpoint.
+            MessageLogError: the backend failed.
+        """
+        if before_seq < 0:
+            raise RequestError(f"prune: sequence number {before_seq} is negative")
+        stamped = await self.latest_checkpoint(origin, stamped_only=True)
+        covered = 0 if stamped is None else stamped.size
+        if before_seq > covered:
+            raise RequestError(
+                f"prune: records up to {before_seq} of {origin} are not all covered by a timestamped checkpoint "
+                f"(the latest covers {covered})",
+                hint="wait for the next checkpoint and its timestamp, or prune less",
+            )
+        return await self._guard(self._prune(origin, before_seq, now))
+
+    async def _guard(self, coro: Coroutine[object, object, _T]) -> _T:
+        try:
+            return await coro
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log access failed: {_describe(e)}") from e
+
+    @abstractmethod
+    async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]: ...
+
+    @abstractmethod
+    async def _add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+    @abstractmethod
+    async def _set_timestamp(
+        self, origin: str, size: int, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None: ...
+
+    @abstractmethod
+    async def _checkpoints(
+        self, origin: str, min_size: int, limit: int, unstamped_only: bool, *, newest: bool,
+        stamped_only: bool = False,
+    ) -> list[StoredCheckpoint]: ...
+
+    @abstractmethod
+    async def _pruned_before(self, origin: str) -> int: ...
+
+    @abstractmethod
+    async def _prune(self, origin: str, before_seq: int, now: datetime) -> int: ...
 
     @abstractmethod
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
@@ -401,7 +582,7 @@ class SqlMessageLogStore(MessageLogStore):
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
         query = (
             sa.select(records.c.seq, records.c.record, records.c.leaf_hash)
-            .where(records.c.origin == origin, records.c.seq >= start)
+            .where(records.c.origin == origin, records.c.seq >= start, records.c.record.is_not(None))
             .order_by(records.c.seq)
             .limit(limit)
         )
@@ -412,6 +593,96 @@ class SqlMessageLogStore(MessageLogStore):
                 for seq, data, leaf in result
             ]
 
+    async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
+        query = (
+            sa.select(records.c.leaf_hash)
+            .where(records.c.origin == origin, records.c.seq >= start, records.c.seq < end)
+            .order_by(records.c.seq)
+        )
+        async with self._engine.connect() as conn:
+            return [bytes(h) for h in (await conn.execute(query)).scalars()]
+
+    async def _add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        row = _checkpoint_row(checkpoint)
+        async with self._engine.begin() as conn:
+            exists = await conn.scalar(sa.select(sa.func.count()).select_from(checkpoints).where(
+                checkpoints.c.origin == checkpoint.origin, checkpoints.c.size == checkpoint.size))
+            if exists:
+                raise MessageLogError(f"a checkpoint of {checkpoint.origin} at size {checkpoint.size} exists")
+            await conn.execute(checkpoints.insert(), [row])
+
+    async def _set_timestamp(
+        self, origin: str, size: int, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                checkpoints.update()
+                .where(checkpoints.c.origin == origin, checkpoints.c.size == size)
+                .values(timestamp_token=token, timestamp_time=gen_time, tsa_name=tsa_name, tsa_cert=tsa_cert)
+            )
+            if result.rowcount != 1:
+                raise MessageLogError(f"no checkpoint of {origin} at size {size} to timestamp")
+
+    async def _checkpoints(
+        self, origin: str, min_size: int, limit: int, unstamped_only: bool, *, newest: bool,
+        stamped_only: bool = False,
+    ) -> list[StoredCheckpoint]:
+        query = sa.select(checkpoints).where(checkpoints.c.origin == origin, checkpoints.c.size >= min_size)
+        if unstamped_only:
+            query = query.where(checkpoints.c.timestamp_token.is_(None))
+        if stamped_only:
+            query = query.where(checkpoints.c.timestamp_token.is_not(None))
+        query = query.order_by(checkpoints.c.size.desc() if newest else checkpoints.c.size).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_checkpoint_of(dict(row._mapping)) for row in await conn.execute(query)]
+
+    async def _pruned_before(self, origin: str) -> int:
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(sa.select(retention.c.pruned_before).where(retention.c.origin == origin))
+        return 0 if value is None else int(value)
+
+    async def _prune(self, origin: str, before_seq: int, now: datetime) -> int:
+        async with self._engine.begin() as conn:
+            current = await conn.scalar(sa.select(retention.c.pruned_before).where(retention.c.origin == origin))
+            if current is not None and int(current) >= before_seq:
+                return 0
+            result = await conn.execute(
+                records.update()
+                .where(records.c.origin == origin, records.c.seq < before_seq, records.c.record.is_not(None))
+                .values(record=None)
+            )
+            if current is None:
+                await conn.execute(retention.insert(), [{"origin": origin, "pruned_before": before_seq,
+                                                         "pruned_at": now}])
+            else:
+                await conn.execute(retention.update().where(retention.c.origin == origin)
+                                   .values(pruned_before=before_seq, pruned_at=now))
+            return int(result.rowcount)
+
+
+def _checkpoint_row(c: StoredCheckpoint) -> dict[str, object]:
+    return {
+        "origin": c.origin, "size": c.size, "root_hash": c.root_hash, "note": c.note,
+        "signing_cert": c.signing_cert, "frontier": b"".join(c.frontier), "created": c.created,
+        "timestamp_token": c.timestamp_token, "timestamp_time": c.timestamp_time, "tsa_name": c.tsa_name,
+        "tsa_cert": c.tsa_cert,
+    }
+
+
+def _checkpoint_of(row: Mapping[str, Any]) -> StoredCheckpoint:
+    frontier = bytes(row["frontier"])
+    if len(frontier) % merkle.HASH_SIZE:
+        raise TrustError(f"stored checkpoint {row['origin']} at {row['size']}: frontier is not whole hashes")
+    token = row["timestamp_token"]
+    cert = row["tsa_cert"]
+    return StoredCheckpoint(
+        origin=row["origin"], size=int(row["size"]), root_hash=bytes(row["root_hash"]), note=bytes(row["note"]),
+        signing_cert=bytes(row["signing_cert"]),
+        frontier=tuple(frontier[i:i + merkle.HASH_SIZE] for i in range(0, len(frontier), merkle.HASH_SIZE)),
+        created=row["created"], timestamp_token=None if token is None else bytes(token),
+        timestamp_time=row["timestamp_time"], tsa_name=row["tsa_name"], tsa_cert=None if cert is None else bytes(cert),
+    )
+
 
 class MemoryMessageLogStore(MessageLogStore):
     """In-memory test double with the real writer; set ``fail_with`` to make the next commits fail."""
@@ -421,6 +692,8 @@ class MemoryMessageLogStore(MessageLogStore):
     ) -> None:
         super().__init__(max_body_bytes=max_body_bytes, max_batch=max_batch)
         self._logs: dict[str, list[StoredRecord]] = {}
+        self._cps: dict[str, dict[int, StoredCheckpoint]] = {}
+        self._pruned: dict[str, int] = {}
         self.fail_with: Exception | None = None
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
@@ -443,11 +716,48 @@ class MemoryMessageLogStore(MessageLogStore):
         return len(self._logs.get(origin, ()))
 
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
+        start = max(start, self._pruned.get(origin, 0))
         return list(self._logs.get(origin, ())[start:start + limit])
 
+    async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
+        return [s.leaf_hash for s in self._logs.get(origin, ())[start:end]]
+
+    async def _add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        mine = self._cps.setdefault(checkpoint.origin, {})
+        if checkpoint.size in mine:
+            raise MessageLogError(f"a checkpoint of {checkpoint.origin} at size {checkpoint.size} exists")
+        mine[checkpoint.size] = checkpoint
+
+    async def _set_timestamp(
+        self, origin: str, size: int, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None:
+        mine = self._cps.get(origin, {})
+        if size not in mine:
+            raise MessageLogError(f"no checkpoint of {origin} at size {size} to timestamp")
+        mine[size] = dataclasses.replace(mine[size], timestamp_token=token, timestamp_time=gen_time,
+                                         tsa_name=tsa_name, tsa_cert=tsa_cert)
+
+    async def _checkpoints(
+        self, origin: str, min_size: int, limit: int, unstamped_only: bool, *, newest: bool,
+        stamped_only: bool = False,
+    ) -> list[StoredCheckpoint]:
+        found = [c for size, c in sorted(self._cps.get(origin, {}).items(), reverse=newest)
+                 if size >= min_size and not (unstamped_only and c.stamped) and not (stamped_only and not c.stamped)]
+        return found[:limit]
+
+    async def _pruned_before(self, origin: str) -> int:
+        return self._pruned.get(origin, 0)
+
+    async def _prune(self, origin: str, before_seq: int, now: datetime) -> int:
+        current = self._pruned.get(origin, 0)
+        if current >= before_seq:
+            return 0
+        self._pruned[origin] = before_seq
+        return min(before_seq, len(self._logs.get(origin, ()))) - current
+
     def records(self, origin: str) -> list[LogRecord]:
-        """Every committed record of ``origin``, decoded (for assertions in tests)."""
-        return [s.decode() for s in self._logs.get(origin, ())]
+        """Every committed, unpruned record of ``origin``, decoded (for assertions in tests)."""
+        return [s.decode() for s in self._logs.get(origin, ())[self._pruned.get(origin, 0):]]
 
 
 __all__ = [
@@ -455,6 +765,7 @@ __all__ = [
     "MemoryMessageLogStore",
     "MessageLogStore",
     "SqlMessageLogStore",
+    "StoredCheckpoint",
     "StoredRecord",
     "WriterStats",
     "migrate_messagelog",

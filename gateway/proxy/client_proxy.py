@@ -197,8 +197,9 @@ async def _exchange(
     request: web.Request, ctx: ProxyContext, now: datetime, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders,
 ) -> web.StreamResponse:
-    # (2) a valid global configuration
+    # (2) a valid global configuration, and a message log timestamped within its grace period
     conf = ctx.conf(SIDE)
+    ctx.check_timestamping(SIDE)
     # (3) the client is ours, authenticated as configured
     client_info = ctx.snapshot.client(h.client)
     if client_info.status != "registered":

@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -32,6 +33,12 @@ from gateway.serverconf import ServerConfSnapshot
 from gateway.signing import CertResolver, KeySigner, ReplayCache
 
 log = structlog.get_logger("gateway.proxy")
+
+
+class TimestampingGate(Protocol):
+    """What the proxies ask before an exchange (:class:`gateway.messagelog.checkpointer.Checkpointer`)."""
+
+    def check_timestamping(self, now: datetime, side: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +105,7 @@ class ProxyContext:
         self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}
         self._own_ocsp: tuple[bytes, int, datetime] | None = None
+        self.timestamping: TimestampingGate | None = None  # set by runtime: the message log's checkpointer
 
     # ---- global configuration -------------------------------------------------------------------------
 
@@ -111,6 +119,16 @@ class ProxyContext:
             return self.globalconf.require_valid()
         except GlobalConfError as e:
             raise GlobalConfError(e.message, code=f"{side}.OutdatedGlobalConf") from e
+
+    def check_timestamping(self, side: str = "Server.ClientProxy") -> None:
+        """Refuse an exchange while the message log has gone untimestamped past its grace period.
+
+        Raises:
+            MessageLogError: ``<side>.TimestampingFailed``.
+        """
+        gate = self.timestamping
+        if gate is not None:
+            gate.check_timestamping(self.clock(), side)
 
     def groups(self, conf: GlobalConf) -> _Groups:
         return _Groups(conf, self.snapshot)
@@ -142,6 +160,8 @@ class ProxyContext:
         if status.status != "good":
             raise TrustError(f"our signing certificate is {status.status} according to OCSP",
                              code=f"{side}.CertValidation")
+        if self.signer.cert is not cert:  # the signing key was switched (runtime.reload_keys) meanwhile
+            return await self.own_ocsp(conf, side)
         until = min(now + self.ocsp_cache.refresh,
                     status.this_update + timedelta(seconds=conf.ocsp_freshness_seconds))
         self._own_ocsp = (status.response_der, conf.version, until)

@@ -71,6 +71,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
         raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
     client = parse_client(raw_client)
     conf = ctx.conf(SIDE)
+    ctx.check_timestamping(SIDE)  # our log timestamped within its grace period
     peer = conf.server(peer_id)
     if peer is None or client not in peer.clients:
         raise TrustError(
@@ -111,6 +112,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     # (5) we must be able to sign the answer (a fresh, good OCSP response for our signing certificate)
     # before anything is logged or reaches the service; then log the verified request
     own_ocsp = await ctx.own_ocsp(conf, SIDE)
+    signer, sign_cert_der = ctx.signer, ctx.sign_cert_der  # the pair own_ocsp answered for (keys may switch)
     await ctx.messagelog.append(record(
         "request", verified.created, None, verified.signature_base, fields[signing.H_SIGNATURE_INPUT],
         fields[signing.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signing.H_CONTENT_DIGEST],
@@ -159,12 +161,12 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
             xroad[lname] = f"{xroad[lname]}, {value}" if lname in xroad else value
     created = int(ctx.clock().timestamp())
     signed = signing.sign_response(
-        status=status, headers=xroad, request_signature=verified.signature, signer=ctx.signer,
+        status=status, headers=xroad, request_signature=verified.signature, signer=signer,
         created=created, ocsp=own_ocsp,
     )
     await ctx.messagelog.append(record(
         "response", created, status, signed.signature_base, signed.headers[signing.H_SIGNATURE_INPUT],
-        signed.headers[signing.H_SIGNATURE], ctx.sign_cert_der, own_ocsp, digest, resp_body,
+        signed.headers[signing.H_SIGNATURE], sign_cert_der, own_ocsp, digest, resp_body,
     ))
     out = web.Response(status=status, reason=reason, body=resp_body)
     for name, value in passed:

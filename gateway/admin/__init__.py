@@ -1,0 +1,12 @@
+"""The security server's admin REST API: users, API keys, roles, audit log, OpenAPI document.
+
+DESIGN.md section 7; ``docs/admin-api.md`` is the operator's reference. Modules:
+
+- :mod:`gateway.admin.roles` (pure): the six roles and what each is for;
+- :mod:`gateway.admin.auth` (pure): password hashing, session tokens (JWT), API keys, the lock-out rule;
+- :mod:`gateway.admin.schema` (pure): request validation against the route table's JSON schemas, pagination;
+- :mod:`gateway.admin.routes` (pure): the route table (method, path, roles, schemas) every other part reads;
+- :mod:`gateway.admin.openapi` (pure): the OpenAPI 3.1 document generated from the route table;
+- :mod:`gateway.admin.models` and :mod:`gateway.admin.store` (I/O): the ``adm_*`` tables;
+- :mod:`gateway.admin.app` (I/O): the aiohttp application, on its own port, never on a proxy port.
+"""

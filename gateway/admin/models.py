@@ -1,0 +1,121 @@
+"""The admin API's database schema (I/O description, no queries).
+
+Tables (prefix ``adm_``), with their own Alembic script directory (``gateway/admin/migrations``) and version
+table ``alembic_version_admin``. They live in the security server's database, so that several processes of
+one server sharing PostgreSQL share users, keys, sessions and the audit log.
+
+- ``adm_users``: local users: Argon2id hash, roles (comma-separated), consecutive failed logins, lock-out end,
+  and ``sessions_valid_after`` (session tokens issued before it are refused: password change, removal).
+- ``adm_api_keys``: public id, SHA-256 of the secret, roles, who created and who revoked it.
+- ``adm_session_keys``: the ES256 keys that sign session tokens (``kid``, private key PEM, retirement time).
+  The private keys are as sensitive as the database itself; see docs/admin-api.md.
+- ``adm_revoked_tokens``: ids (``jti``) of session tokens ended by logout, kept until they would expire.
+- ``adm_audit``: the audit log: when, who, how authenticated, from which address, which operation on which
+  path, the result and its HTTP status, and details (request fields without secrets, the error message).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+VERSION_TABLE = "alembic_version_admin"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+ROLES_LENGTH = 256  # characters; all six role names joined by commas fit
+PATH_LENGTH = 2048  # characters of a request path kept in the audit log
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware datetimes only; SQLite stores UTC without an offset, which is put back on read."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} given to the database; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite auto-increments INTEGER keys only
+
+users = sa.Table(
+    "adm_users",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(256), nullable=False),
+    sa.Column("roles", sa.String(ROLES_LENGTH), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("failed_logins", sa.Integer(), nullable=False),
+    sa.Column("locked_until", UtcDateTime(), nullable=True),
+    sa.Column("sessions_valid_after", UtcDateTime(), nullable=True),
+)
+
+api_keys = sa.Table(
+    "adm_api_keys",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("key_id", sa.String(16), nullable=False, unique=True),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("roles", sa.String(ROLES_LENGTH), nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Column("revoked_by", sa.String(255), nullable=True),
+)
+
+session_keys = sa.Table(
+    "adm_session_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("private_pem", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("retired_at", UtcDateTime(), nullable=True),
+)
+
+revoked_tokens = sa.Table(
+    "adm_revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+audit = sa.Table(
+    "adm_audit",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False, index=True),
+    sa.Column("auth", sa.String(16), nullable=False),
+    sa.Column("remote", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("path", sa.String(PATH_LENGTH), nullable=False),
+    sa.Column("result", sa.String(16), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("details", sa.Text(), nullable=False),
+)

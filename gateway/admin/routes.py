@@ -1,0 +1,489 @@
+"""The admin API's route table (pure): every route's method, path, roles and schemas, in one place.
+
+The aiohttp application (:mod:`gateway.admin.app`) registers exactly these routes, each wrapped so that
+authentication, the role check, request validation and the audit entry happen before and after the handler;
+the OpenAPI 3.1 document (:mod:`gateway.admin.openapi`) is generated from this table. A route with
+``public=True`` needs no authentication; every other route names the roles that may call it, and a caller
+needs at least one of them.
+
+Identifiers in paths use X-Road's ``:``-joined form (``DEV:GOV:1001:consumer``); identifiers in JSON bodies
+and query parameters use the ``/``-joined form (``DEV/GOV/1001/consumer``), as the CLI does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.admin.roles import READERS, ROLE_DESCRIPTIONS, ROLES, Role
+from gateway.admin.schema import JsonSchema, page_schema
+from gateway.identifiers import MAX_IDENTIFIER_LENGTH
+from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
+
+API = "/api/v1"
+OPENAPI_PATH = "/api/openapi.json"
+ALL_ROLES: frozenset[Role] = frozenset(ROLES)
+
+SYSADMIN: frozenset[Role] = frozenset({"system-administrator"})
+SECURITY: frozenset[Role] = frozenset({"security-officer"})
+REGISTRATION: frozenset[Role] = frozenset({"registration-officer"})
+SERVICES: frozenset[Role] = frozenset({"service-administrator"})
+AUDITOR: frozenset[Role] = frozenset({"auditor"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    description: str
+    schema: JsonSchema = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    operation_id: str
+    method: str
+    path: str
+    summary: str
+    tag: str
+    roles: frozenset[Role] = frozenset()
+    public: bool = False
+    request: JsonSchema | None = None
+    response: JsonSchema | None = None
+    status: int = 200  # the success status; 204 has no body
+    paginated: bool = False
+    query: tuple[Param, ...] = ()
+    audit_reads: bool = False  # also audit successful reads (message log: personal data)
+    secret_fields: frozenset[str] = frozenset()  # body fields never written to the audit log
+    errors: tuple[int, ...] = (400,)  # documented error statuses besides 401/403 (added when not public)
+
+    def __post_init__(self) -> None:
+        if self.public == bool(self.roles):
+            raise ValueError(f"route {self.operation_id}: either public or at least one role, not both")
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"\{([A-Za-z_]+)\}", self.path))
+
+
+# ----------------------------------------------------------------------------------------------- schemas
+
+def _obj(props: dict[str, JsonSchema], required: tuple[str, ...] = (), *, closed: bool = True) -> JsonSchema:
+    schema: JsonSchema = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _str(description: str, *, max_length: int = 1024, min_length: int = 0) -> JsonSchema:
+    s: JsonSchema = {"type": "string", "description": description, "maxLength": max_length}
+    if min_length:
+        s["minLength"] = min_length
+    return s
+
+
+ID = _str("identifier in '/'-joined form, e.g. DEV/GOV/1001/consumer", max_length=MAX_IDENTIFIER_LENGTH)
+TIME = {"type": "string", "format": "date-time", "description": "UTC, RFC 3339"}
+OPT_TIME = {"type": ["string", "null"], "format": "date-time", "description": "UTC, RFC 3339"}
+ROLE_LIST: JsonSchema = {
+    "type": "array", "minItems": 1, "maxItems": len(ROLES),
+    "items": {"type": "string", "enum": list(ROLES)},
+    "description": "; ".join(f"{r}: {d}" for r, d in ROLE_DESCRIPTIONS.items()),
+}
+ENDPOINT = _obj({
+    "method": _str("HTTP method or '*'", max_length=16),
+    "path": _str("path pattern: '**' (every path), '/pets/*', '/pets/**'...", max_length=1024),
+}, ("method", "path"))
+
+ERROR: JsonSchema = _obj({
+    "type": _str("X-Road-style error type, e.g. Client.Forbidden"),
+    "message": _str("what went wrong"),
+    "detail": _str("correlation id, also in the audit log and the server log"),
+}, ("type", "message", "detail"), closed=False)
+
+TOKEN = _obj({
+    "token": _str("the session token (JWT, ES256); send as 'Authorization: Bearer <token>'", max_length=8192),
+    "token_type": {"type": "string", "enum": ["Bearer"]},
+    "expires_at": TIME,
+    "roles": ROLE_LIST,
+}, ("token", "token_type", "expires_at", "roles"))
+ME = _obj({
+    "name": _str("user name, or apikey:<id>"),
+    "kind": {"type": "string", "enum": ["jwt", "apikey"]},
+    "roles": ROLE_LIST,
+    "expires_at": OPT_TIME,
+}, ("name", "kind", "roles", "expires_at"))
+USER = _obj({
+    "username": _str("user name", max_length=64),
+    "roles": ROLE_LIST,
+    "created_at": TIME,
+    "failed_logins": {"type": "integer", "minimum": 0},
+    "locked_until": OPT_TIME,
+}, ("username", "roles", "created_at", "failed_logins", "locked_until"))
+API_KEY = _obj({
+    "id": _str("public id of the key", max_length=16),
+    "name": _str("what the key is for", max_length=128),
+    "roles": ROLE_LIST,
+    "created_by": _str("who created it"),
+    "created_at": TIME,
+    "revoked_at": OPT_TIME,
+}, ("id", "name", "roles", "created_by", "created_at", "revoked_at"))
+NEW_API_KEY = _obj({
+    **API_KEY["properties"],
+    "key": _str("the key itself, shown only now: send as 'Authorization: X-Road-ApiKey token=<key>'"),
+}, ("id", "name", "roles", "created_by", "created_at", "revoked_at", "key"))
+SESSION_KEY = _obj({
+    "kid": _str("key id (JWT 'kid' header)", max_length=64),
+    "created_at": TIME,
+    "retired_at": OPT_TIME,
+    "active": {"type": "boolean", "description": "signs new session tokens"},
+}, ("kid", "created_at", "retired_at", "active"))
+AUDIT_ENTRY = _obj({
+    "id": {"type": "integer"},
+    "at": TIME,
+    "actor": _str("user name, apikey:<id>, cli:<os user>, or '-' when unknown"),
+    "auth": _str("how the actor was authenticated: jwt, apikey, password, cli or none"),
+    "remote": _str("the peer address of the connection"),
+    "action": _str("operation id, e.g. addClient"),
+    "method": _str("HTTP method"),
+    "path": _str("request path"),
+    "result": {"type": "string", "enum": ["success", "refused", "failed"]},
+    "status": {"type": "integer"},
+    "details": {"type": "object", "description": "request fields (secrets left out), error message, ids"},
+}, ("id", "at", "actor", "auth", "remote", "action", "method", "path", "result", "status", "details"))
+CLIENT = _obj({
+    "id": ID,
+    "encoded_id": _str("':'-joined form, as in paths"),
+    "type": {"type": "string", "enum": ["MEMBER", "SUBSYSTEM"]},
+    "status": {"type": "string", "enum": list(CLIENT_STATUSES)},
+    "is_auth": {"type": "string", "enum": list(IS_AUTH_MODES)},
+    "body_logging": {"type": "boolean"},
+    "is_cert_fingerprints": {"type": "array", "items": _str("SHA-256 of the DER, hex", max_length=64)},
+}, ("id", "encoded_id", "type", "status", "is_auth", "body_logging", "is_cert_fingerprints"))
+SERVICE = _obj({
+    "id": ID,
+    "encoded_id": _str("':'-joined form, as in paths"),
+    "url": _str("base URL of the service", max_length=2048),
+    "timeout_seconds": {"type": "number"},
+    "openapi_url": {"type": ["string", "null"], "maxLength": 2048, "description": "URL of its OpenAPI document"},
+    "enabled": {"type": "boolean"},
+    "disabled_notice": _str("shown to clients while disabled"),
+    "endpoints": {"type": "array", "items": ENDPOINT},
+}, ("id", "encoded_id", "url", "timeout_seconds", "openapi_url", "enabled", "disabled_notice", "endpoints"))
+ACCESS_RIGHT = _obj({
+    "service": ID,
+    "subject": _str("SUBSYSTEM:..., MEMBER:..., GLOBALGROUP:INSTANCE/CODE or LOCALGROUP:CODE"),
+    "method": _str("HTTP method or '*'", max_length=16),
+    "path": _str("path pattern", max_length=1024),
+}, ("service", "subject", "method", "path"))
+GROUP = _obj({
+    "code": _str("local group code", max_length=255),
+    "members": {"type": "array", "items": ID},
+}, ("code", "members"))
+GLOBALCONF_STATUS = _obj({
+    "version": {"type": ["integer", "null"]},
+    "issued_at": OPT_TIME,
+    "expires_at": OPT_TIME,
+    "expired": {"type": "boolean"},
+    "last_error": {"type": ["string", "null"]},
+    "last_error_at": OPT_TIME,
+    "last_success_at": OPT_TIME,
+    "last_attempt_at": OPT_TIME,
+}, ("version", "issued_at", "expires_at", "expired", "last_error", "last_error_at", "last_success_at",
+    "last_attempt_at"))
+REFRESH_RESULT = _obj({
+    "accepted": {"type": "boolean"},
+    "changed": {"type": "boolean"},
+    "version": {"type": ["integer", "null"]},
+    "url": {"type": ["string", "null"]},
+    "errors": {"type": "array", "items": {"type": "string"}},
+}, ("accepted", "changed", "version", "url", "errors"))
+LOG_RECORD = _obj({
+    "origin": _str("log origin (this security server, or one writer of it)", max_length=255),
+    "seq": {"type": "integer", "minimum": 0, "description": "index in the origin's Merkle tree"},
+    "leaf_hash": _str("RFC 9162 leaf hash, hex", max_length=64),
+    "record": {"type": "object", "description": "the record (docs/messagelog.md), as stored"},
+}, ("origin", "seq", "leaf_hash", "record"))
+TOKEN_CERT = _obj({
+    "sha256": _str("hex SHA-256 of the DER certificate", max_length=64),
+    "kind": {"type": "string", "enum": ["auth", "sign"]},
+    "identity": _str("the server (auth) or member (sign) it names"),
+    "not_before": TIME, "not_after": TIME,
+    "state": _str("active or inactive", max_length=16),
+    "imported_at": TIME,
+    "pem": _str("the certificate", max_length=16384),
+}, ("sha256", "kind", "identity", "not_before", "not_after", "state", "imported_at", "pem"))
+TOKEN_KEY = _obj({
+    "id": _str("hex SHA-256 of the public key", max_length=64),
+    "usage": {"type": "string", "enum": ["auth", "sign"]},
+    "key_type": _str("ec-p256, rsa-2048 or rsa-3072", max_length=16),
+    "label": _str("operator's label", max_length=255),
+    "created_at": TIME,
+    "certs": {"type": "array", "items": TOKEN_CERT},
+}, ("id", "usage", "key_type", "label", "created_at", "certs"))
+TOKEN_STATE = _obj({
+    "logged_in": {"type": "boolean", "description": "whether this process holds the PIN-derived key"},
+    "failed_pins": {"type": "integer", "minimum": 0},
+    "locked_until": OPT_TIME,
+    "keys": {"type": "array", "items": TOKEN_KEY},
+}, ("logged_in", "failed_pins", "locked_until", "keys"))
+CERT_SWITCH = _obj({
+    "certificate": TOKEN_CERT,
+    "keys_changed": {"type": "boolean", "description": "the server switched its signing or TLS certificate"},
+    "reload_error": {"type": ["string", "null"], "description": "why the server keeps its current certificates"},
+}, ("certificate", "keys_changed", "reload_error"))
+PIN = _str("token PIN", max_length=1024)
+FINGERPRINT = _obj({"fingerprint": _str("SHA-256 of the DER certificate, hex", max_length=64)}, ("fingerprint",))
+OPENAPI_DOC: JsonSchema = {"type": "object", "description": "this document"}
+
+PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
+    "client_id": ("member or subsystem in ':'-joined form, e.g. DEV:GOV:1001:consumer", {"type": "string"}),
+    "service_id": ("service in ':'-joined form, e.g. DEV:GOV:1002:registry:persons", {"type": "string"}),
+    "username": ("user name", {"type": "string"}),
+    "key_id": ("public id of an API key", {"type": "string"}),
+    "code": ("local group code", {"type": "string"}),
+    "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string"}),
+    "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0}),
+    "token_key_id": ("id of a key in the token (hex SHA-256 of its public key, or 8+ leading digits)",
+                     {"type": "string"}),
+    "sha256": ("fingerprint of a certificate in the token (hex SHA-256 of the DER, or 8+ leading digits)",
+               {"type": "string"}),
+}
+ENDPOINT_QUERY = (
+    Param(name="method", where="query", description="HTTP method or '*' (default '*')"),
+    Param(name="path", where="query", description="path pattern (default '**', every path)"),
+)
+
+# ------------------------------------------------------------------------------------------------- routes
+
+ROUTES: tuple[Route, ...] = (
+    # --- session
+    Route(operation_id="getOpenApi", method="GET", path=OPENAPI_PATH, public=True, tag="meta",
+          summary="This OpenAPI 3.1 document, generated from the route table", response=OPENAPI_DOC, errors=()),
+    Route(operation_id="login", method="POST", path=f"{API}/login", public=True, tag="session",
+          summary="Log in with a user name and password; returns a short-lived session token",
+          request=_obj({"username": _str("user name", max_length=64),
+                        "password": _str("password", max_length=1024)}, ("username", "password")),
+          response=TOKEN, secret_fields=frozenset({"password"}), errors=(400, 401, 429)),
+    Route(operation_id="logout", method="POST", path=f"{API}/logout", roles=ALL_ROLES, tag="session",
+          summary="Revoke the session token used for this call", status=204),
+    Route(operation_id="getMe", method="GET", path=f"{API}/me", roles=ALL_ROLES, tag="session",
+          summary="Who the caller is and which roles it holds", response=ME, errors=()),
+    Route(operation_id="changeOwnPassword", method="PUT", path=f"{API}/me/password", roles=ALL_ROLES,
+          tag="session", summary="Change one's own password (session tokens only); ends every other session",
+          request=_obj({"current_password": _str("current password"), "new_password": _str("new password")},
+                       ("current_password", "new_password")),
+          status=204, secret_fields=frozenset({"current_password", "new_password"})),
+    # --- users
+    Route(operation_id="listUsers", method="GET", path=f"{API}/users", roles=SYSADMIN, tag="users",
+          summary="Local users", response=page_schema(USER), paginated=True),
+    Route(operation_id="addUser", method="POST", path=f"{API}/users", roles=SYSADMIN, tag="users",
+          summary="Add a local user",
+          request=_obj({"username": _str("1-64 of A-Z a-z 0-9 . _ @ -", max_length=64),
+                        "password": _str("at least 12 characters"), "roles": ROLE_LIST},
+                       ("username", "password", "roles")),
+          response=USER, status=201, secret_fields=frozenset({"password"}), errors=(400, 409)),
+    Route(operation_id="getUser", method="GET", path=f"{API}/users/{{username}}", roles=SYSADMIN, tag="users",
+          summary="One local user", response=USER, errors=(404,)),
+    Route(operation_id="setUserPassword", method="PUT", path=f"{API}/users/{{username}}/password",
+          roles=SYSADMIN, tag="users", summary="Set a user's password; ends the user's sessions",
+          request=_obj({"password": _str("at least 12 characters")}, ("password",)), status=204,
+          secret_fields=frozenset({"password"}), errors=(400, 404)),
+    Route(operation_id="setUserRoles", method="PUT", path=f"{API}/users/{{username}}/roles", roles=SYSADMIN,
+          tag="users", summary="Replace a user's roles (effective at the user's next call)",
+          request=_obj({"roles": ROLE_LIST}, ("roles",)), response=USER, errors=(400, 404)),
+    Route(operation_id="unlockUser", method="POST", path=f"{API}/users/{{username}}/unlock", roles=SYSADMIN,
+          tag="users", summary="Clear a lock-out after wrong passwords", status=204, errors=(404,)),
+    Route(operation_id="removeUser", method="DELETE", path=f"{API}/users/{{username}}", roles=SYSADMIN,
+          tag="users", summary="Remove a user; its sessions end at once", status=204, errors=(404,)),
+    # --- API keys
+    Route(operation_id="listApiKeys", method="GET", path=f"{API}/api-keys", roles=SYSADMIN, tag="api-keys",
+          summary="API keys (never the keys themselves)", response=page_schema(API_KEY), paginated=True),
+    Route(operation_id="createApiKey", method="POST", path=f"{API}/api-keys", roles=SYSADMIN, tag="api-keys",
+          summary="Create an API key with roles; the key is shown once, in this response",
+          request=_obj({"name": _str("what the key is for", max_length=128, min_length=1), "roles": ROLE_LIST},
+                       ("name", "roles")),
+          response=NEW_API_KEY, status=201),
+    Route(operation_id="revokeApiKey", method="DELETE", path=f"{API}/api-keys/{{key_id}}", roles=SYSADMIN,
+          tag="api-keys", summary="Revoke an API key at once", status=204, errors=(404, 409)),
+    # --- session signing keys
+    Route(operation_id="listSessionKeys", method="GET", path=f"{API}/session-keys", roles=SYSADMIN,
+          tag="session-keys", summary="Keys that sign session tokens (public part only: kid and dates)",
+          response=page_schema(SESSION_KEY), paginated=True),
+    Route(operation_id="rotateSessionKey", method="POST", path=f"{API}/session-keys/rotate", roles=SYSADMIN,
+          tag="session-keys", summary="Sign new session tokens with a new key; the old key verifies the "
+          "tokens it signed until they expire", response=SESSION_KEY, status=201, errors=()),
+    # --- audit log
+    Route(operation_id="listAuditLog", method="GET", path=f"{API}/audit-log", roles=SYSADMIN, tag="audit-log",
+          summary="Audit log, newest first", response=page_schema(AUDIT_ENTRY), paginated=True,
+          query=(Param(name="actor", where="query", description="only this actor"),
+                 Param(name="action", where="query", description="only this operation id"),
+                 Param(name="result", where="query", description="success, refused or failed"))),
+    # --- clients
+    Route(operation_id="listClients", method="GET", path=f"{API}/clients", roles=READERS, tag="clients",
+          summary="Members and subsystems hosted on this server", response=page_schema(CLIENT), paginated=True),
+    Route(operation_id="addClient", method="POST", path=f"{API}/clients", roles=REGISTRATION, tag="clients",
+          summary="Host a member or subsystem",
+          request=_obj({"id": ID, "status": {"type": "string", "enum": list(CLIENT_STATUSES)},
+                        "is_auth": {"type": "string", "enum": list(IS_AUTH_MODES)},
+                        "body_logging": {"type": "boolean"}}, ("id",)),
+          response=CLIENT, status=201, errors=(400, 409)),
+    Route(operation_id="getClient", method="GET", path=f"{API}/clients/{{client_id}}", roles=READERS,
+          tag="clients", summary="One hosted client", response=CLIENT, errors=(400, 404)),
+    Route(operation_id="updateClient", method="PATCH", path=f"{API}/clients/{{client_id}}", roles=SERVICES,
+          tag="clients", summary="Change how the client's information systems connect, and body logging",
+          request=_obj({"is_auth": {"type": "string", "enum": list(IS_AUTH_MODES)},
+                        "body_logging": {"type": "boolean"}}),
+          response=CLIENT, errors=(400, 404)),
+    Route(operation_id="setClientStatus", method="PUT", path=f"{API}/clients/{{client_id}}/status",
+          roles=REGISTRATION, tag="clients", summary="Mark a client saved, registered or disabled",
+          request=_obj({"status": {"type": "string", "enum": list(CLIENT_STATUSES)}}, ("status",)),
+          response=CLIENT, errors=(400, 404)),
+    Route(operation_id="removeClient", method="DELETE", path=f"{API}/clients/{{client_id}}", roles=REGISTRATION,
+          tag="clients", summary="Remove a client with its services and their access rights", status=204,
+          errors=(400, 404)),
+    Route(operation_id="addIsCert", method="POST", path=f"{API}/clients/{{client_id}}/is-certs", roles=SERVICES,
+          tag="clients", summary="Register an information system's TLS certificate (PEM)",
+          request=_obj({"pem": _str("PEM certificate", max_length=16384)}, ("pem",)),
+          response=FINGERPRINT, status=201, errors=(400, 404, 409)),
+    Route(operation_id="removeIsCert", method="DELETE",
+          path=f"{API}/clients/{{client_id}}/is-certs/{{fingerprint}}", roles=SERVICES, tag="clients",
+          summary="Remove an information system's TLS certificate", status=204, errors=(400, 404)),
+    # --- services and endpoints
+    Route(operation_id="listServices", method="GET", path=f"{API}/services", roles=READERS, tag="services",
+          summary="REST services of hosted subsystems", response=page_schema(SERVICE), paginated=True,
+          query=(Param(name="provider", where="query", description="only this subsystem ('/'-joined)"),)),
+    Route(operation_id="addService", method="POST", path=f"{API}/services", roles=SERVICES, tag="services",
+          summary="Add a REST service of a hosted subsystem",
+          request=_obj({"id": ID, "url": _str("base URL", max_length=2048),
+                        "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 3600},
+                        "openapi_url": {"type": ["string", "null"], "maxLength": 2048},
+                        "enabled": {"type": "boolean"}, "disabled_notice": _str("notice"),
+                        "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000}}, ("id", "url")),
+          response=SERVICE, status=201, errors=(400, 404, 409)),
+    Route(operation_id="getService", method="GET", path=f"{API}/services/{{service_id}}", roles=READERS,
+          tag="services", summary="One service", response=SERVICE, errors=(400, 404)),
+    Route(operation_id="updateService", method="PATCH", path=f"{API}/services/{{service_id}}", roles=SERVICES,
+          tag="services", summary="Change a service; openapi_url \"\" removes it",
+          request=_obj({"url": _str("base URL", max_length=2048),
+                        "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 3600},
+                        "openapi_url": _str("OpenAPI URL, or \"\" to remove", max_length=2048),
+                        "enabled": {"type": "boolean"}, "disabled_notice": _str("notice")}),
+          response=SERVICE, errors=(400, 404)),
+    Route(operation_id="removeService", method="DELETE", path=f"{API}/services/{{service_id}}", roles=SERVICES,
+          tag="services", summary="Remove a service with its endpoints and access rights", status=204,
+          errors=(400, 404)),
+    Route(operation_id="addEndpoint", method="POST", path=f"{API}/services/{{service_id}}/endpoints",
+          roles=SERVICES, tag="services", summary="Add an endpoint (method and path) to a service",
+          request=ENDPOINT, response=ENDPOINT, status=201, errors=(400, 404, 409)),
+    Route(operation_id="removeEndpoint", method="DELETE", path=f"{API}/services/{{service_id}}/endpoints",
+          roles=SERVICES, tag="services", summary="Remove an endpoint of a service", status=204,
+          query=ENDPOINT_QUERY, errors=(400, 404)),
+    # --- access rights
+    Route(operation_id="listAccessRights", method="GET", path=f"{API}/services/{{service_id}}/access-rights",
+          roles=READERS, tag="access-rights", summary="Who may call a service", response=page_schema(ACCESS_RIGHT),
+          paginated=True, errors=(400, 404)),
+    Route(operation_id="grantAccess", method="POST", path=f"{API}/services/{{service_id}}/access-rights",
+          roles=SERVICES, tag="access-rights", summary="Grant a subject access to a service or one endpoint",
+          request=_obj({"subject": _str("SUBSYSTEM:..., MEMBER:..., GLOBALGROUP:INSTANCE/CODE, LOCALGROUP:CODE, "
+                                        "or an untyped client", max_length=MAX_IDENTIFIER_LENGTH + 16),
+                        "method": _str("HTTP method or '*'", max_length=16),
+                        "path": _str("path pattern", max_length=1024)}, ("subject",)),
+          response=ACCESS_RIGHT, status=201, errors=(400, 404, 409)),
+    Route(operation_id="revokeAccess", method="DELETE", path=f"{API}/services/{{service_id}}/access-rights",
+          roles=SERVICES, tag="access-rights", summary="Revoke an access right", status=204,
+          query=(Param(name="subject", where="query", required=True, description="as granted"), *ENDPOINT_QUERY),
+          errors=(400, 404)),
+    # --- local groups
+    Route(operation_id="listLocalGroups", method="GET", path=f"{API}/local-groups", roles=READERS,
+          tag="local-groups", summary="Local groups and their members", response=page_schema(GROUP),
+          paginated=True),
+    Route(operation_id="addLocalGroup", method="POST", path=f"{API}/local-groups", roles=SERVICES,
+          tag="local-groups", summary="Add a local group",
+          request=_obj({"code": _str("group code", max_length=255), "description": _str("description")},
+                       ("code",)),
+          response=GROUP, status=201, errors=(400, 409)),
+    Route(operation_id="removeLocalGroup", method="DELETE", path=f"{API}/local-groups/{{code}}", roles=SERVICES,
+          tag="local-groups", summary="Remove a local group, its members and the rights granted to it",
+          status=204, errors=(400, 404)),
+    Route(operation_id="addLocalGroupMember", method="POST", path=f"{API}/local-groups/{{code}}/members",
+          roles=SERVICES, tag="local-groups", summary="Add a client to a local group",
+          request=_obj({"client": ID}, ("client",)), response=GROUP, status=201, errors=(400, 404, 409)),
+    Route(operation_id="removeLocalGroupMember", method="DELETE",
+          path=f"{API}/local-groups/{{code}}/members/{{client_id}}", roles=SERVICES, tag="local-groups",
+          summary="Remove a client from a local group", status=204, errors=(400, 404)),
+    # --- software token: keys, certificates, CSRs (docs/tokens.md)
+    Route(operation_id="getToken", method="GET", path=f"{API}/token", roles=READERS, tag="token",
+          summary="The software token: login state, PIN lock-out, keys and their certificates",
+          response=TOKEN_STATE, errors=(404,)),
+    Route(operation_id="loginToken", method="PUT", path=f"{API}/token/login", roles=SECURITY, tag="token",
+          summary="Enter the token PIN (key generation and CSRs need it)", request=_obj({"pin": PIN}, ("pin",)),
+          status=204, secret_fields=frozenset({"pin"}), errors=(400, 404, 423)),
+    Route(operation_id="logoutToken", method="PUT", path=f"{API}/token/logout", roles=SECURITY, tag="token",
+          summary="Forget the PIN (running signing keeps working)", status=204, errors=(404,)),
+    Route(operation_id="changeTokenPin", method="PUT", path=f"{API}/token/pin", roles=SECURITY, tag="token",
+          summary="Re-encrypt every key under a new PIN", request=_obj({"old_pin": PIN, "new_pin": PIN},
+                                                                       ("old_pin", "new_pin")),
+          status=204, secret_fields=frozenset({"old_pin", "new_pin"}), errors=(400, 404, 423)),
+    Route(operation_id="generateKey", method="POST", path=f"{API}/token/keys", roles=SECURITY, tag="token",
+          summary="Generate a key for authentication or signing certificates",
+          request=_obj({"usage": {"type": "string", "enum": ["auth", "sign"]},
+                        "key_type": {"type": "string", "enum": ["ec-p256", "rsa-2048", "rsa-3072"]},
+                        "label": _str("label", max_length=255)}, ("usage",)),
+          response=TOKEN_KEY, status=201, errors=(400, 404, 409)),
+    Route(operation_id="deleteKey", method="DELETE", path=f"{API}/token/keys/{{token_key_id}}", roles=SECURITY,
+          tag="token", summary="Delete a key with its certificates (refused while one is active)", status=204,
+          errors=(400, 404, 409)),
+    Route(operation_id="createCsr", method="POST", path=f"{API}/token/keys/{{token_key_id}}/csr", roles=SECURITY,
+          tag="token", summary="A certificate signing request for a key (identity from this server's settings)",
+          request=_obj({"member": ID, "name": _str("organisation name for the subject", max_length=255)}),
+          response=_obj({"csr": _str("PEM certificate request", max_length=16384)}, ("csr",)),
+          errors=(400, 404, 409)),
+    Route(operation_id="importCertificate", method="POST", path=f"{API}/token/certificates", roles=SECURITY,
+          tag="token", summary="Import a certificate issued for a key of the token (it starts inactive)",
+          request=_obj({"pem": _str("PEM certificate", max_length=16384),
+                        "members": {"type": "array", "maxItems": 1000, "items": ID,
+                                    "description": "members besides the owner this server signs for"}},
+                       ("pem",)),
+          response=TOKEN_CERT, status=201, errors=(400, 404, 409)),
+    Route(operation_id="activateCertificate", method="PUT",
+          path=f"{API}/token/certificates/{{sha256}}/activate", roles=SECURITY, tag="token",
+          summary="Activate a certificate; the running server switches to it when it is the one to use",
+          response=CERT_SWITCH, errors=(400, 404)),
+    Route(operation_id="deactivateCertificate", method="PUT",
+          path=f"{API}/token/certificates/{{sha256}}/deactivate", roles=SECURITY, tag="token",
+          summary="Deactivate a certificate (no longer used for signing or TLS)",
+          response=CERT_SWITCH, errors=(400, 404)),
+    # --- global configuration
+    Route(operation_id="getGlobalConfStatus", method="GET", path=f"{API}/globalconf/status", roles=READERS,
+          tag="globalconf", summary="Version, expiry and last download of the global configuration",
+          response=GLOBALCONF_STATUS, errors=()),
+    Route(operation_id="refreshGlobalConf", method="POST", path=f"{API}/globalconf/refresh", roles=SYSADMIN,
+          tag="globalconf", summary="Download the global configuration now", response=REFRESH_RESULT, errors=()),
+    # --- message log (auditor)
+    Route(operation_id="listMessageLogRecords", method="GET", path=f"{API}/messagelog/records", roles=AUDITOR,
+          tag="messagelog", summary="Message-log records of one origin, in log order",
+          response=page_schema(LOG_RECORD), paginated=True, audit_reads=True,
+          query=(Param(name="origin", where="query", description="log origin (default: this server)"),)),
+    Route(operation_id="exportMessageLogRecord", method="GET", path=f"{API}/messagelog/records/{{seq}}",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="One record's stored bytes, exactly as hashed into the log (canonical JSON)",
+          response={"type": "object", "description": "the canonical record bytes (docs/messagelog.md)"},
+          query=(Param(name="origin", where="query", description="log origin (default: this server)"),),
+          errors=(400, 404)),
+)
+
+ROUTES_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}
+
+
+def route_summary() -> list[dict[str, Any]]:
+    """``[{operation_id, method, path, roles}]``: the role matrix (docs, tests)."""
+    return [
+        {"operation_id": r.operation_id, "method": r.method, "path": r.path,
+         "roles": "public" if r.public else [x for x in ROLES if x in r.roles]}
+        for r in ROUTES
+    ]

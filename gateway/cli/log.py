@@ -1,0 +1,458 @@
+"""``gateway log ...``: the message log for operators and auditors (I/O shell).
+
+Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
+
+- ``checkpoints [--verify] [--out DIR]``: list the signed checkpoints and their timestamps; ``--verify``
+  re-checks everything online (each stored record's leaf hash, each checkpoint's root over the leaf hashes,
+  its signature, its timestamp token, consistency between consecutive checkpoints); ``--out`` writes each
+  checkpoint's note (``<size>.note``) and token (``<size>.tsr``) for tools such as ``openssl ts -verify``;
+- ``prove-inclusion --seq N [--size S]``: inclusion proof of record N in the checkpoint of size S (default
+  the newest), as JSON;
+- ``prove-consistency --old A [--new B]``: consistency proof between two checkpoints, as JSON;
+- ``prune --before N``: remove the records below N (already exported) from the online database, keeping
+  their leaf hashes so that every proof still works.
+
+Archives for auditors (docs/auditing.md): ``export --out FILE`` writes the records of a range (default: all
+covered by a checkpoint) with their checkpoints, timestamps, certificates and global configuration;
+``verify ARCHIVE --anchor FILE`` checks one offline and exits 0 only if everything verifies; ``match
+CONSUMER PROVIDER`` pairs two archives' records of the same exchanges.
+
+Each group of subcommands is registered by its own function; :func:`register` calls them all, so that more
+groups (archive export, verify, match) are added in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from gateway.cli.common import settings_from_args
+from gateway.db import make_engine
+from gateway.errors import RequestError, TrustError
+from gateway.messagelog import merkle
+from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
+from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
+from gateway.settings import Settings
+from gateway.timestamp import verify_token
+
+Handler = Callable[[argparse.Namespace, SqlMessageLogStore, str], Awaitable[int]]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _run(args: argparse.Namespace, handler: Handler) -> int:
+    settings: Settings = settings_from_args(args)
+    origin = args.origin or settings.server.id
+
+    async def main() -> int:
+        engine = make_engine(settings.server.database_url)
+        try:
+            await migrate_messagelog(engine)
+            store = SqlMessageLogStore(engine)
+            try:
+                return await handler(args, store, origin)
+            finally:
+                await store.close()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _describe(cp: StoredCheckpoint) -> dict[str, Any]:
+    return {
+        "size": cp.size, "root_hash": _b64(cp.root_hash), "created": cp.created.isoformat(),
+        "timestamped": cp.stamped, "tsa": cp.tsa_name,
+        "timestamp_time": None if cp.timestamp_time is None else cp.timestamp_time.isoformat(),
+        "note": cp.note.decode("utf-8"),
+    }
+
+
+async def _all_checkpoints(store: SqlMessageLogStore, origin: str) -> list[StoredCheckpoint]:
+    out: list[StoredCheckpoint] = []
+    while True:
+        page = await store.checkpoints(origin, min_size=out[-1].size + 1 if out else 0, limit=1000)
+        out.extend(page)
+        if len(page) < 1000:
+            return out
+
+
+async def _verify_log(store: SqlMessageLogStore, origin: str, cps: list[StoredCheckpoint]) -> None:
+    """Re-check the online log (the ``--verify`` steps). Raises: TrustError at the first problem."""
+    # (1) Every stored record hashes to its stored leaf hash.
+    start = await store.pruned_before(origin)
+    while True:
+        batch = await store.read(origin, start=start, limit=1000)
+        for rec in batch:
+            if merkle.leaf_hash(rec.encoded) != rec.leaf_hash:
+                raise TrustError(f"record {rec.seq} of {origin} does not match its leaf hash (altered)")
+            rec.decode()
+        if len(batch) < 1000:
+            break
+        start = batch[-1].seq + 1
+    # (2) Each checkpoint: its root over the leaf hashes, its signature, its timestamp token.
+    tree = merkle.MerkleTree()
+    expected_origin = checkpoint_origin(origin)
+    previous: StoredCheckpoint | None = None
+    for cp in cps:
+        while tree.size < cp.size:
+            tree.extend(await store.leaf_hashes(origin, tree.size, min(cp.size, tree.size + MAX_LEAF_READ)))
+        if tree.root() != cp.root_hash:
+            raise TrustError(f"checkpoint {cp.size} of {origin}: the leaf hashes give another root (log altered)")
+        body = verify_checkpoint(cp.note, x509.load_der_x509_certificate(cp.signing_cert), origin=expected_origin)
+        if body.size != cp.size or body.root_hash != cp.root_hash:
+            raise TrustError(f"checkpoint {cp.size} of {origin}: the signed note says otherwise than its row")
+        if cp.timestamp_token is not None:
+            assert cp.tsa_cert is not None
+            verify_token(cp.timestamp_token, hashlib.sha256(cp.note).digest(),
+                         x509.load_der_x509_certificate(cp.tsa_cert))
+        # (3) Consistent with the previous checkpoint (a proof from the store, checked like an auditor).
+        if previous is not None:
+            proof = await store.consistency_proof(origin, previous.size, cp.size)
+            merkle.verify_consistency(previous.size, cp.size, previous.root_hash, cp.root_hash, proof)
+        previous = cp
+
+
+def _write_files(out: Path, cps: list[StoredCheckpoint]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for cp in cps:
+        (out / f"{cp.size}.note").write_bytes(cp.note)
+        if cp.timestamp_token is not None:
+            (out / f"{cp.size}.tsr").write_bytes(cp.timestamp_token)
+
+
+# ---- checkpoints and proofs -------------------------------------------------------------------------------
+
+
+async def _checkpoints(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    cps = await _all_checkpoints(store, origin)
+    if args.out:
+        await asyncio.to_thread(_write_files, Path(args.out), cps)
+    if args.verify:
+        await _verify_log(store, origin, cps)
+    doc = {
+        "origin": origin, "records": await store.size(origin), "pruned_before": await store.pruned_before(origin),
+        "checkpoints": [_describe(cp) for cp in cps], "verified": bool(args.verify),
+    }
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+async def _target_checkpoint(store: SqlMessageLogStore, origin: str, size: int | None) -> StoredCheckpoint:
+    cp = await (store.latest_checkpoint(origin) if size is None else store.checkpoint(origin, size))
+    if cp is None:
+        raise RequestError(
+            f"log {origin} has no checkpoint" + ("" if size is None else f" of size {size}"),
+            hint="list them with 'gateway log checkpoints'",
+        )
+    return cp
+
+
+async def _prove_inclusion(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    cp = await _target_checkpoint(store, origin, args.size)
+    if not 0 <= args.seq < cp.size:
+        raise RequestError(f"record {args.seq} is not in the checkpoint of size {cp.size}")
+    (leaf,) = await store.leaf_hashes(origin, args.seq, args.seq + 1)
+    proof = await store.inclusion_proof(origin, args.seq, cp.size)
+    merkle.verify_inclusion(leaf, args.seq, cp.size, proof, cp.root_hash)  # never hand out a wrong proof
+    print(json.dumps({
+        "origin": origin, "seq": args.seq, "leaf_hash": _b64(leaf), "size": cp.size,
+        "root_hash": _b64(cp.root_hash), "proof": [_b64(h) for h in proof], "checkpoint": cp.note.decode("utf-8"),
+        "timestamp_token": None if cp.timestamp_token is None else _b64(cp.timestamp_token),
+    }, indent=2))
+    return 0
+
+
+async def _prove_consistency(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    old = await _target_checkpoint(store, origin, args.old)
+    new = await _target_checkpoint(store, origin, args.new)
+    if old.size > new.size:
+        raise RequestError(f"--old {old.size} is larger than --new {new.size}")
+    proof = await store.consistency_proof(origin, old.size, new.size)
+    merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    print(json.dumps({
+        "origin": origin, "old_size": old.size, "old_root_hash": _b64(old.root_hash), "new_size": new.size,
+        "new_root_hash": _b64(new.root_hash), "proof": [_b64(h) for h in proof],
+        "old_checkpoint": old.note.decode("utf-8"), "new_checkpoint": new.note.decode("utf-8"),
+    }, indent=2))
+    return 0
+
+
+async def _prune(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    removed = await store.prune(origin, args.before, now=datetime.now(UTC))
+    print(json.dumps({"origin": origin, "pruned_before": await store.pruned_before(origin), "removed": removed}))
+    return 0
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
+         handler: Handler) -> argparse.ArgumentParser:
+    q = sub.add_parser(name, help=help_)
+    q.add_argument("--origin", help="log origin (default: [server] id)")
+    q.set_defaults(handler=lambda args: _run(args, handler))
+    return q
+
+
+def register_checkpoint_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``checkpoints``, ``prove-inclusion``, ``prove-consistency``, ``prune``."""
+    q = _add(sub, "checkpoints", "list signed checkpoints and timestamps (JSON)", _checkpoints)
+    q.add_argument("--verify", action="store_true", help="re-check records, roots, signatures, tokens, consistency")
+    q.add_argument("--out", help="write <size>.note and <size>.tsr files into this directory")
+    q = _add(sub, "prove-inclusion", "inclusion proof of a record in a checkpoint (JSON)", _prove_inclusion)
+    q.add_argument("--seq", type=int, required=True, help="the record's sequence number")
+    q.add_argument("--size", type=int, help="checkpoint size (default: the newest checkpoint)")
+    q = _add(sub, "prove-consistency", "consistency proof between two checkpoints (JSON)", _prove_consistency)
+    q.add_argument("--old", type=int, required=True, help="size of the older checkpoint")
+    q.add_argument("--new", type=int, help="size of the newer checkpoint (default: the newest)")
+    q = _add(sub, "prune", "remove exported records, keeping their leaf hashes", _prune)
+    q.add_argument("--before", type=int, required=True, help="remove records with a smaller sequence number")
+
+
+# ---- archives for auditors: export, verify, match (docs/auditing.md) ---------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise RequestError(f"{text!r} is not an ISO 8601 time such as 2026-01-02T03:04:05Z") from e
+    if t.tzinfo is None:
+        raise RequestError(f"time {text!r} has no time zone; add Z for UTC")
+    return t.astimezone(UTC)
+
+
+async def _seq_range_for_times(engine: Any, origin: str, start: datetime | None, end: datetime | None,
+                               ) -> tuple[int, int] | None:
+    """The smallest seq range holding every record of ``origin`` created in ``[start, end)``."""
+    import sqlalchemy as sa
+
+    from gateway.messagelog.models import records
+
+    cond = [records.c.origin == origin]
+    if start is not None:
+        cond.append(records.c.created >= start)
+    if end is not None:
+        cond.append(records.c.created < end)
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(sa.func.min(records.c.seq), sa.func.max(records.c.seq)).where(*cond))).one()
+    return None if row[0] is None else (int(row[0]), int(row[1]) + 1)
+
+
+async def _export(args: argparse.Namespace, settings: Settings, engine: Any, store: SqlMessageLogStore,
+                  origin: str) -> int:
+    from gateway.globalconf.updater import CACHE_FILE
+    from gateway.messagelog.archive import ArchiveWriter
+
+    # (1) the range: all covered records by default, or as selected, ending at a checkpoint
+    size = await store.size(origin)
+    first = await store.pruned_before(origin)
+    cps = await _all_checkpoints(store, origin)
+    start, end = first, (cps[-1].size if cps else 0)
+    selection: dict[str, Any] = {}
+    if args.from_time or args.to_time:
+        t0 = _parse_time(args.from_time) if args.from_time else None
+        t1 = _parse_time(args.to_time) if args.to_time else None
+        selection.update({"from": args.from_time, "to": args.to_time})
+        found = await _seq_range_for_times(engine, origin, t0, t1)
+        if found is None:
+            raise RequestError(f"log {origin} has no records created in the given time range")
+        start, end = found
+    if args.start is not None:
+        start = args.start
+        selection["start"] = args.start
+    if args.end is not None:
+        end = args.end
+        selection["end"] = args.end
+    if not first <= start <= end <= size:
+        raise RequestError(
+            f"range {start}..{end} is not inside the records {first}..{size} of {origin} held online",
+            hint="records below the first have been pruned: use the archive exported before pruning",
+        )
+    covering = [c for c in cps if c.size >= end]
+    if covering:
+        end = covering[0].size  # end at a checkpoint, so that every exported record is covered
+    elif not args.include_uncovered:
+        raise RequestError(
+            f"records up to {end} of {origin} are not covered by a checkpoint yet"
+            + (f" (the latest covers {cps[-1].size})" if cps else " (there is none yet)"),
+            hint="wait for the next checkpoint ('gateway log checkpoints'), or pass --include-uncovered",
+        )
+    # (2) the compact range of the records before the range
+    tree = merkle.MerkleTree()
+    while tree.size < start:
+        tree.extend(await store.leaf_hashes(origin, tree.size, min(start, tree.size + MAX_LEAF_READ)))
+    writer = ArchiveWriter(args.out, origin=origin, start=start, prefix=tree.frontier or [],
+                           exported_at=datetime.now(UTC), selection=selection)
+    try:
+        # (3) the records, as stored; and the OCSP responses stapled with the log's own signing certificates
+        signer_certs = {c.signing_cert for c in cps}
+        signer_ocsp: set[bytes] = set()
+        seq = start
+        while seq < end:
+            batch = await store.read(origin, start=seq, limit=min(10_000, end - seq))
+            for rec in batch:
+                if rec.seq != seq:
+                    raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
+                writer.add_record(rec.encoded, rec.leaf_hash)
+                obj = json.loads(rec.encoded)
+                cert = base64.b64decode(obj["signing_cert"])
+                if cert in signer_certs:
+                    signer_ocsp.add(base64.b64decode(obj["ocsp_response"]))
+                seq += 1
+            if not batch:
+                raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
+        # (4) checkpoints inside the range, certificates, global configurations
+        for c in cps:
+            if start <= c.size <= end:
+                writer.add_checkpoint(c.note, c.timestamp_token)
+        for cert in sorted(signer_certs):
+            writer.add_certificate(cert)
+        for der in sorted(signer_ocsp):
+            writer.add_ocsp_response(der)
+        confs = [Path(settings.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
+        for path in confs:
+            if path.exists():
+                writer.add_globalconf(path.read_bytes())
+        manifest = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    print(json.dumps({
+        "archive": args.out_path, "origin": origin, "start": manifest.start, "end": manifest.end,
+        "records": manifest.end - manifest.start, "checkpoints": len(manifest.checkpoints),
+        "globalconf": len(manifest.globalconf),
+    }, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    settings: Settings = settings_from_args(args)
+    args.out_path = os.path.abspath(args.out)
+    origin = args.origin or settings.server.id
+
+    async def main() -> int:
+        engine = make_engine(settings.server.database_url)
+        try:
+            await migrate_messagelog(engine)
+            store = SqlMessageLogStore(engine)
+            try:
+                return await _export(args, settings, engine, store, origin)
+            finally:
+                await store.close()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+class _Progress:
+    """Progress on standard error for large archives, at most once a second."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._last = 0.0
+        self._t0 = self._clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if total >= 20_000 and (now - self._last >= 1.0 or done == total):
+            self._last = now
+            rate = done / max(now - self._t0, 1e-9)
+            print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from gateway.globalconf.anchor import Anchor
+    from gateway.messagelog.archive import LogArchive
+    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, verify_archive
+
+    anchor = Anchor.from_file(args.anchor)
+    try:
+        archive = LogArchive(args.archive)
+    except TrustError as e:
+        print(f"FAIL archive: {e.message}")
+        print("RESULT: FAILED, the file is not a verifiable archive")
+        return 1
+    with archive:
+        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        n = archive.manifest.end - archive.manifest.start
+        runner = ProcessPoolRunner(workers) if workers > 1 and n > 4096 else serial_runner
+        report = verify_archive(archive, anchor, runner=runner, progress=_Progress())
+    print(f"archive {args.archive}")
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _entries(path: str) -> tuple[str, list[Any]]:
+    from gateway.messagelog.archive import LogArchive
+    from gateway.messagelog.match import Entry
+
+    out: list[Entry] = []
+    with LogArchive(path) as archive:
+        m = archive.manifest
+        for chunk in m.chunks:
+            lines = archive.read_chunk(chunk).split(b"\n")
+            for i, line in enumerate(lines[:-1] if lines and lines[-1] == b"" else lines):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue  # not a record: 'gateway log verify' names it
+                if isinstance(fields, dict):
+                    out.append(Entry(seq=chunk.first + i, fields=fields))
+        return m.origin, out
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from gateway.messagelog.match import match_logs
+
+    consumer_origin, consumer = _entries(args.consumer)
+    provider_origin, provider = _entries(args.provider)
+    report = match_logs(consumer, provider, consumer_origin=consumer_origin, provider_origin=provider_origin)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def register_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``export``, ``verify``, ``match`` (docs/auditing.md)."""
+    q = sub.add_parser("export", help="write an archive of the log for auditors")
+    q.add_argument("--origin", help="log origin (default: [server] id)")
+    q.add_argument("--out", required=True, help="archive file to write (ZIP)")
+    q.add_argument("--from", dest="from_time", help="first record created at or after this time (ISO 8601)")
+    q.add_argument("--to", dest="to_time", help="records created before this time (ISO 8601)")
+    q.add_argument("--start", type=int, help="first sequence number")
+    q.add_argument("--end", type=int, help="one past the last sequence number (extended to the next checkpoint)")
+    q.add_argument("--globalconf", action="append", help="also include this signed global configuration file")
+    q.add_argument("--include-uncovered", action="store_true",
+                   help="export records after the latest checkpoint too (verify reports them as unproven)")
+    q.set_defaults(handler=_cmd_export)
+    q = sub.add_parser("verify", help="verify an archive offline against the instance's anchor")
+    q.add_argument("archive", help="the archive file")
+    q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
+    q.add_argument("--workers", type=int, help="processes verifying records (default: one per CPU)")
+    q.set_defaults(handler=_cmd_verify)
+    q = sub.add_parser("match", help="pair the consumer's and the provider's records of the same exchanges")
+    q.add_argument("consumer", help="archive of the consumer's security server")
+    q.add_argument("provider", help="archive of the provider's security server")
+    q.set_defaults(handler=_cmd_match)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("log", help="message log: checkpoints, proofs, retention, archives")
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="settings file (TOML)")
+    sub = p.add_subparsers(dest="log_command", metavar="COMMAND", required=True)
+    register_checkpoint_commands(sub)
+    register_archive_commands(sub)

@@ -1,0 +1,175 @@
+"""Matching the consumer's and the provider's logs of the same exchanges (pure).
+
+DESIGN.md section 5: both security servers log every exchange: the consumer's server (``side="client"``)
+and the provider's (``side="server"``) each a request and a response record. The records of one exchange
+share ``request_id`` (the id the consumer's server generates and signs). Because both servers log the very
+same signed messages, the request records must agree on the signature and everything it covers, and so must
+the response records.
+
+:func:`match_logs` pairs the consumer's client-side records with the provider's server-side records by
+``request_id`` and reports, as :class:`Mismatch` entries:
+
+1. exchanges one side logged and the other did not (a note only, when the exchange lies outside the time
+   span of the other log: archives of different ranges overlap only partly);
+2. exchanges where one side lacks the request or the response record;
+3. exchanges logged differently: any of the compared fields differs (:data:`REQUEST_FIELDS`,
+   :data:`RESPONSE_FIELDS`; bodies only when both sides kept them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+REQUEST_FIELDS = (
+    "message_id", "client", "service", "user_id", "issue", "created", "method", "path", "signature_input",
+    "signature", "signature_base", "signing_cert", "body_digest",
+)
+RESPONSE_FIELDS = (
+    "message_id", "client", "service", "created", "status", "signature_input", "signature", "signature_base",
+    "signing_cert", "body_digest",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One record as the matcher sees it: its sequence number and its JSON fields."""
+
+    seq: int
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mismatch:
+    request_id: str
+    problem: str  # consumer-only, provider-only, missing-record, differs
+    message: str
+    severity: Literal["error", "note"] = "error"
+
+    def line(self) -> str:
+        tag = "FAIL" if self.severity == "error" else "note"
+        return f"{tag} exchange {self.request_id}: {self.problem}: {self.message}"
+
+
+@dataclass(slots=True, kw_only=True)
+class MatchReport:
+    consumer_origin: str
+    provider_origin: str
+    paired: int = 0  # exchanges both sides logged identically
+    consumer_exchanges: int = 0
+    provider_exchanges: int = 0
+    ignored: int = 0  # records of the other side in each log (a server can be consumer and provider)
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(m.severity == "error" for m in self.mismatches)
+
+    def summary(self) -> str:
+        lines = [
+            f"consumer log {self.consumer_origin}: {self.consumer_exchanges} exchanges (client side)",
+            f"provider log {self.provider_origin}: {self.provider_exchanges} exchanges (server side)",
+            f"paired and identical: {self.paired}",
+        ]
+        if self.ignored:
+            lines.append(f"records of the other side, not compared: {self.ignored}")
+        lines += [m.line() for m in self.mismatches]
+        n = sum(m.severity == "error" for m in self.mismatches)
+        lines.append("RESULT: OK, both sides agree" if n == 0 else f"RESULT: FAILED, {n} problem(s)")
+        return "\n".join(lines)
+
+
+Exchange = dict[str, Entry]  # kind -> entry
+
+
+def _index(entries: Iterable[Entry], side: str) -> tuple[dict[str, Exchange], int, list[Mismatch]]:
+    out: dict[str, Exchange] = {}
+    ignored = 0
+    problems: list[Mismatch] = []
+    for e in entries:
+        if e.fields.get("side") != side:
+            ignored += 1
+            continue
+        rid = str(e.fields.get("request_id"))
+        kind = str(e.fields.get("kind"))
+        ex = out.setdefault(rid, {})
+        if kind in ex:
+            problems.append(Mismatch(
+                request_id=rid, problem="duplicate",
+                message=f"the {side} side logged the {kind} twice (seq {ex[kind].seq} and {e.seq})",
+            ))
+            continue
+        ex[kind] = e
+    return out, ignored, problems
+
+
+def _span(exchanges: Mapping[str, Exchange]) -> tuple[str, str] | None:
+    times = [str(e.fields["created"]) for ex in exchanges.values() for e in ex.values()
+             if isinstance(e.fields.get("created"), str)]
+    return (min(times), max(times)) if times else None
+
+
+def _seqs(ex: Exchange) -> str:
+    return ", ".join(f"{k} seq {e.seq}" for k, e in sorted(ex.items(), key=lambda kv: kv[1].seq))
+
+
+def _created(ex: Exchange) -> str:
+    return min(str(e.fields.get("created")) for e in ex.values())
+
+
+def match_logs(
+    consumer: Iterable[Entry], provider: Iterable[Entry], *, consumer_origin: str, provider_origin: str,
+) -> MatchReport:
+    """Pair the two logs' records of the same exchanges (module docstring)."""
+    report = MatchReport(consumer_origin=consumer_origin, provider_origin=provider_origin)
+    cons, ignored_c, dup_c = _index(consumer, "client")
+    prov, ignored_p, dup_p = _index(provider, "server")
+    report.ignored = ignored_c + ignored_p
+    report.consumer_exchanges, report.provider_exchanges = len(cons), len(prov)
+    report.mismatches += dup_c + dup_p
+    span_c, span_p = _span(cons), _span(prov)
+    for rid in sorted(set(cons) | set(prov), key=lambda r: _created(cons.get(r) or prov[r])):
+        c, p = cons.get(rid), prov.get(rid)
+        # (1) logged by one side only
+        if c is None or p is None:
+            mine, other_span, who, other = (p, span_c, "provider", "consumer") if c is None else (
+                c, span_p, "consumer", "provider")
+            assert mine is not None
+            when = _created(mine)
+            outside = other_span is None or not other_span[0] <= when <= other_span[1]
+            report.mismatches.append(Mismatch(
+                request_id=rid, problem=f"{who}-only",
+                message=f"logged by the {who} ({_seqs(mine)}, created {when}) but not by the {other}"
+                        + (" (outside the time span of the other log)" if outside else ""),
+                severity="note" if outside else "error",
+            ))
+            continue
+        problems: list[str] = []
+        # (2) both records on both sides
+        for kind in ("request", "response"):
+            if (kind in c) != (kind in p):
+                who = "consumer" if kind not in c else "provider"
+                problems.append(f"the {who} has no {kind} record")
+        # (3) the same signed messages
+        for kind, names in (("request", REQUEST_FIELDS), ("response", RESPONSE_FIELDS)):
+            if kind not in c or kind not in p:
+                continue
+            a, b = c[kind].fields, p[kind].fields
+            for name in names:
+                if a.get(name) != b.get(name):
+                    problems.append(f"{kind} {name} differs: consumer {str(a.get(name))[:60]!r}, "
+                                    f"provider {str(b.get(name))[:60]!r}")
+            if a.get("body") is not None and b.get("body") is not None and a["body"] != b["body"]:
+                problems.append(f"{kind} body differs")
+        if problems:
+            report.mismatches.append(Mismatch(
+                request_id=rid, problem="differs",
+                message=f"consumer {_seqs(c)}, provider {_seqs(p)}: " + "; ".join(problems),
+            ))
+        else:
+            report.paired += 1
+    return report
+
+
+__all__ = ["REQUEST_FIELDS", "RESPONSE_FIELDS", "Entry", "MatchReport", "Mismatch", "match_logs"]
