@@ -10,7 +10,10 @@ What runs (all on 127.0.0.1):
   then open loop at ``--rate`` requests/s for the latency figure.
 
 It prints requests/s and latency percentiles for (a) direct calls to the service and (b) calls through both
-security servers, and the ratio. It asserts nothing; it is never part of the test run.
+security servers, twice in the same run: with the message log in SQLite (as in production) and with the
+servers restarted with ``[server] messagelog_backend = "memory"`` (logging off: no database write, everything
+else unchanged), and what logging costs in % of the throughput. It asserts nothing; it is never part of the
+test run.
 """
 
 from __future__ import annotations
@@ -179,6 +182,17 @@ def settings_with_ports(path: Path, client_port: int, server_port: int) -> Path:
     return new
 
 
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     service_runner, service_url = await json_service()
@@ -196,53 +210,67 @@ async def main(args: argparse.Namespace) -> None:
         # run both security servers in their own processes, on the ports registered centrally
         for ss in (ss1, ss2):
             await ss.stop()
-        for code in ("ss1", "ss2"):
-            cfg = settings_with_ports(fed.workdir / f"{code}.toml", *ports[code])
-            env = dict(os.environ, GATEWAY_LOGGING__LEVEL="warning")
-            procs.append(subprocess.Popen([str(ROOT / ".venv/bin/gateway"), "-c", str(cfg), "server", "serve"],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         client_url = f"http://127.0.0.1:{ports['ss1'][0]}"
-        # both servers: ss1 answers /healthz before ss2 may be listening on its peer port
-        for code in ("ss1", "ss2"):
-            await wait_http(f"http://127.0.0.1:{ports[code][0]}/healthz")
         headers = {"X-Road-Client": str(consumer), "Accept": "application/json"}
         via = f"{client_url}/r1/{service}/items"
-        # warm up: connections, OCSP caches, SQLite pages
-        async with aiohttp.ClientSession() as session:
-            for _ in range(50):
-                async with session.get(via, headers=headers) as resp:
-                    body = await resp.read()
-                    assert resp.status == 200, (resp.status, body[:300])
+
+        async def start_servers(backend: str) -> None:
+            for code in ("ss1", "ss2"):
+                cfg = settings_with_ports(fed.workdir / f"{code}.toml", *ports[code])
+                env = dict(os.environ, GATEWAY_LOGGING__LEVEL="warning", GATEWAY_SERVER__MESSAGELOG_BACKEND=backend)
+                procs.append(subprocess.Popen([str(ROOT / ".venv/bin/gateway"), "-c", str(cfg), "server", "serve"],
+                                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # both servers: ss1 answers /healthz before ss2 may be listening on its peer port
+            for code in ("ss1", "ss2"):
+                await wait_http(f"http://127.0.0.1:{ports[code][0]}/healthz")
+            # warm up: OCSP caches, SQLite pages, and as many pooled mTLS connections between the servers as the
+            # closed loop keeps busy (a handshake costs more than an exchange; steady state has none)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+                async def warm() -> None:
+                    for _ in range(10):
+                        async with session.get(via, headers=headers) as resp:
+                            body = await resp.read()
+                            assert resp.status == 200, (resp.status, body[:300])
+
+                await asyncio.gather(*(warm() for _ in range(2 * args.concurrency)))
+
         print(f"payload {len(PAYLOAD)} bytes; concurrency {args.concurrency}; {args.duration:g} s per run; "
               f"{os.cpu_count()} CPUs", flush=True)
         results = {}
-        cpu: dict[str, float] = {}
-        for label, url, hdrs in (("direct", f"{service_url}/items", {}), ("via security servers", via, headers)):
+        cpu: dict[str, dict[str, float]] = {}
+        results[("direct", "closed")] = await run_loadgen(f"{service_url}/items", {}, "closed", args)
+        results[("direct", "open")] = await run_loadgen(f"{service_url}/items", {}, "open", args)
+        # through the servers twice in this run: message log in SQL (as in production), then in memory (the
+        # servers restarted with [server] messagelog_backend = "memory": signing, verifying and checkpoints
+        # unchanged, no database write)
+        for label, backend in (("via servers, logging on", "sql"), ("via servers, logging off", "memory")):
+            await start_servers(backend)
             before = [cpu_seconds(p.pid) for p in procs]
-            results[(label, "closed")] = await run_loadgen(url, hdrs, "closed", args)
-            if label != "direct":
-                for name, p, b in zip(("ss1", "ss2"), procs, before, strict=True):
-                    cpu[name] = cpu_seconds(p.pid) - b
-            results[(label, "open")] = await run_loadgen(url, hdrs, "open", args)
+            results[(label, "closed")] = await run_loadgen(via, headers, "closed", args)
+            cpu[label] = {name: cpu_seconds(p.pid) - b for name, p, b in zip(("ss1", "ss2"), procs, before,
+                                                                                strict=True)}
+            results[(label, "open")] = await run_loadgen(via, headers, "open", args)
+            stop_servers(procs)
+            procs.clear()
         print(f"{'':24} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for (label, mode), r in results.items():
             name = f"{label} ({'max' if mode == 'closed' else str(int(args.rate)) + '/s'})"
-            print(f"{name:30} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+            print(f"{name:36} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
                   f"{int(r['errors']):7d}")
-        via_closed = results[("via security servers", "closed")]
-        for name, seconds in cpu.items():
-            print(f"{name}: {seconds / via_closed['seconds']:.2f} cores busy, "
-                  f"{1000 * seconds / max(1, via_closed['requests']):.2f} ms CPU per exchange")
-        ratio = via_closed["rps"] / results[("direct", "closed")]["rps"]
-        print(f"throughput through both security servers / direct: {ratio:.2f}")
+        for label, per_server in cpu.items():
+            closed = results[(label, "closed")]
+            for name, seconds in per_server.items():
+                print(f"{label}, {name}: {seconds / closed['seconds']:.2f} cores busy, "
+                      f"{1000 * seconds / max(1, closed['requests']):.2f} ms CPU per exchange")
+        on, off = results[("via servers, logging on", "closed")], results[("via servers, logging off", "closed")]
+        for label in ("via servers, logging on", "via servers, logging off"):
+            ratio = results[(label, "closed")]["rps"] / results[("direct", "closed")]["rps"]
+            print(f"throughput {label} / direct: {ratio:.2f}")
+        print(f"logging on vs off: {on['rps']:.0f} vs {off['rps']:.0f} exchanges/s; logging costs "
+              f"{100 * (1 - on['rps'] / off['rps']):.1f}% of the throughput (target: under 20%)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_servers(procs)
         await fed.close()
         await service_runner.cleanup()
 

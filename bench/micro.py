@@ -146,7 +146,8 @@ def main(args: argparse.Namespace) -> None:
         "str(ServiceId)": lambda: str(SERVICE),
         "ServiceId.subsystem": lambda: SERVICE.subsystem,
         "parse_client": lambda: parse_client(str(CLIENT)),
-        "uuid4 text": lambda: str(uuid.uuid4()),
+        "str(uuid.uuid4())": lambda: str(uuid.uuid4()),
+        "rest.uuid4_text": rest.uuid4_text,
     }
     print(f"{'function':32} {'us/call':>9}")
     for name, fn in cases.items():

@@ -35,7 +35,7 @@ from gateway.identifiers import MemberId, SecurityServerId, ServiceId, Subsystem
 from gateway.pki.ca import DevCA
 from gateway.pki.http import PkiServers, start_pki_servers
 from gateway.runtime import KeyFiles, SecurityServer
-from gateway.settings import CentralSettings, GlobalConfSettings, ServerSettings, Settings
+from gateway.settings import CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
 
 log = structlog.get_logger("gateway.demo")
 
@@ -129,7 +129,10 @@ class Federation:
                     adapters[str(service)] = self.adapters.urls[name]
         return {
             "instance": self.instance,
-            "central": {"url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf"},
+            "central": {
+                "url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf",
+                "settings": str((self.workdir / "central.toml").resolve()),
+            },
             "anchor": str(self.anchor_path.resolve()),
             "pki": {
                 "ca_cert": str((self.workdir / "pki" / "ca.pem").resolve()),
@@ -284,6 +287,10 @@ async def start_federation(
             for code in m.subsystems:
                 await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
         await central.publish_now()
+        # the running central server's settings (real port), for `gateway -c central.toml central ...`
+        _write_settings(workdir / "central.toml", Settings(central=central.settings,
+                                                           pki=PkiSettings(dir=str(workdir / "pki"))),
+                        sections={"central": None, "pki": ("dir",)})
         anchor_path = workdir / "anchor.json"
         anchor_path.write_bytes(await current_anchor(engine, central.settings))
         # (3) adapters with generated registries
@@ -353,12 +360,20 @@ async def start_federation(
         raise
 
 
-def _write_settings(path: Path, settings: Settings) -> None:
-    """Write the settings a server was started with, so ``gateway serverconf`` and others can use them."""
+def _write_settings(
+    path: Path, settings: Settings,
+    sections: dict[str, tuple[str, ...] | None] | None = None,
+) -> None:
+    """Write the settings a part was started with, so ``gateway -c FILE ...`` commands can use them.
+
+    ``sections`` maps a section to the keys to write (None: every key); default ``[server]`` and
+    ``[globalconf]`` in full."""
     lines = []
-    for section in ("server", "globalconf"):
+    for section, only in (sections or {"server": None, "globalconf": None}).items():
         lines.append(f"[{section}]")
         for f in dataclasses.fields(getattr(settings, section)):
+            if only is not None and f.name not in only:
+                continue
             value = getattr(getattr(settings, section), f.name)
             lines.append(f"{f.name} = {json.dumps(value)}")
         lines.append("")

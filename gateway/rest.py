@@ -23,8 +23,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -300,8 +300,18 @@ class XRoadRequestHeaders:
     represented_party: RepresentedParty | None = None
 
 
+def uuid4_text() -> str:
+    """A random (version 4) UUID in its canonical text form, as ``str(uuid.uuid4())`` gives it, without
+    building a :class:`uuid.UUID` (once or twice per exchange)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _default_id() -> str:
-    return str(uuid.uuid4())
+    return uuid4_text()
 
 
 def _check_text(name: str, value: str, limit: int) -> str:
@@ -398,12 +408,17 @@ def connection_named(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=64)
+def _skip_set(also_skip: frozenset[str]) -> frozenset[str]:
+    return HOP_BY_HOP | also_skip
+
+
 def end_to_end_headers(
     pairs: Sequence[tuple[str, str]], *, also_skip: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
     """Drop hop-by-hop headers (:data:`HOP_BY_HOP`, those named in ``Connection``) and ``also_skip`` (lower
     case names, e.g. :data:`SERVER_SET_HEADERS`); keep the rest in order, duplicates included."""
-    skip = HOP_BY_HOP | also_skip
+    skip = _skip_set(also_skip)
     if any(n.lower() == "connection" for n, _ in pairs):
         skip = skip | connection_named(pairs)
     return [(n, v) for n, v in pairs if n.lower() not in skip]
@@ -414,8 +429,11 @@ def end_to_end_headers(
 # --------------------------------------------------------------------------------------------------------
 
 
+_HEADER_PART_SKIP: Final = HOP_BY_HOP | TRANSPORT_HEADERS | {H_REQUEST_HASH}
+
+
 def _header_lines(out: bytearray, pairs: Iterable[tuple[str, str]]) -> None:
-    skip = HOP_BY_HOP | TRANSPORT_HEADERS | {H_REQUEST_HASH}
+    skip = _HEADER_PART_SKIP
     for name, value in pairs:
         if name.lower() in skip:
             continue

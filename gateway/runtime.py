@@ -35,7 +35,12 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
-from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
+from gateway.messagelog.store import (
+    MemoryMessageLogStore,
+    MessageLogStore,
+    SqlMessageLogStore,
+    migrate_messagelog,
+)
 from gateway.proxy import tls
 from gateway.proxy.client_proxy import build_client_app
 from gateway.proxy.context import ProxyContext, ProxyLimits
@@ -202,8 +207,10 @@ class SecurityServer:
         self._peer_ssl = (peer_client_ssl, peer_server_ssl)
         self.globalconf.on_update(lambda conf: self._on_conf(conf, peer_client_ssl, peer_server_ssl))
         # sessions, caches, log
+        # No cookie jar: a Set-Cookie from one service must never ride along on another client's request.
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         ocsp_cache = OcspCache(self.http, clock=self.clock, refresh_seconds=s.ocsp_refresh_seconds)
         limits = ProxyLimits(
@@ -217,14 +224,26 @@ class SecurityServer:
             await ctx_ref[0].check_peer(der, expected=server_id, side="Server.ClientProxy")
 
         peers = PeerPool(peer_client_ssl, check, connect_timeout=s.connect_timeout_seconds)
-        self.messagelog = SqlMessageLogStore(
-            self.engine, max_body_bytes=s.max_loggable_body_bytes, max_batch=s.messagelog_batch_size,
-        )
+        self.messagelog: MessageLogStore
+        if s.messagelog_backend == "memory":
+            log.warning("MESSAGE LOG IN MEMORY: records and checkpoints are NOT durable and are lost at exit; "
+                        "[server] messagelog_backend = \"memory\" is for benchmarks only, never for real exchanges",
+                        messagelog_backend="memory")
+            self.messagelog = MemoryMessageLogStore(
+                max_body_bytes=s.max_loggable_body_bytes, max_batch=s.messagelog_batch_size,
+            )
+        else:
+            self.messagelog = SqlMessageLogStore(
+                self.engine, max_body_bytes=s.max_loggable_body_bytes, max_batch=s.messagelog_batch_size,
+            )
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
             service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
         )
+        ctx.body_logging = s.body_logging
+        if not s.body_logging:
+            log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         ctx_ref.append(ctx)
         self.context = ctx
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange

@@ -42,7 +42,7 @@ class PkiSettings:
 class CentralSettings:
     instance: str = "DEV"  # the X-Road instance code of this federation
     host: str = "127.0.0.1"
-    port: int = 4000
+    port: int = 4100  # the admin API of a security server defaults to 4000 (X-Road)
     database_url: str = "sqlite+aiosqlite:///var/central.db"
     key_dir: str = "var/central"  # configuration-signing keys and the anchor are written here
     conf_validity_seconds: int = 600  # seconds a published configuration stays valid; X-Road's default
@@ -67,6 +67,9 @@ class ServerSettings:
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
     max_loggable_body_bytes: int = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size default
     messagelog_batch_size: int = 256  # records per group commit; bounds one transaction's size
+    # "sql" (durable, the default) or "memory": NOT durable, lost at exit, for benchmarks only (a warning at start)
+    messagelog_backend: typing.Literal["sql", "memory"] = "sql"
+    body_logging: bool = True  # false: only body digests are logged, for every client; true: per client (serverconf)
     checkpoint_interval_seconds: float = 60.0  # seconds between signed log checkpoints (if records came)
     checkpoint_max_records: int = 10000  # records after which a checkpoint is made before the interval ends
     timestamp_grace_seconds: int = 0  # seconds exchanges go on without a TSA; 0: the global conf's (4 h)

@@ -30,6 +30,7 @@ from aiohttp import web
 from gateway.access import AccessRule, Endpoint, LocalGroupId, parse_subject, subject_text
 from gateway.admin import auth
 from gateway.admin.auth import Principal
+from gateway.admin.logapi import LOG_HANDLERS
 from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES, parse_roles
 from gateway.admin.routes import ROUTES, Route
@@ -795,6 +796,7 @@ HANDLERS: dict[str, Impl] = {
     "activateCertificate": activate_certificate, "deactivateCertificate": deactivate_certificate,
     "getGlobalConfStatus": get_global_conf_status, "refreshGlobalConf": refresh_global_conf,
     "listMessageLogRecords": list_message_log_records, "exportMessageLogRecord": export_message_log_record,
+    **LOG_HANDLERS,  # checkpoints, proofs and archives for auditors (gateway.admin.logapi)
 }
 
 

@@ -65,7 +65,7 @@ def _operation(route: Route) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {_JSON: {"schema": route.request}}}
     ok: dict[str, Any] = {"description": "success"}
     if route.response is not None and route.status != 204:
-        ok["content"] = {_JSON: {"schema": route.response}}
+        ok["content"] = {route.media_type: {"schema": route.response}}
     responses: dict[str, Any] = {str(route.status): ok}
     statuses = set(route.errors)
     if route.request is not None:

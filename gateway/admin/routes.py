@@ -58,6 +58,7 @@ class Route:
     audit_reads: bool = False  # also audit successful reads (message log: personal data)
     secret_fields: frozenset[str] = frozenset()  # body fields never written to the audit log
     errors: tuple[int, ...] = (400,)  # documented error statuses besides 401/403 (added when not public)
+    media_type: str = "application/json"  # of the success response (an archive download is application/zip)
 
     def __post_init__(self) -> None:
         if self.public == bool(self.roles):
@@ -208,6 +209,57 @@ LOG_RECORD = _obj({
     "leaf_hash": _str("RFC 9162 leaf hash, hex", max_length=64),
     "record": {"type": "object", "description": "the record (docs/messagelog.md), as stored"},
 }, ("origin", "seq", "leaf_hash", "record"))
+B64 = "standard base64 with padding"
+CHECKPOINT = _obj({
+    "size": {"type": "integer", "minimum": 0, "description": "records the checkpoint covers (tree size)"},
+    "root_hash": _str(f"RFC 9162 root hash of the first size records, {B64}", max_length=64),
+    "created": TIME,
+    "timestamped": {"type": "boolean", "description": "whether an RFC 3161 timestamp token is attached"},
+    "timestamp_time": OPT_TIME,
+    "tsa": {"type": ["string", "null"], "maxLength": 1024, "description": "name of the TSA that stamped it"},
+}, ("size", "root_hash", "created", "timestamped", "timestamp_time", "tsa"))
+CHECKPOINT_LIST = _obj({
+    "origin": _str("log origin", max_length=255),
+    "records": {"type": "integer", "minimum": 0, "description": "records in the log (next sequence number)"},
+    "pruned_before": {"type": "integer", "minimum": 0, "description": "records below this were pruned online"},
+    "checkpoints": {"type": "array", "items": CHECKPOINT, "description": "smallest first"},
+    "next_min_size": {"type": ["integer", "null"], "description": "min_size of the next page; null at the end"},
+}, ("origin", "records", "pruned_before", "checkpoints", "next_min_size"))
+CHECKPOINT_FULL = _obj({
+    **CHECKPOINT["properties"],
+    "origin": _str("log origin", max_length=255),
+    "note": _str("the signed note (C2SP checkpoint), exactly as signed and timestamped", max_length=65536),
+    "timestamp_token": {"type": ["string", "null"], "maxLength": 65536,
+                        "description": f"RFC 3161 TimeStampToken over SHA-256 of the note (DER, {B64})"},
+    "tsa_certificate": {"type": ["string", "null"], "maxLength": 65536, "description": f"the TSA's certificate "
+                        f"(DER, {B64}); trust it only if the global configuration names it"},
+    "signing_certificate": _str(f"the certificate of the key that signed the note (DER, {B64})", max_length=65536),
+}, ("origin", "size", "root_hash", "created", "timestamped", "timestamp_time", "tsa", "note", "timestamp_token",
+    "tsa_certificate", "signing_certificate"))
+HASHES = {"type": "array", "items": _str(f"SHA-256 hash, {B64}", max_length=64), "maxItems": 128}
+INCLUSION_PROOF = _obj({
+    "origin": _str("log origin", max_length=255),
+    "seq": {"type": "integer", "minimum": 0},
+    "leaf_hash": _str(f"the record's leaf hash, {B64}", max_length=64),
+    "size": {"type": "integer", "minimum": 1, "description": "size of the checkpoint the proof is for"},
+    "root_hash": _str(f"that checkpoint's root hash, {B64}", max_length=64),
+    "proof": {**HASHES, "description": "RFC 9162 section 2.1.3 inclusion proof"},
+    "checkpoint": _str("the checkpoint's signed note", max_length=65536),
+    "timestamp_token": {"type": ["string", "null"], "maxLength": 65536, "description": f"its token (DER, {B64})"},
+}, ("origin", "seq", "leaf_hash", "size", "root_hash", "proof", "checkpoint", "timestamp_token"))
+CONSISTENCY_PROOF = _obj({
+    "origin": _str("log origin", max_length=255),
+    "old_size": {"type": "integer", "minimum": 0},
+    "old_root_hash": _str(f"root hash of the older checkpoint, {B64}", max_length=64),
+    "new_size": {"type": "integer", "minimum": 0},
+    "new_root_hash": _str(f"root hash of the newer checkpoint, {B64}", max_length=64),
+    "proof": {**HASHES, "description": "RFC 9162 section 2.1.4 consistency proof"},
+    "old_checkpoint": _str("the older checkpoint's signed note", max_length=65536),
+    "new_checkpoint": _str("the newer checkpoint's signed note", max_length=65536),
+}, ("origin", "old_size", "old_root_hash", "new_size", "new_root_hash", "proof", "old_checkpoint",
+    "new_checkpoint"))
+ARCHIVE: JsonSchema = {"type": "string", "format": "binary",
+                       "description": "a message-log archive (ZIP; format in docs/auditing.md)"}
 TOKEN_CERT = _obj({
     "sha256": _str("hex SHA-256 of the DER certificate", max_length=64),
     "kind": {"type": "string", "enum": ["auth", "sign"]},
@@ -248,11 +300,15 @@ PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
     "code": ("local group code", {"type": "string"}),
     "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string"}),
     "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0}),
+    "size": ("size of a checkpoint: the number of records it covers", {"type": "integer", "minimum": 0}),
     "token_key_id": ("id of a key in the token (hex SHA-256 of its public key, or 8+ leading digits)",
                      {"type": "string"}),
     "sha256": ("fingerprint of a certificate in the token (hex SHA-256 of the DER, or 8+ leading digits)",
                {"type": "string"}),
 }
+ORIGIN_QUERY = Param(name="origin", where="query", description="log origin (default: this server)")
+_INT = {"type": "integer", "minimum": 0}
+_TIME_QUERY = {"type": "string", "format": "date-time"}
 ENDPOINT_QUERY = (
     Param(name="method", where="query", description="HTTP method or '*' (default '*')"),
     Param(name="path", where="query", description="path pattern (default '**', every path)"),
@@ -475,6 +531,49 @@ ROUTES: tuple[Route, ...] = (
           response={"type": "object", "description": "the canonical record bytes (docs/messagelog.md)"},
           query=(Param(name="origin", where="query", description="log origin (default: this server)"),),
           errors=(400, 404)),
+    Route(operation_id="listMessageLogCheckpoints", method="GET", path=f"{API}/messagelog/checkpoints",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="Signed checkpoints of the log, smallest first, with their timestamps (pages by min_size)",
+          response=CHECKPOINT_LIST,
+          query=(ORIGIN_QUERY,
+                 Param(name="min_size", where="query", schema=_INT, description="only checkpoints of this size "
+                       "or larger (default 0); next_min_size of a response gives the next page"),
+                 Param(name="limit", where="query", schema={"type": "integer", "minimum": 1, "maximum": 1000},
+                       description="checkpoints per page (default 100)"))),
+    Route(operation_id="getMessageLogCheckpoint", method="GET", path=f"{API}/messagelog/checkpoints/{{size}}",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="One checkpoint: its signed note, RFC 3161 token and the certificates to check them",
+          response=CHECKPOINT_FULL, query=(ORIGIN_QUERY,), errors=(400, 404)),
+    Route(operation_id="proveMessageLogInclusion", method="GET", path=f"{API}/messagelog/proofs/inclusion",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="Inclusion proof of a record in a checkpoint (default: the newest)", response=INCLUSION_PROOF,
+          query=(ORIGIN_QUERY,
+                 Param(name="seq", where="query", schema=_INT, required=True, description="the record"),
+                 Param(name="size", where="query", schema=_INT, description="checkpoint size (default: newest)")),
+          errors=(400, 404)),
+    Route(operation_id="proveMessageLogConsistency", method="GET", path=f"{API}/messagelog/proofs/consistency",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="Consistency proof between two checkpoints (new default: the newest)",
+          response=CONSISTENCY_PROOF,
+          query=(ORIGIN_QUERY,
+                 Param(name="old", where="query", schema=_INT, required=True, description="older checkpoint size"),
+                 Param(name="new", where="query", schema=_INT, description="newer checkpoint size (default: "
+                       "newest)")),
+          errors=(400, 404)),
+    Route(operation_id="exportMessageLogArchive", method="GET", path=f"{API}/messagelog/archive",
+          roles=AUDITOR, tag="messagelog", audit_reads=True, media_type="application/zip", response=ARCHIVE,
+          summary="Download an archive of a range of the log, to verify offline with 'gateway log verify' "
+                  "(default: every record covered by a checkpoint; the end moves up to the next checkpoint)",
+          query=(ORIGIN_QUERY,
+                 Param(name="start", where="query", schema=_INT, description="first sequence number"),
+                 Param(name="end", where="query", schema=_INT, description="one past the last sequence number"),
+                 Param(name="from", where="query", schema=_TIME_QUERY,
+                       description="records created at or after this time (RFC 3339, UTC)"),
+                 Param(name="to", where="query", schema=_TIME_QUERY,
+                       description="records created before this time (RFC 3339, UTC)"),
+                 Param(name="include_uncovered", where="query", schema={"type": "boolean"},
+                       description="also records after the latest checkpoint (reported as unproven)")),
+          errors=(400, 404, 409)),
 )
 
 ROUTES_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}

@@ -40,6 +40,7 @@ from cryptography import x509
 from gateway.cli.common import settings_from_args
 from gateway.db import make_engine
 from gateway.errors import RequestError, TrustError
+from gateway.globalconf.updater import CACHE_FILE
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
@@ -233,102 +234,23 @@ def _parse_time(text: str) -> datetime:
     return t.astimezone(UTC)
 
 
-async def _seq_range_for_times(engine: Any, origin: str, start: datetime | None, end: datetime | None,
-                               ) -> tuple[int, int] | None:
-    """The smallest seq range holding every record of ``origin`` created in ``[start, end)``."""
-    import sqlalchemy as sa
-
-    from gateway.messagelog.models import records
-
-    cond = [records.c.origin == origin]
-    if start is not None:
-        cond.append(records.c.created >= start)
-    if end is not None:
-        cond.append(records.c.created < end)
-    async with engine.connect() as conn:
-        row = (await conn.execute(sa.select(sa.func.min(records.c.seq), sa.func.max(records.c.seq)).where(*cond))).one()
-    return None if row[0] is None else (int(row[0]), int(row[1]) + 1)
-
-
 async def _export(args: argparse.Namespace, settings: Settings, engine: Any, store: SqlMessageLogStore,
                   origin: str) -> int:
-    from gateway.globalconf.updater import CACHE_FILE
-    from gateway.messagelog.archive import ArchiveWriter
+    from gateway.messagelog.export import choose_range, write_range
 
-    # (1) the range: all covered records by default, or as selected, ending at a checkpoint
-    size = await store.size(origin)
-    first = await store.pruned_before(origin)
     cps = await _all_checkpoints(store, origin)
-    start, end = first, (cps[-1].size if cps else 0)
-    selection: dict[str, Any] = {}
-    if args.from_time or args.to_time:
-        t0 = _parse_time(args.from_time) if args.from_time else None
-        t1 = _parse_time(args.to_time) if args.to_time else None
+    start, end, selection = await choose_range(
+        store, origin, cps, start=args.start, end=args.end,
+        from_time=_parse_time(args.from_time) if args.from_time else None,
+        to_time=_parse_time(args.to_time) if args.to_time else None,
+        engine=engine, include_uncovered=args.include_uncovered,
+    )
+    if args.from_time or args.to_time:  # as given on the command line
         selection.update({"from": args.from_time, "to": args.to_time})
-        found = await _seq_range_for_times(engine, origin, t0, t1)
-        if found is None:
-            raise RequestError(f"log {origin} has no records created in the given time range")
-        start, end = found
-    if args.start is not None:
-        start = args.start
-        selection["start"] = args.start
-    if args.end is not None:
-        end = args.end
-        selection["end"] = args.end
-    if not first <= start <= end <= size:
-        raise RequestError(
-            f"range {start}..{end} is not inside the records {first}..{size} of {origin} held online",
-            hint="records below the first have been pruned: use the archive exported before pruning",
-        )
-    covering = [c for c in cps if c.size >= end]
-    if covering:
-        end = covering[0].size  # end at a checkpoint, so that every exported record is covered
-    elif not args.include_uncovered:
-        raise RequestError(
-            f"records up to {end} of {origin} are not covered by a checkpoint yet"
-            + (f" (the latest covers {cps[-1].size})" if cps else " (there is none yet)"),
-            hint="wait for the next checkpoint ('gateway log checkpoints'), or pass --include-uncovered",
-        )
-    # (2) the compact range of the records before the range
-    tree = merkle.MerkleTree()
-    while tree.size < start:
-        tree.extend(await store.leaf_hashes(origin, tree.size, min(start, tree.size + MAX_LEAF_READ)))
-    writer = ArchiveWriter(args.out, origin=origin, start=start, prefix=tree.frontier or [],
-                           exported_at=datetime.now(UTC), selection=selection)
-    try:
-        # (3) the records, as stored; and the OCSP responses stapled with the log's own signing certificates
-        signer_certs = {c.signing_cert for c in cps}
-        signer_ocsp: set[bytes] = set()
-        seq = start
-        while seq < end:
-            batch = await store.read(origin, start=seq, limit=min(10_000, end - seq))
-            for rec in batch:
-                if rec.seq != seq:
-                    raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
-                writer.add_record(rec.encoded, rec.leaf_hash)
-                obj = json.loads(rec.encoded)
-                cert = base64.b64decode(obj["signing_cert"])
-                if cert in signer_certs:
-                    signer_ocsp.add(base64.b64decode(obj["ocsp_response"]))
-                seq += 1
-            if not batch:
-                raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
-        # (4) checkpoints inside the range, certificates, global configurations
-        for c in cps:
-            if start <= c.size <= end:
-                writer.add_checkpoint(c.note, c.timestamp_token)
-        for cert in sorted(signer_certs):
-            writer.add_certificate(cert)
-        for der in sorted(signer_ocsp):
-            writer.add_ocsp_response(der)
-        confs = [Path(settings.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
-        for path in confs:
-            if path.exists():
-                writer.add_globalconf(path.read_bytes())
-        manifest = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    confs = [Path(settings.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
+    envelopes = [p.read_bytes() for p in confs if p.exists()]
+    manifest = await write_range(store, origin, args.out, start=start, end=end, checkpoints=cps,
+                                 globalconfs=envelopes, selection=selection, now=datetime.now(UTC))
     print(json.dumps({
         "archive": args.out_path, "origin": origin, "start": manifest.start, "end": manifest.end,
         "records": manifest.end - manifest.start, "checkpoints": len(manifest.checkpoints),

@@ -3,6 +3,8 @@
 - ``init``: generate the authentication and signing keys (files 0600 in ``[server] state_dir``) and CSRs
   whose identity comes from ``[server] id``;
 - ``import-cert FILE``: install a certificate issued for one of those CSRs (its key must match);
+- ``fetch-conf``: download and verify the global configuration into ``[globalconf] cache_dir`` (a new
+  server's token needs it to check imported certificates before the server first starts);
 - ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM;
 - ``register``, ``register-client``, ``unregister-client``, ``delete-auth-cert``: signed management
   requests to the central server, for its registration officer to approve (docs/registration.md).
@@ -19,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import certprofile, keys
 from gateway.cli.common import settings_from_args
-from gateway.cli.run import serve_until_signal
-from gateway.errors import ConfigError, PkiError
+from gateway.cli.run import run, serve_until_signal
+from gateway.errors import ConfigError, GlobalConfError, PkiError
 from gateway.identifiers import SecurityServerId
 from gateway.runtime import KeyFiles, SecurityServer
 
@@ -73,9 +75,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await server.start()
         print(f"security server {server.server_id}: clients {server.client_url}"
               f"{' and ' + server.client_https_url if server.client_https_url else ''}, "
-              f"peers {server.server_address}", flush=True)
+              f"peers {server.server_address}"
+              f"{', admin ' + server.admin_url if server.admin_url else ''}", flush=True)
 
-    return asyncio.run(serve_until_signal(start, server.stop))
+    return run(serve_until_signal(start, server.stop))
+
+
+def cmd_fetch_conf(args: argparse.Namespace) -> int:
+    from gateway.globalconf.updater import GlobalConfUpdater
+
+    settings = settings_from_args(args)
+
+    async def main() -> int:
+        updater = GlobalConfUpdater.from_settings(settings.globalconf)
+        try:
+            updater.load_cached()
+            result = await updater.refresh()
+        finally:
+            await updater.close()
+        if not result.accepted:
+            raise GlobalConfError(
+                "no global configuration could be downloaded and verified against the anchor "
+                f"{settings.globalconf.anchor}: " + ("; ".join(result.errors) or "the anchor lists no download URL"),
+            )
+        print(f"global configuration version {result.version} from {result.url} "
+              f"{'saved in' if result.changed else 'unchanged in'} {updater.cache_path}")
+        return 0
+
+    return asyncio.run(main())
 
 
 def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
@@ -134,6 +161,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q = sub.add_parser("import-cert", help="install an issued authentication or signing certificate")
     q.add_argument("file", metavar="FILE")
     q.set_defaults(handler=cmd_import_cert)
+    q = sub.add_parser("fetch-conf", help="download the global configuration now, verify it against the "
+                                          "anchor and cache it (token import-cert checks certificates against it)")
+    q.set_defaults(handler=cmd_fetch_conf)
     q = sub.add_parser("serve", help="run the proxies until SIGINT/SIGTERM")
     q.set_defaults(handler=cmd_serve)
     for name, handler, help in (

@@ -71,7 +71,7 @@ async def _conf(settings: Settings) -> GlobalConf:
         await updater.close()
     if conf is None:
         raise ConfigError("no cached global configuration to check certificates against",
-                          hint="start the security server once (or wait for its first download)")
+                          hint="run `gateway server fetch-conf` (or start the security server once)")
     return conf
 
 

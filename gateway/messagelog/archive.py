@@ -80,6 +80,33 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkSpan:
+    """Where a records member's bytes lie in the archive file: what a worker process is sent instead of the
+    bytes themselves (a few dozen bytes to pickle rather than megabytes)."""
+
+    name: str
+    path: str
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        """The member's raw bytes.
+
+        Raises:
+            TrustError: the file cannot be read or ends early.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise _bad(f"member {self.name} cannot be read: {e.strerror or e}") from e
+        if len(data) != self.size:
+            raise _bad(f"member {self.name} is truncated")
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointEntry:
     note: str  # member name of the signed note
     timestamp: str | None  # member name of its RFC 3161 token
@@ -381,12 +408,11 @@ class LogArchive:
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise _bad(f"member {name} is damaged: {e}") from e
 
-    def read_chunk(self, chunk: Chunk) -> bytes:
-        """The raw bytes of a records member, as stored, without the CRC check: a damaged byte must reach
-        the record verifier, which says which record it hit.
+    def chunk_span(self, chunk: Chunk) -> ChunkSpan:
+        """Where the raw bytes of a records member lie in the file (for a worker process to read them).
 
         Raises:
-            TrustError: the member is compressed, or its bytes lie outside the file (truncated).
+            TrustError: the member is compressed, has no local header, or its bytes lie outside the file.
         """
         info = self._names[chunk.name]
         if info.compress_type != zipfile.ZIP_STORED:
@@ -399,9 +425,24 @@ class LogArchive:
             raise _bad(f"member {chunk.name} has no local header where the central directory says")
         fields = _LOCAL_HEADER.unpack(header)
         name_len, extra_len = fields[-2], fields[-1]
-        fp.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
-        data = fp.read(info.compress_size)
-        if len(data) != info.compress_size:
+        offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        if offset + info.compress_size > fp.seek(0, os.SEEK_END):
+            raise _bad(f"member {chunk.name} is truncated")
+        return ChunkSpan(name=chunk.name, path=str(self.path), offset=offset, size=info.compress_size)
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """The raw bytes of a records member, as stored, without the CRC check: a damaged byte must reach
+        the record verifier, which says which record it hit.
+
+        Raises:
+            TrustError: the member is compressed, or its bytes lie outside the file (truncated).
+        """
+        span = self.chunk_span(chunk)
+        fp = self._zip.fp
+        assert fp is not None
+        fp.seek(span.offset)
+        data = fp.read(span.size)
+        if len(data) != span.size:
             raise _bad(f"member {chunk.name} is truncated")
         return data
 
@@ -423,6 +464,7 @@ __all__ = [
     "CheckpointData",
     "CheckpointEntry",
     "Chunk",
+    "ChunkSpan",
     "LogArchive",
     "Manifest",
     "chunk_name",

@@ -29,8 +29,8 @@ import asyncio
 import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -118,6 +118,14 @@ class PendingRecord:
 _STOP = object()
 
 
+@dataclass(frozen=True, slots=True)
+class BlockingWriter:
+    """A store's blocking batch writer and the one-thread executor it runs on (see ``_blocking_writer``)."""
+
+    executor: Executor
+    write: Callable[[Sequence[PendingRecord]], list[int]]
+
+
 def _logging_failed(record: LogRecord, message: str) -> MessageLogError:
     side = "ClientProxy" if record.side == "client" else "ServerProxy"
     return MessageLogError(message, code=f"Server.{side}.LoggingFailed")
@@ -141,6 +149,14 @@ class MessageLogStore(ABC):
         self._queue: asyncio.Queue[PendingRecord | object] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        # The blocking writer's state (see _blocking_writer): records waiting for the next batch, the batch
+        # in the thread, and close()'s wait for both to drain.
+        self._blocking: BlockingWriter | None = None
+        self._blocking_known = False
+        self._pending: list[PendingRecord] = []
+        self._in_flight: list[PendingRecord] | None = None
+        self._kicked = False
+        self._drained: asyncio.Future[None] | None = None
 
     async def append(self, record: LogRecord) -> Appended:
         """Log ``record`` and return once it is committed.
@@ -166,6 +182,16 @@ class MessageLogStore(ABC):
         # (3) Queue for the writer and wait for its commit.
         loop = asyncio.get_running_loop()
         pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future())
+        if not self._blocking_known:
+            self._blocking, self._blocking_known = self._blocking_writer(), True
+        if self._blocking is not None:
+            self._pending.append(pending)
+            if self._in_flight is None and not self._kicked:
+                # The writer is idle: the batch starts on the next turn of the loop, with whatever else is
+                # appended in this one (as a writer task woken by the queue would take it).
+                self._kicked = True
+                loop.call_soon(self._kick, loop, self._blocking)
+            return await pending.future
         if self._writer is None:
             self._writer = loop.create_task(self._run(), name=f"{type(self).__name__}-writer")
         elif self._writer.done():
@@ -178,9 +204,59 @@ class MessageLogStore(ABC):
         if self._closed:
             return
         self._closed = True
+        if self._in_flight is not None or self._pending:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
         if self._writer is not None:
             self._queue.put_nowait(_STOP)
             await self._writer
+
+    def _blocking_writer(self) -> BlockingWriter | None:
+        """A blocking :meth:`_write_batch` and the one-thread executor to run it on, or ``None``.
+
+        With one, a batch goes to the thread from a callback that :meth:`append` schedules when the writer
+        is idle, or straight from the previous batch's completion callback, and that callback resolves the
+        callers: three turns of the event loop per record instead of four through a writer task (on a busy
+        loop each turn waits for everything else that is ready). Batches, group commit and rules 1-4 are
+        the same.
+        """
+        return None
+
+    def _kick(self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter) -> None:
+        self._kicked = False
+        if self._in_flight is None and self._pending:
+            self._submit(loop, writer)
+
+    def _submit(self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter) -> None:
+        # On the event loop: the next batch, in queue order, to the writer's thread.
+        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+        self._in_flight = batch
+        try:
+            writer.executor.submit(self._write_in_thread, loop, writer, batch)
+        except RuntimeError as e:  # the executor has shut down
+            self._batch_done(loop, writer, batch, None, e)
+
+    def _write_in_thread(
+        self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter, batch: list[PendingRecord],
+    ) -> None:
+        try:
+            seqs, error = writer.write(batch), None
+        except BaseException as e:  # any failure of the backend fails the batch closed
+            seqs, error = None, e
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(self._batch_done, loop, writer, batch, seqs, error)
+
+    def _batch_done(
+        self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter, batch: list[PendingRecord],
+        seqs: list[int] | None, error: BaseException | None,
+    ) -> None:
+        # On the event loop: settle the callers, then start the next batch at once.
+        self._in_flight = None
+        self._settle(batch, seqs, error)
+        if self._pending:
+            self._submit(loop, writer)
+        elif self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     async def _run(self) -> None:
         batch: list[PendingRecord] = []
@@ -221,14 +297,21 @@ class MessageLogStore(ABC):
         try:
             seqs = await self._write_batch(batch)
         except Exception as e:  # any failure of the backend fails the batch closed
+            self._settle(batch, None, e)
+            return
+        self._settle(batch, seqs, None)
+
+    def _settle(self, batch: list[PendingRecord], seqs: list[int] | None, error: BaseException | None) -> None:
+        if error is not None:
             self.stats.failed_batches += 1
-            log.error("messagelog_commit_failed", records=len(batch), error=repr(e))
+            log.error("messagelog_commit_failed", records=len(batch), error=repr(error))
             for p in batch:
                 if not p.future.done():
-                    err = _logging_failed(p.record, f"message log write failed: {_describe(e)}")
-                    err.__cause__ = e
+                    err = _logging_failed(p.record, f"message log write failed: {_describe(error)}")
+                    err.__cause__ = error
                     p.future.set_exception(err)
             return
+        assert seqs is not None
         self.stats.batches += 1
         self.stats.records += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -435,6 +518,22 @@ def _encode(record: LogRecord) -> tuple[bytes, bytes]:
     return encoded, leaf_hash(encoded)
 
 
+_ROW_COLUMNS = (
+    "origin", "seq", "created", "message_id", "request_id", "kind", "side", "client", "service", "record",
+    "leaf_hash",
+)
+
+
+def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+    """The batch INSERT compiled for ``dialect``, and each positional parameter's name and bind processor
+    (what SQLAlchemy would apply: e.g. aware datetimes to SQLite's text form), to run through the driver."""
+    compiled = records.insert().compile(dialect=dialect, column_keys=list(_ROW_COLUMNS))
+    names = list(compiled.positiontup or ())
+    if sorted(names) != sorted(_ROW_COLUMNS):  # pragma: no cover - a dialect with named parameters
+        raise MessageLogError(f"unexpected parameters {names} in the message log insert for {dialect.name}")
+    return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
@@ -467,8 +566,19 @@ class SqlMessageLogStore(MessageLogStore):
         self._executor: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
             self._sync_engine = sa.create_engine(engine.url.set(drivername="sqlite"), poolclass=sa.pool.NullPool)
+            self._driver_insert = _driver_insert(self._sync_engine.dialect)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
         self._sync_closed = False
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this store reads through (for queries it does not offer, e.g. records by time)."""
+        return self._engine
+
+    def _blocking_writer(self) -> BlockingWriter | None:
+        if self._executor is None:
+            return None
+        return BlockingWriter(self._executor, self._write_batch_sync)
 
     @property
     def writer_engine(self) -> sa.Engine:
@@ -503,6 +613,8 @@ class SqlMessageLogStore(MessageLogStore):
                 self._sync_conn.exec_driver_sql("PRAGMA busy_timeout=5000")
                 self._sync_conn.rollback()
             conn = self._sync_conn
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None
             with conn.begin():
                 # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
                 #     origin (the primary key refuses a second writer; any failure forgets what was kept).
@@ -512,8 +624,19 @@ class SqlMessageLogStore(MessageLogStore):
                         top = conn.scalar(sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin))
                         next_seq[origin] = 0 if top is None else int(top) + 1
                 seqs, rows = self._rows(batch, next_seq)
-                # (3) One statement, one transaction: all of the batch or none of it.
-                conn.execute(records.insert(), rows)
+                # (3) One statement, one transaction: all of the batch or none of it. The statement as
+                #     SQLAlchemy compiles it, run by the driver itself (this writer's thread pays for every
+                #     batch; SQLAlchemy's own work per execute cost more than the insert).
+                sql, params = self._driver_insert
+                dialect = self._sync_engine.dialect
+                try:
+                    dbapi_conn.cursor().executemany(
+                        sql, [tuple(r[n] if bind is None else bind(r[n]) for n, bind in params) for r in rows]
+                    )
+                except dialect.loaded_dbapi.Error as e:  # as SQLAlchemy would report it
+                    raise sa.exc.DBAPIError.instance(
+                        sql, None, e, dialect.loaded_dbapi.Error, dialect=dialect, hide_parameters=True,
+                    ) from e
         except BaseException:
             self._next_seq.clear()
             conn_, self._sync_conn = self._sync_conn, None

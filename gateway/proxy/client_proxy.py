@@ -232,7 +232,7 @@ async def _exchange(
         method=target.method, target=request_target, status=None, base=signed.signature_base,
         sig_input=signed.headers[signing.H_SIGNATURE_INPUT], sig=signed.headers[signing.H_SIGNATURE],
         cert_der=ctx.sign_cert_der, ocsp_der=own_ocsp, digest=digest, body=body,
-        body_logging=client_info.body_logging,
+        body_logging=ctx.body_logging and client_info.body_logging,
     ))
     # (7) send, fastest first, failing over while nothing has reached a server
     ordered = await ctx.peers.order(servers)
@@ -268,9 +268,7 @@ async def _exchange(
 
 
 def _new_request_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
+    return rest.uuid4_text()
 
 
 async def _response(
@@ -313,7 +311,7 @@ async def _response(
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,
         sig_input=fields[signing.H_SIGNATURE_INPUT], sig=fields[signing.H_SIGNATURE],
         cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signing.H_CONTENT_DIGEST],
-        body=body, body_logging=client_info.body_logging,
+        body=body, body_logging=ctx.body_logging and client_info.body_logging,
     ))
     out = web.Response(status=resp.status, reason=resp.reason, body=body)
     for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE):

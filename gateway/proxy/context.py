@@ -106,6 +106,7 @@ class ProxyContext:
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}
         self._own_ocsp: tuple[bytes, int, datetime] | None = None
         self.timestamping: TimestampingGate | None = None  # set by runtime: the message log's checkpointer
+        self.body_logging = True  # [server] body_logging (set by runtime); False: only digests, for every client
 
     # ---- global configuration -------------------------------------------------------------------------
 

@@ -102,6 +102,10 @@ class PeerPool:
             session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                # Pass-through, not a browser: a Set-Cookie in a response goes back to the client system
+                # and is never replayed on other clients' requests (which would also break their signed
+                # header parts).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._sessions[server_id] = session
         return session

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import aiohttp
 import structlog
@@ -48,6 +49,8 @@ _DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
 # What a service may not set on its response: the security server's own headers.
 _DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# A peer sends the same few X-Road-Client values again and again; errors are not cached.
+_parse_client = lru_cache(maxsize=4096)(parse_client)
 
 
 async def _peer(request: web.Request, ctx: ProxyContext) -> SecurityServerId:
@@ -69,7 +72,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     raw_client = fields.get(rest.H_CLIENT)
     if raw_client is None:
         raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
-    client = parse_client(raw_client)
+    client = _parse_client(raw_client)
     conf = ctx.conf(SIDE)
     ctx.check_timestamping(SIDE)  # our log timestamped within its grace period
     peer = conf.server(peer_id)
@@ -94,7 +97,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     message_id = fields[rest.H_ID]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
     provider = ctx.snapshot.clients.get(target.service.subsystem)
-    body_logging = provider.body_logging if provider is not None else True
+    body_logging = ctx.body_logging and (provider.body_logging if provider is not None else True)
     user_id = fields.get(rest.H_USER_ID)
     issue = fields.get(rest.H_ISSUE)
 

@@ -173,7 +173,7 @@ async def test_unlock_by_administrator(h: AdminHarness) -> None:
 PATH_VALUES = {
     "client_id": "DEV:GOV:1001:consumer", "service_id": "DEV:GOV:1001:consumer:pets", "username": "nobody",
     "key_id": "0123456789abcdef", "code": "friends", "fingerprint": "00" * 32, "seq": "0",
-    "token_key_id": "00" * 32, "sha256": "00" * 32,
+    "token_key_id": "00" * 32, "sha256": "00" * 32, "size": "1",
 }
 
 
@@ -214,7 +214,9 @@ def test_role_table_is_what_the_docs_promise() -> None:
     for op in reads:
         assert who(op) == set(ROLES) - {"auditor"}, op
     auditor_ops = {r.operation_id for r in ROUTES if "auditor" in r.roles}
-    assert auditor_ops == {"logout", "getMe", "changeOwnPassword", "listMessageLogRecords", "exportMessageLogRecord"}
+    assert auditor_ops == {"logout", "getMe", "changeOwnPassword", "listMessageLogRecords", "exportMessageLogRecord",
+                           "listMessageLogCheckpoints", "getMessageLogCheckpoint", "proveMessageLogInclusion",
+                           "proveMessageLogConsistency", "exportMessageLogArchive"}
     for r in ROUTES:
         if r.tag == "messagelog":
             assert set(r.roles) == {"auditor"} and r.audit_reads

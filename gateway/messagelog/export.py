@@ -1,0 +1,164 @@
+"""Exporting a range of the message log as an archive for auditors (I/O).
+
+Shared by ``gateway log export`` and the admin API's archive download (``GET /api/v1/messagelog/archive``);
+the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). The steps:
+
+1. the range: every record covered by a checkpoint by default, or the records of a sequence-number range, or
+   the smallest range holding every record created in a time range; its end is moved up to the next
+   checkpoint, so that every exported record is covered by a signed, timestamped tree head (records after
+   the latest checkpoint only on request);
+2. the compact range of the records before the range (the archive's ``prefix``);
+3. the records, exactly as stored, with their stored leaf hashes, and the OCSP responses stapled with the
+   log's own signing certificates;
+4. the checkpoints inside the range with their timestamp tokens, the log's signing certificates and the
+   signed global configuration(s) naming the trusted CAs and TSAs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import RequestError
+from gateway.messagelog import merkle
+from gateway.messagelog.archive import ArchiveWriter, Manifest
+from gateway.messagelog.models import records
+from gateway.messagelog.store import MAX_LEAF_READ, MAX_READ, MessageLogStore, StoredCheckpoint
+
+_PAGE = 1000  # checkpoints per store call
+
+
+async def all_checkpoints(store: MessageLogStore, origin: str) -> list[StoredCheckpoint]:
+    """Every checkpoint of ``origin``, smallest first.
+
+    Raises:
+        MessageLogError: the store failed.
+    """
+    out: list[StoredCheckpoint] = []
+    while True:
+        page = await store.checkpoints(origin, min_size=out[-1].size + 1 if out else 0, limit=_PAGE)
+        out.extend(page)
+        if len(page) < _PAGE:
+            return out
+
+
+async def seq_range_for_times(
+    engine: AsyncEngine, origin: str, start: datetime | None, end: datetime | None,
+) -> tuple[int, int] | None:
+    """The smallest sequence-number range holding every record of ``origin`` created in ``[start, end)``,
+    or ``None`` if there is none."""
+    cond = [records.c.origin == origin]
+    if start is not None:
+        cond.append(records.c.created >= start)
+    if end is not None:
+        cond.append(records.c.created < end)
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(sa.func.min(records.c.seq), sa.func.max(records.c.seq)).where(*cond))).one()
+    return None if row[0] is None else (int(row[0]), int(row[1]) + 1)
+
+
+async def choose_range(
+    store: MessageLogStore, origin: str, checkpoints: Sequence[StoredCheckpoint], *,
+    start: int | None = None, end: int | None = None, from_time: datetime | None = None,
+    to_time: datetime | None = None, engine: AsyncEngine | None = None, include_uncovered: bool = False,
+) -> tuple[int, int, dict[str, Any]]:
+    """Step 1: ``(start, end, selection)`` of the records to export.
+
+    Raises:
+        RequestError: the range is not held online, no record was created in the time range, a time range
+            without a SQL store, or records not yet covered by a checkpoint (unless ``include_uncovered``).
+    """
+    size = await store.size(origin)
+    first = await store.pruned_before(origin)
+    lo, hi = first, (checkpoints[-1].size if checkpoints else 0)
+    selection: dict[str, Any] = {}
+    if from_time is not None or to_time is not None:
+        if engine is None:
+            raise RequestError("selecting records by time needs the SQL message log")
+        selection.update({"from": None if from_time is None else from_time.isoformat(),
+                          "to": None if to_time is None else to_time.isoformat()})
+        found = await seq_range_for_times(engine, origin, from_time, to_time)
+        if found is None:
+            raise RequestError(f"log {origin} has no records created in the given time range",
+                               code="Client.NotFound", status=404)
+        lo, hi = found
+    if start is not None:
+        lo = selection["start"] = start
+    if end is not None:
+        hi = selection["end"] = end
+    if not first <= lo <= hi <= size:
+        raise RequestError(
+            f"range {lo}..{hi} is not inside the records {first}..{size} of {origin} held online",
+            hint="records below the first have been pruned: use the archive exported before pruning",
+        )
+    covering = [c for c in checkpoints if c.size >= hi]
+    if covering:
+        hi = covering[0].size  # end at a checkpoint, so that every exported record is covered
+    elif not include_uncovered:
+        raise RequestError(
+            f"records up to {hi} of {origin} are not covered by a checkpoint yet"
+            + (f" (the latest covers {checkpoints[-1].size})" if checkpoints else " (there is none yet)"),
+            code="Client.Conflict", status=409,
+            hint="wait for the next checkpoint, or ask for records after the latest checkpoint too",
+        )
+    return lo, hi, selection
+
+
+async def write_range(
+    store: MessageLogStore, origin: str, path: str | Path, *, start: int, end: int,
+    checkpoints: Sequence[StoredCheckpoint], globalconfs: Sequence[bytes], selection: dict[str, Any],
+    now: datetime,
+) -> Manifest:
+    """Steps 2-4: write the archive of records ``start..end-1`` to ``path`` (atomically).
+
+    Raises:
+        RequestError: a record of the range is not held online (pruned meanwhile).
+        MessageLogError: the store failed.
+    """
+    # (2) the compact range of the records before the range
+    tree = merkle.MerkleTree()
+    while tree.size < start:
+        tree.extend(await store.leaf_hashes(origin, tree.size, min(start, tree.size + MAX_LEAF_READ)))
+    writer = ArchiveWriter(path, origin=origin, start=start, prefix=tree.frontier or [], exported_at=now,
+                           selection=selection)
+    try:
+        # (3) the records, as stored; the OCSP responses stapled with the log's own signing certificates
+        signer_certs = {c.signing_cert for c in checkpoints}
+        signer_ocsp: set[bytes] = set()
+        seq = start
+        while seq < end:
+            batch = await store.read(origin, start=seq, limit=min(MAX_READ, end - seq))
+            if not batch or batch[0].seq != seq or batch[-1].seq != seq + len(batch) - 1:
+                raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
+            await asyncio.to_thread(writer.add_records, ((r.encoded, r.leaf_hash) for r in batch))
+            for rec in batch:
+                obj = json.loads(rec.encoded)
+                cert = base64.b64decode(obj["signing_cert"])
+                if cert in signer_certs:
+                    signer_ocsp.add(base64.b64decode(obj["ocsp_response"]))
+            seq += len(batch)
+        # (4) checkpoints inside the range, certificates, global configurations
+        for c in checkpoints:
+            if start <= c.size <= end:
+                writer.add_checkpoint(c.note, c.timestamp_token)
+        for cert in sorted(signer_certs):
+            writer.add_certificate(cert)
+        for der in sorted(signer_ocsp):
+            writer.add_ocsp_response(der)
+        for envelope in globalconfs:
+            writer.add_globalconf(envelope)
+        return await asyncio.to_thread(writer.close)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+__all__ = ["all_checkpoints", "choose_range", "seq_range_for_times", "write_range"]
