@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from typing import Any
 
 from adapters.config import load_config
 from adapters.demo_data import DEFAULT_COMPANIES, DEFAULT_PERSONS, DEFAULT_SEED, write_demo_data
 from adapters.server import start_adapters
+from gateway.cli.run import stop_on_signal
 
 
 def register(subparsers: Any) -> None:
@@ -51,11 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(config: Any, host: str | None, port: int | None) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signal() as stop:
         running = await start_adapters(config, host, port)
         try:
             print(f"adapters listening on {running.base_url}", flush=True)
@@ -65,9 +61,6 @@ async def _serve_until_signal(config: Any, host: str | None, port: int | None) -
             print("stopping", file=sys.stderr, flush=True)
         finally:
             await running.close()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     return 0
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,6 +34,7 @@ from gateway.central import (
     signingkeys,
 )
 from gateway.cli.common import settings_from_args
+from gateway.cli.run import stop_on_signal
 from gateway.db import make_engine
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.globalconf.anchor import anchor_hash
@@ -190,17 +189,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> int:
         engine = await _open(args, central, need_schema=False)  # fail early, naming the settings source
         await engine.dispose()
-        handle = await start_central(central, host=host, port=port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        _print(f"central server listening on {handle.url}")
-        try:
-            await stop.wait()
-        finally:
-            await handle.close()
+        with stop_on_signal() as stop:
+            handle = await start_central(central, host=host, port=port)
+            _print(f"central server listening on {handle.url}")
+            try:
+                await stop.wait()
+            finally:
+                await handle.close()
         return 0
 
     return asyncio.run(main())

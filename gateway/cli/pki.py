@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.certprofile import CERT_KINDS, CertKind, build_csr, parse_identity
 from gateway.cli.common import settings_from_args
+from gateway.cli.run import stop_on_signal
 from gateway.errors import PkiError
 from gateway.keys import (
     KEY_TYPES,
@@ -130,22 +130,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 async def _serve(ca: DevCA, host: str, ocsp_port: int, tsa_port: int, validity: int) -> None:
     from gateway.pki.http import start_pki_servers  # aiohttp only for this command
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        servers = await start_pki_servers(ca, host, ocsp_port, tsa_port, ocsp_validity_seconds=validity)
-    except OSError as e:
-        raise PkiError(f"cannot listen on {host}: {e.strerror or e}") from e
-    try:
-        print(f"OCSP responder: {servers.ocsp_url}", flush=True)
-        print(f"TSA: {servers.tsa_url}", flush=True)
-        await stop.wait()
-    finally:
-        await servers.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with stop_on_signal() as stop:
+        try:
+            servers = await start_pki_servers(ca, host, ocsp_port, tsa_port, ocsp_validity_seconds=validity)
+        except OSError as e:
+            raise PkiError(f"cannot listen on {host}: {e.strerror or e}") from e
+        try:
+            print(f"OCSP responder: {servers.ocsp_url}", flush=True)
+            print(f"TSA: {servers.tsa_url}", flush=True)
+            await stop.wait()
+        finally:
+            await servers.close()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

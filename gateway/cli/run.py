@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -26,18 +26,26 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
         return runner.run(main)
 
 
-async def wait_for_signal() -> None:
-    """Return on the first SIGINT or SIGTERM."""
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[asyncio.Event]:
+    """An event set by the first SIGINT or SIGTERM while the block runs (install it before starting, so that a
+    signal during start-up is not lost); the default handlers come back afterwards."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    with stop_on_signal() as stop:
+        await stop.wait()
 
 
 async def serve_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:

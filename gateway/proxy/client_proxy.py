@@ -20,6 +20,7 @@ provider's answers, which travel like any other service call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
 from datetime import UTC, datetime
@@ -96,8 +97,6 @@ def check_is_auth(request: web.Request, client: ClientInfo) -> None:
             f"client {client.id.typed()} must present its registered TLS certificate",
             code=f"{SIDE}.SslAuthenticationFailed", status=500,
         )
-    import hashlib
-
     if hashlib.sha256(der).hexdigest() not in client.is_cert_fingerprints:
         raise RequestError(
             f"the TLS certificate presented is not registered for client {client.id.typed()}",
