@@ -213,7 +213,8 @@ async def _exchange(
     xroad = _xroad_headers(h, target.service, request_id)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
-    expected_hash = rest.request_hash(header_part, sha256(body) if body else None)
+    # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256 (RFC 9530)
+    expected_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
     digest = signing.content_digest_header(sha256(body))
     created = int(now.timestamp())
     own_ocsp = await ctx.own_ocsp(conf, SIDE)

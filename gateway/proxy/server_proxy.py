@@ -21,6 +21,7 @@ logs show what happened. An error before the request could be verified is answer
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -122,7 +123,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
         body,
     ))
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
-    request_hash = rest.request_hash(header_part, sha256(body) if body else None)
+    request_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)  # PR-REST 4.3
     # (6)-(7) access, then the service; any refusal from here on is answered signed
     error_type: str | None = None
     try:

@@ -297,7 +297,7 @@ class FakeProvider:
         raw_path, _, raw_query = request.raw_path.partition("?")
         header_part = rest.request_header_part(request.method, raw_path, raw_query if "?" in request.raw_path
                                                else None, pairs)
-        request_hash = rest.request_hash(header_part, hashlib.sha256(body).digest() if body else None)
+        request_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
         request_signature = base64.b64decode(fields[signing.H_SIGNATURE].split(":")[1])
         out_body = b'{"answer": "from the provider"}'
         xroad = {

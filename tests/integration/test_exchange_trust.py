@@ -51,7 +51,7 @@ from exchange_kit import (
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, InvalidSignature, algorithms
 from pkihelpers import make_pki
 
-from gateway import keys, signing
+from gateway import keys, rest, signing
 from gateway.access import AccessRule, Endpoint, LocalGroupId
 from gateway.central import registry
 from gateway.demo import Federation, start_federation
@@ -835,3 +835,20 @@ async def test_provider_whose_signing_certificate_is_revoked_calls_no_service(
     assert [s.path_qs for s in probe.seen] == ["/warm"]
     assert await records(ss2, message_id=message_id) == []
     assert kinds(await records(ss1, message_id=message_id)) == [("request", None)]
+
+
+async def test_provider_request_hash_follows_pr_rest(world: World) -> None:
+    # PR-REST 4.3: base64(SHA-512(SHA-512(header part) || SHA-512(body))), the header part being the request as
+    # the provider received it. Accept is given so that the HTTP client adds no header of its own.
+    body = b'{"query": "hash me"}'
+    crafted = world.crafted(method="POST", service_path="/items", query="x=1", body=body)
+    headers = {"Accept": "application/json", **crafted.headers}
+    answer = await world.send(crafted, headers=headers)
+    assert answer.status == 200, answer.body[:300]
+    header_part = rest.request_header_part("POST", crafted.path, "x=1", list(headers.items()))
+    expected = base64.b64encode(hashlib.sha512(
+        hashlib.sha512(header_part).digest() + hashlib.sha512(body).digest()
+    ).digest()).decode()
+    assert answer.headers["X-Road-Request-Hash"] == expected
+    # and not the value a SHA-256 body digest would give
+    assert expected != rest.request_hash(header_part, hashlib.sha256(body).digest())
