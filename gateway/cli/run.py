@@ -6,10 +6,17 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+
+# How long a thread may keep the GIL while another waits for it. The message log's writer thread blocks in
+# SQLite (releasing the GIL) once or twice per batch and must then win the GIL back from a busy event loop:
+# at CPython's default of 5 ms that wait, not the commit, was most of a log write's latency under load
+# (docs/performance.md section 4).
+SWITCH_INTERVAL_SECONDS = 0.0002
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
@@ -18,6 +25,7 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
     The same asyncio code, with less CPU per socket event and TLS record (docs/performance.md); without
     uvloop, the standard event loop.
     """
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is in the test extras

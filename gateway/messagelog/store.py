@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -52,6 +53,8 @@ DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and
 THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
 MAX_READ = 10_000  # records per read() call
 MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
+WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
+_MAX_SEQ_SQL = "SELECT max(seq) FROM messagelog_records WHERE origin = ?"
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -561,13 +564,33 @@ class SqlMessageLogStore(MessageLogStore):
         # SQLite: the writer works through the plain sqlite3 driver on one thread of its own, so that a
         # batch costs one hand-over between threads rather than one per statement (each hand-over waits for
         # a turn of a busy event loop, which would otherwise dominate an exchange's latency).
-        self._sync_engine: sa.Engine | None = None
-        self._sync_conn: sa.Connection | None = None
+        self._sqlite_path: str | None = None
+        self._sqlite_connect_args: tuple[str, bool, float] = ("", False, 5.0)  # database, uri, timeout
+        self._sqlite: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._insert_cache: dict[int, str] = {}
+        self._max_variables = 999  # SQLite's smallest default; the connection tells the real limit
+        # The WAL checkpoints: their own thread and connection, after every WAL_CHECKPOINT_BYTES of records.
+        self._wal_executor: ThreadPoolExecutor | None = None
+        self._wal_conn: sqlite3.Connection | None = None
+        self._wal_bytes = 0
+        self._wal_busy = False
+        self.sqlite_trace: Callable[[str], None] | None = None
+        """Called with every statement the SQLite writer runs (instrumentation; set before the first append)."""
         if engine.dialect.name == "sqlite":
-            self._sync_engine = sa.create_engine(engine.url.set(drivername="sqlite"), poolclass=sa.pool.NullPool)
-            self._driver_insert = _driver_insert(self._sync_engine.dialect)
+            database = engine.url.database
+            if not database or database == ":memory:":
+                raise MessageLogError("the message log needs an SQLite database file, not an in-memory database")
+            # What the pysqlite dialect would pass to sqlite3.connect (a file name, or a URI with uri=True).
+            dialect = sa.create_engine("sqlite://").dialect
+            args, kwargs = dialect.create_connect_args(engine.url.set(drivername="sqlite"))
+            self._sqlite_connect_args = (
+                str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
+            )
+            self._sqlite_path = database
+            self._driver_insert = _driver_insert(dialect)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
+            self._wal_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-wal")
         self._sync_closed = False
 
     @property
@@ -582,8 +605,9 @@ class SqlMessageLogStore(MessageLogStore):
 
     @property
     def writer_engine(self) -> sa.Engine:
-        """The engine whose connection commits the batches (for instrumentation)."""
-        return self._sync_engine if self._sync_engine is not None else self._engine.sync_engine
+        """The engine whose connection commits the batches on PostgreSQL (for instrumentation; the SQLite writer
+        uses the driver directly: see ``sqlite_trace``)."""
+        return self._engine.sync_engine
 
     @staticmethod
     def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[list[int], list[dict[str, object]]]:
@@ -603,49 +627,112 @@ class SqlMessageLogStore(MessageLogStore):
         return seqs, rows
 
     def _write_batch_sync(self, batch: Sequence[PendingRecord]) -> list[int]:
-        assert self._sync_engine is not None
+        # On the writer's thread, holding the GIL as little as possible: every sqlite3 call releases it and
+        # must win it back from a busy event loop (docs/performance.md section 4), so a batch is one
+        # statement when it can be.
         try:
-            if self._sync_conn is None or self._sync_conn.closed:
-                self._sync_conn = self._sync_engine.connect()
-                # WAL with synchronous=NORMAL may lose the last commits on power loss; a log commit must
-                # survive it, and group commit keeps the extra fsync cheap.
-                self._sync_conn.exec_driver_sql("PRAGMA synchronous=FULL")
-                self._sync_conn.exec_driver_sql("PRAGMA busy_timeout=5000")
-                self._sync_conn.rollback()
-            conn = self._sync_conn
-            dbapi_conn = conn.connection.dbapi_connection
-            assert dbapi_conn is not None
-            with conn.begin():
-                # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
-                #     origin (the primary key refuses a second writer; any failure forgets what was kept).
-                next_seq = dict(self._next_seq)
-                for origin in dict.fromkeys(p.record.origin for p in batch):
-                    if origin not in next_seq:
-                        top = conn.scalar(sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin))
-                        next_seq[origin] = 0 if top is None else int(top) + 1
-                seqs, rows = self._rows(batch, next_seq)
-                # (3) One statement, one transaction: all of the batch or none of it. The statement as
-                #     SQLAlchemy compiles it, run by the driver itself (this writer's thread pays for every
-                #     batch; SQLAlchemy's own work per execute cost more than the insert).
-                sql, params = self._driver_insert
-                dialect = self._sync_engine.dialect
+            conn = self._sqlite
+            if conn is None:
+                conn = self._sqlite = self._connect_writer()
+            # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
+            #     origin (the primary key refuses a second writer; any failure forgets what was kept).
+            next_seq = self._next_seq
+            for p in batch:
+                if p.record.origin not in next_seq:
+                    next_seq = dict(next_seq)
+                    for origin in dict.fromkeys(q.record.origin for q in batch):
+                        if origin not in next_seq:
+                            top = conn.execute(_MAX_SEQ_SQL, (origin,)).fetchone()[0]
+                            next_seq[origin] = 0 if top is None else int(top) + 1
+                    break
+            seqs, rows = self._rows(batch, next_seq)
+            # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
+            #     processors applied, so the stored values are what SQLAlchemy would store).
+            params = self._driver_insert[1]
+            values = [r[n] if bind is None else bind(r[n]) for r in rows for n, bind in params]
+            # (3) All of the batch or none of it: one INSERT of every row is one implicit transaction
+            #     (autocommit); a batch with more parameters than SQLite allows in one statement is split
+            #     into several inside BEGIN IMMEDIATE ... COMMIT.
+            per_statement = max(1, self._max_variables // len(params))
+            if len(rows) <= per_statement:
+                conn.execute(self._insert_sql(len(rows)), values)
+            else:
+                width = per_statement * len(params)
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    dbapi_conn.cursor().executemany(
-                        sql, [tuple(r[n] if bind is None else bind(r[n]) for n, bind in params) for r in rows]
-                    )
-                except dialect.loaded_dbapi.Error as e:  # as SQLAlchemy would report it
-                    raise sa.exc.DBAPIError.instance(
-                        sql, None, e, dialect.loaded_dbapi.Error, dialect=dialect, hide_parameters=True,
-                    ) from e
-        except BaseException:
-            self._next_seq.clear()
-            conn_, self._sync_conn = self._sync_conn, None
+                    for i in range(0, len(values), width):
+                        part = values[i:i + width]
+                        conn.execute(self._insert_sql(len(part) // len(params)), part)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as e:
+            self._next_seq = {}
+            conn_, self._sqlite = self._sqlite, None
             if conn_ is not None:
                 with contextlib.suppress(Exception):
                     conn_.close()
+            if isinstance(e, sqlite3.Error):  # as SQLAlchemy would report it
+                raise sa.exc.DBAPIError.instance(
+                    "INSERT INTO messagelog_records", None, e, sqlite3.Error, hide_parameters=True,
+                ) from e
             raise
         self._next_seq = next_seq
+        # (4) The WAL is copied into the database by another thread and connection (see _wal_checkpoint),
+        #     not by the commit of whichever batch crosses SQLite's threshold.
+        self._wal_bytes += sum(len(p.encoded) for p in batch)
+        if self._wal_bytes >= WAL_CHECKPOINT_BYTES and not self._wal_busy and self._wal_executor is not None:
+            self._wal_bytes, self._wal_busy = 0, True
+            with contextlib.suppress(RuntimeError):  # shut down: the last connection's close checkpoints
+                self._wal_executor.submit(self._wal_checkpoint)
         return seqs
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._sqlite_open()
+        try:
+            if self.sqlite_trace is not None:
+                conn.set_trace_callback(self.sqlite_trace)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL may lose the last commits on power loss; a log commit must survive
+            # it, and group commit keeps the extra fsync cheap.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _sqlite_open(self) -> sqlite3.Connection:
+        database, uri, timeout = self._sqlite_connect_args
+        return sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri)
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._insert_cache.get(rows)
+        if sql is None:
+            head, _, one = self._driver_insert[0].partition(" VALUES ")
+            sql = self._insert_cache[rows] = head + " VALUES " + ", ".join([one] * rows)
+        return sql
+
+    def _wal_checkpoint(self) -> None:
+        # On the WAL thread: copy what the writer committed into the database file (PASSIVE: never waits for
+        # the writer or readers; what it cannot copy now, the next run copies).
+        try:
+            if self._wal_conn is None:
+                self._wal_conn = self._sqlite_open()
+                self._wal_conn.execute("PRAGMA busy_timeout=5000")
+            self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as e:
+            log.warning("messagelog_wal_checkpoint_failed", error=_describe(e))
+            conn, self._wal_conn = self._wal_conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        finally:
+            self._wal_busy = False
 
     async def _writer_connection(self) -> AsyncConnection:
         # The writer keeps one connection: no pool checkout and no sequence query per batch.
@@ -682,20 +769,28 @@ class SqlMessageLogStore(MessageLogStore):
         return seqs
 
     def _close_sync(self) -> None:
-        if self._sync_conn is not None:
+        if self._sqlite is not None:
             with contextlib.suppress(Exception):
-                self._sync_conn.close()
-            self._sync_conn = None
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
+                self._sqlite.close()
+            self._sqlite = None
+
+    def _close_wal(self) -> None:
+        if self._wal_conn is not None:
+            with contextlib.suppress(Exception):
+                self._wal_conn.close()
+            self._wal_conn = None
 
     async def close(self) -> None:
         await super().close()
         await self._drop_writer_connection()
         if self._executor is not None and not self._sync_closed:
             self._sync_closed = True
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._close_sync)
             self._executor.shutdown(wait=True)
+            if self._wal_executor is not None:
+                await loop.run_in_executor(self._wal_executor, self._close_wal)
+                self._wal_executor.shutdown(wait=True)
 
     async def _size(self, origin: str) -> int:
         async with self._engine.connect() as conn:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db import make_engine
 from gateway.errors import MessageLogError
 from gateway.identifiers import ServiceId, SubsystemId
+from gateway.messagelog import store as store_module
 from gateway.messagelog.record import LogRecord, leaf_hash
 from gateway.messagelog.store import (
     THREAD_ENCODE_BYTES,
@@ -63,12 +64,28 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def count_commits(store: SqlMessageLogStore) -> list[int]:
+    """Transactions the writer commits: SQLAlchemy's commits on PostgreSQL; on SQLite, where the writer runs
+    the driver itself, each INSERT outside an explicit transaction (autocommit) and each COMMIT."""
     counter = [0]
+    explicit = [False]
 
     def on_commit(_conn: Any) -> None:
         counter[0] += 1
 
-    sa.event.listen(store.writer_engine, "commit", on_commit)
+    def on_statement(sql: str) -> None:
+        verb = sql.split(None, 1)[0].upper()
+        if verb == "BEGIN":
+            explicit[0] = True
+        elif verb in ("COMMIT", "ROLLBACK"):
+            explicit[0] = False
+            counter[0] += verb == "COMMIT"
+        elif verb == "INSERT" and not explicit[0]:
+            counter[0] += 1
+
+    if store.engine.dialect.name == "sqlite":
+        store.sqlite_trace = on_statement
+    else:
+        sa.event.listen(store.writer_engine, "commit", on_commit)
     return counter
 
 
@@ -202,6 +219,42 @@ async def test_read_only_sqlite_file_fails_closed(tmp_path: Any) -> None:
     finally:
         await store.close()
         await ro.dispose()
+
+
+async def test_sqlite_wal_is_checkpointed_off_the_commit_path(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer's own connection never copies the WAL into the database (wal_autocheckpoint=0, so no commit
+    # pays for it); a thread of the store's own does, every WAL_CHECKPOINT_BYTES of records.
+    monkeypatch.setattr(store_module, "WAL_CHECKPOINT_BYTES", 16 * 1024)
+    path = tmp_path / "log.db"
+    eng = make_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate_messagelog(eng)
+    store = SqlMessageLogStore(eng)
+    statements: list[str] = []
+    store.sqlite_trace = statements.append
+    runs = [0]
+    checkpoint = store._wal_checkpoint
+
+    def counted() -> None:
+        runs[0] += 1
+        checkpoint()
+
+    monkeypatch.setattr(store, "_wal_checkpoint", counted)
+    size_before = path.stat().st_size
+    body = bytes(range(256)) * 8  # 2 KiB: about 3 KiB per encoded record
+    try:
+        for i in range(0, 60, 3):  # sequential batches, so that every batch's commit counts the bytes
+            await asyncio.gather(*(store.append(rec(j, body=body)) for j in range(i, i + 3)))
+    finally:
+        await store.close()  # waits for the checkpoint thread
+    try:
+        assert "PRAGMA wal_autocheckpoint=0" in statements
+        assert "PRAGMA synchronous=FULL" in statements
+        assert runs[0] >= 5  # ~180 KiB of records, a checkpoint per 16 KiB
+        # the records reached the database file itself, not only the WAL
+        assert path.stat().st_size - size_before >= 60 * len(body)
+        assert len(await rows(eng)) == 60
+    finally:
+        await eng.dispose()
 
 
 async def test_close_flushes_queued_records_then_refuses(engine: AsyncEngine) -> None:
