@@ -136,6 +136,12 @@ class SecurityServer:
             self.server_id = SecurityServerId.parse(settings.server.id)
         except GatewayError as e:
             raise ConfigError(f"[server] id: {e.message}") from e
+        if settings.server.max_inflight_body_bytes < settings.server.max_body_bytes:
+            raise ConfigError(
+                f"[server] max_inflight_body_bytes ({settings.server.max_inflight_body_bytes}) is smaller than "
+                f"max_body_bytes ({settings.server.max_body_bytes}): one request of the allowed size could never "
+                "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
+            )
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -216,7 +222,7 @@ class SecurityServer:
         limits = ProxyLimits(
             max_body_bytes=s.max_body_bytes, max_clock_skew_seconds=s.max_clock_skew_seconds,
             replay_window_seconds=s.replay_window_seconds, connect_timeout_seconds=s.connect_timeout_seconds,
-            max_uri_bytes=s.max_uri_bytes,
+            max_uri_bytes=s.max_uri_bytes, max_inflight_body_bytes=s.max_inflight_body_bytes,
         )
         ctx_ref: list[ProxyContext] = []
 

@@ -82,6 +82,7 @@ class ServerSettings:
     server_port: int = 5500  # X-Road's default; 0 picks a free port
     address: str = ""  # host:port peers use, as registered centrally; default server_host:server_port
     max_body_bytes: int = 10 * 2**20  # bytes; larger requests get 413 (X-Road's loggable maximum)
+    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once; beyond: Overloaded
     max_uri_bytes: int = 8192  # bytes of path and query
     max_clock_skew_seconds: int = 60  # seconds a signature's created may differ from our clock
     replay_window_seconds: int = 300  # seconds a request id is remembered (at least twice the skew)

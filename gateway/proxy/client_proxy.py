@@ -36,7 +36,16 @@ from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.keys import cert_sha256_hex
 from gateway.messagelog.record import LogRecord
-from gateway.proxy.common import RAW_BODIES, error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.common import (
+    RAW_BODIES,
+    BodyAccount,
+    error_middleware,
+    header_pairs,
+    read_body,
+    read_stream,
+    sha256,
+    split_target,
+)
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.serverconf import ClientInfo
@@ -187,14 +196,15 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
     try:
-        return await _exchange(request, ctx, now, target, pairs, h)
+        with ctx.bodies.account(SIDE) as account:
+            return await _exchange(request, ctx, now, target, pairs, h, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
 
 
 async def _exchange(
     request: web.Request, ctx: ProxyContext, now: datetime, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders,
+    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, account: BodyAccount,
 ) -> web.StreamResponse:
     # (2) a valid global configuration, and a message log timestamped within its grace period
     conf = ctx.conf(SIDE)
@@ -208,7 +218,7 @@ async def _exchange(
     # (4) where the service lives
     servers = providers(conf, target.service, h.security_server)
     # (5) body, ids, digest, signature
-    body = await read_body(request, ctx.limits.max_body_bytes)
+    body = await read_body(request, ctx.limits.max_body_bytes, account=account)
     request_id = _new_request_id()
     xroad = _xroad_headers(h, target.service, request_id)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
@@ -255,7 +265,7 @@ async def _exchange(
             raise wrap_send_failure(e, server.id) from e
         try:
             return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
-                                   request_target)
+                                   request_target, account)
         finally:
             resp.release()
     assert last_error is not None
@@ -274,7 +284,7 @@ def _new_request_id() -> str:
 async def _response(
     ctx: ProxyContext, resp: aiohttp.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
     request_id: str, expected_hash: str, signed: signing.SignedMessage, client_info: ClientInfo,
-    request_target: str,
+    request_target: str, account: BodyAccount,
 ) -> web.StreamResponse:
     resp_pairs = header_pairs(resp.raw_headers)
     fields = signing.fields_from_pairs(resp_pairs, side=SIDE)
@@ -283,7 +293,7 @@ async def _response(
         raise await _remote_fault(resp, fields)
     # (8) verify: body digest, signature bound to our request, echoed ids, request hash
     try:
-        body = await _read_response(resp, ctx.limits.max_body_bytes)
+        body = await _read_response(resp, ctx.limits.max_body_bytes, account)
     except TimeoutError as e:
         raise PeerError("the provider's security server did not send the whole response in time",
                         code=f"{SIDE}.NetworkError") from e
@@ -321,16 +331,12 @@ async def _response(
     return out
 
 
-async def _read_response(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PeerError(f"the provider's response is larger than the maximum of {limit} bytes",
-                            code=f"{SIDE}.IOError")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_response(resp: aiohttp.ClientResponse, limit: int, account: BodyAccount) -> bytes:
+    def too_large() -> GatewayError:
+        return PeerError(f"the provider's response is larger than the maximum of {limit} bytes",
+                         code=f"{SIDE}.IOError")
+
+    return await read_stream(resp.content, limit, account, too_large=too_large, what="the provider's response")
 
 
 async def handle_list_clients(request: web.Request) -> web.Response:

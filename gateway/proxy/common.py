@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -56,23 +57,112 @@ def error_middleware(side: str) -> Middleware:
     return middleware
 
 
-async def read_body(request: web.Request, limit: int, *, what: str = "request body") -> bytes:
-    """Read the whole body, refusing more than ``limit`` bytes without reading past it.
+class BodyBudget:
+    """The bytes of message bodies one security server holds in memory at a time, over all its exchanges
+    (``[server] max_inflight_body_bytes``).
+
+    Bodies are held whole: the signature's ``Content-Digest`` and the message log need every byte before
+    the exchange may go on. ``max_body_bytes`` bounds one body; this bounds their sum, so that many large
+    requests at once cannot exhaust memory. Each exchange takes from the budget through its own
+    :class:`BodyAccount` as its bodies arrive (the declared ``Content-Length`` at once, a chunked body chunk by
+    chunk) and gives everything back when it ends. Taking never waits: an exchange that waited while holding
+    part of the budget could deadlock with others doing the same. What cannot be taken fails the exchange
+    with ``Server.<side>.Overloaded`` before more of its body is read.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the body budget must be at least 1 byte")
+        self.limit = limit
+        self.used = 0
+
+    def account(self, side: str) -> BodyAccount:
+        """An account for one exchange of ``side`` (``Server.ClientProxy`` or ``Server.ServerProxy``)."""
+        return BodyAccount(self, side)
+
+
+class BodyAccount:
+    """What one exchange holds of a :class:`BodyBudget`; :meth:`close` gives it all back (idempotent)."""
+
+    __slots__ = ("_budget", "_side", "held")
+
+    def __init__(self, budget: BodyBudget, side: str) -> None:
+        self._budget = budget
+        self._side = side
+        self.held = 0
+
+    def take(self, size: int, what: str) -> None:
+        """Hold ``size`` more bytes.
+
+        Raises:
+            GatewayError: ``Server.<side>.Overloaded`` (HTTP 500): the bodies of the exchanges in progress
+                already fill the budget.
+        """
+        budget = self._budget
+        if budget.used + size > budget.limit:
+            raise GatewayError(
+                f"{what} cannot be held now: the bodies of the exchanges in progress on this security server "
+                f"already fill {budget.used} of its {budget.limit} bytes (max_inflight_body_bytes); retry later",
+                code=f"{self._side}.Overloaded",
+            )
+        budget.used += size
+        self.held += size
+
+    def close(self) -> None:
+        self._budget.used -= self.held
+        self.held = 0
+
+    def __enter__(self) -> BodyAccount:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+async def read_body(
+    request: web.Request, limit: int, *, what: str = "request body", account: BodyAccount | None = None,
+) -> bytes:
+    """Read the whole body, refusing more than ``limit`` bytes without reading past it, and holding what it
+    reads on ``account`` (the declared length before reading; a chunked body as it arrives).
 
     Raises:
         RequestError: HTTP 413 ``Client.BadRequest`` naming the limit.
+        GatewayError: ``Overloaded`` from ``account`` (see :class:`BodyBudget`).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise RequestError(
             f"{what} of {declared} bytes is larger than the maximum of {limit} bytes", status=413,
         )
+    if account is not None and declared:
+        account.take(declared, what)
     chunks = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise RequestError(f"{what} is larger than the maximum of {limit} bytes", status=413)
+        if account is not None and (declared is None or size > declared):
+            account.take(len(chunk), what)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_stream(
+    stream: aiohttp.StreamReader, limit: int, account: BodyAccount | None, *, too_large: Callable[[], GatewayError],
+    what: str,
+) -> bytes:
+    """Read a response body whole: refused past ``limit`` bytes (``too_large()``), held on ``account``."""
+    chunks = []
+    size = 0
+    async for chunk in stream.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        if account is not None:
+            account.take(len(chunk), what)
         chunks.append(chunk)
     return b"".join(chunks)
 

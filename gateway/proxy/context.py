@@ -27,6 +27,7 @@ from gateway.identifiers import ClientId, GlobalGroupId, MemberId, SecurityServe
 from gateway.keys import cert_sha256_hex
 from gateway.messagelog.store import MessageLogStore
 from gateway.proxy import peertrust
+from gateway.proxy.common import BodyBudget
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.serverconf import ServerConfSnapshot
@@ -49,6 +50,7 @@ class ProxyLimits:
     replay_max_entries: int = 1_000_000  # live request ids; beyond this, fail closed
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     max_uri_bytes: int = 8192  # bytes of path and query
+    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once (BodyBudget)
 
 
 class _Groups:
@@ -101,6 +103,7 @@ class ProxyContext:
         self.limits = limits
         self.clock = clock
         self.replay = ReplayCache(limits.replay_window_seconds, limits.replay_max_entries)
+        self.bodies = BodyBudget(limits.max_inflight_body_bytes)
         # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)
         self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}

@@ -36,7 +36,16 @@ from gateway.errors import GatewayError, PeerError, RequestError, TrustError
 from gateway.identifiers import SecurityServerId, member_of, parse_client
 from gateway.messagelog.record import LogRecord
 from gateway.proxy import metaservices
-from gateway.proxy.common import RAW_BODIES, error_middleware, header_pairs, read_body, sha256, split_target
+from gateway.proxy.common import (
+    RAW_BODIES,
+    BodyAccount,
+    error_middleware,
+    header_pairs,
+    read_body,
+    read_stream,
+    sha256,
+    split_target,
+)
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 
@@ -62,6 +71,11 @@ async def _peer(request: web.Request, ctx: ProxyContext) -> SecurityServerId:
 
 async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    with ctx.bodies.account(SIDE) as account:
+        return await _handle(request, ctx, account)
+
+
+async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount) -> web.StreamResponse:
     now = ctx.clock()
     # (1) the calling security server
     peer_id = await _peer(request, ctx)
@@ -93,7 +107,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     request_id = fields[rest.H_REQUEST_ID]
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
-    body = await read_body(request, ctx.limits.max_body_bytes)
+    body = await read_body(request, ctx.limits.max_body_bytes, account=account)
     signing.verify_content_digest(fields.get(signing.H_CONTENT_DIGEST), sha256(body), side=SIDE)
     message_id = fields[rest.H_ID]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
@@ -135,7 +149,7 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
             status, reason, resp_pairs, resp_body = await _call_service(
-                ctx, service.url, service.timeout_seconds, target, pairs, body,
+                ctx, service.url, service.timeout_seconds, target, pairs, body, account,
             )
     except GatewayError as e:
         error_type = e.xroad_type
@@ -185,12 +199,13 @@ async def handle_peer_request(request: web.Request) -> web.StreamResponse:
 
 async def _call_service(
     ctx: ProxyContext, base_url: str, timeout_seconds: float, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], body: bytes,
+    pairs: list[tuple[str, str]], body: bytes, account: BodyAccount,
 ) -> tuple[int, str | None, list[tuple[str, str]], bytes]:
     """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects.
 
     Raises:
-        PeerError: ``Server.ServerProxy.ServiceFailed`` (unreachable, timed out, too large).
+        PeerError: ``Server.ServerProxy.ServiceFailed`` (too large), ``NetworkError`` (unreachable, timed out).
+        GatewayError: ``Server.ServerProxy.Overloaded`` (the body budget is full, see ``BodyBudget``).
     """
     # The service gets the path that the access rules were checked on (rest.normalise_path), never the raw
     # one: with "/admin/../persons/1" a rule for /persons/* matches, while a service routing on the raw
@@ -200,22 +215,19 @@ async def _call_service(
     query = "" if target.raw_query is None else "?" + target.raw_query
     url = URL(base_url.rstrip("/") + path + query, encoded=True)
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
+    limit = ctx.limits.max_body_bytes
+
+    def too_large() -> GatewayError:
+        return PeerError(f"the service's response is larger than the maximum of {limit} bytes",
+                         code=f"{SIDE}.ServiceFailed")
+
     try:
         async with ctx.service_session.request(
             target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
             skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
         ) as resp:
-            chunks = []
-            size = 0
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > ctx.limits.max_body_bytes:
-                    raise PeerError(
-                        f"the service's response is larger than the maximum of {ctx.limits.max_body_bytes} bytes",
-                        code=f"{SIDE}.ServiceFailed",
-                    )
-                chunks.append(chunk)
-            return resp.status, resp.reason, header_pairs(resp.raw_headers), b"".join(chunks)
+            data = await read_stream(resp.content, limit, account, too_large=too_large, what="the service's response")
+            return resp.status, resp.reason, header_pairs(resp.raw_headers), data
     except TimeoutError as e:
         # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
         raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s",

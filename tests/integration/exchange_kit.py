@@ -70,12 +70,14 @@ class Probe:
     url: str = ""
     seen: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)  # set while a /slow request waits for release
     runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(Seen(request.method, request.raw_path, CIMultiDict(request.headers), body))
         if request.path.startswith("/slow"):
+            self.hanging.set()
             await self.release.wait()
         if request.path.startswith("/big/"):  # /big/<bytes>/...: a body of that many bytes
             return web.Response(body=b"x" * int(request.path.split("/")[2]))

@@ -7,6 +7,7 @@ and whether anything reached the service.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +19,7 @@ import pytest
 import pytest_asyncio
 from exchange_kit import (
     CONSUMER,
+    Answer,
     Probe,
     ShiftClock,
     auth_ssl,
@@ -35,6 +37,7 @@ from gateway.access import AccessRule
 from gateway.demo import Federation, start_federation
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.store import MemoryMessageLogStore, PendingRecord
+from gateway.proxy.common import BodyBudget
 from gateway.runtime import SecurityServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -132,6 +135,66 @@ async def test_oversized_service_response_is_refused(world: World) -> None:
         recs = await records(server, message_id=message_id)
         assert kinds(recs) == [("request", None), ("response", 500)]
         assert len(recs[1].body or b"") < 1000  # the error was logged, not the oversized body
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bodies held in memory: one budget per security server, over all exchanges in progress
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def restore_budgets(world: World) -> AsyncIterator[None]:
+    saved = {s: s.context.bodies for s in (world.ss1, world.ss2) if s.context is not None}
+    try:
+        yield
+    finally:
+        world.probe.release.set()
+        for server, budget in saved.items():
+            assert server.context is not None
+            server.context.bodies = budget
+
+
+async def _hold_one_exchange(world: World, service: ServiceId, body: bytes) -> asyncio.Task[Answer]:
+    """An exchange with ``body`` that hangs in the service (so both servers hold its body) until released."""
+    world.probe.release.clear()
+    world.probe.hanging.clear()
+    held = asyncio.create_task(call(world.ss1, f"{service}/held", method="POST", data=body,
+                                    headers={"X-Road-Id": f"DEV-held-{uuid.uuid4()}"}))
+    await world.probe.hanging.wait()
+    return held
+
+
+@pytest.mark.parametrize("side", ["ss1", "ss2"])
+@pytest.mark.usefixtures("restore_budgets")
+async def test_bodies_beyond_the_servers_budget_are_refused_until_it_frees(world: World, side: str) -> None:
+    assert world.ss1.context is not None and world.ss2.context is not None
+    body, larger = b"b" * 40_000, b"l" * 50_000
+    # Room for one exchange's request body and its answer (the probe echoes the body) on the chosen server,
+    # not for that body and a larger one at once.
+    budget = BodyBudget(85_000)
+    (world.ss1 if side == "ss1" else world.ss2).context.bodies = budget  # type: ignore[union-attr]
+    service = await world.service(f"slow-budget-{side}", f"{world.probe.url}/slow")
+    held = await _hold_one_exchange(world, service, body)
+    assert budget.used == len(body)
+    message_id = f"DEV-over-{uuid.uuid4()}"
+    answer = await call(world.ss1, f"{service}/second", method="POST", data=larger,
+                        headers={"X-Road-Id": message_id})
+    proxy = "ClientProxy" if side == "ss1" else "ServerProxy"
+    answer.assert_error(500, f"Server.{proxy}.Overloaded", contains="max_inflight_body_bytes")
+    assert _seen(world.probe, message_id) == 0  # refused before it reached the service
+    if side == "ss1":  # refused before anything was signed, logged or sent
+        assert await records(world.ss1, message_id=message_id) == []
+    else:  # ss2 refused it before verifying more than the headers: the consumer's log has the request only
+        assert kinds(await records(world.ss1, message_id=message_id)) == [("request", None)]
+        assert await records(world.ss2, message_id=message_id) == []
+    # The held exchange completes; everything it held is given back, so the next one passes.
+    world.probe.release.set()
+    first = await held
+    assert first.status == 200, first.body[:300]
+    assert budget.used == 0
+    again = await call(world.ss1, f"{PROBE}/after", method="POST", data=body)
+    assert again.status == 200, again.body[:300]
+    assert budget.used == 0
 
 
 # ---------------------------------------------------------------------------------------------------------
