@@ -300,7 +300,7 @@ class _Progress:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from gateway.globalconf.anchor import Anchor
     from gateway.messagelog.archive import LogArchive
-    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, verify_archive
+    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, usable_cpus, verify_archive
 
     anchor = Anchor.from_file(args.anchor)
     try:
@@ -310,7 +310,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print("RESULT: FAILED, the file is not a verifiable archive")
         return 1
     with archive:
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        workers = args.workers if args.workers is not None else usable_cpus()
         n = archive.manifest.end - archive.manifest.start
         runner = ProcessPoolRunner(workers) if workers > 1 and n > 4096 else serial_runner
         report = verify_archive(archive, anchor, runner=runner, progress=_Progress())

@@ -25,13 +25,17 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
     The same asyncio code, with less CPU per socket event and TLS record (docs/performance.md); without
     uvloop, the standard event loop.
     """
+    previous = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is in the test extras
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is in the test extras
+            return asyncio.run(main)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    finally:
+        sys.setswitchinterval(previous)  # a caller in the same process (tests, the benchmark) gets its own back
 
 
 @contextlib.contextmanager

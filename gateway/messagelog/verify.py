@@ -27,15 +27,19 @@ The steps, as numbered in the code:
    d. the logged body, if kept, matches the signed ``Content-Digest``;
    e. its leaf hash ``SHA-256(0x00 || record)`` is computed.
    Each distinct certificate and OCSP response is checked once per configuration and validity window.
-   :meth:`RecordChecker.check_lean` makes 3a-3d for records in the form the proxies write with plain string
-   operations (no JSON round trip, no general RFC 9421 re-parse, ``Signature-Input`` parsed once per value);
-   a record it does not accept goes to :meth:`RecordChecker.check`, the general check, which decides and
-   explains. The lean check never accepts what the general one refuses (``tests/unit/test_archive_lean.py``).
+   :meth:`RecordChecker.check_lean` makes 3a-3d for records in the form the proxies write with a few string
+   operations and caches keyed by exact text (no JSON parse, no general RFC 9421 re-parse, the signature base
+   compared with the text that the cached ``Signature-Input`` and the record's values make, most of it in
+   base64 without decoding); a record it does not accept goes to :meth:`RecordChecker.check`, the general
+   check, which decides and explains. The lean check never accepts what the general one refuses
+   (``tests/unit/test_archive_lean.py``, ``tests/unit/test_verify_lean.py``).
 4. Order and completeness: the records' leaf hashes are compared with ``leaves.bin`` (the leaf hashes as
    stored by the log). Once ``leaves.bin`` reproduces a verified checkpoint's root it is authenticated, so a
    difference names the record precisely: altered, missing, inserted, duplicated or out of place.
 5. Tree: for each verified checkpoint of a size inside the archive's range, the records (after the
-   compact-range prefix of the records before the range) must reproduce its root hash.
+   compact-range prefix of the records before the range) must reproduce its root hash. The tree is built as
+   the chunks' results arrive, from the roots of the perfect subtrees that each chunk's leaves make (computed
+   by the worker that checked it) where the chunk is where the manifest puts it, else leaf by leaf.
 6. Binding: every response record must be bound (``"signature";req``) to the signature of the request
    record of the same ``request_id``, when that request is in the archive.
 7. Coverage: every record must lie inside a verified checkpoint; records after the last one are unproven.
@@ -70,7 +74,7 @@ from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.identifiers import ClientId, MemberId, SecurityServerId, ServiceId, member_of, parse_client
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import CheckpointData, Chunk, ChunkSpan, Manifest
-from gateway.messagelog.merkle import HASH_SIZE, MerkleTree
+from gateway.messagelog.merkle import HASH_SIZE, MerkleTree, node_hash, perfect_ranges
 from gateway.messagelog.record import MAX_EXTENSIONS, MAX_ID_LENGTH, MAX_TEXT_LENGTH, decode
 from gateway.ocsp import CLOCK_SKEW
 from gateway.proxy import peertrust
@@ -86,6 +90,7 @@ RECORD_FIELDS = frozenset({
 _CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _EXT_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CREATED_PARAM_RE = re.compile(r";created=(-?[0-9]+)")
+_CANONICAL_INT_RE = re.compile(r"[1-9][0-9]{0,14}(?![0-9])")
 _KEYID_RE = re.compile(r"[0-9a-f]{64}")
 _REQ_IDENT = signing.REQUEST_SIGNATURE_COMPONENT
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -242,6 +247,9 @@ class ChunkResult:
     pairs: frozenset[tuple[bytes, bytes]]  # distinct (signing certificate, OCSP response), DER
     first_created: datetime | None
     last_created: datetime | None
+    # the roots of merkle.perfect_ranges(first, first + lines) over the leaves: where the records before these
+    # are as many as the manifest says, the tree of step 5 takes them in place of the leaves
+    roots: tuple[bytes, ...] = ()
 
 
 class _RecordProblem(Exception):
@@ -265,12 +273,28 @@ def _b64(name: str, value: object) -> bytes:
 
 def _b64_canonical(value: str) -> bytes | None:
     """``value`` decoded if it is canonical padded base64 (what :func:`_b64` accepts), else ``None``;
-    binascii's strict mode rather than ``b64decode(validate=True)``, whose regular expression is slow."""
+    binascii's strict mode rather than ``b64decode(validate=True)``, whose regular expression is slow.
+
+    Strict mode refuses characters outside the alphabet, padding anywhere but at the end, and a missing pad
+    character; what it lets through besides the canonical form is excess padding (``QUJD=``), which the
+    length rules out, and non-zero bits in the last character before the padding, checked last. This
+    costs no re-encoding (``tests/unit/test_archive_lean.py`` compares it with encoding and comparing).
+    """
     try:
         raw = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):  # ValueError: not ASCII
         return None
-    return raw if binascii.b2a_base64(raw, newline=False) == value.encode("ascii") else None
+    n = len(raw)
+    if len(value) != (n + 2) // 3 * 4:
+        return None
+    rest = n % 3  # 1: "X==", the last 4 bits of X unused; 2: "X=", the last 2 bits unused
+    if (rest == 1 and value[-3] not in _PAD_BITS_ZERO_2) or (rest == 2 and value[-2] not in _PAD_BITS_ZERO_1):
+        return None
+    return raw
+
+
+_PAD_BITS_ZERO_2 = frozenset("AQgw")  # base64 digits whose 4 low bits are zero
+_PAD_BITS_ZERO_1 = frozenset("AEIMQUYcgkosw048")  # base64 digits whose 2 low bits are zero
 
 
 # The members of a record in canonical order, each with what precedes its value in the canonical form.
@@ -386,21 +410,84 @@ _PARAMS_LINE = '"@signature-params": '
 _LEAN_PARAMS = frozenset({"created", "keyid", "alg", "tag", "expires"})
 _NO_CPARAMS: frozenset[tuple[str, Any]] = frozenset()
 _REQ_IDENTITY = ("signature", frozenset({("req", True), ("key", signing.LABEL)}))
-_SIGNATURE_RE = re.compile(r"xroad=:([A-Za-z0-9+/]+={0,2}):")
 _DERIVED: dict[str, tuple[str, ...]] = {"request": signing.REQUEST_DERIVED, "response": ("@status",)}
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "request": signing.REQUEST_REQUIRED_HEADERS, "response": signing.RESPONSE_REQUIRED_HEADERS,
 }
 _STAPLED = (signing.H_SIGNING_CERT, signing.H_SIGNING_OCSP)
+_STAPLED_PREFIXES = tuple(f'"{name}": ' for name in _STAPLED)  # their lines in a signature base
 _CACHE_MAX = 4096  # entries per lean-path cache; cleared when full
+_BODY_CACHE_MAX = 256  # characters; the base64 of bodies whose Content-Digest value the lean check caches
+# The record as the lean check reads it: four long base64 members found by their markers and closing quotes
+# (base64 holds no quote), and the three stretches of short members around them, each read by one regular
+# expression that admits only canonical JSON of the right type (strings: no raw quote, backslash other than
+# in an escape, or control character; escapes are then checked one by one).
+_OCSP_MARK = ',"ocsp_response":"'
+_BASE_MARK = ',"signature_base":"'
+_INPUT_MARK = '","signature_input":"'
+_CERT_MARK = '","signing_cert":"'
+_STR = r'[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*'
+_LEAN_A = re.compile(
+    rf',"body_digest":"({_STR})","client":"({_STR})","created":"([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:'
+    rf'[0-9]{{2}}:[0-9]{{2}}\.[0-9]{{6}}Z)","extensions":(\{{[^{{}}]*\}}),"issue":(null|"{_STR}"),'
+    rf'"kind":"(request|response)","message_id":"({_STR})","method":"({_STR})"')
+_LEAN_B = re.compile(
+    rf'","origin":("{_STR}"),"path":"({_STR})","request_id":"({_STR})","service":"({_STR})",'
+    rf'"side":"(?:client|server)","signature":"([^"]*)"')  # then read as base64, which admits no other character
+_LEAN_C = re.compile(rf'","status":(null|[1-5][0-9][0-9]),"user_id":(null|"{_STR}"),"v":1\}}')
 # ECDSA over SHA-256 computed by hashlib: the same check, without a digest context per call in the binding
 _ECDSA_PREHASHED = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
+
+
+# What a signature base line's value must be, by kind: an index into the record's values that the lean check
+# lists (:data:`_REQUEST_VALUES`, :data:`_RESPONSE_VALUES`); a component not named here is signed but not
+# logged (``x-road-request-hash``; a response's user id and issue), so any value is taken.
+_REQUEST_VALUES = ("@method", "@path", "@query", signing.H_CONTENT_DIGEST, "x-road-client", "x-road-service",
+                   "x-road-id", "x-road-request-id", "x-road-userid", "x-road-issue")
+_RESPONSE_VALUES = ("@status", signing.H_CONTENT_DIGEST, "x-road-client", "x-road-service", "x-road-id",
+                    "x-road-request-id")
+_SOURCES = {"request": {n: i for i, n in enumerate(_REQUEST_VALUES)},
+            "response": {n: i for i, n in enumerate(_RESPONSE_VALUES)}}
+# A plan's items: (_TEXT, text), (_FORMAT, format string over the record's values), (_ANY, "") a value not
+# in the record, (_BOUND, "") the bound request signature
+_TEXT, _FORMAT, _ANY, _BOUND = range(4)
+Plan = tuple[tuple[int, str], ...]
+
+
+def _plan(comps: Sequence[tuple[str, str, str]], sources: Mapping[str, int], end: str) -> Plan:
+    """The text of the base lines of ``comps`` (each followed by a line feed) and then ``end``: pieces of text,
+    with the record's values in them (``{i}``: value ``i``), between the slots of values it does not hold."""
+    items: list[tuple[int, str]] = []
+    text = ""
+    fields = False
+
+    def flush() -> None:
+        items.append((_FORMAT, text) if fields else (_TEXT, text.format()))
+
+    for prefix, name, cat in comps:
+        text += prefix.replace("{", "{{").replace("}", "}}")
+        source = sources.get(name) if cat != "r" else None
+        if source is None:
+            flush()
+            items.append((_BOUND if cat == "r" else _ANY, ""))
+            text, fields = "", False
+        else:
+            text += f"{{{source}}}"
+            fields = True
+        text += "\n"
+    text += end.replace("{", "{{").replace("}", "}}")
+    flush()
+    return tuple(items)
 
 
 @dataclass(frozen=True, slots=True)
 class LeanInput:
     """A ``Signature-Input`` value that passed the profile checks of :func:`gateway.signing.verify_request`
-    (or ``verify_response``) that depend on it alone: parsed once per distinct value and kind."""
+    (or ``verify_response``) that depend on it alone: parsed once per distinct value and kind.
+
+    The signature base it describes is ``head``, the stapled certificate's and OCSP response's lines (in
+    this order, at index ``stapled``), then ``tail`` (which ends with the ``@signature-params`` line): each a
+    :data:`Plan` that :func:`_match` compares with the text."""
 
     components: tuple[tuple[str, str, str], ...]  # (identifier + ": ", name, "d"erived/"h"eader/"r"equest sig)
     params_line: str  # the last line of the signature base
@@ -408,6 +495,12 @@ class LeanInput:
     keyid: str
     alg: str
     expires: int | None
+    stapled: int
+    head: Plan
+    tail: Plan
+    user: bool  # a request's base signs x-road-userid (then the record has a user id, else it has none)
+    issue: bool  # the same for x-road-issue
+    known: bool  # the record holds every value of the base: head is one piece and tail is params_line alone
 
 
 def lean_input(raw: str, kind: str) -> LeanInput | None:
@@ -464,8 +557,131 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
         params_text = "(" + " ".join(c[0][:-2] for c in comps) + ")" + signing.serialize_params(params)
     except signing.SFError:
         return None
-    return LeanInput(components=tuple(comps), params_line=_PARAMS_LINE + params_text, created=created,
-                     keyid=keyid, alg=alg, expires=expires if isinstance(expires, int) else None)
+    prefixes = [c[0] for c in comps]
+    k = prefixes.index(_STAPLED_PREFIXES[0])
+    if prefixes[k + 1:k + 2] != [_STAPLED_PREFIXES[1]]:  # our signers put the OCSP response after the certificate
+        return None
+    params_line = _PARAMS_LINE + params_text
+    sources = _SOURCES[kind]
+    head = _plan(comps[:k], sources, "")
+    names = {c[1] for c in comps}
+    return LeanInput(components=tuple(comps), params_line=params_line, created=created, keyid=keyid, alg=alg,
+                     expires=expires if isinstance(expires, int) else None, stapled=k,
+                     head=head, tail=_plan(comps[k + 2:], sources, params_line),
+                     user="x-road-userid" in names, issue="x-road-issue" in names,
+                     known=k + 2 == len(comps) and len(head) == 1)
+
+
+_KeyInfo = tuple[keys.PublicKey, str, ec.EllipticCurvePublicKey | None]  # key, algorithm, the key if P-256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _LeanPair:
+    """A stapled certificate and OCSP response as a record holds them (canonical base64 and DER), with their
+    two lines of a signature base (``"x-road-signing-cert": ...``, ``"x-road-signing-ocsp": ...``), as text
+    and as bytes with their line feeds, and for each alignment ``a`` in 0..2 the base64 of the whole 3-byte
+    groups of those bytes from ``a`` on, with the bytes it encodes: where the lines start at a byte offset
+    ``3g - a`` of a base, that text is the base's base64 from character ``4g`` on."""
+
+    cert_text: str
+    ocsp_text: str
+    cert_der: bytes
+    ocsp_der: bytes
+    der: tuple[bytes, bytes]  # (cert_der, ocsp_der), as Checked.pair
+    keyid: str  # lower-case hex SHA-256 of the certificate (RFC 9421 keyid of this profile)
+    lines: bytes  # the two lines, each with its line feed
+    encoded: tuple[tuple[str, bytes], ...]  # per alignment: (base64 text, the bytes it encodes)
+
+    @classmethod
+    def of(cls, cert_text: str, ocsp_text: str, cert_der: bytes, ocsp_der: bytes) -> _LeanPair:
+        lines = f"{_STAPLED_PREFIXES[0]}{cert_text}\n{_STAPLED_PREFIXES[1]}{ocsp_text}\n".encode("ascii")
+        encoded = []
+        for a in range(3):
+            mid = lines[a:a + (len(lines) - a) // 3 * 3]
+            encoded.append((binascii.b2a_base64(mid, newline=False).decode("ascii"), mid))
+        return cls(cert_text=cert_text, ocsp_text=ocsp_text, cert_der=cert_der, ocsp_der=ocsp_der,
+                   der=(cert_der, ocsp_der),
+                   keyid=hashlib.sha256(cert_der).hexdigest(), lines=lines, encoded=tuple(encoded))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Verdict:
+    """:meth:`RecordChecker.check_cert` passed for ``pair`` and ``signer`` at every moment in ``[lo, hi]``
+    (under one configuration); ``key`` is the certificate's public key (:meth:`RecordChecker._key_of`)."""
+
+    pair: _LeanPair
+    signer: tuple[MemberId, str]
+    lo: datetime
+    hi: datetime
+    key: _KeyInfo
+
+
+def _find_aligned(base_text: str, encoded: tuple[tuple[str, bytes], ...], a: int, p: int) -> tuple[int, int] | None:
+    """``(a, p)``: an alignment ``a`` whose text (:class:`_LeanPair`) is in ``base_text`` at a position ``p``
+    that is a multiple of 4: the given one if it is there, else the first occurrence of the first 32
+    characters of each alignment's text where the whole text is (anything else is left to the full check)."""
+    if base_text.startswith(encoded[a][0], p):
+        return a, p
+    for a, (enc, _) in enumerate(encoded):
+        p = base_text.find(enc[:32])
+        if p >= 0 and p % 4 == 0 and base_text.startswith(enc, p):
+            return a, p
+    return None
+
+
+def _match(text: str, plan: Plan, values: Sequence[object]) -> str | None:
+    """Whether ``text`` is ``plan`` with ``values``: ``None`` if not, else the value in its :data:`_BOUND` slot
+    (``""`` if it has none). A slot's value is the text up to the next line feed."""
+    pos = 0
+    bound = ""
+    for code, piece in plan:
+        if code <= _FORMAT:
+            if code:
+                piece = piece.format(*values)
+            if not text.startswith(piece, pos):
+                return None
+            pos += len(piece)
+        else:
+            end = text.find("\n", pos)
+            if end < 0:
+                return None
+            if code == _BOUND:
+                bound = text[pos:end]
+            pos = end
+    return bound if pos == len(text) else None
+
+
+def _der_p256_headers(high_r: int, high_s: int) -> tuple[bytes, bytes]:
+    """What goes before r and before s in the DER ``ECDSA-Sig-Value`` of a 64-byte ``r || s`` whose halves
+    have no leading zero byte: a zero byte where the high bit is set (as :func:`gateway.keys.raw_to_der_ecdsa`
+    encodes; a unit test compares)."""
+    return (bytes((0x30, 68 + high_r + high_s, 2, 32 + high_r)) + b"\0" * high_r,
+            bytes((2, 32 + high_s)) + b"\0" * high_s)
+
+
+_DER_P256 = tuple(tuple(_der_p256_headers(r, s) for s in (0, 1)) for r in (0, 1))
+
+
+def _der_p256(raw: bytes) -> bytes:
+    """:func:`gateway.keys.raw_to_der_ecdsa` of a 64-byte ``r || s``, without integers when neither half
+    starts with a zero byte (all but about 1 in 128)."""
+    r0, s0 = raw[0], raw[32]
+    if not (r0 and s0):
+        return keys.raw_to_der_ecdsa(raw)
+    der_r, der_s = _DER_P256[r0 >> 7][s0 >> 7]
+    return b"".join((der_r, raw[:32], der_s, raw[32:]))
+
+
+P256Check = tuple[ec.EllipticCurvePublicKey, bytes, bytes]  # a key, a DER signature and the SHA-256 it signs
+
+
+def _ecdsa_p256_ok(check: P256Check) -> bool:
+    key, der, digest = check
+    try:
+        key.verify(der, digest, _ECDSA_PREHASHED)
+    except InvalidSignature:
+        return False
+    return True
 
 
 class Checked(NamedTuple):
@@ -477,9 +693,6 @@ class Checked(NamedTuple):
     signature: bytes  # the record's own signature value
     bound: bytes | None  # a response's bound request signature
     pair: tuple[bytes, bytes]  # (signing certificate, OCSP response), DER
-
-
-_KeyInfo = tuple[keys.PublicKey, str, ec.EllipticCurvePublicKey | None]  # key, algorithm, the key if P-256
 
 
 class RecordChecker:
@@ -498,7 +711,16 @@ class RecordChecker:
         # public key and algorithm per certificate object (held in the entry, so its id is not reused)
         self._inputs: dict[tuple[str, str], tuple[str, LeanInput] | None] = {}
         self._created: dict[str, tuple[datetime, int]] = {}
-        self._keyids: dict[str, str] = {}
+        self._pairs: dict[tuple[str, str], _LeanPair | None] = {}
+        self._party: dict[tuple[str, str, str], tuple[MemberId, str] | None] = {}
+        self._found: dict[str, tuple[int, int]] = {}  # per kind: where the stapled lines were in the last base
+        self._tails: dict[tuple[str, bytes], tuple[str, bytes]] = {}
+        self._bodies: dict[str, str] = {}  # short bodies' base64 -> their Content-Digest value
+        # Signature-Input values apart from their created parameter -> (its digits, the parse), for _lean_input
+        self._shapes: dict[tuple[str, str, str], tuple[str, tuple[str, LeanInput] | None]] = {}
+        self._last_pair: dict[str, _LeanPair] = {}  # per kind
+        self._one_conf = len(trust.confs) == 1
+        self._verdicts: dict[tuple[int, int, int], _Verdict] = {}
         self._keys: dict[int, tuple[x509.Certificate, _KeyInfo]] = {}
         self._origin_json = encode_basestring(origin)
 
@@ -570,7 +792,7 @@ class RecordChecker:
         return cert
 
     def _lean_input(self, literal: str, kind: str) -> tuple[str, LeanInput] | None:
-        """The ``signature_input`` value whose canonical JSON text is ``literal``, and its parse."""
+        """The ``signature_input`` value whose canonical JSON text is ``literal``, and its parse (cached)."""
         key = (literal, kind)
         try:
             return self._inputs[key]
@@ -578,10 +800,49 @@ class RecordChecker:
             pass
         if len(self._inputs) >= _CACHE_MAX:
             self._inputs.clear()
+        value = self._inputs[key] = self._input_by_shape(literal, kind)
+        return value
+
+    @staticmethod
+    def _parse_input(literal: str, kind: str) -> tuple[str, LeanInput] | None:
         raw = _json_str(literal)
         parsed = None if raw is None or len(raw) > MAX_TEXT_LENGTH else lean_input(raw, kind)
-        value = self._inputs[key] = None if raw is None or parsed is None else (raw, parsed)
-        return value
+        return None if raw is None or parsed is None else (raw, parsed)
+
+    def _input_by_shape(self, literal: str, kind: str) -> tuple[str, LeanInput] | None:
+        """:meth:`_parse_input`, made from the parse of a value that differs only in ``created`` where there
+        is one (the proxies' values change every second).
+
+        Where ``;created=`` occurs once and is followed by a canonical positive integer of at most 15 digits
+        (an RFC 8941 integer that serialises as written), the value's parse differs from that of the same
+        text with another such integer only in that integer: ``created``, and the ``@signature-params``
+        line, which holds it once (the other parameters hold no ``;created=``; a component name that did
+        would be a second occurrence), and the plan that ends with that line. A value that does not parse,
+        or one of another form, is parsed on its own.
+        """
+        parts = literal.split(";created=")
+        m = _CANONICAL_INT_RE.match(parts[1]) if len(parts) == 2 else None
+        if m is None:
+            return self._parse_input(literal, kind)
+        digits = m.group()
+        shape = (parts[0], parts[1][len(digits):], kind)
+        known = self._shapes.get(shape)
+        if known is None or known[1] is None:
+            parsed = self._parse_input(literal, kind)
+            if len(self._shapes) >= _CACHE_MAX:
+                self._shapes.clear()
+            self._shapes[shape] = (digits, parsed)
+            return parsed
+        old, (raw, li) = known[0], known[1]
+        raw = raw.replace(";created=" + old, ";created=" + digits, 1)
+        before, sep, after = li.params_line.partition(";created=" + old)
+        if len(raw) > MAX_TEXT_LENGTH or not sep or after[:1].isdigit():  # (the last two cannot be, see above)
+            return self._parse_input(literal, kind)
+        params_line = f"{before};created={digits}{after}"
+        k = li.stapled
+        return raw, LeanInput(li.components, params_line, int(digits), li.keyid, li.alg, li.expires, k, li.head,
+                              _plan(li.components[k + 2:], _SOURCES[kind], params_line), li.user, li.issue,
+                              li.known)
 
     def _created_of(self, text: str) -> tuple[datetime, int] | None:
         hit = self._created.get(text)
@@ -614,169 +875,310 @@ class RecordChecker:
         self._keys[id(cert)] = (cert, value)
         return value
 
-    def check_lean(self, line: bytes) -> Checked | None:
-        """Steps 3a-3d for one record, specialised for records as the proxies log them; ``None`` when
-        anything is not as expected (then :meth:`check` decides, and says what is wrong).
-
-        The record carries its exact signature base, so instead of re-parsing the message as RFC 9421 does,
-        this checks that the base's lines are the components that the (cached) ``Signature-Input`` lists,
-        with the record's own values, and verifies the signature over the base. It makes every check of
-        :meth:`check`, as strictly or more strictly: a record accepted here is accepted there (a unit test
-        compares the two on tampered records).
-        """
-        # (3a) canonical version-1 JSON of this origin, every field of the right type
+    def _parties(self, kind: str, client_text: str, service_text: str) -> tuple[MemberId, str] | None:
+        """:meth:`_signer` for a record's client and service (``None`` if either does not parse), cached."""
+        key = (kind, client_text, service_text)
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        f = split_record(text)
-        if f is None:
-            return None
-        (body_text, body_digest, client_text, created_text, extensions, issue, kind, message_id, method,
-         ocsp_text, origin, path, request_id, service_text, side, sig_text, base_text, sig_input, cert_text,
-         status_text, user_id, v) = f
-        if v != "1" or origin != self._origin_json or side not in ('"client"', '"server"'):
-            return None
-        if kind == '"request"':
-            if status_text != "null":
-                return None
-            kind = "request"
-        elif kind == '"response"':
-            if not (len(status_text) == 3 and status_text.isascii() and status_text.isdigit()
-                    and "100" <= status_text <= "599"):
-                return None
-            kind = "response"
-        else:
-            return None
-        hit = None if created_text[:1] != '"' else self._created_of(created_text[1:-1])
-        if hit is None or created_text[-1:] != '"':
-            return None
-        created, ts = hit
-        strings = _json_strs(body_digest, client_text, message_id, method, path, request_id, service_text,
-                             sig_text)
-        parsed_input = self._lean_input(sig_input, kind)  # by its JSON text: decoded and parsed once
-        if strings is None or parsed_input is None:
-            return None
-        body_digest, client_text, message_id, method, path, request_id, service_text, sig_text = strings
-        sig_input, li = parsed_input
-        user = None if user_id == "null" else _json_str(user_id)
-        issue_value = None if issue == "null" else _json_str(issue)
-        if (user is None and user_id != "null") or (issue_value is None and issue != "null"):
-            return None
-        if (len(message_id) > MAX_ID_LENGTH or len(request_id) > MAX_ID_LENGTH
-                or max(len(method), len(path), len(sig_input), len(sig_text), len(body_digest),
-                       len(client_text), len(service_text), len(user or ""), len(issue_value or "")) > MAX_TEXT_LENGTH):
-            return None
-        if extensions != "{}" and not _canonical_extensions(extensions):
-            return None
-        # the base64 fields: canonical padded base64, so their JSON text (as split) is canonical too
-        if not (_quoted(base_text) and _quoted(cert_text) and _quoted(ocsp_text)
-                and (body_text == "null" or _quoted(body_text))):
-            return None
-        base_text, cert_text, ocsp_text = base_text[1:-1], cert_text[1:-1], ocsp_text[1:-1]
+            return self._party[key]
+        except KeyError:
+            pass
         try:
             client = self._client(client_text)
             service = self._service(service_text)
+        except _RecordProblem:
+            value = None
+        else:
+            value = self._signer(kind, client_text if kind == "request" else service_text, client, service)
+        if len(self._party) >= _CACHE_MAX:
+            self._party.clear()
+        self._party[key] = value
+        return value
+
+    def _pair(self, cert_text: str, ocsp_text: str) -> _LeanPair | None:
+        """The stapled certificate and OCSP response whose canonical base64 the record holds (``None`` if
+        either is not canonical base64), with what the lean check derives from them, once per pair."""
+        key = (cert_text, ocsp_text)
+        try:
+            return self._pairs[key]
+        except KeyError:
+            pass
+        if len(self._pairs) >= _CACHE_MAX:
+            self._pairs.clear()
+        try:
             cert_der = self._cached_b64("signing_cert", cert_text)
             ocsp_der = self._cached_b64("ocsp_response", ocsp_text)
         except _RecordProblem:
-            return None
-        base = _b64_canonical(base_text)
-        body = None if body_text == "null" else _b64_canonical(body_text[1:-1])
-        if base is None or (body is None and body_text != "null"):
-            return None
-        status_json = status_text
+            value = None
+        else:
+            value = _LeanPair.of(cert_text, ocsp_text, cert_der, ocsp_der)
+        self._pairs[key] = value
+        return value
 
-        # (3b) the signature base is exactly the listed components with the record's values
+    def _body(self, text: str) -> str | None:
+        """The ``Content-Digest`` value (``sha-256=:...:``) of the body whose base64 is ``text``, ``None`` if that is
+        not canonical base64; cached for short bodies (an empty request body is in most requests' records)."""
+        body = _b64_canonical(text)
+        if body is None:
+            return None
+        value = f"sha-256=:{binascii.b2a_base64(hashlib.sha256(body).digest(), newline=False).decode('ascii')}:"
+        if len(text) <= _BODY_CACHE_MAX:
+            if len(self._bodies) >= _CACHE_MAX:
+                self._bodies.clear()
+            self._bodies[text] = value
+        return value
+
+    def _tail(self, li: LeanInput, rest: bytes) -> tuple[str, bytes]:
+        """The base64 text and the bytes of the end of a base whose last line is ``li.params_line``, after
+        the stapled lines' bytes that end in ``rest`` (0 to 2 bytes), once per pair of them."""
+        tail = rest + li.params_line.encode("ascii")
+        if len(self._tails) >= _CACHE_MAX:
+            self._tails.clear()
+        value = self._tails[(li.params_line, rest)] = (binascii.b2a_base64(tail, newline=False).decode("ascii"), tail)
+        return value
+
+    def _verdict(self, pair: _LeanPair, signer: tuple[MemberId, str], t: datetime) -> _Verdict | None:
+        """Step 3c for the lean check: :meth:`check_cert` (``None`` where it raises), with the certificate's
+        public key and whether its keyid is the pair's; reused over the window in which the verdict holds."""
+        index = 0 if self._one_conf else self.trust.at(t)[0]
+        key = (id(pair), id(signer), index)
+        hit = self._verdicts.get(key)
+        if hit is not None and hit.pair is pair and hit.signer is signer and hit.lo <= t <= hit.hi:
+            return hit
+        member, side = signer
         try:
-            base_str = base.decode("ascii")
+            cert = self.check_cert(pair.cert_der, pair.ocsp_der, member, t, side)
+        except TrustError:
+            return None
+        _, lo, hi = self._certs[(pair.cert_der, pair.ocsp_der, member, index)]
+        key_info = self._key_of(cert)
+        if key_info is None or signing.cert_keyid(cert) != pair.keyid:
+            return None
+        if len(self._verdicts) >= _CACHE_MAX:
+            self._verdicts.clear()
+        verdict = self._verdicts[key] = _Verdict(pair=pair, signer=signer, lo=lo, hi=hi, key=key_info)
+        return verdict
+
+    def check_lean(self, line: bytes | memoryview) -> Checked | None:
+        """Steps 3a-3d for one record, specialised for records as the proxies log them; ``None`` when
+        anything is not as expected (then :meth:`check` decides, and says what is wrong)."""
+        prepared = self.lean(line)
+        if prepared is None:
+            return None
+        checked, p256 = prepared
+        return checked if p256 is None or _ecdsa_p256_ok(p256) else None
+
+    def lean(self, line: bytes | memoryview) -> tuple[Checked, P256Check | None] | None:
+        """:meth:`check_lean` but for an ECDSA P-256 signature, which it returns to be checked
+        (:func:`_ecdsa_p256_ok`) by the caller: :func:`check_chunk` checks the signatures of a chunk one
+        after the other, with the curve's tables in the processor's caches rather than evicted by the
+        record's text between two of them.
+
+        It makes every check of :meth:`check`, as strictly or more strictly: a record accepted here is
+        accepted there (``tests/unit/test_archive_lean.py`` and ``tests/unit/test_verify_lean.py`` compare the
+        two on tampered records). It is written for speed, as few steps per record as the checks allow:
+
+        - The record's members are found around its four long base64 values, whose ends are found by their
+          closing quote, and the short members between them are read and checked, all at once, by one
+          regular expression per stretch (:data:`_LEAN_A`, :data:`_LEAN_B`, :data:`_LEAN_C`).
+        - The record carries its exact signature base; instead of re-parsing the message as RFC 9421 does,
+          the base is compared with the text that the (cached) ``Signature-Input`` implies with the
+          record's own values (:class:`LeanInput`, :func:`_match`).
+        - Most of the base is the stapled certificate's and OCSP response's lines, which the record also
+          holds: their base64 (per pair and alignment, cached: :class:`_LeanPair`) is compared in place
+          rather than decoded. So is the rest where the record holds every value of the base (a request):
+          the text it makes is encoded and compared; else (a response, which holds neither the request hash
+          nor the request's signature) the rest is decoded and matched with the plan's slots.
+        - Caches keyed by exact text: the parsed ``Signature-Input`` (and its shape apart from ``created``),
+          the created time, the signer per client and service, the stapled pair, the certificate verdict,
+          the ``Content-Digest`` of short bodies.
+        """
+        # (3a) canonical version-1 JSON of this origin, every field of the right type
+        try:
+            text = str(line, "utf-8")
         except UnicodeDecodeError:
             return None
-        if "\r" in base_str:
-            return None
-        lines = base_str.split("\n")
-        if len(lines) != len(li.components) + 1 or lines[-1] != li.params_line:
-            return None
-        if kind == "request":
-            target, _, query = path.partition("?")
-            derived = {"@method": method, "@path": target or "/", "@query": "?" + query}
+        if text.startswith('{"body":"'):
+            pos = text.find('"', 9) + 1
+            body_text: str | None = text[9:pos - 1]
+        elif text.startswith('{"body":null'):
+            pos, body_text = 12, None
         else:
-            derived = {"@status": status_json}
-        headers: dict[str, str] = {}
-        bound: bytes | None = None
-        for (prefix, name, cat), base_line in zip(li.components, lines, strict=False):
-            if not base_line.startswith(prefix):
-                return None
-            value = base_line[len(prefix):]
-            if value != value.strip(" \t"):
-                return None
-            if cat == "h":
-                headers[name] = value
-            elif cat == "d":
-                if value != derived[name]:
-                    return None
-            else:  # the bound request signature: canonical base64 between colons
-                if len(value) < 2 or value[0] != ":" or value[-1] != ":":
-                    return None
-                bound = _b64_canonical(value[1:-1])
-                if bound is None:
-                    return None
-        h = headers.get
-        if (h("x-road-client") != client_text or h("x-road-service") != service_text
-                or h("x-road-id") != message_id or h("x-road-request-id") != request_id
-                or h(signing.H_CONTENT_DIGEST) != body_digest
-                or h(signing.H_SIGNING_CERT) != cert_text or h(signing.H_SIGNING_OCSP) != ocsp_text):
             return None
-        if kind == "request" and (h("x-road-userid") != user or h("x-road-issue") != issue_value):
+        o = text.find(_OCSP_MARK, pos)
+        oe = text.find('"', o + len(_OCSP_MARK))
+        b = text.find(_BASE_MARK, oe)
+        be = text.find('"', b + len(_BASE_MARK))
+        i = be + len(_INPUT_MARK)
+        c = text.find(_CERT_MARK, i)
+        ce = text.find('"', c + len(_CERT_MARK))
+        if min(pos, o, oe, b, be, c, ce) <= 0 or not text.startswith(_INPUT_MARK, be):
             return None
+        m_a, m_b, m_c = _LEAN_A.fullmatch(text, pos, o), _LEAN_B.fullmatch(text, oe, b), _LEAN_C.fullmatch(text, ce)
+        if m_a is None or m_b is None or m_c is None:
+            return None
+        (body_digest, client_text, created_text, extensions, issue, kind, message_id, method) = m_a.groups()
+        origin, path, request_id, service_text, sig_text = m_b.groups()
+        status_text, user_id = m_c.groups()
+        if origin != self._origin_json or (status_text == "null") != (kind == "request"):
+            return None
+        if text.find("\\", pos, o) >= 0 or text.find("\\", oe, b) >= 0 or text.find("\\", ce) >= 0:  # escapes
+            strings = _json_strs(*(f'"{v}"' for v in (body_digest, client_text, message_id, method, path,
+                                                      request_id, service_text, sig_text)))
+            if strings is None:
+                return None
+            body_digest, client_text, message_id, method, path, request_id, service_text, sig_text = strings
+            user = None if user_id == "null" else _json_str(user_id)
+            issue_value = None if issue == "null" else _json_str(issue)
+            if (user is None and user_id != "null") or (issue_value is None and issue != "null"):
+                return None
+        else:
+            user = None if user_id == "null" else user_id[1:-1]
+            issue_value = None if issue == "null" else issue[1:-1]
+        if len(message_id) > MAX_ID_LENGTH or len(request_id) > MAX_ID_LENGTH or (max(
+                o - pos, b - oe, len(text) - ce) > MAX_TEXT_LENGTH and max(  # a literal is no shorter than its value
+                len(method), len(path), len(sig_text), len(body_digest), len(client_text), len(service_text),
+                len(user or ""), len(issue_value or "")) > MAX_TEXT_LENGTH):
+            return None
+        if extensions != "{}" and not _canonical_extensions(extensions):
+            return None
+        hit = self._created.get(created_text) or self._created_of(created_text)
+        literal = text[i - 1:c + 1]
+        parsed_input = self._inputs.get((literal, kind)) or self._lean_input(literal, kind)
+        signer = self._party.get((kind, client_text, service_text)) or self._parties(kind, client_text, service_text)
+        # the stapled certificate and OCSP response: most often those of the last record of this kind
+        pair = self._last_pair.get(kind)
+        cert_at, ocsp_at = c + len(_CERT_MARK), o + len(_OCSP_MARK)
+        if (pair is None or len(pair.cert_text) != ce - cert_at or len(pair.ocsp_text) != oe - ocsp_at
+                or not text.startswith(pair.cert_text, cert_at) or not text.startswith(pair.ocsp_text, ocsp_at)):
+            pair = self._pair(text[cert_at:ce], text[ocsp_at:oe])
+            if pair is not None:
+                self._last_pair[kind] = pair
+        # the body, if kept: canonical base64, and the Content-Digest value the proxies write for it
+        body_digest_of = None if body_text is None else (self._bodies.get(body_text) or self._body(body_text))
+        if hit is None or parsed_input is None or signer is None or pair is None or (
+                body_digest_of is None and body_text is not None):
+            return None
+        created, ts = hit
+        li = parsed_input[1]
         if created.microsecond or li.created != ts or (li.expires is not None and li.expires < ts):
             return None
-        keyid = self._keyids.get(cert_text)
-        if keyid is None:
-            if len(self._keyids) >= _CACHE_MAX:
-                self._keyids.clear()
-            keyid = self._keyids[cert_text] = hashlib.sha256(cert_der).hexdigest()
-        if li.keyid != keyid:
+        if li.keyid != pair.keyid:
             return None
-        m = _SIGNATURE_RE.fullmatch(sig_text)
-        if m is None:
+
+        # (3b) the signature base is exactly the listed components with the record's values: the text before
+        #      the stapled lines, those lines (compared as base64, where they start on a 4-character boundary
+        #      in one of the 3 alignments), and the text after them
+        if kind == "request":
+            if (user is not None) != li.user or (issue_value is not None) != li.issue:
+                return None
+            target, _, query = path.partition("?")
+            values: tuple[str | None, ...] = (method, target or "/", "?" + query, body_digest, client_text,
+                                              service_text, message_id, request_id, user, issue_value)
+        else:
+            values = (status_text, body_digest, client_text, service_text, message_id, request_id)
+        base_text = text[b + len(_BASE_MARK):be]
+        lines = pair.lines
+        bound: bytes | None = None
+        k = li.stapled
+        if li.known:  # the record holds every value of the base: compare it as base64
+            code, before = li.head[0]
+            if code:
+                before = before.format(*values)
+            a = -len(before) % 3
+            p = (len(before) + a) // 3 * 4
+            enc, mid = pair.encoded[a]
+            try:
+                head = before.encode("ascii") + lines[:a]
+            except UnicodeEncodeError:
+                return None
+            rest = lines[a + len(mid):]
+            after_text = self._tails.get((li.params_line, rest)) or self._tail(li, rest)
+            if (not base_text.startswith(enc, p) or base_text[p + len(enc):] != after_text[0]
+                    or base_text[:p] != binascii.b2a_base64(head, newline=False).decode("ascii")):
+                return None
+            tail = after_text[1]
+            # no CR; no white space around a value (each prefix ends with ": "); no line feed in a value
+            if ("\r" in before or "\t" in before or "  " in before or " \n" in before
+                    or before.count("\n") != k):
+                return None
+        else:  # decode what is around the stapled lines, and match it with the values' slots
+            if len(li.head) == 1:  # where the stapled lines start is known
+                code, piece = li.head[0]
+                n = len(piece.format(*values) if code else piece)
+                found = _find_aligned(base_text, pair.encoded, -n % 3, (n + 2) // 3 * 4)
+            else:  # try where they were in the last record of this kind
+                found = _find_aligned(base_text, pair.encoded, *self._found.get(kind, (0, 0)))
+                if found is not None:
+                    self._found[kind] = found
+            if found is None:
+                return None
+            a, p = found
+            enc, mid = pair.encoded[a]
+            try:  # no padding before the end (the head would decode short)
+                head = binascii.a2b_base64(base_text[:p], strict_mode=True)
+            except (binascii.Error, ValueError):
+                return None
+            tail_or_none = _b64_canonical(base_text[p + len(enc):])
+            if tail_or_none is None or len(head) * 4 != p * 3:
+                return None
+            tail = tail_or_none
+            n_head, n_tail = len(head) - a, len(lines) - a - len(mid)
+            if head[n_head:] != lines[:a] or tail[:n_tail] != lines[a + len(mid):]:
+                return None
+            try:
+                before, after = head[:n_head].decode("ascii"), tail[n_tail:].decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            both = before + after
+            if ("\r" in both or "\t" in both or "  " in both or " \n" in both
+                    or before.count("\n") != k or after.count("\n") != len(li.components) - k - 2):
+                return None
+            bound_text = _match(after, li.tail, values)
+            if bound_text is None or _match(before, li.head, values) is None:
+                return None
+            if kind == "response":  # the bound request signature: canonical base64 between colons
+                if len(bound_text) < 2 or bound_text[0] != ":" or bound_text[-1] != ":":
+                    return None
+                bound = _b64_canonical(bound_text[1:-1])
+                if bound is None:
+                    return None
+        # the signature: "xroad=:" and canonical base64 of the raw signature, the form the proxies write
+        if sig_text[:7] != "xroad=:" or sig_text[-1:] != ":":
             return None
-        try:
-            signature = binascii.a2b_base64(m.group(1))  # the pattern admits only the base64 alphabet
-        except binascii.Error:
-            return None
+        signature = _b64_canonical(sig_text[7:-1])
         if not signature:
             return None
         # (3c) the certificate and OCSP status as of the message's created time
-        signer, signer_side = self._signer(kind, client_text if kind == "request" else service_text, client,
-                                           service)
-        try:
-            cert = self.check_cert(cert_der, ocsp_der, signer, created, signer_side)
-        except TrustError:
-            return None
-        key = self._key_of(cert)
-        if key is None or signing.cert_keyid(cert) != keyid:
-            return None
-        pub, alg, p256 = key
+        verdict = self._verdicts.get((id(pair), id(signer), 0 if self._one_conf else self.trust.at(created)[0]))
+        if (verdict is None or verdict.pair is not pair or verdict.signer is not signer
+                or not verdict.lo <= created <= verdict.hi):
+            verdict = self._verdict(pair, signer, created)
+            if verdict is None:
+                return None
+        pub, alg, p256 = verdict.key
         if li.alg != alg:
             return None
-        try:
-            if p256 is not None:
-                if len(signature) != 64:
-                    return None
-                p256.verify(keys.raw_to_der_ecdsa(signature), hashlib.sha256(base).digest(), _ECDSA_PREHASHED)
-            else:
-                keys.verify_bytes(pub, alg, base, signature)
-        except (InvalidSignature, TrustError):
-            return None
         # (3d) the body, if it was kept, is the one signed
-        if body is not None:
-            try:
-                signing.verify_content_digest(body_digest, hashlib.sha256(body).digest())
+        if body_digest_of is not None and body_digest != body_digest_of:
+            body = _b64_canonical(body_text or "")
+            try:  # not the one form the proxies write: the general reading decides
+                signing.verify_content_digest(body_digest, hashlib.sha256(body or b"").digest())
             except TrustError:
                 return None
-        return Checked(kind=kind, request_id=request_id, created=created, signature=signature, bound=bound,
-                       pair=(cert_der, ocsp_der))
+        checked = Checked(kind, request_id, created, signature, bound, pair.der)
+        # (3b, last) the signature over the base
+        if p256 is None:
+            try:
+                keys.verify_bytes(pub, alg, head + mid + tail, signature)
+            except (InvalidSignature, TrustError):
+                return None
+            return checked, None
+        if len(signature) != 64:
+            return None
+        digest = hashlib.sha256(head)
+        digest.update(mid)
+        digest.update(tail)
+        return checked, (p256, _der_p256(signature), digest.digest())
 
     # -- the record
 
@@ -911,12 +1313,84 @@ def _decode_message(line: bytes) -> str:
     return "not in the canonical form of docs/messagelog.md"  # pragma: no cover - decode is the stricter
 
 
+def _subtree_roots(first: int, leaves: bytes) -> tuple[bytes, ...]:
+    """The roots of the aligned perfect subtrees (:func:`gateway.messagelog.merkle.perfect_ranges`) that the
+    leaf hashes ``leaves`` make if the first one is leaf ``first`` of the log (RFC 9162 section 2.1.1)."""
+    sha256 = hashlib.sha256
+    out: list[bytes] = []
+    for lo, hi in perfect_ranges(first, first + len(leaves) // HASH_SIZE):
+        level = [leaves[i:i + HASH_SIZE] for i in range((lo - first) * HASH_SIZE, (hi - first) * HASH_SIZE, HASH_SIZE)]
+        while len(level) > 1:
+            level = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[::2], level[1::2],
+                                                                                  strict=True)]
+        out.append(level[0])
+    return tuple(out)
+
+
+def _append_subtrees(tree: MerkleTree, end: int, roots: Sequence[bytes]) -> None:
+    """Extend ``tree`` to ``end`` leaves by the roots of :func:`gateway.messagelog.merkle.perfect_ranges` from
+    its size to ``end``: an aligned perfect subtree of ``2**h`` leaves is added as a binary counter adds at bit
+    ``h``, merging the frontier's subtrees of the same height (as ``2**h`` calls of ``append`` would)."""
+    frontier = tree.frontier
+    assert frontier is not None
+    for (lo, hi), root in zip(perfect_ranges(tree.size, end), roots, strict=True):
+        n = lo >> ((hi - lo).bit_length() - 1)
+        while n & 1:
+            root = node_hash(frontier.pop(), root)
+            n >>= 1
+        frontier.append(root)
+        tree.size = hi
+
+
+def _extend_tree(tree: MerkleTree, result: ChunkResult, wanted: set[int], roots: dict[int, bytes]) -> None:
+    """Add a chunk's leaves to ``tree`` (step 5), noting the root at each size in ``wanted`` reached on the way:
+    by the subtree roots that the worker computed when the chunk starts where the manifest says and no wanted
+    size falls inside it, else by subtree roots computed here, between the wanted sizes."""
+    start, end = tree.size, tree.size + result.lines
+    cuts = sorted(s for s in wanted if start < s < end)
+    if result.roots and start == result.first and not cuts:
+        _append_subtrees(tree, end, result.roots)
+    else:
+        for stop in (*cuts, end):
+            x, y = (tree.size - start) * HASH_SIZE, (stop - start) * HASH_SIZE
+            _append_subtrees(tree, stop, _subtree_roots(tree.size, result.leaves[x:y]))
+            if stop in wanted:
+                roots[stop] = tree.root()
+    if tree.size in wanted:
+        roots[tree.size] = tree.root()
+
+
 def check_chunk(checker: RecordChecker, first: int, data: bytes) -> ChunkResult:
-    """Step 3 for one records member: each line checked, its leaf hash computed."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    """Step 3 for one records member: each line checked, its leaf hash computed (and the roots of the
+    subtrees that they make, for step 5).
+
+    The lean check (:meth:`RecordChecker.lean`) of every line comes first, then the ECDSA signatures it
+    leaves, one after the other, then, in line order, the general check of each line that the lean check did
+    not accept or whose signature does not verify.
+    """
     leaves = bytearray()
+    sha256 = hashlib.sha256
+    lean = checker.lean
+    # per line: its view, and what the lean check made of it (None: not accepted)
+    prepared: list[tuple[memoryview, tuple[Checked, P256Check | None] | None]] = []
+    # the lines as views of the member's bytes: data.split(b"\n") without the empty one after a final line feed,
+    # but with no copy of each line
+    view = memoryview(data)
+    size = len(data)
+    pos = 0
+    while pos < size:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            end = size
+        line = view[pos:end]
+        pos = end + 1
+        # (3e) the leaf hash, whatever the record's state
+        h = sha256(b"\x00")
+        h.update(line)
+        leaves += h.digest()
+        prepared.append((line, lean(line)))
+    # the signatures, one after the other: whether the lean check accepts each line
+    accepted = [p is not None and (p[1] is None or _ecdsa_p256_ok(p[1])) for _, p in prepared]
     findings: list[RecordFinding] = []
     requests: list[tuple[int, str, bytes]] = []
     responses: list[tuple[int, str, bytes]] = []
@@ -924,17 +1398,12 @@ def check_chunk(checker: RecordChecker, first: int, data: bytes) -> ChunkResult:
     lo: datetime | None = None
     hi: datetime | None = None
     valid = 0
-    sha256 = hashlib.sha256
-    check_lean, check = checker.check_lean, checker.check
-    for i, line in enumerate(lines):
-        # (3e) the leaf hash, whatever the record's state
-        h = sha256(b"\x00")
-        h.update(line)
-        leaves += h.digest()
-        checked = check_lean(line)
-        if checked is None:  # not in the usual form, or not valid: the general check decides and explains
+    for i, ((line, lean_result), ok) in enumerate(zip(prepared, accepted, strict=True)):
+        if ok and lean_result is not None:
+            checked = lean_result[0]
+        else:  # not in the usual form, or not valid: the general check decides and explains
             try:
-                checked = check(line)
+                checked = checker.check(line.tobytes())
             except _RecordProblem as e:
                 findings.append(RecordFinding(line=i, problem=e.problem, message=e.message))
                 continue
@@ -948,10 +1417,11 @@ def check_chunk(checker: RecordChecker, first: int, data: bytes) -> ChunkResult:
         else:
             assert checked.bound is not None
             responses.append((i, checked.request_id, checked.bound))
+    leaf_hashes = bytes(leaves)
     return ChunkResult(
-        first=first, lines=len(lines), leaves=bytes(leaves), valid=valid, findings=tuple(findings),
+        first=first, lines=len(prepared), leaves=leaf_hashes, valid=valid, findings=tuple(findings),
         requests=tuple(requests), responses=tuple(responses), pairs=frozenset(pairs), first_created=lo,
-        last_created=hi,
+        last_created=hi, roots=_subtree_roots(first, leaf_hashes),
     )
 
 
@@ -1003,8 +1473,16 @@ def _worker_check(first: int, data: ChunkData) -> ChunkResult:
     return check_chunk(_WORKER, first, _data(data))
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class ProcessPoolRunner:
-    """Check chunks in ``workers`` processes (default: one per CPU), keeping ``2 * workers`` in flight.
+    """Check chunks in ``workers`` processes (default: one per usable CPU), keeping ``2 * workers`` in flight.
 
     ECDSA verification (70-90 us per record) dominates; this spreads it over the cores. Workers read the
     records members from the archive file themselves (:class:`ChunkSpan`) and send back leaf hashes,
@@ -1014,7 +1492,7 @@ class ProcessPoolRunner:
     reads_files = True  # verify_archive sends ChunkSpans when the source can give them
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cpus()
 
     def __call__(self, context: CheckContext, chunks: Iterable[tuple[Chunk, ChunkData]]) -> Iterator[ChunkResult]:
         executor: Executor = ProcessPoolExecutor(
@@ -1312,11 +1790,30 @@ def verify_archive(
         for chunk in m.chunks:
             yield chunk, (span_of(chunk) if span_of is not None else source.read_chunk(chunk))
 
+    # (5, as the results come) the tree over the records, with its root at each size that a checkpoint names
+    wanted = set()
+    for entry in source.checkpoints:
+        try:
+            wanted.add(cp.parse_checkpoint(cp.parse_note(entry.note).text).size)
+        except (TrustError, UnicodeDecodeError):
+            continue
+    tree = MerkleTree(size=m.start, frontier=list(m.prefix))
+    roots_actual: dict[int, bytes] = {m.start: tree.root()} if m.start in wanted else {}
+    early: tuple[list[VerifiedCheckpoint], list[Finding]] | None = None
     for result in runner(context, chunks()):
         results.append(result)
+        _extend_tree(tree, result, wanted, roots_actual)
         report.records_read += result.lines
         if progress is not None:
             progress(min(report.records_read, total), total)
+        if early is None:
+            # (2, while the workers go on) the checkpoints with the certificates and OCSP responses of the
+            # archive alone: where every one verifies so, the records' stapled ones change nothing (they
+            # come after those of the archive in verify_checkpoints' search, which stops at the first that
+            # serves), so the result stands; else step 2 is made again below with them
+            early = verify_checkpoints(
+                source.checkpoints, m.origin, trust, source.certificates, (), source.ocsp_responses,
+            )
     actual = b"".join(r.leaves for r in results)
     pairs: set[tuple[bytes, bytes]] = set()
     for r in results:
@@ -1328,7 +1825,7 @@ def verify_archive(
                 report.last_created = t if report.last_created is None else max(report.last_created, t)
     report.certificates = len(pairs)
     # (2) the checkpoints
-    verified, cp_findings = verify_checkpoints(
+    verified, cp_findings = early if early is not None and not early[1] else verify_checkpoints(
         source.checkpoints, m.origin, trust, source.certificates, pairs, source.ocsp_responses,
     )
     report.checkpoints_verified = len(verified)
@@ -1337,7 +1834,6 @@ def verify_archive(
     n_actual, n_index = len(actual) // HASH_SIZE, len(index) // HASH_SIZE
     index_ok = len(index) % HASH_SIZE == 0
     inside = [v for v in verified if m.start <= v.size]
-    roots_actual = _roots_at(m.start, m.prefix, actual, [v.size for v in inside if v.size <= m.start + n_actual])
     roots_index = roots_actual if index == actual else _roots_at(  # the usual case: one tree, built once
         m.start, m.prefix, index, [v.size for v in inside if index_ok and v.size <= m.start + n_index])
     index_authentic = any(roots_index.get(v.size) == v.root_hash for v in inside) and index_ok
@@ -1445,6 +1941,7 @@ __all__ = [
     "load_trust",
     "serial_runner",
     "split_record",
+    "usable_cpus",
     "verify_archive",
     "verify_checkpoints",
 ]

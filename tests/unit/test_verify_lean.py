@@ -1,0 +1,465 @@
+"""The fast paths of ``gateway log verify`` (gateway.messagelog.verify) against the plain ways they replace.
+
+Each shortcut must decide exactly as the general code does: base64 read without re-encoding, DER signatures
+built from a table, ``Signature-Input`` parses reused across ``created`` values, the signature base compared
+in base64, ECDSA signatures checked after the rest of a chunk, lines read as views, and the Merkle tree built
+from the subtree roots that the workers compute. The lean record check itself is also compared with the
+general one on more tampered records (``tests/unit/test_archive_lean.py`` has the first set).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import random
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_kit import ORIGIN, LogWorld, exchange_records, make_log, make_world, rewrite, write_archive
+
+from gateway import keys
+from gateway.messagelog import verify
+from gateway.messagelog.archive import LogArchive
+from gateway.messagelog.merkle import HASH_SIZE, MerkleTree, leaf_hash
+
+
+@dataclass
+class Kit:
+    world: LogWorld
+    context: verify.CheckContext
+    checker: verify.RecordChecker
+    request: bytes
+    response: bytes
+    later: tuple[bytes, bytes]  # an exchange three seconds later (another Signature-Input created value)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
+    world = make_world(tmp_path_factory.mktemp("lean-fast"))
+    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN)
+    created = world.now - timedelta(minutes=1)
+    request, response = exchange_records(world, created=created)
+    later = exchange_records(world, created=created + timedelta(seconds=3))
+    return Kit(world=world, context=context, checker=context.checker(), request=request.encode(),
+               response=response.encode(), later=(later[0].encode(), later[1].encode()))
+
+
+def _full(checker: verify.RecordChecker, line: bytes) -> verify.Checked | None:
+    try:
+        return checker.check(line)
+    except verify._RecordProblem:
+        return None
+
+
+def _agree(checker: verify.RecordChecker, line: bytes) -> verify.Checked | None:
+    """The lean check's result, after asserting that the general check accepts whatever it accepts."""
+    lean = checker.check_lean(line)
+    if lean is not None:
+        assert _full(checker, line) == lean
+    return lean
+
+
+# ---- base64 and DER ---------------------------------------------------------------------------------------
+
+
+def _reference_b64(value: str) -> bytes | None:
+    """Canonical padded base64 by decoding strictly and encoding again (what _b64_canonical replaced)."""
+    try:
+        raw = binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if binascii.b2a_base64(raw, newline=False) == value.encode("ascii") else None
+
+
+def test_canonical_base64_agrees_with_encoding_again() -> None:
+    rng = random.Random(4648)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    cases = ["", "=", "==", "QQ", "QQ=", "QQ==", "QR==", "QUI=", "QUJ=", "QUJD", "QUJD=", "QUJD==", "=QUJD",
+             "QUJD\n", " QUJD", "QU JD", "QQ==QUJD", "Q===", "QUJDQQ=", "QUJDQQ==", "QUJDQR==", "é", "QUJ\u00e9"]
+    for _ in range(3000):
+        raw = os.urandom(rng.randrange(0, 12))
+        text = list(base64.b64encode(raw).decode())
+        for _ in range(rng.randrange(0, 3)):  # a few characters changed, dropped or added
+            op = rng.randrange(3)
+            if op == 0 and text:
+                text[rng.randrange(len(text))] = rng.choice(alphabet + "=\n -_")
+            elif op == 1 and text:
+                del text[rng.randrange(len(text))]
+            else:
+                text.insert(rng.randrange(len(text) + 1), rng.choice(alphabet + "="))
+        cases.append("".join(text))
+    for value in cases:
+        assert verify._b64_canonical(value) == _reference_b64(value), value
+
+
+def test_der_signatures_from_the_table_are_those_of_raw_to_der() -> None:
+    rng = random.Random(9421)
+    for _ in range(2000):
+        raw = bytearray(rng.randbytes(64))
+        for half in (0, 32):  # each half: high bit set or clear, or 1 to 32 leading zero bytes
+            choice = rng.randrange(4)
+            if choice == 1:
+                raw[half] |= 0x80
+            elif choice == 2:
+                raw[half] &= 0x7F
+            elif choice == 3:
+                n = rng.randrange(1, 33)
+                raw[half:half + n] = bytes(n)
+        sig = bytes(raw)
+        assert verify._der_p256(sig) == keys.raw_to_der_ecdsa(sig)
+
+
+# ---- Signature-Input parses reused across created values ---------------------------------------------------
+
+
+def _input_literal(record: bytes) -> str:
+    return json.dumps(json.loads(record)["signature_input"], ensure_ascii=False)
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+def test_a_signature_input_parse_is_reused_only_where_it_is_the_same(kit: Kit, kind: str) -> None:
+    index = 0 if kind == "request" else 1
+    literal = _input_literal((kit.request, kit.response)[index])
+    created = literal.split(";created=")[1].split(";")[0]
+    variants = [
+        literal,
+        _input_literal(kit.later[index]),
+        literal.replace(f";created={created}", ";created=1"),
+        literal.replace(f";created={created}", ";created=999999999999999"),  # 15 digits
+        literal.replace(f";created={created}", ";created=1000000000000000"),  # 16 digits: not an sf-integer
+        literal.replace(f";created={created}", f";created=0{created}"),  # a leading zero
+        literal.replace(f";created={created}", f";created=-{created}"),
+        literal.replace(f";created={created}", f";created={created}.5"),
+        literal.replace(f";created={created}", f";created={created};created={created}"),
+        literal.replace(f";created={created}", f";created={int(created) + 1}") + ', other=();created=5',
+        literal.replace(f";created={created}", ""),
+        literal.replace(f";created={created}", ";created="),
+    ]
+    for first in variants:
+        for second in variants:
+            checker = kit.context.checker()
+            checker._lean_input(first, kind)
+            assert checker._lean_input(second, kind) == verify.RecordChecker._parse_input(second, kind), second
+
+
+def test_records_of_later_seconds_are_decided_by_the_lean_check(kit: Kit) -> None:
+    checker = kit.context.checker()
+    for line in (kit.request, kit.response, *kit.later):
+        assert _agree(checker, line) is not None
+    assert len(checker._shapes) == 2  # one parse per kind; the later exchange reused them
+
+
+# ---- more tampered records ---------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def edit_base(fn: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
+    def edit(o: dict[str, Any]) -> None:
+        o["signature_base"] = _b64(fn(base64.b64decode(o["signature_base"]).decode()).encode())
+    return edit
+
+
+def setter(**values: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda o: o.update(values)
+
+
+def _swap_stapled(o: dict[str, Any]) -> None:
+    o["signing_cert"], o["ocsp_response"] = o["ocsp_response"], o["signing_cert"]
+
+
+def _stapled_line_changed(o: dict[str, Any]) -> None:
+    base = base64.b64decode(o["signature_base"]).decode()
+    i = base.index('"x-road-signing-cert": ') + len('"x-road-signing-cert": ') + 40
+    o["signature_base"] = _b64((base[:i] + ("A" if base[i] != "A" else "B") + base[i + 1:]).encode())
+
+
+# (name, kind, edit of the JSON object, whether the record stays valid (None: the general check decides),
+#  whether the lean check must decide it)
+EDITS: list[tuple[str, str, Callable[[dict[str, Any]], None], bool | None, bool]] = [
+    ("request hash changed (signed, not logged)", "response",
+     edit_base(lambda t: t.replace('"x-road-request-hash": sha-256=:AAAA:', '"x-road-request-hash": sha-256=:AAAB:')),
+     False, False),
+    ("request hash with a space after it", "response",
+     edit_base(lambda t: t.replace("sha-256=:AAAA:\n", "sha-256=:AAAA: \n")), False, False),
+    ("request hash line removed", "response",
+     edit_base(lambda t: t.replace('"x-road-request-hash": sha-256=:AAAA:\n', "")), False, False),
+    ("stapled certificate's line changed in the base", "request", _stapled_line_changed, False, False),
+    ("certificate and OCSP response swapped", "request", _swap_stapled, False, False),
+    ("base with padding added", "request", lambda o: o.update(signature_base=o["signature_base"] + "="),
+     False, False),
+    ("base cut short by one character", "request", lambda o: o.update(signature_base=o["signature_base"][:-1]),
+     False, False),
+    ("base with a line before the first", "request", edit_base(lambda t: '"x-road-extra": 1\n' + t), False, False),
+    ("base with the params line twice", "response",
+     edit_base(lambda t: t + "\n" + t.rsplit("\n", 1)[1]), False, False),
+    ("base with a tab after a value", "request", edit_base(lambda t: t.replace("\n", "\t\n", 1)), False, False),
+    ("base with a space before a value", "request",
+     edit_base(lambda t: t.replace('"x-road-id": ', '"x-road-id":  ')), False, False),
+    ("bound signature not base64", "response",
+     edit_base(lambda t: t.replace('key="xroad": :', 'key="xroad": :!')), False, False),
+    ("signature of the wrong length", "request", lambda o: o.update(signature="xroad=:" + _b64(b"x" * 63) + ":"),
+     False, False),
+    ("signature with padding bits set", "request",
+     lambda o: o.update(signature=o["signature"][:-4] + chr(ord(o["signature"][-4]) + 1) + "==:"), None, False),
+    ("path holding a line feed", "request", setter(path="/persons/1\n?full=true"), False, False),
+    ("method holding a tab", "request", setter(method="G\tET"), False, False),
+    ("user id with an escape (signed on a request)", "request", setter(user_id="EE1\u00e9"), False, False),
+    ("user id with an escape (not signed on a response)", "response", setter(user_id="EE1\u00e9\"x"), True, True),
+    ("issue with a line feed (not signed on a response)", "response", setter(issue="a\nb"), True, True),
+    ("body with padding bits set", "response", lambda o: o.update(body=o["body"][:-2] + "1="), False, False),
+    ("body of another record with its digest", "response",
+     lambda o: o.update(body=_b64(b"{}")), False, False),
+    ("status out of range", "response", setter(status=99), False, False),
+    ("extensions holding braces", "request", setter(extensions={"note": "{x}"}), True, False),
+    ("an origin with a quote", "request", setter(origin='DEV/GOV/1001/"ss1'), False, False),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "edit", "valid", "lean"), EDITS, ids=[e[0] for e in EDITS])
+def test_lean_check_agrees_with_the_general_check(
+    kit: Kit, name: str, kind: str, edit: Callable[[dict[str, Any]], None], valid: bool | None, lean: bool,
+) -> None:
+    obj = json.loads(kit.request if kind == "request" else kit.response)
+    edit(obj)
+    line = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    checker = kit.context.checker()
+    for _ in range(2):  # a second time from the caches
+        result = _agree(checker, line)
+        if valid is not None:
+            assert (_full(checker, line) is not None) == valid, name
+        if lean:
+            assert result is not None, "the lean check must decide this record"
+
+
+def _resigned(kit: Kit, kind: str, fn: Callable[[str], str], record: Callable[[dict[str, Any]], None] | None = None
+              ) -> bytes:
+    """The record with its signature base edited (and the record, if ``record``) and signed again by its signer:
+    only the base's form is wrong."""
+    obj = json.loads(kit.request if kind == "request" else kit.response)
+    if record is not None:
+        record(obj)
+    base = fn(base64.b64decode(obj["signature_base"]).decode()).encode()
+    signer = kit.world.consumer_signer if kind == "request" else kit.world.provider_signer
+    obj["signature_base"] = _b64(base)
+    obj["signature"] = f"xroad=:{_b64(signer.sign(base))}:"
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+HASH_LINE = '"x-road-request-hash": sha-256=:AAAA:\n'
+# (name, kind, edit of the signature base's text, whether the record stays valid, whether the lean check must
+#  decide it): the signature verifies over each edited base
+RESIGNED: list[tuple[str, str, Callable[[str], str], bool | None, bool]] = [
+    ("unchanged", "request", lambda t: t, True, True),
+    ("unchanged", "response", lambda t: t, True, True),
+    ("a space after the request hash", "response", lambda t: t.replace(":AAAA:\n", ":AAAA: \n"), False, False),
+    ("a space before the request hash", "response", lambda t: t.replace(": sha-256=:AAAA:", ":  sha-256=:AAAA:"),
+     False, False),
+    ("a tab after the request hash", "response", lambda t: t.replace(":AAAA:\n", ":AAAA:\t\n"), False, False),
+    ("a CR in the request hash", "response", lambda t: t.replace(":AAAA:\n", ":AA\rAA:\n"), False, False),
+    ("a space after the bound signature", "response", lambda t: t.replace(":\n\"@signature-params", ": \n\"@sig"
+                                                                        "nature-params"), False, False),
+    ("a line added", "response", lambda t: t.replace(HASH_LINE, HASH_LINE + '"x-road-extra": 1\n'), False, False),
+    ("a line added", "request", lambda t: '"x-road-extra": 1\n' + t, False, False),
+    ("a space before the message id", "request", lambda t: t.replace('"x-road-id": ', '"x-road-id":  '),
+     False, False),
+    ("the request hash empty", "response", lambda t: t.replace(HASH_LINE, '"x-road-request-hash": \n'),
+     None, False),
+    ("the bound signature not canonical", "response", lambda t: t.replace('key="xroad": :', 'key="xroad": : '),
+     False, False),
+    ("the bound signature between letters", "response",
+     lambda t: t.replace('key="xroad": :', 'key="xroad": A').replace(':\n"@signature-params', 'A\n"@signature-params'),
+     False, False),
+]
+
+EXTRA = '\n"x-road-extra": 1'
+# (name, kind, edit of the record, edit of its signature base): a value holding a line feed, signed as such,
+# makes a line of its own in the base; the general check refuses these, and so must the lean one
+SPLIT_LINES: list[tuple[str, str, Callable[[dict[str, Any]], None], Callable[[str], str]]] = [
+    ("message id", "response", lambda o: o.update(message_id=o["message_id"] + EXTRA),
+     lambda t: t.replace('"x-road-id": DEV-', '"x-road-id": ' + EXTRA[1:] + "\n" + '"x-road-id": DEV-')),
+    ("message id, at its end", "response", lambda o: o.update(message_id=o["message_id"] + EXTRA),
+     lambda t: t.replace('\n"x-road-request-id"', EXTRA + '\n"x-road-request-id"')),
+    ("path", "request", lambda o: o.update(path="/persons/1" + EXTRA + "?full=true"),
+     lambda t: t.replace('"@path": /persons/1', '"@path": /persons/1' + EXTRA)),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "record", "edit"), SPLIT_LINES, ids=[e[0] for e in SPLIT_LINES])
+def test_a_value_holding_a_line_feed_is_refused(
+    kit: Kit, name: str, kind: str, record: Callable[[dict[str, Any]], None], edit: Callable[[str], str],
+) -> None:
+    line = _resigned(kit, kind, edit, record)
+    checker = kit.context.checker()
+    assert _agree(checker, line) is None
+    assert _full(checker, line) is None
+
+
+@pytest.mark.parametrize(("name", "kind", "edit", "valid", "lean"), RESIGNED,
+                         ids=[f"{e[0]} ({e[1]})" for e in RESIGNED])
+def test_lean_check_agrees_on_signed_bases_of_the_wrong_form(
+    kit: Kit, name: str, kind: str, edit: Callable[[str], str], valid: bool | None, lean: bool,
+) -> None:
+    line = _resigned(kit, kind, edit)
+    checker = kit.context.checker()
+    result = _agree(checker, line)
+    if valid is not None:
+        assert (_full(checker, line) is not None) == valid, name
+    if lean:
+        assert result is not None, "the lean check must decide this record"
+
+
+@pytest.mark.parametrize("member", ["signature_base", "signing_cert", "ocsp_response", "signature_input"])
+def test_random_changes_in_the_long_members_are_never_accepted_by_the_lean_check_alone(kit: Kit, member: str
+                                                                                      ) -> None:
+    rng = random.Random(member)
+    checker = kit.context.checker()
+    for line in (kit.request, kit.response):  # the caches hold the unchanged records' pair and input
+        assert checker.check_lean(line) is not None
+    for _ in range(600):
+        line = rng.choice((kit.request, kit.response))
+        start = line.index(f'"{member}":"'.encode()) + len(member) + 4
+        end = line.index(b'"', start + 1) if member != "signature_input" else line.index(b'","signing_cert"')
+        changed = bytearray(line)
+        for _ in range(rng.randint(1, 2)):
+            changed[rng.randrange(start, end)] = rng.choice(b"ABCDEFabcdef0123456789+/=\\\" \n")
+        _agree(checker, bytes(changed))
+
+
+# ---- a chunk: line views, ECDSA after the rest, the general check for the rest -------------------------------
+
+
+def _reference_chunk(checker: verify.RecordChecker, data: bytes) -> tuple[int, bytes, list[tuple[int, str]],
+                                                                          list[verify.Checked]]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    findings, accepted = [], []
+    for i, line in enumerate(lines):
+        checked = checker.check_lean(line)
+        if checked is None:
+            try:
+                checked = checker.check(line)
+            except verify._RecordProblem as e:
+                findings.append((i, e.problem))
+                continue
+        accepted.append(checked)
+    return len(lines), b"".join(leaf_hash(line) for line in lines), findings, accepted
+
+
+def test_check_chunk_reads_lines_and_checks_signatures_as_line_by_line(kit: Kit) -> None:
+    obj = json.loads(kit.response)
+    sig = obj["signature"]
+    obj["signature"] = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]  # well-formed, does not verify
+    bad_signature = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    records = [kit.request, bad_signature, kit.response, b"", b"not a record", kit.later[0], kit.later[1]]
+    for data in (b"\n".join(records) + b"\n", b"\n".join(records), b"\n".join(records) + b"\n\n", b"", b"\n",
+                 kit.request):
+        checker = kit.context.checker()
+        lines, leaves, findings, accepted = _reference_chunk(kit.context.checker(), data)
+        result = verify.check_chunk(checker, 0, data)
+        assert (result.lines, result.leaves, result.valid) == (lines, leaves, len(accepted))
+        assert [(f.line, f.problem) for f in result.findings] == findings
+        assert [r[1] for r in result.requests] == [c.request_id for c in accepted if c.kind == "request"]
+        assert [r[2] for r in result.responses] == [c.bound for c in accepted if c.kind == "response"]
+    result = verify.check_chunk(kit.context.checker(), 0, b"\n".join(records))
+    assert [(f.line, f.problem) for f in result.findings] == [(1, "signature"), (3, "malformed"), (4, "malformed")]
+
+
+# ---- the tree from subtree roots ---------------------------------------------------------------------------
+
+
+def _chunk_result(first: int, leaves: bytes) -> verify.ChunkResult:
+    return verify.ChunkResult(
+        first=first, lines=len(leaves) // HASH_SIZE, leaves=leaves, valid=0, findings=(), requests=(), responses=(),
+        pairs=frozenset(), first_created=None, last_created=None, roots=verify._subtree_roots(first, leaves))
+
+
+@pytest.mark.parametrize(("start", "counts", "firsts"), [
+    (0, [2048, 2048, 1500], None),
+    (5, [11, 2048, 1], None),
+    (4096, [2048, 2048], None),
+    (3, [7, 9, 300], [3, 11, 19]),  # a record missing from the first chunk: the rest are not where said
+    (0, [1, 1, 1, 1, 1], None),
+])
+def test_the_tree_from_subtree_roots_has_the_roots_of_the_tree_from_leaves(
+    start: int, counts: list[int], firsts: list[int] | None,
+) -> None:
+    rng = random.Random(start)
+    total = sum(counts)
+    leaves = rng.randbytes(HASH_SIZE * total)
+    prefix = MerkleTree()
+    prefix.extend(rng.randbytes(HASH_SIZE) for _ in range(start))
+    wanted = {start, start + 1, start + counts[0], start + total, start + total // 2, start + total + 1,
+              start + 3 * total // 4}
+    tree = MerkleTree(size=start, frontier=list(prefix.frontier or []))
+    roots: dict[int, bytes] = {start: tree.root()} if start in wanted else {}
+    pos, first = 0, start
+    for i, count in enumerate(counts):
+        chunk = leaves[pos * HASH_SIZE:(pos + count) * HASH_SIZE]
+        verify._extend_tree(tree, _chunk_result(firsts[i] if firsts else first, chunk), wanted, roots)
+        pos, first = pos + count, first + count
+    expected = verify._roots_at(start, prefix.frontier or [], leaves, [s for s in wanted if s <= start + total])
+    assert roots == expected
+    assert tree.size == start + total
+
+
+# ---- step 2 before the records' stapled certificates are known ----------------------------------------------
+
+
+def test_checkpoints_signed_by_a_key_only_stapled_in_the_records_verify(tmp_path: Path) -> None:
+    """Step 2 runs first with the archive's own certificates and OCSP responses; where those do not serve
+    (here the archive has none), it runs again with the records' stapled ones."""
+    from gateway.canonical import canonical_bytes
+
+    world = make_world(tmp_path)
+    records = make_log(world, 10)
+    path = write_archive(world, tmp_path / "a.zip", records, checkpoint_sizes=(8, 20))
+
+    def manifest(data: bytes) -> bytes:
+        m = json.loads(data)
+        m["certificates"], m["ocsp_responses"] = [], []
+        return canonical_bytes(m)
+
+    with zipfile.ZipFile(path) as z:
+        dropped = {n: (lambda _: None) for n in z.namelist() if n.startswith(("certs/", "ocsp/"))}
+    assert dropped
+    stripped = rewrite(path, tmp_path / "b.zip", {**dropped, "manifest.json": manifest})
+    for archive in (path, stripped):
+        with LogArchive(archive) as a:
+            report = verify.verify_archive(a, world.anchor)
+        assert report.ok, report.summary()
+        assert (report.checkpoints_verified, report.covered_until) == (2, 20)
+
+
+@pytest.mark.parametrize(("name", "suffix", "valid"), [
+    ("another member after sha-256", ", sha-512=:" + "A" * 86 + "==:", True),
+    ("a parameter on sha-256", ";x=1", None),
+    ("a second sha-256 member", ", sha-256=:AAAA:", None),
+])
+def test_a_content_digest_in_another_form_is_read_as_the_general_check_reads_it(
+    kit: Kit, name: str, suffix: str, valid: bool | None,
+) -> None:
+    obj = json.loads(kit.response)
+    digest = obj["body_digest"]
+
+    def record(o: dict[str, Any]) -> None:
+        o["body_digest"] = digest + suffix
+
+    line = _resigned(kit, "response", lambda t: t.replace(f'"content-digest": {digest}',
+                                                          f'"content-digest": {digest}{suffix}'), record)
+    checker = kit.context.checker()
+    assert checker.check_lean(kit.response) is not None  # the body's digest is cached
+    result = _agree(checker, line)
+    if valid is not None:
+        assert (_full(checker, line) is not None) == valid, name
+        assert (result is not None) == valid, name
