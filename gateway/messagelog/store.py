@@ -54,7 +54,6 @@ THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a
 MAX_READ = 10_000  # records per read() call
 MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
 WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
-_MAX_SEQ_SQL = "SELECT max(seq) FROM messagelog_records WHERE origin = ?"
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -537,6 +536,11 @@ def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[
     return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
 
 
+def _max_seq_query(origin: str | sa.BindParameter[str]) -> sa.Select[Any]:
+    """The highest sequence number committed for ``origin`` (NULL: none yet)."""
+    return sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
@@ -564,7 +568,6 @@ class SqlMessageLogStore(MessageLogStore):
         # SQLite: the writer works through the plain sqlite3 driver on one thread of its own, so that a
         # batch costs one hand-over between threads rather than one per statement (each hand-over waits for
         # a turn of a busy event loop, which would otherwise dominate an exchange's latency).
-        self._sqlite_path: str | None = None
         self._sqlite_connect_args: tuple[str, bool, float] = ("", False, 5.0)  # database, uri, timeout
         self._sqlite: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -587,8 +590,8 @@ class SqlMessageLogStore(MessageLogStore):
             self._sqlite_connect_args = (
                 str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
             )
-            self._sqlite_path = database
             self._driver_insert = _driver_insert(dialect)
+            self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
             self._wal_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-wal")
         self._sync_closed = False
@@ -637,14 +640,12 @@ class SqlMessageLogStore(MessageLogStore):
             # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
             #     origin (the primary key refuses a second writer; any failure forgets what was kept).
             next_seq = self._next_seq
-            for p in batch:
-                if p.record.origin not in next_seq:
-                    next_seq = dict(next_seq)
-                    for origin in dict.fromkeys(q.record.origin for q in batch):
-                        if origin not in next_seq:
-                            top = conn.execute(_MAX_SEQ_SQL, (origin,)).fetchone()[0]
-                            next_seq[origin] = 0 if top is None else int(top) + 1
-                    break
+            unknown = [o for o in dict.fromkeys(p.record.origin for p in batch) if o not in next_seq]
+            if unknown:
+                next_seq = dict(next_seq)
+                for origin in unknown:
+                    top = conn.execute(self._max_seq_sql, (origin,)).fetchone()[0]
+                    next_seq[origin] = 0 if top is None else int(top) + 1
             seqs, rows = self._rows(batch, next_seq)
             # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
             #     processors applied, so the stored values are what SQLAlchemy would store).
@@ -676,7 +677,7 @@ class SqlMessageLogStore(MessageLogStore):
                     conn_.close()
             if isinstance(e, sqlite3.Error):  # as SQLAlchemy would report it
                 raise sa.exc.DBAPIError.instance(
-                    "INSERT INTO messagelog_records", None, e, sqlite3.Error, hide_parameters=True,
+                    self._driver_insert[0], None, e, sqlite3.Error, hide_parameters=True,
                 ) from e
             raise
         self._next_seq = next_seq
@@ -756,9 +757,7 @@ class SqlMessageLogStore(MessageLogStore):
                 next_seq = dict(self._next_seq)  # (1) as in _write_batch_sync
                 for origin in dict.fromkeys(p.record.origin for p in batch):
                     if origin not in next_seq:
-                        top = await conn.scalar(
-                            sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
-                        )
+                        top = await conn.scalar(_max_seq_query(origin))
                         next_seq[origin] = 0 if top is None else int(top) + 1
                 seqs, rows = self._rows(batch, next_seq)
                 await conn.execute(records.insert(), rows)
@@ -794,7 +793,7 @@ class SqlMessageLogStore(MessageLogStore):
 
     async def _size(self, origin: str) -> int:
         async with self._engine.connect() as conn:
-            top = await conn.scalar(sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin))
+            top = await conn.scalar(_max_seq_query(origin))
         return 0 if top is None else int(top) + 1
 
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:

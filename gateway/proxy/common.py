@@ -138,31 +138,27 @@ async def read_body(
         )
     if account is not None and declared:
         account.take(declared, what)
-    chunks = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"{what} is larger than the maximum of {limit} bytes", status=413)
-        if account is not None and (declared is None or size > declared):
-            account.take(len(chunk), what)
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    def too_large() -> GatewayError:
+        return RequestError(f"{what} is larger than the maximum of {limit} bytes", status=413)
+
+    return await read_stream(request.content, limit, account, too_large=too_large, what=what, held=declared or 0)
 
 
 async def read_stream(
     stream: aiohttp.StreamReader, limit: int, account: BodyAccount | None, *, too_large: Callable[[], GatewayError],
-    what: str,
+    what: str, held: int = 0,
 ) -> bytes:
-    """Read a response body whole: refused past ``limit`` bytes (``too_large()``), held on ``account``."""
+    """Read a body whole: refused past ``limit`` bytes (``too_large()``); what goes beyond the ``held`` bytes
+    already taken is taken from ``account`` as it arrives."""
     chunks = []
     size = 0
     async for chunk in stream.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise too_large()
-        if account is not None:
-            account.take(len(chunk), what)
+        if account is not None and size > held:
+            account.take(min(len(chunk), size - held), what)
         chunks.append(chunk)
     return b"".join(chunks)
 
