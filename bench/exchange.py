@@ -39,10 +39,10 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.access import AccessRule  # noqa: E402
 from gateway.cli.run import run  # noqa: E402
-from gateway.demo import start_federation  # noqa: E402
+from gateway.dev.demo import start_federation  # noqa: E402
 from gateway.identifiers import ServiceId, SubsystemId  # noqa: E402
+from gateway.serverconf.access import AccessRule  # noqa: E402
 
 PAYLOAD = json.dumps({"items": [{"id": i, "name": f"record {i:04d}", "pad": "x" * 20} for i in range(18)]}).encode()
 

@@ -28,15 +28,16 @@ sys.path.insert(0, str(ROOT))
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
-from gateway import rest, signing  # noqa: E402
-from gateway.certprofile import build_csr  # noqa: E402
+from gateway.dev.pki.ca import DevCA  # noqa: E402
+from gateway.dev.pki.ocsp_responder import respond  # noqa: E402
 from gateway.identifiers import MemberId, ServiceId, SubsystemId, parse_client  # noqa: E402
-from gateway.keys import generate_private_key  # noqa: E402
 from gateway.messagelog.record import LogRecord, leaf_hash  # noqa: E402
-from gateway.ocsp import build_request  # noqa: E402
-from gateway.pki.ca import DevCA  # noqa: E402
-from gateway.pki.ocsp_responder import respond  # noqa: E402
+from gateway.protocol import rest  # noqa: E402
+from gateway.protocol import signatures as signing  # noqa: E402
 from gateway.proxy.common import header_pairs  # noqa: E402
+from gateway.trust.certprofile import build_csr  # noqa: E402
+from gateway.trust.keys import generate_private_key  # noqa: E402
+from gateway.trust.ocsp import build_request  # noqa: E402
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CREATED = int(NOW.timestamp())

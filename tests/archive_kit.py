@@ -2,7 +2,7 @@
 
 A :class:`LogWorld` is a development CA (signing certificates for two members, their OCSP responses, a TSA),
 a global configuration that trusts that CA and TSA, signed under an anchor, and the signers. It makes records
-the way the proxies do (:mod:`gateway.signing` and :class:`~gateway.messagelog.record.LogRecord`), signed
+the way the proxies do (:mod:`gateway.protocol.signatures` and :class:`~gateway.messagelog.record.LogRecord`), signed
 checkpoints with real timestamp tokens, and archives with :class:`~gateway.messagelog.archive.ArchiveWriter`.
 """
 
@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from globalconf_sim import GlobalConfSimulator
 from pkihelpers import IssuedCert, ThrowawayPki, make_pki
 
-from gateway import signing, timestamp
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.model import cert_to_pem
 from gateway.identifiers import MemberId, ServiceId, SubsystemId
@@ -29,6 +28,8 @@ from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import ArchiveWriter
 from gateway.messagelog.merkle import MerkleTree, leaf_hash
 from gateway.messagelog.record import LogRecord
+from gateway.protocol import signatures
+from gateway.trust import timestamp
 
 CONSUMER = MemberId.parse("DEV/GOV/1001")
 PROVIDER = MemberId.parse("DEV/GOV/1002")
@@ -51,12 +52,12 @@ class LogWorld:
     now: datetime
 
     @property
-    def consumer_signer(self) -> signing.KeySigner:
-        return signing.KeySigner(key=self.consumer.key, cert=self.consumer.cert)
+    def consumer_signer(self) -> signatures.KeySigner:
+        return signatures.KeySigner(key=self.consumer.key, cert=self.consumer.cert)
 
     @property
-    def provider_signer(self) -> signing.KeySigner:
-        return signing.KeySigner(key=self.provider.key, cert=self.provider.cert)
+    def provider_signer(self) -> signatures.KeySigner:
+        return signatures.KeySigner(key=self.provider.key, cert=self.provider.cert)
 
 
 def make_world(directory: Path, *, now: datetime | None = None) -> LogWorld:
@@ -88,22 +89,22 @@ def exchange_records(
     ts = int(created.timestamp())
     message_id = message_id or f"DEV-{uuid.uuid4()}"
     request_id = request_id or str(uuid.uuid4())
-    req_digest = signing.content_digest_header(hashlib.sha256(b"").digest())
+    req_digest = signatures.content_digest_header(hashlib.sha256(b"").digest())
     headers = {
         "x-road-client": str(CLIENT), "x-road-service": str(SERVICE), "x-road-id": message_id,
-        "x-road-request-id": request_id, signing.H_CONTENT_DIGEST: req_digest,
+        "x-road-request-id": request_id, signatures.H_CONTENT_DIGEST: req_digest,
     }
     if user_id is not None:
         headers["x-road-userid"] = user_id
-    req = signing.sign_request(method="GET", path="/persons/1", query="full=true", headers=headers,
+    req = signatures.sign_request(method="GET", path="/persons/1", query="full=true", headers=headers,
                                signer=world.consumer_signer, created=ts, ocsp=world.consumer_ocsp)
-    resp_digest = signing.content_digest_header(hashlib.sha256(body).digest())
+    resp_digest = signatures.content_digest_header(hashlib.sha256(body).digest())
     resp_headers = {
         "x-road-client": str(CLIENT), "x-road-service": str(SERVICE), "x-road-id": message_id,
         "x-road-request-id": request_id, "x-road-request-hash": "sha-256=:AAAA:",
-        signing.H_CONTENT_DIGEST: resp_digest,
+        signatures.H_CONTENT_DIGEST: resp_digest,
     }
-    resp = signing.sign_response(status=200, headers=resp_headers, request_signature=req.signature,
+    resp = signatures.sign_response(status=200, headers=resp_headers, request_signature=req.signature,
                                  signer=world.provider_signer, created=ts, ocsp=world.provider_ocsp)
     common = {
         "origin": origin, "side": side, "message_id": message_id, "request_id": request_id, "client": CLIENT,
@@ -112,13 +113,13 @@ def exchange_records(
     }
     request = LogRecord(
         kind="request", status=None, signature_base=req.signature_base,
-        signature_input=req.headers[signing.H_SIGNATURE_INPUT], signature=req.headers[signing.H_SIGNATURE],
+        signature_input=req.headers[signatures.H_SIGNATURE_INPUT], signature=req.headers[signatures.H_SIGNATURE],
         signing_cert=world.consumer.cert.public_bytes(_DER), ocsp_response=world.consumer_ocsp,
         body_digest=req_digest, body=b"", **common,  # type: ignore[arg-type]
     )
     response = LogRecord(
         kind="response", status=200, signature_base=resp.signature_base,
-        signature_input=resp.headers[signing.H_SIGNATURE_INPUT], signature=resp.headers[signing.H_SIGNATURE],
+        signature_input=resp.headers[signatures.H_SIGNATURE_INPUT], signature=resp.headers[signatures.H_SIGNATURE],
         signing_cert=world.provider.cert.public_bytes(_DER), ocsp_response=world.provider_ocsp,
         body_digest=resp_digest, body=body, **common,  # type: ignore[arg-type]
     )
@@ -138,7 +139,7 @@ def make_log(world: LogWorld, exchanges: int, *, origin: str = ORIGIN, side: str
 
 
 def signed_checkpoint(world: LogWorld, leaves: Sequence[bytes], size: int, *, origin: str = ORIGIN,
-                      signer: signing.KeySigner | None = None, when: datetime | None = None) -> tuple[bytes, bytes]:
+                      signer: signatures.KeySigner | None = None, when: datetime | None = None) -> tuple[bytes, bytes]:
     """A checkpoint of the first ``size`` leaf hashes, signed by the origin owner, and its timestamp token."""
     tree = MerkleTree()
     tree.extend(leaves[:size])
@@ -198,7 +199,7 @@ def lines_edit(fn: Callable[[list[bytes]], list[bytes]]) -> Callable[[bytes], by
 
 def strip_timestamp(number: int) -> dict[str, Callable[[bytes], bytes | None]]:
     """Edits that remove checkpoint ``number``'s token and its mention in the manifest."""
-    from gateway.canonical import canonical_bytes
+    from gateway.trust.canonical import canonical_bytes
 
     def manifest(data: bytes) -> bytes:
         m = json.loads(data)
@@ -208,15 +209,15 @@ def strip_timestamp(number: int) -> dict[str, Callable[[bytes], bytes | None]]:
     return {f"checkpoints/{number:06d}.tst": lambda _: None, "manifest.json": manifest}
 
 
-def resign_note(note: bytes, signer: signing.KeySigner) -> bytes:
+def resign_note(note: bytes, signer: signatures.KeySigner) -> bytes:
     """The same checkpoint, signed by another key under the same key name."""
     head = cp.parse_checkpoint(cp.parse_note(note).text)
     return cp.sign_checkpoint(head, signer)
 
 
-def stranger_signer() -> signing.KeySigner:
+def stranger_signer() -> signatures.KeySigner:
     """A signer whose key nobody trusts."""
     from globalconf_sim import make_key_pair
 
     key, cert = make_key_pair("stranger", now=datetime.now(UTC))
-    return signing.KeySigner(key=key, cert=cert)
+    return signatures.KeySigner(key=key, cert=cert)

@@ -36,7 +36,7 @@ from gateway.globalconf.anchor import Anchor, build_anchor
 from gateway.globalconf.envelope import sign_envelope
 from gateway.globalconf.fetcher import Fetcher
 from gateway.globalconf.model import cert_fingerprint, cert_to_pem, format_time
-from gateway.keys import PrivateKey
+from gateway.trust.keys import PrivateKey
 
 SIM_URL = "http://central.sim/globalconf"
 KeyPair = tuple[PrivateKey, x509.Certificate]

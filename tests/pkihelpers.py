@@ -26,13 +26,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.certprofile import CertKind, Identity, build_csr
+from gateway.dev.pki import tsa
+from gateway.dev.pki.ca import CertRecord, DevCA
+from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.keys import KeyType, PrivateKey, cert_sha256_hex, generate_private_key, write_private_key
-from gateway.pki import tsa
-from gateway.pki.ca import CertRecord, DevCA
-from gateway.pki.ocsp_responder import respond as ocsp_respond
-from gateway.timestamp import build_request as build_ts_request
+from gateway.trust.certprofile import CertKind, Identity, build_csr
+from gateway.trust.keys import KeyType, PrivateKey, cert_sha256_hex, generate_private_key, write_private_key
+from gateway.trust.timestamp import build_request as build_ts_request
 
 
 def _now(now: datetime | None) -> datetime:
@@ -140,7 +140,7 @@ class ThrowawayPki:
         validity_seconds: int = 3600,
     ) -> bytes:
         """The DER OCSP response the responder gives for ``cert`` at ``now`` (no network)."""
-        from gateway.ocsp import build_request
+        from gateway.trust.ocsp import build_request
 
         c = cert.cert if isinstance(cert, IssuedCert) else cert
         return ocsp_respond(build_request(c, self.ca_cert), self.ca.ocsp_state(validity_seconds), _now(now))

@@ -27,7 +27,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.access import AccessRule, Endpoint, LocalGroupId, parse_subject, subject_text
 from gateway.admin import auth
 from gateway.admin.auth import Principal
 from gateway.admin.logapi import LOG_HANDLERS
@@ -41,6 +40,7 @@ from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, MemberId, SecurityServerId, ServiceId, SubsystemId, parse_client
 from gateway.messagelog.store import MessageLogStore
 from gateway.serverconf import ClientInfo, ServiceInfo
+from gateway.serverconf.access import AccessRule, Endpoint, LocalGroupId, parse_subject, subject_text
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertEntry, KeyEntry
@@ -54,7 +54,7 @@ MAX_ORIGIN_LENGTH = 255  # characters; as gateway.messagelog.record
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminContext:
-    """What the admin API works on; opened by :mod:`gateway.runtime` and passed in."""
+    """What the admin API works on; opened by :mod:`gateway.server.runtime` and passed in."""
 
     server_id: SecurityServerId
     settings: AdminSettings

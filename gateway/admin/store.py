@@ -27,8 +27,8 @@ from gateway.admin import auth
 from gateway.admin.models import VERSION_TABLE, api_keys, audit, revoked_tokens, session_keys, users
 from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
-from gateway.db import migrate
 from gateway.errors import GatewayError, RequestError
+from gateway.storage.db import migrate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones are cut

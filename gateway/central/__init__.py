@@ -25,7 +25,7 @@ VERSION_TABLE = "alembic_version_central"
 
 async def migrate_central(engine: AsyncEngine) -> None:
     """Bring the central server's schema up to date (idempotent)."""
-    from gateway.db import migrate
+    from gateway.storage.db import migrate
 
     await migrate(engine, MIGRATIONS_DIR, VERSION_TABLE)
 

@@ -42,10 +42,10 @@ from gateway.central.publisher import (
     publish_if_due,
 )
 from gateway.central.signingkeys import ensure_signing_key
-from gateway.db import make_engine
 from gateway.errors import ConfigError, GatewayError, GlobalConfError, RequestError
 from gateway.globalconf.model import format_time
 from gateway.settings import CentralSettings, Settings
+from gateway.storage.db import make_engine
 
 log = structlog.get_logger("gateway.central")
 

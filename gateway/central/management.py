@@ -13,7 +13,7 @@ RFC 8785 canonical JSON object::
 
 ``signature`` is made with the authentication key of ``signer_cert`` over the canonical bytes of
 ``request`` (which, the body being canonical, are exactly the bytes received); ``alg`` and the signature
-encoding are those of :mod:`gateway.keys` (DER for ECDSA). For ``auth_cert_reg`` the signer certificate is
+encoding are those of :mod:`gateway.trust.keys` (DER for ECDSA). For ``auth_cert_reg`` the signer certificate is
 the certificate to register (proof of possession); for the other types it must be an authentication
 certificate already registered for ``server`` (checked by :mod:`gateway.central.registration`, which
 reads the registry and checks ``address`` as ``HOST:PORT``). Fields per type: ``address`` + ``auth_cert``
@@ -33,11 +33,11 @@ from typing import Any, Final, Literal, cast
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import certprofile, keys
-from gateway.canonical import canonical_bytes, loads_canonical
 from gateway.errors import GatewayError, IdentifierError, RequestError, TrustError
 from gateway.globalconf.model import format_time
 from gateway.identifiers import ClientId, SecurityServerId, parse_client
+from gateway.trust import certprofile, keys
+from gateway.trust.canonical import canonical_bytes, loads_canonical
 
 RequestType = Literal["auth_cert_reg", "auth_cert_deletion", "client_reg", "client_deletion"]
 REQUEST_TYPES: Final[tuple[RequestType, ...]] = ("auth_cert_reg", "auth_cert_deletion", "client_reg",

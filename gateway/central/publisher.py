@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.canonical import canonical_bytes
 from gateway.central import models as m
 from gateway.central.registry import RegistrySnapshot, snapshot
 from gateway.central.signingkeys import SigningKeyInfo, list_signing_keys, load_signers
@@ -34,6 +33,7 @@ from gateway.globalconf.anchor import build_anchor
 from gateway.globalconf.envelope import sign_envelope
 from gateway.globalconf.model import FORMAT, GlobalConf, format_time
 from gateway.settings import CentralSettings
+from gateway.trust.canonical import canonical_bytes
 
 KEEP_PUBLICATIONS = 1000  # rows; older publications are pruned (about 3.5 days at the default policy)
 PUBLISH_ATTEMPTS = 3  # tries when another process takes the same version number at the same moment

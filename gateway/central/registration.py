@@ -31,8 +31,8 @@ from gateway.central.management import ManagementRequest, RequestType
 from gateway.central.registry import conflict, not_found
 from gateway.errors import RequestError
 from gateway.identifiers import ClientId, MemberId, SecurityServerId, SubsystemId, parse_client
-from gateway.keys import cert_pem, load_certificate
 from gateway.token.model import ca_finder
+from gateway.trust.keys import cert_pem, load_certificate
 
 RequestState = Literal["submitted", "approved", "rejected"]
 MAX_COMMENT_LENGTH = 4096  # characters; a rejection reason

@@ -41,7 +41,7 @@ from gateway.identifiers import (
     SubsystemId,
     parse_client,
 )
-from gateway.keys import cert_pem, cert_sha256_hex, load_certificate
+from gateway.trust.keys import cert_pem, cert_sha256_hex, load_certificate
 
 MAX_NAME_LENGTH = 1024  # characters; member names and group descriptions (column width)
 MAX_AUTHORITY_NAME_LENGTH = 255  # characters; CA and TSA names (column width)

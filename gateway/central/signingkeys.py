@@ -31,7 +31,7 @@ from gateway.central import models as m
 from gateway.central.models import KeyState
 from gateway.central.registry import conflict, not_found
 from gateway.errors import ConfigError, PkiError, RequestError
-from gateway.keys import (
+from gateway.trust.keys import (
     PrivateKey,
     cert_pem,
     cert_sha256_hex,

@@ -38,9 +38,9 @@ from gateway.admin.roles import ROLES, parse_roles
 from gateway.admin.schema import MAX_LIMIT, Page
 from gateway.admin.store import AdminStore, AuditEntry
 from gateway.cli.common import settings_from_args
-from gateway.db import make_engine
 from gateway.errors import GatewayError, RequestError
 from gateway.settings import Settings
+from gateway.storage.db import make_engine
 
 MAX_PASSWORD_FILE_BYTES = 4096  # bytes; a password file holds one line
 

@@ -35,11 +35,11 @@ from gateway.central import (
 )
 from gateway.cli.common import settings_from_args
 from gateway.cli.run import stop_on_signal
-from gateway.db import make_engine
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.globalconf.anchor import anchor_hash
-from gateway.keys import write_public_file
 from gateway.settings import CentralSettings
+from gateway.storage.db import make_engine
+from gateway.trust.keys import write_public_file
 
 MAX_FILE_BYTES = 1 * 2**20  # bytes; certificate files given on the command line
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.run import run, wait_for_signal
-from gateway.demo import print_banner, start_federation
+from gateway.dev.demo import print_banner, start_federation
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
 

@@ -38,14 +38,14 @@ from typing import Any
 from cryptography import x509
 
 from gateway.cli.common import settings_from_args
-from gateway.db import make_engine
 from gateway.errors import RequestError, TrustError
 from gateway.globalconf.updater import CACHE_FILE
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
 from gateway.settings import Settings
-from gateway.timestamp import verify_token
+from gateway.storage.db import make_engine
+from gateway.trust.timestamp import verify_token
 
 Handler = Callable[[argparse.Namespace, SqlMessageLogStore, str], Awaitable[int]]
 

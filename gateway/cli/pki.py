@@ -15,19 +15,19 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.certprofile import CERT_KINDS, CertKind, build_csr, parse_identity
 from gateway.cli.common import settings_from_args
 from gateway.cli.run import stop_on_signal
+from gateway.dev.pki.ca import REASONS, DevCA, parse_reason, parse_serial
 from gateway.errors import PkiError
-from gateway.keys import (
+from gateway.settings import Settings
+from gateway.trust.certprofile import CERT_KINDS, CertKind, build_csr, parse_identity
+from gateway.trust.keys import (
     KEY_TYPES,
     cert_sha256_hex,
     generate_private_key,
     write_private_key,
     write_public_file,
 )
-from gateway.pki.ca import REASONS, DevCA, parse_reason, parse_serial
-from gateway.settings import Settings
 
 
 def _now() -> datetime:
@@ -128,7 +128,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 async def _serve(ca: DevCA, host: str, ocsp_port: int, tsa_port: int, validity: int) -> None:
-    from gateway.pki.http import start_pki_servers  # aiohttp only for this command
+    from gateway.dev.pki.http import start_pki_servers  # aiohttp only for this command
 
     with stop_on_signal() as stop:
         try:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway import certprofile, keys
 from gateway.cli.common import settings_from_args
 from gateway.cli.run import run, serve_until_signal
 from gateway.errors import ConfigError, GlobalConfError, PkiError
 from gateway.identifiers import SecurityServerId
-from gateway.runtime import KeyFiles, SecurityServer
+from gateway.server.keyfiles import KeyFiles
+from gateway.server.runtime import SecurityServer
+from gateway.trust import certprofile, keys
 
 
 def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
@@ -106,7 +107,7 @@ def cmd_fetch_conf(args: argparse.Namespace) -> int:
 
 
 def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
-    from gateway import regclient
+    from gateway.server import regclient
     from gateway.token.soft import SoftToken, read_pin
 
     settings = settings_from_args(args)

@@ -19,13 +19,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.access import AccessRule, Endpoint, LocalGroupId, parse_subject
 from gateway.cli.common import settings_from_args
-from gateway.db import make_engine
 from gateway.errors import RequestError
 from gateway.identifiers import ServiceId, parse_client
 from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
+from gateway.serverconf.access import AccessRule, Endpoint, LocalGroupId, parse_subject
 from gateway.serverconf.store import ServerConfStore
+from gateway.storage.db import make_engine
 
 MAX_CERT_FILE_BYTES = 1 * 2**20  # bytes; a certificate file is a few KiB
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway import keys
 from gateway.cli.common import settings_from_args
 from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
@@ -29,6 +28,7 @@ from gateway.identifiers import MemberId, SecurityServerId
 from gateway.settings import Settings
 from gateway.token import model
 from gateway.token.soft import SoftToken, read_pin
+from gateway.trust import keys
 
 
 def _now() -> datetime:

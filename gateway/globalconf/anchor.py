@@ -18,7 +18,6 @@ from typing import Any
 
 from cryptography import x509
 
-from gateway.canonical import canonical_bytes, loads_canonical
 from gateway.errors import ConfigError, GlobalConfError, PkiError, TrustError
 from gateway.globalconf.model import (
     MALFORMED,
@@ -28,7 +27,8 @@ from gateway.globalconf.model import (
     format_time,
 )
 from gateway.identifiers import check_part
-from gateway.keys import key_type_of, public_key_of
+from gateway.trust.canonical import canonical_bytes, loads_canonical
+from gateway.trust.keys import key_type_of, public_key_of
 
 ANCHOR_FORMAT = 1
 MAX_ANCHOR_BYTES = 1 * 2**20  # bytes; an anchor holds a few certificates, anything larger is not one

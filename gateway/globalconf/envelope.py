@@ -24,10 +24,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.canonical import canonical_bytes, loads_canonical
 from gateway.errors import ConfigError, GlobalConfError, PkiError, TrustError
 from gateway.globalconf.model import MALFORMED, cert_fingerprint
-from gateway.keys import SIGNATURE_ALGS, PrivateKey, SignatureAlg, sign_bytes, verify_bytes
+from gateway.trust.canonical import canonical_bytes, loads_canonical
+from gateway.trust.keys import SIGNATURE_ALGS, PrivateKey, SignatureAlg, sign_bytes, verify_bytes
 
 Alg = SignatureAlg  # RFC 9421 algorithm registry names
 ALGORITHMS: tuple[Alg, ...] = SIGNATURE_ALGS
@@ -72,7 +72,7 @@ def sign_envelope(signed: Mapping[str, Any], keys: Sequence[tuple[PrivateKey, x5
     :func:`gateway.globalconf.model.normalise` for the list ordering the clients require.
 
     Raises:
-        ConfigError: no key, a duplicate key, a key type gateway.keys does not allow, or a key that does
+        ConfigError: no key, a duplicate key, a key type gateway.trust.keys does not allow, or a key that does
             not belong to its certificate.
         TrustError: ``signed`` cannot be serialised as canonical JSON.
     """

@@ -38,7 +38,7 @@ from gateway.identifiers import (
     check_part,
     parse_client,
 )
-from gateway.keys import cert_pem, cert_sha256_hex
+from gateway.trust.keys import cert_pem, cert_sha256_hex
 
 FORMAT = 1  # the only format of the ``signed`` document this client knows
 MALFORMED = "Server.ClientProxy.MalformedGlobalConf"  # X-Road's fault type for an unreadable configuration
@@ -537,7 +537,7 @@ class GlobalConf:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``signed`` document, ready for :func:`gateway.canonical.canonical_bytes`."""
+        """The ``signed`` document, ready for :func:`gateway.trust.canonical.canonical_bytes`."""
         return {
             "format": FORMAT,
             "instance": self.instance,

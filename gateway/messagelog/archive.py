@@ -37,10 +37,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.canonical import canonical_bytes, loads_canonical
 from gateway.errors import TrustError
 from gateway.globalconf.model import format_time
 from gateway.messagelog.merkle import HASH_SIZE
+from gateway.trust.canonical import canonical_bytes, loads_canonical
 
 FORMAT = "gateway-messagelog-archive"
 VERSION = 1

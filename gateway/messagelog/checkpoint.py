@@ -18,7 +18,7 @@ Signature types (c2sp.org/signed-note "Signature types"):
 - ECDSA P-256 signing keys (the gateway's default) use type ``0x02``, "ECDSA signatures as implemented by
   github.com/transparency-dev/witness": an ASN.1 DER ECDSA signature with SHA-256 over the note text, and
   key ID = the first 4 bytes of SHA-256 of the DER SubjectPublicKeyInfo.
-- RSA signing keys (allowed by :mod:`gateway.keys`) have no assigned type; we use the escape byte ``0xff``
+- RSA signing keys (allowed by :mod:`gateway.trust.keys`) have no assigned type; we use the escape byte ``0xff``
   followed by the identifier :data:`RSA_TYPE_ID`: RSASSA-PKCS1-v1_5 with SHA-256 over the note text, key ID
   = first 4 bytes of SHA-256(key name || 0x0A || 0xff || RSA_TYPE_ID || SPKI DER), as the spec recommends.
 
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import keys
 from gateway.errors import GatewayError, TrustError
 from gateway.messagelog.merkle import HASH_SIZE
-from gateway.signing import Signer
+from gateway.protocol.signatures import Signer
+from gateway.trust import keys
 
 ORIGIN_SUFFIX = "/messagelog"  # checkpoint origin = log origin + this (an injective map: no collisions)
 SIG_PREFIX = "\u2014 "  # em dash, space (c2sp.org/signed-note)

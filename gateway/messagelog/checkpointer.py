@@ -12,7 +12,7 @@ writer process). Each round (:meth:`Checkpointer.run_once`, run every second by 
    current size with the server's signing key (:mod:`gateway.messagelog.checkpoint`) and store it.
 3. **Timestamp**: if the newest checkpoint has no RFC 3161 token, ask the TSAs of the global configuration
    in their order of preference for one over ``SHA-256(note)``, check the answer
-   (:func:`gateway.timestamp.check_response`) and store the token. Then catch up older unstamped
+   (:func:`gateway.trust.timestamp.check_response`) and store the token. Then catch up older unstamped
    checkpoints (a few per round). If no TSA answers, the checkpoints wait and the next attempt is one
    interval later.
 
@@ -45,9 +45,9 @@ from gateway.globalconf.model import DEFAULT_TIMESTAMP_GRACE_SECONDS, GlobalConf
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import Checkpoint, checkpoint_origin, sign_checkpoint
 from gateway.messagelog.store import MAX_LEAF_READ, MessageLogStore, StoredCheckpoint
-from gateway.ocsp_fetch import fetch_timestamp
-from gateway.signing import Signer
-from gateway.timestamp import build_request, check_response
+from gateway.protocol.signatures import Signer
+from gateway.trust.ocsp_fetch import fetch_timestamp
+from gateway.trust.timestamp import build_request, check_response
 
 log = structlog.get_logger("gateway.messagelog.checkpointer")
 

@@ -24,9 +24,9 @@ from json.encoder import encode_basestring
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-from gateway.canonical import loads_canonical
 from gateway.errors import IdentifierError, MessageLogError, TrustError
 from gateway.identifiers import ClientId, ServiceId, parse_client
+from gateway.trust.canonical import loads_canonical
 
 FORMAT_VERSION = 1
 LEAF_PREFIX = b"\x00"  # RFC 9162 section 2.1.1: leaf hash = SHA-256(0x00 || leaf)

@@ -41,11 +41,11 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db import migrate
 from gateway.errors import GatewayError, MessageLogError, RequestError, TrustError
 from gateway.messagelog import merkle
 from gateway.messagelog.models import VERSION_TABLE, checkpoints, records, retention
 from gateway.messagelog.record import LogRecord, decode, leaf_hash
+from gateway.storage.db import migrate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size

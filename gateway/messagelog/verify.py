@@ -66,8 +66,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.x509 import ocsp as x509_ocsp
 
-from gateway import keys, signing, timestamp
 from gateway.errors import GatewayError, TrustError
+from gateway.globalconf import peertrust
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.model import GlobalConf, format_time
 from gateway.globalconf.trust import TrustedGlobalConf
@@ -76,8 +76,9 @@ from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import CheckpointData, Chunk, ChunkSpan, Manifest
 from gateway.messagelog.merkle import HASH_SIZE, MerkleTree, node_hash, perfect_ranges
 from gateway.messagelog.record import MAX_EXTENSIONS, MAX_ID_LENGTH, MAX_TEXT_LENGTH, decode
-from gateway.ocsp import CLOCK_SKEW
-from gateway.proxy import peertrust
+from gateway.protocol import sfv, signatures
+from gateway.trust import keys, timestamp
+from gateway.trust.ocsp import CLOCK_SKEW
 
 Severity = Literal["error", "note"]
 
@@ -92,7 +93,7 @@ _EXT_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CREATED_PARAM_RE = re.compile(r";created=(-?[0-9]+)")
 _CANONICAL_INT_RE = re.compile(r"[1-9][0-9]{0,14}(?![0-9])")
 _KEYID_RE = re.compile(r"[0-9a-f]{64}")
-_REQ_IDENT = signing.REQUEST_SIGNATURE_COMPONENT
+_REQ_IDENT = signatures.REQUEST_SIGNATURE_COMPONENT
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -409,12 +410,12 @@ def _base_lines(base: bytes) -> tuple[dict[str, str], bytes | None]:
 _PARAMS_LINE = '"@signature-params": '
 _LEAN_PARAMS = frozenset({"created", "keyid", "alg", "tag", "expires"})
 _NO_CPARAMS: frozenset[tuple[str, Any]] = frozenset()
-_REQ_IDENTITY = ("signature", frozenset({("req", True), ("key", signing.LABEL)}))
-_DERIVED: dict[str, tuple[str, ...]] = {"request": signing.REQUEST_DERIVED, "response": ("@status",)}
+_REQ_IDENTITY = ("signature", frozenset({("req", True), ("key", signatures.LABEL)}))
+_DERIVED: dict[str, tuple[str, ...]] = {"request": signatures.REQUEST_DERIVED, "response": ("@status",)}
 _REQUIRED: dict[str, tuple[str, ...]] = {
-    "request": signing.REQUEST_REQUIRED_HEADERS, "response": signing.RESPONSE_REQUIRED_HEADERS,
+    "request": signatures.REQUEST_REQUIRED_HEADERS, "response": signatures.RESPONSE_REQUIRED_HEADERS,
 }
-_STAPLED = (signing.H_SIGNING_CERT, signing.H_SIGNING_OCSP)
+_STAPLED = (signatures.H_SIGNING_CERT, signatures.H_SIGNING_OCSP)
 _STAPLED_PREFIXES = tuple(f'"{name}": ' for name in _STAPLED)  # their lines in a signature base
 _CACHE_MAX = 4096  # entries per lean-path cache; cleared when full
 _BODY_CACHE_MAX = 256  # characters; the base64 of bodies whose Content-Digest value the lean check caches
@@ -442,9 +443,9 @@ _ECDSA_PREHASHED = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
 # What a signature base line's value must be, by kind: an index into the record's values that the lean check
 # lists (:data:`_REQUEST_VALUES`, :data:`_RESPONSE_VALUES`); a component not named here is signed but not
 # logged (``x-road-request-hash``; a response's user id and issue), so any value is taken.
-_REQUEST_VALUES = ("@method", "@path", "@query", signing.H_CONTENT_DIGEST, "x-road-client", "x-road-service",
+_REQUEST_VALUES = ("@method", "@path", "@query", signatures.H_CONTENT_DIGEST, "x-road-client", "x-road-service",
                    "x-road-id", "x-road-request-id", "x-road-userid", "x-road-issue")
-_RESPONSE_VALUES = ("@status", signing.H_CONTENT_DIGEST, "x-road-client", "x-road-service", "x-road-id",
+_RESPONSE_VALUES = ("@status", signatures.H_CONTENT_DIGEST, "x-road-client", "x-road-service", "x-road-id",
                     "x-road-request-id")
 _SOURCES = {"request": {n: i for i, n in enumerate(_REQUEST_VALUES)},
             "response": {n: i for i, n in enumerate(_RESPONSE_VALUES)}}
@@ -482,7 +483,7 @@ def _plan(comps: Sequence[tuple[str, str, str]], sources: Mapping[str, int], end
 
 @dataclass(frozen=True, slots=True)
 class LeanInput:
-    """A ``Signature-Input`` value that passed the profile checks of :func:`gateway.signing.verify_request`
+    """A ``Signature-Input`` value that passed the profile checks of :func:`gateway.protocol.signatures.verify_request`
     (or ``verify_response``) that depend on it alone: parsed once per distinct value and kind.
 
     The signature base it describes is ``head``, the stapled certificate's and OCSP response's lines (in
@@ -507,12 +508,12 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
     """The profile checks of ``Signature-Input`` for a ``kind`` record; ``None`` when any fails (or the value
     is of a form our signer never produces): the full check then says what is wrong."""
     try:
-        inputs = signing.parse_dictionary(raw)
-    except signing.SFError:
+        inputs = sfv.parse_dictionary(raw)
+    except sfv.SFError:
         return None
-    if signing.LABEL not in inputs:
+    if signatures.LABEL not in inputs:
         return None
-    inner, params = inputs[signing.LABEL]
+    inner, params = inputs[signatures.LABEL]
     if not isinstance(inner, list):
         return None
     derived = _DERIVED[kind]
@@ -527,7 +528,7 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
         seen.add(identity)
         if kind == "response" and identity == _REQ_IDENTITY:
             cat = "r"
-        elif cparams or name in (signing.H_SIGNATURE_INPUT, signing.H_SIGNATURE):
+        elif cparams or name in (signatures.H_SIGNATURE_INPUT, signatures.H_SIGNATURE):
             return None
         elif name[:1] == "@":
             if name not in derived:
@@ -536,8 +537,8 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
         else:
             cat = "h"
         try:
-            comps.append((signing.serialize_item(name, cparams) + ": ", name, cat))
-        except signing.SFError:
+            comps.append((sfv.serialize_item(name, cparams) + ": ", name, cat))
+        except sfv.SFError:
             return None
     must = {(n, _NO_CPARAMS) for n in (*derived, *_REQUIRED[kind], *_STAPLED)}
     if kind == "response":
@@ -546,7 +547,7 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
         return None
     created, keyid, alg, tag, expires = (params.get(k) for k in ("created", "keyid", "alg", "tag", "expires"))
     if (type(created) is not int or type(keyid) is not str or not _KEYID_RE.fullmatch(keyid)
-            or type(alg) is not str or alg not in signing.ALGORITHMS or tag != signing.TAG
+            or type(alg) is not str or alg not in signatures.ALGORITHMS or tag != signatures.TAG
             or not (expires is None or type(expires) is int)):
         return None
     # the verifier's own reading of created (the first ";created=" of the field) must agree
@@ -554,8 +555,8 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
     if m is None or int(m.group(1)) != created:
         return None
     try:
-        params_text = "(" + " ".join(c[0][:-2] for c in comps) + ")" + signing.serialize_params(params)
-    except signing.SFError:
+        params_text = "(" + " ".join(c[0][:-2] for c in comps) + ")" + sfv.serialize_params(params)
+    except sfv.SFError:
         return None
     prefixes = [c[0] for c in comps]
     k = prefixes.index(_STAPLED_PREFIXES[0])
@@ -653,7 +654,7 @@ def _match(text: str, plan: Plan, values: Sequence[object]) -> str | None:
 
 def _der_p256_headers(high_r: int, high_s: int) -> tuple[bytes, bytes]:
     """What goes before r and before s in the DER ``ECDSA-Sig-Value`` of a 64-byte ``r || s`` whose halves
-    have no leading zero byte: a zero byte where the high bit is set (as :func:`gateway.keys.raw_to_der_ecdsa`
+    have no leading zero byte: a zero byte where the high bit is set (as :func:`gateway.trust.keys.raw_to_der_ecdsa`
     encodes; a unit test compares)."""
     return (bytes((0x30, 68 + high_r + high_s, 2, 32 + high_r)) + b"\0" * high_r,
             bytes((2, 32 + high_s)) + b"\0" * high_s)
@@ -663,7 +664,7 @@ _DER_P256 = tuple(tuple(_der_p256_headers(r, s) for s in (0, 1)) for r in (0, 1)
 
 
 def _der_p256(raw: bytes) -> bytes:
-    """:func:`gateway.keys.raw_to_der_ecdsa` of a 64-byte ``r || s``, without integers when neither half
+    """:func:`gateway.trust.keys.raw_to_der_ecdsa` of a 64-byte ``r || s``, without integers when neither half
     starts with a zero byte (all but about 1 in 128)."""
     r0, s0 = raw[0], raw[32]
     if not (r0 and s0):
@@ -750,8 +751,8 @@ class RecordChecker:
         """Who must sign: the client's member for a request, the provider's for a response."""
         hit = self._signers.get((kind, key))
         if hit is None:
-            hit = (member_of(client), signing.SERVER_PROXY) if kind == "request" else (
-                service.member, signing.CLIENT_PROXY)
+            hit = (member_of(client), signatures.SERVER_PROXY) if kind == "request" else (
+                service.member, signatures.CLIENT_PROXY)
             self._signers[(kind, key)] = hit
         return hit
 
@@ -868,7 +869,7 @@ class RecordChecker:
             alg = keys.signature_alg_for(pub)
         except GatewayError:
             return None
-        p256 = pub if alg == signing.ALG_ECDSA_P256 and isinstance(pub, ec.EllipticCurvePublicKey) else None
+        p256 = pub if alg == signatures.ALG_ECDSA_P256 and isinstance(pub, ec.EllipticCurvePublicKey) else None
         if len(self._keys) >= 256:
             self._keys.clear()
         value = (pub, alg, p256)
@@ -951,7 +952,7 @@ class RecordChecker:
             return None
         _, lo, hi = self._certs[(pair.cert_der, pair.ocsp_der, member, index)]
         key_info = self._key_of(cert)
-        if key_info is None or signing.cert_keyid(cert) != pair.keyid:
+        if key_info is None or signatures.cert_keyid(cert) != pair.keyid:
             return None
         if len(self._verdicts) >= _CACHE_MAX:
             self._verdicts.clear()
@@ -1162,7 +1163,7 @@ class RecordChecker:
         if body_digest_of is not None and body_digest != body_digest_of:
             body = _b64_canonical(body_text or "")
             try:  # not the one form the proxies write: the general reading decides
-                signing.verify_content_digest(body_digest, hashlib.sha256(body or b"").digest())
+                signatures.verify_content_digest(body_digest, hashlib.sha256(body or b"").digest())
             except TrustError:
                 return None
         checked = Checked(kind, request_id, created, signature, bound, pair.der)
@@ -1183,7 +1184,7 @@ class RecordChecker:
     # -- the record
 
     def check(self, line: bytes) -> Checked:
-        """Steps 3a-3d for one record, through the general RFC 9421 verifier (:mod:`gateway.signing`): the
+        """Steps 3a-3d for one record, through the general RFC 9421 verifier (:mod:`gateway.protocol.signatures`): the
         reference for :meth:`check_lean`, and the one that says what is wrong with a record.
 
         Raises:
@@ -1244,11 +1245,11 @@ class RecordChecker:
         m = _CREATED_PARAM_RE.search(obj["signature_input"])
         if m is None or int(m.group(1)) != int(created.timestamp()) or created.microsecond:
             raise _RecordProblem("signature", f"created {created_text} is not the signature's created parameter")
-        headers[signing.H_SIGNATURE_INPUT] = obj["signature_input"]
-        headers[signing.H_SIGNATURE] = obj["signature"]
+        headers[signatures.H_SIGNATURE_INPUT] = obj["signature_input"]
+        headers[signatures.H_SIGNATURE] = obj["signature"]
         expected: dict[str, str | None] = {
             "x-road-client": obj["client"], "x-road-service": obj["service"], "x-road-id": message_id,
-            "x-road-request-id": request_id, signing.H_CONTENT_DIGEST: obj["body_digest"],
+            "x-road-request-id": request_id, signatures.H_CONTENT_DIGEST: obj["body_digest"],
         }
         if kind == "request":  # a response record repeats the request's user id and issue, which it need not sign
             expected["x-road-userid"] = user_id
@@ -1259,7 +1260,7 @@ class RecordChecker:
                 raise _RecordProblem(
                     "signature", f"the signed {name} is {shown}, but the record says "
                                  f"{'(absent)' if value is None else repr(value[:80])}")
-        for name, der in ((signing.H_SIGNING_CERT, cert_der), (signing.H_SIGNING_OCSP, ocsp_der)):
+        for name, der in ((signatures.H_SIGNING_CERT, cert_der), (signatures.H_SIGNING_OCSP, ocsp_der)):
             if name not in headers or self._cached_b64(name, headers[name]) != der:
                 raise _RecordProblem("signature", f"the signed {name} is not the record's {name[7:]}")
         signer, side = self._signer(kind, obj["client"] if kind == "request" else obj["service"], client, service)
@@ -1278,14 +1279,14 @@ class RecordChecker:
         path, sep, query = obj["path"].partition("?")
         try:
             if kind == "request":
-                verified = signing.verify_request(
+                verified = signatures.verify_request(
                     method=obj["method"], path=path, query=query if sep else None, headers=headers,
                     now=created, max_skew_seconds=0, resolve_cert=resolve,
                 )
             else:
                 if req_sig is None:
                     raise _RecordProblem("signature", "the response signature is not bound to a request signature")
-                verified = signing.verify_response(
+                verified = signatures.verify_response(
                     status=status, headers=headers, request_signature=req_sig, now=created, max_skew_seconds=0,
                     resolve_cert=resolve,
                 )
@@ -1297,7 +1298,7 @@ class RecordChecker:
         # (3d) the body, if it was kept, is the one signed
         if body is not None:
             try:
-                signing.verify_content_digest(obj["body_digest"], hashlib.sha256(body).digest())
+                signatures.verify_content_digest(obj["body_digest"], hashlib.sha256(body).digest())
             except TrustError as e:
                 raise _RecordProblem("body", e.message) from e
         return Checked(kind=kind, request_id=request_id, created=created, signature=verified.signature,
@@ -1544,7 +1545,7 @@ def _check_signer(
         when = t if this_update <= t + CLOCK_SKEW else this_update
         try:
             cert = peertrust.check_signing_cert(cert_der, der, conf, member=member, now=when,
-                                                side=signing.CLIENT_PROXY)
+                                                side=signatures.CLIENT_PROXY)
         except TrustError as e:
             errors.append(e.message)
             continue

@@ -30,12 +30,11 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway import rest, signing
 from gateway.errors import GatewayError, PeerError, RequestError, TrustError
 from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
-from gateway.keys import cert_sha256_hex
 from gateway.messagelog.record import LogRecord
+from gateway.protocol import rest, signatures
 from gateway.proxy.common import (
     RAW_BODIES,
     BodyAccount,
@@ -49,6 +48,7 @@ from gateway.proxy.common import (
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.serverconf import ClientInfo
+from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy.client")
 
@@ -225,22 +225,22 @@ async def _exchange(
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
     # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256 (RFC 9530)
     expected_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
-    digest = signing.content_digest_header(sha256(body))
+    digest = signatures.content_digest_header(sha256(body))
     created = int(now.timestamp())
     own_ocsp = await ctx.own_ocsp(conf, SIDE)
     covered = {name: value for name, value in xroad}
-    covered[signing.H_CONTENT_DIGEST] = digest
-    signed = signing.sign_request(
+    covered[signatures.H_CONTENT_DIGEST] = digest
+    signed = signatures.sign_request(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=covered,
         signer=ctx.signer, created=created, ocsp=own_ocsp,
     )
-    send_headers = [*out_headers, (signing.H_CONTENT_DIGEST, digest), *signed.headers.items()]
+    send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
     # (6) log before anything leaves
     await ctx.messagelog.append(_record(
         ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
         method=target.method, target=request_target, status=None, base=signed.signature_base,
-        sig_input=signed.headers[signing.H_SIGNATURE_INPUT], sig=signed.headers[signing.H_SIGNATURE],
+        sig_input=signed.headers[signatures.H_SIGNATURE_INPUT], sig=signed.headers[signatures.H_SIGNATURE],
         cert_der=ctx.sign_cert_der, ocsp_der=own_ocsp, digest=digest, body=body,
         body_logging=ctx.body_logging and client_info.body_logging,
     ))
@@ -283,13 +283,13 @@ def _new_request_id() -> str:
 
 async def _response(
     ctx: ProxyContext, resp: aiohttp.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
-    request_id: str, expected_hash: str, signed: signing.SignedMessage, client_info: ClientInfo,
+    request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
     request_target: str, account: BodyAccount,
 ) -> web.StreamResponse:
     resp_pairs = header_pairs(resp.raw_headers)
-    fields = signing.fields_from_pairs(resp_pairs, side=SIDE)
+    fields = signatures.fields_from_pairs(resp_pairs, side=SIDE)
     # An error from the provider's server that it could not sign (it could not verify our request).
-    if signing.H_SIGNATURE not in fields and rest.H_ERROR in fields:
+    if signatures.H_SIGNATURE not in fields and rest.H_ERROR in fields:
         raise await _remote_fault(resp, fields)
     # (8) verify: body digest, signature bound to our request, echoed ids, request hash
     try:
@@ -299,12 +299,12 @@ async def _response(
                         code=f"{SIDE}.NetworkError") from e
     conf = ctx.conf(SIDE)
     now = ctx.clock()
-    verified = signing.verify_response(
+    verified = signatures.verify_response(
         status=resp.status, headers=fields, request_signature=signed.signature, now=now,
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
         resolve_cert=ctx.cert_resolver(conf, target.service.member, SIDE),
     )
-    signing.verify_content_digest(fields.get(signing.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body), side=SIDE)
     expected = {
         rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
         rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,
@@ -319,8 +319,8 @@ async def _response(
     await ctx.messagelog.append(_record(
         ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,
-        sig_input=fields[signing.H_SIGNATURE_INPUT], sig=fields[signing.H_SIGNATURE],
-        cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signing.H_CONTENT_DIGEST],
+        sig_input=fields[signatures.H_SIGNATURE_INPUT], sig=fields[signatures.H_SIGNATURE],
+        cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signatures.H_CONTENT_DIGEST],
         body=body, body_logging=ctx.body_logging and client_info.body_logging,
     ))
     out = web.Response(status=resp.status, reason=resp.reason, body=body)

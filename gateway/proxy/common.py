@@ -11,8 +11,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import rest
 from gateway.errors import GatewayError, RequestError
+from gateway.protocol import rest
 
 log = structlog.get_logger("gateway.proxy")
 

@@ -1,4 +1,4 @@
-"""What both proxies of one security server share at run time (I/O holder, built by :mod:`gateway.runtime`).
+"""What both proxies of one security server share at run time (I/O holder, built by :mod:`gateway.server.runtime`).
 
 Everything the hot path reads is in memory: the verified global configuration (swapped by the updater), the
 serverconf snapshot (swapped on reload), our signing key, cached OCSP responses and the replay cache. No
@@ -19,19 +19,20 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.access import LocalGroupId
 from gateway.errors import GatewayError, GlobalConfError, PeerError, TrustError
+from gateway.globalconf import peertrust
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, GlobalGroupId, MemberId, SecurityServerId
-from gateway.keys import cert_sha256_hex
 from gateway.messagelog.store import MessageLogStore
-from gateway.proxy import peertrust
+from gateway.protocol.replay import ReplayCache
+from gateway.protocol.signatures import CertResolver, KeySigner
 from gateway.proxy.common import BodyBudget
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.serverconf import ServerConfSnapshot
-from gateway.signing import CertResolver, KeySigner, ReplayCache
+from gateway.serverconf.access import LocalGroupId
+from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -174,7 +175,7 @@ class ProxyContext:
     # ---- peers' signing certificates (stapled) --------------------------------------------------------------
 
     def cert_resolver(self, conf: GlobalConf, member: MemberId, side: str) -> CertResolver:
-        """A resolver for :mod:`gateway.signing` that accepts only ``member``'s valid signing certificate."""
+        """A :mod:`~gateway.protocol.signatures` resolver that accepts only ``member``'s valid signing certificate."""
 
         def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes, /) -> x509.Certificate:
             now = self.clock()

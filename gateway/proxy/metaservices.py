@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import aiohttp
 
-from gateway import rest
 from gateway.errors import PeerError, RequestError
 from gateway.globalconf.model import GlobalConf
 from gateway.identifiers import ClientId
+from gateway.protocol import rest
 from gateway.proxy.context import ProxyContext
 from gateway.serverconf import ServiceInfo
 

@@ -2,7 +2,7 @@
 
 A response is re-fetched when it is older than ``refresh_seconds`` (so that a revocation is seen within that
 time), and kept while the responder is down for as long as it stays fresh (the global configuration's
-``ocsp_freshness_seconds``). Every response is checked by :func:`gateway.ocsp.check_response` before use.
+``ocsp_freshness_seconds``). Every response is checked by :func:`gateway.trust.ocsp.check_response` before use.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 import aiohttp
 from cryptography import x509
 
-from gateway import ocsp
 from gateway.errors import PeerError, TrustError
 from gateway.globalconf.model import CertificateAuthority
-from gateway.keys import cert_sha256_hex
-from gateway.ocsp_fetch import fetch_ocsp
+from gateway.trust import ocsp
+from gateway.trust.keys import cert_sha256_hex
+from gateway.trust.ocsp_fetch import fetch_ocsp
 
 
 @dataclass(frozen=True, slots=True)

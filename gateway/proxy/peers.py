@@ -3,7 +3,7 @@
 All socket work toward peers happens here. One :class:`aiohttp.ClientSession` per peer server keeps its
 connections alive (a new mTLS handshake costs more CPU than a whole exchange, DESIGN.md section 8). Each new
 connection is checked right after the TLS handshake and before any request byte is written: the certificate
-must be registered for the server we dialled and be good according to OCSP (:mod:`gateway.proxy.peertrust`).
+must be registered for the server we dialled and be good according to OCSP (:mod:`gateway.globalconf.peertrust`).
 A pooled connection is checked again each time it is taken from the pool (a dictionary lookup while the
 cached answer holds), so that a revocation or a de-registration also ends kept-alive connections within
 ``ocsp_refresh_seconds``. A certificate that fails the handshake's own checks (untrusted issuer, expired) is

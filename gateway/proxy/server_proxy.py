@@ -31,10 +31,10 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway import rest, signing
 from gateway.errors import GatewayError, PeerError, RequestError, TrustError
 from gateway.identifiers import SecurityServerId, member_of, parse_client
 from gateway.messagelog.record import LogRecord
+from gateway.protocol import rest, signatures
 from gateway.proxy import metaservices
 from gateway.proxy.common import (
     RAW_BODIES,
@@ -83,7 +83,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     raw_path, raw_query = split_target(request.raw_path)
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
     pairs = header_pairs(request.raw_headers)
-    fields = signing.fields_from_pairs(pairs, side=SIDE)
+    fields = signatures.fields_from_pairs(pairs, side=SIDE)
     raw_client = fields.get(rest.H_CLIENT)
     if raw_client is None:
         raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
@@ -99,7 +99,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     if fields.get(rest.H_SERVICE) != str(target.service):
         raise TrustError("X-Road-Service does not match the request path", code=f"{SIDE}.MalformedSignature")
     # (3) signature, time, replay
-    verified = signing.verify_request(
+    verified = signatures.verify_request(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=fields, now=now,
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
         resolve_cert=ctx.cert_resolver(conf, member_of(client), SIDE),
@@ -108,7 +108,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
     body = await read_body(request, ctx.limits.max_body_bytes, account=account)
-    signing.verify_content_digest(fields.get(signing.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body), side=SIDE)
     message_id = fields[rest.H_ID]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
     provider = ctx.snapshot.clients.get(target.service.subsystem)
@@ -132,8 +132,8 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     own_ocsp = await ctx.own_ocsp(conf, SIDE)
     signer, sign_cert_der = ctx.signer, ctx.sign_cert_der  # the pair own_ocsp answered for (keys may switch)
     await ctx.messagelog.append(record(
-        "request", verified.created, None, verified.signature_base, fields[signing.H_SIGNATURE_INPUT],
-        fields[signing.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signing.H_CONTENT_DIGEST],
+        "request", verified.created, None, verified.signature_base, fields[signatures.H_SIGNATURE_INPUT],
+        fields[signatures.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signatures.H_CONTENT_DIGEST],
         body,
     ))
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
@@ -160,10 +160,10 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
         log.warning("request refused", side=SIDE, detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
-    digest = signing.content_digest_header(sha256(resp_body))
+    digest = signatures.content_digest_header(sha256(resp_body))
     xroad = {
         rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
-        rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signing.H_CONTENT_DIGEST: digest,
+        rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signatures.H_CONTENT_DIGEST: digest,
     }
     if error_type is not None:
         # Our own refusal carries X-Road-Error (PR-REST 4.6), signed like every other x-road-* header;
@@ -178,13 +178,13 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
         if lname.startswith("x-road-"):
             xroad[lname] = f"{xroad[lname]}, {value}" if lname in xroad else value
     created = int(ctx.clock().timestamp())
-    signed = signing.sign_response(
+    signed = signatures.sign_response(
         status=status, headers=xroad, request_signature=verified.signature, signer=signer,
         created=created, ocsp=own_ocsp,
     )
     await ctx.messagelog.append(record(
-        "response", created, status, signed.signature_base, signed.headers[signing.H_SIGNATURE_INPUT],
-        signed.headers[signing.H_SIGNATURE], sign_cert_der, own_ocsp, digest, resp_body,
+        "response", created, status, signed.signature_base, signed.headers[signatures.H_SIGNATURE_INPUT],
+        signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest, resp_body,
     ))
     out = web.Response(status=status, reason=reason, body=resp_body)
     for name, value in passed:

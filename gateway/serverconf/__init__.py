@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from gateway.access import AccessPolicy, Endpoint, GroupMembership, LocalGroupId
 from gateway.errors import RequestError
 from gateway.identifiers import ClientId, GlobalGroupId, ServiceId, SubsystemId
+from gateway.serverconf.access import AccessPolicy, Endpoint, GroupMembership, LocalGroupId
 
 # How a hosted client's information system must connect to the client-facing proxy (X-Road UG-SS 9.1):
 # plain HTTP, HTTPS without a client certificate, or HTTPS with a registered client certificate.

@@ -38,7 +38,7 @@ def _fk(target: str) -> sa.ForeignKey:
 
 ID_LENGTH = 1024  # characters; gateway.identifiers.MAX_IDENTIFIER_LENGTH
 URL_LENGTH = 2048  # characters
-PATTERN_LENGTH = 1024  # characters; gateway.access.MAX_PATH_PATTERN_LENGTH
+PATTERN_LENGTH = 1024  # characters; gateway.serverconf.access.MAX_PATH_PATTERN_LENGTH
 
 clients = sa.Table(
     "sc_clients",

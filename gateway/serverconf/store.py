@@ -28,15 +28,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.access import (
-    AccessPolicy,
-    AccessRule,
-    Endpoint,
-    LocalGroupId,
-    parse_subject,
-    subject_type,
-)
-from gateway.db import migrate
 from gateway.errors import GatewayError, RequestError
 from gateway.identifiers import ClientId, ServiceId, SubsystemId, parse_client
 from gateway.serverconf import (
@@ -50,6 +41,14 @@ from gateway.serverconf import (
     ServerConfSnapshot,
     ServiceInfo,
 )
+from gateway.serverconf.access import (
+    AccessPolicy,
+    AccessRule,
+    Endpoint,
+    LocalGroupId,
+    parse_subject,
+    subject_type,
+)
 from gateway.serverconf.models import (
     URL_LENGTH,
     VERSION_TABLE,
@@ -61,6 +60,7 @@ from gateway.serverconf.models import (
     local_groups,
     services,
 )
+from gateway.storage.db import migrate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DESCRIPTION_LENGTH = 1024  # characters; the column width
@@ -288,7 +288,7 @@ class ServerConfStore:
 
     async def is_certificates(self) -> list[bytes]:
         """The DER of every registered information-system TLS certificate, of every client: the trust store
-        of the client-facing HTTPS port (:mod:`gateway.runtime`)."""
+        of the client-facing HTTPS port (:mod:`gateway.server.runtime`)."""
         async with self._tx() as conn:
             rows = await conn.execute(sa.select(is_certs.c.cert).order_by(is_certs.c.id))
             return [bytes(row.cert) for row in rows]

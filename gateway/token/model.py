@@ -34,10 +34,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway import certprofile, keys
-from gateway.certprofile import CertKind
 from gateway.errors import GatewayError, PkiError, RequestError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId
+from gateway.trust import certprofile, keys
+from gateway.trust.certprofile import CertKind
 
 FORMAT = 1  # token.json format version
 MIN_PIN_LENGTH = 8  # characters; with Argon2id this keeps an offline guess per PIN expensive

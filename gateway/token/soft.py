@@ -37,13 +37,13 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import certprofile, keys
-from gateway.certprofile import CertKind
 from gateway.errors import ConfigError, PkiError, RequestError
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.signing import KeySigner
+from gateway.protocol.signatures import KeySigner
 from gateway.token import model
 from gateway.token.model import CertEntry, KdfParams, KeyEntry, LockoutPolicy, TokenState
+from gateway.trust import certprofile, keys
+from gateway.trust.certprofile import CertKind
 
 MAX_STATE_BYTES = 4 * 2**20  # bytes; token.json is a few KiB per key
 
@@ -369,7 +369,7 @@ class SoftToken:
     # ---- what the security server uses ------------------------------------------------------------------
 
     async def signer(self, *, now: datetime) -> KeySigner:
-        """A :class:`~gateway.signing.Signer` over the signing certificate in use now and its key.
+        """A :class:`~gateway.protocol.signatures.Signer` over the signing certificate in use now and its key.
 
         Raises:
             RequestError: not logged in.

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from gateway.central import publisher
-from gateway.db import make_engine
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.trust import TrustedGlobalConf
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from archive_kit import lines_edit, resign_note, rewrite, stranger_signer, strip_timestamp
 
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 
 pytestmark = pytest.mark.e2e
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway import keys
-from gateway.db import make_engine
-from gateway.demo import start_federation
+from gateway.dev.demo import start_federation
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.store import SqlMessageLogStore
-from gateway.runtime import KeyFiles
-from gateway.signing import KeySigner
+from gateway.protocol.signatures import KeySigner
+from gateway.server.keyfiles import KeyFiles
+from gateway.storage.db import make_engine
+from gateway.trust import keys
 
 pytestmark = pytest.mark.e2e
 

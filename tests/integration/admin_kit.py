@@ -26,12 +26,12 @@ from gateway.admin.roles import Role
 from gateway.admin.routes import ROUTES_BY_ID
 from gateway.admin.schema import Page, validate
 from gateway.admin.store import AdminStore, AuditEntry
-from gateway.db import make_engine
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
+from gateway.storage.db import make_engine
 from gateway.token.model import KdfParams
 from gateway.token.soft import SoftToken
 

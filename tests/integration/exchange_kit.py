@@ -30,13 +30,15 @@ from cryptography import x509
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway import keys, rest, signing
+from gateway.dev.pki.ca import DevCA
+from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
 from gateway.messagelog.record import LogRecord
-from gateway.ocsp import build_request as build_ocsp_request
-from gateway.pki.ca import DevCA
-from gateway.pki.ocsp_responder import respond as ocsp_respond
+from gateway.protocol import rest, signatures
 from gateway.proxy import tls
-from gateway.runtime import KeyFiles, SecurityServer
+from gateway.server.keyfiles import KeyFiles
+from gateway.server.runtime import SecurityServer
+from gateway.trust import keys
+from gateway.trust.ocsp import build_request as build_ocsp_request
 
 CONSUMER = "DEV/GOV/1001/consumer"
 
@@ -103,10 +105,10 @@ class Probe:
             await self.runner.cleanup()
 
 
-def signer_of(server: SecurityServer) -> signing.KeySigner:
+def signer_of(server: SecurityServer) -> signatures.KeySigner:
     """The member signing key of a running server, read from its key files."""
     files = KeyFiles(dir=Path(server.settings.server.state_dir))
-    return signing.KeySigner(key=keys.read_private_key(files.sign_key), cert=keys.read_certificate(files.sign_cert))
+    return signatures.KeySigner(key=keys.read_private_key(files.sign_key), cert=keys.read_certificate(files.sign_cert))
 
 
 def auth_ssl(server: SecurityServer, ca: DevCA) -> ssl.SSLContext:
@@ -131,7 +133,7 @@ class Crafted:
     headers: dict[str, str]
     body: bytes
     request_id: str
-    signed: signing.SignedMessage
+    signed: signatures.SignedMessage
 
     @property
     def target(self) -> str:
@@ -139,7 +141,7 @@ class Crafted:
 
 
 def craft_request(
-    *, signer: signing.KeySigner, ocsp: bytes, service: str, service_path: str = "/", query: str | None = None,
+    *, signer: signatures.KeySigner, ocsp: bytes, service: str, service_path: str = "/", query: str | None = None,
     method: str = "GET", client: str = CONSUMER, body: bytes = b"", created: int | None = None,
     user_id: str | None = None, request_id: str | None = None, message_id: str | None = None,
 ) -> Crafted:
@@ -152,8 +154,8 @@ def craft_request(
     }
     if user_id is not None:
         xroad[rest.H_USER_ID] = user_id
-    xroad[signing.H_CONTENT_DIGEST] = signing.content_digest_header(hashlib.sha256(body).digest())
-    signed = signing.sign_request(
+    xroad[signatures.H_CONTENT_DIGEST] = signatures.content_digest_header(hashlib.sha256(body).digest())
+    signed = signatures.sign_request(
         method=method, path=path, query=query, headers=xroad, signer=signer,
         created=created if created is not None else int(datetime.now(UTC).timestamp()), ocsp=ocsp,
     )
@@ -246,8 +248,8 @@ class KeyPair:
 
 def issue(ca: DevCA, directory: Path, kind: str, identity: str, *, now: datetime, days: int = 730) -> KeyPair:
     """A key and a certificate of ``kind`` (``auth``/``sign``) for ``identity``, issued by ``ca`` at ``now``."""
-    from gateway import certprofile
     from gateway.identifiers import MemberId, SecurityServerId
+    from gateway.trust import certprofile
 
     ident = SecurityServerId.parse(identity) if kind == "auth" else MemberId.parse(identity)
     key = keys.generate_private_key()
@@ -267,14 +269,14 @@ class FakeProvider:
     faulty ones. :attr:`seen` records every request that reached it.
     """
 
-    def __init__(self, *, tls_cert: Path, tls_key: Path, ca: DevCA, signer: signing.KeySigner) -> None:
+    def __init__(self, *, tls_cert: Path, tls_key: Path, ca: DevCA, signer: signatures.KeySigner) -> None:
         self.ssl = tls.peer_server_context(str(tls_cert), str(tls_key), [ca.ca_cert])
         self.ca = ca
         self.signer = signer
         self.seen: list[Seen] = []
         self.address = ""
         self.runner: web.AppRunner | None = None
-        self.other_signer: signing.KeySigner | None = None  # for mode "wrong-member"
+        self.other_signer: signatures.KeySigner | None = None  # for mode "wrong-member"
 
     async def start(self) -> FakeProvider:
         app = web.Application()
@@ -295,18 +297,18 @@ class FakeProvider:
         self.seen.append(Seen(request.method, request.raw_path, CIMultiDict(request.headers), body))
         mode = request.path.rsplit("/", 1)[-1]
         pairs = [(n.decode(), v.decode()) for n, v in request.raw_headers]
-        fields = signing.fields_from_pairs(pairs)
+        fields = signatures.fields_from_pairs(pairs)
         raw_path, _, raw_query = request.raw_path.partition("?")
         header_part = rest.request_header_part(request.method, raw_path, raw_query if "?" in request.raw_path
                                                else None, pairs)
         request_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
-        request_signature = base64.b64decode(fields[signing.H_SIGNATURE].split(":")[1])
+        request_signature = base64.b64decode(fields[signatures.H_SIGNATURE].split(":")[1])
         out_body = b'{"answer": "from the provider"}'
         xroad = {
             rest.H_CLIENT: fields[rest.H_CLIENT], rest.H_SERVICE: fields[rest.H_SERVICE],
             rest.H_ID: fields[rest.H_ID], rest.H_REQUEST_ID: fields[rest.H_REQUEST_ID],
             rest.H_REQUEST_HASH: request_hash,
-            signing.H_CONTENT_DIGEST: signing.content_digest_header(hashlib.sha256(out_body).digest()),
+            signatures.H_CONTENT_DIGEST: signatures.content_digest_header(hashlib.sha256(out_body).digest()),
         }
         if mode == "wrong-hash":
             xroad[rest.H_REQUEST_HASH] = b64(hashlib.sha512(b"another request").digest())
@@ -319,7 +321,7 @@ class FakeProvider:
             signer = self.other_signer if mode == "wrong-member" and self.other_signer else self.signer
             now = datetime.now(UTC)
             created = int(now.timestamp()) - (3600 if mode == "old" else 0)
-            signed = signing.sign_response(
+            signed = signatures.sign_response(
                 status=200, headers=xroad,
                 request_signature=b"\x01" * 64 if mode == "other-request" else request_signature,
                 signer=signer, created=created, ocsp=ocsp_for(self.ca, signer.cert, now=now),

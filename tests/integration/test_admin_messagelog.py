@@ -17,13 +17,13 @@ from admin_kit import AdminHarness, admin_harness
 from archive_kit import LogWorld, exchange_records, make_world, signed_checkpoint
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway import timestamp
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog import merkle
 from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store import StoredCheckpoint
 from gateway.messagelog.verify import verify_archive
+from gateway.trust import timestamp
 
 pytestmark = pytest.mark.integration
 

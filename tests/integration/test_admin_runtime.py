@@ -1,4 +1,4 @@
-"""The admin API inside a running security server (``gateway.demo``'s federation on loopback): its own
+"""The admin API inside a running security server (``gateway.dev.demo``'s federation on loopback): its own
 port, the first admin user's credentials file, and changes that reach the proxies' snapshot at once."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.demo import start_federation
+from gateway.dev.demo import start_federation
 from gateway.identifiers import SubsystemId
 
 pytestmark = pytest.mark.integration

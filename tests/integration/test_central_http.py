@@ -15,11 +15,11 @@ from aiohttp import web
 from gateway.central import migrate_central
 from gateway.central import registry as reg
 from gateway.central.app import CentralHandle, create_app, start_central
-from gateway.db import make_engine
 from gateway.errors import ConfigError
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.settings import CentralSettings
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ from gateway.central import models as m
 from gateway.central import publisher as pub
 from gateway.central import registry as reg
 from gateway.central import signingkeys as sk
-from gateway.db import make_engine
 from gateway.errors import ConfigError, GlobalConfError, RequestError
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.settings import CentralSettings
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.central import migrate_central
 from gateway.central import registry as reg
-from gateway.db import make_engine
 from gateway.errors import IdentifierError, RequestError
 from gateway.identifiers import GlobalGroupId, MemberId, SecurityServerId, SubsystemId, parse_client
-from gateway.keys import cert_sha256_hex, load_certificate
+from gateway.storage.db import make_engine
+from gateway.trust.keys import cert_sha256_hex, load_certificate
 
 pytestmark = pytest.mark.integration
 

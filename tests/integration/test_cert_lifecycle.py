@@ -19,12 +19,12 @@ import pytest_asyncio
 from exchange_kit import CONSUMER, Probe, ShiftClock, call
 from prometheus_client import REGISTRY
 
-from gateway import keys
-from gateway.access import AccessRule
 from gateway.central import registry
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
+from gateway.trust import keys
 
 PROBE = "DEV/GOV/1002/registry/probe"
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import keys
-from gateway.db import make_engine
+from gateway.dev.pki.ca import DevCA
+from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import MessageLogError, RequestError, TrustError
 from gateway.globalconf.model import Tsa
 from gateway.identifiers import ServiceId, SubsystemId
@@ -30,10 +30,10 @@ from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.models import checkpoints, records
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
-from gateway.pki.ca import DevCA
-from gateway.pki.http import PkiServers, start_pki_servers
-from gateway.signing import KeySigner
-from gateway.timestamp import verify_token
+from gateway.protocol.signatures import KeySigner
+from gateway.storage.db import make_engine
+from gateway.trust import keys
+from gateway.trust.timestamp import verify_token
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +98,8 @@ async def env(database_url: str, ca: DevCA) -> AsyncIterator[Env]:
     store = SqlMessageLogStore(engine)
     pki: PkiServers = await start_pki_servers(ca, "127.0.0.1", 0, 0)
     key = keys.generate_private_key()
-    from gateway import certprofile
     from gateway.identifiers import MemberId
+    from gateway.trust import certprofile
 
     member = MemberId.parse("DEV/GOV/1001")
     cert = ca.issue(certprofile.build_csr(key, member, kind="sign", name="A"), kind="sign",

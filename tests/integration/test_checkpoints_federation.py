@@ -18,12 +18,12 @@ import pytest
 import pytest_asyncio
 from exchange_kit import ShiftClock, call
 
-from gateway import keys
 from gateway.central import registry
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.errors import MessageLogError
 from gateway.messagelog import merkle
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.trust import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

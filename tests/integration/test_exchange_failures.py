@@ -33,12 +33,12 @@ from exchange_kit import (
     signer_of,
 )
 
-from gateway.access import AccessRule
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.store import MemoryMessageLogStore, PendingRecord
 from gateway.proxy.common import BodyBudget
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -14,13 +14,13 @@ import pytest
 import structlog
 from aiohttp import web
 
-from gateway import signing
-from gateway.access import AccessRule
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store import MemoryMessageLogStore
-from gateway.runtime import SecurityServer
+from gateway.protocol import signatures
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ async def test_only_digests_are_logged_and_they_verify(fed: tuple[Federation, li
         for record, body in ((request, sent), (response, ANSWER)):
             assert record.body is None
             # the digest kept is the one signed, and it is the digest of the body that went through
-            signing.verify_content_digest(record.body_digest, hashlib.sha256(body).digest())
+            signatures.verify_content_digest(record.body_digest, hashlib.sha256(body).digest())
             assert f'"content-digest": {record.body_digest}'.encode() in record.signature_base
     # each server said so at start, loudly for the log that is not durable
     memory = [e for e in started if e["event"].startswith("MESSAGE LOG IN MEMORY")]

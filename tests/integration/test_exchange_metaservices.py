@@ -17,11 +17,11 @@ import pytest
 import pytest_asyncio
 from multidict import CIMultiDict
 
-from gateway.access import AccessRule, Endpoint
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import SubsystemId
 from gateway.messagelog.record import LogRecord
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule, Endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

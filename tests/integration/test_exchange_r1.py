@@ -31,12 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway import certprofile
-from gateway.access import AccessRule
-from gateway.demo import Federation, MemberSpec, ServerSpec, start_federation
+from gateway.dev.demo import Federation, MemberSpec, ServerSpec, start_federation
 from gateway.identifiers import MemberId, ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
+from gateway.trust import certprofile
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 from exchange_kit import Answer, call, kinds, records
 
-from gateway.demo import Federation, MemberSpec, ServerSpec, default_layout, start_federation
-from gateway.runtime import SecurityServer
+from gateway.dev.demo import Federation, MemberSpec, ServerSpec, default_layout, start_federation
+from gateway.server.runtime import SecurityServer
 
 pytestmark = pytest.mark.integration
 

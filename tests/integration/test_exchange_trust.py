@@ -51,13 +51,14 @@ from exchange_kit import (
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, InvalidSignature, algorithms
 from pkihelpers import make_pki
 
-from gateway import keys, rest, signing
-from gateway.access import AccessRule, Endpoint, LocalGroupId
 from gateway.central import registry
-from gateway.demo import Federation, start_federation
+from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import GlobalGroupId, ServiceId, SubsystemId
+from gateway.protocol import rest, signatures
 from gateway.proxy import tls
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule, Endpoint, LocalGroupId
+from gateway.trust import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -128,7 +129,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         # fake provider servers of DEV/GOV/1002 for the subsystem fakesub: member signing key from the CA
         await registry.add_subsystem(engine, FAKESUB, instance="DEV")
         member_key = issue(ca, tmp / "fake", "sign", "DEV/GOV/1002", now=now)
-        member_signer = signing.KeySigner(key=member_key.key, cert=member_key.cert)
+        member_signer = signatures.KeySigner(key=member_key.key, cert=member_key.cert)
         ss3 = issue(ca, tmp / "fake", "auth", "DEV/GOV/1002/ss3", now=now)
         fake = await FakeProvider(tls_cert=ss3.cert_path, tls_key=ss3.key_path, ca=ca, signer=member_signer).start()
         fake.other_signer = signer_of(ss1)  # member DEV/GOV/1001 signing as if it were the provider
@@ -464,7 +465,7 @@ async def test_request_with_bad_signing_certificate_is_refused(world: World, cas
             ocsp = ocsp_for(ca, pair.cert, now=now - timedelta(hours=2))  # freshness is 1 h
         else:
             ocsp = ocsp_for(ca, signer_of(world.ss1).cert, now=now)
-    crafted = craft_request(signer=signing.KeySigner(key=pair.key, cert=pair.cert), ocsp=ocsp, service=PROBE)
+    crafted = craft_request(signer=signatures.KeySigner(key=pair.key, cert=pair.cert), ocsp=ocsp, service=PROBE)
     answer = await world.send(crafted)
     answer.assert_error(500, expected[0], contains=expected[1])
     assert await records(world.ss2, request_id=crafted.request_id) == []

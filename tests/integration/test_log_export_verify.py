@@ -19,12 +19,12 @@ from archive_kit import LogWorld, make_log, make_world, signed_checkpoint
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.cli import main
-from gateway.db import make_engine
 from gateway.messagelog import merkle
 from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.record import decode
 from gateway.messagelog.store import SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
 from gateway.messagelog.verify import verify_archive
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
 

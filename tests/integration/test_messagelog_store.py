@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import make_engine
 from gateway.errors import MessageLogError
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog import store as store_module
@@ -23,6 +22,7 @@ from gateway.messagelog.store import (
     SqlMessageLogStore,
     migrate_messagelog,
 )
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
 

@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from pkihelpers import ThrowawayPki, make_pki
 
-from gateway import ocsp, timestamp
 from gateway.cli import main
+from gateway.dev.pki.http import MAX_REQUEST_BYTES, PkiServers, start_pki_servers
+from gateway.dev.pki.tsa import TSA_POLICY_OID
 from gateway.errors import PeerError, TrustError
-from gateway.keys import generate_private_key
-from gateway.ocsp_fetch import fetch_ocsp, fetch_timestamp
-from gateway.pki.http import MAX_REQUEST_BYTES, PkiServers, start_pki_servers
-from gateway.pki.tsa import TSA_POLICY_OID
+from gateway.trust import ocsp, timestamp
+from gateway.trust.keys import generate_private_key
+from gateway.trust.ocsp_fetch import fetch_ocsp, fetch_timestamp
 
 pytestmark = pytest.mark.integration
 

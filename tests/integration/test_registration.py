@@ -17,8 +17,6 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from pkihelpers import IssuedCert, ThrowawayPki, make_pki
 
-from gateway import keys
-from gateway.canonical import canonical_bytes
 from gateway.central import registration, registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.management import build_request
@@ -26,8 +24,10 @@ from gateway.central.publisher import latest_publication
 from gateway.errors import GatewayError, IdentifierError, RequestError
 from gateway.globalconf.model import GlobalConf, format_time
 from gateway.identifiers import SecurityServerId, SubsystemId
-from gateway.regclient import submit
+from gateway.server.regclient import submit
 from gateway.settings import CentralSettings
+from gateway.trust import keys
+from gateway.trust.canonical import canonical_bytes
 
 SS3 = SecurityServerId.parse("DEV/GOV/1003/ss3")
 

@@ -1,7 +1,7 @@
 """A new security server joins a running federation through registration requests, without any restart.
 
 The new server (ss3 of a new member) keeps its keys in a software token, starts unregistered, submits its
-authentication certificate and then a client subsystem with ``gateway.regclient`` (what ``gateway server
+authentication certificate and then a client subsystem with ``gateway.server.regclient`` (what ``gateway server
 register`` does); the registration officer approves both; after the next global configuration it
 exchanges messages with ss2.
 """
@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 from exchange_kit import Probe, call
 
-from gateway import keys, regclient
-from gateway.access import AccessRule
 from gateway.central import registration
-from gateway.demo import MemberSpec, default_layout, start_federation
+from gateway.dev.demo import MemberSpec, default_layout, start_federation
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
-from gateway.runtime import SecurityServer
+from gateway.server import regclient
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 from gateway.settings import GlobalConfSettings, ServerSettings, Settings
 from gateway.token.model import KdfParams, ca_finder
 from gateway.token.soft import SoftToken
+from gateway.trust import keys
 
 PROBE = "DEV/GOV/1002/registry/probe"
 NEWSUB = "DEV/GOV/1003/newsub"

@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.access import BASE_ENDPOINT, AccessRule, Endpoint, LocalGroupId
 from gateway.cli import main
-from gateway.db import make_engine
 from gateway.errors import GatewayError, IdentifierError, RequestError
 from gateway.identifiers import GlobalGroupId, MemberId, ServiceId, SubsystemId
 from gateway.serverconf import ClientInfo, ServiceInfo
+from gateway.serverconf.access import BASE_ENDPOINT, AccessRule, Endpoint, LocalGroupId
 from gateway.serverconf.store import ServerConfStore
+from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,12 @@
-"""Access rules (gateway.access): default deny, endpoint patterns, groups, encoded traversal attempts."""
+"""Access rules (gateway.serverconf.access): default deny, endpoint patterns, groups, encoded traversal attempts."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.access import (
+from gateway.errors import IdentifierError, RequestError
+from gateway.identifiers import ClientId, GlobalGroupId, MemberId, ServiceId, SubsystemId
+from gateway.serverconf.access import (
     BASE_ENDPOINT,
     NO_GROUPS,
     AccessPolicy,
@@ -15,8 +17,6 @@ from gateway.access import (
     parse_subject,
     subject_text,
 )
-from gateway.errors import IdentifierError, RequestError
-from gateway.identifiers import ClientId, GlobalGroupId, MemberId, ServiceId, SubsystemId
 
 A = SubsystemId.parse("DEV/GOV/1001/consumer")
 B = SubsystemId.parse("DEV/GOV/1002/other")

@@ -30,7 +30,7 @@ from gateway.messagelog import checkpoint as cp
 from gateway.messagelog import record, verify
 from gateway.messagelog.archive import LogArchive, Manifest
 from gateway.messagelog.merkle import leaf_hash
-from gateway.signing import KeySigner
+from gateway.protocol.signatures import KeySigner
 
 EXCHANGES = 30  # 60 records
 SIZES = (20, 60)
@@ -161,7 +161,7 @@ def test_tampering_is_named(
 
 
 def _canon(obj: object) -> bytes:
-    from gateway.canonical import canonical_bytes
+    from gateway.trust.canonical import canonical_bytes
 
     return canonical_bytes(obj)
 

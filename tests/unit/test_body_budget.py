@@ -8,7 +8,7 @@ import pytest
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.proxy.common import BodyBudget
-from gateway.runtime import SecurityServer
+from gateway.server.runtime import SecurityServer
 from gateway.settings import Settings
 
 

@@ -20,16 +20,16 @@ from cryptography.x509 import ocsp as x_ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from pkihelpers import IssuedCert, ThrowawayPki, make_pki, sha256
 
-from gateway import ocsp, timestamp
-from gateway.certprofile import build_csr, identity_urn
 from gateway.cli import main
+from gateway.dev.pki import tsa
+from gateway.dev.pki.ca import DevCA
+from gateway.dev.pki.ocsp_responder import respond
 from gateway.errors import PkiError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.keys import generate_private_key
-from gateway.pki import tsa
-from gateway.pki.ca import DevCA
-from gateway.pki.ocsp_responder import respond
-from gateway.timestamp import TimeStampResp
+from gateway.trust import ocsp, timestamp
+from gateway.trust.certprofile import build_csr, identity_urn
+from gateway.trust.keys import generate_private_key
+from gateway.trust.timestamp import TimeStampResp
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SS1 = SecurityServerId.parse("DEV/GOV/1001/ss1")

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pkihelpers import ThrowawayPki, make_pki
 
-from gateway.certprofile import (
+from gateway.errors import PkiError, TrustError
+from gateway.identifiers import MemberId, SecurityServerId
+from gateway.trust.certprofile import (
     auth_identity_of,
     build_csr,
     check_cert_kind,
@@ -27,9 +29,7 @@ from gateway.certprofile import (
     parse_identity_urn,
     sign_identity_of,
 )
-from gateway.errors import PkiError, TrustError
-from gateway.identifiers import MemberId, SecurityServerId
-from gateway.keys import (
+from gateway.trust.keys import (
     cert_sha256_hex,
     der_to_raw_ecdsa,
     generate_private_key,

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway import keys
 from gateway.errors import TrustError
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import (
@@ -26,7 +25,8 @@ from gateway.messagelog.checkpoint import (
     sign_checkpoint,
     verify_checkpoint,
 )
-from gateway.signing import KeySigner
+from gateway.protocol.signatures import KeySigner
+from gateway.trust import keys
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ORIGIN = checkpoint_origin("DEV/GOV/1001/ss1")

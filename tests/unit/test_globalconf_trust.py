@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from globalconf_sim import GlobalConfSimulator, make_key_pair
 
-from gateway.canonical import canonical_bytes
 from gateway.errors import GlobalConfError
 from gateway.globalconf.envelope import BAD_SIGNATURE, parse_envelope
 from gateway.globalconf.model import MALFORMED, cert_fingerprint
 from gateway.globalconf.trust import OUTDATED, TrustedGlobalConf
+from gateway.trust.canonical import canonical_bytes
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""gateway.rest: the X-Road REST r1 client-facing protocol (pure)."""
+"""gateway.protocol.rest: the X-Road REST r1 client-facing protocol (pure)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway import rest
 from gateway.errors import GatewayError, IdentifierError, PeerError, RequestError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from gateway.protocol import rest
 
 BR, IM = "Client.BadRequest", "Client.InvalidHttpMethod"
 RE, IE = RequestError, IdentifierError

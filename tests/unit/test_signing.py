@@ -1,4 +1,4 @@
-"""gateway.signing: the RFC 9421 + RFC 9530 profile between security servers (pure)."""
+"""gateway.protocol.signatures: the RFC 9421 + RFC 9530 profile between security servers (pure)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway import signing
 from gateway.errors import ConfigError, GatewayError, TrustError
+from gateway.protocol import replay, sfv, signatures
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
@@ -44,12 +44,12 @@ def make_cert(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cn: str) -> x
 class Party:
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     cert: x509.Certificate
-    signer: signing.KeySigner
+    signer: signatures.KeySigner
 
 
 def make_party(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cn: str) -> Party:
     cert = make_cert(key, cn)
-    return Party(key=key, cert=cert, signer=signing.KeySigner(key=key, cert=cert))
+    return Party(key=key, cert=cert, signer=signatures.KeySigner(key=key, cert=cert))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def rsa_party() -> Party:
     return make_party(rsa.generate_private_key(public_exponent=65537, key_size=2048), "DEV/COM/7 signing")
 
 
-def resolver(*trusted: x509.Certificate) -> signing.CertResolver:
-    by_id = {signing.cert_keyid(c): c for c in trusted}
+def resolver(*trusted: x509.Certificate) -> signatures.CertResolver:
+    by_id = {signatures.cert_keyid(c): c for c in trusted}
 
     def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes) -> x509.Certificate:
         # a real resolver validates the chain and the stapled OCSP response; this one trusts by keyid
@@ -81,7 +81,7 @@ def resolver(*trusted: x509.Certificate) -> signing.CertResolver:
 
 def request_headers(**extra: str) -> dict[str, str]:
     return {
-        "content-digest": signing.content_digest_header(hashlib.sha256(BODY).digest()),
+        "content-digest": signatures.content_digest_header(hashlib.sha256(BODY).digest()),
         "content-type": "application/json",
         "x-road-client": "DEV/GOV/1001/consumer",
         "x-road-service": "DEV/GOV/1002/registry/persons",
@@ -93,9 +93,9 @@ def request_headers(**extra: str) -> dict[str, str]:
 
 def signed_request(
     party: Party, *, created: int = T, **extra: str
-) -> tuple[dict[str, str], signing.SignedMessage]:
+) -> tuple[dict[str, str], signatures.SignedMessage]:
     headers = request_headers(**extra)
-    sm = signing.sign_request(
+    sm = signatures.sign_request(
         method="POST",
         path=PATH,
         query=QUERY,
@@ -115,8 +115,8 @@ def verify_req(
     path: str = PATH,
     query: str | None = QUERY,
     now: datetime = NOW,
-) -> signing.VerifiedSignature:
-    return signing.verify_request(
+) -> signatures.VerifiedSignature:
+    return signatures.verify_request(
         method=method,
         path=path,
         query=query,
@@ -129,7 +129,7 @@ def verify_req(
 
 def response_headers(**extra: str) -> dict[str, str]:
     return {
-        "content-digest": signing.content_digest_header(hashlib.sha256(b"{}").digest()),
+        "content-digest": signatures.content_digest_header(hashlib.sha256(b"{}").digest()),
         "x-road-client": "DEV/GOV/1001/consumer",
         "x-road-service": "DEV/GOV/1002/registry/persons",
         "x-road-id": "DEV-7f0c",
@@ -149,7 +149,7 @@ def test_request_round_trip(consumer: Party) -> None:
     assert set(sm.headers) == {"x-road-signing-cert", "x-road-signing-ocsp", "signature-input", "signature"}
     v = verify_req(headers, consumer)
     assert (
-        v.keyid == hashlib.sha256(consumer.cert.public_bytes(signing.serialization.Encoding.DER)).hexdigest()
+        v.keyid == hashlib.sha256(consumer.cert.public_bytes(signatures.serialization.Encoding.DER)).hexdigest()
     )
     assert (v.created, v.alg, v.cert, v.ocsp_der) == (T, "ecdsa-p256-sha256", consumer.cert, OCSP)
     assert v.signature_base == sm.signature_base and v.signature == sm.signature
@@ -173,8 +173,8 @@ def test_request_round_trip(consumer: Party) -> None:
 
 def test_signature_base_is_rfc9421_text(consumer: Party) -> None:
     headers, sm = signed_request(consumer)
-    cert_b64 = base64.b64encode(consumer.cert.public_bytes(signing.serialization.Encoding.DER)).decode()
-    keyid = signing.cert_keyid(consumer.cert)
+    cert_b64 = base64.b64encode(consumer.cert.public_bytes(signatures.serialization.Encoding.DER)).decode()
+    keyid = signatures.cert_keyid(consumer.cert)
     params = (
         '("@method" "@path" "@query" "content-digest" "x-road-client" "x-road-service" "x-road-id" '
         '"x-road-request-id" "x-road-signing-cert" "x-road-signing-ocsp")'
@@ -198,12 +198,12 @@ def test_signature_base_is_rfc9421_text(consumer: Party) -> None:
     assert headers["signature-input"] == f"xroad={params}"
     assert headers["signature"] == f"xroad=:{base64.b64encode(sm.signature).decode()}:"
     # the signature is an ordinary ECDSA signature over exactly these bytes
-    der = signing.keys.raw_to_der_ecdsa(sm.signature)
+    der = signatures.keys.raw_to_der_ecdsa(sm.signature)
     consumer.key.public_key().verify(der, sm.signature_base, ec.ECDSA(hashes.SHA256()))
 
 
 def test_empty_path_and_query(consumer: Party) -> None:
-    sm = signing.sign_request(
+    sm = signatures.sign_request(
         method="GET",
         path="",
         query=None,
@@ -254,13 +254,13 @@ def _resign_with_other_key(h: dict[str, str], me: Party, other: Party) -> None:
 
 def _staple_other_cert(h: dict[str, str], me: Party, other: Party) -> None:
     h["x-road-signing-cert"] = base64.b64encode(
-        other.cert.public_bytes(signing.serialization.Encoding.DER)
+        other.cert.public_bytes(signatures.serialization.Encoding.DER)
     ).decode()
 
 
 def _der_signature(h: dict[str, str], me: Party, other: Party) -> None:
     raw = base64.b64decode(h["signature"][len("xroad=:") : -1])
-    der = signing.keys.raw_to_der_ecdsa(raw)
+    der = signatures.keys.raw_to_der_ecdsa(raw)
     h["signature"] = "xroad=:" + base64.b64encode(der).decode() + ":"
 
 
@@ -409,7 +409,7 @@ def test_request_line_tampered(consumer: Party, method: str, path: str, query: s
 def test_untrusted_certificate(consumer: Party, provider: Party) -> None:
     headers, _ = signed_request(consumer)
     with pytest.raises(TrustError, match="signing certificate is not trusted"):
-        signing.verify_request(
+        signatures.verify_request(
             method="POST",
             path=PATH,
             query=QUERY,
@@ -423,7 +423,7 @@ def test_untrusted_certificate(consumer: Party, provider: Party) -> None:
 def test_resolver_returning_another_cert_is_refused(consumer: Party, provider: Party) -> None:
     headers, _ = signed_request(consumer)
     with pytest.raises(TrustError, match="resolved certificate does not match keyid") as info:
-        signing.verify_request(
+        signatures.verify_request(
             method="POST",
             path=PATH,
             query=QUERY,
@@ -476,7 +476,7 @@ def test_sign_request_refuses(consumer: Party, drop: str | None, ocsp: bytes, fr
     if drop:
         del headers[drop]
     with pytest.raises(GatewayError) as info:
-        signing.sign_request(
+        signatures.sign_request(
             method="POST",
             path=PATH,
             query=None,
@@ -491,7 +491,7 @@ def test_sign_request_refuses(consumer: Party, drop: str | None, ocsp: bytes, fr
 
 def test_sign_refuses_line_breaks(consumer: Party) -> None:
     with pytest.raises(GatewayError, match="line break or non-ASCII") as info:
-        signing.sign_request(
+        signatures.sign_request(
             method="POST",
             path=PATH,
             query=None,
@@ -505,10 +505,10 @@ def test_sign_refuses_line_breaks(consumer: Party) -> None:
 
 def test_key_signer_refuses_mismatched_cert(consumer: Party, provider: Party) -> None:
     with pytest.raises(ConfigError, match="does not belong to the signing key"):
-        signing.KeySigner(key=consumer.key, cert=provider.cert)
+        signatures.KeySigner(key=consumer.key, cert=provider.cert)
     p384 = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(ConfigError, match="only P-256"):
-        signing.KeySigner(key=p384, cert=make_cert(p384, "p384"))
+        signatures.KeySigner(key=p384, cert=make_cert(p384, "p384"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -518,7 +518,7 @@ def test_key_signer_refuses_mismatched_cert(consumer: Party, provider: Party) ->
 
 def signed_response(provider: Party, request_signature: bytes, **extra: str) -> dict[str, str]:
     headers = response_headers(**extra)
-    sm = signing.sign_response(
+    sm = signatures.sign_response(
         status=200,
         headers=headers,
         request_signature=request_signature,
@@ -532,7 +532,7 @@ def signed_response(provider: Party, request_signature: bytes, **extra: str) -> 
 def test_response_round_trip_bound_to_request(consumer: Party, provider: Party) -> None:
     _, req = signed_request(consumer)
     headers = signed_response(provider, req.signature, **{"x-road-error": "x"})
-    v = signing.verify_response(
+    v = signatures.verify_response(
         status=200,
         headers=headers,
         request_signature=req.signature,
@@ -580,7 +580,7 @@ def test_response_refused(consumer: Party, provider: Party, case: str, code: str
     elif case == "no-hash":
         del headers["x-road-request-hash"]
     with pytest.raises(TrustError) as info:
-        signing.verify_response(
+        signatures.verify_response(
             status=status,
             headers=headers,
             request_signature=expected_sig,
@@ -596,7 +596,7 @@ def test_sign_response_requires_request_hash(provider: Party) -> None:
     headers = response_headers()
     del headers["x-road-request-hash"]
     with pytest.raises(GatewayError, match="header x-road-request-hash is missing") as info:
-        signing.sign_response(
+        signatures.sign_response(
             status=200,
             headers=headers,
             request_signature=b"x",
@@ -611,7 +611,7 @@ def test_response_req_component_parameter_order_is_free(consumer: Party, provide
     # RFC 9421 2: a component is identified by name and parameters, in any order; the base keeps the order.
     _, req = signed_request(consumer)
     headers = response_headers()
-    sm = signing.sign_response(
+    sm = signatures.sign_response(
         status=200,
         headers=headers,
         request_signature=req.signature,
@@ -630,7 +630,7 @@ def test_response_req_component_parameter_order_is_free(consumer: Party, provide
         "signature-input": reordered_input,
         "signature": "xroad=:" + base64.b64encode(provider.signer.sign(base)).decode() + ":",
     }
-    v = signing.verify_response(
+    v = signatures.verify_response(
         status=200,
         headers=resigned,
         request_signature=req.signature,
@@ -647,18 +647,18 @@ def test_response_req_component_parameter_order_is_free(consumer: Party, provide
 
 
 def test_content_digest_streaming() -> None:
-    d = signing.ContentDigester()
+    d = signatures.ContentDigester()
     for i in range(0, len(BODY), 4):
         d.update(BODY[i : i + 4])
     assert d.size == len(BODY)
     assert d.digest() == hashlib.sha256(BODY).digest()
     assert d.header() == "sha-256=:" + base64.b64encode(hashlib.sha256(BODY).digest()).decode() + ":"
-    signing.verify_content_digest(d.header(), hashlib.sha256(BODY).digest())
-    empty = signing.ContentDigester()
+    signatures.verify_content_digest(d.header(), hashlib.sha256(BODY).digest())
+    empty = signatures.ContentDigester()
     assert (
         empty.header() == "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"
     )  # RFC 9530 B: empty body
-    signing.verify_content_digest(
+    signatures.verify_content_digest(
         "sha-512=:AAAA:, sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
         hashlib.sha256().digest(),
     )
@@ -681,14 +681,14 @@ def test_content_digest_streaming() -> None:
 )
 def test_content_digest_refused(value: str | None, code: str, fragment: str) -> None:
     with pytest.raises(TrustError) as info:
-        signing.verify_content_digest(value, hashlib.sha256(BODY).digest())
+        signatures.verify_content_digest(value, hashlib.sha256(BODY).digest())
     assert info.value.xroad_type == code
     assert fragment in info.value.message
 
 
 def test_fields_from_pairs() -> None:
     pairs = [("Accept", "a"), ("X-Road-Client", " A/B/C "), ("accept", "b"), ("X-Custom", "1")]
-    assert signing.fields_from_pairs(pairs) == {"accept": "a, b", "x-road-client": "A/B/C", "x-custom": "1"}
+    assert signatures.fields_from_pairs(pairs) == {"accept": "a, b", "x-road-client": "A/B/C", "x-custom": "1"}
 
 
 @pytest.mark.parametrize(
@@ -704,12 +704,12 @@ def test_fields_from_pairs() -> None:
 )
 def test_fields_from_pairs_refuses_repeated_single_fields(name: str) -> None:
     with pytest.raises(TrustError, match=f"header {name.lower()} appears more than once") as info:
-        signing.fields_from_pairs([(name, "a"), (name.upper(), "b")], side="Server.ClientProxy")
+        signatures.fields_from_pairs([(name, "a"), (name.upper(), "b")], side="Server.ClientProxy")
     assert info.value.xroad_type == "Server.ClientProxy.MalformedSignature"
 
 
 def test_replay_cache() -> None:
-    cache = signing.ReplayCache(window_seconds=60, max_entries=3)
+    cache = replay.ReplayCache(window_seconds=60, max_entries=3)
     cache.check_and_add("r1", T, NOW)
     with pytest.raises(TrustError, match="request id 'r1' was already received") as info:
         cache.check_and_add("r1", T, NOW + timedelta(seconds=59))
@@ -733,7 +733,7 @@ def test_replay_cache() -> None:
 @pytest.mark.parametrize(("window", "size"), [(0, 10), (10, 0), (-1, 1)])
 def test_replay_cache_settings(window: int, size: int) -> None:
     with pytest.raises(ConfigError, match="must be positive"):
-        signing.ReplayCache(window_seconds=window, max_entries=size)
+        replay.ReplayCache(window_seconds=window, max_entries=size)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -743,13 +743,13 @@ def test_replay_cache_settings(window: int, size: int) -> None:
 
 def _ours(text: str) -> str:
     out = []
-    for key, (value, params) in signing.parse_dictionary(text).items():
+    for key, (value, params) in sfv.parse_dictionary(text).items():
         if isinstance(value, list):
-            out.append(f"{key}={signing.serialize_inner_list(value, params)}")
+            out.append(f"{key}={sfv.serialize_inner_list(value, params)}")
         elif value is True:
-            out.append(key + signing.serialize_params(params))
+            out.append(key + sfv.serialize_params(params))
         else:
-            out.append(f"{key}={signing.serialize_item(value, params)}")
+            out.append(f"{key}={sfv.serialize_item(value, params)}")
     return ", ".join(out)
 
 
@@ -793,17 +793,17 @@ def test_sf_parser_agrees_with_http_sfv(text: str) -> None:
 def test_sf_parser_rejects_like_http_sfv(text: str) -> None:
     with pytest.raises(ValueError):
         http_sfv.Dictionary().parse(text.encode())
-    with pytest.raises(signing.SFError):
-        signing.parse_dictionary(text)
+    with pytest.raises(sfv.SFError):
+        sfv.parse_dictionary(text)
 
 
 def test_sf_empty_dictionary() -> None:
-    assert signing.parse_dictionary("") == {}
-    assert signing.parse_dictionary("   ") == {}
+    assert sfv.parse_dictionary("") == {}
+    assert sfv.parse_dictionary("   ") == {}
 
 
 def test_sf_duplicate_keys_refused() -> None:
-    with pytest.raises(signing.SFError, match="duplicate dictionary key 'a'"):
-        signing.parse_dictionary("a=1, a=2")
-    with pytest.raises(signing.SFError, match="duplicate parameter 'k'"):
-        signing.parse_dictionary("a=1;k=1;k=2")
+    with pytest.raises(sfv.SFError, match="duplicate dictionary key 'a'"):
+        sfv.parse_dictionary("a=1, a=2")
+    with pytest.raises(sfv.SFError, match="duplicate parameter 'k'"):
+        sfv.parse_dictionary("a=1;k=1;k=2")

@@ -26,8 +26,8 @@ from http_message_signatures import (
     algorithms,
 )
 
-from gateway import signing
 from gateway.errors import TrustError
+from gateway.protocol import signatures
 
 PROVIDER_URL = "https://ss2.example.org:5500"  # authority is not covered: any address or balancer works
 PATH, QUERY = "/r1/DEV/GOV/1002/registry/persons/v1/p/1", "full=true&x=%2F"
@@ -80,11 +80,11 @@ class Response:
 class Party:
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
-    signer: signing.KeySigner
+    signer: signatures.KeySigner
 
     @property
     def keyid(self) -> str:
-        return signing.cert_keyid(self.cert)
+        return signatures.cert_keyid(self.cert)
 
 
 def make_party(cn: str) -> Party:
@@ -101,7 +101,7 @@ def make_party(cn: str) -> Party:
         .not_valid_after(now + timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    return Party(key=key, cert=cert, signer=signing.KeySigner(key=key, cert=cert))
+    return Party(key=key, cert=cert, signer=signatures.KeySigner(key=key, cert=cert))
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ class KeyResolver(HTTPSignatureKeyResolver):
         return self.parties[key_id].key
 
 
-def trust(*parties: Party) -> signing.CertResolver:
+def trust(*parties: Party) -> signatures.CertResolver:
     by_id = {p.keyid: p.cert for p in parties}
 
     def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes) -> x509.Certificate:
@@ -152,7 +152,7 @@ def their_signer(*parties: Party) -> HTTPMessageSigner:
 def base_headers() -> dict[str, str]:
     return {
         "content-type": "application/json",
-        "content-digest": signing.content_digest_header(hashlib.sha256(BODY).digest()),
+        "content-digest": signatures.content_digest_header(hashlib.sha256(BODY).digest()),
         "x-road-client": "DEV/GOV/1001/consumer",
         "x-road-service": "DEV/GOV/1002/registry/persons",
         "x-road-id": "DEV-0f9d",
@@ -161,9 +161,9 @@ def base_headers() -> dict[str, str]:
     }
 
 
-def our_signed_request(consumer: Party) -> tuple[Request, signing.SignedMessage]:
+def our_signed_request(consumer: Party) -> tuple[Request, signatures.SignedMessage]:
     headers = base_headers()
-    sm = signing.sign_request(
+    sm = signatures.sign_request(
         method="POST",
         path=PATH,
         query=QUERY,
@@ -247,14 +247,14 @@ def test_they_verify_our_response(consumer: Party, provider: Party) -> None:
     request, req_sm = our_signed_request(consumer)
     headers = {
         "content-type": "application/json",
-        "content-digest": signing.content_digest_header(hashlib.sha256(b"{}").digest()),
+        "content-digest": signatures.content_digest_header(hashlib.sha256(b"{}").digest()),
         "x-road-client": "DEV/GOV/1001/consumer",
         "x-road-service": "DEV/GOV/1002/registry/persons",
         "x-road-id": "DEV-0f9d",
         "x-road-request-id": "3f5e8c55-1c70-4b7c-9d53-3d1d0b8f4a20",
         "x-road-request-hash": base64.b64encode(hashlib.sha512(b"request").digest()).decode(),
     }
-    sm = signing.sign_response(
+    sm = signatures.sign_response(
         status=200,
         headers=headers,
         request_signature=req_sm.signature,
@@ -286,7 +286,7 @@ def test_they_verify_our_response(consumer: Party, provider: Party) -> None:
 
 
 def test_we_verify_their_request(consumer: Party) -> None:
-    der = consumer.cert.public_bytes(signing.serialization.Encoding.DER)
+    der = consumer.cert.public_bytes(signatures.serialization.Encoding.DER)
     headers = {
         **base_headers(),
         "x-road-signing-cert": base64.b64encode(der).decode(),
@@ -304,8 +304,8 @@ def test_we_verify_their_request(consumer: Party) -> None:
         use_existing_digest=True,
         body=BODY,
     )
-    fields = signing.fields_from_pairs(request.headers.items())
-    v = signing.verify_request(
+    fields = signatures.fields_from_pairs(request.headers.items())
+    v = signatures.verify_request(
         method="POST",
         path=PATH,
         query=QUERY,
@@ -315,11 +315,11 @@ def test_we_verify_their_request(consumer: Party) -> None:
         resolve_cert=trust(consumer),
     )
     assert v.keyid == consumer.keyid
-    signing.verify_content_digest(fields["content-digest"], hashlib.sha256(BODY).digest())
+    signatures.verify_content_digest(fields["content-digest"], hashlib.sha256(BODY).digest())
     # and we refuse it once tampered with
     fields["x-road-userid"] = "EE00000000000"
     with pytest.raises(TrustError, match="does not verify") as info:
-        signing.verify_request(
+        signatures.verify_request(
             method="POST",
             path=PATH,
             query=QUERY,
@@ -333,9 +333,9 @@ def test_we_verify_their_request(consumer: Party) -> None:
 
 def test_we_verify_their_response(consumer: Party, provider: Party) -> None:
     request, req_sm = our_signed_request(consumer)
-    der = provider.cert.public_bytes(signing.serialization.Encoding.DER)
+    der = provider.cert.public_bytes(signatures.serialization.Encoding.DER)
     headers = {
-        "content-digest": signing.content_digest_header(hashlib.sha256(b"").digest()),
+        "content-digest": signatures.content_digest_header(hashlib.sha256(b"").digest()),
         "x-road-client": "DEV/GOV/1001/consumer",
         "x-road-service": "DEV/GOV/1002/registry/persons",
         "x-road-id": "DEV-0f9d",
@@ -355,8 +355,8 @@ def test_we_verify_their_response(consumer: Party, provider: Party) -> None:
         covered_component_ids=RESPONSE_COMPONENTS,
         use_existing_digest=True,
     )
-    fields = signing.fields_from_pairs(response.headers.items())
-    v = signing.verify_response(
+    fields = signatures.fields_from_pairs(response.headers.items())
+    v = signatures.verify_response(
         status=204,
         headers=fields,
         request_signature=req_sm.signature,
@@ -367,7 +367,7 @@ def test_we_verify_their_response(consumer: Party, provider: Party) -> None:
     assert v.covered[-1] == '"signature";req;key="xroad"'
     _, other_sm = our_signed_request(consumer)
     with pytest.raises(TrustError, match="does not verify") as info:
-        signing.verify_response(
+        signatures.verify_response(
             status=204,
             headers=fields,
             request_signature=other_sm.signature,

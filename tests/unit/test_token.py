@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from pkihelpers import make_pki
 
-from gateway import certprofile, keys
 from gateway.errors import ConfigError, GatewayError, PkiError, RequestError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.token import model
 from gateway.token.model import KdfParams, LockoutPolicy
 from gateway.token.soft import SoftToken, read_pin
+from gateway.trust import certprofile, keys
 
 PIN = "correct horse battery"
 SERVER = SecurityServerId.parse("DEV/GOV/1001/ss1")

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from archive_kit import ORIGIN, LogWorld, exchange_records, make_log, make_world, rewrite, write_archive
 
-from gateway import keys
 from gateway.messagelog import verify
 from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.merkle import HASH_SIZE, MerkleTree, leaf_hash
+from gateway.trust import keys
 
 
 @dataclass
@@ -419,7 +419,7 @@ def test_the_tree_from_subtree_roots_has_the_roots_of_the_tree_from_leaves(
 def test_checkpoints_signed_by_a_key_only_stapled_in_the_records_verify(tmp_path: Path) -> None:
     """Step 2 runs first with the archive's own certificates and OCSP responses; where those do not serve
     (here the archive has none), it runs again with the records' stapled ones."""
-    from gateway.canonical import canonical_bytes
+    from gateway.trust.canonical import canonical_bytes
 
     world = make_world(tmp_path)
     records = make_log(world, 10)

@@ -1,6 +1,6 @@
-"""Alembic environment of the message log (I/O): runs through :func:`gateway.db.migrate`."""
+"""Alembic environment of the message log (I/O): runs through :func:`gateway.storage.db.migrate`."""
 
 from gateway.messagelog.models import metadata
-from gateway.migrations_env import run
+from gateway.storage.migrations_env import run
 
 run(metadata)

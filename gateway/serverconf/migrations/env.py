@@ -1,6 +1,6 @@
-"""Alembic environment of serverconf (I/O): runs through :func:`gateway.db.migrate`."""
+"""Alembic environment of serverconf (I/O): runs through :func:`gateway.storage.db.migrate`."""
 
-from gateway.migrations_env import run
 from gateway.serverconf.models import metadata
+from gateway.storage.migrations_env import run
 
 run(metadata)

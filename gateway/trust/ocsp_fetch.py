@@ -1,7 +1,7 @@
 """Fetching OCSP responses and timestamp replies over HTTP (I/O shell, aiohttp client).
 
-The fetched bytes are handed, unchanged, to the pure checks in :mod:`gateway.ocsp` and
-:mod:`gateway.timestamp`. Network failures and non-200 answers become :class:`~gateway.errors.PeerError`.
+The fetched bytes are handed, unchanged, to the pure checks in :mod:`gateway.trust.ocsp` and
+:mod:`gateway.trust.timestamp`. Network failures and non-200 answers become :class:`~gateway.errors.PeerError`.
 """
 
 from __future__ import annotations

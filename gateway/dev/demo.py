@@ -24,20 +24,21 @@ import structlog
 
 from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
-from gateway import certprofile, keys
-from gateway.access import AccessRule
 from gateway.admin.roles import ROLES
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
+from gateway.dev.pki.ca import DevCA
+from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
-from gateway.pki.ca import DevCA
-from gateway.pki.http import PkiServers, start_pki_servers
-from gateway.runtime import KeyFiles, SecurityServer
+from gateway.server.keyfiles import KeyFiles
+from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 from gateway.settings import CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
+from gateway.trust import certprofile, keys
 
-log = structlog.get_logger("gateway.demo")
+log = structlog.get_logger("gateway.dev.demo")
 
 MARKER = ".gateway-demo"  # a directory holding this file may be wiped by the next demo run
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +25,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import keys
 from gateway.admin.app import AdminContext, build_admin_app
 from gateway.admin.store import AdminStore
-from gateway.db import make_engine
 from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
@@ -41,89 +38,27 @@ from gateway.messagelog.store import (
     SqlMessageLogStore,
     migrate_messagelog,
 )
+from gateway.protocol.signatures import KeySigner
 from gateway.proxy import tls
 from gateway.proxy.client_proxy import build_client_app
 from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_app
+from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import Settings
-from gateway.signing import KeySigner
+from gateway.storage.db import make_engine
 from gateway.token import model as token_model
 from gateway.token.metrics import update_expiry_gauge
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
+from gateway.trust import keys
 
-log = structlog.get_logger("gateway.runtime")
+log = structlog.get_logger("gateway.server.runtime")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyFiles:
-    """Where ``gateway server init`` keeps this server's keys and certificates (``[server] state_dir``)."""
-
-    dir: Path
-
-    @property
-    def sign_key(self) -> Path:
-        return self.dir / "sign.key"
-
-    @property
-    def sign_cert(self) -> Path:
-        return self.dir / "sign.pem"
-
-    @property
-    def auth_key(self) -> Path:
-        return self.dir / "auth.key"
-
-    @property
-    def auth_cert(self) -> Path:
-        return self.dir / "auth.pem"
-
-    @property
-    def internal_key(self) -> Path:
-        return self.dir / "internal.key"
-
-    @property
-    def internal_cert(self) -> Path:
-        return self.dir / "internal.pem"
-
-    def require(self) -> None:
-        """Raises: ConfigError naming the first missing file."""
-        for path in (self.sign_key, self.sign_cert, self.auth_key, self.auth_cert):
-            if not path.is_file():
-                raise ConfigError(
-                    f"{path} is missing", hint="run 'gateway server init', get the CSRs signed, then "
-                    "'gateway server import-cert'",
-                )
-
-
-def ensure_internal_tls(files: KeyFiles, server_id: SecurityServerId, *, now: datetime) -> None:
-    """Create the self-signed TLS certificate of the client-facing HTTPS port if there is none
-    (X-Road's "internal TLS certificate"; information systems pin it)."""
-    if files.internal_cert.is_file() and files.internal_key.is_file():
-        return
-    import datetime as dt
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    key = keys.generate_private_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{server_id} internal TLS")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    keys.write_private_key(files.internal_key, key)
-    keys.write_public_file(files.internal_cert, keys.cert_pem(cert).encode())
 
 
 class SecurityServer:

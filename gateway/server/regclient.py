@@ -15,14 +15,14 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
-from gateway import keys
 from gateway.central.management import RequestType, build_request
 from gateway.errors import ConfigError, PeerError, RequestError
 from gateway.globalconf.anchor import Anchor
 from gateway.identifiers import ClientId, SecurityServerId
-from gateway.runtime import KeyFiles
+from gateway.server.keyfiles import KeyFiles
 from gateway.settings import Settings
 from gateway.token.soft import SoftToken
+from gateway.trust import keys
 
 TIMEOUT_SECONDS = 30.0  # seconds for one submission
 

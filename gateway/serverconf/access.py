@@ -15,7 +15,7 @@ DESIGN.md section 4; X-Road UG-SS sections 6.7-8 (``ServerConfImpl.checkAccessRi
    the prefix (``/pets/**`` matches ``/pets/`` and ``/pets/1/toys`` but not ``/pets``); any other segment
    matches itself exactly.
    ``*`` inside a segment (``/a*b``) and ``**`` before the end are refused, so matching is linear.
-5. The request path is normalised by :func:`gateway.rest.normalise_path` before matching (unreserved escapes
+5. The request path is normalised by :func:`gateway.protocol.rest.normalise_path` before matching (unreserved escapes
    decoded, ``%2F``, control characters and backslashes refused, dot segments resolved), so that an encoded
    ``..`` can never escape a rule; a path it refuses is a bad request, not a denial.
 
@@ -40,7 +40,7 @@ from gateway.identifiers import (
     check_part,
     parse_client,
 )
-from gateway.rest import normalise_path
+from gateway.protocol.rest import normalise_path
 
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"})
 MAX_PATH_PATTERN_LENGTH = 1024  # characters; fits a unique index on PostgreSQL with the subject
@@ -279,7 +279,7 @@ class AccessPolicy:
         ``raw_path`` is the service path as received (after ``/r1/.../SERVICE``, without the query).
 
         Raises:
-            RequestError: the path is malformed (from :func:`gateway.rest.normalise_path`, HTTP 400), or
+            RequestError: the path is malformed (from :func:`gateway.protocol.rest.normalise_path`, HTTP 400), or
                 access is denied (``Server.ServerProxy.AccessDenied``, HTTP 500 as in X-Road).
         """
         # (1) Normalise the path first, so that every rule sees the same path the service will get.

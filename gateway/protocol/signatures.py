@@ -22,7 +22,7 @@ Error types: ``<side>.MissingSignature``, ``<side>.MalformedSignature``, ``<side
 (also for a body that does not match its digest), ``<side>.InvalidSignatureTime`` (``created`` outside the
 allowed clock skew) with ``<side>`` = ``Server.ServerProxy`` when the provider verifies a request and
 ``Server.ClientProxy`` when the client side verifies a response; ``Server.ServerProxy.ReplayedRequest``
-and ``Server.ServerProxy.ReplayCacheFull`` from :class:`ReplayCache`.
+and ``Server.ServerProxy.ReplayCacheFull`` from :class:`~gateway.protocol.replay.ReplayCache`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
 import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -43,8 +42,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import keys
 from gateway.errors import ConfigError, GatewayError, TrustError
+from gateway.protocol.sfv import BareItem, SFError, parse_dictionary, serialize_item, serialize_params
+from gateway.trust import keys
 
 LABEL: Final = "xroad"
 TAG: Final = "x-road-r1"
@@ -55,7 +55,7 @@ H_CONTENT_DIGEST: Final = "content-digest"
 H_SIGNING_CERT: Final = "x-road-signing-cert"
 H_SIGNING_OCSP: Final = "x-road-signing-ocsp"
 
-# RFC 9421 3.3 names; the key types gateway.keys allows (P-256 by default, RSA 2048/3072).
+# RFC 9421 3.3 names; the key types gateway.trust.keys allows (P-256 by default, RSA 2048/3072).
 ALG_ECDSA_P256: Final = "ecdsa-p256-sha256"
 ALG_RSA_V1_5: Final = "rsa-v1_5-sha256"
 ALGORITHMS: Final = frozenset(keys.SIGNATURE_ALGS)
@@ -85,256 +85,6 @@ SINGLE_FIELDS: Final = frozenset({
 SERVER_PROXY: Final = "Server.ServerProxy"
 CLIENT_PROXY: Final = "Server.ClientProxy"
 _KNOWN_PARAMS: Final = frozenset({"created", "expires", "keyid", "alg", "tag", "nonce"})
-
-
-# --------------------------------------------------------------------------------------------------------
-# RFC 8941 structured fields: the subset RFC 9421 and RFC 9530 need (dictionaries, inner lists, items with
-# parameters; integers, decimals, strings, tokens, byte sequences, booleans). Strict: anything the RFC's
-# parsing algorithm rejects, we reject; duplicate dictionary keys and parameters are refused too.
-# --------------------------------------------------------------------------------------------------------
-
-
-class Token(str):
-    """An RFC 8941 token (serialised without quotes)."""
-
-    __slots__ = ()
-
-
-BareItem: TypeAlias = int | float | str | bytes | bool
-Params: TypeAlias = dict[str, BareItem]
-Item: TypeAlias = tuple[BareItem, Params]
-InnerList: TypeAlias = tuple[list[Item], Params]
-
-
-class SFError(ValueError):
-    """A structured field does not parse."""
-
-
-_KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
-_TOKEN_RE = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
-_NUMBER_RE = re.compile(r"-?[0-9]+(\.[0-9]*)?")
-_B64_RE = re.compile(r"[A-Za-z0-9+/=]*")
-# RFC 8941 3.3.3: printable ASCII except '"' and '\', or the escapes \" and \\.
-_STRING_RE = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\])*)"')
-_UNESCAPE_RE = re.compile(r'\\(["\\])')
-_PRINTABLE_RE = re.compile(r"[ -~]*")
-
-
-class _Parser:
-    __slots__ = ("i", "s")
-
-    def __init__(self, s: str) -> None:
-        self.s = s
-        self.i = 0
-
-    def fail(self, what: str) -> SFError:
-        return SFError(f"{what} at offset {self.i}")
-
-    def peek(self) -> str:
-        return self.s[self.i] if self.i < len(self.s) else ""
-
-    def ows(self) -> None:
-        while self.peek() in (" ", "\t") and self.peek():
-            self.i += 1
-
-    def sp(self) -> None:
-        while self.peek() == " ":
-            self.i += 1
-
-    def key(self) -> str:
-        m = _KEY_RE.match(self.s, self.i)
-        if not m:
-            raise self.fail("expected a key")
-        self.i = m.end()
-        return m.group()
-
-    def bare_item(self) -> BareItem:
-        c = self.peek()
-        if c == '"':
-            return self.string()
-        if c == ":":
-            return self.byte_sequence()
-        if c == "?":
-            v = self.s[self.i + 1:self.i + 2]
-            if v not in ("0", "1"):
-                raise self.fail("expected ?0 or ?1")
-            self.i += 2
-            return v == "1"
-        if c == "-" or c.isdigit():
-            return self.number()
-        m = _TOKEN_RE.match(self.s, self.i)
-        if m:
-            self.i = m.end()
-            return Token(m.group())
-        raise self.fail("expected an item")
-
-    def number(self) -> int | float:
-        m = _NUMBER_RE.match(self.s, self.i)
-        if not m:
-            raise self.fail("expected a number")
-        text = m.group()
-        digits = text.lstrip("-")
-        if m.group(1) is None:
-            if len(digits) > 15:
-                raise self.fail("integer has more than 15 digits")
-            self.i = m.end()
-            return int(text)
-        whole, frac = digits.split(".")
-        if len(whole) > 12 or not 1 <= len(frac) <= 3:
-            raise self.fail("malformed decimal")
-        self.i = m.end()
-        return float(text)
-
-    def string(self) -> str:
-        m = _STRING_RE.match(self.s, self.i)
-        if not m:
-            raise self.fail("malformed string")
-        self.i = m.end()
-        text = m.group(1)
-        return _UNESCAPE_RE.sub(r"\1", text) if "\\" in text else text
-
-    def byte_sequence(self) -> bytes:
-        end = self.s.find(":", self.i + 1)
-        if end < 0:
-            raise self.fail("unterminated byte sequence")
-        text = self.s[self.i + 1:end]
-        if not _B64_RE.fullmatch(text):
-            raise self.fail("invalid base64 in byte sequence")
-        try:
-            value = base64.b64decode(text, validate=True)
-        except binascii.Error as e:
-            raise self.fail(f"invalid base64 in byte sequence ({e})") from None
-        self.i = end + 1
-        return value
-
-    def params(self) -> Params:
-        out: Params = {}
-        while self.peek() == ";":
-            self.i += 1
-            self.sp()
-            k = self.key()
-            v: BareItem = True
-            if self.peek() == "=":
-                self.i += 1
-                v = self.bare_item()
-            if k in out:
-                raise self.fail(f"duplicate parameter {k!r}")
-            out[k] = v
-        return out
-
-    def item(self) -> Item:
-        v = self.bare_item()
-        return v, self.params()
-
-    def item_or_inner_list(self) -> Item | InnerList:
-        if self.peek() != "(":
-            return self.item()
-        self.i += 1
-        items: list[Item] = []
-        while True:
-            self.sp()
-            if self.peek() == ")":
-                self.i += 1
-                return items, self.params()
-            items.append(self.item())
-            if self.peek() not in (" ", ")"):
-                raise self.fail("expected a space or ')' in inner list")
-
-    def dictionary(self) -> dict[str, Item | InnerList]:
-        out: dict[str, Item | InnerList] = {}
-        self.sp()
-        if self.i == len(self.s):
-            return out
-        while True:
-            k = self.key()
-            if k in out:
-                raise self.fail(f"duplicate dictionary key {k!r}")
-            if self.peek() == "=":
-                self.i += 1
-                out[k] = self.item_or_inner_list()
-            else:
-                out[k] = (True, self.params())
-            self.ows()
-            if self.i == len(self.s):
-                return out
-            if self.peek() != ",":
-                raise self.fail("expected ','")
-            self.i += 1
-            self.ows()
-            if self.i == len(self.s):
-                raise self.fail("trailing ','")
-
-
-def parse_dictionary(text: str) -> dict[str, Item | InnerList]:
-    """Parse an RFC 8941 dictionary field value.
-
-    Raises:
-        SFError: the value is not a valid dictionary.
-    """
-    p = _Parser(text.rstrip(" "))
-    return p.dictionary()
-
-
-def _ser_string(value: str) -> str:
-    if not _PRINTABLE_RE.fullmatch(value):
-        raise SFError("string holds a character outside printable ASCII")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def serialize_bare_item(value: BareItem) -> str:
-    """Serialise one bare item (RFC 8941 4.1.3).
-
-    Raises:
-        SFError: the value cannot be serialised.
-    """
-    if isinstance(value, bool):
-        return "?1" if value else "?0"
-    if isinstance(value, int):
-        if abs(value) > 999_999_999_999_999:
-            raise SFError("integer out of range")
-        return str(value)
-    if isinstance(value, float):
-        text = f"{round(value, 3):.3f}".rstrip("0")
-        return text + "0" if text.endswith(".") else text
-    if isinstance(value, bytes):
-        return ":" + base64.b64encode(value).decode("ascii") + ":"
-    if isinstance(value, Token):
-        if not _TOKEN_RE.fullmatch(value):
-            raise SFError(f"invalid token {value!r}")
-        return str(value)
-    return _ser_string(value)
-
-
-def serialize_params(params: Mapping[str, BareItem]) -> str:
-    """Serialise parameters (RFC 8941 4.1.1.2).
-
-    Raises:
-        SFError: a key or value cannot be serialised.
-    """
-    out = []
-    for k, v in params.items():
-        if not _KEY_RE.fullmatch(k):
-            raise SFError(f"invalid key {k!r}")
-        out.append(f";{k}" if v is True else f";{k}={serialize_bare_item(v)}")
-    return "".join(out)
-
-
-def serialize_item(value: BareItem, params: Mapping[str, BareItem]) -> str:
-    """Serialise an item with parameters.
-
-    Raises:
-        SFError: the item cannot be serialised.
-    """
-    return serialize_bare_item(value) + serialize_params(params)
-
-
-def serialize_inner_list(items: Iterable[Item], params: Mapping[str, BareItem]) -> str:
-    """Serialise an inner list with parameters.
-
-    Raises:
-        SFError: a member cannot be serialised.
-    """
-    return "(" + " ".join(serialize_item(v, p) for v, p in items) + ")" + serialize_params(params)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -429,7 +179,7 @@ class Signer(Protocol):
 
 class KeySigner:
     """A :class:`Signer` over a ``cryptography`` private key (P-256 or RSA 2048/3072, as
-    :mod:`gateway.keys` allows) and its certificate.
+    :mod:`gateway.trust.keys` allows) and its certificate.
 
     Raises:
         ConfigError: the key type is not allowed or the certificate is not for this key.
@@ -470,7 +220,7 @@ def _verify_value(cert: x509.Certificate, alg: str, data: bytes, sig: bytes, sid
         raise _malformed(f"signing certificate key: {e.message}", side) from e
     if alg != expected:
         raise _malformed(f"signature algorithm {alg!r} does not fit the certificate's key ({expected})", side)
-    # (b) the value verifies (ECDSA arrives as r || s; gateway.keys verifies DER)
+    # (b) the value verifies (ECDSA arrives as r || s; gateway.trust.keys verifies DER)
     try:
         if alg == ALG_ECDSA_P256:
             if len(sig) != 64:
@@ -975,69 +725,3 @@ def verify_response(
         request_signature=request_signature, now=now, max_skew_seconds=max_skew_seconds,
         resolve_cert=resolve_cert, side=CLIENT_PROXY,
     )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Replay
-# --------------------------------------------------------------------------------------------------------
-
-
-class ReplayCache:
-    """Request ids seen within the acceptance window (pure; one per process, ``now`` passed in).
-
-    A key stays until ``created + window_seconds``; ``window_seconds`` must be at least the allowed clock
-    skew, so that a request still fresh enough to pass :func:`verify_request` cannot be replayed after its key
-    has gone. When ``max_entries`` live keys are held the cache refuses new ones (fail closed) rather than
-    forget.
-    Several processes each have their own cache; the message log's uniqueness on the request id is the
-    cross-process backstop.
-    """
-
-    __slots__ = ("_heap", "_seen", "max_entries", "window_seconds")
-
-    def __init__(self, window_seconds: int, max_entries: int) -> None:
-        if window_seconds <= 0 or max_entries <= 0:
-            raise ConfigError("replay cache window and size must be positive")
-        self.window_seconds = window_seconds
-        self.max_entries = max_entries
-        self._seen: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _expire(self, ts: int) -> None:
-        heap, seen = self._heap, self._seen
-        while heap and heap[0][0] < ts:
-            expiry, key = heapq.heappop(heap)
-            if seen.get(key) == expiry:
-                del seen[key]
-
-    def check_and_add(self, key: str, created: int, now: datetime) -> None:
-        """Remember ``key`` (an ``X-Road-Request-Id``) signed at ``created``; refuse one seen before.
-
-        Raises:
-            TrustError: ``Server.ServerProxy.ReplayedRequest`` for a key still in the window, or for a
-                ``created`` already outside it; ``Server.ServerProxy.ReplayCacheFull`` when full.
-        """
-        if now.tzinfo is None:
-            raise ValueError("now must be an aware datetime")
-        ts = int(now.timestamp())
-        self._expire(ts)
-        expiry = created + self.window_seconds
-        if expiry < ts:
-            raise TrustError(
-                f"request signed at {created} is older than the {self.window_seconds} s replay window",
-                code=f"{SERVER_PROXY}.ReplayedRequest",
-            )
-        if key in self._seen:
-            raise TrustError(
-                f"request id {key[:80]!r} was already received", code=f"{SERVER_PROXY}.ReplayedRequest",
-            )
-        if len(self._seen) >= self.max_entries:
-            raise TrustError(
-                f"replay cache holds {self.max_entries} request ids; refusing new requests until some expire",
-                code=f"{SERVER_PROXY}.ReplayCacheFull",
-            )
-        self._seen[key] = expiry
-        heapq.heappush(self._heap, (expiry, key))

@@ -38,7 +38,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import TrustError
-from gateway.keys import verify_x509_signature
+from gateway.trust.keys import verify_x509_signature
 
 INCORRECT_VALIDATION_INFO = "Server.ServerProxy.IncorrectValidationInfo"
 CERT_VALIDATION = "Server.ServerProxy.CertValidation"

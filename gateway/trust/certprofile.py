@@ -36,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.errors import IdentifierError, PkiError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.keys import PrivateKey, PublicKey
+from gateway.trust.keys import PrivateKey, PublicKey
 
 CertKind = Literal["auth", "sign"]
 CERT_KINDS: tuple[CertKind, ...] = ("auth", "sign")

@@ -67,7 +67,7 @@ HOP_BY_HOP: Final = frozenset({
     "upgrade", "connection", "user-agent", "host", "content-length", "server", "expect",
 })
 
-# Headers of the server-to-server profile (gateway.signing). They never reach a service or a client
+# Headers of the server-to-server profile (gateway.protocol.signatures). They never reach a service or a client
 # information system and never enter a REST header part.
 TRANSPORT_HEADERS: Final = frozenset({
     "signature", "signature-input", "content-digest", "x-road-signing-cert", "x-road-signing-ocsp",

@@ -1,6 +1,6 @@
 """Shared body of every part's Alembic ``env.py`` (I/O).
 
-:func:`gateway.db.migrate` hands the open connection and the part's version table to Alembic through
+:func:`gateway.storage.db.migrate` hands the open connection and the part's version table to Alembic through
 ``config.attributes``; each part's ``env.py`` only names its metadata and calls :func:`run`.
 """
 
@@ -14,7 +14,7 @@ def run(target_metadata: MetaData) -> None:
     config = context.config
     connection = config.attributes.get("connection")
     if connection is None:  # pragma: no cover - offline SQL generation is not supported
-        raise RuntimeError("run migrations through gateway.db.migrate, which passes a connection")
+        raise RuntimeError("run migrations through gateway.storage.db.migrate, which passes a connection")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import TrustError
-from gateway.keys import verify_x509_signature
+from gateway.trust.keys import verify_x509_signature
 
 TIMESTAMPING_FAILED = "Server.ClientProxy.TimestampingFailed"
 _IMPRINT_HASHES: dict[int, str] = {32: "sha256", 48: "sha384", 64: "sha512"}  # digest bytes -> name

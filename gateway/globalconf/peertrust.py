@@ -16,11 +16,11 @@ from datetime import datetime
 
 from cryptography import x509
 
-from gateway import certprofile, ocsp
 from gateway.errors import GatewayError, TrustError
 from gateway.globalconf.model import CertificateAuthority, GlobalConf
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.keys import cert_sha256_hex
+from gateway.trust import certprofile, ocsp
+from gateway.trust.keys import cert_sha256_hex
 
 
 def check_chain(cert: x509.Certificate, conf: GlobalConf, *, now: datetime, code: str) -> CertificateAuthority:

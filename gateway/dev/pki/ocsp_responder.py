@@ -34,8 +34,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from gateway.keys import PrivateKey
-from gateway.ocsp import CERT_ID_HASHES, issuer_key_hash, issuer_name_hash
+from gateway.trust.keys import PrivateKey
+from gateway.trust.ocsp import CERT_ID_HASHES, issuer_key_hash, issuer_name_hash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

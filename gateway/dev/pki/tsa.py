@@ -33,8 +33,8 @@ from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.keys import PrivateKey, sign_bytes
-from gateway.timestamp import TimeStampResp
+from gateway.trust.keys import PrivateKey, sign_bytes
+from gateway.trust.timestamp import TimeStampResp
 
 TSA_POLICY_OID = "2.25.319547589685108096910553797435094727332"  # dev TSA policy; see docs/pki.md
 IMPRINT_HASHES: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}  # name -> digest bytes

@@ -35,7 +35,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from gateway.certprofile import (
+from gateway.dev.pki.ocsp_responder import OcspResponderState, Revocation
+from gateway.errors import PkiError
+from gateway.trust.certprofile import (
     CertKind,
     Identity,
     a_kind,
@@ -45,8 +47,7 @@ from gateway.certprofile import (
     profile_extensions,
     subject_name,
 )
-from gateway.errors import PkiError
-from gateway.keys import (
+from gateway.trust.keys import (
     PrivateKey,
     cert_pem,
     cert_sha256_hex,
@@ -56,7 +57,6 @@ from gateway.keys import (
     write_private_key,
     write_public_file,
 )
-from gateway.pki.ocsp_responder import OcspResponderState, Revocation
 
 INDEX_FORMAT = 1
 CA_VALIDITY_DAYS = 3650  # days; the dev CA, its OCSP responder and TSA certificates
@@ -472,7 +472,7 @@ class DevCA:
     # ---- what the responders need --------------------------------------------------------------
 
     def ocsp_state(self, validity_seconds: int = 3600) -> OcspResponderState:
-        """A snapshot for :func:`gateway.pki.ocsp_responder.respond` (cached until the index changes)."""
+        """A snapshot for :func:`gateway.dev.pki.ocsp_responder.respond` (cached until the index changes)."""
         state = self._state_cache.get(validity_seconds)
         if state is None:
             revoked = {

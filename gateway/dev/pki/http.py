@@ -8,7 +8,7 @@ Two applications on two ports (as a real deployment would have two services):
   ``application/timestamp-reply``.
 
 A body above :data:`MAX_REQUEST_BYTES` gets 413, a POST with another content type 415. Request bytes go
-to the pure cores (:mod:`gateway.pki.ocsp_responder`, :mod:`gateway.pki.tsa`); this shell only reads the
+to the pure cores (:mod:`gateway.dev.pki.ocsp_responder`, :mod:`gateway.dev.pki.tsa`); this shell only reads the
 clock, refreshes the CA's index (so that ``gateway pki revoke`` in another process takes effect at once)
 and writes the answer. An index that cannot be read is answered ``internalError``, never stale statuses.
 """
@@ -28,10 +28,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
+from gateway.dev.pki.ca import DevCA
+from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
+from gateway.dev.pki.tsa import respond as tsa_respond
 from gateway.errors import PkiError
-from gateway.pki.ca import DevCA
-from gateway.pki.ocsp_responder import respond as ocsp_respond
-from gateway.pki.tsa import respond as tsa_respond
 
 MAX_REQUEST_BYTES = 64 * 1024  # bytes; an OCSP request or timestamp query is a few hundred bytes
 OCSP_REQUEST_TYPE = "application/ocsp-request"

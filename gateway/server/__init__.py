@@ -1,0 +1,1 @@
+"""One security server process (I/O)."""

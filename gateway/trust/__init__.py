@@ -1,0 +1,1 @@
+"""Trust primitives (pure apart from ``ocsp_fetch``)."""
