@@ -8,5 +8,8 @@ DESIGN.md section 7; ``docs/admin-api.md`` is the operator's reference. Modules:
 - :mod:`gateway.admin.routes` (pure): the route table (method, path, roles, schemas) every other part reads;
 - :mod:`gateway.admin.openapi` (pure): the OpenAPI 3.1 document generated from the route table;
 - :mod:`gateway.admin.models` and :mod:`gateway.admin.store` (I/O): the ``adm_*`` tables;
+- :mod:`gateway.admin.context`: what the handlers share (the context, the per-request call, the app keys);
+- :mod:`gateway.admin.middleware` (I/O): the error and audit middleware, authentication, the route wrapper;
+- :mod:`gateway.admin.handlers` (I/O): the handlers, one module per OpenAPI tag of the route table;
 - :mod:`gateway.admin.app` (I/O): the aiohttp application, on its own port, never on a proxy port.
 """

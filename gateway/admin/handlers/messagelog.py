@@ -1,34 +1,35 @@
-"""The admin API's message-log routes for auditors: checkpoints, proofs, archive download (I/O).
+"""Admin API handlers of the ``messagelog`` tag, for auditors: records, checkpoints, proofs, archive download
+(I/O).
 
 DESIGN.md section 5 ("auditors can get an inclusion proof for any record; get a consistency proof between two
 checkpoints; export an archive"). The routes are declared in :data:`gateway.admin.routes.ROUTES` (role
-``auditor`` only, every call audited) and wrapped by :mod:`gateway.admin.app`; these are their handlers.
-What they return is what ``gateway log checkpoints``, ``prove-inclusion``, ``prove-consistency`` and
-``export`` print or write, so an auditor can check it the same way (``docs/auditing.md``): a proof is
-verified here before it is handed out, but the auditor verifies it again against the signed, timestamped
-checkpoint, trusting nothing this server says.
+``auditor`` only, every call audited, successful reads too) and wrapped by :mod:`gateway.admin.middleware`;
+these are their handlers. What the checkpoint, proof and archive routes return is what ``gateway log
+checkpoints``, ``prove-inclusion``, ``prove-consistency`` and ``export`` print or write, so an auditor can check
+it the same way (``docs/auditing.md``): a proof is verified here before it is handed out, but the auditor
+verifies it again against the signed, timestamped checkpoint, trusting nothing this server says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.context import AdminContext, Call
+from gateway.admin.schema import page_body, parse_page
 from gateway.errors import RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.export import all_checkpoints, choose_range, write_range
 from gateway.messagelog.store import MessageLogStore, SqlMessageLogStore, StoredCheckpoint
-
-if TYPE_CHECKING:
-    from gateway.admin.app import AdminContext, Call
 
 MAX_ORIGIN_LENGTH = 255  # characters; as gateway.messagelog.record
 DEFAULT_CHECKPOINTS = 100  # checkpoints per page unless the caller asks
@@ -42,6 +43,7 @@ def _b64(data: bytes) -> str:
 
 
 def _iso(t: datetime | None) -> str | None:
+    """``t`` as RFC 3339 with ``Z``, converted to UTC first whatever zone the stored time carries."""
     return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -112,6 +114,33 @@ def _summary(cp: StoredCheckpoint) -> dict[str, Any]:
     return {"size": cp.size, "root_hash": _b64(cp.root_hash), "created": _iso(cp.created),
             "timestamped": cp.stamped, "timestamp_time": _iso(cp.timestamp_time), "tsa": cp.tsa_name}
 
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+async def list_message_log_records(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    page = parse_page(request.query)
+    origin = origin_of(request, ctx)
+    total = await ctx.messagelog.size(origin)
+    found = await ctx.messagelog.read(origin, start=page.offset, limit=page.limit) if page.offset < total else []
+    call.details["records"] = [r.seq for r in found][:1000]
+    items = [
+        {"origin": r.origin, "seq": r.seq, "leaf_hash": r.leaf_hash.hex(), "record": json.loads(r.encoded)}
+        for r in found
+    ]
+    return page_body(items, total=total, page=page)
+
+
+async def export_message_log_record(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    seq, origin = _int(request.match_info["seq"], "record sequence number"), origin_of(request, ctx)
+    found = await ctx.messagelog.read(origin, start=seq, limit=1)
+    if not found or found[0].seq != seq:
+        raise RequestError(f"origin {origin!r} has no record {seq}", code="Client.NotFound", status=404)
+    return web.Response(body=found[0].encoded, content_type="application/json",
+                        headers={"X-Leaf-Hash": found[0].leaf_hash.hex()})
+
+
+# ------------------------------------------------------------------------------------- checkpoints, proofs
 
 async def list_message_log_checkpoints(call: Call, request: web.Request, ctx: AdminContext) -> Any:
     origin = origin_of(request, ctx)
@@ -217,12 +246,8 @@ async def export_message_log_archive(call: Call, request: web.Request, ctx: Admi
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
 
-LOG_HANDLERS = {
-    "listMessageLogCheckpoints": list_message_log_checkpoints,
-    "getMessageLogCheckpoint": get_message_log_checkpoint,
-    "proveMessageLogInclusion": prove_message_log_inclusion,
-    "proveMessageLogConsistency": prove_message_log_consistency,
-    "exportMessageLogArchive": export_message_log_archive,
-}
-
-__all__ = ["LOG_HANDLERS", "origin_of"]
+__all__ = [
+    "export_message_log_archive", "export_message_log_record", "get_message_log_checkpoint",
+    "list_message_log_checkpoints", "list_message_log_records", "origin_of", "prove_message_log_consistency",
+    "prove_message_log_inclusion",
+]

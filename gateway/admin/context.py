@@ -1,0 +1,80 @@
+"""What every part of the admin API shares: the context it works on and the per-request call state (no I/O).
+
+:class:`AdminContext` is opened by :mod:`gateway.server.runtime` and stored in the application under
+:data:`CONTEXT`; :class:`Call` is what one request has established so far (caller, body, audit details),
+stored in the request under :data:`CALL` by :mod:`gateway.admin.middleware` and passed to every handler
+(:data:`Impl`). Nothing here does I/O; the callables it holds do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import auth
+from gateway.admin.auth import Principal
+from gateway.admin.routes import Route
+from gateway.admin.store import AdminStore
+from gateway.globalconf.updater import GlobalConfUpdater
+from gateway.identifiers import SecurityServerId
+from gateway.messagelog.store import MessageLogStore
+from gateway.serverconf.store import ServerConfStore
+from gateway.settings import AdminSettings
+from gateway.token.soft import SoftToken
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminContext:
+    """What the admin API works on; opened by :mod:`gateway.server.runtime` and passed in."""
+
+    server_id: SecurityServerId
+    settings: AdminSettings
+    store: AdminStore
+    serverconf: ServerConfStore
+    globalconf: GlobalConfUpdater
+    messagelog: MessageLogStore
+    reload_serverconf: Callable[[], Awaitable[None]]  # SecurityServer.reload_serverconf
+    clock: Clock
+    token: SoftToken | None = None  # with [server] token_dir: the server's software token
+    reload_keys: Callable[[], Awaitable[bool]] | None = None  # SecurityServer.reload_keys
+
+    @property
+    def origin(self) -> str:
+        """The message-log origin of this server (the proxies log under it)."""
+        return str(self.server_id)
+
+    @property
+    def token_policy(self) -> auth.TokenPolicy:
+        return auth.TokenPolicy(
+            issuer=f"gateway:{self.server_id}", audience=self.settings.audience,
+            ttl_seconds=self.settings.session_ttl_seconds,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class Call:
+    """What one request has established so far (mutable, per request): read by the audit step."""
+
+    action: str
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    route: Route | None = None
+    actor: str = "-"
+    auth: str = "none"
+    principal: Principal | None = None
+    body: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+CONTEXT = web.AppKey("admin_context", AdminContext)
+CALL = web.RequestKey("admin_call", Call)
+Impl = Callable[[Call, web.Request, AdminContext], Awaitable[Any]]
+"""A handler: the call so far, the request and the context in; a JSON value, ``None`` or a response out."""
+
+__all__ = ["CALL", "CONTEXT", "AdminContext", "Call", "Clock", "Impl"]

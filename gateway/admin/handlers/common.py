@@ -1,0 +1,84 @@
+"""What several admin API handler modules share: identifiers in paths, pages, times, the serverconf reload
+(pure but for :func:`changes_serverconf`, whose wrapper awaits the reload).
+
+Identifiers in paths use X-Road's ``:``-joined form; :mod:`gateway.identifiers` parses them, so a malformed
+one is an :class:`~gateway.errors.IdentifierError` (400).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.context import AdminContext, Call, Impl
+from gateway.admin.schema import page_body, paginate, parse_page
+from gateway.errors import IdentifierError
+from gateway.identifiers import ClientId, MemberId, ServiceId, SubsystemId
+from gateway.serverconf.access import Endpoint
+
+
+def iso(t: datetime | None) -> str | None:
+    """``t`` as RFC 3339 with ``Z`` (it is UTC already), or ``None``."""
+    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def client_in_path(request: web.Request) -> ClientId:
+    """The ``{client_id}`` path parameter: a member or a subsystem.
+
+    Raises:
+        IdentifierError: neither form, or a malformed part.
+    """
+    text = request.match_info["client_id"]
+    if text.count(":") == 2:
+        return MemberId.parse_encoded_id(text)
+    if text.count(":") == 3:
+        return SubsystemId.parse_encoded_id(text)
+    raise IdentifierError(
+        f"client identifier {text[:80]!r} in the path must be INSTANCE:CLASS:MEMBER or "
+        "INSTANCE:CLASS:MEMBER:SUBSYSTEM"
+    )
+
+
+def service_in_path(request: web.Request) -> ServiceId:
+    """The ``{service_id}`` path parameter.
+
+    Raises:
+        IdentifierError: malformed.
+    """
+    return ServiceId.parse_encoded_id(request.match_info["service_id"])
+
+
+def query_endpoint(request: web.Request) -> Endpoint:
+    """The endpoint named by the ``method`` and ``path`` query parameters (default: every method and path)."""
+    return Endpoint(method=request.query.get("method", "*"), path=request.query.get("path", "**"))
+
+
+def page(request: web.Request, items: list[Any]) -> dict[str, Any]:
+    """The page of ``items`` the ``limit`` and ``offset`` query parameters ask for.
+
+    Raises:
+        RequestError: a malformed ``limit`` or ``offset``.
+    """
+    p = parse_page(request.query)
+    chunk, total = paginate(items, p)
+    return page_body(list(chunk), total=total, page=p)
+
+
+def changes_serverconf(impl: Impl) -> Impl:
+    """``impl``, followed by rebuilding the security server's in-memory serverconf snapshot once it has
+    changed the configuration, so the proxies see the change at once. Nothing is rebuilt when ``impl`` raises.
+    """
+
+    @functools.wraps(impl)
+    async def changed(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+        result = await impl(call, request, ctx)
+        await ctx.reload_serverconf()
+        return result
+
+    return changed
+
+
+__all__ = ["changes_serverconf", "client_in_path", "iso", "page", "query_endpoint", "service_in_path"]
