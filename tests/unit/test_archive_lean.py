@@ -20,12 +20,13 @@ from archive_kit import ORIGIN, LogWorld, exchange_records, make_world
 
 from gateway.messagelog import verify
 from gateway.messagelog.record import LogRecord
+from gateway.messagelog.verify import records
 
 
 @dataclass
 class Kit:
     world: LogWorld
-    checker: verify.RecordChecker
+    checker: verify.LeanChecker
     request: bytes
     response: bytes
     other: LogRecord  # the provider-signed response of another exchange
@@ -151,7 +152,7 @@ def _edited(kit: Kit, kind: str, edit: Callable[[dict[str, Any]], None]) -> byte
 def _full(kit: Kit, line: bytes) -> verify.Checked | None:
     try:
         return kit.checker.check(line)
-    except verify._RecordProblem:
+    except records._RecordProblem:
         return None
 
 

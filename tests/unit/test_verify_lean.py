@@ -27,6 +27,8 @@ from archive_kit import ORIGIN, LogWorld, exchange_records, make_log, make_world
 from gateway.messagelog import verify
 from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.merkle import HASH_SIZE, MerkleTree, leaf_hash
+from gateway.messagelog.verify import lean, records
+from gateway.messagelog.verify import tree as verify_tree
 from gateway.trust import keys
 
 
@@ -34,7 +36,7 @@ from gateway.trust import keys
 class Kit:
     world: LogWorld
     context: verify.CheckContext
-    checker: verify.RecordChecker
+    checker: verify.LeanChecker
     request: bytes
     response: bytes
     later: tuple[bytes, bytes]  # an exchange three seconds later (another Signature-Input created value)
@@ -51,14 +53,14 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
                response=response.encode(), later=(later[0].encode(), later[1].encode()))
 
 
-def _full(checker: verify.RecordChecker, line: bytes) -> verify.Checked | None:
+def _full(checker: verify.LeanChecker, line: bytes) -> verify.Checked | None:
     try:
         return checker.check(line)
-    except verify._RecordProblem:
+    except records._RecordProblem:
         return None
 
 
-def _agree(checker: verify.RecordChecker, line: bytes) -> verify.Checked | None:
+def _agree(checker: verify.LeanChecker, line: bytes) -> verify.Checked | None:
     """The lean check's result, after asserting that the general check accepts whatever it accepts."""
     lean = checker.check_lean(line)
     if lean is not None:
@@ -96,7 +98,7 @@ def test_canonical_base64_agrees_with_encoding_again() -> None:
                 text.insert(rng.randrange(len(text) + 1), rng.choice(alphabet + "="))
         cases.append("".join(text))
     for value in cases:
-        assert verify._b64_canonical(value) == _reference_b64(value), value
+        assert lean._b64_canonical(value) == _reference_b64(value), value
 
 
 def test_der_signatures_from_the_table_are_those_of_raw_to_der() -> None:
@@ -113,7 +115,7 @@ def test_der_signatures_from_the_table_are_those_of_raw_to_der() -> None:
                 n = rng.randrange(1, 33)
                 raw[half:half + n] = bytes(n)
         sig = bytes(raw)
-        assert verify._der_p256(sig) == keys.raw_to_der_ecdsa(sig)
+        assert lean._der_p256(sig) == keys.raw_to_der_ecdsa(sig)
 
 
 # ---- Signature-Input parses reused across created values ---------------------------------------------------
@@ -146,7 +148,7 @@ def test_a_signature_input_parse_is_reused_only_where_it_is_the_same(kit: Kit, k
         for second in variants:
             checker = kit.context.checker()
             checker._lean_input(first, kind)
-            assert checker._lean_input(second, kind) == verify.RecordChecker._parse_input(second, kind), second
+            assert checker._lean_input(second, kind) == lean.LeanChecker._parse_input(second, kind), second
 
 
 def test_records_of_later_seconds_are_decided_by_the_lean_check(kit: Kit) -> None:
@@ -338,7 +340,7 @@ def test_random_changes_in_the_long_members_are_never_accepted_by_the_lean_check
 # ---- a chunk: line views, ECDSA after the rest, the general check for the rest -------------------------------
 
 
-def _reference_chunk(checker: verify.RecordChecker, data: bytes) -> tuple[int, bytes, list[tuple[int, str]],
+def _reference_chunk(checker: verify.LeanChecker, data: bytes) -> tuple[int, bytes, list[tuple[int, str]],
                                                                           list[verify.Checked]]:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -349,7 +351,7 @@ def _reference_chunk(checker: verify.RecordChecker, data: bytes) -> tuple[int, b
         if checked is None:
             try:
                 checked = checker.check(line)
-            except verify._RecordProblem as e:
+            except records._RecordProblem as e:
                 findings.append((i, e.problem))
                 continue
         accepted.append(checked)
@@ -381,7 +383,7 @@ def test_check_chunk_reads_lines_and_checks_signatures_as_line_by_line(kit: Kit)
 def _chunk_result(first: int, leaves: bytes) -> verify.ChunkResult:
     return verify.ChunkResult(
         first=first, lines=len(leaves) // HASH_SIZE, leaves=leaves, valid=0, findings=(), requests=(), responses=(),
-        pairs=frozenset(), first_created=None, last_created=None, roots=verify._subtree_roots(first, leaves))
+        pairs=frozenset(), first_created=None, last_created=None, roots=verify_tree._subtree_roots(first, leaves))
 
 
 @pytest.mark.parametrize(("start", "counts", "firsts"), [
@@ -406,9 +408,9 @@ def test_the_tree_from_subtree_roots_has_the_roots_of_the_tree_from_leaves(
     pos, first = 0, start
     for i, count in enumerate(counts):
         chunk = leaves[pos * HASH_SIZE:(pos + count) * HASH_SIZE]
-        verify._extend_tree(tree, _chunk_result(firsts[i] if firsts else first, chunk), wanted, roots)
+        verify_tree._extend_tree(tree, _chunk_result(firsts[i] if firsts else first, chunk), wanted, roots)
         pos, first = pos + count, first + count
-    expected = verify._roots_at(start, prefix.frontier or [], leaves, [s for s in wanted if s <= start + total])
+    expected = verify_tree._roots_at(start, prefix.frontier or [], leaves, [s for s in wanted if s <= start + total])
     assert roots == expected
     assert tree.size == start + total
 
