@@ -43,6 +43,8 @@ _REQ_IDENT = signatures.REQUEST_SIGNATURE_COMPONENT
 
 
 class _RecordProblem(Exception):
+    """What is wrong with a record: ``problem`` names it (a :class:`~.report.Finding`'s), ``message`` says it."""
+
     def __init__(self, problem: str, message: str) -> None:
         super().__init__(message)
         self.problem = problem
