@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from gateway.dev.pki.ca import DevCA  # noqa: E402
 from gateway.dev.pki.ocsp_responder import respond  # noqa: E402
 from gateway.identifiers import MemberId, ServiceId, SubsystemId, parse_client  # noqa: E402
-from gateway.messagelog.record import LogRecord, leaf_hash  # noqa: E402
+from gateway.messagelog.merkle import leaf_hash  # noqa: E402
+from gateway.messagelog.record import LogRecord  # noqa: E402
 from gateway.protocol import rest  # noqa: E402
 from gateway.protocol import signatures as signing  # noqa: E402
 from gateway.proxy.common import header_pairs  # noqa: E402

@@ -5,6 +5,7 @@
 specifies the encoding for independent verifiers.
 """
 
-from gateway.messagelog.record import LogRecord, decode, leaf_hash
+from gateway.messagelog.merkle import leaf_hash
+from gateway.messagelog.record import LogRecord, decode
 
 __all__ = ["LogRecord", "decode", "leaf_hash"]

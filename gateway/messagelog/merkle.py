@@ -38,9 +38,17 @@ MAX_PROOF_LENGTH = 128  # hashes; a tree of 2**64 leaves needs at most 64 (inclu
 Range = tuple[int, int]  # [start, end) in leaf indexes
 
 
-def leaf_hash(data: bytes) -> bytes:
-    """RFC 9162 leaf hash: ``SHA-256(0x00 || data)`` (same as :func:`gateway.messagelog.record.leaf_hash`)."""
-    return hashlib.sha256(LEAF_PREFIX + data).digest()
+def leaf_hash(data: bytes | memoryview) -> bytes:
+    """RFC 9162 leaf hash: ``SHA-256(0x00 || data)``; of an encoded record (:mod:`gateway.messagelog.record`)
+    in the log.
+
+    The hash is fed the prefix and then ``data``, rather than their concatenation, so that a large record is
+    not copied on its way to the hash (the store hashes each record it logs; the verifier each line it reads,
+    as a view of the archive member).
+    """
+    h = hashlib.sha256(LEAF_PREFIX)
+    h.update(data)
+    return h.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:

@@ -2,8 +2,9 @@
 
 DESIGN.md section 5. One :class:`LogRecord` per request or response that a security server signs or
 verifies. :meth:`LogRecord.encode` gives the bytes that are stored, hashed into the Merkle tree
-(:func:`leaf_hash`, RFC 9162 section 2.1.1) and exported to auditors; :func:`decode` reads them back and
-accepts only the exact bytes :meth:`~LogRecord.encode` would produce, so one record has one encoding.
+(:func:`~gateway.messagelog.merkle.leaf_hash`, RFC 9162 section 2.1.1) and exported to auditors; :func:`decode`
+reads them back and accepts only the exact bytes :meth:`~LogRecord.encode` would produce, so one record has one
+encoding.
 
 The encoding (version 1, specified for independent implementations in ``docs/messagelog.md``) is RFC 8785
 canonical JSON of one object with every field present; byte strings are standard base64 with padding
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -26,10 +26,10 @@ from typing import Any, Literal, get_args
 
 from gateway.errors import IdentifierError, MessageLogError, TrustError
 from gateway.identifiers import ClientId, ServiceId, parse_client
+from gateway.messagelog.merkle import leaf_hash as leaf_hash  # a record's leaf hash, re-exported: RFC 9162 lives there
 from gateway.trust.canonical import loads_canonical
 
 FORMAT_VERSION = 1
-LEAF_PREFIX = b"\x00"  # RFC 9162 section 2.1.1: leaf hash = SHA-256(0x00 || leaf)
 MAX_ORIGIN_LENGTH = 255  # characters; a C2SP checkpoint origin line stays short
 MAX_ID_LENGTH = 255  # characters of message_id and request_id; X-Road's queryid column is as long
 MAX_TEXT_LENGTH = 8192  # characters for any other text field (user id, issue, path, header values)
@@ -343,8 +343,3 @@ def decode(data: bytes) -> LogRecord:
     return record
 
 
-def leaf_hash(encoded: bytes) -> bytes:
-    """RFC 9162 leaf hash of an encoded record: ``SHA-256(0x00 || encoded)``."""
-    h = hashlib.sha256(LEAF_PREFIX)
-    h.update(encoded)
-    return h.digest()

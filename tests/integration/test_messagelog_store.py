@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError
 from gateway.identifiers import ServiceId, SubsystemId
-from gateway.messagelog import store as store_module
 from gateway.messagelog.record import LogRecord, leaf_hash
 from gateway.messagelog.store import (
     THREAD_ENCODE_BYTES,
@@ -22,6 +21,7 @@ from gateway.messagelog.store import (
     SqlMessageLogStore,
     migrate_messagelog,
 )
+from gateway.messagelog.store import sqlite as sqlite_writer
 from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.integration
@@ -224,7 +224,7 @@ async def test_read_only_sqlite_file_fails_closed(tmp_path: Any) -> None:
 async def test_sqlite_wal_is_checkpointed_off_the_commit_path(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The writer's own connection never copies the WAL into the database (wal_autocheckpoint=0, so no commit
     # pays for it); a thread of the store's own does, every WAL_CHECKPOINT_BYTES of records.
-    monkeypatch.setattr(store_module, "WAL_CHECKPOINT_BYTES", 16 * 1024)
+    monkeypatch.setattr(sqlite_writer, "WAL_CHECKPOINT_BYTES", 16 * 1024)
     path = tmp_path / "log.db"
     eng = make_engine(f"sqlite+aiosqlite:///{path}")
     await migrate_messagelog(eng)

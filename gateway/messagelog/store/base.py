@@ -1,0 +1,516 @@
+"""The message-log store's seam and its group commit: :class:`MessageLogStore` and what it stores (I/O: the
+event loop, and the writer's thread for a store that has one).
+
+Rules 1-4 of :mod:`gateway.messagelog.store` are kept here for every backend: :meth:`MessageLogStore.append`
+encodes and hashes the record in the caller, queues it, and waits for the commit of its batch; the writer
+(a task, or a thread of the backend's own: :meth:`MessageLogStore._blocking_writer`) takes what is queued, has
+the backend write it in one transaction (:meth:`MessageLogStore._write_batch`), and resolves every caller of
+the batch with its sequence number, or fails them all closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple, TypeVar
+
+import structlog
+
+from gateway.errors import GatewayError, MessageLogError, RequestError
+from gateway.messagelog import merkle
+from gateway.messagelog.merkle import leaf_hash
+from gateway.messagelog.record import LogRecord, decode
+
+DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size
+DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
+THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
+MAX_READ = 10_000  # records per read() call
+MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
+
+log = structlog.get_logger("gateway.messagelog.store")  # the name it had as one module, for every part of it
+_T = TypeVar("_T")
+
+
+class Appended(NamedTuple):
+    """Where a committed record sits in its origin's log: index and RFC 9162 leaf hash."""
+
+    seq: int
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRecord:
+    origin: str
+    seq: int
+    encoded: bytes
+    leaf_hash: bytes
+
+    def decode(self) -> LogRecord:
+        """Raises: TrustError: the stored bytes are not a valid record (see :func:`record.decode`)."""
+        return decode(self.encoded)
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters of the writer (mutable; read by metrics and tests)."""
+
+    batches: int = 0  # committed transactions
+    records: int = 0  # committed records
+    failed_batches: int = 0
+    largest_batch: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored, with its RFC 3161 timestamp once it has one (docs/messagelog.md)."""
+
+    origin: str  # the log origin of the records (the note's origin line adds checkpoint.ORIGIN_SUFFIX)
+    size: int
+    root_hash: bytes
+    note: bytes = field(repr=False)  # the signed note, exactly as signed; the timestamp covers SHA-256 of it
+    signing_cert: bytes = field(repr=False)  # DER
+    frontier: tuple[bytes, ...] = field(repr=False)  # compact range of the tree at size (merkle.MerkleTree)
+    created: datetime
+    timestamp_token: bytes | None = field(default=None, repr=False)
+    timestamp_time: datetime | None = None  # genTime of the token
+    tsa_name: str | None = None
+    tsa_cert: bytes | None = field(default=None, repr=False)  # DER
+
+    @property
+    def stamped(self) -> bool:
+        return self.timestamp_token is not None
+
+
+@dataclass(slots=True, kw_only=True)
+class PendingRecord:
+    record: LogRecord
+    encoded: bytes
+    leaf_hash: bytes
+    future: asyncio.Future[Appended] = field(repr=False)
+
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingWriter:
+    """A store's blocking batch writer and the one-thread executor it runs on (see ``_blocking_writer``)."""
+
+    executor: Executor
+    write: Callable[[Sequence[PendingRecord]], list[int]]
+
+
+def _logging_failed(record: LogRecord, message: str) -> MessageLogError:
+    side = "ClientProxy" if record.side == "client" else "ServerProxy"
+    return MessageLogError(message, code=f"Server.{side}.LoggingFailed")
+
+
+class MessageLogStore(ABC):
+    """The message-log seam: group-committed appends, reads by origin and sequence number.
+
+    Subclasses implement :meth:`_write_batch` (one atomic transaction) and the reads; this base class runs
+    the writer and turns every foreign exception into :class:`MessageLogError`.
+    """
+
+    def __init__(
+        self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[PendingRecord | object] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        # The blocking writer's state (see _blocking_writer): records waiting for the next batch, the batch
+        # in the thread, and close()'s wait for both to drain.
+        self._blocking: BlockingWriter | None = None
+        self._blocking_known = False
+        self._pending: list[PendingRecord] = []
+        self._in_flight: list[PendingRecord] | None = None
+        self._kicked = False
+        self._drained: asyncio.Future[None] | None = None
+
+    async def append(self, record: LogRecord) -> Appended:
+        """Log ``record`` and return once it is committed.
+
+        Raises:
+            MessageLogError: the store is closed, the body is larger than ``max_body_bytes``, or the batch
+                holding the record could not be committed (nothing of it is stored).
+        """
+        # (1) Refuse early what can never be written.
+        if self._closed:
+            raise _logging_failed(record, "the message log is closed")
+        if record.loggable_size > self.max_body_bytes:
+            raise _logging_failed(
+                record,
+                f"message body of {record.loggable_size} bytes exceeds the loggable maximum of "
+                f"{self.max_body_bytes} bytes",
+            )
+        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            encoded, leaf = await asyncio.to_thread(_encode, record)
+        else:
+            encoded, leaf = _encode(record)
+        # (3) Queue for the writer and wait for its commit.
+        loop = asyncio.get_running_loop()
+        pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future())
+        if not self._blocking_known:
+            self._blocking, self._blocking_known = self._blocking_writer(), True
+        if self._blocking is not None:
+            self._pending.append(pending)
+            if self._in_flight is None and not self._kicked:
+                # The writer is idle: the batch starts on the next turn of the loop, with whatever else is
+                # appended in this one (as a writer task woken by the queue would take it).
+                self._kicked = True
+                loop.call_soon(self._kick, loop, self._blocking)
+            return await pending.future
+        if self._writer is None:
+            self._writer = loop.create_task(self._run(), name=f"{type(self).__name__}-writer")
+        elif self._writer.done():
+            raise _logging_failed(record, "the message log writer has stopped")
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def close(self) -> None:
+        """Refuse new records, commit everything queued, stop the writer. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._in_flight is not None or self._pending:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._writer is not None:
+            self._queue.put_nowait(_STOP)
+            await self._writer
+
+    def _blocking_writer(self) -> BlockingWriter | None:
+        """A blocking :meth:`_write_batch` and the one-thread executor to run it on, or ``None``.
+
+        With one, a batch goes to the thread from a callback that :meth:`append` schedules when the writer
+        is idle, or straight from the previous batch's completion callback, and that callback resolves the
+        callers: three turns of the event loop per record instead of four through a writer task (on a busy
+        loop each turn waits for everything else that is ready). Batches, group commit and rules 1-4 are
+        the same.
+        """
+        return None
+
+    def _kick(self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter) -> None:
+        self._kicked = False
+        if self._in_flight is None and self._pending:
+            self._submit(loop, writer)
+
+    def _submit(self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter) -> None:
+        # On the event loop: the next batch, in queue order, to the writer's thread.
+        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+        self._in_flight = batch
+        try:
+            writer.executor.submit(self._write_in_thread, loop, writer, batch)
+        except RuntimeError as e:  # the executor has shut down
+            self._batch_done(loop, writer, batch, None, e)
+
+    def _write_in_thread(
+        self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter, batch: list[PendingRecord],
+    ) -> None:
+        try:
+            seqs, error = writer.write(batch), None
+        except BaseException as e:  # any failure of the backend fails the batch closed
+            seqs, error = None, e
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(self._batch_done, loop, writer, batch, seqs, error)
+
+    def _batch_done(
+        self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter, batch: list[PendingRecord],
+        seqs: list[int] | None, error: BaseException | None,
+    ) -> None:
+        # On the event loop: settle the callers, then start the next batch at once.
+        self._in_flight = None
+        self._settle(batch, seqs, error)
+        if self._pending:
+            self._submit(loop, writer)
+        elif self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def _run(self) -> None:
+        batch: list[PendingRecord] = []
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _STOP:
+                    return
+                assert isinstance(item, PendingRecord)
+                batch = [item]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    assert isinstance(nxt, PendingRecord)
+                    batch.append(nxt)
+                await self._commit(batch)
+                batch = []
+                if stop:
+                    return
+        finally:
+            # Cancelled (event loop shutting down): nobody may go on believing an uncommitted record is safe.
+            leftovers = list(batch)
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, PendingRecord):
+                    leftovers.append(item)
+            for p in leftovers:
+                if not p.future.done():
+                    p.future.set_exception(_logging_failed(p.record, "the message log writer stopped"))
+
+    async def _commit(self, batch: list[PendingRecord]) -> None:
+        try:
+            seqs = await self._write_batch(batch)
+        except Exception as e:  # any failure of the backend fails the batch closed
+            self._settle(batch, None, e)
+            return
+        self._settle(batch, seqs, None)
+
+    def _settle(self, batch: list[PendingRecord], seqs: list[int] | None, error: BaseException | None) -> None:
+        if error is not None:
+            self.stats.failed_batches += 1
+            log.error("messagelog_commit_failed", records=len(batch), error=repr(error))
+            for p in batch:
+                if not p.future.done():
+                    err = _logging_failed(p.record, f"message log write failed: {_describe(error)}")
+                    err.__cause__ = error
+                    p.future.set_exception(err)
+            return
+        assert seqs is not None
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for p, seq in zip(batch, seqs, strict=True):
+            if not p.future.done():  # a caller cancelled while waiting: its record is still logged
+                p.future.set_result(Appended(seq, p.leaf_hash))
+
+    async def size(self, origin: str) -> int:
+        """Number of committed records of ``origin`` (= next sequence number).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        try:
+            return await self._size(origin)
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    async def read(self, origin: str, *, start: int = 0, limit: int = 1000) -> list[StoredRecord]:
+        """Committed records of ``origin`` with ``seq >= start``, in order, at most ``limit`` (<= 10 000).
+
+        Raises:
+            MessageLogError: the backend failed, or the arguments are out of range.
+        """
+        if start < 0 or not 0 < limit <= MAX_READ:
+            raise MessageLogError(f"read range start={start} limit={limit} is out of bounds")
+        try:
+            return await self._read(origin, start, limit)
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    # ---- checkpoints, timestamps, leaf hashes, proofs and retention (docs/messagelog.md sections 7-10) ------
+
+    async def leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of ``origin``'s records ``start <= seq < end`` (pruned records included), in order.
+
+        Raises:
+            MessageLogError: the range is out of bounds, longer than MAX_LEAF_READ, not all committed, or the
+                backend failed.
+        """
+        if not 0 <= start <= end or end - start > MAX_LEAF_READ:
+            raise MessageLogError(f"leaf hash range [{start}, {end}) is out of bounds")
+        out = await self._guard(self._leaf_hashes(origin, start, end))
+        if len(out) != end - start:
+            size = await self.size(origin)
+            raise MessageLogError(f"log {origin} has only {size} records; leaf hashes up to {end} were asked for")
+        return out
+
+    async def range_root(self, origin: str, start: int, end: int) -> bytes:
+        """The RFC 9162 root of the leaves ``[start, end)``, reading them in bounded chunks.
+
+        Raises:
+            MessageLogError: as :meth:`leaf_hashes`.
+        """
+        tree = merkle.MerkleTree()
+        for chunk_start in range(start, end, MAX_LEAF_READ):
+            tree.extend(await self.leaf_hashes(origin, chunk_start, min(end, chunk_start + MAX_LEAF_READ)))
+        return tree.root()
+
+    async def inclusion_proof(self, origin: str, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of record ``seq`` in ``origin``'s tree of ``size`` leaves.
+
+        Raises:
+            TrustError: ``seq`` is not inside the tree.
+            MessageLogError: the log has fewer than ``size`` records, or the backend failed.
+        """
+        return [await self.range_root(origin, a, b) for a, b in merkle.inclusion_ranges(seq, size)]
+
+    async def consistency_proof(self, origin: str, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between ``origin``'s trees of ``old_size`` and ``new_size`` leaves.
+
+        Raises:
+            TrustError: the sizes are out of order.
+            MessageLogError: the log has fewer than ``new_size`` records, or the backend failed.
+        """
+        return [await self.range_root(origin, a, b) for a, b in merkle.consistency_ranges(old_size, new_size)]
+
+    async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Store a new signed checkpoint (unstamped or stamped).
+
+        Raises:
+            MessageLogError: a checkpoint of that size exists already, or the backend failed.
+        """
+        await self._guard(self._add_checkpoint(checkpoint))
+
+    async def set_timestamp(
+        self, origin: str, size: int, *, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None:
+        """Attach an RFC 3161 token to the checkpoint of ``size`` (the caller has verified it).
+
+        Raises:
+            MessageLogError: no such checkpoint, or the backend failed.
+        """
+        await self._guard(self._set_timestamp(origin, size, token, gen_time, tsa_name, tsa_cert))
+
+    async def checkpoints(
+        self, origin: str, *, min_size: int = 0, limit: int = 1000, unstamped_only: bool = False,
+    ) -> list[StoredCheckpoint]:
+        """Checkpoints of ``origin`` with ``size >= min_size``, smallest first, at most ``limit``.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        return await self._guard(self._checkpoints(origin, min_size, limit, unstamped_only, newest=False))
+
+    async def latest_checkpoint(self, origin: str, *, stamped_only: bool = False) -> StoredCheckpoint | None:
+        """The largest checkpoint of ``origin`` (only among timestamped ones if ``stamped_only``).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        found = await self._guard(self._checkpoints(origin, 0, 1, False, newest=True, stamped_only=stamped_only))
+        return found[0] if found else None
+
+    async def checkpoint(self, origin: str, size: int) -> StoredCheckpoint | None:
+        """The checkpoint of ``origin`` at exactly ``size``, if there is one.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        found = await self.checkpoints(origin, min_size=size, limit=1)
+        return found[0] if found and found[0].size == size else None
+
+    async def pruned_before(self, origin: str) -> int:
+        """Records of ``origin`` below this sequence number have had their bodies removed (0: none).
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        return await self._guard(self._pruned_before(origin))
+
+    async def prune(self, origin: str, before_seq: int, *, now: datetime) -> int:
+        """Remove the stored records ``seq < before_seq`` of ``origin``, keeping their leaf hashes.
+
+        Only a range covered by a **timestamped** checkpoint may be pruned, so that the exported archive
+        and the online log meet at a signed, timestamped tree head. Export the range first
+        (``gateway log export``); this method cannot know whether that happened. Returns the number of
+        records whose bodies were removed.
+
+        Raises:
+            RequestError: ``before_seq`` is beyond the latest timestamped checkpoint.
+            MessageLogError: the backend failed.
+        """
+        if before_seq < 0:
+            raise RequestError(f"prune: sequence number {before_seq} is negative")
+        stamped = await self.latest_checkpoint(origin, stamped_only=True)
+        covered = 0 if stamped is None else stamped.size
+        if before_seq > covered:
+            raise RequestError(
+                f"prune: records up to {before_seq} of {origin} are not all covered by a timestamped checkpoint "
+                f"(the latest covers {covered})",
+                hint="wait for the next checkpoint and its timestamp, or prune less",
+            )
+        return await self._guard(self._prune(origin, before_seq, now))
+
+    async def _guard(self, coro: Coroutine[object, object, _T]) -> _T:
+        try:
+            return await coro
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise MessageLogError(f"message log access failed: {_describe(e)}") from e
+
+    @abstractmethod
+    async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]: ...
+
+    @abstractmethod
+    async def _add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+    @abstractmethod
+    async def _set_timestamp(
+        self, origin: str, size: int, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None: ...
+
+    @abstractmethod
+    async def _checkpoints(
+        self, origin: str, min_size: int, limit: int, unstamped_only: bool, *, newest: bool,
+        stamped_only: bool = False,
+    ) -> list[StoredCheckpoint]: ...
+
+    @abstractmethod
+    async def _pruned_before(self, origin: str) -> int: ...
+
+    @abstractmethod
+    async def _prune(self, origin: str, before_seq: int, now: datetime) -> int: ...
+
+    @abstractmethod
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        """Store the whole batch atomically; return each record's sequence number, in batch order."""
+
+    @abstractmethod
+    async def _size(self, origin: str) -> int: ...
+
+    @abstractmethod
+    async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]: ...
+
+def _encode(record: LogRecord) -> tuple[bytes, bytes]:
+    encoded = record.encode()
+    return encoded, leaf_hash(encoded)
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "MAX_LEAF_READ",
+    "MAX_READ",
+    "THREAD_ENCODE_BYTES",
+    "Appended",
+    "BlockingWriter",
+    "MessageLogStore",
+    "PendingRecord",
+    "StoredCheckpoint",
+    "StoredRecord",
+    "WriterStats",
+]

@@ -1,0 +1,99 @@
+"""The in-memory message-log store: the test double, with the real writer and a switch to fail (I/O: only the
+event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.errors import MessageLogError
+from gateway.messagelog.record import LogRecord
+from gateway.messagelog.store.base import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    MessageLogStore,
+    PendingRecord,
+    StoredCheckpoint,
+    StoredRecord,
+)
+
+
+class MemoryMessageLogStore(MessageLogStore):
+    """In-memory test double with the real writer; set ``fail_with`` to make the next commits fail."""
+
+    def __init__(
+        self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, max_batch=max_batch)
+        self._logs: dict[str, list[StoredRecord]] = {}
+        self._cps: dict[str, dict[int, StoredCheckpoint]] = {}
+        self._pruned: dict[str, int] = {}
+        self.fail_with: Exception | None = None
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        await asyncio.sleep(0)  # a real commit yields to the event loop; let the next batch queue up
+        if self.fail_with is not None:
+            raise self.fail_with
+        staged: dict[str, list[StoredRecord]] = {}
+        seqs = []
+        for p in batch:
+            origin = p.record.origin
+            log_ = staged.setdefault(origin, [])
+            seq = len(self._logs.get(origin, ())) + len(log_)
+            log_.append(StoredRecord(origin=origin, seq=seq, encoded=p.encoded, leaf_hash=p.leaf_hash))
+            seqs.append(seq)
+        for origin, new in staged.items():
+            self._logs.setdefault(origin, []).extend(new)
+        return seqs
+
+    async def _size(self, origin: str) -> int:
+        return len(self._logs.get(origin, ()))
+
+    async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
+        start = max(start, self._pruned.get(origin, 0))
+        return list(self._logs.get(origin, ())[start:start + limit])
+
+    async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
+        return [s.leaf_hash for s in self._logs.get(origin, ())[start:end]]
+
+    async def _add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        mine = self._cps.setdefault(checkpoint.origin, {})
+        if checkpoint.size in mine:
+            raise MessageLogError(f"a checkpoint of {checkpoint.origin} at size {checkpoint.size} exists")
+        mine[checkpoint.size] = checkpoint
+
+    async def _set_timestamp(
+        self, origin: str, size: int, token: bytes, gen_time: datetime, tsa_name: str, tsa_cert: bytes,
+    ) -> None:
+        mine = self._cps.get(origin, {})
+        if size not in mine:
+            raise MessageLogError(f"no checkpoint of {origin} at size {size} to timestamp")
+        mine[size] = dataclasses.replace(mine[size], timestamp_token=token, timestamp_time=gen_time,
+                                         tsa_name=tsa_name, tsa_cert=tsa_cert)
+
+    async def _checkpoints(
+        self, origin: str, min_size: int, limit: int, unstamped_only: bool, *, newest: bool,
+        stamped_only: bool = False,
+    ) -> list[StoredCheckpoint]:
+        found = [c for size, c in sorted(self._cps.get(origin, {}).items(), reverse=newest)
+                 if size >= min_size and not (unstamped_only and c.stamped) and not (stamped_only and not c.stamped)]
+        return found[:limit]
+
+    async def _pruned_before(self, origin: str) -> int:
+        return self._pruned.get(origin, 0)
+
+    async def _prune(self, origin: str, before_seq: int, now: datetime) -> int:
+        current = self._pruned.get(origin, 0)
+        if current >= before_seq:
+            return 0
+        self._pruned[origin] = before_seq
+        return min(before_seq, len(self._logs.get(origin, ()))) - current
+
+    def records(self, origin: str) -> list[LogRecord]:
+        """Every committed, unpruned record of ``origin``, decoded (for assertions in tests)."""
+        return [s.decode() for s in self._logs.get(origin, ())[self._pruned.get(origin, 0):]]
+
+__all__ = ["MemoryMessageLogStore"]

@@ -1,0 +1,66 @@
+"""The PostgreSQL writer of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` (I/O).
+
+Each batch is one transaction through SQLAlchemy's async engine, on a connection the writer keeps (no pool
+checkout per batch), with the sequence numbers kept between batches (rule 1: read once per origin, forgotten
+on any failure). :class:`PostgresWriter` is a mixin of ``SqlMessageLogStore``; it serves any dialect but
+SQLite, which has its own writer (:mod:`gateway.messagelog.store.sqlite`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.messagelog.models import records
+from gateway.messagelog.store.base import PendingRecord
+from gateway.messagelog.store.rows import _max_seq_query, _rows
+
+
+class PostgresWriter:
+    """The PostgreSQL writer: one transaction per batch on a connection of its own."""
+
+    _engine: AsyncEngine
+    _conn: AsyncConnection | None
+    _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
+
+    @property
+    def writer_engine(self) -> sa.Engine:
+        """The engine whose connection commits the batches on PostgreSQL (for instrumentation; the SQLite writer
+        uses the driver directly: see ``sqlite_trace``)."""
+        return self._engine.sync_engine
+
+    async def _writer_connection(self) -> AsyncConnection:
+        # The writer keeps one connection: no pool checkout and no sequence query per batch.
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._engine.connect()
+        return self._conn
+
+    async def _drop_writer_connection(self) -> None:
+        self._next_seq.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        try:
+            conn = await self._writer_connection()
+            async with conn.begin():
+                next_seq = dict(self._next_seq)  # (1) as in _write_batch_sync
+                for origin in dict.fromkeys(p.record.origin for p in batch):
+                    if origin not in next_seq:
+                        top = await conn.scalar(_max_seq_query(origin))
+                        next_seq[origin] = 0 if top is None else int(top) + 1
+                seqs, rows = _rows(batch, next_seq)
+                await conn.execute(records.insert(), rows)
+        except BaseException:
+            await self._drop_writer_connection()
+            raise
+        self._next_seq = next_seq
+        return seqs
+
+
+__all__ = ["PostgresWriter"]

@@ -1,0 +1,42 @@
+"""What the two writers of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` share: a batch numbered
+into rows of ``messagelog_records``, and the query for the highest sequence number of an origin (pure: builds
+values and statements, runs nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.messagelog.models import records
+from gateway.messagelog.store.base import PendingRecord
+
+_ROW_COLUMNS = (
+    "origin", "seq", "created", "message_id", "request_id", "kind", "side", "client", "service", "record",
+    "leaf_hash",
+)
+
+
+def _max_seq_query(origin: str | sa.BindParameter[str]) -> sa.Select[Any]:
+    """The highest sequence number committed for ``origin`` (NULL: none yet)."""
+    return sa.select(sa.func.max(records.c.seq)).where(records.c.origin == origin)
+
+
+def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[list[int], list[dict[str, object]]]:
+    """Each record's sequence number (the next of its origin in ``next_seq``, which this advances), and its row."""
+    # (2) Number the batch densely, in queue order.
+    seqs: list[int] = []
+    rows: list[dict[str, object]] = []
+    for p in batch:
+        r = p.record
+        seq = next_seq[r.origin]
+        next_seq[r.origin] = seq + 1
+        seqs.append(seq)
+        rows.append({
+            "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
+            "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
+            "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
+        })
+    return seqs, rows

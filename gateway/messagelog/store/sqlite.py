@@ -1,0 +1,222 @@
+"""The SQLite writer of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` (I/O: its own thread).
+
+On SQLite the writer works through the plain sqlite3 driver on one thread of its own, so that a batch costs one
+hand-over between threads rather than one per statement (each hand-over waits for a turn of a busy event loop,
+which would otherwise dominate an exchange's latency): one INSERT of the whole batch, in autocommit, with the
+statement SQLAlchemy compiles and its bind processors (``synchronous=FULL``: a log commit survives power
+loss). The WAL is copied into the database by another thread and connection, every
+:data:`WAL_CHECKPOINT_BYTES` of records, never by a commit.
+
+:class:`SqliteWriter` is a mixin of ``SqlMessageLogStore``: its state is the store's, set by
+:meth:`SqliteWriter._init_sqlite_writer`, so a batch goes to the thread with no indirection beyond the
+store's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import MessageLogError
+from gateway.messagelog.models import records
+from gateway.messagelog.store.base import BlockingWriter, PendingRecord, _describe, log
+from gateway.messagelog.store.rows import _ROW_COLUMNS, _max_seq_query, _rows
+
+WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
+
+
+def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+    """The batch INSERT compiled for ``dialect``, and each positional parameter's name and bind processor
+    (what SQLAlchemy would apply: e.g. aware datetimes to SQLite's text form), to run through the driver."""
+    compiled = records.insert().compile(dialect=dialect, column_keys=list(_ROW_COLUMNS))
+    names = list(compiled.positiontup or ())
+    if sorted(names) != sorted(_ROW_COLUMNS):  # pragma: no cover - a dialect with named parameters
+        raise MessageLogError(f"unexpected parameters {names} in the message log insert for {dialect.name}")
+    return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+
+
+class SqliteWriter:
+    """The SQLite writer: batches on a thread of its own through the driver, WAL checkpoints on another."""
+
+    _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
+
+    def _init_sqlite_writer(self, engine: AsyncEngine) -> None:
+        """The writer's state; its threads only if ``engine`` is SQLite (else the store writes through
+        :class:`~gateway.messagelog.store.postgres.PostgresWriter`).
+
+        Raises:
+            MessageLogError: an in-memory SQLite database, which another connection cannot see.
+        """
+        # SQLite: the writer works through the plain sqlite3 driver on one thread of its own, so that a
+        # batch costs one hand-over between threads rather than one per statement (each hand-over waits for
+        # a turn of a busy event loop, which would otherwise dominate an exchange's latency).
+        self._sqlite_connect_args: tuple[str, bool, float] = ("", False, 5.0)  # database, uri, timeout
+        self._sqlite: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._insert_cache: dict[int, str] = {}
+        self._max_variables = 999  # SQLite's smallest default; the connection tells the real limit
+        # The WAL checkpoints: their own thread and connection, after every WAL_CHECKPOINT_BYTES of records.
+        self._wal_executor: ThreadPoolExecutor | None = None
+        self._wal_conn: sqlite3.Connection | None = None
+        self._wal_bytes = 0
+        self._wal_busy = False
+        self.sqlite_trace: Callable[[str], None] | None = None
+        """Called with every statement the SQLite writer runs (instrumentation; set before the first append)."""
+        if engine.dialect.name == "sqlite":
+            database = engine.url.database
+            if not database or database == ":memory:":
+                raise MessageLogError("the message log needs an SQLite database file, not an in-memory database")
+            # What the pysqlite dialect would pass to sqlite3.connect (a file name, or a URI with uri=True).
+            dialect = sa.create_engine("sqlite://").dialect
+            args, kwargs = dialect.create_connect_args(engine.url.set(drivername="sqlite"))
+            self._sqlite_connect_args = (
+                str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
+            )
+            self._driver_insert = _driver_insert(dialect)
+            self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
+            self._wal_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-wal")
+        self._sync_closed = False
+
+    def _blocking_writer(self) -> BlockingWriter | None:
+        if self._executor is None:
+            return None
+        return BlockingWriter(self._executor, self._write_batch_sync)
+
+    def _write_batch_sync(self, batch: Sequence[PendingRecord]) -> list[int]:
+        # On the writer's thread, holding the GIL as little as possible: every sqlite3 call releases it and
+        # must win it back from a busy event loop (docs/performance.md section 4), so a batch is one
+        # statement when it can be.
+        try:
+            conn = self._sqlite
+            if conn is None:
+                conn = self._sqlite = self._connect_writer()
+            # (1) Next sequence number per origin: read once, then kept by this, the only writer of the
+            #     origin (the primary key refuses a second writer; any failure forgets what was kept).
+            next_seq = self._next_seq
+            unknown = [o for o in dict.fromkeys(p.record.origin for p in batch) if o not in next_seq]
+            if unknown:
+                next_seq = dict(next_seq)
+                for origin in unknown:
+                    top = conn.execute(self._max_seq_sql, (origin,)).fetchone()[0]
+                    next_seq[origin] = 0 if top is None else int(top) + 1
+            seqs, rows = _rows(batch, next_seq)
+            # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
+            #     processors applied, so the stored values are what SQLAlchemy would store).
+            params = self._driver_insert[1]
+            values = [r[n] if bind is None else bind(r[n]) for r in rows for n, bind in params]
+            # (3) All of the batch or none of it: one INSERT of every row is one implicit transaction
+            #     (autocommit); a batch with more parameters than SQLite allows in one statement is split
+            #     into several inside BEGIN IMMEDIATE ... COMMIT.
+            per_statement = max(1, self._max_variables // len(params))
+            if len(rows) <= per_statement:
+                conn.execute(self._insert_sql(len(rows)), values)
+            else:
+                width = per_statement * len(params)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for i in range(0, len(values), width):
+                        part = values[i:i + width]
+                        conn.execute(self._insert_sql(len(part) // len(params)), part)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as e:
+            self._next_seq = {}
+            conn_, self._sqlite = self._sqlite, None
+            if conn_ is not None:
+                with contextlib.suppress(Exception):
+                    conn_.close()
+            if isinstance(e, sqlite3.Error):  # as SQLAlchemy would report it
+                raise sa.exc.DBAPIError.instance(
+                    self._driver_insert[0], None, e, sqlite3.Error, hide_parameters=True,
+                ) from e
+            raise
+        self._next_seq = next_seq
+        # (4) The WAL is copied into the database by another thread and connection (see _wal_checkpoint),
+        #     not by the commit of whichever batch crosses SQLite's threshold.
+        self._wal_bytes += sum(len(p.encoded) for p in batch)
+        if self._wal_bytes >= WAL_CHECKPOINT_BYTES and not self._wal_busy and self._wal_executor is not None:
+            self._wal_bytes, self._wal_busy = 0, True
+            with contextlib.suppress(RuntimeError):  # shut down: the last connection's close checkpoints
+                self._wal_executor.submit(self._wal_checkpoint)
+        return seqs
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._sqlite_open()
+        try:
+            if self.sqlite_trace is not None:
+                conn.set_trace_callback(self.sqlite_trace)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL may lose the last commits on power loss; a log commit must survive
+            # it, and group commit keeps the extra fsync cheap.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _sqlite_open(self) -> sqlite3.Connection:
+        database, uri, timeout = self._sqlite_connect_args
+        return sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri)
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._insert_cache.get(rows)
+        if sql is None:
+            head, _, one = self._driver_insert[0].partition(" VALUES ")
+            sql = self._insert_cache[rows] = head + " VALUES " + ", ".join([one] * rows)
+        return sql
+
+    def _wal_checkpoint(self) -> None:
+        # On the WAL thread: copy what the writer committed into the database file (PASSIVE: never waits for
+        # the writer or readers; what it cannot copy now, the next run copies).
+        try:
+            if self._wal_conn is None:
+                self._wal_conn = self._sqlite_open()
+                self._wal_conn.execute("PRAGMA busy_timeout=5000")
+            self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as e:
+            log.warning("messagelog_wal_checkpoint_failed", error=_describe(e))
+            conn, self._wal_conn = self._wal_conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        finally:
+            self._wal_busy = False
+
+    def _close_sync(self) -> None:
+        if self._sqlite is not None:
+            with contextlib.suppress(Exception):
+                self._sqlite.close()
+            self._sqlite = None
+
+    def _close_wal(self) -> None:
+        if self._wal_conn is not None:
+            with contextlib.suppress(Exception):
+                self._wal_conn.close()
+            self._wal_conn = None
+
+    async def _close_sqlite_writer(self) -> None:
+        if self._executor is not None and not self._sync_closed:
+            self._sync_closed = True
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=True)
+            if self._wal_executor is not None:
+                await loop.run_in_executor(self._wal_executor, self._close_wal)
+                self._wal_executor.shutdown(wait=True)
+
+
+__all__ = ["WAL_CHECKPOINT_BYTES", "SqliteWriter"]
