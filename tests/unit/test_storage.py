@@ -85,7 +85,7 @@ async def test_transaction_commits(engine: AsyncEngine) -> None:
 
 
 async def test_transaction_turns_an_integrity_error_into_the_callers_conflict(engine: AsyncEngine) -> None:
-    with pytest.raises(Conflict, match="UNIQUE constraint failed: things.name") as info:
+    with pytest.raises(Conflict, match=r"UNIQUE constraint failed: things\.name") as info:
         async with transaction(engine.begin(), conflict=lambda e: Conflict(str(e.orig))) as conn:
             await conn.execute(things.insert().values(name="new"))
             await conn.execute(things.insert().values(name="taken"))
