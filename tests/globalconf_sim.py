@@ -25,11 +25,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pkihelpers
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.errors import PeerError
 from gateway.globalconf.anchor import Anchor, build_anchor
@@ -39,7 +38,7 @@ from gateway.globalconf.model import cert_fingerprint, cert_to_pem, format_time
 from gateway.trust.keys import PrivateKey
 
 SIM_URL = "http://central.sim/globalconf"
-KeyPair = tuple[PrivateKey, x509.Certificate]
+KeyPair = pkihelpers.KeyPair
 
 
 def make_cert(
@@ -51,19 +50,14 @@ def make_cert(
     ca: bool = False,
 ) -> x509.Certificate:
     """A certificate for ``key``: self-signed, or issued by ``issuer``; valid from a day ago for ten years."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    issuer_key, issuer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    return pkihelpers.make_cert(
+        key,
+        common_name,
+        issuer=issuer,
+        not_before=now - timedelta(days=1),
+        not_after=now + timedelta(days=3650),
+        extensions=[(x509.BasicConstraints(ca=ca, path_length=None), True)],
     )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def make_key_pair(

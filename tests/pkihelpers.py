@@ -13,18 +13,27 @@ Import it from any test (``tests/`` is on ``sys.path`` through its ``conftest.py
 
 Everything is ECDSA P-256 unless asked otherwise, so a CA with a few certificates takes milliseconds.
 Certificates are valid from five minutes before ``now`` for 730 days: nothing expires during a run.
+
+Certificates the CA would not issue (an information system's TLS certificate, a configuration-signing key,
+a certificate the CA never recorded, one that breaks the profile on purpose) come from :func:`make_cert`,
+which builds one directly::
+
+    cert = make_cert(generate_private_key(), "information system")             # self-signed, valid now
+    stray = make_cert(key, "stray", issuer=(pki.ca.ca_key, pki.ca_cert), serial=0x5EED)
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from gateway.dev.pki import tsa
 from gateway.dev.pki.ca import CertRecord, DevCA
@@ -34,9 +43,47 @@ from gateway.trust.certprofile import CertKind, Identity, build_csr
 from gateway.trust.keys import KeyType, PrivateKey, cert_sha256_hex, generate_private_key, write_private_key
 from gateway.trust.timestamp import build_request as build_ts_request
 
+KeyPair = tuple[PrivateKey, x509.Certificate]
+
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
+
+
+def make_cert(
+    key: PrivateKey,
+    subject: str | x509.Name,
+    *,
+    issuer: KeyPair | None = None,
+    now: datetime | None = None,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    serial: int | None = None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """A certificate for ``key``'s public key, built directly (no CSR, no profile check), signed with SHA-256.
+
+    ``subject`` is a common name or a whole name. Self-signed unless ``issuer`` (a key and its certificate)
+    signs it. Valid from ``not_before`` (default five minutes before ``now``) to ``not_after`` (default 730
+    days after ``now``); a random serial unless ``serial``; ``extensions`` are (value, critical) pairs,
+    added in order (none by default).
+    """
+    if isinstance(subject, str):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_key, issuer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
+    at = _now(now)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number() if serial is None else serial)
+        .not_valid_before(at - timedelta(minutes=5) if not_before is None else not_before)
+        .not_valid_after(at + timedelta(days=730) if not_after is None else not_after)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

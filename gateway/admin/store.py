@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
 from gateway.errors import GatewayError, RequestError
 from gateway.storage.db import migrate
+from gateway.storage.transaction import transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones are cut
@@ -40,6 +40,17 @@ def _conflict(message: str) -> RequestError:
 
 def _missing(message: str) -> RequestError:
     return RequestError(message, code="Client.NotFound", status=404)
+
+
+def _changed_concurrently(e: IntegrityError) -> RequestError:
+    return _conflict(f"admin data changed concurrently: {str(e.orig)[:200]}")
+
+
+def _database_error(e: SQLAlchemyError) -> GatewayError:
+    return GatewayError(
+        f"admin database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+        code="Server.ServerProxy.DatabaseError",
+    )
 
 
 def _roles_text(roles: frozenset[Role]) -> str:
@@ -131,20 +142,8 @@ class AdminStore:
     async def migrate(self) -> None:
         await migrate_admin(self._engine)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except GatewayError:
-            raise
-        except IntegrityError as e:
-            raise _conflict(f"admin data changed concurrently: {str(e.orig)[:200]}") from e
-        except SQLAlchemyError as e:
-            raise GatewayError(
-                f"admin database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-                code="Server.ServerProxy.DatabaseError",
-            ) from e
+    def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine.begin(), conflict=_changed_concurrently, database_error=_database_error)
 
     # ------------------------------------------------------------------------------------------------ users
 

@@ -2,7 +2,8 @@
 
 One metadata object for the central server, with its own Alembic script directory
 (``gateway/central/migrations``) and version table ``alembic_version_central``. The schema works on SQLite
-and PostgreSQL; constraint names follow one naming convention so that migrations can refer to them.
+and PostgreSQL; constraint names follow the shared naming convention (``gateway.storage.schema``) so that
+migrations can refer to them.
 
 Identifiers are stored split into their parts (``instance``, ``member_class``, ...), as X-Road's central
 server does, and each client reference (server client, global-group member) also keeps its ``/``-joined
@@ -12,53 +13,21 @@ backends (a nullable subsystem foreign key cannot be part of a portable unique k
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from gateway.storage.schema import UtcDateTime, new_metadata
 
 KeyState = Literal["active", "retired"]
 RequestState = Literal["submitted", "approved", "rejected", "revoked"]
 RequestKind = Literal["auth_cert_reg", "auth_cert_deletion", "client_reg", "client_deletion"]
 
 
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """A timestamp that only accepts aware datetimes and always returns aware UTC datetimes.
-
-    SQLite has no time-zone type: values are stored as UTC without an offset and the offset is put back
-    on read, so both backends hand out the same aware values.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r} given to the database; pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = new_metadata()
 
 
 class Member(Base):

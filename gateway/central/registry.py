@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from cryptography import x509
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.central import models as m
@@ -41,6 +40,7 @@ from gateway.identifiers import (
     SubsystemId,
     parse_client,
 )
+from gateway.storage.transaction import begin_session, transaction
 from gateway.trust.keys import cert_pem, cert_sha256_hex, load_certificate
 
 MAX_NAME_LENGTH = 1024  # characters; member names and group descriptions (column width)
@@ -233,17 +233,12 @@ def _check_ca_certificate(cert: x509.Certificate, *, what: str) -> None:
 # Session plumbing
 
 
-@asynccontextmanager
-async def _tx(engine: AsyncEngine, *, duplicate: str | None = None) -> AsyncIterator[AsyncSession]:
+def _tx(engine: AsyncEngine, *, duplicate: str | None = None) -> AbstractAsyncContextManager[AsyncSession]:
     """One transaction; a unique-constraint violation becomes a 409 with ``duplicate`` as the message."""
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        try:
-            async with session.begin():
-                yield session
-        except IntegrityError as e:
-            if duplicate is None:
-                raise
-            raise conflict(duplicate) from e
+    if duplicate is None:
+        return transaction(begin_session(engine))
+    message = duplicate
+    return transaction(begin_session(engine), conflict=lambda _e: conflict(message))
 
 
 async def _member_row(session: AsyncSession, member: MemberId) -> m.Member:

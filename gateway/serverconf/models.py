@@ -20,17 +20,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from gateway.storage.schema import new_metadata
+
 VERSION_TABLE = "alembic_version_serverconf"
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+metadata = new_metadata()
 
 
 def _fk(target: str) -> sa.ForeignKey:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,7 @@ from gateway.serverconf.models import (
     services,
 )
 from gateway.storage.db import migrate
+from gateway.storage.transaction import transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DESCRIPTION_LENGTH = 1024  # characters; the column width
@@ -72,6 +73,18 @@ def _conflict(message: str) -> RequestError:
 
 def _missing(message: str) -> RequestError:
     return RequestError(message, code="Client.NotFound", status=404)
+
+
+def _changed_concurrently(e: IntegrityError) -> RequestError:
+    # a concurrent change slipped between our check and our write
+    return _conflict(f"serverconf changed concurrently: {e.orig}")
+
+
+def _database_error(e: SQLAlchemyError) -> GatewayError:
+    return GatewayError(
+        f"serverconf database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+        code="Server.ServerProxy.DatabaseError",
+    )
 
 
 def check_url(url: str, *, what: str = "service URL") -> str:
@@ -146,20 +159,8 @@ class ServerConfStore:
     async def migrate(self) -> None:
         await migrate_serverconf(self._engine)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except GatewayError:
-            raise
-        except IntegrityError as e:  # a concurrent change slipped between our check and our write
-            raise _conflict(f"serverconf changed concurrently: {e.orig}") from e
-        except SQLAlchemyError as e:
-            raise GatewayError(
-                f"serverconf database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-                code="Server.ServerProxy.DatabaseError",
-            ) from e
+    def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine.begin(), conflict=_changed_concurrently, database_error=_database_error)
 
     # ---------------------------------------------------------------------------------------------- helpers
 

@@ -30,17 +30,21 @@ from cryptography import x509
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.dev.demo import Federation, start_federation
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
+from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import tls
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 from gateway.trust import keys
 from gateway.trust.ocsp import build_request as build_ocsp_request
 
 CONSUMER = "DEV/GOV/1001/consumer"
+PROBE = "DEV/GOV/1002/registry/probe"  # the probe service on ss2 of a probed_federation
 
 
 class ShiftClock:
@@ -331,6 +335,30 @@ class FakeProvider:
             out_body = b'{"answer": "changed on the way"}'
         status = 201 if mode == "tampered-status" else 200
         return web.Response(status=status, body=out_body, headers={"Content-Type": "application/json", **headers})
+
+
+@contextlib.asynccontextmanager
+async def probed_federation(
+    workdir: Path, *, adapters_at_probe: bool = False, **kw: Any
+) -> AsyncIterator[tuple[Federation, Probe]]:
+    """A recording :class:`Probe` and ``start_federation(workdir, **kw)`` whose ss2 offers the probe as
+    :data:`PROBE`, granted to :data:`CONSUMER` and in use; both closed afterwards. ``adapters_at_probe``:
+    no demo adapters, their services (persons, companies) lead to the probe instead."""
+    probe = await Probe().start()
+    try:
+        if adapters_at_probe:
+            kw |= {"with_adapters": False, "adapter_urls": {"persons": probe.url, "companies": probe.url}}
+        fed = await start_federation(workdir, **kw)
+        try:
+            ss2 = fed.server("ss2")
+            await ss2.store.add_service(ServiceId.parse(PROBE), url=probe.url)
+            await ss2.store.grant(AccessRule(subject=SubsystemId.parse(CONSUMER), service=ServiceId.parse(PROBE)))
+            await ss2.reload_serverconf()
+            yield fed, probe
+        finally:
+            await fed.close()
+    finally:
+        await probe.close()
 
 
 @contextlib.asynccontextmanager

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
-import aiohttp
 import pytest
+from adapters_kit import AdapterClient, serve_adapters
 
 from adapters.dataset import ColumnSpec
 from adapters.demo_data import PERSON_COLUMNS, generate, to_csv
 from adapters.files import FileAdapter, parse_records
-from adapters.server import RunningAdapters, start_adapters
+from adapters.server import start_adapters
 from gateway.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -28,18 +27,7 @@ PRODUCTS: list[dict[str, Any]] = [
 ]
 
 
-@dataclass
-class Files:
-    running: RunningAdapters
-    http: aiohttp.ClientSession
-    persons: list[dict[str, Any]]
-
-    def url(self, path: str) -> str:
-        return self.running.base_url + path
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.url(path)) as resp:
-            return resp.status, await resp.json()
+Files = AdapterClient  # the file adapters (persons.csv, products.json) and a client
 
 
 @pytest.fixture
@@ -61,12 +49,8 @@ async def files(tmp_path: Path) -> AsyncIterator[Files]:
         ),
         "products": FileAdapter(name="products", path=tmp_path / "products.json"),
     }
-    running = await start_adapters(adapters, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Files(running=running, http=http, persons=persons)
-    finally:
-        await running.close()
+    async with serve_adapters(adapters, persons=persons) as client:
+        yield client
 
 
 def _csv_person(r: dict[str, Any]) -> dict[str, Any]:

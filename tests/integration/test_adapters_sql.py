@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
 
-import aiohttp
 import pytest
 import sqlalchemy as sa
+from adapters_kit import AdapterClient, serve_adapters
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.dataset import ColumnSpec
 from adapters.demo_data import generate
-from adapters.server import RunningAdapters, start_adapters
+from adapters.server import start_adapters
 from adapters.sql import SqlAdapter
 from gateway.errors import ConfigError
 
@@ -43,18 +42,7 @@ items_table = sa.Table(
 )
 
 
-@dataclass
-class Registry:
-    running: RunningAdapters
-    http: aiohttp.ClientSession
-    persons: list[dict[str, Any]]
-
-    def url(self, path: str) -> str:
-        return self.running.base_url + path
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.url(path)) as resp:
-            return resp.status, await resp.json()
+Registry = AdapterClient  # the SQL adapters (persons, women, items) and a client
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -94,12 +82,8 @@ async def registry(database_url: str) -> AsyncIterator[Registry]:
         ),
         "items": SqlAdapter(name="items", url=database_url, table="items"),
     }
-    running = await start_adapters(adapters, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Registry(running=running, http=http, persons=rows)
-    finally:
-        await running.close()
+    async with serve_adapters(adapters, persons=rows) as client:
+        yield client
 
 
 def _json_person(r: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from admin_kit import SERVER, AdminHarness, admin_harness
+from pkihelpers import make_cert
 
 from gateway.admin.app import build_admin_app
 from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
+from gateway.trust.keys import generate_private_key
 
 pytestmark = pytest.mark.integration
 
@@ -118,17 +120,9 @@ async def test_serverconf_round_trip_is_audited_and_reloads_the_snapshot(h: Admi
 
 
 async def test_is_certificates(h: AdminHarness) -> None:
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "information system")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now.replace(year=now.year + 1))
-            .sign(key, hashes.SHA256()))
+    cert = make_cert(generate_private_key(), "information system")
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     token = await h.user_token("root", *ROLES)
     await h.call("addClient", token=token, json={"id": CONSUMER})

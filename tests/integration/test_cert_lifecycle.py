@@ -16,17 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from exchange_kit import CONSUMER, Probe, ShiftClock, call
+from exchange_kit import PROBE, Probe, ShiftClock, call, probed_federation
 from prometheus_client import REGISTRY
 
 from gateway.central import registry
-from gateway.dev.demo import Federation, start_federation
-from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from gateway.dev.demo import Federation
+from gateway.identifiers import MemberId, SecurityServerId
 from gateway.server.runtime import SecurityServer
-from gateway.serverconf.access import AccessRule
 from gateway.trust import keys
-
-PROBE = "DEV/GOV/1002/registry/probe"
 
 
 async def renew(fed: Federation, server: SecurityServer, usage: str) -> str:
@@ -52,18 +49,9 @@ def sign_sha256(server: SecurityServer) -> str:
 @pytest_asyncio.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[Federation, ShiftClock, Probe]]:
     clock = ShiftClock()
-    probe = await Probe().start()
-    fed = await start_federation(tmp_path / "fed", clock=clock, key_store="token", with_adapters=False,
-                                 adapter_urls={"persons": probe.url, "companies": probe.url})
-    try:
-        ss2 = fed.server("ss2")
-        await ss2.store.add_service(ServiceId.parse(PROBE), url=probe.url)
-        await ss2.store.grant(AccessRule(subject=SubsystemId.parse(CONSUMER), service=ServiceId.parse(PROBE)))
-        await ss2.reload_serverconf()
+    federation = probed_federation(tmp_path / "fed", clock=clock, key_store="token", adapters_at_probe=True)
+    async with federation as (fed, probe):
         yield fed, clock, probe
-    finally:
-        await fed.close()
-        await probe.close()
 
 
 async def test_servers_run_from_tokens_with_pin_files(world: tuple[Federation, ShiftClock, Probe]) -> None:

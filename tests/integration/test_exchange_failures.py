@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from exchange_kit import (
     CONSUMER,
+    PROBE,
     Answer,
     Probe,
     ShiftClock,
@@ -28,12 +29,13 @@ from exchange_kit import (
     database_urls,
     kinds,
     ocsp_for,
+    probed_federation,
     records,
     send_to_server_port,
     signer_of,
 )
 
-from gateway.dev.demo import Federation, start_federation
+from gateway.dev.demo import Federation
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.store import MemoryMessageLogStore, PendingRecord
 from gateway.proxy.common import BodyBudget
@@ -41,8 +43,6 @@ from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
-
-PROBE = "DEV/GOV/1002/registry/probe"
 
 
 @dataclass
@@ -61,28 +61,15 @@ class World:
         return service
 
 
-async def _start(tmp: Path, clock: ShiftClock | None = None, dbs: dict[str, str] | None = None,
-                 ) -> tuple[Federation, Probe]:
-    probe = await Probe().start()
-    fed = await start_federation(tmp / "fed", database_urls=dbs, **({"clock": clock} if clock else {}))
-    ss2 = fed.server("ss2")
-    await ss2.store.add_service(ServiceId.parse(PROBE), url=probe.url)
-    await ss2.store.grant(AccessRule(subject=SubsystemId.parse(CONSUMER), service=ServiceId.parse(PROBE)))
-    await ss2.reload_serverconf()
-    return fed, probe
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     """The federation, its servers' databases on SQLite and then on PostgreSQL."""
     tmp = tmp_path_factory.mktemp("failures")
-    async with database_urls(request.param, tmp, ("central", "ss1", "ss2")) as dbs:
-        fed, probe = await _start(tmp, dbs=dbs)
-        try:
-            yield World(fed=fed, ss1=fed.server("ss1"), ss2=fed.server("ss2"), probe=probe)
-        finally:
-            await fed.close()
-            await probe.close()
+    async with (
+        database_urls(request.param, tmp, ("central", "ss1", "ss2")) as dbs,
+        probed_federation(tmp / "fed", database_urls=dbs) as (fed, probe),
+    ):
+        yield World(fed=fed, ss1=fed.server("ss1"), ss2=fed.server("ss2"), probe=probe)
 
 
 def _closed_port() -> int:
@@ -291,12 +278,8 @@ async def test_provider_cannot_log_the_response_so_the_consumer_gets_none(world:
 @pytest_asyncio.fixture(loop_scope="module")
 async def clocked(tmp_path: Path) -> AsyncIterator[tuple[Federation, ShiftClock, Probe]]:
     clock = ShiftClock()
-    fed, probe = await _start(tmp_path, clock)
-    try:
+    async with probed_federation(tmp_path / "fed", clock=clock) as (fed, probe):
         yield fed, clock, probe
-    finally:
-        await fed.close()
-        await probe.close()
 
 
 async def test_expired_global_configuration_stops_exchange_until_a_fresh_one_arrives(

@@ -31,6 +31,7 @@ import pytest_asyncio
 from cryptography import x509
 from exchange_kit import (
     CONSUMER,
+    PROBE,
     Answer,
     Crafted,
     FakeProvider,
@@ -44,6 +45,7 @@ from exchange_kit import (
     issue,
     kinds,
     ocsp_for,
+    probed_federation,
     records,
     send_to_server_port,
     signer_of,
@@ -62,7 +64,6 @@ from gateway.trust import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-PROBE = "DEV/GOV/1002/registry/probe"
 OTHER_CLIENT = "DEV/GOV/1001/other"  # a second client of ss1, registered centrally
 FAKESUB = "DEV/GOV/1002/fakesub"  # hosted only by the fake and rogue provider servers
 ROGUE_CASES = ("unregistered", "expired", "untrusted", "revoked", "impostor")
@@ -704,17 +705,8 @@ async def test_logged_exchange_verifies_with_an_independent_implementation(world
 @pytest_asyncio.fixture(loop_scope="module")
 async def clocked(tmp_path: Path) -> AsyncIterator[tuple[Federation, ShiftClock, Probe]]:
     clock = ShiftClock()
-    probe = await Probe().start()
-    fed = await start_federation(tmp_path / "fed", clock=clock)
-    try:
-        ss2 = fed.server("ss2")
-        await ss2.store.add_service(ServiceId.parse(PROBE), url=probe.url)
-        await ss2.store.grant(AccessRule(subject=SubsystemId.parse(CONSUMER), service=ServiceId.parse(PROBE)))
-        await ss2.reload_serverconf()
+    async with probed_federation(tmp_path / "fed", clock=clock) as (fed, probe):
         yield fed, clock, probe
-    finally:
-        await fed.close()
-        await probe.close()
 
 
 async def test_revoked_consumer_server_is_refused_once_the_ocsp_cache_expires(

@@ -9,17 +9,15 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
-from pkihelpers import ThrowawayPki, make_pki
+from cryptography.hazmat.primitives import serialization
+from pkihelpers import ThrowawayPki, make_cert, make_pki
 
 from gateway.cli import main
 from gateway.dev.pki.http import MAX_REQUEST_BYTES, PkiServers, start_pki_servers
@@ -91,17 +89,7 @@ async def test_openssl_ocsp_unknown_serial_and_foreign_issuer(
 ) -> None:
     # a certificate made with the CA's key that the CA never recorded: the serial is unknown
     key = generate_private_key()
-    now = datetime.now(UTC)
-    stray = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stray")]))
-        .issuer_name(pki.ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(0x5EED)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(pki.ca.ca_key, hashes.SHA256())
-    )
+    stray = make_cert(key, "stray", issuer=(pki.ca.ca_key, pki.ca_cert), serial=0x5EED)
     stray_path = tmp_path / "stray.pem"
     stray_path.write_bytes(stray.public_bytes(serialization.Encoding.PEM))
     rc, out = await openssl_ocsp(pki, stray_path, servers.ocsp_url)

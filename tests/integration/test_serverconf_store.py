@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from pkihelpers import make_cert
 
 from gateway.cli import main
 from gateway.errors import GatewayError, IdentifierError, RequestError
@@ -21,6 +18,7 @@ from gateway.serverconf import ClientInfo, ServiceInfo
 from gateway.serverconf.access import BASE_ENDPOINT, AccessRule, Endpoint, LocalGroupId
 from gateway.serverconf.store import ServerConfStore
 from gateway.storage.db import make_engine
+from gateway.trust.keys import generate_private_key
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +32,6 @@ NOPE = ServiceId.parse("DEV/GOV/1001/provider/nope")
 FRIENDS = LocalGroupId(code="friends")
 NO_GROUP = LocalGroupId(code="x")
 PARTNERS = GlobalGroupId.parse("DEV/partners")
-
-
-def make_cert(cn: str = "is.example") -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
 
 
 @pytest.fixture
@@ -136,11 +118,12 @@ async def test_crud_and_snapshot(store: ServerConfStore) -> None:
 
 async def test_is_certificates(store: ServerConfStore, tmp_path: Path) -> None:
     await store.add_client(CONSUMER)
-    cert = make_cert()
+    cert = make_cert(generate_private_key(), "is.example")
     der = cert.public_bytes(serialization.Encoding.DER)
     fp = await store.add_is_cert(CONSUMER, cert.public_bytes(serialization.Encoding.PEM))
     assert fp == hashlib.sha256(der).hexdigest()
-    fp2 = await store.add_is_cert(CONSUMER, make_cert("other").public_bytes(serialization.Encoding.DER))
+    other = make_cert(generate_private_key(), "other")
+    fp2 = await store.add_is_cert(CONSUMER, other.public_bytes(serialization.Encoding.DER))
     assert (await store.snapshot()).clients[CONSUMER].is_cert_fingerprints == {fp, fp2}
     with pytest.raises(RequestError) as info:
         await store.add_is_cert(CONSUMER, der)
@@ -280,7 +263,7 @@ def test_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     monkeypatch.setenv("GATEWAY_SERVER__DATABASE_URL", database_url)
     pem = tmp_path / "is.pem"
-    cert = make_cert()
+    cert = make_cert(generate_private_key(), "is.example")
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 

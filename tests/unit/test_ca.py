@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp as x_ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
-from pkihelpers import IssuedCert, ThrowawayPki, make_pki, sha256
+from pkihelpers import IssuedCert, ThrowawayPki, make_cert, make_pki, sha256
 
 from gateway.cli import main
 from gateway.dev.pki import tsa
@@ -313,16 +313,7 @@ def test_ocsp_sha256_cert_id_is_echoed(pki: ThrowawayPki) -> None:
 def test_ocsp_unknown_serial_and_foreign_issuer(pki: ThrowawayPki, other: ThrowawayPki) -> None:
     # a certificate made with the CA's key but never recorded: the responder does not know it
     key = generate_private_key()
-    stray = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stray")]))
-        .issuer_name(pki.ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(4242)
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-        .sign(pki.ca.ca_key, hashes.SHA256())
-    )
+    stray = make_cert(key, "stray", issuer=(pki.ca.ca_key, pki.ca_cert), serial=4242, now=NOW)
     status = _check(pki, pki.ocsp_response(stray, now=NOW), stray)
     assert status.status == "unknown"
     with pytest.raises(TrustError, match=f"certificate {stray.serial_number:X} is unknown"):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pkihelpers import ThrowawayPki, make_pki
+from pkihelpers import ThrowawayPki, make_cert, make_pki
 
 from gateway.errors import PkiError, TrustError
 from gateway.identifiers import MemberId, SecurityServerId
@@ -144,29 +144,15 @@ def _cert(
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if serial_attr is not None:
         attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_attr))
-    name = x509.Name(attrs)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+    extensions: list[tuple[x509.ExtensionType, bool]] = [(x509.BasicConstraints(ca=ca, path_length=None), True)]
     if uris is not None:
-        b = b.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(u) for u in uris] + [x509.DNSName("ss1.example")]
-            ),
-            critical=False,
-        )
+        san = [x509.UniformResourceIdentifier(u) for u in uris] + [x509.DNSName("ss1.example")]
+        extensions.append((x509.SubjectAlternativeName(san), False))
     if ku is not None:
-        b = b.add_extension(ku, critical=True)
+        extensions.append((ku, True))
     if ekus is not None:
-        b = b.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-    return b.sign(key, hashes.SHA256())
+        extensions.append((x509.ExtendedKeyUsage(ekus), False))
+    return make_cert(key, x509.Name(attrs), not_before=NOW, not_after=NOW + timedelta(days=1), extensions=extensions)
 
 
 AUTH_URN = "urn:x-road:server:DEV/GOV/1001/ss1"

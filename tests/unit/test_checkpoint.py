@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from pkihelpers import make_cert
 
 from gateway.errors import TrustError
 from gateway.messagelog import merkle
@@ -35,13 +34,7 @@ ROOT = merkle.root([merkle.leaf_hash(b"record %d" % i) for i in range(5)])
 
 def make_signer(key_type: keys.KeyType = "ec-p256") -> KeySigner:
     key = keys.generate_private_key(key_type)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signing key")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return KeySigner(key=key, cert=cert)
+    return KeySigner(key=key, cert=make_cert(key, "signing key", now=NOW))
 
 
 SIGNER = make_signer()

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from pkihelpers import make_cert
 
 from gateway.errors import ConfigError, GatewayError, TrustError
 from gateway.protocol import replay, sfv, signatures
@@ -26,20 +26,6 @@ BODY = b'{"query": "1234"}'
 PATH, QUERY = "/r1/DEV/GOV/1002/registry/persons/v1/p/1", "full=true"
 
 
-def make_cert(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cn: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-
-
 @dataclass(frozen=True)
 class Party:
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -48,7 +34,7 @@ class Party:
 
 
 def make_party(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cn: str) -> Party:
-    cert = make_cert(key, cn)
+    cert = make_cert(key, cn, now=NOW)
     return Party(key=key, cert=cert, signer=signatures.KeySigner(key=key, cert=cert))
 
 
@@ -508,7 +494,7 @@ def test_key_signer_refuses_mismatched_cert(consumer: Party, provider: Party) ->
         signatures.KeySigner(key=consumer.key, cert=provider.cert)
     p384 = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(ConfigError, match="only P-256"):
-        signatures.KeySigner(key=p384, cert=make_cert(p384, "p384"))
+        signatures.KeySigner(key=p384, cert=make_cert(p384, "p384", now=NOW))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from http_message_signatures import (
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -25,6 +23,7 @@ from http_message_signatures import (
     InvalidSignature,
     algorithms,
 )
+from pkihelpers import make_cert
 
 from gateway.errors import TrustError
 from gateway.protocol import signatures
@@ -89,18 +88,7 @@ class Party:
 
 def make_party(cn: str) -> Party:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert = make_cert(key, cn)
     return Party(key=key, cert=cert, signer=signatures.KeySigner(key=key, cert=cert))
 
 

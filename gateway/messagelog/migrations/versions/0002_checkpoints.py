@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from gateway.messagelog.models import UtcDateTime
+from gateway.storage.schema import UtcDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
