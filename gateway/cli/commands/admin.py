@@ -133,6 +133,11 @@ def _password(args: argparse.Namespace) -> tuple[str, bool]:
     return secrets.token_urlsafe(18), True
 
 
+def _state(ended: str, at: datetime | None) -> str:
+    """``active``, or ``ended`` with the time (``revoked 2026-01-02T03:04:05Z``)."""
+    return f"{ended} {at:%Y-%m-%dT%H:%M:%SZ}" if at else "active"
+
+
 def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -207,8 +212,7 @@ async def cmd_apikey_revoke(args: argparse.Namespace, store: AdminStore, _s: Set
 @admin_command()
 async def cmd_apikey_list(args: argparse.Namespace, store: AdminStore, _s: Settings) -> None:
     for k in await store.list_api_keys():
-        state = f"revoked {k.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if k.revoked_at else "active"
-        print(f"{k.id}\t{k.name}\t{','.join(r for r in ROLES if r in k.roles)}\t{state}")
+        print(f"{k.id}\t{k.name}\t{','.join(r for r in ROLES if r in k.roles)}\t{_state('revoked', k.revoked_at)}")
 
 
 # -------------------------------------------------------------------------------------- audit, keys, doc
@@ -243,8 +247,7 @@ async def cmd_session_key_rotate(args: argparse.Namespace, store: AdminStore, s:
 @admin_command()
 async def cmd_session_key_list(args: argparse.Namespace, store: AdminStore, _s: Settings) -> None:
     for k in await store.session_keys():
-        state = f"retired {k.retired_at:%Y-%m-%dT%H:%M:%SZ}" if k.retired_at else "active"
-        print(f"{k.kid}\tcreated {k.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+        print(f"{k.kid}\tcreated {k.created_at:%Y-%m-%dT%H:%M:%SZ}\t{_state('retired', k.retired_at)}")
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:

@@ -11,12 +11,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.central import migrate_central, publisher, registry, signingkeys
 from gateway.cli.commands.centraldb import central_command, central_settings, masked, now, open_engine, out
+from gateway.cli.common import Handler
 from gateway.cli.run import stop_on_signal
 from gateway.errors import GatewayError
 from gateway.globalconf.anchor import anchor_hash
@@ -66,131 +69,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Registry: members, subsystems, security servers, global groups, CAs, TSAs
 
-
-@central_command
-async def cmd_member_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    ident = await registry.add_member(engine, args.id, name=args.name, instance=central.instance)
-    out(f"member {ident} added")
-    return 0
+# A change to the registry: one call of gateway.central.registry with the engine, the arguments and the
+# [central] settings; what it returns is the ``result`` of the command's message.
+Change = Callable[[argparse.Namespace, AsyncEngine, CentralSettings], Awaitable[object]]
 
 
-@central_command
-async def cmd_member_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_member(engine, args.id, instance=central.instance)
-    out(f"member {args.id} removed")
-    return 0
+def _change(call: Change, done: str, *, cert: str | None = None) -> Handler:
+    """A command that makes one change and says so: ``done`` is a :meth:`str.format` template of ``args``
+    (the parsed arguments) and ``result`` (what ``call`` returned)."""
+
+    async def body(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+        out(done.format(args=args, result=await call(args, engine, central)))
+        return 0
+
+    return central_command(cert=cert)(body)
 
 
-@central_command
-async def cmd_member_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for rec in await registry.list_members(engine):
-        subs = ",".join(rec.subsystems) or "-"
-        out(f"{rec.id}\t{rec.name}\tsubsystems: {subs}")
-    return 0
-
-
-@central_command
-async def cmd_subsystem_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    ident = await registry.add_subsystem(engine, args.id, instance=central.instance)
-    out(f"subsystem {ident} added")
-    return 0
-
-
-@central_command
-async def cmd_subsystem_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_subsystem(engine, args.id, instance=central.instance)
-    out(f"subsystem {args.id} removed")
-    return 0
-
-
-@central_command
-async def cmd_server_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    ident = await registry.add_server(engine, args.id, address=args.address, instance=central.instance)
-    out(f"security server {ident} added at {args.address}")
-    return 0
-
-
-@central_command
-async def cmd_server_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_server(engine, args.id, instance=central.instance)
-    out(f"security server {args.id} removed")
-    return 0
-
-
-@central_command
-async def cmd_server_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for rec in await registry.list_servers(engine):
-        out(f"{rec.id}\t{rec.address}")
-        for fp in rec.auth_certs:
-            out(f"  auth cert {fp}")
-        for client in rec.clients:
-            out(f"  client {client}")
-    return 0
-
-
-@central_command(cert="authentication certificate")
-async def cmd_server_add_cert(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    fp = await registry.add_auth_cert(engine, args.id, args.cert_data, instance=central.instance)
-    out(f"authentication certificate {fp} registered for {args.id}")
-    return 0
-
-
-@central_command
-async def cmd_server_remove_cert(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_auth_cert(engine, args.id, args.fingerprint, instance=central.instance)
-    out(f"authentication certificate {args.fingerprint} removed from {args.id}")
-    return 0
-
-
-@central_command
-async def cmd_server_add_client(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    client = await registry.add_server_client(engine, args.server, args.client, instance=central.instance)
-    out(f"{client.kind} {client} registered as a client of {args.server}")
-    return 0
-
-
-@central_command
-async def cmd_server_remove_client(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_server_client(engine, args.server, args.client, instance=central.instance)
-    out(f"{args.client} is no longer a client of {args.server}")
-    return 0
-
-
-@central_command
-async def cmd_group_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    ident = await registry.add_group(engine, args.id, description=args.description, instance=central.instance)
-    out(f"global group {ident} added")
-    return 0
-
-
-@central_command
-async def cmd_group_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_group(engine, args.id, instance=central.instance)
-    out(f"global group {args.id} removed")
-    return 0
-
-
-@central_command
-async def cmd_group_add_member(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    client = await registry.add_group_member(engine, args.group, args.client, instance=central.instance)
-    out(f"{client.kind} {client} added to global group {args.group}")
-    return 0
-
-
-@central_command
-async def cmd_group_remove_member(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_group_member(engine, args.group, args.client, instance=central.instance)
-    out(f"{args.client} removed from global group {args.group}")
-    return 0
-
-
-@central_command
-async def cmd_group_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for rec in await registry.list_groups(engine):
-        out(f"{rec.id}\t{rec.description}")
-        for client in rec.members:
-            out(f"  member {client}")
-    return 0
+cmd_member_add = _change(lambda a, e, c: registry.add_member(e, a.id, name=a.name, instance=c.instance),
+                         "member {result} added")
+cmd_member_remove = _change(lambda a, e, c: registry.remove_member(e, a.id, instance=c.instance),
+                            "member {args.id} removed")
+cmd_subsystem_add = _change(lambda a, e, c: registry.add_subsystem(e, a.id, instance=c.instance),
+                            "subsystem {result} added")
+cmd_subsystem_remove = _change(lambda a, e, c: registry.remove_subsystem(e, a.id, instance=c.instance),
+                               "subsystem {args.id} removed")
+cmd_server_add = _change(lambda a, e, c: registry.add_server(e, a.id, address=a.address, instance=c.instance),
+                         "security server {result} added at {args.address}")
+cmd_server_remove = _change(lambda a, e, c: registry.remove_server(e, a.id, instance=c.instance),
+                            "security server {args.id} removed")
+cmd_server_add_cert = _change(lambda a, e, c: registry.add_auth_cert(e, a.id, a.cert_data, instance=c.instance),
+                              "authentication certificate {result} registered for {args.id}",
+                              cert="authentication certificate")
+cmd_server_remove_cert = _change(
+    lambda a, e, c: registry.remove_auth_cert(e, a.id, a.fingerprint, instance=c.instance),
+    "authentication certificate {args.fingerprint} removed from {args.id}")
+cmd_server_add_client = _change(
+    lambda a, e, c: registry.add_server_client(e, a.server, a.client, instance=c.instance),
+    "{result.kind} {result} registered as a client of {args.server}")
+cmd_server_remove_client = _change(
+    lambda a, e, c: registry.remove_server_client(e, a.server, a.client, instance=c.instance),
+    "{args.client} is no longer a client of {args.server}")
+cmd_group_add = _change(lambda a, e, c: registry.add_group(e, a.id, description=a.description, instance=c.instance),
+                        "global group {result} added")
+cmd_group_remove = _change(lambda a, e, c: registry.remove_group(e, a.id, instance=c.instance),
+                           "global group {args.id} removed")
+cmd_group_add_member = _change(
+    lambda a, e, c: registry.add_group_member(e, a.group, a.client, instance=c.instance),
+    "{result.kind} {result} added to global group {args.group}")
+cmd_group_remove_member = _change(
+    lambda a, e, c: registry.remove_group_member(e, a.group, a.client, instance=c.instance),
+    "{args.client} removed from global group {args.group}")
+cmd_ca_remove = _change(lambda a, e, c: registry.remove_ca(e, a.name), "certification authority {args.name!r} removed")
+cmd_tsa_add = _change(lambda a, e, c: registry.add_tsa(e, name=a.name, url=a.url, certificate=a.cert_data),
+                      "timestamping authority {result.name!r} added at {result.url}", cert="TSA certificate")
+cmd_tsa_remove = _change(lambda a, e, c: registry.remove_tsa(e, a.name), "timestamping authority {args.name!r} removed")
 
 
 @central_command(cert="CA certificate")
@@ -200,39 +132,32 @@ async def cmd_ca_add(args: argparse.Namespace, engine: AsyncEngine, central: Cen
     return 0
 
 
-@central_command
-async def cmd_ca_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_ca(engine, args.name)
-    out(f"certification authority {args.name!r} removed")
-    return 0
+_R = TypeVar("_R")  # a record of the registry
 
 
-@central_command
-async def cmd_ca_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for rec in await registry.list_cas(engine):
-        out(f"{rec.name}\tOCSP: {', '.join(rec.ocsp_urls) or '-'}")
-    return 0
+def _listing(call: Callable[[AsyncEngine], Awaitable[Sequence[_R]]], lines: Callable[[_R], Iterable[str]]) -> Handler:
+    """A command that prints the ``lines`` of each record ``call`` lists."""
+
+    async def body(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+        for record in await call(engine):
+            for line in lines(record):
+                out(line)
+        return 0
+
+    return central_command(body)
 
 
-@central_command(cert="TSA certificate")
-async def cmd_tsa_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    rec = await registry.add_tsa(engine, name=args.name, url=args.url, certificate=args.cert_data)
-    out(f"timestamping authority {rec.name!r} added at {rec.url}")
-    return 0
-
-
-@central_command
-async def cmd_tsa_remove(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    await registry.remove_tsa(engine, args.name)
-    out(f"timestamping authority {args.name!r} removed")
-    return 0
-
-
-@central_command
-async def cmd_tsa_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for rec in await registry.list_tsas(engine):
-        out(f"{rec.name}\t{rec.url}")
-    return 0
+cmd_member_list = _listing(registry.list_members,
+                           lambda rec: [f"{rec.id}\t{rec.name}\tsubsystems: {','.join(rec.subsystems) or '-'}"])
+cmd_server_list = _listing(registry.list_servers, lambda rec: [
+    f"{rec.id}\t{rec.address}", *(f"  auth cert {fp}" for fp in rec.auth_certs),
+    *(f"  client {client}" for client in rec.clients),
+])
+cmd_group_list = _listing(registry.list_groups, lambda rec: [
+    f"{rec.id}\t{rec.description}", *(f"  member {client}" for client in rec.members),
+])
+cmd_ca_list = _listing(registry.list_cas, lambda rec: [f"{rec.name}\tOCSP: {', '.join(rec.ocsp_urls) or '-'}"])
+cmd_tsa_list = _listing(registry.list_tsas, lambda rec: [f"{rec.name}\t{rec.url}"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -248,12 +173,9 @@ async def cmd_keys_add(args: argparse.Namespace, engine: AsyncEngine, central: C
     return 0
 
 
-@central_command
-async def cmd_keys_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
-    for info in await signingkeys.list_signing_keys(engine):
-        created = info.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        out(f"{info.number}\t{info.keyid}\t{info.state}\tcreated {created}\t{info.key_path}")
-    return 0
+cmd_keys_list = _listing(signingkeys.list_signing_keys, lambda info: [
+    f"{info.number}\t{info.keyid}\t{info.state}\tcreated {info.created_at:%Y-%m-%dT%H:%M:%SZ}\t{info.key_path}",
+])
 
 
 @central_command

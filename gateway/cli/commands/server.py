@@ -1,14 +1,8 @@
 """The handlers of ``gateway server ...``: a security server's keys, certificates and the server itself (I/O
-shell; the parser is :mod:`gateway.cli.server`).
+shell; the parser, with what each command does, is :mod:`gateway.cli.server`).
 
-- ``init``: generate the authentication and signing keys (files 0600 in ``[server] state_dir``) and CSRs
-  whose identity comes from ``[server] id``;
-- ``import-cert FILE``: install a certificate issued for one of those CSRs (its key must match);
-- ``fetch-conf``: download and verify the global configuration into ``[globalconf] cache_dir`` (a new
-  server's token needs it to check imported certificates before the server first starts);
-- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM;
-- ``register``, ``register-client``, ``unregister-client``, ``delete-auth-cert``: signed management
-  requests to the central server, for its registration officer to approve (docs/registration.md).
+Keys and CSRs go to ``[server] state_dir``; ``serve`` runs the proxies until SIGINT/SIGTERM; the management
+requests (``register`` and the like) are signed with the authentication key and sent to the central server.
 """
 
 from __future__ import annotations
