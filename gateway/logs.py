@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-
-import structlog
+from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.settings import LoggingSettings
+
+if TYPE_CHECKING:
+    import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -36,6 +38,7 @@ def configure_logging(settings: LoggingSettings) -> None:
     level = LEVELS.get(settings.level.lower())
     if level is None:
         raise ConfigError(f"[logging] key 'level': {settings.level!r} is not one of {', '.join(LEVELS)}")
+    import structlog  # ~0.1 s with rich: only for a command that runs, never for `gateway --help`
     as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)

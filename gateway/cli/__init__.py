@@ -4,12 +4,24 @@ Each domain has a module under ``gateway.cli`` with a ``register(subparsers)`` f
 subcommands; a subcommand's handler takes the parsed arguments and returns an exit code. Our own errors are
 printed with their ``diagnostics()`` and mapped to their ``exit_code`` (2 for bad settings); anything else
 is a bug and keeps its traceback.
+
+Building the parser imports nothing heavy: the parser modules import only argparse-level things and name
+their handlers lazily (:class:`gateway.cli.common.LazyHandler`), so ``gateway --help`` and ``gateway
+SUBCOMMAND --help`` load neither SQLAlchemy, Alembic, aiohttp nor cryptography; the handlers' modules
+(``gateway.cli.commands.*``) are imported when their subcommand runs.
+
+Output into a closed pipe (``gateway central member list | head -1``) ends the command quietly: on
+:class:`BrokenPipeError` standard output is pointed at ``/dev/null`` (so that the interpreter's last flush
+cannot fail again) and the exit code is :data:`EXIT_BROKEN_PIPE`, 141, what a shell reports for a program
+that SIGPIPE ended (128 + 13), as for ``cat`` or ``grep``; ``set -o pipefail`` scripts see it, and it
+cannot be mistaken for the 1 with which ``token expiring`` or ``log verify`` report a finding.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +43,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.admin",
 )
 
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -44,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -56,6 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            # Output waiting in the buffer (also that of --help, ended by SystemExit) meets a closed pipe
+            # here rather than in the interpreter's last flush, which could only print a traceback.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's advice (library/signal.html, "Note on SIGPIPE"): point stdout at devnull, then exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

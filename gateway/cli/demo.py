@@ -1,75 +1,22 @@
-"""``gateway demo``: a whole federation on loopback until Ctrl-C (I/O shell)."""
+"""``gateway demo``: a whole federation on loopback until Ctrl-C (I/O shell; the parser, the handler is in
+:mod:`gateway.cli.commands.demo`)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from gateway.cli.run import run, wait_for_signal
-from gateway.dev.demo import print_banner, start_federation
-from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.cli.common import command, handlers
 
-# [server] keys the demo sets itself for each server; --set may not change them
-_DEMO_KEYS = frozenset({"id", "database_url", "state_dir", "address", "client_port", "client_https_port",
-                        "server_port", "token_dir", "token_pin_file", "token_pin_env"})
+if TYPE_CHECKING:
+    from gateway.cli.common import SubParsers
+
+_handler = handlers("gateway.cli.commands.demo")
 
 
-def server_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs of ``--set`` as ``[server]`` settings, typed and checked like the environment's.
-
-    Raises:
-        ConfigError: not ``KEY=VALUE``, an unknown key or a bad value, or a key the demo sets itself.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. ocsp_refresh_seconds=5")
-        if key in _DEMO_KEYS:
-            raise ConfigError(f"--set {key}: the demo sets [server] {key} itself for each server")
-        try:
-            loaded = load_settings(None, {f"GATEWAY_SERVER__{key.upper()}": value})
-        except ConfigError as e:
-            message = e.message.removeprefix("environment (GATEWAY_SECTION__KEY) [server]: ")
-            raise ConfigError(f"--set {pair!r}: {message}", hint=e.hint) from e
-        out[key] = getattr(loaded.server, key)
-    return out
-
-
-async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any]) -> int:
-    fed = await start_federation(workdir, server_overrides=overrides)
-    try:
-        tmp = out_file.with_name(f".{out_file.name}.tmp")
-        tmp.write_text(json.dumps(fed.describe(), indent=2) + "\n")
-        os.replace(tmp, out_file)
-        print_banner(fed, out_file)
-        print(flush=True)
-        await wait_for_signal()
-        print("stopping...", flush=True)
-    finally:
-        await fed.close()
-    print("stopped.", flush=True)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    workdir = Path(args.dir)
-    out = Path(args.out) if args.out else Path.cwd() / "federation.json"
-    overrides = server_overrides(args.set or [])
-    return run(_run(workdir, out.resolve(), overrides))
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "demo", help="run a complete federation on loopback (central server, PKI, 2 security servers, adapters)",
-    )
+def register(subparsers: SubParsers) -> None:
+    p = command(subparsers, "demo", _handler("cmd_demo"),
+                "run a complete federation on loopback (central server, PKI, 2 security servers, adapters)")
     p.add_argument("--dir", default="demo", help="state directory, wiped at start (default: ./demo)")
     p.add_argument("--out", help="where to write federation.json (default: ./federation.json)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a [server] setting for every security server, e.g. ocsp_refresh_seconds=5 (repeatable)")
-    p.set_defaults(handler=cmd_demo)

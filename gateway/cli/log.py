@@ -1,4 +1,5 @@
-"""``gateway log ...``: the message log for operators and auditors (I/O shell).
+"""``gateway log ...``: the message log for operators and auditors (I/O shell; this module is the parser,
+the handlers are in :mod:`gateway.cli.commands.log`).
 
 Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
 
@@ -24,333 +25,40 @@ groups (archive export, verify, match) are added in one place.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import hashlib
-import json
-import os
-import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+from gateway.cli.common import command, handlers
 
-from gateway.cli.common import settings_from_args
-from gateway.errors import RequestError, TrustError
-from gateway.globalconf.updater import CACHE_FILE
-from gateway.messagelog import merkle
-from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
-from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
-from gateway.settings import Settings
-from gateway.storage.db import make_engine
-from gateway.trust.timestamp import verify_token
+if TYPE_CHECKING:
+    from gateway.cli.common import SubParsers
 
-Handler = Callable[[argparse.Namespace, SqlMessageLogStore, str], Awaitable[int]]
+_handler = handlers("gateway.cli.commands.log")
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _run(args: argparse.Namespace, handler: Handler) -> int:
-    settings: Settings = settings_from_args(args)
-    origin = args.origin or settings.server.id
-
-    async def main() -> int:
-        engine = make_engine(settings.server.database_url)
-        try:
-            await migrate_messagelog(engine)
-            store = SqlMessageLogStore(engine)
-            try:
-                return await handler(args, store, origin)
-            finally:
-                await store.close()
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
-
-def _describe(cp: StoredCheckpoint) -> dict[str, Any]:
-    return {
-        "size": cp.size, "root_hash": _b64(cp.root_hash), "created": cp.created.isoformat(),
-        "timestamped": cp.stamped, "tsa": cp.tsa_name,
-        "timestamp_time": None if cp.timestamp_time is None else cp.timestamp_time.isoformat(),
-        "note": cp.note.decode("utf-8"),
-    }
-
-
-async def _all_checkpoints(store: SqlMessageLogStore, origin: str) -> list[StoredCheckpoint]:
-    out: list[StoredCheckpoint] = []
-    while True:
-        page = await store.checkpoints(origin, min_size=out[-1].size + 1 if out else 0, limit=1000)
-        out.extend(page)
-        if len(page) < 1000:
-            return out
-
-
-async def _verify_log(store: SqlMessageLogStore, origin: str, cps: list[StoredCheckpoint]) -> None:
-    """Re-check the online log (the ``--verify`` steps). Raises: TrustError at the first problem."""
-    # (1) Every stored record hashes to its stored leaf hash.
-    start = await store.pruned_before(origin)
-    while True:
-        batch = await store.read(origin, start=start, limit=1000)
-        for rec in batch:
-            if merkle.leaf_hash(rec.encoded) != rec.leaf_hash:
-                raise TrustError(f"record {rec.seq} of {origin} does not match its leaf hash (altered)")
-            rec.decode()
-        if len(batch) < 1000:
-            break
-        start = batch[-1].seq + 1
-    # (2) Each checkpoint: its root over the leaf hashes, its signature, its timestamp token.
-    tree = merkle.MerkleTree()
-    expected_origin = checkpoint_origin(origin)
-    previous: StoredCheckpoint | None = None
-    for cp in cps:
-        while tree.size < cp.size:
-            tree.extend(await store.leaf_hashes(origin, tree.size, min(cp.size, tree.size + MAX_LEAF_READ)))
-        if tree.root() != cp.root_hash:
-            raise TrustError(f"checkpoint {cp.size} of {origin}: the leaf hashes give another root (log altered)")
-        body = verify_checkpoint(cp.note, x509.load_der_x509_certificate(cp.signing_cert), origin=expected_origin)
-        if body.size != cp.size or body.root_hash != cp.root_hash:
-            raise TrustError(f"checkpoint {cp.size} of {origin}: the signed note says otherwise than its row")
-        if cp.timestamp_token is not None:
-            assert cp.tsa_cert is not None
-            verify_token(cp.timestamp_token, hashlib.sha256(cp.note).digest(),
-                         x509.load_der_x509_certificate(cp.tsa_cert))
-        # (3) Consistent with the previous checkpoint (a proof from the store, checked like an auditor).
-        if previous is not None:
-            proof = await store.consistency_proof(origin, previous.size, cp.size)
-            merkle.verify_consistency(previous.size, cp.size, previous.root_hash, cp.root_hash, proof)
-        previous = cp
-
-
-def _write_files(out: Path, cps: list[StoredCheckpoint]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for cp in cps:
-        (out / f"{cp.size}.note").write_bytes(cp.note)
-        if cp.timestamp_token is not None:
-            (out / f"{cp.size}.tsr").write_bytes(cp.timestamp_token)
-
-
-# ---- checkpoints and proofs -------------------------------------------------------------------------------
-
-
-async def _checkpoints(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
-    cps = await _all_checkpoints(store, origin)
-    if args.out:
-        await asyncio.to_thread(_write_files, Path(args.out), cps)
-    if args.verify:
-        await _verify_log(store, origin, cps)
-    doc = {
-        "origin": origin, "records": await store.size(origin), "pruned_before": await store.pruned_before(origin),
-        "checkpoints": [_describe(cp) for cp in cps], "verified": bool(args.verify),
-    }
-    print(json.dumps(doc, indent=2))
-    return 0
-
-
-async def _target_checkpoint(store: SqlMessageLogStore, origin: str, size: int | None) -> StoredCheckpoint:
-    cp = await (store.latest_checkpoint(origin) if size is None else store.checkpoint(origin, size))
-    if cp is None:
-        raise RequestError(
-            f"log {origin} has no checkpoint" + ("" if size is None else f" of size {size}"),
-            hint="list them with 'gateway log checkpoints'",
-        )
-    return cp
-
-
-async def _prove_inclusion(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
-    cp = await _target_checkpoint(store, origin, args.size)
-    if not 0 <= args.seq < cp.size:
-        raise RequestError(f"record {args.seq} is not in the checkpoint of size {cp.size}")
-    (leaf,) = await store.leaf_hashes(origin, args.seq, args.seq + 1)
-    proof = await store.inclusion_proof(origin, args.seq, cp.size)
-    merkle.verify_inclusion(leaf, args.seq, cp.size, proof, cp.root_hash)  # never hand out a wrong proof
-    print(json.dumps({
-        "origin": origin, "seq": args.seq, "leaf_hash": _b64(leaf), "size": cp.size,
-        "root_hash": _b64(cp.root_hash), "proof": [_b64(h) for h in proof], "checkpoint": cp.note.decode("utf-8"),
-        "timestamp_token": None if cp.timestamp_token is None else _b64(cp.timestamp_token),
-    }, indent=2))
-    return 0
-
-
-async def _prove_consistency(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
-    old = await _target_checkpoint(store, origin, args.old)
-    new = await _target_checkpoint(store, origin, args.new)
-    if old.size > new.size:
-        raise RequestError(f"--old {old.size} is larger than --new {new.size}")
-    proof = await store.consistency_proof(origin, old.size, new.size)
-    merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
-    print(json.dumps({
-        "origin": origin, "old_size": old.size, "old_root_hash": _b64(old.root_hash), "new_size": new.size,
-        "new_root_hash": _b64(new.root_hash), "proof": [_b64(h) for h in proof],
-        "old_checkpoint": old.note.decode("utf-8"), "new_checkpoint": new.note.decode("utf-8"),
-    }, indent=2))
-    return 0
-
-
-async def _prune(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
-    removed = await store.prune(origin, args.before, now=datetime.now(UTC))
-    print(json.dumps({"origin": origin, "pruned_before": await store.pruned_before(origin), "removed": removed}))
-    return 0
-
-
-def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
-         handler: Handler) -> argparse.ArgumentParser:
-    q = sub.add_parser(name, help=help_)
+def _add(sub: SubParsers, name: str, help_: str) -> argparse.ArgumentParser:
+    q = command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help_)
     q.add_argument("--origin", help="log origin (default: [server] id)")
-    q.set_defaults(handler=lambda args: _run(args, handler))
     return q
 
 
-def register_checkpoint_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_checkpoint_commands(sub: SubParsers) -> None:
     """``checkpoints``, ``prove-inclusion``, ``prove-consistency``, ``prune``."""
-    q = _add(sub, "checkpoints", "list signed checkpoints and timestamps (JSON)", _checkpoints)
+    q = _add(sub, "checkpoints", "list signed checkpoints and timestamps (JSON)")
     q.add_argument("--verify", action="store_true", help="re-check records, roots, signatures, tokens, consistency")
     q.add_argument("--out", help="write <size>.note and <size>.tsr files into this directory")
-    q = _add(sub, "prove-inclusion", "inclusion proof of a record in a checkpoint (JSON)", _prove_inclusion)
+    q = _add(sub, "prove-inclusion", "inclusion proof of a record in a checkpoint (JSON)")
     q.add_argument("--seq", type=int, required=True, help="the record's sequence number")
     q.add_argument("--size", type=int, help="checkpoint size (default: the newest checkpoint)")
-    q = _add(sub, "prove-consistency", "consistency proof between two checkpoints (JSON)", _prove_consistency)
+    q = _add(sub, "prove-consistency", "consistency proof between two checkpoints (JSON)")
     q.add_argument("--old", type=int, required=True, help="size of the older checkpoint")
     q.add_argument("--new", type=int, help="size of the newer checkpoint (default: the newest)")
-    q = _add(sub, "prune", "remove exported records, keeping their leaf hashes", _prune)
+    q = _add(sub, "prune", "remove exported records, keeping their leaf hashes")
     q.add_argument("--before", type=int, required=True, help="remove records with a smaller sequence number")
 
 
-# ---- archives for auditors: export, verify, match (docs/auditing.md) ---------------------------------------
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise RequestError(f"{text!r} is not an ISO 8601 time such as 2026-01-02T03:04:05Z") from e
-    if t.tzinfo is None:
-        raise RequestError(f"time {text!r} has no time zone; add Z for UTC")
-    return t.astimezone(UTC)
-
-
-async def _export(args: argparse.Namespace, settings: Settings, engine: Any, store: SqlMessageLogStore,
-                  origin: str) -> int:
-    from gateway.messagelog.export import choose_range, write_range
-
-    cps = await _all_checkpoints(store, origin)
-    start, end, selection = await choose_range(
-        store, origin, cps, start=args.start, end=args.end,
-        from_time=_parse_time(args.from_time) if args.from_time else None,
-        to_time=_parse_time(args.to_time) if args.to_time else None,
-        engine=engine, include_uncovered=args.include_uncovered,
-    )
-    if args.from_time or args.to_time:  # as given on the command line
-        selection.update({"from": args.from_time, "to": args.to_time})
-    confs = [Path(settings.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
-    envelopes = [p.read_bytes() for p in confs if p.exists()]
-    manifest = await write_range(store, origin, args.out, start=start, end=end, checkpoints=cps,
-                                 globalconfs=envelopes, selection=selection, now=datetime.now(UTC))
-    print(json.dumps({
-        "archive": args.out_path, "origin": origin, "start": manifest.start, "end": manifest.end,
-        "records": manifest.end - manifest.start, "checkpoints": len(manifest.checkpoints),
-        "globalconf": len(manifest.globalconf),
-    }, indent=2))
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    settings: Settings = settings_from_args(args)
-    args.out_path = os.path.abspath(args.out)
-    origin = args.origin or settings.server.id
-
-    async def main() -> int:
-        engine = make_engine(settings.server.database_url)
-        try:
-            await migrate_messagelog(engine)
-            store = SqlMessageLogStore(engine)
-            try:
-                return await _export(args, settings, engine, store, origin)
-            finally:
-                await store.close()
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
-
-class _Progress:
-    """Progress on standard error for large archives, at most once a second."""
-
-    def __init__(self) -> None:
-        import time
-
-        self._clock = time.monotonic
-        self._last = 0.0
-        self._t0 = self._clock()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self._clock()
-        if total >= 20_000 and (now - self._last >= 1.0 or done == total):
-            self._last = now
-            rate = done / max(now - self._t0, 1e-9)
-            print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from gateway.globalconf.anchor import Anchor
-    from gateway.messagelog.archive import LogArchive
-    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, usable_cpus, verify_archive
-
-    anchor = Anchor.from_file(args.anchor)
-    try:
-        archive = LogArchive(args.archive)
-    except TrustError as e:
-        print(f"FAIL archive: {e.message}")
-        print("RESULT: FAILED, the file is not a verifiable archive")
-        return 1
-    with archive:
-        workers = args.workers if args.workers is not None else usable_cpus()
-        n = archive.manifest.end - archive.manifest.start
-        runner = ProcessPoolRunner(workers) if workers > 1 and n > 4096 else serial_runner
-        report = verify_archive(archive, anchor, runner=runner, progress=_Progress())
-    print(f"archive {args.archive}")
-    print(report.summary())
-    return 0 if report.ok else 1
-
-
-def _entries(path: str) -> tuple[str, list[Any]]:
-    from gateway.messagelog.archive import LogArchive
-    from gateway.messagelog.match import Entry
-
-    out: list[Entry] = []
-    with LogArchive(path) as archive:
-        m = archive.manifest
-        for chunk in m.chunks:
-            lines = archive.read_chunk(chunk).split(b"\n")
-            for i, line in enumerate(lines[:-1] if lines and lines[-1] == b"" else lines):
-                try:
-                    fields = json.loads(line)
-                except ValueError:
-                    continue  # not a record: 'gateway log verify' names it
-                if isinstance(fields, dict):
-                    out.append(Entry(seq=chunk.first + i, fields=fields))
-        return m.origin, out
-
-
-def _cmd_match(args: argparse.Namespace) -> int:
-    from gateway.messagelog.match import match_logs
-
-    consumer_origin, consumer = _entries(args.consumer)
-    provider_origin, provider = _entries(args.provider)
-    report = match_logs(consumer, provider, consumer_origin=consumer_origin, provider_origin=provider_origin)
-    print(report.summary())
-    return 0 if report.ok else 1
-
-
-def register_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_archive_commands(sub: SubParsers) -> None:
     """``export``, ``verify``, ``match`` (docs/auditing.md)."""
-    q = sub.add_parser("export", help="write an archive of the log for auditors")
+    q = command(sub, "export", _handler("cmd_export"), "write an archive of the log for auditors")
     q.add_argument("--origin", help="log origin (default: [server] id)")
     q.add_argument("--out", required=True, help="archive file to write (ZIP)")
     q.add_argument("--from", dest="from_time", help="first record created at or after this time (ISO 8601)")
@@ -360,19 +68,17 @@ def register_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
     q.add_argument("--globalconf", action="append", help="also include this signed global configuration file")
     q.add_argument("--include-uncovered", action="store_true",
                    help="export records after the latest checkpoint too (verify reports them as unproven)")
-    q.set_defaults(handler=_cmd_export)
-    q = sub.add_parser("verify", help="verify an archive offline against the instance's anchor")
+    q = command(sub, "verify", _handler("cmd_verify"), "verify an archive offline against the instance's anchor")
     q.add_argument("archive", help="the archive file")
     q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
     q.add_argument("--workers", type=int, help="processes verifying records (default: one per CPU)")
-    q.set_defaults(handler=_cmd_verify)
-    q = sub.add_parser("match", help="pair the consumer's and the provider's records of the same exchanges")
+    q = command(sub, "match", _handler("cmd_match"),
+                "pair the consumer's and the provider's records of the same exchanges")
     q.add_argument("consumer", help="archive of the consumer's security server")
     q.add_argument("provider", help="archive of the provider's security server")
-    q.set_defaults(handler=_cmd_match)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: SubParsers) -> None:
     p = subparsers.add_parser("log", help="message log: checkpoints, proofs, retention, archives")
     p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="settings file (TOML)")
     sub = p.add_subparsers(dest="log_command", metavar="COMMAND", required=True)

@@ -1,4 +1,5 @@
-"""``gateway server ...``: a security server's keys, certificates and the server itself (I/O shell).
+"""``gateway server ...``: a security server's keys, certificates and the server itself (I/O shell; this
+module is the parser, the handlers are in :mod:`gateway.cli.commands.server`).
 
 - ``init``: generate the authentication and signing keys (files 0600 in ``[server] state_dir``) and CSRs
   whose identity comes from ``[server] id``;
@@ -13,173 +14,42 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from datetime import UTC, datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
+from gateway.cli.choices import KEY_TYPES
+from gateway.cli.common import command, handlers
 
-from gateway.cli.common import settings_from_args
-from gateway.cli.run import run, serve_until_signal
-from gateway.errors import ConfigError, GlobalConfError, PkiError
-from gateway.identifiers import SecurityServerId
-from gateway.server.keyfiles import KeyFiles
-from gateway.server.runtime import SecurityServer
-from gateway.trust import certprofile, keys
+if TYPE_CHECKING:
+    from gateway.cli.common import SubParsers
+
+_handler = handlers("gateway.cli.commands.server")
 
 
-def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
-    settings = settings_from_args(args)
-    try:
-        server_id = SecurityServerId.parse(settings.server.id)
-    except PkiError as e:  # pragma: no cover - IdentifierError is a RequestError, not a PkiError
-        raise ConfigError(str(e)) from e
-    return server_id, KeyFiles(dir=Path(settings.server.state_dir))
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    server_id, files = _files(args)
-    files.dir.mkdir(parents=True, exist_ok=True)
-    for kind, identity, key_path in (
-        ("auth", server_id, files.auth_key), ("sign", server_id.owner, files.sign_key),
-    ):
-        if key_path.exists() and not args.force:
-            raise ConfigError(f"{key_path} exists", hint="use --force to replace the keys")
-        key = keys.generate_private_key(args.key_type)
-        csr = certprofile.build_csr(key, identity, kind=kind, name=args.name)  # type: ignore[arg-type]
-        keys.write_private_key(key_path, key)
-        csr_path = files.dir / f"{kind}.csr"
-        keys.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-        print(f"{kind} key {key_path}, CSR {csr_path} for {identity}")
-    return 0
-
-
-def cmd_import_cert(args: argparse.Namespace) -> int:
-    _server_id, files = _files(args)
-    cert = keys.load_certificate(Path(args.file).read_bytes())
-    kind, identity = certprofile.identity_of(cert)
-    key_path, cert_path = (files.auth_key, files.auth_cert) if kind == "auth" else (files.sign_key, files.sign_cert)
-    key = keys.read_private_key(key_path)
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        raise PkiError(f"the {kind} certificate for {identity} does not match the key in {key_path}")
-    keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
-    print(f"installed {kind} certificate for {identity} ({keys.cert_sha256_hex(cert)}) as {cert_path}")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    server = SecurityServer(settings, clock=lambda: datetime.now(UTC))
-
-    async def start() -> None:
-        await server.start()
-        print(f"security server {server.server_id}: clients {server.client_url}"
-              f"{' and ' + server.client_https_url if server.client_https_url else ''}, "
-              f"peers {server.server_address}"
-              f"{', admin ' + server.admin_url if server.admin_url else ''}", flush=True)
-
-    return run(serve_until_signal(start, server.stop))
-
-
-def cmd_fetch_conf(args: argparse.Namespace) -> int:
-    from gateway.globalconf.updater import GlobalConfUpdater
-
-    settings = settings_from_args(args)
-
-    async def main() -> int:
-        updater = GlobalConfUpdater.from_settings(settings.globalconf)
-        try:
-            updater.load_cached()
-            result = await updater.refresh()
-        finally:
-            await updater.close()
-        if not result.accepted:
-            raise GlobalConfError(
-                "no global configuration could be downloaded and verified against the anchor "
-                f"{settings.globalconf.anchor}: " + ("; ".join(result.errors) or "the anchor lists no download URL"),
-            )
-        print(f"global configuration version {result.version} from {result.url} "
-              f"{'saved in' if result.changed else 'unchanged in'} {updater.cache_path}")
-        return 0
-
-    return asyncio.run(main())
-
-
-def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
-    from gateway.server import regclient
-    from gateway.token.soft import SoftToken, read_pin
-
-    settings = settings_from_args(args)
-
-    async def main() -> int:
-        now = datetime.now(UTC)
-        token = None
-        if settings.server.token_dir:
-            token = SoftToken(settings.server.token_dir)
-            s = settings.server
-            await token.login(read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env), now=now)
-        key, cert = await regclient.auth_key_and_cert(settings, token=token, cert_sha256=args.cert,
-                                                      newest=type == "auth_cert_reg", now=now)
-        record = await regclient.send(settings, type, key=key, cert=cert, now=now, url=args.central,  # type: ignore[arg-type]
-                                      **fields)  # type: ignore[arg-type]
-        print(f"{type} request {record.get('id')} is {record.get('state')} at the central server "
-              f"(certificate {keys.cert_sha256_hex(cert)[:16]}...)")
-        return 0
-
-    return asyncio.run(main())
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    return _management(args, "auth_cert_reg")
-
-
-def cmd_register_client(args: argparse.Namespace) -> int:
-    from gateway.identifiers import parse_client
-
-    return _management(args, "client_reg", client=parse_client(args.client, encoded=False))
-
-
-def cmd_unregister_client(args: argparse.Namespace) -> int:
-    from gateway.identifiers import parse_client
-
-    return _management(args, "client_deletion", client=parse_client(args.client, encoded=False))
-
-
-def cmd_delete_auth_cert(args: argparse.Namespace) -> int:
-    return _management(args, "auth_cert_deletion", auth_cert_sha256=args.fingerprint)
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: SubParsers) -> None:
     p = subparsers.add_parser("server", help="security server: keys, certificates, serve")
     p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="settings file (TOML)")
     sub = p.add_subparsers(dest="server_command", metavar="COMMAND", required=True)
-    q = sub.add_parser("init", help="generate keys and CSRs for [server] id")
+    q = command(sub, "init", _handler("cmd_init"), "generate keys and CSRs for [server] id")
     q.add_argument("--name", help="organisation name for the certificates")
-    q.add_argument("--key-type", default="ec-p256", choices=keys.KEY_TYPES)
+    q.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES)
     q.add_argument("--force", action="store_true", help="replace existing keys")
-    q.set_defaults(handler=cmd_init)
-    q = sub.add_parser("import-cert", help="install an issued authentication or signing certificate")
+    q = command(sub, "import-cert", _handler("cmd_import_cert"), "install an issued authentication or signing "
+                                                                 "certificate")
     q.add_argument("file", metavar="FILE")
-    q.set_defaults(handler=cmd_import_cert)
-    q = sub.add_parser("fetch-conf", help="download the global configuration now, verify it against the "
-                                          "anchor and cache it (token import-cert checks certificates against it)")
-    q.set_defaults(handler=cmd_fetch_conf)
-    q = sub.add_parser("serve", help="run the proxies until SIGINT/SIGTERM")
-    q.set_defaults(handler=cmd_serve)
-    for name, handler, help in (
-        ("register", cmd_register, "ask the central server to register an authentication certificate "
-                                   "(the newest in the token, or --cert; also how a new server joins)"),
-        ("register-client", cmd_register_client, "ask the central server to add a client to this server"),
-        ("unregister-client", cmd_unregister_client, "ask the central server to remove a client"),
-        ("delete-auth-cert", cmd_delete_auth_cert, "ask the central server to delete an authentication "
-                                                   "certificate of this server"),
+    command(sub, "fetch-conf", _handler("cmd_fetch_conf"), "download the global configuration now, verify it "
+            "against the anchor and cache it (token import-cert checks certificates against it)")
+    command(sub, "serve", _handler("cmd_serve"), "run the proxies until SIGINT/SIGTERM")
+    for name, help in (
+        ("register", "ask the central server to register an authentication certificate "
+                     "(the newest in the token, or --cert; also how a new server joins)"),
+        ("register-client", "ask the central server to add a client to this server"),
+        ("unregister-client", "ask the central server to remove a client"),
+        ("delete-auth-cert", "ask the central server to delete an authentication certificate of this server"),
     ):
-        q = sub.add_parser(name, help=help, description=help)
+        q = command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help, description=help)
         q.add_argument("--central", help="central server URL (default: from the anchor's download URL)")
         q.add_argument("--cert", help="token: the authentication certificate to sign with (SHA-256 prefix)")
         if name in ("register-client", "unregister-client"):
             q.add_argument("client", metavar="CLIENT_ID")
         if name == "delete-auth-cert":
             q.add_argument("fingerprint", metavar="SHA256", help="the certificate to delete")
-        q.set_defaults(handler=handler)

@@ -1,0 +1,310 @@
+"""The handlers of ``gateway log ...``: the message log for operators and auditors (I/O shell).
+
+Checkpoints, proofs and pruning run on the online database of ``[server]`` (docs/messagelog.md sections
+7-10): :func:`log_command` gives such a body the message log store, migrated first, and the log's origin.
+``export`` writes an archive for auditors, ``verify`` and ``match`` check archives offline
+(docs/auditing.md). The parser, with what each command does, is :mod:`gateway.cli.log`.
+"""
+
+import argparse
+import asyncio
+import base64
+import functools
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from gateway.cli.common import settings_from_args
+from gateway.errors import RequestError, TrustError
+from gateway.globalconf.updater import CACHE_FILE
+from gateway.messagelog import merkle
+from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
+from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
+from gateway.settings import Settings
+from gateway.storage.db import make_engine
+from gateway.trust.timestamp import verify_token
+
+Handler = Callable[[argparse.Namespace, SqlMessageLogStore, str], Awaitable[int]]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+async def _with_store(settings: Settings, body: Callable[[Any, SqlMessageLogStore], Awaitable[int]]) -> int:
+    """Run ``body`` with the engine of ``[server] database_url`` and the message log store on it."""
+    engine = make_engine(settings.server.database_url)
+    try:
+        await migrate_messagelog(engine)
+        store = SqlMessageLogStore(engine)
+        try:
+            return await body(engine, store)
+        finally:
+            await store.close()
+    finally:
+        await engine.dispose()
+
+
+def log_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """Make a command of ``handler``, run on the store with the origin of ``--origin`` or ``[server] id``.
+
+    The command raises ConfigError for unusable settings or database URL, and whatever ``handler`` raises.
+    """
+
+    @functools.wraps(handler)
+    def command(args: argparse.Namespace) -> int:
+        settings: Settings = settings_from_args(args)
+        origin = args.origin or settings.server.id
+        return asyncio.run(_with_store(settings, lambda _engine, store: handler(args, store, origin)))
+
+    return command
+
+
+def _describe(cp: StoredCheckpoint) -> dict[str, Any]:
+    return {
+        "size": cp.size, "root_hash": _b64(cp.root_hash), "created": cp.created.isoformat(),
+        "timestamped": cp.stamped, "tsa": cp.tsa_name,
+        "timestamp_time": None if cp.timestamp_time is None else cp.timestamp_time.isoformat(),
+        "note": cp.note.decode("utf-8"),
+    }
+
+
+async def _all_checkpoints(store: SqlMessageLogStore, origin: str) -> list[StoredCheckpoint]:
+    out: list[StoredCheckpoint] = []
+    while True:
+        page = await store.checkpoints(origin, min_size=out[-1].size + 1 if out else 0, limit=1000)
+        out.extend(page)
+        if len(page) < 1000:
+            return out
+
+
+async def _verify_log(store: SqlMessageLogStore, origin: str, cps: list[StoredCheckpoint]) -> None:
+    """Re-check the online log (the ``--verify`` steps). Raises: TrustError at the first problem."""
+    # (1) Every stored record hashes to its stored leaf hash.
+    start = await store.pruned_before(origin)
+    while True:
+        batch = await store.read(origin, start=start, limit=1000)
+        for rec in batch:
+            if merkle.leaf_hash(rec.encoded) != rec.leaf_hash:
+                raise TrustError(f"record {rec.seq} of {origin} does not match its leaf hash (altered)")
+            rec.decode()
+        if len(batch) < 1000:
+            break
+        start = batch[-1].seq + 1
+    # (2) Each checkpoint: its root over the leaf hashes, its signature, its timestamp token.
+    tree = merkle.MerkleTree()
+    expected_origin = checkpoint_origin(origin)
+    previous: StoredCheckpoint | None = None
+    for cp in cps:
+        while tree.size < cp.size:
+            tree.extend(await store.leaf_hashes(origin, tree.size, min(cp.size, tree.size + MAX_LEAF_READ)))
+        if tree.root() != cp.root_hash:
+            raise TrustError(f"checkpoint {cp.size} of {origin}: the leaf hashes give another root (log altered)")
+        body = verify_checkpoint(cp.note, x509.load_der_x509_certificate(cp.signing_cert), origin=expected_origin)
+        if body.size != cp.size or body.root_hash != cp.root_hash:
+            raise TrustError(f"checkpoint {cp.size} of {origin}: the signed note says otherwise than its row")
+        if cp.timestamp_token is not None:
+            assert cp.tsa_cert is not None
+            verify_token(cp.timestamp_token, hashlib.sha256(cp.note).digest(),
+                         x509.load_der_x509_certificate(cp.tsa_cert))
+        # (3) Consistent with the previous checkpoint (a proof from the store, checked like an auditor).
+        if previous is not None:
+            proof = await store.consistency_proof(origin, previous.size, cp.size)
+            merkle.verify_consistency(previous.size, cp.size, previous.root_hash, cp.root_hash, proof)
+        previous = cp
+
+
+def _write_files(out: Path, cps: list[StoredCheckpoint]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for cp in cps:
+        (out / f"{cp.size}.note").write_bytes(cp.note)
+        if cp.timestamp_token is not None:
+            (out / f"{cp.size}.tsr").write_bytes(cp.timestamp_token)
+
+
+# ---- checkpoints and proofs -------------------------------------------------------------------------------
+
+
+@log_command
+async def cmd_checkpoints(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    cps = await _all_checkpoints(store, origin)
+    if args.out:
+        await asyncio.to_thread(_write_files, Path(args.out), cps)
+    if args.verify:
+        await _verify_log(store, origin, cps)
+    doc = {
+        "origin": origin, "records": await store.size(origin), "pruned_before": await store.pruned_before(origin),
+        "checkpoints": [_describe(cp) for cp in cps], "verified": bool(args.verify),
+    }
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+async def _target_checkpoint(store: SqlMessageLogStore, origin: str, size: int | None) -> StoredCheckpoint:
+    cp = await (store.latest_checkpoint(origin) if size is None else store.checkpoint(origin, size))
+    if cp is None:
+        raise RequestError(
+            f"log {origin} has no checkpoint" + ("" if size is None else f" of size {size}"),
+            hint="list them with 'gateway log checkpoints'",
+        )
+    return cp
+
+
+@log_command
+async def cmd_prove_inclusion(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    cp = await _target_checkpoint(store, origin, args.size)
+    if not 0 <= args.seq < cp.size:
+        raise RequestError(f"record {args.seq} is not in the checkpoint of size {cp.size}")
+    (leaf,) = await store.leaf_hashes(origin, args.seq, args.seq + 1)
+    proof = await store.inclusion_proof(origin, args.seq, cp.size)
+    merkle.verify_inclusion(leaf, args.seq, cp.size, proof, cp.root_hash)  # never hand out a wrong proof
+    print(json.dumps({
+        "origin": origin, "seq": args.seq, "leaf_hash": _b64(leaf), "size": cp.size,
+        "root_hash": _b64(cp.root_hash), "proof": [_b64(h) for h in proof], "checkpoint": cp.note.decode("utf-8"),
+        "timestamp_token": None if cp.timestamp_token is None else _b64(cp.timestamp_token),
+    }, indent=2))
+    return 0
+
+
+@log_command
+async def cmd_prove_consistency(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    old = await _target_checkpoint(store, origin, args.old)
+    new = await _target_checkpoint(store, origin, args.new)
+    if old.size > new.size:
+        raise RequestError(f"--old {old.size} is larger than --new {new.size}")
+    proof = await store.consistency_proof(origin, old.size, new.size)
+    merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    print(json.dumps({
+        "origin": origin, "old_size": old.size, "old_root_hash": _b64(old.root_hash), "new_size": new.size,
+        "new_root_hash": _b64(new.root_hash), "proof": [_b64(h) for h in proof],
+        "old_checkpoint": old.note.decode("utf-8"), "new_checkpoint": new.note.decode("utf-8"),
+    }, indent=2))
+    return 0
+
+
+@log_command
+async def cmd_prune(args: argparse.Namespace, store: SqlMessageLogStore, origin: str) -> int:
+    removed = await store.prune(origin, args.before, now=datetime.now(UTC))
+    print(json.dumps({"origin": origin, "pruned_before": await store.pruned_before(origin), "removed": removed}))
+    return 0
+
+
+# ---- archives for auditors: export, verify, match (docs/auditing.md) ---------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise RequestError(f"{text!r} is not an ISO 8601 time such as 2026-01-02T03:04:05Z") from e
+    if t.tzinfo is None:
+        raise RequestError(f"time {text!r} has no time zone; add Z for UTC")
+    return t.astimezone(UTC)
+
+
+async def _export(args: argparse.Namespace, settings: Settings, engine: Any, store: SqlMessageLogStore,
+                  origin: str) -> int:
+    from gateway.messagelog.export import choose_range, write_range
+
+    cps = await _all_checkpoints(store, origin)
+    start, end, selection = await choose_range(
+        store, origin, cps, start=args.start, end=args.end,
+        from_time=_parse_time(args.from_time) if args.from_time else None,
+        to_time=_parse_time(args.to_time) if args.to_time else None,
+        engine=engine, include_uncovered=args.include_uncovered,
+    )
+    if args.from_time or args.to_time:  # as given on the command line
+        selection.update({"from": args.from_time, "to": args.to_time})
+    confs = [Path(settings.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
+    envelopes = [p.read_bytes() for p in confs if p.exists()]
+    manifest = await write_range(store, origin, args.out, start=start, end=end, checkpoints=cps,
+                                 globalconfs=envelopes, selection=selection, now=datetime.now(UTC))
+    print(json.dumps({
+        "archive": args.out_path, "origin": origin, "start": manifest.start, "end": manifest.end,
+        "records": manifest.end - manifest.start, "checkpoints": len(manifest.checkpoints),
+        "globalconf": len(manifest.globalconf),
+    }, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings: Settings = settings_from_args(args)
+    args.out_path = os.path.abspath(args.out)
+    origin = args.origin or settings.server.id
+    return asyncio.run(_with_store(settings, lambda engine, store: _export(args, settings, engine, store, origin)))
+
+
+class _Progress:
+    """Progress on standard error for large archives, at most once a second."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._last = 0.0
+        self._t0 = self._clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if total >= 20_000 and (now - self._last >= 1.0 or done == total):
+            self._last = now
+            rate = done / max(now - self._t0, 1e-9)
+            print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gateway.globalconf.anchor import Anchor
+    from gateway.messagelog.archive import LogArchive
+    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, usable_cpus, verify_archive
+
+    anchor = Anchor.from_file(args.anchor)
+    try:
+        archive = LogArchive(args.archive)
+    except TrustError as e:
+        print(f"FAIL archive: {e.message}")
+        print("RESULT: FAILED, the file is not a verifiable archive")
+        return 1
+    with archive:
+        workers = args.workers if args.workers is not None else usable_cpus()
+        n = archive.manifest.end - archive.manifest.start
+        runner = ProcessPoolRunner(workers) if workers > 1 and n > 4096 else serial_runner
+        report = verify_archive(archive, anchor, runner=runner, progress=_Progress())
+    print(f"archive {args.archive}")
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _entries(path: str) -> tuple[str, list[Any]]:
+    from gateway.messagelog.archive import LogArchive
+    from gateway.messagelog.match import Entry
+
+    out: list[Entry] = []
+    with LogArchive(path) as archive:
+        m = archive.manifest
+        for chunk in m.chunks:
+            lines = archive.read_chunk(chunk).split(b"\n")
+            for i, line in enumerate(lines[:-1] if lines and lines[-1] == b"" else lines):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue  # not a record: 'gateway log verify' names it
+                if isinstance(fields, dict):
+                    out.append(Entry(seq=chunk.first + i, fields=fields))
+        return m.origin, out
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from gateway.messagelog.match import match_logs
+
+    consumer_origin, consumer = _entries(args.consumer)
+    provider_origin, provider = _entries(args.provider)
+    report = match_logs(consumer, provider, consumer_origin=consumer_origin, provider_origin=provider_origin)
+    print(report.summary())
+    return 0 if report.ok else 1

@@ -1,0 +1,223 @@
+"""The handlers of ``gateway serverconf ...``: clients, services, access rights, local groups (I/O shell).
+
+Every command works on the database named by ``[server] database_url`` and first brings the serverconf
+schema up to date (migrations are idempotent): :func:`run_serverconf` runs a command's action there, and
+:func:`serverconf_command` makes a handler of a body that needs nothing else. Identifiers, files and rules
+on the command line are checked before the settings are loaded. The parser is :mod:`gateway.cli.serverconf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from gateway.cli.common import Handler, settings_from_args
+from gateway.errors import RequestError
+from gateway.identifiers import ServiceId, parse_client
+from gateway.serverconf.access import AccessRule, Endpoint, LocalGroupId, parse_subject
+from gateway.serverconf.store import ServerConfStore
+from gateway.storage.db import make_engine
+
+MAX_CERT_FILE_BYTES = 1 * 2**20  # bytes; a certificate file is a few KiB
+
+Action = Callable[[ServerConfStore], Awaitable[None]]
+Body = Callable[[argparse.Namespace, ServerConfStore], Awaitable[None]]
+
+
+def run_serverconf(args: argparse.Namespace, action: Action) -> int:
+    """Run ``action`` on the serverconf tables of ``[server] database_url``, migrated first.
+
+    Raises:
+        ConfigError: unusable settings or database URL.
+        GatewayError: whatever ``action`` raises.
+    """
+    url = settings_from_args(args).server.database_url
+
+    async def main() -> None:
+        engine = make_engine(url)
+        try:
+            store = ServerConfStore(engine)
+            await store.migrate()
+            await action(store)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    return 0
+
+
+def serverconf_command(body: Body) -> Handler:
+    """Make a handler of a command that needs nothing but the store (``list`` and the like)."""
+
+    @functools.wraps(body)
+    def handler(args: argparse.Namespace) -> int:
+        async def action(store: ServerConfStore) -> None:
+            await body(args, store)
+
+        return run_serverconf(args, action)
+
+    return handler
+
+
+def _read_cert(path: str) -> bytes:
+    """Raises: RequestError: the file cannot be read or is too large."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_CERT_FILE_BYTES:
+            raise RequestError(f"certificate file {path} is larger than {MAX_CERT_FILE_BYTES} bytes")
+        return p.read_bytes()
+    except OSError as e:
+        raise RequestError(f"certificate file {path} cannot be read: {e.strerror}") from e
+
+
+def _endpoint(args: argparse.Namespace) -> Endpoint:
+    return Endpoint(method=args.method or "*", path=args.path or "**")
+
+
+def _parse_endpoint(text: str) -> Endpoint:
+    method, _, path = text.strip().partition(" ")
+    if not path:
+        raise RequestError(f"endpoint {text[:80]!r} must be 'METHOD PATH', e.g. 'GET /pets/*'")
+    return Endpoint(method=method, path=path.strip())
+
+
+# ------------------------------------------------------------------------------------------------ clients
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    client = parse_client(args.id, encoded=False)
+    certs = [_read_cert(p) for p in args.is_cert or ()]
+
+    async def action(store: ServerConfStore) -> None:
+        await store.add_client(client, status=args.status, is_auth=args.auth, body_logging=args.body_logging)
+        for cert in certs:
+            fp = await store.add_is_cert(client, cert)
+            print(f"registered IS certificate {fp}")
+        print(f"added client {client.typed()}")
+
+    return run_serverconf(args, action)
+
+
+@serverconf_command
+async def cmd_client_list(args: argparse.Namespace, store: ServerConfStore) -> None:
+    for c in await store.list_clients():
+        fps = ",".join(sorted(c.is_cert_fingerprints)) or "-"
+        print(f"{c.id.typed()}\tstatus={c.status}\tauth={c.is_auth}\tbody_logging={c.body_logging}\tcerts={fps}")
+
+
+def cmd_client_remove(args: argparse.Namespace) -> int:
+    client = parse_client(args.id, encoded=False)
+
+    async def action(store: ServerConfStore) -> None:
+        await store.remove_client(client)
+        print(f"removed client {client.typed()}")
+
+    return run_serverconf(args, action)
+
+
+# ----------------------------------------------------------------------------------------------- services
+
+
+def cmd_service_add(args: argparse.Namespace) -> int:
+    service = ServiceId.parse(args.id, encoded=False)
+    eps = [_parse_endpoint(e) for e in args.endpoint or ()]
+
+    async def action(store: ServerConfStore) -> None:
+        await store.add_service(
+            service, url=args.url, timeout_seconds=args.timeout, openapi_url=args.openapi,
+            enabled=not args.disabled, endpoints_=eps,
+        )
+        print(f"added service {service}")
+
+    return run_serverconf(args, action)
+
+
+@serverconf_command
+async def cmd_service_list(args: argparse.Namespace, store: ServerConfStore) -> None:
+    for s in await store.list_services():
+        eps = ", ".join(str(e) for e in s.endpoints) or "-"
+        state = "enabled" if s.enabled else "disabled"
+        print(f"{s.id}\t{s.url}\ttimeout={s.timeout_seconds:g}s\t{state}\tendpoints={eps}")
+
+
+def cmd_service_remove(args: argparse.Namespace) -> int:
+    service = ServiceId.parse(args.id, encoded=False)
+
+    async def action(store: ServerConfStore) -> None:
+        await store.remove_service(service)
+        print(f"removed service {service}")
+
+    return run_serverconf(args, action)
+
+
+# ------------------------------------------------------------------------------------------ access rights
+
+
+def _rule(args: argparse.Namespace) -> AccessRule:
+    return AccessRule(
+        subject=parse_subject(args.subject),
+        service=ServiceId.parse(args.service, encoded=False),
+        endpoint=_endpoint(args),
+    )
+
+
+def _change_rule(args: argparse.Namespace, change: Callable[[ServerConfStore, AccessRule], Awaitable[None]],
+                 done: str) -> int:
+    rule = _rule(args)
+
+    async def action(store: ServerConfStore) -> None:
+        await change(store, rule)
+        print(f"{done} {rule.subject.typed()} {rule.endpoint} of {rule.service}")
+
+    return run_serverconf(args, action)
+
+
+def cmd_access_grant(args: argparse.Namespace) -> int:
+    return _change_rule(args, ServerConfStore.grant, "granted")
+
+
+def cmd_access_revoke(args: argparse.Namespace) -> int:
+    return _change_rule(args, ServerConfStore.revoke, "revoked")
+
+
+def cmd_access_list(args: argparse.Namespace) -> int:
+    service = ServiceId.parse(args.service, encoded=False) if args.service else None
+
+    async def action(store: ServerConfStore) -> None:
+        for r in await store.list_rules(service=service):
+            print(f"{r.service}\t{r.endpoint.method}\t{r.endpoint.path}\t{r.subject.typed()}")
+
+    return run_serverconf(args, action)
+
+
+# ------------------------------------------------------------------------------------------- local groups
+
+
+def cmd_group_add(args: argparse.Namespace) -> int:
+    group = LocalGroupId(code=args.code)
+
+    async def action(store: ServerConfStore) -> None:
+        await store.add_group(group, description=args.description)
+        print(f"added local group {group.code}")
+
+    return run_serverconf(args, action)
+
+
+def cmd_group_add_member(args: argparse.Namespace) -> int:
+    group = LocalGroupId(code=args.code)
+    client = parse_client(args.client, encoded=False)
+
+    async def action(store: ServerConfStore) -> None:
+        await store.add_group_member(group, client)
+        print(f"added {client.typed()} to local group {group.code}")
+
+    return run_serverconf(args, action)
+
+
+@serverconf_command
+async def cmd_group_list(args: argparse.Namespace, store: ServerConfStore) -> None:
+    for group, members in (await store.list_groups()).items():
+        print(f"{group.code}\t" + ",".join(sorted(str(m) for m in members)))

@@ -1,0 +1,255 @@
+"""The handlers of ``gateway token ...``: the security server's software token (I/O shell; docs/tokens.md).
+
+The token is ``[server] token_dir`` (or ``--dir``); a command is a body run by :func:`token_command` on it.
+Commands that need the private keys ask for the PIN: ``--pin-file FILE``, ``--pin-env VAR``, the settings'
+``token_pin_file``/``token_pin_env``, or a prompt. The parser is :mod:`gateway.cli.token`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import getpass
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from gateway.cli.common import Handler, settings_from_args
+from gateway.errors import ConfigError, GatewayError
+from gateway.globalconf.model import GlobalConf
+from gateway.globalconf.updater import GlobalConfUpdater
+from gateway.identifiers import MemberId, SecurityServerId
+from gateway.settings import Settings
+from gateway.token import model
+from gateway.token.soft import SoftToken, read_pin
+from gateway.trust import keys
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> SoftToken:
+    directory = getattr(args, "dir", None) or settings.server.token_dir
+    if not directory:
+        raise ConfigError("no token directory: set [server] token_dir or pass --dir")
+    return SoftToken(directory)
+
+
+def _pin(args: argparse.Namespace, settings: Settings, *, confirm: bool = False) -> str:
+    if args.pin_file or args.pin_env:
+        return read_pin(pin_file=args.pin_file or "", pin_env=args.pin_env or "")
+    s = settings.server
+    if s.token_pin_file or s.token_pin_env:
+        return read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env)
+    if not sys.stdin.isatty():
+        raise ConfigError("no PIN: pass --pin-file or --pin-env (or set [server] token_pin_file)")
+    pin = getpass.getpass("token PIN: ")
+    if confirm and getpass.getpass("again: ") != pin:
+        raise ConfigError("the two PINs differ")
+    return pin
+
+
+def _server_id(settings: Settings) -> SecurityServerId:
+    try:
+        return SecurityServerId.parse(settings.server.id)
+    except GatewayError as e:
+        raise ConfigError(f"[server] id: {e.message}") from e
+
+
+async def _conf(settings: Settings) -> GlobalConf:
+    updater = GlobalConfUpdater.from_settings(settings.globalconf)
+    try:
+        conf = updater.load_cached()
+    finally:
+        await updater.close()
+    if conf is None:
+        raise ConfigError("no cached global configuration to check certificates against",
+                          hint="run `gateway server fetch-conf` (or start the security server once)")
+    return conf
+
+
+def run_token(args: argparse.Namespace, body: Callable[[SoftToken, Settings], Coroutine[Any, Any, int]]) -> int:
+    """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code.
+
+    Raises:
+        ConfigError: unusable settings, no token directory.
+        GatewayError: whatever ``body`` raises.
+    """
+    settings = settings_from_args(args)
+    return asyncio.run(body(_token(args, settings), settings))
+
+
+Body = Callable[[argparse.Namespace, SoftToken, Settings], Coroutine[Any, Any, int]]
+
+
+def token_command(body: Body) -> Handler:
+    """Make a handler of ``body`` run by :func:`run_token`."""
+
+    @functools.wraps(body)
+    def handler(args: argparse.Namespace) -> int:
+        return run_token(args, functools.partial(body, args))
+
+    return handler
+
+
+async def _login(token: SoftToken, args: argparse.Namespace, settings: Settings) -> None:
+    await token.login(_pin(args, settings), now=_now())
+
+
+def _print_reports(reports: list[model.CertReport], as_json: bool) -> None:
+    if as_json:
+        json.dump([r.to_dict() for r in reports], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for r in reports:
+        if r.sha256 is None:
+            print(f"key {r.key_id[:16]}  {r.usage:<4} {r.key_type:<8} {r.label!r}  no certificate")
+            continue
+        print(f"key {r.key_id[:16]}  {r.usage:<4} {r.key_type:<8} cert {r.sha256[:16]}  {r.state:<8}"
+              f"{' in use' if r.in_use else '       '}  {r.identity}  expires "
+              f"{r.not_after.isoformat() if r.not_after else '-'} ({r.days_left or 0:.0f} days)  ocsp {r.ocsp}")
+
+
+# ---- commands ----------------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    token = _token(args, settings)
+
+    async def main() -> int:
+        await SoftToken.init(token.dir, _pin(args, settings, confirm=True))
+        print(f"token created in {token.dir}")
+        return 0
+
+    return asyncio.run(main())
+
+
+@token_command
+async def cmd_login(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    await _login(token, args, settings)
+    print("PIN correct")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    print("the CLI holds no token session; a running security server is logged out through its admin API")
+    return 0
+
+
+@token_command
+async def cmd_status(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    state = await token.state()
+    lock = state.lockout
+    print(f"token {token.dir}: {len(state.keys)} keys, "
+          f"{sum(len(k.certs) for k in state.keys)} certificates")
+    print(f"  KDF argon2id t={state.kdf.time_cost} m={state.kdf.memory_kib} KiB p={state.kdf.parallelism}")
+    locked = lock.locked_until is not None and lock.locked_until > _now()
+    print(f"  wrong PINs in a row: {lock.failures}"
+          + (f"; locked until {lock.locked_until.isoformat()}" if locked and lock.locked_until else ""))
+    return 0
+
+
+@token_command
+async def cmd_keys(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    ocsp: dict[str, model.OcspState] = {}
+    registered: set[str] | None = None
+    if args.ocsp:
+        conf = await _conf(settings)
+        server = conf.server(_server_id(settings))
+        registered = set(server.auth_certs) if server else set()
+        ocsp = await _fetch_ocsp(await token.state(), conf)
+    _print_reports(await token.report(now=_now(), ocsp=ocsp, registered=registered), args.json)
+    return 0
+
+
+async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, model.OcspState]:
+    import aiohttp
+
+    from gateway.proxy.ocspcache import OcspCache
+
+    out: dict[str, model.OcspState] = {}
+    async with aiohttp.ClientSession() as session:
+        cache = OcspCache(session, clock=_now)
+        for k in state.keys:
+            for c in k.certs:
+                cert = c.certificate
+                ca = conf.ca_for(cert)
+                if ca is None:
+                    out[c.sha256] = "unavailable"
+                    continue
+                try:
+                    out[c.sha256] = (await cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)).status
+                except GatewayError:
+                    out[c.sha256] = "unavailable"
+    return out
+
+
+@token_command
+async def cmd_generate_key(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    await _login(token, args, settings)
+    entry = await token.generate_key(args.usage, key_type=args.key_type, label=args.label, now=_now())
+    print(f"generated {entry.key_type} key {entry.id} for {entry.usage} certificates")
+    return 0
+
+
+@token_command
+async def cmd_csr(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    await _login(token, args, settings)
+    member = MemberId.parse(args.member, encoded=False) if args.member else None
+    csr = await token.csr(args.key, server_id=_server_id(settings), member=member, name=args.name)
+    pem = csr.public_bytes(serialization.Encoding.PEM)
+    if args.out:
+        keys.write_public_file(args.out, pem)
+        print(f"CSR written to {args.out}")
+    else:
+        sys.stdout.write(pem.decode("ascii"))
+    return 0
+
+
+def cmd_import_cert(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"certificate file {args.file}: {e.strerror or e}") from e
+
+    async def body(token: SoftToken, settings: Settings) -> int:
+        members = [MemberId.parse(m, encoded=False) for m in args.member or ()]
+        entry = await token.import_cert(data, server_id=_server_id(settings), ca_for=(await _conf(settings)).ca_for,
+                                        members=members, now=_now())
+        print(f"imported {entry.kind} certificate {entry.sha256} for {entry.identity} (inactive; "
+              f"`gateway token activate {entry.sha256[:16]}` puts it to use)")
+        return 0
+
+    return run_token(args, body)
+
+
+@token_command
+async def cmd_activate(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    entry = await token.activate(args.cert)
+    print(f"{entry.kind} certificate {entry.sha256} is active")
+    return 0
+
+
+@token_command
+async def cmd_deactivate(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    entry = await token.deactivate(args.cert)
+    print(f"{entry.kind} certificate {entry.sha256} is inactive")
+    return 0
+
+
+@token_command
+async def cmd_expiring(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+    days = args.days if args.days is not None else settings.server.cert_expiry_warning_days
+    found = model.expiring(await token.report(now=_now()), within_days=days)
+    _print_reports(found, args.json)
+    if not found and not args.json:
+        print(f"no active certificate expires within {days} days")
+    return 1 if found else 0
