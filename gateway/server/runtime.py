@@ -21,7 +21,8 @@ the checkpointer) are started into the slot of step 6, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
-sessions, the updater and the engine.
+sessions, the updater and the engine. A stopped server's stores stay readable (its message log, say); what that
+reopens (a pooled database connection) is released by the next ``stop()``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,7 +131,7 @@ class SecurityServer:
         stack = self._stack
         # storage
         self.engine = make_engine(s.database_url)
-        stack.push_async_callback(self.engine.dispose)
+        self._close_at_every_stop(self.engine.dispose)
         await migrate_messagelog(self.engine)
         self.store = ServerConfStore(self.engine)
         await self.store.migrate()
@@ -138,7 +139,7 @@ class SecurityServer:
         await self.admin_store.migrate()
         # global configuration
         self.globalconf = GlobalConfUpdater.from_settings(self.settings.globalconf, clock=self.clock)
-        stack.push_async_callback(self.globalconf.close)
+        self._close_at_every_stop(self.globalconf.close)
         self.globalconf.load_cached()
         result = await self.globalconf.refresh()
         if self.globalconf.current is None:
@@ -193,7 +194,7 @@ class SecurityServer:
         # The pool checks each provider's TLS certificate with the context built next, which holds the pool:
         # its check is a method of this server that reaches the context through self.context.
         peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds)
-        stack.push_async_callback(peers.close)
+        self._close_at_every_stop(peers.close)
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
@@ -243,6 +244,20 @@ class SecurityServer:
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
         log.info("security server started", server=str(self.server_id), client_url=self.client_url,
                  server_address=self.server_address)
+
+    def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
+
+        For what reopens on use after a stop: the engine's pool (reading a stopped server's message log or
+        serverconf, as tests and tools do), the updater's download session (a refresh) and the peer sessions; a
+        later stop() releases them again, as it always has. stop() unwinds the stack after swapping in a fresh
+        one, which is where the callback enters itself again.
+        """
+        async def close_now_and_at_next_stop() -> None:
+            self._stack.push_async_callback(close_now_and_at_next_stop)
+            await close()
+
+        self._stack.push_async_callback(close_now_and_at_next_stop)
 
     async def _check_provider(self, server_id: SecurityServerId, der: bytes | None) -> None:
         """The peer pool's check of a provider server's TLS certificate (:meth:`ProxyContext.check_peer`).
@@ -473,10 +488,12 @@ class SecurityServer:
     async def stop(self) -> None:
         """Close everything :meth:`start` opened, in reverse order (module docstring); idempotent.
 
-        The background tasks are told to stop first, so that they end their loops while the ports drain.
+        The background tasks are told to stop first, so that they end their loops while the ports drain. A
+        later call closes only what reopens on use (:meth:`_close_at_every_stop`).
         """
         self._stop.set()
-        await self._stack.aclose()
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
         log.info("security server stopped", server=str(self.server_id))
 
 
