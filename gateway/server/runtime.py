@@ -14,10 +14,10 @@ opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, an
 (STYLE.md "aiohttp": the client-facing side stops first so that nothing new arrives while logs are flushed):
 
 1. the database engine; 2. the global configuration updater (its fetcher); 3. the session for services, OCSP
-and timestamps; 4. the message-log writer; 5. the peer pool (one mTLS session per peer); 6. a slot for the
+and timestamps; 4. the message-log writer; 5. the peer pool (one mTLS session per peer); 6. a nested stack for the
 background tasks; 7. the server port, the client port, the client HTTPS port, the admin port (each an aiohttp
 runner and site); then the background tasks (global-configuration polling, serverconf reloads, the token watch,
-the checkpointer) are started into the slot of step 6, once every port listens.
+the checkpointer) are started into the stack of step 6, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
