@@ -6,8 +6,23 @@ updater, the signing key and authentication certificate (plain key files, or the
 one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads and, with a token, a watch that switches the signer
 and the TLS certificate without restart when another certificate becomes the one to use
-(:meth:`SecurityServer.reload_keys`). Shutdown stops the client-facing side first so that nothing new
-arrives, then the server side, then flushes the message log.
+(:meth:`SecurityServer.reload_keys`).
+
+Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
+is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
+opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, and so (reversed) shutdown order
+(STYLE.md "aiohttp": the client-facing side stops first so that nothing new arrives while logs are flushed):
+
+1. the database engine; 2. the global configuration updater (its fetcher); 3. the session for services, OCSP
+and timestamps; 4. the message-log writer; 5. the peer pool (one mTLS session per peer); 6. a nested stack for the
+background tasks; 7. the server port, the client port, the client HTTPS port, the admin port (each an aiohttp
+runner and site); then the background tasks (global-configuration polling, serverconf reloads, the token watch,
+the checkpointer) are started into the stack of step 6, once every port listens.
+
+Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
+stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
+sessions, the updater and the engine. A stopped server's stores stay readable (its message log, say); what that
+reopens (a pooled database connection) is released by the next ``stop()``.
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,9 +93,9 @@ class SecurityServer:
                 "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
-        self._runners: list[web.AppRunner] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
+        # Everything start() opens, in opening order; stop() unwinds it (module docstring).
+        self._stack = contextlib.AsyncExitStack()
+        self._stop = asyncio.Event()  # set first by stop(): the background tasks end their loops
         self.client_url = ""
         self.client_https_url = ""
         self.admin_url = ""  # the admin REST API (docs/admin-api.md); "" while it is off
@@ -95,7 +110,7 @@ class SecurityServer:
         self._keys_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Open everything and listen; on failure, close what was opened.
+        """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
 
         Raises:
             ConfigError: missing keys, bad settings, a port that cannot be bound.
@@ -113,8 +128,10 @@ class SecurityServer:
         else:
             self.files.require()
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
+        stack = self._stack
         # storage
         self.engine = make_engine(s.database_url)
+        self._close_at_every_stop(self.engine.dispose)
         await migrate_messagelog(self.engine)
         self.store = ServerConfStore(self.engine)
         await self.store.migrate()
@@ -122,6 +139,7 @@ class SecurityServer:
         await self.admin_store.migrate()
         # global configuration
         self.globalconf = GlobalConfUpdater.from_settings(self.settings.globalconf, clock=self.clock)
+        self._close_at_every_stop(self.globalconf.close)
         self.globalconf.load_cached()
         result = await self.globalconf.refresh()
         if self.globalconf.current is None:
@@ -153,18 +171,13 @@ class SecurityServer:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60), auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        stack.push_async_callback(self.http.close)
         ocsp_cache = OcspCache(self.http, clock=self.clock, refresh_seconds=s.ocsp_refresh_seconds)
         limits = ProxyLimits(
             max_body_bytes=s.max_body_bytes, max_clock_skew_seconds=s.max_clock_skew_seconds,
             replay_window_seconds=s.replay_window_seconds, connect_timeout_seconds=s.connect_timeout_seconds,
             max_uri_bytes=s.max_uri_bytes, max_inflight_body_bytes=s.max_inflight_body_bytes,
         )
-        ctx_ref: list[ProxyContext] = []
-
-        async def check(server_id: SecurityServerId, der: bytes | None) -> None:
-            await ctx_ref[0].check_peer(der, expected=server_id, side="Server.ClientProxy")
-
-        peers = PeerPool(peer_client_ssl, check, connect_timeout=s.connect_timeout_seconds)
         self.messagelog: MessageLogStore
         if s.messagelog_backend == "memory":
             log.warning("MESSAGE LOG IN MEMORY: records and checkpoints are NOT durable and are lost at exit; "
@@ -177,6 +190,11 @@ class SecurityServer:
             self.messagelog = SqlMessageLogStore(
                 self.engine, max_body_bytes=s.max_loggable_body_bytes, max_batch=s.messagelog_batch_size,
             )
+        stack.push_async_callback(self.messagelog.close)  # closed after the ports and tasks, which log
+        # The pool checks each provider's TLS certificate with the context built next, which holds the pool:
+        # its check is a method of this server that reaches the context through self.context.
+        peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds)
+        self._close_at_every_stop(peers.close)
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
@@ -185,7 +203,6 @@ class SecurityServer:
         ctx.body_logging = s.body_logging
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
-        ctx_ref.append(ctx)
         self.context = ctx
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
         self.checkpointer = Checkpointer(
@@ -194,8 +211,11 @@ class SecurityServer:
             max_records=s.checkpoint_max_records, grace_seconds=s.timestamp_grace_seconds,
             timeout_seconds=s.timestamp_timeout_seconds,
         )
-        await self.checkpointer.start(self.clock())
+        await self.checkpointer.start(self.clock())  # reads the store; nothing to close
         ctx.timestamping = self.checkpointer
+        # The background tasks start once every port listens but stop after the ports have closed (so that
+        # they keep running while requests drain): their own stack, entered here, between the log and ports.
+        tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
         # sockets: server side first, so that peers can reach us by the time clients can
         server_runner = await self._serve(build_server_app(ctx), s.server_host, s.server_port, peer_server_ssl)
         self.server_address = f"{s.server_host}:{self._port(server_runner)}"
@@ -207,7 +227,7 @@ class SecurityServer:
             self._client_https_ssl = https
             https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
             self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
-        if s.admin_port >= 0:  # its own port, after the proxies; stopped first (runners stop in reverse order)
+        if s.admin_port >= 0:  # its own port, after the proxies; stopped first (the stack unwinds in reverse)
             admin = AdminContext(
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
@@ -216,14 +236,42 @@ class SecurityServer:
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
-        self._tasks.append(asyncio.create_task(self.globalconf.run(self._stop), name="globalconf-poll"))
-        self._tasks.append(asyncio.create_task(self._reload_loop(), name="serverconf-reload"))
+        _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
+        _spawn(tasks, self._reload_loop(), "serverconf-reload")
         if self.token is not None:
-            self._tasks.append(asyncio.create_task(self._key_watch_loop(), name="token-watch"))
+            _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
-        self._tasks.append(asyncio.create_task(self.checkpointer.run(self._stop, self.clock), name="checkpointer"))
+        _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
         log.info("security server started", server=str(self.server_id), client_url=self.client_url,
                  server_address=self.server_address)
+
+    def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
+
+        For what reopens on use after a stop: the engine's pool (reading a stopped server's message log or
+        serverconf, as tests and tools do), the updater's download session (a refresh) and the peer sessions; a
+        later stop() releases them again, as it always has. stop() unwinds the stack after swapping in a fresh
+        one, which is where the callback enters itself again.
+        """
+        async def close_now_and_at_next_stop() -> None:
+            self._stack.push_async_callback(close_now_and_at_next_stop)
+            await close()
+
+        self._stack.push_async_callback(close_now_and_at_next_stop)
+
+    async def _check_provider(self, server_id: SecurityServerId, der: bytes | None) -> None:
+        """The peer pool's check of a provider server's TLS certificate (:meth:`ProxyContext.check_peer`).
+
+        The pool is built before the context that holds it, so it gets this method rather than the context's;
+        the pool connects only for exchanges, which the proxies serve once :attr:`context` is set.
+
+        Raises:
+            TrustError: ``Server.ClientProxy.SslAuthenticationFailed``.
+            GlobalConfError: ``Server.ClientProxy.OutdatedGlobalConf``.
+        """
+        if self.context is None:
+            raise RuntimeError("the security server is not started")
+        await self.context.check_peer(der, expected=server_id, side="Server.ClientProxy")
 
     # ---- keys and certificates (docs/tokens.md) ------------------------------------------------------------
 
@@ -393,15 +441,19 @@ class SecurityServer:
     async def _serve(
         self, app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None,
     ) -> web.AppRunner:
+        """Listen on ``host:port`` with ``app``; the runner (and its site) is closed when the stack unwinds.
+
+        Raises:
+            ConfigError: the port cannot be bound.
+        """
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
         try:
             await site.start()
         except OSError as e:
-            await runner.cleanup()
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-        self._runners.append(runner)
         return runner
 
     @staticmethod
@@ -434,22 +486,24 @@ class SecurityServer:
                 log.exception("serverconf reload failed")
 
     async def stop(self) -> None:
+        """Close everything :meth:`start` opened, in reverse order (module docstring); idempotent.
+
+        The background tasks are told to stop first, so that they end their loops while the ports drain. A
+        later call closes only what reopens on use (:meth:`_close_at_every_stop`).
+        """
         self._stop.set()
-        for runner in reversed(self._runners):  # client-facing sites were started last
-            await runner.cleanup()
-        self._runners.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self.context is not None:
-            await self.context.peers.close()
-        if hasattr(self, "messagelog"):
-            await self.messagelog.close()
-        if hasattr(self, "http"):
-            await self.http.close()
-        if hasattr(self, "globalconf"):
-            await self.globalconf.close()
-        if hasattr(self, "engine"):
-            await self.engine.dispose()
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
         log.info("security server stopped", server=str(self.server_id))
+
+
+def _spawn(tasks: contextlib.AsyncExitStack, coro: Coroutine[None, None, None], name: str) -> None:
+    """Start a background task whose cancellation ``tasks`` awaits when it unwinds."""
+    task = asyncio.create_task(coro, name=name)
+    tasks.push_async_callback(_cancel, task)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end; its result or error is not re-raised, so shutdown goes on."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
