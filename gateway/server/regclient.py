@@ -78,6 +78,26 @@ async def auth_key_and_cert(
     return await token.private_key(key_entry.id), cert_entry.certificate
 
 
+class CentralRefusal(RequestError):
+    """The central server refused a management request: its fault type and 4xx status, relayed unchanged.
+
+    Like the client proxy's ``RemoteFault``, the type and status are data off the wire, not a class.
+    """
+
+    def __init__(self, message: str, *, remote_type: str | None, remote_status: int) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type or RequestError.type_name()
+        self.remote_status = remote_status
+
+    @property
+    def xroad_type(self) -> str:
+        return self.remote_type
+
+    @property
+    def http_status(self) -> int:
+        return self.remote_status
+
+
 async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
     """POST a signed management request; returns the central server's record of it.
 
@@ -100,8 +120,10 @@ async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None
             message = doc.get("message") if isinstance(doc, dict) else None
             message = message or text[:200].decode("utf-8", "replace")
             if 400 <= resp.status < 500:
-                raise RequestError(f"central server refused the request: {message}",
-                                   code=doc.get("type") if isinstance(doc, dict) else None, status=resp.status)
+                remote_type = doc.get("type") if isinstance(doc, dict) else None
+                raise CentralRefusal(f"central server refused the request: {message}",
+                                     remote_type=remote_type if isinstance(remote_type, str) else None,
+                                     remote_status=resp.status)
             raise PeerError(f"central server answered {resp.status}: {message}")
     except (aiohttp.ClientError, TimeoutError) as e:
         raise PeerError(f"central server at {url} cannot be reached: {e}") from e
