@@ -30,7 +30,7 @@ with :attr:`GatewayError.exit_code`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self, cast
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 Side = Literal["ClientProxy", "ServerProxy"]
 Prefix = Literal["Client", "Server", "Signer", ""]
@@ -588,6 +588,26 @@ class UntrustedSignerCert(TrustError):
     prefix = "Signer"
 
 
+# ---- a fault relayed from another server -------------------------------------------------------------------
+
+
+_E = TypeVar("_E", bound=GatewayError)
+
+
+def fault_class(xroad_type: str, status: int, base: type[_E]) -> type[_E] | None:
+    """The class of this closed set (``base`` or one of its subclasses) with this type and status, if any.
+
+    For a fault another server of ours answered (the central server's JSON error), so that it is raised here
+    as the same class: the most general matching class wins (``RequestError`` for ``Client.BadRequest``/400).
+    A ``Server.<side>.*`` type matches its side-less class.
+    """
+    prefix, _, fault = _parse_code(xroad_type)
+    for klass in sorted(_closed_set(base), key=lambda k: len(k.__mro__)):
+        if (klass.prefix, klass.fault, klass.status) == (prefix, fault, status):
+            return cast(type[_E], klass)  # a subclass of base: _closed_set walks base's subclasses
+    return None
+
+
 # ---- TRANSITIONAL: ``code=`` / ``status=`` keyword arguments --------------------------------------------------
 #
 # Files being split by other engineers still construct errors as ``RequestError(msg, code="Client.NotFound",
@@ -626,9 +646,9 @@ def _closed_set(base: type[GatewayError]) -> list[type[GatewayError]]:
 def _transitional_class(cls: type[GatewayError], code: str | None, status: int | None) -> type[GatewayError]:
     prefix, _, fault = _parse_code(code) if code is not None else (cls.prefix, None, cls.fault)
     wanted = (prefix, fault, cls.status if status is None else status)
-    for klass in sorted(_closed_set(cls), key=lambda k: len(k.__mro__)):
-        if (klass.prefix, klass.fault, klass.status) == wanted:
-            return klass
+    found = fault_class(code if code is not None else cls.type_name(), wanted[2], cls)
+    if found is not None:
+        return found
     key = (cls, f"{prefix}.{fault}", wanted[2])
     made = _ON_THE_FLY.get(key)
     if made is None:

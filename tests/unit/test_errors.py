@@ -211,3 +211,40 @@ def test_transitional_pair_without_a_class() -> None:
     again = errors.RequestError("wrong PIN", code="Signer.PinIncorrect", status=400)
     assert type(err) is type(again) and type(err).on_the_fly and isinstance(err, errors.RequestError)
     assert (err.xroad_type, err.status) == ("Signer.PinIncorrect", 400)
+
+
+@pytest.mark.parametrize(
+    ("xroad_type", "status", "base", "cls"),
+    [
+        ("Client.Conflict", 409, errors.RequestError, errors.Conflict),
+        ("Client.BadRequest", 400, errors.RequestError, errors.RequestError),  # the most general class wins
+        ("Client.BadRequest", 413, errors.RequestError, errors.PayloadTooLarge),
+        ("Client.InvalidClientIdentifier", 400, errors.RequestError, errors.IdentifierError),
+        ("Server.ServerProxy.AccessDenied", 500, errors.GatewayError, errors.AccessDenied),
+        ("Client.Conflict", 400, errors.RequestError, None),  # no class has this pair
+        ("Server.AccessDenied", 500, errors.TrustError, None),  # not below the base asked for
+    ],
+)
+def test_fault_class_of_a_relayed_fault(
+    xroad_type: str, status: int, base: type[GatewayError], cls: type[GatewayError] | None,
+) -> None:
+    assert errors.fault_class(xroad_type, status, base) is cls
+
+
+@pytest.mark.parametrize(
+    ("remote_type", "remote_status", "xroad_type", "status"),
+    [
+        ("Server.ServerProxy.AccessDenied", 500, "Server.ServerProxy.AccessDenied", 500),
+        ("Server.ServerProxy.AccessDenied", 403, "Server.ServerProxy.AccessDenied", 500),  # Server.* is 500
+        ("Client.BadRequest", 413, "Client.BadRequest", 413),
+        ("Client.BadRequest", 502, "Client.BadRequest", 400),  # a client fault is 4xx
+        ("", 500, "Server.ServerProxy.InternalError", 500),  # an empty X-Road-Error
+    ],
+)
+def test_remote_fault_relays_type_and_status(
+    remote_type: str, remote_status: int, xroad_type: str, status: int,
+) -> None:
+    from gateway.proxy.client_proxy import RemoteFault
+
+    err = RemoteFault("refused", remote_type=remote_type, remote_status=remote_status).at_side(CLIENT_PROXY)
+    assert (err.xroad_type, err.http_status) == (xroad_type, status)
