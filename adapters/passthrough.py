@@ -26,8 +26,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.adapterapi import AdapterRequest, ServiceAdapter
-from gateway.errors import ConfigError, PeerError
+from gateway.adapterapi import AdapterRequest, BadGateway, GatewayTimeout, ServiceAdapter
+from gateway.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -181,13 +181,9 @@ class PassthroughAdapter(ServiceAdapter):
             if response is not None and response.prepared:
                 raise
             log.warning("passthrough.timeout", adapter=self.name, upstream=str(target))
-            err = PeerError(
-                f"the upstream of service {self.name!r} did not answer in time", code="GatewayTimeout"
-            )
-            err.status = 504  # type: ignore[misc]
-            raise err from e
+            raise GatewayTimeout(f"the upstream of service {self.name!r} did not answer in time") from e
         except aiohttp.ClientError as e:
             if response is not None and response.prepared:
                 raise  # headers are sent: the only honest signal left is to break the connection
             log.warning("passthrough.unreachable", adapter=self.name, upstream=str(target), error=repr(e))
-            raise PeerError(f"the upstream of service {self.name!r} is unreachable", code="BadGateway") from e
+            raise BadGateway(f"the upstream of service {self.name!r} is unreachable") from e

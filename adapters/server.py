@@ -13,14 +13,27 @@ import structlog
 from aiohttp import web
 
 from adapters.config import AdaptersConfig
-from gateway.adapterapi import AdapterRequest, ServiceAdapter, error_response, json_response
+from gateway.adapterapi import (
+    AdapterRequest,
+    ServiceAdapter,
+    ServiceBadRequest,
+    ServiceHttpError,
+    ServiceInternalError,
+    ServiceMethodNotAllowed,
+    ServiceNotFound,
+    ServicePayloadTooLarge,
+    error_response,
+    json_response,
+)
 from gateway.errors import ConfigError, GatewayError, RequestError
 
 log = structlog.get_logger(__name__)
 
 ADAPTERS = web.AppKey("adapters", dict[str, ServiceAdapter])
 
-_HTTP_TYPES = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+_HTTP_FAULTS: dict[int, type[RequestError]] = {
+    400: ServiceBadRequest, 404: ServiceNotFound, 405: ServiceMethodNotAllowed, 413: ServicePayloadTooLarge,
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,8 +51,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         if e.status >= 500:
-            return error_response(GatewayError(e.reason, code="InternalError"))
-        err = RequestError(e.reason, code=_HTTP_TYPES.get(e.status, "BadRequest"), status=e.status)
+            return error_response(ServiceInternalError(e.reason))
+        fault = _HTTP_FAULTS.get(e.status)
+        err = fault(e.reason) if fault is not None else ServiceHttpError(e.reason, http_status=e.status)
         return error_response(err, headers={k: v for k, v in e.headers.items() if k.lower() == "allow"})
 
 
@@ -47,7 +61,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     adapter = request.app[ADAPTERS].get(name)
     if adapter is None:
-        raise RequestError(f"no service {name[:100]!r} here", code="NotFound", status=404)
+        raise ServiceNotFound(f"no service {name[:100]!r} here")
     # The path below the mount point, still percent-encoded: "" or "/...". Taken from the raw path so that
     # nothing is decoded twice (the mount name itself may have been sent encoded).
     parts = request.rel_url.raw_path.split("/", 2)

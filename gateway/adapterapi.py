@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from gateway.errors import ConfigError, GatewayError, RequestError
+from gateway.errors import ConfigError, GatewayError, PeerError, RequestError
 
 log = structlog.get_logger(__name__)
 
@@ -66,14 +66,89 @@ _SCHEMAS: dict[ColumnType, dict[str, str]] = {
 }
 
 
+# ---- the service's own error types: plain HTTP names, no X-Road prefix (these are not X-Road faults) ----------
+
+
+class ServiceBadRequest(RequestError):
+    """A 400 error of the service."""
+
+    prefix = ""
+    fault = "BadRequest"
+
+
+class ServiceNotFound(RequestError):
+    """A 404 error of the service."""
+
+    status = 404
+    prefix = ""
+    fault = "NotFound"
+
+
+class ServiceMethodNotAllowed(RequestError):
+    """A 405 error of the service (answered with ``Allow``)."""
+
+    status = 405
+    prefix = ""
+    fault = "MethodNotAllowed"
+
+
+class ServicePayloadTooLarge(RequestError):
+    """A 413 error of the service (a body larger than the HTTP server takes)."""
+
+    status = 413
+    prefix = ""
+    fault = "PayloadTooLarge"
+
+
+class ServiceHttpError(RequestError):
+    """Another 4xx that the HTTP layer (aiohttp) answered, relayed with its status as ``BadRequest``.
+
+    Like a relayed X-Road fault, its status is data (it comes from the HTTP exception), not a class.
+    """
+
+    prefix = ""
+    fault = "BadRequest"
+
+    def __init__(self, message: str, *, http_status: int) -> None:
+        super().__init__(message)
+        self._http_status = http_status
+
+    @property
+    def http_status(self) -> int:
+        return self._http_status
+
+
+class ServiceInternalError(GatewayError):
+    """A 500 error of the service: a bug or a failed resource, logged."""
+
+    prefix = ""
+    fault = "InternalError"
+
+
+class BadGateway(PeerError):
+    """A 502 error of the service: its upstream is unreachable or broke the exchange."""
+
+    status = 502
+    prefix = ""
+    fault = "BadGateway"
+
+
+class GatewayTimeout(PeerError):
+    """A 504 error of the service: its upstream did not answer in time."""
+
+    status = 504
+    prefix = ""
+    fault = "GatewayTimeout"
+
+
 def bad_request(message: str) -> RequestError:
     """A 400 error of the service (not an X-Road fault)."""
-    return RequestError(message, code="BadRequest")
+    return ServiceBadRequest(message)
 
 
 def not_found(message: str) -> RequestError:
     """A 404 error of the service."""
-    return RequestError(message, code="NotFound", status=404)
+    return ServiceNotFound(message)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,7 +351,7 @@ def error_body(err: GatewayError, *, error_id: str) -> dict[str, str]:
 def error_response(err: GatewayError, *, headers: Mapping[str, str] | None = None) -> web.Response:
     """Render one of our errors as the service's JSON error response (no ``X-Road-Error`` header)."""
     error_id = str(uuid.uuid4())
-    if err.status >= 500:
+    if err.http_status >= 500:
         log.error(
             "adapter.error",
             error_id=error_id,
@@ -285,7 +360,7 @@ def error_response(err: GatewayError, *, headers: Mapping[str, str] | None = Non
             cause=repr(err.__cause__) if err.__cause__ else None,
         )
     return web.json_response(
-        error_body(err, error_id=error_id), status=err.status, headers=dict(headers or {}), dumps=dumps
+        error_body(err, error_id=error_id), status=err.http_status, headers=dict(headers or {}), dumps=dumps
     )
 
 
@@ -363,11 +438,7 @@ class ServiceAdapter(ABC):
         # (1) Method: a service that only reads answers 405 with Allow for anything else (RFC 9110 15.5.6).
         if self.methods is not None and request.method not in self.methods:
             allow = ", ".join(sorted(self.methods))
-            err = RequestError(
-                f"method {request.method} is not allowed; allowed: {allow}",
-                code="MethodNotAllowed",
-                status=405,
-            )
+            err = ServiceMethodNotAllowed(f"method {request.method} is not allowed; allowed: {allow}")
             return error_response(err, headers={"Allow": allow})
         # (2) The OpenAPI document, if served here.
         if (
@@ -386,4 +457,4 @@ class ServiceAdapter(ABC):
         except (GatewayError, web.HTTPException):
             raise
         except Exception as e:
-            raise GatewayError(f"internal error in service {self.name!r}", code="InternalError") from e
+            raise ServiceInternalError(f"internal error in service {self.name!r}") from e

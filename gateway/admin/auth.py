@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.admin.roles import ROLES, Role
-from gateway.errors import RequestError
+from gateway.errors import AccountLocked, Forbidden, RequestError, Unauthorized
 
 JWT_ALGORITHM = "ES256"  # the only algorithm issued and accepted
 API_KEY_PREFIX = "gwk_"
@@ -62,17 +62,17 @@ AuthKind = Literal["jwt", "apikey", "password", "cli"]
 
 def unauthorized(message: str, *, hint: str | None = None) -> RequestError:
     """HTTP 401: the caller is not (or no longer) authenticated."""
-    return RequestError(message, code="Client.Unauthorized", status=401, hint=hint)
+    return Unauthorized(message, hint=hint)
 
 
 def forbidden(message: str) -> RequestError:
     """HTTP 403: authenticated, but none of the caller's roles may do this."""
-    return RequestError(message, code="Client.Forbidden", status=403)
+    return Forbidden(message)
 
 
 def locked(message: str) -> RequestError:
     """HTTP 429: the account is locked after too many wrong passwords."""
-    return RequestError(message, code="Client.AccountLocked", status=429)
+    return AccountLocked(message)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

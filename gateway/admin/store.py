@@ -26,7 +26,7 @@ from gateway.admin import auth
 from gateway.admin.models import VERSION_TABLE, api_keys, audit, revoked_tokens, session_keys, users
 from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import AlreadyExists, AlreadyRevoked, GatewayError, NotFound, RequestError
 from gateway.storage.db import migrate
 from gateway.storage.transaction import transaction
 
@@ -35,11 +35,9 @@ MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones 
 
 
 def _conflict(message: str) -> RequestError:
-    return RequestError(message, code="Client.AlreadyExists", status=409)
-
-
-def _missing(message: str) -> RequestError:
-    return RequestError(message, code="Client.NotFound", status=404)
+    """TRANSITIONAL: only ``_tx`` still calls it (being folded into gateway/storage/ by another engineer);
+    raise :class:`~gateway.errors.AlreadyExists` elsewhere."""
+    return AlreadyExists(message)
 
 
 def _changed_concurrently(e: IntegrityError) -> RequestError:
@@ -154,7 +152,7 @@ class AdminStore:
     async def _need_user(self, conn: AsyncConnection, username: str) -> Any:
         row = await self._user_row(conn, username)
         if row is None:
-            raise _missing(f"user {username[:64]!r} does not exist")
+            raise NotFound(f"user {username[:64]!r} does not exist")
         return row
 
     async def add_user(self, username: str, password: str, roles: frozenset[Role], *, now: datetime) -> UserInfo:
@@ -164,7 +162,7 @@ class AdminStore:
         parse_roles(roles)
         async with self._tx() as conn:
             if await self._user_row(conn, username) is not None:
-                raise _conflict(f"user {username!r} already exists")
+                raise AlreadyExists(f"user {username!r} already exists")
         hashed = await asyncio.to_thread(auth.hash_password, password, self._hasher)
         async with self._tx() as conn:
             await conn.execute(users.insert().values(
@@ -302,12 +300,9 @@ class AdminStore:
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).first()
             if row is None:
-                raise _missing(f"API key {key_id[:32]!r} does not exist")
+                raise NotFound(f"API key {key_id[:32]!r} does not exist")
             if row.revoked_at is not None:
-                raise RequestError(
-                    f"API key {key_id} was already revoked at {_iso(row.revoked_at)}", code="Client.AlreadyRevoked",
-                    status=409,
-                )
+                raise AlreadyRevoked(f"API key {key_id} was already revoked at {_iso(row.revoked_at)}")
             await conn.execute(api_keys.update().where(api_keys.c.key_id == key_id).values(
                 revoked_at=now, revoked_by=by))
 

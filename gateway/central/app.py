@@ -42,7 +42,7 @@ from gateway.central.publisher import (
     publish_if_due,
 )
 from gateway.central.signingkeys import ensure_signing_key
-from gateway.errors import ConfigError, GatewayError, GlobalConfError, RequestError
+from gateway.errors import ConfigError, GatewayError, GlobalConfError, PayloadTooLarge, RequestError
 from gateway.globalconf.model import format_time
 from gateway.settings import CentralSettings, Settings
 from gateway.storage.db import make_engine
@@ -142,10 +142,11 @@ async def error_middleware(
     try:
         return await handler(request)
     except GatewayError as e:
-        if e.status >= 500:
+        # The central server is no proxy: a Server.* fault has no side here (Server.OutdatedGlobalConf).
+        if e.http_status >= 500:
             log.error("request_failed", path=request.path, error=e.diagnostics())
         body = {"type": e.xroad_type, "message": e.message, "detail": e.hint or ""}
-        return web.json_response(body, status=e.status, headers={"X-Road-Error": e.xroad_type})
+        return web.json_response(body, status=e.http_status, headers={"X-Road-Error": e.xroad_type})
 
 
 def _etag(digest: str) -> str:
@@ -202,7 +203,7 @@ async def post_registration(request: web.Request) -> web.Response:
     """``POST /registration``: a signed management request from a security server (docs/registration.md)."""
     body = await request.content.read(MAX_REQUEST_BYTES + 1)
     if len(body) > MAX_REQUEST_BYTES:
-        raise RequestError(f"management request is larger than {MAX_REQUEST_BYTES} bytes", status=413)
+        raise PayloadTooLarge(f"management request is larger than {MAX_REQUEST_BYTES} bytes")
     record = await registration.submit(
         request.app[ENGINE], body, instance=request.app[SETTINGS].instance,
         now=request.app[PUBLISHER].clock(), origin=request.remote,

@@ -33,7 +33,16 @@ from typing import Any, Final, Literal, cast
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import GatewayError, IdentifierError, RequestError, TrustError
+from gateway.errors import (
+    GatewayError,
+    IdentifierError,
+    InvalidCertificate,
+    InvalidSignature,
+    InvalidTime,
+    PayloadTooLarge,
+    RequestError,
+    TrustError,
+)
 from gateway.globalconf.model import format_time
 from gateway.identifiers import ClientId, SecurityServerId, parse_client
 from gateway.trust import certprofile, keys
@@ -55,11 +64,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _bad(message: str) -> RequestError:
-    return RequestError(f"management request: {message}", code="Client.BadRequest")
+    return RequestError(f"management request: {message}")
 
 
-def _forbidden(message: str, code: str) -> RequestError:
-    return RequestError(f"management request: {message}", code=code, status=403)
+def _forbidden(message: str, fault: type[RequestError]) -> RequestError:
+    return fault(f"management request: {message}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +168,7 @@ def verify_request(
     """
     # (1) bounded, canonical JSON of the expected shape
     if len(body) > MAX_REQUEST_BYTES:
-        raise RequestError(f"management request is larger than {MAX_REQUEST_BYTES} bytes", status=413)
+        raise PayloadTooLarge(f"management request is larger than {MAX_REQUEST_BYTES} bytes")
     try:
         doc = loads_canonical(body, what="management request")
     except TrustError as e:
@@ -197,9 +206,9 @@ def verify_request(
     if created.tzinfo is None:
         raise _bad("field 'created' has no time zone")
     if abs(created - now) > MAX_SKEW:
-        raise RequestError(
+        raise InvalidTime(
             f"management request was created at {format_time(created)}, more than {MAX_SKEW} from the central "
-            f"server's time {format_time(now)}", code="Client.InvalidTime",
+            f"server's time {format_time(now)}",
         )
     # (4) the signer certificate: an authentication certificate of this server from a trusted CA, valid now
     signer_cert = _cert(doc["signer_cert"], "signer_cert")
@@ -207,14 +216,14 @@ def verify_request(
         named = certprofile.auth_identity_of(signer_cert)
     except GatewayError as e:
         raise _forbidden(f"signer_cert is not an authentication certificate: {e.message}",
-                         "Client.InvalidCertificate") from e
+                         InvalidCertificate) from e
     if named != server:
-        raise _forbidden(f"signer_cert names {named}, not {server}", "Client.InvalidCertificate")
+        raise _forbidden(f"signer_cert names {named}, not {server}", InvalidCertificate)
     if ca_for(signer_cert) is None:
         raise _forbidden("signer_cert is not issued by a CA trusted by this central server",
-                         "Client.InvalidCertificate")
+                         InvalidCertificate)
     if not signer_cert.not_valid_before_utc <= now <= signer_cert.not_valid_after_utc:
-        raise _forbidden(f"signer_cert is not valid at {format_time(now)}", "Client.InvalidCertificate")
+        raise _forbidden(f"signer_cert is not valid at {format_time(now)}", InvalidCertificate)
     # (5) the signature over the request's canonical bytes
     alg, sig_text = doc["alg"], doc["signature"]
     if not isinstance(alg, str) or not isinstance(sig_text, str):
@@ -226,7 +235,7 @@ def verify_request(
     try:
         keys.verify_bytes(signer_cert, alg, canonical_bytes(req), sig)
     except TrustError as e:
-        raise _forbidden(f"signature does not verify with signer_cert ({e.message})", "Client.InvalidSignature") from e
+        raise _forbidden(f"signature does not verify with signer_cert ({e.message})", InvalidSignature) from e
     # (6) the type's own fields
     result = ManagementRequest(type=cast(RequestType, rtype), server=server, created=created,
                                signer_cert=signer_cert, client=client)
@@ -234,7 +243,7 @@ def verify_request(
         auth_cert = _cert(req["auth_cert"], "auth_cert")
         if keys.cert_sha256_hex(auth_cert) != result.signer_sha256:
             raise _forbidden("auth_cert must be the signer certificate (proof of possession of its key)",
-                             "Client.InvalidSignature")
+                             InvalidSignature)
         address = _text(req, "address")
         if len(address) > MAX_ADDRESS_LENGTH:
             raise _bad(f"address is longer than {MAX_ADDRESS_LENGTH} characters")

@@ -28,8 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gateway.central import management, registry
 from gateway.central import models as m
 from gateway.central.management import ManagementRequest, RequestType
-from gateway.central.registry import conflict, not_found
-from gateway.errors import RequestError
+from gateway.errors import Conflict, InvalidCertificate, NotFound, RequestError
 from gateway.identifiers import ClientId, MemberId, SecurityServerId, SubsystemId, parse_client
 from gateway.token.model import ca_finder
 from gateway.trust.keys import cert_pem, load_certificate
@@ -105,23 +104,22 @@ async def _check_against_registry(s: AsyncSession, req: ManagementRequest) -> No
         registered = await registry._exists(
             s, sa.select(m.AuthCert.id).where(m.AuthCert.sha256 == req.auth_cert_sha256))
         if registered:
-            raise conflict(f"authentication certificate {req.auth_cert_sha256} is already registered")
+            raise Conflict(f"authentication certificate {req.auth_cert_sha256} is already registered")
         return
     # (c) other requests come from a server that exists and sign with one of its registered certificates
     if server_pk is None:
-        raise not_found(f"security server {req.server} is not registered")
+        raise NotFound(f"security server {req.server} is not registered")
     signer_registered = await registry._exists(s, sa.select(m.AuthCert.id).where(
         m.AuthCert.server_id == server_pk, m.AuthCert.sha256 == req.signer_sha256))
     if not signer_registered:
-        raise RequestError(
+        raise InvalidCertificate(
             f"management request: signer_cert {req.signer_sha256[:16]}... is not registered for {req.server}",
-            code="Client.InvalidCertificate", status=403,
         )
     if req.type == "auth_cert_deletion":
         exists = await registry._exists(s, sa.select(m.AuthCert.id).where(
             m.AuthCert.server_id == server_pk, m.AuthCert.sha256 == req.auth_cert_sha256))
         if not exists:
-            raise not_found(f"authentication certificate {req.auth_cert_sha256} is not registered for {req.server}")
+            raise NotFound(f"authentication certificate {req.auth_cert_sha256} is not registered for {req.server}")
         return
     assert req.client is not None
     if req.type == "client_reg":
@@ -130,9 +128,9 @@ async def _check_against_registry(s: AsyncSession, req: ManagementRequest) -> No
     is_client = await registry._exists(s, sa.select(m.ServerClient.id).where(
         m.ServerClient.server_id == server_pk, m.ServerClient.client == str(req.client)))
     if req.type == "client_reg" and is_client:
-        raise conflict(f"{req.client.kind} {req.client} is already a client of security server {req.server}")
+        raise Conflict(f"{req.client.kind} {req.client} is already a client of security server {req.server}")
     if req.type == "client_deletion" and not is_client:
-        raise not_found(f"{req.client.kind} {req.client} is not a client of security server {req.server}")
+        raise NotFound(f"{req.client.kind} {req.client} is not a client of security server {req.server}")
 
 
 async def submit(
@@ -157,7 +155,7 @@ async def submit(
         await _check_against_registry(s, req)
         # (3) nothing identical is pending
         if await _pending(s, req):
-            raise conflict(duplicate)
+            raise Conflict(duplicate)
         row = m.RegistrationRequest(
             kind=req.type, state="submitted", server=str(req.server),
             client=None if req.client is None else str(req.client), auth_cert_sha256=req.auth_cert_sha256,
@@ -183,16 +181,16 @@ async def get_request(engine: AsyncEngine, request_id: int) -> RequestRecord:
     async with registry._tx(engine) as s:
         row = await s.get(m.RegistrationRequest, request_id)
         if row is None:
-            raise not_found(f"registration request {request_id} does not exist")
+            raise NotFound(f"registration request {request_id} does not exist")
         return _record(row)
 
 
 async def _submitted(s: AsyncSession, request_id: int) -> m.RegistrationRequest:
     row = await s.get(m.RegistrationRequest, request_id, with_for_update=True)
     if row is None:
-        raise not_found(f"registration request {request_id} does not exist")
+        raise NotFound(f"registration request {request_id} does not exist")
     if row.state != "submitted":
-        raise conflict(f"registration request {request_id} is {row.state} already")
+        raise Conflict(f"registration request {request_id} is {row.state} already")
     return row
 
 
@@ -210,7 +208,7 @@ async def _apply(s: AsyncSession, row: m.RegistrationRequest, instance: str) -> 
         else:
             srv.address = row.address
         if await registry._exists(s, sa.select(m.AuthCert.id).where(m.AuthCert.sha256 == row.auth_cert_sha256)):
-            raise conflict(f"authentication certificate {row.auth_cert_sha256} is already registered")
+            raise Conflict(f"authentication certificate {row.auth_cert_sha256} is already registered")
         s.add(m.AuthCert(server_id=srv.id, sha256=row.auth_cert_sha256, certificate_pem=row.auth_cert_pem))
         return
     srv_row = await registry._server_row(s, server)
@@ -218,7 +216,7 @@ async def _apply(s: AsyncSession, row: m.RegistrationRequest, instance: str) -> 
         cert = await s.scalar(sa.select(m.AuthCert).where(
             m.AuthCert.server_id == srv_row.id, m.AuthCert.sha256 == row.auth_cert_sha256))
         if cert is None:
-            raise not_found(f"authentication certificate {row.auth_cert_sha256} is not registered for {server}")
+            raise NotFound(f"authentication certificate {row.auth_cert_sha256} is not registered for {server}")
         await s.delete(cert)
         return
     assert row.client is not None
@@ -227,11 +225,11 @@ async def _apply(s: AsyncSession, row: m.RegistrationRequest, instance: str) -> 
         m.ServerClient.server_id == srv_row.id, m.ServerClient.client == row.client))
     if row.kind == "client_deletion":
         if entry is None:
-            raise not_found(f"{client.kind} {client} is not a client of security server {server}")
+            raise NotFound(f"{client.kind} {client} is not a client of security server {server}")
         await s.delete(entry)
         return
     if entry is not None:
-        raise conflict(f"{client.kind} {client} is already a client of security server {server}")
+        raise Conflict(f"{client.kind} {client} is already a client of security server {server}")
     member = await registry._member_row(s, _member_of(client))
     subsystem_pk: int | None = None
     if isinstance(client, SubsystemId):

@@ -31,7 +31,7 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.central import models as m
-from gateway.errors import IdentifierError, RequestError, TrustError
+from gateway.errors import Conflict, IdentifierError, NotFound, RequestError, TrustError
 from gateway.identifiers import (
     ClientId,
     GlobalGroupId,
@@ -108,13 +108,9 @@ class RegistrySnapshot:
 
 
 def conflict(message: str) -> RequestError:
-    """A duplicate: HTTP 409."""
-    return RequestError(message, status=409, code="Client.Conflict")
-
-
-def not_found(message: str, *, hint: str | None = None) -> RequestError:
-    """A missing reference: HTTP 404."""
-    return RequestError(message, status=404, code="Client.NotFound", hint=hint)
+    """TRANSITIONAL: a duplicate, HTTP 409 (:class:`~gateway.errors.Conflict`). Only ``_tx`` below still calls
+    it; ``_tx`` is being folded into gateway/storage/ by another engineer. Raise ``Conflict`` elsewhere."""
+    return Conflict(message)
 
 
 _I = TypeVar("_I", MemberId, SubsystemId, SecurityServerId, GlobalGroupId)
@@ -250,7 +246,7 @@ async def _member_row(session: AsyncSession, member: MemberId) -> m.Member:
         )
     )
     if row is None:
-        raise not_found(f"member {member} is not registered", hint="add it with `gateway central member add`")
+        raise NotFound(f"member {member} is not registered", hint="add it with `gateway central member add`")
     return row
 
 
@@ -262,7 +258,7 @@ async def _subsystem_row(session: AsyncSession, subsystem: SubsystemId) -> tuple
         )
     )
     if row is None:
-        raise not_found(f"subsystem {subsystem} is not registered")
+        raise NotFound(f"subsystem {subsystem} is not registered")
     return member, row
 
 
@@ -281,7 +277,7 @@ async def _server_row(session: AsyncSession, server: SecurityServerId) -> m.Secu
         )
     )
     if row is None:
-        raise not_found(f"security server {server} is not registered")
+        raise NotFound(f"security server {server} is not registered")
     return row
 
 
@@ -292,7 +288,7 @@ async def _group_row(session: AsyncSession, group: GlobalGroupId) -> m.GlobalGro
         )
     )
     if row is None:
-        raise not_found(f"global group {group} is not registered")
+        raise NotFound(f"global group {group} is not registered")
     return row
 
 
@@ -324,7 +320,7 @@ async def add_member(engine: AsyncEngine, member: MemberId | str, *, name: str, 
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.Member(
             instance=ident.instance, member_class=ident.member_class, member_code=ident.member_code, name=name
         ))
@@ -374,7 +370,7 @@ async def add_subsystem(engine: AsyncEngine, subsystem: SubsystemId | str, *, in
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.Subsystem(member_id=owner.id, subsystem_code=ident.subsystem_code))
     return ident
 
@@ -439,7 +435,7 @@ async def add_server(
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.SecurityServer(owner_id=owner.id, server_code=ident.server_code, address=address))
     return ident
 
@@ -492,7 +488,7 @@ async def add_auth_cert(
         row = await _server_row(s, ident)
         exists = await _exists(s, sa.select(m.AuthCert.id).where(m.AuthCert.sha256 == fingerprint))
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.AuthCert(server_id=row.id, sha256=fingerprint, certificate_pem=cert_pem(cert)))
     return fingerprint
 
@@ -514,7 +510,7 @@ async def remove_auth_cert(
             sa.select(m.AuthCert).where(m.AuthCert.server_id == row.id, m.AuthCert.sha256 == fingerprint)
         )
         if cert is None:
-            raise not_found(f"authentication certificate {fingerprint} is not registered for {ident}")
+            raise NotFound(f"authentication certificate {fingerprint} is not registered for {ident}")
         await s.delete(cert)
 
 
@@ -540,7 +536,7 @@ async def add_server_client(
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.ServerClient(
             server_id=row.id, member_id=member_pk, subsystem_id=subsystem_pk, client=str(client_id)
         ))
@@ -566,7 +562,7 @@ async def remove_server_client(
             )
         )
         if entry is None:
-            raise not_found(f"{client_id.kind} {client_id} is not a client of security server {server_id}")
+            raise NotFound(f"{client_id.kind} {client_id} is not a client of security server {server_id}")
         await s.delete(entry)
 
 
@@ -626,7 +622,7 @@ async def add_group(
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.GlobalGroup(instance=ident.instance, group_code=ident.group_code, description=description))
     return ident
 
@@ -665,7 +661,7 @@ async def add_group_member(
             ),
         )
         if exists:
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.GlobalGroupMember(
             group_id=row.id, member_id=member_pk, subsystem_id=subsystem_pk, client=str(client_id)
         ))
@@ -691,7 +687,7 @@ async def remove_group_member(
             )
         )
         if entry is None:
-            raise not_found(f"{client_id.kind} {client_id} is not a member of global group {group_id}")
+            raise NotFound(f"{client_id.kind} {client_id} is not a member of global group {group_id}")
         await s.delete(entry)
 
 
@@ -739,7 +735,7 @@ async def add_ca(
     message = f"certification authority {name!r} is already registered"
     async with _tx(engine, duplicate=message) as s:
         if await _exists(s, sa.select(m.TrustedCa.id).where(m.TrustedCa.name == name)):
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.TrustedCa(name=name, certificate_pem=record.certificate_pem, ocsp_urls=list(urls)))
     return record
 
@@ -753,7 +749,7 @@ async def remove_ca(engine: AsyncEngine, name: str) -> None:
     async with _tx(engine) as s:
         row = await s.scalar(sa.select(m.TrustedCa).where(m.TrustedCa.name == name))
         if row is None:
-            raise not_found(f"certification authority {name!r} is not registered")
+            raise NotFound(f"certification authority {name!r} is not registered")
         await s.delete(row)
 
 
@@ -788,7 +784,7 @@ async def add_tsa(engine: AsyncEngine, *, name: str, url: str, certificate: byte
     message = f"timestamping authority {name!r} is already registered"
     async with _tx(engine, duplicate=message) as s:
         if await _exists(s, sa.select(m.Tsa.id).where(m.Tsa.name == name)):
-            raise conflict(message)
+            raise Conflict(message)
         s.add(m.Tsa(name=name, url=url, certificate_pem=record.certificate_pem))
     return record
 
@@ -802,7 +798,7 @@ async def remove_tsa(engine: AsyncEngine, name: str) -> None:
     async with _tx(engine) as s:
         row = await s.scalar(sa.select(m.Tsa).where(m.Tsa.name == name))
         if row is None:
-            raise not_found(f"timestamping authority {name!r} is not registered")
+            raise NotFound(f"timestamping authority {name!r} is not registered")
         await s.delete(row)
 
 

@@ -29,8 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.central import models as m
 from gateway.central.models import KeyState
-from gateway.central.registry import conflict, not_found
-from gateway.errors import ConfigError, PkiError, RequestError
+from gateway.errors import ConfigError, Conflict, NotFound, PkiError, RequestError
 from gateway.trust.keys import (
     PrivateKey,
     cert_pem,
@@ -129,7 +128,7 @@ async def create_signing_key(
     except IntegrityError as e:
         with contextlib.suppress(OSError):
             os.unlink(path)
-        raise conflict(
+        raise Conflict(
             f"configuration-signing key number {number} was created concurrently; try again"
         ) from e
     return _info(row)
@@ -175,17 +174,17 @@ async def retire_signing_key(engine: AsyncEngine, keyid: str, *, now: datetime) 
             sa.select(m.SigningKey).where(m.SigningKey.keyid.startswith(prefix, autoescape=True))
         ))
         if not rows:
-            raise not_found(f"no configuration-signing key has keyid {keyid!r}")
+            raise NotFound(f"no configuration-signing key has keyid {keyid!r}")
         if len(rows) > 1:
             raise RequestError(f"keyid prefix {keyid!r} matches {len(rows)} keys; give more digits")
         row = rows[0]
         if row.state == "retired":
-            raise conflict(f"configuration-signing key {row.keyid} is already retired")
+            raise Conflict(f"configuration-signing key {row.keyid} is already retired")
         active = await s.scalar(
             sa.select(sa.func.count()).select_from(m.SigningKey).where(m.SigningKey.state == "active")
         )
         if (active or 0) <= 1:
-            raise conflict(
+            raise Conflict(
                 f"configuration-signing key {row.keyid} is the only active key and cannot be retired; "
                 "add a new key first (`gateway central keys add`)"
             )

@@ -18,9 +18,8 @@ from typing import Any
 
 from cryptography import x509
 
-from gateway.errors import ConfigError, GlobalConfError, PkiError, TrustError
+from gateway.errors import ConfigError, GlobalConfError, MalformedGlobalConf, PkiError, TrustError
 from gateway.globalconf.model import (
-    MALFORMED,
     DocReader,
     cert_fingerprint,
     cert_to_pem,
@@ -51,9 +50,9 @@ class Anchor:
         try:
             obj = loads_canonical(data, what="anchor")
         except TrustError as e:
-            raise GlobalConfError(e.message, code=MALFORMED) from e
+            raise MalformedGlobalConf(e.message) from e
         except RecursionError as e:
-            raise GlobalConfError("anchor is nested too deeply", code=MALFORMED) from e
+            raise MalformedGlobalConf("anchor is nested too deeply") from e
         return cls.from_dict(obj)
 
     @classmethod

@@ -24,15 +24,21 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import ConfigError, GlobalConfError, PkiError, TrustError
-from gateway.globalconf.model import MALFORMED, cert_fingerprint
+from gateway.errors import (
+    ConfigError,
+    GlobalConfError,
+    InvalidSignatureValue,
+    MalformedGlobalConf,
+    PkiError,
+    TrustError,
+)
+from gateway.globalconf.model import cert_fingerprint
 from gateway.trust.canonical import canonical_bytes, loads_canonical
 from gateway.trust.keys import SIGNATURE_ALGS, PrivateKey, SignatureAlg, sign_bytes, verify_bytes
 
 Alg = SignatureAlg  # RFC 9421 algorithm registry names
 ALGORITHMS: tuple[Alg, ...] = SIGNATURE_ALGS
 MAX_SIGNATURES = 8  # per envelope; two during a key rollover, the rest is headroom against abuse
-BAD_SIGNATURE = "Server.ClientProxy.InvalidSignatureValue"  # X-Road's fault type for a failed signature
 
 _HEX256_RE = re.compile(r"[0-9a-f]{64}")
 _B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -57,7 +63,7 @@ def verify_signature(signature: Signature, cert: x509.Certificate, data: bytes) 
     try:
         verify_bytes(cert, signature.alg, data, signature.sig)
     except TrustError as e:
-        raise TrustError(f"signature by key {signature.keyid[:16]}: {e.message}", code=BAD_SIGNATURE) from e
+        raise InvalidSignatureValue(f"signature by key {signature.keyid[:16]}: {e.message}") from e
 
 
 def _spki(public: Any) -> bytes:
@@ -97,7 +103,7 @@ def sign_envelope(signed: Mapping[str, Any], keys: Sequence[tuple[PrivateKey, x5
 
 
 def _malformed(message: str) -> GlobalConfError:
-    return GlobalConfError(f"global configuration envelope: {message}", code=MALFORMED)
+    return MalformedGlobalConf(f"global configuration envelope: {message}")
 
 
 def _parse_signature(value: Any, i: int) -> Signature:
@@ -130,9 +136,9 @@ def parse_envelope(data: bytes) -> tuple[dict[str, Any], bytes, tuple[Signature,
     try:
         obj = loads_canonical(data, what="global configuration")
     except TrustError as e:
-        raise GlobalConfError(e.message, code=MALFORMED) from e
+        raise MalformedGlobalConf(e.message) from e
     except RecursionError as e:  # deeply nested hostile input
-        raise GlobalConfError("global configuration is nested too deeply", code=MALFORMED) from e
+        raise MalformedGlobalConf("global configuration is nested too deeply") from e
     if not isinstance(obj, dict) or set(obj) != {"signatures", "signed"}:
         raise _malformed("must be an object with exactly the keys signatures and signed")
     sigs, signed = obj["signatures"], obj["signed"]

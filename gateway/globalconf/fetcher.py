@@ -12,9 +12,8 @@ import abc
 
 import aiohttp
 
-from gateway.errors import GatewayError, PeerError
+from gateway.errors import GatewayError, GlobalConfDownloadFailed, PeerError
 
-DOWNLOAD_FAILED = "Server.ClientProxy.GlobalConfDownloadFailed"
 DEFAULT_MAX_BYTES = 16 * 2**20  # bytes; far above any real configuration, bounds memory on a hostile server
 DEFAULT_TIMEOUT_SECONDS = 10.0  # seconds for one whole download
 
@@ -26,20 +25,19 @@ class Fetcher(abc.ABC):
         """Download ``url`` and return its body (at most ``max_bytes``).
 
         Raises:
-            PeerError: the download failed for any reason (``Server.ClientProxy.GlobalConfDownloadFailed``).
+            PeerError: the download failed for any reason (``GlobalConfDownloadFailed``).
         """
         try:
             data = await self._fetch(url, max_bytes=max_bytes)
         except PeerError:
             raise
         except GatewayError as e:
-            raise PeerError(f"download of {url} failed: {e.message}", code=DOWNLOAD_FAILED) from e
+            raise GlobalConfDownloadFailed(f"download of {url} failed: {e.message}") from e
         except Exception as e:
-            raise PeerError(
-                f"download of {url} failed: {type(e).__name__}: {e}".rstrip(": "), code=DOWNLOAD_FAILED
-            ) from e
+            raise GlobalConfDownloadFailed(
+                f"download of {url} failed: {type(e).__name__}: {e}".rstrip(": ")) from e
         if len(data) > max_bytes:
-            raise PeerError(f"download of {url} is larger than {max_bytes} bytes", code=DOWNLOAD_FAILED)
+            raise GlobalConfDownloadFailed(f"download of {url} is larger than {max_bytes} bytes")
         return data
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
@@ -68,22 +66,17 @@ class AiohttpFetcher(Fetcher):
             self._session = aiohttp.ClientSession()
         async with self._session.get(url, timeout=self._timeout, allow_redirects=False) as response:
             if response.status != 200:
-                raise PeerError(
-                    f"download of {url} failed: HTTP {response.status} {response.reason or ''}".rstrip(),
-                    code=DOWNLOAD_FAILED,
-                )
+                raise GlobalConfDownloadFailed(
+                    f"download of {url} failed: HTTP {response.status} {response.reason or ''}".rstrip())
             if response.content_length is not None and response.content_length > max_bytes:
-                raise PeerError(
-                    f"download of {url} is {response.content_length} bytes; at most {max_bytes} are accepted",
-                    code=DOWNLOAD_FAILED,
-                )
+                raise GlobalConfDownloadFailed(
+                    f"download of {url} is {response.content_length} bytes; at most {max_bytes} are accepted")
             body = bytearray()
             async for chunk in response.content.iter_chunked(64 * 1024):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise PeerError(
-                        f"download of {url} is larger than {max_bytes} bytes", code=DOWNLOAD_FAILED
-                    )
+                    raise GlobalConfDownloadFailed(
+                        f"download of {url} is larger than {max_bytes} bytes")
             return bytes(body)
 
     async def close(self) -> None:

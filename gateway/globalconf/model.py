@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from gateway.errors import GlobalConfError, IdentifierError
+from gateway.errors import IdentifierError, MalformedGlobalConf
 from gateway.identifiers import (
     ClientId,
     GlobalGroupId,
@@ -41,7 +41,6 @@ from gateway.identifiers import (
 from gateway.trust.keys import cert_pem, cert_sha256_hex
 
 FORMAT = 1  # the only format of the ``signed`` document this client knows
-MALFORMED = "Server.ClientProxy.MalformedGlobalConf"  # X-Road's fault type for an unreadable configuration
 MAX_TEXT_LENGTH = 1024  # characters; names, descriptions, URLs - bounds work on hostile input
 DEFAULT_OCSP_FRESHNESS_SECONDS = 3600  # seconds; X-Road's ocspFreshnessSeconds default
 DEFAULT_TIMESTAMP_GRACE_SECONDS = 14400  # seconds; X-Road's timestamp failure grace period default
@@ -72,10 +71,9 @@ class DocReader:
     """Reads one JSON document field by field, failing with the document name and the field's path."""
 
     name: str  # "global configuration", "anchor"
-    code: str = MALFORMED
 
     def fail(self, path: str, message: str) -> NoReturn:
-        raise GlobalConfError(f"{self.name} field {path}: {message}", code=self.code)
+        raise MalformedGlobalConf(f"{self.name} field {path}: {message}")
 
     def obj(
         self, value: Any, path: str, *, required: Iterable[str], optional: Iterable[str] = (),

@@ -23,12 +23,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import GlobalConfError, TrustError
+from gateway.errors import GlobalConfError, GlobalConfSignatureInvalid, MalformedGlobalConf, TrustError
 from gateway.globalconf.anchor import Anchor
-from gateway.globalconf.envelope import BAD_SIGNATURE, parse_envelope, verify_signature
-from gateway.globalconf.model import FORMAT, MALFORMED, GlobalConf, format_time
-
-OUTDATED = "Server.ClientProxy.OutdatedGlobalConf"  # X-Road's fault type: no valid configuration
+from gateway.globalconf.envelope import parse_envelope, verify_signature
+from gateway.globalconf.model import FORMAT, GlobalConf, format_time
 
 
 def _show(d: dict[str, Any], key: str) -> str:
@@ -50,10 +48,9 @@ def _check_signed(anchor: Anchor, data: bytes) -> tuple[GlobalConf, bytes]:
     #     this anchor does not list yet) are skipped: one valid anchored signature is enough.
     anchored = [s for s in signatures if s.keyid in anchor.keys]
     if not anchored:
-        raise GlobalConfError(
+        raise GlobalConfSignatureInvalid(
             "global configuration is not signed by any key in the anchor (signed by "
             + ", ".join(s.keyid[:16] for s in signatures) + ")",
-            code=BAD_SIGNATURE,
             hint="if the federation rolled its configuration-signing key, install the new anchor",
         )
     failures: list[str] = []
@@ -65,23 +62,19 @@ def _check_signed(anchor: Anchor, data: bytes) -> tuple[GlobalConf, bytes]:
             continue
         break
     else:
-        raise GlobalConfError(
-            f"global configuration signature is invalid: {'; '.join(failures)}", code=BAD_SIGNATURE
-        )
+        raise GlobalConfSignatureInvalid(
+            f"global configuration signature is invalid: {'; '.join(failures)}")
 
     # (3) A format we know, our instance, then the full shape (paths in the error message).
     if signed.get("format") != FORMAT:
-        raise GlobalConfError(
+        raise MalformedGlobalConf(
             f"global configuration format {_show(signed, 'format')} is not known to this client "
-            f"(it knows {FORMAT})",
-            code=MALFORMED, hint="upgrade this security server",
+            f"(it knows {FORMAT})", hint="upgrade this security server",
         )
     if signed.get("instance") != anchor.instance:
-        raise GlobalConfError(
+        raise MalformedGlobalConf(
             f"global configuration is for instance {_show(signed, 'instance')}, "
-            f"but the anchor is for {json.dumps(anchor.instance)}",
-            code=MALFORMED,
-        )
+            f"but the anchor is for {json.dumps(anchor.instance)}")
     return GlobalConf.from_dict(signed), signed_bytes
 
 
@@ -137,14 +130,12 @@ class TrustedGlobalConf:
                 raise GlobalConfError(
                     f"global configuration version {conf.version} is older than the trusted version "
                     f"{current.version} (rollback refused)",
-                    code=OUTDATED,
                 )
             if conf.version == current.version:
                 if signed_bytes != self._signed_bytes:
                     raise GlobalConfError(
                         f"global configuration version {conf.version} differs from the trusted copy of the "
                         "same version (rollback refused)",
-                        code=OUTDATED,
                     )
                 unchanged = True
 
@@ -154,7 +145,6 @@ class TrustedGlobalConf:
             raise GlobalConfError(
                 f"global configuration version {conf.version} expired at {format_time(conf.expires_at)} "
                 f"(now {format_time(now)})",
-                code=OUTDATED,
                 hint="the central server has not published a fresh configuration; check it and the clocks",
             )
         if unchanged:
@@ -172,15 +162,14 @@ class TrustedGlobalConf:
         """The trusted configuration, if it may be used for message exchange now.
 
         Raises:
-            GlobalConfError: (``Server.ClientProxy.OutdatedGlobalConf``) there is none, or it has expired.
+            GlobalConfError: (``OutdatedGlobalConf``) there is none, or it has expired.
         """
         conf = self._current
         if conf is None:
-            raise GlobalConfError("no valid global configuration has been downloaded yet", code=OUTDATED)
+            raise GlobalConfError("no valid global configuration has been downloaded yet")
         if conf.is_expired(now):
             raise GlobalConfError(
                 f"global configuration version {conf.version} expired at {format_time(conf.expires_at)}",
-                code=OUTDATED,
                 hint="check that the central server is reachable and publishing",
             )
         return conf
@@ -196,10 +185,8 @@ class TrustedGlobalConf:
             GlobalConfError: the new anchor is for another instance (nothing is changed).
         """
         if anchor.instance != self._anchor.instance:
-            raise GlobalConfError(
-                f"new anchor is for instance {anchor.instance!r}, not {self._anchor.instance!r}",
-                code=MALFORMED,
-            )
+            raise MalformedGlobalConf(
+                f"new anchor is for instance {anchor.instance!r}, not {self._anchor.instance!r}")
         self._anchor = anchor
         if self._current_bytes is not None:
             try:

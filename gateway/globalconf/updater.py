@@ -157,7 +157,7 @@ class GlobalConfUpdater:
         """The configuration for message exchange now.
 
         Raises:
-            GlobalConfError: (``Server.ClientProxy.OutdatedGlobalConf``) none, or expired.
+            GlobalConfError: (``OutdatedGlobalConf``) none, or expired.
         """
         return self._trusted.require_valid(self._clock())
 

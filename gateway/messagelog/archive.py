@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import TrustError
+from gateway.errors import MalformedArchive, TrustError
 from gateway.globalconf.model import format_time
 from gateway.messagelog.merkle import HASH_SIZE
 from gateway.trust.canonical import canonical_bytes, loads_canonical
@@ -49,7 +49,6 @@ MANIFEST = "manifest.json"
 LEAVES = "leaves.bin"
 MAX_MANIFEST_BYTES = 64 * 2**20  # bytes; a manifest lists members, not data
 MAX_SMALL_MEMBER_BYTES = 64 * 2**20  # bytes; configuration envelopes, notes, tokens, certificates
-MALFORMED = "Server.ServerProxy.MalformedArchive"
 
 _CHUNK_RE = re.compile(r"records/[0-9]{20}\.jsonl")
 _NOTE_RE = re.compile(r"checkpoints/[0-9]{6}\.note")
@@ -67,7 +66,7 @@ _MANIFEST_KEYS = frozenset({
 
 
 def _bad(message: str) -> TrustError:
-    return TrustError(f"archive: {message}", code=MALFORMED)
+    return MalformedArchive(f"archive: {message}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

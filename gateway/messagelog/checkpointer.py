@@ -40,7 +40,7 @@ import aiohttp
 import structlog
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import GatewayError, MessageLogError, PeerError, TrustError
+from gateway.errors import GatewayError, MessageLogError, PeerError, TimestampingFailed, TrustError
 from gateway.globalconf.model import DEFAULT_TIMESTAMP_GRACE_SECONDS, GlobalConf
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import Checkpoint, checkpoint_origin, sign_checkpoint
@@ -283,18 +283,18 @@ class Checkpointer:
 
     # ---- the gate the proxies ask ----------------------------------------------------------------------------
 
-    def check_timestamping(self, now: datetime, side: str = "Server.ClientProxy") -> None:
+    def check_timestamping(self, now: datetime) -> None:
         """Refuse exchanges once records have gone unstamped for longer than the grace period.
 
         Raises:
-            MessageLogError: ``<side>.TimestampingFailed``.
+            TimestampingFailed: (a :class:`MessageLogError`; ``Server.<side>.TimestampingFailed`` as the
+                proxy that asked answers it).
         """
         since = self.unstamped_since
         if since is not None and now - since > self.grace:
-            raise MessageLogError(
+            raise TimestampingFailed(
                 f"the message log has not been timestamped since {since.isoformat()} (grace period "
                 f"{int(self.grace.total_seconds())} s): no timestamping authority answers",
-                code=f"{side}.TimestampingFailed",
             )
 
     # ---- background task -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.errors import RequestError
+from gateway.errors import Conflict, NotFound, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.archive import ArchiveWriter, Manifest
 from gateway.messagelog.models import records
@@ -87,8 +87,7 @@ async def choose_range(
                           "to": None if to_time is None else to_time.isoformat()})
         found = await seq_range_for_times(engine, origin, from_time, to_time)
         if found is None:
-            raise RequestError(f"log {origin} has no records created in the given time range",
-                               code="Client.NotFound", status=404)
+            raise NotFound(f"log {origin} has no records created in the given time range")
         lo, hi = found
     if start is not None:
         lo = selection["start"] = start
@@ -103,10 +102,9 @@ async def choose_range(
     if covering:
         hi = covering[0].size  # end at a checkpoint, so that every exported record is covered
     elif not include_uncovered:
-        raise RequestError(
+        raise Conflict(
             f"records up to {hi} of {origin} are not covered by a checkpoint yet"
             + (f" (the latest covers {checkpoints[-1].size})" if checkpoints else " (there is none yet)"),
-            code="Client.Conflict", status=409,
             hint="wait for the next checkpoint, or ask for records after the latest checkpoint too",
         )
     return lo, hi, selection

@@ -9,8 +9,7 @@ from __future__ import annotations
 import heapq
 from datetime import datetime
 
-from gateway.errors import ConfigError, TrustError
-from gateway.protocol.signatures import SERVER_PROXY
+from gateway.errors import ConfigError, ReplayCacheFull, ReplayedRequest
 
 
 class ReplayCache:
@@ -48,8 +47,9 @@ class ReplayCache:
         """Remember ``key`` (an ``X-Road-Request-Id``) signed at ``created``; refuse one seen before.
 
         Raises:
-            TrustError: ``Server.ServerProxy.ReplayedRequest`` for a key still in the window, or for a
-                ``created`` already outside it; ``Server.ServerProxy.ReplayCacheFull`` when full.
+            TrustError: ``ReplayedRequest`` for a key still in the window, or for a ``created`` already
+                outside it; ``ReplayCacheFull`` when full (``Server.ServerProxy.*`` as the server proxy
+                answers them: only the provider's side keeps a replay cache).
         """
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
@@ -57,18 +57,13 @@ class ReplayCache:
         self._expire(ts)
         expiry = created + self.window_seconds
         if expiry < ts:
-            raise TrustError(
-                f"request signed at {created} is older than the {self.window_seconds} s replay window",
-                code=f"{SERVER_PROXY}.ReplayedRequest",
-            )
+            raise ReplayedRequest(
+                f"request signed at {created} is older than the {self.window_seconds} s replay window")
         if key in self._seen:
-            raise TrustError(
-                f"request id {key[:80]!r} was already received", code=f"{SERVER_PROXY}.ReplayedRequest",
-            )
+            raise ReplayedRequest(
+                f"request id {key[:80]!r} was already received")
         if len(self._seen) >= self.max_entries:
-            raise TrustError(
-                f"replay cache holds {self.max_entries} request ids; refusing new requests until some expire",
-                code=f"{SERVER_PROXY}.ReplayCacheFull",
-            )
+            raise ReplayCacheFull(
+                f"replay cache holds {self.max_entries} request ids; refusing new requests until some expire")
         self._seen[key] = expiry
         heapq.heappush(self._heap, (expiry, key))

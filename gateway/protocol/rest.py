@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Final, Literal
 from xml.sax.saxutils import escape as _xml_escape
 
-from gateway.errors import GatewayError, IdentifierError, RequestError
+from gateway.errors import BadIdentifier, GatewayError, IdentifierError, InvalidHttpMethod, RequestError, UriTooLong
 from gateway.identifiers import (
     ClientId,
     SecurityServerId,
@@ -118,10 +118,7 @@ def _parse_service(raw: str) -> ServiceId:
     try:
         return ServiceId.parse(raw, encoded=True)
     except IdentifierError as e:
-        raise IdentifierError(
-            f"invalid service identifier in the request path: {e.message}", code="Client.BadRequest",
-            hint=e.hint,
-        ) from e
+        raise BadIdentifier(f"invalid service identifier in the request path: {e.message}", hint=e.hint) from e
 
 
 def parse_target(
@@ -139,16 +136,15 @@ def parse_target(
     """
     # (1) the method: X-Road's Verb enum, exact upper case
     if method not in METHODS:
-        raise RequestError(
+        raise InvalidHttpMethod(
             f"HTTP method {method[:20]!r} is not supported; use one of {', '.join(sorted(METHODS))}",
-            code="Client.InvalidHttpMethod",
         )
     # (2) size first, so that nothing below works on an unbounded string
     size = len(raw_path) + (0 if raw_query is None else len(raw_query) + 1)
     if size > max_uri_bytes:
-        raise RequestError(
+        raise UriTooLong(
             f"request URI is {size} bytes long; at most {max_uri_bytes} are allowed",
-            status=414, hint="send large data in the request body",
+            hint="send large data in the request body",
         )
     # (3) characters: visible ASCII only, well-formed percent escapes in the path
     if not _TARGET_RE.fullmatch(raw_path) or (raw_query is not None and not _TARGET_RE.fullmatch(raw_query)):
@@ -330,13 +326,11 @@ def _parse_client_header(value: str) -> ClientId:
 def _parse_represented_party(value: str) -> RepresentedParty:
     parts = value.split("/")
     if len(parts) > 2:
-        raise RequestError(
-            f"X-Road-Represented-Party {value[:80]!r} must be CODE or CLASS/CODE", code="Client.BadRequest",
-        )
+        raise RequestError(f"X-Road-Represented-Party {value[:80]!r} must be CODE or CLASS/CODE")
     try:
         decoded = [decode_part(p, what="X-Road-Represented-Party part") for p in parts]
     except IdentifierError as e:
-        raise IdentifierError(e.message, code="Client.BadRequest", hint=e.hint) from e
+        raise BadIdentifier(e.message, hint=e.hint) from e
     if len(decoded) == 1:
         return RepresentedParty(party_class=None, party_code=decoded[0])
     return RepresentedParty(party_class=decoded[0], party_code=decoded[1])
@@ -383,10 +377,7 @@ def parse_request_headers(
         try:
             security_server = SecurityServerId.parse(raw_server, encoded=True)
         except IdentifierError as e:
-            raise IdentifierError(
-                f"X-Road-Security-Server header is invalid: {e.message}",
-                code="Client.BadRequest", hint=e.hint,
-            ) from e
+            raise BadIdentifier(f"X-Road-Security-Server header is invalid: {e.message}", hint=e.hint) from e
     raw_party = found.get(H_REPRESENTED_PARTY)
     return XRoadRequestHeaders(
         client=client,
@@ -558,14 +549,6 @@ def negotiate_error_type(accept: str | None) -> Literal["json", "text/xml", "app
     return "json"
 
 
-def error_status(xroad_type: str, status: int) -> int:
-    """X-Road's rule (``sendErrorResponse``): 500 for ``Server.*`` types; for client faults the error's own
-    4xx status (400, or e.g. 413/414 for size limits)."""
-    if xroad_type.lower().startswith("server."):
-        return 500
-    return status if 400 <= status < 500 else 400
-
-
 def render_error(
     err: GatewayError, *, accept: str | None, detail: str,
 ) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -576,7 +559,7 @@ def render_error(
     ``X-Road-Error`` carries the type. ``detail`` is the id the operator finds in the logs (a UUID).
     """
     xroad_type = err.xroad_type
-    status = error_status(xroad_type, err.status)
+    status = err.http_status  # the fault class's, by X-Road's rule (gateway.errors); never recomputed here
     kind = negotiate_error_type(accept)
     if kind == "json":
         body = json.dumps(
@@ -701,7 +684,6 @@ __all__ = [
     "XRoadRequestHeaders",
     "connection_named",
     "end_to_end_headers",
-    "error_status",
     "negotiate_error_type",
     "normalise_path",
     "parse_request_headers",

@@ -30,7 +30,20 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway.errors import GatewayError, PeerError, RequestError, TrustError
+from gateway.errors import (
+    CLIENT_PROXY,
+    SERVER_PROXY,
+    ClientAuthenticationFailed,
+    ClientNotRegistered,
+    GatewayError,
+    InconsistentResponse,
+    InvalidRequest,
+    InvalidSecurityServer,
+    PeerError,
+    RequestError,
+    ResponseTooLarge,
+    UnknownMember,
+)
 from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
@@ -52,7 +65,7 @@ from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy.client")
 
-SIDE = "Server.ClientProxy"
+SIDE = CLIENT_PROXY
 CONTEXT = web.AppKey("context", ProxyContext)
 
 # Headers the client side never passes on from an information system: X-Road's own (re-emitted after
@@ -74,71 +87,86 @@ _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class RemoteFault(GatewayError):
-    """An error answered by the provider's security server (its ``X-Road-Error``), passed on unchanged."""
+    """An error answered by the provider's security server (its ``X-Road-Error``), passed on unchanged.
+
+    The one fault whose type and status are data rather than a class: they come off the wire, already
+    carrying the side that detected them (``Server.ServerProxy.AccessDenied``), so :meth:`at_side` names none.
+    """
 
     whose_fault = "the provider's security server"
 
-    def __init__(self, message: str, *, code: str, status: int) -> None:
-        super().__init__(message, code=code)
-        self.status = status  # type: ignore[misc]
+    def __init__(self, message: str, *, remote_type: str, remote_status: int) -> None:
+        super().__init__(message)
+        # an empty X-Road-Error reads as the provider side's internal error
+        self.remote_type = remote_type or GatewayError.type_name(SERVER_PROXY)
+        self.remote_status = remote_status
+
+    @property
+    def xroad_type(self) -> str:
+        return self.remote_type
+
+    @property
+    def http_status(self) -> int:
+        # X-Road's rule (sendErrorResponse) on what the peer sent: 500 for Server.*, else its 4xx (400 if odd)
+        if self.remote_type.lower().startswith("server."):
+            return 500
+        return self.remote_status if 400 <= self.remote_status < 500 else 400
 
 
-def check_is_auth(request: web.Request, client: ClientInfo) -> None:
-    """X-Road's information-system authentication for the client subsystem.
+def check_is_auth(
+    client: ClientInfo, *, tls: bool, peer_cert_der: bytes | None,
+) -> None:
+    """X-Road's information-system authentication for the client subsystem (pure).
+
+    ``tls`` tells whether the information system connected over TLS; ``peer_cert_der`` is the certificate it
+    presented there (DER), or ``None``. The handler reads both off the transport (:func:`_transport_auth`).
 
     Raises:
-        RequestError: ``Server.ClientProxy.SslAuthenticationFailed`` when the connection does not meet the
-            client's setting.
+        ClientAuthenticationFailed: (``Server.ClientProxy.SslAuthenticationFailed``, HTTP 500) the connection
+            does not meet the client's ``is_auth`` setting: ``https`` needs TLS, ``https-cert`` also a
+            client certificate whose SHA-256 fingerprint is registered for the client.
     """
     if client.is_auth == "none":
         return
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    if not isinstance(ssl_object, ssl.SSLObject):
-        raise RequestError(
-            f"client {client.id.typed()} must connect over HTTPS", code=f"{SIDE}.SslAuthenticationFailed",
-            status=500,
-        )
+    if not tls:
+        raise ClientAuthenticationFailed(f"client {client.id.typed()} must connect over HTTPS")
     if client.is_auth == "https":
         return
-    der = ssl_object.getpeercert(binary_form=True)
-    if der is None:
-        raise RequestError(
-            f"client {client.id.typed()} must present its registered TLS certificate",
-            code=f"{SIDE}.SslAuthenticationFailed", status=500,
-        )
-    if hashlib.sha256(der).hexdigest() not in client.is_cert_fingerprints:
-        raise RequestError(
+    if peer_cert_der is None:
+        raise ClientAuthenticationFailed(f"client {client.id.typed()} must present its registered TLS certificate")
+    if hashlib.sha256(peer_cert_der).hexdigest() not in client.is_cert_fingerprints:
+        raise ClientAuthenticationFailed(
             f"the TLS certificate presented is not registered for client {client.id.typed()}",
-            code=f"{SIDE}.SslAuthenticationFailed", status=500,
         )
+
+
+def _transport_auth(request: web.Request) -> tuple[bool, bytes | None]:
+    """Whether the request came over TLS, and the client certificate it presented there (DER) if any."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if not isinstance(ssl_object, ssl.SSLObject):
+        return False, None
+    return True, ssl_object.getpeercert(binary_form=True)
 
 
 def providers(conf: GlobalConf, service: ServiceId, pinned: SecurityServerId | None) -> list[SecurityServer]:
     """The provider's security servers from the global configuration, or the pinned one.
 
     Raises:
-        RequestError: ``Server.ClientProxy.UnknownMember`` (no such member/subsystem or no server hosts it),
-            ``Server.ClientProxy.InvalidSecurityServer`` (the pinned server does not host the provider).
+        UnknownMember: (``Server.ClientProxy.UnknownMember``) no such member/subsystem, or no server hosts it.
+        InvalidSecurityServer: (``Server.ClientProxy.InvalidSecurityServer``) the pinned server does not host
+            the provider.
     """
     provider = service.subsystem
     if not conf.subsystem_exists(provider):
         what = "member" if not conf.member_exists(provider.member) else "subsystem"
-        raise RequestError(
-            f"{what} of service {service} is not registered in the global configuration",
-            code=f"{SIDE}.UnknownMember", status=500,
-        )
+        raise UnknownMember(f"{what} of service {service} is not registered in the global configuration")
     servers = list(conf.servers_for_client(provider))
     if not servers:
-        raise RequestError(
-            f"no security server hosts {provider.typed()}", code=f"{SIDE}.UnknownMember", status=500,
-        )
+        raise UnknownMember(f"no security server hosts {provider.typed()}")
     if pinned is not None:
         servers = [s for s in servers if s.id == pinned]
         if not servers:
-            raise RequestError(
-                f"security server {pinned} does not host {provider.typed()}",
-                code=f"{SIDE}.InvalidSecurityServer", status=500,
-            )
+            raise InvalidSecurityServer(f"security server {pinned} does not host {provider.typed()}")
     return servers
 
 
@@ -182,7 +210,7 @@ async def _remote_fault(resp: aiohttp.ClientResponse, fields: dict[str, str]) ->
         message = str(json.loads(text).get("message", text))
     except (ValueError, AttributeError):
         pass
-    return RemoteFault(message[:2000], code=fields[rest.H_ERROR][:200], status=resp.status)
+    return RemoteFault(message[:2000], remote_type=fields[rest.H_ERROR][:200], remote_status=resp.status)
 
 
 async def handle_rest(request: web.Request) -> web.StreamResponse:
@@ -196,7 +224,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
     try:
-        with ctx.bodies.account(SIDE) as account:
+        with ctx.bodies.account() as account:
             return await _exchange(request, ctx, now, target, pairs, h, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
@@ -207,14 +235,14 @@ async def _exchange(
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, account: BodyAccount,
 ) -> web.StreamResponse:
     # (2) a valid global configuration, and a message log timestamped within its grace period
-    conf = ctx.conf(SIDE)
-    ctx.check_timestamping(SIDE)
+    conf = ctx.conf()
+    ctx.check_timestamping()
     # (3) the client is ours, authenticated as configured
     client_info = ctx.snapshot.client(h.client)
     if client_info.status != "registered":
-        raise RequestError(f"client {h.client.typed()} is {client_info.status} on this security server",
-                           code=f"{SIDE}.ClientNotRegistered", status=500)
-    check_is_auth(request, client_info)
+        raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
+    tls, peer_cert_der = _transport_auth(request)
+    check_is_auth(client_info, tls=tls, peer_cert_der=peer_cert_der)
     # (4) where the service lives
     servers = providers(conf, target.service, h.security_server)
     # (5) body, ids, digest, signature
@@ -227,7 +255,7 @@ async def _exchange(
     expected_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
     digest = signatures.content_digest_header(sha256(body))
     created = int(now.timestamp())
-    own_ocsp = await ctx.own_ocsp(conf, SIDE)
+    own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
     covered[signatures.H_CONTENT_DIGEST] = digest
     signed = signatures.sign_request(
@@ -273,7 +301,6 @@ async def _exchange(
         raise last_error
     raise PeerError(
         f"no security server of {target.service.subsystem} could be reached: {last_error or type(last_error).__name__}",
-        code=f"{SIDE}.NetworkError",
     ) from last_error
 
 
@@ -287,7 +314,7 @@ async def _response(
     request_target: str, account: BodyAccount,
 ) -> web.StreamResponse:
     resp_pairs = header_pairs(resp.raw_headers)
-    fields = signatures.fields_from_pairs(resp_pairs, side=SIDE)
+    fields = signatures.fields_from_pairs(resp_pairs)
     # An error from the provider's server that it could not sign (it could not verify our request).
     if signatures.H_SIGNATURE not in fields and rest.H_ERROR in fields:
         raise await _remote_fault(resp, fields)
@@ -295,25 +322,23 @@ async def _response(
     try:
         body = await _read_response(resp, ctx.limits.max_body_bytes, account)
     except TimeoutError as e:
-        raise PeerError("the provider's security server did not send the whole response in time",
-                        code=f"{SIDE}.NetworkError") from e
-    conf = ctx.conf(SIDE)
+        raise PeerError("the provider's security server did not send the whole response in time") from e
+    conf = ctx.conf()
     now = ctx.clock()
     verified = signatures.verify_response(
         status=resp.status, headers=fields, request_signature=signed.signature, now=now,
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
-        resolve_cert=ctx.cert_resolver(conf, target.service.member, SIDE),
+        resolve_cert=ctx.cert_resolver(conf, target.service.member),
     )
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
     expected = {
         rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
         rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,
     }
     for name, value in expected.items():
         if fields.get(name) != value:
-            raise TrustError(
+            raise InconsistentResponse(
                 f"response header {name} is {fields.get(name, '(missing)')[:120]!r}, expected {value!r}",
-                code=f"{SIDE}.InconsistentResponse",
             )
     # (9) log, then answer
     await ctx.messagelog.append(_record(
@@ -333,8 +358,7 @@ async def _response(
 
 async def _read_response(resp: aiohttp.ClientResponse, limit: int, account: BodyAccount) -> bytes:
     def too_large() -> GatewayError:
-        return PeerError(f"the provider's response is larger than the maximum of {limit} bytes",
-                         code=f"{SIDE}.IOError")
+        return ResponseTooLarge(f"the provider's response is larger than the maximum of {limit} bytes")
 
     return await read_stream(resp.content, limit, account, too_large=too_large, what="the provider's response")
 
@@ -342,10 +366,10 @@ async def _read_response(resp: aiohttp.ClientResponse, limit: int, account: Body
 async def handle_list_clients(request: web.Request) -> web.Response:
     """``GET /listClients[?xRoadInstance=..]``: the members and subsystems of the federation (PR-MREST)."""
     ctx = request.app[CONTEXT]
-    conf = ctx.conf(SIDE)
+    conf = ctx.conf()
     instance = request.query.get("xRoadInstance")
     if instance is not None and instance != conf.instance:
-        raise RequestError(f"unknown X-Road instance {instance[:40]!r}", code="Client.InvalidRequest")
+        raise InvalidRequest(f"unknown X-Road instance {instance[:40]!r}")
     clients: list[tuple[ClientId, str | None]] = []
     for member in conf.members:
         clients.append((member.id, member.name))
@@ -379,7 +403,7 @@ def build_client_app(ctx: ProxyContext) -> web.Application:
 async def _not_rest(request: web.Request) -> web.Response:
     raise RequestError(
         f"{request.method} {request.path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"
-        "SUBSYSTEM/SERVICE[/path]", code="Client.BadRequest",
+        "SUBSYSTEM/SERVICE[/path]",
     )
 
 

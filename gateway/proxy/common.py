@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, Side
 from gateway.protocol import rest
 
 log = structlog.get_logger("gateway.proxy")
@@ -25,19 +25,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RAW_BODIES: dict[str, object] = {"auto_decompress": False}
 
 
-def error_response(err: GatewayError, request: web.Request, *, side: str) -> web.Response:
-    """Render ``err`` as X-Road does, with a ``detail`` id that is also in our operational log."""
+def error_response(err: GatewayError, request: web.Request, *, side: Side) -> web.Response:
+    """Render ``err`` as X-Road does, with a ``detail`` id that is also in our operational log.
+
+    ``side`` is named on ``err`` first (:meth:`~gateway.errors.GatewayError.at_side`; a side named earlier,
+    e.g. by the message log for its record, stays), so that the response and the log carry the same type.
+    """
+    err.at_side(side)
     detail = str(uuid.uuid4())
     status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
     log.warning(
-        "request refused", side=side, detail=detail, type=err.xroad_type, error=err.message,
+        "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
         method=request.method, path=request.raw_path[:200], peer=request.remote,
     )
     return web.Response(status=status, headers=headers, body=body)
 
 
-def error_middleware(side: str) -> Middleware:
-    """The one middleware that turns our errors (and bugs) into X-Road error responses."""
+def error_middleware(side: Side) -> Middleware:
+    """The one middleware that turns our errors (and bugs) into X-Road error responses: the proxy's single
+    entry point, where every ``Server.*`` fault raised below it is named as this ``side``'s."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -49,8 +55,8 @@ def error_middleware(side: str) -> Middleware:
             raise
         except Exception as e:
             detail = str(uuid.uuid4())
-            log.exception("internal error", side=side, detail=detail)
-            err = GatewayError(f"internal error ({type(e).__name__})", code=f"{side}.InternalError")
+            log.exception("internal error", side=f"Server.{side}", detail=detail)
+            err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
             status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
             return web.Response(status=status, headers=headers, body=body)
 
@@ -67,7 +73,8 @@ class BodyBudget:
     :class:`BodyAccount` as its bodies arrive (the declared ``Content-Length`` at once, a chunked body chunk by
     chunk) and gives everything back when it ends. Taking never waits: an exchange that waited while holding
     part of the budget could deadlock with others doing the same. What cannot be taken fails the exchange
-    with ``Server.<side>.Overloaded`` before more of its body is read.
+    with :class:`~gateway.errors.Overloaded` (``Server.<side>.Overloaded`` as the proxy answers) before more of
+    its body is read.
     """
 
     __slots__ = ("limit", "used")
@@ -78,34 +85,31 @@ class BodyBudget:
         self.limit = limit
         self.used = 0
 
-    def account(self, side: str) -> BodyAccount:
-        """An account for one exchange of ``side`` (``Server.ClientProxy`` or ``Server.ServerProxy``)."""
-        return BodyAccount(self, side)
+    def account(self) -> BodyAccount:
+        """An account for one exchange."""
+        return BodyAccount(self)
 
 
 class BodyAccount:
     """What one exchange holds of a :class:`BodyBudget`; :meth:`close` gives it all back (idempotent)."""
 
-    __slots__ = ("_budget", "_side", "held")
+    __slots__ = ("_budget", "held")
 
-    def __init__(self, budget: BodyBudget, side: str) -> None:
+    def __init__(self, budget: BodyBudget) -> None:
         self._budget = budget
-        self._side = side
         self.held = 0
 
     def take(self, size: int, what: str) -> None:
         """Hold ``size`` more bytes.
 
         Raises:
-            GatewayError: ``Server.<side>.Overloaded`` (HTTP 500): the bodies of the exchanges in progress
-                already fill the budget.
+            Overloaded: (HTTP 500) the bodies of the exchanges in progress already fill the budget.
         """
         budget = self._budget
         if budget.used + size > budget.limit:
-            raise GatewayError(
+            raise Overloaded(
                 f"{what} cannot be held now: the bodies of the exchanges in progress on this security server "
                 f"already fill {budget.used} of its {budget.limit} bytes (max_inflight_body_bytes); retry later",
-                code=f"{self._side}.Overloaded",
             )
         budget.used += size
         self.held += size
@@ -128,19 +132,17 @@ async def read_body(
     reads on ``account`` (the declared length before reading; a chunked body as it arrives).
 
     Raises:
-        RequestError: HTTP 413 ``Client.BadRequest`` naming the limit.
-        GatewayError: ``Overloaded`` from ``account`` (see :class:`BodyBudget`).
+        PayloadTooLarge: HTTP 413 ``Client.BadRequest`` naming the limit.
+        Overloaded: from ``account`` (see :class:`BodyBudget`).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise RequestError(
-            f"{what} of {declared} bytes is larger than the maximum of {limit} bytes", status=413,
-        )
+        raise PayloadTooLarge(f"{what} of {declared} bytes is larger than the maximum of {limit} bytes")
     if account is not None and declared:
         account.take(declared, what)
 
     def too_large() -> GatewayError:
-        return RequestError(f"{what} is larger than the maximum of {limit} bytes", status=413)
+        return PayloadTooLarge(f"{what} is larger than the maximum of {limit} bytes")
 
     return await read_stream(request.content, limit, account, too_large=too_large, what=what, held=declared or 0)
 

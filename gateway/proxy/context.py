@@ -19,7 +19,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import GatewayError, GlobalConfError, PeerError, TrustError
+from gateway.errors import CertValidation, GatewayError, PeerError, SslAuthenticationFailed, TrustError
 from gateway.globalconf import peertrust
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
@@ -40,7 +40,7 @@ log = structlog.get_logger("gateway.proxy")
 class TimestampingGate(Protocol):
     """What the proxies ask before an exchange (:class:`gateway.messagelog.checkpointer.Checkpointer`)."""
 
-    def check_timestamping(self, now: datetime, side: str) -> None: ...
+    def check_timestamping(self, now: datetime) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,38 +114,38 @@ class ProxyContext:
 
     # ---- global configuration -------------------------------------------------------------------------
 
-    def conf(self, side: str = "Server.ClientProxy") -> GlobalConf:
+    def conf(self, side: str | None = None) -> GlobalConf:
         """The current, unexpired global configuration.
 
-        Raises:
-            GlobalConfError: ``<side>.OutdatedGlobalConf`` when there is none or it has expired.
-        """
-        try:
-            return self.globalconf.require_valid()
-        except GlobalConfError as e:
-            raise GlobalConfError(e.message, code=f"{side}.OutdatedGlobalConf") from e
+        ``side`` is TRANSITIONAL and ignored: gateway/server/runtime.py (being split by another engineer)
+        still passes it. Remove it once that file no longer does.
 
-    def check_timestamping(self, side: str = "Server.ClientProxy") -> None:
+        Raises:
+            GlobalConfError: ``OutdatedGlobalConf`` when there is none or it has expired.
+        """
+        return self.globalconf.require_valid()
+
+    def check_timestamping(self) -> None:
         """Refuse an exchange while the message log has gone untimestamped past its grace period.
 
         Raises:
-            MessageLogError: ``<side>.TimestampingFailed``.
+            MessageLogError: ``TimestampingFailed``.
         """
         gate = self.timestamping
         if gate is not None:
-            gate.check_timestamping(self.clock(), side)
+            gate.check_timestamping(self.clock())
 
     def groups(self, conf: GlobalConf) -> _Groups:
         return _Groups(conf, self.snapshot)
 
     # ---- our own signing certificate's OCSP response, stapled to every message ----------------------------
 
-    async def own_ocsp(self, conf: GlobalConf, side: str) -> bytes:
+    async def own_ocsp(self, conf: GlobalConf) -> bytes:
         """A fresh, good OCSP response for our signing certificate (cached per configuration version until
         the OCSP cache would fetch again).
 
         Raises:
-            TrustError: ``<side>.CertValidation`` when our certificate is not good, or no fresh response.
+            CertValidation: our certificate is not good, or there is no fresh response for it.
         """
         now = self.clock()
         cached = self._own_ocsp
@@ -154,19 +154,15 @@ class ProxyContext:
         cert = self.signer.cert
         ca = conf.ca_for(cert)
         if ca is None:
-            raise TrustError(
-                "our signing certificate is not issued by a CA trusted in the global configuration",
-                code=f"{side}.CertValidation",
-            )
+            raise CertValidation("our signing certificate is not issued by a CA trusted in the global configuration")
         try:
             status = await self.ocsp_cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
         except TrustError as e:
-            raise TrustError(e.message, code=f"{side}.CertValidation") from e
+            raise CertValidation(e.message) from e
         if status.status != "good":
-            raise TrustError(f"our signing certificate is {status.status} according to OCSP",
-                             code=f"{side}.CertValidation")
+            raise CertValidation(f"our signing certificate is {status.status} according to OCSP")
         if self.signer.cert is not cert:  # the signing key was switched (runtime.reload_keys) meanwhile
-            return await self.own_ocsp(conf, side)
+            return await self.own_ocsp(conf)
         until = min(now + self.ocsp_cache.refresh,
                     status.this_update + timedelta(seconds=conf.ocsp_freshness_seconds))
         self._own_ocsp = (status.response_der, conf.version, until)
@@ -174,7 +170,7 @@ class ProxyContext:
 
     # ---- peers' signing certificates (stapled) --------------------------------------------------------------
 
-    def cert_resolver(self, conf: GlobalConf, member: MemberId, side: str) -> CertResolver:
+    def cert_resolver(self, conf: GlobalConf, member: MemberId) -> CertResolver:
         """A :mod:`~gateway.protocol.signatures` resolver that accepts only ``member``'s valid signing certificate."""
 
         def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes, /) -> x509.Certificate:
@@ -183,7 +179,7 @@ class ProxyContext:
             hit = self._signing_certs.get(key)
             if hit is not None and hit[1] > now and hit[2] == conf.version:
                 return hit[0]
-            cert = peertrust.check_signing_cert(cert_der, ocsp_der, conf, member=member, now=now, side=side)
+            cert = peertrust.check_signing_cert(cert_der, ocsp_der, conf, member=member, now=now)
             # The verified answer holds until the OCSP response is no longer fresh, or the cert expires.
             this_update = x509.ocsp.load_der_ocsp_response(ocsp_der).this_update_utc
             until = min(this_update + timedelta(seconds=conf.ocsp_freshness_seconds), cert.not_valid_after_utc)
@@ -196,16 +192,22 @@ class ProxyContext:
 
     # ---- peers' authentication certificates (TLS) -------------------------------------------------------------
 
-    async def check_peer(self, der: bytes | None, *, expected: SecurityServerId | None, side: str) -> SecurityServerId:
+    async def check_peer(
+        self, der: bytes | None, *, expected: SecurityServerId | None, side: str | None = None,
+    ) -> SecurityServerId:
         """Accept a peer's TLS certificate or raise; answers are cached per certificate and configuration.
 
+        ``side`` is TRANSITIONAL and ignored: gateway/server/runtime.py (being split by another engineer)
+        still passes it. Remove it once that file no longer does.
+
         Raises:
-            TrustError: ``<side>.SslAuthenticationFailed``.
+            SslAuthenticationFailed: no certificate, not parseable, refused by
+                :func:`~gateway.globalconf.peertrust.check_peer_auth_cert`, or not good according to OCSP.
+            GlobalConfError: ``OutdatedGlobalConf`` (see :meth:`conf`).
         """
-        code = f"{side}.SslAuthenticationFailed"
         if der is None:
-            raise TrustError("the peer presented no TLS certificate", code=code)
-        conf = self.conf(side)
+            raise SslAuthenticationFailed("the peer presented no TLS certificate")
+        conf = self.conf()
         now = self.clock()
         hit = self._peer_certs.get(der)
         if hit is not None and hit[1] > now and hit[2] == conf.version and (expected is None or hit[0] == expected):
@@ -213,19 +215,18 @@ class ProxyContext:
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError as e:
-            raise TrustError(f"the peer's TLS certificate cannot be parsed: {e}", code=code) from e
-        server_id = peertrust.check_peer_auth_cert(cert, conf, now=now, expected=expected, code=code)
+            raise SslAuthenticationFailed(f"the peer's TLS certificate cannot be parsed: {e}") from e
+        server_id = peertrust.check_peer_auth_cert(cert, conf, now=now, expected=expected)
         ca = conf.ca_for(cert)
         assert ca is not None  # checked by check_peer_auth_cert
         try:
             status = await self.ocsp_cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
         except (TrustError, PeerError) as e:
-            raise TrustError(f"OCSP status of {server_id}'s authentication certificate: {e.message}",
-                             code=code) from e
+            raise SslAuthenticationFailed(
+                f"OCSP status of {server_id}'s authentication certificate: {e.message}") from e
         if status.status != "good":
-            raise TrustError(
-                f"authentication certificate of {server_id} is {status.status} according to OCSP", code=code
-            )
+            raise SslAuthenticationFailed(
+                f"authentication certificate of {server_id} is {status.status} according to OCSP")
         until = min(now + self.ocsp_cache.refresh, cert.not_valid_after_utc)
         if len(self._peer_certs) > 10_000:
             self._peer_certs.clear()

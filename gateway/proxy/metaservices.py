@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from gateway.errors import PeerError, RequestError
+from gateway.errors import AccessDenied, RequestError, ServiceFailed, ServiceMissingUrl
 from gateway.globalconf.model import GlobalConf
 from gateway.identifiers import ClientId
 from gateway.protocol import rest
@@ -18,7 +18,6 @@ from gateway.proxy.context import ProxyContext
 from gateway.serverconf import ServiceInfo
 
 META_SERVICES = frozenset({"listMethods", "allowedMethods", "getOpenAPI"})
-SIDE = "Server.ServerProxy"
 MAX_OPENAPI_BYTES = 4 * 2**20  # bytes; an OpenAPI description larger than this is refused
 
 Answer = tuple[int, str | None, list[tuple[str, str]], bytes]
@@ -41,13 +40,13 @@ async def answer(
 
     Raises:
         RequestError: unknown service, access denied, missing ``serviceCode``.
-        PeerError: the OpenAPI description cannot be fetched.
+        ServiceFailed: the OpenAPI description cannot be fetched.
     """
     code = target.service.service_code
     provider = target.service.subsystem
     snapshot = ctx.snapshot
     if target.method != "GET":
-        raise RequestError(f"metaservice {code} answers GET only", code="Client.BadRequest")
+        raise RequestError(f"metaservice {code} answers GET only")
     if code == "getOpenAPI":
         return await _openapi(ctx, conf, client, target, query)
     groups = ctx.groups(conf)
@@ -71,26 +70,22 @@ async def _openapi(
     params = parse_qs(query or "", keep_blank_values=True)
     codes = params.get("serviceCode", [])
     if len(codes) != 1 or not codes[0]:
-        raise RequestError("getOpenAPI needs exactly one serviceCode query parameter", code="Client.BadRequest")
+        raise RequestError("getOpenAPI needs exactly one serviceCode query parameter")
     service_id = target.service.subsystem.service(codes[0])
     service = ctx.snapshot.service(service_id)
     if not ctx.snapshot.policy.allowed_endpoints(client, service_id, groups=ctx.groups(conf)):
-        raise RequestError(
-            f"client {client.typed()} may not call service {service_id}", code=f"{SIDE}.AccessDenied", status=500,
-        )
+        raise AccessDenied(f"client {client.typed()} may not call service {service_id}")
     if not service.openapi_url:
-        raise RequestError(f"service {service_id} has no OpenAPI description", code=f"{SIDE}.ServiceMissingUrl",
-                           status=500)
+        raise ServiceMissingUrl(f"service {service_id} has no OpenAPI description")
     try:
         async with ctx.service_session.get(
             service.openapi_url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=service.timeout_seconds),
         ) as resp:
             body = await resp.content.read(MAX_OPENAPI_BYTES + 1)
             if resp.status != 200 or len(body) > MAX_OPENAPI_BYTES:
-                raise PeerError(f"the OpenAPI description of {service_id} cannot be fetched (HTTP {resp.status})",
-                                code=f"{SIDE}.ServiceFailed")
+                raise ServiceFailed(f"the OpenAPI description of {service_id} cannot be fetched (HTTP {resp.status})")
             content_type = resp.headers.get("Content-Type", "application/json")
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise PeerError(f"the OpenAPI description of {service_id} cannot be fetched: {e or type(e).__name__}",
-                        code=f"{SIDE}.ServiceFailed") from e
+        raise ServiceFailed(
+            f"the OpenAPI description of {service_id} cannot be fetched: {e or type(e).__name__}") from e
     return 200, "OK", [("Content-Type", content_type)], body

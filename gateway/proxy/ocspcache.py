@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import aiohttp
 from cryptography import x509
 
-from gateway.errors import PeerError, TrustError
+from gateway.errors import IncorrectValidationInfo, PeerError, TrustError
 from gateway.globalconf.model import CertificateAuthority
 from gateway.trust import ocsp
 from gateway.trust.keys import cert_sha256_hex
@@ -53,7 +53,7 @@ class OcspCache:
         """A checked OCSP status for ``cert`` (good, revoked or unknown: the caller decides).
 
         Raises:
-            TrustError: ``Server.ServerProxy.IncorrectValidationInfo`` if no fresh, valid response can be had
+            IncorrectValidationInfo: if no fresh, valid response can be had
                 (responder down and nothing fresh cached, or a bad response).
         """
         fp = cert_sha256_hex(cert)
@@ -73,9 +73,8 @@ class OcspCache:
             except (PeerError, TrustError) as e:
                 if entry is not None and self._usable(entry, now, max_age):
                     return entry.status  # the responder is down; what we have is still fresh
-                raise TrustError(
+                raise IncorrectValidationInfo(
                     f"no fresh OCSP response for {cert.subject.rfc4514_string()}: {e.message}",
-                    code="Server.ServerProxy.IncorrectValidationInfo",
                 ) from e
             self._entries[fp] = _Entry(status=status, fetched_at=now)
             return status

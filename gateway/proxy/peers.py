@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
-from gateway.errors import GatewayError, PeerError, TrustError
+from gateway.errors import GatewayError, PeerError, SslAuthenticationFailed
 from gateway.globalconf.model import SecurityServer
 from gateway.identifiers import SecurityServerId
 
@@ -50,9 +50,8 @@ class _CheckingConnector(aiohttp.TCPConnector):
             return await super()._wrap_create_connection(*args, **kwargs)
         except aiohttp.ClientConnectorCertificateError as e:
             # the chain did not verify against the CAs of the global configuration, or is not valid now
-            raise TrustError(
+            raise SslAuthenticationFailed(
                 f"TLS certificate of security server {self._server_id} refused: {e.certificate_error}",
-                code="Server.ClientProxy.SslAuthenticationFailed",
             ) from e
 
     async def connect(
@@ -165,15 +164,12 @@ def is_connect_failure(e: BaseException) -> bool:
     """Whether nothing of the request reached the peer, so another server may be tried."""
     if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ClientSSLError | ConnectionRefusedError):
         return True
-    return isinstance(e, GatewayError) and e.xroad_type.endswith("SslAuthenticationFailed")
+    return isinstance(e, SslAuthenticationFailed)
 
 
 def wrap_send_failure(e: BaseException, server_id: SecurityServerId) -> GatewayError:
     if isinstance(e, GatewayError):
         return e
     if isinstance(e, TimeoutError | asyncio.TimeoutError):
-        return PeerError(f"security server {server_id} did not answer in time", code="Server.ClientProxy.NetworkError")
-    return PeerError(
-        f"cannot exchange with security server {server_id}: {e or type(e).__name__}",
-        code="Server.ClientProxy.NetworkError",
-    )
+        return PeerError(f"security server {server_id} did not answer in time")
+    return PeerError(f"cannot exchange with security server {server_id}: {e or type(e).__name__}")

@@ -31,7 +31,16 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway.errors import GatewayError, PeerError, RequestError, TrustError
+from gateway.errors import (
+    SERVER_PROXY,
+    GatewayError,
+    MalformedSignature,
+    MissingSignature,
+    PeerError,
+    RequestError,
+    ServiceFailed,
+    SslAuthenticationFailed,
+)
 from gateway.identifiers import SecurityServerId, member_of, parse_client
 from gateway.messagelog.record import LogRecord
 from gateway.protocol import rest, signatures
@@ -51,7 +60,7 @@ from gateway.proxy.metaservices import META_SERVICES
 
 log = structlog.get_logger("gateway.proxy.server")
 
-SIDE = "Server.ServerProxy"
+SIDE = SERVER_PROXY
 CONTEXT = web.AppKey("server_context", ProxyContext)
 
 # What a service gets: end-to-end headers and X-Road's headers, never the server-to-server profile's.
@@ -66,12 +75,12 @@ _parse_client = lru_cache(maxsize=4096)(parse_client)
 async def _peer(request: web.Request, ctx: ProxyContext) -> SecurityServerId:
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return await ctx.check_peer(der, expected=None, side=SIDE)
+    return await ctx.check_peer(der, expected=None)
 
 
 async def handle_peer_request(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    with ctx.bodies.account(SIDE) as account:
+    with ctx.bodies.account() as account:
         return await _handle(request, ctx, account)
 
 
@@ -83,32 +92,31 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     raw_path, raw_query = split_target(request.raw_path)
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
     pairs = header_pairs(request.raw_headers)
-    fields = signatures.fields_from_pairs(pairs, side=SIDE)
+    fields = signatures.fields_from_pairs(pairs)
     raw_client = fields.get(rest.H_CLIENT)
     if raw_client is None:
-        raise TrustError("the request carries no X-Road-Client header", code=f"{SIDE}.MissingSignature")
+        raise MissingSignature("the request carries no X-Road-Client header")
     client = _parse_client(raw_client)
-    conf = ctx.conf(SIDE)
-    ctx.check_timestamping(SIDE)  # our log timestamped within its grace period
+    conf = ctx.conf()
+    ctx.check_timestamping()  # our log timestamped within its grace period
     peer = conf.server(peer_id)
     if peer is None or client not in peer.clients:
-        raise TrustError(
+        raise SslAuthenticationFailed(
             f"security server {peer_id} does not host client {client.typed()} in the global configuration",
-            code=f"{SIDE}.SslAuthenticationFailed",
         )
     if fields.get(rest.H_SERVICE) != str(target.service):
-        raise TrustError("X-Road-Service does not match the request path", code=f"{SIDE}.MalformedSignature")
+        raise MalformedSignature("X-Road-Service does not match the request path")
     # (3) signature, time, replay
     verified = signatures.verify_request(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=fields, now=now,
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
-        resolve_cert=ctx.cert_resolver(conf, member_of(client), SIDE),
+        resolve_cert=ctx.cert_resolver(conf, member_of(client)),
     )
     request_id = fields[rest.H_REQUEST_ID]
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
     body = await read_body(request, ctx.limits.max_body_bytes, account=account)
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body), side=SIDE)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
     message_id = fields[rest.H_ID]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
     provider = ctx.snapshot.clients.get(target.service.subsystem)
@@ -129,7 +137,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
 
     # (5) we must be able to sign the answer (a fresh, good OCSP response for our signing certificate)
     # before anything is logged or reaches the service; then log the verified request
-    own_ocsp = await ctx.own_ocsp(conf, SIDE)
+    own_ocsp = await ctx.own_ocsp(conf)
     signer, sign_cert_der = ctx.signer, ctx.sign_cert_der  # the pair own_ocsp answered for (keys may switch)
     await ctx.messagelog.append(record(
         "request", verified.created, None, verified.signature_base, fields[signatures.H_SIGNATURE_INPUT],
@@ -152,12 +160,14 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
                 ctx, service.url, service.timeout_seconds, target, pairs, body, account,
             )
     except GatewayError as e:
-        error_type = e.xroad_type
+        # Answered (and logged, and recorded signed in the message log) here rather than by the middleware:
+        # name our side first, as the middleware would, so that every record carries the wire's type.
+        error_type = e.at_side(SIDE).xroad_type
         detail = str(uuid.uuid4())
         status, headers, resp_body = rest.render_error(e, accept=request.headers.get("Accept"), detail=detail)
         reason = None
         resp_pairs = list(headers)
-        log.warning("request refused", side=SIDE, detail=detail, type=e.xroad_type, error=e.message,
+        log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
     digest = signatures.content_digest_header(sha256(resp_body))
@@ -204,8 +214,8 @@ async def _call_service(
     """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects.
 
     Raises:
-        PeerError: ``Server.ServerProxy.ServiceFailed`` (too large), ``NetworkError`` (unreachable, timed out).
-        GatewayError: ``Server.ServerProxy.Overloaded`` (the body budget is full, see ``BodyBudget``).
+        PeerError: ``ServiceFailed`` (too large), ``NetworkError`` (unreachable, timed out).
+        Overloaded: the body budget is full (see ``BodyBudget``).
     """
     # The service gets the path that the access rules were checked on (rest.normalise_path), never the raw
     # one: with "/admin/../persons/1" a rule for /persons/* matches, while a service routing on the raw
@@ -218,8 +228,7 @@ async def _call_service(
     limit = ctx.limits.max_body_bytes
 
     def too_large() -> GatewayError:
-        return PeerError(f"the service's response is larger than the maximum of {limit} bytes",
-                         code=f"{SIDE}.ServiceFailed")
+        return ServiceFailed(f"the service's response is larger than the maximum of {limit} bytes")
 
     try:
         async with ctx.service_session.request(
@@ -230,10 +239,9 @@ async def _call_service(
             return resp.status, resp.reason, header_pairs(resp.raw_headers), data
     except TimeoutError as e:
         # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
-        raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s",
-                        code=f"{SIDE}.NetworkError") from e
+        raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
     except aiohttp.ClientError as e:
-        raise PeerError(f"service {target.service} cannot be reached: {e}", code=f"{SIDE}.NetworkError") from e
+        raise PeerError(f"service {target.service} cannot be reached: {e}") from e
 
 
 def build_server_app(ctx: ProxyContext) -> web.Application:
@@ -247,7 +255,7 @@ def build_server_app(ctx: ProxyContext) -> web.Application:
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    raise RequestError(f"{request.method} {request.path[:200]} is not an X-Road request", code="Client.BadRequest")
+    raise RequestError(f"{request.method} {request.path[:200]} is not an X-Road request")
 
 
 __all__ = ["CONTEXT", "RequestError", "build_server_app"]

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
+from gateway import errors
 from gateway.central.management import RequestType, build_request
 from gateway.errors import ConfigError, PeerError, RequestError
 from gateway.globalconf.anchor import Anchor
@@ -78,6 +79,36 @@ async def auth_key_and_cert(
     return await token.private_key(key_entry.id), cert_entry.certificate
 
 
+def _refusal(message: str, remote_type: object, remote_status: int) -> RequestError:
+    """The central server's refusal as the same fault class here (``Conflict`` for its 409 ``Client.Conflict``),
+    or, for a type and status this version has no class for, as a :class:`CentralRefusal` carrying them."""
+    xroad_type = remote_type if isinstance(remote_type, str) and remote_type else RequestError.type_name()
+    cls = errors.fault_class(xroad_type, remote_status, RequestError)
+    if cls is not None:
+        return cls(message)
+    return CentralRefusal(message, remote_type=xroad_type, remote_status=remote_status)
+
+
+class CentralRefusal(RequestError):
+    """A refusal of the central server whose type and status no class here has, relayed unchanged.
+
+    Like the client proxy's ``RemoteFault``, the type and status are then data off the wire, not a class.
+    """
+
+    def __init__(self, message: str, *, remote_type: str, remote_status: int) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_status = remote_status
+
+    @property
+    def xroad_type(self) -> str:
+        return self.remote_type
+
+    @property
+    def http_status(self) -> int:
+        return self.remote_status
+
+
 async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
     """POST a signed management request; returns the central server's record of it.
 
@@ -100,8 +131,8 @@ async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None
             message = doc.get("message") if isinstance(doc, dict) else None
             message = message or text[:200].decode("utf-8", "replace")
             if 400 <= resp.status < 500:
-                raise RequestError(f"central server refused the request: {message}",
-                                   code=doc.get("type") if isinstance(doc, dict) else None, status=resp.status)
+                raise _refusal(f"central server refused the request: {message}",
+                               doc.get("type") if isinstance(doc, dict) else None, resp.status)
             raise PeerError(f"central server answered {resp.status}: {message}")
     except (aiohttp.ClientError, TimeoutError) as e:
         raise PeerError(f"central server at {url} cannot be reached: {e}") from e

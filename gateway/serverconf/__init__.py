@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from gateway.errors import RequestError
+from gateway.errors import ServiceDisabled, UnknownMember, UnknownService
 from gateway.identifiers import ClientId, GlobalGroupId, ServiceId, SubsystemId
 from gateway.serverconf.access import AccessPolicy, Endpoint, GroupMembership, LocalGroupId
 
@@ -70,37 +70,28 @@ class ServerConfSnapshot:
         """The hosted client.
 
         Raises:
-            RequestError: ``Server.ClientProxy.UnknownMember`` (HTTP 500, as X-Road) if it is not hosted
+            UnknownMember: (``Server.ClientProxy.UnknownMember``, HTTP 500 as X-Road) if it is not hosted
                 here. Its status (disabled...) is left to the caller, which knows which side it is on.
         """
         info = self.clients.get(client_id)
         if info is None:
-            raise RequestError(
-                f"client {client_id.typed()} is not a client of this security server",
-                code="Server.ClientProxy.UnknownMember", status=500,
-            )
+            raise UnknownMember(f"client {client_id.typed()} is not a client of this security server")
         return info
 
     def service(self, service_id: ServiceId) -> ServiceInfo:
         """The service, if it exists and is enabled.
 
         Raises:
-            RequestError: ``Server.ServerProxy.UnknownService`` if no such service is provided here,
-                ``Server.ServerProxy.ServiceDisabled`` if it is disabled (both HTTP 500, as X-Road).
+            UnknownService: (``Server.ServerProxy.UnknownService``) if no such service is provided here.
+            ServiceDisabled: (``Server.ServerProxy.ServiceDisabled``) if it is disabled (both HTTP 500, as
+                X-Road).
         """
         info = self.services.get(service_id)
         if info is None:
-            raise RequestError(
-                f"service {service_id} is not provided by this security server",
-                code="Server.ServerProxy.UnknownService", status=500,
-            )
+            raise UnknownService(f"service {service_id} is not provided by this security server")
         if not info.enabled:
             notice = f": {info.disabled_notice}" if info.disabled_notice else ""
-            raise RequestError(
-                f"service {service_id} is disabled{notice}",
-                code="Server.ServerProxy.ServiceDisabled",
-                status=500,
-            )
+            raise ServiceDisabled(f"service {service_id} is disabled{notice}")
         return info
 
     def services_of(self, provider: SubsystemId) -> tuple[ServiceInfo, ...]:

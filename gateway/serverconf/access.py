@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from gateway.errors import IdentifierError, RequestError
+from gateway.errors import AccessDenied, IdentifierError, RequestError
 from gateway.identifiers import (
     ClientId,
     GlobalGroupId,
@@ -44,7 +44,6 @@ from gateway.protocol.rest import normalise_path
 
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"})
 MAX_PATH_PATTERN_LENGTH = 1024  # characters; fits a unique index on PostgreSQL with the subject
-ACCESS_DENIED = "Server.ServerProxy.AccessDenied"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,7 +279,8 @@ class AccessPolicy:
 
         Raises:
             RequestError: the path is malformed (from :func:`gateway.protocol.rest.normalise_path`, HTTP 400), or
-                access is denied (``Server.ServerProxy.AccessDenied``, HTTP 500 as in X-Road).
+                access is denied (:class:`~gateway.errors.AccessDenied`, ``Server.ServerProxy.AccessDenied`` with HTTP
+                500 as in X-Road once the server proxy answers).
         """
         # (1) Normalise the path first, so that every rule sees the same path the service will get.
         path = normalise_path(raw_path)
@@ -290,10 +290,8 @@ class AccessPolicy:
             if endpoint.matches(method, path):
                 return
         # (4) Deny, naming what was refused but not which rules exist.
-        raise RequestError(
+        raise AccessDenied(
             f"client {client.typed()} is not allowed to call {method[:20]} {path[:200]} of service {service}",
-            code=ACCESS_DENIED,
-            status=500,
         )
 
     def allowed_endpoints(

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import AlreadyExists, GatewayError, NotFound, RequestError
 from gateway.identifiers import ClientId, ServiceId, SubsystemId, parse_client
 from gateway.serverconf import (
     CLIENT_STATUSES,
@@ -68,11 +68,9 @@ MAX_DESCRIPTION_LENGTH = 1024  # characters; the column width
 
 
 def _conflict(message: str) -> RequestError:
-    return RequestError(message, code="Client.AlreadyExists", status=409)
-
-
-def _missing(message: str) -> RequestError:
-    return RequestError(message, code="Client.NotFound", status=404)
+    """TRANSITIONAL: only ``_tx`` still calls it (being folded into gateway/storage/ by another engineer);
+    raise :class:`~gateway.errors.AlreadyExists` elsewhere."""
+    return AlreadyExists(message)
 
 
 def _changed_concurrently(e: IntegrityError) -> RequestError:
@@ -172,7 +170,7 @@ class ServerConfStore:
     async def _need_client(self, conn: AsyncConnection, client: ClientId) -> int:
         pk = await self._client_pk(conn, client)
         if pk is None:
-            raise _missing(f"{client.typed()} is not a client of this security server")
+            raise NotFound(f"{client.typed()} is not a client of this security server")
         return pk
 
     @staticmethod
@@ -183,7 +181,7 @@ class ServerConfStore:
     async def _need_service(self, conn: AsyncConnection, service: ServiceId) -> int:
         pk = await self._service_pk(conn, service)
         if pk is None:
-            raise _missing(f"service {service} does not exist on this security server")
+            raise NotFound(f"service {service} does not exist on this security server")
         return pk
 
     @staticmethod
@@ -194,7 +192,7 @@ class ServerConfStore:
     async def _need_group(self, conn: AsyncConnection, group: LocalGroupId) -> int:
         pk = await self._group_pk(conn, group)
         if pk is None:
-            raise _missing(f"local group {group.code!r} does not exist")
+            raise NotFound(f"local group {group.code!r} does not exist")
         return pk
 
     # ---------------------------------------------------------------------------------------------- clients
@@ -215,7 +213,7 @@ class ServerConfStore:
         _check_client_fields(status, is_auth)
         async with self._tx() as conn:
             if await self._client_pk(conn, client) is not None:
-                raise _conflict(f"{client.typed()} is already a client of this security server")
+                raise AlreadyExists(f"{client.typed()} is already a client of this security server")
             await conn.execute(
                 clients.insert().values(
                     client=str(client), status=status, is_auth=is_auth, body_logging=body_logging
@@ -273,7 +271,7 @@ class ServerConfStore:
                 sa.select(is_certs.c.id).where(is_certs.c.client_id == pk, is_certs.c.fingerprint == fp)
             )
             if exists is not None:
-                raise _conflict(f"certificate {fp} is already registered for {client.typed()}")
+                raise AlreadyExists(f"certificate {fp} is already registered for {client.typed()}")
             await conn.execute(is_certs.insert().values(client_id=pk, fingerprint=fp, cert=der))
         return fp
 
@@ -285,7 +283,7 @@ class ServerConfStore:
                 is_certs.delete().where(is_certs.c.client_id == pk, is_certs.c.fingerprint == fp.lower())
             )
             if result.rowcount == 0:
-                raise _missing(f"certificate {fp[:64]} is not registered for {client.typed()}")
+                raise NotFound(f"certificate {fp[:64]} is not registered for {client.typed()}")
 
     async def is_certificates(self) -> list[bytes]:
         """The DER of every registered information-system TLS certificate, of every client: the trust store
@@ -298,7 +296,7 @@ class ServerConfStore:
         """Raises: RequestError: 404 if it is not a client."""
         for info in await self.list_clients(only=client):
             return info
-        raise _missing(f"{client.typed()} is not a client of this security server")
+        raise NotFound(f"{client.typed()} is not a client of this security server")
 
     async def list_clients(self, *, only: ClientId | None = None) -> list[ClientInfo]:
         async with self._tx() as conn:
@@ -332,11 +330,11 @@ class ServerConfStore:
         async with self._tx() as conn:
             owner = await self._client_pk(conn, service.subsystem)
             if owner is None:
-                raise _missing(
+                raise NotFound(
                     f"{service.subsystem.typed()} is not a client of this security server; add it first"
                 )
             if await self._service_pk(conn, service) is not None:
-                raise _conflict(f"service {service} already exists")
+                raise AlreadyExists(f"service {service} already exists")
             result = await conn.execute(
                 services.insert().values(
                     client_id=owner, service=str(service), url=url, timeout_seconds=timeout,
@@ -407,7 +405,7 @@ class ServerConfStore:
                 )
             )
             if exists is not None:
-                raise _conflict(f"endpoint {endpoint} of service {service} already exists")
+                raise AlreadyExists(f"endpoint {endpoint} of service {service} already exists")
             await conn.execute(
                 endpoints.insert().values(service_id=pk, method=endpoint.method, path=endpoint.path)
             )
@@ -424,13 +422,13 @@ class ServerConfStore:
                 )
             )
             if result.rowcount == 0:
-                raise _missing(f"endpoint {endpoint} of service {service} does not exist")
+                raise NotFound(f"endpoint {endpoint} of service {service} does not exist")
 
     async def get_service(self, service: ServiceId) -> ServiceInfo:
         """Raises: RequestError: 404 if the service does not exist."""
         for info in await self.list_services(only=service):
             return info
-        raise _missing(f"service {service} does not exist on this security server")
+        raise NotFound(f"service {service} does not exist on this security server")
 
     async def list_services(
         self, *, provider: SubsystemId | None = None, only: ServiceId | None = None
@@ -452,7 +450,7 @@ class ServerConfStore:
             if isinstance(rule.subject, LocalGroupId):
                 await self._need_group(conn, rule.subject)
             if await conn.scalar(sa.select(access_rights.c.id).where(*_rule_where(pk, rule))) is not None:
-                raise _conflict(
+                raise AlreadyExists(
                     f"{rule.subject.typed()} already has access to {rule.endpoint} of service {rule.service}"
                 )
             await conn.execute(
@@ -468,7 +466,7 @@ class ServerConfStore:
             pk = await self._need_service(conn, rule.service)
             result = await conn.execute(access_rights.delete().where(*_rule_where(pk, rule)))
             if result.rowcount == 0:
-                raise _missing(
+                raise NotFound(
                     f"{rule.subject.typed()} has no access right to {rule.endpoint} of service {rule.service}"
                 )
 
@@ -491,7 +489,7 @@ class ServerConfStore:
             raise RequestError(f"group description is longer than {MAX_DESCRIPTION_LENGTH} characters")
         async with self._tx() as conn:
             if await self._group_pk(conn, group) is not None:
-                raise _conflict(f"local group {group.code!r} already exists")
+                raise AlreadyExists(f"local group {group.code!r} already exists")
             await conn.execute(local_groups.insert().values(code=group.code, description=description))
 
     async def remove_group(self, group: LocalGroupId) -> None:
@@ -519,7 +517,7 @@ class ServerConfStore:
                 )
             )
             if exists is not None:
-                raise _conflict(f"{client.typed()} is already a member of local group {group.code!r}")
+                raise AlreadyExists(f"{client.typed()} is already a member of local group {group.code!r}")
             await conn.execute(local_group_members.insert().values(group_id=pk, client=str(client)))
 
     async def remove_group_member(self, group: LocalGroupId, client: ClientId) -> None:
@@ -532,7 +530,7 @@ class ServerConfStore:
                 )
             )
             if result.rowcount == 0:
-                raise _missing(f"{client.typed()} is not a member of local group {group.code!r}")
+                raise NotFound(f"{client.typed()} is not a member of local group {group.code!r}")
 
     async def list_groups(self) -> dict[LocalGroupId, frozenset[ClientId]]:
         async with self._tx() as conn:

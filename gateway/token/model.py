@@ -34,7 +34,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.errors import GatewayError, PkiError, RequestError, TrustError
+from gateway.errors import (
+    CertExists,
+    CertExpired,
+    CertIdUnclear,
+    CertNotFound,
+    GatewayError,
+    KeyIdUnclear,
+    KeyNotFound,
+    NoKeyForCert,
+    PinFormat,
+    PinIncorrect,
+    PkiError,
+    RequestError,
+    TokenLocked,
+    UntrustedSignerCert,
+    WrongCertUsage,
+    WrongIdentity,
+)
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.trust import certprofile, keys
 from gateway.trust.certprofile import CertKind
@@ -221,13 +238,12 @@ class TokenState:
         if exact:
             return exact[0]
         if len(key_id) < 8:
-            raise RequestError(f"key id {key_id!r} is too short; give at least 8 hex digits",
-                               code="Signer.KeyNotFound", status=400)
+            raise KeyIdUnclear(f"key id {key_id!r} is too short; give at least 8 hex digits")
         hits = [k for k in self.keys if k.id.startswith(key_id)]
         if len(hits) > 1:
-            raise RequestError(f"key id prefix {key_id!r} matches {len(hits)} keys", code="Signer.KeyNotFound")
+            raise KeyIdUnclear(f"key id prefix {key_id!r} matches {len(hits)} keys")
         if not hits:
-            raise RequestError(f"no key {key_id!r} in the token", code="Signer.KeyNotFound", status=404)
+            raise KeyNotFound(f"no key {key_id!r} in the token")
         return hits[0]
 
     def cert(self, sha256: str) -> tuple[KeyEntry, CertEntry]:
@@ -240,14 +256,12 @@ class TokenState:
         hits = [(k, c) for k in self.keys for c in k.certs if c.sha256 == sha256]
         if not hits:
             if len(sha256) < 8:
-                raise RequestError(f"certificate {sha256!r}: give at least 8 hex digits of the fingerprint",
-                                   code="Signer.CertNotFound")
+                raise CertIdUnclear(f"certificate {sha256!r}: give at least 8 hex digits of the fingerprint")
             hits = [(k, c) for k in self.keys for c in k.certs if c.sha256.startswith(sha256)]
         if len(hits) > 1:
-            raise RequestError(f"fingerprint prefix {sha256!r} matches {len(hits)} certificates",
-                               code="Signer.CertNotFound")
+            raise CertIdUnclear(f"fingerprint prefix {sha256!r} matches {len(hits)} certificates")
         if not hits:
-            raise RequestError(f"no certificate {sha256!r} in the token", code="Signer.CertNotFound", status=404)
+            raise CertNotFound(f"no certificate {sha256!r} in the token")
         return hits[0]
 
     def replace_key(self, entry: KeyEntry) -> TokenState:
@@ -261,11 +275,11 @@ class TokenState:
 def check_pin_format(pin: str) -> str:
     """Raises: RequestError: the PIN is too short, too long or holds control characters."""
     if len(pin) < MIN_PIN_LENGTH:
-        raise RequestError(f"the PIN must have at least {MIN_PIN_LENGTH} characters", code="Signer.PinFormat")
+        raise PinFormat(f"the PIN must have at least {MIN_PIN_LENGTH} characters")
     if len(pin) > MAX_PIN_LENGTH:
-        raise RequestError(f"the PIN must have at most {MAX_PIN_LENGTH} characters", code="Signer.PinFormat")
+        raise PinFormat(f"the PIN must have at most {MAX_PIN_LENGTH} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in pin):
-        raise RequestError("the PIN holds a control character", code="Signer.PinFormat")
+        raise PinFormat("the PIN holds a control character")
     return pin
 
 
@@ -277,9 +291,9 @@ def check_not_locked(lockout: Lockout, now: datetime) -> None:
     """Raises: RequestError: 423 ``Signer.TokenLocked`` while a lock from wrong PINs lasts."""
     if lockout.locked_until is not None and now < lockout.locked_until:
         wait = int((lockout.locked_until - now).total_seconds()) + 1
-        raise RequestError(
+        raise TokenLocked(
             f"the token is locked after {lockout.failures} wrong PINs; try again in {wait} s "
-            f"(at {_time(lockout.locked_until)})", code="Signer.TokenLocked", status=423,
+            f"(at {_time(lockout.locked_until)})",
         )
 
 
@@ -296,8 +310,7 @@ def wrong_pin_error(lockout: Lockout, policy: LockoutPolicy) -> RequestError:
     else:
         left = policy.free_attempts - lockout.failures
         tail = f"{left} more wrong PIN{'s' if left != 1 else ''} lock the token"
-    return RequestError(f"the PIN is incorrect ({lockout.failures} in a row; {tail})",
-                        code="Signer.PinIncorrect", status=401)
+    return PinIncorrect(f"the PIN is incorrect ({lockout.failures} in a row; {tail})")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -358,30 +371,26 @@ def check_import(
     key_id = spki_sha256(cert)
     key = next((k for k in state.keys if k.id == key_id), None)
     if key is None:
-        raise PkiError(f"certificate {fingerprint[:16]}... does not match any key of the token "
-                       "(it was not issued for a CSR of this token)", code="Signer.KeyNotFound")
+        raise NoKeyForCert(f"certificate {fingerprint[:16]}... does not match any key of the token "
+                           "(it was not issued for a CSR of this token)")
     if key.usage != kind:
-        raise PkiError(f"certificate {fingerprint[:16]}... is {certprofile.a_kind(kind)} certificate, but key "
-                       f"{key.id[:16]}... is for {key.usage} certificates", code="Signer.WrongCertUsage")
+        raise WrongCertUsage(f"certificate {fingerprint[:16]}... is {certprofile.a_kind(kind)} certificate, but "
+                             f"key {key.id[:16]}... is for {key.usage} certificates")
     # (3) the identity: this server, or a member it signs for
     if kind == "auth" and identity != server_id:
-        raise PkiError(f"authentication certificate names {identity.typed()}, not this server {server_id}",
-                       code="Signer.WrongIdentity")
+        raise WrongIdentity(f"authentication certificate names {identity.typed()}, not this server {server_id}")
     if kind == "sign" and identity not in members:
         allowed = ", ".join(sorted(str(m) for m in members))
-        raise PkiError(f"signing certificate names {identity.typed()}; this server signs for {allowed}",
-                       code="Signer.WrongIdentity")
+        raise WrongIdentity(f"signing certificate names {identity.typed()}; this server signs for {allowed}")
     # (4) issued by a CA of the global configuration
     if ca_for(cert) is None:
-        raise TrustError(f"certificate {fingerprint[:16]}... is not issued by a CA trusted in the global "
-                         "configuration", code="Signer.CertValidation")
+        raise UntrustedSignerCert(f"certificate {fingerprint[:16]}... is not issued by a CA trusted in the "
+                                  "global configuration")
     # (5) not expired, not a duplicate
     if cert.not_valid_after_utc <= now:
-        raise PkiError(f"certificate {fingerprint[:16]}... expired at {_time(cert.not_valid_after_utc)}",
-                       code="Signer.CertExpired")
+        raise CertExpired(f"certificate {fingerprint[:16]}... expired at {_time(cert.not_valid_after_utc)}")
     if any(c.sha256 == fingerprint for k in state.keys for c in k.certs):
-        raise PkiError(f"certificate {fingerprint[:16]}... is in the token already", code="Signer.CertExists",
-                       status=409)
+        raise CertExists(f"certificate {fingerprint[:16]}... is in the token already")
     entry = CertEntry(
         sha256=fingerprint, pem=keys.cert_pem(cert), kind=kind, identity=str(identity),
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, state="inactive",

@@ -37,7 +37,7 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.errors import ConfigError, PkiError, RequestError
+from gateway.errors import ConfigError, KeyInUse, PkiError, RequestError, TokenNotActive
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.protocol.signatures import KeySigner
 from gateway.token import model
@@ -71,8 +71,7 @@ class TlsMaterial:
 
 
 def not_logged_in() -> RequestError:
-    return RequestError("the token is not logged in; log in with its PIN first", code="Signer.TokenNotActive",
-                        status=409)
+    return TokenNotActive("the token is not logged in; log in with its PIN first")
 
 
 class SoftToken:
@@ -292,8 +291,7 @@ class SoftToken:
             def change(state: TokenState) -> tuple[TokenState, KeyEntry]:
                 entry = state.key(key_id)
                 if any(c.active for c in entry.certs):
-                    raise RequestError(f"key {entry.id[:16]}... has an active certificate; deactivate it first",
-                                       code="Signer.KeyInUse", status=409)
+                    raise KeyInUse(f"key {entry.id[:16]}... has an active certificate; deactivate it first")
                 return dataclasses.replace(state, keys=tuple(k for k in state.keys if k.id != entry.id)), entry
 
             entry = self._update(change)

@@ -17,8 +17,8 @@ The checks of :func:`check_response`, in order (the numbers match the ``# (n)`` 
 7. ``thisUpdate`` is not older than ``max_age_seconds`` (X-Road's ``ocspFreshnessSeconds``, 1 h default);
 8. ``nextUpdate``, if present, has not passed.
 
-A response that fails any check raises :class:`~gateway.errors.TrustError` with the X-Road type
-``Server.ServerProxy.IncorrectValidationInfo``. A response that passes is returned as :class:`OcspStatus`
+A response that fails any check raises :class:`~gateway.errors.IncorrectValidationInfo` (a ``TrustError``,
+without a side: the proxy that answers adds its own). A response that passes is returned as :class:`OcspStatus`
 even when it says ``revoked`` or ``unknown``: the caller refuses those (``CertValidation``), with
 :func:`require_good` for instance.
 """
@@ -37,11 +37,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.errors import TrustError
+from gateway.errors import CertValidation, IncorrectValidationInfo, TrustError
 from gateway.trust.keys import verify_x509_signature
 
-INCORRECT_VALIDATION_INFO = "Server.ServerProxy.IncorrectValidationInfo"
-CERT_VALIDATION = "Server.ServerProxy.CertValidation"
 CLOCK_SKEW = timedelta(seconds=60)  # tolerated difference between our clock and the responder's
 CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,  # RFC 5019's CertID hash; SHA-1 is fine here (no collision resistance needed)
@@ -73,7 +71,7 @@ class OcspStatus:
 
 
 def _bad(message: str) -> TrustError:
-    return TrustError(f"OCSP response: {message}", code=INCORRECT_VALIDATION_INFO)
+    return IncorrectValidationInfo(f"OCSP response: {message}")
 
 
 def _hash(alg: hashes.HashAlgorithm, data: bytes) -> bytes:
@@ -159,7 +157,7 @@ def check_response(
     """Verify an OCSP response about ``cert`` and return what it says (see the module docstring).
 
     Raises:
-        TrustError: (code ``Server.ServerProxy.IncorrectValidationInfo``) the response is malformed,
+        IncorrectValidationInfo: the response is malformed,
             unsuccessful, badly signed, about another certificate, stale, from the future or expired.
         ValueError: ``now`` is naive.
     """
@@ -230,7 +228,7 @@ def require_good(status: OcspStatus) -> OcspStatus:
     """Return ``status`` if it says ``good``.
 
     Raises:
-        TrustError: (code ``Server.ServerProxy.CertValidation``) revoked or unknown.
+        CertValidation: revoked or unknown.
     """
     if status.status == "good":
         return status
@@ -239,4 +237,4 @@ def require_good(status: OcspStatus) -> OcspStatus:
         detail = f" at {status.revocation_time.isoformat()}"
         if status.revocation_reason:
             detail += f" ({status.revocation_reason})"
-    raise TrustError(f"certificate {status.serial:X} is {status.status}{detail}", code=CERT_VALIDATION)
+    raise CertValidation(f"certificate {status.serial:X} is {status.status}{detail}")

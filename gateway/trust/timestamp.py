@@ -34,10 +34,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.errors import TrustError
+from gateway.errors import TimestampInvalid, TrustError
 from gateway.trust.keys import verify_x509_signature
 
-TIMESTAMPING_FAILED = "Server.ClientProxy.TimestampingFailed"
 _IMPRINT_HASHES: dict[int, str] = {32: "sha256", 48: "sha384", 64: "sha512"}  # digest bytes -> name
 _HASHLIB = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 _CRYPTO_HASHES: dict[str, hashes.HashAlgorithm] = {
@@ -89,8 +88,8 @@ def build_request(data_hash: bytes, *, nonce: int | None, cert_req: bool = True)
     return der
 
 
-def _bad(message: str, code: str | None = None) -> TrustError:
-    return TrustError(f"timestamp: {message}", code=code)
+def _bad(message: str, fault: type[TrustError] = TrustError) -> TrustError:
+    return fault(f"timestamp: {message}")
 
 
 def _parse_token(token_der: bytes) -> tuple[cms.SignedData, tsp.TSTInfo, bytes]:
@@ -227,8 +226,8 @@ def check_response(
     """Check a TimeStampResp for ``data_hash`` from the TSA ``tsa_cert``; return the verified token.
 
     Raises:
-        TrustError: (code ``Server.ClientProxy.TimestampingFailed``) not granted, malformed, nonce or
-            policy mismatch, or the token fails :func:`verify_token`.
+        TimestampInvalid: (``TimestampingFailed``) not granted, malformed, nonce or policy mismatch, or the
+            token fails :func:`verify_token`.
     """
     try:
         resp = TimeStampResp.load(resp_der, strict=True)
@@ -237,18 +236,18 @@ def check_response(
         token = resp["time_stamp_token"]
         token_der = token.dump() if token.native is not None else None
     except (ValueError, TypeError) as e:
-        raise _bad(f"not a DER TimeStampResp: {e}", TIMESTAMPING_FAILED) from e
+        raise _bad(f"not a DER TimeStampResp: {e}", TimestampInvalid) from e
     if status_name not in ("granted", "granted_with_mods"):
-        raise _bad(f"TSA refused: {_status_text(status)}", TIMESTAMPING_FAILED)
+        raise _bad(f"TSA refused: {_status_text(status)}", TimestampInvalid)
     if token_der is None:
-        raise _bad("granted response carries no token", TIMESTAMPING_FAILED)
+        raise _bad("granted response carries no token", TimestampInvalid)
     try:
         result = verify_token(token_der, data_hash, tsa_cert)
     except TrustError as e:
-        raise TrustError(e.message, code=TIMESTAMPING_FAILED) from e
+        raise TimestampInvalid(e.message) from e
     if nonce is not None and result.nonce != nonce:
-        raise _bad(f"nonce {result.nonce} does not match the request's {nonce}", TIMESTAMPING_FAILED)
+        raise _bad(f"nonce {result.nonce} does not match the request's {nonce}", TimestampInvalid)
     if policy is not None and result.policy != policy:
-        raise _bad(f"policy {result.policy} is not the required {policy}", TIMESTAMPING_FAILED)
+        raise _bad(f"policy {result.policy} is not the required {policy}", TimestampInvalid)
     return result
 

@@ -117,8 +117,7 @@ def test_unknown_setting_exits_2(tmp_path: Path) -> None:
     assert res.stdout == ""
     first = res.stderr.splitlines()[0]
     assert first == (
-        f"gateway: error: Server.ClientProxy.InternalError: {conf} [central]: key 'databse_url' is not a "
-        "known setting (fault of this installation's settings)"
+        f"gateway: error: configuration error: {conf} [central]: key 'databse_url' is not a known setting"
     )
     assert "database_url" in res.stderr.splitlines()[1]  # the hint lists the known keys
 
@@ -136,7 +135,7 @@ def test_bad_database_url_exits_2(tmp_path: Path, url: str, message: str) -> Non
     res = gateway("-c", str(conf), "central", "init", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith(
-        "gateway: error: Server.ClientProxy.InternalError: "
+        "gateway: error: configuration error: "
         f"settings file {conf}: [central] key 'database_url': {message}"
     )
 

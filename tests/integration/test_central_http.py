@@ -139,16 +139,16 @@ async def test_errors_are_json(settings: CentralSettings, http: aiohttp.ClientSe
         base = f"http://127.0.0.1:{port}"
         async with http.get(base + "/globalconf") as resp:
             assert resp.status == 500
-            assert resp.headers["X-Road-Error"] == "Server.ClientProxy.OutdatedGlobalConf"
+            assert resp.headers["X-Road-Error"] == "Server.OutdatedGlobalConf"
             assert await resp.json() == {
-                "type": "Server.ClientProxy.OutdatedGlobalConf",
+                "type": "Server.OutdatedGlobalConf",
                 "message": "no global configuration has been published yet",
                 "detail": "run `gateway central init` and `gateway central publish`",
             }
         async with http.get(base + "/anchor") as resp:
             assert resp.status == 500
             assert await resp.json() == {
-                "type": "Server.ClientProxy.InternalError",
+                "type": "Server.InternalError",
                 "message": "there is no active configuration-signing key",
                 "detail": "run `gateway central init` or `keys add`",
             }

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cryptography.x509.oid import NameOID
+from faultside import CLIENT_PROXY, detected_at
 from pkihelpers import ThrowawayPki, make_pki
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -235,7 +236,7 @@ async def test_key_rollover(engine: AsyncEngine, settings: CentralSettings, tmp_
     assert retired.retired_at == NOW + timedelta(seconds=20)
     v3 = await pub.publish(engine, settings, NOW + timedelta(seconds=30))
     assert [s["keyid"] for s in json.loads(v3.data)["signatures"]] == [new.keyid]
-    with pytest.raises(GlobalConfError, match="not signed by any key in the anchor") as info:
+    with pytest.raises(GlobalConfError, match="not signed by any key in the anchor") as info, detected_at(CLIENT_PROXY):
         old_client.update(v3.data, now=NOW + timedelta(seconds=30))
     assert info.value.xroad_type == "Server.ClientProxy.InvalidSignatureValue"
     with pytest.raises(GlobalConfError, match="not signed by any key in the anchor"):

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 from cryptography import x509
+from faultside import CLIENT_PROXY, SERVER_PROXY, detected_at
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.dev.pki.ca import DevCA
@@ -178,7 +179,7 @@ async def test_tsa_down_grace_then_refusal_then_catch_up(env: Env) -> None:
     assert r.checkpoint is not None and r.stamped == () and r.stamp_error is not None
     assert "down TSA" in r.stamp_error and "cannot be reached" in r.stamp_error
     assert cp.unstamped_since == T0 + timedelta(seconds=1)
-    cp.check_timestamping(T0 + timedelta(seconds=600), "Server.ClientProxy")
+    cp.check_timestamping(T0 + timedelta(seconds=600))
     # (2) Retries wait one interval; later checkpoints also wait unstamped.
     await env.append(1)
     r = await cp.run_once(T0 + timedelta(seconds=30))
@@ -187,21 +188,23 @@ async def test_tsa_down_grace_then_refusal_then_catch_up(env: Env) -> None:
     assert r.checkpoint is not None and r.checkpoint.size == 3 and r.stamp_error is not None
     # (3) Past the grace period (counted from the oldest unstamped record): exchanges are refused.
     for side in ("Server.ClientProxy", "Server.ServerProxy"):
-        with pytest.raises(MessageLogError, match="has not been timestamped since") as e:
-            cp.check_timestamping(T0 + timedelta(seconds=602), side)
+        with pytest.raises(MessageLogError, match="has not been timestamped since") as e, detected_at(
+            CLIENT_PROXY if side == "Server.ClientProxy" else SERVER_PROXY
+        ):
+            cp.check_timestamping(T0 + timedelta(seconds=602))
         assert e.value.xroad_type == f"{side}.TimestampingFailed" and e.value.status == 500
     # (4) The grace state survives a restart (it is read back from the unstamped records).
     restarted = env.checkpointer(interval_seconds=60, max_records=1000)
     await restarted.start(T0 + timedelta(seconds=603))
     assert restarted.unstamped_since == T0  # the oldest unstamped record's own created time
     with pytest.raises(MessageLogError):
-        restarted.check_timestamping(T0 + timedelta(seconds=603), "Server.ClientProxy")
+        restarted.check_timestamping(T0 + timedelta(seconds=603))
     # (5) The TSA is back (the first TSA still down, the second answers): the newest checkpoint is stamped,
     #     older ones are caught up, and exchanges resume.
     env.conf.timestamping_authorities = [env.down_tsa, env.good_tsa]
     r = await restarted.run_once(T0 + timedelta(seconds=700))
     assert r.stamped == (3, 2) and r.stamp_error is None
-    restarted.check_timestamping(T0 + timedelta(seconds=700), "Server.ClientProxy")
+    restarted.check_timestamping(T0 + timedelta(seconds=700))
     assert all(c.stamped and c.tsa_name == "dev TSA" for c in await env.store.checkpoints(ORIGIN))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from exchange_kit import ShiftClock, call
+from faultside import SERVER_PROXY, detected_at
 
 from gateway.central import registry
 from gateway.dev.demo import Federation, start_federation
@@ -151,8 +152,8 @@ async def test_tsa_outage_grace_then_timestamping_failed_then_recovery(world: Wo
         answer.assert_error(500, "Server.ClientProxy.TimestampingFailed", contains="has not been timestamped")
         # ... and so does the provider's (its own log is just as unstamped).
         assert ss2.context is not None
-        with pytest.raises(MessageLogError) as e:
-            ss2.context.check_timestamping("Server.ServerProxy")
+        with pytest.raises(MessageLogError) as e, detected_at(SERVER_PROXY):
+            ss2.context.check_timestamping()
         assert e.value.xroad_type == "Server.ServerProxy.TimestampingFailed"
     finally:
         # (3) The TSA is back: the waiting checkpoints are stamped and exchanges resume.

@@ -14,10 +14,12 @@ import pytest
 from aiohttp import web
 from globalconf_sim import GlobalConfSimulator
 
-from gateway.errors import PeerError
+from gateway.errors import GlobalConfDownloadFailed, PeerError
 from gateway.globalconf.anchor import Anchor, anchor_hash
-from gateway.globalconf.fetcher import DOWNLOAD_FAILED, AiohttpFetcher
+from gateway.globalconf.fetcher import AiohttpFetcher
 from gateway.globalconf.updater import CACHE_FILE, GlobalConfUpdater
+
+DOWNLOAD_FAILED = GlobalConfDownloadFailed.type_name()
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from faultside import SERVER_PROXY, detected_at
 from pkihelpers import make_cert
 
 from gateway.cli import main
@@ -79,7 +80,7 @@ async def test_crud_and_snapshot(store: ServerConfStore) -> None:
     snap.policy.check(CONSUMER, ORDERS, "PUT", "/anything", groups=groups)
     denied = ((CONSUMER, PETS, "/public/x"), (OUTSIDER, ORDERS, "/"), (OWNER, PETS, "/pets/1"))
     for client, service, path in denied:
-        with pytest.raises(RequestError, match="is not allowed to call") as info:
+        with pytest.raises(RequestError, match="is not allowed to call") as info, detected_at(SERVER_PROXY):
             snap.policy.check(client, service, "GET", path, groups=groups)
         assert info.value.xroad_type == "Server.ServerProxy.AccessDenied"
     assert snap.policy.allowed_endpoints(CONSUMER, ORDERS, groups=groups) == (BASE_ENDPOINT,)
@@ -93,7 +94,7 @@ async def test_crud_and_snapshot(store: ServerConfStore) -> None:
         PETS, enabled=False, disabled_notice="maintenance", timeout_seconds=30
     )
     assert (updated.enabled, updated.disabled_notice, updated.timeout_seconds) == (False, "maintenance", 30.0)
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(RequestError) as info, detected_at(SERVER_PROXY):
         (await store.snapshot()).service(PETS)
     assert info.value.xroad_type == "Server.ServerProxy.ServiceDisabled"
     assert info.value.message == f"service {PETS} is disabled: maintenance"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from faultside import SERVER_PROXY, detected_at
 
 from gateway.errors import IdentifierError, RequestError
 from gateway.identifiers import ClientId, GlobalGroupId, MemberId, ServiceId, SubsystemId
@@ -87,7 +88,7 @@ def test_allowed(client: ClientId, service: ServiceId, method: str, path: str) -
     ],
 )
 def test_denied(client: ClientId, service: ServiceId, method: str, path: str, shown_path: str) -> None:
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(RequestError) as info, detected_at(SERVER_PROXY):
         POLICY.check(client, service, method, path, groups=GROUPS)
     err = info.value
     assert err.xroad_type == "Server.ServerProxy.AccessDenied"

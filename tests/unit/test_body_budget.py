@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from faultside import SERVER_PROXY, detected_at
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.proxy.common import BodyBudget
@@ -14,11 +15,11 @@ from gateway.settings import Settings
 
 def test_accounts_take_until_the_limit_and_give_everything_back() -> None:
     budget = BodyBudget(100)
-    a, b = budget.account("Server.ClientProxy"), budget.account("Server.ServerProxy")
+    a, b = budget.account(), budget.account()
     a.take(60, "request body")
     b.take(40, "the service's response")
     assert (budget.used, a.held, b.held) == (100, 60, 40)
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(GatewayError) as info, detected_at(SERVER_PROXY):
         b.take(1, "the service's response")
     assert info.value.xroad_type == "Server.ServerProxy.Overloaded"
     assert "the service's response cannot be held now" in info.value.message
@@ -36,7 +37,7 @@ def test_accounts_take_until_the_limit_and_give_everything_back() -> None:
 
 def test_an_exchange_that_fails_still_gives_its_bytes_back() -> None:
     budget = BodyBudget(10)
-    with pytest.raises(RuntimeError), budget.account("Server.ClientProxy") as account:
+    with pytest.raises(RuntimeError), budget.account() as account:
         account.take(10, "request body")
         raise RuntimeError("the exchange failed")
     assert budget.used == 0

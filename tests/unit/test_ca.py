@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp as x_ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from faultside import CLIENT_PROXY, SERVER_PROXY, detected_at
 from pkihelpers import IssuedCert, ThrowawayPki, make_cert, make_pki, sha256
 
 from gateway.cli import main
@@ -294,7 +295,7 @@ def test_ocsp_good_and_revoked(pki: ThrowawayPki) -> None:
         revoked_at,
         "keyCompromise",
     )
-    with pytest.raises(TrustError) as err:
+    with pytest.raises(TrustError) as err, detected_at(SERVER_PROXY):
         ocsp.require_good(status)
     assert err.value.xroad_type == "Server.ServerProxy.CertValidation"
     assert (
@@ -523,7 +524,7 @@ def test_ocsp_check_rejections(
     renamed = make_pki(tmp_path / "renamed", name="Renamed CA", now=NOW)
     ctx = Ctx(p=pki, o=other, r=renamed, a=pki.issue_auth(SS1, now=NOW), b=pki.issue_sign(M1, now=NOW))
     der, kw = make(ctx)
-    with pytest.raises(TrustError) as err:
+    with pytest.raises(TrustError) as err, detected_at(SERVER_PROXY):
         _check(pki, der, ctx.a, **kw)
     assert message in err.value.message
     assert err.value.xroad_type == IVI
@@ -614,7 +615,7 @@ def test_tsa_rejections(pki: ThrowawayPki, request_der: bytes, fail: str, text: 
     assert resp["status"]["status"].native == "rejection"
     assert resp["status"]["fail_info"].native == {fail}
     assert text in resp["status"]["status_string"].native[0]
-    with pytest.raises(TrustError) as err:
+    with pytest.raises(TrustError) as err, detected_at(CLIENT_PROXY):
         timestamp.check_response(resp.dump(), data_hash=b"\x00" * 32, tsa_cert=pki.tsa_cert)
     assert f"TSA refused: rejection; failInfo {fail}" in err.value.message
     assert err.value.xroad_type == "Server.ClientProxy.TimestampingFailed"
@@ -683,7 +684,7 @@ def test_timestamp_check_rejections(
     )
     der, kw = make(pki, other, resp)
     args: dict[str, Any] = {"data_hash": H, "tsa_cert": pki.tsa_cert, "nonce": 7, **kw}
-    with pytest.raises(TrustError) as err:
+    with pytest.raises(TrustError) as err, detected_at(CLIENT_PROXY):
         timestamp.check_response(der, **args)
     assert message in err.value.message
     assert err.value.xroad_type == "Server.ClientProxy.TimestampingFailed"

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from faultside import SERVER_PROXY, detected_at
 from pkihelpers import ThrowawayPki, make_cert, make_pki
 
 from gateway.errors import PkiError, TrustError
@@ -208,7 +209,7 @@ KU_SIGN = key_usage(digital_signature=True, content_commitment=True)
     ],
 )
 def test_identity_of_rejections(make: Callable[[], x509.Certificate], message: str) -> None:
-    with pytest.raises(TrustError) as err:
+    with pytest.raises(TrustError) as err, detected_at(SERVER_PROXY):
         identity_of(make())
     assert message in err.value.message
     assert err.value.xroad_type == "Server.ServerProxy.CertValidation"

@@ -13,10 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from globalconf_sim import KeyPair, make_cert, make_key_pair
 
-from gateway.errors import ConfigError, GlobalConfError
+from gateway.errors import ConfigError, GlobalConfError, MalformedGlobalConf
 from gateway.globalconf.anchor import Anchor, anchor_hash, build_anchor
-from gateway.globalconf.model import MALFORMED, cert_fingerprint, cert_to_pem
+from gateway.globalconf.model import cert_fingerprint, cert_to_pem
 from gateway.trust.canonical import canonical_bytes
+
+MALFORMED = MalformedGlobalConf.type_name()
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 URLS = ["http://127.0.0.1:4000/globalconf", "https://mirror.example/globalconf"]

@@ -11,10 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from globalconf_sim import KeyPair, make_cert, make_key_pair
 
-from gateway.errors import ConfigError, GlobalConfError, TrustError
-from gateway.globalconf.envelope import BAD_SIGNATURE, parse_envelope, sign_envelope, verify_signature
-from gateway.globalconf.model import MALFORMED, cert_fingerprint
+from gateway.errors import ConfigError, GlobalConfError, InvalidSignatureValue, MalformedGlobalConf, TrustError
+from gateway.globalconf.envelope import parse_envelope, sign_envelope, verify_signature
+from gateway.globalconf.model import cert_fingerprint
 from gateway.trust.canonical import canonical_bytes
+
+BAD_SIGNATURE = InvalidSignatureValue.type_name()
+MALFORMED = MalformedGlobalConf.type_name()
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 SIGNED = {"format": 1, "instance": "DEV", "version": 3, "text": "Agency \u00c4", "list": [3, 1, 2]}

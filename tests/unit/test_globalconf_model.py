@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from globalconf_sim import GlobalConfSimulator, fake_fingerprint, make_key_pair
 
-from gateway.errors import GlobalConfError
-from gateway.globalconf.model import MALFORMED, GlobalConf, normalise
+from gateway.errors import GlobalConfError, MalformedGlobalConf
+from gateway.globalconf.model import GlobalConf, normalise
 from gateway.identifiers import GlobalGroupId, MemberId, SecurityServerId, SubsystemId
+
+MALFORMED = MalformedGlobalConf.type_name()
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 

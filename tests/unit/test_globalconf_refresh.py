@@ -13,13 +13,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from faultside import CLIENT_PROXY, detected_at
 from globalconf_sim import SIM_URL, GlobalConfSimulator
 
-from gateway.errors import ConfigError, GlobalConfError, PeerError
-from gateway.globalconf.fetcher import DOWNLOAD_FAILED
+from gateway.errors import ConfigError, GlobalConfDownloadFailed, GlobalConfError, PeerError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import CACHE_FILE, GlobalConfUpdater, wait_or_stop
 from gateway.settings import GlobalConfSettings
+
+DOWNLOAD_FAILED = GlobalConfDownloadFailed.type_name()
+
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 
@@ -183,7 +186,7 @@ async def test_expired_cache_is_loaded_and_reported(
     st = again.status()
     assert st.expired
     assert st.last_error == "cached configuration version 1 expired at 2026-11-27T13:10:00Z"
-    with pytest.raises(GlobalConfError, match="expired") as info:
+    with pytest.raises(GlobalConfError, match="expired") as info, detected_at(CLIENT_PROXY):
         again.require_valid()
     assert info.value.xroad_type == "Server.ClientProxy.OutdatedGlobalConf"
 

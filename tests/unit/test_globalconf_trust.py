@@ -8,13 +8,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from faultside import CLIENT_PROXY, detected_at
 from globalconf_sim import GlobalConfSimulator, make_key_pair
 
-from gateway.errors import GlobalConfError
-from gateway.globalconf.envelope import BAD_SIGNATURE, parse_envelope
-from gateway.globalconf.model import MALFORMED, cert_fingerprint
-from gateway.globalconf.trust import OUTDATED, TrustedGlobalConf
+from gateway.errors import GlobalConfError, GlobalConfSignatureInvalid, MalformedGlobalConf
+from gateway.globalconf.envelope import parse_envelope
+from gateway.globalconf.model import cert_fingerprint
+from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.trust.canonical import canonical_bytes
+
+BAD_SIGNATURE = GlobalConfSignatureInvalid.type_name()
+MALFORMED = MalformedGlobalConf.type_name()
+OUTDATED = GlobalConfError.type_name()
+
 
 NOW = datetime(2026, 11, 27, 13, 0, 0, tzinfo=UTC)
 
@@ -245,12 +251,18 @@ def test_rule5_no_op_of_an_expired_configuration_is_reported(trusted: TrustedGlo
 
 def test_require_valid(sim: GlobalConfSimulator) -> None:
     t = TrustedGlobalConf(sim.anchor(), now=NOW)
-    with pytest.raises(GlobalConfError, match="no valid global configuration has been downloaded") as info:
+    with (
+        pytest.raises(GlobalConfError, match="no valid global configuration has been downloaded") as info,
+        detected_at(CLIENT_PROXY),
+    ):
         t.require_valid(NOW)
     assert info.value.xroad_type == "Server.ClientProxy.OutdatedGlobalConf"
     t.update(sim.published, now=NOW)
     later = NOW + timedelta(minutes=11)
-    with pytest.raises(GlobalConfError, match="version 1 expired at 2026-11-27T13:10:00Z") as info:
+    with (
+        pytest.raises(GlobalConfError, match="version 1 expired at 2026-11-27T13:10:00Z") as info,
+        detected_at(CLIENT_PROXY),
+    ):
         t.require_valid(later)
     assert info.value.xroad_type == "Server.ClientProxy.OutdatedGlobalConf"
     assert t.is_expired(later)

@@ -9,7 +9,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway.errors import GatewayError, IdentifierError, PeerError, RequestError, TrustError
+from gateway.errors import (
+    SERVER_PROXY,
+    GatewayError,
+    IdentifierError,
+    InvalidSignatureValue,
+    PayloadTooLarge,
+    PeerError,
+    RequestError,
+    UriTooLong,
+)
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from gateway.protocol import rest
 
@@ -362,7 +371,7 @@ def test_request_hash() -> None:
 
 
 def test_render_error_json_like_pr_rest_example() -> None:
-    err = PeerError("Connect to 10.139.178.1:8080 failed", code="Server.ServerProxy.NetworkError")
+    err = PeerError("Connect to 10.139.178.1:8080 failed").at_side(SERVER_PROXY)
     status, headers, body = rest.render_error(err, accept=None, detail="9bc95b6e-2f1d-4a41-a7e6-11eda7d734d5")
     assert status == 500
     assert headers == [
@@ -376,18 +385,26 @@ def test_render_error_json_like_pr_rest_example() -> None:
     ]
 
 
+class _ServerFaultOfTheRequest(RequestError):
+    """A refusal of the request that X-Road types Server.* (like AccessDenied): its class says HTTP 500."""
+
+    status = 500
+    prefix = "Server"
+    fault = "X"
+
+
 @pytest.mark.parametrize(
     ("err", "status", "xroad_type"),
     [
         (RequestError("bad"), 400, "Client.BadRequest"),
-        (RequestError("long", status=414), 414, "Client.BadRequest"),
-        (RequestError("big", status=413), 413, "Client.BadRequest"),
+        (UriTooLong("long"), 414, "Client.BadRequest"),
+        (PayloadTooLarge("big"), 413, "Client.BadRequest"),
         (IdentifierError("id"), 400, "Client.InvalidClientIdentifier"),
-        (TrustError("sig", code="Server.ServerProxy.InvalidSignatureValue"), 500,
+        (InvalidSignatureValue("sig").at_side(SERVER_PROXY), 500,
          "Server.ServerProxy.InvalidSignatureValue"),
-        (PeerError("down"), 500, "Server.ServerProxy.NetworkError"),
-        (GatewayError("boom"), 500, "Server.ServerProxy.InternalError"),
-        (RequestError("odd", code="Server.ClientProxy.X"), 500, "Server.ClientProxy.X"),
+        (PeerError("down").at_side(SERVER_PROXY), 500, "Server.ServerProxy.NetworkError"),
+        (GatewayError("boom").at_side(SERVER_PROXY), 500, "Server.ServerProxy.InternalError"),
+        (_ServerFaultOfTheRequest("odd").at_side("ClientProxy"), 500, "Server.ClientProxy.X"),
     ],
 )
 def test_render_error_status(err: GatewayError, status: int, xroad_type: str) -> None:
@@ -424,7 +441,7 @@ def test_render_error_negotiation(accept: str | None, content_type: str) -> None
 
 
 def test_render_error_xml_escapes() -> None:
-    err = RequestError("a <b> & \"c\" \x01", code="Client.BadRequest")
+    err = RequestError("a <b> & \"c\" \x01")
     _, _, body = rest.render_error(err, accept="text/xml", detail="<id>")
     root = parse_xml(body)
     assert root.tag == "error"

@@ -13,9 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from faultside import CLIENT_PROXY, SERVER_PROXY, detected_at
 from pkihelpers import make_cert
 
-from gateway.errors import ConfigError, GatewayError, TrustError
+from gateway.errors import CertValidation, ConfigError, GatewayError, TrustError
 from gateway.protocol import replay, sfv, signatures
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -59,7 +60,7 @@ def resolver(*trusted: x509.Certificate) -> signatures.CertResolver:
     def resolve(keyid: str, cert_der: bytes, ocsp_der: bytes) -> x509.Certificate:
         # a real resolver validates the chain and the stapled OCSP response; this one trusts by keyid
         if keyid not in by_id:
-            raise TrustError("signing certificate is not trusted", code="Server.ServerProxy.CertValidation")
+            raise CertValidation("signing certificate is not trusted")
         return by_id[keyid]
 
     return resolve
@@ -375,7 +376,7 @@ def test_request_refused(
     headers["__base__"] = sm.signature_base.decode()
     mutate(headers, consumer, provider)
     headers.pop("__base__", None)
-    with pytest.raises(TrustError) as info:
+    with pytest.raises(TrustError) as info, detected_at(SERVER_PROXY):
         verify_req(headers, consumer)
     assert info.value.xroad_type == code
     assert fragment in info.value.message
@@ -387,7 +388,7 @@ def test_request_refused(
 )
 def test_request_line_tampered(consumer: Party, method: str, path: str, query: str | None) -> None:
     headers, _ = signed_request(consumer)
-    with pytest.raises(TrustError, match="does not verify") as info:
+    with pytest.raises(TrustError, match="does not verify") as info, detected_at(SERVER_PROXY):
         verify_req(headers, consumer, method=method, path=path, query=query)
     assert info.value.xroad_type == "Server.ServerProxy.InvalidSignatureValue"
 
@@ -408,7 +409,10 @@ def test_untrusted_certificate(consumer: Party, provider: Party) -> None:
 
 def test_resolver_returning_another_cert_is_refused(consumer: Party, provider: Party) -> None:
     headers, _ = signed_request(consumer)
-    with pytest.raises(TrustError, match="resolved certificate does not match keyid") as info:
+    with (
+        pytest.raises(TrustError, match="resolved certificate does not match keyid") as info,
+        detected_at(SERVER_PROXY),
+    ):
         signatures.verify_request(
             method="POST",
             path=PATH,
@@ -431,7 +435,7 @@ def test_resolver_returning_another_cert_is_refused(consumer: Party, provider: P
 )
 def test_created_outside_skew(consumer: Party, created: int, fragment: str) -> None:
     headers, _ = signed_request(consumer, created=created)
-    with pytest.raises(TrustError) as info:
+    with pytest.raises(TrustError) as info, detected_at(SERVER_PROXY):
         verify_req(headers, consumer)
     assert info.value.xroad_type == "Server.ServerProxy.InvalidSignatureTime"
     assert fragment in info.value.message
@@ -461,7 +465,7 @@ def test_sign_request_refuses(consumer: Party, drop: str | None, ocsp: bytes, fr
     headers = request_headers()
     if drop:
         del headers[drop]
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(GatewayError) as info, detected_at(CLIENT_PROXY):
         signatures.sign_request(
             method="POST",
             path=PATH,
@@ -476,7 +480,7 @@ def test_sign_request_refuses(consumer: Party, drop: str | None, ocsp: bytes, fr
 
 
 def test_sign_refuses_line_breaks(consumer: Party) -> None:
-    with pytest.raises(GatewayError, match="line break or non-ASCII") as info:
+    with pytest.raises(GatewayError, match="line break or non-ASCII") as info, detected_at(CLIENT_PROXY):
         signatures.sign_request(
             method="POST",
             path=PATH,
@@ -565,7 +569,7 @@ def test_response_refused(consumer: Party, provider: Party, case: str, code: str
         headers["signature-input"] = headers["signature-input"].replace(' "signature";req;key="xroad"', "")
     elif case == "no-hash":
         del headers["x-road-request-hash"]
-    with pytest.raises(TrustError) as info:
+    with pytest.raises(TrustError) as info, detected_at(CLIENT_PROXY):
         signatures.verify_response(
             status=status,
             headers=headers,
@@ -581,7 +585,7 @@ def test_response_refused(consumer: Party, provider: Party, case: str, code: str
 def test_sign_response_requires_request_hash(provider: Party) -> None:
     headers = response_headers()
     del headers["x-road-request-hash"]
-    with pytest.raises(GatewayError, match="header x-road-request-hash is missing") as info:
+    with pytest.raises(GatewayError, match="header x-road-request-hash is missing") as info, detected_at(SERVER_PROXY):
         signatures.sign_response(
             status=200,
             headers=headers,
@@ -666,7 +670,7 @@ def test_content_digest_streaming() -> None:
     ],
 )
 def test_content_digest_refused(value: str | None, code: str, fragment: str) -> None:
-    with pytest.raises(TrustError) as info:
+    with pytest.raises(TrustError) as info, detected_at(SERVER_PROXY):
         signatures.verify_content_digest(value, hashlib.sha256(BODY).digest())
     assert info.value.xroad_type == code
     assert fragment in info.value.message
@@ -689,27 +693,30 @@ def test_fields_from_pairs() -> None:
     ],
 )
 def test_fields_from_pairs_refuses_repeated_single_fields(name: str) -> None:
-    with pytest.raises(TrustError, match=f"header {name.lower()} appears more than once") as info:
-        signatures.fields_from_pairs([(name, "a"), (name.upper(), "b")], side="Server.ClientProxy")
+    with (
+        pytest.raises(TrustError, match=f"header {name.lower()} appears more than once") as info,
+        detected_at(CLIENT_PROXY),
+    ):
+        signatures.fields_from_pairs([(name, "a"), (name.upper(), "b")])
     assert info.value.xroad_type == "Server.ClientProxy.MalformedSignature"
 
 
 def test_replay_cache() -> None:
     cache = replay.ReplayCache(window_seconds=60, max_entries=3)
     cache.check_and_add("r1", T, NOW)
-    with pytest.raises(TrustError, match="request id 'r1' was already received") as info:
+    with pytest.raises(TrustError, match="request id 'r1' was already received") as info, detected_at(SERVER_PROXY):
         cache.check_and_add("r1", T, NOW + timedelta(seconds=59))
     assert info.value.xroad_type == "Server.ServerProxy.ReplayedRequest"
     cache.check_and_add("r2", T, NOW)
     cache.check_and_add("r3", T + 5, NOW)
-    with pytest.raises(TrustError, match="replay cache holds 3 request ids") as full:
+    with pytest.raises(TrustError, match="replay cache holds 3 request ids") as full, detected_at(SERVER_PROXY):
         cache.check_and_add("r4", T, NOW)
     assert full.value.xroad_type == "Server.ServerProxy.ReplayCacheFull"
     # after the window, r1 and r2 are forgotten (and the verifier's skew check refuses their replays)
     later = NOW + timedelta(seconds=61)
     cache.check_and_add("r4", T + 61, later)
     assert len(cache) == 2
-    with pytest.raises(TrustError, match="older than the 60 s replay window") as old:
+    with pytest.raises(TrustError, match="older than the 60 s replay window") as old, detected_at(SERVER_PROXY):
         cache.check_and_add("r5", T - 2, later)
     assert old.value.xroad_type == "Server.ServerProxy.ReplayedRequest"
     with pytest.raises(ValueError, match="aware datetime"):

@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
+from faultside import CLIENT_PROXY, SERVER_PROXY, detected_at
 from http_message_signatures import (
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -306,7 +307,7 @@ def test_we_verify_their_request(consumer: Party) -> None:
     signatures.verify_content_digest(fields["content-digest"], hashlib.sha256(BODY).digest())
     # and we refuse it once tampered with
     fields["x-road-userid"] = "EE00000000000"
-    with pytest.raises(TrustError, match="does not verify") as info:
+    with pytest.raises(TrustError, match="does not verify") as info, detected_at(SERVER_PROXY):
         signatures.verify_request(
             method="POST",
             path=PATH,
@@ -354,7 +355,7 @@ def test_we_verify_their_response(consumer: Party, provider: Party) -> None:
     )
     assert v.covered[-1] == '"signature";req;key="xroad"'
     _, other_sm = our_signed_request(consumer)
-    with pytest.raises(TrustError, match="does not verify") as info:
+    with pytest.raises(TrustError, match="does not verify") as info, detected_at(CLIENT_PROXY):
         signatures.verify_response(
             status=204,
             headers=fields,

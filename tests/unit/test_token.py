@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 from pkihelpers import make_pki
 
-from gateway.errors import ConfigError, GatewayError, PkiError, RequestError, TrustError
+from gateway.errors import (
+    CertExpired,
+    ConfigError,
+    GatewayError,
+    NoKeyForCert,
+    PkiError,
+    RequestError,
+    TrustError,
+    UntrustedSignerCert,
+    WrongCertUsage,
+    WrongIdentity,
+)
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.token import model
 from gateway.token.model import KdfParams, LockoutPolicy
@@ -255,15 +266,15 @@ async def test_import_refusals(tmp_path: Path) -> None:
     foreign = other_pki.issue_sign("DEV/GOV/1001")  # a key the token does not hold
     cases: list[tuple[bytes, type[GatewayError], str]] = [
         (b"not a certificate", TrustError, "not a valid X.509 certificate"),
-        (keys.cert_pem(foreign.cert).encode(), PkiError, "does not match any key of the token"),
-        (await issued(token, pki, "sign", "DEV/GOV/1001/ss1", kind="auth"), PkiError,
+        (keys.cert_pem(foreign.cert).encode(), NoKeyForCert, "does not match any key of the token"),
+        (await issued(token, pki, "sign", "DEV/GOV/1001/ss1", kind="auth"), WrongCertUsage,
          "is an auth certificate, but key"),
-        (await issued(token, pki, "auth", "DEV/GOV/1001/ss9"), PkiError,
+        (await issued(token, pki, "auth", "DEV/GOV/1001/ss9"), WrongIdentity,
          "names SERVER:DEV/GOV/1001/ss9, not this server DEV/GOV/1001/ss1"),
-        (await issued(token, pki, "sign", "DEV/GOV/1002"), PkiError,
+        (await issued(token, pki, "sign", "DEV/GOV/1002"), WrongIdentity,
          "names MEMBER:DEV/GOV/1002; this server signs for DEV/GOV/1001"),
-        (await issued(token, other_pki, "sign"), TrustError, "not issued by a CA trusted"),
-        (await issued(token, pki, "sign", now=now - timedelta(days=3), days=1), PkiError, "expired at"),
+        (await issued(token, other_pki, "sign"), UntrustedSignerCert, "not issued by a CA trusted"),
+        (await issued(token, pki, "sign", now=now - timedelta(days=3), days=1), CertExpired, "expired at"),
     ]
     for data, cls, message in cases:
         with pytest.raises(cls) as e:

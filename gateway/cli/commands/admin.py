@@ -27,7 +27,7 @@ from gateway.admin.roles import ROLES, parse_roles
 from gateway.admin.schema import MAX_LIMIT, Page
 from gateway.admin.store import AdminStore, AuditEntry
 from gateway.cli.common import Handler, settings_from_args
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import GatewayError, RequestError, Unreachable
 from gateway.settings import Settings
 from gateway.storage.db import make_engine
 
@@ -67,7 +67,7 @@ def run_admin(args: argparse.Namespace, action: Action, *, audit_as: str | None 
                 await action(store, settings)
             except GatewayError as e:
                 if audit_as:
-                    await _audit(store, audit_as, target, status=e.status, error=e.message)
+                    await _audit(store, audit_as, target, status=e.http_status, error=e.message)
                 raise
             if audit_as:
                 await _audit(store, audit_as, target, status=200)
@@ -343,6 +343,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except aiohttp.ClientError as e:
-        raise GatewayError(f"admin API at {base} cannot be reached: {e}", code="Server.NetworkError") from e
+        raise Unreachable(f"admin API at {base} cannot be reached: {e}") from e
 
 
