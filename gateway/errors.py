@@ -30,7 +30,7 @@ with :attr:`GatewayError.exit_code`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self, TypeVar, cast
+from typing import ClassVar, Literal, Self, TypeVar, cast
 
 Side = Literal["ClientProxy", "ServerProxy"]
 Prefix = Literal["Client", "Server", "Signer", ""]
@@ -48,23 +48,12 @@ class GatewayError(Exception):
     fault: ClassVar[str] = "InternalError"
     exit_code: ClassVar[int] = 1
     whose_fault: ClassVar[str] = "the gateway"
-    on_the_fly: ClassVar[bool] = False  # TRANSITIONAL: made from a ``code=``/``status=`` pair (see below)
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        # TRANSITIONAL: see _transitional_class.
-        code, status = kwargs.get("code"), kwargs.get("status")
-        if code is not None or status is not None:
-            return cast(Self, Exception.__new__(_transitional_class(cls, code, status)))
-        return super().__new__(cls)
-
-    def __init__(
-        self, message: str, *, hint: str | None = None, code: str | None = None, status: int | None = None,
-    ) -> None:
-        # ``code`` and ``status`` are TRANSITIONAL (see _transitional_class); ``__new__`` has used them.
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.side: Side | None = _parse_code(code)[1] if code is not None else None
+        self.side: Side | None = None
 
     @classmethod
     def type_name(cls, side: Side | None = None) -> str:
@@ -522,6 +511,12 @@ class PinIncorrect(_SignerFault):
     fault = "PinIncorrect"
 
 
+class PinRefused(_SignerFault):
+    """A wrong PIN as the admin API answers it: HTTP 400, because 401 there means "log in again"."""
+
+    fault = "PinIncorrect"
+
+
 class TokenLocked(_SignerFault):
     """The token is locked after wrong PINs (HTTP 423)."""
 
@@ -571,6 +566,12 @@ class CertExpired(_SignerPkiFault):
     fault = "CertExpired"
 
 
+class ImportedCertInvalid(_SignerPkiFault):
+    """A certificate to import that does not follow the certificate profile (``Signer.CertValidation``)."""
+
+    fault = "CertValidation"
+
+
 class CertExists(_SignerPkiFault):
     """A certificate that is in the token already (HTTP 409)."""
 
@@ -608,18 +609,8 @@ def fault_class(xroad_type: str, status: int, base: type[_E]) -> type[_E] | None
     return None
 
 
-# ---- TRANSITIONAL: ``code=`` / ``status=`` keyword arguments --------------------------------------------------
-#
-# Files being split by other engineers still construct errors as ``RequestError(msg, code="Client.NotFound",
-# status=404)``: gateway/messagelog/store.py, gateway/messagelog/verify.py, gateway/admin/app.py,
-# gateway/admin/logapi.py, gateway/cli/{central,registration,__init__}.py, gateway/server/runtime.py, the
-# ``_tx`` helpers of gateway/admin/store.py, gateway/serverconf/store.py and gateway/central/registry.py.
-# Such a call is answered with an instance of the class above that has that type and status (a side in the
-# code, ``Server.ServerProxy.LoggingFailed``, is applied to the instance), or, for a pair no class has (the
-# admin API's 400 for a relayed type), of a subclass made once for the pair. Remove this section, with the
-# ``code``/``status`` parameters and ``__new__`` above, once those files raise the classes.
+# ---- parsing a type string ----------------------------------------------------------------------------------
 
-_ON_THE_FLY: dict[tuple[type[GatewayError], str, int], type[GatewayError]] = {}
 _PREFIXES: dict[str, Prefix] = {"Client": "Client", "Server": "Server", "Signer": "Signer"}
 
 
@@ -637,22 +628,7 @@ def _parse_code(code: str) -> tuple[Prefix, Side | None, str]:
 
 def _closed_set(base: type[GatewayError]) -> list[type[GatewayError]]:
     """``base`` and its subclasses defined in this module, most general first."""
-    found = [base] if base.__module__ == __name__ and not base.on_the_fly else []
+    found = [base] if base.__module__ == __name__ else []
     for sub in base.__subclasses__():
         found.extend(k for k in _closed_set(sub) if k not in found)
     return found
-
-
-def _transitional_class(cls: type[GatewayError], code: str | None, status: int | None) -> type[GatewayError]:
-    prefix, _, fault = _parse_code(code) if code is not None else (cls.prefix, None, cls.fault)
-    wanted = (prefix, fault, cls.status if status is None else status)
-    found = fault_class(code if code is not None else cls.type_name(), wanted[2], cls)
-    if found is not None:
-        return found
-    key = (cls, f"{prefix}.{fault}", wanted[2])
-    made = _ON_THE_FLY.get(key)
-    if made is None:
-        attrs = {"prefix": prefix, "fault": fault, "status": wanted[2], "on_the_fly": True,
-                 "__module__": cls.__module__, "__doc__": f"{cls.__doc__} (made for code={code!r})"}
-        made = _ON_THE_FLY[key] = type(cls.__name__, (cls,), attrs)
-    return made

@@ -28,7 +28,14 @@ from gateway.admin.context import CALL, CONTEXT, AdminContext, Call, Impl
 from gateway.admin.routes import Route
 from gateway.admin.schema import validate
 from gateway.admin.store import AuditEntry
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
 
 log = structlog.get_logger("gateway.admin")  # the logger name the operational log has always used
 
@@ -67,6 +74,13 @@ async def _audit(request: web.Request, call: Call, status: int, error: str | Non
         log.exception("audit log write failed", **{k: v for k, v in entry.to_dict().items() if k != "id"})
 
 
+# aiohttp's own refusals (no such route, method not allowed, body over client_max_size), as our faults; any
+# other status is the client's bad request.
+_HTTP_FAULTS: dict[int, type[RequestError]] = {
+    404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 415: UnsupportedMediaType,
+}
+
+
 @web.middleware
 async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one middleware: errors to JSON, then the audit entry."""
@@ -79,13 +93,12 @@ async def admin_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = e.message
         response = _error_response(e, call)
     except web.HTTPException as e:  # no such route, method not allowed
-        code = {404: "Client.NotFound", 405: "Client.MethodNotAllowed"}.get(e.status, "Client.BadRequest")
         error = f"{request.method} {request.path[:200]}: {e.reason}"
-        response = _error_response(RequestError(error, code=code, status=e.status), call)
+        response = _error_response(_HTTP_FAULTS.get(e.status, RequestError)(error), call)
     except Exception as e:
         log.exception("admin API internal error", correlation_id=call.correlation_id, action=call.action)
         error = f"internal error ({type(e).__name__})"
-        response = _error_response(GatewayError(error, code="Server.InternalError"), call)
+        response = _error_response(GatewayError(error), call)
     audit_it = request.method not in ("GET", "HEAD") or response.status >= 400 or (
         call.route is not None and call.route.audit_reads
     )
@@ -133,14 +146,14 @@ async def authenticate(request: web.Request, ctx: AdminContext, call: Call) -> a
 async def _read_json(request: web.Request, limit: int) -> Any:
     """Raises: RequestError: 413 above ``limit`` bytes; 415 if not JSON; 400 if malformed."""
     if request.content_length is not None and request.content_length > limit:
-        raise RequestError(f"request body of {request.content_length} bytes is larger than {limit} bytes", status=413)
+        raise PayloadTooLarge(f"request body of {request.content_length} bytes is larger than {limit} bytes")
     if request.content_type != "application/json":
-        raise RequestError(f"request body must be application/json, not {request.content_type[:60]!r}", status=415)
+        raise UnsupportedMediaType(f"request body must be application/json, not {request.content_type[:60]!r}")
     data = bytearray()
     async for chunk in request.content.iter_chunked(16384):
         data += chunk
         if len(data) > limit:
-            raise RequestError(f"request body is larger than {limit} bytes", status=413)
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:

@@ -26,7 +26,7 @@ from gateway.admin import auth
 from gateway.admin.models import VERSION_TABLE, api_keys, audit, revoked_tokens, session_keys, users
 from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
-from gateway.errors import AlreadyExists, AlreadyRevoked, GatewayError, NotFound, RequestError
+from gateway.errors import AlreadyExists, AlreadyRevoked, DatabaseError, NotFound, RequestError
 from gateway.storage.db import migrate
 from gateway.storage.transaction import transaction
 
@@ -34,21 +34,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones are cut
 
 
-def _conflict(message: str) -> RequestError:
-    """TRANSITIONAL: only ``_tx`` still calls it (being folded into gateway/storage/ by another engineer);
-    raise :class:`~gateway.errors.AlreadyExists` elsewhere."""
-    return AlreadyExists(message)
+def _changed_concurrently(e: IntegrityError) -> AlreadyExists:
+    return AlreadyExists(f"admin data changed concurrently: {str(e.orig)[:200]}")
 
 
-def _changed_concurrently(e: IntegrityError) -> RequestError:
-    return _conflict(f"admin data changed concurrently: {str(e.orig)[:200]}")
-
-
-def _database_error(e: SQLAlchemyError) -> GatewayError:
-    return GatewayError(
-        f"admin database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-        code="Server.ServerProxy.DatabaseError",
-    )
+def _database_error(e: SQLAlchemyError) -> DatabaseError:
+    return DatabaseError(f"admin database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
 def _roles_text(roles: frozenset[Role]) -> str:

@@ -107,11 +107,6 @@ class RegistrySnapshot:
 # Pure checks
 
 
-def conflict(message: str) -> RequestError:
-    """TRANSITIONAL: a duplicate, HTTP 409 (:class:`~gateway.errors.Conflict`). Only ``_tx`` below still calls
-    it; ``_tx`` is being folded into gateway/storage/ by another engineer. Raise ``Conflict`` elsewhere."""
-    return Conflict(message)
-
 
 _I = TypeVar("_I", MemberId, SubsystemId, SecurityServerId, GlobalGroupId)
 
@@ -234,7 +229,7 @@ def _tx(engine: AsyncEngine, *, duplicate: str | None = None) -> AbstractAsyncCo
     if duplicate is None:
         return transaction(begin_session(engine))
     message = duplicate
-    return transaction(begin_session(engine), conflict=lambda _e: conflict(message))
+    return transaction(begin_session(engine), conflict=lambda _e: Conflict(message))
 
 
 async def _member_row(session: AsyncSession, member: MemberId) -> m.Member:

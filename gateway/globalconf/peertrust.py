@@ -115,12 +115,8 @@ def check_signing_cert(
     *,
     member: MemberId,
     now: datetime,
-    side: str | None = None,
 ) -> x509.Certificate:
     """Validate a stapled signing certificate for a message whose signer must be ``member``.
-
-    ``side`` is TRANSITIONAL and ignored: gateway/messagelog/verify.py (being split by another engineer)
-    still passes it. Remove it once that file no longer does.
 
     Raises:
         CertValidation: untrusted, not valid now, not a signing certificate, wrong member, revoked or unknown.

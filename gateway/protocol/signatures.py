@@ -92,10 +92,6 @@ SINGLE_FIELDS: Final = frozenset({
     H_SIGNATURE, H_SIGNATURE_INPUT, *RESPONSE_REQUIRED_HEADERS, *_STAPLED,
 })
 
-# TRANSITIONAL: gateway/messagelog/verify.py (being split by another engineer) still passes these as the
-# ignored ``side`` of peertrust.check_signing_cert; remove them with that argument. Faults have no side here.
-SERVER_PROXY: Final = "Server.ServerProxy"
-CLIENT_PROXY: Final = "Server.ClientProxy"
 _KNOWN_PARAMS: Final = frozenset({"created", "expires", "keyid", "alg", "tag", "nonce"})
 
 

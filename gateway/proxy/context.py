@@ -114,11 +114,8 @@ class ProxyContext:
 
     # ---- global configuration -------------------------------------------------------------------------
 
-    def conf(self, side: str | None = None) -> GlobalConf:
+    def conf(self) -> GlobalConf:
         """The current, unexpired global configuration.
-
-        ``side`` is TRANSITIONAL and ignored: gateway/server/runtime.py (being split by another engineer)
-        still passes it. Remove it once that file no longer does.
 
         Raises:
             GlobalConfError: ``OutdatedGlobalConf`` when there is none or it has expired.
@@ -193,12 +190,9 @@ class ProxyContext:
     # ---- peers' authentication certificates (TLS) -------------------------------------------------------------
 
     async def check_peer(
-        self, der: bytes | None, *, expected: SecurityServerId | None, side: str | None = None,
+        self, der: bytes | None, *, expected: SecurityServerId | None,
     ) -> SecurityServerId:
         """Accept a peer's TLS certificate or raise; answers are cached per certificate and configuration.
-
-        ``side`` is TRANSITIONAL and ignored: gateway/server/runtime.py (being split by another engineer)
-        still passes it. Remove it once that file no longer does.
 
         Raises:
             SslAuthenticationFailed: no certificate, not parseable, refused by

@@ -271,7 +271,7 @@ class SecurityServer:
         """
         if self.context is None:
             raise RuntimeError("the security server is not started")
-        await self.context.check_peer(der, expected=server_id, side="Server.ClientProxy")
+        await self.context.check_peer(der, expected=server_id)
 
     # ---- keys and certificates (docs/tokens.md) ------------------------------------------------------------
 
@@ -334,7 +334,7 @@ class SecurityServer:
             changed = False
             signer = await self.token.signer(now=now)
             if signer.cert != ctx.signer.cert:
-                conf = ctx.conf("Server.ClientProxy")
+                conf = ctx.conf()
                 ca = conf.ca_for(signer.cert)
                 if ca is None:
                     raise ConfigError("the new signing certificate is not issued by a CA of the global "

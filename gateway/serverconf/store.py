@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.errors import AlreadyExists, GatewayError, NotFound, RequestError
+from gateway.errors import AlreadyExists, DatabaseError, NotFound, RequestError
 from gateway.identifiers import ClientId, ServiceId, SubsystemId, parse_client
 from gateway.serverconf import (
     CLIENT_STATUSES,
@@ -67,22 +67,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DESCRIPTION_LENGTH = 1024  # characters; the column width
 
 
-def _conflict(message: str) -> RequestError:
-    """TRANSITIONAL: only ``_tx`` still calls it (being folded into gateway/storage/ by another engineer);
-    raise :class:`~gateway.errors.AlreadyExists` elsewhere."""
-    return AlreadyExists(message)
 
 
-def _changed_concurrently(e: IntegrityError) -> RequestError:
+
+def _changed_concurrently(e: IntegrityError) -> AlreadyExists:
     # a concurrent change slipped between our check and our write
-    return _conflict(f"serverconf changed concurrently: {e.orig}")
+    return AlreadyExists(f"serverconf changed concurrently: {e.orig}")
 
 
-def _database_error(e: SQLAlchemyError) -> GatewayError:
-    return GatewayError(
-        f"serverconf database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-        code="Server.ServerProxy.DatabaseError",
-    )
+def _database_error(e: SQLAlchemyError) -> DatabaseError:
+    return DatabaseError(f"serverconf database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
 def check_url(url: str, *, what: str = "service URL") -> str:

@@ -249,7 +249,7 @@ async def test_database_failure_is_a_gateway_error(store: ServerConfStore, datab
     async with engine.begin() as conn:
         await conn.exec_driver_sql("DROP TABLE sc_local_group_members")
     await engine.dispose()
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(GatewayError) as info, detected_at(SERVER_PROXY):
         await store.snapshot()
     assert info.value.xroad_type == "Server.ServerProxy.DatabaseError"
     assert info.value.message.startswith("serverconf database error: ")

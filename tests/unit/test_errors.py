@@ -35,9 +35,11 @@ FAULTS: list[tuple[type[GatewayError], str, int]] = [
     (errors.CertExpired, "Signer.CertExpired", 400),
     (errors.CertIdUnclear, "Signer.CertNotFound", 400),
     (errors.UntrustedSignerCert, "Signer.CertValidation", 400),
+    (errors.ImportedCertInvalid, "Signer.CertValidation", 400),
     (errors.KeyIdUnclear, "Signer.KeyNotFound", 400),
     (errors.NoKeyForCert, "Signer.KeyNotFound", 400),
     (errors.PinFormat, "Signer.PinFormat", 400),
+    (errors.PinRefused, "Signer.PinIncorrect", 400),
     (errors.WrongCertUsage, "Signer.WrongCertUsage", 400),
     (errors.WrongIdentity, "Signer.WrongIdentity", 400),
     (errors.PinIncorrect, "Signer.PinIncorrect", 401),
@@ -106,9 +108,7 @@ def _concrete_faults() -> set[type[GatewayError]]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__module__ in ("gateway.errors", "gateway.adapterapi") and not cls.__name__.startswith("_") and (
-            not cls.on_the_fly
-        ):
+        if cls.__module__ in ("gateway.errors", "gateway.adapterapi") and not cls.__name__.startswith("_"):
             found.add(cls)
     return found
 
@@ -177,40 +177,6 @@ def test_diagnostics() -> None:
     assert config.diagnostics() == "configuration error: [server] id: bad\n  hint: see docs"
     assert (config.xroad_type, config.exit_code) == ("Server.InternalError", 2)
     assert config.at_side(CLIENT_PROXY).xroad_type == "Server.ClientProxy.InternalError"
-
-
-@pytest.mark.parametrize(
-    ("make", "cls", "xroad_type", "status"),
-    [
-        (lambda: errors.RequestError("m", code="Client.NotFound", status=404), errors.NotFound, "Client.NotFound",
-         404),
-        (lambda: errors.RequestError("m", status=413), errors.PayloadTooLarge, "Client.BadRequest", 413),
-        (lambda: errors.GatewayError("m", code="Server.InternalError"), errors.GatewayError,
-         "Server.InternalError", 500),
-        (lambda: errors.MessageLogError("m", code="Server.ServerProxy.LoggingFailed"), errors.MessageLogError,
-         "Server.ServerProxy.LoggingFailed", 500),
-        (lambda: errors.GatewayError("m", code="Server.ServerProxy.DatabaseError"), errors.DatabaseError,
-         "Server.ServerProxy.DatabaseError", 500),
-    ],
-)
-def test_transitional_code_keywords_give_the_class(
-    make: object, cls: type[GatewayError], xroad_type: str, status: int,
-) -> None:
-    """TRANSITIONAL (files being split still pass code=/status=): the pair resolves to the fault class."""
-    assert callable(make)
-    err = make()
-    assert type(err) is cls
-    assert (err.xroad_type, err.status, err.http_status) == (xroad_type, status, status)
-    if ".ServerProxy." in xroad_type:  # a side in the code is kept: the first boundary wins
-        assert err.at_side(CLIENT_PROXY).xroad_type == xroad_type
-
-
-def test_transitional_pair_without_a_class() -> None:
-    """The admin API's 400 for a relayed 401 (a pair no class has) is made once, as a subclass."""
-    err = errors.RequestError("wrong PIN", code="Signer.PinIncorrect", status=400)
-    again = errors.RequestError("wrong PIN", code="Signer.PinIncorrect", status=400)
-    assert type(err) is type(again) and type(err).on_the_fly and isinstance(err, errors.RequestError)
-    assert (err.xroad_type, err.status) == ("Signer.PinIncorrect", 400)
 
 
 @pytest.mark.parametrize(

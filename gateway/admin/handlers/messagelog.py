@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
 from gateway.admin.schema import page_body, parse_page
-from gateway.errors import RequestError
+from gateway.errors import NotFound, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.export import all_checkpoints, choose_range, write_range
 from gateway.messagelog.store import MessageLogStore, SqlMessageLogStore, StoredCheckpoint
@@ -105,8 +105,7 @@ async def _checkpoint(store: MessageLogStore, origin: str, size: int | None) -> 
     """
     cp = await (store.latest_checkpoint(origin) if size is None else store.checkpoint(origin, size))
     if cp is None:
-        raise RequestError(f"log {origin} has no checkpoint" + ("" if size is None else f" of size {size}"),
-                           code="Client.NotFound", status=404)
+        raise NotFound(f"log {origin} has no checkpoint" + ("" if size is None else f" of size {size}"))
     return cp
 
 
@@ -135,7 +134,7 @@ async def export_message_log_record(call: Call, request: web.Request, ctx: Admin
     seq, origin = _int(request.match_info["seq"], "record sequence number"), origin_of(request, ctx)
     found = await ctx.messagelog.read(origin, start=seq, limit=1)
     if not found or found[0].seq != seq:
-        raise RequestError(f"origin {origin!r} has no record {seq}", code="Client.NotFound", status=404)
+        raise NotFound(f"origin {origin!r} has no record {seq}")
     return web.Response(body=found[0].encoded, content_type="application/json",
                         headers={"X-Leaf-Hash": found[0].leaf_hash.hex()})
 

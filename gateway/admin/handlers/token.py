@@ -11,7 +11,16 @@ from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
 from gateway.admin.handlers.common import iso
-from gateway.errors import ConfigError, RequestError, TrustError
+from gateway.errors import (
+    ConfigError,
+    Conflict,
+    ImportedCertInvalid,
+    NotFound,
+    PinIncorrect,
+    PinRefused,
+    RequestError,
+    TrustError,
+)
 from gateway.identifiers import MemberId
 from gateway.token.model import CertEntry, KeyEntry
 from gateway.token.soft import SoftToken
@@ -19,14 +28,14 @@ from gateway.token.soft import SoftToken
 
 def _token(ctx: AdminContext) -> SoftToken:
     if ctx.token is None:
-        raise RequestError("this security server keeps its keys in files, not in a software token",
-                           code="Client.NotFound", status=404, hint="see [server] token_dir in docs/tokens.md")
+        raise NotFound("this security server keeps its keys in files, not in a software token",
+                       hint="see [server] token_dir in docs/tokens.md")
     return ctx.token
 
 
 def _pin_error(e: RequestError) -> RequestError:
     """A wrong PIN is the token's 401; on the admin API 401 means "log in again", so it is a 400 here."""
-    return RequestError(e.message, code=e.xroad_type, status=400) if e.status == 401 else e
+    return PinRefused(e.message) if isinstance(e, PinIncorrect) else e
 
 
 def _cert_json(c: CertEntry) -> dict[str, Any]:
@@ -92,13 +101,14 @@ async def import_certificate(call: Call, request: web.Request, ctx: AdminContext
     members = [MemberId.parse(m, encoded=False) for m in call.body.get("members", ())]
     conf = ctx.globalconf.current
     if conf is None:
-        raise RequestError("no global configuration yet: the certificate's CA cannot be checked", status=409,
-                           code="Client.Conflict")
+        raise Conflict("no global configuration yet: the certificate's CA cannot be checked")
     try:
         entry = await token.import_cert(call.body["pem"].encode("utf-8"), server_id=ctx.server_id,
                                         ca_for=conf.ca_for, members=members, now=ctx.clock())
-    except TrustError as e:  # a certificate that does not meet the rules is the caller's input
-        raise RequestError(e.message, code=e.xroad_type, status=400) from e
+    except TrustError as e:  # a certificate that does not meet the rules is the caller's input: a 400
+        if e.http_status == 400:
+            raise
+        raise ImportedCertInvalid(e.message) from e
     call.details["sha256"] = entry.sha256
     return _cert_json(entry)
 

@@ -21,7 +21,7 @@ from typing import NamedTuple, TypeVar
 
 import structlog
 
-from gateway.errors import GatewayError, MessageLogError, RequestError
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, GatewayError, MessageLogError, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.merkle import leaf_hash
 from gateway.messagelog.record import LogRecord, decode
@@ -106,8 +106,9 @@ class BlockingWriter:
 
 
 def _logging_failed(record: LogRecord, message: str) -> MessageLogError:
-    side = "ClientProxy" if record.side == "client" else "ServerProxy"
-    return MessageLogError(message, code=f"Server.{side}.LoggingFailed")
+    # The record says which proxy's exchange failed to log: a store serves both proxies of a server, and a
+    # failed write surfaces on the writer's thread or in a batch, away from either proxy's entry point.
+    return MessageLogError(message).at_side(CLIENT_PROXY if record.side == "client" else SERVER_PROXY)
 
 
 class MessageLogStore(ABC):

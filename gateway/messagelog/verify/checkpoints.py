@@ -23,7 +23,6 @@ from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import CheckpointData
 from gateway.messagelog.verify.report import Finding
 from gateway.messagelog.verify.trustset import TrustSet
-from gateway.protocol import signatures
 from gateway.trust import timestamp
 from gateway.trust.ocsp import CLOCK_SKEW
 
@@ -56,8 +55,7 @@ def _check_signer(
             continue
         when = t if this_update <= t + CLOCK_SKEW else this_update
         try:
-            cert = peertrust.check_signing_cert(cert_der, der, conf, member=member, now=when,
-                                                side=signatures.CLIENT_PROXY)
+            cert = peertrust.check_signing_cert(cert_der, der, conf, member=member, now=when)
         except TrustError as e:
             errors.append(e.message)
             continue

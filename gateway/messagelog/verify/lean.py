@@ -349,7 +349,7 @@ class _Verdict:
     (under one configuration); ``key`` is the certificate's public key (:meth:`RecordChecker._key_of`)."""
 
     pair: _LeanPair
-    signer: tuple[MemberId, str]
+    signer: MemberId
     lo: datetime
     hi: datetime
     key: _KeyInfo
@@ -434,7 +434,7 @@ class LeanChecker(RecordChecker):
         self._inputs: dict[tuple[str, str], tuple[str, LeanInput] | None] = {}
         self._created: dict[str, tuple[datetime, int]] = {}
         self._pairs: dict[tuple[str, str], _LeanPair | None] = {}
-        self._party: dict[tuple[str, str, str], tuple[MemberId, str] | None] = {}
+        self._party: dict[tuple[str, str, str], MemberId | None] = {}
         self._found: dict[str, tuple[int, int]] = {}  # per kind: where the stapled lines were in the last base
         self._tails: dict[tuple[str, bytes], tuple[str, bytes]] = {}
         self._bodies: dict[str, str] = {}  # short bodies' base64 -> their Content-Digest value
@@ -530,7 +530,7 @@ class LeanChecker(RecordChecker):
         self._keys[id(cert)] = (cert, value)
         return value
 
-    def _parties(self, kind: str, client_text: str, service_text: str) -> tuple[MemberId, str] | None:
+    def _parties(self, kind: str, client_text: str, service_text: str) -> MemberId | None:
         """:meth:`_signer` for a record's client and service (``None`` if either does not parse), cached."""
         key = (kind, client_text, service_text)
         try:
@@ -591,7 +591,7 @@ class LeanChecker(RecordChecker):
         value = self._tails[(li.params_line, rest)] = (binascii.b2a_base64(tail, newline=False).decode("ascii"), tail)
         return value
 
-    def _verdict(self, pair: _LeanPair, signer: tuple[MemberId, str], t: datetime) -> _Verdict | None:
+    def _verdict(self, pair: _LeanPair, signer: MemberId, t: datetime) -> _Verdict | None:
         """Step 3c for the lean check: :meth:`check_cert` (``None`` where it raises), with the certificate's
         public key and whether its keyid is the pair's; reused over the window in which the verdict holds."""
         index = 0 if self._one_conf else self.trust.at(t)[0]
@@ -599,12 +599,11 @@ class LeanChecker(RecordChecker):
         hit = self._verdicts.get(key)
         if hit is not None and hit.pair is pair and hit.signer is signer and hit.lo <= t <= hit.hi:
             return hit
-        member, side = signer
         try:
-            cert = self.check_cert(pair.cert_der, pair.ocsp_der, member, t, side)
+            cert = self.check_cert(pair.cert_der, pair.ocsp_der, signer, t)
         except TrustError:
             return None
-        _, lo, hi = self._certs[(pair.cert_der, pair.ocsp_der, member, index)]
+        _, lo, hi = self._certs[(pair.cert_der, pair.ocsp_der, signer, index)]
         key_info = self._key_of(cert)
         if key_info is None or signatures.cert_keyid(cert) != pair.keyid:
             return None

@@ -118,7 +118,7 @@ class RecordChecker:
         self._clients: dict[str, ClientId] = {}
         self._services: dict[str, ServiceId] = {}
         self._b64: dict[str, bytes] = {}
-        self._signers: dict[tuple[str, str], tuple[MemberId, str]] = {}
+        self._signers: dict[tuple[str, str], MemberId] = {}
         # (cert DER, OCSP DER, member, configuration index) -> (certificate, valid from, valid until)
         self._certs: dict[tuple[bytes, bytes, MemberId, int], tuple[x509.Certificate, datetime, datetime]] = {}
 
@@ -144,12 +144,11 @@ class RecordChecker:
             self._services[text] = hit
         return hit
 
-    def _signer(self, kind: str, key: str, client: ClientId, service: ServiceId) -> tuple[MemberId, str]:
+    def _signer(self, kind: str, key: str, client: ClientId, service: ServiceId) -> MemberId:
         """Who must sign: the client's member for a request, the provider's for a response."""
         hit = self._signers.get((kind, key))
         if hit is None:
-            hit = (member_of(client), signatures.SERVER_PROXY) if kind == "request" else (
-                service.member, signatures.CLIENT_PROXY)
+            hit = member_of(client) if kind == "request" else service.member
             self._signers[(kind, key)] = hit
         return hit
 
@@ -164,8 +163,7 @@ class RecordChecker:
         self._b64[value] = raw  # type: ignore[index]
         return raw
 
-    def check_cert(self, cert_der: bytes, ocsp_der: bytes, member: MemberId, t: datetime, side: str
-                   ) -> x509.Certificate:
+    def check_cert(self, cert_der: bytes, ocsp_der: bytes, member: MemberId, t: datetime) -> x509.Certificate:
         """Step 3c: ``peertrust.check_signing_cert`` as of ``t`` under the configuration in force then.
 
         A verdict holds for every moment at which the same checks pass on their time conditions (certificate
@@ -179,7 +177,7 @@ class RecordChecker:
         hit = self._certs.get(key)
         if hit is not None and hit[1] <= t <= hit[2]:
             return hit[0]
-        cert = peertrust.check_signing_cert(cert_der, ocsp_der, conf, member=member, now=t, side=side)
+        cert = peertrust.check_signing_cert(cert_der, ocsp_der, conf, member=member, now=t)
         single = x509_ocsp.load_der_ocsp_response(ocsp_der)
         this_update = single.this_update_utc
         lo = max(this_update - CLOCK_SKEW, cert.not_valid_before_utc)
@@ -271,12 +269,12 @@ class RecordChecker:
         for name, der in ((signatures.H_SIGNING_CERT, cert_der), (signatures.H_SIGNING_OCSP, ocsp_der)):
             if name not in headers or self._cached_b64(name, headers[name]) != der:
                 raise _RecordProblem("signature", f"the signed {name} is not the record's {name[7:]}")
-        signer, side = self._signer(kind, obj["client"] if kind == "request" else obj["service"], client, service)
+        signer = self._signer(kind, obj["client"] if kind == "request" else obj["service"], client, service)
 
         def resolve(keyid: str, c_der: bytes, o_der: bytes, /) -> x509.Certificate:
             # (3c) the certificate and OCSP status as of the message's created time
             try:
-                return self.check_cert(c_der, o_der, signer, created, side)
+                return self.check_cert(c_der, o_der, signer, created)
             except TrustError as e:
                 raise _RecordProblem("certificate", e.message) from e
 
