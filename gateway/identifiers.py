@@ -1,6 +1,6 @@
 """X-Road identifiers as frozen value objects (pure).
 
-Forms (DESIGN.md section 2, X-Road PR-MESS section 1.3, PR-REST section 4.1):
+Forms (X-Road PR-MESS section 1.3, PR-REST section 4.1):
 
     member           INSTANCE/CLASS/MEMBER
     subsystem        INSTANCE/CLASS/MEMBER/SUBSYSTEM

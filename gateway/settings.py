@@ -20,7 +20,10 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 from gateway.errors import ConfigError
 
@@ -124,7 +127,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
-_S = TypeVar("_S")
+_S = TypeVar("_S", bound="DataclassInstance")
 
 
 def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
@@ -184,7 +187,7 @@ def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
 
 def _apply(obj: _S, values: Mapping[str, Any], *, source: str, from_env: bool) -> _S:
     hints = typing.get_type_hints(type(obj))
-    known = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for key, value in values.items():
         where = f"{source}: key {key!r}"
@@ -199,7 +202,7 @@ def _apply(obj: _S, values: Mapping[str, Any], *, source: str, from_env: bool) -
             changes[key] = _apply(getattr(obj, key), value, source=f"{source} [{key}]", from_env=from_env)
         else:
             changes[key] = _coerce(value, tp, where=where, from_env=from_env)
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(obj, **changes)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

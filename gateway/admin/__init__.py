@@ -1,6 +1,6 @@
 """The security server's admin REST API: users, API keys, roles, audit log, OpenAPI document.
 
-DESIGN.md section 7; ``docs/admin-api.md`` is the operator's reference. Modules:
+docs/admin-api.md; ``docs/admin-api.md`` is the operator's reference. Modules:
 
 - :mod:`gateway.admin.roles` (pure): the six roles and what each is for;
 - :mod:`gateway.admin.auth` (pure): password hashing, session tokens (JWT), API keys, the lock-out rule;

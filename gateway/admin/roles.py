@@ -1,7 +1,7 @@
 """Admin roles (pure).
 
 X-Road's five security-server roles (X-Road UG-SS section 2; ``Role.java``) plus an auditor, who may read and
-export the message log and nothing else (DESIGN.md section 7). A user or API key holds one or more roles; every
+export the message log and nothing else (docs/admin-api.md). A user or API key holds one or more roles; every
 route of :mod:`gateway.admin.routes` names the roles that may call it, and a caller needs at least one of them.
 """
 

@@ -467,7 +467,7 @@ async def add_auth_cert(
 ) -> str:
     """Register an authentication certificate (PEM or DER) for a server; returns its SHA-256 fingerprint.
 
-    Registration is what binds a certificate to a server (DESIGN.md section 3): a fingerprint belongs to
+    Registration is what binds a certificate to a server (docs/architecture.md section 3): a fingerprint belongs to
     at most one server.
 
     Raises:

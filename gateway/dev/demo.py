@@ -187,10 +187,13 @@ async def _issue_token_keys(
     with os.fdopen(fd, "w") as f:
         f.write(pin + "\n")
     token = await SoftToken.init(files.dir / "token", pin)
-    for kind, identity in (("auth", server_id), ("sign", server_id.owner)):
-        entry = await token.generate_key(kind, now=now)  # type: ignore[arg-type]
+    pairs: tuple[tuple[certprofile.CertKind, certprofile.Identity], ...] = (
+        ("auth", server_id), ("sign", server_id.owner),
+    )
+    for kind, identity in pairs:
+        entry = await token.generate_key(kind, now=now)
         csr = await token.csr(entry.id, server_id=server_id, name=name)
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)  # type: ignore[arg-type]
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
         imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
                                            ca_for=ca_finder([ca.ca_cert]), now=now)
         await token.activate(imported.sha256)
@@ -227,13 +230,14 @@ async def _create_admin_users(
 def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
     """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
     files.dir.mkdir(parents=True, exist_ok=True)
-    for kind, identity, key_path, cert_path in (
+    plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path, Path], ...] = (
         ("auth", server_id, files.auth_key, files.auth_cert),
         ("sign", server_id.owner, files.sign_key, files.sign_cert),
-    ):
+    )
+    for kind, identity, key_path, cert_path in plan:
         key = keys.generate_private_key()
-        csr = certprofile.build_csr(key, identity, kind=kind, name=name)  # type: ignore[arg-type]
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)  # type: ignore[arg-type]
+        csr = certprofile.build_csr(key, identity, kind=kind, name=name)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
         keys.write_private_key(key_path, key)
         keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
 

@@ -1,6 +1,6 @@
 """Who may talk to whom: checks on peer authentication certificates and stapled signing certificates (pure).
 
-DESIGN.md section 3. A peer security server is accepted only if (1) its certificate chains to a CA trusted
+docs/architecture.md section 3. A peer security server is accepted only if (1) its certificate chains to a CA trusted
 in the global configuration, (2) it is valid now, (3) its SHA-256 fingerprint is registered in the global
 configuration for the server it must be, and (4) an OCSP response from that CA's responder says ``good``.
 A signing certificate must (1) chain to a trusted CA, (2) be valid at signing time, (3) follow the signing

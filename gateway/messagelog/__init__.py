@@ -1,4 +1,4 @@
-"""The message log: what auditors rely on (DESIGN.md section 5).
+"""The message log: what auditors rely on (docs/messagelog.md).
 
 :mod:`gateway.messagelog.record` (pure) defines the record and its canonical encoding;
 :mod:`gateway.messagelog.store` (I/O) stores records durably with group commit. ``docs/messagelog.md``

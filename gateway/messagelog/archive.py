@@ -1,6 +1,6 @@
 """Message-log archives for auditors: the file format, written and read (I/O).
 
-DESIGN.md section 5. An archive is one log origin's records over a contiguous range of sequence numbers,
+docs/messagelog.md. An archive is one log origin's records over a contiguous range of sequence numbers,
 with everything needed to verify them offline against nothing but the instance's anchor: the signed
 checkpoints that commit to the range, their RFC 3161 timestamp tokens, the signed global configuration(s)
 that name the trusted CAs and TSAs, and the certificates and OCSP responses of the log's signing key.

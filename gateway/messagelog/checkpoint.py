@@ -1,6 +1,6 @@
 """Message-log checkpoints: the C2SP tlog-checkpoint body in a C2SP signed note, signed and verified (pure).
 
-DESIGN.md section 5. A checkpoint commits to one origin's Merkle tree (:mod:`gateway.messagelog.merkle`) at
+docs/messagelog.md. A checkpoint commits to one origin's Merkle tree (:mod:`gateway.messagelog.merkle`) at
 one size. Its text follows c2sp.org/tlog-checkpoint::
 
     DEV/GOV/1001/ss1/messagelog            <- origin line: the log origin + ORIGIN_SUFFIX

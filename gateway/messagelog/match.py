@@ -1,6 +1,6 @@
 """Matching the consumer's and the provider's logs of the same exchanges (pure).
 
-DESIGN.md section 5: both security servers log every exchange: the consumer's server (``side="client"``)
+docs/messagelog.md: both security servers log every exchange: the consumer's server (``side="client"``)
 and the provider's (``side="server"``) each a request and a response record. The records of one exchange
 share ``request_id`` (the id the consumer's server generates and signs). Because both servers log the very
 same signed messages, the request records must agree on the signature and everything it covers, and so must

@@ -1,6 +1,6 @@
 """RFC 9162 Merkle tree hashing, proofs and the incremental tree (pure).
 
-DESIGN.md section 5: each log origin is an append-only Merkle tree whose leaves are the records in sequence
+docs/messagelog.md: each log origin is an append-only Merkle tree whose leaves are the records in sequence
 order. Everything here works on **leaf hashes** (``SHA-256(0x00 || encoded record)``, RFC 9162 section
 2.1.1), so that a verifier never needs the record bodies to check a proof, and so that the online database can
 drop archived bodies while keeping proofs possible (``docs/messagelog.md``, retention).

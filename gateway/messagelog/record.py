@@ -1,6 +1,6 @@
 """Message-log records and their canonical encoding (pure).
 
-DESIGN.md section 5. One :class:`LogRecord` per request or response that a security server signs or
+docs/messagelog.md. One :class:`LogRecord` per request or response that a security server signs or
 verifies. :meth:`LogRecord.encode` gives the bytes that are stored, hashed into the Merkle tree
 (:func:`~gateway.messagelog.merkle.leaf_hash`, RFC 9162 section 2.1.1) and exported to auditors; :func:`decode`
 reads them back and accepts only the exact bytes :meth:`~LogRecord.encode` would produce, so one record has one

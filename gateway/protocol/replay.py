@@ -1,7 +1,7 @@
 """Replay protection on the provider side: request ids seen within the acceptance window (pure).
 
 The replay key is the ``X-Road-Request-Id`` that the client-side server generates and signs, not the
-``X-Road-Id`` that a client system may reuse on a retry (DESIGN.md section 4).
+``X-Road-Id`` that a client system may reuse on a retry (docs/architecture.md section 4).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The client side of a security server: information systems call it with X-Road's REST protocol r1 (I/O).
 
-Per request, in order (DESIGN.md section 4):
+Per request, in order (docs/architecture.md section 4):
 
 1. parse the r1 target and the X-Road headers;
 2. require a valid global configuration;
@@ -46,7 +46,7 @@ from gateway.errors import (
 )
 from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
-from gateway.messagelog.record import LogRecord
+from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy.common import (
     RAW_BODIES,
@@ -189,12 +189,12 @@ def _xroad_headers(h: rest.XRoadRequestHeaders, service: ServiceId, request_id: 
 
 
 def _record(
-    ctx: ProxyContext, *, kind: str, h: rest.XRoadRequestHeaders, service: ServiceId, request_id: str,
+    ctx: ProxyContext, *, kind: Kind, h: rest.XRoadRequestHeaders, service: ServiceId, request_id: str,
     created: int, method: str, target: str, status: int | None, base: bytes, sig_input: str, sig: str,
     cert_der: bytes, ocsp_der: bytes, digest: str, body: bytes, body_logging: bool,
 ) -> LogRecord:
     return LogRecord(
-        origin=ctx.origin, kind=kind,  # type: ignore[arg-type]
+        origin=ctx.origin, kind=kind,
         side="client", message_id=h.message_id, request_id=request_id, client=h.client, service=service,
         user_id=h.user_id, issue=h.issue, created=datetime.fromtimestamp(created, UTC), method=method,
         path=target, status=status, signature_base=base, signature_input=sig_input, signature=sig,

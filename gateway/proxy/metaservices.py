@@ -8,6 +8,8 @@ what the calling client may call, ``getOpenAPI?serviceCode=X`` requires access t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aiohttp
 
 from gateway.errors import AccessDenied, RequestError, ServiceFailed, ServiceMissingUrl
@@ -16,6 +18,7 @@ from gateway.identifiers import ClientId
 from gateway.protocol import rest
 from gateway.proxy.context import ProxyContext
 from gateway.serverconf import ServiceInfo
+from gateway.serverconf.access import Endpoint
 
 META_SERVICES = frozenset({"listMethods", "allowedMethods", "getOpenAPI"})
 MAX_OPENAPI_BYTES = 4 * 2**20  # bytes; an OpenAPI description larger than this is refused
@@ -29,8 +32,8 @@ def _entry(service: ServiceInfo, endpoints: tuple[rest.Endpoint, ...]) -> rest.S
     )
 
 
-def _rest_endpoints(endpoints: object) -> tuple[rest.Endpoint, ...]:
-    return tuple(rest.Endpoint(method=e.method, path=e.path) for e in endpoints)  # type: ignore[attr-defined]
+def _rest_endpoints(endpoints: Iterable[Endpoint]) -> tuple[rest.Endpoint, ...]:
+    return tuple(rest.Endpoint(method=e.method, path=e.path) for e in endpoints)
 
 
 async def answer(

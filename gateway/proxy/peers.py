@@ -1,7 +1,7 @@
 """Connections to peer security servers: pooled, kept-alive mutual TLS, checked before use (I/O).
 
 All socket work toward peers happens here. One :class:`aiohttp.ClientSession` per peer server keeps its
-connections alive (a new mTLS handshake costs more CPU than a whole exchange, DESIGN.md section 8). Each new
+connections alive (a new mTLS handshake costs more CPU than a whole exchange, docs/performance.md). Each new
 connection is checked right after the TLS handshake and before any request byte is written: the certificate
 must be registered for the server we dialled and be good according to OCSP (:mod:`gateway.globalconf.peertrust`).
 A pooled connection is checked again each time it is taken from the pool (a dictionary lookup while the

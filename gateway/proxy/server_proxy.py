@@ -1,6 +1,6 @@
 """The server side of a security server: peer security servers call it over mutual TLS (I/O).
 
-Per request, in order (DESIGN.md section 4):
+Per request, in order (docs/architecture.md section 4):
 
 1. the peer: its TLS certificate is registered for a security server in the global configuration, chains
    to a trusted CA and is good according to OCSP (checked per request from a per-certificate cache);
@@ -42,7 +42,7 @@ from gateway.errors import (
     SslAuthenticationFailed,
 )
 from gateway.identifiers import SecurityServerId, member_of, parse_client
-from gateway.messagelog.record import LogRecord
+from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import metaservices
 from gateway.proxy.common import (
@@ -124,10 +124,10 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     user_id = fields.get(rest.H_USER_ID)
     issue = fields.get(rest.H_ISSUE)
 
-    def record(kind: str, created: int, status: int | None, base: bytes, sig_input: str, sig: str,
+    def record(kind: Kind, created: int, status: int | None, base: bytes, sig_input: str, sig: str,
                cert_der: bytes, ocsp_der: bytes, digest: str, data: bytes) -> LogRecord:
         return LogRecord(
-            origin=ctx.origin, kind=kind,  # type: ignore[arg-type]
+            origin=ctx.origin, kind=kind,
             side="server", message_id=message_id, request_id=request_id, client=client,
             service=target.service, user_id=user_id, issue=issue, created=datetime.fromtimestamp(created, UTC),
             method=target.method, path=request_target, status=status, signature_base=base,

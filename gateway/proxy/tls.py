@@ -4,8 +4,8 @@ Between security servers: TLS 1.3 by default (1.2 with AEAD suites only when ``a
 authentication with authentication certificates. The handshake checks the chain against the CAs trusted in the
 global configuration; whether the certificate is *registered* for the server, and its OCSP status, are checked
 by :mod:`gateway.globalconf.peertrust` right after the handshake and before any request byte is sent or accepted.
-Hostnames are not checked: registration in the global configuration binds a certificate to a server (DESIGN.md
-section 3), never a name in the certificate.
+Hostnames are not checked: registration in the global configuration binds a certificate to a server
+(docs/architecture.md section 3), never a name in the certificate.
 """
 
 from __future__ import annotations

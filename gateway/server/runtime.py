@@ -1,6 +1,6 @@
 """One security server process: opens the shared resources once and runs the two proxies (I/O).
 
-Resources (STYLE.md "aiohttp"): the database engine (serverconf + message log), the global configuration
+Resources : the database engine (serverconf + message log), the global configuration
 updater, the signing key and authentication certificate (plain key files, or the software token of
 ``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
 one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
@@ -11,7 +11,7 @@ and the TLS certificate without restart when another certificate becomes the one
 Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
 is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
 opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, and so (reversed) shutdown order
-(STYLE.md "aiohttp": the client-facing side stops first so that nothing new arrives while logs are flushed):
+(the client-facing side stops first so that nothing new arrives while logs are flushed):
 
 1. the database engine; 2. the global configuration updater (its fetcher); 3. the session for services, OCSP
 and timestamps; 4. the message-log writer; 5. the peer pool (one mTLS session per peer); 6. a nested stack for the

@@ -1,6 +1,6 @@
 """Access rights of the services this security server provides (pure).
 
-DESIGN.md section 4; X-Road UG-SS sections 6.7-8 (``ServerConfImpl.checkAccessRights``). The rules:
+docs/architecture.md section 4; X-Road UG-SS sections 6.7-8 (``ServerConfImpl.checkAccessRights``). The rules:
 
 1. **Default deny.** A client may call a service only if some rule grants it.
 2. A rule grants a **subject** access to a **service** and, within it, to an **endpoint**: an HTTP method

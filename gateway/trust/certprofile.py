@@ -19,7 +19,7 @@ The identity is carried twice, and both copies must agree:
   code (sign), ``O`` = the organisation's name (informational only, never used for a decision).
 
 The URI is authoritative: it cannot be confused with a host name and it says which kind of entity it
-names. Note that for authentication certificates DESIGN.md section 3 still applies: what binds a
+names. Note that for authentication certificates docs/architecture.md section 3 still applies: what binds a
 certificate to a security server is the registration of its SHA-256 fingerprint in the global
 configuration, not this subject; the profile only lets tools and humans see what a certificate is for.
 """

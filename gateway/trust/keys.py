@@ -1,6 +1,6 @@
 """Private keys, PEM files, fingerprints and raw signatures (pure, apart from the small file helpers).
 
-Key types: ECDSA P-256 (the default: fast to sign and verify, DESIGN.md section 8), RSA 2048 and 3072.
+Key types: ECDSA P-256 (the default: fast to sign and verify, docs/performance.md), RSA 2048 and 3072.
 Private keys are stored as PKCS#8 PEM, optionally encrypted with a passphrase (the software token's PIN).
 :func:`write_private_key` creates the file with mode 0600 from the start (never a moment with wider
 permissions) and replaces the target atomically.

@@ -44,7 +44,7 @@ _CRYPTO_HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 
 
-class TimeStampResp(core.Sequence):  # type: ignore[misc]
+class TimeStampResp(core.Sequence):  # type: ignore[misc]  # asn1crypto ships no types: its bases are Any
     """RFC 3161 TimeStampResp with ``timeStampToken`` OPTIONAL, as the RFC has it (asn1crypto's is required,
     which cannot represent a rejection)."""
 

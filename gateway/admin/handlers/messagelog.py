@@ -1,7 +1,7 @@
 """Admin API handlers of the ``messagelog`` tag, for auditors: records, checkpoints, proofs, archive download
 (I/O).
 
-DESIGN.md section 5 ("auditors can get an inclusion proof for any record; get a consistency proof between two
+docs/messagelog.md ("auditors can get an inclusion proof for any record; get a consistency proof between two
 checkpoints; export an archive"). The routes are declared in :data:`gateway.admin.routes.ROUTES` (role
 ``auditor`` only, every call audited, successful reads too) and wrapped by :mod:`gateway.admin.middleware`;
 these are their handlers. What the checkpoint, proof and archive routes return is what ``gateway log

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
@@ -21,6 +22,10 @@ from gateway.identifiers import SecurityServerId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.trust import certprofile, keys
+
+if TYPE_CHECKING:
+    from gateway.central.management import RequestType
+    from gateway.identifiers import ClientId
 
 
 def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
@@ -35,13 +40,14 @@ def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
 def cmd_init(args: argparse.Namespace) -> int:
     server_id, files = _files(args)
     files.dir.mkdir(parents=True, exist_ok=True)
-    for kind, identity, key_path in (
+    plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path], ...] = (
         ("auth", server_id, files.auth_key), ("sign", server_id.owner, files.sign_key),
-    ):
+    )
+    for kind, identity, key_path in plan:
         if key_path.exists() and not args.force:
             raise ConfigError(f"{key_path} exists", hint="use --force to replace the keys")
         key = keys.generate_private_key(args.key_type)
-        csr = certprofile.build_csr(key, identity, kind=kind, name=args.name)  # type: ignore[arg-type]
+        csr = certprofile.build_csr(key, identity, kind=kind, name=args.name)
         keys.write_private_key(key_path, key)
         csr_path = files.dir / f"{kind}.csr"
         keys.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
@@ -101,7 +107,10 @@ def cmd_fetch_conf(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
+def _management(
+    args: argparse.Namespace, type: RequestType, *, client: ClientId | None = None,
+    auth_cert_sha256: str | None = None,
+) -> int:
     from gateway.server import regclient
     from gateway.token.soft import SoftToken, read_pin
 
@@ -116,8 +125,8 @@ def _management(args: argparse.Namespace, type: str, **fields: object) -> int:
             await token.login(read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env), now=now)
         key, cert = await regclient.auth_key_and_cert(settings, token=token, cert_sha256=args.cert,
                                                       newest=type == "auth_cert_reg", now=now)
-        record = await regclient.send(settings, type, key=key, cert=cert, now=now, url=args.central,  # type: ignore[arg-type]
-                                      **fields)  # type: ignore[arg-type]
+        record = await regclient.send(settings, type, key=key, cert=cert, now=now, url=args.central,
+                                      client=client, auth_cert_sha256=auth_cert_sha256)
         print(f"{type} request {record.get('id')} is {record.get('state')} at the central server "
               f"(certificate {keys.cert_sha256_hex(cert)[:16]}...)")
         return 0

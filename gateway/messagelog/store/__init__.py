@@ -1,6 +1,6 @@
 """Message-log storage with group commit (I/O).
 
-DESIGN.md section 5: a record is durable **before** the exchange proceeds, and durability must not cost
+docs/messagelog.md: a record is durable **before** the exchange proceeds, and durability must not cost
 throughput. :meth:`MessageLogStore.append` therefore queues the record and waits; one writer task per store
 takes everything queued (up to ``max_batch`` records), assigns each record the next sequence number of its
 origin, writes the whole batch in **one transaction**, and only after the commit resolves each caller. While

@@ -1,6 +1,6 @@
 """Offline verification of a message-log archive, trusting nothing but the anchor (pure).
 
-DESIGN.md section 5, ``docs/auditing.md``. :func:`verify_archive` takes an archive's contents (any
+docs/messagelog.md, ``docs/auditing.md``. :func:`verify_archive` takes an archive's contents (any
 :class:`ArchiveSource`: the ZIP reader of :mod:`gateway.messagelog.archive`, or memory) and the instance's
 :class:`~gateway.globalconf.anchor.Anchor`, and returns a :class:`VerifyReport`: a list of precise
 :class:`Finding` objects (which record, which checkpoint, what is wrong), empty when everything verifies.

@@ -153,14 +153,15 @@ class RecordChecker:
         return hit
 
     def _cached_b64(self, name: str, value: object) -> bytes:
-        if isinstance(value, str):
-            hit = self._b64.get(value)
-            if hit is not None:
-                return hit
+        if not isinstance(value, str):
+            return _b64(name, value)  # raises: the value is not base64 text
+        hit = self._b64.get(value)
+        if hit is not None:
+            return hit
         raw = _b64(name, value)
         if len(self._b64) > 4096:
             self._b64.clear()
-        self._b64[value] = raw  # type: ignore[index]
+        self._b64[value] = raw
         return raw
 
     def check_cert(self, cert_der: bytes, ocsp_der: bytes, member: MemberId, t: datetime) -> x509.Certificate:
