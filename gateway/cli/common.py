@@ -34,6 +34,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(path, os.environ)
 
 
+def setting_source(args: argparse.Namespace, section: str, key: str) -> str:
+    """Where ``[section] key`` came from, for error messages: ``environment variable GATEWAY_...``,
+    ``settings file F`` or ``default settings``."""
+    env = f"GATEWAY_{section.upper()}__{key.upper()}"
+    if env in os.environ:
+        return f"environment variable {env}"
+    path = getattr(args, "config", None) or os.environ.get("GATEWAY_CONFIG")
+    return f"settings file {path}" if path else "default settings"
+
+
+def database_setting(args: argparse.Namespace, section: str) -> str:
+    """The ``where`` of :func:`gateway.storage.db.open_database` for ``[section] database_url``."""
+    return f"{setting_source(args, section, 'database_url')}: [{section}] key 'database_url'"
+
+
 @dataclass(frozen=True, slots=True)
 class LazyHandler:
     """A subcommand's handler named ``module:function``; the module is imported when the subcommand runs."""

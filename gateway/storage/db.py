@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.errors import ConfigError
@@ -54,6 +54,36 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # make_engine refuses it with a better message
+        return url
+
+
+async def open_database(url: str, *, where: str) -> AsyncEngine:
+    """An engine on ``url``, checked to be reachable with one connection, for a command that is about to use it.
+
+    ``where`` names the setting (``settings file F: [server] key 'database_url'``) for the message.
+
+    Raises:
+        ConfigError: the URL is malformed or unsupported, or the database cannot be opened.
+    """
+    try:
+        engine = make_engine(url)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}", hint=e.hint) from e
+    try:
+        async with engine.connect():
+            pass
+    except (OSError, SQLAlchemyError) as e:
+        await engine.dispose()
+        cause = getattr(e, "orig", None) or e
+        raise ConfigError(f"{where}: cannot open database {masked(url)}: {cause}") from e
+    return engine
 
 
 def _alembic_config(script_location: Path, version_table: str) -> Config:

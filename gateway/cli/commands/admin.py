@@ -26,10 +26,10 @@ from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES, parse_roles
 from gateway.admin.schema import MAX_LIMIT, Page
 from gateway.admin.store import AdminStore, AuditEntry
-from gateway.cli.common import Handler, settings_from_args
+from gateway.cli.common import Handler, database_setting, settings_from_args
 from gateway.errors import GatewayError, RequestError, Unreachable
 from gateway.settings import Settings
-from gateway.storage.db import make_engine
+from gateway.storage.db import open_database
 
 MAX_PASSWORD_FILE_BYTES = 4096  # bytes; a password file holds one line
 
@@ -59,7 +59,7 @@ def run_admin(args: argparse.Namespace, action: Action, *, audit_as: str | None 
     settings = settings_from_args(args)
 
     async def main() -> None:
-        engine = make_engine(settings.server.database_url)
+        engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
         try:
             store = AdminStore(engine)
             await store.migrate()

@@ -18,12 +18,13 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.central import migrate_central, publisher, registry, signingkeys
-from gateway.cli.commands.centraldb import central_command, central_settings, masked, now, open_engine, out
+from gateway.cli.commands.centraldb import central_command, central_settings, now, open_engine, out
 from gateway.cli.common import Handler
 from gateway.cli.run import stop_on_signal
 from gateway.errors import GatewayError
 from gateway.globalconf.anchor import anchor_hash
 from gateway.settings import CentralSettings
+from gateway.storage.db import masked
 from gateway.trust.keys import write_public_file
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,35 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.central import MIGRATIONS_DIR, VERSION_TABLE, settings_problems
-from gateway.cli.common import Handler, settings_from_args
+from gateway.cli.common import Handler, database_setting, setting_source, settings_from_args
 from gateway.errors import ConfigError, RequestError
 from gateway.settings import CentralSettings
-from gateway.storage.db import make_engine
+from gateway.storage.db import masked, open_database
 
 MAX_FILE_BYTES = 1 * 2**20  # bytes; certificate files given on the command line
 
 # A command's body: the parsed arguments, an engine on a checked database, the [central] settings.
 Body = Callable[[argparse.Namespace, AsyncEngine, CentralSettings], Awaitable[int]]
-
-
-def setting_source(args: argparse.Namespace, key: str) -> str:
-    """Where ``[central] key`` came from, for error messages."""
-    env = f"GATEWAY_CENTRAL__{key.upper()}"
-    if env in os.environ:
-        return f"environment variable {env}"
-    path = getattr(args, "config", None) or os.environ.get("GATEWAY_CONFIG")
-    return f"settings file {path}" if path else "default settings"
 
 
 def central_settings(args: argparse.Namespace) -> CentralSettings:
@@ -57,7 +46,7 @@ def central_settings(args: argparse.Namespace) -> CentralSettings:
     problems = settings_problems(central)
     if problems:
         key, message = problems[0]
-        raise ConfigError(f"{setting_source(args, key)}: [central] key {key!r}: {message}")
+        raise ConfigError(f"{setting_source(args, 'central', key)}: [central] key {key!r}: {message}")
     return central
 
 
@@ -72,25 +61,14 @@ def _schema_revision(conn: Connection) -> str | None:
     return ctx.get_current_revision()
 
 
-def masked(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # make_engine has already refused it with a better message
-        return url
-
-
 async def open_engine(args: argparse.Namespace, central: CentralSettings, *, need_schema: bool) -> AsyncEngine:
     """An engine on ``[central] database_url``, checked to be reachable (and migrated, if asked).
 
     Raises:
         ConfigError: a malformed URL, a database that cannot be opened, or one that needs ``init``.
     """
-    where = f"{setting_source(args, 'database_url')}: [central] key 'database_url'"
-    try:
-        engine = make_engine(central.database_url)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e.message}", hint=e.hint) from e
+    where = database_setting(args, "central")
+    engine = await open_database(central.database_url, where=where)
     try:
         async with engine.connect() as conn:
             revision = await conn.run_sync(_schema_revision)

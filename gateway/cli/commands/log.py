@@ -21,14 +21,14 @@ from typing import Any
 
 from cryptography import x509
 
-from gateway.cli.common import settings_from_args
+from gateway.cli.common import database_setting, settings_from_args
 from gateway.errors import RequestError, TrustError
 from gateway.globalconf.updater import CACHE_FILE
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
 from gateway.settings import Settings
-from gateway.storage.db import make_engine
+from gateway.storage.db import open_database
 from gateway.trust.timestamp import verify_token
 
 Handler = Callable[[argparse.Namespace, SqlMessageLogStore, str], Awaitable[int]]
@@ -38,9 +38,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-async def _with_store(settings: Settings, body: Callable[[Any, SqlMessageLogStore], Awaitable[int]]) -> int:
-    """Run ``body`` with the engine of ``[server] database_url`` and the message log store on it."""
-    engine = make_engine(settings.server.database_url)
+async def _with_store(
+    args: argparse.Namespace, settings: Settings, body: Callable[[Any, SqlMessageLogStore], Awaitable[int]],
+) -> int:
+    """Run ``body`` with the engine of ``[server] database_url`` and the message log store on it.
+
+    Raises:
+        ConfigError: the database URL is unusable or the database cannot be opened.
+    """
+    engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
     try:
         await migrate_messagelog(engine)
         store = SqlMessageLogStore(engine)
@@ -62,7 +68,7 @@ def log_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         settings: Settings = settings_from_args(args)
         origin = args.origin or settings.server.id
-        return asyncio.run(_with_store(settings, lambda _engine, store: handler(args, store, origin)))
+        return asyncio.run(_with_store(args, settings, lambda _engine, store: handler(args, store, origin)))
 
     return command
 
@@ -238,7 +244,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings: Settings = settings_from_args(args)
     args.out_path = os.path.abspath(args.out)
     origin = args.origin or settings.server.id
-    return asyncio.run(_with_store(settings, lambda engine, store: _export(args, settings, engine, store, origin)))
+    return asyncio.run(
+        _with_store(args, settings, lambda engine, store: _export(args, settings, engine, store, origin)),
+    )
 
 
 class _Progress:

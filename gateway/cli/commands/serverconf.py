@@ -14,12 +14,12 @@ import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.cli.common import Handler, settings_from_args
+from gateway.cli.common import Handler, database_setting, settings_from_args
 from gateway.errors import RequestError
 from gateway.identifiers import ServiceId, parse_client
 from gateway.serverconf.access import AccessRule, Endpoint, LocalGroupId, parse_subject
 from gateway.serverconf.store import ServerConfStore
-from gateway.storage.db import make_engine
+from gateway.storage.db import open_database
 
 MAX_CERT_FILE_BYTES = 1 * 2**20  # bytes; a certificate file is a few KiB
 
@@ -37,7 +37,7 @@ def run_serverconf(args: argparse.Namespace, action: Action) -> int:
     url = settings_from_args(args).server.database_url
 
     async def main() -> None:
-        engine = make_engine(url)
+        engine = await open_database(url, where=database_setting(args, "server"))
         try:
             store = ServerConfStore(engine)
             await store.migrate()
