@@ -6,9 +6,8 @@ import base64
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import http_sfv
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,7 +16,7 @@ from faultside import CLIENT_PROXY, SERVER_PROXY, detected_at
 from pkihelpers import make_cert
 
 from gateway.errors import CertValidation, ConfigError, GatewayError, TrustError
-from gateway.protocol import replay, sfv, signatures
+from gateway.protocol import signatures
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
@@ -699,104 +698,3 @@ def test_fields_from_pairs_refuses_repeated_single_fields(name: str) -> None:
     ):
         signatures.fields_from_pairs([(name, "a"), (name.upper(), "b")])
     assert info.value.xroad_type == "Server.ClientProxy.MalformedSignature"
-
-
-def test_replay_cache() -> None:
-    cache = replay.ReplayCache(window_seconds=60, max_entries=3)
-    cache.check_and_add("r1", T, NOW)
-    with pytest.raises(TrustError, match="request id 'r1' was already received") as info, detected_at(SERVER_PROXY):
-        cache.check_and_add("r1", T, NOW + timedelta(seconds=59))
-    assert info.value.xroad_type == "Server.ServerProxy.ReplayedRequest"
-    cache.check_and_add("r2", T, NOW)
-    cache.check_and_add("r3", T + 5, NOW)
-    with pytest.raises(TrustError, match="replay cache holds 3 request ids") as full, detected_at(SERVER_PROXY):
-        cache.check_and_add("r4", T, NOW)
-    assert full.value.xroad_type == "Server.ServerProxy.ReplayCacheFull"
-    # after the window, r1 and r2 are forgotten (and the verifier's skew check refuses their replays)
-    later = NOW + timedelta(seconds=61)
-    cache.check_and_add("r4", T + 61, later)
-    assert len(cache) == 2
-    with pytest.raises(TrustError, match="older than the 60 s replay window") as old, detected_at(SERVER_PROXY):
-        cache.check_and_add("r5", T - 2, later)
-    assert old.value.xroad_type == "Server.ServerProxy.ReplayedRequest"
-    with pytest.raises(ValueError, match="aware datetime"):
-        cache.check_and_add("r6", T, NOW.replace(tzinfo=None))
-
-
-@pytest.mark.parametrize(("window", "size"), [(0, 10), (10, 0), (-1, 1)])
-def test_replay_cache_settings(window: int, size: int) -> None:
-    with pytest.raises(ConfigError, match="must be positive"):
-        replay.ReplayCache(window_seconds=window, max_entries=size)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The structured-field parser against an independent one (http_sfv)
-# --------------------------------------------------------------------------------------------------------
-
-
-def _ours(text: str) -> str:
-    out = []
-    for key, (value, params) in sfv.parse_dictionary(text).items():
-        if isinstance(value, list):
-            out.append(f"{key}={sfv.serialize_inner_list(value, params)}")
-        elif value is True:
-            out.append(key + sfv.serialize_params(params))
-        else:
-            out.append(f"{key}={sfv.serialize_item(value, params)}")
-    return ", ".join(out)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'xroad=("@method" "@path" "@query");created=1618884473;keyid="test-key";alg="ecdsa-p256-sha256"',
-        'sig1=("@status" "signature";req;key="xroad");created=1;tag="x"',
-        "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:, sha-512=:AAAA:",
-        'a=1, b="x\\"y\\\\z", c=?0, d, e=tok/en:1, f=-12.5;q=0.125, g=()',
-        "a=(  1  2 );x, b=?1;y=*t",
-        "a=1 ,  b=2",
-        "  a=1",
-    ],
-)
-def test_sf_parser_agrees_with_http_sfv(text: str) -> None:
-    theirs = http_sfv.Dictionary()
-    theirs.parse(text.encode())
-    assert _ours(text) == str(theirs)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a=",
-        "a=(1",
-        'a="x',
-        'a="\\x"',
-        "a=:AB!:",
-        "A=1",
-        "a=1,",
-        "a=1 b=2",
-        "a=1234567890123456",
-        "a=1.2345",
-        "a=?2",
-        'a="\u00e9"',
-        "a=(1,2)",
-        "a=1;B=2",
-    ],
-)
-def test_sf_parser_rejects_like_http_sfv(text: str) -> None:
-    with pytest.raises(ValueError):
-        http_sfv.Dictionary().parse(text.encode())
-    with pytest.raises(sfv.SFError):
-        sfv.parse_dictionary(text)
-
-
-def test_sf_empty_dictionary() -> None:
-    assert sfv.parse_dictionary("") == {}
-    assert sfv.parse_dictionary("   ") == {}
-
-
-def test_sf_duplicate_keys_refused() -> None:
-    with pytest.raises(sfv.SFError, match="duplicate dictionary key 'a'"):
-        sfv.parse_dictionary("a=1, a=2")
-    with pytest.raises(sfv.SFError, match="duplicate parameter 'k'"):
-        sfv.parse_dictionary("a=1;k=1;k=2")
