@@ -592,6 +592,28 @@ class UntrustedSignerCert(TrustError):
 # ---- a fault relayed from another server -------------------------------------------------------------------
 
 
+class RelayedFault(GatewayError):
+    """A fault another server answered, passed on as it came: its type and status are data off the wire.
+
+    The one kind of fault that is not a class of this closed set. Subclasses say whose answer it relays (the
+    provider's security server, the central server) and may apply X-Road's status rule to what arrived.
+    """
+
+    def __init__(self, message: str, *, remote_type: str, remote_status: int) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_status = remote_status
+
+    @property
+    def xroad_type(self) -> str:
+        return self.remote_type
+
+    @property
+    def http_status(self) -> int:
+        return self.remote_status
+
+
+
 _E = TypeVar("_E", bound=GatewayError)
 
 

@@ -40,6 +40,7 @@ from gateway.errors import (
     InvalidRequest,
     InvalidSecurityServer,
     PeerError,
+    RelayedFault,
     RequestError,
     ResponseTooLarge,
     UnknownMember,
@@ -86,24 +87,19 @@ _RESPONSE_NAMES = {
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
-class RemoteFault(GatewayError):
+class RemoteFault(RelayedFault):
     """An error answered by the provider's security server (its ``X-Road-Error``), passed on unchanged.
 
-    The one fault whose type and status are data rather than a class: they come off the wire, already
-    carrying the side that detected them (``Server.ServerProxy.AccessDenied``), so :meth:`at_side` names none.
+    Its type comes off the wire already carrying the side that detected it (``Server.ServerProxy.AccessDenied``),
+    so :meth:`at_side` names none.
     """
 
     whose_fault = "the provider's security server"
 
     def __init__(self, message: str, *, remote_type: str, remote_status: int) -> None:
-        super().__init__(message)
         # an empty X-Road-Error reads as the provider side's internal error
-        self.remote_type = remote_type or GatewayError.type_name(SERVER_PROXY)
-        self.remote_status = remote_status
-
-    @property
-    def xroad_type(self) -> str:
-        return self.remote_type
+        super().__init__(message, remote_type=remote_type or GatewayError.type_name(SERVER_PROXY),
+                         remote_status=remote_status)
 
     @property
     def http_status(self) -> int:

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from gateway import errors
 from gateway.central.management import RequestType, build_request
-from gateway.errors import ConfigError, PeerError, RequestError
+from gateway.errors import ConfigError, PeerError, RelayedFault, RequestError
 from gateway.globalconf.anchor import Anchor
 from gateway.identifiers import ClientId, SecurityServerId
 from gateway.server.keyfiles import KeyFiles
@@ -89,24 +89,8 @@ def _refusal(message: str, remote_type: object, remote_status: int) -> RequestEr
     return CentralRefusal(message, remote_type=xroad_type, remote_status=remote_status)
 
 
-class CentralRefusal(RequestError):
-    """A refusal of the central server whose type and status no class here has, relayed unchanged.
-
-    Like the client proxy's ``RemoteFault``, the type and status are then data off the wire, not a class.
-    """
-
-    def __init__(self, message: str, *, remote_type: str, remote_status: int) -> None:
-        super().__init__(message)
-        self.remote_type = remote_type
-        self.remote_status = remote_status
-
-    @property
-    def xroad_type(self) -> str:
-        return self.remote_type
-
-    @property
-    def http_status(self) -> int:
-        return self.remote_status
+class CentralRefusal(RelayedFault, RequestError):
+    """A refusal of the central server whose type and status no class here has, relayed unchanged."""
 
 
 async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:

@@ -108,7 +108,10 @@ def _concrete_faults() -> set[type[GatewayError]]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__module__ in ("gateway.errors", "gateway.adapterapi") and not cls.__name__.startswith("_"):
+        # a RelayedFault's type and status are data off the wire (test_relayed_fault below), not a class's
+        if cls.__module__ in ("gateway.errors", "gateway.adapterapi") and not cls.__name__.startswith("_") and (
+            cls is not errors.RelayedFault
+        ):
             found.add(cls)
     return found
 
@@ -214,3 +217,9 @@ def test_remote_fault_relays_type_and_status(
 
     err = RemoteFault("refused", remote_type=remote_type, remote_status=remote_status).at_side(CLIENT_PROXY)
     assert (err.xroad_type, err.http_status) == (xroad_type, status)
+
+
+def test_relayed_fault_carries_what_came_off_the_wire() -> None:
+    err = errors.RelayedFault("refused", remote_type="Client.Odd", remote_status=418)
+    assert (err.xroad_type, err.http_status, err.message) == ("Client.Odd", 418, "refused")
+    assert err.at_side(SERVER_PROXY).xroad_type == "Client.Odd"  # a relayed type is never re-sided
