@@ -38,6 +38,8 @@ TOTAL = 160  # requests in the load: bounded
 WORKERS = 8
 KILL_AFTER = 40  # acknowledged exchanges before the kill
 START_TIMEOUT = 60  # seconds for the provider process to come up
+WARM_UP = 3  # exchanges acknowledged, and checkpointed by the provider, before the load
+CHECKPOINT_TIMEOUT = 60  # seconds for the provider's first checkpoint (its interval here is 0.2 s)
 
 
 def _env() -> dict[str, str]:
@@ -71,6 +73,19 @@ async def provider_process(settings: Path, log: Path) -> AsyncIterator[asyncio.s
             await drain
 
 
+async def wait_for_checkpoint(database_url: str, origin: str) -> None:
+    """Return once the provider's process has stored a checkpoint of ``origin`` (read from its database)."""
+    engine = make_engine(database_url)
+    store = SqlMessageLogStore(engine)
+    try:
+        async with asyncio.timeout(CHECKPOINT_TIMEOUT):
+            while not await store.checkpoints(origin):
+                await asyncio.sleep(0.05)  # polling another process's database: there is nothing to await
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
 async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Path) -> None:
     fed = await start_federation(tmp_path / "fed", server_overrides={"checkpoint_interval_seconds": 0.2})
     try:
@@ -100,9 +115,16 @@ async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Pat
                     pass
                 return None
 
-            # (2) Load, and kill -9 once KILL_AFTER exchanges have been acknowledged.
+            # (2) Load, and kill -9 once KILL_AFTER exchanges have been acknowledged. First a few exchanges and
+            # the provider's first checkpoint of them, so that the crash always falls after a checkpoint
+            # (step 5 checks that the tree goes on from it), however slowly the process gets going.
             async with provider_process(settings, log) as proc:
-                sent = 0
+                for _ in range(WARM_UP):
+                    request_id = await exchange()
+                    assert request_id is not None
+                    acked.append(request_id)
+                await wait_for_checkpoint(ss2.settings.server.database_url, "DEV/GOV/1002/ss2")
+                sent = len(acked)
 
                 async def worker() -> None:
                     nonlocal sent, failed
