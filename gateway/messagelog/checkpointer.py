@@ -1,6 +1,6 @@
 """The checkpointer: signs the message log's tree heads and has them timestamped (I/O, background task).
 
-docs/messagelog.md, ``docs/messagelog.md`` sections 7-9. One :class:`Checkpointer` per log origin (one
+``docs/messagelog.md`` sections 7-9. One :class:`Checkpointer` per log origin (one
 writer process). Each round (:meth:`Checkpointer.run_once`, run every second by :meth:`Checkpointer.run`):
 
 1. **Ingest**: read the leaf hashes committed since the last round and append them to the in-memory

@@ -1,6 +1,6 @@
 """One security server process: opens the shared resources once and runs the two proxies (I/O).
 
-Resources : the database engine (serverconf + message log), the global configuration
+Resources: the database engine (serverconf + message log), the global configuration
 updater, the signing key and authentication certificate (plain key files, or the software token of
 ``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
 one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
