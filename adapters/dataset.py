@@ -143,8 +143,16 @@ def check_columns(columns: Sequence[Column], key: str, *, source: str) -> None:
         raise ConfigError(f"{source}: key column {key!r} is not among the columns {', '.join(names)}")
 
 
+MAX_CACHED_FILTERS = 1024  # filter combinations whose matches a MemoryDataset keeps; a caller picks them
+
+
+def _hashable(value: Any) -> Any:
+    # Equal values must meet in the index as they would under ==; a float NaN never equals anything.
+    return value if value == value else object()
+
+
 class MemoryDataset(Dataset):
-    """Records held in memory, sorted by key once; filters scan, lookups bisect. Pure."""
+    """Records held in memory, sorted by key once; filters use per-column indexes, lookups bisect. Pure."""
 
     def __init__(
         self,
@@ -176,17 +184,62 @@ class MemoryDataset(Dataset):
                 raise ConfigError(f"{source}: key {a[key]!r} appears more than once in column {key!r}")
         self._rows = rows
         self._keys = [r[key] for r in rows]
+        self._indexes: dict[str, dict[Any, list[int]]] = {}  # column -> value -> positions, built when filtered
+        self._matches: dict[tuple[Any, ...], list[int]] = {}  # filters -> positions of the matching rows
+
+    def _positions(self, name: str, values: tuple[Any, ...]) -> list[int]:
+        """Ascending positions of the rows whose column ``name`` equals one of ``values``."""
+        index = self._indexes.get(name)
+        if index is None:
+            # Built on the first filter on this column, then kept: the rows never change.
+            index = {}
+            for i, row in enumerate(self._rows):
+                index.setdefault(_hashable(row[name]), []).append(i)
+            self._indexes[name] = index
+        found = [index.get(_hashable(v), []) for v in dict.fromkeys(values)]
+        if len(found) == 1:
+            return found[0]
+        return sorted(itertools.chain.from_iterable(found))
+
+    def _matching(self, filters: Filters) -> list[int]:
+        """Ascending positions of the rows matching every filter (cached per filter combination)."""
+        cache_key = tuple((name, values) for name, values in filters.items())
+        hit = self._matches.get(cache_key)
+        if hit is not None:
+            return hit
+        candidates = sorted((self._positions(n, v) for n, v in filters.items()), key=len)
+        matching = candidates[0]
+        for other in candidates[1:]:
+            keep = set(other)
+            matching = [i for i in matching if i in keep]
+        if len(self._matches) >= MAX_CACHED_FILTERS:
+            self._matches.clear()  # a caller cycling through filters: start over rather than grow
+        self._matches[cache_key] = matching
+        return matching
 
     async def list(self, *, filters: Filters, limit: int, offset: int, after: Any | None) -> ListResult:
-        matching = [r for r in self._rows if all(r[name] in values for name, values in filters.items())]
+        rows = self._rows
+        if not filters:
+            start = offset
+            if after is not None:
+                try:
+                    start = bisect.bisect_right(self._keys, after)
+                except TypeError:
+                    start = len(rows)
+            window = rows[start : start + limit + 1]
+            return ListResult(items=tuple(window[:limit]), more=len(window) > limit, total=len(rows))
+        matching = self._matching(filters)
         start = offset
         if after is not None:
             try:
-                start = bisect.bisect_right([r[self.key] for r in matching], after)
+                # Rows are sorted by key, so the first matching row after the key follows its position.
+                start = bisect.bisect_left(matching, bisect.bisect_right(self._keys, after))
             except TypeError:
                 start = len(matching)
-        window = matching[start : start + limit + 1]
-        return ListResult(items=tuple(window[:limit]), more=len(window) > limit, total=len(matching))
+        picked = matching[start : start + limit + 1]
+        return ListResult(
+            items=tuple(rows[i] for i in picked[:limit]), more=len(picked) > limit, total=len(matching)
+        )
 
     async def get(self, key: Any) -> Record | None:
         try:
