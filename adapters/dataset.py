@@ -322,8 +322,11 @@ class DatasetAdapter(ServiceAdapter):
         )
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON as they are: no conversion call per value
+
+
 def _jsonable(record: Mapping[str, Any]) -> Record:
-    return {k: to_json_value(v) for k, v in record.items()}
+    return {k: v if type(v) in _PLAIN else to_json_value(v) for k, v in record.items()}
 
 
 def dataset_openapi(

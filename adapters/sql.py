@@ -67,8 +67,9 @@ def _int_bits(t: TypeEngine[Any], dialect: str) -> int:
 # busy while the event loop encodes responses; each one is a server process, so not one per request in flight.
 DEFAULT_POOL_SIZE = 8
 # SQLite connections the SQLite runner keeps, each with its own thread (aiosqlite): reads run in parallel in
-# SQLite's C code, which releases the GIL; more threads than cores only add switching.
-DEFAULT_SQLITE_READERS = 4
+# SQLite's C code, which releases the GIL. Measured with bench/adapters.py on 2 cores: 2 beat 1 by about 20%,
+# 4 did no better than 2 (the threads then only contend for the GIL).
+DEFAULT_SQLITE_READERS = 2
 # Seconds an exact `total` is reused for the same filters (docs/adapters.md, "total"): a count scans every
 # matching row, so counting on every page would cost more than the page; 0 counts on every request.
 DEFAULT_TOTAL_CACHE_SECONDS = 1.0

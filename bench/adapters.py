@@ -8,7 +8,7 @@ What runs (all on 127.0.0.1):
   SQLite file and in a new PostgreSQL database on 127.0.0.1:5432 (user postgres; dropped afterwards), and the
   same rows in a CSV file;
 - the adapters, in their own process exactly as ``gateway adapter serve --config FILE`` runs them (with
-  ``--before REV``, a second such process runs the adapters of REV, checked out in a temporary git worktree);
+  ``--before REV``, a second such process runs the adapters of REV, exported into a temporary directory);
 - a load generator in another process: ``--connections`` kept-alive HTTP/1.1 connections, closed loop for
   ``--duration`` seconds, each request chosen at random from a precomputed set (random keys, random filters).
 
@@ -379,8 +379,11 @@ def main() -> None:
         trees = [("this tree", ROOT)]
         before = tmp / "before"
         if args.before:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(before), args.before],
-                           check=True)
+            # An exported copy of the revision (git archive): no worktree, nothing written to the repository.
+            before.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "gateway", "adapters"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
             trees.insert(0, (f"before {args.before}", before))
         servers: dict[str, Server] = {}
         try:
@@ -413,8 +416,6 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.close()
-            if args.before:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
             if pg_url is not None:
                 asyncio.run(drop_postgres(pg_name))
     if args.json:
