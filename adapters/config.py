@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from adapters.dataset import ColumnSpec
 from adapters.files import DEFAULT_MAX_BYTES, FileAdapter
 from adapters.passthrough import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS, PassthroughAdapter
-from adapters.sql import SqlAdapter
+from adapters.sql import DEFAULT_TOTAL_CACHE_SECONDS, SqlAdapter
 from gateway.adapterapi import ADAPTER_NAME_RE, COLUMN_TYPES, MAX_LIMIT, ServiceAdapter
 from gateway.errors import ConfigError
 
@@ -30,7 +30,8 @@ DEFAULT_PORT = 8090
 
 _COMMON = {"kind", "title", "description"}
 _KEYS: dict[str, set[str]] = {
-    "sql": _COMMON | {"url", "url_env", "table", "schema", "query", "key", "columns", "filters", "max_limit"},
+    "sql": _COMMON | {"url", "url_env", "table", "schema", "query", "key", "columns", "filters", "max_limit",
+                      "total_cache_seconds"},
     "file": _COMMON | {"path", "format", "delimiter", "key", "columns", "filters", "max_limit", "max_bytes"},
     "passthrough": _COMMON | {"base_url", "openapi", "timeout_seconds", "connect_timeout_seconds"},
 }
@@ -157,6 +158,7 @@ def _build(name: str, t: _Table, *, base_dir: Path, environ: Mapping[str, str]) 
             columns=t.columns(),
             filters=t.names("filters"),
             max_limit=t.number("max_limit", MAX_LIMIT, integer=True, minimum=1),
+            total_cache_seconds=float(t.number("total_cache_seconds", DEFAULT_TOTAL_CACHE_SECONDS)),
         )
     if kind == "file":
         path = t.text("path")

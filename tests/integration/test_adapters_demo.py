@@ -179,6 +179,14 @@ def _sql(**extra: Any) -> dict[str, Any]:
             {"adapters": {"a": _sql(max_limit=True)}},
             "adapters.a.max_limit: must be an integer >= 1, got True",
         ),
+        (
+            {"adapters": {"a": _sql(total_cache_seconds=-1)}},
+            "adapters.a.total_cache_seconds: must be a number >= 0, got -1",
+        ),
+        (
+            {"adapters": {"a": _sql(total_cache_seconds="1s")}},
+            "adapters.a.total_cache_seconds: must be a number >= 0, got '1s'",
+        ),
         ({"adapters": {"a": _sql(columns="x")}}, "adapters.a.columns: must be a list of names or"),
         (
             {"adapters": {"a": _sql(columns=[{"name": "x", "type": "blob"}])}},

@@ -364,3 +364,34 @@ def test_bad_sql_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         SqlAdapter(name="bad", **kwargs)
     assert message in info.value.message
+
+
+async def test_total_is_reused_per_filter_combination_for_total_cache_seconds(database_url: str) -> None:
+    """A count is reused within its window (items stay fresh); 0 counts on every page; other filters count anew."""
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(items_table.insert(), [{"id": i, "label": f"item {i % 2}"} for i in range(1, 5)])
+    adapters = {
+        "kept": SqlAdapter(name="kept", url=database_url, table="items", total_cache_seconds=3600),
+        "fresh": SqlAdapter(name="fresh", url=database_url, table="items", total_cache_seconds=0),
+    }
+    try:
+        async with serve_adapters(adapters, persons=[]) as client:
+            for name in adapters:
+                status, body = await client.get(f"/{name}/")
+                assert (status, body["total"], len(body["items"])) == (200, 4, 4)
+            status, body = await client.get("/kept/?label=item%201")
+            assert (status, body["total"]) == (200, 2)
+            async with engine.begin() as conn:
+                await conn.execute(items_table.insert(), [{"id": 9, "label": "item 1"}])
+            _, kept = await client.get("/kept/")
+            _, fresh = await client.get("/fresh/")
+            assert (kept["total"], len(kept["items"])) == (4, 5)  # the count of an hour's window; rows read fresh
+            assert (fresh["total"], len(fresh["items"])) == (5, 5)
+            _, kept_filtered = await client.get("/kept/?label=item%201")
+            assert kept_filtered["total"] == 2  # its own cached count
+            _, kept_other = await client.get("/kept/?label=item%201&label=item%200")
+            assert kept_other["total"] == 5  # a combination not counted before
+    finally:
+        await engine.dispose()

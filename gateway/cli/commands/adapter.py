@@ -9,7 +9,6 @@ the parser is :mod:`gateway.cli.adapter`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Any
@@ -17,13 +16,13 @@ from typing import Any
 from adapters.config import load_config
 from adapters.demo_data import write_demo_data
 from adapters.server import start_adapters
-from gateway.cli.run import stop_on_signal
+from gateway.cli.run import run, stop_on_signal
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Raises: ConfigError: a bad settings file, an adapter that cannot start, an address in use."""
     config = load_config(args.adapters_config, os.environ)
-    return asyncio.run(_serve_until_signal(config, args.host, args.port))
+    return run(_serve_until_signal(config, args.host, args.port))  # on uvloop, as the security server
 
 
 async def _serve_until_signal(config: Any, host: str | None, port: int | None) -> int:
