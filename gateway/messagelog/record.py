@@ -417,6 +417,36 @@ def blob_refs(data: bytes) -> tuple[str | None, str | None]:
             ocsp if isinstance(ocsp, str) and _HEX_RE.fullmatch(ocsp) else None)
 
 
+def resolved_view(data: bytes, blobs: Blobs) -> dict[str, Any] | None:
+    """A stored record as shown to a reader (the admin API's listing): its JSON object with the references
+    resolved where ``blobs`` allows, ``signing_cert`` and ``ocsp_response`` as the standard base64 of their DER
+    and ``signature_base`` as the base's text. ``None`` if the bytes are not a JSON object. Not a verification:
+    a value that cannot be resolved is left as stored.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    ders = {name: blobs.get(obj[name]) if isinstance(obj.get(name), str) else None
+            for name in ("signing_cert", "ocsp_response")}
+    if all(isinstance(obj.get(n), str | None) for n in (
+            "body_digest", "client", "service", "message_id", "request_id", "user_id", "issue", "signature_input")):
+        _, params_sep, params = str(obj.get("signature_input", "")).partition("=")
+        sources = (obj.get("body_digest"), obj.get("client"), obj.get("service"), obj.get("message_id"),
+                   obj.get("request_id"), obj.get("user_id"), obj.get("issue"),
+                   *(None if d is None else _b64(d) for d in ders.values()), params if params_sep else None)
+        try:
+            obj["signature_base"] = rebuild_base(obj.get("signature_base"), sources)
+        except TrustError:
+            pass
+    for name, der in ders.items():
+        if der is not None:
+            obj[name] = _b64(der)
+    return obj
+
+
 def _unb64(name: str, value: object) -> bytes:
     if not isinstance(value, str) or not _B64_RE.fullmatch(value):
         raise TrustError(f"log record field {name} is not padded standard base64")
