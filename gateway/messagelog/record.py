@@ -367,11 +367,37 @@ def base_template(base: str, sources: Sequence[str | None]) -> Template:
     return _template_pieces(base, sources)
 
 
+_REF_JSON = tuple(f",{n}," for n in range(len(BASE_SOURCES)))
+
+
 def _template_json(base: str, sources: Sequence[str | None]) -> str:
-    """:func:`base_template` serialised as canonical JSON."""
+    """:func:`base_template` serialised as canonical JSON (the same walk as :func:`_template_pieces`, writing the
+    JSON as it goes: this runs for every record)."""
     q = encode_basestring
-    return "[" + ",".join([q(p) if isinstance(p, str) else int.__repr__(p)
-                           for p in _template_pieces(base, sources)]) + "]"
+    out = ["["]
+    size = len(base)
+    text_start = pos = 0
+    prefix_of = _SOURCE_OF_PREFIX
+    while True:
+        end = base.find("\n", pos)
+        if end < 0:
+            end = size
+        cut = base.find('": ', pos, end)
+        if cut >= 0:
+            cut += 3
+            n = prefix_of.get(base[pos:cut])
+            if n is not None:
+                value = sources[n]
+                if value is not None and end - cut == len(value) and base.startswith(value, cut):
+                    out.append(q(base[text_start:cut]))
+                    out.append(_REF_JSON[n])
+                    text_start = end
+        if end == size:
+            break
+        pos = end + 1
+    out.append(q(base[text_start:]))
+    out.append("]")
+    return "".join(out)
 
 
 def rebuild_base(template: object, sources: Sequence[str | None]) -> str:
