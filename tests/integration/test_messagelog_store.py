@@ -425,3 +425,42 @@ async def test_memory_double_stores_blobs_once() -> None:
     assert store.records(ORIGIN_A)[-1] == rec(10, ocsp_response=b"fresh ocsp")
     assert [s.decode() for s in await store.read(ORIGIN_A, start=9)] == [rec(9), rec(10, ocsp_response=b"fresh ocsp")]
     await store.close()
+
+
+async def test_a_database_with_version_1_records_is_refused_at_migration(database_url: str) -> None:
+    """Revision 0003 cannot convert version-1 records (their leaf hashes and checkpoints are of their bytes):
+    it stops, saying what to do, and changes nothing."""
+    from alembic import command
+
+    from gateway.errors import ConfigError
+    from gateway.messagelog.models import VERSION_TABLE
+    from gateway.messagelog.store import MIGRATIONS
+    from gateway.storage.db import _alembic_config
+
+    eng = make_engine(database_url)
+    cfg = _alembic_config(MIGRATIONS, VERSION_TABLE)
+
+    def upgrade_to(revision: str) -> Any:
+        def run(conn: Any) -> None:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return run
+
+    try:
+        async with eng.begin() as conn:
+            await conn.run_sync(upgrade_to("0002"))
+            await conn.execute(sa.text(
+                "INSERT INTO messagelog_records (origin, seq, created, message_id, request_id, kind, side, client, "
+                "service, record, leaf_hash) VALUES ('DEV/GOV/1001/ss1', 0, :created, 'm', 'r', 'request', "
+                "'client', 'DEV/GOV/1001/c', 'DEV/GOV/1002/p/s', :record, :leaf)"),
+                {"created": NOW.replace(tzinfo=None), "record": b'{"v":1}', "leaf": bytes(32)})
+        with pytest.raises(ConfigError) as info:
+            await migrate_messagelog(eng)
+        assert info.value.message == ("the message log database holds 1 records in format version 1, which this "
+                                      "version does not read (docs/messagelog.md section 2)")
+        assert info.value.hint is not None and "gateway log export" in info.value.hint
+        async with eng.connect() as conn:
+            version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version_messagelog"))
+            assert version == "0002"  # nothing was changed
+    finally:
+        await eng.dispose()
