@@ -91,7 +91,7 @@ _MARKERS = tuple(("{" if i == 0 else ",") + f'"{k}":' for i, k in enumerate(_FIE
 
 def split_record(text: str) -> list[str] | None:
     """The JSON text of each member's value, in key order, if ``text`` is an object with exactly the members
-    of a version-1 record in canonical order and form; ``None`` otherwise.
+    of a version-2 record in canonical order and form; ``None`` otherwise.
 
     Each value ends where the next member's ``,"name":`` begins: a valid JSON string cannot contain that
     (its quote would have to be escaped), so the first occurrence is the boundary once each value is shown

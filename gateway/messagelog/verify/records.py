@@ -251,7 +251,7 @@ class RecordChecker:
         Raises:
             _RecordProblem: what is wrong.
         """
-        # (3a) canonical version-1 JSON of this origin, every field of the right type
+        # (3a) canonical version-2 JSON of this origin, every field of the right type
         try:
             obj = json.loads(line)
             canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
