@@ -59,7 +59,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from gateway.cli.run import run  # noqa: E402
 
 try:
-    from gateway.proxy import http as gw_http  # noqa: E402
+    from gateway.proxy import http as gw_http
 except ImportError:  # the layer is not in this tree
     gw_http = None  # type: ignore[assignment]  # the variants that need it are skipped
 
@@ -68,7 +68,8 @@ B64 = "MIIB" + "A" * 940  # a base64 DER certificate's length
 REQUEST_HEADERS = [
     ("Host", "127.0.0.1"), ("Content-Type", "application/json"), ("Accept", "application/json"),
     ("X-Road-Client", "DEV/GOV/1001/consumer"), ("X-Road-Service", "DEV/GOV/1002/registry/bench"),
-    ("X-Road-Id", "4f0b3a52-8d5e-4a8e-bb43-55d4b4a9d2c1"), ("X-Road-Request-Id", "0c7d8f4e-2a55-4a8b-9f1e-1c1f3f6d8a90"),
+    ("X-Road-Id", "4f0b3a52-8d5e-4a8e-bb43-55d4b4a9d2c1"),
+    ("X-Road-Request-Id", "0c7d8f4e-2a55-4a8b-9f1e-1c1f3f6d8a90"),
     ("X-Road-UserId", "EE12345678901"),
     ("Content-Digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
     ("Signature-Input", 'sig1=("@method" "@path" "@query" "content-digest" "x-road-client" "x-road-id" '
@@ -245,8 +246,9 @@ async def serve(variant: str, tls: bool, pki: Path, port_file: Path) -> None:
         port = server.sockets[0].getsockname()[1]
     elif variant == "gateway-http":
         async def gw_handler(request: gw_http.Request) -> gw_http.Response:
-            header_pairs(request.headers)
-            request.target.decode("ascii", "surrogateescape")
+            request.raw_path  # noqa: B018
+            header_pairs(request.raw_headers)
+            await request.body()
             return gw_http.Response(status=200, headers=list(RESPONSE_HEADERS), body=RESPONSE_BODY)
 
         srv = gw_http.HttpServer(gw_handler, limits=gw_http.ServerLimits(max_body_bytes=10 * 2**20))
@@ -407,7 +409,7 @@ async def client_load(variant: str, port: int, pki: Path, concurrency: int, dura
 
         async def send() -> int:
             resp = await gw_pool.request("POST", TARGET, gw_headers, REQUEST_BODY)
-            header_pairs(resp.headers)
+            header_pairs(resp.raw_headers)
             return resp.status
     else:
         raise SystemExit(f"unknown client variant {variant}")
@@ -465,8 +467,11 @@ def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="gateway-http-bench-"))
     make_pki(work)
     only = set(args.only.split(",")) if args.only else None
-    servers = [v for v in SERVER_VARIANTS if (only is None or v in only) and (gw_http is not None or v != "gateway-http")]
-    clients = [v for v in CLIENT_VARIANTS if (only is None or v in only) and (gw_http is not None or v != "gateway-http")]
+    def wanted(v: str) -> bool:
+        return (only is None or v in only) and (gw_http is not None or v != "gateway-http")
+
+    servers = [v for v in SERVER_VARIANTS if wanted(v)]
+    clients = [v for v in CLIENT_VARIANTS if wanted(v)]
     common = ["--pki", str(work), "--concurrency", str(args.concurrency), "--duration", str(args.duration)]
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     print(f"{os.cpu_count()} CPUs; {args.concurrency} connections; {args.duration:g} s per figure; "
