@@ -64,7 +64,8 @@ async def test_raw_method_target_and_header_pairs_in_order_with_names_as_sent() 
 
 async def test_content_length_and_chunked_bodies_reach_the_handler_whole() -> None:
     async with serving(echo) as server:
-        resp, _ = await exchange(server.port, b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        resp, _ = await exchange(server.port, b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+                                 b"hello")
         assert resp.body.endswith(b"\n\nhello")
         resp, _ = await exchange(server.port, b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
                                  b"Connection: close\r\n\r\n3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nTrailer: x\r\n\r\n")
@@ -115,7 +116,8 @@ async def test_expect_100_continue_is_answered_when_the_handler_asks_for_the_bod
 
 async def test_expect_100_continue_over_the_limit_gets_413_and_no_continue() -> None:
     async with serving(echo, limits=ServerLimits(max_body_bytes=10)) as server:
-        resp, rest = await exchange(server.port, b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+        resp, rest = await exchange(server.port, b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\n"
+                                    b"Content-Length: 11\r\n\r\n")
     assert resp.status == 413
     assert resp.body == b"request body of 11 bytes is larger than the maximum of 10 bytes"
     assert resp.header("Connection") == "close" and rest == b""
@@ -226,8 +228,8 @@ async def test_the_body_is_held_on_the_given_account_and_its_refusal_fails_the_r
         ok, _ = await exchange(server.port, b"POST / HTTP/1.1\r\nContent-Length: 6\r\nConnection: close\r\n\r\nabcdef")
         full, _ = await exchange(server.port, b"POST / HTTP/1.1\r\nContent-Length: 7\r\nConnection: close\r\n\r\n"
                                  b"abcdefg")
-        chunked, _ = await exchange(server.port, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                                    b"4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n")
+        chunked, _ = await exchange(server.port, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                                    b"Connection: close\r\n\r\n4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n")
     assert (ok.status, ok.body, holds[0].held) == (200, b"abcdef", 6)
     assert (full.status, full.body) == (503, b"request body: budget full")
     assert chunked.status == 503 and holds[2].held <= 6
@@ -259,6 +261,7 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
 async def test_a_body_that_stops_arriving_fails_after_the_body_timeout() -> None:
     async with serving(echo, limits=ServerLimits(body_timeout=0.2)) as server:
         resp, rest = await exchange(server.port, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234")
+    assert rest == b""
     assert resp.status == 400 and resp.body == b"no byte of the request body arrived for 0.2 s"
     assert resp.header("Connection") == "close"
 
