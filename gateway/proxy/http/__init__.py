@@ -7,7 +7,7 @@
 - :mod:`~gateway.proxy.http.types`: the request/response shapes, the limits and the client's errors.
 
 It knows nothing of X-Road: the proxies keep their rules, and use this in place of aiohttp where it pays
-(docs/performance.md section 5, "The HTTP layer").
+(docs/performance.md section 8).
 """
 
 from gateway.proxy.http.client import IDEMPOTENT_METHODS, ClientPool, PeerCheck

@@ -77,7 +77,7 @@ class _Connection(asyncio.Protocol):
         self.peer_cert: bytes | None = None
         self.closed = False
         self.counted = True  # holds one of the pool's max_connections until discarded
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self._waiter: asyncio.Future[ClientResponse] | None = None
         self._reset()
 
@@ -158,8 +158,6 @@ class _Connection(asyncio.Protocol):
         headers = self._headers
         if len(headers) > limits.max_headers:
             raise _Limit(MalformedResponse(f"more than {limits.max_headers} response header lines"))
-        if sum(len(n) + len(v) for n, v in headers) > limits.max_header_bytes:
-            raise _Limit(MalformedResponse(f"response header block larger than {limits.max_header_bytes} bytes"))
         self._in_headers = False
         status = self.parser.get_status_code()
         self._status = status
@@ -172,7 +170,9 @@ class _Connection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             return
         framed = False
-        for name, value in self._headers:
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value)
             lname = name.lower()
             if lname == b"content-length":
                 framed = True
@@ -180,6 +180,8 @@ class _Connection(asyncio.Protocol):
                     raise _Limit(self._too_large(int(value)))
             elif lname == b"transfer-encoding":
                 framed = True
+        if size > limits.max_header_bytes:
+            raise _Limit(MalformedResponse(f"response header block larger than {limits.max_header_bytes} bytes"))
         self._until_eof = not framed
 
     def on_body(self, body: bytes) -> None:
@@ -263,9 +265,6 @@ class _Connection(asyncio.Protocol):
         return self._got_bytes
 
     def close(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         if not self.closed:
@@ -295,6 +294,7 @@ class ClientPool:
         self._idle: list[_Connection] = []
         self._open = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         host, port = address
@@ -378,9 +378,6 @@ class ClientPool:
                 raise ConnectFailed(f"the connection pool to {self._host_header} is closed")
             while self._idle:
                 conn = self._idle.pop()
-                if conn.idle_timer is not None:
-                    conn.idle_timer.cancel()
-                    conn.idle_timer = None
                 if conn.closed or conn.transport is None or conn.transport.is_closing():
                     conn.close()
                     continue
@@ -437,9 +434,21 @@ class ClientPool:
         if not conn.reusable or self.closed or conn.closed:
             conn.close()
             return
-        conn.idle_timer = self.loop.call_later(self.limits.idle_timeout, conn.close)
+        conn.idle_since = self.loop.time()
         self._idle.append(conn)
+        if self._sweeper is None:
+            tick = min(1.0, self.limits.idle_timeout / 4)
+            self._sweeper = self.loop.call_later(tick, self._sweep, tick)
         self._wake_one()
+
+    def _sweep(self, tick: float) -> None:
+        """Close connections idle for longer than ``idle_timeout`` (runs while any connection is idle)."""
+        self._sweeper = None
+        limit = self.loop.time() - self.limits.idle_timeout
+        for conn in [c for c in self._idle if c.idle_since <= limit]:
+            conn.close()
+        if self._idle:
+            self._sweeper = self.loop.call_later(tick, self._sweep, tick)
 
     def _discard(self, conn: _Connection) -> None:
         """A connection has ended (called once per connection)."""
@@ -460,6 +469,9 @@ class ClientPool:
     async def close(self) -> None:
         """Close the idle connections now, and the others as their exchanges end; refuse new requests."""
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self._idle):
             conn.close()
         self._idle.clear()
