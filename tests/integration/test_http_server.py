@@ -145,6 +145,18 @@ async def test_pipelined_requests_are_handled_one_at_a_time_and_answered_in_orde
         writer.close()
 
 
+async def test_garbage_pipelined_behind_a_request_is_refused_after_its_answer() -> None:
+    async with serving(echo) as server:
+        reader, writer = await connect(server.port)
+        writer.write(b"GET /1 HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n")
+        first = await read_response(reader)
+        refused = await read_response(reader)
+        assert await reader.read() == b""
+        writer.close()
+    assert first.status == 200 and first.header("Connection") is None
+    assert refused.status == 400 and refused.header("Connection") == "close"
+
+
 @pytest.mark.parametrize(("data", "status", "text"), [
     (b"GARBAGE\r\n\r\n", 400, "malformed request"),
     (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "malformed request"),

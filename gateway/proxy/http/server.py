@@ -59,8 +59,8 @@ class Request:
     """One request as received. ``raw_headers`` are (name, value) byte pairs in order, names as sent."""
 
     __slots__ = (
-        "_complete", "_conn", "_continue_sent", "_error", "_held", "_hold", "_over", "_size",
-        "_waiter", "chunks", "content_length", "expect_continue", "http_version", "keep_alive", "method",
+        "_complete", "_conn", "_continue_sent", "_error", "_held", "_hold", "_over", "_size", "_waiter",
+        "_what", "chunks", "content_length", "expect_continue", "http_version", "keep_alive", "method",
         "peer_cert", "raw_headers", "raw_path", "remote", "tls",
     )
 
@@ -88,6 +88,7 @@ class Request:
         self._hold: BodyHold | None = None
         self._held = 0
         self._continue_sent = False
+        self._what = "request body"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), decoded as UTF-8 with surrogate escapes."""
@@ -127,6 +128,7 @@ class Request:
                 hold.take(self._size - self._held, what)
                 self._held = self._size
             self._hold = hold
+            self._what = what
         while not self._complete:
             if self.expect_continue and not self._continue_sent:
                 self._continue_sent = True
@@ -156,7 +158,7 @@ class Request:
         self.chunks.append(data)
         if self._hold is not None and self._size > self._held:
             try:
-                self._hold.take(self._size - self._held, "request body")
+                self._hold.take(self._size - self._held, self._what)
             except Exception as e:
                 self._fail(e)
                 return
@@ -390,19 +392,22 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(data)
-        if self._closing:
+        if self._closing and self._refusal is None:
             self._stop_reading()
             self._close()
         else:
-            self._next()
+            self._next()  # the next queued request, or a refusal of what followed this one
 
     def _serialise(self, req: Request, resp: Response) -> bytes:
         status = resp.status
         if not 100 <= status <= 599 or status == 101:
             raise ValueError(f"response status {status} cannot be sent")
         # the connection goes on only if this request was read whole and nothing says otherwise
-        keep = (req.keep_alive and req._complete and not req._over and req._error is None
-                and not self._closing and not self.server.closing and self._refusal is None)
+        whole = req._complete and not req._over and req._error is None
+        keep = (req.keep_alive and whole and not self._closing and not self.server.closing
+                and self._refusal is None)
+        # a refusal of what was pipelined behind this request follows it, and that one says close
+        refusal_follows = self._refusal is not None and req.keep_alive and whole and not self.server.closing
         if not keep:
             self._closing = True
         reason = resp.reason if resp.reason is not None else _REASONS.get(status, "Unknown")
@@ -425,7 +430,7 @@ class _Connection(asyncio.Protocol):
         if not dated:  # a service's own Date passes through
             lines.append(f"Date: {self.server.date()}\r\n")
             n += 1
-        if not keep:
+        if not keep and not refusal_follows:
             lines.append("Connection: close\r\n")
             n += 1
         elif req.http_version == "1.0":
