@@ -342,6 +342,7 @@ class MinimalPool:
             conn = self.idle.pop()
         else:
             _, conn = await loop.create_connection(MinimalPool.Conn, "127.0.0.1", self.port, ssl=self.ctx)
+            # read the peer certificate as a peer check would (a TLS transport always has an ssl_object)
             conn.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[union-attr]
         lines = [f"{method} {target} HTTP/1.1", *(f"{n}: {v}" for n, v in headers),
                  f"Content-Length: {len(body)}", "", ""]

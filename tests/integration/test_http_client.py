@@ -9,7 +9,7 @@ timeouts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -265,7 +265,10 @@ async def test_a_response_not_whole_within_the_read_timeout_fails_and_closes() -
         await pool.close()
 
 
-def _stale_after_first() -> tuple[list[int], object]:
+Answer = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+def _stale_after_first() -> tuple[list[int], Answer]:
     """A peer that answers the first request on each connection, then closes the connection on the next one
     without a byte of answer (as a peer whose idle timer fired just as the request went out)."""
     answered: list[int] = []
@@ -288,7 +291,7 @@ async def test_a_stale_pooled_connection_is_retried_once_only_when_the_request_m
     method: str, retry_stale: bool | None, retried: bool,
 ) -> None:
     _answered, answer = _stale_after_first()
-    async with raw_peer(answer) as peer:  # type: ignore[arg-type]
+    async with raw_peer(answer) as peer:
         pool = ClientPool(("127.0.0.1", peer.port))
         await pool.request(method, "/one", retry_stale=retry_stale)
         if retried:
@@ -379,4 +382,4 @@ async def test_bad_input_is_refused_before_anything_is_sent() -> None:
 ])
 def test_limits_refuse_nonsense(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
-        ClientLimits(**{field: value})  # type: ignore[arg-type]
+        ClientLimits(**{field: value})  # type: ignore[arg-type]  # one field by name, of either number type

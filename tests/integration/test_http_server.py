@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from http_kit import Pki, make_http_pki, read_response, serving
+from http_kit import Pki, Raw, make_http_pki, read_response, serving
 
 from gateway.errors import GatewayError, PayloadTooLarge, RequestError
 from gateway.proxy.http import Request, Response, ServerLimits
@@ -39,7 +39,9 @@ async def connect(port: int, ctx: ssl.SSLContext | None = None) -> tuple[asyncio
     return await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
 
 
-async def exchange(port: int, data: bytes, ctx: ssl.SSLContext | None = None, *, head: bool = False):  # type: ignore[no-untyped-def]
+async def exchange(
+    port: int, data: bytes, ctx: ssl.SSLContext | None = None, *, head: bool = False,
+) -> tuple[Raw, bytes]:
     reader, writer = await connect(port, ctx)
     writer.write(data)
     resp = await read_response(reader, head=head)
@@ -441,4 +443,4 @@ async def test_a_request_target_is_not_decoded_and_the_handler_sees_payload_too_
 ])
 def test_limits_refuse_nonsense(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
-        ServerLimits(**{field: value})  # type: ignore[arg-type]
+        ServerLimits(**{field: value})  # type: ignore[arg-type]  # one field by name, of either number type
