@@ -223,14 +223,18 @@ async def restore_logs(world: World) -> AsyncIterator[None]:
 
 
 @pytest.mark.usefixtures("restore_logs")
-async def test_consumer_log_unwritable_nothing_is_sent(world: World) -> None:
+async def test_consumer_log_unwritable_the_client_gets_the_log_error_not_the_response(world: World) -> None:
+    # The consumer's request record commits while the request travels (docs/messagelog.md section 11): the
+    # provider serves and logs it, and the answer waits for the record; its write failed, so that is the answer.
     failing = await _with_log(world.ss1, _FailingOn("request", "response"))
     message_id = f"DEV-nolog-{uuid.uuid4()}"
     answer = await call(world.ss1, f"{PROBE}/x", headers={"X-Road-Id": message_id})
     answer.assert_error(500, "Server.ClientProxy.LoggingFailed", contains="No space left on device")
+    assert b'"path": "/x"' not in answer.body  # the service's answer is withheld
     assert failing.records(world.ss1.context.origin) == []  # type: ignore[union-attr]
-    assert await records(world.ss2, message_id=message_id) == []
-    assert _seen(world.probe, message_id) == 0
+    assert failing.stats.failed_batches == 1  # the request's; no response record was even tried
+    assert kinds(await records(world.ss2, message_id=message_id)) == [("request", None), ("response", 200)]
+    assert _seen(world.probe, message_id) == 1
 
 
 @pytest.mark.usefixtures("restore_logs")
