@@ -221,6 +221,8 @@ class MessageLogStore(ABC):
         if self._closed:
             return
         self._closed = True
+        if self._encoding:  # start()'s large records still being encoded: they were accepted, so they are queued
+            await asyncio.gather(*self._encoding, return_exceptions=True)
         if self._in_flight is not None or self._pending:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
