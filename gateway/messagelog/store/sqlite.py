@@ -81,7 +81,8 @@ class SqliteWriter:
         self._wal_due = WAL_CHECKPOINT_BYTES * self._wal_random.random()
         self._wal_busy = False
         self.sqlite_trace: Callable[[str], None] | None = None
-        """Called with every statement the SQLite writer runs (instrumentation; set before the first append)."""
+        """Called with every statement the SQLite writer and its WAL checkpoints run, on the thread that runs it
+        (instrumentation; set before the first append)."""
         if engine.dialect.name == "sqlite":
             database = engine.url.database
             if not database or database == ":memory:":
@@ -203,6 +204,8 @@ class SqliteWriter:
         try:
             if self._wal_conn is None:
                 self._wal_conn = self._sqlite_open()
+                if self.sqlite_trace is not None:
+                    self._wal_conn.set_trace_callback(self.sqlite_trace)
                 self._wal_conn.execute("PRAGMA busy_timeout=5000")
                 self._wal_conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             started = time.perf_counter()
