@@ -230,14 +230,18 @@ async def records(server: SecurityServer, *, request_id: str | None = None,
 
 
 class FailingLog(MemoryMessageLogStore):
-    """An in-memory log whose commits fail (``OSError`` ENOSPC) for batches holding records of the given kinds."""
+    """An in-memory log whose commits fail (``OSError`` ENOSPC) for batches holding records of the given kinds:
+    at once, or once ``after`` is set (the commit waits for it, then fails)."""
 
-    def __init__(self, *fail_kinds: str) -> None:
+    def __init__(self, *fail_kinds: str, after: asyncio.Event | None = None) -> None:
         super().__init__()
         self.fail_kinds = set(fail_kinds)
+        self.after = after
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
         if any(p.record.kind in self.fail_kinds for p in batch):
+            if self.after is not None:
+                await self.after.wait()
             raise OSError(28, "No space left on device")
         return await super()._write_batch(batch)
 
@@ -327,6 +331,7 @@ class FakeProvider:
         self.address = ""
         self.runner: web.AppRunner | None = None
         self.other_signer: signatures.KeySigner | None = None  # for mode "wrong-member"
+        self.arrived = asyncio.Event()  # set by every request that reaches it
 
     async def start(self) -> FakeProvider:
         app = web.Application()
@@ -345,6 +350,7 @@ class FakeProvider:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(Seen(request.method, request.raw_path, CIMultiDict(request.headers), body))
+        self.arrived.set()
         mode = request.path.rsplit("/", 1)[-1]
         pairs = [(n.decode(), v.decode()) for n, v in request.raw_headers]
         fields = signatures.fields_from_pairs(pairs)

