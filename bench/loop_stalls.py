@@ -6,8 +6,9 @@
 What runs: a development PKI, a central server, the consumer's (ss1) and the provider's (ss2) security servers
 (SQLite message log) and a 1 KiB JSON service, all on one standard asyncio event loop in this process, in
 debug mode (uvloop has no slow-callback report); a load generator in a child process sends ``--rate``
-exchanges per second for ``--duration`` seconds after a warm-up. It prints each kind of slow callback (the
-task's coroutine or the handle's function) with how often it ran past the threshold and its longest run.
+exchanges per second for ``--duration`` seconds after a warm-up. It prints the message-log commits per
+exchange of each server (their WriterStats), and each kind of slow callback (the task's coroutine or the
+handle's function) with how often it ran past the threshold and its longest run.
 
 Debug mode makes every callback slower (it tracks where coroutines were created and checks thread use), and
 waits count too: for a core when other processes run, for the GIL when the message log's threads hold it. With
@@ -184,6 +185,7 @@ async def main(args: argparse.Namespace) -> None:
         warm = await run_loadgen(url, headers, rate=20, duration=2)  # pooled connections, caches, imports
         assert warm["errors"] == 0, warm
         gc.freeze()  # as `gateway server serve` does after start-up
+        before = {code: ss.messagelog.stats.batches for code, ss in (("ss1", ss1), ("ss2", ss2))}
         if cpu is None:
             loop.set_debug(True)
             loop.slow_callback_duration = args.threshold
@@ -195,6 +197,8 @@ async def main(args: argparse.Namespace) -> None:
         loop.set_debug(False)
         if cpu is not None:
             cpu.on = False
+        commits = {code: (ss.messagelog.stats.batches - before[code]) / max(1, result["exchanges"])
+                   for code, ss in (("ss1", ss1), ("ss2", ss2))}
     finally:
         await fed.close()
         await service_runner.cleanup()
@@ -202,6 +206,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{result['exchanges']:.0f} exchanges at {args.rate:g}/s, {result['errors']:.0f} errors, "
           f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; {mode}; callbacks over "
           f"{args.threshold * 1000:g} ms:")
+    print(f"commits per exchange: consumer (ss1) {commits['ss1']:.2f}, provider (ss2) {commits['ss2']:.2f}")
     runs_by_name = handler.runs if cpu is None else cpu.runs
     if not runs_by_name:
         print("  none")
