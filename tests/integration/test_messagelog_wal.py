@@ -6,6 +6,7 @@ never checkpoints and truncates a WAL grown past ``journal_size_limit`` when it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 
@@ -36,12 +37,15 @@ async def test_checkpoints_run_on_their_own_thread_and_are_logged(
     ran: list[tuple[str, str]] = []  # (thread name, statement)
     store.sqlite_trace = lambda sql: ran.append((threading.current_thread().name, sql))
     loop_thread = threading.current_thread().name
+    saved = structlog.get_config()  # another test may have configured a level above debug
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     try:
         with structlog.testing.capture_logs() as logs:
             for i in range(0, 60, 3):  # sequential batches: each one counts its bytes towards the next checkpoint
                 await asyncio.gather(*(store.append(rec(j, body=BODY)) for j in range(i, i + 3)))
             await store.close()  # waits for the checkpoint thread
     finally:
+        structlog.configure(**saved)
         await store.engine.dispose()
     checkpoints = [(t, sql) for t, sql in ran if sql.startswith("PRAGMA wal_checkpoint")]
     inserts = [(t, sql) for t, sql in ran if sql.startswith("INSERT INTO messagelog_records")]
