@@ -276,7 +276,7 @@ async def _exchange(
     ))
     try:
         # One turn of the loop before the send: the writer takes the record now, and the work so far and the
-        # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 12).
+        # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
         await asyncio.sleep(0)
         return await _send(ctx, servers, target, request_target, send_headers, body, h, request_id,
                            expected_hash, signed, client_info, account, logged)

@@ -531,6 +531,7 @@ class MessageLogStore(ABC):
     @abstractmethod
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]: ...
 
+
 def _observe(future: asyncio.Future[Appended]) -> None:
     # Marks a failure as retrieved: whoever awaits the future still gets it; nobody is told of it twice.
     if not future.cancelled():

@@ -34,8 +34,8 @@ from gateway.messagelog.store.rows import _ROW_COLUMNS, _max_seq_query, _rows
 
 # Record bytes committed between two WAL checkpoints, on average: each interval is drawn from 0.5-1.5 times this,
 # the first from 0-1 times, so that two servers started together do not checkpoint (and fsync their database
-# files) at the same moment. Small, so that each checkpoint copies little: at 4 MiB one took 7-65 ms of disk
-# time, during which the commits' fsyncs waited behind it.
+# files) at the same moment. Small, so that each checkpoint copies little and is over in a few milliseconds: at
+# 4 MiB one took 12-16 ms at the median, and the commits made meanwhile were slower (docs/performance.md section 4).
 WAL_CHECKPOINT_BYTES = 256 * 2**10
 # journal_size_limit: a WAL that grew past this (a reader held back its restart) is cut back to it when it
 # restarts, so that one long read does not leave a large file behind.
