@@ -151,6 +151,7 @@ class MessageLogStore(ABC):
         # that a blob already stored costs nothing; forgotten on any failed batch. And the reads' cache.
         self._blobs_stored: set[tuple[str, str]] = set()
         self._blob_cache: dict[tuple[str, str], bytes] = {}
+        self._encoding: set[asyncio.Future[Appended]] = set()  # start()'s appends of large bodies
 
     async def append(self, record: LogRecord) -> Appended:
         """Log ``record`` and return once it is committed.
@@ -160,6 +161,45 @@ class MessageLogStore(ABC):
                 holding the record could not be committed (nothing of it is stored).
         """
         # (1) Refuse early what can never be written.
+        self._refuse(record)
+        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            encoded, leaf = await asyncio.to_thread(_encode, record)
+        else:
+            encoded, leaf = _encode(record)
+        # (3) Queue for the writer and wait for its commit.
+        return await self._enqueue(record, encoded, leaf)
+
+    def start(self, record: LogRecord) -> asyncio.Future[Appended]:
+        """Queue ``record`` now and return a future of what :meth:`append` returns, for a caller with other
+        work to do while the record commits (the consumer's request record commits while the request travels,
+        docs/messagelog.md section 11).
+
+        A record is queued before this returns, so it joins the batch of this turn of the event loop (one
+        with a body over :data:`THREAD_ENCODE_BYTES` is encoded in a thread first, then queued). It is
+        committed whether or not anybody awaits the future: cancelling a wait for it withdraws nothing. A
+        failure that nobody awaits is not reported as an unretrieved exception (the writer logs every failed
+        batch).
+
+        Raises:
+            MessageLogError: the store is closed, its writer has stopped, or the body is larger than
+                ``max_body_bytes`` (nothing is queued). A failed commit is the future's exception, as it is
+                :meth:`append`'s.
+        """
+        self._refuse(record)
+        future: asyncio.Future[Appended]
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            task = asyncio.ensure_future(self.append(record))
+            self._encoding.add(task)  # held until done: a task nobody holds may be collected mid-way
+            task.add_done_callback(self._encoding.discard)
+            task.add_done_callback(_observe)
+            future = asyncio.shield(task)  # a cancelled wait must not cancel the encoding and queueing
+        else:
+            future = self._enqueue(record, *_encode(record))
+        future.add_done_callback(_observe)
+        return future
+
+    def _refuse(self, record: LogRecord) -> None:
         if self._closed:
             raise _logging_failed(record, "the message log is closed")
         if record.loggable_size > self.max_body_bytes:
@@ -168,12 +208,9 @@ class MessageLogStore(ABC):
                 f"message body of {record.loggable_size} bytes exceeds the loggable maximum of "
                 f"{self.max_body_bytes} bytes",
             )
-        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
-        if record.loggable_size > THREAD_ENCODE_BYTES:
-            encoded, leaf = await asyncio.to_thread(_encode, record)
-        else:
-            encoded, leaf = _encode(record)
-        # (3) Queue for the writer and wait for its commit.
+
+    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+        """Queue an encoded record for the writer; the future of its commit (rule 3 of append)."""
         loop = asyncio.get_running_loop()
         pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future(),
                                 blobs=record.blobs())
@@ -186,19 +223,21 @@ class MessageLogStore(ABC):
                 # appended in this one (as a writer task woken by the queue would take it).
                 self._kicked = True
                 loop.call_soon(self._kick, loop, self._blocking)
-            return await pending.future
+            return pending.future
         if self._writer is None:
             self._writer = loop.create_task(self._run(), name=f"{type(self).__name__}-writer")
         elif self._writer.done():
             raise _logging_failed(record, "the message log writer has stopped")
         self._queue.put_nowait(pending)
-        return await pending.future
+        return pending.future
 
     async def close(self) -> None:
         """Refuse new records, commit everything queued, stop the writer. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._encoding:  # start()'s large records still being encoded: they were accepted, so they are queued
+            await asyncio.gather(*self._encoding, return_exceptions=True)
         if self._in_flight is not None or self._pending:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
@@ -537,6 +576,13 @@ class MessageLogStore(ABC):
 
     @abstractmethod
     async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]: ...
+
+
+def _observe(future: asyncio.Future[Appended]) -> None:
+    # Marks a failure as retrieved: whoever awaits the future still gets it; nobody is told of it twice.
+    if not future.cancelled():
+        future.exception()
+
 
 def _encode(record: LogRecord) -> tuple[bytes, bytes]:
     encoded = record.encode()

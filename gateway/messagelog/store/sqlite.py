@@ -4,8 +4,9 @@ On SQLite the writer works through the plain sqlite3 driver on one thread of its
 hand-over between threads rather than one per statement (each hand-over waits for a turn of a busy event loop,
 which would otherwise dominate an exchange's latency): one INSERT of the whole batch, in autocommit, with the
 statement SQLAlchemy compiles and its bind processors (``synchronous=FULL``: a log commit survives power
-loss). The WAL is copied into the database by another thread and connection, every
-:data:`WAL_CHECKPOINT_BYTES` of records, never by a commit.
+loss). The WAL is copied into the database by another thread and connection, in small passive checkpoints
+about every :data:`WAL_CHECKPOINT_BYTES` of records (at a random phase per store, so that two servers started
+together do not checkpoint together), never by a commit (docs/messagelog.md section 12).
 
 :class:`SqliteWriter` is a mixin of ``SqlMessageLogStore``: its state is the store's, set by
 :meth:`SqliteWriter._init_sqlite_writer`, so a batch goes to the thread with no indirection beyond the
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,7 +32,14 @@ from gateway.messagelog.models import blobs, records
 from gateway.messagelog.store.base import BlockingWriter, PendingRecord, _describe, log
 from gateway.messagelog.store.rows import _ROW_COLUMNS, _blob_rows, _max_seq_query, _new_blobs, _rows
 
-WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
+# Record bytes committed between two WAL checkpoints, on average: each interval is drawn from 0.5-1.5 times this,
+# the first from 0-1 times, so that two servers started together do not checkpoint (and fsync their database
+# files) at the same moment. Small, so that each checkpoint copies little and is over in a few milliseconds: at
+# 4 MiB one took 12-16 ms at the median, and the commits made meanwhile were slower (docs/performance.md section 4).
+WAL_CHECKPOINT_BYTES = 256 * 2**10
+# journal_size_limit: a WAL that grew past this (a reader held back its restart) is cut back to it when it
+# restarts, so that one long read does not leave a large file behind.
+WAL_SIZE_LIMIT_BYTES = 4 * 2**20
 
 
 def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
@@ -73,13 +83,17 @@ class SqliteWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._insert_cache: dict[int, str] = {}
         self._max_variables = 999  # SQLite's smallest default; the connection tells the real limit
-        # The WAL checkpoints: their own thread and connection, after every WAL_CHECKPOINT_BYTES of records.
+        # The WAL checkpoints: their own thread and connection, about every WAL_CHECKPOINT_BYTES of records,
+        # at a random phase (the generator is seeded from the OS, per store and per process).
         self._wal_executor: ThreadPoolExecutor | None = None
         self._wal_conn: sqlite3.Connection | None = None
+        self._wal_random = random.Random()
         self._wal_bytes = 0
+        self._wal_due = WAL_CHECKPOINT_BYTES * self._wal_random.random()
         self._wal_busy = False
         self.sqlite_trace: Callable[[str], None] | None = None
-        """Called with every statement the SQLite writer runs (instrumentation; set before the first append)."""
+        """Called with every statement the SQLite writer and its WAL checkpoints run, on the thread that runs it
+        (instrumentation; set before the first append)."""
         if engine.dialect.name == "sqlite":
             database = engine.url.database
             if not database or database == ":memory:":
@@ -164,8 +178,9 @@ class SqliteWriter:
         # (4) The WAL is copied into the database by another thread and connection (see _wal_checkpoint),
         #     not by the commit of whichever batch crosses SQLite's threshold.
         self._wal_bytes += sum(len(p.encoded) for p in batch)
-        if self._wal_bytes >= WAL_CHECKPOINT_BYTES and not self._wal_busy and self._wal_executor is not None:
+        if self._wal_bytes >= self._wal_due and not self._wal_busy and self._wal_executor is not None:
             self._wal_bytes, self._wal_busy = 0, True
+            self._wal_due = WAL_CHECKPOINT_BYTES * self._wal_random.uniform(0.5, 1.5)
             with contextlib.suppress(RuntimeError):  # shut down: the last connection's close checkpoints
                 self._wal_executor.submit(self._wal_checkpoint)
         return seqs
@@ -181,6 +196,9 @@ class SqliteWriter:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # The writer restarts the WAL (from its start, once a checkpoint has copied all of it); that is
+            # when a WAL grown past the limit is truncated back.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except BaseException:
             conn.close()
@@ -200,12 +218,19 @@ class SqliteWriter:
 
     def _wal_checkpoint(self) -> None:
         # On the WAL thread: copy what the writer committed into the database file (PASSIVE: never waits for
-        # the writer or readers; what it cannot copy now, the next run copies).
+        # the writer or readers; what it cannot copy now, the next run copies). Logged at debug level with
+        # SQLite's answer: the WAL's frames (pages) and how many of them are now in the database file.
         try:
             if self._wal_conn is None:
                 self._wal_conn = self._sqlite_open()
+                if self.sqlite_trace is not None:
+                    self._wal_conn.set_trace_callback(self.sqlite_trace)
                 self._wal_conn.execute("PRAGMA busy_timeout=5000")
-            self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._wal_conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+            started = time.perf_counter()
+            busy, frames, copied = self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            log.debug("messagelog_wal_checkpoint", wal_frames=frames, checkpointed_frames=copied,
+                      busy=bool(busy), ms=round((time.perf_counter() - started) * 1000, 2))
         except Exception as e:
             log.warning("messagelog_wal_checkpoint_failed", error=_describe(e))
             conn, self._wal_conn = self._wal_conn, None
@@ -238,4 +263,4 @@ class SqliteWriter:
                 self._wal_executor.shutdown(wait=True)
 
 
-__all__ = ["WAL_CHECKPOINT_BYTES", "SqliteWriter"]
+__all__ = ["WAL_CHECKPOINT_BYTES", "WAL_SIZE_LIMIT_BYTES", "SqliteWriter"]
