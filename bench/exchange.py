@@ -543,7 +543,7 @@ async def main(args: argparse.Namespace) -> int:
     bench = Bench(args, work, children, service_url, nginx_binary=args.nginx_binary)
     fed = None
     rows: list[dict[str, Any]] = []
-    failed = False
+    status = "failed"  # until the last chain of the last round is done
     try:
         write_mtls_files(work / "tls")
         if any(c.startswith("gateway") for c in args.chains):
@@ -561,18 +561,28 @@ async def main(args: argparse.Namespace) -> int:
                         print(progress(row), flush=True)
                 finally:
                     await bench.stop(running)
+        status = "complete"
     except ChainError as e:
-        failed = True
         print(f"\nbench stopped: {e}", file=sys.stderr)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status = "interrupted"
+        raise
     finally:
         await children.stop_all()
         if fed is not None:
             await fed.close()
         await service_runner.cleanup()
-        if args.keep_workdir or failed:
+        if args.keep_workdir or status == "failed":
             print(f"work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+        report(args, rows, status)
+    return 0 if status == "complete" else 1
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], status: str) -> None:
+    """Print the tables of what was measured (all of it, or what was done before a failure or an interruption),
+    and write ``--json``."""
     add_relay_ratios(rows)
     table = markdown_table(rows, args.rounds)
     if rows:
@@ -580,6 +590,8 @@ async def main(args: argparse.Namespace) -> int:
         print(text_table(rows))
         print()
         print(table)
+    if status != "complete":
+        print(f"\n{status}: the tables hold what was measured before", file=sys.stderr)
     if args.json is not None:
         args.json.write_text(json.dumps({
             "command": shlex.join(["bench/exchange.py", *sys.argv[1:]]),
@@ -587,10 +599,9 @@ async def main(args: argparse.Namespace) -> int:
             "cpus": os.cpu_count(), "payload_bytes": len(PAYLOAD), "chains": args.chains, "rounds": args.rounds,
             "duration_s": args.duration, "connections": args.connections, "rate": args.rate,
             "nginx": nginx.version(args.nginx_binary) if args.nginx_binary else None,
-            "skipped": args.skipped, "complete": not failed, "rows": rows, "markdown": table,
+            "skipped": args.skipped, "status": status, "rows": rows, "markdown": table,
         }, indent=2) + "\n")
         print(f"\nwritten: {args.json}")
-    return 1 if failed else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
