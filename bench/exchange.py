@@ -99,13 +99,17 @@ class ChainError(Exception):
 
 
 _PR_SET_PDEATHSIG = 1
+try:  # looked up here, not in the child: between fork and exec it only calls it
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     # Linux: SIGTERM when the bench's process ends, even by SIGKILL (Popen is only called from the main thread,
     # whose end is what the kernel watches). Elsewhere the bench's own clean-up is all there is.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(eq=False)
