@@ -407,7 +407,7 @@ class Bench:
             row["rate"] = args.rate
         if running.servers:
             row["cpu_ms_per_exchange"] = {name: 1000 * (after[name] - before[name]) / max(1, r["requests"])
-                                          for name in running.servers}
+                                          for name in sorted(running.servers)}
         if running.chain.startswith("gateway"):
             per = row["cpu_ms_per_exchange"]
             row["cpu_ms_per_exchange_per_server"] = sum(per.values()) / len(per)
