@@ -33,6 +33,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from gateway.globalconf.anchor import Anchor
     from gateway.messagelog.archive import LogArchive
     from gateway.messagelog.verify import runner_for, usable_cpus, verify_archive
+    from gateway.messagelog.verify.parallel import quiet_gc
 
     anchor = Anchor.from_file(args.anchor)
     try:
@@ -44,6 +45,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with archive:
         workers = args.workers if args.workers is not None else usable_cpus()
         runner = runner_for(workers, len(archive.manifest.chunks))
+        quiet_gc()  # this process checks records too (--workers 1), or builds the tree from the workers' results
         try:
             report = verify_archive(archive, anchor, runner=runner, progress=_Progress())
         except GatewayError as e:  # a lost worker process, a member that cannot be read: no result at all
