@@ -103,8 +103,7 @@ def test_a_lost_worker_fails_the_command(files: Files, monkeypatch: pytest.Monke
     rc = cli.main(["log", "verify", str(files.good), "--anchor", str(files.anchor), "--workers", "2"])
     out, err = capsys.readouterr()
     assert rc == 1
-    reason = (f"worker process {killed[0]} ended abnormally (killed by signal SIGKILL); "
-              "the verification did not complete")
+    reason = f"a worker process checking records (pid {killed[0]}) ended abnormally: killed by signal SIGKILL"
     assert out == f"archive {files.good}\nRESULT: FAILED, the verification did not complete: {reason}\n"
     assert f"gateway: error: Server.InternalError: {reason} (fault of the gateway)" in err
     assert "RESULT: OK" not in out

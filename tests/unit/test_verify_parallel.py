@@ -130,8 +130,7 @@ def test_a_killed_worker_fails_the_verification(archives: Archives, start_method
     with pytest.raises(GatewayError) as caught:
         run(archives.good, archives.anchor, verify.ProcessPoolRunner(2), progress=kill_one)
     assert caught.value.message == (
-        f"worker process {killed[0]} ended abnormally (killed by signal SIGKILL); "
-        "the verification did not complete")
+        f"a worker process checking records (pid {killed[0]}) ended abnormally: killed by signal SIGKILL")
     assert not [p for p in multiprocessing.active_children() if p.name == "gateway-log-verify"]  # none left over
 
 

@@ -16,8 +16,9 @@ How the work is shared:
 2. A task is a member's place in the archive file (:class:`~gateway.messagelog.archive.ChunkSpan`: name, path,
    offset, length): the worker reads those bytes itself, so the archive is read once in all and never
    pickled. A source that cannot say where its members lie (an in-memory archive) sends the bytes.
-3. Tasks go through one queue that every worker takes from, so a worker that finishes early takes the next
-   member; at most ``2 * workers`` are handed out ahead of the results.
+3. Each worker has a task queue of its own and is kept :data:`IN_FLIGHT_PER_WORKER` tasks ahead of its
+   results: the worker that answers is given the next member, so a faster worker checks more of them. Workers
+   share no lock, so one that is killed at any moment cannot hold up another.
 4. Each worker answers on a pipe of its own: the chunk's
    :class:`~gateway.messagelog.verify.report.ChunkResult` (leaf hashes, subtree roots, findings and the few
    fields of the cross-record steps), or the exception its check raised, which the parent raises as the
@@ -39,6 +40,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -121,7 +123,7 @@ def _ended(process: BaseProcess) -> str:
 
 def _failed(process: BaseProcess) -> GatewayError:
     return GatewayError(
-        f"worker process {process.pid} ended abnormally ({_ended(process)}); the verification did not complete",
+        f"a worker process checking records (pid {process.pid}) ended abnormally: {_ended(process)}",
         hint="run again; with --workers 1 the records are checked in this process",
     )
 
@@ -149,6 +151,15 @@ def _worker(context: CheckContext, tasks: Any, results: multiprocessing.connecti
     results.close()
 
 
+@dataclass(slots=True)
+class _Worker:
+    """One worker process, its task queue and the pipe it answers on (module docstring, steps 1-4)."""
+
+    process: BaseProcess
+    tasks: Any  # multiprocessing.Queue: put() never blocks (a thread of this process feeds the pipe)
+    results: multiprocessing.connection.Connection
+
+
 class ProcessPoolRunner:
     """Check chunks in ``workers`` processes (default: one per usable CPU; module docstring)."""
 
@@ -161,84 +172,85 @@ class ProcessPoolRunner:
 
     def __call__(self, context: CheckContext, chunks: Iterable[tuple[Chunk, ChunkData]]) -> Iterator[ChunkResult]:
         ctx = _context()
-        tasks = ctx.Queue()
-        processes: list[BaseProcess] = []
-        pipes: list[multiprocessing.connection.Connection] = []
+        workers: list[_Worker] = []
         clean = False
         try:
-            # (1) the workers, each with the context and a pipe of its own
+            # (1) the workers, each with the context, a task queue and a pipe of its own
             for _ in range(self.workers):
+                tasks = ctx.Queue()
                 receiver, sender = ctx.Pipe(duplex=False)
                 process: BaseProcess = ctx.Process(target=_worker, args=(context, tasks, sender), daemon=True,
-                                      name="gateway-log-verify")
+                                                   name="gateway-log-verify")
                 process.start()
                 sender.close()  # the worker's end: EOF here once the worker has gone
-                processes.append(process)
-                pipes.append(receiver)
-            by_sentinel = {p.sentinel: p for p in processes}
-            # (2, 3) tasks ahead of the results; results yielded in the members' order
+                workers.append(_Worker(process=process, tasks=tasks, results=receiver))
+            by_sentinel = {w.process.sentinel: w for w in workers}
+            by_pipe = {w.results: w for w in workers}
+            # (2, 3) each worker kept IN_FLIGHT_PER_WORKER tasks ahead of its results; results in the members' order
             todo = iter(chunks)
             submitted = 0
-            more = True
 
-            def submit() -> None:
-                nonlocal submitted, more
+            def submit(worker: _Worker) -> bool:
+                nonlocal submitted
                 task = next(todo, None)
                 if task is None:
-                    more = False
-                    return
+                    return False
                 chunk, data = task
-                tasks.put((submitted, chunk.first, data))
+                worker.tasks.put((submitted, chunk.first, data))
                 submitted += 1
+                return True
 
-            while more and submitted < IN_FLIGHT_PER_WORKER * self.workers:
-                submit()
+            more = True
+            for _ in range(IN_FLIGHT_PER_WORKER):
+                for worker in workers:
+                    more = more and submit(worker)
             done: dict[int, ChunkResult] = {}
             yielded = 0
-            live = list(pipes)
             while yielded < submitted:
                 # (5) a worker's sentinel before its pipe: a lost worker fails the verification, whatever it sent
-                ready = multiprocessing.connection.wait([*by_sentinel, *live])
-                for sentinel in by_sentinel:
-                    if sentinel in ready:
-                        process = by_sentinel[sentinel]
-                        process.join()
-                        raise _failed(process)
+                ready = multiprocessing.connection.wait([*by_sentinel, *by_pipe])
+                for sentinel in ready:
+                    if isinstance(sentinel, int):
+                        lost = by_sentinel[sentinel].process
+                        lost.join()
+                        raise _failed(lost)
                 for conn in ready:
-                    assert isinstance(conn, multiprocessing.connection.Connection)
+                    if not isinstance(conn, multiprocessing.connection.Connection):
+                        continue
+                    worker = by_pipe[conn]
                     try:
-                        index, result, error = conn.recv()
-                    except EOFError:  # its sentinel follows; the process is gone
-                        live.remove(conn)
+                        index, result, error = worker.results.recv()
+                    except EOFError:  # the worker has gone: its sentinel follows
+                        del by_pipe[worker.results]
                         continue
                     if error is not None:
                         raise error  # (4) as check_chunk raised it in the worker
                     done[index] = result
-                    if more:
-                        submit()
+                    more = more and submit(worker)
                 while yielded in done:
                     yield done.pop(yielded)
                     yielded += 1
-            # (5) every result is in: the workers are told to stop, and each must end as told
-            for _ in processes:
-                tasks.put(None)
-            for process in processes:
-                process.join()
-                if process.exitcode != 0:
-                    raise _failed(process)
+            # (5) every result is in: each worker is told to stop, and must end as told
+            for worker in workers:
+                worker.tasks.put(None)
+            while by_sentinel:
+                for sentinel in multiprocessing.connection.wait(list(by_sentinel)):
+                    assert isinstance(sentinel, int)
+                    ended = by_sentinel.pop(sentinel).process
+                    ended.join()
+                    if ended.exitcode != 0:
+                        raise _failed(ended)
             clean = True
         finally:
-            if not clean:  # (6) an error, a lost worker or Ctrl-C: the others are killed
-                for process in processes:
-                    if process.is_alive():
-                        process.kill()
-                for process in processes:
-                    process.join()
-                tasks.cancel_join_thread()
-            tasks.close()
-            tasks.join_thread()
-            for conn in pipes:
-                conn.close()
+            for worker in workers:
+                if not clean:  # (6) an error, a lost worker or Ctrl-C: the others are killed
+                    if worker.process.is_alive():
+                        worker.process.kill()
+                    worker.process.join()
+                    worker.tasks.cancel_join_thread()
+                worker.tasks.close()
+                worker.tasks.join_thread()
+                worker.results.close()
 
 
 __all__ = ["GC_YOUNG_THRESHOLD", "IN_FLIGHT_PER_WORKER", "ProcessPoolRunner", "quiet_gc", "runner_for", "usable_cpus"]
