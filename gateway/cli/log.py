@@ -1,5 +1,5 @@
 """``gateway log ...``: the message log for operators and auditors (I/O shell; this module is the parser,
-the handlers are in :mod:`gateway.cli.commands.log`).
+the handlers are in :mod:`gateway.cli.commands.log`, and ``verify``'s in :mod:`gateway.cli.commands.logverify`).
 
 Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
 
