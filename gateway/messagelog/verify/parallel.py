@@ -147,7 +147,7 @@ def _worker(context: CheckContext, tasks: Any, results: multiprocessing.connecti
                 results.send((index, None, e))
             except Exception:  # not picklable: its text, with where it came from
                 results.send((index, None, GatewayError(
-                    f"worker process {os.getpid()} failed: {e!r}\n{traceback.format_exc()}")))
+                    f"worker process {os.getpid()} failed: {''.join(traceback.format_exception(e))}")))
     results.close()
 
 
