@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError
-from gateway.messagelog.models import records
+from gateway.messagelog.models import blobs, records
 from gateway.messagelog.store.base import BlockingWriter, PendingRecord, _describe, log
-from gateway.messagelog.store.rows import _ROW_COLUMNS, _max_seq_query, _rows
+from gateway.messagelog.store.rows import _ROW_COLUMNS, _blob_rows, _max_seq_query, _new_blobs, _rows
 
 WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
 
@@ -42,10 +42,21 @@ def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[
     return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
 
 
+def _driver_blob_insert(dialect: sa.Dialect) -> str:
+    """The insert of one blob row that skips a blob already stored, compiled for ``dialect`` (positional
+    parameters origin, sha256, data)."""
+    compiled = blobs.insert().prefix_with("OR IGNORE").compile(dialect=dialect,
+                                                                column_keys=["origin", "sha256", "data"])
+    if list(compiled.positiontup or ()) != ["origin", "sha256", "data"]:  # pragma: no cover - as _driver_insert
+        raise MessageLogError(f"unexpected parameters in the message log blob insert for {dialect.name}")
+    return compiled.string
+
+
 class SqliteWriter:
     """The SQLite writer: batches on a thread of its own through the driver, WAL checkpoints on another."""
 
     _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
+    _blobs_stored: set[tuple[str, str]]  # the store's: blobs known to be committed
 
     def _init_sqlite_writer(self, engine: AsyncEngine) -> None:
         """The writer's state; its threads only if ``engine`` is SQLite (else the store writes through
@@ -80,6 +91,7 @@ class SqliteWriter:
                 str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
             )
             self._driver_insert = _driver_insert(dialect)
+            self._blob_insert_sql = _driver_blob_insert(dialect)
             self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
             self._wal_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-wal")
@@ -108,20 +120,25 @@ class SqliteWriter:
                     top = conn.execute(self._max_seq_sql, (origin,)).fetchone()[0]
                     next_seq[origin] = 0 if top is None else int(top) + 1
             seqs, rows = _rows(batch, next_seq)
+            new_blobs = _new_blobs(batch, self._blobs_stored)
             # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
             #     processors applied, so the stored values are what SQLAlchemy would store).
             params = self._driver_insert[1]
             values = [r[n] if bind is None else bind(r[n]) for r in rows for n, bind in params]
             # (3) All of the batch or none of it: one INSERT of every row is one implicit transaction
-            #     (autocommit); a batch with more parameters than SQLite allows in one statement is split
-            #     into several inside BEGIN IMMEDIATE ... COMMIT.
+            #     (autocommit); a batch with blobs not stored yet (the first record of a certificate or OCSP
+            #     response), or with more parameters than SQLite allows in one statement, is several
+            #     statements inside BEGIN IMMEDIATE ... COMMIT: the blobs first, then the records.
             per_statement = max(1, self._max_variables // len(params))
-            if len(rows) <= per_statement:
+            if len(rows) <= per_statement and not new_blobs:
                 conn.execute(self._insert_sql(len(rows)), values)
             else:
                 width = per_statement * len(params)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if new_blobs:
+                        conn.executemany(self._blob_insert_sql,
+                                         [(b["origin"], b["sha256"], b["data"]) for b in _blob_rows(new_blobs)])
                     for i in range(0, len(values), width):
                         part = values[i:i + width]
                         conn.execute(self._insert_sql(len(part) // len(params)), part)
@@ -132,6 +149,7 @@ class SqliteWriter:
                     raise
         except BaseException as e:
             self._next_seq = {}
+            self._blobs_stored.clear()
             conn_, self._sqlite = self._sqlite, None
             if conn_ is not None:
                 with contextlib.suppress(Exception):
@@ -142,6 +160,7 @@ class SqliteWriter:
                 ) from e
             raise
         self._next_seq = next_seq
+        self._blobs_stored.update(new_blobs)
         # (4) The WAL is copied into the database by another thread and connection (see _wal_checkpoint),
         #     not by the commit of whichever batch crosses SQLite's threshold.
         self._wal_bytes += sum(len(p.encoded) for p in batch)
