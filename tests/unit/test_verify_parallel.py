@@ -73,9 +73,12 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
         **_edit(72, lambda ls: ls[:6]),  # records 78 and 79: missing at the end
     }
     tampered = rewrite(good, d / "tampered.zip", edits)
-    with LogArchive(good) as a:
+    with LogArchive(good) as a:  # the context verify_archive gives the workers: the blobs by the hex of their names
+        m = a.manifest
+        blobs = tuple((name.split("/", 1)[1][:-4], data) for name, data in zip(
+            (*m.certificates, *m.ocsp_responses), (*a.certificates, *a.ocsp_responses), strict=True))
         context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=tuple(a.globalconfs),
-                                      origin=a.manifest.origin)
+                                      origin=m.origin, blobs=blobs)
     return Archives(anchor=world.anchor, good=good, tampered=tampered, context=context)
 
 
@@ -158,6 +161,7 @@ def test_chunks_given_as_bytes(archives: Archives) -> None:
     serial = list(verify.serial_runner(archives.context, chunks))
     assert list(verify.ProcessPoolRunner(2)(archives.context, chunks)) == serial
     assert sum(r.lines for r in serial) == 78  # 80, one deleted, one repeated, two cut
+    assert sum(r.valid for r in serial) == 74  # all but records 6 and 18 (signature), 41 (origin), 60 (malformed)
 
 
 @pytest.mark.parametrize(("workers", "chunks", "expected"), [
