@@ -6,7 +6,8 @@ signed under an anchor, and real checkpoints (C2SP signed notes with RFC 3161 ti
 ``--checkpoint-every`` records. Then runs the command an auditor runs, ``gateway log verify ARCHIVE --anchor
 ANCHOR --workers N``, as a process of its own, for each N of ``--workers`` (default ``1,2``) in turn, A B A B,
 ``--rounds`` times (default 3), and prints for each run the records per second (wall clock, from start to exit
-of the command) and its CPU time (all its processes) per record.
+of the command), its CPU time (all its processes) per record, and the rate that this CPU time would give on
+idle cores (one per worker): the figure to compare when other work shares the machine.
 
     .venv/bin/python bench/logverify.py [--records 100000] [--workers 1,2] [--rounds 3] [--keep DIR | --reuse DIR]
                                         [--before REV]
@@ -60,6 +61,11 @@ def _children_cpu() -> float:
     """CPU seconds (user + system) of the finished child processes, and theirs."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return kids.ru_utime + kids.ru_stime
+
+
+def _cores(workers: int) -> int:
+    """The cores that ``--workers`` keeps busy: one per worker, at most the usable CPUs."""
+    return min(workers, usable_cpus())
 
 
 def _ecdsa_us() -> float:
@@ -149,15 +155,18 @@ def main() -> int:
                     rates.setdefault((label, n), []).append(rate)
                     cpus.setdefault((label, n), []).append(cpu_us)
                     print(f"round {rnd + 1}, {label}, --workers {n}: {rate:,.0f} records/s; CPU {cpu_us:.0f} us "
-                          f"per record ({cpu_us - ecdsa_us:.0f} besides the ECDSA verification)", flush=True)
+                          f"per record ({cpu_us - ecdsa_us:.0f} besides the ECDSA verification), which "
+                          f"{_cores(n)} idle core(s) would run at {_cores(n) * 1e6 / cpu_us:,.0f} records/s",
+                          flush=True)
         # (3) summary
         print(f"\n{records} records, {args.rounds} rounds alternated; load average now {os.getloadavg()[0]:.2f}")
-        print("| tree | --workers | records/s (min / median / max) | CPU per record, us |")
-        print("|---|---|---|---|")
+        print("| tree | --workers | records/s, wall clock (min / median / max) | CPU per record, us | "
+              "records/s that this CPU allows on idle cores |")
+        print("|---|---|---|---|---|")
         for (label, n), r in rates.items():
             c = cpus[(label, n)]
             print(f"| {label} | {n} | {min(r):,.0f} / {statistics.median(r):,.0f} / {max(r):,.0f} | "
-                  f"{min(c):.0f}-{max(c):.0f} |")
+                  f"{min(c):.0f}-{max(c):.0f} | {_cores(n) * 1e6 / max(c):,.0f}-{_cores(n) * 1e6 / min(c):,.0f} |")
         print("target: 20,000 records/s with 2 workers (goal 25,000)")
     return 0
 
