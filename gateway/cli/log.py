@@ -1,5 +1,5 @@
 """``gateway log ...``: the message log for operators and auditors (I/O shell; this module is the parser,
-the handlers are in :mod:`gateway.cli.commands.log`).
+the handlers are in :mod:`gateway.cli.commands.log`, and ``verify``'s in :mod:`gateway.cli.commands.logverify`).
 
 Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
 
@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 _handler = handlers("gateway.cli.commands.log")
 
 
+def _workers(text: str) -> int:
+    """``--workers N``: a whole number of processes, at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def _add(sub: SubParsers, name: str, help_: str) -> argparse.ArgumentParser:
     q = command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help_)
     q.add_argument("--origin", help="log origin (default: [server] id)")
@@ -68,10 +79,12 @@ def register_archive_commands(sub: SubParsers) -> None:
     q.add_argument("--globalconf", action="append", help="also include this signed global configuration file")
     q.add_argument("--include-uncovered", action="store_true",
                    help="export records after the latest checkpoint too (verify reports them as unproven)")
-    q = command(sub, "verify", _handler("cmd_verify"), "verify an archive offline against the instance's anchor")
+    q = command(sub, "verify", handlers("gateway.cli.commands.logverify")("cmd_verify"),
+                "verify an archive offline against the instance's anchor")
     q.add_argument("archive", help="the archive file")
     q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
-    q.add_argument("--workers", type=int, help="processes verifying records (default: one per CPU)")
+    q.add_argument("--workers", type=_workers, metavar="N",
+                   help="processes checking records (default: one per usable CPU; 1: in this process)")
     q = command(sub, "match", _handler("cmd_match"),
                 "pair the consumer's and the provider's records of the same exchanges")
     q.add_argument("consumer", help="archive of the consumer's security server")

@@ -2,8 +2,9 @@
 
 Checkpoints, proofs and pruning run on the online database of ``[server]`` (docs/messagelog.md sections
 7-10): :func:`log_command` gives such a body the message log store, migrated first, and the log's origin.
-``export`` writes an archive for auditors, ``verify`` and ``match`` check archives offline
-(docs/auditing.md). The parser, with what each command does, is :mod:`gateway.cli.log`.
+``export`` writes an archive for auditors, ``match`` checks two offline (docs/auditing.md); ``verify`` is in
+:mod:`gateway.cli.commands.logverify`, which imports no database layer. The parser, with what each command
+does, is :mod:`gateway.cli.log`.
 """
 
 import argparse
@@ -13,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,46 +247,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return asyncio.run(
         _with_store(args, settings, lambda engine, store: _export(args, settings, engine, store, origin)),
     )
-
-
-class _Progress:
-    """Progress on standard error for large archives, at most once a second."""
-
-    def __init__(self) -> None:
-        import time
-
-        self._clock = time.monotonic
-        self._last = 0.0
-        self._t0 = self._clock()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self._clock()
-        if total >= 20_000 and (now - self._last >= 1.0 or done == total):
-            self._last = now
-            rate = done / max(now - self._t0, 1e-9)
-            print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from gateway.globalconf.anchor import Anchor
-    from gateway.messagelog.archive import LogArchive
-    from gateway.messagelog.verify import ProcessPoolRunner, serial_runner, usable_cpus, verify_archive
-
-    anchor = Anchor.from_file(args.anchor)
-    try:
-        archive = LogArchive(args.archive)
-    except TrustError as e:
-        print(f"FAIL archive: {e.message}")
-        print("RESULT: FAILED, the file is not a verifiable archive")
-        return 1
-    with archive:
-        workers = args.workers if args.workers is not None else usable_cpus()
-        n = archive.manifest.end - archive.manifest.start
-        runner = ProcessPoolRunner(workers) if workers > 1 and n > 4096 else serial_runner
-        report = verify_archive(archive, anchor, runner=runner, progress=_Progress())
-    print(f"archive {args.archive}")
-    print(report.summary())
-    return 0 if report.ok else 1
 
 
 def _entries(path: str) -> tuple[str, list[Any]]:

@@ -51,7 +51,8 @@ The steps, as numbered in the code:
 The modules of this package follow the steps: :mod:`~gateway.messagelog.verify.trustset` (1),
 :mod:`~gateway.messagelog.verify.checkpoints` (2), :mod:`~gateway.messagelog.verify.records` (3, the general
 check) and :mod:`~gateway.messagelog.verify.lean` (3, the lean check), :mod:`~gateway.messagelog.verify.chunks`
-(3 for one records member, and the runners: in this process or a process pool),
+(3 for one records member, and the runner in this process), :mod:`~gateway.messagelog.verify.parallel` (3 in
+worker processes),
 :mod:`~gateway.messagelog.verify.tree` (4 and 5), :mod:`~gateway.messagelog.verify.report` (what is reported);
 :func:`verify_archive`, here, runs them all and makes steps 6 and 7.
 """
@@ -72,12 +73,11 @@ from gateway.messagelog.verify.chunks import (
     CheckContext,
     ChunkData,
     ChunkRunner,
-    ProcessPoolRunner,
     check_chunk,
     serial_runner,
-    usable_cpus,
 )
 from gateway.messagelog.verify.lean import LeanChecker, LeanInput, lean_input, split_record
+from gateway.messagelog.verify.parallel import ProcessPoolRunner, runner_for, usable_cpus
 from gateway.messagelog.verify.records import RECORD_FIELDS, Checked, RecordChecker
 from gateway.messagelog.verify.report import ChunkResult, Finding, RecordFinding, Severity, VerifyReport
 from gateway.messagelog.verify.tree import _extend_tree, _roots_at, compare_with_index
@@ -294,6 +294,7 @@ __all__ = [
     "compare_with_index",
     "lean_input",
     "load_trust",
+    "runner_for",
     "serial_runner",
     "split_record",
     "usable_cpus",

@@ -1,17 +1,15 @@
-"""Running step 3 of the archive verification: one chunk's records checked, in this process or in a pool (pure,
-but for the worker processes that :class:`ProcessPoolRunner` starts and the archive members they read).
+"""Running step 3 of the archive verification: one chunk's records checked (pure, but for the archive members
+that a :class:`~gateway.messagelog.archive.ChunkSpan` reads).
 
 :func:`check_chunk` checks each line of a records member (the lean check first, then its ECDSA signatures one
 after the other, then the general check for what the lean one did not accept) and computes the leaf hashes
-and subtree roots; :func:`serial_runner` and :class:`ProcessPoolRunner` run it over the chunks of an archive.
-The worker functions are at module level so that the pool can pickle them.
+and subtree roots; :func:`serial_runner` runs it over the chunks of an archive in this process, and
+:class:`gateway.messagelog.verify.parallel.ProcessPoolRunner` in worker processes.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -119,55 +117,4 @@ def serial_runner(context: CheckContext, chunks: Iterable[tuple[Chunk, ChunkData
         yield check_chunk(checker, chunk.first, _data(data))
 
 
-_WORKER: LeanChecker | None = None
-
-
-def _worker_init(context: CheckContext) -> None:
-    global _WORKER
-    _WORKER = context.checker()
-
-
-def _worker_check(first: int, data: ChunkData) -> ChunkResult:
-    assert _WORKER is not None
-    return check_chunk(_WORKER, first, _data(data))
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-class ProcessPoolRunner:
-    """Check chunks in ``workers`` processes (default: one per usable CPU), keeping ``2 * workers`` in flight.
-
-    ECDSA verification (70-90 us per record) dominates; this spreads it over the cores. Workers read the
-    records members from the archive file themselves (:class:`ChunkSpan`) and send back leaf hashes,
-    findings and the few fields the cross-record steps need, so little crosses between processes.
-    """
-
-    reads_files = True  # verify_archive sends ChunkSpans when the source can give them
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or usable_cpus()
-
-    def __call__(self, context: CheckContext, chunks: Iterable[tuple[Chunk, ChunkData]]) -> Iterator[ChunkResult]:
-        executor: Executor = ProcessPoolExecutor(
-            max_workers=self.workers, initializer=_worker_init, initargs=(context,),
-        )
-        try:
-            pending = []
-            for chunk, data in chunks:
-                pending.append(executor.submit(_worker_check, chunk.first, data))
-                while len(pending) >= 2 * self.workers:
-                    yield pending.pop(0).result()
-            while pending:
-                yield pending.pop(0).result()
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-
-__all__ = ["CheckContext", "ChunkData", "ChunkRunner", "ProcessPoolRunner", "check_chunk", "serial_runner",
-           "usable_cpus"]
+__all__ = ["CheckContext", "ChunkData", "ChunkRunner", "check_chunk", "serial_runner"]
