@@ -88,9 +88,10 @@ class ProxyContext:
         peer_ssl: ssl.SSLContext,
         limits: ProxyLimits,
         clock: Callable[[], datetime],
+        origin: str | None = None,
     ) -> None:
         self.server_id = server_id
-        self.origin = str(server_id)
+        self.origin = str(server_id) if origin is None else origin  # the log origin we write (messagelog.origins)
         self.globalconf = globalconf
         self.snapshot = snapshot
         self.signer = signer

@@ -47,6 +47,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
+from gateway.messagelog.origins import MAX_WORKERS, check_node, log_origin
 from gateway.messagelog.store import (
     MemoryMessageLogStore,
     MessageLogStore,
@@ -61,6 +62,7 @@ from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_app
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
+from gateway.server.lease import OriginLease
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import Settings
 from gateway.storage.db import make_engine
@@ -77,15 +79,27 @@ def utc_now() -> datetime:
 
 
 class SecurityServer:
-    """A running security server: ``await start()``, then ``await stop()``."""
+    """A running security server: ``await start()``, then ``await stop()``.
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> None:
+    ``worker`` is this process's index among the ``[server] workers`` of its node (given by the supervisor,
+    :mod:`gateway.server.workers`); with the node name and the server id it names the process's log origin
+    (:mod:`gateway.messagelog.origins`).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now, worker: int = 0) -> None:
         self.settings = settings
         self.clock = clock
         try:
             self.server_id = SecurityServerId.parse(settings.server.id)
         except GatewayError as e:
             raise ConfigError(f"[server] id: {e.message}") from e
+        if not 1 <= settings.server.workers <= MAX_WORKERS:
+            raise ConfigError(f"[server] workers = {settings.server.workers} is outside 1..{MAX_WORKERS}")
+        if not 0 <= worker < settings.server.workers:
+            raise ConfigError(f"worker index {worker} is outside 0..{settings.server.workers - 1} ([server] workers)")
+        self.worker = worker
+        self.origin = log_origin(self.server_id, node=check_node(settings.server.node), worker=worker)
+        self.lease: OriginLease | None = None  # this process's claim on its log origin (start())
         if settings.server.max_inflight_body_bytes < settings.server.max_body_bytes:
             raise ConfigError(
                 f"[server] max_inflight_body_bytes ({settings.server.max_inflight_body_bytes}) is smaller than "
@@ -137,6 +151,10 @@ class SecurityServer:
         await self.store.migrate()
         self.admin_store = AdminStore(self.engine)
         await self.admin_store.migrate()
+        # the claim on our log origin, before anything is logged; given up after the log is closed
+        if s.messagelog_backend == "sql":
+            self.lease = await OriginLease.acquire(self.engine, self.origin)
+            stack.push_async_callback(self.lease.release)
         # global configuration
         self.globalconf = GlobalConfUpdater.from_settings(self.settings.globalconf, clock=self.clock)
         self._close_at_every_stop(self.globalconf.close)
@@ -199,6 +217,7 @@ class SecurityServer:
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
             service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
+            origin=self.origin,
         )
         ctx.body_logging = s.body_logging
         if not s.body_logging:
@@ -212,7 +231,7 @@ class SecurityServer:
             timeout_seconds=s.timestamp_timeout_seconds,
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
-        ctx.timestamping = self.checkpointer
+        ctx.timestamping = _LogGate(self.lease, self.checkpointer)
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
@@ -227,12 +246,14 @@ class SecurityServer:
             self._client_https_ssl = https
             https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
             self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
-        if s.admin_port >= 0:  # its own port, after the proxies; stopped first (the stack unwinds in reverse)
+        # The admin API runs in worker 0 only (docs/operations.md, "Several workers"); its changes reach the
+        # other workers through the database (the serverconf version, the token's state).
+        if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
             admin = AdminContext(
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
-                reload_keys=self.reload_keys,
+                reload_keys=self.reload_keys, log_origin=self.origin,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -242,8 +263,10 @@ class SecurityServer:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
-        log.info("security server started", server=str(self.server_id), client_url=self.client_url,
-                 server_address=self.server_address)
+        if self.lease is not None:
+            _spawn(tasks, self.lease.run(self._stop), "origin-lease")
+        log.info("security server started", server=str(self.server_id), origin=self.origin,
+                 client_url=self.client_url, server_address=self.server_address)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
@@ -449,7 +472,9 @@ class SecurityServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        # Several workers share each port: SO_REUSEPORT, the kernel spreads new connections over them.
+        reuse = self.settings.server.workers > 1 or None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_port=reuse)
         try:
             await site.start()
         except OSError as e:
@@ -494,7 +519,24 @@ class SecurityServer:
         self._stop.set()
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
-        log.info("security server stopped", server=str(self.server_id))
+        log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+class _LogGate:
+    """What the proxies ask before an exchange (``ProxyContext.timestamping``): that this process still holds
+    its log origin (:meth:`OriginLease.check`), then that its log is timestamped within the grace period."""
+
+    __slots__ = ("_checkpointer", "_lease")
+
+    def __init__(self, lease: OriginLease | None, checkpointer: Checkpointer) -> None:
+        self._lease = lease
+        self._checkpointer = checkpointer
+
+    def check_timestamping(self, now: datetime) -> None:
+        """Raises: MessageLogError: ``LoggingFailed`` (origin lost) or ``TimestampingFailed``."""
+        if self._lease is not None:
+            self._lease.check()
+        self._checkpointer.check_timestamping(now)
 
 
 def _spawn(tasks: contextlib.AsyncExitStack, coro: Coroutine[None, None, None], name: str) -> None:
