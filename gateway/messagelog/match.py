@@ -105,11 +105,17 @@ def _index(entries: Iterable[Entry], side: str) -> tuple[dict[str, Exchange], in
         if kind in ex:
             problems.append(Mismatch(
                 request_id=rid, problem="duplicate",
-                message=f"the {side} side logged the {kind} twice ({ex[kind].where} and {e.where})",
+                message=f"the {side} side logged the {kind} twice ({_two(ex[kind], e)})",
             ))
             continue
         ex[kind] = e
     return out, ignored, problems
+
+
+def _two(a: Entry, b: Entry) -> str:
+    if a.origin == b.origin:
+        return f"seq {a.seq} and {b.seq}" + (f" of {a.origin}" if a.origin else "")
+    return f"{a.where} and {b.where}"
 
 
 def _span(exchanges: Mapping[str, Exchange]) -> tuple[str, str] | None:
