@@ -4,6 +4,7 @@ log origin it derives (gateway.server.runtime, gateway.messagelog.origins)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,8 @@ from gateway.server.runtime import SecurityServer
 from gateway.settings import ServerSettings, Settings, load_settings
 
 
-def _settings(**server: object) -> Settings:
-    return Settings(server=dataclasses.replace(ServerSettings(), **server))  # type: ignore[arg-type]
+def _settings(**server: Any) -> Settings:
+    return Settings(server=dataclasses.replace(ServerSettings(), **server))
 
 
 @pytest.mark.parametrize(("server", "worker", "origin"), [
