@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from waiting import wait_for_condition
 
 from gateway.messagelog.store import SqlMessageLogStore
 from gateway.storage.db import make_engine
@@ -27,7 +28,6 @@ GATEWAY = Path(sys.executable).parent / "gateway"
 PERSONS = "DEV/GOV/1002/registry/persons"
 CONSUMER = "DEV/GOV/1001/consumer"
 START_TIMEOUT = 90  # seconds for a server process (all its workers) to come up
-POLL = 0.05  # seconds between two looks at another process's state
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -94,17 +94,7 @@ def alive(pid: int) -> bool:
 
 async def wait_until(condition: Callable[[], Awaitable[bool] | bool], *, timeout: float, what: str) -> None:
     """Return once ``condition()`` is true; fail after ``timeout`` seconds saying ``what`` did not happen."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                result = condition()
-                if not isinstance(result, bool):
-                    result = await result
-                if result:
-                    return
-                await asyncio.sleep(POLL)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
+    await wait_for_condition(condition, timeout=timeout, what=what)
 
 
 async def exchange(session: aiohttp.ClientSession, client_url: str) -> str | None:

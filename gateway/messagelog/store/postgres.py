@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.messagelog.models import records
-from gateway.messagelog.store.base import PendingRecord
+from gateway.messagelog.store.base import Outcome, PendingRecord
 from gateway.messagelog.store.rows import _max_seq_query, _rows
 
 
@@ -45,7 +45,7 @@ class PostgresWriter:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> Sequence[Outcome]:
         try:
             conn = await self._writer_connection()
             async with conn.begin():
