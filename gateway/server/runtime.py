@@ -262,7 +262,7 @@ class SecurityServer:
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
-                reload_keys=self._keys_changed_here, log_origin=self.origin,
+                reload_keys=self.keys_changed, log_origin=self.origin,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -505,7 +505,7 @@ class SecurityServer:
                 tls.add_trusted_cas(self._client_https_ssl, await self._is_certs())
             self.context.snapshot = await self.store.snapshot()
 
-    async def _keys_changed_here(self) -> bool:
+    async def keys_changed(self) -> bool:
         """The admin API changed the token: count the change for the other processes of this server (they
         reload at their next poll, :meth:`poll_versions`), then reload here at once."""
         await self.store.keys_changed()

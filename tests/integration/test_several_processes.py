@@ -37,16 +37,16 @@ from exchange_kit import (
     send_to_server_port,
     signer_of,
 )
-from exchange_kit import (
-    ocsp_for as ocsp_of,
-)
+from exchange_kit import ocsp_for as ocsp_of
 from waiting import wait_for_condition
 
 from gateway.dev.demo import Federation
 from gateway.errors import AccessDenied
 from gateway.identifiers import ServiceId, SubsystemId
+from gateway.proxy import tls
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
+from gateway.trust import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -172,3 +172,42 @@ async def test_access_change_through_one_process_reaches_the_other(pair: Pair) -
     await wait_for_condition(lambda: not allowed(pair.b), timeout=BOUND, what="process b sees the revocation")
     (await pair.send(pair.b, pair.crafted(service=str(service)))).assert_error(
         500, "Server.ServerProxy.AccessDenied")
+
+
+async def test_a_key_change_through_one_worker_reaches_the_other(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keys in a software token shared by two workers of ss2: a new signing certificate activated through
+    worker 0 (as its admin API does: activate, then SecurityServer.keys_changed) is used by worker 1 within the
+    bound, and worker 1 signs its answers with it."""
+    from test_cert_lifecycle import renew, sign_sha256
+
+    tmp = tmp_path_factory.mktemp("keys")
+    async with probed_federation(tmp / "fed", key_store="token", adapters_at_probe=True,
+                                 server_overrides={"serverconf_reload_seconds": RELOAD_SECONDS}) as (fed, _probe):
+        a = fed.server("ss2")
+        second = dataclasses.replace(a.settings.server, client_port=0, client_https_port=-1, server_port=0,
+                                     admin_port=-1, workers=2)
+        b = SecurityServer(dataclasses.replace(a.settings, server=second), clock=a.clock, worker=1)
+        await b.start()
+        try:
+            old = sign_sha256(b)
+            assert a.token is not None
+            new = await renew(fed, a, "sign")
+            await a.token.activate(new)
+            assert await a.keys_changed() is True and sign_sha256(a) == new
+            await wait_for_condition(lambda: sign_sha256(b) == new, timeout=BOUND,
+                                     what="worker 1 signs with the certificate activated through worker 0")
+            # an exchange through worker 1, as ss1 sends it (ss1's keys are in its token too)
+            ss1 = fed.server("ss1")
+            assert ss1.token is not None
+            now = datetime.now(UTC)
+            signer = await ss1.token.signer(now=now)
+            crafted = craft_request(signer=signer, ocsp=ocsp_of(fed.ca, signer.cert, now=now), service=PROBE,
+                                    method="POST", service_path="/k", body=b"{}")
+            auth = await ss1.token.tls_material(now=now, registered=None)
+            ssl_context = tls.peer_client_context(str(auth.cert_path), str(auth.key_path), [fed.ca.ca_cert],
+                                                  password=auth.password)
+            assert (await send_to_server_port(b.server_address, ssl_context, crafted)).status == 200
+            [_, response] = await records(b, request_id=crafted.request_id)
+            assert keys.cert_sha256_hex(keys.load_certificate(response.signing_cert)) == new != old
+        finally:
+            await b.stop()
