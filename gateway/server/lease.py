@@ -15,7 +15,9 @@ dies (``kill -9`` included), so that a restarted worker or node takes its own or
   taken back.
 
 A second claim of a held origin raises :class:`~gateway.errors.ConfigError` naming the holder: the process
-refuses to start (exit 2). The primary key ``(origin, seq)`` stays the backstop: a collision fails its batch.
+refuses to start (exit 2); on PostgreSQL only after waiting :data:`CLAIM_WAIT_SECONDS` for the holder to go, so
+that a node restarted right after its machine vanished gets its origin back rather than failing. The primary
+key ``(origin, seq)`` stays the backstop: a collision fails its batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +44,9 @@ from gateway.errors import ConfigError, MessageLogError
 log = structlog.get_logger("gateway.server.lease")
 
 CHECK_SECONDS = 2.0  # seconds between checks that the PostgreSQL lock's connection is alive
+# seconds a PostgreSQL claim waits for a held origin to be given up: longer than a vanished machine's session
+# takes to end (the keepalives below), so that a node restarted at once gets its origin instead of failing
+CLAIM_WAIT_SECONDS = 40.0
 # Server-side TCP keepalives of the lock's connection: a machine that vanished loses its lock after about
 # idle + interval * count seconds, and its origin can be claimed by the node that replaces it.
 _KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
@@ -70,8 +76,13 @@ class OriginLease:
         self.lost: str | None = None  # why the lock is not held now (PostgreSQL only), None while held
 
     @classmethod
-    async def acquire(cls, engine: AsyncEngine, origin: str) -> OriginLease:
-        """Claim ``origin`` in the database of ``engine`` for this process.
+    async def acquire(
+        cls, engine: AsyncEngine, origin: str, *, wait_seconds: float = CLAIM_WAIT_SECONDS,
+        pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> OriginLease:
+        """Claim ``origin`` in the database of ``engine`` for this process; on PostgreSQL, wait up to
+        ``wait_seconds`` for a holder to give it up (a node that vanished, whose session has not ended yet),
+        trying again after each ``pause(1.0)``.
 
         Raises:
             ConfigError: another process holds it (the message names it), or the claim cannot be made.
@@ -85,12 +96,21 @@ class OriginLease:
             await asyncio.to_thread(lease._lock_file, database)
         else:
             lease._engine = engine
+            loop = asyncio.get_running_loop()
+            until = loop.time() + wait_seconds
             taken = await lease._lock_database()
+            if taken is not None and wait_seconds > 0:
+                log.warning("log origin is held by another process; waiting for it to be given up",
+                            origin=origin, holder=taken, wait_seconds=wait_seconds)
+            while taken is not None and loop.time() < until:
+                await pause(1.0)  # a retry policy: another machine's session ends on its own time
+                taken = await lease._lock_database()
             if taken is not None:
                 raise ConfigError(
                     f"log origin {origin} is already written by another process ({taken}); two processes must "
-                    "never write one origin", hint="give each node its own [server] node name; a node that "
-                    "was just killed releases its origin when the database notices (at most ~25 s)",
+                    "never write one origin",
+                    hint=f"give each node its own [server] node name (waited {wait_seconds:g} s for the holder to "
+                         "go: a node that vanished gives its origin up within about 25 s)",
                 )
         log.info("log origin claimed", origin=origin)
         return lease
@@ -233,4 +253,4 @@ def _read_holder(fd: int) -> str:
     return f"{doc.get('holder', '?')} since {doc.get('since', '?')}"
 
 
-__all__ = ["CHECK_SECONDS", "OriginLease", "lock_file", "lock_key"]
+__all__ = ["CHECK_SECONDS", "CLAIM_WAIT_SECONDS", "OriginLease", "lock_file", "lock_key"]

@@ -3,6 +3,7 @@ refused loudly with the holder named, a lost PostgreSQL lock refusing exchanges 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +32,7 @@ async def test_one_claim_per_origin(engine: AsyncEngine) -> None:
     first = await OriginLease.acquire(engine, ORIGIN)
     try:
         with pytest.raises(ConfigError) as info:
-            await OriginLease.acquire(engine, ORIGIN)
+            await OriginLease.acquire(engine, ORIGIN, wait_seconds=0)
         text = info.value.message
         assert f"log origin {ORIGIN} is already written by another process" in text
         if engine.dialect.name == "sqlite":
@@ -94,7 +95,7 @@ async def test_postgres_lost_lock_refuses_until_taken_back(database_url: str, en
     try:
         # (1) the lock's session ends and another process claims the origin before we notice
         await _terminate_lock_holder(database_url, ORIGIN)
-        intruder = await OriginLease.acquire(engine, ORIGIN)
+        intruder = await OriginLease.acquire(engine, ORIGIN, wait_seconds=0)
         await lease.check_now()
         assert lease.lost is not None and "another process holds it now" in lease.lost
         with pytest.raises(MessageLogError, match=f"does not hold log origin {ORIGIN}") as info:
@@ -111,8 +112,32 @@ async def test_postgres_lost_lock_refuses_until_taken_back(database_url: str, en
         await lease.check_now()
         assert lease.lost is None
         with pytest.raises(ConfigError, match="already written by another process"):
-            await OriginLease.acquire(engine, ORIGIN)
+            await OriginLease.acquire(engine, ORIGIN, wait_seconds=0)
     finally:
         if intruder is not None:
             await intruder.release()
         await lease.release()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgres_claim_waits_for_the_holder_to_go(engine: AsyncEngine) -> None:
+    """A node restarted while its old session still holds the lock (a machine that vanished) gets its origin
+    once the old session ends, instead of failing."""
+    old = await OriginLease.acquire(engine, ORIGIN)
+    waiting, go_on = asyncio.Event(), asyncio.Event()
+
+    async def pause(_seconds: float) -> None:  # the claim's retry pause: it found the origin held
+        waiting.set()
+        await go_on.wait()
+
+    claim = asyncio.create_task(OriginLease.acquire(engine, ORIGIN, wait_seconds=60, pause=pause))
+    try:
+        await asyncio.wait_for(waiting.wait(), 30)
+        await old.release()  # the old session ends
+        go_on.set()
+        new = await asyncio.wait_for(claim, 30)
+        new.check()
+        await new.release()
+    finally:
+        claim.cancel()
+        await old.release()
