@@ -105,8 +105,7 @@ class Supervisor:
         self._env = dict(os.environ if env is None else env)
         self._announce = announce
         self.workers = [_Worker(i) for i in range(self.count)]
-        self.restarts = 0  # workers started again after they exited (for tests and logs)
-        self.restarted = asyncio.Event()  # set at each restart (tests wait on it)
+        self.restarts = 0  # workers started again after they exited
         self._held: list[socket.socket] = []
         self._stopping = False
 
@@ -153,13 +152,18 @@ class Supervisor:
             theirs.close()
         w.started_at = time.monotonic()
         reader, w.channel = await asyncio.open_connection(sock=mine)  # open while the worker runs
+        timed_out = False
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):
                 line = await reader.readline()
-        except (TimeoutError, OSError):
+        except TimeoutError:
+            line, timed_out = b"", True
+        except OSError:
             line = b""
         if not line:
-            if w.proc.returncode is None:
+            # End of the channel: the worker has exited (signalling it now could reap it under the event loop's
+            # child watcher, which would then report 255); only a worker that never answered is killed.
+            if timed_out and w.proc.returncode is None:
                 w.proc.kill()
             rc = await w.proc.wait()
             self._close_channel(w)
@@ -185,28 +189,23 @@ class Supervisor:
                 f"{', admin ' + admin if admin else ''}, workers {self.count}")
 
     async def _supervise(self, stop: asyncio.Event) -> None:
-        stopped = asyncio.create_task(stop.wait())
+        """Until ``stop`` is set: each worker watched by a task of its own, so that one worker's restart
+        delay never holds up another's."""
+        watchers = [asyncio.create_task(self._watch(w, stop), name=f"watch-worker-{w.index}") for w in self.workers]
         try:
-            while not stop.is_set():
-                waits = {asyncio.create_task(self._exited(w)): w for w in self.workers}
-                done, _ = await asyncio.wait([stopped, *waits], return_when=asyncio.FIRST_COMPLETED)
-                for t in waits:
-                    if t not in done:
-                        t.cancel()
-                if stop.is_set():
-                    return
-                for t in done:
-                    if t is stopped:
-                        continue
-                    w = waits[t]
-                    await self._restart(w, stop)
+            await stop.wait()
         finally:
-            stopped.cancel()
+            for t in watchers:
+                t.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
 
-    @staticmethod
-    async def _exited(w: _Worker) -> int:
-        assert w.proc is not None
-        return await w.proc.wait()
+    async def _watch(self, w: _Worker, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            assert w.proc is not None
+            await w.proc.wait()
+            if stop.is_set():
+                return
+            await self._restart(w, stop)
 
     async def _restart(self, w: _Worker, stop: asyncio.Event) -> None:
         assert w.proc is not None
@@ -224,7 +223,6 @@ class Supervisor:
         code = await self._spawn(w)
         if code == 0:
             self.restarts += 1
-            self.restarted.set()
 
     async def _stop_worker(self, w: _Worker) -> None:
         proc = w.proc
@@ -240,10 +238,6 @@ class Supervisor:
                     proc.kill()
                 await proc.wait()
         self._close_channel(w)
-
-    def pids(self) -> list[int | None]:
-        """The process id of each worker now (None while one is being started again)."""
-        return [None if w.proc is None or w.proc.returncode is not None else w.proc.pid for w in self.workers]
 
 
 def worker_command(config: str | None) -> list[str]:

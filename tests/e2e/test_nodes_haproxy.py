@@ -125,6 +125,8 @@ async def stamped_up_to_size(database_url: str, origins: list[str]) -> bool:
             cp = await store.latest_checkpoint(origin, stamped_only=True)
             if cp is None or cp.size < await store.size(origin):
                 return False
+            if await store.checkpoints(origin, unstamped_only=True, limit=1):  # older ones caught up too
+                return False
         return True
     finally:
         await store.close()

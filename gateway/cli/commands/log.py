@@ -395,8 +395,8 @@ def _entries(path: str) -> tuple[str, list[Any]]:
                         fields = json.loads(line)
                     except ValueError:
                         continue  # not a record: 'gateway log verify' names it
-                    if isinstance(fields, dict):
-                        out.append(Entry(seq=chunk.first + i, fields=fields, origin=m.origin))
+                    if isinstance(fields, dict):  # the origin is named only where a side has several
+                        out.append(Entry(seq=chunk.first + i, fields=fields, origin=m.origin if len(files) > 1 else ""))
     return ", ".join(origins), out
 
 
