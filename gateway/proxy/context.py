@@ -124,10 +124,11 @@ class ProxyContext:
         return self.globalconf.require_valid()
 
     def check_timestamping(self) -> None:
-        """Refuse an exchange while the message log has gone untimestamped past its grace period.
+        """Refuse an exchange while the message log cannot take it: this process has lost the claim on its log
+        origin, or the log has gone untimestamped past its grace period.
 
         Raises:
-            MessageLogError: ``TimestampingFailed``.
+            MessageLogError: ``LoggingFailed`` (origin claim lost) or ``TimestampingFailed``.
         """
         gate = self.timestamping
         if gate is not None:

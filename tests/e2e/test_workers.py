@@ -184,3 +184,37 @@ async def test_a_worker_that_cannot_claim_its_origin_stops_the_start(tmp_path: P
         await engine.dispose()
     finally:
         await fed.close()
+
+
+async def test_workers_stop_when_their_supervisor_dies(tmp_path: Path) -> None:
+    """``kill -9`` of the supervisor: each worker sees its end of the channel close and stops by itself, giving
+    up its origin (nothing is left running that no supervisor restarts or stops)."""
+    from gateway.server.lease import OriginLease
+
+    fed = await start_federation(tmp_path / "fed")
+    try:
+        ss2 = fed.server("ss2")
+        await ss2.stop()
+        text = (fed.workdir / "ss2.toml").read_text()
+        text = re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", text)
+        text = re.sub(r"(?m)^workers = .*$", "workers = 2", text)
+        settings = tmp_path / "ss2-workers.toml"
+        settings.write_text(text)
+        async with serve_process(settings, tmp_path / "ss2.stderr") as (proc, line):
+            assert line.endswith("workers 2")
+            workers = worker_pids(proc.pid)
+            assert sorted(workers) == [0, 1]
+            proc.kill()
+            assert await proc.wait() == -signal.SIGKILL
+            await wait_until(lambda: not any(alive(p) for p in workers.values()), timeout=TIMEOUT,
+                             what="both workers stop after their supervisor died")
+        engine = make_engine(ss2.settings.server.database_url)
+        try:
+            for origin in (W0, W1):
+                lease = await OriginLease.acquire(engine, origin)
+                lease.check()
+                await lease.release()
+        finally:
+            await engine.dispose()
+    finally:
+        await fed.close()

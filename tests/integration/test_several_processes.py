@@ -211,3 +211,27 @@ async def test_a_key_change_through_one_worker_reaches_the_other(tmp_path_factor
             assert keys.cert_sha256_hex(keys.load_certificate(response.signing_cert)) == new != old
         finally:
             await b.stop()
+
+
+async def test_a_process_that_lost_its_origin_refuses_exchanges(pair: Pair) -> None:
+    """PostgreSQL: node2's claim on its origin is lost (its lock's session ended) and another process holds the
+    origin: node2 refuses exchanges with LoggingFailed, logging nothing, until it takes its origin back."""
+    if pair.backend != "postgresql":
+        pytest.skip("a claim on SQLite is a flock, held until the process ends")
+    from test_origin_lease import _terminate_lock_holder
+
+    from gateway.server.lease import OriginLease
+
+    assert pair.b.lease is not None
+    await _terminate_lock_holder(pair.b.settings.server.database_url, pair.b.origin)
+    intruder = await OriginLease.acquire(pair.b.engine, pair.b.origin, wait_seconds=0)
+    try:
+        await pair.b.lease.check_now()
+        crafted = pair.crafted(method="POST", service_path="/lost", body=b"{}")
+        (await pair.send(pair.b, crafted)).assert_error(500, "Server.ServerProxy.LoggingFailed",
+                                                        contains=f"does not hold log origin {pair.b.origin}")
+        assert await records(pair.b, request_id=crafted.request_id) == [] and pair.saw(crafted.request_id) == 0
+    finally:
+        await intruder.release()
+    await pair.b.lease.check_now()
+    assert (await pair.send(pair.b, pair.crafted(method="POST", service_path="/back", body=b"{}"))).status == 200
