@@ -8,6 +8,7 @@ checkpoints with real timestamp tokens, and archives with :class:`~gateway.messa
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from globalconf_sim import GlobalConfSimulator
@@ -27,7 +29,7 @@ from gateway.identifiers import MemberId, ServiceId, SubsystemId
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import ArchiveWriter
 from gateway.messagelog.merkle import MerkleTree, leaf_hash
-from gateway.messagelog.record import LogRecord
+from gateway.messagelog.record import LogRecord, base_template, blob_name, blob_refs, rebuild_base
 from gateway.protocol import signatures
 from gateway.trust import timestamp
 
@@ -58,6 +60,13 @@ class LogWorld:
     @property
     def provider_signer(self) -> signatures.KeySigner:
         return signatures.KeySigner(key=self.provider.key, cert=self.provider.cert)
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        """The blobs that the world's records name (both parties' certificates and OCSP responses), by name."""
+        ders = (self.consumer.cert.public_bytes(_DER), self.provider.cert.public_bytes(_DER), self.consumer_ocsp,
+                self.provider_ocsp)
+        return {blob_name(d): d for d in ders}
 
 
 def make_world(directory: Path, *, now: datetime | None = None) -> LogWorld:
@@ -154,8 +163,10 @@ def signed_checkpoint(world: LogWorld, leaves: Sequence[bytes], size: int, *, or
 def write_archive(
     world: LogWorld, path: Path, records: Sequence[bytes], *, checkpoint_sizes: Sequence[int] | None = None,
     origin: str = ORIGIN, start: int = 0, all_records: Sequence[bytes] | None = None,
+    blobs: dict[str, bytes] | None = None,
 ) -> Path:
-    """An archive of ``records`` (seq ``start`` onwards); ``all_records`` is the whole log when ``start > 0``."""
+    """An archive of ``records`` (seq ``start`` onwards); ``all_records`` is the whole log when ``start > 0``;
+    the records' blobs from ``blobs`` (default: the world's)."""
     log = list(all_records if all_records is not None else records)
     leaves = [leaf_hash(r) for r in log]
     prefix = MerkleTree()
@@ -167,10 +178,40 @@ def write_archive(
     for size in checkpoint_sizes if checkpoint_sizes is not None else (end,):
         writer.add_checkpoint(*signed_checkpoint(world, leaves, size, origin=origin))
     writer.add_globalconf(world.envelope)
-    writer.add_certificate(world.consumer.cert.public_bytes(_DER))
-    writer.add_ocsp_response(world.consumer_ocsp)
+    blobs = world.blobs if blobs is None else blobs
+    for record in records:  # the blobs the records name, as gateway log export adds them
+        cert, ocsp = blob_refs(record)
+        if cert in blobs:
+            writer.add_certificate(blobs[cert])
+        if ocsp in blobs:
+            writer.add_ocsp_response(blobs[ocsp])
+    writer.add_certificate(world.consumer.cert.public_bytes(_DER))  # the checkpoints' signer
     writer.close()
     return path
+
+
+# ---- the signature base of a record's JSON object (its template and blobs: docs/messagelog.md section 2) ------
+
+
+def base_sources(obj: dict[str, Any], blobs: dict[str, bytes]) -> tuple[str | None, ...]:
+    """The values of the template sources (record.BASE_SOURCES) of a record's JSON object."""
+    def b64(name: str) -> str | None:
+        der = blobs.get(obj[name])
+        return None if der is None else base64.b64encode(der).decode()
+
+    _, sep, params = obj["signature_input"].partition("=")
+    return (obj["body_digest"], obj["client"], obj["service"], obj["message_id"], obj["request_id"], obj["user_id"],
+            obj["issue"], b64("signing_cert"), b64("ocsp_response"), params if sep else None)
+
+
+def base_text(obj: dict[str, Any], blobs: dict[str, bytes]) -> str:
+    """The signature base that a record's JSON object stands for."""
+    return rebuild_base(obj["signature_base"], base_sources(obj, blobs))
+
+
+def set_base(obj: dict[str, Any], text: str, blobs: dict[str, bytes]) -> None:
+    """Store ``text`` as the signature base of a record's JSON object (its template, as the encoder makes it)."""
+    obj["signature_base"] = base_template(text, base_sources(obj, blobs))
 
 
 

@@ -3,7 +3,8 @@
 docs/messagelog.md. An archive is one log origin's records over a contiguous range of sequence numbers,
 with everything needed to verify them offline against nothing but the instance's anchor: the signed
 checkpoints that commit to the range, their RFC 3161 timestamp tokens, the signed global configuration(s)
-that name the trusted CAs and TSAs, and the certificates and OCSP responses of the log's signing key.
+that name the trusted CAs and TSAs, the blobs that the records name (their stapled certificates and OCSP
+responses) and the certificates and OCSP responses of the log's signing key.
 
 The format (specified for independent implementations in ``docs/auditing.md``) is a ZIP file whose members
 are all **stored** (not compressed), so that every byte of a record sits at one place in the file and damage
@@ -15,8 +16,8 @@ is attributed to the record it hits::
     checkpoints/<n, 6 digits>.note     signed notes (C2SP checkpoints), oldest first
     checkpoints/<n, 6 digits>.tst      the RFC 3161 timestamp token of that checkpoint, if it has one
     globalconf/<sha-256 hex>.json      signed global configuration envelopes, exactly as downloaded
-    certs/<sha-256 hex>.der            certificates (the log's signing certificates), DER
-    ocsp/<sha-256 hex>.der             OCSP responses about them, DER
+    certs/<sha-256 hex>.der            certificates, DER: those the records name, and the log's signing certificates
+    ocsp/<sha-256 hex>.der             OCSP responses, DER: those the records name
 
 Nothing in the manifest is trusted by the verifier: it says where things are. What is trusted comes from
 signatures that chain to the anchor. The reader checks the form only and raises :class:`TrustError` for a
@@ -43,7 +44,7 @@ from gateway.messagelog.merkle import HASH_SIZE
 from gateway.trust.canonical import canonical_bytes, loads_canonical
 
 FORMAT = "gateway-messagelog-archive"
-VERSION = 1
+VERSION = 2  # version 2: records of format version 2, whose blobs are the certs/ and ocsp/ members
 CHUNK_RECORDS = 2048  # records per records/ member: the unit of parallel verification
 MANIFEST = "manifest.json"
 LEAVES = "leaves.bin"
@@ -236,6 +237,11 @@ def hashed_name(directory: str, data: bytes, ext: str) -> str:
     return f"{directory}/{hashlib.sha256(data).hexdigest()}.{ext}"
 
 
+def blob_member(directory: str, name: str) -> str:
+    """The member name of blob ``name`` (hex SHA-256) in ``certs`` or ``ocsp``."""
+    return f"{directory}/{name}.der"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointData:
     """A checkpoint as exported: the signed note and its timestamp token (DER), if any."""
@@ -271,6 +277,7 @@ class ArchiveWriter:
         self._chunks: list[Chunk] = []
         self._checkpoints: list[CheckpointEntry] = []
         self._hashed: dict[str, list[str]] = {"globalconf": [], "certificates": [], "ocsp_responses": []}
+        self._names: set[str] = set()
 
     def add_record(self, encoded: bytes, leaf_hash: bytes) -> None:
         """Add the next record: its stored encoding and its stored leaf hash."""
@@ -307,17 +314,24 @@ class ArchiveWriter:
 
     def _add_hashed(self, key: str, directory: str, ext: str, data: bytes) -> None:
         name = hashed_name(directory, data, ext)
-        if name not in self._hashed[key]:
+        if name not in self._names:
             self._zip.writestr(name, data)
             self._hashed[key].append(name)
+            self._names.add(name)
+
+    def has_member(self, name: str) -> bool:
+        """Whether a member of this name (e.g. ``certs/<hex>.der``) was added already."""
+        return name in self._names
 
     def add_globalconf(self, envelope: bytes) -> None:
         self._add_hashed("globalconf", "globalconf", "json", envelope)
 
     def add_certificate(self, der: bytes) -> None:
+        """A certificate: one that records name (a blob) or one that signed checkpoints."""
         self._add_hashed("certificates", "certs", "der", der)
 
     def add_ocsp_response(self, der: bytes) -> None:
+        """An OCSP response: one that records name (a blob)."""
         self._add_hashed("ocsp_responses", "ocsp", "der", der)
 
     def close(self) -> Manifest:
@@ -444,6 +458,13 @@ class LogArchive:
         if len(data) != span.size:
             raise _bad(f"member {chunk.name} is truncated")
         return data
+
+    def blobs(self) -> tuple[tuple[str, bytes], ...]:
+        """The ``certs/`` and ``ocsp/`` members as ``(name, bytes)``, the name being the hex SHA-256 that the
+        member's name gives (not checked here: the verifier compares it with the bytes)."""
+        m = self.manifest
+        return tuple((n.split("/", 1)[1][:-4], d) for n, d in zip(
+            (*m.certificates, *m.ocsp_responses), (*self.certificates, *self.ocsp_responses), strict=True))
 
     def close(self) -> None:
         self._zip.close()

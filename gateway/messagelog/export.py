@@ -8,8 +8,8 @@ the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). 
    checkpoint, so that every exported record is covered by a signed, timestamped tree head (records after
    the latest checkpoint only on request);
 2. the compact range of the records before the range (the archive's ``prefix``);
-3. the records, exactly as stored, with their stored leaf hashes, and the OCSP responses stapled with the
-   log's own signing certificates;
+3. the records, exactly as stored, with their stored leaf hashes, and the blobs they name (their stapled
+   certificates and OCSP responses);
 4. the checkpoints inside the range with their timestamp tokens, the log's signing certificates and the
    signed global configuration(s) naming the trusted CAs and TSAs.
 """
@@ -17,8 +17,6 @@ the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import Conflict, NotFound, RequestError
 from gateway.messagelog import merkle
-from gateway.messagelog.archive import ArchiveWriter, Manifest
+from gateway.messagelog.archive import ArchiveWriter, Manifest, blob_member
 from gateway.messagelog.models import checkpoints as checkpoint_table
 from gateway.messagelog.models import records
 from gateway.messagelog.origins import is_origin_of
+from gateway.messagelog.record import blob_refs
 from gateway.messagelog.store import MAX_LEAF_READ, MAX_READ, MessageLogStore, StoredCheckpoint
 
 _PAGE = 1000  # checkpoints per store call
@@ -157,9 +156,8 @@ async def write_range(
     writer = ArchiveWriter(path, origin=origin, start=start, prefix=tree.frontier or [], exported_at=now,
                            selection=selection)
     try:
-        # (3) the records, as stored; the OCSP responses stapled with the log's own signing certificates
-        signer_certs = {c.signing_cert for c in checkpoints}
-        signer_ocsp: set[bytes] = set()
+        # (3) the records, as stored, and the blobs they name: the certificates to certs/, the OCSP responses
+        #     to ocsp/ (a blob the database lacks is left out, and the verifier names the records that need it)
         seq = start
         while seq < end:
             batch = await store.read(origin, start=seq, limit=min(MAX_READ, end - seq))
@@ -167,19 +165,18 @@ async def write_range(
                 raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
             await asyncio.to_thread(writer.add_records, ((r.encoded, r.leaf_hash) for r in batch))
             for rec in batch:
-                obj = json.loads(rec.encoded)
-                cert = base64.b64decode(obj["signing_cert"])
-                if cert in signer_certs:
-                    signer_ocsp.add(base64.b64decode(obj["ocsp_response"]))
+                cert, ocsp = blob_refs(rec.encoded)
+                for directory, name, add in (("certs", cert, writer.add_certificate),
+                                             ("ocsp", ocsp, writer.add_ocsp_response)):
+                    if name is not None and name in rec.blobs and not writer.has_member(blob_member(directory, name)):
+                        add(rec.blobs[name])
             seq += len(batch)
-        # (4) checkpoints inside the range, certificates, global configurations
+        # (4) checkpoints inside the range, the log's signing certificates, global configurations
         for c in checkpoints:
             if start <= c.size <= end:
                 writer.add_checkpoint(c.note, c.timestamp_token)
-        for cert in sorted(signer_certs):
-            writer.add_certificate(cert)
-        for der in sorted(signer_ocsp):
-            writer.add_ocsp_response(der)
+        for cert_der in sorted({c.signing_cert for c in checkpoints}):
+            writer.add_certificate(cert_der)
         for envelope in globalconfs:
             writer.add_globalconf(envelope)
         return await asyncio.to_thread(writer.close)

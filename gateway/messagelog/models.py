@@ -1,9 +1,10 @@
 """The message log's database schema (I/O description, no queries).
 
-One table, ``messagelog_records``: one row per logged message, keyed by ``(origin, seq)`` where ``seq`` is
-dense and gap-free per origin (0, 1, 2, ...), the record's index in its origin's Merkle tree. ``record``
-holds the canonical encoding (``gateway.messagelog.record``), which is the only thing hashed and verified;
-the other columns copy fields out of it for lookups and are never trusted by a verifier.
+``messagelog_records``: one row per logged message, keyed by ``(origin, seq)`` where ``seq`` is dense and
+gap-free per origin (0, 1, 2, ...), the record's index in its origin's Merkle tree. ``record`` holds the
+canonical encoding (``gateway.messagelog.record``), which is the only thing hashed and verified; the other
+columns copy fields out of it for lookups and are never trusted by a verifier. ``messagelog_blobs`` (revision
+0003): the certificates and OCSP responses that records name, once per origin, keyed by their SHA-256.
 
 Its own Alembic script directory (``gateway/messagelog/migrations``) and version table
 ``alembic_version_messagelog``, so the message log can live in the serverconf database or in its own.
@@ -36,7 +37,7 @@ records = sa.Table(
     sa.PrimaryKeyConstraint("origin", "seq"),
     sa.Index("ix_messagelog_records_message_id", "message_id"),
     sa.Index("ix_messagelog_records_request_id", "request_id"),
-    # Revision 0003r: a provider's request records, one per request id of the server across all its origins
+    # Revision 0004: a provider's request records, one per request id of the server across all its origins
     # (gateway.messagelog.store.replay); NULL on every other record.
     sa.Column("replay_key", sa.LargeBinary(32), nullable=True),
     sa.Index("ux_messagelog_records_replay_key", "replay_key", unique=True,
@@ -69,4 +70,16 @@ retention = sa.Table(
     sa.Column("pruned_before", sa.BigInteger(), nullable=False),  # bodies of seq < this are removed
     sa.Column("pruned_at", UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint("origin"),
+)
+
+
+# Revision 0003: the blobs that version-2 records name (stapled certificates and OCSP responses), once per log
+# origin, written in the transaction of the first record that names each.
+blobs = sa.Table(
+    "messagelog_blobs",
+    metadata,
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # lower-case hex SHA-256 of data: the blob's name
+    sa.Column("data", sa.LargeBinary(), nullable=False),  # DER
+    sa.PrimaryKeyConstraint("origin", "sha256"),
 )

@@ -9,10 +9,13 @@ Per request, in order (docs/architecture.md section 4):
 4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
 5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
    signing certificate and its OCSP response;
-6. log the request durably (fail closed);
+6. start logging the request: its record commits while the request travels;
 7. send it over pooled mutual TLS, fastest server first, failing over on connection errors;
 8. verify the response: signature bound to our request, body digest, echoed ids, request hash;
-9. log the response durably, then return it.
+9. wait until the request's record is durable, log the response durably, then return it.
+
+No answer leaves before the request's record is durable, errors included; if it cannot be written, the answer
+is ``LoggingFailed`` whatever else happened (fail closed; docs/messagelog.md section 11).
 
 Metaservices: ``GET /listClients`` and, under ``/r1/.../{listMethods,allowedMethods,getOpenAPI}``, the
 provider's answers, which travel like any other service call.
@@ -20,6 +23,7 @@ provider's answers, which travel like any other service call.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import ssl
@@ -48,6 +52,7 @@ from gateway.errors import (
 from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.messagelog.record import Kind, LogRecord
+from gateway.messagelog.store import Appended
 from gateway.protocol import rest, signatures
 from gateway.proxy.common import (
     RAW_BODIES,
@@ -260,18 +265,41 @@ async def _exchange(
     )
     send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
-    # (6) log before anything leaves
-    await ctx.messagelog.append(_record(
+    # (6) log the request: its record commits while the request travels, and every answer waits for it
+    #     (docs/messagelog.md section 11)
+    logged = ctx.messagelog.start(_record(
         ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
         method=target.method, target=request_target, status=None, base=signed.signature_base,
         sig_input=signed.headers[signatures.H_SIGNATURE_INPUT], sig=signed.headers[signatures.H_SIGNATURE],
         cert_der=ctx.sign_cert_der, ocsp_der=own_ocsp, digest=digest, body=body,
         body_logging=ctx.body_logging and client_info.body_logging,
     ))
-    # (7) send, fastest first, failing over while nothing has reached a server
+    try:
+        # One turn of the loop before the send: the writer takes the record now, and the work so far and the
+        # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
+        await asyncio.sleep(0)
+        return await _send(ctx, servers, target, request_target, send_headers, body, h, request_id,
+                           expected_hash, signed, client_info, account, logged)
+    except Exception:
+        # Any error answer waits for the request's record too; if that write failed, its error is the answer
+        # (raised from here, with the exchange's own error as its context).
+        await logged
+        raise
+
+
+async def _send(
+    ctx: ProxyContext, servers: list[SecurityServer], target: rest.RestTarget, request_target: str,
+    send_headers: list[tuple[str, str]], body: bytes, h: rest.XRoadRequestHeaders, request_id: str,
+    expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo, account: BodyAccount,
+    logged: asyncio.Future[Appended],
+) -> web.StreamResponse:
+    # (7) send, fastest first, failing over while nothing has reached a server (but not once the request's
+    #     record has failed: that is the answer now)
     ordered = await ctx.peers.order(servers)
     last_error: BaseException | None = None
     for server in ordered:
+        if logged.done():
+            logged.result()
         session = ctx.peers.session(server.id)
         url = URL(f"https://{server.address}{request_target}", encoded=True)
         try:
@@ -289,7 +317,7 @@ async def _exchange(
             raise wrap_send_failure(e, server.id) from e
         try:
             return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
-                                   request_target, account)
+                                   request_target, account, logged)
         finally:
             resp.release()
     assert last_error is not None
@@ -307,7 +335,7 @@ def _new_request_id() -> str:
 async def _response(
     ctx: ProxyContext, resp: aiohttp.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
     request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
-    request_target: str, account: BodyAccount,
+    request_target: str, account: BodyAccount, logged: asyncio.Future[Appended],
 ) -> web.StreamResponse:
     resp_pairs = header_pairs(resp.raw_headers)
     fields = signatures.fields_from_pairs(resp_pairs)
@@ -336,7 +364,9 @@ async def _response(
             raise InconsistentResponse(
                 f"response header {name} is {fields.get(name, '(missing)')[:120]!r}, expected {value!r}",
             )
-    # (9) log, then answer
+    # (9) the request's record is durable (it committed while the request travelled; a failed write is the
+    #     answer), then the response's: only then does the response leave
+    await logged
     await ctx.messagelog.append(_record(
         ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,

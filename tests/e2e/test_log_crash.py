@@ -1,9 +1,15 @@
-"""Crash safety of the message log: ``kill -9`` of the provider's security server (a real
-``gateway server serve`` process) in the middle of a bounded load loses no record that was acknowledged to a
-client, and after the restart the tree, the checkpoints and their timestamps all verify.
+"""Crash safety of the message log, and its invariant (docs/messagelog.md section 11): ``kill -9`` of both
+security servers at once (real ``gateway server serve`` processes) in the middle of a bounded load, then:
 
-The federation (PKI, central server, consumer's server ss1, adapters) runs in the test's event loop; the
-provider's server ss2 runs as a separate process on the address registered for it.
+- every response the load generator received has both of its records (request and response) in the
+  consumer's log: an answer never leaves before that side's records are durable;
+- every request the service received has its request record in the provider's log: a request never reaches
+  the service before the provider's record of it is durable;
+- after the restart both servers serve again, and the trees, the checkpoints and their timestamps all verify.
+
+The PKI, the central server, the service (a recording one, standing in for the persons adapter) and the
+load generator run in the test's event loop; the consumer's server ss1 and the provider's ss2 each run as a
+process of their own on the addresses registered for them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.dev.demo import start_federation
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
@@ -34,12 +41,41 @@ pytestmark = pytest.mark.e2e
 GATEWAY = Path(sys.executable).parent / "gateway"
 PERSONS = "DEV/GOV/1002/registry/persons"
 CONSUMER = "DEV/GOV/1001/consumer"
+ORIGINS = {"ss1": "DEV/GOV/1001/ss1", "ss2": "DEV/GOV/1002/ss2"}
+SIDES = {"ss1": "client", "ss2": "server"}
 TOTAL = 160  # requests in the load: bounded
 WORKERS = 8
 KILL_AFTER = 40  # acknowledged exchanges before the kill
-START_TIMEOUT = 60  # seconds for the provider process to come up
-WARM_UP = 3  # exchanges acknowledged, and checkpointed by the provider, before the load
-CHECKPOINT_TIMEOUT = 60  # seconds for the provider's first checkpoint (its interval here is 0.2 s)
+START_TIMEOUT = 60  # seconds for a server process to come up
+WARM_UP = 3  # exchanges acknowledged, and checkpointed by both servers, before the load
+CHECKPOINT_TIMEOUT = 60  # seconds for a server's first checkpoint (its interval here is 0.2 s)
+
+
+class Service:
+    """The service behind the provider: answers a small JSON document and notes each request's
+    ``X-Road-Request-Id`` (which the provider passes on) as it arrives."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.received.append(request.headers["X-Road-Request-Id"])
+        return web.json_response({"items": [{"id": 1}]})
+
+    async def start(self) -> Service:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 def _env() -> dict[str, str]:
@@ -47,8 +83,9 @@ def _env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def provider_process(settings: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``gateway server serve`` for ss2, yielded once it prints that it listens; stopped (if alive) after."""
+async def server_process(settings: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``gateway server serve`` with ``settings``, yielded once it prints that it listens; stopped (if alive)
+    after."""
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
             str(GATEWAY), "-c", str(settings), "server", "serve", stdout=asyncio.subprocess.PIPE, stderr=err,
@@ -62,7 +99,7 @@ async def provider_process(settings: Path, log: Path) -> AsyncIterator[asyncio.s
                 if line.startswith("security server "):
                     break
             else:
-                raise AssertionError(f"ss2 exited before listening; see {log}: {log.read_text()[-2000:]}")
+                raise AssertionError(f"{settings.name} exited before listening; see {log}: {log.read_text()[-2000:]}")
         drain = asyncio.create_task(proc.stdout.read())  # keep the pipe from filling up
         yield proc
     finally:
@@ -73,8 +110,17 @@ async def provider_process(settings: Path, log: Path) -> AsyncIterator[asyncio.s
             await drain
 
 
+@contextlib.asynccontextmanager
+async def both_servers(settings: dict[str, Path], tmp: Path) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
+    async with (
+        server_process(settings["ss2"], tmp / "ss2.stderr") as ss2,
+        server_process(settings["ss1"], tmp / "ss1.stderr") as ss1,
+    ):
+        yield {"ss1": ss1, "ss2": ss2}
+
+
 async def wait_for_checkpoint(database_url: str, origin: str) -> None:
-    """Return once the provider's process has stored a checkpoint of ``origin`` (read from its database)."""
+    """Return once a server's process has stored a checkpoint of ``origin`` (read from its database)."""
     engine = make_engine(database_url)
     store = SqlMessageLogStore(engine)
     try:
@@ -86,19 +132,33 @@ async def wait_for_checkpoint(database_url: str, origin: str) -> None:
         await engine.dispose()
 
 
-async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Path) -> None:
-    fed = await start_federation(tmp_path / "fed", server_overrides={"checkpoint_interval_seconds": 0.2})
+def _process_settings(text: str, *, client_port: str, server_port: str) -> str:
+    text = re.sub(r"(?m)^client_port = .*$", f"client_port = {client_port}", text)
+    text = re.sub(r"(?m)^server_port = .*$", f"server_port = {server_port}", text)
+    return re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", text)
+
+
+async def test_kill_9_of_both_servers_loses_no_acknowledged_record(tmp_path: Path) -> None:
+    service = await Service().start()
+    fed = await start_federation(
+        tmp_path / "fed", server_overrides={"checkpoint_interval_seconds": 0.2}, with_adapters=False,
+        adapter_urls={"persons": service.url, "companies": service.url},
+    )
     try:
-        ss1, ss2 = fed.server("ss1"), fed.server("ss2")
-        # (1) ss2 moves into its own process, on the address registered for it (same port, same files).
-        port = ss2.server_address.rsplit(":", 1)[1]
-        await ss2.stop()
-        text = (fed.workdir / "ss2.toml").read_text()
-        text = re.sub(r"(?m)^server_port = .*$", f"server_port = {port}", text)
-        text = re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", text)
-        settings = tmp_path / "ss2-process.toml"
-        settings.write_text(text)
-        log = tmp_path / "ss2.stderr"
+        servers = {code: fed.server(code) for code in ("ss1", "ss2")}
+        conf = servers["ss1"].globalconf  # its last configuration, for the checkpointer of step (5)
+        # (1) Both servers move into processes of their own, on the addresses registered for them (same ports,
+        #     same files).
+        settings: dict[str, Path] = {}
+        client_url = servers["ss1"].client_url
+        for code, ss in servers.items():
+            client_port = ss.client_url.rsplit(":", 1)[1]
+            server_port = ss.server_address.rsplit(":", 1)[1]
+            await ss.stop()
+            settings[code] = tmp_path / f"{code}-process.toml"
+            settings[code].write_text(_process_settings((fed.workdir / f"{code}.toml").read_text(),
+                                                        client_port=client_port, server_port=server_port))
+        databases = {code: ss.settings.server.database_url for code, ss in servers.items()}
         acked: list[str] = []
         failed = 0
         enough = asyncio.Event()
@@ -106,7 +166,7 @@ async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Pat
 
             async def exchange() -> str | None:
                 try:
-                    async with session.get(f"{ss1.client_url}/r1/{PERSONS}/?limit=1",
+                    async with session.get(f"{client_url}/r1/{PERSONS}/?limit=1",
                                            headers={"X-Road-Client": CONSUMER}) as resp:
                         await resp.read()
                         if resp.status == 200 and resp.headers.get("X-Road-Service") == PERSONS:
@@ -115,15 +175,16 @@ async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Pat
                     pass
                 return None
 
-            # (2) Load, and kill -9 once KILL_AFTER exchanges have been acknowledged. First a few exchanges and
-            # the provider's first checkpoint of them, so that the crash always falls after a checkpoint
-            # (step 5 checks that the tree goes on from it), however slowly the process gets going.
-            async with provider_process(settings, log) as proc:
+            # (2) Load, and kill -9 of both once KILL_AFTER exchanges have been acknowledged. First a few
+            #     exchanges and each server's first checkpoint of them, so that the crash always falls after a
+            #     checkpoint (step 5 checks that the trees go on from it), however slowly the processes start.
+            async with both_servers(settings, tmp_path) as procs:
                 for _ in range(WARM_UP):
                     request_id = await exchange()
                     assert request_id is not None
                     acked.append(request_id)
-                await wait_for_checkpoint(ss2.settings.server.database_url, "DEV/GOV/1002/ss2")
+                for code, url in databases.items():
+                    await wait_for_checkpoint(url, ORIGINS[code])
                 sent = len(acked)
 
                 async def worker() -> None:
@@ -140,51 +201,63 @@ async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Pat
 
                 async def killer() -> None:
                     await enough.wait()
-                    proc.kill()  # SIGKILL: no shutdown, no flush
+                    for proc in procs.values():  # SIGKILL, both at once: no shutdown, no flush
+                        proc.kill()
 
                 kill_task = asyncio.create_task(killer())
                 await asyncio.gather(*(worker() for _ in range(WORKERS)))
                 await kill_task
-                assert await proc.wait() == -signal.SIGKILL
+                for proc in procs.values():
+                    assert await proc.wait() == -signal.SIGKILL
             assert len(acked) >= KILL_AFTER and failed > 0, (len(acked), failed)  # the kill hit mid-load
-            # (3) Restart: the provider answers again (the consumer's pool reconnects).
-            async with provider_process(settings, log):
+            served = list(service.received)  # what reached the service
+            assert len(served) >= len(acked)
+            # (3) Restart: both answer again (the load generator's and the consumer's pools reconnect).
+            async with both_servers(settings, tmp_path):
                 after = [rid for rid in [await exchange() for _ in range(10)] if rid is not None]
                 assert len(after) >= 5, after
                 acked.extend(after)
-        # (4) Every acknowledged exchange has its request and response records in BOTH logs.
-        engine = make_engine(ss2.settings.server.database_url)
-        store2 = SqlMessageLogStore(engine)
+        # (4) The invariant, on the logs that survived the kill.
+        stores = {code: SqlMessageLogStore(make_engine(url)) for code, url in databases.items()}
         try:
-            for store, origin, side in ((ss1.messagelog, "DEV/GOV/1001/ss1", "client"),
-                                        (store2, "DEV/GOV/1002/ss2", "server")):
-                size = await store.size(origin)
-                logged: dict[str, list[str]] = {}
+            logged: dict[str, dict[str, list[str]]] = {}
+            for code, store in stores.items():
+                size = await store.size(ORIGINS[code])
+                logged[code] = {}
                 for start in range(0, size, 1000):
-                    for stored in await store.read(origin, start=start, limit=1000):
+                    for stored in await store.read(ORIGINS[code], start=start, limit=1000):
                         r = stored.decode()
-                        assert r.side == side
-                        logged.setdefault(r.request_id, []).append(r.kind)
-                missing = [rid for rid in acked if sorted(logged.get(rid, [])) != ["request", "response"]]
-                assert not missing, f"{origin}: {len(missing)} acknowledged exchanges lack records: {missing[:5]}"
-            # (5) The restored tree goes on consistently: a checkpoint of everything, signed and timestamped.
-            files = KeyFiles(dir=Path(ss2.settings.server.state_dir))
-            signer = KeySigner(key=keys.read_private_key(files.sign_key), cert=keys.read_certificate(files.sign_cert))
+                        assert r.side == SIDES[code]
+                        logged[code].setdefault(r.request_id, []).append(r.kind)
+            # Every response the load generator received: both of its records in the consumer's log (and,
+            # since the provider answered only once its own were durable, in the provider's).
+            for code in ("ss1", "ss2"):
+                missing = [rid for rid in acked if sorted(logged[code].get(rid, [])) != ["request", "response"]]
+                assert not missing, f"{code}: {len(missing)} acknowledged exchanges lack records: {missing[:5]}"
+            # Every request the service received: its request record in the provider's log.
+            unlogged = [rid for rid in served if "request" not in logged["ss2"].get(rid, [])]
+            assert not unlogged, f"{len(unlogged)} requests reached the service unlogged: {unlogged[:5]}"
+            # (5) The restored trees go on consistently: a checkpoint of everything, signed and timestamped.
             async with aiohttp.ClientSession() as http:
-                cp = Checkpointer(store=store2, origin="DEV/GOV/1002/ss2", signer=signer,
-                                  conf=lambda: ss1.globalconf.current, fetch=HttpTimestampFetcher(http))
-                await cp.start(ss1.clock())
-                result = await cp.run_once(ss1.clock(), force=True)
-            assert result.stamp_error is None
-            assert cp.tree.size == await store2.size("DEV/GOV/1002/ss2")
-            assert len(await store2.checkpoints("DEV/GOV/1002/ss2")) >= 2  # made before the crash, and now
+                for code, store in stores.items():
+                    files = KeyFiles(dir=Path(servers[code].settings.server.state_dir))
+                    signer = KeySigner(key=keys.read_private_key(files.sign_key),
+                                       cert=keys.read_certificate(files.sign_cert))
+                    cp = Checkpointer(store=store, origin=ORIGINS[code], signer=signer, conf=lambda: conf.current,
+                                      fetch=HttpTimestampFetcher(http))
+                    await cp.start(servers["ss1"].clock())
+                    result = await cp.run_once(servers["ss1"].clock(), force=True)
+                    assert result.stamp_error is None
+                    assert cp.tree.size == await store.size(ORIGINS[code])
+                    assert len(await store.checkpoints(ORIGINS[code])) >= 2  # made before the crash, and now
         finally:
-            await store2.close()
-            await engine.dispose()
-        # (6) The whole online log verifies: records against leaf hashes, roots, signatures, tokens, consistency.
-        for conf in (settings, fed.workdir / "ss1.toml"):
+            for store in stores.values():
+                await store.close()
+                await store.engine.dispose()
+        # (6) The whole online logs verify: records against leaf hashes, roots, signatures, tokens, consistency.
+        for path in settings.values():
             proc = await asyncio.create_subprocess_exec(
-                str(GATEWAY), "-c", str(conf), "log", "checkpoints", "--verify", stdout=asyncio.subprocess.PIPE,
+                str(GATEWAY), "-c", str(path), "log", "checkpoints", "--verify", stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=_env(),
             )
             out, err = await proc.communicate()
@@ -193,3 +266,4 @@ async def test_kill_9_of_the_provider_loses_no_acknowledged_record(tmp_path: Pat
             assert doc["verified"] is True and doc["checkpoints"], doc
     finally:
         await fed.close()
+        await service.close()

@@ -7,6 +7,9 @@
   member's real signing key and send it over mutual TLS with a real authentication certificate, so that a test
   can tamper with any byte after signing.
 - :func:`records`: a server's message-log records, decoded, optionally only one request id's.
+- :class:`FailingLog`, :class:`GatedLog`, :func:`swapped_log`: in-memory message logs (the store's own test
+  double, with its real writer) whose commits fail, or wait for the test, for records of given kinds; and a
+  server that uses one for a while.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +38,7 @@ from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
+from gateway.messagelog.store import MemoryMessageLogStore, MessageLogStore, PendingRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import tls
 from gateway.server.keyfiles import KeyFiles
@@ -225,6 +229,52 @@ async def records(server: SecurityServer, *, request_id: str | None = None,
     return out
 
 
+class FailingLog(MemoryMessageLogStore):
+    """An in-memory log whose commits fail (``OSError`` ENOSPC) for batches holding records of the given kinds:
+    at once, or once ``after`` is set (the commit waits for it, then fails)."""
+
+    def __init__(self, *fail_kinds: str, after: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self.fail_kinds = set(fail_kinds)
+        self.after = after
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        if any(p.record.kind in self.fail_kinds for p in batch):
+            if self.after is not None:
+                await self.after.wait()
+            raise OSError(28, "No space left on device")
+        return await super()._write_batch(batch)
+
+
+class GatedLog(MemoryMessageLogStore):
+    """An in-memory log whose commit of a batch holding a record of ``held_kind`` waits for :attr:`release`;
+    :attr:`holding` is set once such a batch waits (nothing of it is committed until then)."""
+
+    def __init__(self, held_kind: str) -> None:
+        super().__init__()
+        self.held_kind = held_kind
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+        if any(p.record.kind == self.held_kind for p in batch):
+            self.holding.set()
+            await self.release.wait()
+        return await super()._write_batch(batch)
+
+
+@contextlib.asynccontextmanager
+async def swapped_log(server: SecurityServer, store: MessageLogStore) -> AsyncIterator[MessageLogStore]:
+    """``server``'s proxies log to ``store`` inside the block (closed after it); to their own log again after."""
+    assert server.context is not None
+    own, server.context.messagelog = server.context.messagelog, store
+    try:
+        yield store
+    finally:
+        server.context.messagelog = own
+        await store.close()
+
+
 def kinds(recs: Iterable[LogRecord]) -> list[tuple[str, int | None]]:
     return [(r.kind, r.status) for r in recs]
 
@@ -281,6 +331,7 @@ class FakeProvider:
         self.address = ""
         self.runner: web.AppRunner | None = None
         self.other_signer: signatures.KeySigner | None = None  # for mode "wrong-member"
+        self.arrived = asyncio.Event()  # set by every request that reaches it
 
     async def start(self) -> FakeProvider:
         app = web.Application()
@@ -299,6 +350,7 @@ class FakeProvider:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(Seen(request.method, request.raw_path, CIMultiDict(request.headers), body))
+        self.arrived.set()
         mode = request.path.rsplit("/", 1)[-1]
         pairs = [(n.decode(), v.decode()) for n, v in request.raw_headers]
         fields = signatures.fields_from_pairs(pairs)

@@ -223,14 +223,20 @@ async def restore_logs(world: World) -> AsyncIterator[None]:
 
 
 @pytest.mark.usefixtures("restore_logs")
-async def test_consumer_log_unwritable_nothing_is_sent(world: World) -> None:
+async def test_consumer_log_unwritable_the_client_gets_the_log_error_not_the_response(world: World) -> None:
+    # The consumer's request record commits while the request travels (docs/messagelog.md section 11) and the
+    # answer waits for it: its write failed, so that is the answer. (A write known to have failed before the
+    # send, as here, also stops the send; tests/integration/test_exchange_log_invariant.py has the late ones.)
     failing = await _with_log(world.ss1, _FailingOn("request", "response"))
     message_id = f"DEV-nolog-{uuid.uuid4()}"
     answer = await call(world.ss1, f"{PROBE}/x", headers={"X-Road-Id": message_id})
     answer.assert_error(500, "Server.ClientProxy.LoggingFailed", contains="No space left on device")
+    assert b'"path": "/x"' not in answer.body  # the service's answer is withheld
     assert failing.records(world.ss1.context.origin) == []  # type: ignore[union-attr]
-    assert await records(world.ss2, message_id=message_id) == []
-    assert _seen(world.probe, message_id) == 0
+    assert failing.stats.failed_batches == 1  # the request's; no response record was even tried
+    # whatever reached the service, the provider logged first
+    provider = [r for r in await records(world.ss2, message_id=message_id) if r.kind == "request"]
+    assert _seen(world.probe, message_id) == len(provider)
 
 
 @pytest.mark.usefixtures("restore_logs")

@@ -34,6 +34,7 @@ from exchange_kit import (
     PROBE,
     Answer,
     Crafted,
+    FailingLog,
     FakeProvider,
     KeyPair,
     Probe,
@@ -49,6 +50,7 @@ from exchange_kit import (
     records,
     send_to_server_port,
     signer_of,
+    swapped_log,
 )
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, InvalidSignature, algorithms
 from pkihelpers import make_pki
@@ -504,6 +506,23 @@ async def test_bad_response_from_provider_server_is_refused(
     # the request reached the fake provider; ss1 logged it, and accepted no response
     assert [s.headers["X-Road-Id"] for s in world.fake.seen].count(message_id) == 1
     assert kinds(await records(world.ss1, message_id=message_id)) == [("request", None)]
+
+
+@pytest.mark.parametrize("mode", ["wrong-hash", "unsigned", "good"])
+async def test_a_response_with_an_unwritable_request_record_answers_the_log_error(world: World, mode: str) -> None:
+    # The consumer's request record commits while the request travels; whether the response verifies or not,
+    # the answer waits for that record, and its failed write is the answer (docs/messagelog.md section 11).
+    # Here the write fails once the request has reached the provider's server.
+    message_id = f"DEV-fake-nolog-{mode}-{uuid.uuid4()}"
+    world.fake.arrived.clear()
+    async with swapped_log(world.ss1, FailingLog("request", "response", after=world.fake.arrived)) as failing:
+        answer = await call(world.ss1, f"{FAKESUB}/svc/{mode}", headers={
+            "X-Road-Security-Server": "DEV/GOV/1002/ss3", "X-Road-Id": message_id,
+        })
+        answer.assert_error(500, "Server.ClientProxy.LoggingFailed", contains="No space left on device")
+        assert failing.stats.failed_batches == 1 and failing.stats.batches == 0
+    assert b"from the provider" not in answer.body
+    assert [s.headers["X-Road-Id"] for s in world.fake.seen].count(message_id) == 1  # it did travel
 
 
 # ---------------------------------------------------------------------------------------------------------

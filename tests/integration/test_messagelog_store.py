@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError
 from gateway.identifiers import ServiceId, SubsystemId
-from gateway.messagelog.record import LogRecord, leaf_hash
+from gateway.messagelog.record import LogRecord, blob_name, blob_refs, leaf_hash
 from gateway.messagelog.store import (
     THREAD_ENCODE_BYTES,
     MemoryMessageLogStore,
@@ -326,3 +326,141 @@ async def test_memory_double_has_the_same_behaviour() -> None:
     assert [r.message_id for r in store.records(ORIGIN_A)][-2:] == ["DEV-199", "DEV-300"]
     assert await store.size(ORIGIN_A) == 201
     await store.close()
+
+
+# ---- blobs: certificates and OCSP responses stored once per log (docs/messagelog.md section 4) ----------------
+
+
+def statements(store: SqlMessageLogStore) -> list[str]:
+    """Every statement the writer runs (on SQLite the driver's, on PostgreSQL SQLAlchemy's)."""
+    seen: list[str] = []
+    if store.engine.dialect.name == "sqlite":
+        before = store.sqlite_trace  # count_commits' (this one comes after it)
+
+        def trace(sql: str) -> None:
+            seen.append(sql)
+            if before is not None:
+                before(sql)
+
+        store.sqlite_trace = trace
+    else:
+        sa.event.listen(store.writer_engine, "before_cursor_execute",
+                        lambda _conn, _cursor, sql, *_: seen.append(sql))
+    return seen
+
+
+async def blob_rows(engine: AsyncEngine) -> list[tuple[str, str, bytes]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.text("SELECT origin, sha256, data FROM messagelog_blobs"))
+        return sorted((o, n, bytes(d)) for o, n, d in result)
+
+
+async def test_blobs_are_stored_once_per_log_in_the_first_records_transaction(engine: AsyncEngine) -> None:
+    store = SqlMessageLogStore(engine, max_batch=8)
+    commits = count_commits(store)
+    seen = statements(store)
+    try:
+        assert (await store.append(rec(0))).seq == 0
+        assert [s for s in seen if "messagelog_blobs" in s]  # the first batch stores the certificate and OCSP
+        seen.clear()
+        later = await asyncio.gather(*(store.append(rec(i)) for i in range(1, 20)))  # several batches
+        assert [a.seq for a in later] == list(range(1, 20))
+        assert commits[0] == store.stats.batches >= 3  # the blobs went with the records: no commit of their own
+        assert not [s for s in seen if "messagelog_blobs" in s]  # the writer knows what it has stored
+        await store.append(rec(20, origin=ORIGIN_B))  # another log keeps its own copy
+        await store.append(rec(21, signing_cert=b"another cert"))  # a new certificate: one more blob
+        seen.clear()
+        await store.append(rec(22))
+        assert not [s for s in seen if "messagelog_blobs" in s]
+    finally:
+        await store.close()
+    names = {(o, n) for o, n, _ in await blob_rows(engine)}
+    assert names == {(o, blob_name(d)) for o, d in [
+        (ORIGIN_A, b"cert"), (ORIGIN_A, b"ocsp"), (ORIGIN_B, b"cert"), (ORIGIN_B, b"ocsp"),
+        (ORIGIN_A, b"another cert")]}
+    # records name their blobs by SHA-256 and read back whole, with them
+    again = SqlMessageLogStore(engine)
+    try:
+        stored = await again.read(ORIGIN_A, start=0, limit=100)
+        assert [s.decode() for s in stored] == [rec(i) for i in range(20)] + [
+            rec(21, signing_cert=b"another cert"), rec(22)]
+        assert b"cert" not in stored[0].encoded.replace(b'"signing_cert"', b"")  # no copy of the DER in a record
+        assert await again.blobs(ORIGIN_A, [blob_name(b"cert"), "0" * 64]) == {blob_name(b"cert"): b"cert"}
+        # a writer that starts on a log with its blobs stored adds none twice (the insert skips them)
+        await again.append(rec(23))
+    finally:
+        await again.close()
+    assert len(await blob_rows(engine)) == 5
+
+
+async def test_a_failed_batch_stores_none_of_its_blobs_and_the_next_one_does(engine: AsyncEngine) -> None:
+    store = SqlMessageLogStore(engine)
+    try:
+        await store.append(rec(0))
+        await _poison(engine)
+        new = b"a certificate first seen in a failed batch"
+        outcomes = await asyncio.gather(
+            store.append(rec(1, signing_cert=new)), store.append(rec(2, message_id="poison")), return_exceptions=True)
+        assert all(isinstance(o, MessageLogError) for o in outcomes)
+        assert blob_name(new) not in {n for _, n, _ in await blob_rows(engine)}  # no orphan blob, no dangling name
+        # the writer did not take the failed batch's blob for stored: the next record that names it stores it
+        assert (await store.append(rec(3, signing_cert=new))).seq == 1
+        [last] = await store.read(ORIGIN_A, start=1)
+        assert last.decode() == rec(3, signing_cert=new)
+    finally:
+        await store.close()
+    # every name that a stored record gives is a stored blob of its log
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.text("SELECT origin, record FROM messagelog_records"))
+        stored = [(o, bytes(r)) for o, r in result]
+    held = {(o, n) for o, n, _ in await blob_rows(engine)}
+    assert {(o, n) for o, r in stored for n in blob_refs(r) if n is not None} <= held
+
+
+async def test_memory_double_stores_blobs_once() -> None:
+    store = MemoryMessageLogStore(max_batch=4)
+    await asyncio.gather(*(store.append(rec(i)) for i in range(10)))
+    await store.append(rec(10, ocsp_response=b"fresh ocsp"))
+    assert store.blob_count(ORIGIN_A) == 3
+    assert store.records(ORIGIN_A)[-1] == rec(10, ocsp_response=b"fresh ocsp")
+    assert [s.decode() for s in await store.read(ORIGIN_A, start=9)] == [rec(9), rec(10, ocsp_response=b"fresh ocsp")]
+    await store.close()
+
+
+async def test_a_database_with_version_1_records_is_refused_at_migration(database_url: str) -> None:
+    """Revision 0003 cannot convert version-1 records (their leaf hashes and checkpoints are of their bytes):
+    it stops, saying what to do, and changes nothing."""
+    from alembic import command
+
+    from gateway.errors import ConfigError
+    from gateway.messagelog.models import VERSION_TABLE
+    from gateway.messagelog.store import MIGRATIONS
+    from gateway.storage.db import _alembic_config
+
+    eng = make_engine(database_url)
+    cfg = _alembic_config(MIGRATIONS, VERSION_TABLE)
+
+    def upgrade_to(revision: str) -> Any:
+        def run(conn: Any) -> None:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return run
+
+    try:
+        async with eng.begin() as conn:
+            await conn.run_sync(upgrade_to("0002"))
+            await conn.execute(sa.text(
+                "INSERT INTO messagelog_records (origin, seq, created, message_id, request_id, kind, side, client, "
+                "service, record, leaf_hash) VALUES ('DEV/GOV/1001/ss1', 0, :created, 'm', 'r', 'request', "
+                "'client', 'DEV/GOV/1001/c', 'DEV/GOV/1002/p/s', :record, :leaf)"),
+                {"created": NOW.replace(tzinfo=None), "record": b'{"v":1}', "leaf": bytes(32)})
+        with pytest.raises(ConfigError) as info:
+            await migrate_messagelog(eng)
+        assert info.value.message == ("the message log database holds 1 records in format version 1, which this "
+                                      "version does not read (docs/messagelog.md section 2)")
+        assert info.value.hint is not None and "gateway log export" in info.value.hint
+        async with eng.connect() as conn:
+            version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version_messagelog"))
+            assert version == "0002"  # nothing was changed
+    finally:
+        await eng.dispose()

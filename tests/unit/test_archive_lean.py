@@ -31,7 +31,8 @@ class Kit:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     world = make_world(tmp_path_factory.mktemp("lean"))
-    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN)
+    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN,
+                                  blobs=tuple(world.blobs.items()))
     created = world.now - timedelta(minutes=1)
     request, response = exchange_records(world, created=created, body=b'{"id":1,"name":"A \\"quoted\\" name"}')
     return Kit(world=world, checker=context.checker(), request=request.encode(), response=response.encode())

@@ -272,7 +272,7 @@ def test_revoked_signing_certificate_is_named(tmp_path: Path) -> None:
                             "consumer_ocsp": world.pki.ocsp_response(revoked, now=world.now - timedelta(minutes=5))})
     req, resp = exchange_records(bad_world, created=world.now - timedelta(minutes=1))
     records += [req.encode(), resp.encode()]
-    path = write_archive(world, tmp_path / "rev.zip", records)
+    path = write_archive(world, tmp_path / "rev.zip", records, blobs={**world.blobs, **bad_world.blobs})
     report = run(path, world)
     assert [(f.seq, f.problem) for f in report.errors] == [(4, "certificate")], report.summary()
     assert "revoked" in report.errors[0].message

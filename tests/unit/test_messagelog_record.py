@@ -1,4 +1,5 @@
-"""Message-log records (gateway.messagelog.record): encoding, decoding, leaf hash, validation."""
+"""Message-log records (gateway.messagelog.record): encoding (version 2: blobs and the signature base template),
+decoding, leaf hash, validation."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import rfc8785
 
 from gateway.errors import MessageLogError, TrustError
 from gateway.identifiers import ServiceId, SubsystemId
-from gateway.messagelog.record import LogRecord, decode, leaf_hash
+from gateway.messagelog.record import BASE_SOURCES, LogRecord, base_template, blob_name, decode, leaf_hash, rebuild_base
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 67, tzinfo=UTC)
 
@@ -32,7 +33,8 @@ def make(**changes: Any) -> LogRecord:
         "created": CREATED,
         "method": "GET",
         "path": "/pets/1?x=1",
-        "signature_base": b'"@method": GET\n"@signature-params": ();created=1',
+        "signature_base": b'"@method": GET\n"x-road-id": DEV-7a1c\n"x-road-signing-cert": MIIBAGNlcnQ=\n'
+                          b'"@signature-params": ("@method");created=1',
         "signature_input": 'sig1=("@method");created=1',
         "signature": "sig1=:AAAA:",
         "signing_cert": b"\x30\x82\x01\x00cert",
@@ -44,23 +46,31 @@ def make(**changes: Any) -> LogRecord:
     return LogRecord(**fields)
 
 
-# The encoding of make(), fixed: a change here is a format change and needs a new version number.
+# The encoding of make(), fixed: a change here is a format change and needs a new version number. The
+# certificate and OCSP response are named by their SHA-256; in the signature base template, 3 stands for the
+# message id, 7 for the certificate's base64 and 9 for the signature input after its "=".
+CERT = "02fb1028542782da8088491ceb20031cc5d7df0f756f4d2de35c89572c08355c"  # SHA-256 of make()'s signing_cert
+OCSP = "0f0ca05b83258f84c74a70282cae9ce7096de3c9c075e0b2ca88b6071c5ba0f1"
 GOLDEN = (
     b'{"body":"","body_digest":"sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",'
     b'"client":"DEV/GOV/1001/consumer","created":"2026-01-02T03:04:05.000067Z","extensions":{},'
     b'"issue":null,"kind":"request","message_id":"DEV-7a1c","method":"GET",'
-    b'"ocsp_response":"MANvY3Nw","origin":"DEV/GOV/1001/ss1","path":"/pets/1?x=1",'
+    b'"ocsp_response":"' + OCSP.encode() + b'","origin":"DEV/GOV/1001/ss1","path":"/pets/1?x=1",'
     b'"request_id":"5f0e8d52-5b34-4ad5-a0a5-0c0b0c4bd5a1","service":"DEV/GOV/1002/provider/pets",'
     b'"side":"client","signature":"sig1=:AAAA:",'
-    b'"signature_base":"IkBtZXRob2QiOiBHRVQKIkBzaWduYXR1cmUtcGFyYW1zIjogKCk7Y3JlYXRlZD0x",'
-    b'"signature_input":"sig1=(\\"@method\\");created=1","signing_cert":"MIIBAGNlcnQ=","status":null,'
-    b'"user_id":"EE12345678901","v":1}'
+    b'"signature_base":["\\"@method\\": GET\\n\\"x-road-id\\": ",3,"\\n\\"x-road-signing-cert\\": ",7,'
+    b'"\\n\\"@signature-params\\": ",9,""],'
+    b'"signature_input":"sig1=(\\"@method\\");created=1","signing_cert":"' + CERT.encode() + b'","status":null,'
+    b'"user_id":"EE12345678901","v":2}'
 )
+BLOBS = {CERT: b"\x30\x82\x01\x00cert", OCSP: b"\x30\x03ocsp"}
 
 
 def test_golden_encoding_and_leaf_hash() -> None:
     encoded = make().encode()
     assert encoded == GOLDEN
+    assert dict(make().blobs()) == BLOBS
+    assert all(blob_name(data) == name for name, data in BLOBS.items())
     assert leaf_hash(encoded) == hashlib.sha256(b"\x00" + GOLDEN).digest()
     assert leaf_hash(encoded).hex() == hashlib.sha256(b"\x00" + encoded).hexdigest()
     assert len(leaf_hash(encoded)) == 32
@@ -81,8 +91,8 @@ def test_round_trip_and_rfc8785(record: LogRecord) -> None:
     encoded = record.encode()
     # The fast serialiser gives exactly RFC 8785's bytes for every value type a record holds.
     assert encoded == rfc8785.dumps(record.to_json())
-    assert decode(encoded) == record
-    assert decode(encoded).encode() == encoded
+    assert decode(encoded, dict(record.blobs())) == record
+    assert decode(encoded, dict(record.blobs())).encode() == encoded
 
 
 def test_extensions_are_frozen_and_lists_become_tuples() -> None:
@@ -108,12 +118,29 @@ def _mutate(change: dict[str, Any]) -> bytes:
         (GOLDEN.replace(b'{"body"', b'{ "body"'), "not in canonical JSON form"),
         (GOLDEN[:-1], "not valid JSON"),
         (b"[1]", "is not a JSON object"),
-        (_mutate({"v": 2}), "format version 2 is not supported"),
+        (_mutate({"v": 1}), "format version 1 is not supported (expected 2; version 1 records are not read"),
+        (_mutate({"v": 3}), "format version 3 is not supported"),
         (_mutate({"body": KeyError}), "missing ['body'], unexpected []"),
         (_mutate({"extra": 1}), "missing [], unexpected ['extra']"),
         (_mutate({"body": "AAA"}), "field body is not padded standard base64"),
-        (_mutate({"signing_cert": "AA-_"}), "field signing_cert is not padded standard base64"),
-        (_mutate({"ocsp_response": None}), "field ocsp_response is not padded standard base64"),
+        (_mutate({"signing_cert": "AA-_"}), "field signing_cert is not a blob name (64 lower-case hex digits)"),
+        (_mutate({"ocsp_response": None}), "field ocsp_response is not a blob name"),
+        (_mutate({"ocsp_response": OCSP.upper()}), "field ocsp_response is not a blob name"),
+        (_mutate({"signing_cert": "0" * 64}), f"field signing_cert refers to blob {'0' * 64}, which is not stored"),
+        (_mutate({"signature_base": "text"}), "field signature_base is not a template"),
+        (_mutate({"signature_base": ["a", 3]}), "field signature_base is not a template"),
+        (_mutate({"signature_base": [3, "a", 4]}), "signature_base: item 0 must be text"),
+        (_mutate({"signature_base": ["a", "b", "c"]}), "signature_base: item 1 must be a source number 0 to 9"),
+        (_mutate({"signature_base": ["a", 10, "c"]}), "signature_base: item 1 must be a source number 0 to 9"),
+        (_mutate({"signature_base": ["a", True, "c"]}), "signature_base: item 1 must be a source number 0 to 9"),
+        (_mutate({"signature_base": ["a", 6, ""]}), "item 1 refers to source 6 (issue), which the record does not"),
+        (_mutate({"signature_base": ["\u00e9"]}), "stands for a base that is not ASCII"),
+        # a template that stands for the right base, but is not the one the encoder makes of it
+        (_mutate({"signature_base": ['"@method": GET\n"x-road-id": DEV-7a1c\n"x-road-signing-cert": ', 7,
+                                     '\n"@signature-params": ', 9, ""]}), "does not re-encode to the same bytes"),
+        (_mutate({"signature_base": ['"@method": GET\n"x-road-id": ', 4, '\n"x-road-signing-cert": ', 7,
+                                     '\n"@signature-params": ', 9, ""], "request_id": "DEV-7a1c"}),
+         "does not re-encode to the same bytes"),
         (_mutate({"created": "2026-01-02T03:04:05Z"}), "is not YYYY-MM-DDTHH:MM:SS.ffffffZ"),
         (_mutate({"created": "2026-13-02T03:04:05.000000Z"}), "log record is malformed"),
         (_mutate({"client": "DEV/GOV"}), "log record is malformed: client identifier 'DEV/GOV'"),
@@ -127,8 +154,38 @@ def _mutate(change: dict[str, Any]) -> bytes:
 )
 def test_decode_refuses(data: bytes, message: str) -> None:
     with pytest.raises(TrustError) as info:
-        decode(data)
+        decode(data, BLOBS)
     assert message in info.value.message
+
+
+def test_decode_refuses_an_altered_or_missing_blob() -> None:
+    with pytest.raises(TrustError, match=f"blob {CERT} \\(the record's signing_cert\\) does not hash to its name"):
+        decode(GOLDEN, {**BLOBS, CERT: b"\x30\x82\x01\x00cerT"})
+    with pytest.raises(TrustError, match=f"field ocsp_response refers to blob {OCSP}, which is not stored"):
+        decode(GOLDEN, {CERT: BLOBS[CERT]})
+
+
+@pytest.mark.parametrize(("base", "template"), [
+    ("", [""]),
+    ("no line has a source", ["no line has a source"]),
+    ('"x-road-id": DEV-7a1c', ['"x-road-id": ', 3, ""]),
+    ('"x-road-id": DEV-7a1c\n"x-road-id": other', ['"x-road-id": ', 3, '\n"x-road-id": other']),
+    ('"x-road-id":  DEV-7a1c', ['"x-road-id":  DEV-7a1c']),  # the rest of the line must be the value exactly
+    ('"x-road-id": DEV-7a1c ', ['"x-road-id": DEV-7a1c ']),
+    (' "x-road-id": DEV-7a1c', [' "x-road-id": DEV-7a1c']),  # the line must begin with the prefix
+    ('"x-road-userid": EE12345678901\n"x-road-issue": ', ['"x-road-userid": ', 5, '\n"x-road-issue": ']),
+    ('"@signature-params": ("@method");created=1', ['"@signature-params": ', 9, ""]),
+    ('"content-digest": sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:\n\n"x-road-signing-ocsp": MANvY3Nw\n',
+     ['"content-digest": ', 0, '\n\n"x-road-signing-ocsp": ', 8, "\n"]),
+])
+def test_base_template_replaces_exactly_the_lines_of_a_source(base: str, template: list[str | int]) -> None:
+    record = make()
+    sources = record.base_sources()
+    assert len(sources) == len(BASE_SOURCES)
+    assert base_template(base, sources) == template
+    assert rebuild_base(template, sources) == base
+    again = make(signature_base=base.encode())
+    assert decode(again.encode(), BLOBS) == again
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from archive_kit import ORIGIN, LogWorld, exchange_records, make_world
+from archive_kit import ORIGIN, LogWorld, base_text, exchange_records, make_world, set_base
 
 from gateway.messagelog import verify
-from gateway.messagelog.record import LogRecord
+from gateway.messagelog.record import LogRecord, blob_name
 from gateway.messagelog.verify import records
 
 VALID = "valid"  # the general check's verdict for a record it accepts (else it names the problem)
@@ -46,10 +46,12 @@ class Kit:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     world = make_world(tmp_path_factory.mktemp("checkers"))
-    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN)
+    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN,
+                                  blobs=tuple(world.blobs.items()))
     created = world.now - timedelta(minutes=1)
     request, response = exchange_records(world, created=created, body=b'{"id":1,"name":"A \\"quoted\\" name"}')
     plain_request, plain_response = exchange_records(world, created=created)
+    BLOBS.update(world.blobs)
     return Kit(world=world, context=context, other=plain_response, records={
         "request": request.encode(), "response": response.encode(),
         "plain request": plain_request.encode(), "plain response": plain_response.encode(),
@@ -113,7 +115,7 @@ class Case:
         return {DEFERS} if self.expected is not None else {VALID, DEFERS}
 
 
-PROBLEMS = ("malformed", "origin", "signature", "certificate", "body")  # what the general check names
+PROBLEMS = ("malformed", "origin", "signature", "certificate", "body", "blob")  # what the general check names
 
 
 def canon(obj: dict[str, Any]) -> bytes:
@@ -135,6 +137,16 @@ def edited(edit: Callable[[dict[str, Any]], None]) -> Make:
     return make
 
 
+def keeping_base(edit: Callable[[dict[str, Any]], None]) -> Make:
+    """An edit of the record's JSON object that keeps its signature base: the template made again, as the
+    encoder would make it for the edited record."""
+    def change(o: dict[str, Any]) -> None:
+        base = base_text(o, BLOBS)
+        edit(o)
+        set_base(o, base, BLOBS)
+    return edited(change)
+
+
 def raw(edit: Callable[[bytes], bytes]) -> Make:
     return lambda kit, line: edit(line)
 
@@ -144,20 +156,23 @@ def resigned(fn: Callable[[str], str], record: Callable[[dict[str, Any]], None] 
     only the base's form is wrong."""
     def make(kit: Kit, line: bytes) -> bytes:
         obj = json.loads(line)
+        base = fn(base_text(obj, kit.world.blobs))
         if record is not None:
             record(obj)
-        base = fn(base64.b64decode(obj["signature_base"]).decode()).encode()
         signer = kit.world.consumer_signer if obj["kind"] == "request" else kit.world.provider_signer
-        obj["signature_base"] = b64(base)
-        obj["signature"] = f"xroad=:{b64(signer.sign(base))}:"
+        set_base(obj, base, kit.world.blobs)
+        obj["signature"] = f"xroad=:{b64(signer.sign(base.encode()))}:"
         return canon(obj)
     return make
 
 
+BLOBS: dict[str, bytes] = {}  # the world's blobs, for the edits of the signature base (set by the kit fixture)
+
+
 def edit_base(fn: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
-    """An edit of the signature base's text, stored back as canonical base64 (not signed again)."""
+    """An edit of the signature base's text, stored back as its template (not signed again)."""
     def edit(o: dict[str, Any]) -> None:
-        o["signature_base"] = b64(fn(base64.b64decode(o["signature_base"]).decode()).encode())
+        set_base(o, fn(base_text(o, BLOBS)), BLOBS)
     return edit
 
 
@@ -165,15 +180,11 @@ def setter(**values: Any) -> Callable[[dict[str, Any]], None]:
     return lambda o: o.update(values)
 
 
-def odd_padding(o: dict[str, Any]) -> None:
-    text = o["signature_base"]
-    # the same bytes, spelled with non-zero padding bits where the encoding has padding
-    if text.endswith("=="):
-        o["signature_base"] = text[:-3] + chr(ord(text[-3]) + 1) + "=="
-    elif text.endswith("="):
-        o["signature_base"] = text[:-2] + chr(ord(text[-2]) + 1) + "="
-    else:
-        o["signature_base"] = text + "\n"
+def literal_reference(o: dict[str, Any]) -> None:
+    """The same base, with the message id written out in the template where the encoder writes source 3."""
+    t = o["signature_base"]
+    i = t.index(3)
+    o["signature_base"] = [*t[:i - 1], t[i - 1] + o["message_id"] + t[i + 1], *t[i + 2:]]
 
 
 def swap_stapled(o: dict[str, Any]) -> None:
@@ -181,9 +192,9 @@ def swap_stapled(o: dict[str, Any]) -> None:
 
 
 def stapled_line_changed(o: dict[str, Any]) -> None:
-    base = base64.b64decode(o["signature_base"]).decode()
+    base = base_text(o, BLOBS)
     i = base.index('"x-road-signing-cert": ') + len('"x-road-signing-cert": ') + 40
-    o["signature_base"] = b64((base[:i] + ("A" if base[i] != "A" else "B") + base[i + 1:]).encode())
+    set_base(o, base[:i] + ("A" if base[i] != "A" else "B") + base[i + 1:], BLOBS)
 
 
 HASH_LINE = '"x-road-request-hash": sha-256=:AAAA:\n'
@@ -201,8 +212,9 @@ CASES: list[Case] = [
     case("body not kept", "response", edited(setter(body=None)), VALID, lean=True),
     case("an extension (not signed)", "request",
          edited(setter(extensions={"purpose": "audit", "subjects": ["a", "b"]})), VALID, lean=True),
-    case("version 2", "request", edited(setter(v=2)), "malformed"),
-    case("version 1.0", "request", edited(setter(v=1.0)), "malformed"),
+    case("version 3", "request", edited(setter(v=3)), "malformed"),
+    case("version 1", "request", edited(setter(v=1)), "malformed"),
+    case("version 2.0", "request", edited(setter(v=2.0)), "malformed"),
     case("another origin", "request", edited(setter(origin="DEV/GOV/1001/ss9")), "origin"),
     case("kind other", "request", edited(setter(kind="other")), "malformed"),
     case("request with a status", "request", edited(setter(status=200)), "malformed"),
@@ -247,7 +259,7 @@ CASES: list[Case] = [
     case("signature input expired", "request",
          edited(lambda o: o.update(signature_input=o["signature_input"] + ";expires=1")), "signature"),
     # valid, but not in the one form the proxies write: the lean check may defer it
-    case("signature input second label", "request", edited(lambda o: o.update(
+    case("signature input second label", "request", keeping_base(lambda o: o.update(
         signature_input=o["signature_input"] + ', other=("@method");created=1')), VALID),
     case("signature input without the client", "request", edited(lambda o: o.update(
         signature_input=o["signature_input"].replace(' "x-road-client"', ""))), "signature"),
@@ -258,13 +270,24 @@ CASES: list[Case] = [
     case("signature base with CR", "request", edited(edit_base(lambda t: t.replace("\n", "\r\n", 1))), "signature"),
     case("signature base line added", "request", edited(edit_base(lambda t: t.replace(
         '"x-road-signing-cert"', '"x-road-extra": 1\n"x-road-signing-cert"'))), "signature"),
-    case("signature base non-canonical base64", "request", edited(odd_padding), "malformed"),
+    case("signature base template with a value written out", "request", edited(literal_reference), "malformed"),
+    case("signature base template not a list", "request", edited(setter(signature_base="text")), "malformed"),
+    case("signature base template referring to a null issue", "request", edited(
+        lambda o: o.update(signature_base=[*o["signature_base"][:-1], o["signature_base"][-1] + "\n", 6, ""])),
+         "signature"),
+    case("signature base template non-ASCII", "request", edited(
+        lambda o: o.update(signature_base=["\u00e9", *o["signature_base"][1:]])), "signature"),
     case("bound request signature changed", "response", edited(edit_base(lambda t: t.replace(
         'key="xroad": :', 'key="xroad": :AAAA'))), "signature"),
     case("certificate of the provider on a request", "request", edited(lambda o: o.update(
-        signing_cert=b64(o["_other"].signing_cert))), "signature"),
+        signing_cert=blob_name(o["_other"].signing_cert))), "signature"),
+    # (the base names the record's OCSP response, so the certificate check, which comes first, refuses the pair)
     case("OCSP response of the provider", "request",
-         edited(lambda o: o.update(ocsp_response=b64(o["_other"].ocsp_response))), "signature"),
+         edited(lambda o: o.update(ocsp_response=blob_name(o["_other"].ocsp_response))), "certificate"),
+    case("certificate the archive does not hold", "request", edited(setter(signing_cert="0" * 64)), "blob"),
+    case("OCSP response the archive does not hold", "response", edited(setter(ocsp_response="f" * 64)), "blob"),
+    case("certificate name in upper case", "request",
+         edited(lambda o: o.update(signing_cert=o["signing_cert"].upper())), "malformed"),
     # -- more edits of the members, on records whose body has no escapes
     case("request hash changed (signed, not logged)", "plain response", edited(edit_base(lambda t: t.replace(
         '"x-road-request-hash": sha-256=:AAAA:', '"x-road-request-hash": sha-256=:AAAB:'))), "signature"),
@@ -275,10 +298,15 @@ CASES: list[Case] = [
     case("stapled certificate's line changed in the base", "plain request", edited(stapled_line_changed),
          "signature"),
     case("certificate and OCSP response swapped", "plain request", edited(swap_stapled), "signature"),
-    case("base with padding added", "plain request",
-         edited(lambda o: o.update(signature_base=o["signature_base"] + "=")), "malformed"),
-    case("base cut short by one character", "plain request",
+    case("template with a piece added", "plain request",
+         edited(lambda o: o.update(signature_base=[*o["signature_base"], "x"])), "malformed"),
+    case("template cut short by one piece", "plain request",
          edited(lambda o: o.update(signature_base=o["signature_base"][:-1])), "malformed"),
+    case("template with a reference to another source", "plain request", edited(
+        lambda o: o.update(signature_base=[4 if p == 3 else p for p in o["signature_base"]])), "signature"),
+    case("template whose parameters are written out", "plain response", edited(
+        lambda o: o.update(signature_base=[*o["signature_base"][:-2], o["signature_base"][-3][:0]
+                                           + o["signature_base"].pop(-3) + o["signature_input"][6:]])), "malformed"),
     case("base with a line before the first", "plain request",
          edited(edit_base(lambda t: '"x-road-extra": 1\n' + t)), "signature"),
     case("base with the params line twice", "plain response",
@@ -349,10 +377,11 @@ CASES: list[Case] = [
 RAW: list[tuple[str, Callable[[bytes], bytes]]] = [
     ("space after a colon", lambda b: b.replace(b'"kind":', b'"kind": ', 1)),
     ("members out of order", lambda b: b.replace(b'{"body":', b'{"zz":0,"body":', 1)),
-    ("duplicate member", lambda b: b.replace(b',"v":1}', b',"v":1,"v":1}')),
+    ("duplicate member", lambda b: b.replace(b',"v":2}', b',"v":2,"v":2}')),
     ("needless escape", lambda b: b.replace(b'"method":"GET"', b'"method":"\\u0047ET"')),
     ("escaped slash", lambda b: b.replace(b'"client":"DEV/', b'"client":"DEV\\/')),
-    ("integer as 1.0", lambda b: b.replace(b',"v":1}', b',"v":1.0}')),
+    ("integer as 2.0", lambda b: b.replace(b',"v":2}', b',"v":2.0}')),
+    ("template with a space", lambda b: b.replace(b'"signature_base":["', b'"signature_base":[ "', 1)),
     ("trailing newline", lambda b: b + b"\n"),
     ("not UTF-8", lambda b: b.replace(b'"kind"', b'"\xff"', 1)),
     ("raw control character", lambda b: b.replace(b'"method":"GET"', b'"method":"G\x01T"')),

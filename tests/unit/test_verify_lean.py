@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archive_kit import ORIGIN, LogWorld, exchange_records, make_log, make_world, rewrite, write_archive
+from archive_kit import (
+    ORIGIN,
+    LogWorld,
+    base_text,
+    exchange_records,
+    make_log,
+    make_world,
+    rewrite,
+    set_base,
+    write_archive,
+)
 
 from gateway.messagelog import verify
 from gateway.messagelog.archive import LogArchive
@@ -46,7 +56,8 @@ class Kit:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     world = make_world(tmp_path_factory.mktemp("lean-fast"))
-    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN)
+    context = verify.CheckContext(anchor=world.anchor.to_bytes(), envelopes=(world.envelope,), origin=ORIGIN,
+                                  blobs=tuple(world.blobs.items()))
     created = world.now - timedelta(minutes=1)
     request, response = exchange_records(world, created=created)
     later = exchange_records(world, created=created + timedelta(seconds=3))
@@ -171,12 +182,12 @@ def _resigned(kit: Kit, kind: str, fn: Callable[[str], str], record: Callable[[d
     """The record with its signature base edited (and the record, if ``record``) and signed again by its signer:
     only the base's form is wrong."""
     obj = json.loads(kit.request if kind == "request" else kit.response)
+    base = fn(base_text(obj, kit.world.blobs))
     if record is not None:
         record(obj)
-    base = fn(base64.b64decode(obj["signature_base"]).decode()).encode()
     signer = kit.world.consumer_signer if kind == "request" else kit.world.provider_signer
-    obj["signature_base"] = _b64(base)
-    obj["signature"] = f"xroad=:{_b64(signer.sign(base))}:"
+    set_base(obj, base, kit.world.blobs)
+    obj["signature"] = f"xroad=:{_b64(signer.sign(base.encode()))}:"
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -189,8 +200,11 @@ def test_random_changes_in_the_long_members_are_never_accepted_by_the_lean_check
         assert checker.check_lean(line) is not None
     for _ in range(600):
         line = rng.choice((kit.request, kit.response))
-        start = line.index(f'"{member}":"'.encode()) + len(member) + 4
-        end = line.index(b'"', start + 1) if member != "signature_input" else line.index(b'","signing_cert"')
+        if member == "signature_base":  # the template: from its first text to its last
+            start, end = line.index(b'"signature_base":[') + len(member) + 4, line.index(b'],"signature_input"')
+        else:
+            start = line.index(f'"{member}":"'.encode()) + len(member) + 4
+            end = line.index(b'"', start + 1) if member != "signature_input" else line.index(b'","signing_cert"')
         changed = bytearray(line)
         for _ in range(rng.randint(1, 2)):
             changed[rng.randrange(start, end)] = rng.choice(b"ABCDEFabcdef0123456789+/=\\\" \n")
@@ -279,8 +293,10 @@ def test_the_tree_from_subtree_roots_has_the_roots_of_the_tree_from_leaves(
 
 
 def test_checkpoints_signed_by_a_key_only_stapled_in_the_records_verify(tmp_path: Path) -> None:
-    """Step 2 runs first with the archive's own certificates and OCSP responses; where those do not serve
-    (here the archive has none), it runs again with the records' stapled ones."""
+    """Step 2 runs first with the archive's own certificates and OCSP responses; in format version 2 these are
+    the records' blobs, so the signing certificate of the log is among them whether or not the exporter added
+    it for the checkpoints. Without the blobs, neither the records nor the checkpoints verify, and the report
+    says which blob each record lacks."""
     from gateway.trust.canonical import canonical_bytes
 
     world = make_world(tmp_path)
@@ -294,13 +310,16 @@ def test_checkpoints_signed_by_a_key_only_stapled_in_the_records_verify(tmp_path
 
     with zipfile.ZipFile(path) as z:
         dropped = {n: (lambda _: None) for n in z.namelist() if n.startswith(("certs/", "ocsp/"))}
-    assert dropped
+    assert len(dropped) == 4  # the blobs of both parties: the log's signer is one of them
     stripped = rewrite(path, tmp_path / "b.zip", {**dropped, "manifest.json": manifest})
-    for archive in (path, stripped):
-        with LogArchive(archive) as a:
-            report = verify.verify_archive(a, world.anchor)
-        assert report.ok, report.summary()
-        assert (report.checkpoints_verified, report.covered_until) == (2, 20)
+    with LogArchive(path) as a:
+        report = verify.verify_archive(a, world.anchor)
+    assert report.ok, report.summary()
+    assert (report.checkpoints_verified, report.covered_until) == (2, 20)
+    with LogArchive(stripped) as a:
+        report = verify.verify_archive(a, world.anchor)
+    assert {(f.seq, f.problem) for f in report.errors if f.seq is not None} == {(i, "blob") for i in range(20)}
+    assert report.checkpoints_verified == 0
 
 
 @pytest.mark.parametrize(("name", "suffix", "valid"), [

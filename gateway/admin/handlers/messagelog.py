@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from gateway.admin.schema import page_body, parse_page
 from gateway.errors import NotFound, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.export import all_checkpoints, choose_range, write_range
+from gateway.messagelog.record import resolved_view
 from gateway.messagelog.store import MessageLogStore, SqlMessageLogStore, StoredCheckpoint
 
 MAX_ORIGIN_LENGTH = 255  # characters; as gateway.messagelog.record
@@ -123,8 +123,10 @@ async def list_message_log_records(call: Call, request: web.Request, ctx: AdminC
     total = await ctx.messagelog.size(origin)
     found = await ctx.messagelog.read(origin, start=page.offset, limit=page.limit) if page.offset < total else []
     call.details["records"] = [r.seq for r in found][:1000]
+    # the records with their references resolved (blobs as base64 DER, the signature base as text); the exact
+    # stored bytes, which the leaf hash is of, are exportMessageLogRecord's
     items = [
-        {"origin": r.origin, "seq": r.seq, "leaf_hash": r.leaf_hash.hex(), "record": json.loads(r.encoded)}
+        {"origin": r.origin, "seq": r.seq, "leaf_hash": r.leaf_hash.hex(), "record": resolved_view(r.encoded, r.blobs)}
         for r in found
     ]
     return page_body(items, total=total, page=page)

@@ -1,11 +1,12 @@
 """Message-log storage with group commit (I/O).
 
-docs/messagelog.md: a record is durable **before** the exchange proceeds, and durability must not cost
-throughput. :meth:`MessageLogStore.append` therefore queues the record and waits; one writer task per store
-takes everything queued (up to ``max_batch`` records), assigns each record the next sequence number of its
-origin, writes the whole batch in **one transaction**, and only after the commit resolves each caller. While
-one transaction is in flight, new records queue up for the next, so under load one commit (one fsync) serves
-many exchanges.
+docs/messagelog.md: a record is durable **before** the exchange depends on it (section 11: before the service
+sees the request, before an answer leaves), and durability must not cost throughput.
+:meth:`MessageLogStore.append` therefore queues the record and waits (:meth:`MessageLogStore.start` queues it
+and returns the future to wait on later); one writer task per store takes everything queued (up to
+``max_batch`` records), assigns each record the next sequence number of its origin, writes the whole batch in
+**one transaction**, and only after the commit resolves each caller. While one transaction is in flight, new
+records queue up for the next, so under load one commit (one fsync) serves many exchanges.
 
 Rules the writer keeps:
 

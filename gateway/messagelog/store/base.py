@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
 import structlog
@@ -24,13 +26,14 @@ import structlog
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, GatewayError, MessageLogError, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.merkle import leaf_hash
-from gateway.messagelog.record import LogRecord, decode
+from gateway.messagelog.record import LogRecord, blob_refs, decode
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size
 DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
 THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
 MAX_READ = 10_000  # records per read() call
 MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
+BLOB_CACHE = 4096  # blobs a store keeps in memory for its reads (content-addressed: never stale)
 
 log = structlog.get_logger("gateway.messagelog.store")  # the name it had as one module, for every part of it
 _T = TypeVar("_T")
@@ -46,16 +49,22 @@ class Appended(NamedTuple):
     leaf_hash: bytes
 
 
+_NO_BLOBS: Mapping[str, bytes] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredRecord:
     origin: str
     seq: int
     encoded: bytes
     leaf_hash: bytes
+    # the log's blobs that the record names (it may hold others: one mapping serves a page of records)
+    blobs: Mapping[str, bytes] = field(default_factory=lambda: _NO_BLOBS, repr=False, compare=False)
 
     def decode(self) -> LogRecord:
-        """Raises: TrustError: the stored bytes are not a valid record (see :func:`record.decode`)."""
-        return decode(self.encoded)
+        """Raises: TrustError: the stored bytes are not a valid record, or a blob it names is missing or
+        altered (see :func:`record.decode`)."""
+        return decode(self.encoded, self.blobs)
 
 
 @dataclass(slots=True)
@@ -95,6 +104,7 @@ class PendingRecord:
     encoded: bytes
     leaf_hash: bytes
     future: asyncio.Future[Appended] = field(repr=False)
+    blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (name, DER) the record names
 
 
 _STOP = object()
@@ -140,6 +150,11 @@ class MessageLogStore(ABC):
         self._in_flight: list[PendingRecord] | None = None
         self._kicked = False
         self._drained: asyncio.Future[None] | None = None
+        # Blobs (origin, name) known to be committed: the writer's (its thread's, for a blocking writer), so
+        # that a blob already stored costs nothing; forgotten on any failed batch. And the reads' cache.
+        self._blobs_stored: set[tuple[str, str]] = set()
+        self._blob_cache: dict[tuple[str, str], bytes] = {}
+        self._encoding: set[asyncio.Future[Appended]] = set()  # start()'s appends of large bodies
 
     async def append(self, record: LogRecord) -> Appended:
         """Log ``record`` and return once it is committed.
@@ -149,6 +164,45 @@ class MessageLogStore(ABC):
                 holding the record could not be committed (nothing of it is stored).
         """
         # (1) Refuse early what can never be written.
+        self._refuse(record)
+        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            encoded, leaf = await asyncio.to_thread(_encode, record)
+        else:
+            encoded, leaf = _encode(record)
+        # (3) Queue for the writer and wait for its commit.
+        return await self._enqueue(record, encoded, leaf)
+
+    def start(self, record: LogRecord) -> asyncio.Future[Appended]:
+        """Queue ``record`` now and return a future of what :meth:`append` returns, for a caller with other
+        work to do while the record commits (the consumer's request record commits while the request travels,
+        docs/messagelog.md section 11).
+
+        A record is queued before this returns, so it joins the batch of this turn of the event loop (one
+        with a body over :data:`THREAD_ENCODE_BYTES` is encoded in a thread first, then queued). It is
+        committed whether or not anybody awaits the future: cancelling a wait for it withdraws nothing. A
+        failure that nobody awaits is not reported as an unretrieved exception (the writer logs every failed
+        batch).
+
+        Raises:
+            MessageLogError: the store is closed, its writer has stopped, or the body is larger than
+                ``max_body_bytes`` (nothing is queued). A failed commit is the future's exception, as it is
+                :meth:`append`'s.
+        """
+        self._refuse(record)
+        future: asyncio.Future[Appended]
+        if record.loggable_size > THREAD_ENCODE_BYTES:
+            task = asyncio.ensure_future(self.append(record))
+            self._encoding.add(task)  # held until done: a task nobody holds may be collected mid-way
+            task.add_done_callback(self._encoding.discard)
+            task.add_done_callback(_observe)
+            future = asyncio.shield(task)  # a cancelled wait must not cancel the encoding and queueing
+        else:
+            future = self._enqueue(record, *_encode(record))
+        future.add_done_callback(_observe)
+        return future
+
+    def _refuse(self, record: LogRecord) -> None:
         if self._closed:
             raise _logging_failed(record, "the message log is closed")
         if record.loggable_size > self.max_body_bytes:
@@ -157,14 +211,12 @@ class MessageLogStore(ABC):
                 f"message body of {record.loggable_size} bytes exceeds the loggable maximum of "
                 f"{self.max_body_bytes} bytes",
             )
-        # (2) Encode and hash in the caller (in a thread for large bodies), so the writer only writes.
-        if record.loggable_size > THREAD_ENCODE_BYTES:
-            encoded, leaf = await asyncio.to_thread(_encode, record)
-        else:
-            encoded, leaf = _encode(record)
-        # (3) Queue for the writer and wait for its commit.
+
+    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+        """Queue an encoded record for the writer; the future of its commit (rule 3 of append)."""
         loop = asyncio.get_running_loop()
-        pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future())
+        pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future(),
+                                blobs=record.blobs())
         if not self._blocking_known:
             self._blocking, self._blocking_known = self._blocking_writer(), True
         if self._blocking is not None:
@@ -174,19 +226,21 @@ class MessageLogStore(ABC):
                 # appended in this one (as a writer task woken by the queue would take it).
                 self._kicked = True
                 loop.call_soon(self._kick, loop, self._blocking)
-            return await pending.future
+            return pending.future
         if self._writer is None:
             self._writer = loop.create_task(self._run(), name=f"{type(self).__name__}-writer")
         elif self._writer.done():
             raise _logging_failed(record, "the message log writer has stopped")
         self._queue.put_nowait(pending)
-        return await pending.future
+        return pending.future
 
     async def close(self) -> None:
         """Refuse new records, commit everything queued, stop the writer. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._encoding:  # start()'s large records still being encoded: they were accepted, so they are queued
+            await asyncio.gather(*self._encoding, return_exceptions=True)
         if self._in_flight is not None or self._pending:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
@@ -331,11 +385,38 @@ class MessageLogStore(ABC):
         if start < 0 or not 0 < limit <= MAX_READ:
             raise MessageLogError(f"read range start={start} limit={limit} is out of bounds")
         try:
-            return await self._read(origin, start, limit)
+            found = await self._read(origin, start, limit)
+            if not found:
+                return found
+            names = {n for r in found for n in blob_refs(r.encoded) if n is not None}
+            blobs = MappingProxyType(await self._cached_blobs(origin, names))
+            return [dataclasses.replace(r, blobs=blobs) for r in found]
         except GatewayError:
             raise
         except Exception as e:
             raise MessageLogError(f"message log read failed: {_describe(e)}") from e
+
+    async def blobs(self, origin: str, names: Iterable[str]) -> dict[str, bytes]:
+        """The blobs of ``origin``'s log with these names (hex SHA-256) that it holds; a name it does not hold
+        is left out.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        return await self._guard(self._cached_blobs(origin, set(names)))
+
+    async def _cached_blobs(self, origin: str, names: Collection[str]) -> dict[str, bytes]:
+        cache = self._blob_cache
+        out = {n: cache[(origin, n)] for n in names if (origin, n) in cache}
+        missing = [n for n in names if n not in out]
+        if missing:
+            found = await self._read_blobs(origin, missing)
+            if len(cache) + len(found) > BLOB_CACHE:
+                cache.clear()
+            for n, data in found.items():
+                cache[(origin, n)] = data
+            out.update(found)
+        return out
 
     # ---- checkpoints, timestamps, leaf hashes, proofs and retention (docs/messagelog.md sections 7-10) ------
 
@@ -494,15 +575,25 @@ class MessageLogStore(ABC):
 
     @abstractmethod
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> Sequence[Outcome]:
-        """Store the whole batch atomically; return each record's sequence number, in batch order (or the
-        error refusing that record alone, the rest of the batch being stored: a replay, see
-        :mod:`~gateway.messagelog.store.replay`)."""
+        """Store the whole batch atomically, with the blobs its records name that are not stored yet; return
+        each record's sequence number, in batch order (or the error refusing that record alone, the rest of the
+        batch being stored: a replay, see :mod:`~gateway.messagelog.store.replay`)."""
 
     @abstractmethod
     async def _size(self, origin: str) -> int: ...
 
     @abstractmethod
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]: ...
+
+    @abstractmethod
+    async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]: ...
+
+
+def _observe(future: asyncio.Future[Appended]) -> None:
+    # Marks a failure as retrieved: whoever awaits the future still gets it; nobody is told of it twice.
+    if not future.cancelled():
+        future.exception()
+
 
 def _encode(record: LogRecord) -> tuple[bytes, bytes]:
     encoded = record.encode()
@@ -514,6 +605,7 @@ def _describe(e: BaseException) -> str:
 
 
 __all__ = [
+    "BLOB_CACHE",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY_BYTES",
     "MAX_LEAF_READ",

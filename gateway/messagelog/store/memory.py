@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.errors import MessageLogError
-from gateway.messagelog.record import LogRecord
+from gateway.messagelog.record import LogRecord, decode
 from gateway.messagelog.store.base import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
@@ -31,6 +31,7 @@ class MemoryMessageLogStore(MessageLogStore):
         self._logs: dict[str, list[StoredRecord]] = {}
         self._cps: dict[str, dict[int, StoredCheckpoint]] = {}
         self._pruned: dict[str, int] = {}
+        self._blob_data: dict[str, dict[str, bytes]] = {}  # per origin, by name
         self.fail_with: Exception | None = None
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
@@ -47,7 +48,13 @@ class MemoryMessageLogStore(MessageLogStore):
             seqs.append(seq)
         for origin, new in staged.items():
             self._logs.setdefault(origin, []).extend(new)
+        for p in batch:  # in the same step as the records (there is nothing to roll back after the check above)
+            self._blob_data.setdefault(p.record.origin, {}).update(p.blobs)
         return seqs
+
+    async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]:
+        mine = self._blob_data.get(origin, {})
+        return {n: mine[n] for n in names if n in mine}
 
     async def _size(self, origin: str) -> int:
         return len(self._logs.get(origin, ()))
@@ -94,6 +101,11 @@ class MemoryMessageLogStore(MessageLogStore):
 
     def records(self, origin: str) -> list[LogRecord]:
         """Every committed, unpruned record of ``origin``, decoded (for assertions in tests)."""
-        return [s.decode() for s in self._logs.get(origin, ())[self._pruned.get(origin, 0):]]
+        blobs = self._blob_data.get(origin, {})
+        return [decode(s.encoded, blobs) for s in self._logs.get(origin, ())[self._pruned.get(origin, 0):]]
+
+    def blob_count(self, origin: str) -> int:
+        """How many blobs ``origin``'s log holds (for assertions in tests)."""
+        return len(self._blob_data.get(origin, {}))
 
 __all__ = ["MemoryMessageLogStore"]

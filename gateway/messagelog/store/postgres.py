@@ -12,11 +12,12 @@ import contextlib
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.messagelog.models import records
+from gateway.messagelog.models import blobs, records
 from gateway.messagelog.store.base import Outcome, PendingRecord
-from gateway.messagelog.store.rows import _max_seq_query, _rows
+from gateway.messagelog.store.rows import _blob_rows, _max_seq_query, _new_blobs, _rows
 
 
 class PostgresWriter:
@@ -25,6 +26,7 @@ class PostgresWriter:
     _engine: AsyncEngine
     _conn: AsyncConnection | None
     _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
+    _blobs_stored: set[tuple[str, str]]  # the store's: blobs known to be committed
 
     @property
     def writer_engine(self) -> sa.Engine:
@@ -40,6 +42,7 @@ class PostgresWriter:
 
     async def _drop_writer_connection(self) -> None:
         self._next_seq.clear()
+        self._blobs_stored.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -55,11 +58,18 @@ class PostgresWriter:
                         top = await conn.scalar(_max_seq_query(origin))
                         next_seq[origin] = 0 if top is None else int(top) + 1
                 seqs, rows = _rows(batch, next_seq)
+                # the blobs not known to be stored, in the same transaction (one already there is skipped)
+                new_blobs = _new_blobs(batch, self._blobs_stored)
+                if new_blobs:
+                    insert = (postgresql.insert(blobs).on_conflict_do_nothing()
+                              if conn.dialect.name == "postgresql" else blobs.insert())
+                    await conn.execute(insert, _blob_rows(new_blobs))
                 await conn.execute(records.insert(), rows)
         except BaseException:
             await self._drop_writer_connection()
             raise
         self._next_seq = next_seq
+        self._blobs_stored.update(new_blobs)
         return seqs
 
 

@@ -3,7 +3,7 @@
 docs/messagelog.md section 5, "Replays across workers and nodes". Every provider-side request record
 (``side="server"``, ``kind="request"``) carries a **replay key**: SHA-256 of its server's identifier, a zero
 byte and its ``X-Road-Request-Id`` (the server being the one its origin names, :mod:`~gateway.messagelog.origins`).
-Column ``replay_key`` of ``messagelog_records`` is unique where it is set (revision 0003r), so one server logs
+Column ``replay_key`` of ``messagelog_records`` is unique where it is set (revision 0004), so one server logs
 a request id once, whichever of its workers or nodes received it, and only a request the log accepted reaches
 the service (the request record is durable first).
 

@@ -1,11 +1,11 @@
 """What the two writers of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` share: a batch numbered
-into rows of ``messagelog_records``, and the query for the highest sequence number of an origin (pure: builds
-values and statements, runs nothing).
+into rows of ``messagelog_records``, its new blobs as rows of ``messagelog_blobs``, and the query for the
+highest sequence number of an origin (pure: builds values and statements, runs nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,3 +41,22 @@ def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[lis
             "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash, "replay_key": replay_key(r),
         })
     return seqs, rows
+
+
+def _new_blobs(batch: Sequence[PendingRecord], stored: set[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    """The blobs the batch names that are not in ``stored`` (known to be committed): the writer adds them to
+    the batch's transaction (as an insert that skips those already there), so that no record names a blob that
+    is not durable, and one already stored costs nothing."""
+    new: dict[tuple[str, str], bytes] = {}
+    for p in batch:
+        origin = p.record.origin
+        for name, data in p.blobs:
+            key = (origin, name)
+            if key not in stored:
+                new[key] = data
+    return new
+
+
+def _blob_rows(new: Mapping[tuple[str, str], bytes]) -> list[dict[str, object]]:
+    """Rows of ``messagelog_blobs`` for the blobs :func:`_new_blobs` gave (in a stable order)."""
+    return [{"origin": origin, "sha256": name, "data": data} for (origin, name), data in sorted(new.items())]

@@ -7,7 +7,7 @@ engine (the caller's); the batches go through the dialect's writer: :class:`~.sq
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError, TrustError
 from gateway.messagelog import merkle
-from gateway.messagelog.models import VERSION_TABLE, checkpoints, records, retention
+from gateway.messagelog.models import VERSION_TABLE, blobs, checkpoints, records, retention
 from gateway.messagelog.store.base import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
@@ -89,6 +89,15 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
                 StoredRecord(origin=origin, seq=int(seq), encoded=bytes(data), leaf_hash=bytes(leaf))
                 for seq, data, leaf in result
             ]
+
+    async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        async with self._engine.connect() as conn:
+            for i in range(0, len(names), 500):  # bounded IN lists
+                query = sa.select(blobs.c.sha256, blobs.c.data).where(
+                    blobs.c.origin == origin, blobs.c.sha256.in_(names[i:i + 500]))
+                out.update((str(name), bytes(data)) for name, data in await conn.execute(query))
+        return out
 
     async def _leaf_hashes(self, origin: str, start: int, end: int) -> list[bytes]:
         query = (

@@ -4,8 +4,9 @@ On SQLite the writer works through the plain sqlite3 driver on one thread of its
 hand-over between threads rather than one per statement (each hand-over waits for a turn of a busy event loop,
 which would otherwise dominate an exchange's latency): one INSERT of the whole batch, in autocommit, with the
 statement SQLAlchemy compiles and its bind processors (``synchronous=FULL``: a log commit survives power
-loss). The WAL is copied into the database by another thread and connection, every
-:data:`WAL_CHECKPOINT_BYTES` of records, never by a commit.
+loss). The WAL is copied into the database by another thread and connection, in small passive checkpoints
+about every :data:`WAL_CHECKPOINT_BYTES` of records (at a random phase per store, so that two servers started
+together do not checkpoint together), never by a commit (docs/messagelog.md section 12).
 
 :class:`SqliteWriter` is a mixin of ``SqlMessageLogStore``: its state is the store's, set by
 :meth:`SqliteWriter._init_sqlite_writer`, so a batch goes to the thread with no indirection beyond the
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,11 +28,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError
-from gateway.messagelog.models import records
+from gateway.messagelog.models import blobs, records
 from gateway.messagelog.store.base import BlockingWriter, PendingRecord, _describe, log
-from gateway.messagelog.store.rows import _ROW_COLUMNS, _max_seq_query, _rows
+from gateway.messagelog.store.rows import _ROW_COLUMNS, _blob_rows, _max_seq_query, _new_blobs, _rows
 
-WAL_CHECKPOINT_BYTES = 4 * 2**20  # record bytes committed between two SQLite WAL checkpoints
+# Record bytes committed between two WAL checkpoints, on average: each interval is drawn from 0.5-1.5 times this,
+# the first from 0-1 times, so that two servers started together do not checkpoint (and fsync their database
+# files) at the same moment. Small, so that each checkpoint copies little and is over in a few milliseconds: at
+# 4 MiB one took 12-16 ms at the median, and the commits made meanwhile were slower (docs/performance.md section 4).
+WAL_CHECKPOINT_BYTES = 256 * 2**10
+# journal_size_limit: a WAL that grew past this (a reader held back its restart) is cut back to it when it
+# restarts, so that one long read does not leave a large file behind.
+WAL_SIZE_LIMIT_BYTES = 4 * 2**20
 
 
 def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
@@ -42,10 +52,21 @@ def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[
     return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
 
 
+def _driver_blob_insert(dialect: sa.Dialect) -> str:
+    """The insert of one blob row that skips a blob already stored, compiled for ``dialect`` (positional
+    parameters origin, sha256, data)."""
+    compiled = blobs.insert().prefix_with("OR IGNORE").compile(dialect=dialect,
+                                                                column_keys=["origin", "sha256", "data"])
+    if list(compiled.positiontup or ()) != ["origin", "sha256", "data"]:  # pragma: no cover - as _driver_insert
+        raise MessageLogError(f"unexpected parameters in the message log blob insert for {dialect.name}")
+    return compiled.string
+
+
 class SqliteWriter:
     """The SQLite writer: batches on a thread of its own through the driver, WAL checkpoints on another."""
 
     _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
+    _blobs_stored: set[tuple[str, str]]  # the store's: blobs known to be committed
 
     def _init_sqlite_writer(self, engine: AsyncEngine) -> None:
         """The writer's state; its threads only if ``engine`` is SQLite (else the store writes through
@@ -62,13 +83,17 @@ class SqliteWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._insert_cache: dict[int, str] = {}
         self._max_variables = 999  # SQLite's smallest default; the connection tells the real limit
-        # The WAL checkpoints: their own thread and connection, after every WAL_CHECKPOINT_BYTES of records.
+        # The WAL checkpoints: their own thread and connection, about every WAL_CHECKPOINT_BYTES of records,
+        # at a random phase (the generator is seeded from the OS, per store and per process).
         self._wal_executor: ThreadPoolExecutor | None = None
         self._wal_conn: sqlite3.Connection | None = None
+        self._wal_random = random.Random()
         self._wal_bytes = 0
+        self._wal_due = WAL_CHECKPOINT_BYTES * self._wal_random.random()
         self._wal_busy = False
         self.sqlite_trace: Callable[[str], None] | None = None
-        """Called with every statement the SQLite writer runs (instrumentation; set before the first append)."""
+        """Called with every statement the SQLite writer and its WAL checkpoints run, on the thread that runs it
+        (instrumentation; set before the first append)."""
         if engine.dialect.name == "sqlite":
             database = engine.url.database
             if not database or database == ":memory:":
@@ -80,6 +105,7 @@ class SqliteWriter:
                 str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
             )
             self._driver_insert = _driver_insert(dialect)
+            self._blob_insert_sql = _driver_blob_insert(dialect)
             self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
             self._wal_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-wal")
@@ -108,20 +134,25 @@ class SqliteWriter:
                     top = conn.execute(self._max_seq_sql, (origin,)).fetchone()[0]
                     next_seq[origin] = 0 if top is None else int(top) + 1
             seqs, rows = _rows(batch, next_seq)
+            new_blobs = _new_blobs(batch, self._blobs_stored)
             # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
             #     processors applied, so the stored values are what SQLAlchemy would store).
             params = self._driver_insert[1]
             values = [r[n] if bind is None else bind(r[n]) for r in rows for n, bind in params]
             # (3) All of the batch or none of it: one INSERT of every row is one implicit transaction
-            #     (autocommit); a batch with more parameters than SQLite allows in one statement is split
-            #     into several inside BEGIN IMMEDIATE ... COMMIT.
+            #     (autocommit); a batch with blobs not stored yet (the first record of a certificate or OCSP
+            #     response), or with more parameters than SQLite allows in one statement, is several
+            #     statements inside BEGIN IMMEDIATE ... COMMIT: the blobs first, then the records.
             per_statement = max(1, self._max_variables // len(params))
-            if len(rows) <= per_statement:
+            if len(rows) <= per_statement and not new_blobs:
                 conn.execute(self._insert_sql(len(rows)), values)
             else:
                 width = per_statement * len(params)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if new_blobs:
+                        conn.executemany(self._blob_insert_sql,
+                                         [(b["origin"], b["sha256"], b["data"]) for b in _blob_rows(new_blobs)])
                     for i in range(0, len(values), width):
                         part = values[i:i + width]
                         conn.execute(self._insert_sql(len(part) // len(params)), part)
@@ -132,6 +163,7 @@ class SqliteWriter:
                     raise
         except BaseException as e:
             self._next_seq = {}
+            self._blobs_stored.clear()
             conn_, self._sqlite = self._sqlite, None
             if conn_ is not None:
                 with contextlib.suppress(Exception):
@@ -142,11 +174,13 @@ class SqliteWriter:
                 ) from e
             raise
         self._next_seq = next_seq
+        self._blobs_stored.update(new_blobs)
         # (4) The WAL is copied into the database by another thread and connection (see _wal_checkpoint),
         #     not by the commit of whichever batch crosses SQLite's threshold.
         self._wal_bytes += sum(len(p.encoded) for p in batch)
-        if self._wal_bytes >= WAL_CHECKPOINT_BYTES and not self._wal_busy and self._wal_executor is not None:
+        if self._wal_bytes >= self._wal_due and not self._wal_busy and self._wal_executor is not None:
             self._wal_bytes, self._wal_busy = 0, True
+            self._wal_due = WAL_CHECKPOINT_BYTES * self._wal_random.uniform(0.5, 1.5)
             with contextlib.suppress(RuntimeError):  # shut down: the last connection's close checkpoints
                 self._wal_executor.submit(self._wal_checkpoint)
         return seqs
@@ -162,6 +196,9 @@ class SqliteWriter:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # The writer restarts the WAL (from its start, once a checkpoint has copied all of it); that is
+            # when a WAL grown past the limit is truncated back.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except BaseException:
             conn.close()
@@ -181,12 +218,19 @@ class SqliteWriter:
 
     def _wal_checkpoint(self) -> None:
         # On the WAL thread: copy what the writer committed into the database file (PASSIVE: never waits for
-        # the writer or readers; what it cannot copy now, the next run copies).
+        # the writer or readers; what it cannot copy now, the next run copies). Logged at debug level with
+        # SQLite's answer: the WAL's frames (pages) and how many of them are now in the database file.
         try:
             if self._wal_conn is None:
                 self._wal_conn = self._sqlite_open()
+                if self.sqlite_trace is not None:
+                    self._wal_conn.set_trace_callback(self.sqlite_trace)
                 self._wal_conn.execute("PRAGMA busy_timeout=5000")
-            self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._wal_conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+            started = time.perf_counter()
+            busy, frames, copied = self._wal_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            log.debug("messagelog_wal_checkpoint", wal_frames=frames, checkpointed_frames=copied,
+                      busy=bool(busy), ms=round((time.perf_counter() - started) * 1000, 2))
         except Exception as e:
             log.warning("messagelog_wal_checkpoint_failed", error=_describe(e))
             conn, self._wal_conn = self._wal_conn, None
@@ -219,4 +263,4 @@ class SqliteWriter:
                 self._wal_executor.shutdown(wait=True)
 
 
-__all__ = ["WAL_CHECKPOINT_BYTES", "SqliteWriter"]
+__all__ = ["WAL_CHECKPOINT_BYTES", "WAL_SIZE_LIMIT_BYTES", "SqliteWriter"]

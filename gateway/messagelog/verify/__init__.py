@@ -18,9 +18,12 @@ The steps, as numbered in the code:
    owns the log (a certificate in the archive or stapled in its records, with a key ID that the note names),
    whose certificate chains to a trusted CA, names that member and has a good OCSP status at the timestamp.
 3. Records, chunk by chunk (in parallel with :class:`ProcessPoolRunner`), each independently:
-   a. the bytes are a version-1 record in canonical form (``docs/messagelog.md`` section 2) of this origin;
-   b. the RFC 9421 signature base holds exactly the record's identifiers, method, target, status, digest,
-      certificate and OCSP response, and the signature verifies with the stapled certificate;
+   a. the bytes are a version-2 record in canonical form (``docs/messagelog.md`` section 2) of this origin,
+      and the archive holds the blobs it names (its certificate and OCSP response), intact: a ``certs/`` or
+      ``ocsp/`` member whose bytes do not hash to its name is reported once, and each record that names it;
+   b. the RFC 9421 signature base, rebuilt from its template, holds exactly the record's identifiers, method,
+      target, status, digest, certificate and OCSP response, and the signature verifies with the stapled
+      certificate;
    c. the certificate chains to a CA trusted by the configuration in force at the message's ``created``
       time, names the member that must sign (the client's for a request, the provider's for a response),
       is valid then, and its stapled OCSP response is good and fresh as of then;
@@ -55,6 +58,7 @@ check) and :mod:`~gateway.messagelog.verify.lean` (3, the lean check), :mod:`~ga
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -116,8 +120,16 @@ def verify_archive(
     if trust is None:
         return report
     report.configurations = tuple(c.version for c in trust.confs)
+    # (3a) the blobs: each certs/ or ocsp/ member must hash to its name
+    blobs = tuple((n.split("/", 1)[1][:-4], d) for n, d in zip(
+        (*m.certificates, *m.ocsp_responses), (*source.certificates, *source.ocsp_responses), strict=True))
+    for (name, data), member in zip(blobs, (*m.certificates, *m.ocsp_responses), strict=True):
+        if hashlib.sha256(data).hexdigest() != name:
+            add(Finding(where="archive", problem="blob",
+                        message=f"member {member}: its bytes do not hash to its name (altered)"))
     # (3) the records, chunk by chunk (before the checkpoints: their stapled certificates serve step 2)
-    context = CheckContext(anchor=anchor.to_bytes(), envelopes=tuple(source.globalconfs), origin=m.origin)
+    context = CheckContext(anchor=anchor.to_bytes(), envelopes=tuple(source.globalconfs), origin=m.origin,
+                           blobs=blobs)
     total = m.end - m.start
     results: list[ChunkResult] = []
 

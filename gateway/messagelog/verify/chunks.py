@@ -95,12 +95,13 @@ class CheckContext:
     anchor: bytes
     envelopes: tuple[bytes, ...]
     origin: str
+    blobs: tuple[tuple[str, bytes], ...] = ()  # the archive's certs/ and ocsp/ members: (name's hex, bytes)
 
     def checker(self) -> LeanChecker:
         trust, _ = load_trust(Anchor.from_bytes(self.anchor), self.envelopes)
         if trust is None:
             raise TrustError("no global configuration verifies against the anchor")
-        return LeanChecker(trust, self.origin)
+        return LeanChecker(trust, self.origin, self.blobs)
 
 
 ChunkData = bytes | ChunkSpan  # a records member's bytes, or where a worker process reads them

@@ -1,10 +1,10 @@
 """Step 3 of the archive verification, the lean way: records as the proxies log them, decided fast (pure).
 
 :meth:`LeanChecker.check_lean` makes steps 3a-3d for records in the form the proxies write with a few string
-operations and caches keyed by exact text: no JSON parse, no general RFC 9421 re-parse, the signature base
-compared with the text that the cached ``Signature-Input`` and the record's values make, most of it in
-base64 without decoding (:meth:`LeanChecker.lean` says how). It accepts a record or declines it (``None``);
-it never refuses one: a record it does not accept goes to the general check it inherits
+operations and caches keyed by exact text: no JSON parse, no general RFC 9421 re-parse, the stored template of
+the signature base compared with the text that the cached ``Signature-Input`` and the record's values make,
+and the base itself made from that text (:meth:`LeanChecker.lean` says how). It accepts a record or declines it
+(``None``); it never refuses one: a record it does not accept goes to the general check it inherits
 (:meth:`gateway.messagelog.verify.records.RecordChecker.check`), which decides and explains. The lean check
 never accepts what the general one refuses (``tests/unit/test_record_checkers.py`` runs one table of records
 through both; ``tests/unit/test_archive_lean.py`` and ``tests/unit/test_verify_lean.py`` compare them on
@@ -14,10 +14,11 @@ random changes and test each shortcut against the plain way it replaces).
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring
@@ -30,7 +31,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from gateway.errors import GatewayError, TrustError
 from gateway.identifiers import MemberId
-from gateway.messagelog.record import MAX_EXTENSIONS, MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from gateway.messagelog.record import (
+    BASE_SOURCES,
+    FORMAT_VERSION,
+    MAX_EXTENSIONS,
+    MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    SOURCE_OCSP,
+    SOURCE_PARAMS,
+    SOURCE_SIGNING_CERT,
+)
 from gateway.messagelog.verify.records import (
     _CREATED_PARAM_RE,
     _CREATED_RE,
@@ -81,7 +91,7 @@ _MARKERS = tuple(("{" if i == 0 else ",") + f'"{k}":' for i, k in enumerate(_FIE
 
 def split_record(text: str) -> list[str] | None:
     """The JSON text of each member's value, in key order, if ``text`` is an object with exactly the members
-    of a version-1 record in canonical order and form; ``None`` otherwise.
+    of a version-2 record in canonical order and form; ``None`` otherwise.
 
     Each value ends where the next member's ``,"name":`` begins: a valid JSON string cannot contain that
     (its quote would have to be escaped), so the first occurrence is the boundary once each value is shown
@@ -157,23 +167,23 @@ _STAPLED = (signatures.H_SIGNING_CERT, signatures.H_SIGNING_OCSP)
 _STAPLED_PREFIXES = tuple(f'"{name}": ' for name in _STAPLED)  # their lines in a signature base
 _CACHE_MAX = 4096  # entries per lean-path cache; cleared when full
 _BODY_CACHE_MAX = 256  # characters; the base64 of bodies whose Content-Digest value the lean check caches
-# The record as the lean check reads it: four long base64 members found by their markers and closing quotes
-# (base64 holds no quote), and the three stretches of short members around them, each read by one regular
-# expression that admits only canonical JSON of the right type (strings: no raw quote, backslash other than
-# in an escape, or control character; escapes are then checked one by one).
-_OCSP_MARK = ',"ocsp_response":"'
-_BASE_MARK = ',"signature_base":"'
-_INPUT_MARK = '","signature_input":"'
-_CERT_MARK = '","signing_cert":"'
+# The record as the lean check reads it: the body found by its closing quote (base64 holds no quote), then the
+# members up to the signature base template read by one regular expression that admits only canonical JSON of
+# the right type (strings: no raw quote, backslash other than in an escape, or control character; escapes are
+# then checked one by one), the template found by the member after it, and the members after it read by another.
 _STR = r'[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*'
+_HEX = r"[0-9a-f]{64}"
 _LEAN_A = re.compile(
     rf',"body_digest":"({_STR})","client":"({_STR})","created":"([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:'
     rf'[0-9]{{2}}:[0-9]{{2}}\.[0-9]{{6}}Z)","extensions":(\{{[^{{}}]*\}}),"issue":(null|"{_STR}"),'
-    rf'"kind":"(request|response)","message_id":"({_STR})","method":"({_STR})"')
-_LEAN_B = re.compile(
-    rf'","origin":("{_STR}"),"path":"({_STR})","request_id":"({_STR})","service":"({_STR})",'
-    rf'"side":"(?:client|server)","signature":"([^"]*)"')  # then read as base64, which admits no other character
-_LEAN_C = re.compile(rf'","status":(null|[1-5][0-9][0-9]),"user_id":(null|"{_STR}"),"v":1\}}')
+    rf'"kind":"(request|response)","message_id":"({_STR})","method":"({_STR})","ocsp_response":"({_HEX})",'
+    rf'"origin":("{_STR}"),"path":"({_STR})","request_id":"({_STR})","service":"({_STR})",'
+    rf'"side":"(?:client|server)","signature":"([^"]*)","signature_base":\[')  # the signature: base64, checked
+_TEMPLATE_END = '],"signature_input":"'
+_LEAN_C = re.compile(rf'\],"signature_input":("{_STR}"),"signing_cert":"({_HEX})","status":(null|[1-5][0-9][0-9]),'
+                     rf'"user_id":(null|"{_STR}"),"v":{FORMAT_VERSION}\}}')
+# The source number of a template for each line prefix (gateway.messagelog.record.BASE_SOURCES)
+_SOURCE_OF_PREFIX = {prefix: n for n, (prefix, _) in enumerate(BASE_SOURCES)}
 # ECDSA over SHA-256 computed by hashlib: the same check, without a digest context per call in the binding
 _ECDSA_PREHASHED = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
 
@@ -219,6 +229,100 @@ def _plan(comps: Sequence[tuple[str, str, str]], sources: Mapping[str, int], end
     return tuple(items)
 
 
+def _escaped(text: str) -> str:
+    """``text`` as it is inside a JSON string of the canonical form, ready for ``str.format``."""
+    return encode_basestring(text)[1:-1].replace("{", "{{").replace("}", "}}")
+
+
+def _template_plan(comps: Sequence[tuple[str, str, str]], sources: Mapping[str, int], k: int) -> Plan | None:
+    """What the stored template of the base of ``comps`` must be (docs/messagelog.md section 2), as the JSON
+    text between its brackets, up to the ``@signature-params`` line's prefix (the rest depends on the record's
+    ``signature_input``: :attr:`LeanInput.params_piece`): pieces of text, with the record's values in them, and
+    slots for the values it does not hold. ``None`` where a line of a value the record does not hold has the
+    prefix of a template source (its template could be a reference or not: the general check decides).
+
+    Each line is as the encoder writes it for a base made of the record's values: a line of a source whose
+    value is the record's is its prefix and the source number; the stapled lines are references to the blobs."""
+    items: list[tuple[int, str]] = []
+    text = '"'
+    fields = False
+
+    def flush() -> None:
+        items.append((_FORMAT, text) if fields else (_TEXT, text.format()))
+
+    for i, (prefix, name, cat) in enumerate(comps):
+        text += _escaped(prefix)
+        if i == k:
+            text += f'",{SOURCE_SIGNING_CERT},"'
+        elif i == k + 1:
+            text += f'",{SOURCE_OCSP},"'
+        else:
+            source = sources.get(name) if cat != "r" else None
+            n = _SOURCE_OF_PREFIX.get(prefix)
+            if source is None:
+                if n is not None:
+                    return None
+                flush()
+                items.append((_BOUND if cat == "r" else _ANY, ""))
+                text, fields = "", False
+            elif n is not None:
+                text += f'",{n},"'
+            else:
+                text += f"{{{source}}}"
+                fields = True
+        text += "\\n"
+    text += _escaped(_PARAMS_LINE)
+    flush()
+    return tuple(items)
+
+
+def _match_slots(text: str, plan: Plan, values: Sequence[object], end: str) -> list[str] | None:
+    """The values in the slots of ``plan`` if ``text`` is ``plan`` with ``values`` and then ``end``, else ``None``.
+
+    A slot's value is the text up to the next escaped line feed; it must hold no quote or backslash (no
+    escape: what this cannot read is left to the general check) and no space at either end (RFC 9421 trims
+    values, so a base with one would not be what the verifier rebuilds)."""
+    pos = 0
+    slots: list[str] = []
+    last = len(plan) - 1
+    for i, (code, piece) in enumerate(plan):
+        if code <= _FORMAT:
+            if code:
+                piece = piece.format(*values)
+            if i == last:
+                piece += end
+            if not text.startswith(piece, pos):
+                return None
+            pos += len(piece)
+        else:
+            stop = text.find("\\n", pos)
+            if stop < 0:
+                return None
+            value = text[pos:stop]
+            if '"' in value or "\\" in value or value[:1] == " " or value[-1:] == " ":
+                return None
+            slots.append(value)
+            pos = stop
+    return slots if pos == len(text) else None
+
+
+def _fill(plan: Plan, values: Sequence[object], slots: Iterator[str], bound: list[str]) -> str:
+    """The base text of ``plan`` with ``values`` and the next values of ``slots`` (the bound request signature's
+    appended to ``bound``)."""
+    out: list[str] = []
+    for code, piece in plan:
+        if code == _TEXT:
+            out.append(piece)
+        elif code == _FORMAT:
+            out.append(piece.format(*values))
+        else:
+            value = next(slots)
+            if code == _BOUND:
+                bound.append(value)
+            out.append(value)
+    return "".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class LeanInput:
     """A ``Signature-Input`` value that passed the profile checks of :func:`gateway.protocol.signatures.verify_request`
@@ -226,7 +330,8 @@ class LeanInput:
 
     The signature base it describes is ``head``, the stapled certificate's and OCSP response's lines (in
     this order, at index ``stapled``), then ``tail`` (which ends with the ``@signature-params`` line): each a
-    :data:`Plan` that :func:`_match` compares with the text."""
+    :data:`Plan` that :func:`_fill` makes the text of. Its stored template is ``template`` and then
+    ``params_piece``, which :func:`_match_slots` compares with the record's."""
 
     components: tuple[tuple[str, str, str], ...]  # (identifier + ": ", name, "d"erived/"h"eader/"r"equest sig)
     params_line: str  # the last line of the signature base
@@ -239,7 +344,8 @@ class LeanInput:
     tail: Plan
     user: bool  # a request's base signs x-road-userid (then the record has a user id, else it has none)
     issue: bool  # the same for x-road-issue
-    known: bool  # the record holds every value of the base: head is one piece and tail is params_line alone
+    template: Plan
+    params_piece: str  # the end of the template: source 9, or the params text where the record's differs
 
 
 def lean_input(raw: str, kind: str) -> LeanInput | None:
@@ -302,13 +408,21 @@ def lean_input(raw: str, kind: str) -> LeanInput | None:
         return None
     params_line = _PARAMS_LINE + params_text
     sources = _SOURCES[kind]
-    head = _plan(comps[:k], sources, "")
+    template = _template_plan(comps, sources, k)
+    if template is None:
+        return None
     names = {c[1] for c in comps}
     return LeanInput(components=tuple(comps), params_line=params_line, created=created, keyid=keyid, alg=alg,
                      expires=expires if isinstance(expires, int) else None, stapled=k,
-                     head=head, tail=_plan(comps[k + 2:], sources, params_line),
-                     user="x-road-userid" in names, issue="x-road-issue" in names,
-                     known=k + 2 == len(comps) and len(head) == 1)
+                     head=_plan(comps[:k], sources, ""), tail=_plan(comps[k + 2:], sources, params_line),
+                     user="x-road-userid" in names, issue="x-road-issue" in names, template=template,
+                     params_piece=_params_piece(raw, params_text))
+
+
+def _params_piece(raw: str, params_text: str) -> str:
+    """How a template ends: with source 9 (the record's ``signature_input`` after its first ``=``) where that is
+    the params text, else with the text itself (docs/messagelog.md section 2)."""
+    return f'",{SOURCE_PARAMS},""' if raw.partition("=")[2] == params_text else encode_basestring(params_text)[1:]
 
 
 _KeyInfo = tuple[keys.PublicKey, str, ec.EllipticCurvePublicKey | None]  # key, algorithm, the key if P-256
@@ -316,31 +430,21 @@ _KeyInfo = tuple[keys.PublicKey, str, ec.EllipticCurvePublicKey | None]  # key, 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _LeanPair:
-    """A stapled certificate and OCSP response as a record holds them (canonical base64 and DER), with their
-    two lines of a signature base (``"x-road-signing-cert": ...``, ``"x-road-signing-ocsp": ...``), as text
-    and as bytes with their line feeds, and for each alignment ``a`` in 0..2 the base64 of the whole 3-byte
-    groups of those bytes from ``a`` on, with the bytes it encodes: where the lines start at a byte offset
-    ``3g - a`` of a base, that text is the base's base64 from character ``4g`` on."""
+    """A record's blobs, the certificate and OCSP response it names, with their two lines of a signature base
+    (``"x-road-signing-cert": ...``, ``"x-road-signing-ocsp": ...``, with their line feeds)."""
 
-    cert_text: str
-    ocsp_text: str
     cert_der: bytes
     ocsp_der: bytes
     der: tuple[bytes, bytes]  # (cert_der, ocsp_der), as Checked.pair
-    keyid: str  # lower-case hex SHA-256 of the certificate (RFC 9421 keyid of this profile)
+    keyid: str  # lower-case hex SHA-256 of the certificate (RFC 9421 keyid of this profile): the blob's name
     lines: bytes  # the two lines, each with its line feed
-    encoded: tuple[tuple[str, bytes], ...]  # per alignment: (base64 text, the bytes it encodes)
 
     @classmethod
-    def of(cls, cert_text: str, ocsp_text: str, cert_der: bytes, ocsp_der: bytes) -> _LeanPair:
+    def of(cls, cert_name: str, cert_der: bytes, ocsp_der: bytes) -> _LeanPair:
+        cert_text = binascii.b2a_base64(cert_der, newline=False).decode("ascii")
+        ocsp_text = binascii.b2a_base64(ocsp_der, newline=False).decode("ascii")
         lines = f"{_STAPLED_PREFIXES[0]}{cert_text}\n{_STAPLED_PREFIXES[1]}{ocsp_text}\n".encode("ascii")
-        encoded = []
-        for a in range(3):
-            mid = lines[a:a + (len(lines) - a) // 3 * 3]
-            encoded.append((binascii.b2a_base64(mid, newline=False).decode("ascii"), mid))
-        return cls(cert_text=cert_text, ocsp_text=ocsp_text, cert_der=cert_der, ocsp_der=ocsp_der,
-                   der=(cert_der, ocsp_der),
-                   keyid=hashlib.sha256(cert_der).hexdigest(), lines=lines, encoded=tuple(encoded))
+        return cls(cert_der=cert_der, ocsp_der=ocsp_der, der=(cert_der, ocsp_der), keyid=cert_name, lines=lines)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,41 +457,6 @@ class _Verdict:
     lo: datetime
     hi: datetime
     key: _KeyInfo
-
-
-def _find_aligned(base_text: str, encoded: tuple[tuple[str, bytes], ...], a: int, p: int) -> tuple[int, int] | None:
-    """``(a, p)``: an alignment ``a`` whose text (:class:`_LeanPair`) is in ``base_text`` at a position ``p``
-    that is a multiple of 4: the given one if it is there, else the first occurrence of the first 32
-    characters of each alignment's text where the whole text is (anything else is left to the full check)."""
-    if base_text.startswith(encoded[a][0], p):
-        return a, p
-    for a, (enc, _) in enumerate(encoded):
-        p = base_text.find(enc[:32])
-        if p >= 0 and p % 4 == 0 and base_text.startswith(enc, p):
-            return a, p
-    return None
-
-
-def _match(text: str, plan: Plan, values: Sequence[object]) -> str | None:
-    """Whether ``text`` is ``plan`` with ``values``: ``None`` if not, else the value in its :data:`_BOUND` slot
-    (``""`` if it has none). A slot's value is the text up to the next line feed."""
-    pos = 0
-    bound = ""
-    for code, piece in plan:
-        if code <= _FORMAT:
-            if code:
-                piece = piece.format(*values)
-            if not text.startswith(piece, pos):
-                return None
-            pos += len(piece)
-        else:
-            end = text.find("\n", pos)
-            if end < 0:
-                return None
-            if code == _BOUND:
-                bound = text[pos:end]
-            pos = end
-    return bound if pos == len(text) else None
 
 
 def _der_p256_headers(high_r: int, high_s: int) -> tuple[bytes, bytes]:
@@ -427,20 +496,17 @@ class LeanChecker(RecordChecker):
     """Step 3 for the records of one origin: the lean check (:meth:`check_lean`), and the general one
     (:meth:`check`, inherited) for what the lean check does not accept."""
 
-    def __init__(self, trust: TrustSet, origin: str) -> None:
-        super().__init__(trust, origin)
-        # parsed Signature-Input per (value, kind); created per text; keyid per certificate text;
+    def __init__(self, trust: TrustSet, origin: str, blobs: Iterable[tuple[str, bytes]] = ()) -> None:
+        super().__init__(trust, origin, blobs)
+        # parsed Signature-Input per (value, kind); created per text; the blobs per pair of names;
         # public key and algorithm per certificate object (held in the entry, so its id is not reused)
         self._inputs: dict[tuple[str, str], tuple[str, LeanInput] | None] = {}
         self._created: dict[str, tuple[datetime, int]] = {}
         self._pairs: dict[tuple[str, str], _LeanPair | None] = {}
         self._party: dict[tuple[str, str, str], MemberId | None] = {}
-        self._found: dict[str, tuple[int, int]] = {}  # per kind: where the stapled lines were in the last base
-        self._tails: dict[tuple[str, bytes], tuple[str, bytes]] = {}
         self._bodies: dict[str, str] = {}  # short bodies' base64 -> their Content-Digest value
         # Signature-Input values apart from their created parameter -> (its digits, the parse), for _lean_input
         self._shapes: dict[tuple[str, str, str], tuple[str, tuple[str, LeanInput] | None]] = {}
-        self._last_pair: dict[str, _LeanPair] = {}  # per kind
         self._one_conf = len(trust.confs) == 1
         self._verdicts: dict[tuple[int, int, int], _Verdict] = {}
         self._keys: dict[int, tuple[x509.Certificate, _KeyInfo]] = {}
@@ -495,9 +561,12 @@ class LeanChecker(RecordChecker):
             return self._parse_input(literal, kind)
         params_line = f"{before};created={digits}{after}"
         k = li.stapled
-        return raw, LeanInput(li.components, params_line, int(digits), li.keyid, li.alg, li.expires, k, li.head,
-                              _plan(li.components[k + 2:], _SOURCES[kind], params_line), li.user, li.issue,
-                              li.known)
+        # the template's end is the same: the record's text after "=" and the params text differ by the same
+        # digits, so they are equal for both values or for neither
+        return raw, dataclasses.replace(li, params_line=params_line, created=int(digits),
+                                        tail=_plan(li.components[k + 2:], _SOURCES[kind], params_line),
+                                        params_piece=li.params_piece if li.params_piece[:1] == '"' else
+                                        _params_piece(raw, params_line[len(_PARAMS_LINE):]))
 
     def _created_of(self, text: str) -> tuple[datetime, int] | None:
         hit = self._created.get(text)
@@ -549,23 +618,18 @@ class LeanChecker(RecordChecker):
         self._party[key] = value
         return value
 
-    def _pair(self, cert_text: str, ocsp_text: str) -> _LeanPair | None:
-        """The stapled certificate and OCSP response whose canonical base64 the record holds (``None`` if
-        either is not canonical base64), with what the lean check derives from them, once per pair."""
-        key = (cert_text, ocsp_text)
+    def _pair(self, cert_name: str, ocsp_name: str) -> _LeanPair | None:
+        """The blobs that a record names (``None`` if the archive does not hold either intact), with what the
+        lean check derives from them, once per pair."""
+        key = (cert_name, ocsp_name)
         try:
             return self._pairs[key]
         except KeyError:
             pass
         if len(self._pairs) >= _CACHE_MAX:
             self._pairs.clear()
-        try:
-            cert_der = self._cached_b64("signing_cert", cert_text)
-            ocsp_der = self._cached_b64("ocsp_response", ocsp_text)
-        except _RecordProblem:
-            value = None
-        else:
-            value = _LeanPair.of(cert_text, ocsp_text, cert_der, ocsp_der)
+        cert_der, ocsp_der = self.blobs.get(cert_name), self.blobs.get(ocsp_name)
+        value = None if cert_der is None or ocsp_der is None else _LeanPair.of(cert_name, cert_der, ocsp_der)
         self._pairs[key] = value
         return value
 
@@ -580,15 +644,6 @@ class LeanChecker(RecordChecker):
             if len(self._bodies) >= _CACHE_MAX:
                 self._bodies.clear()
             self._bodies[text] = value
-        return value
-
-    def _tail(self, li: LeanInput, rest: bytes) -> tuple[str, bytes]:
-        """The base64 text and the bytes of the end of a base whose last line is ``li.params_line``, after
-        the stapled lines' bytes that end in ``rest`` (0 to 2 bytes), once per pair of them."""
-        tail = rest + li.params_line.encode("ascii")
-        if len(self._tails) >= _CACHE_MAX:
-            self._tails.clear()
-        value = self._tails[(li.params_line, rest)] = (binascii.b2a_base64(tail, newline=False).decode("ascii"), tail)
         return value
 
     def _verdict(self, pair: _LeanPair, signer: MemberId, t: datetime) -> _Verdict | None:
@@ -631,22 +686,21 @@ class LeanChecker(RecordChecker):
         accepted there (``tests/unit/test_archive_lean.py`` and ``tests/unit/test_verify_lean.py`` compare the
         two on tampered records). It is written for speed, as few steps per record as the checks allow:
 
-        - The record's members are found around its four long base64 values, whose ends are found by their
-          closing quote, and the short members between them are read and checked, all at once, by one
-          regular expression per stretch (:data:`_LEAN_A`, :data:`_LEAN_B`, :data:`_LEAN_C`).
-        - The record carries its exact signature base; instead of re-parsing the message as RFC 9421 does,
-          the base is compared with the text that the (cached) ``Signature-Input`` implies with the
-          record's own values (:class:`LeanInput`, :func:`_match`).
-        - Most of the base is the stapled certificate's and OCSP response's lines, which the record also
-          holds: their base64 (per pair and alignment, cached: :class:`_LeanPair`) is compared in place
-          rather than decoded. So is the rest where the record holds every value of the base (a request):
-          the text it makes is encoded and compared; else (a response, which holds neither the request hash
-          nor the request's signature) the rest is decoded and matched with the plan's slots.
+        - The record's members are found around its body, whose end is found by its closing quote, and its
+          signature base template, whose end is found by the member after it; the short members around them
+          are read and checked, all at once, by one regular expression per stretch (:data:`_LEAN_A`,
+          :data:`_LEAN_C`). A record whose signed values hold an escape is left to the general check.
+        - Instead of rebuilding the base from the template and re-parsing the message as RFC 9421 does, the
+          template is compared with the text that the (cached) ``Signature-Input`` implies with the record's
+          own values (:class:`LeanInput`, :func:`_match_slots`): the template the encoder makes of the base
+          that the verifier would rebuild. The values the record does not hold (a response's request hash and
+          the request's signature) are read from their slots. The base is then made of the same text
+          (:func:`_fill`) and the stapled lines of the blobs (per pair, cached: :class:`_LeanPair`).
         - Caches keyed by exact text: the parsed ``Signature-Input`` (and its shape apart from ``created``),
-          the created time, the signer per client and service, the stapled pair, the certificate verdict,
-          the ``Content-Digest`` of short bodies.
+          the created time, the signer per client and service, the blobs per pair of names, the certificate
+          verdict, the ``Content-Digest`` of short bodies.
         """
-        # (3a) canonical version-1 JSON of this origin, every field of the right type
+        # (3a) canonical version-2 JSON of this origin, every field of the right type
         try:
             text = str(line, "utf-8")
         except UnicodeDecodeError:
@@ -658,55 +712,52 @@ class LeanChecker(RecordChecker):
             pos, body_text = 12, None
         else:
             return None
-        o = text.find(_OCSP_MARK, pos)
-        oe = text.find('"', o + len(_OCSP_MARK))
-        b = text.find(_BASE_MARK, oe)
-        be = text.find('"', b + len(_BASE_MARK))
-        i = be + len(_INPUT_MARK)
-        c = text.find(_CERT_MARK, i)
-        ce = text.find('"', c + len(_CERT_MARK))
-        if min(pos, o, oe, b, be, c, ce) <= 0 or not text.startswith(_INPUT_MARK, be):
+        if pos <= 0:
             return None
-        m_a, m_b, m_c = _LEAN_A.fullmatch(text, pos, o), _LEAN_B.fullmatch(text, oe, b), _LEAN_C.fullmatch(text, ce)
-        if m_a is None or m_b is None or m_c is None:
+        m_a = _LEAN_A.match(text, pos)
+        if m_a is None:
             return None
-        (body_digest, client_text, created_text, extensions, issue, kind, message_id, method) = m_a.groups()
-        origin, path, request_id, service_text, sig_text = m_b.groups()
-        status_text, user_id = m_c.groups()
+        t_start = m_a.end()
+        t_end = text.find(_TEMPLATE_END, t_start)
+        m_c = _LEAN_C.fullmatch(text, t_end) if t_end > 0 else None
+        if m_c is None:
+            return None
+        (body_digest, client_text, created_text, extensions, issue, kind, message_id, method, ocsp_name, origin,
+         path, request_id, service_text, sig_text) = m_a.groups()
+        input_literal, cert_name, status_text, user_id = m_c.groups()
         if origin != self._origin_json or (status_text == "null") != (kind == "request"):
             return None
-        if text.find("\\", pos, o) >= 0 or text.find("\\", oe, b) >= 0 or text.find("\\", ce) >= 0:  # escapes
-            strings = _json_strs(*(f'"{v}"' for v in (body_digest, client_text, message_id, method, path,
-                                                      request_id, service_text, sig_text)))
-            if strings is None:
+        user = None if user_id == "null" else user_id[1:-1]
+        issue_value = None if issue == "null" else issue[1:-1]
+        if text.find("\\", pos, t_start) >= 0 or "\\" in user_id:  # escapes
+            # none in a signed value (the general check decides such records); in others, canonical ones
+            signed = [body_digest, client_text, message_id, request_id, service_text]
+            if kind == "request":
+                signed += [method, path, user or "", issue_value or ""]
+            if any("\\" in v for v in signed):
                 return None
-            body_digest, client_text, message_id, method, path, request_id, service_text, sig_text = strings
-            user = None if user_id == "null" else _json_str(user_id)
-            issue_value = None if issue == "null" else _json_str(issue)
-            if (user is None and user_id != "null") or (issue_value is None and issue != "null"):
-                return None
-        else:
-            user = None if user_id == "null" else user_id[1:-1]
-            issue_value = None if issue == "null" else issue[1:-1]
+            if kind == "response":
+                strings = _json_strs(*(f'"{v}"' for v in (method, path)))
+                if strings is None:
+                    return None
+                method, path = strings
+                user = None if user_id == "null" else _json_str(user_id)
+                issue_value = None if issue == "null" else _json_str(issue)
+                if (user is None and user_id != "null") or (issue_value is None and issue != "null"):
+                    return None
         if len(message_id) > MAX_ID_LENGTH or len(request_id) > MAX_ID_LENGTH or (max(
-                o - pos, b - oe, len(text) - ce) > MAX_TEXT_LENGTH and max(  # a literal is no shorter than its value
+                t_start - pos, len(text) - t_end) > MAX_TEXT_LENGTH and max(  # a literal is no shorter than its value
                 len(method), len(path), len(sig_text), len(body_digest), len(client_text), len(service_text),
                 len(user or ""), len(issue_value or "")) > MAX_TEXT_LENGTH):
+            return None
+        if method != method.strip(" \t") or path != path.strip(" \t"):  # RFC 9421 trims them: not as signed
             return None
         if extensions != "{}" and not _canonical_extensions(extensions):
             return None
         hit = self._created.get(created_text) or self._created_of(created_text)
-        literal = text[i - 1:c + 1]
-        parsed_input = self._inputs.get((literal, kind)) or self._lean_input(literal, kind)
+        parsed_input = self._inputs.get((input_literal, kind)) or self._lean_input(input_literal, kind)
         signer = self._party.get((kind, client_text, service_text)) or self._parties(kind, client_text, service_text)
-        # the stapled certificate and OCSP response: most often those of the last record of this kind
-        pair = self._last_pair.get(kind)
-        cert_at, ocsp_at = c + len(_CERT_MARK), o + len(_OCSP_MARK)
-        if (pair is None or len(pair.cert_text) != ce - cert_at or len(pair.ocsp_text) != oe - ocsp_at
-                or not text.startswith(pair.cert_text, cert_at) or not text.startswith(pair.ocsp_text, ocsp_at)):
-            pair = self._pair(text[cert_at:ce], text[ocsp_at:oe])
-            if pair is not None:
-                self._last_pair[kind] = pair
+        pair = self._pairs.get((cert_name, ocsp_name)) or self._pair(cert_name, ocsp_name)
         # the body, if kept: canonical base64, and the Content-Digest value the proxies write for it
         body_digest_of = None if body_text is None else (self._bodies.get(body_text) or self._body(body_text))
         if hit is None or parsed_input is None or signer is None or pair is None or (
@@ -719,9 +770,8 @@ class LeanChecker(RecordChecker):
         if li.keyid != pair.keyid:
             return None
 
-        # (3b) the signature base is exactly the listed components with the record's values: the text before
-        #      the stapled lines, those lines (compared as base64, where they start on a 4-character boundary
-        #      in one of the 3 alignments), and the text after them
+        # (3b) the signature base template is the one of the base of the listed components with the record's
+        #      values (and, in its slots, the values the record does not hold); the base is made of the same
         if kind == "request":
             if (user is not None) != li.user or (issue_value is not None) != li.issue:
                 return None
@@ -730,72 +780,29 @@ class LeanChecker(RecordChecker):
                                               service_text, message_id, request_id, user, issue_value)
         else:
             values = (status_text, body_digest, client_text, service_text, message_id, request_id)
-        base_text = text[b + len(_BASE_MARK):be]
-        lines = pair.lines
+        for v in values:  # RFC 9421 trims values: one with a space at either end is not what was signed
+            if v and (v[0] == " " or v[-1] == " "):
+                return None
+        slots = _match_slots(text[t_start:t_end], li.template, values, li.params_piece)
+        if slots is None:
+            return None
+        given = iter(slots)
+        bound_text: list[str] = []
+        try:
+            head = _fill(li.head, values, given, bound_text).encode("ascii")
+            tail = _fill(li.tail, values, given, bound_text).encode("ascii")
+        except UnicodeEncodeError:
+            return None
         bound: bytes | None = None
-        k = li.stapled
-        if li.known:  # the record holds every value of the base: compare it as base64
-            code, before = li.head[0]
-            if code:
-                before = before.format(*values)
-            a = -len(before) % 3
-            p = (len(before) + a) // 3 * 4
-            enc, mid = pair.encoded[a]
-            try:
-                head = before.encode("ascii") + lines[:a]
-            except UnicodeEncodeError:
+        if kind == "response":  # the bound request signature: canonical base64 between colons
+            if len(bound_text) != 1:
                 return None
-            rest = lines[a + len(mid):]
-            after_text = self._tails.get((li.params_line, rest)) or self._tail(li, rest)
-            if (not base_text.startswith(enc, p) or base_text[p + len(enc):] != after_text[0]
-                    or base_text[:p] != binascii.b2a_base64(head, newline=False).decode("ascii")):
+            value = bound_text[0]
+            if len(value) < 2 or value[0] != ":" or value[-1] != ":":
                 return None
-            tail = after_text[1]
-            # no CR; no white space around a value (each prefix ends with ": "); no line feed in a value
-            if ("\r" in before or "\t" in before or "  " in before or " \n" in before
-                    or before.count("\n") != k):
+            bound = _b64_canonical(value[1:-1])
+            if bound is None:
                 return None
-        else:  # decode what is around the stapled lines, and match it with the values' slots
-            if len(li.head) == 1:  # where the stapled lines start is known
-                code, piece = li.head[0]
-                n = len(piece.format(*values) if code else piece)
-                found = _find_aligned(base_text, pair.encoded, -n % 3, (n + 2) // 3 * 4)
-            else:  # try where they were in the last record of this kind
-                found = _find_aligned(base_text, pair.encoded, *self._found.get(kind, (0, 0)))
-                if found is not None:
-                    self._found[kind] = found
-            if found is None:
-                return None
-            a, p = found
-            enc, mid = pair.encoded[a]
-            try:  # no padding before the end (the head would decode short)
-                head = binascii.a2b_base64(base_text[:p], strict_mode=True)
-            except (binascii.Error, ValueError):
-                return None
-            tail_or_none = _b64_canonical(base_text[p + len(enc):])
-            if tail_or_none is None or len(head) * 4 != p * 3:
-                return None
-            tail = tail_or_none
-            n_head, n_tail = len(head) - a, len(lines) - a - len(mid)
-            if head[n_head:] != lines[:a] or tail[:n_tail] != lines[a + len(mid):]:
-                return None
-            try:
-                before, after = head[:n_head].decode("ascii"), tail[n_tail:].decode("ascii")
-            except UnicodeDecodeError:
-                return None
-            both = before + after
-            if ("\r" in both or "\t" in both or "  " in both or " \n" in both
-                    or before.count("\n") != k or after.count("\n") != len(li.components) - k - 2):
-                return None
-            bound_text = _match(after, li.tail, values)
-            if bound_text is None or _match(before, li.head, values) is None:
-                return None
-            if kind == "response":  # the bound request signature: canonical base64 between colons
-                if len(bound_text) < 2 or bound_text[0] != ":" or bound_text[-1] != ":":
-                    return None
-                bound = _b64_canonical(bound_text[1:-1])
-                if bound is None:
-                    return None
         # the signature: "xroad=:" and canonical base64 of the raw signature, the form the proxies write
         if sig_text[:7] != "xroad=:" or sig_text[-1:] != ":":
             return None
@@ -823,14 +830,14 @@ class LeanChecker(RecordChecker):
         # (3b, last) the signature over the base
         if p256 is None:
             try:
-                keys.verify_bytes(pub, alg, head + mid + tail, signature)
+                keys.verify_bytes(pub, alg, head + pair.lines + tail, signature)
             except (InvalidSignature, TrustError):
                 return None
             return checked, None
         if len(signature) != 64:
             return None
         digest = hashlib.sha256(head)
-        digest.update(mid)
+        digest.update(pair.lines)
         digest.update(tail)
         return checked, (p256, _der_p256(signature), digest.digest())
 

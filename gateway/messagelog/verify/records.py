@@ -1,8 +1,10 @@
 """Step 3 of the archive verification, the general way: one record checked through the RFC 9421 verifier (pure).
 
 :meth:`RecordChecker.check` makes steps 3a-3d for any record: it parses the JSON, re-encodes it to show the
-form canonical, and verifies the signature with :func:`gateway.protocol.signatures.verify_request` (or
-``verify_response``) over headers rebuilt from the record and its signature base. It is the reference for
+form canonical, finds the blobs it names (certificate and OCSP response) among the archive's, rebuilds the
+signature base from its template and shows the template canonical, and verifies the signature with
+:func:`gateway.protocol.signatures.verify_request` (or ``verify_response``) over headers rebuilt from the record
+and its signature base. It is the reference for
 the lean check (:class:`gateway.messagelog.verify.lean.LeanChecker`), and the one that says what is wrong
 with a record (:class:`_RecordProblem`). The caches it keeps (identifiers, base64, certificate verdicts) serve
 the lean check too.
@@ -15,7 +17,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -25,18 +27,29 @@ from cryptography.x509 import ocsp as x509_ocsp
 from gateway.errors import GatewayError, TrustError
 from gateway.globalconf import peertrust
 from gateway.identifiers import ClientId, MemberId, ServiceId, member_of, parse_client
-from gateway.messagelog.record import MAX_EXTENSIONS, MAX_ID_LENGTH, MAX_TEXT_LENGTH, decode
+from gateway.messagelog.record import (
+    BASE_SOURCES,
+    FORMAT_VERSION,
+    MAX_EXTENSIONS,
+    MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    base_template,
+    blob_name,
+    decode,
+    rebuild_base,
+)
 from gateway.messagelog.verify.trustset import TrustSet
 from gateway.protocol import signatures
 from gateway.trust.ocsp import CLOCK_SKEW
 
-# The members of a version-1 record (docs/messagelog.md section 1); a unit test compares with record.py.
+# The members of a version-2 record (docs/messagelog.md section 1); a unit test compares with record.py.
 RECORD_FIELDS = frozenset({
     "body", "body_digest", "client", "created", "extensions", "issue", "kind", "message_id", "method",
     "ocsp_response", "origin", "path", "request_id", "service", "side", "signature", "signature_base",
     "signature_input", "signing_cert", "status", "user_id", "v",
 })
 _CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_BLOB_NAME_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CREATED_PARAM_RE = re.compile(r";created=(-?[0-9]+)")
 _REQ_IDENT = signatures.REQUEST_SIGNATURE_COMPONENT
@@ -110,14 +123,27 @@ class Checked(NamedTuple):
 
 class RecordChecker:
     """Step 3 for the records of one origin, the general way; keeps caches of identifiers and certificate
-    verdicts."""
+    verdicts.
 
-    def __init__(self, trust: TrustSet, origin: str) -> None:
+    ``blobs`` are the archive's ``certs/`` and ``ocsp/`` members as ``(name, bytes)``: those whose bytes hash
+    to their name serve the records that name them; the others are altered, and a record naming one is told so.
+    """
+
+    def __init__(self, trust: TrustSet, origin: str, blobs: Iterable[tuple[str, bytes]] = ()) -> None:
         self.trust = trust
         self.origin = origin
+        self.blobs: dict[str, bytes] = {}
+        self.altered: set[str] = set()
+        for name, data in blobs:
+            if blob_name(data) == name:
+                self.blobs[name] = data
+            else:
+                self.altered.add(name)
+        self.altered -= self.blobs.keys()  # a name held twice, once intact, serves
         self._clients: dict[str, ClientId] = {}
         self._services: dict[str, ServiceId] = {}
         self._b64: dict[str, bytes] = {}
+        self._b64_of: dict[bytes, str] = {}
         self._signers: dict[tuple[str, str], MemberId] = {}
         # (cert DER, OCSP DER, member, configuration index) -> (certificate, valid from, valid until)
         self._certs: dict[tuple[bytes, bytes, MemberId, int], tuple[x509.Certificate, datetime, datetime]] = {}
@@ -150,6 +176,34 @@ class RecordChecker:
         if hit is None:
             hit = member_of(client) if kind == "request" else service.member
             self._signers[(kind, key)] = hit
+        return hit
+
+    def blob(self, field_name: str, value: object) -> bytes:
+        """The blob a record's ``signing_cert`` or ``ocsp_response`` names.
+
+        Raises:
+            _RecordProblem: ``malformed`` for a value that is not a blob name; ``blob`` for a blob the archive
+                does not hold, or holds altered.
+        """
+        if not isinstance(value, str) or not _BLOB_NAME_RE.fullmatch(value):
+            raise _RecordProblem("malformed", f"field {field_name} is not a blob name (64 lower-case hex digits)")
+        data = self.blobs.get(value)
+        if data is None:
+            what = "certificate" if field_name == "signing_cert" else "OCSP response"
+            if value in self.altered:
+                raise _RecordProblem("blob", f"its {what} (field {field_name}) is blob {value}, whose bytes in the "
+                                             "archive do not hash to that name (altered)")
+            raise _RecordProblem("blob", f"its {what} (field {field_name}) is blob {value}, which the archive "
+                                         "does not hold (missing)")
+        return data
+
+    def _b64_text(self, der: bytes) -> str:
+        """The standard base64 of a blob (cached: a log's records name few blobs)."""
+        hit = self._b64_of.get(der)
+        if hit is None:
+            if len(self._b64_of) > 4096:
+                self._b64_of.clear()
+            hit = self._b64_of[der] = base64.b64encode(der).decode("ascii")
         return hit
 
     def _cached_b64(self, name: str, value: object) -> bytes:
@@ -197,7 +251,7 @@ class RecordChecker:
         Raises:
             _RecordProblem: what is wrong.
         """
-        # (3a) canonical version-1 JSON of this origin, every field of the right type
+        # (3a) canonical version-2 JSON of this origin, every field of the right type
         try:
             obj = json.loads(line)
             canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -205,20 +259,21 @@ class RecordChecker:
             canonical = None
             obj = None
         if canonical != line or not isinstance(obj, dict):
-            raise _RecordProblem("malformed", _decode_message(line))
-        if obj.get("v") != 1 or type(obj.get("v")) is not int:  # 1.0 == 1 in Python, but is not canonical
-            raise _RecordProblem("malformed", f"format version {obj.get('v')!r} is not supported (expected 1)")
+            raise _RecordProblem("malformed", _decode_message(line, self.blobs))
+        if obj.get("v") != FORMAT_VERSION or type(obj.get("v")) is not int:  # 2.0 == 2 in Python, not canonical
+            raise _RecordProblem("malformed", f"format version {obj.get('v')!r} is not supported (expected "
+                                              f"{FORMAT_VERSION})")
         if obj.keys() != RECORD_FIELDS:
-            raise _RecordProblem("malformed", _decode_message(line))
+            raise _RecordProblem("malformed", _decode_message(line, self.blobs))
         if obj["origin"] != self.origin:
             raise _RecordProblem("origin", f"record of origin {str(obj['origin'])[:80]!r}, not {self.origin!r}")
         kind, status = obj["kind"], obj["status"]
         if kind == "request":
             if status is not None or obj["side"] not in ("client", "server"):
-                raise _RecordProblem("malformed", _decode_message(line))
+                raise _RecordProblem("malformed", _decode_message(line, self.blobs))
         elif kind == "response":
             if type(status) is not int or not 100 <= status <= 599 or obj["side"] not in ("client", "server"):
-                raise _RecordProblem("malformed", _decode_message(line))
+                raise _RecordProblem("malformed", _decode_message(line, self.blobs))
         else:
             raise _RecordProblem("malformed", f"kind {str(kind)[:20]!r} is not request or response")
         created_text = obj["created"]
@@ -239,13 +294,31 @@ class RecordChecker:
             _EXT_KEY_RE.fullmatch(k) and (isinstance(v, str) or (isinstance(v, list) and all(
                 isinstance(i, str) for i in v))) for k, v in extensions.items()
         ):
-            raise _RecordProblem("malformed", _decode_message(line))
+            raise _RecordProblem("malformed", _decode_message(line, self.blobs))
         client = self._client(_text(obj, "client"))
         service = self._service(_text(obj, "service"))
-        base = _b64("signature_base", obj["signature_base"])
-        cert_der = self._cached_b64("signing_cert", obj["signing_cert"])
-        ocsp_der = self._cached_b64("ocsp_response", obj["ocsp_response"])
+        cert_der = self.blob("signing_cert", obj["signing_cert"])
+        ocsp_der = self.blob("ocsp_response", obj["ocsp_response"])
         body = None if obj["body"] is None else _b64("body", obj["body"])
+        # the signature base, from its template (and the template the one the encoder makes of that base)
+        _, params_sep, params = obj["signature_input"].partition("=")
+        sources = (obj["body_digest"], obj["client"], obj["service"], message_id, request_id, user_id, issue,
+                   self._b64_text(cert_der), self._b64_text(ocsp_der), params if params_sep else None)
+        template = obj["signature_base"]
+        try:
+            base_text = rebuild_base(template, sources)
+        except TrustError as e:
+            missing = [p for p in (template if isinstance(template, list) else ())[1::2]
+                       if type(p) is int and 0 <= p < len(sources) and sources[p] is None]
+            if missing:  # a signed value that the record does not hold (a user id removed...)
+                name = BASE_SOURCES[missing[0]][1]
+                raise _RecordProblem(
+                    "signature", f"the signature base holds the record's {name}, which the record does not have",
+                ) from e
+            raise _RecordProblem("malformed", e.message) from e
+        if not base_text.isascii():
+            raise _RecordProblem("signature", "signature base is not ASCII")
+        base = base_text.encode("ascii")
 
         # (3b) the signature base says what the record says, and the signature verifies over it
         headers, req_sig = _base_lines(base)
@@ -308,14 +381,19 @@ class RecordChecker:
                 signatures.verify_content_digest(obj["body_digest"], hashlib.sha256(body).digest())
             except TrustError as e:
                 raise _RecordProblem("body", e.message) from e
+        # (3a, last) the template is the one the encoder makes of that base: a record has one encoding (checked
+        #     last, so that a changed signed value is named as such rather than as a template in another form)
+        if base_template(base_text, sources) != template:
+            raise _RecordProblem("malformed", "the signature base template is not the one its base makes "
+                                              "(docs/messagelog.md section 2)")
         return Checked(kind=kind, request_id=request_id, created=created, signature=verified.signature,
                        bound=req_sig, pair=(cert_der, ocsp_der))
 
 
-def _decode_message(line: bytes) -> str:
+def _decode_message(line: bytes, blobs: Mapping[str, bytes]) -> str:
     """The reference decoder's reason for refusing ``line`` (record.decode is strict but slow: errors only)."""
     try:
-        decode(line)
+        decode(line, blobs)
     except (TrustError, ValueError, RecursionError) as e:
         return getattr(e, "message", str(e))
     return "not in the canonical form of docs/messagelog.md"  # pragma: no cover - decode is the stricter

@@ -4,8 +4,8 @@ gateway.messagelog.store.replay: one request id is logged once by a server, whic
 received it. Records written before this revision have no key (NULL); the in-process replay caches covered
 them, and a request older than the replay window (``[server] replay_window_seconds``) is refused anyway.
 
-Revision ID: 0003r
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003r"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

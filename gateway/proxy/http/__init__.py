@@ -1,0 +1,49 @@
+"""A lean HTTP/1.1 layer for the two data-path ports and the peer client: asyncio over ``httptools`` (I/O).
+
+- :mod:`~gateway.proxy.http.server`: :class:`HttpServer` calls an async handler with a :class:`Request` (raw
+  method, raw target, raw header pairs, the body on demand) and writes the :class:`Response` it returns;
+- :mod:`~gateway.proxy.http.client`: :class:`ClientPool`, kept-alive connections to one address, the peer's
+  certificate checked before any request byte is written;
+- :mod:`~gateway.proxy.http.types`: the request/response shapes, the limits and the client's errors.
+
+It knows nothing of X-Road: the proxies keep their rules, and use this in place of aiohttp where it pays
+(docs/performance.md section 8).
+"""
+
+from gateway.proxy.http.client import IDEMPOTENT_METHODS, ClientPool, PeerCheck
+from gateway.proxy.http.server import Handler, HttpServer, Request
+from gateway.proxy.http.types import (
+    FRAMING_HEADERS,
+    BodyHold,
+    ClientLimits,
+    ClientResponse,
+    ConnectFailed,
+    ConnectionLost,
+    HttpClientError,
+    MalformedResponse,
+    Response,
+    ResponseTimeout,
+    ResponseTooLarge,
+    ServerLimits,
+)
+
+__all__ = [
+    "FRAMING_HEADERS",
+    "IDEMPOTENT_METHODS",
+    "BodyHold",
+    "ClientLimits",
+    "ClientPool",
+    "ClientResponse",
+    "ConnectFailed",
+    "ConnectionLost",
+    "Handler",
+    "HttpClientError",
+    "HttpServer",
+    "MalformedResponse",
+    "PeerCheck",
+    "Request",
+    "Response",
+    "ResponseTimeout",
+    "ResponseTooLarge",
+    "ServerLimits",
+]
