@@ -68,6 +68,10 @@ class GlobalConfSettings:
 class ServerSettings:
     id: str = "DEV/GOV/1001/ss1"  # this security server: INSTANCE/CLASS/MEMBER/SERVERCODE
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
+    # this machine's name among the nodes of one server sharing database_url (PostgreSQL): "" on one machine,
+    # else unique per node, e.g. "node2"; names its log origins (docs/messagelog.md section 5)
+    node: str = ""
+    workers: int = 1  # processes serving this node's ports (SO_REUSEPORT), each a log origin of its own
     max_loggable_body_bytes: int = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size default
     messagelog_batch_size: int = 256  # records per group commit; bounds one transaction's size
     # "sql" (durable, the default) or "memory": NOT durable, lost at exit, for benchmarks only (a warning at start)
@@ -92,7 +96,7 @@ class ServerSettings:
     ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     allow_tls12: bool = False  # between servers: TLS 1.3 only unless set (then 1.2 with AEAD suites)
-    serverconf_reload_seconds: float = 5.0  # seconds between re-reads of clients, services and rights
+    serverconf_reload_seconds: float = 1.0  # seconds between checks for changed clients, services, rights, keys
     admin_host: str = "127.0.0.1"  # the admin REST API listens here (keep it on an internal network)
     admin_port: int = 4000  # X-Road's admin port; 0 picks a free port; -1 switches the admin API off
     token_dir: str = ""  # software token directory; empty: plain key files in state_dir (docs/tokens.md)

@@ -44,11 +44,12 @@ class AdminContext:
     clock: Clock
     token: SoftToken | None = None  # with [server] token_dir: the server's software token
     reload_keys: Callable[[], Awaitable[bool]] | None = None  # SecurityServer.reload_keys
+    log_origin: str = ""  # the log origin of the process serving the API ("" : the server id)
 
     @property
     def origin(self) -> str:
-        """The message-log origin of this server (the proxies log under it)."""
-        return str(self.server_id)
+        """The message-log origin the API shows by default: the one its own process logs under."""
+        return self.log_origin or str(self.server_id)
 
     @property
     def token_policy(self) -> auth.TokenPolicy:

@@ -7,6 +7,8 @@ Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online da
   re-checks everything online (each stored record's leaf hash, each checkpoint's root over the leaf hashes,
   its signature, its timestamp token, consistency between consecutive checkpoints); ``--out`` writes each
   checkpoint's note (``<size>.note``) and token (``<size>.tsr``) for tools such as ``openssl ts -verify``;
+- ``origins``: the server's log origins (one per worker and node, docs/messagelog.md section 5) with their
+  record counts and newest checkpoints, as JSON;
 - ``prove-inclusion --seq N [--size S]``: inclusion proof of record N in the checkpoint of size S (default
   the newest), as JSON;
 - ``prove-consistency --old A [--new B]``: consistency proof between two checkpoints, as JSON;
@@ -14,9 +16,11 @@ Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online da
   their leaf hashes so that every proof still works.
 
 Archives for auditors (docs/auditing.md): ``export --out FILE`` writes the records of a range (default: all
-covered by a checkpoint) with their checkpoints, timestamps, certificates and global configuration;
+covered by a checkpoint) with their checkpoints, timestamps, certificates and global configuration
+(``--all-origins --out DIR``: one archive per log origin of the server);
 ``verify ARCHIVE --anchor FILE`` checks one offline and exits 0 only if everything verifies; ``match
-CONSUMER PROVIDER`` pairs two archives' records of the same exchanges.
+CONSUMER PROVIDER`` pairs two archives' records of the same exchanges (each side one archive, or a directory of
+one archive per origin).
 
 Each group of subcommands is registered by its own function; :func:`register` calls them all, so that more
 groups (archive export, verify, match) are added in one place.
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.cli.common import SubParsers
 
 _handler = handlers("gateway.cli.commands.log")
+ORIGIN_HELP = "log origin (default: this node's first worker: [server] id, plus /NODE with [server] node)"
 
 
 def _workers(text: str) -> int:
@@ -48,12 +53,13 @@ def _workers(text: str) -> int:
 
 def _add(sub: SubParsers, name: str, help_: str) -> argparse.ArgumentParser:
     q = command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help_)
-    q.add_argument("--origin", help="log origin (default: [server] id)")
+    q.add_argument("--origin", help=ORIGIN_HELP)
     return q
 
 
 def register_checkpoint_commands(sub: SubParsers) -> None:
-    """``checkpoints``, ``prove-inclusion``, ``prove-consistency``, ``prune``."""
+    """``origins``, ``checkpoints``, ``prove-inclusion``, ``prove-consistency``, ``prune``."""
+    command(sub, "origins", _handler("cmd_origins"), "list this server's log origins, one per worker and node (JSON)")
     q = _add(sub, "checkpoints", "list signed checkpoints and timestamps (JSON)")
     q.add_argument("--verify", action="store_true", help="re-check records, roots, signatures, tokens, consistency")
     q.add_argument("--out", help="write <size>.note and <size>.tsr files into this directory")
@@ -70,8 +76,10 @@ def register_checkpoint_commands(sub: SubParsers) -> None:
 def register_archive_commands(sub: SubParsers) -> None:
     """``export``, ``verify``, ``match`` (docs/auditing.md)."""
     q = command(sub, "export", _handler("cmd_export"), "write an archive of the log for auditors")
-    q.add_argument("--origin", help="log origin (default: [server] id)")
-    q.add_argument("--out", required=True, help="archive file to write (ZIP)")
+    q.add_argument("--origin", help=ORIGIN_HELP)
+    q.add_argument("--all-origins", action="store_true",
+                   help="one archive per log origin of this server (every worker and node) into the directory --out")
+    q.add_argument("--out", required=True, help="archive file to write (ZIP); with --all-origins a directory")
     q.add_argument("--from", dest="from_time", help="first record created at or after this time (ISO 8601)")
     q.add_argument("--to", dest="to_time", help="records created before this time (ISO 8601)")
     q.add_argument("--start", type=int, help="first sequence number")
@@ -87,8 +95,9 @@ def register_archive_commands(sub: SubParsers) -> None:
                    help="processes checking records (default: one per usable CPU; 1: in this process)")
     q = command(sub, "match", _handler("cmd_match"),
                 "pair the consumer's and the provider's records of the same exchanges")
-    q.add_argument("consumer", help="archive of the consumer's security server")
-    q.add_argument("provider", help="archive of the provider's security server")
+    q.add_argument("consumer", help="archive of the consumer's security server, or a directory of its archives "
+                                    "(one per log origin: export --all-origins)")
+    q.add_argument("provider", help="archive of the provider's security server, or a directory of its archives")
 
 
 def register(subparsers: SubParsers) -> None:

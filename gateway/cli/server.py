@@ -6,7 +6,8 @@ module is the parser, the handlers are in :mod:`gateway.cli.commands.server`).
 - ``import-cert FILE``: install a certificate issued for one of those CSRs (its key must match);
 - ``fetch-conf``: download and verify the global configuration into ``[globalconf] cache_dir`` (a new
   server's token needs it to check imported certificates before the server first starts);
-- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM;
+- ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM; with ``[server] workers``
+  above 1, as that many supervised worker processes sharing the ports (:mod:`gateway.server.workers`);
 - ``register``, ``register-client``, ``unregister-client``, ``delete-auth-cert``: signed management
   requests to the central server, for its registration officer to approve (docs/registration.md).
 """
@@ -38,7 +39,11 @@ def register(subparsers: SubParsers) -> None:
     q.add_argument("file", metavar="FILE")
     command(sub, "fetch-conf", _handler("cmd_fetch_conf"), "download the global configuration now, verify it "
             "against the anchor and cache it (token import-cert checks certificates against it)")
-    command(sub, "serve", _handler("cmd_serve"), "run the proxies until SIGINT/SIGTERM")
+    q = command(sub, "serve", _handler("cmd_serve"), "run the proxies until SIGINT/SIGTERM ([server] workers "
+                "processes, supervised, when it is more than 1)")
+    # Set by the supervisor of several workers (gateway.server.workers), never by hand.
+    q.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    q.add_argument("--channel", type=int, help=argparse.SUPPRESS)
     for name, help in (
         ("register", "ask the central server to register an authentication certificate "
                      "(the newest in the token, or --cert; also how a new server joins)"),

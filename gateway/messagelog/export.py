@@ -28,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import Conflict, NotFound, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.archive import ArchiveWriter, Manifest, blob_member
+from gateway.messagelog.models import checkpoints as checkpoint_table
 from gateway.messagelog.models import records
+from gateway.messagelog.origins import is_origin_of
 from gateway.messagelog.record import blob_refs
 from gateway.messagelog.store import MAX_LEAF_READ, MAX_READ, MessageLogStore, StoredCheckpoint
 
@@ -47,6 +49,33 @@ async def all_checkpoints(store: MessageLogStore, origin: str) -> list[StoredChe
         out.extend(page)
         if len(page) < _PAGE:
             return out
+
+
+# Every distinct origin through the primary key's index, one index probe per origin ("loose index scan"):
+# SELECT DISTINCT would read every row's key on PostgreSQL.
+_ORIGINS_SQL = """
+WITH RECURSIVE o(origin) AS (
+  SELECT MIN(origin) FROM {table}
+  UNION ALL
+  SELECT (SELECT MIN(origin) FROM {table} WHERE origin > o.origin) FROM o WHERE o.origin IS NOT NULL
+) SELECT origin FROM o WHERE origin IS NOT NULL
+"""
+
+
+async def server_origins(engine: AsyncEngine, server: str) -> list[str]:
+    """Every log origin of ``server`` (``INSTANCE/CLASS/MEMBER/SERVERCODE``) that has records or checkpoints
+    in the database: one per worker and node that ever logged (docs/messagelog.md section 5), sorted."""
+    found: set[str] = set()
+    async with engine.connect() as conn:
+        for table in (records.name, checkpoint_table.name):
+            found.update(str(o) for o in (await conn.execute(sa.text(_ORIGINS_SQL.format(table=table)))).scalars())
+    return sorted(o for o in found if is_origin_of(o, server))
+
+
+def archive_file_name(origin: str) -> str:
+    """The file name of ``origin``'s archive in a directory of several: ``/`` becomes ``_``, which neither
+    identifier parts nor node names contain, so that different origins get different names."""
+    return origin.replace("/", "_") + ".zip"
 
 
 async def seq_range_for_times(
@@ -156,4 +185,5 @@ async def write_range(
         raise
 
 
-__all__ = ["all_checkpoints", "choose_range", "seq_range_for_times", "write_range"]
+__all__ = ["all_checkpoints", "archive_file_name", "choose_range", "seq_range_for_times", "server_origins",
+           "write_range"]

@@ -7,7 +7,9 @@ same signed messages, the request records must agree on the signature and everyt
 the response records.
 
 :func:`match_logs` pairs the consumer's client-side records with the provider's server-side records by
-``request_id`` and reports, as :class:`Mismatch` entries:
+``request_id`` and reports, as :class:`Mismatch` entries (each side may be the logs of several origins of one
+server, merged: one per worker and node; an exchange logged twice on one side, in one origin or in two, is a
+``duplicate``):
 
 1. exchanges one side logged and the other did not (a note only, when the exchange lies outside the time
    span of the other log: archives of different ranges overlap only partly);
@@ -34,10 +36,16 @@ RESPONSE_FIELDS = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
-    """One record as the matcher sees it: its sequence number and its JSON fields."""
+    """One record as the matcher sees it: its sequence number, its JSON fields, and the log origin it comes
+    from (a side may be several origins: one per worker and node of the server, docs/messagelog.md section 5)."""
 
     seq: int
     fields: Mapping[str, Any]
+    origin: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"seq {self.seq}" + (f" of {self.origin}" if self.origin else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,11 +105,17 @@ def _index(entries: Iterable[Entry], side: str) -> tuple[dict[str, Exchange], in
         if kind in ex:
             problems.append(Mismatch(
                 request_id=rid, problem="duplicate",
-                message=f"the {side} side logged the {kind} twice (seq {ex[kind].seq} and {e.seq})",
+                message=f"the {side} side logged the {kind} twice ({_two(ex[kind], e)})",
             ))
             continue
         ex[kind] = e
     return out, ignored, problems
+
+
+def _two(a: Entry, b: Entry) -> str:
+    if a.origin == b.origin:
+        return f"seq {a.seq} and {b.seq}" + (f" of {a.origin}" if a.origin else "")
+    return f"{a.where} and {b.where}"
 
 
 def _span(exchanges: Mapping[str, Exchange]) -> tuple[str, str] | None:
@@ -111,7 +125,7 @@ def _span(exchanges: Mapping[str, Exchange]) -> tuple[str, str] | None:
 
 
 def _seqs(ex: Exchange) -> str:
-    return ", ".join(f"{k} seq {e.seq}" for k, e in sorted(ex.items(), key=lambda kv: kv[1].seq))
+    return ", ".join(f"{k} {e.where}" for k, e in sorted(ex.items(), key=lambda kv: (kv[1].origin, kv[1].seq)))
 
 
 def _created(ex: Exchange) -> str:

@@ -37,6 +37,11 @@ records = sa.Table(
     sa.PrimaryKeyConstraint("origin", "seq"),
     sa.Index("ix_messagelog_records_message_id", "message_id"),
     sa.Index("ix_messagelog_records_request_id", "request_id"),
+    # Revision 0004: a provider's request records, one per request id of the server across all its origins
+    # (gateway.messagelog.store.replay); NULL on every other record.
+    sa.Column("replay_key", sa.LargeBinary(32), nullable=True),
+    sa.Index("ux_messagelog_records_replay_key", "replay_key", unique=True,
+             sqlite_where=sa.text("replay_key IS NOT NULL"), postgresql_where=sa.text("replay_key IS NOT NULL")),
 )
 
 

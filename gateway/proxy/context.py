@@ -88,9 +88,10 @@ class ProxyContext:
         peer_ssl: ssl.SSLContext,
         limits: ProxyLimits,
         clock: Callable[[], datetime],
+        origin: str | None = None,
     ) -> None:
         self.server_id = server_id
-        self.origin = str(server_id)
+        self.origin = str(server_id) if origin is None else origin  # the log origin we write (messagelog.origins)
         self.globalconf = globalconf
         self.snapshot = snapshot
         self.signer = signer
@@ -123,10 +124,11 @@ class ProxyContext:
         return self.globalconf.require_valid()
 
     def check_timestamping(self) -> None:
-        """Refuse an exchange while the message log has gone untimestamped past its grace period.
+        """Refuse an exchange while the message log cannot take it: this process has lost the claim on its log
+        origin, or the log has gone untimestamped past its grace period.
 
         Raises:
-            MessageLogError: ``TimestampingFailed``.
+            MessageLogError: ``LoggingFailed`` (origin claim lost) or ``TimestampingFailed``.
         """
         gate = self.timestamping
         if gate is not None:

@@ -1,28 +1,32 @@
 """One security server process: opens the shared resources once and runs the two proxies (I/O).
 
-Resources: the database engine (serverconf + message log), the global configuration
+Resources: the database engine (serverconf + message log), the claim on this process's log origin
+(:mod:`gateway.server.lease`), the global configuration
 updater, the signing key and authentication certificate (plain key files, or the software token of
 ``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
 one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
-tasks: global-configuration polling, serverconf reloads and, with a token, a watch that switches the signer
-and the TLS certificate without restart when another certificate becomes the one to use
-(:meth:`SecurityServer.reload_keys`).
+tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
+any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
+signer and the TLS certificate without restart when another certificate becomes the one to use
+(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim.
 
 Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
 is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
 opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, and so (reversed) shutdown order
 (the client-facing side stops first so that nothing new arrives while logs are flushed):
 
-1. the database engine; 2. the global configuration updater (its fetcher); 3. the session for services, OCSP
-and timestamps; 4. the message-log writer; 5. the peer pool (one mTLS session per peer); 6. a nested stack for the
-background tasks; 7. the server port, the client port, the client HTTPS port, the admin port (each an aiohttp
-runner and site); then the background tasks (global-configuration polling, serverconf reloads, the token watch,
-the checkpointer) are started into the stack of step 6, once every port listens.
+1. the database engine; 2. the claim on the log origin; 3. the global configuration updater (its fetcher); 4. the
+session for services, OCSP and timestamps; 5. the message-log writer; 6. the peer pool (one mTLS session per
+peer); 7. a nested stack for the background tasks; 8. the server port, the client port, the client HTTPS port, the
+admin port (each an aiohttp runner and site; the admin port in worker 0 only); then the background tasks
+(global-configuration polling, serverconf reloads, the token watch, the checkpointer, the origin claim's check)
+are started into the stack of step 7, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
-sessions, the updater and the engine. A stopped server's stores stay readable (its message log, say); what that
-reopens (a pooled database connection) is released by the next ``stop()``.
+sessions and the updater, gives up the origin and disposes of the engine. A stopped server's stores stay
+readable (its message log, say); what that reopens (a pooled database connection) is released by the next
+``stop()``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
+from gateway.messagelog.origins import MAX_WORKERS, check_node, log_origin
 from gateway.messagelog.store import (
     MemoryMessageLogStore,
     MessageLogStore,
@@ -61,6 +66,8 @@ from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_app
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
+from gateway.server.lease import OriginLease
+from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import Settings
 from gateway.storage.db import make_engine
@@ -71,21 +78,35 @@ from gateway.trust import keys
 
 log = structlog.get_logger("gateway.server.runtime")
 
+FULL_RELOAD_SECONDS = 60.0  # seconds between full re-reads of serverconf, whatever its change counter says
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 class SecurityServer:
-    """A running security server: ``await start()``, then ``await stop()``."""
+    """A running security server: ``await start()``, then ``await stop()``.
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> None:
+    ``worker`` is this process's index among the ``[server] workers`` of its node (given by the supervisor,
+    :mod:`gateway.server.workers`); with the node name and the server id it names the process's log origin
+    (:mod:`gateway.messagelog.origins`).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now, worker: int = 0) -> None:
         self.settings = settings
         self.clock = clock
         try:
             self.server_id = SecurityServerId.parse(settings.server.id)
         except GatewayError as e:
             raise ConfigError(f"[server] id: {e.message}") from e
+        if not 1 <= settings.server.workers <= MAX_WORKERS:
+            raise ConfigError(f"[server] workers = {settings.server.workers} is outside 1..{MAX_WORKERS}")
+        if not 0 <= worker < settings.server.workers:
+            raise ConfigError(f"worker index {worker} is outside 0..{settings.server.workers - 1} ([server] workers)")
+        self.worker = worker
+        self.origin = log_origin(self.server_id, node=check_node(settings.server.node), worker=worker)
+        self.lease: OriginLease | None = None  # this process's claim on its log origin (start())
         if settings.server.max_inflight_body_bytes < settings.server.max_body_bytes:
             raise ConfigError(
                 f"[server] max_inflight_body_bytes ({settings.server.max_inflight_body_bytes}) is smaller than "
@@ -108,6 +129,7 @@ class SecurityServer:
         self._auth_sha256 = ""  # the authentication certificate the TLS contexts hold
         self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
         self._keys_lock = asyncio.Lock()
+        self._versions: dict[str, int] = {}  # serverconf's change counters the snapshot and keys reflect
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -137,6 +159,10 @@ class SecurityServer:
         await self.store.migrate()
         self.admin_store = AdminStore(self.engine)
         await self.admin_store.migrate()
+        # the claim on our log origin, before anything is logged; given up after the log is closed
+        if s.messagelog_backend == "sql":
+            self.lease = await OriginLease.acquire(self.engine, self.origin)
+            stack.push_async_callback(self.lease.release)
         # global configuration
         self.globalconf = GlobalConfUpdater.from_settings(self.settings.globalconf, clock=self.clock)
         self._close_at_every_stop(self.globalconf.close)
@@ -195,10 +221,12 @@ class SecurityServer:
         # its check is a method of this server that reaches the context through self.context.
         peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds)
         self._close_at_every_stop(peers.close)
+        self._versions = await self.store.versions()  # before the snapshot: a change between is read again
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
             service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
+            origin=self.origin,
         )
         ctx.body_logging = s.body_logging
         if not s.body_logging:
@@ -212,7 +240,7 @@ class SecurityServer:
             timeout_seconds=s.timestamp_timeout_seconds,
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
-        ctx.timestamping = self.checkpointer
+        ctx.timestamping = _LogGate(self.lease, self.checkpointer)
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
@@ -227,12 +255,14 @@ class SecurityServer:
             self._client_https_ssl = https
             https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
             self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
-        if s.admin_port >= 0:  # its own port, after the proxies; stopped first (the stack unwinds in reverse)
+        # The admin API runs in worker 0 only (docs/operations.md, "Several workers"); its changes reach the
+        # other workers through the database (the serverconf version, the token's state).
+        if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
             admin = AdminContext(
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
-                reload_keys=self.reload_keys,
+                reload_keys=self.keys_changed, log_origin=self.origin,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -242,8 +272,10 @@ class SecurityServer:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
-        log.info("security server started", server=str(self.server_id), client_url=self.client_url,
-                 server_address=self.server_address)
+        if self.lease is not None:
+            _spawn(tasks, self.lease.run(self._stop), "origin-lease")
+        log.info("security server started", server=str(self.server_id), origin=self.origin,
+                 client_url=self.client_url, server_address=self.server_address)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
@@ -449,7 +481,9 @@ class SecurityServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        # Several workers share each port: SO_REUSEPORT, the kernel spreads new connections over them.
+        reuse = self.settings.server.workers > 1 or None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_port=reuse)
         try:
             await site.start()
         except OSError as e:
@@ -471,15 +505,48 @@ class SecurityServer:
                 tls.add_trusted_cas(self._client_https_ssl, await self._is_certs())
             self.context.snapshot = await self.store.snapshot()
 
+    async def keys_changed(self) -> bool:
+        """The admin API changed the token: count the change for the other processes of this server (they
+        reload at their next poll, :meth:`poll_versions`), then reload here at once."""
+        await self.store.keys_changed()
+        return await self.reload_keys()
+
+    async def poll_versions(self) -> tuple[bool, bool]:
+        """One poll of serverconf's change counters (``sc_versions``): reload the snapshot if serverconf
+        changed, the keys if the token did, in whichever process of the server made the change. Returns what
+        was reloaded (serverconf, keys).
+
+        Raises:
+            GatewayError: the database failed, or reloading the keys failed (the current ones stay).
+        """
+        now = await self.store.versions()
+        serverconf = now.get(SERVERCONF_VERSION) != self._versions.get(SERVERCONF_VERSION)
+        if serverconf:
+            self._versions[SERVERCONF_VERSION] = now.get(SERVERCONF_VERSION, 0)
+            await self.reload_serverconf()
+        keys_ = now.get(KEYS_VERSION) != self._versions.get(KEYS_VERSION)
+        if keys_:
+            self._versions[KEYS_VERSION] = now.get(KEYS_VERSION, 0)
+            await self.reload_keys()
+        return serverconf, keys_
+
     async def _reload_loop(self) -> None:
+        """Every ``serverconf_reload_seconds``: :meth:`poll_versions` (one small query); and a full reload of
+        the snapshot every :data:`FULL_RELOAD_SECONDS` whatever the counters say."""
         interval = self.settings.server.serverconf_reload_seconds
+        loop = asyncio.get_running_loop()
+        full_at = loop.time() + FULL_RELOAD_SECONDS
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
             if self._stop.is_set():
                 return
             try:
-                await self.reload_serverconf()
+                reloaded, _ = await self.poll_versions()
+                if reloaded or loop.time() >= full_at:
+                    if not reloaded:
+                        await self.reload_serverconf()
+                    full_at = loop.time() + FULL_RELOAD_SECONDS
             except GatewayError as e:
                 log.warning("serverconf reload failed", error=e.message)
             except Exception:
@@ -494,7 +561,24 @@ class SecurityServer:
         self._stop.set()
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
-        log.info("security server stopped", server=str(self.server_id))
+        log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+class _LogGate:
+    """What the proxies ask before an exchange (``ProxyContext.timestamping``): that this process still holds
+    its log origin (:meth:`OriginLease.check`), then that its log is timestamped within the grace period."""
+
+    __slots__ = ("_checkpointer", "_lease")
+
+    def __init__(self, lease: OriginLease | None, checkpointer: Checkpointer) -> None:
+        self._lease = lease
+        self._checkpointer = checkpointer
+
+    def check_timestamping(self, now: datetime) -> None:
+        """Raises: MessageLogError: ``LoggingFailed`` (origin lost) or ``TimestampingFailed``."""
+        if self._lease is not None:
+            self._lease.check()
+        self._checkpointer.check_timestamping(now)
 
 
 def _spawn(tasks: contextlib.AsyncExitStack, coro: Coroutine[None, None, None], name: str) -> None:

@@ -11,6 +11,8 @@ version table ``alembic_version_serverconf``:
   service is stored as X-Road's base endpoint ``*`` ``**``, so that every column is NOT NULL and "no
   duplicate right" is a plain unique constraint on both backends.
 - ``sc_local_groups`` and ``sc_local_group_members``.
+- ``sc_versions`` (revision 0002): change counters, one row each: ``serverconf`` (every change of the tables
+  above) and ``keys`` (a change of the token's keys or certificates); every process of the server polls them.
 
 Identifiers are stored in their ``/``-joined string form, which round-trips (``gateway.identifiers``).
 Deleting a client deletes its services, their endpoints and access rights (ON DELETE CASCADE).
@@ -105,4 +107,15 @@ local_group_members = sa.Table(
     sa.Column("group_id", sa.Integer(), _fk("sc_local_groups.id"), nullable=False),
     sa.Column("client", sa.String(ID_LENGTH), nullable=False),
     sa.PrimaryKeyConstraint("group_id", "client"),
+)
+
+
+# Revision 0002: change counters that every process of the server (workers, nodes) polls.
+SERVERCONF_VERSION = "serverconf"
+KEYS_VERSION = "keys"
+versions = sa.Table(
+    "sc_versions",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version", sa.BigInteger(), nullable=False),
 )

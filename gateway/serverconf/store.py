@@ -9,14 +9,17 @@ Every change runs in one transaction and checks what it refers to first, so erro
 - any other database failure is :class:`~gateway.errors.GatewayError` ``Server.ServerProxy.DatabaseError``.
 
 :meth:`ServerConfStore.snapshot` reads everything once and returns a frozen
-:class:`~gateway.serverconf.ServerConfSnapshot`; the proxies hold it and never query per request.
+:class:`~gateway.serverconf.ServerConfSnapshot`; the proxies hold it and never query per request. Every change
+also counts itself in ``sc_versions`` in its own transaction (:meth:`ServerConfStore.versions`): each process
+of the server (its workers and nodes) polls that counter and reloads its snapshot when it moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,8 @@ from gateway.serverconf.access import (
     subject_type,
 )
 from gateway.serverconf.models import (
+    KEYS_VERSION,
+    SERVERCONF_VERSION,
     URL_LENGTH,
     VERSION_TABLE,
     access_rights,
@@ -59,6 +64,7 @@ from gateway.serverconf.models import (
     local_group_members,
     local_groups,
     services,
+    versions,
 )
 from gateway.storage.db import migrate
 from gateway.storage.transaction import transaction
@@ -154,6 +160,34 @@ class ServerConfStore:
     def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return transaction(self._engine.begin(), conflict=_changed_concurrently, database_error=_database_error)
 
+    @contextlib.asynccontextmanager
+    async def _change(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that changes serverconf: it also counts the change (:meth:`versions`), so that every
+        process of this server (workers, nodes) sees that it must reload (docs/operations.md)."""
+        async with self._tx() as conn:
+            yield conn
+            await conn.execute(_bump(SERVERCONF_VERSION))
+
+    async def versions(self) -> dict[str, int]:
+        """The change counters: ``serverconf`` (clients, services, rights, groups, IS certificates; counted by
+        every change made through this store) and ``keys`` (counted by :meth:`keys_changed`).
+
+        Raises:
+            GatewayError: the database failed (``DatabaseError``).
+        """
+        async with self._tx() as conn:
+            return {str(name): int(v) for name, v in await conn.execute(sa.select(versions.c.name, versions.c.version))}
+
+    async def keys_changed(self) -> None:
+        """Count a change of the token's keys or certificates, which every process reloads (the token's files
+        are shared between a node's workers, and must be between nodes: docs/operations.md).
+
+        Raises:
+            GatewayError: the database failed (``DatabaseError``).
+        """
+        async with self._tx() as conn:
+            await conn.execute(_bump(KEYS_VERSION))
+
     # ---------------------------------------------------------------------------------------------- helpers
 
     @staticmethod
@@ -205,7 +239,7 @@ class ServerConfStore:
             RequestError: 409 if it is already a client; 400 for an unknown status or IS auth mode.
         """
         _check_client_fields(status, is_auth)
-        async with self._tx() as conn:
+        async with self._change() as conn:
             if await self._client_pk(conn, client) is not None:
                 raise AlreadyExists(f"{client.typed()} is already a client of this security server")
             await conn.execute(
@@ -233,7 +267,7 @@ class ServerConfStore:
             k: v for k, v in (("status", status), ("is_auth", is_auth), ("body_logging", body_logging))
             if v is not None
         }
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_client(conn, client)
             if changes:
                 await conn.execute(clients.update().where(clients.c.id == pk).values(**changes))
@@ -245,7 +279,7 @@ class ServerConfStore:
         Raises:
             RequestError: 404 if it is not a client.
         """
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_client(conn, client)
             await conn.execute(clients.delete().where(clients.c.id == pk))
 
@@ -259,7 +293,7 @@ class ServerConfStore:
         """
         der = load_certificate(cert)
         fp = fingerprint(der)
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_client(conn, client)
             exists = await conn.scalar(
                 sa.select(is_certs.c.id).where(is_certs.c.client_id == pk, is_certs.c.fingerprint == fp)
@@ -271,7 +305,7 @@ class ServerConfStore:
 
     async def remove_is_cert(self, client: ClientId, fp: str) -> None:
         """Raises: RequestError: 404 if the client or the certificate is not registered."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_client(conn, client)
             result = await conn.execute(
                 is_certs.delete().where(is_certs.c.client_id == pk, is_certs.c.fingerprint == fp.lower())
@@ -321,7 +355,7 @@ class ServerConfStore:
         timeout = check_timeout(timeout_seconds)
         _check_notice(disabled_notice)
         eps = tuple(dict.fromkeys(endpoints_))
-        async with self._tx() as conn:
+        async with self._change() as conn:
             owner = await self._client_pk(conn, service.subsystem)
             if owner is None:
                 raise NotFound(
@@ -371,7 +405,7 @@ class ServerConfStore:
             changes["enabled"] = enabled
         if disabled_notice is not None:
             changes["disabled_notice"] = _check_notice(disabled_notice)
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, service)
             if changes:
                 await conn.execute(services.update().where(services.c.id == pk).values(**changes))
@@ -383,13 +417,13 @@ class ServerConfStore:
         Raises:
             RequestError: 404 if the service does not exist.
         """
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, service)
             await conn.execute(services.delete().where(services.c.id == pk))
 
     async def add_endpoint(self, service: ServiceId, endpoint: Endpoint) -> None:
         """Raises: RequestError: 404 if the service does not exist, 409 if the endpoint does."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, service)
             exists = await conn.scalar(
                 sa.select(endpoints.c.id).where(
@@ -406,7 +440,7 @@ class ServerConfStore:
 
     async def remove_endpoint(self, service: ServiceId, endpoint: Endpoint) -> None:
         """Raises: RequestError: 404 if the service or the endpoint does not exist."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, service)
             result = await conn.execute(
                 endpoints.delete().where(
@@ -439,7 +473,7 @@ class ServerConfStore:
         Raises:
             RequestError: 404 if the service or the local group does not exist; 409 if the right exists.
         """
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, rule.service)
             if isinstance(rule.subject, LocalGroupId):
                 await self._need_group(conn, rule.subject)
@@ -456,7 +490,7 @@ class ServerConfStore:
 
     async def revoke(self, rule: AccessRule) -> None:
         """Raises: RequestError: 404 if the service or the access right does not exist."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_service(conn, rule.service)
             result = await conn.execute(access_rights.delete().where(*_rule_where(pk, rule)))
             if result.rowcount == 0:
@@ -481,7 +515,7 @@ class ServerConfStore:
         """Raises: RequestError: 409 if the group exists; 400 if the description is too long."""
         if len(description) > MAX_DESCRIPTION_LENGTH:
             raise RequestError(f"group description is longer than {MAX_DESCRIPTION_LENGTH} characters")
-        async with self._tx() as conn:
+        async with self._change() as conn:
             if await self._group_pk(conn, group) is not None:
                 raise AlreadyExists(f"local group {group.code!r} already exists")
             await conn.execute(local_groups.insert().values(code=group.code, description=description))
@@ -492,7 +526,7 @@ class ServerConfStore:
         Raises:
             RequestError: 404 if the group does not exist.
         """
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_group(conn, group)
             await conn.execute(
                 access_rights.delete().where(
@@ -503,7 +537,7 @@ class ServerConfStore:
 
     async def add_group_member(self, group: LocalGroupId, client: ClientId) -> None:
         """Raises: RequestError: 404 if the group does not exist; 409 if the client is already a member."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_group(conn, group)
             exists = await conn.scalar(
                 sa.select(local_group_members.c.group_id).where(
@@ -516,7 +550,7 @@ class ServerConfStore:
 
     async def remove_group_member(self, group: LocalGroupId, client: ClientId) -> None:
         """Raises: RequestError: 404 if the group does not exist or the client is not a member."""
-        async with self._tx() as conn:
+        async with self._change() as conn:
             pk = await self._need_group(conn, group)
             result = await conn.execute(
                 local_group_members.delete().where(
@@ -552,6 +586,10 @@ class ServerConfStore:
             local_groups=groups,
             policy=AccessPolicy(rules),
         )
+
+
+def _bump(name: str) -> sa.Update:
+    return versions.update().where(versions.c.name == name).values(version=versions.c.version + 1)
 
 
 def _check_client_fields(status: str | None, is_auth: str | None) -> None:

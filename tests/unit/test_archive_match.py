@@ -108,3 +108,21 @@ def test_other_side_records_are_ignored(world: LogWorld, tmp_path: Path) -> None
     c, p = logs(world)
     report = run([*c, {**p[0], "request_id": "x"}], p)
     assert report.ignored == 1 and report.ok
+
+
+def test_a_provider_with_several_origins_pairs_with_one_consumer(world: LogWorld) -> None:
+    """Two workers of the provider each logged some of the exchanges (docs/messagelog.md section 5): merged, every
+    exchange pairs; one logged by both workers (a replay that got through) is a duplicate naming both origins."""
+    c, p = logs(world, 4)
+    w0 = [Entry(seq=i, fields=o, origin="DEV/GOV/1002/ss2") for i, o in enumerate(p[:4])]
+    w1 = [Entry(seq=i, fields={**o, "origin": "DEV/GOV/1002/ss2/1"}, origin="DEV/GOV/1002/ss2/1")
+          for i, o in enumerate(p[4:])]
+    report = match_logs(entries(c), [*w0, *w1], consumer_origin="DEV/GOV/1001/ss1",
+                        provider_origin="DEV/GOV/1002/ss2, DEV/GOV/1002/ss2/1")
+    assert (report.paired, report.provider_exchanges, report.ok) == (4, 4, True), report.summary()
+    assert "provider log DEV/GOV/1002/ss2, DEV/GOV/1002/ss2/1: 4 exchanges" in report.summary()
+    replayed = Entry(seq=2, fields={**p[0], "origin": "DEV/GOV/1002/ss2/1"}, origin="DEV/GOV/1002/ss2/1")
+    report = match_logs(entries(c), [*w0, *w1, replayed], consumer_origin="c", provider_origin="p")
+    [m] = report.mismatches
+    assert (m.request_id, m.problem, m.severity) == ("req-0", "duplicate", "error")
+    assert "logged the request twice (seq 0 of DEV/GOV/1002/ss2 and seq 2 of DEV/GOV/1002/ss2/1)" in m.message

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +23,12 @@ from typing import Any
 from cryptography import x509
 
 from gateway.cli.common import database_setting, settings_from_args
-from gateway.errors import RequestError, TrustError
+from gateway.errors import ConfigError, GatewayError, NotFound, RequestError, TrustError
 from gateway.globalconf.updater import CACHE_FILE
+from gateway.identifiers import SecurityServerId
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
+from gateway.messagelog.origins import log_origin, parse_origin
 from gateway.messagelog.store import MAX_LEAF_READ, SqlMessageLogStore, StoredCheckpoint, migrate_messagelog
 from gateway.settings import Settings
 from gateway.storage.db import open_database
@@ -58,8 +61,25 @@ async def _with_store(
         await engine.dispose()
 
 
+def _server_id(settings: Settings) -> SecurityServerId:
+    try:
+        return SecurityServerId.parse(settings.server.id)
+    except GatewayError as e:
+        raise ConfigError(f"[server] id: {e.message}") from e
+
+
+def default_origin(settings: Settings) -> str:
+    """The origin a log command works on without ``--origin``: this node's first worker (docs/messagelog.md
+    section 5): ``[server] id``, plus ``/NODE`` when ``[server] node`` is set.
+
+    Raises:
+        ConfigError: a bad ``[server] id`` or ``node``.
+    """
+    return log_origin(_server_id(settings), node=settings.server.node)
+
+
 def log_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Make a command of ``handler``, run on the store with the origin of ``--origin`` or ``[server] id``.
+    """Make a command of ``handler``, run on the store with the origin of ``--origin`` or :func:`default_origin`.
 
     The command raises ConfigError for unusable settings or database URL, and whatever ``handler`` raises.
     """
@@ -67,10 +87,34 @@ def log_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     @functools.wraps(handler)
     def command(args: argparse.Namespace) -> int:
         settings: Settings = settings_from_args(args)
-        origin = args.origin or settings.server.id
+        origin = args.origin or default_origin(settings)
         return asyncio.run(_with_store(args, settings, lambda _engine, store: handler(args, store, origin)))
 
     return command
+
+
+def cmd_origins(args: argparse.Namespace) -> int:
+    """``gateway log origins``: every log origin of this server, with its count and newest checkpoint."""
+    from gateway.messagelog.export import server_origins
+
+    settings: Settings = settings_from_args(args)
+    server = str(_server_id(settings))
+
+    async def body(engine: Any, store: SqlMessageLogStore) -> int:
+        out = []
+        for origin in await server_origins(engine, server):
+            name = parse_origin(origin)
+            latest = await store.latest_checkpoint(origin)
+            stamped = await store.latest_checkpoint(origin, stamped_only=True)
+            out.append({
+                "origin": origin, "node": name.node, "worker": name.worker, "records": await store.size(origin),
+                "checkpoint": None if latest is None else latest.size,
+                "timestamped": None if stamped is None else stamped.size,
+            })
+        print(json.dumps({"server": server, "origins": out}, indent=2))
+        return 0
+
+    return asyncio.run(_with_store(args, settings, body))
 
 
 def _describe(cp: StoredCheckpoint) -> dict[str, Any]:
@@ -242,30 +286,79 @@ async def _export(args: argparse.Namespace, settings: Settings, engine: Any, sto
 
 def cmd_export(args: argparse.Namespace) -> int:
     settings: Settings = settings_from_args(args)
+    if getattr(args, "all_origins", False):
+        return _export_all(args, settings)
     args.out_path = os.path.abspath(args.out)
-    origin = args.origin or settings.server.id
+    origin = args.origin or default_origin(settings)
     return asyncio.run(
         _with_store(args, settings, lambda engine, store: _export(args, settings, engine, store, origin)),
     )
 
 
+def _export_all(args: argparse.Namespace, settings: Settings) -> int:
+    """``export --all-origins --out DIR``: one archive per log origin of this server, named by
+    :func:`~gateway.messagelog.export.archive_file_name`, each as ``export --origin`` would write it."""
+    from gateway.messagelog.export import archive_file_name, server_origins
+
+    if args.origin:
+        raise RequestError("--origin and --all-origins exclude each other")
+    if args.start is not None or args.end is not None:
+        raise RequestError("--start and --end are sequence numbers of one origin; with --all-origins select by "
+                           "time (--from, --to)")
+    out_dir = Path(os.path.abspath(args.out))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RequestError(f"--out {args.out}: with --all-origins it names a directory, and this is a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    server = str(_server_id(settings))
+
+    async def body(engine: Any, store: SqlMessageLogStore) -> int:
+        origins = await server_origins(engine, server)
+        if not origins:
+            raise RequestError(f"the message log holds no records of {server}")
+        written = 0
+        for origin in origins:
+            args.out = args.out_path = str(out_dir / archive_file_name(origin))
+            try:
+                await _export(args, settings, engine, store, origin)
+            except NotFound as e:  # a time range in which this worker or node logged nothing
+                if not (args.from_time or args.to_time):
+                    raise
+                print(f"note: {e.message}; no archive for it", file=sys.stderr)
+                continue
+            written += 1
+        if not written:
+            raise NotFound(f"no log origin of {server} has records created in the given time range")
+        return 0
+
+    return asyncio.run(_with_store(args, settings, body))
+
+
 def _entries(path: str) -> tuple[str, list[Any]]:
+    """The records of an archive, or of every archive (``*.zip``) in a directory: one per log origin of a
+    server (``export --all-origins``); their origins, joined with ", ", and the entries."""
     from gateway.messagelog.archive import LogArchive
     from gateway.messagelog.match import Entry
 
+    p = Path(path)
+    files = sorted(p.glob("*.zip")) if p.is_dir() else [p]
+    if not files:
+        raise RequestError(f"{path} holds no archive (*.zip)")
     out: list[Entry] = []
-    with LogArchive(path) as archive:
-        m = archive.manifest
-        for chunk in m.chunks:
-            lines = archive.read_chunk(chunk).split(b"\n")
-            for i, line in enumerate(lines[:-1] if lines and lines[-1] == b"" else lines):
-                try:
-                    fields = json.loads(line)
-                except ValueError:
-                    continue  # not a record: 'gateway log verify' names it
-                if isinstance(fields, dict):
-                    out.append(Entry(seq=chunk.first + i, fields=fields))
-        return m.origin, out
+    origins: list[str] = []
+    for file in files:
+        with LogArchive(file) as archive:
+            m = archive.manifest
+            origins.append(m.origin)
+            for chunk in m.chunks:
+                lines = archive.read_chunk(chunk).split(b"\n")
+                for i, line in enumerate(lines[:-1] if lines and lines[-1] == b"" else lines):
+                    try:
+                        fields = json.loads(line)
+                    except ValueError:
+                        continue  # not a record: 'gateway log verify' names it
+                    if isinstance(fields, dict):  # the origin is named only where a side has several
+                        out.append(Entry(seq=chunk.first + i, fields=fields, origin=m.origin if len(files) > 1 else ""))
+    return ", ".join(origins), out
 
 
 def cmd_match(args: argparse.Namespace) -> int:

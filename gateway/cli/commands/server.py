@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from gateway.cli.common import settings_from_args
-from gateway.cli.run import run, serve_until_signal
+from gateway.cli.run import run, serve_until_signal, stop_on_signal
 from gateway.errors import ConfigError, GlobalConfError, PkiError
 from gateway.identifiers import SecurityServerId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
+from gateway.settings import Settings
 from gateway.trust import certprofile, keys
 
 if TYPE_CHECKING:
@@ -71,7 +73,14 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    server = SecurityServer(settings, clock=lambda: datetime.now(UTC))
+    worker = getattr(args, "worker", None)
+    if worker is None and settings.server.workers > 1:
+        return _supervise(args, settings)
+    if worker is not None and getattr(args, "channel", None) is None:
+        raise ConfigError("--worker is set by the supervisor of several workers, with --channel")
+    server = SecurityServer(settings, clock=lambda: datetime.now(UTC), worker=worker or 0)
+    if worker is not None:
+        return run(_serve_worker(server, args.channel))
 
     async def start() -> None:
         await server.start()
@@ -81,6 +90,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{', admin ' + server.admin_url if server.admin_url else ''}", flush=True)
 
     return run(serve_until_signal(start, server.stop))
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``[server] workers`` > 1: run them, supervised, until SIGINT/SIGTERM (:mod:`gateway.server.workers`)."""
+    from gateway.server.workers import Supervisor, worker_command
+
+    async def main() -> int:
+        with stop_on_signal() as stop:
+            supervisor = Supervisor(settings, command=worker_command(getattr(args, "config", None)),
+                                    announce=lambda line: print(line, flush=True))
+            return await supervisor.run(stop)
+
+    return asyncio.run(main())
+
+
+async def _serve_worker(server: SecurityServer, channel: int) -> int:
+    """One worker of several: start, tell the supervisor, serve until SIGTERM or until the supervisor is gone."""
+    from gateway.server.workers import report_ready
+
+    with stop_on_signal() as stop:
+        try:
+            await server.start()
+            gone = await report_ready(channel, {
+                "server": str(server.server_id), "origin": server.origin, "worker": server.worker,
+                "client_url": server.client_url, "client_https_url": server.client_https_url,
+                "server_address": server.server_address, "admin_url": server.admin_url,
+            })
+            gc.freeze()  # as serve_until_signal: what starting made lives as long as the process
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(gone.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        finally:
+            await server.stop()
+    return 0
 
 
 def cmd_fetch_conf(args: argparse.Namespace) -> int:

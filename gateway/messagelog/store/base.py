@@ -39,6 +39,9 @@ log = structlog.get_logger("gateway.messagelog.store")  # the name it had as one
 _T = TypeVar("_T")
 
 
+Outcome = int | GatewayError  # what a record of a written batch gets: its sequence number, or its own refusal
+
+
 class Appended(NamedTuple):
     """Where a committed record sits in its origin's log: index and RFC 9162 leaf hash."""
 
@@ -112,7 +115,7 @@ class BlockingWriter:
     """A store's blocking batch writer and the one-thread executor it runs on (see ``_blocking_writer``)."""
 
     executor: Executor
-    write: Callable[[Sequence[PendingRecord]], list[int]]
+    write: Callable[[Sequence[PendingRecord]], Sequence[Outcome]]
 
 
 def _logging_failed(record: LogRecord, message: str) -> MessageLogError:
@@ -282,7 +285,7 @@ class MessageLogStore(ABC):
 
     def _batch_done(
         self, loop: asyncio.AbstractEventLoop, writer: BlockingWriter, batch: list[PendingRecord],
-        seqs: list[int] | None, error: BaseException | None,
+        seqs: Sequence[Outcome] | None, error: BaseException | None,
     ) -> None:
         # On the event loop: settle the callers, then start the next batch at once.
         self._in_flight = None
@@ -335,7 +338,9 @@ class MessageLogStore(ABC):
             return
         self._settle(batch, seqs, None)
 
-    def _settle(self, batch: list[PendingRecord], seqs: list[int] | None, error: BaseException | None) -> None:
+    def _settle(
+        self, batch: list[PendingRecord], seqs: Sequence[Outcome] | None, error: BaseException | None,
+    ) -> None:
         if error is not None:
             self.stats.failed_batches += 1
             log.error("messagelog_commit_failed", records=len(batch), error=repr(error))
@@ -346,11 +351,16 @@ class MessageLogStore(ABC):
                     p.future.set_exception(err)
             return
         assert seqs is not None
+        written = sum(not isinstance(seq, GatewayError) for seq in seqs)
         self.stats.batches += 1
-        self.stats.records += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.records += written
+        self.stats.largest_batch = max(self.stats.largest_batch, written)
         for p, seq in zip(batch, seqs, strict=True):
-            if not p.future.done():  # a caller cancelled while waiting: its record is still logged
+            if p.future.done():  # a caller cancelled while waiting: its record is still logged
+                continue
+            if isinstance(seq, GatewayError):  # refused alone, the rest of its batch written (a replay)
+                p.future.set_exception(seq)
+            else:
                 p.future.set_result(Appended(seq, p.leaf_hash))
 
     async def size(self, origin: str) -> int:
@@ -564,9 +574,10 @@ class MessageLogStore(ABC):
     async def _prune(self, origin: str, before_seq: int, now: datetime) -> int: ...
 
     @abstractmethod
-    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> Sequence[Outcome]:
         """Store the whole batch atomically, with the blobs its records name that are not stored yet; return
-        each record's sequence number, in batch order."""
+        each record's sequence number, in batch order (or the error refusing that record alone, the rest of the
+        batch being stored: a replay, see :mod:`~gateway.messagelog.store.replay`)."""
 
     @abstractmethod
     async def _size(self, origin: str) -> int: ...

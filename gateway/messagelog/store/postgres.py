@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.messagelog.models import blobs, records
-from gateway.messagelog.store.base import PendingRecord
+from gateway.messagelog.store.base import Outcome, PendingRecord
 from gateway.messagelog.store.rows import _blob_rows, _max_seq_query, _new_blobs, _rows
 
 
@@ -48,7 +48,7 @@ class PostgresWriter:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
+    async def _write_batch(self, batch: Sequence[PendingRecord]) -> Sequence[Outcome]:
         try:
             conn = await self._writer_connection()
             async with conn.begin():

@@ -12,10 +12,11 @@ import sqlalchemy as sa
 
 from gateway.messagelog.models import records
 from gateway.messagelog.store.base import PendingRecord
+from gateway.messagelog.store.replay import replay_key
 
 _ROW_COLUMNS = (
     "origin", "seq", "created", "message_id", "request_id", "kind", "side", "client", "service", "record",
-    "leaf_hash",
+    "leaf_hash", "replay_key",
 )
 
 
@@ -37,7 +38,7 @@ def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[lis
         rows.append({
             "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
             "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
-            "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash,
+            "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash, "replay_key": replay_key(r),
         })
     return seqs, rows
 

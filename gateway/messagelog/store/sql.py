@@ -26,6 +26,7 @@ from gateway.messagelog.store.base import (
     StoredRecord,
 )
 from gateway.messagelog.store.postgres import PostgresWriter
+from gateway.messagelog.store.replay import ReplayBackstop
 from gateway.messagelog.store.rows import _max_seq_query
 from gateway.messagelog.store.sqlite import SqliteWriter
 from gateway.storage.db import migrate
@@ -38,12 +39,13 @@ async def migrate_messagelog(engine: AsyncEngine) -> None:
     await migrate(engine, MIGRATIONS, VERSION_TABLE)
 
 
-class SqlMessageLogStore(SqliteWriter, PostgresWriter, MessageLogStore):
+class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLogStore):
     """The message log in SQLite or PostgreSQL (table ``messagelog_records``); the engine is the caller's.
 
     Batches go through :class:`~gateway.messagelog.store.sqlite.SqliteWriter` on SQLite (its blocking writer
     replaces the writer task), else through :class:`~gateway.messagelog.store.postgres.PostgresWriter`
-    (``_write_batch``); everything else is common to both dialects.
+    (``_write_batch``), each wrapped by :class:`~gateway.messagelog.store.replay.ReplayBackstop` (a replayed
+    request id fails its own record only); everything else is common to both dialects.
     """
 
     def __init__(

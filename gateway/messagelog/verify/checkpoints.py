@@ -18,9 +18,10 @@ from cryptography.x509 import ocsp as x509_ocsp
 
 from gateway.errors import GatewayError, TrustError
 from gateway.globalconf import peertrust
-from gateway.identifiers import MemberId, SecurityServerId
+from gateway.identifiers import MemberId
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import CheckpointData
+from gateway.messagelog.origins import parse_origin
 from gateway.messagelog.verify.report import Finding
 from gateway.messagelog.verify.trustset import TrustSet
 from gateway.trust import timestamp
@@ -76,10 +77,10 @@ def verify_checkpoints(
     verified: list[VerifiedCheckpoint] = []
     expected_origin = cp.checkpoint_origin(origin)
     try:
-        member = SecurityServerId.parse("/".join(origin.split("/")[:4]), encoded=False).owner
+        member = parse_origin(origin).server.owner  # a worker's or node's origin names its server first
     except GatewayError as e:
         return [], [Finding(where="archive", problem="origin",
-                            message=f"origin {origin!r} does not name a security server: {e.message}")]
+                            message=f"origin {origin!r} is not a log origin of a security server: {e.message}")]
     by_cert: dict[bytes, list[bytes]] = {}
     for c in certs:
         by_cert.setdefault(c, [])
