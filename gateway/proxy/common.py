@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 import structlog
@@ -165,7 +165,7 @@ async def read_stream(
     return b"".join(chunks)
 
 
-def header_pairs(raw_headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Headers exactly as received: names and values as bytes decoded losslessly."""
     return [
         (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers

@@ -193,7 +193,8 @@ class SecurityServer:
         stack.push_async_callback(self.messagelog.close)  # closed after the ports and tasks, which log
         # The pool checks each provider's TLS certificate with the context built next, which holds the pool:
         # its check is a method of this server that reaches the context through self.context.
-        peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds)
+        peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds,
+                         max_body_bytes=limits.max_body_bytes)
         self._close_at_every_stop(peers.close)
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
