@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, Side
 from gateway.protocol import rest
+from gateway.proxy import http
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -61,6 +62,25 @@ def error_middleware(side: Side) -> Middleware:
             return web.Response(status=status, headers=headers, body=body)
 
     return middleware
+
+
+def lean_error_response(
+    e: Exception, *, side: Side, method: str, raw_path: str, remote: str | None, accept: str | None,
+) -> http.Response:
+    """What :func:`error_middleware` answers, for a handler on the lean HTTP layer (:mod:`gateway.proxy.http`):
+    our errors rendered as X-Road does (``side`` named on them first), anything else as an internal error."""
+    detail = str(uuid.uuid4())
+    if isinstance(e, GatewayError):
+        err = e.at_side(side)
+        log.warning(
+            "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
+            method=method, path=raw_path[:200], peer=remote,
+        )
+    else:
+        log.exception("internal error", side=f"Server.{side}", detail=detail, exc_info=e)
+        err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
+    status, headers, body = rest.render_error(err, accept=accept, detail=detail)
+    return http.Response(status=status, headers=headers, body=body)
 
 
 class BodyBudget:
