@@ -29,10 +29,8 @@ import json
 import ssl
 from datetime import UTC, datetime
 
-import aiohttp
 import structlog
 from aiohttp import web
-from yarl import URL
 
 from gateway.errors import (
     CLIENT_PROXY,
@@ -46,7 +44,6 @@ from gateway.errors import (
     PeerError,
     RelayedFault,
     RequestError,
-    ResponseTooLarge,
     UnknownMember,
 )
 from gateway.globalconf.model import GlobalConf, SecurityServer
@@ -54,13 +51,13 @@ from gateway.identifiers import ClientId, SecurityServerId, ServiceId, Subsystem
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.messagelog.store import Appended
 from gateway.protocol import rest, signatures
+from gateway.proxy import http
 from gateway.proxy.common import (
     RAW_BODIES,
     BodyAccount,
     error_middleware,
     header_pairs,
     read_body,
-    read_stream,
     sha256,
     split_target,
 )
@@ -88,8 +85,6 @@ _RESPONSE_NAMES = {
     rest.H_ID: "X-Road-Id", rest.H_CLIENT: "X-Road-Client", rest.H_SERVICE: "X-Road-Service",
     rest.H_REQUEST_ID: "X-Road-Request-Id", rest.H_REQUEST_HASH: "X-Road-Request-Hash", rest.H_ERROR: "X-Road-Error",
 }
-# aiohttp would add these on its own; X-Road's request hash covers the headers as sent, so we send none.
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class RemoteFault(RelayedFault):
@@ -204,8 +199,8 @@ def _record(
     )
 
 
-async def _remote_fault(resp: aiohttp.ClientResponse, fields: dict[str, str]) -> RemoteFault:
-    text = (await resp.content.read(64 * 1024)).decode("utf-8", "replace")
+def _remote_fault(resp: http.ClientResponse, fields: dict[str, str]) -> RemoteFault:
+    text = resp.body[:64 * 1024].decode("utf-8", "replace")
     message = text
     try:
         message = str(json.loads(text).get("message", text))
@@ -300,13 +295,9 @@ async def _send(
     for server in ordered:
         if logged.done():
             logged.result()
-        session = ctx.peers.session(server.id)
-        url = URL(f"https://{server.address}{request_target}", encoded=True)
         try:
-            resp = await session.request(
-                target.method, url, headers=send_headers, data=body if body else None,
-                allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
-            )
+            resp = await ctx.peers.request(server, target.method, request_target, send_headers, body,
+                                           account=account)
         except Exception as e:
             last_error = e
             if is_connect_failure(e):
@@ -315,11 +306,8 @@ async def _send(
                             error=str(e)[:200])
                 continue
             raise wrap_send_failure(e, server.id) from e
-        try:
-            return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
-                                   request_target, account, logged)
-        finally:
-            resp.release()
+        return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
+                               request_target, logged)
     assert last_error is not None
     if isinstance(last_error, GatewayError):
         raise last_error
@@ -333,20 +321,18 @@ def _new_request_id() -> str:
 
 
 async def _response(
-    ctx: ProxyContext, resp: aiohttp.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
+    ctx: ProxyContext, resp: http.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
     request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
-    request_target: str, account: BodyAccount, logged: asyncio.Future[Appended],
+    request_target: str, logged: asyncio.Future[Appended],
 ) -> web.StreamResponse:
     resp_pairs = header_pairs(resp.raw_headers)
     fields = signatures.fields_from_pairs(resp_pairs)
     # An error from the provider's server that it could not sign (it could not verify our request).
     if signatures.H_SIGNATURE not in fields and rest.H_ERROR in fields:
-        raise await _remote_fault(resp, fields)
-    # (8) verify: body digest, signature bound to our request, echoed ids, request hash
-    try:
-        body = await _read_response(resp, ctx.limits.max_body_bytes, account)
-    except TimeoutError as e:
-        raise PeerError("the provider's security server did not send the whole response in time") from e
+        raise _remote_fault(resp, fields)
+    # (8) verify: body digest, signature bound to our request, echoed ids, request hash (the body was read
+    #     whole by the peer pool, bounded by max_body_bytes and held on the exchange's account)
+    body = resp.body
     conf = ctx.conf()
     now = ctx.clock()
     verified = signatures.verify_response(
@@ -380,13 +366,6 @@ async def _response(
     for name, value in expected.items():
         out.headers[_RESPONSE_NAMES[name]] = value
     return out
-
-
-async def _read_response(resp: aiohttp.ClientResponse, limit: int, account: BodyAccount) -> bytes:
-    def too_large() -> GatewayError:
-        return ResponseTooLarge(f"the provider's response is larger than the maximum of {limit} bytes")
-
-    return await read_stream(resp.content, limit, account, too_large=too_large, what="the provider's response")
 
 
 async def handle_list_clients(request: web.Request) -> web.Response:

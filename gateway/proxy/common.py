@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 import structlog
@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, Side
 from gateway.protocol import rest
+from gateway.proxy import http
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -61,6 +62,25 @@ def error_middleware(side: Side) -> Middleware:
             return web.Response(status=status, headers=headers, body=body)
 
     return middleware
+
+
+def lean_error_response(
+    e: Exception, *, side: Side, method: str, raw_path: str, remote: str | None, accept: str | None,
+) -> http.Response:
+    """What :func:`error_middleware` answers, for a handler on the lean HTTP layer (:mod:`gateway.proxy.http`):
+    our errors rendered as X-Road does (``side`` named on them first), anything else as an internal error."""
+    detail = str(uuid.uuid4())
+    if isinstance(e, GatewayError):
+        err = e.at_side(side)
+        log.warning(
+            "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
+            method=method, path=raw_path[:200], peer=remote,
+        )
+    else:
+        log.exception("internal error", side=f"Server.{side}", detail=detail, exc_info=e)
+        err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
+    status, headers, body = rest.render_error(err, accept=accept, detail=detail)
+    return http.Response(status=status, headers=headers, body=body)
 
 
 class BodyBudget:
@@ -165,7 +185,7 @@ async def read_stream(
     return b"".join(chunks)
 
 
-def header_pairs(raw_headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Headers exactly as received: names and values as bytes decoded losslessly."""
     return [
         (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers

@@ -1,13 +1,20 @@
 """Connections to peer security servers: pooled, kept-alive mutual TLS, checked before use (I/O).
 
-All socket work toward peers happens here. One :class:`aiohttp.ClientSession` per peer server keeps its
-connections alive (a new mTLS handshake costs more CPU than a whole exchange, docs/performance.md). Each new
-connection is checked right after the TLS handshake and before any request byte is written: the certificate
-must be registered for the server we dialled and be good according to OCSP (:mod:`gateway.globalconf.peertrust`).
-A pooled connection is checked again each time it is taken from the pool (a dictionary lookup while the
-cached answer holds), so that a revocation or a de-registration also ends kept-alive connections within
-``ocsp_refresh_seconds``. A certificate that fails the handshake's own checks (untrusted issuer, expired) is
-reported as ``SslAuthenticationFailed`` too, not as a network error.
+All socket work toward peers happens here. One :class:`~gateway.proxy.http.ClientPool` (the lean HTTP/1.1
+layer, :mod:`gateway.proxy.http`) per peer server keeps its connections alive (a new mTLS handshake costs more
+CPU than a whole exchange, docs/performance.md). Each new connection is checked right after the TLS handshake
+and before any request byte is written: the certificate must be registered for the server we dialled and be
+good according to OCSP (:mod:`gateway.globalconf.peertrust`). A pooled connection is checked again each time it
+is taken from the pool (a dictionary lookup while the cached answer holds), so that a revocation or a
+de-registration also ends kept-alive connections within ``ocsp_refresh_seconds``. A certificate that fails the
+handshake's own checks (untrusted issuer, expired) is reported as ``SslAuthenticationFailed`` too, not as a
+network error.
+
+A request whose pooled connection turns out to have been closed by the peer while idle (it ends before any
+byte of the response arrived) is sent once more on a new connection (``retry_stale``). That is safe on this
+hop although the methods need not be idempotent: the provider refuses a second request with the same signed
+``X-Road-Request-Id`` as a replay before it reaches the service, so a request that did reach the provider is
+never served twice; at worst the caller gets that refusal instead of a lost-connection error.
 
 Choosing among several provider servers follows X-Road's "fastest wins": race TCP connects, prefer the first
 to answer for a while, and fail over to the next on connection errors.
@@ -19,58 +26,30 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import aiohttp
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
-
-from gateway.errors import GatewayError, PeerError, SslAuthenticationFailed
+from gateway.errors import GatewayError, PeerError, ResponseTooLarge, SslAuthenticationFailed
 from gateway.globalconf.model import SecurityServer
 from gateway.identifiers import SecurityServerId
+from gateway.proxy import http
+from gateway.proxy.common import BodyAccount
 
 PeerCheck = Callable[[SecurityServerId, bytes | None], Awaitable[None]]
 
 
-class _CheckingConnector(aiohttp.TCPConnector):
-    """A connector that runs ``check`` on the peer's certificate each time a connection is handed out.
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` of the global configuration as a socket address.
 
-    It hooks ``connect``, which aiohttp calls for every request, for new and pooled connections alike, before
-    a request byte is written; aiohttp's public ``ssl=Fingerprint`` cannot be combined with a client
-    certificate. ``_wrap_create_connection`` turns the handshake's certificate failures into ours.
+    Raises:
+        PeerError: the address has no numeric port.
     """
-
-    def __init__(self, *, server_id: SecurityServerId, check: PeerCheck, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._server_id = server_id
-        self._check = check
-
-    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super()._wrap_create_connection(*args, **kwargs)
-        except aiohttp.ClientConnectorCertificateError as e:
-            # the chain did not verify against the CAs of the global configuration, or is not valid now
-            raise SslAuthenticationFailed(
-                f"TLS certificate of security server {self._server_id} refused: {e.certificate_error}",
-            ) from e
-
-    async def connect(
-        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
-    ) -> Connection:  # aiohttp's signature
-        conn = await super().connect(req, traces, timeout)
-        transport = conn.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        try:
-            await self._check(self._server_id, der)
-        except BaseException:
-            conn.close()  # never reuse a connection to a peer we no longer accept
-            raise
-        return conn
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise PeerError(f"security server address {address[:100]!r} is not host:port")
+    return host.strip("[]"), int(port)
 
 
 class PeerPool:
-    """Pooled sessions to peer servers, and the choice of which provider server to use."""
+    """Pooled connections to peer servers, and the choice of which provider server to use."""
 
     def __init__(
         self,
@@ -81,33 +60,70 @@ class PeerPool:
         limit_per_peer: int = 100,
         keepalive_seconds: float = 60.0,
         race_cache_seconds: float = 60.0,
+        max_body_bytes: int = 10 * 2**20,
     ) -> None:
         self._ssl = ssl_context
         self._check = check
         self._connect_timeout = connect_timeout
-        self._limit = limit_per_peer
-        self._keepalive = keepalive_seconds
         self._race_cache_seconds = race_cache_seconds
-        self._sessions: dict[SecurityServerId, aiohttp.ClientSession] = {}
+        self._max_body_bytes = max_body_bytes
+        self._limits = http.ClientLimits(
+            max_body_bytes=max_body_bytes, connect_timeout=connect_timeout, max_connections=limit_per_peer,
+            idle_timeout=keepalive_seconds, read_timeout=None,
+        )
+        self._pools: dict[SecurityServerId, tuple[str, http.ClientPool]] = {}
         self._winners: dict[frozenset[SecurityServerId], tuple[SecurityServerId, float]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def session(self, server_id: SecurityServerId) -> aiohttp.ClientSession:
-        session = self._sessions.get(server_id)
-        if session is None or session.closed:
-            connector = _CheckingConnector(
-                server_id=server_id, check=self._check, ssl=self._ssl, limit=self._limit,
-                keepalive_timeout=self._keepalive, enable_cleanup_closed=False,
+    def pool(self, server: SecurityServer) -> http.ClientPool:
+        """The pool of connections to ``server`` (a new one when its address changed in the configuration)."""
+        entry = self._pools.get(server.id)
+        if entry is not None and entry[0] == server.address and not entry[1].closed:
+            return entry[1]
+        if entry is not None:
+            # its idle connections close now, its busy ones as their exchanges end
+            task = asyncio.get_running_loop().create_task(entry[1].close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        server_id = server.id
+        check = self._check
+
+        async def check_peer(der: bytes | None) -> None:
+            await check(server_id, der)
+
+        pool = http.ClientPool(split_address(server.address), ssl=self._ssl, check_peer=check_peer,
+                               limits=self._limits)
+        self._pools[server_id] = (server.address, pool)
+        return pool
+
+    async def request(
+        self, server: SecurityServer, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes,
+        *, account: BodyAccount,
+    ) -> http.ClientResponse:
+        """Send one request to ``server`` and read its whole response, the body held on ``account``.
+
+        Raises:
+            SslAuthenticationFailed: the peer's certificate was refused by the handshake or by the check.
+            ResponseTooLarge: the response body is larger than ``max_body_bytes``.
+            Overloaded: from ``account`` (:class:`~gateway.proxy.common.BodyBudget`).
+            http.HttpClientError: any other failure of the connection (:func:`is_connect_failure` tells
+                whether nothing was sent); :func:`wrap_send_failure` names it.
+        """
+        try:
+            return await self.pool(server).request(
+                method, target, headers, body, hold=account, what="the provider's response", retry_stale=True,
             )
-            session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                # Pass-through, not a browser: a Set-Cookie in a response goes back to the client system
-                # and is never replayed on other clients' requests (which would also break their signed
-                # header parts).
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._sessions[server_id] = session
-        return session
+        except http.ConnectFailed as e:
+            if e.certificate_error is not None:
+                # the chain did not verify against the CAs of the global configuration, or is not valid now
+                raise SslAuthenticationFailed(
+                    f"TLS certificate of security server {server.id} refused: {e.certificate_error}",
+                ) from e
+            raise
+        except http.ResponseTooLarge as e:
+            raise ResponseTooLarge(
+                f"the provider's response is larger than the maximum of {e.limit} bytes",
+            ) from e
 
     async def order(self, servers: Sequence[SecurityServer]) -> list[SecurityServer]:
         """The servers in the order to try them: the fastest to accept a TCP connection first.
@@ -156,13 +172,13 @@ class PeerPool:
                 del self._winners[key]
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        pools, self._pools = [p for _, p in self._pools.values()], {}
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
 
 
 def is_connect_failure(e: BaseException) -> bool:
     """Whether nothing of the request reached the peer, so another server may be tried."""
-    if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ClientSSLError | ConnectionRefusedError):
+    if isinstance(e, http.ConnectFailed | ConnectionRefusedError):
         return True
     return isinstance(e, SslAuthenticationFailed)
 
@@ -170,6 +186,6 @@ def is_connect_failure(e: BaseException) -> bool:
 def wrap_send_failure(e: BaseException, server_id: SecurityServerId) -> GatewayError:
     if isinstance(e, GatewayError):
         return e
-    if isinstance(e, TimeoutError | asyncio.TimeoutError):
+    if isinstance(e, TimeoutError):
         return PeerError(f"security server {server_id} did not answer in time")
     return PeerError(f"cannot exchange with security server {server_id}: {e or type(e).__name__}")

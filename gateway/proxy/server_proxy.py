@@ -22,13 +22,13 @@ logs show what happened. An error before the request could be verified is answer
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import aiohttp
 import structlog
-from aiohttp import web
 from yarl import URL
 
 from gateway.errors import (
@@ -41,16 +41,14 @@ from gateway.errors import (
     ServiceFailed,
     SslAuthenticationFailed,
 )
-from gateway.identifiers import SecurityServerId, member_of, parse_client
+from gateway.identifiers import member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
-from gateway.proxy import metaservices
+from gateway.proxy import http, metaservices
 from gateway.proxy.common import (
-    RAW_BODIES,
     BodyAccount,
-    error_middleware,
     header_pairs,
-    read_body,
+    lean_error_response,
     read_stream,
     sha256,
     split_target,
@@ -61,7 +59,6 @@ from gateway.proxy.metaservices import META_SERVICES
 log = structlog.get_logger("gateway.proxy.server")
 
 SIDE = SERVER_PROXY
-CONTEXT = web.AppKey("server_context", ProxyContext)
 
 # What a service gets: end-to-end headers and X-Road's headers, never the server-to-server profile's.
 _DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
@@ -72,22 +69,31 @@ _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _parse_client = lru_cache(maxsize=4096)(parse_client)
 
 
-async def _peer(request: web.Request, ctx: ProxyContext) -> SecurityServerId:
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return await ctx.check_peer(der, expected=None)
+_REST_PREFIX = re.compile(r"/r[0-9]+/")
 
 
-async def handle_peer_request(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    with ctx.bodies.account() as account:
-        return await _handle(request, ctx, account)
+def build_server_handler(ctx: ProxyContext) -> http.Handler:
+    """The server-to-server port's handler for :class:`gateway.proxy.http.HttpServer`; serve it only with
+    :func:`gateway.proxy.tls.peer_server_context`. Every error is answered as X-Road does, named as this side's."""
+
+    async def handle(request: http.Request) -> http.Response:
+        try:
+            if _REST_PREFIX.match(request.raw_path) is None:
+                raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
+                                   "is not an X-Road request")
+            with ctx.bodies.account() as account:
+                return await _handle(request, ctx, account)
+        except Exception as e:
+            return lean_error_response(e, side=SIDE, method=request.method, raw_path=request.raw_path,
+                                       remote=request.remote, accept=request.header("Accept"))
+
+    return handle
 
 
-async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount) -> web.StreamResponse:
+async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount) -> http.Response:
     now = ctx.clock()
-    # (1) the calling security server
-    peer_id = await _peer(request, ctx)
+    # (1) the calling security server (its certificate, read once per connection after the handshake)
+    peer_id = await ctx.check_peer(request.peer_cert, expected=None)
     # (2) target, client; the peer must host the client
     raw_path, raw_query = split_target(request.raw_path)
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
@@ -115,7 +121,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
     request_id = fields[rest.H_REQUEST_ID]
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
-    body = await read_body(request, ctx.limits.max_body_bytes, account=account)
+    body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
     signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
     message_id = fields[rest.H_ID]
     request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
@@ -164,7 +170,7 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
         # name our side first, as the middleware would, so that every record carries the wire's type.
         error_type = e.at_side(SIDE).xroad_type
         detail = str(uuid.uuid4())
-        status, headers, resp_body = rest.render_error(e, accept=request.headers.get("Accept"), detail=detail)
+        status, headers, resp_body = rest.render_error(e, accept=request.header("Accept"), detail=detail)
         reason = None
         resp_pairs = list(headers)
         log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
@@ -196,15 +202,10 @@ async def _handle(request: web.Request, ctx: ProxyContext, account: BodyAccount)
         "response", created, status, signed.signature_base, signed.headers[signatures.H_SIGNATURE_INPUT],
         signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest, resp_body,
     ))
-    out = web.Response(status=status, reason=reason, body=resp_body)
-    for name, value in passed:
-        if not name.lower().startswith("x-road-"):
-            out.headers.add(name, value)
-    for name, value in xroad.items():
-        out.headers[name] = value
-    for name, value in signed.headers.items():
-        out.headers[name] = value
-    return out
+    out = [(name, value) for name, value in passed if not name.lower().startswith("x-road-")]
+    out.extend(xroad.items())
+    out.extend(signed.headers.items())
+    return http.Response(status=status, reason=reason, headers=out, body=resp_body)
 
 
 async def _call_service(
@@ -244,18 +245,4 @@ async def _call_service(
         raise PeerError(f"service {target.service} cannot be reached: {e}") from e
 
 
-def build_server_app(ctx: ProxyContext) -> web.Application:
-    """The server-to-server application; serve it only with :func:`gateway.proxy.tls.peer_server_context`."""
-    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1,
-                          handler_args=RAW_BODIES)
-    app[CONTEXT] = ctx
-    app.router.add_route("*", "/r{version:[0-9]+}/{tail:.*}", handle_peer_request)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
-    return app
-
-
-async def _not_found(request: web.Request) -> web.Response:
-    raise RequestError(f"{request.method} {request.path[:200]} is not an X-Road request")
-
-
-__all__ = ["CONTEXT", "RequestError", "build_server_app"]
+__all__ = ["RequestError", "build_server_handler"]

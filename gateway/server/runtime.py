@@ -59,12 +59,12 @@ from gateway.messagelog.store import (
     migrate_messagelog,
 )
 from gateway.protocol.signatures import KeySigner
-from gateway.proxy import tls
+from gateway.proxy import http, tls
 from gateway.proxy.client_proxy import build_client_app
 from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
-from gateway.proxy.server_proxy import build_server_app
+from gateway.proxy.server_proxy import build_server_handler
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
@@ -219,7 +219,8 @@ class SecurityServer:
         stack.push_async_callback(self.messagelog.close)  # closed after the ports and tasks, which log
         # The pool checks each provider's TLS certificate with the context built next, which holds the pool:
         # its check is a method of this server that reaches the context through self.context.
-        peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds)
+        peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds,
+                         max_body_bytes=limits.max_body_bytes)
         self._close_at_every_stop(peers.close)
         self._versions = await self.store.versions()  # before the snapshot: a change between is read again
         ctx = ProxyContext(
@@ -245,8 +246,9 @@ class SecurityServer:
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
         # sockets: server side first, so that peers can reach us by the time clients can
-        server_runner = await self._serve(build_server_app(ctx), s.server_host, s.server_port, peer_server_ssl)
-        self.server_address = f"{s.server_host}:{self._port(server_runner)}"
+        server_port = await self._serve_data_path(build_server_handler(ctx), s.server_host, s.server_port,
+                                                  peer_server_ssl, max_body_bytes=limits.max_body_bytes)
+        self.server_address = f"{s.server_host}:{server_port.port}"
         client_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_port, None)
         self.client_url = f"http://{s.client_host}:{self._port(client_runner)}"
         if s.client_https_port >= 0:
@@ -489,6 +491,24 @@ class SecurityServer:
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
         return runner
+
+    async def _serve_data_path(
+        self, handler: http.Handler, host: str, port: int, ssl_context: ssl.SSLContext | None, *,
+        max_body_bytes: int,
+    ) -> http.HttpServer:
+        """Listen on ``host:port`` with a data-path ``handler`` on the lean HTTP layer (:mod:`gateway.proxy.http`);
+        closed when the stack unwinds.
+
+        Raises:
+            ConfigError: the port cannot be bound.
+        """
+        server = http.HttpServer(handler, limits=http.ServerLimits(max_body_bytes=max_body_bytes))
+        try:
+            await server.start(host, port, ssl=ssl_context, backlog=1024)
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        self._stack.push_async_callback(server.close)
+        return server
 
     @staticmethod
     def _port(runner: web.AppRunner) -> int:

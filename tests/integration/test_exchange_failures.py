@@ -39,6 +39,7 @@ from gateway.dev.demo import Federation
 from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.store import MemoryMessageLogStore, PendingRecord
 from gateway.proxy.common import BodyBudget
+from gateway.proxy.peers import PeerPool
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
 
@@ -122,6 +123,27 @@ async def test_oversized_service_response_is_refused(world: World) -> None:
         recs = await records(server, message_id=message_id)
         assert kinds(recs) == [("request", None), ("response", 500)]
         assert len(recs[1].body or b"") < 1000  # the error was logged, not the oversized body
+
+
+async def test_provider_response_over_the_consumers_limit_is_refused(world: World) -> None:
+    # the provider lets a response pass that the consumer's own limit refuses: its peer pool stops reading it
+    limit = 4096
+    service = await world.service("bigger", f"{world.probe.url}/big/{limit + 1}")
+    ctx = world.ss1.context
+    small = PeerPool(ctx.peer_ssl, world.ss1._check_provider, max_body_bytes=limit)
+    saved, ctx.peers = ctx.peers, small
+    message_id = f"DEV-bigger-{uuid.uuid4()}"
+    try:
+        answer = await call(world.ss1, f"{service}/x", headers={"X-Road-Id": message_id})
+    finally:
+        ctx.peers = saved
+        await small.close()
+    answer.assert_error(500, "Server.ClientProxy.IOError",
+                        contains=f"the provider's response is larger than the maximum of {limit} bytes")
+    assert _seen(world.probe, message_id) == 1
+    # the provider answered and logged it; the consumer logged the request and refused what came back
+    assert kinds(await records(world.ss2, message_id=message_id)) == [("request", None), ("response", 200)]
+    assert kinds(await records(world.ss1, message_id=message_id)) == [("request", None)]
 
 
 # ---------------------------------------------------------------------------------------------------------
