@@ -503,8 +503,9 @@ class SecurityServer:
             ConfigError: the port cannot be bound.
         """
         server = http.HttpServer(handler, limits=http.ServerLimits(max_body_bytes=max_body_bytes))
+        reuse = self.settings.server.workers > 1 or None  # as _serve: several workers share the port
         try:
-            await server.start(host, port, ssl=ssl_context, backlog=1024)
+            await server.start(host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse)
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
         self._stack.push_async_callback(server.close)
