@@ -136,3 +136,20 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def checkpointed(database_url: str, origins: list[str]) -> bool:
+    """Whether every record of each of ``origins`` is covered by a timestamped checkpoint, none unstamped."""
+    engine = make_engine(database_url)
+    store = SqlMessageLogStore(engine)
+    try:
+        for origin in origins:
+            cp = await store.latest_checkpoint(origin, stamped_only=True)
+            if cp is None or cp.size < await store.size(origin):
+                return False
+            if await store.checkpoints(origin, unstamped_only=True, limit=1):  # older ones caught up too
+                return False
+        return True
+    finally:
+        await store.close()
+        await engine.dispose()

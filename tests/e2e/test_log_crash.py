@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from process_kit import run_cli, serve_process
 
 from gateway.dev.demo import start_federation
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
@@ -38,7 +37,6 @@ from gateway.trust import keys
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY = Path(sys.executable).parent / "gateway"
 PERSONS = "DEV/GOV/1002/registry/persons"
 CONSUMER = "DEV/GOV/1001/consumer"
 ORIGINS = {"ss1": "DEV/GOV/1001/ss1", "ss2": "DEV/GOV/1002/ss2"}
@@ -46,7 +44,6 @@ SIDES = {"ss1": "client", "ss2": "server"}
 TOTAL = 160  # requests in the load: bounded
 WORKERS = 8
 KILL_AFTER = 40  # acknowledged exchanges before the kill
-START_TIMEOUT = 60  # seconds for a server process to come up
 WARM_UP = 3  # exchanges acknowledged, and checkpointed by both servers, before the load
 CHECKPOINT_TIMEOUT = 60  # seconds for a server's first checkpoint (its interval here is 0.2 s)
 
@@ -78,43 +75,11 @@ class Service:
             await self._runner.cleanup()
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-
-
-@contextlib.asynccontextmanager
-async def server_process(settings: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``gateway server serve`` with ``settings``, yielded once it prints that it listens; stopped (if alive)
-    after."""
-    with log.open("ab") as err:
-        proc = await asyncio.create_subprocess_exec(
-            str(GATEWAY), "-c", str(settings), "server", "serve", stdout=asyncio.subprocess.PIPE, stderr=err,
-            env=_env(),
-        )
-    assert proc.stdout is not None
-    drain: asyncio.Task[bytes] | None = None
-    try:
-        async with asyncio.timeout(START_TIMEOUT):
-            while line := (await proc.stdout.readline()).decode():
-                if line.startswith("security server "):
-                    break
-            else:
-                raise AssertionError(f"{settings.name} exited before listening; see {log}: {log.read_text()[-2000:]}")
-        drain = asyncio.create_task(proc.stdout.read())  # keep the pipe from filling up
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
-        if drain is not None:
-            await drain
-
-
 @contextlib.asynccontextmanager
 async def both_servers(settings: dict[str, Path], tmp: Path) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
     async with (
-        server_process(settings["ss2"], tmp / "ss2.stderr") as ss2,
-        server_process(settings["ss1"], tmp / "ss1.stderr") as ss1,
+        serve_process(settings["ss2"], tmp / "ss2.stderr") as (ss2, _),
+        serve_process(settings["ss1"], tmp / "ss1.stderr") as (ss1, _),
     ):
         yield {"ss1": ss1, "ss2": ss2}
 
@@ -256,12 +221,8 @@ async def test_kill_9_of_both_servers_loses_no_acknowledged_record(tmp_path: Pat
                 await store.engine.dispose()
         # (6) The whole online logs verify: records against leaf hashes, roots, signatures, tokens, consistency.
         for path in settings.values():
-            proc = await asyncio.create_subprocess_exec(
-                str(GATEWAY), "-c", str(path), "log", "checkpoints", "--verify", stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=_env(),
-            )
-            out, err = await proc.communicate()
-            assert proc.returncode == 0, err.decode()
+            code, out, err = await run_cli("-c", str(path), "log", "checkpoints", "--verify")
+            assert code == 0, err
             doc = json.loads(out)
             assert doc["verified"] is True and doc["checkpoints"], doc
     finally:

@@ -31,11 +31,9 @@ import aiohttp
 import asyncpg
 import pytest
 from conftest import PG_DSN
-from process_kit import alive, exchange, logged, run_cli, serve_process, wait_until
+from process_kit import alive, checkpointed, exchange, logged, run_cli, serve_process, wait_until
 
 from gateway.dev.demo import start_federation
-from gateway.messagelog.store import SqlMessageLogStore
-from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -117,22 +115,6 @@ async def haproxy(cfg: Path, front: int, log: Path) -> AsyncIterator[asyncio.sub
             await proc.wait()
 
 
-async def stamped_up_to_size(database_url: str, origins: list[str]) -> bool:
-    engine = make_engine(database_url)
-    store = SqlMessageLogStore(engine)
-    try:
-        for origin in origins:
-            cp = await store.latest_checkpoint(origin, stamped_only=True)
-            if cp is None or cp.size < await store.size(origin):
-                return False
-            if await store.checkpoints(origin, unstamped_only=True, limit=1):  # older ones caught up too
-                return False
-        return True
-    finally:
-        await store.close()
-        await engine.dispose()
-
-
 async def test_two_nodes_behind_haproxy_one_killed(tmp_path: Path) -> None:
     async with postgres_database() as database_url:
         fed = await start_federation(tmp_path / "fed", database_urls={"ss2": database_url},
@@ -199,7 +181,7 @@ async def test_two_nodes_behind_haproxy_one_killed(tmp_path: Path) -> None:
                 assert alive(node2.pid)
                 # (4) node1 again: it takes its origin back and continues its own log, checkpointed
                 async with serve_process(settings["node1"], logs["node1"]):
-                    await wait_until(lambda: stamped_up_to_size(database_url, [N1, N2]), timeout=TIMEOUT,
+                    await wait_until(lambda: checkpointed(database_url, [N1, N2]), timeout=TIMEOUT,
                                      what="both nodes' logs checkpointed and timestamped to their size")
             # (5) nothing acknowledged is missing: both records in one node's log, and in the consumer's
             recs = await logged(database_url, [N1, N2])

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from process_kit import (
     alive,
+    checkpointed,
     exchange,
     logged,
     run_cli,
@@ -28,7 +29,6 @@ from process_kit import (
 )
 
 from gateway.dev.demo import start_federation
-from gateway.messagelog.store import SqlMessageLogStore
 from gateway.storage.db import make_engine
 
 pytestmark = pytest.mark.e2e
@@ -36,22 +36,6 @@ pytestmark = pytest.mark.e2e
 W0, W1 = "DEV/GOV/1002/ss2", "DEV/GOV/1002/ss2/1"
 CONCURRENCY = 12  # exchanges in flight: the consumer's pool opens as many connections, spread over the workers
 TIMEOUT = 60  # seconds for anything another process must do
-
-
-async def checkpointed(database_url: str, origins: list[str]) -> bool:
-    engine = make_engine(database_url)
-    store = SqlMessageLogStore(engine)
-    try:
-        for origin in origins:
-            cp = await store.latest_checkpoint(origin, stamped_only=True)
-            if cp is None or cp.size < await store.size(origin):
-                return False
-            if await store.checkpoints(origin, unstamped_only=True, limit=1):  # older ones caught up too
-                return False
-        return True
-    finally:
-        await store.close()
-        await engine.dispose()
 
 
 async def test_two_workers_share_the_port_and_survive_a_kill(tmp_path: Path) -> None:
