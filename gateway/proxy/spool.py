@@ -57,7 +57,8 @@ def spool_directory(path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path)
     try:
-        p.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not p.exists():
+            p.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = p.lstat()
     except OSError as e:
         raise ConfigError(f"spool directory {p}: cannot be created: {e.strerror or e}") from e
