@@ -294,6 +294,15 @@ class Spool:
             offset += n
             yield data
 
+    def chunks_then_close(self, chunk_size: int = READ_CHUNK) -> _ClosingChunks:
+        """:meth:`chunks`, then :meth:`close`: once the last chunk is read, or when the reader stops early,
+        fails or closes it (``aclose``) without reading any: a response stream
+        (``Response(stream=spool.chunks_then_close(), length=spool.size)``) that releases the spool once sent,
+        or not sent at all (``HEAD``).
+
+        Raises: as :meth:`chunks`."""
+        return _ClosingChunks(self, chunk_size)
+
     async def read_all(self) -> bytes:
         """The whole body as one bytes object (for a small body; a spilled one is read whole into memory).
 
@@ -330,6 +339,33 @@ class Spool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _ClosingChunks:
+    """An async iterator over a spool's chunks that closes the spool at its end, on error, or on ``aclose``
+    (an async generator would not run its ``finally`` when closed before its first step)."""
+
+    __slots__ = ("_chunks", "_spool")
+
+    def __init__(self, spool: Spool, chunk_size: int) -> None:
+        self._spool = spool
+        self._chunks = spool.chunks(chunk_size)
+
+    def __aiter__(self) -> _ClosingChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._chunks)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._spool.close()
 
 
 def _open_unlinked(directory: Path) -> int:
