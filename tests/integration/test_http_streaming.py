@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bodies_kit import RSS_BOUND, body_of, reset_peak, status_kib
 from http_kit import Pki, make_http_pki, read_response, serving
 from waiting import wait_for_condition
 
@@ -22,10 +23,6 @@ from gateway.proxy.http import ClientLimits, ClientPool, ConnectionLost, Request
 from gateway.proxy.spool import Spool, spool_directory
 
 pytestmark = pytest.mark.integration
-
-
-def body_of(size: int) -> bytes:
-    return (hashlib.sha256(str(size).encode()).digest() * (size // 32 + 1))[:size]
 
 
 async def spool_of(data: bytes, directory: Path | None = None) -> Spool:
@@ -332,26 +329,7 @@ async def test_the_client_sees_a_connection_cut_during_a_streamed_response() -> 
 # ---- resident memory for a large body ----------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux: writing 5 to clear_refs); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 LARGE = 256 * 2**20  # bytes: large against the bound, small enough to pass in a few seconds here
-RSS_BOUND = 64 * 2**20  # bytes of resident-memory growth allowed (issue 10's goal per server)
 
 
 async def test_a_large_body_through_server_and_client_in_bounded_memory(tmp_path: Path) -> None:
@@ -377,14 +355,14 @@ async def test_a_large_body_through_server_and_client_in_bounded_memory(tmp_path
             # a small exchange first, so that the TLS and HTTP machinery's own memory is in the baseline
             async with Spool() as warm:
                 await pool.request_streamed("POST", "/", body=lambda: generated_small(piece), sink=warm)
-            if not _reset_peak():
+            if not reset_peak():
                 pytest.skip("this kernel does not let a process reset its peak RSS (clear_refs)")
-            before = _status_kib("VmRSS")
+            before = status_kib("VmRSS")
             async with Spool(directory=directory, max_bytes=2 * 2**30) as got:
                 resp = await pool.request_streamed("POST", "/big", body=generated, length=LARGE, sink=got)
                 assert resp.status == 200 and got.size == LARGE and got.sha256 == expected.digest()
                 assert got.spilled and resp.header("x-sha256") == expected.hexdigest()
-            growth = (_status_kib("VmHWM") - before) * 1024
+            growth = (status_kib("VmHWM") - before) * 1024
         finally:
             await pool.close()
     print(f"peak RSS growth {growth / 2**20:.1f} MiB for {LARGE >> 20} MiB each way")

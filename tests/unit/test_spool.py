@@ -10,14 +10,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from bodies_kit import body_of
 from waiting import wait_for_condition
 
 from gateway.errors import ConfigError, PayloadTooLarge
 from gateway.proxy.spool import FLUSH_BYTES, Spool, content_digest, spool_directory
-
-
-def body_of(size: int) -> bytes:
-    return (hashlib.sha256(str(size).encode()).digest() * (size // 32 + 1))[:size]
 
 
 def open_spool_files(directory: Path) -> list[str]:

@@ -1,0 +1,138 @@
+"""Large bodies stored apart from their records, in chunks (MessageLogStore.append_body_apart), on SQLite and
+PostgreSQL and in the in-memory double: the record is the one whose encoding has the body, leaf hash for leaf
+hash; the body reads back chunk by chunk; an altered or missing chunk is found; what is refused leaves nothing;
+and a large body passes in bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from bodies_kit import RSS_BOUND, body_of, reset_peak, status_kib
+from sqlalchemy.ext.asyncio import AsyncEngine
+from test_messagelog_store import ORIGIN_A, engine, rec  # noqa: F401  # engine: the fixture
+
+from gateway.errors import MessageLogError, TrustError
+from gateway.messagelog.models import bodies
+from gateway.messagelog.record import leaf_hash
+from gateway.messagelog.store import BODY_CHUNK_BYTES, MemoryMessageLogStore, MessageLogStore, SqlMessageLogStore
+from gateway.proxy.spool import Spool, spool_directory
+
+pytestmark = pytest.mark.integration
+
+
+async def chunks_of(data: bytes, piece: int = 200_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), piece):
+        yield data[i:i + piece]
+
+
+async def joined(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([c async for c in chunks])
+
+
+async def body_rows(store: MessageLogStore) -> int:
+    if isinstance(store, MemoryMessageLogStore):
+        return store.body_count()
+    assert isinstance(store, SqlMessageLogStore)
+    async with store.engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(bodies)) or 0)
+
+
+@pytest.fixture(params=["sql", "memory"])
+async def store(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[MessageLogStore]:  # noqa: F811
+    s: MessageLogStore = (SqlMessageLogStore(engine, max_body_bytes=2 * 2**30) if request.param == "sql"
+                          else MemoryMessageLogStore(max_body_bytes=2 * 2**30))
+    yield s
+    await s.close()
+
+
+@pytest.mark.parametrize("size", [0, 5, BODY_CHUNK_BYTES, 2 * BODY_CHUNK_BYTES + 12_345])
+async def test_a_body_stored_apart_makes_the_record_with_that_body(store: MessageLogStore, size: int) -> None:
+    body = body_of(size)
+    await store.append(rec(0))
+    appended = await store.append_body_apart(rec(1, body=None), chunks_of(body))
+    await store.append(rec(2))
+    whole = rec(1, body=body).encode()
+    assert appended.seq == 1 and appended.leaf_hash == leaf_hash(whole)
+    assert await store.leaf_hashes(ORIGIN_A, 0, 3) == [leaf_hash(rec(i).encode()) if i != 1 else leaf_hash(whole)
+                                                      for i in range(3)]
+    first, stored, last = await store.read(ORIGIN_A)
+    assert first.body_ref is None and last.body_ref is None and stored.body_size == size
+    assert stored.decode() == rec(1, body=None)  # the record without its body; the body is read apart
+    assert await joined(store.body_chunks(stored)) == body
+    assert await joined(store.encoded_chunks(stored)) == whole
+    with pytest.raises(MessageLogError, match="record 0 of DEV/GOV/1001/ss1 has no body stored apart"):
+        await joined(store.body_chunks(first))
+
+
+async def test_refusals_leave_nothing_behind(store: MessageLogStore) -> None:
+    store.max_body_bytes = 3 * BODY_CHUNK_BYTES
+    with pytest.raises(MessageLogError, match=r"message body of more than 3145728 bytes exceeds the loggable maximum"):
+        await store.append_body_apart(rec(0, body=None), chunks_of(body_of(4 * BODY_CHUNK_BYTES)))
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield body_of(BODY_CHUNK_BYTES + 1)
+        raise OSError("spool file unreadable")
+
+    with pytest.raises(MessageLogError, match="message body could not be logged: OSError: spool file unreadable"):
+        await store.append_body_apart(rec(0, body=None), failing())
+    with pytest.raises(MessageLogError, match=r"stored apart must carry none itself"):
+        await store.append_body_apart(rec(0), chunks_of(b"x"))
+    assert await store.size(ORIGIN_A) == 0 and await body_rows(store) == 0
+    await store.close()
+    with pytest.raises(MessageLogError, match="the message log is closed"):
+        await store.append_body_apart(rec(0, body=None), chunks_of(b"x"))
+
+
+async def test_an_altered_or_missing_chunk_is_found(engine: AsyncEngine) -> None:  # noqa: F811
+    store = SqlMessageLogStore(engine, max_body_bytes=2**30)
+    try:
+        body = body_of(2 * BODY_CHUNK_BYTES + 1)
+        await store.append_body_apart(rec(0, body=None), chunks_of(body))
+        (stored,) = await store.read(ORIGIN_A)
+        async with engine.begin() as conn:
+            await conn.execute(bodies.update().where(bodies.c.body_id == stored.body_ref, bodies.c.n == 1)
+                               .values(data=b"y" * BODY_CHUNK_BYTES))
+        with pytest.raises(TrustError, match="does not hash to its leaf hash: the record or its body was altered"):
+            await joined(store.encoded_chunks(stored))
+        async with engine.begin() as conn:
+            await conn.execute(bodies.delete().where(bodies.c.body_id == stored.body_ref, bodies.c.n == 2))
+        with pytest.raises(MessageLogError, match=r"holds 2097152 bytes in 2 chunks, not the 2097153"):
+            await joined(store.body_chunks(stored))
+    finally:
+        await store.close()
+
+
+LARGE = 128 * 2**20  # bytes
+
+
+async def test_a_large_body_is_logged_from_a_spool_in_bounded_memory(
+    engine: AsyncEngine, tmp_path: Path,  # noqa: F811
+) -> None:
+    piece = body_of(256 * 1024)
+    expected = hashlib.sha256()
+    async with Spool(directory=spool_directory(tmp_path / "s"), max_bytes=2 * 2**30) as spool:
+        for _ in range(LARGE // len(piece)):
+            await spool.write(piece)
+            expected.update(piece)
+        await spool.finish()
+        store = SqlMessageLogStore(engine, max_body_bytes=2 * 2**30)
+        try:
+            await store.append(rec(0))  # the writer's own memory in the baseline
+            if not reset_peak():
+                pytest.skip("this kernel does not let a process reset its peak RSS (clear_refs)")
+            before = status_kib("VmRSS")
+            appended = await store.append_body_apart(rec(1, body=None), spool.chunks())
+            (stored,) = await store.read(ORIGIN_A, start=1)
+            got = hashlib.sha256()
+            async for chunk in store.body_chunks(stored):
+                got.update(chunk)
+            growth = (status_kib("VmHWM") - before) * 1024
+        finally:
+            await store.close()
+    assert appended.seq == 1 and stored.body_size == LARGE and got.digest() == expected.digest()
+    print(f"peak RSS growth {growth / 2**20:.1f} MiB logging and reading back {LARGE >> 20} MiB")
+    assert growth < RSS_BOUND, f"peak RSS grew by {growth / 2**20:.1f} MiB for a {LARGE >> 20} MiB body"
