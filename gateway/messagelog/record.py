@@ -335,14 +335,30 @@ class StreamedEncoding:
 
     __slots__ = ("_carry", "_hash", "_tail", "body_size", "size")
 
-    def __init__(self, record: LogRecord) -> None:
-        """Raises: MessageLogError: ``record`` has a body (see :func:`body_apart_parts`)."""
-        head, self._tail = body_apart_parts(record)
+    def __init__(self, record: LogRecord | None, *, tail: bytes | None = None) -> None:
+        """From ``record`` (which carries no body), or from the ``tail`` of :func:`body_apart_parts` as stored
+        (:meth:`of_bodyless`).
+
+        Raises: MessageLogError: ``record`` has a body (see :func:`body_apart_parts`)."""
+        if record is not None:
+            _, tail = body_apart_parts(record)
+        assert tail is not None
+        self._tail = tail
         self._hash = hashlib.sha256(b"\x00")  # RFC 9162 section 2.1.1: leaf hash prefix
-        self._hash.update(head)
+        self._hash.update(BODY_HEAD)
         self._carry = b""
-        self.size = len(head)  # bytes of the encoding so far
+        self.size = len(BODY_HEAD)  # bytes of the encoding so far
         self.body_size = 0
+
+    @classmethod
+    def of_bodyless(cls, encoded: bytes) -> StreamedEncoding:
+        """From the stored encoding of a record whose body is stored apart (``{"body":null,...``), as it is,
+        without decoding it (an export passes on what is stored).
+
+        Raises: MessageLogError: ``encoded`` does not begin with a null body."""
+        if not encoded.startswith(_NULL_BODY):
+            raise _fail("a record whose body is stored apart must be stored with a null body")
+        return cls(None, tail=b'"' + encoded[len(_NULL_BODY):])
 
     def update(self, chunk: bytes) -> bytes:
         """Feed the next chunk of the body; the encoding's bytes it gives (its base64, whole groups only)."""

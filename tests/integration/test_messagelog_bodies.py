@@ -5,20 +5,36 @@ and a large body passes in bounded memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from archive_kit import ORIGIN as ARCHIVE_ORIGIN
+from archive_kit import exchange_records, make_world, signed_checkpoint
 from bodies_kit import RSS_BOUND, body_of, reset_peak, status_kib
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_messagelog_store import ORIGIN_A, engine, rec  # noqa: F401  # engine: the fixture
 
 from gateway.errors import MessageLogError, TrustError
+from gateway.messagelog.archive import LogArchive
+from gateway.messagelog.export import write_range
+from gateway.messagelog.merkle import MerkleTree
 from gateway.messagelog.models import bodies
-from gateway.messagelog.record import leaf_hash
-from gateway.messagelog.store import BODY_CHUNK_BYTES, MemoryMessageLogStore, MessageLogStore, SqlMessageLogStore
+from gateway.messagelog.record import LogRecord, leaf_hash
+from gateway.messagelog.store import (
+    BODY_CHUNK_BYTES,
+    MemoryMessageLogStore,
+    MessageLogStore,
+    SqlMessageLogStore,
+    StoredCheckpoint,
+)
+from gateway.messagelog.verify import verify_archive
+from gateway.messagelog.verify.parallel import runner_for
 from gateway.proxy.spool import Spool, spool_directory
 
 pytestmark = pytest.mark.integration
@@ -136,3 +152,48 @@ async def test_a_large_body_is_logged_from_a_spool_in_bounded_memory(
     assert appended.seq == 1 and stored.body_size == LARGE and got.digest() == expected.digest()
     print(f"peak RSS growth {growth / 2**20:.1f} MiB logging and reading back {LARGE >> 20} MiB")
     assert growth < RSS_BOUND, f"peak RSS grew by {growth / 2**20:.1f} MiB for a {LARGE >> 20} MiB body"
+
+
+# ---- export and offline verification of a record whose body is stored apart ---------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_export_streams_a_body_stored_apart_and_the_archive_verifies(
+    engine: AsyncEngine, tmp_path: Path, workers: int,  # noqa: F811
+) -> None:
+    world = make_world(tmp_path)
+    big = body_of(3 * BODY_CHUNK_BYTES + 7)
+    records: list[LogRecord] = []
+    for i in range(3):  # the middle exchange's response has the large body
+        records += exchange_records(world, created=world.now - timedelta(minutes=1, seconds=-i),
+                                    body=big if i == 1 else b'{"id":1}')
+    leaves = [leaf_hash(r.encode()) for r in records]
+    store = SqlMessageLogStore(engine, max_body_bytes=2**30)
+    try:
+        for r in records:
+            if r.body == big:
+                await store.append_body_apart(dataclasses.replace(r, body=None), chunks_of(big))
+            else:
+                await store.append(r)
+        assert await store.leaf_hashes(ARCHIVE_ORIGIN, 0, len(records)) == leaves
+        note, token = signed_checkpoint(world, leaves, len(records))
+        tree = MerkleTree()
+        tree.extend(leaves)
+        checkpoint = StoredCheckpoint(
+            origin=ARCHIVE_ORIGIN, size=len(records), root_hash=tree.root(), note=note,
+            signing_cert=world.consumer.cert.public_bytes(Encoding.DER), frontier=tuple(tree.frontier or ()),
+            created=world.now, timestamp_token=token, timestamp_time=world.now, tsa_name="Test TSA",
+            tsa_cert=world.pki.tsa_cert.public_bytes(Encoding.DER))
+        await store.add_checkpoint(checkpoint)
+        path = tmp_path / "archive.zip"
+        manifest = await write_range(store, ARCHIVE_ORIGIN, path, start=0, end=len(records),
+                                     checkpoints=[checkpoint], globalconfs=[world.envelope], selection={},
+                                     now=world.now)
+    finally:
+        await store.close()
+    # the large record is a member of its own, holding its encoding with the body, as a small one's
+    assert [(c.first, c.count) for c in manifest.chunks] == [(0, 3), (3, 1), (4, 2)]
+    with LogArchive(path) as archive:
+        assert archive.read_chunk(manifest.chunks[1]) == records[3].encode() + b"\n"
+        report = verify_archive(archive, world.anchor, runner=runner_for(workers, len(manifest.chunks)))
+    assert report.ok and (report.start, report.end, report.covered_until) == (0, 6, 6), report.summary()
