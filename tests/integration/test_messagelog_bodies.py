@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from archive_kit import ORIGIN as ARCHIVE_ORIGIN
-from archive_kit import exchange_records, make_world, signed_checkpoint
+from archive_kit import LogWorld, exchange_records, make_world, rewrite, signed_checkpoint
 from bodies_kit import RSS_BOUND, body_of, reset_peak, status_kib
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +25,7 @@ from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.export import write_range
 from gateway.messagelog.merkle import MerkleTree
 from gateway.messagelog.models import bodies
-from gateway.messagelog.record import LogRecord, leaf_hash
+from gateway.messagelog.record import BODY_HEAD, LogRecord, leaf_hash
 from gateway.messagelog.store import (
     BODY_CHUNK_BYTES,
     MemoryMessageLogStore,
@@ -34,6 +34,7 @@ from gateway.messagelog.store import (
     StoredCheckpoint,
 )
 from gateway.messagelog.verify import verify_archive
+from gateway.messagelog.verify.large import LARGE_MEMBER_BYTES
 from gateway.messagelog.verify.parallel import runner_for
 from gateway.proxy.spool import Spool, spool_directory
 
@@ -157,14 +158,12 @@ async def test_a_large_body_is_logged_from_a_spool_in_bounded_memory(
 # ---- export and offline verification of a record whose body is stored apart ---------------------------------
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-async def test_export_streams_a_body_stored_apart_and_the_archive_verifies(
-    engine: AsyncEngine, tmp_path: Path, workers: int,  # noqa: F811
-) -> None:
+async def exported(engine: AsyncEngine, tmp_path: Path, big: bytes) -> tuple[LogWorld, list[LogRecord], Path]:  # noqa: F811
+    """Three exchanges logged, the middle one's response with ``big`` stored apart; a checkpoint over them; the
+    archive exported."""
     world = make_world(tmp_path)
-    big = body_of(3 * BODY_CHUNK_BYTES + 7)
     records: list[LogRecord] = []
-    for i in range(3):  # the middle exchange's response has the large body
+    for i in range(3):
         records += exchange_records(world, created=world.now - timedelta(minutes=1, seconds=-i),
                                     body=big if i == 1 else b'{"id":1}')
     leaves = [leaf_hash(r.encode()) for r in records]
@@ -193,7 +192,57 @@ async def test_export_streams_a_body_stored_apart_and_the_archive_verifies(
         await store.close()
     # the large record is a member of its own, holding its encoding with the body, as a small one's
     assert [(c.first, c.count) for c in manifest.chunks] == [(0, 3), (3, 1), (4, 2)]
+    return world, records, path
+
+
+SMALL_APART = 3 * BODY_CHUNK_BYTES + 7  # bytes: a member read whole by the verifier
+LARGE_APART = 20 * 2**20 + 1  # bytes: a member over LARGE_MEMBER_BYTES, read piece by piece
+
+
+@pytest.mark.parametrize(("size", "workers"), [(SMALL_APART, 1), (SMALL_APART, 2), (LARGE_APART, 1),
+                                                (LARGE_APART, 2)])
+async def test_export_streams_a_body_stored_apart_and_the_archive_verifies(
+    engine: AsyncEngine, tmp_path: Path, size: int, workers: int,  # noqa: F811
+) -> None:
+    world, records, path = await exported(engine, tmp_path, body_of(size))
     with LogArchive(path) as archive:
-        assert archive.read_chunk(manifest.chunks[1]) == records[3].encode() + b"\n"
-        report = verify_archive(archive, world.anchor, runner=runner_for(workers, len(manifest.chunks)))
+        member = archive.manifest.chunks[1]
+        assert archive.chunk_span(member).size == len(records[3].encode()) + 1
+        if size == SMALL_APART:
+            assert archive.read_chunk(member) == records[3].encode() + b"\n"
+        reset = reset_peak()
+        before = status_kib("VmRSS")
+        report = verify_archive(archive, world.anchor, runner=runner_for(workers, len(archive.manifest.chunks)))
+        growth = (status_kib("VmHWM") - before) * 1024
     assert report.ok and (report.start, report.end, report.covered_until) == (0, 6, 6), report.summary()
+    if size == LARGE_APART and workers == 1 and reset:  # checked in this process, piece by piece
+        print(f"verify: peak RSS growth {growth / 2**20:.1f} MiB for a record of {len(records[3].encode()) >> 20} MiB")
+        assert growth < LARGE_MEMBER_BYTES
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    ("body byte", "body"),  # read piece by piece: the body does not match the signed digest
+    ("base64 padding", "malformed"),  # not the one encoding: the usual check of the whole member says so
+    ("digest", "signature"),  # the digest is signed
+])
+async def test_an_altered_large_record_in_an_archive_is_found(
+    engine: AsyncEngine, tmp_path: Path, edit: str, problem: str,  # noqa: F811
+) -> None:
+    world, _, path = await exported(engine, tmp_path, body_of(LARGE_APART))
+    with LogArchive(path) as archive:
+        name = archive.manifest.chunks[1].name
+
+    def alter(data: bytes) -> bytes:
+        if edit == "body byte":  # one base64 character of the body: its leaf hash and its digest differ
+            i = len(BODY_HEAD) + 1000
+            return data[:i] + (b"A" if data[i:i + 1] != b"A" else b"B") + data[i + 1:]
+        if edit == "base64 padding":  # not the one encoding: the whole member goes to the usual check
+            quote = data.index(b'"', len(BODY_HEAD))
+            return data[:quote] + b"====" + data[quote:]
+        return data.replace(b'"body_digest":"sha-256=:', b'"body_digest":"sha-256=:A', 1)
+
+    altered = rewrite(path, tmp_path / "altered.zip", {name: alter})
+    with LogArchive(altered) as archive:
+        report = verify_archive(archive, world.anchor)
+    # the record is named, with what is wrong with it, and its leaf hash differs from leaves.bin's
+    assert {(f.seq, f.problem) for f in report.findings if f.seq is not None} == {(3, "altered"), (3, problem)}
