@@ -15,11 +15,19 @@ from pathlib import Path
 
 import pytest
 from bodies_kit import RSS_BOUND, body_of, reset_peak, status_kib
-from http_kit import Pki, make_http_pki, read_response, serving
+from http_kit import Pki, make_http_pki, raw_peer, read_response, serving
 from waiting import wait_for_condition
 
 from gateway.errors import GatewayError, PayloadTooLarge
-from gateway.proxy.http import ClientLimits, ClientPool, ConnectionLost, Request, Response, ServerLimits
+from gateway.proxy.http import (
+    ClientLimits,
+    ClientPool,
+    ConnectionLost,
+    Request,
+    Response,
+    ResponseTimeout,
+    ServerLimits,
+)
 from gateway.proxy.spool import Spool, spool_directory
 
 pytestmark = pytest.mark.integration
@@ -322,6 +330,55 @@ async def test_the_client_sees_a_connection_cut_during_a_streamed_response() -> 
                 async with Spool() as sink:
                     await pool.request_streamed("POST", "/", sink=sink)
             assert pool.open_connections == 0
+        finally:
+            await pool.close()
+
+
+async def test_a_stale_connection_is_retried_with_the_body_read_again() -> None:
+    answered: list[int] = []
+
+    async def stale_after_first(head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if answered and answered[-1] == id(writer):
+            return False  # the second request on this connection: closed without a byte of answer
+        answered.append(id(writer))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    sent = await spool_of(b"0123456789")
+    async with raw_peer(stale_after_first) as peer:
+        pool = ClientPool(("127.0.0.1", peer.port))
+        try:
+            for _ in range(2):
+                async with Spool() as got:
+                    resp = await pool.request_streamed("POST", "/", body=sent.chunks, length=sent.size, sink=got,
+                                                       retry_stale=True)
+                    assert resp.status == 200 and await got.read_all() == b"ok"
+        finally:
+            await pool.close()
+    assert peer.connections == 2 and len(peer.requests) == 3  # the second request sent twice, body and all
+
+
+async def test_a_peer_that_reads_nothing_of_the_body_times_out() -> None:
+    entered = asyncio.Event()
+
+    async def never_reads(_head: bytes, _reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> bool:
+        entered.set()
+        await asyncio.Event().wait()  # holds the connection, reads nothing
+        return False
+
+    async def endless() -> AsyncIterator[bytes]:
+        piece = body_of(1 << 20)
+        while True:
+            yield piece
+
+    async with raw_peer(never_reads) as peer:
+        pool = ClientPool(("127.0.0.1", peer.port))
+        try:
+            with pytest.raises(ResponseTimeout, match=r"the peer read nothing of the request body for 0\.5 s"):
+                async with Spool() as got:
+                    await pool.request_streamed("PUT", "/", body=endless, sink=got, read_timeout=0.5)
+            assert entered.is_set() and pool.open_connections == 0
         finally:
             await pool.close()
 

@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
         try:
             transport.write(head)
             if body is not None:
-                await self._send_body(transport, body, length)
+                await self._send_body(transport, body, length, read_timeout)
             if read_timeout is not None:
                 timer = loop.call_later(read_timeout, self._timed_out, read_timeout)
             while True:
@@ -355,9 +355,12 @@ class _Connection(asyncio.Protocol):
             self._sink = None
             self._pump = None
 
-    async def _send_body(self, transport: asyncio.Transport, body: BodySource, length: int | None) -> None:
+    async def _send_body(
+        self, transport: asyncio.Transport, body: BodySource, length: int | None, read_timeout: float | None,
+    ) -> None:
         """The request body's chunks onto ``transport`` (chunked framing without ``length``); stops early when
-        the response has ended or failed (a server may answer before it has read the body)."""
+        the response has ended or failed (a server may answer before it has read the body). A peer that reads
+        nothing of it for ``read_timeout`` seconds fails it with :class:`ResponseTimeout`."""
         sent = 0
         waiter = self._waiter
         async for chunk in body():
@@ -377,7 +380,12 @@ class _Connection(asyncio.Protocol):
                 transport.write(chunk)
             if self._write_paused:
                 self._drain = self.pool.loop.create_future()
-                await self._drain
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        await self._drain
+                except TimeoutError:
+                    raise ResponseTimeout(
+                        f"the peer read nothing of the request body for {read_timeout:g} s") from None
         if length is not None and sent != length:
             raise ValueError(f"the request body gave {sent} bytes, not its length of {length}")
         if length is None:
@@ -487,8 +495,9 @@ class ClientPool:
         it is sent with ``Content-Length: length`` when ``length`` is given, else chunked. The response body
         goes to ``sink`` chunk by chunk (``sink.finish()`` at its end) and the returned response's ``body`` is
         empty; ``max_body_bytes`` bounds it as for :meth:`request`. The read timeout runs from the request
-        body's last byte to the response's. A stale connection is retried as by :meth:`request` (the body is
-        called again; the sink has received nothing, since no byte of the response had arrived).
+        body's last byte to the response's, and also bounds each wait for the peer to read more of the body.
+        A stale connection is retried as by :meth:`request` (the body is called again; the sink has received
+        nothing, since no byte of the response had arrived).
 
         Raises:
             as :meth:`request`; and whatever ``body``'s iteration or ``sink`` raises (the connection is closed);
