@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError, PayloadTooLarge
+from gateway.proxy.http.types import BodyHold
 
 MEMORY_LIMIT = 1 * 2**20  # bytes of body held in memory before it moves to a file
 FLUSH_BYTES = 256 * 2**10  # bytes gathered before they are hashed and written in a worker thread
@@ -82,10 +83,13 @@ class Spool:
 
     def __init__(
         self, *, directory: Path | None = None, memory_limit: int = MEMORY_LIMIT, max_bytes: int | None = None,
-        sha512: bool = False, what: str = "body",
+        sha512: bool = False, what: str = "body", hold: BodyHold | None = None,
     ) -> None:
         """``directory``: where a body larger than ``memory_limit`` goes (from :func:`spool_directory`); without
-        one, a body over ``memory_limit`` is refused like one over ``max_bytes``.
+        one, a body over ``memory_limit`` is refused like one over ``max_bytes``. ``hold`` (the exchange's
+        ``BodyAccount``): what the spool holds in memory is taken from it as it comes, at most
+        ``memory_limit`` bytes (a spilled body's bytes are on disk); giving it back is the holder's (its
+        ``close``).
 
         Raises:
             ValueError: ``memory_limit`` or ``max_bytes`` is negative.
@@ -96,6 +100,7 @@ class Spool:
         self.memory_limit = memory_limit
         self.max_bytes = max_bytes
         self.what = what
+        self.hold = hold
         self.size = 0  # bytes written so far
         self._sha256 = hashlib.sha256()
         self._sha512 = hashlib.sha512() if sha512 else None
@@ -150,6 +155,7 @@ class Spool:
         Raises:
             PayloadTooLarge: (HTTP 413) the body would be larger than ``max_bytes`` (or than ``memory_limit``
                 without a directory); the spool keeps what it had and may only be closed.
+            Exception: whatever ``hold.take`` raises (``Overloaded``), before the chunk is kept.
             RuntimeError: the spool is closed or finished, or another write is in progress.
             OSError: the spool file could not be created or written (disk full).
         """
@@ -165,6 +171,8 @@ class Spool:
             limit = self.memory_limit
         if limit is not None and size > limit:
             raise PayloadTooLarge(f"{self.what} is larger than the maximum of {limit} bytes")
+        if self.hold is not None and self._fd is None and self.size < self.memory_limit:
+            self.hold.take(min(size, self.memory_limit) - self.size, self.what)
         self._writing = True
         try:
             self.size = size

@@ -13,7 +13,8 @@ import pytest
 from bodies_kit import body_of
 from waiting import wait_for_condition
 
-from gateway.errors import ConfigError, PayloadTooLarge
+from gateway.errors import ConfigError, Overloaded, PayloadTooLarge
+from gateway.proxy.common import BodyBudget
 from gateway.proxy.spool import FLUSH_BYTES, Spool, content_digest, spool_directory
 
 
@@ -174,3 +175,19 @@ def test_spool_directory_is_made_0700_and_others_are_refused(tmp_path: Path) -> 
         spool_directory(tmp_path / "file")
     with pytest.raises(ConfigError, match="cannot be created"):
         spool_directory(tmp_path / "file" / "sub")
+
+
+async def test_what_is_held_in_memory_is_taken_from_the_body_budget(spool_dir: Path) -> None:
+    budget = BodyBudget(3000)
+    with budget.account() as account:
+        async with Spool(directory=spool_dir, memory_limit=1000, hold=account) as spool:
+            await spool.write(b"x" * 600)
+            assert account.held == 600
+            await spool.write(b"x" * 600)  # past the memory limit: to the file, only the limit is held
+            await spool.write(b"x" * 5000)
+            await spool.finish()
+            assert spool.spilled and account.held == 1000 and spool.size == 6200
+        with pytest.raises(Overloaded, match="request body cannot be held now"):
+            async with Spool(directory=spool_dir, memory_limit=10_000, hold=account, what="request body") as other:
+                await other.write(b"y" * 2001)
+    assert budget.used == 0
