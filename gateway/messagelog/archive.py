@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gateway.errors import MalformedArchive, TrustError
 from gateway.globalconf.model import format_time
@@ -292,6 +292,20 @@ class ArchiveWriter:
     def add_records(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         for encoded, leaf in records:
             self.add_record(encoded, leaf)
+
+    def open_record(self, leaf_hash: bytes) -> IO[bytes]:
+        """Start the next record as a records member of its own, to be written piece by piece into the
+        returned file (a record too large to hold whole: one whose body the log stores apart). The caller
+        writes the record's encoding and one line feed, then closes the file, before adding anything else.
+        """
+        self._flush_chunk()
+        name = chunk_name(self.next_seq)
+        member = self._zip.open(name, "w", force_zip64=True)
+        self._chunks.append(Chunk(name=name, first=self.next_seq, count=1))
+        self._leaves += leaf_hash
+        self.next_seq += 1
+        self._chunk_first = self.next_seq
+        return member
 
     def _flush_chunk(self) -> None:
         if not self._chunk:

@@ -9,7 +9,8 @@ the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). 
    the latest checkpoint only on request);
 2. the compact range of the records before the range (the archive's ``prefix``);
 3. the records, exactly as stored, with their stored leaf hashes, and the blobs they name (their stapled
-   certificates and OCSP responses);
+   certificates and OCSP responses); a record whose body the log stores apart goes into a records member of
+   its own, its encoding with the body written piece by piece from the stored chunks;
 4. the checkpoints inside the range with their timestamp tokens, the log's signing certificates and the
    signed global configuration(s) naming the trusted CAs and TSAs.
 """
@@ -32,7 +33,7 @@ from gateway.messagelog.models import checkpoints as checkpoint_table
 from gateway.messagelog.models import records
 from gateway.messagelog.origins import is_origin_of
 from gateway.messagelog.record import blob_refs
-from gateway.messagelog.store import MAX_LEAF_READ, MAX_READ, MessageLogStore, StoredCheckpoint
+from gateway.messagelog.store import MAX_LEAF_READ, MAX_READ, MessageLogStore, StoredCheckpoint, StoredRecord
 
 _PAGE = 1000  # checkpoints per store call
 
@@ -163,7 +164,16 @@ async def write_range(
             batch = await store.read(origin, start=seq, limit=min(MAX_READ, end - seq))
             if not batch or batch[0].seq != seq or batch[-1].seq != seq + len(batch) - 1:
                 raise RequestError(f"record {seq} of {origin} is not held online (pruned?)")
-            await asyncio.to_thread(writer.add_records, ((r.encoded, r.leaf_hash) for r in batch))
+            # the records as stored; one whose body is stored apart as a member of its own, streamed
+            whole: list[tuple[bytes, bytes]] = []
+            for rec in batch:
+                if rec.body_ref is None:
+                    whole.append((rec.encoded, rec.leaf_hash))
+                    continue
+                await asyncio.to_thread(writer.add_records, whole)
+                whole = []
+                await _write_streamed(store, writer, rec)
+            await asyncio.to_thread(writer.add_records, whole)
             for rec in batch:
                 cert, ocsp = blob_refs(rec.encoded)
                 for directory, name, add in (("certs", cert, writer.add_certificate),
@@ -183,6 +193,18 @@ async def write_range(
     except BaseException:
         writer.abort()
         raise
+
+
+async def _write_streamed(store: MessageLogStore, writer: ArchiveWriter, rec: StoredRecord) -> None:
+    """A record whose body is stored apart, into a records member of its own, piece by piece: its encoding with
+    the body, as stored (the verifier judges it), with no more than one piece in memory."""
+    member = await asyncio.to_thread(writer.open_record, rec.leaf_hash)
+    try:
+        async for piece in store.encoded_chunks(rec, check=False):
+            await asyncio.to_thread(member.write, piece)
+        await asyncio.to_thread(member.write, b"\n")
+    finally:
+        await asyncio.to_thread(member.close)
 
 
 __all__ = ["all_checkpoints", "archive_file_name", "choose_range", "seq_range_for_times", "server_origins",

@@ -5,6 +5,7 @@ gap-free per origin (0, 1, 2, ...), the record's index in its origin's Merkle tr
 canonical encoding (``gateway.messagelog.record``), which is the only thing hashed and verified; the other
 columns copy fields out of it for lookups and are never trusted by a verifier. ``messagelog_blobs`` (revision
 0003): the certificates and OCSP responses that records name, once per origin, keyed by their SHA-256.
+``messagelog_bodies`` (revision 0005): large bodies stored apart from their records, in chunks.
 
 Its own Alembic script directory (``gateway/messagelog/migrations``) and version table
 ``alembic_version_messagelog``, so the message log can live in the serverconf database or in its own.
@@ -42,6 +43,10 @@ records = sa.Table(
     sa.Column("replay_key", sa.LargeBinary(32), nullable=True),
     sa.Index("ux_messagelog_records_replay_key", "replay_key", unique=True,
              sqlite_where=sa.text("replay_key IS NOT NULL"), postgresql_where=sa.text("replay_key IS NOT NULL")),
+    # Revision 0005: the body of a record whose body is stored apart (messagelog_bodies), and its size in bytes;
+    # the record column then holds the encoding with "body":null. NULL on every other record.
+    sa.Column("body_ref", sa.String(64), nullable=True),
+    sa.Column("body_size", sa.BigInteger(), nullable=True),
 )
 
 
@@ -70,6 +75,18 @@ retention = sa.Table(
     sa.Column("pruned_before", sa.BigInteger(), nullable=False),  # bodies of seq < this are removed
     sa.Column("pruned_at", UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint("origin"),
+)
+
+
+# Revision 0005: bodies stored apart from their records, in chunks of at most BODY_CHUNK_BYTES, numbered from 0;
+# committed before the record that names them (gateway.messagelog.store.base.MessageLogStore.append_body_apart).
+bodies = sa.Table(
+    "messagelog_bodies",
+    metadata,
+    sa.Column("body_id", sa.String(64), nullable=False),  # random hex, named by the record's body_ref
+    sa.Column("n", sa.Integer(), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),  # the body's bytes, as received (not base64)
+    sa.PrimaryKeyConstraint("body_id", "n"),
 )
 
 

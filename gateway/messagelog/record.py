@@ -303,6 +303,84 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# ---- a body stored apart from its record (docs/messagelog.md section 2, "Large bodies") ---------------------
+
+_NULL_BODY = b'{"body":null'
+BODY_HEAD = b'{"body":"'  # what comes before the body's base64 in every encoding that has a body
+
+
+def body_apart_parts(record: LogRecord) -> tuple[bytes, bytes]:
+    """``(head, tail)`` of the encoding of ``record`` with a body: for any body ``B``, the encoding of the same
+    record with ``body=B`` is ``head + base64(B) + tail``, byte for byte (``body`` is the first member in
+    canonical order and its base64 needs no escaping). ``record`` itself carries no body; its own encoding,
+    with ``"body":null``, is ``_NULL_BODY + tail[1:]``.
+
+    Raises:
+        MessageLogError: ``record`` has a body.
+    """
+    if record.body is not None:
+        raise _fail("a record whose body is stored apart must carry none itself (body=None)")
+    encoded = record.encode()
+    return BODY_HEAD, b'"' + encoded[len(_NULL_BODY):]
+
+
+class StreamedEncoding:
+    """The RFC 9162 leaf hash (and the size) of a record's encoding whose body is fed in chunks: the same
+    value as ``leaf_hash(record_with_body.encode())``, with no more than one chunk in memory. Also gives the
+    encoding's bytes piece by piece, for a caller that writes it out (:meth:`update` returns them).
+
+    Chunks may be of any size; base64 is cut at multiples of 3 bytes, the remainder carried to the next one.
+    Not thread-safe; the hashing of a large chunk may run in a worker thread (``hashlib`` releases the GIL).
+    """
+
+    __slots__ = ("_carry", "_hash", "_tail", "body_size", "size")
+
+    def __init__(self, record: LogRecord | None, *, tail: bytes | None = None) -> None:
+        """From ``record`` (which carries no body), or from the ``tail`` of :func:`body_apart_parts` as stored
+        (:meth:`of_bodyless`).
+
+        Raises: MessageLogError: ``record`` has a body (see :func:`body_apart_parts`)."""
+        if record is not None:
+            _, tail = body_apart_parts(record)
+        assert tail is not None
+        self._tail = tail
+        self._hash = hashlib.sha256(b"\x00")  # RFC 9162 section 2.1.1: leaf hash prefix
+        self._hash.update(BODY_HEAD)
+        self._carry = b""
+        self.size = len(BODY_HEAD)  # bytes of the encoding so far
+        self.body_size = 0
+
+    @classmethod
+    def of_bodyless(cls, encoded: bytes) -> StreamedEncoding:
+        """From the stored encoding of a record whose body is stored apart (``{"body":null,...``), as it is,
+        without decoding it (an export passes on what is stored).
+
+        Raises: MessageLogError: ``encoded`` does not begin with a null body."""
+        if not encoded.startswith(_NULL_BODY):
+            raise _fail("a record whose body is stored apart must be stored with a null body")
+        return cls(None, tail=b'"' + encoded[len(_NULL_BODY):])
+
+    def update(self, chunk: bytes) -> bytes:
+        """Feed the next chunk of the body; the encoding's bytes it gives (its base64, whole groups only)."""
+        self.body_size += len(chunk)
+        data = self._carry + chunk if self._carry else chunk
+        cut = len(data) - len(data) % 3
+        self._carry = data[cut:]
+        out = base64.b64encode(data[:cut]) if cut else b""
+        self._hash.update(out)
+        self.size += len(out)
+        return out
+
+    def finish(self) -> tuple[bytes, bytes]:
+        """``(last bytes, leaf hash)``: the base64 of the carried remainder (padded) and the tail of the
+        encoding, and the record's leaf hash. Call once, after the last :meth:`update`."""
+        last = base64.b64encode(self._carry) + self._tail
+        self._carry = b""
+        self._hash.update(last)
+        self.size += len(last)
+        return last, self._hash.digest()
+
+
 # Name (hex SHA-256) and base64 of stapled certificates and OCSP responses, per bytes object (the proxies pass
 # the same object for as long as a certificate or response is in use). Keyed by id(); each entry holds its
 # object, so an id is not reused while its entry lives and a hit is the very same (immutable) object.

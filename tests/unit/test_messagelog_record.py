@@ -3,6 +3,7 @@ decoding, leaf hash, validation."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -229,3 +230,30 @@ def test_records_are_frozen_values() -> None:
     assert record.loggable_size == 0
     assert make(body=None).loggable_size == 0
     assert make(body=b"abc").loggable_size == 3
+
+
+# ---- a body stored apart: the encoding and leaf hash streamed (docs/messagelog.md section 2) --------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 6, 7, 1000, 65_537, 300_001])
+@pytest.mark.parametrize("piece", [2, 7, 4096, 1 << 20])
+def test_a_streamed_encoding_is_the_encoding_of_the_record_with_its_body(size: int, piece: int) -> None:
+    from gateway.messagelog.record import StreamedEncoding, body_apart_parts
+
+    body = (hashlib.sha256(str(size).encode()).digest() * (size // 32 + 1))[:size]
+    whole = make(body=body).encode()
+    bare = make(body=None)
+    head, tail = body_apart_parts(bare)
+    streamed = StreamedEncoding(bare)
+    pieces = [head] + [streamed.update(body[i:i + piece]) for i in range(0, size, piece)]
+    last, leaf = streamed.finish()
+    assert b"".join([*pieces, last]) == whole and head + base64.b64encode(body) + tail == whole
+    assert leaf == leaf_hash(whole) and streamed.size == len(whole) and streamed.body_size == size
+    assert b'{"body":null' + tail[1:] == bare.encode()  # the record's own encoding, as the store keeps it
+
+
+def test_a_record_stored_apart_carries_no_body_itself() -> None:
+    from gateway.messagelog.record import StreamedEncoding
+
+    with pytest.raises(MessageLogError, match=r"stored apart must carry none itself \(body=None\)"):
+        StreamedEncoding(make(body=b"x"))

@@ -31,6 +31,7 @@ writer), :mod:`~gateway.messagelog.store.postgres` (its PostgreSQL writer), :mod
 """
 
 from gateway.messagelog.store.base import (
+    BODY_CHUNK_BYTES,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
     MAX_LEAF_READ,
@@ -48,6 +49,7 @@ from gateway.messagelog.store.memory import MemoryMessageLogStore
 from gateway.messagelog.store.sql import MIGRATIONS, SqlMessageLogStore, migrate_messagelog
 
 __all__ = [
+    "BODY_CHUNK_BYTES",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY_BYTES",
     "MAX_LEAF_READ",

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,16 +24,17 @@ from typing import NamedTuple, TypeVar
 
 import structlog
 
-from gateway.errors import CLIENT_PROXY, SERVER_PROXY, GatewayError, MessageLogError, RequestError
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, GatewayError, MessageLogError, RequestError, TrustError
 from gateway.messagelog import merkle
 from gateway.messagelog.merkle import leaf_hash
-from gateway.messagelog.record import LogRecord, blob_refs, decode
+from gateway.messagelog.record import BODY_HEAD, LogRecord, StreamedEncoding, blob_refs, decode
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size
 DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
 THREAD_ENCODE_BYTES = 64 * 2**10  # bytes of body above which encoding runs in a thread, off the event loop
 MAX_READ = 10_000  # records per read() call
 MAX_LEAF_READ = 100_000  # leaf hashes per leaf_hashes() call (3.2 MB)
+BODY_CHUNK_BYTES = 1 * 2**20  # bytes per stored chunk of a body stored apart (append_body_apart)
 BLOB_CACHE = 4096  # blobs a store keeps in memory for its reads (content-addressed: never stale)
 
 log = structlog.get_logger("gateway.messagelog.store")  # the name it had as one module, for every part of it
@@ -60,9 +62,17 @@ class StoredRecord:
     leaf_hash: bytes
     # the log's blobs that the record names (it may hold others: one mapping serves a page of records)
     blobs: Mapping[str, bytes] = field(default_factory=lambda: _NO_BLOBS, repr=False, compare=False)
+    # A body stored apart (MessageLogStore.append_body_apart): its id and size. ``encoded`` is then the record's
+    # encoding with "body":null, and ``leaf_hash`` that of its encoding with the body
+    # (MessageLogStore.encoded_chunks gives that encoding, checked against the leaf hash).
+    body_ref: str | None = None
+    body_size: int | None = None
 
     def decode(self) -> LogRecord:
-        """Raises: TrustError: the stored bytes are not a valid record, or a blob it names is missing or
+        """The record; one whose body is stored apart comes without it (``body=None``: read it with
+        :meth:`MessageLogStore.body_chunks`).
+
+        Raises: TrustError: the stored bytes are not a valid record, or a blob it names is missing or
         altered (see :func:`record.decode`)."""
         return decode(self.encoded, self.blobs)
 
@@ -105,6 +115,8 @@ class PendingRecord:
     leaf_hash: bytes
     future: asyncio.Future[Appended] = field(repr=False)
     blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (name, DER) the record names
+    body_ref: str | None = None  # a body stored apart (committed already): its id
+    body_size: int | None = None
 
 
 _STOP = object()
@@ -212,11 +224,14 @@ class MessageLogStore(ABC):
                 f"{self.max_body_bytes} bytes",
             )
 
-    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+    def _enqueue(
+        self, record: LogRecord, encoded: bytes, leaf: bytes, *, body_ref: str | None = None,
+        body_size: int | None = None,
+    ) -> asyncio.Future[Appended]:
         """Queue an encoded record for the writer; the future of its commit (rule 3 of append)."""
         loop = asyncio.get_running_loop()
         pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future(),
-                                blobs=record.blobs())
+                                blobs=record.blobs(), body_ref=body_ref, body_size=body_size)
         if not self._blocking_known:
             self._blocking, self._blocking_known = self._blocking_writer(), True
         if self._blocking is not None:
@@ -233,6 +248,135 @@ class MessageLogStore(ABC):
             raise _logging_failed(record, "the message log writer has stopped")
         self._queue.put_nowait(pending)
         return pending.future
+
+    # ---- large bodies, stored apart in chunks (docs/messagelog.md section 2, "Large bodies") --------------
+
+    async def append_body_apart(self, record: LogRecord, body: AsyncIterable[bytes]) -> Appended:
+        """Log ``record`` (which carries no body: ``body=None``) with the body whose chunks ``body`` gives
+        (``Spool.chunks()``), and return once both are committed, with no more than
+        :data:`BODY_CHUNK_BYTES` of the body in memory.
+
+        The record is the one whose encoding has that body, byte for byte and leaf hash for leaf hash
+        (:class:`~gateway.messagelog.record.StreamedEncoding`): a verifier cannot tell how it was stored.
+        The steps: (1) refuse what can never be written; (2) store the body as chunks of
+        :data:`BODY_CHUNK_BYTES`, each committed on its own, hashing its base64 into the record's leaf hash
+        in a worker thread; (3) queue the record, naming the stored body, for the group commit, and wait for
+        it. A body is durable before its record is; a body whose record was never committed (a failure, a
+        crash in between) is dropped, or left without any record naming it.
+
+        Raises:
+            MessageLogError: the store is closed, ``record`` has a body of its own, the body is larger than
+                ``max_body_bytes``, ``body`` failed, or a write failed (nothing of the record is stored).
+        """
+        # (1) Refuse early what can never be written.
+        if self._closed:
+            raise _logging_failed(record, "the message log is closed")
+        try:
+            streamed = StreamedEncoding(record)
+        except MessageLogError as e:
+            raise _logging_failed(record, e.message) from e
+        # (2) The body, in committed chunks, hashed as it goes.
+        body_id = uuid.uuid4().hex
+        gathered: list[bytes] = []
+        gathered_size = n = 0
+
+        async def store_chunk(data: bytes) -> None:
+            nonlocal n
+            await asyncio.to_thread(streamed.update, data)
+            await self._stage_body_chunk(body_id, n, data)
+            n += 1
+
+        try:
+            async for chunk in body:
+                if streamed.body_size + gathered_size + len(chunk) > self.max_body_bytes:
+                    raise _logging_failed(record, f"message body of more than {self.max_body_bytes} bytes exceeds "
+                                                  f"the loggable maximum of {self.max_body_bytes} bytes")
+                gathered.append(chunk)
+                gathered_size += len(chunk)
+                while gathered_size >= BODY_CHUNK_BYTES:
+                    data = b"".join(gathered)
+                    gathered = [data[BODY_CHUNK_BYTES:]]
+                    gathered_size -= BODY_CHUNK_BYTES
+                    await store_chunk(data[:BODY_CHUNK_BYTES])
+            if gathered_size or n == 0:
+                await store_chunk(b"".join(gathered))
+            _, leaf = streamed.finish()
+        except BaseException as e:
+            await self._drop_body_quietly(body_id)
+            if isinstance(e, GatewayError | asyncio.CancelledError) or not isinstance(e, Exception):
+                raise
+            raise _logging_failed(record, f"message body could not be logged: {_describe(e)}") from e
+        # (3) The record, naming its body, through the group commit.
+        try:
+            return await self._enqueue(record, record.encode(), leaf, body_ref=body_id,
+                                       body_size=streamed.body_size)
+        except MessageLogError:
+            await self._drop_body_quietly(body_id)  # the batch failed: no record names the body
+            raise
+
+    async def _drop_body_quietly(self, body_id: str) -> None:
+        try:
+            await asyncio.shield(self._drop_body(body_id))
+        except Exception as e:  # what is left is named by no record: it only takes space
+            log.warning("messagelog_body_drop_failed", body_id=body_id, error=_describe(e))
+
+    async def body_chunks(self, stored: StoredRecord) -> AsyncIterator[bytes]:
+        """The body of a record stored apart, chunk by chunk, as received.
+
+        Raises:
+            MessageLogError: the record's body is not stored apart, the backend failed, or the stored chunks
+                do not add up to its ``body_size`` (a chunk is missing).
+        """
+        if stored.body_ref is None or stored.body_size is None:
+            raise MessageLogError(f"record {stored.seq} of {stored.origin} has no body stored apart")
+        size = n = 0
+        while size < stored.body_size or n == 0:
+            data = await self._guard(self._body_chunk(stored.body_ref, n))
+            if data is None:
+                break
+            size += len(data)
+            n += 1
+            yield data
+        if size != stored.body_size:
+            raise MessageLogError(f"record {stored.seq} of {stored.origin}: its body stored apart holds {size} "
+                                  f"bytes in {n} chunks, not the {stored.body_size} the record names")
+
+    async def encoded_chunks(self, stored: StoredRecord, *, check: bool = True) -> AsyncIterator[bytes]:
+        """The encoding of a record stored apart, with its body, piece by piece (head, base64, tail), checked at
+        its end against the record's leaf hash unless ``check`` is false (an export passes on what is stored,
+        for the verifier to judge).
+
+        Raises:
+            MessageLogError: as :meth:`body_chunks`; or the stored bytes do not end as a record's encoding.
+            TrustError: (with ``check``) the stored bytes are not a record, or the encoding with the body does
+                not hash to the stored leaf hash (the record or its body was altered).
+        """
+        if check:
+            stored.decode()
+        if not stored.encoded.startswith(b'{"body":null'):
+            raise MessageLogError(f"record {stored.seq} of {stored.origin} names a body stored apart but its stored "
+                                  f"encoding does not begin with a null body")
+        streamed = StreamedEncoding.of_bodyless(stored.encoded)
+        yield BODY_HEAD
+        async for chunk in self.body_chunks(stored):
+            yield await asyncio.to_thread(streamed.update, chunk)
+        last, leaf = streamed.finish()
+        if check and leaf != stored.leaf_hash:
+            raise TrustError(f"record {stored.seq} of {stored.origin}: its encoding with the body stored apart does "
+                             f"not hash to its leaf hash: the record or its body was altered")
+        yield last
+
+    @abstractmethod
+    async def _stage_body_chunk(self, body_id: str, n: int, data: bytes) -> None:
+        """Store and commit chunk ``n`` of body ``body_id``."""
+
+    @abstractmethod
+    async def _drop_body(self, body_id: str) -> None:
+        """Remove every chunk of body ``body_id``."""
+
+    @abstractmethod
+    async def _body_chunk(self, body_id: str, n: int) -> bytes | None:
+        """Chunk ``n`` of body ``body_id``, or None when it has fewer."""
 
     async def close(self) -> None:
         """Refuse new records, commit everything queued, stop the writer. Idempotent."""
@@ -606,6 +750,7 @@ def _describe(e: BaseException) -> str:
 
 __all__ = [
     "BLOB_CACHE",
+    "BODY_CHUNK_BYTES",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY_BYTES",
     "MAX_LEAF_READ",

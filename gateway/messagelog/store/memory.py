@@ -32,6 +32,7 @@ class MemoryMessageLogStore(MessageLogStore):
         self._cps: dict[str, dict[int, StoredCheckpoint]] = {}
         self._pruned: dict[str, int] = {}
         self._blob_data: dict[str, dict[str, bytes]] = {}  # per origin, by name
+        self._bodies: dict[str, list[bytes]] = {}  # bodies stored apart, by id
         self.fail_with: Exception | None = None
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
@@ -44,13 +45,34 @@ class MemoryMessageLogStore(MessageLogStore):
             origin = p.record.origin
             log_ = staged.setdefault(origin, [])
             seq = len(self._logs.get(origin, ())) + len(log_)
-            log_.append(StoredRecord(origin=origin, seq=seq, encoded=p.encoded, leaf_hash=p.leaf_hash))
+            log_.append(StoredRecord(origin=origin, seq=seq, encoded=p.encoded, leaf_hash=p.leaf_hash,
+                                     body_ref=p.body_ref, body_size=p.body_size))
             seqs.append(seq)
         for origin, new in staged.items():
             self._logs.setdefault(origin, []).extend(new)
         for p in batch:  # in the same step as the records (there is nothing to roll back after the check above)
             self._blob_data.setdefault(p.record.origin, {}).update(p.blobs)
         return seqs
+
+    async def _stage_body_chunk(self, body_id: str, n: int, data: bytes) -> None:
+        await asyncio.sleep(0)
+        if self.fail_with is not None:
+            raise self.fail_with
+        chunks = self._bodies.setdefault(body_id, [])
+        if len(chunks) != n:
+            raise MessageLogError(f"body {body_id}: chunk {n} stored out of order")
+        chunks.append(data)
+
+    async def _drop_body(self, body_id: str) -> None:
+        self._bodies.pop(body_id, None)
+
+    async def _body_chunk(self, body_id: str, n: int) -> bytes | None:
+        chunks = self._bodies.get(body_id, [])
+        return chunks[n] if n < len(chunks) else None
+
+    def body_count(self) -> int:
+        """How many bodies are stored apart (for assertions in tests)."""
+        return len(self._bodies)
 
     async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]:
         mine = self._blob_data.get(origin, {})

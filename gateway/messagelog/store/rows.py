@@ -16,7 +16,7 @@ from gateway.messagelog.store.replay import replay_key
 
 _ROW_COLUMNS = (
     "origin", "seq", "created", "message_id", "request_id", "kind", "side", "client", "service", "record",
-    "leaf_hash", "replay_key",
+    "leaf_hash", "replay_key", "body_ref", "body_size",
 )
 
 
@@ -39,6 +39,7 @@ def _rows(batch: Sequence[PendingRecord], next_seq: dict[str, int]) -> tuple[lis
             "origin": r.origin, "seq": seq, "created": r.created, "message_id": r.message_id,
             "request_id": r.request_id, "kind": r.kind, "side": r.side, "client": str(r.client),
             "service": str(r.service), "record": p.encoded, "leaf_hash": p.leaf_hash, "replay_key": replay_key(r),
+            "body_ref": p.body_ref, "body_size": p.body_size,
         })
     return seqs, rows
 

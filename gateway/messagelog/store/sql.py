@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError, TrustError
 from gateway.messagelog import merkle
-from gateway.messagelog.models import VERSION_TABLE, blobs, checkpoints, records, retention
+from gateway.messagelog.models import VERSION_TABLE, blobs, bodies, checkpoints, records, retention
 from gateway.messagelog.store.base import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
@@ -78,7 +78,7 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
 
     async def _read(self, origin: str, start: int, limit: int) -> list[StoredRecord]:
         query = (
-            sa.select(records.c.seq, records.c.record, records.c.leaf_hash)
+            sa.select(records.c.seq, records.c.record, records.c.leaf_hash, records.c.body_ref, records.c.body_size)
             .where(records.c.origin == origin, records.c.seq >= start, records.c.record.is_not(None))
             .order_by(records.c.seq)
             .limit(limit)
@@ -86,9 +86,23 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
         async with self._engine.connect() as conn:
             result = await conn.execute(query)
             return [
-                StoredRecord(origin=origin, seq=int(seq), encoded=bytes(data), leaf_hash=bytes(leaf))
-                for seq, data, leaf in result
+                StoredRecord(origin=origin, seq=int(seq), encoded=bytes(data), leaf_hash=bytes(leaf),
+                             body_ref=body_ref, body_size=None if body_size is None else int(body_size))
+                for seq, data, leaf, body_ref, body_size in result
             ]
+
+    async def _stage_body_chunk(self, body_id: str, n: int, data: bytes) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(bodies.insert(), [{"body_id": body_id, "n": n, "data": data}])
+
+    async def _drop_body(self, body_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(bodies.delete().where(bodies.c.body_id == body_id))
+
+    async def _body_chunk(self, body_id: str, n: int) -> bytes | None:
+        async with self._engine.connect() as conn:
+            data = await conn.scalar(sa.select(bodies.c.data).where(bodies.c.body_id == body_id, bodies.c.n == n))
+        return None if data is None else bytes(data)
 
     async def _read_blobs(self, origin: str, names: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -152,6 +166,9 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
             current = await conn.scalar(sa.select(retention.c.pruned_before).where(retention.c.origin == origin))
             if current is not None and int(current) >= before_seq:
                 return 0
+            await conn.execute(bodies.delete().where(bodies.c.body_id.in_(
+                sa.select(records.c.body_ref).where(records.c.origin == origin, records.c.seq < before_seq,
+                                                    records.c.body_ref.is_not(None)))))
             result = await conn.execute(
                 records.update()
                 .where(records.c.origin == origin, records.c.seq < before_seq, records.c.record.is_not(None))

@@ -51,8 +51,7 @@ from gateway.messagelog.verify.chunks import (
     CheckContext,
     ChunkData,
     ChunkRunner,
-    _data,
-    check_chunk,
+    check_data,
     serial_runner,
 )
 from gateway.messagelog.verify.report import ChunkResult
@@ -141,7 +140,7 @@ def _worker(context: CheckContext, tasks: Any, results: multiprocessing.connecti
             if checker is None:
                 checker = context.checker()
                 quiet_gc()
-            results.send((index, check_chunk(checker, first, _data(data)), None))
+            results.send((index, check_data(checker, first, data), None))
         except Exception as e:  # the parent raises it, as the serial runner would have let it through
             try:
                 results.send((index, None, e))

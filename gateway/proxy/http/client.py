@@ -13,6 +13,10 @@ whole response with ``httptools.HttpResponseParser``:
   ``max_body_bytes`` (:class:`~gateway.proxy.http.types.ResponseTooLarge`, the connection closed, the rest
   unread); what is held is taken from ``hold`` as it arrives; a response to ``HEAD`` and 1xx/204/304 have none;
   informational (1xx) responses before the final one are skipped;
+- **streamed bodies** (:meth:`ClientPool.request_streamed`): the request body is written chunk by chunk from a
+  :data:`~gateway.proxy.http.types.BodySource` as the write buffer drains (``Content-Length`` when its length is
+  given, else chunked), and the response body goes to a :class:`~gateway.proxy.http.types.BodySink` as it
+  arrives, reading paused while more than :data:`STREAM_BUFFER_BYTES` wait for the sink;
 - **reuse**: a connection goes back to the pool only when its response was read whole and both sides allow
   keep-alive (HTTP/1.1 without ``Connection: close``, or HTTP/1.0 with ``Connection: keep-alive``); it is
   closed after ``idle_timeout`` seconds unused, and never handed out once the peer has closed it;
@@ -42,6 +46,8 @@ import httptools
 from gateway.proxy.http.types import (
     FRAMING_HEADERS,
     BodyHold,
+    BodySink,
+    BodySource,
     ClientLimits,
     ClientResponse,
     ConnectFailed,
@@ -56,6 +62,7 @@ PeerCheck = Callable[[bytes | None], Awaitable[None]]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length: 0 when their body is empty
+STREAM_BUFFER_BYTES = 256 * 1024  # bytes of a streamed response body read but not yet taken by its sink
 
 
 class _Limit(Exception):
@@ -79,6 +86,13 @@ class _Connection(asyncio.Protocol):
         self.counted = True  # holds one of the pool's max_connections until discarded
         self.idle_since = 0.0
         self._waiter: asyncio.Future[ClientResponse] | None = None
+        # a streamed exchange: the response body's sink, its pump's wake-up, the request's wait for the buffer
+        self._sink: BodySink | None = None
+        self._pump: asyncio.Future[None] | None = None
+        self._buffered = 0
+        self._read_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -126,10 +140,29 @@ class _Connection(asyncio.Protocol):
         self._ended()
         return False
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain = self._drain, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.set_result(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended(exc)
 
     def _ended(self, exc: Exception | None = None) -> None:
+        self._wake_drain()
+        self._wake_pump()
         was_closed, self.closed = self.closed, True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -189,6 +222,13 @@ class _Connection(asyncio.Protocol):
         if self._size > self.limits.max_body_bytes:
             raise _Limit(self._too_large(None))
         self._chunks.append(body)
+        if self._sink is not None:
+            self._buffered += len(body)
+            if self._buffered > STREAM_BUFFER_BYTES and not self._read_paused and self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()
+            self._wake_pump()
+            return
         if self._hold is not None:
             try:
                 self._hold.take(len(body), self._what)
@@ -218,7 +258,7 @@ class _Connection(asyncio.Protocol):
         return ClientResponse(
             status=self._status, reason=self._reason.decode("latin-1"),
             http_version=self.parser.get_http_version(), raw_headers=self._headers,
-            body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            body=b"" if self._sink is not None else chunks[0] if len(chunks) == 1 else b"".join(chunks),
         )
 
     def _complete(self, keep_alive: bool) -> None:
@@ -226,12 +266,14 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(self._response())
+        self._wake_pump()
 
     def _fail(self, error: BaseException) -> None:
         self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error.error if isinstance(error, _HoldRefused) else error)
+        self._wake_pump()
         self.close()
 
     async def exchange(
@@ -259,6 +301,95 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self, timeout: float) -> None:
         self._fail(ResponseTimeout(f"no whole response within {timeout:g} s"))
+
+    async def exchange_streamed(
+        self, head: bytes, body: BodySource | None, length: int | None, *, head_method: bool, sink: BodySink,
+        what: str, read_timeout: float | None,
+    ) -> ClientResponse:
+        """Write ``head``, then the body's chunks as the write buffer drains; read the response, its body into
+        ``sink`` as it arrives (reading paused while more than :data:`STREAM_BUFFER_BYTES` wait for the sink)."""
+        self._reset()
+        self._head = head_method
+        self._what = what
+        self._sink = sink
+        self._buffered = 0
+        loop = self.pool.loop
+        waiter: asyncio.Future[ClientResponse] = loop.create_future()
+        self._waiter = waiter
+        transport = self.transport
+        assert transport is not None
+        timer = None
+        try:
+            transport.write(head)
+            if body is not None:
+                await self._send_body(transport, body, length, read_timeout)
+            if read_timeout is not None:
+                timer = loop.call_later(read_timeout, self._timed_out, read_timeout)
+            while True:
+                if waiter.done() and waiter.exception() is not None:
+                    waiter.result()  # raises
+                if self._chunks:
+                    chunks, self._chunks = self._chunks, []
+                    self._buffered = 0
+                    if self._read_paused and not self.closed:
+                        self._read_paused = False
+                        transport.resume_reading()
+                    for chunk in chunks:
+                        await sink.write(chunk)
+                    continue
+                if waiter.done():
+                    break
+                self._pump = loop.create_future()
+                await self._pump
+            resp = waiter.result()
+            await sink.finish()
+            return resp
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not waiter.done():
+                waiter.cancel()
+            elif not waiter.cancelled():
+                waiter.exception()  # retrieved: the error (if any) has been raised, or another has
+            self._waiter = None
+            self._sink = None
+            self._pump = None
+
+    async def _send_body(
+        self, transport: asyncio.Transport, body: BodySource, length: int | None, read_timeout: float | None,
+    ) -> None:
+        """The request body's chunks onto ``transport`` (chunked framing without ``length``); stops early when
+        the response has ended or failed (a server may answer before it has read the body). A peer that reads
+        nothing of it for ``read_timeout`` seconds fails it with :class:`ResponseTimeout`."""
+        sent = 0
+        waiter = self._waiter
+        async for chunk in body():
+            if waiter is not None and waiter.done():
+                self.reusable = False  # answered (413, for instance) or failed: the rest is not wanted
+                return
+            if self.closed:
+                raise ConnectionLost("the connection ended while the request body was being sent")
+            if not chunk:
+                continue
+            sent += len(chunk)
+            if length is not None and sent > length:
+                raise ValueError(f"the request body gave more than its length of {length} bytes")
+            if length is None:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if self._write_paused:
+                self._drain = self.pool.loop.create_future()
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        await self._drain
+                except TimeoutError:
+                    raise ResponseTimeout(
+                        f"the peer read nothing of the request body for {read_timeout:g} s") from None
+        if length is not None and sent != length:
+            raise ValueError(f"the request body gave {sent} bytes, not its length of {length}")
+        if length is None:
+            transport.write(b"0\r\n\r\n")
 
     @property
     def response_began(self) -> bool:
@@ -353,7 +484,54 @@ class ClientPool:
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _serialise(self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
+    async def request_streamed(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]] = (), body: BodySource | None = None, *,
+        length: int | None = None, sink: BodySink, what: str = "response body", read_timeout: float | None = None,
+        retry_stale: bool | None = None,
+    ) -> ClientResponse:
+        """Send one request with a streamed body, read its response's body into ``sink``.
+
+        ``body`` gives the request body's chunks from the first byte each time it is called (``Spool.chunks``);
+        it is sent with ``Content-Length: length`` when ``length`` is given, else chunked. The response body
+        goes to ``sink`` chunk by chunk (``sink.finish()`` at its end) and the returned response's ``body`` is
+        empty; ``max_body_bytes`` bounds it as for :meth:`request`. The read timeout runs from the request
+        body's last byte to the response's, and also bounds each wait for the peer to read more of the body.
+        A stale connection is retried as by :meth:`request` (the body is called again; the sink has received
+        nothing, since no byte of the response had arrived).
+
+        Raises:
+            as :meth:`request`; and whatever ``body``'s iteration or ``sink`` raises (the connection is closed);
+            ValueError: ``body`` gave more or fewer bytes than ``length``.
+        """
+        if length is not None and (body is None or length < 0):
+            raise ValueError("length is the non-negative length of a request body")
+        head = self._serialise(method, target, headers, b"", stream_length=length if body is not None else -1)
+        may_retry = retry_stale if retry_stale is not None else method in IDEMPOTENT_METHODS
+        if read_timeout is None:
+            read_timeout = self.limits.read_timeout
+        for attempt in (1, 2):
+            conn, reused = await self._acquire()
+            try:
+                resp = await conn.exchange_streamed(head, body, length, head_method=method == "HEAD", sink=sink,
+                                                    what=what, read_timeout=read_timeout)
+            except ConnectionLost:
+                conn.close()
+                if attempt == 1 and reused and may_retry and not conn.response_began:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            self._release(conn)
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _serialise(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes, *,
+        stream_length: int | None = -1,
+    ) -> bytes:
+        """The request's head and ``body``; for a streamed body (``stream_length`` not -1), the head only, with
+        ``Content-Length: stream_length``, or ``Transfer-Encoding: chunked`` when it is None."""
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         has_host = False
         for name, value in headers:
@@ -364,7 +542,11 @@ class ClientPool:
             lines.append(f"{name}: {value}\r\n")
         if not has_host:
             lines.append(f"Host: {self._host_header}\r\n")
-        if body or method in _BODY_METHODS:
+        if stream_length is None:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        elif stream_length >= 0:
+            lines.append(f"Content-Length: {stream_length}\r\n")
+        elif body or method in _BODY_METHODS:
             lines.append(f"Content-Length: {len(body)}\r\n")
         head = "".join(lines)
         if head.count("\n") != len(lines) or head.count("\r") != len(lines):

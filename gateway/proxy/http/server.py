@@ -8,13 +8,18 @@ What it does, per connection:
 - calls the handler once the header block is complete; the body is read into memory as it arrives, bounded by
   ``max_body_bytes``, and the handler takes it with :meth:`Request.body` (``Content-Length`` or chunked; an
   ``Expect: 100-continue`` is answered when the handler first asks for the body, never when the declared length
-  is over the limit);
+  is over the limit), or streams it with :meth:`Request.stream` (chunk by chunk, reading paused while more than
+  ``stream_buffer_bytes`` wait for the handler, so a body of any size allowed by ``max_body_bytes`` passes in
+  bounded memory); until the handler asks for the body one way or the other, at most ``stream_buffer_bytes``
+  of it are read;
 - handles one request at a time: requests pipelined behind it are parsed and queued, and reading pauses until
   they are handled; responses go out in request order;
 - keeps the connection alive unless the request or the protocol version says otherwise, the body was not read
   whole, or the server is closing (then ``Connection: close``);
 - pauses reading while the transport's write buffer is above ``write_buffer_high`` (back-pressure), and starts
   no further request until it drains;
+- writes a response whole (:attr:`Response.body`) or streamed (:attr:`Response.stream`: with ``Content-Length``
+  when its length is known, else chunked), a streamed one chunk by chunk as the write buffer drains;
 - answers by itself, with a small text body and ``Connection: close``: 400 for a malformed request, 414 for a
   target longer than ``max_target_bytes``, 431 for more than ``max_headers`` header lines or
   ``max_header_bytes`` of them, 408 when the header block is not complete ``header_timeout`` seconds after the
@@ -25,8 +30,7 @@ What it does, per connection:
   handshake, and gives it to the handler (:attr:`Request.peer_cert`).
 
 What it does not do: HTTP/2, upgrades (``Upgrade``/``CONNECT``: the request is handled and the connection then
-closed), trailers (ignored), response streaming (a response is written whole), request-body streaming into the
-handler before it is complete, content coding (bodies pass byte for byte).
+closed), trailers (ignored), content coding (bodies pass byte for byte).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
@@ -59,9 +63,9 @@ class Request:
     """One request as received. ``raw_headers`` are (name, value) byte pairs in order, names as sent."""
 
     __slots__ = (
-        "_complete", "_conn", "_continue_sent", "_error", "_held", "_hold", "_over", "_size", "_waiter",
-        "_what", "chunks", "content_length", "expect_continue", "http_version", "keep_alive", "method",
-        "peer_cert", "raw_headers", "raw_path", "remote", "tls",
+        "_buffered", "_complete", "_conn", "_continue_sent", "_error", "_held", "_hold", "_over", "_size",
+        "_taken", "_waiter", "_what", "chunks", "content_length", "expect_continue", "http_version", "keep_alive",
+        "method", "peer_cert", "raw_headers", "raw_path", "remote", "tls",
     )
 
     def __init__(
@@ -89,6 +93,8 @@ class Request:
         self._held = 0
         self._continue_sent = False
         self._what = "request body"
+        self._buffered = 0  # bytes in chunks not yet taken by a stream (or by a body() yet to be called)
+        self._taken: str | None = None  # "body" or "stream" once the handler asked for the body one way
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), decoded as UTF-8 with surrogate escapes."""
@@ -120,6 +126,11 @@ class Request:
             raise PayloadTooLarge(f"{what} is larger than the maximum of {limit} bytes")
         if self._error is not None:
             raise self._error
+        if self._taken == "stream":
+            raise RuntimeError("the request body is being streamed (Request.stream): it cannot also be read whole")
+        if self._taken is None:
+            self._taken = "body"
+            self._conn.body_taken()
         if hold is not None:
             if declared:
                 hold.take(declared, what)
@@ -144,6 +155,51 @@ class Request:
                 raise self._error
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
+    async def stream(self, *, what: str = "request body") -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk, with back-pressure: reading pauses while more than
+        ``stream_buffer_bytes`` have arrived that the consumer has not taken. Bounded by ``max_body_bytes``
+        (``Content-Length`` or chunked); ``Expect: 100-continue`` is answered on the first step. Nothing is
+        taken from a :class:`BodyHold`: what the stream holds is bounded by ``stream_buffer_bytes``.
+
+        Raises:
+            PayloadTooLarge: (HTTP 413) the body is, or is declared, larger than ``max_body_bytes`` (a chunked
+                body: once that many bytes have come, after the chunks before them were given).
+            RequestError: (HTTP 400) the body was malformed, stopped arriving for ``body_timeout`` seconds, or
+                the client closed the connection before sending all of it.
+            RuntimeError: :meth:`body` or :meth:`stream` was called before for this request.
+        """
+        conn = self._conn
+        limit = conn.limits.max_body_bytes
+        declared = self.content_length
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(f"{what} of {declared} bytes is larger than the maximum of {limit} bytes")
+        if self._taken is not None:
+            raise RuntimeError(f"the request body was already taken ({self._taken}())")
+        self._taken = "stream"
+        conn.body_taken()
+        while True:
+            if self._over:
+                raise PayloadTooLarge(f"{what} is larger than the maximum of {limit} bytes")
+            if self._error is not None:
+                raise self._error
+            if self.chunks:
+                chunks, self.chunks = self.chunks, []
+                self._buffered = 0
+                conn.body_drained()
+                for chunk in chunks:
+                    yield chunk
+                continue
+            if self._complete:
+                return
+            if self.expect_continue and not self._continue_sent:
+                self._continue_sent = True
+                conn.write_continue()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     # ---- fed by the connection ----
 
     def _feed(self, data: bytes) -> None:
@@ -156,6 +212,13 @@ class Request:
             self._wake()
             return
         self.chunks.append(data)
+        if self._taken != "body":
+            self._buffered += len(data)
+            if self._buffered > self._conn.limits.stream_buffer_bytes:
+                self._conn.body_behind()
+            if self._taken == "stream":
+                self._wake()
+                return
         if self._hold is not None and self._size > self._held:
             try:
                 self._hold.take(self._size - self._held, self._what)
@@ -213,6 +276,7 @@ class _Connection(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None  # answered after the requests before it
         self._closing = False  # no further request is read; close once the queue is answered
         self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None  # a streamed response waiting for the write buffer
         self._pause_reasons: set[str] = set()
         # one deadline at a time, checked by the server's sweep (no timer handle per request)
         self.deadline = _NEVER
@@ -269,6 +333,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._wake_drain()
         self.server.connections.discard(self)
         self._closing = True
         for req in (self._parsing, self._active, *self._pending):
@@ -284,7 +349,34 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._resume("writing")
+        self._wake_drain()
         self._next()
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain = self._drain, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---- a streamed request body: back-pressure from its consumer ----
+
+    def body_behind(self) -> None:
+        """More of the body being parsed is buffered than the handler has taken: stop reading (and its body
+        timer, as the wait is ours) until it catches up."""
+        if "body" not in self._pause_reasons:
+            self._pause("body")
+            if self._timer_kind == "body":
+                self._disarm()
+
+    def body_drained(self) -> None:
+        """The handler took what was buffered: read on."""
+        if "body" in self._pause_reasons:
+            self._resume("body")
+            if self._parsing is not None and self._timer_kind == "body":
+                self._arm("body", self.limits.body_timeout)
+
+    def body_taken(self) -> None:
+        """The handler asked for the body (whole or streamed): what was paused for it reads on."""
+        self.body_drained()
 
     # ---- httptools callbacks ----
 
@@ -376,16 +468,28 @@ class _Connection(asyncio.Protocol):
             self._arm("idle", self.limits.keepalive_timeout)
 
     async def _run(self, req: Request) -> None:
+        stream: AsyncIterable[bytes] | None = None
         try:
             resp = await self.server.handler(req)
             if not isinstance(resp, Response):
                 raise TypeError(f"the handler returned {type(resp).__name__}, not a Response")
+            stream = resp.stream
+            if stream is not None and resp.body:
+                raise ValueError("a response has either a body or a stream, not both")
+            if resp.length is not None and (stream is None or resp.length < 0):
+                raise ValueError("a response's length is the non-negative length of its stream")
             data = self._serialise(req, resp)
         except Exception:
             log.exception("HTTP handler failed", method=req.method, path=req.raw_path[:200], peer=req.remote)
+            if stream is not None:
+                await _aclose(stream)
+            stream = None
             resp = Response(status=500, headers=[("Content-Type", "text/plain; charset=utf-8")],
                             body=b"internal server error\n")
             data = self._serialise(req, resp)
+        if stream is not None:
+            await self._run_streamed(req, resp, stream, data)
+            return
         self._active = None
         self._task = None
         transport = self.transport
@@ -404,8 +508,10 @@ class _Connection(asyncio.Protocol):
             raise ValueError(f"response status {status} cannot be sent")
         # the connection goes on only if this request was read whole and nothing says otherwise
         whole = req._complete and not req._over and req._error is None
+        # a streamed response of unknown length to HTTP/1.0 ends with the connection
+        unframed = resp.stream is not None and resp.length is None and req.http_version == "1.0"
         keep = (req.keep_alive and whole and not self._closing and not self.server.closing
-                and self._refusal is None)
+                and self._refusal is None and not unframed)
         # a refusal of what was pipelined behind this request follows it, and that one says close
         refusal_follows = self._refusal is not None and req.keep_alive and whole and not self.server.closing
         if not keep:
@@ -424,8 +530,14 @@ class _Connection(asyncio.Protocol):
         body = resp.body
         if status in _NO_BODY_STATUS or status < 200:
             body = b""
-        else:
+        elif resp.stream is None:
             lines.append(f"Content-Length: {len(body)}\r\n")
+            n += 1
+        elif resp.length is not None:
+            lines.append(f"Content-Length: {resp.length}\r\n")
+            n += 1
+        elif not unframed:
+            lines.append("Transfer-Encoding: chunked\r\n")
             n += 1
         if not dated:  # a service's own Date passes through
             lines.append(f"Date: {self.server.date()}\r\n")
@@ -444,6 +556,74 @@ class _Connection(asyncio.Protocol):
         if req.method == "HEAD":
             return data
         return data + body if body else data
+
+    async def _run_streamed(
+        self, req: Request, resp: Response, stream: AsyncIterable[bytes], head: bytes,
+    ) -> None:
+        """Write the head, then the stream's chunks as they come (waiting while the write buffer is above
+        ``write_buffer_high``, at most ``body_timeout`` seconds each time); abort the connection if the
+        stream fails, gives other than ``length`` bytes, or the client stops reading."""
+        transport = self.transport
+        sends_body = req.method != "HEAD" and resp.status >= 200 and resp.status not in _NO_BODY_STATUS
+        chunked = sends_body and resp.length is None and req.http_version != "1.0"
+        failure: str | None = None
+        try:
+            if transport is None or transport.is_closing():
+                failure = "the connection closed before the response"
+            else:
+                transport.write(head)
+                if sends_body:
+                    failure = await self._write_stream(transport, stream, resp.length, chunked)
+        except Exception as e:
+            log.exception("streamed response failed", method=req.method, path=req.raw_path[:200], peer=req.remote)
+            failure = f"the response stream raised {type(e).__name__}"
+        finally:
+            await _aclose(stream)
+        self._active = None
+        self._task = None
+        if failure is not None:
+            log.warning("streamed response aborted", reason=failure, path=req.raw_path[:200], peer=req.remote)
+            self._closing = True
+            self._disarm()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self._closing and self._refusal is None:
+            self._stop_reading()
+            self._close()
+        else:
+            self._next()
+
+    async def _write_stream(
+        self, transport: asyncio.Transport, stream: AsyncIterable[bytes], length: int | None, chunked: bool,
+    ) -> str | None:
+        """The chunks of ``stream`` onto ``transport``; what went wrong, or None."""
+        sent = 0
+        timeout = self.limits.body_timeout
+        async for chunk in stream:
+            if not chunk:
+                continue
+            if transport.is_closing():
+                return "the client closed the connection during the response"
+            sent += len(chunk)
+            if length is not None and sent > length:
+                return f"the response stream gave more than its length of {length} bytes"
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if self._write_paused:
+                self._drain = self.loop.create_future()
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._drain
+                except TimeoutError:
+                    return f"the client read nothing of the response for {timeout:g} s"
+        if length is not None and sent != length:
+            return f"the response stream gave {sent} bytes, not its length of {length}"
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        return None
 
     def write_continue(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -524,6 +704,16 @@ class _Connection(asyncio.Protocol):
             self._close()
         else:
             self._stop_reading()
+
+
+async def _aclose(stream: AsyncIterable[bytes]) -> None:
+    """Close a response stream that can be closed (an async generator), so that its ``finally`` runs."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.exception("closing a response stream failed")
 
 
 class HttpServer:

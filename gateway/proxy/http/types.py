@@ -9,12 +9,26 @@ never passed through (:data:`FRAMING_HEADERS`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 # Lower-case names of the headers the layer itself writes; a handler's or caller's own are dropped.
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+class BodySink(Protocol):
+    """Where the client pool writes a response body as it arrives (``gateway.proxy.spool.Spool`` is one):
+    ``write`` is awaited for each chunk (the pool reads on only as it returns), ``finish`` once at the end."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+BodySource = Callable[[], AsyncIterable[bytes]]
+"""A request body to stream: called once per attempt, it gives the body's chunks from the first byte
+(``Spool.chunks`` is one; a body that cannot be read twice is never sent twice)."""
 
 
 class BodyHold(Protocol):
@@ -37,10 +51,13 @@ class ServerLimits:
     keepalive_timeout: float = 75.0  # seconds a kept-alive connection may stay idle between requests
     max_connections: int = 4096  # open connections; one more is answered 503 and closed
     write_buffer_high: int = 256 * 1024  # bytes queued on a transport before reading pauses (back-pressure)
+    # bytes of a request body received but not yet taken by the handler before reading pauses, while the handler
+    # streams the body (Request.stream) or has not yet asked for it (a whole-body read resumes it)
+    stream_buffer_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         for name in ("max_target_bytes", "max_header_bytes", "max_headers", "max_body_bytes", "max_connections",
-                     "write_buffer_high"):
+                     "write_buffer_high", "stream_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
@@ -75,12 +92,20 @@ class ClientLimits:
 class Response:
     """What a handler answers. ``headers`` go out in order, as given (framing headers excepted); the layer adds
     ``Content-Length`` (not for 1xx, 204, 304) and ``Date``, and ``Connection: close`` when the connection ends.
-    A response to ``HEAD`` carries the length of ``body`` but not the body."""
+    A response to ``HEAD`` carries the length of ``body`` but not the body.
+
+    A streamed response gives ``stream`` (and leaves ``body`` empty): its chunks are written as they come, with
+    back-pressure, framed by ``Content-Length: length`` when ``length`` is given (the stream must then give
+    exactly that many bytes, or the connection is aborted), else chunked (to an HTTP/1.0 client: delimited by
+    the connection's end). The layer closes the stream (``aclose``) when it is done with it, also when it sends
+    none of it (``HEAD``, 204, 304), so that a generator's ``finally`` can release what it reads from."""
 
     status: int
     reason: str | None = None
     headers: Sequence[tuple[str, str]] = ()
     body: bytes = b""
+    stream: AsyncIterable[bytes] | None = None
+    length: int | None = None  # bytes of ``stream``, when known
 
 
 @dataclass(slots=True, kw_only=True)  # not frozen: a frozen dataclass's __init__ costs a few µs per response
@@ -91,7 +116,7 @@ class ClientResponse:
     reason: str
     http_version: str
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes = b""
+    body: bytes = b""  # empty when the body went to a sink (ClientPool.request_streamed)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), decoded as latin-1, or None."""
