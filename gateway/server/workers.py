@@ -50,7 +50,7 @@ MAX_RESTART_DELAY_SECONDS = 30.0  # seconds; the delay doubles per failure in a 
 STABLE_SECONDS = 60.0  # seconds a worker must run for its next restart to wait the shortest delay again
 START_TIMEOUT_SECONDS = 120.0  # seconds a worker may take to listen
 STOP_TIMEOUT_SECONDS = 30.0  # seconds a worker may take to stop after SIGTERM before it is killed
-_PORTS = ("client_port", "client_https_port", "server_port", "admin_port")
+_PORTS = ("client_port", "client_https_port", "server_port", "admin_port", "ops_port")
 
 
 @dataclass(slots=True)
@@ -76,7 +76,8 @@ def reserve_ports(settings: Settings) -> tuple[dict[str, int], list[socket.socke
         port = getattr(s, key)
         if port != 0:
             continue
-        host = s.admin_host if key == "admin_port" else s.server_host if key == "server_port" else s.client_host
+        hosts = {"admin_port": s.admin_host, "server_port": s.server_host, "ops_port": s.ops_host}
+        host = hosts.get(key, s.client_host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
