@@ -192,6 +192,7 @@ def mark_worker_dead(path: Path, pid: int) -> None:
 
 __all__ = [
     "CONTENT_TYPE",
+    "MULTIPROC_ENV",
     "REFRESH_SECONDS",
     "CentralMetrics",
     "ServerMetrics",

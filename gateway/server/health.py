@@ -27,7 +27,6 @@ from cryptography import x509
 from gateway.errors import GatewayError
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.messagelog.checkpointer import Checkpointer
-from gateway.messagelog.store import MessageLogStore
 from gateway.ops.metrics import ServerMetrics
 from gateway.ops.readiness import Check, deadline_check
 from gateway.proxy.context import ProxyContext
@@ -49,7 +48,6 @@ class ServerHealth:
     metrics: ServerMetrics
     store: ServerConfStore
     globalconf: GlobalConfUpdater
-    messagelog: MessageLogStore
     checkpointer: Checkpointer
     context: ProxyContext
     token: SoftToken | None
@@ -129,7 +127,7 @@ class ServerHealth:
 
     # (6)
     def _messagelog(self) -> Check:
-        problem = self.messagelog.writer_problem()
+        problem = self.context.messagelog.writer_problem()
         if problem is None and self.lease is not None:
             try:
                 self.lease.check()
@@ -137,7 +135,7 @@ class ServerHealth:
                 problem = e.message
         if problem is not None:
             return Check(name="messagelog", ok=False, detail=problem)
-        return Check(name="messagelog", ok=True, detail=f"{self.messagelog.queue_depth} records queued")
+        return Check(name="messagelog", ok=True, detail=f"{self.context.messagelog.queue_depth} records queued")
 
     # ---- gauges -------------------------------------------------------------------------------------------
 
@@ -145,7 +143,7 @@ class ServerHealth:
         """Set the gauges that are states or ages as of now (module docstring of :mod:`gateway.ops.metrics`)."""
         now = self.clock()
         m = self.metrics
-        m.log_queue.set(self.messagelog.queue_depth)
+        m.log_queue.set(self.context.messagelog.queue_depth)
         cp = self.checkpointer
         origin = cp.origin
         latest = 0 if cp.latest is None else cp.latest.size

@@ -255,7 +255,7 @@ class SecurityServer:
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
-            messagelog=self.messagelog, checkpointer=self.checkpointer, context=ctx, token=self.token,
+            checkpointer=self.checkpointer, context=ctx, token=self.token,
             lease=self.lease,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
