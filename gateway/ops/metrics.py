@@ -93,6 +93,8 @@ class ServerMetrics:
                               multiprocess_mode="livemostrecent")
         self.ocsp_failures = Counter("gateway_ocsp_fetch_failures", "OCSP fetches that failed, by reason "
                                      "(timeout, unreachable, bad_response)", ["reason"], registry=r)
+        for reason in ("timeout", "unreachable", "bad_response"):
+            self.ocsp_failures.labels(reason)  # each series exists from the start, at 0
         self.ocsp_fetches = Counter("gateway_ocsp_fetches", "OCSP fetches that gave a checked response",
                                     registry=r)
         self.conf_version = Gauge("gateway_globalconf_version", "Version of the trusted global configuration "

@@ -21,7 +21,8 @@ from gateway.protocol import rest
 from gateway.proxy.common import Handler
 from gateway.proxy.context import ProxyContext
 
-EXCHANGE_IDS = "gateway.exchange_ids"  # the client-facing request's key for (client, service), once parsed
+# the client-facing request's (client, service), once parsed
+EXCHANGE_IDS = web.RequestKey("exchange_ids", tuple[ClientId, ServiceId])
 # An X-Road fault type as we render them; a relayed one that is not (a peer may send anything) counts as OTHER.
 _FAULT = re.compile(r"(Client|Server|Signer)(\.[A-Za-z0-9]{1,40}){1,3}")
 OTHER_FAULT = "Server.Other"
@@ -49,6 +50,14 @@ def exchange_done(
                               fault=fault, request_bytes=request_bytes, response_bytes=response_bytes)
 
 
+def request_size(content_length: int | None, transfer_encoding: str | None) -> int | None:
+    """The request body's size as declared: its Content-Length, 0 without a body, None if chunked (unknown
+    here; not observed)."""
+    if content_length is not None:
+        return content_length
+    return None if transfer_encoding else 0
+
+
 def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """Server side: the client and service our signed answer names (set only once the request verified)."""
     client = service = ""
@@ -73,11 +82,15 @@ def client_middleware(ctx: ProxyContext) -> Middleware:
         labels = client_labels(ctx, *ids) if ids is not None else ("", "")
         body = response.body if isinstance(response, web.Response) else None
         exchange_done(ctx, "client", started=started, status=response.status, headers=response.headers.items(),
-                      labels=labels, request_bytes=request.content_length,
+                      labels=labels,
+                      request_bytes=request_size(request.content_length, request.headers.get("Transfer-Encoding")),
                       response_bytes=len(body) if isinstance(body, bytes) else None)
         return response
 
     return middleware
 
 
-__all__ = ["EXCHANGE_IDS", "OTHER_FAULT", "client_labels", "client_middleware", "exchange_done", "server_labels"]
+__all__ = [
+    "EXCHANGE_IDS", "OTHER_FAULT", "client_labels", "client_middleware", "exchange_done", "request_size",
+    "server_labels",
+]

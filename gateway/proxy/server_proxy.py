@@ -81,7 +81,9 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
         started = time.perf_counter()
         response = await answer(request)
         observe.exchange_done(ctx, "server", started=started, status=response.status, headers=response.headers,
-                              labels=observe.server_labels(response.headers), request_bytes=request.content_length,
+                              labels=observe.server_labels(response.headers),
+                              request_bytes=observe.request_size(request.content_length,
+                                                                 request.header("Transfer-Encoding")),
                               response_bytes=len(response.body))
         return response
 
