@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,8 +174,10 @@ class OcspCache:
             return state.task
         if self._closed or (state.retry_at is not None and now < state.retry_at):
             return None
+        # a context of its own: the request that started it must not lend the fetch its log fields
         state.task = asyncio.get_running_loop().create_task(
-            self._fetch_into(fp, state, ca, max_age_seconds=max_age_seconds), name=f"ocsp-fetch-{fp[:12]}")
+            self._fetch_into(fp, state, ca, max_age_seconds=max_age_seconds), name=f"ocsp-fetch-{fp[:12]}",
+            context=contextvars.Context())
         return state.task
 
     async def _fetch_into(self, fp: str, state: _State, ca: CertificateAuthority, *, max_age_seconds: int) -> None:
