@@ -72,7 +72,7 @@ from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
-from gateway.settings import Settings
+from gateway.settings import ServerSettings, Settings
 from gateway.storage.db import make_engine
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
@@ -116,6 +116,7 @@ class SecurityServer:
                 f"max_body_bytes ({settings.server.max_body_bytes}): one request of the allowed size could never "
                 "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
+        _check_ops_settings(settings.server)
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
         # Everything start() opens, in opening order; stop() unwinds it (module docstring).
         self._stack = contextlib.AsyncExitStack()
@@ -636,6 +637,22 @@ class SecurityServer:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
         log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+def _check_ops_settings(s: ServerSettings) -> None:
+    """Refuse unusable ops, OCSP and readiness settings (docs/operations.md section 8) before anything opens.
+
+    Raises:
+        ConfigError: naming the key and the value.
+    """
+    if not -1 <= s.ops_port <= 65535:
+        raise ConfigError(f"[server] ops_port = {s.ops_port} is not a TCP port (0-65535) or -1 (off)")
+    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds"):
+        if not getattr(s, key) > 0:
+            raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
+    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
+        if not getattr(s, key) >= 0:
+            raise ConfigError(f"[server] {key} = {getattr(s, key)} must be 0 or more seconds")
 
 
 class _LogGate:
