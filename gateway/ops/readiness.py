@@ -46,7 +46,7 @@ def deadline_check(name: str, *, deadline: datetime | None, now: datetime, margi
         return Check(name=name, ok=False, detail=missing)
     left = (deadline - now).total_seconds()
     if left <= 0:
-        return Check(name=name, ok=False, detail=f"{what} {-left:.0f} s ago")
+        return Check(name=name, ok=False, detail=f"{what} {abs(left):.0f} s ago")
     if left < margin_seconds:
         return Check(name=name, ok=False, detail=f"{what} in {left:.0f} s, within the readiness margin of "
                                                  f"{margin_seconds:g} s")
