@@ -27,12 +27,9 @@ Refresh = Callable[[], Awaitable[None]]
 Checks = Callable[[], Awaitable[Sequence[Check]]]
 
 
-def build_ops_app(
-    registry: CollectorRegistry, *, refresh: Refresh, checks: Checks,
-    on_checks: Callable[[Sequence[Check]], None] | None = None,
-) -> web.Application:
+def build_ops_app(registry: CollectorRegistry, *, refresh: Refresh, checks: Checks) -> web.Application:
     """The ops application: ``refresh`` sets the time-derived gauges before a scrape, ``checks`` gathers the
-    readiness checks, ``on_checks`` (if given) sees each result (to export it as a gauge)."""
+    readiness checks."""
 
     async def metrics(_request: web.Request) -> web.Response:
         await refresh()
@@ -48,8 +45,6 @@ def build_ops_app(
         except TimeoutError:
             result = [Check(name="checks", ok=False,
                             detail=f"the readiness checks did not finish within {READY_TIMEOUT_SECONDS:g} s")]
-        if on_checks is not None:
-            on_checks(result)
         status, body = report(result)
         return web.json_response(body, status=status)
 

@@ -42,11 +42,6 @@ BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 Outcome = str  # "ok", "client_error" (a Client.* fault), "server_error" (a Server.* fault)
 
 
-def multiprocess() -> bool:
-    """Whether this process writes its metrics to a multiprocess directory (a worker of several)."""
-    return bool(os.environ.get(MULTIPROC_ENV))
-
-
 class ServerMetrics:
     """The metrics of one security server (module docstring); ``registry`` is what its ops port serves."""
 
@@ -199,7 +194,6 @@ __all__ = [
     "CentralMetrics",
     "ServerMetrics",
     "mark_worker_dead",
-    "multiprocess",
     "prepare_multiprocess_dir",
     "render",
 ]

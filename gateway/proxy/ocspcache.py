@@ -258,7 +258,7 @@ def _reason(e: PeerError) -> Reason:
     """How :func:`fetch_ocsp` failed: its timeout, no connection, or an answer that is not an OCSP response."""
     if isinstance(e.__cause__, TimeoutError):
         return "timeout"
-    if isinstance(e.__cause__, aiohttp.ClientError) or e.__cause__ is not None:
+    if e.__cause__ is not None:  # aiohttp's connection errors
         return "unreachable"
     return "bad_response"  # an HTTP error status, another Content-Type, too large
 
