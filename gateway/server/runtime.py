@@ -18,9 +18,10 @@ opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, an
 1. the database engine; 2. the claim on the log origin; 3. the global configuration updater (its fetcher); 4. the
 session for services, OCSP and timestamps; 5. the message-log writer; 6. the peer pool (one mTLS session per
 peer); 7. a nested stack for the background tasks; 8. the server port, the client port, the client HTTPS port, the
-admin port (each an aiohttp runner and site; the admin port in worker 0 only); then the background tasks
-(global-configuration polling, serverconf reloads, the token watch, the checkpointer, the origin claim's check)
-are started into the stack of step 7, once every port listens.
+admin port (each an aiohttp runner and site; the admin port in worker 0 only), the ops port (``/metrics``,
+``/healthz``, ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks
+(the ops refresh: our OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token
+watch, the checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
