@@ -107,6 +107,14 @@ class ServerMetrics:
                                    multiprocess_mode="livemostrecent")
         self.ready = Gauge("gateway_readiness_check", "1 while the readiness check passes, else 0 (/readyz)",
                            ["check"], registry=r, multiprocess_mode="livemin")
+        # The hot path's label children, looked up once (``labels()`` costs a lock and a validation per call):
+        # per (side, client, service, outcome) its counter and duration histogram; per side its size and wait
+        # histograms. Bounded as the labels are (gateway.proxy.observe).
+        self._exchange_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._side_children = {
+            side: (self.request_bytes.labels(side), self.response_bytes.labels(side), self.log_wait.labels(side))
+            for side in ("client", "server")
+        }
 
     def exchange_done(
         self, side: str, *, client: str, service: str, seconds: float, fault: str | None,
@@ -114,14 +122,19 @@ class ServerMetrics:
     ) -> None:
         """Count one answered exchange; ``fault`` is the X-Road fault type it was refused with, or None."""
         outcome = "ok" if fault is None else "client_error" if fault.startswith("Client.") else "server_error"
-        self.exchanges.labels(side, client, service, outcome).inc()
-        self.duration.labels(side, service).observe(seconds)
+        key = (side, client, service, outcome)
+        children = self._exchange_children.get(key)
+        if children is None:
+            children = self._exchange_children[key] = (self.exchanges.labels(*key), self.duration.labels(side, service))
+        children[0].inc()
+        children[1].observe(seconds)
         if fault is not None:
             self.errors.labels(side, fault).inc()
+        req, resp, _ = self._side_children[side]
         if request_bytes is not None:
-            self.request_bytes.labels(side).observe(request_bytes)
+            req.observe(request_bytes)
         if response_bytes is not None:
-            self.response_bytes.labels(side).observe(response_bytes)
+            resp.observe(response_bytes)
 
     def commit_done(self, records: int, seconds: float, *, failed: bool) -> None:
         """One group commit of the message log (its size and duration)."""
@@ -133,7 +146,7 @@ class ServerMetrics:
 
     def record_waited(self, side: str, seconds: float) -> None:
         """One message-log record became durable ``seconds`` after it was queued."""
-        self.log_wait.labels(side).observe(seconds)
+        self._side_children[side][2].observe(seconds)
 
     def ocsp_fetched(self) -> None:
         self.ocsp_fetches.inc()
