@@ -1,9 +1,11 @@
 """Reading a running server's ops port in tests: a scrape parsed into samples, ``/readyz`` as JSON, and
-``promtool check metrics`` on a scrape (real HTTP on loopback, the real promtool)."""
+``promtool check metrics`` on a scrape (real HTTP on loopback, the real promtool); and
+:class:`HangingResponder`, a TCP server that accepts and never answers (an OCSP responder or TSA that hangs)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -53,3 +55,39 @@ async def promtool_check(text: str) -> tuple[int, str]:
     out, _ = await proc.communicate(text.encode())
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+@dataclass
+class HangingResponder:
+    """Accepts TCP connections and reads what comes, but never answers (until closed)."""
+
+    url: str = ""
+    accepted: int = 0
+    open: int = 0
+    _server: asyncio.Server | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        try:
+            reader_task = asyncio.ensure_future(reader.read())  # until the client gives up and closes
+            release = asyncio.ensure_future(self._release.wait())
+            await asyncio.wait([reader_task, release], return_when=asyncio.FIRST_COMPLETED)
+            reader_task.cancel()
+            release.cancel()
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def start(self) -> HangingResponder:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    async def close(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from exchange_kit import PROBE, ShiftClock, call, probed_federation
-from ops_kit import readyz, samples, scrape, value
+from ops_kit import HangingResponder, readyz, samples, scrape, value
 from structlog.testing import capture_logs
 from waiting import wait_for_condition
 
@@ -24,42 +23,6 @@ pytestmark = [pytest.mark.integration]
 
 OCSP_TIMEOUT = 3.0  # seconds: [server] ocsp_timeout_seconds for this drill
 EXCHANGE_BOUND = 20.0  # seconds: far above an exchange's cost, far below the 44-77 s the old cache took
-
-
-@dataclass
-class HangingResponder:
-    """Accepts TCP connections and reads what comes, but never answers (until closed)."""
-
-    url: str = ""
-    accepted: int = 0
-    open: int = 0
-    _server: asyncio.Server | None = None
-    _release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self.open += 1
-        try:
-            reader_task = asyncio.ensure_future(reader.read())  # until the client gives up and closes
-            release = asyncio.ensure_future(self._release.wait())
-            await asyncio.wait([reader_task, release], return_when=asyncio.FIRST_COMPLETED)
-            reader_task.cancel()
-            release.cancel()
-        finally:
-            self.open -= 1
-            writer.close()
-
-    async def start(self) -> HangingResponder:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/"
-        return self
-
-    async def close(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 the scrape of each security server and of the central server passes ``promtool check metrics`` and counts the
 exchanges by value; ``/readyz`` goes red for each of its checks with the real part failing, and for the
 timestamping grace period and the global configuration **before** exchanges are refused (the "TSA down"
-drill); the Grafana dashboard queries only metrics that a server exports.
+drill, with a TSA that accepts and never answers); the Grafana dashboard queries only metrics that a server exports.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import pytest_asyncio
 from conftest import PG_DSN
 from exchange_kit import CONSUMER, PROBE, FailingLog, Probe, ShiftClock, call, database_urls, probed_federation
-from ops_kit import promtool_check, readyz, samples, scrape, total, value
+from ops_kit import HangingResponder, promtool_check, readyz, samples, scrape, total, value
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 from waiting import wait_for_condition
@@ -33,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 GRACE = 120  # seconds of timestamping grace on both servers
 GRACE_MARGIN = 60  # seconds: /readyz turns red this long before the grace period ends
+TSA_TIMEOUT = 1.0  # seconds: [server] timestamp_timeout_seconds (the drill's TSA never answers)
 NOSUCH = "DEV/GOV/1002/registry/nosuch"  # a service that ss2 does not have
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway.json"
 
@@ -54,7 +54,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         tmp / "fed", clock=clock, database_urls=dbs, key_store="token",
         # checkpoint rounds are driven by the test (run_once)
         server_overrides={"checkpoint_interval_seconds": 3600.0, "checkpoint_max_records": 10**6,
-                          "timestamp_grace_seconds": GRACE, "readiness_grace_margin_seconds": GRACE_MARGIN},
+                          "timestamp_grace_seconds": GRACE, "readiness_grace_margin_seconds": GRACE_MARGIN,
+                          "timestamp_timeout_seconds": TSA_TIMEOUT},
     ) as (fed, probe):
         world = World(fed=fed, clock=clock, probe=probe, ss1=fed.server("ss1"), ss2=fed.server("ss2"))
         for ss in (world.ss1, world.ss2):
@@ -224,12 +225,6 @@ async def test_all_checks_green_and_healthz_is_liveness(world: World) -> None:
     assert status == 200 and set(body["checks"]) == {"database", "publication"}
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def set_tsa_url(world: World, url: str) -> None:
     engine = world.fed.central.engine
     name = f"{world.fed.instance} Development TSA"
@@ -241,7 +236,8 @@ async def set_tsa_url(world: World, url: str) -> None:
 async def test_tsa_down_readiness_goes_red_before_exchanges_are_refused(world: World) -> None:
     ss1 = world.ss1
     await _fresh(world)
-    await set_tsa_url(world, f"http://127.0.0.1:{closed_port()}/")
+    hanging = await HangingResponder().start()  # the TSA accepts connections and never answers
+    await set_tsa_url(world, hanging.url)
     try:
         # (1) records that no timestamp can cover: the grace clock runs
         assert (await call(ss1, f"{PROBE}/tsa-down")).status == 200
@@ -249,6 +245,7 @@ async def test_tsa_down_readiness_goes_red_before_exchanges_are_refused(world: W
             assert ss.checkpointer is not None
             result = await ss.checkpointer.run_once(world.clock(), force=True)
             assert result.stamp_error is not None
+        assert hanging.accepted >= 2
         assert (await readyz(ss1.ops_url))[0] == 200
         # (2) within the margin of the end of the grace period: not ready, while exchanges still go through
         world.clock.advance(GRACE - GRACE_MARGIN + 5)
@@ -268,6 +265,7 @@ async def test_tsa_down_readiness_goes_red_before_exchanges_are_refused(world: W
                      origin=ss1.origin) < 0
     finally:
         await set_tsa_url(world, world.fed.pki.tsa_url)
+        await hanging.close()
     # (4) the TSA is back: stamped, ready
     await _fresh(world)
     assert (await call(ss1, f"{PROBE}/tsa-back")).status == 200
