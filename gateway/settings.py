@@ -53,6 +53,8 @@ class CentralSettings:
     publish_interval_seconds: int = 60  # seconds between publication checks; X-Road's generation rate
     ocsp_freshness_seconds: int = 3600  # seconds; published parameter: max OCSP response age (X-Road)
     timestamp_grace_seconds: int = 14400  # seconds; published parameter: exchange without a TSA (X-Road)
+    ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
+    ops_port: int = 4101  # next to the central port; 0 picks a free port; -1 switches the ops port off
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +95,8 @@ class ServerSettings:
     max_uri_bytes: int = 8192  # bytes of path and query
     max_clock_skew_seconds: int = 60  # seconds a signature's created may differ from our clock
     replay_window_seconds: int = 300  # seconds a request id is remembered (at least twice the skew)
-    ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again
+    ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again (in the background)
+    ocsp_timeout_seconds: float = 10.0  # seconds for one OCSP fetch; a failed one is retried with back-off
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     allow_tls12: bool = False  # between servers: TLS 1.3 only unless set (then 1.2 with AEAD suites)
     serverconf_reload_seconds: float = 1.0  # seconds between checks for changed clients, services, rights, keys
@@ -103,6 +106,12 @@ class ServerSettings:
     token_pin_file: str = ""  # file (mode 0600) holding the token PIN; never the PIN itself
     token_pin_env: str = ""  # or: the name of an environment variable holding the PIN
     cert_expiry_warning_days: int = 30  # days; certificates closer to expiry are reported (metric, CLI)
+    ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
+    ops_port: int = 5588  # X-Road's health-check port; 0 picks a free port; -1 switches the ops port off
+    # /readyz turns 503 this long before exchanges would fail (docs/operations.md section 8):
+    readiness_conf_margin_seconds: float = 120.0  # seconds before the global configuration expires
+    readiness_grace_margin_seconds: float = 900.0  # seconds before the timestamping grace period ends
+    readiness_ocsp_margin_seconds: float = 300.0  # seconds before our own OCSP responses pass their freshness
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

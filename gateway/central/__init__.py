@@ -39,6 +39,8 @@ def settings_problems(central: CentralSettings) -> list[tuple[str, str]]:
         problems.append(("instance", e.message))
     if not 0 <= central.port <= 65535:
         problems.append(("port", f"{central.port} is not a TCP port (0-65535)"))
+    if not -1 <= central.ops_port <= 65535:
+        problems.append(("ops_port", f"{central.ops_port} is not a TCP port (0-65535) or -1 (off)"))
     for key in ("conf_validity_seconds", "publish_interval_seconds", "ocsp_freshness_seconds",
                 "timestamp_grace_seconds"):
         if getattr(central, key) < 1:

@@ -44,6 +44,9 @@ from gateway.central.publisher import (
 from gateway.central.signingkeys import ensure_signing_key
 from gateway.errors import ConfigError, GatewayError, GlobalConfError, PayloadTooLarge, RequestError
 from gateway.globalconf.model import format_time
+from gateway.ops.app import build_ops_app
+from gateway.ops.metrics import CentralMetrics
+from gateway.ops.readiness import Check, deadline_check
 from gateway.settings import CentralSettings, Settings
 from gateway.storage.db import make_engine
 
@@ -256,9 +259,11 @@ class CentralHandle:
 
     def __init__(
         self, *, url: str, port: int, engine: AsyncEngine, settings: CentralSettings, app: web.Application,
-        runner: web.AppRunner,
+        runner: web.AppRunner, ops_runner: web.AppRunner | None = None, ops_url: str = "",
     ) -> None:
         self.url = url
+        self.ops_url = ops_url  # /metrics, /healthz, /readyz; "" while [central] ops_port is off
+        self._ops_runner = ops_runner
         self.port = port
         self.engine = engine
         self.settings = settings
@@ -274,6 +279,8 @@ class CentralHandle:
 
     async def close(self) -> None:
         """Stop serving, stop the publication loop and close the database engine."""
+        if self._ops_runner is not None:
+            await self._ops_runner.cleanup()
         await self._runner.cleanup()
         await self.engine.dispose()
 
@@ -347,5 +354,67 @@ async def start_central(
         await engine.dispose()
         raise
     url = f"http://{'[' + central.host + ']' if ':' in central.host else central.host}:{bound_port}"
-    log.info("central_server_started", url=url, published_url=central_url(central))
-    return CentralHandle(url=url, port=bound_port, engine=engine, settings=central, app=app, runner=runner)
+    ops_runner, ops_url = None, ""
+    if central.ops_port >= 0:
+        try:
+            ops_runner, ops_url = await _start_ops(engine, central, clock)
+        except BaseException:
+            await runner.cleanup()
+            await engine.dispose()
+            raise
+    log.info("central_server_started", url=url, published_url=central_url(central), ops_url=ops_url)
+    return CentralHandle(url=url, port=bound_port, engine=engine, settings=central, app=app, runner=runner,
+                         ops_runner=ops_runner, ops_url=ops_url)
+
+
+PUBLICATION_MARGIN_SECONDS = 60.0  # seconds: /readyz is red this long before the newest publication expires
+
+
+async def _start_ops(engine: AsyncEngine, central: CentralSettings, clock: Clock) -> tuple[web.AppRunner, str]:
+    """The central server's ops port (docs/central.md): its metrics, liveness, and readiness (the database
+    answers; the newest publication is unexpired, more than :data:`PUBLICATION_MARGIN_SECONDS` ahead).
+
+    Raises:
+        ConfigError: the port cannot be bound.
+    """
+    metrics = CentralMetrics()
+
+    async def newest() -> Publication | None:
+        return await latest_publication(engine)
+
+    async def refresh() -> None:
+        pub = await newest()
+        now = clock()
+        metrics.version.set(0 if pub is None else pub.version)
+        if pub is not None:
+            metrics.age.set(round((now - pub.issued_at).total_seconds(), 3))
+            metrics.expiry.set(round((pub.expires_at - now).total_seconds(), 3))
+
+    async def checks() -> list[Check]:
+        try:
+            pub = await newest()
+        except GatewayError as e:
+            result = [Check(name="database", ok=False, detail=e.message)]
+        else:
+            now = clock()
+            result = [Check(name="database", ok=True, detail="readable"), deadline_check(
+                "publication", deadline=None if pub is None else pub.expires_at, now=now,
+                margin_seconds=PUBLICATION_MARGIN_SECONDS,
+                what="the newest publication expires" if pub is None or pub.expires_at > now
+                else "the newest publication expired", missing="nothing published yet")]
+        for c in result:
+            metrics.ready.labels(c.name).set(1 if c.ok else 0)
+        return result
+
+    runner = web.AppRunner(build_ops_app(metrics.registry, refresh=refresh, checks=checks), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, central.ops_host, central.ops_port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ConfigError(f"central server cannot listen on {central.ops_host}:{central.ops_port} "
+                          f"([central] ops_port): {e.strerror or e}") from e
+    port = int(runner.addresses[0][1])
+    host = f"[{central.ops_host}]" if ":" in central.ops_host else central.ops_host
+    return runner, f"http://{host}:{port}"

@@ -117,6 +117,8 @@ class Federation:
                 "client_https_url": ss.client_https_url,
                 "server_address": ss.server_address,
                 "admin_url": ss.admin_url or None,
+                "metrics_url": f"{ss.ops_url}/metrics" if ss.ops_url else None,
+                "readiness_url": f"{ss.ops_url}/readyz" if ss.ops_url else None,
                 "database_url": ss.settings.server.database_url,
                 "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
                 "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
@@ -133,6 +135,8 @@ class Federation:
             "central": {
                 "url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf",
                 "settings": str((self.workdir / "central.toml").resolve()),
+                "metrics_url": f"{self.central.ops_url}/metrics" if self.central.ops_url else None,
+                "readiness_url": f"{self.central.ops_url}/readyz" if self.central.ops_url else None,
             },
             "anchor": str(self.anchor_path.resolve()),
             "pki": {
@@ -278,7 +282,7 @@ async def start_federation(
         central_settings = CentralSettings(
             instance=instance, host="127.0.0.1", port=0,
             database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-            key_dir=str(workdir / "central"),
+            key_dir=str(workdir / "central"), ops_port=0,
         )
         central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
         started.append(central)
@@ -319,7 +323,7 @@ async def start_federation(
             server_settings = ServerSettings(
                 id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
                 state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
-                **{"admin_port": 0, **token_settings, **(server_overrides or {})},
+                **{"admin_port": 0, "ops_port": 0, **token_settings, **(server_overrides or {})},
             )
             settings = Settings(
                 central=central_settings, server=server_settings,
@@ -405,6 +409,8 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
     out(f"  OCSP responder   {d['pki']['ocsp_url']}   TSA {d['pki']['tsa_url']}")
     for s in d["servers"]:
         out(f"  {s['id']:<22} clients {s['client_url']}  peers {s['server_address']}")
+        if s.get("metrics_url"):
+            out(f"  {'':<22} metrics {s['metrics_url']}  readiness {s['readiness_url']}")
     if d.get("admin_credentials"):
         out(f"  admin APIs       {', '.join(s['admin_url'] for s in d['servers'] if s['admin_url'])}")
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")

@@ -51,7 +51,7 @@ from gateway.identifiers import ClientId, SecurityServerId, ServiceId, Subsystem
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.messagelog.store import Appended
 from gateway.protocol import rest, signatures
-from gateway.proxy import http
+from gateway.proxy import http, observe
 from gateway.proxy.common import (
     RAW_BODIES,
     BodyAccount,
@@ -219,6 +219,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     h = rest.parse_request_headers(pairs, instance=ctx.server_id.instance)
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
+    request[observe.EXCHANGE_IDS] = (h.client, target.service)  # for the exchange's metrics
     try:
         with ctx.bodies.account() as account:
             return await _exchange(request, ctx, now, target, pairs, h, account)
@@ -395,7 +396,8 @@ async def handle_health(request: web.Request) -> web.Response:
 
 def build_client_app(ctx: ProxyContext) -> web.Application:
     """The client-facing application (plain HTTP and, on its own port, HTTPS)."""
-    app = web.Application(middlewares=[error_middleware(SIDE)], client_max_size=ctx.limits.max_body_bytes + 1,
+    app = web.Application(middlewares=[observe.client_middleware(ctx), error_middleware(SIDE)],
+                          client_max_size=ctx.limits.max_body_bytes + 1,
                           handler_args=RAW_BODIES)
     app[CONTEXT] = ctx
     app.router.add_get("/listClients", handle_list_clients)

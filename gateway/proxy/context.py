@@ -25,6 +25,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, GlobalGroupId, MemberId, SecurityServerId
 from gateway.messagelog.store import MessageLogStore
+from gateway.ops.metrics import ServerMetrics
 from gateway.protocol.replay import ReplayCache
 from gateway.protocol.signatures import CertResolver, KeySigner
 from gateway.proxy.common import BodyBudget
@@ -89,6 +90,7 @@ class ProxyContext:
         limits: ProxyLimits,
         clock: Callable[[], datetime],
         origin: str | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.server_id = server_id
         self.origin = str(server_id) if origin is None else origin  # the log origin we write (messagelog.origins)
@@ -104,6 +106,7 @@ class ProxyContext:
         self.peer_ssl = peer_ssl
         self.limits = limits
         self.clock = clock
+        self.metrics = ServerMetrics() if metrics is None else metrics  # gateway.proxy.observe reports here
         self.replay = ReplayCache(limits.replay_window_seconds, limits.replay_max_entries)
         self.bodies = BodyBudget(limits.max_inflight_body_bytes)
         # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)

@@ -74,6 +74,7 @@ class PeerPool:
         self._pools: dict[SecurityServerId, tuple[str, http.ClientPool]] = {}
         self._winners: dict[frozenset[SecurityServerId], tuple[SecurityServerId, float]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self.on_wait: Callable[[float], None] | None = None  # seconds of each answered request (a metric)
 
     def pool(self, server: SecurityServer) -> http.ClientPool:
         """The pool of connections to ``server`` (a new one when its address changed in the configuration)."""
@@ -109,10 +110,14 @@ class PeerPool:
             http.HttpClientError: any other failure of the connection (:func:`is_connect_failure` tells
                 whether nothing was sent); :func:`wrap_send_failure` names it.
         """
+        started = time.perf_counter()
         try:
-            return await self.pool(server).request(
+            response = await self.pool(server).request(
                 method, target, headers, body, hold=account, what="the provider's response", retry_stale=True,
             )
+            if self.on_wait is not None:
+                self.on_wait(time.perf_counter() - started)
+            return response
         except http.ConnectFailed as e:
             if e.certificate_error is not None:
                 # the chain did not verify against the CAs of the global configuration, or is not valid now

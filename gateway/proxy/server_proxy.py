@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -44,7 +45,7 @@ from gateway.errors import (
 from gateway.identifiers import member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
-from gateway.proxy import http, metaservices
+from gateway.proxy import http, metaservices, observe
 from gateway.proxy.common import (
     BodyAccount,
     header_pairs,
@@ -77,6 +78,16 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
     :func:`gateway.proxy.tls.peer_server_context`. Every error is answered as X-Road does, named as this side's."""
 
     async def handle(request: http.Request) -> http.Response:
+        started = time.perf_counter()
+        response = await answer(request)
+        observe.exchange_done(ctx, "server", started=started, status=response.status, headers=response.headers,
+                              labels=observe.server_labels(response.headers),
+                              request_bytes=observe.request_size(request.content_length,
+                                                                 request.header("Transfer-Encoding")),
+                              response_bytes=len(response.body))
+        return response
+
+    async def answer(request: http.Request) -> http.Response:
         try:
             if _REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
@@ -231,12 +242,14 @@ async def _call_service(
     def too_large() -> GatewayError:
         return ServiceFailed(f"the service's response is larger than the maximum of {limit} bytes")
 
+    started = time.perf_counter()
     try:
         async with ctx.service_session.request(
             target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
             skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
         ) as resp:
             data = await read_stream(resp.content, limit, account, too_large=too_large, what="the service's response")
+            ctx.metrics.service_wait.labels(str(target.service)).observe(time.perf_counter() - started)
             return resp.status, resp.reason, header_pairs(resp.raw_headers), data
     except TimeoutError as e:
         # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy

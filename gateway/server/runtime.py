@@ -18,9 +18,10 @@ opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, an
 1. the database engine; 2. the claim on the log origin; 3. the global configuration updater (its fetcher); 4. the
 session for services, OCSP and timestamps; 5. the message-log writer; 6. the peer pool (one mTLS session per
 peer); 7. a nested stack for the background tasks; 8. the server port, the client port, the client HTTPS port, the
-admin port (each an aiohttp runner and site; the admin port in worker 0 only); then the background tasks
-(global-configuration polling, serverconf reloads, the token watch, the checkpointer, the origin claim's check)
-are started into the stack of step 7, once every port listens.
+admin port (each an aiohttp runner and site; the admin port in worker 0 only), the ops port (``/metrics``,
+``/healthz``, ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks
+(the ops refresh: our OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token
+watch, the checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
@@ -58,6 +59,8 @@ from gateway.messagelog.store import (
     SqlMessageLogStore,
     migrate_messagelog,
 )
+from gateway.ops.app import build_ops_app
+from gateway.ops.metrics import REFRESH_SECONDS, ServerMetrics
 from gateway.protocol.signatures import KeySigner
 from gateway.proxy import http, tls
 from gateway.proxy.client_proxy import build_client_app
@@ -65,14 +68,15 @@ from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_handler
+from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
-from gateway.settings import Settings
+from gateway.settings import ServerSettings, Settings
 from gateway.storage.db import make_engine
 from gateway.token import model as token_model
-from gateway.token.metrics import update_expiry_gauge
+from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.trust import keys
 
@@ -113,6 +117,7 @@ class SecurityServer:
                 f"max_body_bytes ({settings.server.max_body_bytes}): one request of the allowed size could never "
                 "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
+        _check_ops_settings(settings.server)
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
         # Everything start() opens, in opening order; stop() unwinds it (module docstring).
         self._stack = contextlib.AsyncExitStack()
@@ -130,6 +135,10 @@ class SecurityServer:
         self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
         self._keys_lock = asyncio.Lock()
         self._versions: dict[str, int] = {}  # serverconf's change counters the snapshot and keys reflect
+        self.metrics = ServerMetrics()  # served on the ops port (docs/operations.md section 8)
+        self._expiry = ExpiryGauge(self.metrics, str(self.server_id))
+        self.health: ServerHealth | None = None  # readiness checks and gauges (start())
+        self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -198,7 +207,9 @@ class SecurityServer:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         stack.push_async_callback(self.http.close)
-        ocsp_cache = OcspCache(self.http, clock=self.clock, refresh_seconds=s.ocsp_refresh_seconds)
+        ocsp_cache = OcspCache(self.http, clock=self.clock, refresh_seconds=s.ocsp_refresh_seconds,
+                               timeout_seconds=s.ocsp_timeout_seconds, observer=self.metrics)
+        stack.push_async_callback(ocsp_cache.close)  # its fetches end before the session closes
         limits = ProxyLimits(
             max_body_bytes=s.max_body_bytes, max_clock_skew_seconds=s.max_clock_skew_seconds,
             replay_window_seconds=s.replay_window_seconds, connect_timeout_seconds=s.connect_timeout_seconds,
@@ -216,18 +227,20 @@ class SecurityServer:
             self.messagelog = SqlMessageLogStore(
                 self.engine, max_body_bytes=s.max_loggable_body_bytes, max_batch=s.messagelog_batch_size,
             )
+        self.messagelog.observer = self.metrics
         stack.push_async_callback(self.messagelog.close)  # closed after the ports and tasks, which log
         # The pool checks each provider's TLS certificate with the context built next, which holds the pool:
         # its check is a method of this server that reaches the context through self.context.
         peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds,
                          max_body_bytes=limits.max_body_bytes)
+        peers.on_wait = self.metrics.peer_wait.observe
         self._close_at_every_stop(peers.close)
         self._versions = await self.store.versions()  # before the snapshot: a change between is read again
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
             service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
-            origin=self.origin,
+            origin=self.origin, metrics=self.metrics,
         )
         ctx.body_logging = s.body_logging
         if not s.body_logging:
@@ -242,6 +255,11 @@ class SecurityServer:
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
+        self.health = ServerHealth(
+            settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
+            checkpointer=self.checkpointer, context=ctx, token=self.token,
+            lease=self.lease,
+        )
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
@@ -268,6 +286,12 @@ class SecurityServer:
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
+        if s.ops_port >= 0:  # /metrics, /healthz, /readyz on a port of their own, in every worker
+            health = self.health
+            ops_runner = await self._serve(build_ops_app(self.metrics.registry, refresh=self.refresh_metrics,
+                                                         checks=health.checks), s.ops_host, s.ops_port, None)
+            self.ops_url = f"http://{s.ops_host}:{self._port(ops_runner)}"
+        _spawn(tasks, self._ops_loop(), "ops-refresh")
         _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
         _spawn(tasks, self._reload_loop(), "serverconf-reload")
         if self.token is not None:
@@ -277,7 +301,7 @@ class SecurityServer:
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
-                 client_url=self.client_url, server_address=self.server_address)
+                 client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
@@ -435,10 +459,41 @@ class SecurityServer:
         except GatewayError as e:  # metrics never stop the server
             log.warning("certificate expiry metrics not updated", error=e.message)
             return
-        update_expiry_gauge(str(self.server_id), reports,
+        update_expiry_gauge(self._expiry, reports, now=self.clock(),
                             warning_days=self.settings.server.cert_expiry_warning_days)
         for r in token_model.expiring(reports, within_days=self.settings.server.cert_expiry_warning_days):
             log.warning("certificate expires soon", usage=r.usage, sha256=r.sha256, days_left=round(r.days_left or 0))
+
+    async def refresh_metrics(self) -> None:
+        """Set the time-derived gauges as of now (before a scrape, and every few seconds in every worker)."""
+        if self.health is not None:
+            self.health.refresh_gauges()
+            self._expiry.refresh(self.clock())
+
+    async def refresh_ocsp(self) -> None:
+        """Keep our own certificates' OCSP responses fresh (fetched at once if there is none, else refreshed in
+        the background when due), and every other cached response too, without waiting for traffic."""
+        ctx = self.context
+        conf = self.globalconf.current
+        if ctx is None or conf is None:
+            return
+        for cert in (ctx.signer.cert, ctx.auth_cert):
+            ca = conf.ca_for(cert)
+            if ca is not None:
+                with contextlib.suppress(GatewayError):  # counted and logged by the cache
+                    await ctx.ocsp_cache.status(cert, ca, max_age_seconds=conf.ocsp_freshness_seconds)
+        await ctx.ocsp_cache.refresh_due()
+
+    async def _ops_loop(self) -> None:
+        """Every :data:`~gateway.ops.metrics.REFRESH_SECONDS`: our OCSP responses, then the gauges."""
+        while not self._stop.is_set():
+            try:
+                await self.refresh_ocsp()
+                await self.refresh_metrics()
+            except Exception:
+                log.exception("ops refresh failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_SECONDS)
 
     async def _key_watch_loop(self) -> None:
         """Reload keys when token.json changes or a new global configuration arrives; refresh metrics hourly."""
@@ -583,6 +638,22 @@ class SecurityServer:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
         log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+def _check_ops_settings(s: ServerSettings) -> None:
+    """Refuse unusable ops, OCSP and readiness settings (docs/operations.md section 8) before anything opens.
+
+    Raises:
+        ConfigError: naming the key and the value.
+    """
+    if not -1 <= s.ops_port <= 65535:
+        raise ConfigError(f"[server] ops_port = {s.ops_port} is not a TCP port (0-65535) or -1 (off)")
+    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds"):
+        if not getattr(s, key) > 0:
+            raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
+    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
+        if not getattr(s, key) >= 0:
+            raise ConfigError(f"[server] {key} = {getattr(s, key)} must be 0 or more seconds")
 
 
 class _LogGate:

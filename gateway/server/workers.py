@@ -22,6 +22,10 @@ processes (``python -m gateway ... server serve --worker K``) and serves nothing
 4. **Stop.** SIGTERM or SIGINT to the supervisor sends SIGTERM to every worker and waits for each to close
    (draining requests, flushing its log); after :data:`STOP_TIMEOUT_SECONDS` a worker still running is
    killed. If the supervisor itself dies, each worker sees its end of the socket pair close and stops.
+5. **Metrics.** Every worker writes its metrics to ``<state_dir>/metrics`` (prometheus-client's multiprocess
+   mode, :mod:`gateway.ops.metrics`), made 0700 and emptied before the first worker starts; the live gauges of
+   a worker that exited are dropped before it is started again. Any worker answers a scrape of the shared ops
+   port with the node's totals.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.errors import ConfigError
+from gateway.ops.metrics import MULTIPROC_ENV, mark_worker_dead, prepare_multiprocess_dir
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.server.workers")
@@ -50,7 +56,7 @@ MAX_RESTART_DELAY_SECONDS = 30.0  # seconds; the delay doubles per failure in a 
 STABLE_SECONDS = 60.0  # seconds a worker must run for its next restart to wait the shortest delay again
 START_TIMEOUT_SECONDS = 120.0  # seconds a worker may take to listen
 STOP_TIMEOUT_SECONDS = 30.0  # seconds a worker may take to stop after SIGTERM before it is killed
-_PORTS = ("client_port", "client_https_port", "server_port", "admin_port")
+_PORTS = ("client_port", "client_https_port", "server_port", "admin_port", "ops_port")
 
 
 @dataclass(slots=True)
@@ -76,7 +82,8 @@ def reserve_ports(settings: Settings) -> tuple[dict[str, int], list[socket.socke
         port = getattr(s, key)
         if port != 0:
             continue
-        host = s.admin_host if key == "admin_port" else s.server_host if key == "server_port" else s.client_host
+        hosts = {"admin_port": s.admin_host, "server_port": s.server_host, "ops_port": s.ops_host}
+        host = hosts.get(key, s.client_host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -108,6 +115,7 @@ class Supervisor:
         self.restarts = 0  # workers started again after they exited
         self._held: list[socket.socket] = []
         self._stopping = False
+        self.metrics_dir = Path(settings.server.state_dir) / "metrics"  # emptied by run()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Start every worker, supervise them until ``stop`` is set, then stop them; the exit code.
@@ -116,6 +124,11 @@ class Supervisor:
             ConfigError: a port cannot be reserved.
         """
         ports, self._held = reserve_ports(self.settings)
+        try:
+            self.metrics_dir = prepare_multiprocess_dir(Path(self.settings.server.state_dir) / "metrics")
+        except OSError as e:
+            raise ConfigError(f"cannot prepare the metrics directory in [server] state_dir: {e}") from e
+        self._env[MULTIPROC_ENV] = str(self.metrics_dir)
         for key, port in ports.items():
             self._env[f"GATEWAY_SERVER__{key.upper()}"] = str(port)
         try:
@@ -203,6 +216,7 @@ class Supervisor:
         while not stop.is_set():
             assert w.proc is not None
             await w.proc.wait()
+            mark_worker_dead(self.metrics_dir, w.proc.pid)
             if stop.is_set():
                 return
             await self._restart(w, stop)

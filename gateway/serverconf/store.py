@@ -188,6 +188,17 @@ class ServerConfStore:
         async with self._tx() as conn:
             await conn.execute(_bump(KEYS_VERSION))
 
+    async def check_writable(self) -> None:
+        """A write that changes nothing (the keys counter set to itself, committed): proves that the database
+        takes writes now, for the readiness check.
+
+        Raises:
+            GatewayError: the database failed (``DatabaseError``).
+        """
+        async with self._tx() as conn:
+            await conn.execute(sa.update(versions).where(versions.c.name == KEYS_VERSION)
+                               .values(version=versions.c.version))
+
     # ---------------------------------------------------------------------------------------------- helpers
 
     @staticmethod

@@ -1,46 +1,51 @@
-"""Prometheus gauge of the days left before each certificate of the token expires (I/O: process metrics).
+"""Certificate expiry as Prometheus gauges, in seconds (I/O: process metrics).
 
-``gateway_certificate_expiry_days{server, usage, sha256, identity, state}`` in the default ``prometheus_client``
-registry, so that whatever serves ``/metrics`` (the admin API) exposes it; :func:`update_expiry_gauge` is
-called by the security server at start-up, after every key change and once a day.
-``gateway_certificate_expiring{server}`` counts the active certificates within ``cert_expiry_warning_days``.
-Several security servers in one process (the demo, tests) each keep their own series.
+``gateway_certificate_expires_in_seconds{server, usage, sha256, identity, state}`` (negative: expired) and
+``gateway_certificates_expiring{server}`` (active certificates within ``cert_expiry_warning_days``), in the
+server's own registry (:class:`gateway.ops.metrics.ServerMetrics`), served on its ops port.
+:class:`ExpiryGauge` keeps each certificate's ``notAfter``: :meth:`ExpiryGauge.update` replaces the set (at
+start-up, after every key change, hourly), :meth:`ExpiryGauge.refresh` sets the seconds left as of ``now``
+(before every scrape).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
-from prometheus_client import Gauge
-
+from gateway.ops.metrics import ServerMetrics
 from gateway.token.model import CertReport
 
-EXPIRY_DAYS = Gauge(
-    "gateway_certificate_expiry_days",
-    "Days until the certificate expires (negative: expired)",
-    ["server", "usage", "sha256", "identity", "state"],
-)
-EXPIRING = Gauge(
-    "gateway_certificate_expiring",
-    "Active certificates that expire within the warning period ([server] cert_expiry_warning_days)",
-    ["server"],
-)
-_series: dict[str, set[tuple[str, ...]]] = {}  # server -> label values it has set
+
+class ExpiryGauge:
+    """The expiry gauges of one security server."""
+
+    def __init__(self, metrics: ServerMetrics, server: str) -> None:
+        self._metrics = metrics
+        self._server = server
+        self._not_after: dict[tuple[str, ...], datetime] = {}
+
+    def update(self, reports: Iterable[CertReport], *, now: datetime, warning_days: float) -> None:
+        """Replace the series with one per certificate in ``reports``."""
+        for labels in self._not_after:
+            self._metrics.cert_expiry.remove(*labels)
+        self._not_after = {}
+        expiring = 0
+        for r in reports:
+            if r.sha256 is None or r.not_after is None or r.identity is None or r.state is None:
+                continue
+            self._not_after[(self._server, r.usage, r.sha256, r.identity, r.state)] = r.not_after
+            if r.state == "active" and (r.not_after - now).total_seconds() <= warning_days * 86400:
+                expiring += 1
+        self._metrics.cert_expiring.labels(self._server).set(expiring)
+        self.refresh(now)
+
+    def refresh(self, now: datetime) -> None:
+        for labels, not_after in self._not_after.items():
+            self._metrics.cert_expiry.labels(*labels).set(round((not_after - now).total_seconds()))
 
 
-def update_expiry_gauge(server: str, reports: Iterable[CertReport], *, warning_days: float) -> None:
-    """Replace ``server``'s series with one per certificate in ``reports``."""
-    for labels in _series.pop(server, set()):
-        EXPIRY_DAYS.remove(*labels)
-    current: set[tuple[str, ...]] = set()
-    expiring = 0
-    for r in reports:
-        if r.sha256 is None or r.days_left is None or r.identity is None or r.state is None:
-            continue
-        labels = (server, r.usage, r.sha256, r.identity, r.state)
-        EXPIRY_DAYS.labels(*labels).set(round(r.days_left, 3))
-        current.add(labels)
-        if r.state == "active" and r.days_left <= warning_days:
-            expiring += 1
-    _series[server] = current
-    EXPIRING.labels(server).set(expiring)
+def update_expiry_gauge(gauge: ExpiryGauge, reports: Iterable[CertReport], *, now: datetime,
+                        warning_days: float) -> None:
+    """:meth:`ExpiryGauge.update` (the runtime's seam: a test replaces it)."""
+    gauge.update(reports, now=now, warning_days=warning_days)

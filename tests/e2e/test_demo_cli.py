@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from ops_kit import samples, total
+from waiting import wait_for_condition
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +110,19 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
                 assert re.fullmatch(r"DEV-[0-9a-f-]{36}", resp.headers["X-Road-Id"])
                 assert resp.headers["X-Road-Client"] == "DEV/GOV/1001/consumer"
                 assert len((await resp.json())["items"]) == 2
+            # ... and is counted on both servers' metrics; each part reports ready (docs/operations.md section 8)
+            for part, side in ((ss1, "client"), (ss2, "server")):
+                assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", part["metrics_url"])
+                async with http.get(part["metrics_url"]) as resp:
+                    assert resp.status == 200
+                    found = samples(await resp.text())
+                assert total(found, "gateway_exchanges_total", side=side, client="DEV/GOV/1001/consumer",
+                             outcome="ok") == 1
+            for url in (ss1["readiness_url"], ss2["readiness_url"], desc["central"]["readiness_url"]):
+                await wait_for_condition(lambda url=url: _ready(http, url), timeout=START_TIMEOUT,
+                                         what=f"{url} answers 200")
+            async with http.get(desc["central"]["metrics_url"]) as resp:
+                assert resp.status == 200 and "gateway_central_globalconf_version" in await resp.text()
 
             # (4) Ctrl-C: a clean exit 0, sockets closed
             proc.send_signal(signal.SIGINT)
@@ -124,6 +139,11 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             await proc.wait()
         stderr.close()
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
+
+
+async def _ready(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url) as resp:
+        return resp.status == 200 and (await resp.json())["status"] == "ready"
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:

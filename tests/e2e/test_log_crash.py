@@ -100,6 +100,8 @@ async def wait_for_checkpoint(database_url: str, origin: str) -> None:
 def _process_settings(text: str, *, client_port: str, server_port: str) -> str:
     text = re.sub(r"(?m)^client_port = .*$", f"client_port = {client_port}", text)
     text = re.sub(r"(?m)^server_port = .*$", f"server_port = {server_port}", text)
+    # no ops port: a port picked at random by one process could be the other's fixed port, freed a moment ago
+    text = re.sub(r"(?m)^ops_port = .*$", "ops_port = -1", text)
     return re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", text)
 
 

@@ -86,9 +86,12 @@ frontend peers_in
 
 backend ss2_nodes
     balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz
+    http-check expect status 200
     default-server check inter 200ms fall 1 rise 1
-    server node1 127.0.0.1:{node1}
-    server node2 127.0.0.1:{node2}
+    server node1 127.0.0.1:{node1} check port {ops1}
+    server node2 127.0.0.1:{node2} check port {ops2}
 """
 
 
@@ -125,8 +128,10 @@ async def test_two_nodes_behind_haproxy_one_killed(tmp_path: Path) -> None:
             front = int(ss2.server_address.rsplit(":", 1)[1])
             await ss2.stop()
             ports = {"node1": free_port(), "node2": free_port()}
+            ops = {"node1": free_port(), "node2": free_port()}  # HAProxy checks each node's /readyz there
             cfg = tmp_path / "haproxy.cfg"
-            cfg.write_text(HAPROXY_CFG.format(front=front, node1=ports["node1"], node2=ports["node2"]))
+            cfg.write_text(HAPROXY_CFG.format(front=front, node1=ports["node1"], node2=ports["node2"],
+                                              ops1=ops["node1"], ops2=ops["node2"]))
             base = (fed.workdir / "ss2.toml").read_text()
             base = re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", base)
             base = re.sub(r"(?m)^address = .*$", f'address = "127.0.0.1:{front}"', base)
@@ -134,6 +139,7 @@ async def test_two_nodes_behind_haproxy_one_killed(tmp_path: Path) -> None:
             for node, port in ports.items():
                 text = re.sub(r"(?m)^server_port = .*$", f"server_port = {port}", base)
                 text = re.sub(r"(?m)^node = .*$", f'node = "{node}"', text)
+                text = re.sub(r"(?m)^ops_port = .*$", f"ops_port = {ops[node]}", text)
                 settings[node] = tmp_path / f"ss2-{node}.toml"
                 settings[node].write_text(text)
             logs = {node: tmp_path / f"ss2-{node}.stderr" for node in ports}

@@ -214,7 +214,7 @@ async def test_operator_adds_an_agency_renews_and_revokes_its_certificates(
             f'id = "{SERVER}"',
             f'database_url = "sqlite+aiosqlite:///{d / "ss3.db"}"',
             f'state_dir = "{d}"',
-            "client_port = 0", "client_https_port = -1", "server_port = 0", "admin_port = 0",
+            "client_port = 0", "client_https_port = -1", "server_port = 0", "admin_port = 0", "ops_port = 0",
             f'token_dir = "{d / "token"}"', f'token_pin_file = "{pin_file}"',
             "ocsp_refresh_seconds = 1", "serverconf_reload_seconds = 1",
             "[globalconf]",

@@ -13,10 +13,12 @@ import json
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
+from ops_kit import samples, total
 from process_kit import (
     alive,
     checkpointed,
@@ -50,6 +52,8 @@ async def test_two_workers_share_the_port_and_survive_a_kill(tmp_path: Path) -> 
         text = re.sub(r"(?m)^server_port = .*$", f"server_port = {port}", text)
         text = re.sub(r"(?m)^client_https_port = .*$", "client_https_port = -1", text)
         text = re.sub(r"(?m)^workers = .*$", "workers = 2", text)
+        ops_port = _free_port()
+        text = re.sub(r"(?m)^ops_port = .*$", f"ops_port = {ops_port}", text)
         settings = tmp_path / "ss2-workers.toml"
         settings.write_text(text)
         log = tmp_path / "ss2.stderr"
@@ -83,6 +87,15 @@ async def test_two_workers_share_the_port_and_survive_a_kill(tmp_path: Path) -> 
 
             # (2) both workers serve: connections are spread over the two listeners of the port
             await wait_until(lambda: both_log({W0: 0, W1: 0}), timeout=TIMEOUT, what="both workers log exchanges")
+            # ... and the scrape of the shared ops port adds up both workers' exchanges (multiprocess mode)
+            recs = await logged(database_url, [W0, W1])
+            metrics_dir = Path(ss2.settings.server.state_dir) / "metrics"
+            assert (metrics_dir.stat().st_mode & 0o777) == 0o700
+            async with session.get(f"http://127.0.0.1:{ops_port}/metrics") as resp:
+                assert resp.status == 200
+                scraped = samples(await resp.text())
+            served = total(scraped, "gateway_exchanges_total", side="server", outcome="ok")
+            assert served == len(recs[W0]) + len(recs[W1]), (served, len(recs[W0]), len(recs[W1]))
             # (3) kill -9 of worker 1 under load; the supervisor starts it again with the same index
             before = {o: len(r) for o, r in (await logged(database_url, [W0, W1])).items()}
             killed = pids[1]
@@ -206,3 +219,9 @@ async def test_workers_stop_when_their_supervisor_dies(tmp_path: Path) -> None:
             await engine.dispose()
     finally:
         await fed.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -7,6 +7,7 @@
   member's real signing key and send it over mutual TLS with a real authentication certificate, so that a test
   can tamper with any byte after signing.
 - :func:`records`: a server's message-log records, decoded, optionally only one request id's.
+- :func:`ocsp_refreshed`: wait for the background OCSP refreshes a moved clock made due.
 - :class:`FailingLog`, :class:`GatedLog`, :func:`swapped_log`: in-memory message logs (the store's own test
   double, with its real writer) whose commits fail, or wait for the test, for records of given kinds; and a
   server that uses one for a while.
@@ -273,6 +274,14 @@ async def swapped_log(server: SecurityServer, store: MessageLogStore) -> AsyncIt
     finally:
         server.context.messagelog = own
         await store.close()
+
+
+async def ocsp_refreshed(fed: Federation) -> None:
+    """Every server's due OCSP refreshes done: they run in the background (gateway.proxy.ocspcache, rule 2), so
+    a test that moved the clock past ``ocsp_refresh_seconds`` waits for them before it expects a new status."""
+    for server in fed.servers.values():
+        assert server.context is not None
+        await server.context.ocsp_cache.refresh_due(wait=True)
 
 
 def kinds(recs: Iterable[LogRecord]) -> list[tuple[str, int | None]]:

@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from exchange_kit import PROBE, Probe, ShiftClock, call, probed_federation
-from prometheus_client import REGISTRY
+from exchange_kit import PROBE, Probe, ShiftClock, call, ocsp_refreshed, probed_federation
 
 from gateway.central import registry
 from gateway.dev.demo import Federation
@@ -126,6 +125,7 @@ async def test_revoked_signing_certificate_is_refused_until_renewed(
     # the cached "good" answer still holds until it is older than ocsp_refresh_seconds ...
     assert (await call(ss1, f"{PROBE}/cached")).status == 200
     clock.advance(ss2.settings.server.ocsp_refresh_seconds + 1)
+    await ocsp_refreshed(fed)  # the refresh runs in the background
     # ... then the provider cannot sign any more: its own OCSP answer says revoked
     answer = await call(ss1, f"{PROBE}/after", headers={"X-Road-Id": f"DEV-{uuid.uuid4()}"})
     answer.assert_error(500, "Server.ServerProxy.CertValidation", contains="revoked")
@@ -175,7 +175,7 @@ async def test_expiry_report_and_gauge(world: tuple[Federation, ShiftClock, Prob
     assert {r.identity for r in in_use} == {str(SecurityServerId.parse("DEV/GOV/1001/ss1")),
                                            str(MemberId.parse("DEV/GOV/1001"))}
     sha = next(r.sha256 for r in in_use if r.usage == "sign")
-    value = REGISTRY.get_sample_value("gateway_certificate_expiry_days", {
+    value = ss1.metrics.registry.get_sample_value("gateway_certificate_expires_in_seconds", {
         "server": "DEV/GOV/1001/ss1", "usage": "sign", "sha256": sha, "identity": "DEV/GOV/1001",
         "state": "active"})
-    assert value is not None and 700 < value <= 730
+    assert value is not None and 700 * 86400 < value <= 730 * 86400

@@ -46,6 +46,7 @@ from exchange_kit import (
     issue,
     kinds,
     ocsp_for,
+    ocsp_refreshed,
     probed_federation,
     records,
     send_to_server_port,
@@ -737,6 +738,7 @@ async def test_revoked_consumer_server_is_refused_once_the_ocsp_cache_expires(
     auth = x509.load_pem_x509_certificate(Path(ss1.files.auth_cert).read_bytes())
     fed.ca.revoke(auth.serial_number, reason="keyCompromise", now=clock())
     clock.advance(ss2.settings.server.ocsp_refresh_seconds + 1)  # the cached "good" answer is now too old
+    await ocsp_refreshed(fed)  # the refresh runs in the background
     message_id = f"DEV-revoked-{uuid.uuid4()}"
     answer = await call(ss1, f"{PROBE}/after", headers={"X-Road-Id": message_id})
     answer.assert_error(500, "Server.ServerProxy.SslAuthenticationFailed", contains="is revoked")
@@ -754,6 +756,7 @@ async def test_revoked_provider_server_is_refused_on_a_pooled_connection(
     auth = x509.load_pem_x509_certificate(Path(ss2.files.auth_cert).read_bytes())
     fed.ca.revoke(auth.serial_number, reason="keyCompromise", now=clock())
     clock.advance(ss1.settings.server.ocsp_refresh_seconds + 1)
+    await ocsp_refreshed(fed)  # the refresh runs in the background
     message_id = f"DEV-revoked-provider-{uuid.uuid4()}"
     answer = await call(ss1, f"{PROBE}/after", headers={"X-Road-Id": message_id})
     answer.assert_error(500, "Server.ClientProxy.SslAuthenticationFailed", contains="is revoked")
@@ -770,6 +773,7 @@ async def test_revoked_signing_certificate_stops_the_consumer_from_signing(
     assert (await call(ss1, f"{PROBE}/warm")).status == 200
     fed.ca.revoke(signer_of(ss1).cert.serial_number, reason="keyCompromise", now=clock())
     clock.advance(ss1.settings.server.ocsp_refresh_seconds + 1)
+    await ocsp_refreshed(fed)  # the refresh runs in the background
     message_id = f"DEV-revoked-sign-{uuid.uuid4()}"
     answer = await call(ss1, f"{PROBE}/after", headers={"X-Road-Id": message_id})
     answer.assert_error(500, "Server.ClientProxy.CertValidation", contains="revoked")
@@ -840,6 +844,7 @@ async def test_provider_whose_signing_certificate_is_revoked_calls_no_service(
     assert (await call(ss1, f"{PROBE}/warm")).status == 200
     fed.ca.revoke(signer_of(ss2).cert.serial_number, reason="keyCompromise", now=clock())
     clock.advance(ss2.settings.server.ocsp_refresh_seconds + 1)
+    await ocsp_refreshed(fed)  # the refresh runs in the background
     message_id = f"DEV-provider-cannot-sign-{uuid.uuid4()}"
     answer = await call(ss1, f"{PROBE}/after", headers={"X-Road-Id": message_id})
     # it could not sign the answer, so it must not have asked the service (nor logged a request it cannot answer)

@@ -1,5 +1,6 @@
-"""``[server] workers`` and ``node``: what a security server process refuses before it opens anything, and the
-log origin it derives (gateway.server.runtime, gateway.messagelog.origins)."""
+"""``[server] workers``, ``node`` and the ops settings (ops port, OCSP timing, readiness margins): what a
+security server process refuses before it opens anything, and the log origin it derives (gateway.server.runtime,
+gateway.messagelog.origins)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def test_origin_of_a_process(server: dict[str, object], worker: int, origin: str
     ({}, -1, r"worker index -1 is outside 0\.\.0"),
     ({"node": "Node 2"}, 0, r"\[server\] node 'Node 2' is not a node name"),
     ({"node": "7"}, 0, r"\[server\] node '7' is not a node name"),
+    ({"ops_port": 65536}, 0, r"\[server\] ops_port = 65536 is not a TCP port \(0-65535\) or -1 \(off\)"),
+    ({"ops_port": -2}, 0, r"\[server\] ops_port = -2 is not a TCP port"),
+    ({"ocsp_timeout_seconds": 0.0}, 0, r"\[server\] ocsp_timeout_seconds = 0.0 must be a positive number"),
+    ({"ocsp_refresh_seconds": -1.0}, 0, r"\[server\] ocsp_refresh_seconds = -1.0 must be a positive number"),
+    ({"readiness_grace_margin_seconds": -5.0}, 0,
+     r"\[server\] readiness_grace_margin_seconds = -5.0 must be 0 or more seconds"),
 ])
 def test_bad_worker_settings_refused(server: dict[str, object], worker: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -46,3 +53,11 @@ def test_settings_keys_from_the_environment() -> None:
     assert (s.server.workers, s.server.node) == (3, "node2")
     with pytest.raises(ConfigError, match="key 'workers': expected an integer"):
         load_settings(None, {"GATEWAY_SERVER__WORKERS": "many"})
+
+
+def test_bad_central_ops_port_refused() -> None:
+    from gateway.central import check_settings
+    from gateway.settings import CentralSettings
+
+    with pytest.raises(ConfigError, match=r"\[central\] key 'ops_port': 70000 is not a TCP port"):
+        check_settings(dataclasses.replace(CentralSettings(), ops_port=70000))

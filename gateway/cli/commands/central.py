@@ -58,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with stop_on_signal() as stop:
             handle = await start_central(central, host=host, port=port)
             out(f"central server listening on {handle.url}")
+            if handle.ops_url:
+                out(f"central server ops (/metrics, /healthz, /readyz) on {handle.ops_url}")
             try:
                 await stop.wait()
             finally:

@@ -88,6 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{' and ' + server.client_https_url if server.client_https_url else ''}, "
               f"peers {server.server_address}"
               f"{', admin ' + server.admin_url if server.admin_url else ''}", flush=True)
+        if server.ops_url:
+            print(f"security server {server.server_id}: ops (/metrics, /healthz, /readyz) {server.ops_url}",
+                  flush=True)
 
     return run(serve_until_signal(start, server.stop))
 
@@ -116,6 +119,7 @@ async def _serve_worker(server: SecurityServer, channel: int) -> int:
                 "server": str(server.server_id), "origin": server.origin, "worker": server.worker,
                 "client_url": server.client_url, "client_https_url": server.client_https_url,
                 "server_address": server.server_address, "admin_url": server.admin_url,
+                "ops_url": server.ops_url,
             })
             gc.freeze()  # as serve_until_signal: what starting made lives as long as the process
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(gone.wait())]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import structlog
 
@@ -87,6 +88,14 @@ class WriterStats:
     largest_batch: int = 0
 
 
+class CommitObserver(Protocol):
+    """Where the writer reports its commits (:class:`gateway.ops.metrics.ServerMetrics` fits)."""
+
+    def commit_done(self, records: int, seconds: float, *, failed: bool) -> None: ...
+
+    def record_waited(self, side: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredCheckpoint:
     """A signed checkpoint as stored, with its RFC 3161 timestamp once it has one (docs/messagelog.md)."""
@@ -117,6 +126,7 @@ class PendingRecord:
     blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (name, DER) the record names
     body_ref: str | None = None  # a body stored apart (committed already): its id
     body_size: int | None = None
+    queued_at: float = field(default_factory=time.perf_counter, repr=False)  # for the wait metric
 
 
 _STOP = object()
@@ -167,6 +177,22 @@ class MessageLogStore(ABC):
         self._blobs_stored: set[tuple[str, str]] = set()
         self._blob_cache: dict[tuple[str, str], bytes] = {}
         self._encoding: set[asyncio.Future[Appended]] = set()  # start()'s appends of large bodies
+        self.observer: CommitObserver | None = None  # commits and waits, for metrics (set by the runtime)
+        self.last_error: str | None = None  # why the last batch failed; None once one commits again
+        self._batch_started = 0.0
+
+    @property
+    def queue_depth(self) -> int:
+        """Records accepted and not yet committed (queued, or in the batch being written)."""
+        return len(self._pending) + len(self._in_flight or ()) + self._queue.qsize()
+
+    def writer_problem(self) -> str | None:
+        """Why the writer cannot take records now (closed, stopped, its last batch failed), or None."""
+        if self._closed:
+            return "the message log is closed"
+        if self._writer is not None and self._writer.done():
+            return "the message log writer has stopped"
+        return self.last_error
 
     async def append(self, record: LogRecord) -> Appended:
         """Log ``record`` and return once it is committed.
@@ -412,6 +438,7 @@ class MessageLogStore(ABC):
         # On the event loop: the next batch, in queue order, to the writer's thread.
         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
         self._in_flight = batch
+        self._batch_started = time.perf_counter()
         try:
             writer.executor.submit(self._write_in_thread, loop, writer, batch)
         except RuntimeError as e:  # the executor has shut down
@@ -475,6 +502,7 @@ class MessageLogStore(ABC):
                     p.future.set_exception(_logging_failed(p.record, "the message log writer stopped"))
 
     async def _commit(self, batch: list[PendingRecord]) -> None:
+        self._batch_started = time.perf_counter()
         try:
             seqs = await self._write_batch(batch)
         except Exception as e:  # any failure of the backend fails the batch closed
@@ -485,7 +513,11 @@ class MessageLogStore(ABC):
     def _settle(
         self, batch: list[PendingRecord], seqs: Sequence[Outcome] | None, error: BaseException | None,
     ) -> None:
+        observer = self.observer
         if error is not None:
+            self.last_error = f"the last commit failed: {_describe(error)}"
+            if observer is not None:
+                observer.commit_done(len(batch), 0.0, failed=True)
             self.stats.failed_batches += 1
             log.error("messagelog_commit_failed", records=len(batch), error=repr(error))
             for p in batch:
@@ -499,6 +531,12 @@ class MessageLogStore(ABC):
         self.stats.batches += 1
         self.stats.records += written
         self.stats.largest_batch = max(self.stats.largest_batch, written)
+        self.last_error = None
+        if observer is not None:
+            done = time.perf_counter()
+            observer.commit_done(written, done - self._batch_started, failed=False)
+            for p in batch:
+                observer.record_waited(p.record.side, done - p.queued_at)
         for p, seq in zip(batch, seqs, strict=True):
             if p.future.done():  # a caller cancelled while waiting: its record is still logged
                 continue

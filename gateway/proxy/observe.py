@@ -1,0 +1,96 @@
+"""What the proxies report about each answered exchange to the server's metrics (I/O: process metrics).
+
+Called once per exchange at each proxy's single entry point, with the answer that leaves: its status and
+``X-Road-Error`` give the outcome and fault type. Labels come only from identifiers this server has checked,
+never from raw request headers, so that no caller can grow the number of series: the client only if it is
+registered here (client side) or named in our signed answer (server side), the service only if its subsystem
+is in the global configuration; otherwise ``""``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from gateway.identifiers import ClientId, ServiceId
+from gateway.protocol import rest
+from gateway.proxy.common import Handler
+from gateway.proxy.context import ProxyContext
+
+# the client-facing request's (client, service), once parsed
+EXCHANGE_IDS = web.RequestKey("exchange_ids", tuple[ClientId, ServiceId])
+# An X-Road fault type as we render them; a relayed one that is not (a peer may send anything) counts as OTHER.
+_FAULT = re.compile(r"(Client|Server|Signer)(\.[A-Za-z0-9]{1,40}){1,3}")
+OTHER_FAULT = "Server.Other"
+
+
+def client_labels(ctx: ProxyContext, client: ClientId | None, service: ServiceId | None) -> tuple[str, str]:
+    """Bounded labels for a client-side exchange (module docstring)."""
+    c = str(client) if client is not None and client in ctx.snapshot.clients else ""
+    conf = ctx.globalconf.current
+    s = str(service) if service is not None and conf is not None and conf.subsystem_exists(service.subsystem) else ""
+    return c, s
+
+
+def exchange_done(
+    ctx: ProxyContext, side: str, *, started: float, status: int, headers: Iterable[tuple[str, str]],
+    labels: tuple[str, str], request_bytes: int | None, response_bytes: int | None,
+) -> None:
+    """Count one answered exchange; ``started`` is its ``time.perf_counter()`` at arrival."""
+    fault = None
+    for name, value in headers:
+        if name.lower() == rest.H_ERROR:
+            fault = value if _FAULT.fullmatch(value) else OTHER_FAULT
+            break
+    ctx.metrics.exchange_done(side, client=labels[0], service=labels[1], seconds=time.perf_counter() - started,
+                              fault=fault, request_bytes=request_bytes, response_bytes=response_bytes)
+
+
+def request_size(content_length: int | None, transfer_encoding: str | None) -> int | None:
+    """The request body's size as declared: its Content-Length, 0 without a body, None if chunked (unknown
+    here; not observed)."""
+    if content_length is not None:
+        return content_length
+    return None if transfer_encoding else 0
+
+
+def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """Server side: the client and service our signed answer names (set only once the request verified)."""
+    client = service = ""
+    for name, value in headers:
+        lname = name.lower()
+        if lname == rest.H_CLIENT:
+            client = value
+        elif lname == rest.H_SERVICE:
+            service = value
+    return client, service
+
+
+def client_middleware(ctx: ProxyContext) -> Middleware:
+    """The client-facing application's outermost middleware: counts every answer, errors included (the error
+    middleware inside it has rendered them by then)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        ids = request.get(EXCHANGE_IDS)
+        labels = client_labels(ctx, *ids) if ids is not None else ("", "")
+        body = response.body if isinstance(response, web.Response) else None
+        exchange_done(ctx, "client", started=started, status=response.status, headers=response.headers.items(),
+                      labels=labels,
+                      request_bytes=request_size(request.content_length, request.headers.get("Transfer-Encoding")),
+                      response_bytes=len(body) if isinstance(body, bytes) else None)
+        return response
+
+    return middleware
+
+
+__all__ = [
+    "EXCHANGE_IDS", "OTHER_FAULT", "client_labels", "client_middleware", "exchange_done", "request_size",
+    "server_labels",
+]

@@ -1,0 +1,165 @@
+"""A security server's readiness checks and the refresh of its time-derived gauges (I/O shell).
+
+The facts come from the running parts (database, token, global configuration updater, OCSP cache,
+checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` decides. Checks, in the order
+``/readyz`` lists them (docs/operations.md section 8):
+
+1. ``database``: a write that changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
+2. ``token``: the software token is logged in (plain key files: always passes);
+3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
+4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
+   response that stays fresh for more than ``readiness_ocsp_margin_seconds``;
+5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
+   end of the grace period;
+6. ``messagelog``: the writer takes records (its last commit did not fail) and this process holds its log
+   origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+from gateway.errors import GatewayError
+from gateway.globalconf.updater import GlobalConfUpdater
+from gateway.messagelog.checkpointer import Checkpointer
+from gateway.ops.metrics import ServerMetrics
+from gateway.ops.readiness import Check, deadline_check
+from gateway.proxy.context import ProxyContext
+from gateway.server.lease import OriginLease
+from gateway.serverconf.store import ServerConfStore
+from gateway.settings import ServerSettings
+from gateway.token.soft import SoftToken
+from gateway.trust.keys import cert_sha256_hex
+
+DB_TIMEOUT_SECONDS = 2.0  # seconds the database write of check 1 may take
+
+
+@dataclass(slots=True, kw_only=True)
+class ServerHealth:
+    """The checks and gauges of one running security server process."""
+
+    settings: ServerSettings
+    clock: Callable[[], datetime]
+    metrics: ServerMetrics
+    store: ServerConfStore
+    globalconf: GlobalConfUpdater
+    checkpointer: Checkpointer
+    context: ProxyContext
+    token: SoftToken | None
+    lease: OriginLease | None
+
+    async def checks(self) -> list[Check]:
+        now = self.clock()
+        checks = [await self._database(), self._token(), self._globalconf(now)]
+        checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
+                   self._ocsp("ocsp_auth", self.context.auth_cert, now)]
+        checks += [self._timestamping(now), self._messagelog()]
+        self.export(checks)
+        return checks
+
+    def export(self, checks: Sequence[Check]) -> None:
+        for c in checks:
+            self.metrics.ready.labels(c.name).set(1 if c.ok else 0)
+
+    # (1)
+    async def _database(self) -> Check:
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+                await self.store.check_writable()
+        except TimeoutError:
+            return Check(name="database", ok=False, detail=f"a write did not commit within {DB_TIMEOUT_SECONDS:g} s")
+        except GatewayError as e:
+            return Check(name="database", ok=False, detail=e.message)
+        return Check(name="database", ok=True, detail="writable")
+
+    # (2)
+    def _token(self) -> Check:
+        if self.token is None:
+            return Check(name="token", ok=True, detail="plain key files (no token)")
+        if self.token.logged_in:
+            return Check(name="token", ok=True, detail="logged in")
+        return Check(name="token", ok=False, detail="the token is logged out: nothing can be signed")
+
+    # (3)
+    def _globalconf(self, now: datetime) -> Check:
+        conf = self.globalconf.current
+        return deadline_check(
+            "globalconf", deadline=None if conf is None else conf.expires_at, now=now,
+            margin_seconds=self.settings.readiness_conf_margin_seconds,
+            what="the global configuration expires" if conf is None or conf.expires_at > now
+            else "the global configuration expired",
+            missing="no global configuration has been downloaded")
+
+    # (4)
+    def _ocsp(self, name: str, cert: x509.Certificate, now: datetime) -> Check:
+        conf = self.globalconf.current
+        status = self.context.ocsp_cache.peek(cert)
+        if status is None or conf is None:
+            return Check(name=name, ok=False, detail=f"no OCSP response for certificate "
+                                                     f"{cert_sha256_hex(cert)[:16]} fetched yet")
+        if status.status != "good":
+            return Check(name=name, ok=False, detail=f"certificate {cert_sha256_hex(cert)[:16]} is "
+                                                     f"{status.status} according to OCSP")
+        deadline = status.this_update + timedelta(seconds=conf.ocsp_freshness_seconds)
+        if status.next_update is not None:
+            deadline = min(deadline, status.next_update)
+        fresh = deadline > now
+        return deadline_check(name, deadline=deadline, now=now,
+                              margin_seconds=self.settings.readiness_ocsp_margin_seconds,
+                              what="the OCSP response stops being fresh" if fresh else "the OCSP response went stale",
+                              missing="")
+
+    # (5)
+    def _timestamping(self, now: datetime) -> Check:
+        since = self.checkpointer.unstamped_since
+        if since is None:
+            return Check(name="timestamping", ok=True, detail="every record is covered by a timestamp")
+        end = since + self.checkpointer.grace
+        return deadline_check("timestamping", deadline=end, now=now,
+                              margin_seconds=self.settings.readiness_grace_margin_seconds,
+                              what="the timestamping grace period ends" if end > now
+                              else "the timestamping grace period ended", missing="")
+
+    # (6)
+    def _messagelog(self) -> Check:
+        problem = self.context.messagelog.writer_problem()
+        if problem is None and self.lease is not None:
+            try:
+                self.lease.check()
+            except GatewayError as e:
+                problem = e.message
+        if problem is not None:
+            return Check(name="messagelog", ok=False, detail=problem)
+        return Check(name="messagelog", ok=True, detail=f"{self.context.messagelog.queue_depth} records queued")
+
+    # ---- gauges -------------------------------------------------------------------------------------------
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges that are states or ages as of now (module docstring of :mod:`gateway.ops.metrics`)."""
+        now = self.clock()
+        m = self.metrics
+        m.log_queue.set(self.context.messagelog.queue_depth)
+        cp = self.checkpointer
+        origin = cp.origin
+        latest = 0 if cp.latest is None else cp.latest.size
+        m.uncheckpointed.labels(origin).set(max(0, cp.tree.size - latest))
+        m.untimestamped.labels(origin).set(max(0, cp.tree.size - cp.stamped_size))
+        grace = cp.grace.total_seconds()
+        since = cp.unstamped_since
+        m.grace_left.labels(origin).set(grace if since is None else grace - (now - since).total_seconds())
+        for cert, status in self.context.ocsp_cache.cached():
+            m.ocsp_age.labels(cert_sha256_hex(cert), cert.subject.rfc4514_string()[:200]).set(
+                round((now - status.this_update).total_seconds(), 3))
+        conf = self.globalconf.current
+        if conf is not None:
+            m.conf_version.set(conf.version)
+            m.conf_age.set(round((now - conf.issued_at).total_seconds(), 3))
+            m.conf_expiry.set(round((conf.expires_at - now).total_seconds(), 3))
+
+
+__all__ = ["DB_TIMEOUT_SECONDS", "ServerHealth"]
