@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.admin.context import CALL
 from gateway.admin.middleware import authenticate_session
 from gateway.admin.web import session
-from gateway.admin.web.ops import User, context, note_error
+from gateway.admin.web.ops import UNREAD, User, context, note_error
 from gateway.admin.web.render import redirect, render
 from gateway.errors import Forbidden, GatewayError, PayloadTooLarge, RequestError
 
@@ -86,6 +86,7 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
         # (2) the CSRF token of a POST, before anything else is read or done
         form: dict[str, str] = {}
         if request.method == "POST":
+            request[UNREAD] = request.clone()
             try:
                 form = await read_form(request)
             except RequestError as e:

@@ -28,11 +28,15 @@ from gateway.admin.context import CALL, CONTEXT, AdminContext, Impl
 from gateway.admin.roles import Role
 from gateway.admin.routes import ROUTES, Route
 from gateway.admin.schema import validate
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import GatewayError, IdentifierError, RequestError
 
 ROUTE_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}
 HANDLERS_KEY = web.AppKey("admin_handlers", dict[str, Impl])
+# A copy of a POST request made before its form was read: aiohttp clones (with the query an operation takes)
+# only a request whose body is unread.
+UNREAD = web.RequestKey("web_unread_request", web.Request)
 _FIELD_RE = re.compile(r"\bbody\.([a-z_]+)")
+PAGE_LEVEL = "page"  # the form name of an error shown at the top of the page
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,12 +66,20 @@ class FormError:
     values: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, form: str, e: GatewayError, values: Mapping[str, str], fields: Mapping[str, str]) -> FormError:
+    def of(
+        cls, form: str, e: GatewayError, values: Mapping[str, str], fields: Mapping[str, str], *,
+        identifier: str | None = None,
+    ) -> FormError:
         """The error ``e`` of form ``form``, placed beside the field its message names (``fields``: form field
-        name to its label, which replaces ``body.<name>`` in the message), else on the form."""
+        name to its label, which replaces ``body.<name>`` in the message), beside field ``identifier`` for a
+        malformed identifier, else on the form."""
         message = e.message if not e.hint else f"{e.message} ({e.hint})"
+        if e.status == 403:  # a refused role: said at the top of the page, which may not show the form at all
+            return cls(form=PAGE_LEVEL, message=message, xroad_type=e.xroad_type, values=dict(values))
         m = _FIELD_RE.search(e.message)
         at = m.group(1) if m and m.group(1) in fields else None
+        if at is None and isinstance(e, IdentifierError):
+            at = identifier
         if at is not None:
             message = message.replace(f"body.{at}", fields[at])
         return cls(form=form, message=message, xroad_type=e.xroad_type, field=at, values=dict(values))
@@ -88,8 +100,9 @@ def authorize(
     """
     route = ROUTE_BY_ID[operation_id]
     call = request[CALL]
-    # (1) the audit entry names the change, or a message-log read; a page's other reads do not replace it
-    if route.method != "GET" or route.audit_reads or call.route is None:
+    # (1) the audit entry names the change, or the page's first message-log read; other reads replace neither
+    first_audited_read = route.audit_reads and (call.route is None or not call.route.audit_reads)
+    if route.method != "GET" or first_audited_read or call.route is None:
         call.route, call.action = route, operation_id
         if request.match_info:
             call.details["path_params"] = {k: v[:300] for k, v in request.match_info.items()}
@@ -127,7 +140,11 @@ async def run_op(
         )
         validate(body, route.request)
     # (4) the API's handler, with the API's query parameters
-    target = request if query is None else request.clone(rel_url=request.rel_url.with_query(dict(query)))
+    if query is None:
+        target = request
+    else:
+        source = request.get(UNREAD, request)
+        target = source.clone(rel_url=source.rel_url.with_query(dict(query)))
     return await request.app[HANDLERS_KEY][operation_id](call, target, context(request))
 
 
@@ -167,6 +184,6 @@ def form_number(values: Mapping[str, str], name: str) -> float | None:
 
 
 __all__ = [
-    "HANDLERS_KEY", "ROUTE_BY_ID", "FormError", "User", "authorize", "context", "form_int", "form_number",
+    "HANDLERS_KEY", "ROUTE_BY_ID", "UNREAD", "FormError", "User", "authorize", "context", "form_int", "form_number",
     "note_error", "run_op",
 ]

@@ -66,7 +66,8 @@ async def add_client(request: web.Request, user: User, form: Form) -> web.Stream
         await run_op(request, user, "addClient", body)
     except GatewayError as e:
         note_error(request, e)
-        return await _clients_page(request, user, FormError.of("add", e, form, CLIENT_FIELDS), e.status)
+        err = FormError.of("add", e, form, CLIENT_FIELDS, identifier="id")
+        return await _clients_page(request, user, err, e.status)
     return back(request, f"Client {body['id']} added.")
 
 
@@ -150,7 +151,8 @@ async def add_service(request: web.Request, user: User, form: Form) -> web.Strea
         await run_op(request, user, "addService", body)
     except GatewayError as e:
         note_error(request, e)
-        return await _services_page(request, user, FormError.of("add", e, form, SERVICE_FIELDS), e.status)
+        err = FormError.of("add", e, form, SERVICE_FIELDS, identifier="id")
+        return await _services_page(request, user, err, e.status)
     return back(request, f"Service {body['id']} added.")
 
 
@@ -208,7 +210,8 @@ async def grant_access(request: web.Request, user: User, form: Form) -> web.Stre
         await run_op(request, user, "grantAccess", body)
     except GatewayError as e:
         note_error(request, e)
-        return await _service_page(request, user, FormError.of("grant", e, form, ACCESS_FIELDS), e.status)
+        err = FormError.of("grant", e, form, ACCESS_FIELDS, identifier="subject")
+        return await _service_page(request, user, err, e.status)
     return back(request, f"Access granted to {body['subject']}.", path=_parent(request))
 
 

@@ -66,7 +66,7 @@ async def create_csr(request: web.Request, user: User, form: Form) -> web.Stream
     except GatewayError as e:
         note_error(request, e)
         return await _keys_page(request, user, FormError.of(f"csr-{request.match_info['token_key_id']}", e, form,
-                                                            CSR_FIELDS), e.status)
+                                                            CSR_FIELDS, identifier="member"), e.status)
     name = f"csr-{request.match_info['token_key_id'][:16]}.pem"
     return web.Response(body=result["csr"].encode("ascii"), content_type="application/pkcs10",
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})

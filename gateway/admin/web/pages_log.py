@@ -80,10 +80,10 @@ async def _log_page(request: web.Request, user: User, err: FormError | None = No
     rows: list[dict[str, Any]] = []
     total = 0
     try:
+        authorize(request, user, "listMessageLogRecords", query={k: v for k, v in q.items() if v})
         query = RecordQuery(since=form_time(q, "from"), until=form_time(q, "to"), client=_text(q, "client"),
                             service=_text(q, "service"), message_id=_text(q, "message_id"),
                             request_id=_text(q, "request_id"))
-        authorize(request, user, "listMessageLogRecords", query={k: v for k, v in q.items() if v})
         found, total = await search_records(ctx.messagelog, origin, query, offset=0, limit=MAX_LIMIT)
     except GatewayError as e:
         if err is not None or e.status == 403:
@@ -181,10 +181,10 @@ async def record(request: web.Request, user: User, form: Form) -> web.StreamResp
     if not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 18:
         raise RequestError(f"record number {seq_text[:20]!r} is not a whole number")
     seq = int(seq_text)
+    exported = await run_op(request, user, "exportMessageLogRecord", query={"origin": origin})
     listed = await run_op(request, user, "listMessageLogRecords",
                           query={"origin": origin, "offset": str(seq), "limit": "1"})
     items = [i for i in listed["items"] if i["seq"] == seq]
-    exported = await run_op(request, user, "exportMessageLogRecord", query={"origin": origin})
     if not items or not isinstance(exported, web.Response) or not isinstance(exported.body, bytes):
         raise RequestError(f"origin {origin!r} has no record {seq}")
     view = items[0]["record"] or {}
