@@ -88,7 +88,7 @@ async def test_log_in_csrf_log_out_and_session_expiry(world: World, tmp_path: Pa
     url, ss1 = world.url("ss1"), world.fed.server("ss1")
     async with chromium() as browser:
         ctx = await new_context(browser)
-        page = await ctx.newAUDIT_PAGE
+        page = await ctx.new_page()
         # (1) no session: a page sends the browser to the log-in form
         await page.goto(f"{url}/ui/clients")
         await expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/clients$"))
@@ -155,7 +155,7 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
     shots = Shots(tmp_path, "observer")
     url, ss2 = world.url("ss2"), world.fed.server("ss2")
     async with chromium() as browser:
-        admin = await (await new_context(browser)).newAUDIT_PAGE
+        admin = await (await new_context(browser)).new_page()
         await log_in(admin, url, "admin", world.password("ss2"))
         # the administrator adds the observer through the users page
         await admin.goto(f"{url}/ui/users")
@@ -170,7 +170,7 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
         await check_page(admin, shots, "service")
         # the observer sees the pages, without their forms
         ctx = await new_context(browser)
-        page = await ctx.newAUDIT_PAGE
+        page = await ctx.new_page()
         await log_in(page, url, "observer1", "observer password 1")
         nav = page.get_by_role("navigation", name="Pages")
         await expect(nav.get_by_role("link", name="Users and API keys")).to_have_count(0)
@@ -214,7 +214,7 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
     await registry.add_server_client(engine, str(world.fed.server("ss1").server_id), new, instance="DEV")
     await world.fed.publish_and_refresh()
     async with chromium() as browser:
-        page = await (await new_context(browser)).newAUDIT_PAGE
+        page = await (await new_context(browser)).new_page()
         url1 = world.url("ss1")
         await log_in(page, url1, "admin", world.password("ss1"))
         # (1) the client, on the consumer's server: with the keyboard alone, from the page's first field
@@ -270,7 +270,7 @@ async def test_auditor_finds_the_exchange_verifies_its_proof_and_the_archive(wor
     await ss1.admin_store.add_user("auditor1", "auditor password 1", frozenset({"auditor"}), now=world.clock())
     async with chromium() as browser:
         ctx = await new_context(browser)
-        page = await ctx.newAUDIT_PAGE
+        page = await ctx.new_page()
         await log_in(page, url, "auditor1", "auditor password 1")
         await check_page(page, shots, "dashboard")
         await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Message log").click()
@@ -300,7 +300,7 @@ async def test_auditor_finds_the_exchange_verifies_its_proof_and_the_archive(wor
         archive = tmp_path / "archive.zip"
         await download.save_as(archive)
         # at 320 px wide the page still fits
-        narrow = await (await new_context(browser, width=320)).newAUDIT_PAGE
+        narrow = await (await new_context(browser, width=320)).new_page()
         await log_in(narrow, url, "auditor1", "auditor password 1")
         await narrow.goto(f"{url}/ui/messagelog?message_id=web-ui-audit-1")
         assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320
