@@ -40,12 +40,17 @@ def _safe_next(target: str | None) -> str:
     return f"{PREFIX}/dashboard"
 
 
+def _secure(request: web.Request) -> bool:
+    """Whether cookies get the Secure attribute: over TLS, or with ``[admin] secure_cookies``."""
+    return request.secure or context(request).settings.secure_cookies
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     value = session.new_login_csrf()
     response = render("login.html", user=None, nav=None, reason=request.query.get("reason"),
                       next=_safe_next(request.query.get("next")), login_csrf=value, error=None, username="")
     response.set_cookie(session.LOGIN_CSRF_COOKIE, value, **session.cookie_options(  # type: ignore[arg-type]
-        secure=request.secure, max_age=None))
+        secure=_secure(request), max_age=None))
     return response
 
 
@@ -71,11 +76,11 @@ async def login(request: web.Request) -> web.StreamResponse:
             error=FormError.of("login", e, form, {"username": "User name", "password": "Password"}),
         )
         response.set_cookie(session.LOGIN_CSRF_COOKIE, value, **session.cookie_options(  # type: ignore[arg-type]
-            secure=request.secure, max_age=None))
+            secure=_secure(request), max_age=None))
         return response
     response = redirect(_safe_next(form.get("next")))
     response.set_cookie(session.SESSION_COOKIE, result["token"], **session.cookie_options(  # type: ignore[arg-type]
-        secure=request.secure, max_age=ctx.settings.session_ttl_seconds))
+        secure=_secure(request), max_age=ctx.settings.session_ttl_seconds))
     response.del_cookie(session.LOGIN_CSRF_COOKIE, path=session.COOKIE_PATH)
     return response
 

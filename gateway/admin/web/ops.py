@@ -26,11 +26,10 @@ from aiohttp import web
 from gateway.admin import auth
 from gateway.admin.context import CALL, CONTEXT, AdminContext, Impl
 from gateway.admin.roles import Role
-from gateway.admin.routes import ROUTES, Route
+from gateway.admin.routes import ROUTES_BY_ID, Route
 from gateway.admin.schema import validate
 from gateway.errors import GatewayError, IdentifierError, RequestError
 
-ROUTE_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}
 HANDLERS_KEY = web.AppKey("admin_handlers", dict[str, Impl])
 # A copy of a POST request made before its form was read: aiohttp clones (with the query an operation takes)
 # only a request whose body is unread.
@@ -48,7 +47,7 @@ class User:
 
     def may(self, operation_id: str) -> bool:
         """Whether the user's roles allow the operation (the page offers only what it allows)."""
-        return bool(self.principal.roles & ROUTE_BY_ID[operation_id].roles)
+        return bool(self.principal.roles & ROUTES_BY_ID[operation_id].roles)
 
     @property
     def roles(self) -> frozenset[Role]:
@@ -98,7 +97,7 @@ def authorize(
     Raises:
         RequestError: 401 without a user for a non-public operation; 403 if the user's roles do not allow it.
     """
-    route = ROUTE_BY_ID[operation_id]
+    route = ROUTES_BY_ID[operation_id]
     call = request[CALL]
     # (1) the audit entry names the change, or the page's first message-log read; other reads replace neither
     first_audited_read = route.audit_reads and (call.route is None or not call.route.audit_reads)
@@ -184,6 +183,6 @@ def form_number(values: Mapping[str, str], name: str) -> float | None:
 
 
 __all__ = [
-    "HANDLERS_KEY", "ROUTE_BY_ID", "UNREAD", "FormError", "User", "authorize", "context", "form_int", "form_number",
+    "HANDLERS_KEY", "UNREAD", "FormError", "User", "authorize", "context", "form_int", "form_number",
     "note_error", "run_op",
 ]
