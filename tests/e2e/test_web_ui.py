@@ -19,6 +19,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from playwright.async_api import Page, expect
 from process_kit import CONSUMER, PERSONS, run_cli
 from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
@@ -27,6 +29,7 @@ from gateway.admin.schema import Page as ListPage
 from gateway.central import registry
 from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import ServiceId
+from gateway.trust import keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -74,8 +77,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await fed.close()
 
 
-async def exchange(world: World, client: str, message_id: str) -> aiohttp.ClientResponse:
-    url = f"{world.fed.server('ss1').client_url}/r1/{PERSONS}/?limit=2"
+async def exchange(fed: Federation, client: str, message_id: str) -> aiohttp.ClientResponse:
+    """One r1 request through ss1's client port to the persons service on ss2."""
+    url = f"{fed.server('ss1').client_url}/r1/{PERSONS}/?limit=2"
     async with aiohttp.ClientSession() as http, http.get(
         url, headers={"X-Road-Client": client, "X-Road-Id": message_id, "Accept": "application/json"},
     ) as resp:
@@ -241,7 +245,7 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
         await expect(page.locator("#add-id-error")).to_contain_text("Client.")
         await expect(page.get_by_label("Identifier")).to_have_attribute("aria-invalid", "true")
         await check_page(page, shots, "clients-error")
-        refused = await exchange(world, new, "web-ui-before-grant")
+        refused = await exchange(world.fed, new, "web-ui-before-grant")
         assert refused.status >= 400 and "AccessDenied" in (refused.headers.get("X-Road-Error") or "")
         # (2) the access right, on the provider's server
         url2 = world.url("ss2")
@@ -254,7 +258,7 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
         await expect(page.get_by_role("table", name=re.compile("Access rights"))).to_contain_text(new)
         await check_page(page, shots, "service-granted")
     # (3) the exchange
-    ok = await exchange(world, new, "web-ui-after-grant")
+    ok = await exchange(world.fed, new, "web-ui-after-grant")
     assert ok.status == 200, ok.headers.get("X-Road-Error")
 
 
@@ -262,7 +266,7 @@ async def test_auditor_finds_the_exchange_verifies_its_proof_and_the_archive(wor
     shots = Shots(tmp_path, "auditor")
     ss1 = world.fed.server("ss1")
     url = world.url("ss1")
-    resp = await exchange(world, CONSUMER, "web-ui-audit-1")
+    resp = await exchange(world.fed, CONSUMER, "web-ui-audit-1")
     assert resp.status == 200
     assert ss1.checkpointer is not None
     round_ = await ss1.checkpointer.run_once(world.clock(), force=True)
@@ -309,3 +313,54 @@ async def test_auditor_finds_the_exchange_verifies_its_proof_and_the_archive(wor
     assert rc == 0, out + err
     entries, _ = await ss1.admin_store.list_audit(AUDIT_PAGE, actor="auditor1")
     assert {"listMessageLogRecords", "exportMessageLogRecord", "exportMessageLogArchive"} <= {e.action for e in entries}
+
+
+async def test_security_officer_renews_the_signing_key_through_the_keys_page(tmp_path: Path) -> None:
+    """Token log-in, a new signing key, its CSR downloaded, the certificate (issued by the demo's CA, as a CA
+    would) imported and activated, all through the keys page; exchanges go on with the new certificate."""
+    shots = Shots(tmp_path, "keys")
+    fed = await start_federation(tmp_path / "fed", key_store="token")
+    try:
+        creds = json.loads(Path(fed.describe()["admin_credentials"]).read_text())["servers"]
+        ss1 = fed.server("ss1")
+        entry = creds[str(ss1.server_id)]
+        url = entry["admin_url"]
+        assert ss1.token is not None
+        ss1.token.logout()  # as after a restart without the PIN: the officer logs in through the page
+        pin = (ss1.files.dir / "token.pin").read_text().strip()
+        async with chromium() as browser:
+            page = await (await new_context(browser)).new_page()
+            await log_in(page, url, "admin", entry["password"])
+            await page.goto(f"{url}/ui/keys")
+            await expect(page.locator("main")).to_contain_text("not logged in")
+            await check_page(page, shots, "token-logged-out")
+            await page.get_by_label("PIN").fill("wrong pin 0000")
+            await page.get_by_role("button", name="Log in to the token").click()
+            await expect(page.locator("#pin-pin-error")).to_contain_text("Signer.PinIncorrect")
+            await page.get_by_label("PIN").fill(pin)
+            await page.get_by_role("button", name="Log in to the token").click()
+            await expect(page.get_by_role("status")).to_contain_text("Token logged in.")
+            generate = page.locator("form", has=page.get_by_role("heading", name="Generate a key"))
+            await generate.get_by_label("Label").fill("signing 2")
+            await generate.get_by_role("button", name="Generate key").click()
+            await expect(page.get_by_role("status")).to_contain_text("A new sign key was generated.")
+            key = page.locator("section", has=page.get_by_role("heading", name="sign key signing 2"))
+            async with page.expect_download() as info:
+                await key.get_by_role("button", name="Download a certificate request (CSR)").click()
+            csr_path = tmp_path / "sign.csr.pem"
+            await (await info.value).save_as(csr_path)
+            csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+            cert = fed.ca.issue(csr, kind="sign", expected_identity=ss1.server_id.owner, now=datetime.now(UTC))
+            imp = page.locator("form", has=page.get_by_role("heading", name="Import a certificate"))
+            await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
+            await imp.get_by_role("button", name="Import certificate").click()
+            await expect(page.get_by_role("status")).to_contain_text("Certificate imported.")
+            await key.get_by_role("button", name=re.compile("^Activate")).click()
+            await expect(page.get_by_role("status")).to_contain_text("Certificate activated.")
+            await check_page(page, shots, "keys")
+        resp = await exchange(fed, CONSUMER, "web-ui-after-renewal")
+        assert resp.status == 200
+        assert ss1.context is not None
+        assert ss1.context.signer.cert.fingerprint(hashes.SHA256()) == cert.fingerprint(hashes.SHA256())
+    finally:
+        await fed.close()

@@ -83,6 +83,11 @@ def test_an_error_goes_beside_the_field_it_names(error: RequestError, field: str
     assert err.values == {"url": "x"}
 
 
+def test_every_error_of_a_one_field_form_goes_beside_that_field() -> None:
+    err = FormError.of("pin", RequestError("PIN is incorrect"), {}, {"pin": "PIN"}, only="pin")
+    assert (err.field, err.message) == ("pin", "PIN is incorrect")
+
+
 def test_a_refused_role_is_said_on_the_page() -> None:
     err = FormError.of("add", Forbidden("obs may not call addClient"), {}, {"id": "Identifier"})
     assert (err.form, err.field, err.xroad_type) == ("page", None, "Client.Forbidden")

@@ -67,11 +67,11 @@ class FormError:
     @classmethod
     def of(
         cls, form: str, e: GatewayError, values: Mapping[str, str], fields: Mapping[str, str], *,
-        identifier: str | None = None,
+        identifier: str | None = None, only: str | None = None,
     ) -> FormError:
         """The error ``e`` of form ``form``, placed beside the field its message names (``fields``: form field
         name to its label, which replaces ``body.<name>`` in the message), beside field ``identifier`` for a
-        malformed identifier, else on the form."""
+        malformed identifier, beside field ``only`` of a one-field form, else on the form."""
         message = e.message if not e.hint else f"{e.message} ({e.hint})"
         if e.status == 403:  # a refused role: said at the top of the page, which may not show the form at all
             return cls(form=PAGE_LEVEL, message=message, xroad_type=e.xroad_type, values=dict(values))
@@ -79,6 +79,8 @@ class FormError:
         at = m.group(1) if m and m.group(1) in fields else None
         if at is None and isinstance(e, IdentifierError):
             at = identifier
+        if at is None:
+            at = only
         if at is not None:
             message = message.replace(f"body.{at}", fields[at])
         return cls(form=form, message=message, xroad_type=e.xroad_type, field=at, values=dict(values))

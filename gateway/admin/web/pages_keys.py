@@ -35,19 +35,19 @@ async def keys(request: web.Request, user: User, form: Form) -> web.StreamRespon
 
 
 async def _form_op(request: web.Request, user: User, form: Form, *, op: str, body: dict[str, Any], name: str,
-                   fields: dict[str, str], note: str) -> web.StreamResponse:
+                   fields: dict[str, str], note: str, only: str | None = None) -> web.StreamResponse:
     try:
         await run_op(request, user, op, body)
     except GatewayError as e:
         note_error(request, e)
-        return await _keys_page(request, user, FormError.of(name, e, form, fields), e.status)
+        return await _keys_page(request, user, FormError.of(name, e, form, fields, only=only), e.status)
     return back(request, note, path=KEYS)
 
 
 @page
 async def login_token(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     return await _form_op(request, user, form, op="loginToken", body={"pin": form.get("pin", "")}, name="pin",
-                          fields=PIN_FIELDS, note="Token logged in.")
+                          fields=PIN_FIELDS, note="Token logged in.", only="pin")
 
 
 @page
