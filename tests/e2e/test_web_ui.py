@@ -145,7 +145,8 @@ async def test_log_in_csrf_log_out_and_session_expiry(world: World, tmp_path: Pa
 
 async def _visit_every_page(page: Page, url: str, shots: Shots, client: str) -> None:
     """Every page of the interface for a user with every role: axe-core and a screenshot each."""
-    for name, path in (("clients", "/ui/clients"), ("services", "/ui/services"), ("keys", "/ui/keys"),
+    for name, path in (("clients", "/ui/clients"), ("services", "/ui/services"), ("groups", "/ui/local-groups"),
+                       ("keys", "/ui/keys"),
                        ("messagelog", "/ui/messagelog"), ("users", "/ui/users"), ("audit-log", "/ui/audit-log")):
         await page.goto(f"{url}{path}")
         await check_page(page, shots, name)

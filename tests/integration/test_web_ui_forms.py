@@ -155,3 +155,53 @@ async def test_an_expired_session_sends_back_to_the_log_in(h: AdminHarness) -> N
             assert resp.status == 303 and "session+token+has+expired" in resp.headers["Location"]
         async with http.post("/ui/logout", data={"_csrf": token}) as resp:
             assert resp.status == 401 and "session token has expired" in await resp.text()
+
+
+async def test_local_groups_access_rights_and_the_audit_log_pages(h: AdminHarness) -> None:
+    from gateway.identifiers import ServiceId
+
+    await h.add_user("ops", "service-administrator", "registration-officer", "system-administrator")
+    service = ServiceId.parse("DEV/GOV/1001/consumer/pets", encoded=False)
+    async with browser(h) as http:
+        await log_in(http, "ops")
+        token = await csrf(http, "/ui/local-groups")
+        async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/consumer"}) as resp:
+            assert resp.status == 200
+        async with http.post("/ui/services", data={"_csrf": token, "id": str(service), "url": "http://127.0.0.1:9/",
+                                                   "enabled": "true"}) as resp:
+            assert resp.status == 200
+        # a local group with a member, granted access to the service, then revoked
+        async with http.post("/ui/local-groups", data={"_csrf": token, "code": "auditors"}) as resp:
+            assert "Local group auditors added" in await resp.text()
+        async with http.post("/ui/local-groups/auditors/members",
+                             data={"_csrf": token, "client": "DEV/GOV/1001"}) as resp:
+            assert "DEV/GOV/1001 added to auditors." in await resp.text()
+        async with http.post("/ui/local-groups/auditors/members", data={"_csrf": token, "client": "DEV"}) as resp:
+            assert resp.status == 400 and 'id="member-auditors-client-error"' in await resp.text()
+        base = f"/ui/services/{service.encoded_id()}"
+        async with http.post(f"{base}/access-rights", data={"_csrf": token, "subject": "LOCALGROUP:auditors",
+                                                            "method": "GET", "path": "/pets/*"}) as resp:
+            text = html.unescape(await resp.text())
+            assert "Access granted to LOCALGROUP:auditors." in text
+        [rule] = await h.serverconf.list_rules(service=service)
+        assert (rule.endpoint.method, rule.endpoint.path) == ("GET", "/pets/*")
+        revoke = re.search(r'action="([^"]*/access-rights/revoke\?[^"]*)"', text)
+        assert revoke is not None
+        async with http.post(html.unescape(revoke.group(1)), data={"_csrf": token}) as resp:
+            assert "Access of LOCALGROUP:auditors revoked." in await resp.text()
+        assert await h.serverconf.list_rules(service=service) == []
+        # the audit log: filtered, paged by the API, saying how many match
+        async with http.get("/ui/audit-log?actor=ops&result=success&limit=2") as resp:
+            text = await resp.text()
+        total = len(await h.audit(actor="ops", result="success"))
+        assert total >= 6 and f"Audit entries, newest first: {total} in all, showing 1\u20132" in text
+        assert "Next page" in text and "Previous page" not in text
+        async with http.get("/ui/audit-log?result=maybe") as resp:
+            assert resp.status == 400
+        # a table sorted by a column, both ways
+        async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/aaa"}) as resp:
+            assert resp.status == 200
+        for direction, first in (("asc", "DEV/GOV/1001/aaa"), ("desc", "DEV/GOV/1001/consumer")):
+            async with http.get(f"/ui/clients?sort=id&dir={direction}") as resp:
+                rows = re.findall(r'<td><a href="/ui/clients/[^"]+">([^<]+)</a>', await resp.text())
+            assert rows[0] == first and len(rows) == 2, (direction, rows)

@@ -8,6 +8,7 @@ middleware (audit entry, the correlation id) wraps every page as it wraps every 
 ``/ui/dashboard``      global configuration, token, certificates with expiry and OCSP, timestamping
 ``/ui/clients``        hosted members and subsystems; one client: IS authentication, IS certificates
 ``/ui/services``       services; one service: URL, timeout, enabled, endpoints, access rights
+``/ui/local-groups``   local groups and their members
 ``/ui/keys``           the software token: log-in, keys, CSRs, certificate import and activation
 ``/ui/messagelog``     auditors: search, a record with its signature and inclusion proof, archives
 ``/ui/users``          admin users and API keys

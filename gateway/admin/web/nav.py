@@ -21,6 +21,7 @@ PAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("dashboard", "Dashboard", "/ui/dashboard", None),
     ("clients", "Clients", "/ui/clients", "listClients"),
     ("services", "Services", "/ui/services", "listServices"),
+    ("groups", "Local groups", "/ui/local-groups", "listLocalGroups"),
     ("keys", "Keys and certificates", "/ui/keys", "getToken"),
     ("messagelog", "Message log", "/ui/messagelog", "listMessageLogRecords"),
     ("users", "Users and API keys", "/ui/users", "listUsers"),

@@ -227,7 +227,57 @@ async def revoke_access(request: web.Request, user: User, form: Form) -> web.Str
     return back(request, f"Access of {query['subject']} revoked.", path=_parent(request).rsplit("/", 1)[0])
 
 
+# ------------------------------------------------------------------------------------------------ local groups
+
+GROUP_FIELDS = {"code": "Code", "description": "Description"}
+MEMBER_FIELDS = {"client": "Client"}
+GROUPS = "/ui/local-groups"
+
+
+async def _groups_page(request: web.Request, user: User, err: FormError | None = None,
+                       status: int = 200) -> web.Response:
+    listed = await run_op(request, user, "listLocalGroups", query={"limit": str(MAX_LIMIT)})
+    t = table(request, listed["items"], (
+        Column(key="code", label="Code"), Column(key="members", label="Members", sortable=False),
+    ), caption="Local groups", default_sort="code", total=listed["total"])
+    return render("groups.html", status=status, user=user, nav=nav_for(user, "groups"), title="Local groups", t=t,
+                  err=err, done=_done(request))
+
+
+@page
+async def groups(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    return await _groups_page(request, user)
+
+
+@page
+async def add_group(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    body = {"code": form.get("code", "").strip(), "description": form.get("description", "").strip()}
+    try:
+        await run_op(request, user, "addLocalGroup", body)
+    except GatewayError as e:
+        note_error(request, e)
+        return await _groups_page(request, user, FormError.of("group", e, form, GROUP_FIELDS, identifier="code"),
+                                  e.status)
+    return back(request, f"Local group {body['code']} added; grant it access as LOCALGROUP:{body['code']}.")
+
+
+@page
+async def add_group_member(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    code = request.match_info["code"]
+    body = {"client": form.get("client", "").strip()}
+    try:
+        await run_op(request, user, "addLocalGroupMember", body)
+    except GatewayError as e:
+        note_error(request, e)
+        err = FormError.of(f"member-{code}", e, form, MEMBER_FIELDS, only="client")
+        return await _groups_page(request, user, err, e.status)
+    return back(request, f"{body['client']} added to {code}.", path=GROUPS)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/local-groups", groups)
+    app.router.add_post("/local-groups", add_group)
+    app.router.add_post("/local-groups/{code}/members", add_group_member)
     app.router.add_get("/clients", clients)
     app.router.add_post("/clients", add_client)
     app.router.add_get("/clients/{client_id}", client)
