@@ -358,6 +358,7 @@ async def test_security_officer_renews_the_signing_key_through_the_keys_page(tmp
             await expect(page.get_by_role("status")).to_contain_text("Certificate imported.")
             await key.get_by_role("button", name=re.compile("^Activate")).click()
             await expect(page.get_by_role("status")).to_contain_text("Certificate activated.")
+            await expect(key.get_by_role("table")).to_contain_text("(in use)")
             await check_page(page, shots, "keys")
         resp = await exchange(fed, CONSUMER, "web-ui-after-renewal")
         assert resp.status == 200

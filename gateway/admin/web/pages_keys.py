@@ -25,8 +25,10 @@ async def _keys_page(request: web.Request, user: User, err: FormError | None = N
                      status: int = 200) -> web.Response:
     ctx = context(request)
     token = await run_op(request, user, "getToken") if ctx.token is not None else None
+    reports = await ctx.certificates() if token is not None and ctx.certificates is not None else []
     return render("keys.html", status=status, user=user, nav=nav_for(user, "keys"), title="Keys and certificates",
-                  token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id))
+                  token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id),
+                  in_use={r.sha256 for r in reports if r.in_use}, ocsp={r.sha256: r.ocsp for r in reports})
 
 
 @page
