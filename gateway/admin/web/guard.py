@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.admin.context import CALL
 from gateway.admin.middleware import authenticate_session
 from gateway.admin.web import session
+from gateway.admin.web.nav import nav_for
 from gateway.admin.web.ops import UNREAD, User, context, note_error
 from gateway.admin.web.render import redirect, render
 from gateway.errors import Forbidden, GatewayError, PayloadTooLarge, RequestError
@@ -55,7 +56,8 @@ def login_redirect(request: web.Request, reason: str | None = None) -> web.Respo
 def refusal(request: web.Request, user: User | None, e: GatewayError) -> web.Response:
     """A whole-page refusal (no form to show it beside): what, in words, and the X-Road type."""
     note_error(request, e)
-    return render("refused.html", status=e.status, user=user, nav=None, error=e,
+    nav = None if user is None else nav_for(user, "")
+    return render("refused.html", status=e.status, user=user, nav=nav, error=e,
                   title="Refused" if e.status == 403 else "Cannot do that")
 
 
