@@ -205,3 +205,30 @@ async def test_local_groups_access_rights_and_the_audit_log_pages(h: AdminHarnes
             async with http.get(f"/ui/clients?sort=id&dir={direction}") as resp:
                 rows = re.findall(r'<td><a href="/ui/clients/[^"]+">([^<]+)</a>', await resp.text())
             assert rows[0] == first and len(rows) == 2, (direction, rows)
+
+
+async def test_message_log_pages_refuse_bad_input_and_other_roles(h: AdminHarness) -> None:
+    await h.add_user("aud", "auditor")
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "aud")
+        for path, status, said in (
+            ("/ui/messagelog/records/5", 404, "has no record 5"),
+            ("/ui/messagelog/records/five", 400, "record number 'five' is not a whole number"),
+            ("/ui/messagelog?to=tomorrow", 400, 'id="search-to-error"'),
+            ("/ui/messagelog?origin=has%20space", 400, "printable ASCII"),
+            ("/ui/messagelog/archive?from=2026-13-01T00:00", 400, 'id="archive-from-error"'),
+        ):
+            async with http.get(path) as resp:
+                text = html.unescape(await resp.text())
+                assert resp.status == status and said in text, (path, resp.status, text[-600:])
+        # an empty log has nothing to archive: said beside the archive form, not as a broken download
+        async with http.get("/ui/messagelog/archive") as resp:
+            assert resp.status >= 400 and resp.content_type == "text/html"
+            assert 'id="archive-error"' in await resp.text()
+    async with browser(h) as http:
+        await log_in(http, "obs")
+        async with http.get("/ui/messagelog") as resp:
+            assert resp.status == 403 and "may not call listMessageLogRecords" in await resp.text()
+    audited = {e.action for e in await h.audit(actor="aud")}
+    assert {"exportMessageLogRecord", "listMessageLogRecords", "exportMessageLogArchive"} <= audited

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 
 from gateway.admin.context import CALL
+from gateway.admin.handlers.messagelog import origin_of
 from gateway.admin.schema import MAX_LIMIT
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
@@ -64,7 +65,12 @@ def _text(values: Any, name: str) -> str | None:
 
 
 def _origin(request: web.Request) -> str:
-    return _text(request.query, "origin") or context(request).origin
+    """The ``origin`` query parameter, checked as the API checks it (default: this server's log).
+
+    Raises:
+        RequestError: not 1-255 printable ASCII characters.
+    """
+    return origin_of(request, context(request))
 
 
 @page
@@ -76,11 +82,12 @@ async def _log_page(request: web.Request, user: User, err: FormError | None = No
                     status: int = 200) -> web.Response:
     ctx = context(request)
     q = request.query
-    origin = _origin(request)
+    origin = context(request).origin
     rows: list[dict[str, Any]] = []
     total = 0
     try:
         authorize(request, user, "listMessageLogRecords", query={k: v for k, v in q.items() if v})
+        origin = _origin(request)
         query = RecordQuery(since=form_time(q, "from"), until=form_time(q, "to"), client=_text(q, "client"),
                             service=_text(q, "service"), message_id=_text(q, "message_id"),
                             request_id=_text(q, "request_id"))
