@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from test_messagelog_store import NOW, ORIGIN_A, ORIGIN_B, rec
 
 from gateway.identifiers import ServiceId, SubsystemId
-from gateway.messagelog.search import RecordQuery, search_records
+from gateway.messagelog.search import RecordQuery, records_since, search_records
 from gateway.messagelog.store import MemoryMessageLogStore, MessageLogStore, SqlMessageLogStore, migrate_messagelog
 from gateway.storage.db import make_engine
 
@@ -68,3 +68,14 @@ async def test_search_pages_and_counts_every_match(store: MessageLogStore) -> No
     assert await seqs(store, RecordQuery(), offset=2, limit=3) == ([7, 6, 5], 10)
     assert await seqs(store, RecordQuery(client=str(OTHER_CLIENT)), offset=3, limit=3) == ([0], 4)
     assert await seqs(store, RecordQuery(), offset=10, limit=3) == ([], 10)
+
+
+@pytest.mark.parametrize(("minutes", "expected"), [(-5, 10), (0, 10), (0.5, 9), (7, 3), (9, 1), (9.5, 0), (60, 0)])
+async def test_records_since_counts_the_newest(store: MessageLogStore, minutes: float, expected: int) -> None:
+    assert await records_since(store, ORIGIN_A, NOW + timedelta(minutes=minutes)) == expected
+
+
+async def test_records_since_on_an_empty_log() -> None:
+    store = MemoryMessageLogStore()
+    assert await records_since(store, ORIGIN_A, NOW) == 0
+    await store.close()

@@ -232,3 +232,19 @@ async def test_message_log_pages_refuse_bad_input_and_other_roles(h: AdminHarnes
             assert resp.status == 403 and "may not call listMessageLogRecords" in await resp.text()
     audited = {e.action for e in await h.audit(actor="aud")}
     assert {"exportMessageLogRecord", "listMessageLogRecords", "exportMessageLogArchive"} <= audited
+
+
+async def test_dashboard_counts_the_last_hour_of_the_log(h: AdminHarness) -> None:
+    from datetime import timedelta
+
+    from test_messagelog_store import rec
+
+    for i, age in enumerate((7200, 600, 0)):
+        await h.messagelog.append(rec(i, origin=h.ctx.origin, created=h.clock() - timedelta(seconds=age)))
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "obs")
+        async with http.get("/ui/dashboard") as resp:
+            text = html.unescape(await resp.text())
+    assert "<dt>Records</dt><dd>3, of which 2 in the last hour" in text
+    assert "<dt>Version</dt><dd>1</dd>" in text  # the global configuration the harness serves

@@ -18,7 +18,7 @@ middleware (audit entry, the correlation id) wraps every page as it wraps every 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from gateway.admin.web.nav import nav_for
 from gateway.admin.web.ops import HANDLERS_KEY, FormError, User, context, note_error, run_op
 from gateway.admin.web.render import STATIC, redirect, render
 from gateway.errors import Forbidden, GatewayError
+from gateway.messagelog.search import records_since
 
 PREFIX = "/ui"
 
@@ -102,7 +103,8 @@ async def _timestamping(ctx: AdminContext, now: datetime) -> dict[str, Any]:
     latest = await ctx.messagelog.latest_checkpoint(ctx.origin)
     stamped = await ctx.messagelog.latest_checkpoint(ctx.origin, stamped_only=True)
     out: dict[str, Any] = {"records": await ctx.messagelog.size(ctx.origin), "latest": latest, "stamped": stamped,
-                           "grace_seconds": None, "unstamped_since": None, "state": "unknown"}
+                           "grace_seconds": None, "unstamped_since": None, "state": "unknown",
+                           "last_hour": await records_since(ctx.messagelog, ctx.origin, now - timedelta(hours=1))}
     cp = ctx.checkpointer
     if cp is not None:
         since = cp.unstamped_since
