@@ -16,8 +16,8 @@ from gateway.errors import Forbidden, IdentifierError, RequestError
 
 
 def test_csrf_token_is_per_session_and_compared_exactly() -> None:
-    a, b = session.csrf_token("jti-a"), session.csrf_token("jti-b")
-    assert a != b and len(a) == 64 and a == session.csrf_token("jti-a")
+    a, b = session.csrf_token("token-a"), session.csrf_token("token-b")
+    assert a != b and len(a) == 64 and a == session.csrf_token("token-a")
     assert session.csrf_matches(a, a)
     assert not session.csrf_matches(None, a) and not session.csrf_matches("", a) and not session.csrf_matches(b, a)
     assert session.new_login_csrf() != session.new_login_csrf()

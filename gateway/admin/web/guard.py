@@ -83,8 +83,7 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
             return render("login.html", status=401, user=None, nav=None, reason=e.message, next=request.path,
                           login_csrf="", error=None, username="")
         call.principal, call.actor = principal, principal.name
-        assert principal.token_id is not None
-        user = User(principal=principal, csrf=session.csrf_token(principal.token_id))
+        user = User(principal=principal, csrf=session.csrf_token(token))
         # (2) the CSRF token of a POST, before anything else is read or done
         form: dict[str, str] = {}
         if request.method == "POST":

@@ -5,10 +5,10 @@
   changes and current roles apply exactly as for ``Authorization: Bearer``. It is ``HttpOnly``,
   ``SameSite=Strict``, ``Path=/ui``, ``Secure`` when the page was served over TLS, and lives as long as the
   token (``[admin] session_ttl_seconds``).
-- The **CSRF token** of a session is ``SHA-256("gateway-web-csrf" || 0x00 || jti)`` in hex, where ``jti`` is the
-  session token's random id (128 bits): only a holder of the cookie can know it, every worker derives the same
-  one, and it dies with the session. Every form carries it in the hidden field ``_csrf``; a POST whose field is
-  missing or different is refused with 403 before anything else happens.
+- The **CSRF token** of a session is ``SHA-256("gateway-web-csrf" || 0x00 || session token)`` in hex: only a
+  holder of the cookie can know it (the session token is in no log, unlike its id), every worker derives the
+  same one, and it dies with the session. Every form carries it in the hidden field ``_csrf``; a POST whose
+  field is missing or different is refused with 403 before anything else happens.
 - The **log-in form** has no session yet: it is protected by a double-submit token, a random value set in the
   cookie ``gw_login_csrf`` (``SameSite=Strict``) when the form is shown and repeated in the form.
 """
@@ -26,9 +26,9 @@ COOKIE_PATH = "/ui"
 _CSRF_DOMAIN = b"gateway-web-csrf\x00"
 
 
-def csrf_token(token_id: str) -> str:
-    """The CSRF token of the session whose session token has id ``token_id`` (its ``jti``)."""
-    return hashlib.sha256(_CSRF_DOMAIN + token_id.encode("utf-8")).hexdigest()
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of the session whose cookie holds ``session_token``."""
+    return hashlib.sha256(_CSRF_DOMAIN + session_token.encode("utf-8")).hexdigest()
 
 
 def csrf_matches(presented: str | None, expected: str) -> bool:
