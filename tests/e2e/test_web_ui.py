@@ -201,6 +201,14 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
         await page.goto(f"{url}/ui/users")
         await expect(page.get_by_role("alert")).to_contain_text("may not call listUsers")
         await check_page(page, shots, "refused")
+        # at 320 px wide every page still fits (a wide table scrolls inside its own region)
+        narrow = await (await new_context(browser, width=320)).new_page()
+        await log_in(narrow, url, "admin", world.password("ss2"))
+        for name, path in (("dashboard", "/ui/dashboard"), ("clients", "/ui/clients"), ("service", PERSONS_PAGE),
+                           ("users", "/ui/users"), ("audit-log", "/ui/audit-log")):
+            await narrow.goto(f"{url}{path}")
+            assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320, path
+            await check_page(narrow, shots, f"{name}-320px")
     assert "DEV/GOV/1002/sneaky" not in {str(c.id) for c in await ss2.store.list_clients()}
     assert (await ss2.store.get_service(ServiceId.parse(PERSONS, encoded=False))).url != "http://127.0.0.1:9/"
     assert await ss2.admin_store.find_user("intruder") is None
