@@ -248,3 +248,12 @@ async def test_dashboard_counts_the_last_hour_of_the_log(h: AdminHarness) -> Non
             text = html.unescape(await resp.text())
     assert "<dt>Records</dt><dd>3, of which 2 in the last hour" in text
     assert "<dt>Version</dt><dd>1</dd>" in text  # the global configuration the harness serves
+
+
+async def test_no_such_page_is_an_html_page(h: AdminHarness) -> None:
+    async with browser(h) as http:
+        for method, path, status, said in (("GET", "/ui/nowhere", 404, "there is no page /ui/nowhere"),
+                                           ("DELETE", "/ui/clients", 405, "/ui/clients does not take DELETE")):
+            async with http.request(method, path) as resp:
+                assert resp.status == status and resp.content_type == "text/html"
+                assert said in await resp.text()

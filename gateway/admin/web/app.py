@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.admin.context import CONTEXT, AdminContext, Impl
 from gateway.admin.web import pages_admin, pages_config, pages_keys, pages_log, session
@@ -29,7 +30,7 @@ from gateway.admin.web.guard import Form, page, read_form
 from gateway.admin.web.nav import nav_for
 from gateway.admin.web.ops import HANDLERS_KEY, FormError, User, context, note_error, run_op
 from gateway.admin.web.render import STATIC, redirect, render
-from gateway.errors import Forbidden, GatewayError
+from gateway.errors import Forbidden, GatewayError, MethodNotAllowed, NotFound
 from gateway.messagelog.search import records_since
 
 PREFIX = "/ui"
@@ -141,9 +142,24 @@ async def dashboard(request: web.Request, user: User, form: Form) -> web.StreamR
                   **values)
 
 
+@web.middleware
+async def html_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No such page, or a method a page does not take: an HTML page saying so (the admin middleware would
+    answer JSON), with the API's error types."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status not in (404, 405):
+            raise
+        error = NotFound(f"there is no page {request.path[:200]}") if e.status == 404 else MethodNotAllowed(
+            f"{request.path[:200]} does not take {request.method}")
+        note_error(request, error)
+        return render("refused.html", status=error.status, user=None, nav=None, error=error, title="No such page")
+
+
 def build_web_app(ctx: AdminContext, handlers: dict[str, Impl]) -> web.Application:
     """The web interface on ``ctx``, running the API operations in ``handlers`` (the API's own table)."""
-    app = web.Application()
+    app = web.Application(middlewares=[html_errors])
     app[CONTEXT] = ctx
     app[HANDLERS_KEY] = handlers
     app.router.add_get("/", index)
