@@ -67,7 +67,7 @@ async def new_context(browser: Browser, *, width: int = 1024) -> BrowserContext:
 
 
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
-    """axe-core's serious and critical WCAG 2.1 A/AA violations on the page as it is now."""
+    """axe-core's WCAG 2.1 A/AA violations on the page as it is now, of every impact."""
     await page.add_script_tag(path=str(AXE))
     found: list[dict[str, Any]] = await page.evaluate(
         """async (tags) => {
@@ -77,12 +77,16 @@ async def axe_violations(page: Page) -> list[dict[str, Any]]:
         }""",
         WCAG,
     )
-    return [v for v in found if v["impact"] in ("serious", "critical")]
+    return found
 
 
 async def check_page(page: Page, shots: Shots, name: str) -> None:
-    """No serious or critical axe-core violation on the page; then its screenshot."""
-    bad = await axe_violations(page)
+    """No serious or critical axe-core violation on the page; then its screenshot, with every violation axe
+    found (of any impact) beside it in ``<name>.axe.json`` for a person to review."""
+    found = await axe_violations(page)
+    for d in shots.dirs:
+        (d / f"{shots.prefix}-{name}.axe.json").write_text(json.dumps({"url": page.url, "violations": found}, indent=1))
+    bad = [v for v in found if v["impact"] in ("serious", "critical")]
     assert not bad, f"{name} ({page.url}): {json.dumps(bad, indent=1)}"
     await shots.take(page, name)
 
