@@ -114,6 +114,16 @@ async def test_errors_beside_their_field_and_bad_table_input(h: AdminHarness) ->
         async with http.post("/ui/services", data={**form, "timeout_seconds": "7200"}) as resp:
             text = html.unescape(await resp.text())
             assert resp.status == 400 and "Timeout (seconds) 7200.0 is more than 3600" in text
+        async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/consumer"}) as resp:
+            assert resp.status == 200
+        async with http.post("/ui/clients/DEV:GOV:1001:consumer/status",
+                             data={"_csrf": token, "status": "disabled"}) as resp:
+            assert resp.status == 200 and "Client marked disabled." in await resp.text()
+        [client] = await h.serverconf.list_clients()
+        assert client.status == "disabled"
+        async with http.post("/ui/clients/DEV:GOV:1001:consumer/status",
+                             data={"_csrf": token, "status": "gone"}) as resp:
+            assert resp.status == 400 and 'id="status-status-error"' in await resp.text()
         async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/bad;part"}) as resp:
             text = await resp.text()
             assert resp.status == 400 and 'id="add-id-error"' in text and "Client.InvalidClientIdentifier" in text

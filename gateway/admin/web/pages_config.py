@@ -76,7 +76,7 @@ async def _client_page(request: web.Request, user: User, err: FormError | None =
     client = await run_op(request, user, "getClient")
     return render("client.html", status=status, user=user, nav=nav_for(user, "clients"),
                   title=f"Client {client['id']}", client=client, err=err, done=_done(request),
-                  is_auth_modes=IS_AUTH_MODES)
+                  is_auth_modes=IS_AUTH_MODES, statuses=CLIENT_STATUSES)
 
 
 @page
@@ -93,6 +93,17 @@ async def update_client(request: web.Request, user: User, form: Form) -> web.Str
         note_error(request, e)
         return await _client_page(request, user, FormError.of("update", e, form, CLIENT_UPDATE_FIELDS), e.status)
     return back(request, "Client changed.")
+
+
+@page
+async def set_client_status(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    try:
+        await run_op(request, user, "setClientStatus", {"status": form.get("status", "")})
+    except GatewayError as e:
+        note_error(request, e)
+        err = FormError.of("status", e, form, {"status": "Status"}, only="status")
+        return await _client_page(request, user, err, e.status)
+    return back(request, f"Client marked {form.get('status')}.", path=_parent(request))
 
 
 @page
@@ -283,6 +294,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/clients/{client_id}", client)
     app.router.add_post("/clients/{client_id}", update_client)
     app.router.add_post("/clients/{client_id}/is-certs", add_is_cert)
+    app.router.add_post("/clients/{client_id}/status", set_client_status)
     app.router.add_get("/services", services)
     app.router.add_post("/services", add_service)
     app.router.add_get("/services/{service_id}", service)
