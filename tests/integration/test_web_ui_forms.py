@@ -64,9 +64,15 @@ async def test_log_in_double_submit_redirect_target_and_cookies(h: AdminHarness)
         session = next(c for c in cookie if c.startswith("gw_session="))
         assert "HttpOnly" in session and "SameSite=Strict" in session and "Path=/ui" in session
         assert "Secure" not in session and "Max-Age=900" in session
-        # a wrong password: 401, said on the form with its type
-        resp = await log_in(http, "admin", "wrong password 123")
-        assert resp.status == 401
+        # a wrong password: 401, said on the form with its type, and not typed back into the page
+        async with http.get("/ui/login") as page_:
+            token = _CSRF_RE.search(await page_.text())
+        assert token is not None
+        async with http.post("/ui/login", data={"_csrf": token.group(1), "username": "admin",
+                                                "password": "wrong password 123"}) as resp:
+            text = await resp.text()
+            assert resp.status == 401 and "Client.Unauthorized" in text and 'value="admin"' in text
+            assert "wrong password 123" not in text
     entries = await h.audit(action="login")
     assert {e.result for e in entries} == {"success", "refused"}
 
@@ -140,7 +146,7 @@ async def test_keys_page_with_a_software_token(h: AdminHarness) -> None:
         token = await csrf(http, "/ui/keys")
         async with http.post("/ui/keys/token-login", data={"_csrf": token, "pin": "wrong-pin-0000"}) as resp:
             text = await resp.text()
-            assert resp.status == 400 and "Signer.PinIncorrect" in text
+            assert resp.status == 400 and "Signer.PinIncorrect" in text and "wrong-pin-0000" not in text
         async with http.post("/ui/keys/token-login", data={"_csrf": token, "pin": "1234-5678-pin"}) as resp:
             assert resp.status == 200 and "Token logged in." in await resp.text()
         async with http.post("/ui/keys", data={"_csrf": token, "usage": "sign", "label": "signing 1"}) as resp:

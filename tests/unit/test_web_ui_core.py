@@ -83,6 +83,12 @@ def test_an_error_goes_beside_the_field_it_names(error: RequestError, field: str
     assert err.values == {"url": "x"}
 
 
+def test_secrets_are_never_kept_for_the_form_shown_again() -> None:
+    err = FormError.of("login", RequestError("wrong"), {"username": "a", "password": "p", "pin": "1", "_csrf": "c"},
+                       {"username": "User name"})
+    assert err.values == {"username": "a"}
+
+
 def test_every_error_of_a_one_field_form_goes_beside_that_field() -> None:
     err = FormError.of("pin", RequestError("PIN is incorrect"), {}, {"pin": "PIN"}, only="pin")
     assert (err.field, err.message) == ("pin", "PIN is incorrect")

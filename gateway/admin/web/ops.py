@@ -36,6 +36,7 @@ HANDLERS_KEY = web.AppKey("admin_handlers", dict[str, Impl])
 UNREAD = web.RequestKey("web_unread_request", web.Request)
 _FIELD_RE = re.compile(r"\bbody\.([a-z_]+)")
 PAGE_LEVEL = "page"  # the form name of an error shown at the top of the page
+SECRET_FIELDS = frozenset({"password", "pin", "_csrf"})  # never typed back into a page that refuses a form
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +74,7 @@ class FormError:
         name to its label, which replaces ``body.<name>`` in the message), beside field ``identifier`` for a
         malformed identifier, beside field ``only`` of a one-field form, else on the form."""
         message = e.message if not e.hint else f"{e.message} ({e.hint})"
+        values = {k: v for k, v in values.items() if k not in SECRET_FIELDS}
         if e.status == 403:  # a refused role: said at the top of the page, which may not show the form at all
             return cls(form=PAGE_LEVEL, message=message, xroad_type=e.xroad_type, values=dict(values))
         m = _FIELD_RE.search(e.message)
