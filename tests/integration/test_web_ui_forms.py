@@ -98,7 +98,16 @@ async def test_csrf_and_role_refusals_are_pages_and_audited(h: AdminHarness) -> 
         async with http.post("/ui/clients", json={"id": "x", "_csrf": token}) as resp:
             assert resp.status == 400 and "application/x-www-form-urlencoded" in await resp.text()
         async with http.post("/ui/clients", data={"pem": "x" * 70_000, "_csrf": token}) as resp:
-            assert resp.status == 413
+            assert resp.status == 413 and "larger than 51200 bytes" in await resp.text()
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: cut by aiohttp at the same bound
+            yield f"_csrf={token}&pem=".encode()
+            for _ in range(70):
+                yield b"x" * 1000
+
+        async with http.post("/ui/clients", data=chunked(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 413 and resp.content_type == "text/html"
     assert await h.serverconf.list_clients() == []
     refused = await h.audit(actor="obs", result="refused")
     assert {e.action for e in refused} >= {"addClient"}

@@ -27,23 +27,27 @@ from gateway.errors import Forbidden, GatewayError, PayloadTooLarge, RequestErro
 
 Form = Mapping[str, str]
 PageHandler = Callable[[web.Request, User, Form], Awaitable[web.StreamResponse]]
-MAX_FORM_BYTES = 64 * 1024  # bytes of one form; a PEM certificate is the largest field
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
-    """The fields of a POSTed form (the last value of each name).
+    """The fields of a POSTed form (the last value of each name), bounded as API bodies are
+    (``[admin] max_body_bytes``).
 
     Raises:
-        RequestError: 413 above :data:`MAX_FORM_BYTES`; 415 if it is not a URL-encoded or multipart form.
+        RequestError: 413 above the bound; 400 if it is not a URL-encoded or multipart form.
     """
     if request.method != "POST":
         return {}
-    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-        raise PayloadTooLarge(f"form of {request.content_length} bytes is larger than {MAX_FORM_BYTES} bytes")
+    limit = context(request).settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"form of {request.content_length} bytes is larger than {limit} bytes")
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise RequestError(f"a form must be sent as application/x-www-form-urlencoded, not "
                            f"{request.content_type[:60]!r}")
-    data = await request.post()
+    try:
+        data = await request.post()
+    except web.HTTPRequestEntityTooLarge as e:  # a body without Content-Length, cut by aiohttp at the bound
+        raise PayloadTooLarge(f"form is larger than {limit} bytes") from e
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
