@@ -122,6 +122,7 @@ class AdminSettings:
     lockout_seconds: int = 60  # seconds of the first lock; doubles with each further wrong password
     max_lockout_seconds: int = 3600  # seconds; the longest lock
     max_body_bytes: int = 50 * 2**10  # bytes of a request body; X-Road's management API limit (50 KB)
+    secure_cookies: bool = False  # web interface: Secure cookies even over plain HTTP (behind a TLS proxy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,8 @@ wrapped by :func:`gateway.admin.middleware.wrap`, so that, in order:
 5. after a serverconf change the security server's in-memory snapshot is rebuilt, so the proxies see it at once
    (:func:`gateway.admin.handlers.common.changes_serverconf`).
 
+The web interface (:mod:`gateway.admin.web`) is mounted under ``/ui`` and runs these same handlers.
+
 The one middleware, :func:`gateway.admin.middleware.admin_middleware`, turns every error into JSON
 ``{"type","message","detail"}`` with its 4xx/5xx status (``detail`` is a correlation id, also in the audit log)
 and writes the audit entry: for every change (any method but GET), every refused or failed call, and reads of
@@ -41,6 +43,8 @@ from gateway.admin.handlers import (
 )
 from gateway.admin.middleware import admin_middleware, wrap
 from gateway.admin.routes import ROUTES
+from gateway.admin.web.app import PREFIX as WEB_PREFIX
+from gateway.admin.web.app import build_web_app
 
 HANDLERS: dict[str, Impl] = {
     # meta, session
@@ -98,6 +102,7 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     app[CONTEXT] = ctx
     for route in ROUTES:
         app.router.add_route(route.method, route.path, wrap(route, HANDLERS[route.operation_id]))
+    app.add_subapp(WEB_PREFIX, build_web_app(ctx, HANDLERS))  # the web interface (gateway/admin/web/)
     return app
 
 

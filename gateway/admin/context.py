@@ -22,9 +22,11 @@ from gateway.admin.routes import Route
 from gateway.admin.store import AdminStore
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
+from gateway.messagelog.checkpointer import Checkpointer
 from gateway.messagelog.store import MessageLogStore
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
+from gateway.token.model import CertReport
 from gateway.token.soft import SoftToken
 
 Clock = Callable[[], datetime]
@@ -45,6 +47,9 @@ class AdminContext:
     token: SoftToken | None = None  # with [server] token_dir: the server's software token
     reload_keys: Callable[[], Awaitable[bool]] | None = None  # SecurityServer.reload_keys
     log_origin: str = ""  # the log origin of the process serving the API ("" : the server id)
+    # the web interface's dashboard: SecurityServer.certificates (expiry, OCSP) and the log's checkpointer
+    certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
+    checkpointer: Checkpointer | None = None
 
     @property
     def origin(self) -> str:

@@ -120,6 +120,16 @@ async def authenticate(request: web.Request, ctx: AdminContext, call: Call) -> a
     if scheme == "apikey":
         call.auth = "apikey"
         return await ctx.store.authenticate_api_key(value)
+    return await authenticate_session(value, ctx, call)
+
+
+async def authenticate_session(token: str, ctx: AdminContext, call: Call) -> auth.Principal:
+    """The user of a session token (from ``Authorization: Bearer`` or the web interface's session cookie).
+
+    Raises:
+        RequestError: 401 naming the first rule the token breaks.
+    """
+    value = token
     call.auth = "jwt"
     now = ctx.clock()
     # (1)-(5) signature, algorithm, key id, audience, issuer, validity period
@@ -204,4 +214,4 @@ def wrap(route: Route, impl: Impl) -> Handler:
     return handler
 
 
-__all__ = ["admin_middleware", "authenticate", "wrap"]
+__all__ = ["admin_middleware", "authenticate", "authenticate_session", "wrap"]

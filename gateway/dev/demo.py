@@ -413,6 +413,7 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
             out(f"  {'':<22} metrics {s['metrics_url']}  readiness {s['readiness_url']}")
     if d.get("admin_credentials"):
         out(f"  admin APIs       {', '.join(s['admin_url'] for s in d['servers'] if s['admin_url'])}")
+        out(f"  web interface    {', '.join(s['admin_url'] + '/ui/' for s in d['servers'] if s['admin_url'])}")
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
     out(f"  description      {federation_json}")
     out("")

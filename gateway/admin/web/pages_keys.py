@@ -1,0 +1,109 @@
+"""The keys-and-certificates page: the software token's log-in, keys, CSRs, certificate import and
+activation (I/O). Each form runs the API's token operation; a CSR is answered as a PEM file download."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.web.guard import Form, page
+from gateway.admin.web.nav import nav_for
+from gateway.admin.web.ops import FormError, User, context, note_error, run_op
+from gateway.admin.web.pages_config import back
+from gateway.admin.web.render import render
+from gateway.errors import GatewayError
+
+PIN_FIELDS = {"pin": "PIN"}
+KEY_FIELDS = {"usage": "Usage", "key_type": "Key type", "label": "Label"}
+CSR_FIELDS = {"member": "Member", "name": "Organisation name"}
+IMPORT_FIELDS = {"pem": "Certificate (PEM)", "members": "Further members"}
+KEYS = "/ui/keys"
+
+
+async def _keys_page(request: web.Request, user: User, err: FormError | None = None,
+                     status: int = 200) -> web.Response:
+    ctx = context(request)
+    token = await run_op(request, user, "getToken") if ctx.token is not None else None
+    reports = await ctx.certificates() if token is not None and ctx.certificates is not None else []
+    return render("keys.html", status=status, user=user, nav=nav_for(user, "keys"), title="Keys and certificates",
+                  token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id),
+                  in_use={r.sha256 for r in reports if r.in_use}, ocsp={r.sha256: r.ocsp for r in reports})
+
+
+@page
+async def keys(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    return await _keys_page(request, user)
+
+
+async def _form_op(request: web.Request, user: User, form: Form, *, op: str, body: dict[str, Any], name: str,
+                   fields: dict[str, str], note: str, only: str | None = None) -> web.StreamResponse:
+    try:
+        await run_op(request, user, op, body)
+    except GatewayError as e:
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of(name, e, form, fields, only=only), e.status)
+    return back(request, note, path=KEYS)
+
+
+@page
+async def login_token(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    return await _form_op(request, user, form, op="loginToken", body={"pin": form.get("pin", "")}, name="pin",
+                          fields=PIN_FIELDS, note="Token logged in.", only="pin")
+
+
+@page
+async def generate_key(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    body = {"usage": form.get("usage", ""), "key_type": form.get("key_type", "ec-p256"),
+            "label": form.get("label", "").strip()}
+    return await _form_op(request, user, form, op="generateKey", body=body, name="key", fields=KEY_FIELDS,
+                          note=f"A new {body['usage']} key was generated.")
+
+
+@page
+async def create_csr(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    body = {k: form[k].strip() for k in ("member", "name") if form.get(k, "").strip()}
+    try:
+        result = await run_op(request, user, "createCsr", body)
+    except GatewayError as e:
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of(f"csr-{request.match_info['token_key_id']}", e, form,
+                                                            CSR_FIELDS, identifier="member"), e.status)
+    name = f"csr-{request.match_info['token_key_id'][:16]}.pem"
+    return web.Response(body=result["csr"].encode("ascii"), content_type="application/pkcs10",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+@page
+async def import_certificate(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    members = [m.strip() for m in form.get("members", "").replace(",", " ").split() if m.strip()]
+    body: dict[str, Any] = {"pem": form.get("pem", "")}
+    if members:
+        body["members"] = members
+    return await _form_op(request, user, form, op="importCertificate", body=body, name="import",
+                          fields=IMPORT_FIELDS, note="Certificate imported.")
+
+
+@page
+async def activate_certificate(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    try:
+        result = await run_op(request, user, "activateCertificate")
+    except GatewayError as e:
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of("activate", e, form, {}), e.status)
+    note = "Certificate activated." + (" The server now uses it." if result["keys_changed"] else "")
+    if result["reload_error"]:
+        note += f" The server keeps its current certificates: {result['reload_error']}"
+    return back(request, note, path=KEYS)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/keys", keys)
+    app.router.add_post("/keys", generate_key)
+    app.router.add_post("/keys/token-login", login_token)
+    app.router.add_post("/keys/{token_key_id}/csr", create_csr)
+    app.router.add_post("/keys/certificates", import_certificate)
+    app.router.add_post("/keys/certificates/{sha256}/activate", activate_certificate)
+
+
+__all__ = ["add_routes"]
