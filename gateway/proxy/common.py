@@ -1,74 +1,32 @@
-"""Pieces both proxies use: the one error middleware, bounded body reading, header decoding (I/O)."""
+"""Pieces both proxies use: error rendering, the body budget, bounded body reading, header decoding (I/O)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import structlog
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 
-from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, Side
+from gateway.errors import GatewayError, Overloaded, Side
 from gateway.protocol import rest
 from gateway.proxy import http
 
 log = structlog.get_logger("gateway.proxy")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# aiohttp's server would decode a request body sent with Content-Encoding (gzip, deflate, br) while the header
-# still goes on: the service would get plain bytes labelled gzip, and the next server would try to decode them
-# again. Bodies pass through byte for byte (the signed Content-Digest is over the bytes as sent), so the proxies'
-# applications run with these handler arguments.
-RAW_BODIES: dict[str, object] = {"auto_decompress": False}
-
-
-def error_response(err: GatewayError, request: web.Request, *, side: Side) -> web.Response:
-    """Render ``err`` as X-Road does, with a ``detail`` id that is also in our operational log.
-
-    ``side`` is named on ``err`` first (:meth:`~gateway.errors.GatewayError.at_side`; a side named earlier,
-    e.g. by the message log for its record, stays), so that the response and the log carry the same type.
-    """
-    err.at_side(side)
-    detail = str(uuid.uuid4())
-    status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
-    log.warning(
-        "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
-        method=request.method, path=request.raw_path[:200], peer=request.remote,
-    )
-    return web.Response(status=status, headers=headers, body=body)
-
-
-def error_middleware(side: Side) -> Middleware:
-    """The one middleware that turns our errors (and bugs) into X-Road error responses: the proxy's single
-    entry point, where every ``Server.*`` fault raised below it is named as this ``side``'s."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GatewayError as e:
-            return error_response(e, request, side=side)
-        except web.HTTPException:
-            raise
-        except Exception as e:
-            detail = str(uuid.uuid4())
-            log.exception("internal error", side=f"Server.{side}", detail=detail)
-            err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
-            status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
-            return web.Response(status=status, headers=headers, body=body)
-
-    return middleware
+# The start of an X-Road REST request's target (``/r1/...``): both data-path ports route on it.
+REST_PREFIX = re.compile(r"/r[0-9]+/")
 
 
 def lean_error_response(
     e: Exception, *, side: Side, method: str, raw_path: str, remote: str | None, accept: str | None,
 ) -> http.Response:
-    """What :func:`error_middleware` answers, for a handler on the lean HTTP layer (:mod:`gateway.proxy.http`):
-    our errors rendered as X-Road does (``side`` named on them first), anything else as an internal error."""
+    """The one place where a data-path port's handler (on the lean HTTP layer, :mod:`gateway.proxy.http`)
+    turns what it raised into a response: our errors rendered as X-Road does, with a ``detail`` id that is also
+    in our operational log (``side`` named on them first: a side named earlier, e.g. by the message log for its
+    record, stays), anything else as an internal error."""
     detail = str(uuid.uuid4())
     if isinstance(e, GatewayError):
         err = e.at_side(side)
@@ -143,28 +101,6 @@ class BodyAccount:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-async def read_body(
-    request: web.Request, limit: int, *, what: str = "request body", account: BodyAccount | None = None,
-) -> bytes:
-    """Read the whole body, refusing more than ``limit`` bytes without reading past it, and holding what it
-    reads on ``account`` (the declared length before reading; a chunked body as it arrives).
-
-    Raises:
-        PayloadTooLarge: HTTP 413 ``Client.BadRequest`` naming the limit.
-        Overloaded: from ``account`` (see :class:`BodyBudget`).
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"{what} of {declared} bytes is larger than the maximum of {limit} bytes")
-    if account is not None and declared:
-        account.take(declared, what)
-
-    def too_large() -> GatewayError:
-        return PayloadTooLarge(f"{what} is larger than the maximum of {limit} bytes")
-
-    return await read_stream(request.content, limit, account, too_large=too_large, what=what, held=declared or 0)
 
 
 async def read_stream(

@@ -22,7 +22,6 @@ logs show what happened. An error before the request could be verified is answer
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -46,6 +45,7 @@ from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import http, metaservices
 from gateway.proxy.common import (
+    REST_PREFIX,
     BodyAccount,
     header_pairs,
     lean_error_response,
@@ -69,8 +69,6 @@ _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _parse_client = lru_cache(maxsize=4096)(parse_client)
 
 
-_REST_PREFIX = re.compile(r"/r[0-9]+/")
-
 
 def build_server_handler(ctx: ProxyContext) -> http.Handler:
     """The server-to-server port's handler for :class:`gateway.proxy.http.HttpServer`; serve it only with
@@ -78,7 +76,7 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
 
     async def handle(request: http.Request) -> http.Response:
         try:
-            if _REST_PREFIX.match(request.raw_path) is None:
+            if REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
                                    "is not an X-Road request")
             with ctx.bodies.account() as account:

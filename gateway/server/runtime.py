@@ -60,7 +60,7 @@ from gateway.messagelog.store import (
 )
 from gateway.protocol.signatures import KeySigner
 from gateway.proxy import http, tls
-from gateway.proxy.client_proxy import build_client_app
+from gateway.proxy.client_proxy import build_client_handler
 from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
@@ -249,14 +249,17 @@ class SecurityServer:
         server_port = await self._serve_data_path(build_server_handler(ctx), s.server_host, s.server_port,
                                                   peer_server_ssl, max_body_bytes=limits.max_body_bytes)
         self.server_address = f"{s.server_host}:{server_port.port}"
-        client_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_port, None)
-        self.client_url = f"http://{s.client_host}:{self._port(client_runner)}"
+        client_handler = build_client_handler(ctx)
+        client_port = await self._serve_data_path(client_handler, s.client_host, s.client_port, None,
+                                                  max_body_bytes=limits.max_body_bytes)
+        self.client_url = f"http://{s.client_host}:{client_port.port}"
         if s.client_https_port >= 0:
             https = tls.client_facing_context(str(self.files.internal_cert), str(self.files.internal_key),
                                               client_cas=await self._is_certs())
             self._client_https_ssl = https
-            https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
-            self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
+            https_port = await self._serve_data_path(client_handler, s.client_host, s.client_https_port, https,
+                                                     max_body_bytes=limits.max_body_bytes)
+            self.client_https_url = f"https://{s.client_host}:{https_port.port}"
         # The admin API runs in worker 0 only (docs/operations.md, "Several workers"); its changes reach the
         # other workers through the database (the serverconf version, the token's state).
         if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
