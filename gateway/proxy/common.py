@@ -1,13 +1,12 @@
-"""Pieces both proxies use: error rendering, the body budget, bounded body reading, header decoding (I/O)."""
+"""Pieces both proxies use: error rendering, the body budget, header decoding (I/O)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-import aiohttp
 import structlog
 
 from gateway.errors import GatewayError, Overloaded, Side
@@ -101,24 +100,6 @@ class BodyAccount:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-async def read_stream(
-    stream: aiohttp.StreamReader, limit: int, account: BodyAccount | None, *, too_large: Callable[[], GatewayError],
-    what: str, held: int = 0,
-) -> bytes:
-    """Read a body whole: refused past ``limit`` bytes (``too_large()``); what goes beyond the ``held`` bytes
-    already taken is taken from ``account`` as it arrives."""
-    chunks = []
-    size = 0
-    async for chunk in stream.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        if account is not None and size > held:
-            account.take(min(len(chunk), size - held), what)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -30,6 +30,7 @@ from gateway.protocol.signatures import CertResolver, KeySigner
 from gateway.proxy.common import BodyBudget
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
+from gateway.proxy.services import ServicePools
 from gateway.serverconf import ServerConfSnapshot
 from gateway.serverconf.access import LocalGroupId
 from gateway.trust.keys import cert_sha256_hex
@@ -84,6 +85,7 @@ class ProxyContext:
         messagelog: MessageLogStore,
         ocsp_cache: OcspCache,
         peers: PeerPool,
+        services: ServicePools,
         service_session: aiohttp.ClientSession,
         peer_ssl: ssl.SSLContext,
         limits: ProxyLimits,
@@ -100,7 +102,8 @@ class ProxyContext:
         self.messagelog = messagelog
         self.ocsp_cache = ocsp_cache
         self.peers = peers
-        self.service_session = service_session
+        self.services = services  # the calls to services (server_proxy)
+        self.service_session = service_session  # OpenAPI descriptions (metaservices)
         self.peer_ssl = peer_ssl
         self.limits = limits
         self.clock = clock

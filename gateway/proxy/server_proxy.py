@@ -26,9 +26,7 @@ import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 
-import aiohttp
 import structlog
-from yarl import URL
 
 from gateway.errors import (
     SERVER_PROXY,
@@ -49,7 +47,6 @@ from gateway.proxy.common import (
     BodyAccount,
     header_pairs,
     lean_error_response,
-    read_stream,
     sha256,
     split_target,
 )
@@ -64,7 +61,6 @@ SIDE = SERVER_PROXY
 _DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
 # What a service may not set on its response: the security server's own headers.
 _DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # A peer sends the same few X-Road-Client values again and again; errors are not cached.
 _parse_client = lru_cache(maxsize=4096)(parse_client)
 
@@ -222,25 +218,18 @@ async def _call_service(
     # dot segments resolved), plus "//" collapsed. An empty path stays empty; the query stays raw.
     path = rest.normalise_path(target.service_path) if target.service_path else ""
     query = "" if target.raw_query is None else "?" + target.raw_query
-    url = URL(base_url.rstrip("/") + path + query, encoded=True)
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
-    limit = ctx.limits.max_body_bytes
-
-    def too_large() -> GatewayError:
-        return ServiceFailed(f"the service's response is larger than the maximum of {limit} bytes")
-
     try:
-        async with ctx.service_session.request(
-            target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
-            skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as resp:
-            data = await read_stream(resp.content, limit, account, too_large=too_large, what="the service's response")
-            return resp.status, resp.reason, header_pairs(resp.raw_headers), data
+        resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
+                                          timeout_seconds=timeout_seconds, hold=account)
+    except http.ResponseTooLarge as e:
+        raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
     except TimeoutError as e:
         # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
         raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
-    except aiohttp.ClientError as e:
+    except http.HttpClientError as e:
         raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body
 
 
 __all__ = ["RequestError", "build_server_handler"]

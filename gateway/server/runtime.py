@@ -65,6 +65,7 @@ from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_handler
+from gateway.proxy.services import ServicePools
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
@@ -222,11 +223,13 @@ class SecurityServer:
         peers = PeerPool(peer_client_ssl, self._check_provider, connect_timeout=s.connect_timeout_seconds,
                          max_body_bytes=limits.max_body_bytes)
         self._close_at_every_stop(peers.close)
+        services = ServicePools(max_body_bytes=limits.max_body_bytes)
+        stack.push_async_callback(services.close)  # after the ports: a call in progress ends first
         self._versions = await self.store.versions()  # before the snapshot: a change between is read again
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
-            service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
+            services=services, service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
             origin=self.origin,
         )
         ctx.body_logging = s.body_logging
