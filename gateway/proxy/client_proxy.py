@@ -43,6 +43,7 @@ from gateway.errors import (
     PeerError,
     RelayedFault,
     RequestError,
+    TooManyExchanges,
     UnknownMember,
 )
 from gateway.globalconf.model import GlobalConf, SecurityServer
@@ -233,13 +234,28 @@ async def handle_rest(request: http.Request, ctx: ProxyContext) -> http.Response
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
     pairs = header_pairs(request.raw_headers)
     h = rest.parse_request_headers(pairs, instance=ctx.server_id.instance)
-    structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
+    # one client may not hold more than its share of the server: its exchanges in progress are counted
+    running = ctx.client_exchanges
+    client = h.client
+    count = running.get(client, 0)
+    if count >= ctx.limits.max_client_exchanges:
+        raise TooManyExchanges(
+            f"client {client.typed()} already has {count} exchanges in progress on this security server, "
+            f"the most it may have at once (max_client_exchanges); retry later",
+        )
+    running[client] = count + 1
+    structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(client),
                                            service=str(target.service))
     try:
         with ctx.bodies.account() as account:
             return await _exchange(request, ctx, now, target, pairs, h, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
+        left = running[client] - 1
+        if left:
+            running[client] = left
+        else:
+            del running[client]
 
 
 async def _exchange(

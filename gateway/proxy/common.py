@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from gateway.errors import GatewayError, Overloaded, Side
+from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, RequestError, Side, UriTooLong
 from gateway.protocol import rest
 from gateway.proxy import http
 
@@ -38,6 +38,33 @@ def lean_error_response(
         err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
     status, headers, body = rest.render_error(err, accept=accept, detail=detail)
     return http.Response(status=status, headers=headers, body=body)
+
+
+# What the HTTP layer refuses before a handler runs, by status, as the X-Road fault it is
+# (docs/protocol.md section 1.5). The layer's status stays; anything else is an internal error.
+_REFUSALS: dict[int, type[GatewayError]] = {
+    400: RequestError,  # malformed request (llhttp)
+    408: RequestError,  # header block not complete within header_timeout
+    413: PayloadTooLarge,  # body over max_body_bytes
+    414: UriTooLong,  # request target over max_target_bytes
+    431: RequestError,  # too many header lines, or too many bytes of them
+    503: Overloaded,  # more connections than max_connections, or the server is closing
+}
+
+
+def refusal_renderer(side: Side) -> http.RefusalRenderer:
+    """The data-path ports' renderer for what the HTTP layer answers by itself (:class:`http.HttpServer`'s
+    ``render_refusal``): X-Road's error form (JSON, ``X-Road-Error``) with the layer's status and message."""
+
+    def render(status: int, message: str) -> http.Response:
+        err = _REFUSALS.get(status, GatewayError)(message).at_side(side)
+        detail = str(uuid.uuid4())
+        log.warning("request refused by the HTTP layer", side=f"Server.{side}", detail=detail, status=status,
+                    type=err.xroad_type, error=message)
+        _, headers, body = rest.render_error(err, accept=None, detail=detail)
+        return http.Response(status=status, headers=headers, body=body)
+
+    return render
 
 
 class BodyBudget:

@@ -53,6 +53,7 @@ class ProxyLimits:
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     max_uri_bytes: int = 8192  # bytes of path and query
     max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once (BodyBudget)
+    max_client_exchanges: int = 512  # exchanges of one client in progress at once on the client-facing ports
 
 
 class _Groups:
@@ -109,6 +110,7 @@ class ProxyContext:
         self.clock = clock
         self.replay = ReplayCache(limits.replay_window_seconds, limits.replay_max_entries)
         self.bodies = BodyBudget(limits.max_inflight_body_bytes)
+        self.client_exchanges: dict[ClientId, int] = {}  # in progress on the client-facing ports, per client
         # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)
         self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}

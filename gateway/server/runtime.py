@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
 from gateway.admin.store import AdminStore
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
@@ -61,6 +61,7 @@ from gateway.messagelog.store import (
 from gateway.protocol.signatures import KeySigner
 from gateway.proxy import http, tls
 from gateway.proxy.client_proxy import build_client_handler
+from gateway.proxy.common import refusal_renderer
 from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
@@ -114,6 +115,20 @@ class SecurityServer:
                 f"max_body_bytes ({settings.server.max_body_bytes}): one request of the allowed size could never "
                 "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
+        try:
+            # the data-path ports' own limits (the body's is checked above, against the budget)
+            self.port_limits = http.ServerLimits(
+                max_body_bytes=settings.server.max_body_bytes, max_target_bytes=settings.server.max_uri_bytes,
+                max_header_bytes=settings.server.max_header_bytes,
+                header_timeout=settings.server.header_timeout_seconds,
+                keepalive_timeout=settings.server.keepalive_timeout_seconds,
+                max_connections=settings.server.max_connections,
+            )
+        except ValueError as e:
+            raise ConfigError(f"[server] {_port_setting(str(e))}") from e
+        if settings.server.max_client_exchanges < 1:
+            raise ConfigError(f"[server] max_client_exchanges = {settings.server.max_client_exchanges} must be "
+                              "at least 1")
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
         # Everything start() opens, in opening order; stop() unwinds it (module docstring).
         self._stack = contextlib.AsyncExitStack()
@@ -204,6 +219,7 @@ class SecurityServer:
             max_body_bytes=s.max_body_bytes, max_clock_skew_seconds=s.max_clock_skew_seconds,
             replay_window_seconds=s.replay_window_seconds, connect_timeout_seconds=s.connect_timeout_seconds,
             max_uri_bytes=s.max_uri_bytes, max_inflight_body_bytes=s.max_inflight_body_bytes,
+            max_client_exchanges=s.max_client_exchanges,
         )
         self.messagelog: MessageLogStore
         if s.messagelog_backend == "memory":
@@ -250,18 +266,18 @@ class SecurityServer:
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
         # sockets: server side first, so that peers can reach us by the time clients can
         server_port = await self._serve_data_path(build_server_handler(ctx), s.server_host, s.server_port,
-                                                  peer_server_ssl, max_body_bytes=limits.max_body_bytes)
+                                                  peer_server_ssl, side=SERVER_PROXY)
         self.server_address = f"{s.server_host}:{server_port.port}"
         client_handler = build_client_handler(ctx)
         client_port = await self._serve_data_path(client_handler, s.client_host, s.client_port, None,
-                                                  max_body_bytes=limits.max_body_bytes)
+                                                  side=CLIENT_PROXY)
         self.client_url = f"http://{s.client_host}:{client_port.port}"
         if s.client_https_port >= 0:
             https = tls.client_facing_context(str(self.files.internal_cert), str(self.files.internal_key),
                                               client_cas=await self._is_certs())
             self._client_https_ssl = https
             https_port = await self._serve_data_path(client_handler, s.client_host, s.client_https_port, https,
-                                                     max_body_bytes=limits.max_body_bytes)
+                                                     side=CLIENT_PROXY)
             self.client_https_url = f"https://{s.client_host}:{https_port.port}"
         # The admin API runs in worker 0 only (docs/operations.md, "Several workers"); its changes reach the
         # other workers through the database (the serverconf version, the token's state).
@@ -499,8 +515,7 @@ class SecurityServer:
         return runner
 
     async def _serve_data_path(
-        self, handler: http.Handler, host: str, port: int, ssl_context: ssl.SSLContext | None, *,
-        max_body_bytes: int,
+        self, handler: http.Handler, host: str, port: int, ssl_context: ssl.SSLContext | None, *, side: Side,
     ) -> http.HttpServer:
         """Listen on ``host:port`` with a data-path ``handler`` on the lean HTTP layer (:mod:`gateway.proxy.http`);
         closed when the stack unwinds.
@@ -508,7 +523,7 @@ class SecurityServer:
         Raises:
             ConfigError: the port cannot be bound.
         """
-        server = http.HttpServer(handler, limits=http.ServerLimits(max_body_bytes=max_body_bytes))
+        server = http.HttpServer(handler, limits=self.port_limits, render_refusal=refusal_renderer(side))
         reuse = self.settings.server.workers > 1 or None  # as _serve: several workers share the port
         try:
             await server.start(host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse)
@@ -606,6 +621,19 @@ class _LogGate:
         if self._lease is not None:
             self._lease.check()
         self._checkpointer.check_timestamping(now)
+
+
+_PORT_SETTINGS = {
+    "max_body_bytes": "max_body_bytes", "max_target_bytes": "max_uri_bytes", "max_header_bytes": "max_header_bytes",
+    "header_timeout": "header_timeout_seconds", "keepalive_timeout": "keepalive_timeout_seconds",
+    "max_connections": "max_connections",
+}
+
+
+def _port_setting(message: str) -> str:
+    """``ServerLimits``' complaint about one of its fields, named as the ``[server]`` setting it came from."""
+    field, _, rest = message.partition(" ")
+    return f"{_PORT_SETTINGS.get(field, field)} {rest}"
 
 
 def _spawn(tasks: contextlib.AsyncExitStack, coro: Coroutine[None, None, None], name: str) -> None:
