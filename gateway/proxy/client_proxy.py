@@ -55,9 +55,10 @@ from gateway.proxy import http
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    body_hashes,
+    body_sha256,
     header_pairs,
     lean_error_response,
-    sha256,
     split_target,
 )
 from gateway.proxy.context import ProxyContext
@@ -279,8 +280,9 @@ async def _exchange(
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
     # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256 (RFC 9530)
-    expected_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
-    digest = signatures.content_digest_header(sha256(body))
+    body_256, body_512 = await body_hashes(body)
+    expected_hash = rest.request_hash(header_part, body_512)
+    digest = signatures.content_digest_header(body_256)
     created = int(now.timestamp())
     own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
@@ -290,7 +292,7 @@ async def _exchange(
         signer=ctx.signer, created=created, ocsp=own_ocsp,
     )
     send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
-    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
     #     (docs/messagelog.md section 11)
     logged = ctx.messagelog.start(_record(
@@ -371,7 +373,7 @@ async def _response(
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
         resolve_cert=ctx.cert_resolver(conf, target.service.member),
     )
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), await body_sha256(body))
     expected = {
         rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
         rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
@@ -143,3 +144,27 @@ def split_target(raw_path: str) -> tuple[str, str | None]:
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+# A body at least this large is hashed in a worker thread, not on the event loop: SHA-256 and SHA-512 of
+# 128 KiB take about half a millisecond here, and hashlib releases the GIL on large inputs.
+OFF_LOOP_HASH_BYTES = 128 * 1024  # bytes
+
+
+def _both(body: bytes) -> tuple[bytes, bytes | None]:
+    return hashlib.sha256(body).digest(), (hashlib.sha512(body).digest() if body else None)
+
+
+async def body_hashes(body: bytes) -> tuple[bytes, bytes | None]:
+    """SHA-256 of ``body`` (its ``Content-Digest``) and SHA-512 (the request hash's, PR-REST 4.3; None for an
+    empty body); off the event loop for a body of :data:`OFF_LOOP_HASH_BYTES` or more."""
+    if len(body) < OFF_LOOP_HASH_BYTES:
+        return _both(body)
+    return await asyncio.to_thread(_both, body)
+
+
+async def body_sha256(body: bytes) -> bytes:
+    """SHA-256 of ``body``; off the event loop for a body of :data:`OFF_LOOP_HASH_BYTES` or more."""
+    if len(body) < OFF_LOOP_HASH_BYTES:
+        return hashlib.sha256(body).digest()
+    return await asyncio.to_thread(sha256, body)

@@ -21,7 +21,6 @@ logs show what happened. An error before the request could be verified is answer
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -45,9 +44,10 @@ from gateway.proxy import http, metaservices
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    body_hashes,
+    body_sha256,
     header_pairs,
     lean_error_response,
-    sha256,
     split_target,
 )
 from gateway.proxy.context import ProxyContext
@@ -116,9 +116,10 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
     body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
+    body_256, body_512 = await body_hashes(body)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), body_256)
     message_id = fields[rest.H_ID]
-    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    request_target = request.raw_path  # path and query as received, which target holds split
     provider = ctx.snapshot.clients.get(target.service.subsystem)
     body_logging = ctx.body_logging and (provider.body_logging if provider is not None else True)
     user_id = fields.get(rest.H_USER_ID)
@@ -145,7 +146,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         body,
     ))
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
-    request_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)  # PR-REST 4.3
+    request_hash = rest.request_hash(header_part, body_512)  # PR-REST 4.3
     # (6)-(7) access, then the service; any refusal from here on is answered signed
     error_type: str | None = None
     try:
@@ -170,7 +171,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
-    digest = signatures.content_digest_header(sha256(resp_body))
+    digest = signatures.content_digest_header(await body_sha256(resp_body))
     xroad = {
         rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
         rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signatures.H_CONTENT_DIGEST: digest,

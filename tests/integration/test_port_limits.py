@@ -1,7 +1,8 @@
 """The data-path ports' own limits, on a running federation: what the HTTP layer refuses before a handler runs
 carries X-Road's error form on the client-facing ports (plain and HTTPS) and the server-to-server port; the
 header timeout, the connection limit and the header-size limit are ``[server]`` settings; slow-header
-connections are closed while good requests are served; one client's exchanges in progress are bounded (429).
+connections are closed while good requests are served; one client's exchanges in progress are bounded (429);
+large bodies are hashed off the event loop and still pass byte for byte.
 
 The federation runs with small limits (:data:`LIMITS`); real sockets, real TLS with the servers' own
 certificates, SQLite.
@@ -10,7 +11,9 @@ certificates, SQLite.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -19,13 +22,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from exchange_kit import CONSUMER, PROBE, Probe, auth_ssl, call, probed_federation
+from exchange_kit import CONSUMER, PROBE, Probe, auth_ssl, call, probed_federation, records
 from http_kit import Raw, read_response, serving
 from waiting import wait_for_condition
 
 from gateway.dev.demo import Federation
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError
-from gateway.proxy.common import refusal_renderer
+from gateway.proxy.common import OFF_LOOP_HASH_BYTES, body_hashes, body_sha256, refusal_renderer
 from gateway.proxy.http import Request, Response
 from gateway.server.runtime import SecurityServer
 from gateway.settings import Settings
@@ -262,3 +265,27 @@ async def test_a_bad_port_setting_stops_the_server_before_any_socket_opens(
     with pytest.raises(ConfigError) as caught:
         SecurityServer(settings)
     assert caught.value.message == message
+
+
+# ------------------------------------------------------------------------------------------ large bodies
+
+
+@pytest.mark.parametrize("size", [0, 1, OFF_LOOP_HASH_BYTES - 1, OFF_LOOP_HASH_BYTES, 3 * OFF_LOOP_HASH_BYTES])
+async def test_body_hashes_are_the_same_on_and_off_the_event_loop(size: int) -> None:
+    body = os.urandom(size)
+    expected = hashlib.sha256(body).digest(), (hashlib.sha512(body).digest() if body else None)
+    assert await body_hashes(body) == expected
+    assert await body_sha256(body) == expected[0]
+
+
+async def test_a_body_hashed_off_the_event_loop_passes_both_servers_byte_for_byte(world: World) -> None:
+    body = b"".join(b"%08d," % i for i in range(OFF_LOOP_HASH_BYTES // 9 * 2))  # about 2 * the threshold
+    message_id = f"DEV-large-{uuid.uuid4()}"
+    answer = await call(world.ss1, PROBE + "/large", method="POST", data=body, headers={"X-Road-Id": message_id})
+    assert answer.status == 200, answer.body[:300]
+    assert answer.json["body"].encode() == body  # the probe echoes it: the response is as large, and verified
+    seen = [s for s in world.probe.seen if s.headers.get("X-Road-Id") == message_id]
+    assert [s.body for s in seen] == [body]
+    for server in (world.ss1, world.ss2):
+        kinds = [(r.kind, r.status) for r in await records(server, message_id=message_id)]
+        assert kinds == [("request", None), ("response", 200)]
