@@ -17,8 +17,9 @@ import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import pytest_asyncio
@@ -39,19 +40,25 @@ LIMITS = {"header_timeout_seconds": 1.0, "max_connections": 12, "max_header_byte
           "max_client_exchanges": 2, "max_uri_bytes": 1024}
 
 
-@dataclass
-class World:
+class World(NamedTuple):
+    """The federation with small port limits, and the probe service behind ss2."""
+
     fed: Federation
-    ss1: SecurityServer
-    ss2: SecurityServer
     probe: Probe
+
+    @property
+    def ss1(self) -> SecurityServer:  # the consumer's server: its client ports
+        return self.fed.server("ss1")
+
+    @property
+    def ss2(self) -> SecurityServer:  # the provider's: its server port
+        return self.fed.server("ss2")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    tmp = tmp_path_factory.mktemp("port-limits")
-    async with probed_federation(tmp / "fed", server_overrides=LIMITS) as (fed, probe):
-        yield World(fed=fed, ss1=fed.server("ss1"), ss2=fed.server("ss2"), probe=probe)
+    async with probed_federation(tmp_path_factory.mktemp("port-limits") / "fed", server_overrides=LIMITS) as pair:
+        yield World(*pair)
 
 
 # ------------------------------------------------------------------------------------------ helpers
