@@ -20,7 +20,7 @@ SWITCH_INTERVAL_SECONDS = 0.0002
 # The cyclic garbage collector's thresholds (gc.set_threshold): an exchange allocates thousands of container
 # objects that die with it, and at CPython's default of 700 a generation-0 pass ran every few exchanges, found
 # little to free and took about 8 % of a server's CPU under load; ten times the allocations between passes
-# take that to under 1 % (docs/performance.md section 3).
+# take that to under 1 % (docs/performance.md section 5).
 GC_THRESHOLDS = (7000, 20, 20)
 
 
