@@ -5,7 +5,7 @@ Per request, in order (docs/architecture.md section 4):
 1. parse the r1 target and the X-Road headers;
 2. require a valid global configuration;
 3. the client must be hosted here, authenticated as its settings demand (plain HTTP, HTTPS, HTTPS with a
-   registered certificate);
+   registered certificate), with fewer than ``max_client_exchanges`` exchanges in progress here;
 4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
 5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
    signing certificate and its OCSP response;
@@ -235,42 +235,58 @@ async def handle_rest(request: http.Request, ctx: ProxyContext) -> http.Response
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
     pairs = header_pairs(request.raw_headers)
     h = rest.parse_request_headers(pairs, instance=ctx.server_id.instance)
-    # one client may not hold more than its share of the server: its exchanges in progress are counted
-    running = ctx.client_exchanges
-    client = h.client
-    count = running.get(client, 0)
-    if count >= ctx.limits.max_client_exchanges:
-        raise TooManyExchanges(
-            f"client {client.typed()} already has {count} exchanges in progress on this security server, "
-            f"the most it may have at once (max_client_exchanges); retry later",
-        )
-    running[client] = count + 1
-    structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(client),
+    structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
     try:
-        with ctx.bodies.account() as account:
-            return await _exchange(request, ctx, now, target, pairs, h, account)
+        # (2) a valid global configuration, and a message log timestamped within its grace period
+        conf = ctx.conf()
+        ctx.check_timestamping()
+        # (3) the client is ours, authenticated as configured, and within its share of the server
+        client_info = ctx.snapshot.client(h.client)
+        if client_info.status != "registered":
+            raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
+        check_is_auth(client_info, tls=request.tls, peer_cert_der=request.peer_cert)
+        with _ClientSlot(ctx, h.client), ctx.bodies.account() as account:
+            return await _exchange(request, ctx, now, conf, target, pairs, h, client_info, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
-        left = running[client] - 1
+
+
+class _ClientSlot:
+    """One of the ``max_client_exchanges`` exchanges a client may have in progress at once on this server
+    process, held while the exchange runs. Counted only once the client is authenticated, so that nobody can
+    use up another client's share by naming it."""
+
+    __slots__ = ("_client", "_running")
+
+    def __init__(self, ctx: ProxyContext, client: ClientId) -> None:
+        """Raises: TooManyExchanges: (``Client.TooManyRequests``, HTTP 429) the client's share is in use."""
+        running = ctx.client_exchanges
+        count = running.get(client, 0)
+        if count >= ctx.limits.max_client_exchanges:
+            raise TooManyExchanges(
+                f"client {client.typed()} already has {count} exchanges in progress on this security server, "
+                "the most it may have at once (max_client_exchanges); retry later",
+            )
+        running[client] = count + 1
+        self._running = running
+        self._client = client
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> None:
+        left = self._running[self._client] - 1
         if left:
-            running[client] = left
+            self._running[self._client] = left
         else:
-            del running[client]
+            del self._running[self._client]
 
 
 async def _exchange(
-    request: http.Request, ctx: ProxyContext, now: datetime, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, account: BodyAccount,
+    request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
 ) -> http.Response:
-    # (2) a valid global configuration, and a message log timestamped within its grace period
-    conf = ctx.conf()
-    ctx.check_timestamping()
-    # (3) the client is ours, authenticated as configured
-    client_info = ctx.snapshot.client(h.client)
-    if client_info.status != "registered":
-        raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
-    check_is_auth(client_info, tls=request.tls, peer_cert_der=request.peer_cert)
     # (4) where the service lives
     servers = providers(conf, target.service, h.security_server)
     # (5) body, ids, digest, signature

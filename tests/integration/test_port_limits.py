@@ -214,6 +214,16 @@ async def test_one_clients_exchanges_in_progress_are_bounded_429(world: World) -
         answer.assert_error(429, "Client.TooManyRequests",
                             contains=f"client SUBSYSTEM:{CONSUMER} already has 2 exchanges in progress")
         assert not any(s.path_qs.startswith("/third") for s in world.probe.seen)
+        # the share is counted once the client is authenticated: a request that fails authentication is refused
+        # as such, whatever the share (so nobody can use up a client's share by naming it)
+        await world.ss1.store.update_client(CONSUMER, is_auth="https")
+        await world.ss1.reload_serverconf()
+        try:
+            answer = await call(world.ss1, PROBE + "/spoofed", headers={"X-Road-Id": "DEV-spoofed"})
+        finally:
+            await world.ss1.store.update_client(CONSUMER, is_auth="none")
+            await world.ss1.reload_serverconf()
+        answer.assert_error(500, "Server.ClientProxy.SslAuthenticationFailed", contains="must connect over HTTPS")
     finally:
         world.probe.release.set()
     assert [(await t).status for t in held] == [200, 200]
