@@ -4,7 +4,8 @@ Resources: the database engine (serverconf + message log), the claim on this pro
 (:mod:`gateway.server.lease`), the global configuration
 updater, the signing key and authentication certificate (plain key files, or the software token of
 ``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
-one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
+one connection pool per peer server (mutual TLS), one per service origin, an aiohttp session for OCSP,
+timestamps and OpenAPI descriptions, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
 any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
 signer and the TLS certificate without restart when another certificate becomes the one to use
@@ -16,15 +17,16 @@ opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, an
 (the client-facing side stops first so that nothing new arrives while logs are flushed):
 
 1. the database engine; 2. the claim on the log origin; 3. the global configuration updater (its fetcher); 4. the
-session for services, OCSP and timestamps; 5. the message-log writer; 6. the peer pool (one mTLS session per
-peer); 7. a nested stack for the background tasks; 8. the server port, the client port, the client HTTPS port, the
-admin port (each an aiohttp runner and site; the admin port in worker 0 only); then the background tasks
+session for OCSP, timestamps and OpenAPI descriptions; 5. the message-log writer; 6. the peer pool (one mTLS
+connection pool per peer) and the service pools (one per origin); 7. a nested stack for the background tasks;
+8. the server port, the client port, the client HTTPS port (each an :class:`~gateway.proxy.http.HttpServer`),
+the admin port (an aiohttp runner and site, in worker 0 only); then the background tasks
 (global-configuration polling, serverconf reloads, the token watch, the checkpointer, the origin claim's check)
 are started into the stack of step 7, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
-stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
-sessions and the updater, gives up the origin and disposes of the engine. A stopped server's stores stay
+stops the background tasks, closes the service and peer pools, flushes and closes the message log, then closes
+the session and the updater, gives up the origin and disposes of the engine. A stopped server's stores stay
 readable (its message log, say); what that reopens (a pooled database connection) is released by the next
 ``stop()``.
 """
