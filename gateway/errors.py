@@ -262,6 +262,14 @@ class AccountLocked(RequestError):
     fault = "AccountLocked"
 
 
+class TooManyExchanges(RequestError):
+    """A client subsystem has as many exchanges in progress on this security server as it may have at once
+    (``[server] max_client_exchanges``): HTTP 429, retry later."""
+
+    status = 429
+    fault = "TooManyRequests"
+
+
 # ---- server faults of the request: X-Road answers these with HTTP 500 although the caller caused them ---------
 
 

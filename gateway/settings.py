@@ -93,6 +93,13 @@ class ServerSettings:
     max_body_bytes: int = 10 * 2**20  # bytes; larger requests get 413 (X-Road's loggable maximum)
     max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once; beyond: Overloaded
     max_uri_bytes: int = 8192  # bytes of path and query
+    # The data-path ports (client-facing and server-to-server), per worker process, against slow or idle
+    # clients and too many of them (docs/protocol.md section 1.5 for the answers)
+    header_timeout_seconds: float = 15.0  # seconds from a request's first byte to its header block's end (408)
+    keepalive_timeout_seconds: float = 75.0  # seconds a kept-alive connection may stay idle between requests
+    max_connections: int = 4096  # open connections per port; one more is answered 503 and closed
+    max_header_bytes: int = 64 * 2**10  # bytes of one request's header names and values (431)
+    max_client_exchanges: int = 512  # exchanges of one X-Road-Client in progress at once on the client ports (429)
     max_clock_skew_seconds: int = 60  # seconds a signature's created may differ from our clock
     replay_window_seconds: int = 300  # seconds a request id is remembered (at least twice the skew)
     ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again (in the background)

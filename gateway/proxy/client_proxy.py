@@ -5,7 +5,7 @@ Per request, in order (docs/architecture.md section 4):
 1. parse the r1 target and the X-Road headers;
 2. require a valid global configuration;
 3. the client must be hosted here, authenticated as its settings demand (plain HTTP, HTTPS, HTTPS with a
-   registered certificate);
+   registered certificate), with fewer than ``max_client_exchanges`` exchanges in progress here;
 4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
 5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
    signing certificate and its OCSP response;
@@ -26,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import ssl
+import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 import structlog
-from aiohttp import web
 
 from gateway.errors import (
     CLIENT_PROXY,
@@ -44,6 +44,7 @@ from gateway.errors import (
     PeerError,
     RelayedFault,
     RequestError,
+    TooManyExchanges,
     UnknownMember,
 )
 from gateway.globalconf.model import GlobalConf, SecurityServer
@@ -53,12 +54,12 @@ from gateway.messagelog.store import Appended
 from gateway.protocol import rest, signatures
 from gateway.proxy import http, observe
 from gateway.proxy.common import (
-    RAW_BODIES,
+    REST_PREFIX,
     BodyAccount,
-    error_middleware,
+    body_hashes,
+    body_sha256,
     header_pairs,
-    read_body,
-    sha256,
+    lean_error_response,
     split_target,
 )
 from gateway.proxy.context import ProxyContext
@@ -69,7 +70,6 @@ from gateway.trust.keys import cert_sha256_hex
 log = structlog.get_logger("gateway.proxy.client")
 
 SIDE = CLIENT_PROXY
-CONTEXT = web.AppKey("context", ProxyContext)
 
 # Headers the client side never passes on from an information system: X-Road's own (re-emitted after
 # validation) and the server-to-server profile's.
@@ -115,7 +115,8 @@ def check_is_auth(
     """X-Road's information-system authentication for the client subsystem (pure).
 
     ``tls`` tells whether the information system connected over TLS; ``peer_cert_der`` is the certificate it
-    presented there (DER), or ``None``. The handler reads both off the transport (:func:`_transport_auth`).
+    presented there (DER), or ``None``. The handler reads both off the connection (:attr:`http.Request.tls`,
+    :attr:`http.Request.peer_cert`, read once per connection after the handshake).
 
     Raises:
         ClientAuthenticationFailed: (``Server.ClientProxy.SslAuthenticationFailed``, HTTP 500) the connection
@@ -134,14 +135,6 @@ def check_is_auth(
         raise ClientAuthenticationFailed(
             f"the TLS certificate presented is not registered for client {client.id.typed()}",
         )
-
-
-def _transport_auth(request: web.Request) -> tuple[bool, bytes | None]:
-    """Whether the request came over TLS, and the client certificate it presented there (DER) if any."""
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    if not isinstance(ssl_object, ssl.SSLObject):
-        return False, None
-    return True, ssl_object.getpeercert(binary_form=True)
 
 
 def providers(conf: GlobalConf, service: ServiceId, pinned: SecurityServerId | None) -> list[SecurityServer]:
@@ -209,8 +202,47 @@ def _remote_fault(resp: http.ClientResponse, fields: dict[str, str]) -> RemoteFa
     return RemoteFault(message[:2000], remote_type=fields[rest.H_ERROR][:200], remote_status=resp.status)
 
 
-async def handle_rest(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
+def build_client_handler(ctx: ProxyContext) -> http.Handler:
+    """The client-facing ports' handler for :class:`gateway.proxy.http.HttpServer` (plain HTTP and, on its own
+    port, HTTPS with :func:`gateway.proxy.tls.client_facing_context`): ``/r<N>/...`` (any method),
+    ``GET /listClients``, ``GET /healthz``; anything else is refused. Every error is answered as X-Road does,
+    named as this side's."""
+
+    async def handle(request: http.Request) -> http.Response:
+        started = time.perf_counter()
+        ids: list[tuple[ClientId, ServiceId]] = []  # the exchange's (client, service), once parsed
+        response = await answer(request, ids)
+        observe.exchange_done(ctx, "client", started=started, status=response.status, headers=response.headers,
+                              labels=observe.client_labels(ctx, *ids[0]) if ids else ("", ""),
+                              request_bytes=observe.request_size(request.content_length,
+                                                                 request.header("Transfer-Encoding")),
+                              response_bytes=len(response.body))
+        return response
+
+    async def answer(request: http.Request, ids: list[tuple[ClientId, ServiceId]]) -> http.Response:
+        try:
+            path, query = split_target(request.raw_path)
+            if REST_PREFIX.match(path) is not None:
+                return await handle_rest(request, ctx, ids)
+            if request.method in ("GET", "HEAD"):
+                if path == "/listClients":
+                    return list_clients(ctx, query, accept=request.header("Accept"))
+                if path == "/healthz":
+                    return health(ctx)
+            raise RequestError(
+                f"{request.method} {path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"
+                "SUBSYSTEM/SERVICE[/path]",
+            )
+        except Exception as e:
+            return lean_error_response(e, side=SIDE, method=request.method, raw_path=request.raw_path,
+                                       remote=request.remote, accept=request.header("Accept"))
+
+    return handle
+
+
+async def handle_rest(
+    request: http.Request, ctx: ProxyContext, ids: list[tuple[ClientId, ServiceId]],
+) -> http.Response:
     now = ctx.clock()
     # (1) parse
     raw_path, raw_query = split_target(request.raw_path)
@@ -219,38 +251,69 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     h = rest.parse_request_headers(pairs, instance=ctx.server_id.instance)
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
-    request[observe.EXCHANGE_IDS] = (h.client, target.service)  # for the exchange's metrics
+    ids.append((h.client, target.service))  # for the exchange's metrics
     try:
-        with ctx.bodies.account() as account:
-            return await _exchange(request, ctx, now, target, pairs, h, account)
+        # (2) a valid global configuration, and a message log timestamped within its grace period
+        conf = ctx.conf()
+        ctx.check_timestamping()
+        # (3) the client is ours, authenticated as configured, and within its share of the server
+        client_info = ctx.snapshot.client(h.client)
+        if client_info.status != "registered":
+            raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
+        check_is_auth(client_info, tls=request.tls, peer_cert_der=request.peer_cert)
+        with _ClientSlot(ctx, h.client), ctx.bodies.account() as account:
+            return await _exchange(request, ctx, now, conf, target, pairs, h, client_info, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
 
 
+class _ClientSlot:
+    """One of the ``max_client_exchanges`` exchanges a client may have in progress at once on this server
+    process, held while the exchange runs. Counted only once the client is authenticated, so that nobody can
+    use up another client's share by naming it."""
+
+    __slots__ = ("_client", "_running")
+
+    def __init__(self, ctx: ProxyContext, client: ClientId) -> None:
+        """Raises: TooManyExchanges: (``Client.TooManyRequests``, HTTP 429) the client's share is in use."""
+        running = ctx.client_exchanges
+        count = running.get(client, 0)
+        if count >= ctx.limits.max_client_exchanges:
+            raise TooManyExchanges(
+                f"client {client.typed()} already has {count} exchanges in progress on this security server, "
+                "the most it may have at once (max_client_exchanges); retry later",
+            )
+        running[client] = count + 1
+        self._running = running
+        self._client = client
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> None:
+        left = self._running[self._client] - 1
+        if left:
+            self._running[self._client] = left
+        else:
+            del self._running[self._client]
+
+
 async def _exchange(
-    request: web.Request, ctx: ProxyContext, now: datetime, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, account: BodyAccount,
-) -> web.StreamResponse:
-    # (2) a valid global configuration, and a message log timestamped within its grace period
-    conf = ctx.conf()
-    ctx.check_timestamping()
-    # (3) the client is ours, authenticated as configured
-    client_info = ctx.snapshot.client(h.client)
-    if client_info.status != "registered":
-        raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
-    tls, peer_cert_der = _transport_auth(request)
-    check_is_auth(client_info, tls=tls, peer_cert_der=peer_cert_der)
+    request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
+) -> http.Response:
     # (4) where the service lives
     servers = providers(conf, target.service, h.security_server)
     # (5) body, ids, digest, signature
-    body = await read_body(request, ctx.limits.max_body_bytes, account=account)
+    body = await request.body(hold=account)  # bounded by max_body_bytes (the port's limits)
     request_id = _new_request_id()
     xroad = _xroad_headers(h, target.service, request_id)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
     # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256 (RFC 9530)
-    expected_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)
-    digest = signatures.content_digest_header(sha256(body))
+    body_256, body_512 = await body_hashes(body)
+    expected_hash = rest.request_hash(header_part, body_512)
+    digest = signatures.content_digest_header(body_256)
     created = int(now.timestamp())
     own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
@@ -260,7 +323,7 @@ async def _exchange(
         signer=ctx.signer, created=created, ocsp=own_ocsp,
     )
     send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
-    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
     #     (docs/messagelog.md section 11)
     logged = ctx.messagelog.start(_record(
@@ -288,7 +351,7 @@ async def _send(
     send_headers: list[tuple[str, str]], body: bytes, h: rest.XRoadRequestHeaders, request_id: str,
     expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo, account: BodyAccount,
     logged: asyncio.Future[Appended],
-) -> web.StreamResponse:
+) -> http.Response:
     # (7) send, fastest first, failing over while nothing has reached a server (but not once the request's
     #     record has failed: that is the answer now)
     ordered = await ctx.peers.order(servers)
@@ -325,7 +388,7 @@ async def _response(
     ctx: ProxyContext, resp: http.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
     request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
     request_target: str, logged: asyncio.Future[Appended],
-) -> web.StreamResponse:
+) -> http.Response:
     resp_pairs = header_pairs(resp.raw_headers)
     fields = signatures.fields_from_pairs(resp_pairs)
     # An error from the provider's server that it could not sign (it could not verify our request).
@@ -341,7 +404,7 @@ async def _response(
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
         resolve_cert=ctx.cert_resolver(conf, target.service.member),
     )
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), await body_sha256(body))
     expected = {
         rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
         rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,
@@ -361,19 +424,18 @@ async def _response(
         cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signatures.H_CONTENT_DIGEST],
         body=body, body_logging=ctx.body_logging and client_info.body_logging,
     ))
-    out = web.Response(status=resp.status, reason=resp.reason, body=body)
-    for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE):
-        out.headers.add(_RESPONSE_NAMES.get(name.lower(), name), value)
-    for name, value in expected.items():
-        out.headers[_RESPONSE_NAMES[name]] = value
-    return out
+    names = _RESPONSE_NAMES
+    out = [(names.get(name.lower(), name), value)
+           for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE)]
+    out.extend((names[name], value) for name, value in expected.items())
+    return http.Response(status=resp.status, reason=resp.reason, headers=out, body=body)
 
 
-async def handle_list_clients(request: web.Request) -> web.Response:
+def list_clients(ctx: ProxyContext, query: str | None, *, accept: str | None) -> http.Response:
     """``GET /listClients[?xRoadInstance=..]``: the members and subsystems of the federation (PR-MREST)."""
-    ctx = request.app[CONTEXT]
     conf = ctx.conf()
-    instance = request.query.get("xRoadInstance")
+    instances = parse_qs(query or "", keep_blank_values=True).get("xRoadInstance")
+    instance = instances[0] if instances else None
     if instance is not None and instance != conf.instance:
         raise InvalidRequest(f"unknown X-Road instance {instance[:40]!r}")
     clients: list[tuple[ClientId, str | None]] = []
@@ -382,36 +444,17 @@ async def handle_list_clients(request: web.Request) -> web.Response:
         for code in member.subsystems:
             sub: SubsystemId = member.id.subsystem(code)
             clients.append((sub, member.name))
-    content_type, body = rest.render_list_clients(clients, accept=request.headers.get("Accept"))
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    content_type, body = rest.render_list_clients(clients, accept=accept)
+    return http.Response(status=200, headers=[("Content-Type", content_type)], body=body)
 
 
-async def handle_health(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
+def health(ctx: ProxyContext) -> http.Response:
+    """``GET /healthz``: 200 with a valid global configuration, else 503 (``degraded``)."""
     status = ctx.globalconf.status().to_dict()
     ok = ctx.globalconf.current is not None and not status.get("expired", True)
-    return web.json_response({"status": "ok" if ok else "degraded", "server": ctx.origin,
-                              "globalconf": status}, status=200 if ok else 503)
+    body = json.dumps({"status": "ok" if ok else "degraded", "server": ctx.origin, "globalconf": status})
+    return http.Response(status=200 if ok else 503, headers=[("Content-Type", "application/json; charset=utf-8")],
+                         body=body.encode())
 
 
-def build_client_app(ctx: ProxyContext) -> web.Application:
-    """The client-facing application (plain HTTP and, on its own port, HTTPS)."""
-    app = web.Application(middlewares=[observe.client_middleware(ctx), error_middleware(SIDE)],
-                          client_max_size=ctx.limits.max_body_bytes + 1,
-                          handler_args=RAW_BODIES)
-    app[CONTEXT] = ctx
-    app.router.add_get("/listClients", handle_list_clients)
-    app.router.add_get("/healthz", handle_health)
-    app.router.add_route("*", "/r{version:[0-9]+}/{tail:.*}", handle_rest)
-    app.router.add_route("*", "/{tail:.*}", _not_rest)
-    return app
-
-
-async def _not_rest(request: web.Request) -> web.Response:
-    raise RequestError(
-        f"{request.method} {request.path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"
-        "SUBSYSTEM/SERVICE[/path]",
-    )
-
-
-__all__ = ["CONTEXT", "build_client_app", "cert_sha256_hex"]
+__all__ = ["build_client_handler", "cert_sha256_hex", "check_is_auth"]

@@ -1,74 +1,32 @@
-"""Pieces both proxies use: the one error middleware, bounded body reading, header decoding (I/O)."""
+"""Pieces both proxies use: error rendering, the body budget, header decoding (I/O)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
-import aiohttp
 import structlog
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 
-from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, Side
+from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, RequestError, Side, UriTooLong
 from gateway.protocol import rest
 from gateway.proxy import http
 
 log = structlog.get_logger("gateway.proxy")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# aiohttp's server would decode a request body sent with Content-Encoding (gzip, deflate, br) while the header
-# still goes on: the service would get plain bytes labelled gzip, and the next server would try to decode them
-# again. Bodies pass through byte for byte (the signed Content-Digest is over the bytes as sent), so the proxies'
-# applications run with these handler arguments.
-RAW_BODIES: dict[str, object] = {"auto_decompress": False}
-
-
-def error_response(err: GatewayError, request: web.Request, *, side: Side) -> web.Response:
-    """Render ``err`` as X-Road does, with a ``detail`` id that is also in our operational log.
-
-    ``side`` is named on ``err`` first (:meth:`~gateway.errors.GatewayError.at_side`; a side named earlier,
-    e.g. by the message log for its record, stays), so that the response and the log carry the same type.
-    """
-    err.at_side(side)
-    detail = str(uuid.uuid4())
-    status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
-    log.warning(
-        "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
-        method=request.method, path=request.raw_path[:200], peer=request.remote,
-    )
-    return web.Response(status=status, headers=headers, body=body)
-
-
-def error_middleware(side: Side) -> Middleware:
-    """The one middleware that turns our errors (and bugs) into X-Road error responses: the proxy's single
-    entry point, where every ``Server.*`` fault raised below it is named as this ``side``'s."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GatewayError as e:
-            return error_response(e, request, side=side)
-        except web.HTTPException:
-            raise
-        except Exception as e:
-            detail = str(uuid.uuid4())
-            log.exception("internal error", side=f"Server.{side}", detail=detail)
-            err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
-            status, headers, body = rest.render_error(err, accept=request.headers.get("Accept"), detail=detail)
-            return web.Response(status=status, headers=headers, body=body)
-
-    return middleware
+# The start of an X-Road REST request's target (``/r1/...``): both data-path ports route on it.
+REST_PREFIX = re.compile(r"/r[0-9]+/")
 
 
 def lean_error_response(
     e: Exception, *, side: Side, method: str, raw_path: str, remote: str | None, accept: str | None,
 ) -> http.Response:
-    """What :func:`error_middleware` answers, for a handler on the lean HTTP layer (:mod:`gateway.proxy.http`):
-    our errors rendered as X-Road does (``side`` named on them first), anything else as an internal error."""
+    """The one place where a data-path port's handler (on the lean HTTP layer, :mod:`gateway.proxy.http`)
+    turns what it raised into a response: our errors rendered as X-Road does, with a ``detail`` id that is also
+    in our operational log (``side`` named on them first: a side named earlier, e.g. by the message log for its
+    record, stays), anything else as an internal error."""
     detail = str(uuid.uuid4())
     if isinstance(e, GatewayError):
         err = e.at_side(side)
@@ -81,6 +39,33 @@ def lean_error_response(
         err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
     status, headers, body = rest.render_error(err, accept=accept, detail=detail)
     return http.Response(status=status, headers=headers, body=body)
+
+
+# What the HTTP layer refuses before a handler runs, by status, as the X-Road fault it is
+# (docs/protocol.md section 1.5). The layer's status stays; anything else is an internal error.
+_REFUSALS: dict[int, type[GatewayError]] = {
+    400: RequestError,  # malformed request (llhttp)
+    408: RequestError,  # header block not complete within header_timeout
+    413: PayloadTooLarge,  # body over max_body_bytes
+    414: UriTooLong,  # request target over max_target_bytes
+    431: RequestError,  # too many header lines, or too many bytes of them
+    503: Overloaded,  # more connections than max_connections, or the server is closing
+}
+
+
+def refusal_renderer(side: Side) -> http.RefusalRenderer:
+    """The data-path ports' renderer for what the HTTP layer answers by itself (:class:`http.HttpServer`'s
+    ``render_refusal``): X-Road's error form (JSON, ``X-Road-Error``) with the layer's status and message."""
+
+    def render(status: int, message: str) -> http.Response:
+        err = _REFUSALS.get(status, GatewayError)(message).at_side(side)
+        detail = str(uuid.uuid4())
+        log.warning("request refused by the HTTP layer", side=f"Server.{side}", detail=detail, status=status,
+                    type=err.xroad_type, error=message)
+        _, headers, body = rest.render_error(err, accept=None, detail=detail)
+        return http.Response(status=status, headers=headers, body=body)
+
+    return render
 
 
 class BodyBudget:
@@ -145,46 +130,6 @@ class BodyAccount:
         self.close()
 
 
-async def read_body(
-    request: web.Request, limit: int, *, what: str = "request body", account: BodyAccount | None = None,
-) -> bytes:
-    """Read the whole body, refusing more than ``limit`` bytes without reading past it, and holding what it
-    reads on ``account`` (the declared length before reading; a chunked body as it arrives).
-
-    Raises:
-        PayloadTooLarge: HTTP 413 ``Client.BadRequest`` naming the limit.
-        Overloaded: from ``account`` (see :class:`BodyBudget`).
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"{what} of {declared} bytes is larger than the maximum of {limit} bytes")
-    if account is not None and declared:
-        account.take(declared, what)
-
-    def too_large() -> GatewayError:
-        return PayloadTooLarge(f"{what} is larger than the maximum of {limit} bytes")
-
-    return await read_stream(request.content, limit, account, too_large=too_large, what=what, held=declared or 0)
-
-
-async def read_stream(
-    stream: aiohttp.StreamReader, limit: int, account: BodyAccount | None, *, too_large: Callable[[], GatewayError],
-    what: str, held: int = 0,
-) -> bytes:
-    """Read a body whole: refused past ``limit`` bytes (``too_large()``); what goes beyond the ``held`` bytes
-    already taken is taken from ``account`` as it arrives."""
-    chunks = []
-    size = 0
-    async for chunk in stream.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        if account is not None and size > held:
-            account.take(min(len(chunk), size - held), what)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Headers exactly as received: names and values as bytes decoded losslessly."""
     return [
@@ -199,3 +144,27 @@ def split_target(raw_path: str) -> tuple[str, str | None]:
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+# A body at least this large is hashed in a worker thread, not on the event loop: SHA-256 and SHA-512 of
+# 128 KiB take about half a millisecond here, and hashlib releases the GIL on large inputs.
+OFF_LOOP_HASH_BYTES = 128 * 1024  # bytes
+
+
+def _both(body: bytes) -> tuple[bytes, bytes | None]:
+    return hashlib.sha256(body).digest(), (hashlib.sha512(body).digest() if body else None)
+
+
+async def body_hashes(body: bytes) -> tuple[bytes, bytes | None]:
+    """SHA-256 of ``body`` (its ``Content-Digest``) and SHA-512 (the request hash's, PR-REST 4.3; None for an
+    empty body); off the event loop for a body of :data:`OFF_LOOP_HASH_BYTES` or more."""
+    if len(body) < OFF_LOOP_HASH_BYTES:
+        return _both(body)
+    return await asyncio.to_thread(_both, body)
+
+
+async def body_sha256(body: bytes) -> bytes:
+    """SHA-256 of ``body``; off the event loop for a body of :data:`OFF_LOOP_HASH_BYTES` or more."""
+    if len(body) < OFF_LOOP_HASH_BYTES:
+        return hashlib.sha256(body).digest()
+    return await asyncio.to_thread(sha256, body)

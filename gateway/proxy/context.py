@@ -31,6 +31,7 @@ from gateway.protocol.signatures import CertResolver, KeySigner
 from gateway.proxy.common import BodyBudget
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
+from gateway.proxy.services import ServicePools
 from gateway.serverconf import ServerConfSnapshot
 from gateway.serverconf.access import LocalGroupId
 from gateway.trust.keys import cert_sha256_hex
@@ -53,6 +54,7 @@ class ProxyLimits:
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     max_uri_bytes: int = 8192  # bytes of path and query
     max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once (BodyBudget)
+    max_client_exchanges: int = 512  # exchanges of one client in progress at once on the client-facing ports
 
 
 class _Groups:
@@ -85,6 +87,7 @@ class ProxyContext:
         messagelog: MessageLogStore,
         ocsp_cache: OcspCache,
         peers: PeerPool,
+        services: ServicePools,
         service_session: aiohttp.ClientSession,
         peer_ssl: ssl.SSLContext,
         limits: ProxyLimits,
@@ -102,13 +105,15 @@ class ProxyContext:
         self.messagelog = messagelog
         self.ocsp_cache = ocsp_cache
         self.peers = peers
-        self.service_session = service_session
+        self.services = services  # the calls to services (server_proxy)
+        self.service_session = service_session  # OpenAPI descriptions (metaservices)
         self.peer_ssl = peer_ssl
         self.limits = limits
         self.clock = clock
         self.metrics = ServerMetrics() if metrics is None else metrics  # gateway.proxy.observe reports here
         self.replay = ReplayCache(limits.replay_window_seconds, limits.replay_max_entries)
         self.bodies = BodyBudget(limits.max_inflight_body_bytes)
+        self.client_exchanges: dict[ClientId, int] = {}  # in progress on the client-facing ports, per client
         # keyid + sha256(ocsp) -> (certificate, valid until, configuration version)
         self._signing_certs: dict[tuple[str, bytes, MemberId], tuple[x509.Certificate, datetime, int]] = {}
         self._peer_certs: dict[bytes, tuple[SecurityServerId, datetime, int]] = {}

@@ -13,16 +13,10 @@ import re
 import time
 from collections.abc import Iterable
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
-
 from gateway.identifiers import ClientId, ServiceId
 from gateway.protocol import rest
-from gateway.proxy.common import Handler
 from gateway.proxy.context import ProxyContext
 
-# the client-facing request's (client, service), once parsed
-EXCHANGE_IDS = web.RequestKey("exchange_ids", tuple[ClientId, ServiceId])
 # An X-Road fault type as we render them; a relayed one that is not (a peer may send anything) counts as OTHER.
 _FAULT = re.compile(r"(Client|Server|Signer)(\.[A-Za-z0-9]{1,40}){1,3}")
 OTHER_FAULT = "Server.Other"
@@ -70,27 +64,6 @@ def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return client, service
 
 
-def client_middleware(ctx: ProxyContext) -> Middleware:
-    """The client-facing application's outermost middleware: counts every answer, errors included (the error
-    middleware inside it has rendered them by then)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        response = await handler(request)
-        ids = request.get(EXCHANGE_IDS)
-        labels = client_labels(ctx, *ids) if ids is not None else ("", "")
-        body = response.body if isinstance(response, web.Response) else None
-        exchange_done(ctx, "client", started=started, status=response.status, headers=response.headers.items(),
-                      labels=labels,
-                      request_bytes=request_size(request.content_length, request.headers.get("Transfer-Encoding")),
-                      response_bytes=len(body) if isinstance(body, bytes) else None)
-        return response
-
-    return middleware
-
-
 __all__ = [
-    "EXCHANGE_IDS", "OTHER_FAULT", "client_labels", "client_middleware", "exchange_done", "request_size",
-    "server_labels",
+    "OTHER_FAULT", "client_labels", "exchange_done", "request_size", "server_labels",
 ]

@@ -21,16 +21,12 @@ logs show what happened. An error before the request could be verified is answer
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 
-import aiohttp
 import structlog
-from yarl import URL
 
 from gateway.errors import (
     SERVER_PROXY,
@@ -47,11 +43,12 @@ from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import http, metaservices, observe
 from gateway.proxy.common import (
+    REST_PREFIX,
     BodyAccount,
+    body_hashes,
+    body_sha256,
     header_pairs,
     lean_error_response,
-    read_stream,
-    sha256,
     split_target,
 )
 from gateway.proxy.context import ProxyContext
@@ -65,12 +62,9 @@ SIDE = SERVER_PROXY
 _DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
 # What a service may not set on its response: the security server's own headers.
 _DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # A peer sends the same few X-Road-Client values again and again; errors are not cached.
 _parse_client = lru_cache(maxsize=4096)(parse_client)
 
-
-_REST_PREFIX = re.compile(r"/r[0-9]+/")
 
 
 def build_server_handler(ctx: ProxyContext) -> http.Handler:
@@ -89,7 +83,7 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
 
     async def answer(request: http.Request) -> http.Response:
         try:
-            if _REST_PREFIX.match(request.raw_path) is None:
+            if REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
                                    "is not an X-Road request")
             with ctx.bodies.account() as account:
@@ -133,9 +127,10 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
     body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), sha256(body))
+    body_256, body_512 = await body_hashes(body)
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), body_256)
     message_id = fields[rest.H_ID]
-    request_target = target.raw_path + ("" if target.raw_query is None else "?" + target.raw_query)
+    request_target = request.raw_path  # path and query as received, which target holds split
     provider = ctx.snapshot.clients.get(target.service.subsystem)
     body_logging = ctx.body_logging and (provider.body_logging if provider is not None else True)
     user_id = fields.get(rest.H_USER_ID)
@@ -162,7 +157,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         body,
     ))
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
-    request_hash = rest.request_hash(header_part, hashlib.sha512(body).digest() if body else None)  # PR-REST 4.3
+    request_hash = rest.request_hash(header_part, body_512)  # PR-REST 4.3
     # (6)-(7) access, then the service; any refusal from here on is answered signed
     error_type: str | None = None
     try:
@@ -187,7 +182,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
-    digest = signatures.content_digest_header(sha256(resp_body))
+    digest = signatures.content_digest_header(await body_sha256(resp_body))
     xroad = {
         rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
         rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signatures.H_CONTENT_DIGEST: digest,
@@ -235,27 +230,20 @@ async def _call_service(
     # dot segments resolved), plus "//" collapsed. An empty path stays empty; the query stays raw.
     path = rest.normalise_path(target.service_path) if target.service_path else ""
     query = "" if target.raw_query is None else "?" + target.raw_query
-    url = URL(base_url.rstrip("/") + path + query, encoded=True)
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
-    limit = ctx.limits.max_body_bytes
-
-    def too_large() -> GatewayError:
-        return ServiceFailed(f"the service's response is larger than the maximum of {limit} bytes")
-
     started = time.perf_counter()
     try:
-        async with ctx.service_session.request(
-            target.method, url, headers=headers, data=body if body else None, allow_redirects=False,
-            skip_auto_headers=_SKIP_AUTO, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as resp:
-            data = await read_stream(resp.content, limit, account, too_large=too_large, what="the service's response")
-            ctx.metrics.service_wait.labels(str(target.service)).observe(time.perf_counter() - started)
-            return resp.status, resp.reason, header_pairs(resp.raw_headers), data
+        resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
+                                          timeout_seconds=timeout_seconds, hold=account)
+    except http.ResponseTooLarge as e:
+        raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
     except TimeoutError as e:
         # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
         raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
-    except aiohttp.ClientError as e:
+    except http.HttpClientError as e:
         raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+    ctx.metrics.service_wait.labels(str(target.service)).observe(time.perf_counter() - started)
+    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body
 
 
 __all__ = ["RequestError", "build_server_handler"]

@@ -4,7 +4,8 @@ Resources: the database engine (serverconf + message log), the claim on this pro
 (:mod:`gateway.server.lease`), the global configuration
 updater, the signing key and authentication certificate (plain key files, or the software token of
 ``[server] token_dir`` unlocked with the PIN from ``token_pin_file``/``token_pin_env``; docs/tokens.md),
-one pooled mTLS session per peer, one session for services and OCSP, the message-log writer. Background
+one connection pool per peer server (mutual TLS), one per service origin, an aiohttp session for OCSP,
+timestamps and OpenAPI descriptions, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
 any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
 signer and the TLS certificate without restart when another certificate becomes the one to use
@@ -16,16 +17,17 @@ opened, and :meth:`SecurityServer.stop` is the same unwinding. Opening order, an
 (the client-facing side stops first so that nothing new arrives while logs are flushed):
 
 1. the database engine; 2. the claim on the log origin; 3. the global configuration updater (its fetcher); 4. the
-session for services, OCSP and timestamps; 5. the message-log writer; 6. the peer pool (one mTLS session per
-peer); 7. a nested stack for the background tasks; 8. the server port, the client port, the client HTTPS port, the
-admin port (each an aiohttp runner and site; the admin port in worker 0 only), the ops port (``/metrics``,
-``/healthz``, ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks
-(the ops refresh: our OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token
-watch, the checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
+session for OCSP, timestamps and OpenAPI descriptions; 5. the message-log writer; 6. the peer pool (one mTLS
+connection pool per peer) and the service pools (one per origin); 7. a nested stack for the background tasks;
+8. the server port, the client port, the client HTTPS port (each an :class:`~gateway.proxy.http.HttpServer`),
+the admin port (an aiohttp runner and site, in worker 0 only), the ops port (``/metrics``, ``/healthz``,
+``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks (the ops refresh: our
+OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token watch, the
+checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
-stops the background tasks, closes the peer sessions, flushes and closes the message log, then closes the
-sessions and the updater, gives up the origin and disposes of the engine. A stopped server's stores stay
+stops the background tasks, closes the service and peer pools, flushes and closes the message log, then closes
+the session and the updater, gives up the origin and disposes of the engine. A stopped server's stores stay
 readable (its message log, say); what that reopens (a pooled database connection) is released by the next
 ``stop()``.
 """
@@ -47,7 +49,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
 from gateway.admin.store import AdminStore
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
@@ -63,11 +65,13 @@ from gateway.ops.app import build_ops_app
 from gateway.ops.metrics import REFRESH_SECONDS, ServerMetrics
 from gateway.protocol.signatures import KeySigner
 from gateway.proxy import http, tls
-from gateway.proxy.client_proxy import build_client_app
+from gateway.proxy.client_proxy import build_client_handler
+from gateway.proxy.common import refusal_renderer
 from gateway.proxy.context import ProxyContext, ProxyLimits
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_handler
+from gateway.proxy.services import ServicePools
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
@@ -118,6 +122,20 @@ class SecurityServer:
                 "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
         _check_ops_settings(settings.server)
+        try:
+            # the data-path ports' own limits (the body's is checked above, against the budget)
+            self.port_limits = http.ServerLimits(
+                max_body_bytes=settings.server.max_body_bytes, max_target_bytes=settings.server.max_uri_bytes,
+                max_header_bytes=settings.server.max_header_bytes,
+                header_timeout=settings.server.header_timeout_seconds,
+                keepalive_timeout=settings.server.keepalive_timeout_seconds,
+                max_connections=settings.server.max_connections,
+            )
+        except ValueError as e:
+            raise ConfigError(f"[server] {_port_setting(str(e))}") from e
+        if settings.server.max_client_exchanges < 1:
+            raise ConfigError(f"[server] max_client_exchanges = {settings.server.max_client_exchanges} must be "
+                              "at least 1")
         self.files = KeyFiles(dir=Path(settings.server.state_dir))
         # Everything start() opens, in opening order; stop() unwinds it (module docstring).
         self._stack = contextlib.AsyncExitStack()
@@ -214,6 +232,7 @@ class SecurityServer:
             max_body_bytes=s.max_body_bytes, max_clock_skew_seconds=s.max_clock_skew_seconds,
             replay_window_seconds=s.replay_window_seconds, connect_timeout_seconds=s.connect_timeout_seconds,
             max_uri_bytes=s.max_uri_bytes, max_inflight_body_bytes=s.max_inflight_body_bytes,
+            max_client_exchanges=s.max_client_exchanges,
         )
         self.messagelog: MessageLogStore
         if s.messagelog_backend == "memory":
@@ -235,11 +254,13 @@ class SecurityServer:
                          max_body_bytes=limits.max_body_bytes)
         peers.on_wait = self.metrics.peer_wait.observe
         self._close_at_every_stop(peers.close)
+        services = ServicePools(max_body_bytes=limits.max_body_bytes)
+        stack.push_async_callback(services.close)  # after the ports: a call in progress ends first
         self._versions = await self.store.versions()  # before the snapshot: a change between is read again
         ctx = ProxyContext(
             server_id=self.server_id, globalconf=self.globalconf, snapshot=await self.store.snapshot(),
             signer=signer, auth_cert=auth_cert, messagelog=self.messagelog, ocsp_cache=ocsp_cache, peers=peers,
-            service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
+            services=services, service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
             origin=self.origin, metrics=self.metrics,
         )
         ctx.body_logging = s.body_logging
@@ -265,16 +286,19 @@ class SecurityServer:
         tasks = await stack.enter_async_context(contextlib.AsyncExitStack())
         # sockets: server side first, so that peers can reach us by the time clients can
         server_port = await self._serve_data_path(build_server_handler(ctx), s.server_host, s.server_port,
-                                                  peer_server_ssl, max_body_bytes=limits.max_body_bytes)
+                                                  peer_server_ssl, side=SERVER_PROXY)
         self.server_address = f"{s.server_host}:{server_port.port}"
-        client_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_port, None)
-        self.client_url = f"http://{s.client_host}:{self._port(client_runner)}"
+        client_handler = build_client_handler(ctx)
+        client_port = await self._serve_data_path(client_handler, s.client_host, s.client_port, None,
+                                                  side=CLIENT_PROXY)
+        self.client_url = f"http://{s.client_host}:{client_port.port}"
         if s.client_https_port >= 0:
             https = tls.client_facing_context(str(self.files.internal_cert), str(self.files.internal_key),
                                               client_cas=await self._is_certs())
             self._client_https_ssl = https
-            https_runner = await self._serve(build_client_app(ctx), s.client_host, s.client_https_port, https)
-            self.client_https_url = f"https://{s.client_host}:{self._port(https_runner)}"
+            https_port = await self._serve_data_path(client_handler, s.client_host, s.client_https_port, https,
+                                                     side=CLIENT_PROXY)
+            self.client_https_url = f"https://{s.client_host}:{https_port.port}"
         # The admin API runs in worker 0 only (docs/operations.md, "Several workers"); its changes reach the
         # other workers through the database (the serverconf version, the token's state).
         if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
@@ -549,8 +573,7 @@ class SecurityServer:
         return runner
 
     async def _serve_data_path(
-        self, handler: http.Handler, host: str, port: int, ssl_context: ssl.SSLContext | None, *,
-        max_body_bytes: int,
+        self, handler: http.Handler, host: str, port: int, ssl_context: ssl.SSLContext | None, *, side: Side,
     ) -> http.HttpServer:
         """Listen on ``host:port`` with a data-path ``handler`` on the lean HTTP layer (:mod:`gateway.proxy.http`);
         closed when the stack unwinds.
@@ -558,7 +581,7 @@ class SecurityServer:
         Raises:
             ConfigError: the port cannot be bound.
         """
-        server = http.HttpServer(handler, limits=http.ServerLimits(max_body_bytes=max_body_bytes))
+        server = http.HttpServer(handler, limits=self.port_limits, render_refusal=refusal_renderer(side))
         reuse = self.settings.server.workers > 1 or None  # as _serve: several workers share the port
         try:
             await server.start(host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse)
@@ -672,6 +695,19 @@ class _LogGate:
         if self._lease is not None:
             self._lease.check()
         self._checkpointer.check_timestamping(now)
+
+
+_PORT_SETTINGS = {
+    "max_body_bytes": "max_body_bytes", "max_target_bytes": "max_uri_bytes", "max_header_bytes": "max_header_bytes",
+    "header_timeout": "header_timeout_seconds", "keepalive_timeout": "keepalive_timeout_seconds",
+    "max_connections": "max_connections",
+}
+
+
+def _port_setting(message: str) -> str:
+    """``ServerLimits``' complaint about one of its fields, named as the ``[server]`` setting it came from."""
+    field, _, rest = message.partition(" ")
+    return f"{_PORT_SETTINGS.get(field, field)} {rest}"
 
 
 def _spawn(tasks: contextlib.AsyncExitStack, coro: Coroutine[None, None, None], name: str) -> None:

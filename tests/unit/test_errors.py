@@ -32,6 +32,7 @@ FAULTS: list[tuple[type[GatewayError], str, int]] = [
     (errors.UriTooLong, "Client.BadRequest", 414),
     (errors.UnsupportedMediaType, "Client.BadRequest", 415),
     (errors.AccountLocked, "Client.AccountLocked", 429),
+    (errors.TooManyExchanges, "Client.TooManyRequests", 429),
     (errors.CertExpired, "Signer.CertExpired", 400),
     (errors.CertIdUnclear, "Signer.CertNotFound", 400),
     (errors.UntrustedSignerCert, "Signer.CertValidation", 400),

@@ -13,7 +13,7 @@ It knows nothing of X-Road: the proxies keep their rules, and use this in place 
 """
 
 from gateway.proxy.http.client import IDEMPOTENT_METHODS, ClientPool, PeerCheck
-from gateway.proxy.http.server import Handler, HttpServer, Request
+from gateway.proxy.http.server import Handler, HttpServer, RefusalRenderer, Request
 from gateway.proxy.http.types import (
     FRAMING_HEADERS,
     BodyHold,
@@ -47,6 +47,7 @@ __all__ = [
     "HttpServer",
     "MalformedResponse",
     "PeerCheck",
+    "RefusalRenderer",
     "Request",
     "Response",
     "ResponseTimeout",

@@ -27,7 +27,8 @@ What it does, per connection:
   raises; an idle connection is closed after ``keepalive_timeout`` (or ``header_timeout`` before its first
   request), a body that stops arriving fails :meth:`Request.body` after ``body_timeout`` seconds;
 - over TLS (the given ``ssl.SSLContext``) it reads the peer's certificate once per connection, after the
-  handshake, and gives it to the handler (:attr:`Request.peer_cert`).
+  handshake, and gives it to the handler (:attr:`Request.peer_cert`);
+- what it answers by itself has the body and headers that ``render_refusal`` makes, when it is given one.
 
 What it does not do: HTTP/2, upgrades (``Upgrade``/``CONNECT``: the request is handled and the connection then
 closed), trailers (ignored), content coding (bodies pass byte for byte).
@@ -53,6 +54,7 @@ from gateway.proxy.http.types import FRAMING_HEADERS, BodyHold, Response, Server
 log = structlog.get_logger("gateway.proxy.http")
 
 Handler = Callable[["Request"], Awaitable[Response]]
+RefusalRenderer = Callable[[int, str], Response]  # (status, message) -> what the server answers by itself
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _NEVER = float("inf")
@@ -484,8 +486,7 @@ class _Connection(asyncio.Protocol):
             if stream is not None:
                 await _aclose(stream)
             stream = None
-            resp = Response(status=500, headers=[("Content-Type", "text/plain; charset=utf-8")],
-                            body=b"internal server error\n")
+            resp = self.server.refusal(500, "internal server error")
             data = self._serialise(req, resp)
         if stream is not None:
             await self._run_streamed(req, resp, stream, data)
@@ -630,11 +631,13 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _write_plain(self, status: int, text: str) -> None:
-        body = text.encode()
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        resp = self.server.refusal(status, text.rstrip("\n"))
+        body = resp.body
+        extra = "".join(f"{n}: {v}\r\n" for n, v in resp.headers if n.lower() not in FRAMING_HEADERS)
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n{extra}"
                 f"Content-Length: {len(body)}\r\nDate: {self.server.date()}\r\nConnection: close\r\n\r\n")
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(head.encode() + body)
+            self.transport.write(head.encode("utf-8", "surrogateescape") + body)
 
     def _refuse(self, status: int, message: str) -> None:
         """A request that cannot be parsed: fail its body if a handler has it, else answer ``status`` once the
@@ -717,10 +720,18 @@ async def _aclose(stream: AsyncIterable[bytes]) -> None:
 
 
 class HttpServer:
-    """Serves ``handler`` on one listening socket (see the module docstring for what it does)."""
+    """Serves ``handler`` on one listening socket (see the module docstring for what it does).
 
-    def __init__(self, handler: Handler, *, limits: ServerLimits | None = None) -> None:
+    ``render_refusal(status, message)`` makes the response of what the server answers by itself (the refusals
+    of the module docstring, and a handler that raised); its status line, ``Content-Length``, ``Date`` and
+    ``Connection: close`` stay the server's. Without it, a short ``text/plain`` body.
+    """
+
+    def __init__(
+        self, handler: Handler, *, limits: ServerLimits | None = None, render_refusal: RefusalRenderer | None = None,
+    ) -> None:
         self.handler = handler
+        self.render_refusal = render_refusal
         self.limits = limits if limits is not None else ServerLimits()
         self.connections: set[_Connection] = set()
         self.closing = False
@@ -731,6 +742,13 @@ class HttpServer:
         self._drained: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tick = 1.0
+
+    def refusal(self, status: int, message: str) -> Response:
+        """What the server answers by itself with ``status`` (``render_refusal``'s response, or plain text)."""
+        if self.render_refusal is not None:
+            return self.render_refusal(status, message)
+        return Response(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")],
+                        body=(message + "\n").encode())
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -803,4 +821,4 @@ class HttpServer:
             await self._server.wait_closed()
 
 
-__all__ = ["Handler", "HttpServer", "Request"]
+__all__ = ["Handler", "HttpServer", "RefusalRenderer", "Request"]
