@@ -9,7 +9,7 @@ stored in the request under :data:`CALL` by :mod:`gateway.admin.middleware` and 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer
 from gateway.messagelog.store import MessageLogStore
+from gateway.ops.readiness import Check
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
@@ -50,6 +51,7 @@ class AdminContext:
     # the web interface's dashboard: SecurityServer.certificates (expiry, OCSP) and the log's checkpointer
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None
+    readiness: Callable[[], Awaitable[Sequence[Check]]] | None = None  # ServerHealth.checks, as /readyz runs them
 
     @property
     def origin(self) -> str:

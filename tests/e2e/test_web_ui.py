@@ -119,6 +119,10 @@ async def test_log_in_csrf_log_out_and_session_expiry(world: World, tmp_path: Pa
         assert not cookie["secure"]  # plain HTTP on loopback; Secure when served over TLS
         await page.goto(f"{url}/ui/dashboard")
         await expect(page.get_by_role("heading", name="Global configuration")).to_be_visible()
+        # the readiness checks of the running server, as /readyz reports them
+        ready = page.get_by_role("region", name="Readiness checks")
+        await expect(ready).to_contain_text("messagelog")
+        await expect(page.locator("main")).to_contain_text("Ready: every check passes.")
         await expect(page.locator("main")).to_contain_text("UTC")
         await check_page(page, shots, "dashboard")
         # (4) a POST without the CSRF token, or with another one, is refused before anything happens

@@ -125,8 +125,11 @@ async def _timestamping(ctx: AdminContext, now: datetime) -> dict[str, Any]:
 async def dashboard(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     ctx = context(request)
     now = ctx.clock()
-    values: dict[str, Any] = {"globalconf": None, "token": None, "certificates": None, "timestamping": None}
+    values: dict[str, Any] = {"globalconf": None, "token": None, "certificates": None, "timestamping": None,
+                              "readiness": None}
     if user.may("getGlobalConfStatus"):
+        if ctx.readiness is not None:  # the checks of /readyz on the ops port (docs/operations.md section 8)
+            values["readiness"] = list(await ctx.readiness())
         status = await run_op(request, user, "getGlobalConfStatus")
         issued = status.get("issued_at")
         age = None if issued is None else (now - datetime.fromisoformat(issued.replace("Z", "+00:00"))
