@@ -13,13 +13,16 @@ and query parameters use the ``/``-joined form (``DEV/GOV/1001/consumer``), as t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.admin.formats import NEW_PASSWORD, NON_BLANK, USERNAME, code, identifier
 from gateway.admin.roles import READERS, ROLE_DESCRIPTIONS, ROLES, Role
-from gateway.admin.schema import JsonSchema, page_schema
+from gateway.admin.schema import JsonSchema, page_schema, register_format
 from gateway.identifiers import MAX_IDENTIFIER_LENGTH
-from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
+from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES, MAX_SERVICE_TIMEOUT
+from gateway.serverconf.access import HTTP_METHODS, MAX_PATH_PATTERN_LENGTH, Endpoint, parse_subject
 
 API = "/api/v1"
 OPENAPI_PATH = "/api/openapi.json"
@@ -66,7 +69,7 @@ class Route:
 
     @property
     def path_params(self) -> tuple[str, ...]:
-        return tuple(re.findall(r"\{([A-Za-z_]+)\}", self.path))
+        return tuple(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", self.path))
 
 
 # ----------------------------------------------------------------------------------------------- schemas
@@ -88,6 +91,26 @@ def _str(description: str, *, max_length: int = 1024, min_length: int = 0) -> Js
 
 
 ID = _str("identifier in '/'-joined form, e.g. DEV/GOV/1001/consumer", max_length=MAX_IDENTIFIER_LENGTH)
+CLIENT_ID = identifier("client", "member or subsystem, e.g. DEV/GOV/1001/consumer")
+MEMBER_ID = identifier("member", "member, e.g. DEV/GOV/1001")
+SERVICE_ID = identifier("service", "REST service, e.g. DEV/GOV/1002/registry/persons")
+register_format("access-subject", parse_subject)
+register_format("endpoint-path", lambda v: Endpoint(path=v))
+METHOD: JsonSchema = {"type": "string", "enum": ["*", *sorted(HTTP_METHODS)], "description": "HTTP method or '*'"}
+PATH_PATTERN: JsonSchema = {
+    "type": "string", "minLength": 1, "maxLength": MAX_PATH_PATTERN_LENGTH, "pattern": "^(?:\\*\\*?|/[!-~]*)$",
+    "not": {"pattern": "[\\\\?#]"}, "format": "endpoint-path",
+    "description": "'*' or '**' (every path), or a pattern starting with '/': '/pets/*', '/pets/**'; '*' a whole "
+                   "segment, '**' only last, no dot segments, no space, control character, '\\', '?' or '#'",
+    "x-rule": "'*', '**' or a path pattern starting with '/' (no space, control character, '\\', '?' or '#')",
+}
+HTTP_URL: JsonSchema = {
+    "type": "string", "maxLength": 2048, "pattern": "^https?://[^\\s/?#@]+(?:[/?][^\\s#]*)?$",
+    "description": "absolute http:// or https:// URL with a host; no credentials, no fragment, no white space",
+    "x-rule": "an http:// or https:// URL with a host, without credentials, fragment or white space",
+}
+TIMEOUT: JsonSchema = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SERVICE_TIMEOUT,
+                       "description": "seconds, more than 0 and at most 3600"}
 TIME = {"type": "string", "format": "date-time", "description": "UTC, RFC 3339"}
 OPT_TIME = {"type": ["string", "null"], "format": "date-time", "description": "UTC, RFC 3339"}
 ROLE_LIST: JsonSchema = {
@@ -95,10 +118,7 @@ ROLE_LIST: JsonSchema = {
     "items": {"type": "string", "enum": list(ROLES)},
     "description": "; ".join(f"{r}: {d}" for r, d in ROLE_DESCRIPTIONS.items()),
 }
-ENDPOINT = _obj({
-    "method": _str("HTTP method or '*'", max_length=16),
-    "path": _str("path pattern: '**' (every path), '/pets/*', '/pets/**'...", max_length=1024),
-}, ("method", "path"))
+ENDPOINT = _obj({"method": METHOD, "path": PATH_PATTERN}, ("method", "path"))
 
 ERROR: JsonSchema = _obj({
     "type": _str("X-Road-style error type, e.g. Client.Forbidden"),
@@ -289,29 +309,40 @@ CERT_SWITCH = _obj({
     "reload_error": {"type": ["string", "null"], "description": "why the server keeps its current certificates"},
 }, ("certificate", "keys_changed", "reload_error"))
 PIN = _str("token PIN", max_length=1024)
+SUBJECT: JsonSchema = {
+    "type": "string", "maxLength": MAX_IDENTIFIER_LENGTH + 16, "format": "access-subject",
+    "pattern": "^(?:(?:SUBSYSTEM|MEMBER|GLOBALGROUP|LOCALGROUP):)?[^:]+$",
+    "description": "SUBSYSTEM:INSTANCE/CLASS/MEMBER/SUBSYSTEM, MEMBER:INSTANCE/CLASS/MEMBER, "
+                   "GLOBALGROUP:INSTANCE/CODE, LOCALGROUP:CODE, or an untyped member or subsystem",
+    "x-rule": "TYPE:identifier with TYPE one of SUBSYSTEM, MEMBER, GLOBALGROUP, LOCALGROUP, or a client identifier",
+}
 FINGERPRINT = _obj({"fingerprint": _str("SHA-256 of the DER certificate, hex", max_length=64)}, ("fingerprint",))
 OPENAPI_DOC: JsonSchema = {"type": "object", "description": "this document"}
 
 PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
-    "client_id": ("member or subsystem in ':'-joined form, e.g. DEV:GOV:1001:consumer", {"type": "string"}),
-    "service_id": ("service in ':'-joined form, e.g. DEV:GOV:1002:registry:persons", {"type": "string"}),
-    "username": ("user name", {"type": "string"}),
-    "key_id": ("public id of an API key", {"type": "string"}),
-    "code": ("local group code", {"type": "string"}),
-    "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string"}),
+    "client_id": ("member or subsystem in ':'-joined form, e.g. DEV:GOV:1001:consumer",
+                  identifier("client", in_path=True)),
+    "service_id": ("service in ':'-joined form, e.g. DEV:GOV:1002:registry:persons",
+                   identifier("service", in_path=True)),
+    "username": ("user name", {"type": "string", "minLength": 1}),
+    "key_id": ("public id of an API key", {"type": "string", "minLength": 1}),
+    "code": ("local group code", code("local group code")),
+    "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string", "minLength": 1}),
     "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0}),
     "size": ("size of a checkpoint: the number of records it covers", {"type": "integer", "minimum": 0}),
     "token_key_id": ("id of a key in the token (hex SHA-256 of its public key, or 8+ leading digits)",
-                     {"type": "string"}),
+                     {"type": "string", "minLength": 1}),
     "sha256": ("fingerprint of a certificate in the token (hex SHA-256 of the DER, or 8+ leading digits)",
-               {"type": "string"}),
+               {"type": "string", "minLength": 1}),
 }
-ORIGIN_QUERY = Param(name="origin", where="query", description="log origin (default: this server)")
+ORIGIN: JsonSchema = {"type": "string", "pattern": "^[!-~]{1,255}$", "description": "1-255 printable ASCII characters",
+                      "x-rule": "1-255 printable ASCII characters"}
+ORIGIN_QUERY = Param(name="origin", where="query", description="log origin (default: this server)", schema=ORIGIN)
 _INT = {"type": "integer", "minimum": 0}
 _TIME_QUERY = {"type": "string", "format": "date-time"}
 ENDPOINT_QUERY = (
-    Param(name="method", where="query", description="HTTP method or '*' (default '*')"),
-    Param(name="path", where="query", description="path pattern (default '**', every path)"),
+    Param(name="method", where="query", description="HTTP method or '*' (default '*')", schema=METHOD),
+    Param(name="path", where="query", description="path pattern (default '**', every path)", schema=PATH_PATTERN),
 )
 
 # ------------------------------------------------------------------------------------------------- routes
@@ -331,7 +362,7 @@ ROUTES: tuple[Route, ...] = (
           summary="Who the caller is and which roles it holds", response=ME, errors=()),
     Route(operation_id="changeOwnPassword", method="PUT", path=f"{API}/me/password", roles=ALL_ROLES,
           tag="session", summary="Change one's own password (session tokens only); ends every other session",
-          request=_obj({"current_password": _str("current password"), "new_password": _str("new password")},
+          request=_obj({"current_password": _str("current password"), "new_password": NEW_PASSWORD},
                        ("current_password", "new_password")),
           status=204, secret_fields=frozenset({"current_password", "new_password"})),
     # --- users
@@ -339,15 +370,14 @@ ROUTES: tuple[Route, ...] = (
           summary="Local users", response=page_schema(USER), paginated=True),
     Route(operation_id="addUser", method="POST", path=f"{API}/users", roles=SYSADMIN, tag="users",
           summary="Add a local user",
-          request=_obj({"username": _str("1-64 of A-Z a-z 0-9 . _ @ -", max_length=64),
-                        "password": _str("at least 12 characters"), "roles": ROLE_LIST},
+          request=_obj({"username": USERNAME, "password": NEW_PASSWORD, "roles": ROLE_LIST},
                        ("username", "password", "roles")),
           response=USER, status=201, secret_fields=frozenset({"password"}), errors=(400, 409)),
     Route(operation_id="getUser", method="GET", path=f"{API}/users/{{username}}", roles=SYSADMIN, tag="users",
           summary="One local user", response=USER, errors=(404,)),
     Route(operation_id="setUserPassword", method="PUT", path=f"{API}/users/{{username}}/password",
           roles=SYSADMIN, tag="users", summary="Set a user's password; ends the user's sessions",
-          request=_obj({"password": _str("at least 12 characters")}, ("password",)), status=204,
+          request=_obj({"password": NEW_PASSWORD}, ("password",)), status=204,
           secret_fields=frozenset({"password"}), errors=(400, 404)),
     Route(operation_id="setUserRoles", method="PUT", path=f"{API}/users/{{username}}/roles", roles=SYSADMIN,
           tag="users", summary="Replace a user's roles (effective at the user's next call)",
@@ -361,7 +391,8 @@ ROUTES: tuple[Route, ...] = (
           summary="API keys (never the keys themselves)", response=page_schema(API_KEY), paginated=True),
     Route(operation_id="createApiKey", method="POST", path=f"{API}/api-keys", roles=SYSADMIN, tag="api-keys",
           summary="Create an API key with roles; the key is shown once, in this response",
-          request=_obj({"name": _str("what the key is for", max_length=128, min_length=1), "roles": ROLE_LIST},
+          request=_obj({"name": {**_str("what the key is for", max_length=128, min_length=1), "pattern": NON_BLANK,
+                                 "x-rule": "1-128 characters, not only white space"}, "roles": ROLE_LIST},
                        ("name", "roles")),
           response=NEW_API_KEY, status=201),
     Route(operation_id="revokeApiKey", method="DELETE", path=f"{API}/api-keys/{{key_id}}", roles=SYSADMIN,
@@ -378,13 +409,14 @@ ROUTES: tuple[Route, ...] = (
           summary="Audit log, newest first", response=page_schema(AUDIT_ENTRY), paginated=True,
           query=(Param(name="actor", where="query", description="only this actor"),
                  Param(name="action", where="query", description="only this operation id"),
-                 Param(name="result", where="query", description="success, refused or failed"))),
+                 Param(name="result", where="query", description="success, refused or failed",
+                       schema={"type": "string", "enum": ["success", "refused", "failed"]}))),
     # --- clients
     Route(operation_id="listClients", method="GET", path=f"{API}/clients", roles=READERS, tag="clients",
           summary="Members and subsystems hosted on this server", response=page_schema(CLIENT), paginated=True),
     Route(operation_id="addClient", method="POST", path=f"{API}/clients", roles=REGISTRATION, tag="clients",
           summary="Host a member or subsystem",
-          request=_obj({"id": ID, "status": {"type": "string", "enum": list(CLIENT_STATUSES)},
+          request=_obj({"id": CLIENT_ID, "status": {"type": "string", "enum": list(CLIENT_STATUSES)},
                         "is_auth": {"type": "string", "enum": list(IS_AUTH_MODES)},
                         "body_logging": {"type": "boolean"}}, ("id",)),
           response=CLIENT, status=201, errors=(400, 409)),
@@ -404,7 +436,7 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 404)),
     Route(operation_id="addIsCert", method="POST", path=f"{API}/clients/{{client_id}}/is-certs", roles=SERVICES,
           tag="clients", summary="Register an information system's TLS certificate (PEM)",
-          request=_obj({"pem": _str("PEM certificate", max_length=16384)}, ("pem",)),
+          request=_obj({"pem": _str("PEM certificate", max_length=16384, min_length=1)}, ("pem",)),
           response=FINGERPRINT, status=201, errors=(400, 404, 409)),
     Route(operation_id="removeIsCert", method="DELETE",
           path=f"{API}/clients/{{client_id}}/is-certs/{{fingerprint}}", roles=SERVICES, tag="clients",
@@ -412,12 +444,12 @@ ROUTES: tuple[Route, ...] = (
     # --- services and endpoints
     Route(operation_id="listServices", method="GET", path=f"{API}/services", roles=READERS, tag="services",
           summary="REST services of hosted subsystems", response=page_schema(SERVICE), paginated=True,
-          query=(Param(name="provider", where="query", description="only this subsystem ('/'-joined)"),)),
+          query=(Param(name="provider", where="query", description="only this subsystem ('/'-joined)",
+                       schema=identifier("subsystem")),)),
     Route(operation_id="addService", method="POST", path=f"{API}/services", roles=SERVICES, tag="services",
           summary="Add a REST service of a hosted subsystem",
-          request=_obj({"id": ID, "url": _str("base URL", max_length=2048),
-                        "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 3600},
-                        "openapi_url": {"type": ["string", "null"], "maxLength": 2048},
+          request=_obj({"id": SERVICE_ID, "url": HTTP_URL, "timeout_seconds": TIMEOUT,
+                        "openapi_url": {"anyOf": [HTTP_URL, {"type": "null"}]},
                         "enabled": {"type": "boolean"}, "disabled_notice": _str("notice"),
                         "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000}}, ("id", "url")),
           response=SERVICE, status=201, errors=(400, 404, 409)),
@@ -425,9 +457,9 @@ ROUTES: tuple[Route, ...] = (
           tag="services", summary="One service", response=SERVICE, errors=(400, 404)),
     Route(operation_id="updateService", method="PATCH", path=f"{API}/services/{{service_id}}", roles=SERVICES,
           tag="services", summary="Change a service; openapi_url \"\" removes it",
-          request=_obj({"url": _str("base URL", max_length=2048),
-                        "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 3600},
-                        "openapi_url": _str("OpenAPI URL, or \"\" to remove", max_length=2048),
+          request=_obj({"url": HTTP_URL, "timeout_seconds": TIMEOUT,
+                        "openapi_url": {"anyOf": [HTTP_URL, {"const": ""}], "description": "OpenAPI URL, or \"\" "
+                                        "to remove it"},
                         "enabled": {"type": "boolean"}, "disabled_notice": _str("notice")}),
           response=SERVICE, errors=(400, 404)),
     Route(operation_id="removeService", method="DELETE", path=f"{API}/services/{{service_id}}", roles=SERVICES,
@@ -445,14 +477,12 @@ ROUTES: tuple[Route, ...] = (
           paginated=True, errors=(400, 404)),
     Route(operation_id="grantAccess", method="POST", path=f"{API}/services/{{service_id}}/access-rights",
           roles=SERVICES, tag="access-rights", summary="Grant a subject access to a service or one endpoint",
-          request=_obj({"subject": _str("SUBSYSTEM:..., MEMBER:..., GLOBALGROUP:INSTANCE/CODE, LOCALGROUP:CODE, "
-                                        "or an untyped client", max_length=MAX_IDENTIFIER_LENGTH + 16),
-                        "method": _str("HTTP method or '*'", max_length=16),
-                        "path": _str("path pattern", max_length=1024)}, ("subject",)),
+          request=_obj({"subject": SUBJECT, "method": METHOD, "path": PATH_PATTERN}, ("subject",)),
           response=ACCESS_RIGHT, status=201, errors=(400, 404, 409)),
     Route(operation_id="revokeAccess", method="DELETE", path=f"{API}/services/{{service_id}}/access-rights",
           roles=SERVICES, tag="access-rights", summary="Revoke an access right", status=204,
-          query=(Param(name="subject", where="query", required=True, description="as granted"), *ENDPOINT_QUERY),
+          query=(Param(name="subject", where="query", required=True, description="as granted", schema=SUBJECT),
+                 *ENDPOINT_QUERY),
           errors=(400, 404)),
     # --- local groups
     Route(operation_id="listLocalGroups", method="GET", path=f"{API}/local-groups", roles=READERS,
@@ -460,7 +490,7 @@ ROUTES: tuple[Route, ...] = (
           paginated=True),
     Route(operation_id="addLocalGroup", method="POST", path=f"{API}/local-groups", roles=SERVICES,
           tag="local-groups", summary="Add a local group",
-          request=_obj({"code": _str("group code", max_length=255), "description": _str("description")},
+          request=_obj({"code": code("local group code"), "description": _str("description")},
                        ("code",)),
           response=GROUP, status=201, errors=(400, 409)),
     Route(operation_id="removeLocalGroup", method="DELETE", path=f"{API}/local-groups/{{code}}", roles=SERVICES,
@@ -468,7 +498,7 @@ ROUTES: tuple[Route, ...] = (
           status=204, errors=(400, 404)),
     Route(operation_id="addLocalGroupMember", method="POST", path=f"{API}/local-groups/{{code}}/members",
           roles=SERVICES, tag="local-groups", summary="Add a client to a local group",
-          request=_obj({"client": ID}, ("client",)), response=GROUP, status=201, errors=(400, 404, 409)),
+          request=_obj({"client": CLIENT_ID}, ("client",)), response=GROUP, status=201, errors=(400, 404, 409)),
     Route(operation_id="removeLocalGroupMember", method="DELETE",
           path=f"{API}/local-groups/{{code}}/members/{{client_id}}", roles=SERVICES, tag="local-groups",
           summary="Remove a client from a local group", status=204, errors=(400, 404)),
@@ -496,13 +526,13 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 404, 409)),
     Route(operation_id="createCsr", method="POST", path=f"{API}/token/keys/{{token_key_id}}/csr", roles=SECURITY,
           tag="token", summary="A certificate signing request for a key (identity from this server's settings)",
-          request=_obj({"member": ID, "name": _str("organisation name for the subject", max_length=255)}),
+          request=_obj({"member": MEMBER_ID, "name": _str("organisation name for the subject", max_length=255)}),
           response=_obj({"csr": _str("PEM certificate request", max_length=16384)}, ("csr",)),
           errors=(400, 404, 409)),
     Route(operation_id="importCertificate", method="POST", path=f"{API}/token/certificates", roles=SECURITY,
           tag="token", summary="Import a certificate issued for a key of the token (it starts inactive)",
           request=_obj({"pem": _str("PEM certificate", max_length=16384),
-                        "members": {"type": "array", "maxItems": 1000, "items": ID,
+                        "members": {"type": "array", "maxItems": 1000, "items": MEMBER_ID,
                                     "description": "members besides the owner this server signs for"}},
                        ("pem",)),
           response=TOKEN_CERT, status=201, errors=(400, 404, 409)),
@@ -577,6 +607,29 @@ ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}
+
+PathParams = Mapping[str, tuple[str, JsonSchema]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiSpec:
+    """One admin API: its route table and the schemas of its path parameters, from which both the OpenAPI
+    document (:func:`gateway.admin.openapi.build_document`) and the checks of each call are made."""
+
+    title: str
+    description: str
+    routes: tuple[Route, ...]
+    path_params: PathParams
+    login_path: str = f"{API}/login"
+    api_keys_path: str = f"{API}/api-keys"
+
+
+SECURITY_SERVER_API = ApiSpec(
+    title="Gateway security server admin API",
+    description="Clients, services, access rights, local groups, global configuration status, message log "
+    "(auditors), users, API keys and the audit log of one security server. See docs/admin-api.md.",
+    routes=ROUTES, path_params=PATH_PARAMS,
+)
 
 
 def route_summary() -> list[dict[str, Any]]:
