@@ -94,6 +94,14 @@ def identifier(kind: str, description: str | None = None, *, in_path: bool = Fal
     }
 
 
+def subject_pattern() -> str:
+    """An access-right subject: ``SUBSYSTEM:``, ``MEMBER:``, ``GLOBALGROUP:`` or ``LOCALGROUP:`` and an
+    identifier of that kind, or an untyped member or subsystem (:func:`gateway.serverconf.access.parse_subject`)."""
+    typed = [f"SUBSYSTEM:{_joined((4,), '/')[1:-1]}", f"MEMBER:{_joined((3,), '/')[1:-1]}",
+             f"GLOBALGROUP:{_joined((2,), '/')[1:-1]}", f"LOCALGROUP:{_PART}", _joined((3, 4), "/")[1:-1]]
+    return "^(?:" + "|".join(typed) + ")$"
+
+
 def code(what: str) -> JsonSchema:
     """One identifier part used alone (``what``: "local group code"), checked as :func:`check_part` does."""
     name = register_format(what.replace(" ", "-"), lambda v: check_part(v, what=what))
@@ -117,4 +125,7 @@ HEX_PREFIX: JsonSchema = {"type": "string", "pattern": PREFIX_PATTERN,
                           "x-rule": "8-64 hex digits"}
 NON_BLANK = r"\S"  # a pattern: at least one character that is not white space
 
-__all__ = ["HEX64", "HEX_PREFIX", "NEW_PASSWORD", "NON_BLANK", "PART_RULE", "USERNAME", "code", "identifier"]
+__all__ = [
+    "HEX64", "HEX_PREFIX", "NEW_PASSWORD", "NON_BLANK", "PART_RULE", "USERNAME", "code", "identifier",
+    "subject_pattern",
+]

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.admin.formats import NEW_PASSWORD, NON_BLANK, USERNAME, code, identifier
+from gateway.admin.formats import (
+    HEX_PREFIX,
+    NEW_PASSWORD,
+    NON_BLANK,
+    USERNAME,
+    code,
+    identifier,
+    subject_pattern,
+)
 from gateway.admin.roles import READERS, ROLE_DESCRIPTIONS, ROLES, Role
 from gateway.admin.schema import JsonSchema, page_schema, register_format
 from gateway.identifiers import MAX_IDENTIFIER_LENGTH
@@ -104,8 +112,10 @@ PATH_PATTERN: JsonSchema = {
                    "segment, '**' only last, no dot segments, no space, control character, '\\', '?' or '#'",
     "x-rule": "'*', '**' or a path pattern starting with '/' (no space, control character, '\\', '?' or '#')",
 }
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HTTP_URL: JsonSchema = {
-    "type": "string", "maxLength": 2048, "pattern": "^https?://[^\\s/?#@]+(?:[/?][^\\s#]*)?$",
+    "type": "string", "maxLength": 2048,
+    "pattern": f"^https?://[A-Za-z0-9._~-]+(?::{_PORT})?(?:[/?][!-\"$-~]*)?$",
     "description": "absolute http:// or https:// URL with a host; no credentials, no fragment, no white space",
     "x-rule": "an http:// or https:// URL with a host, without credentials, fragment or white space",
 }
@@ -121,9 +131,9 @@ ROLE_LIST: JsonSchema = {
 ENDPOINT = _obj({"method": METHOD, "path": PATH_PATTERN}, ("method", "path"))
 
 ERROR: JsonSchema = _obj({
-    "type": _str("X-Road-style error type, e.g. Client.Forbidden"),
-    "message": _str("what went wrong"),
-    "detail": _str("correlation id, also in the audit log and the server log"),
+    "type": {"type": "string", "description": "X-Road-style error type, e.g. Client.Forbidden"},
+    "message": {"type": "string", "description": "what went wrong"},
+    "detail": {"type": "string", "description": "correlation id, also in the audit log and the server log"},
 }, ("type", "message", "detail"), closed=False)
 
 TOKEN = _obj({
@@ -171,7 +181,7 @@ AUDIT_ENTRY = _obj({
     "remote": _str("the peer address of the connection"),
     "action": _str("operation id, e.g. addClient"),
     "method": _str("HTTP method"),
-    "path": _str("request path"),
+    "path": _str("request path", max_length=2048),
     "result": {"type": "string", "enum": ["success", "refused", "failed"]},
     "status": {"type": "integer"},
     "details": {"type": "object", "description": "request fields (secrets left out), error message, ids"},
@@ -311,7 +321,7 @@ CERT_SWITCH = _obj({
 PIN = _str("token PIN", max_length=1024)
 SUBJECT: JsonSchema = {
     "type": "string", "maxLength": MAX_IDENTIFIER_LENGTH + 16, "format": "access-subject",
-    "pattern": "^(?:(?:SUBSYSTEM|MEMBER|GLOBALGROUP|LOCALGROUP):)?[^:]+$",
+    "pattern": subject_pattern(),
     "description": "SUBSYSTEM:INSTANCE/CLASS/MEMBER/SUBSYSTEM, MEMBER:INSTANCE/CLASS/MEMBER, "
                    "GLOBALGROUP:INSTANCE/CODE, LOCALGROUP:CODE, or an untyped member or subsystem",
     "x-rule": "TYPE:identifier with TYPE one of SUBSYSTEM, MEMBER, GLOBALGROUP, LOCALGROUP, or a client identifier",
@@ -324,16 +334,16 @@ PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
                   identifier("client", in_path=True)),
     "service_id": ("service in ':'-joined form, e.g. DEV:GOV:1002:registry:persons",
                    identifier("service", in_path=True)),
-    "username": ("user name", {"type": "string", "minLength": 1}),
-    "key_id": ("public id of an API key", {"type": "string", "minLength": 1}),
+    "username": ("user name", {"type": "string", "minLength": 1, "maxLength": 64}),
+    "key_id": ("public id of an API key", {"type": "string", "minLength": 1, "maxLength": 64}),
     "code": ("local group code", code("local group code")),
-    "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string", "minLength": 1}),
+    "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string", "minLength": 1, "maxLength": 64}),
     "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0}),
     "size": ("size of a checkpoint: the number of records it covers", {"type": "integer", "minimum": 0}),
     "token_key_id": ("id of a key in the token (hex SHA-256 of its public key, or 8+ leading digits)",
-                     {"type": "string", "minLength": 1}),
+                     HEX_PREFIX),
     "sha256": ("fingerprint of a certificate in the token (hex SHA-256 of the DER, or 8+ leading digits)",
-               {"type": "string", "minLength": 1}),
+               HEX_PREFIX),
 }
 ORIGIN: JsonSchema = {"type": "string", "pattern": "^[!-~]{1,255}$", "description": "1-255 printable ASCII characters",
                       "x-rule": "1-255 printable ASCII characters"}
@@ -407,8 +417,10 @@ ROUTES: tuple[Route, ...] = (
     # --- audit log
     Route(operation_id="listAuditLog", method="GET", path=f"{API}/audit-log", roles=SYSADMIN, tag="audit-log",
           summary="Audit log, newest first", response=page_schema(AUDIT_ENTRY), paginated=True,
-          query=(Param(name="actor", where="query", description="only this actor"),
-                 Param(name="action", where="query", description="only this operation id"),
+          query=(Param(name="actor", where="query", description="only this actor",
+                       schema={"type": "string", "maxLength": 255}),
+                 Param(name="action", where="query", description="only this operation id",
+                       schema={"type": "string", "maxLength": 64}),
                  Param(name="result", where="query", description="success, refused or failed",
                        schema={"type": "string", "enum": ["success", "refused", "failed"]}))),
     # --- clients
@@ -554,12 +566,12 @@ ROUTES: tuple[Route, ...] = (
     Route(operation_id="listMessageLogRecords", method="GET", path=f"{API}/messagelog/records", roles=AUDITOR,
           tag="messagelog", summary="Message-log records of one origin, in log order",
           response=page_schema(LOG_RECORD), paginated=True, audit_reads=True,
-          query=(Param(name="origin", where="query", description="log origin (default: this server)"),)),
+          query=(ORIGIN_QUERY,)),
     Route(operation_id="exportMessageLogRecord", method="GET", path=f"{API}/messagelog/records/{{seq}}",
           roles=AUDITOR, tag="messagelog", audit_reads=True,
           summary="One record's stored bytes, exactly as hashed into the log (canonical JSON)",
           response={"type": "object", "description": "the canonical record bytes (docs/messagelog.md)"},
-          query=(Param(name="origin", where="query", description="log origin (default: this server)"),),
+          query=(ORIGIN_QUERY,),
           errors=(400, 404)),
     Route(operation_id="listMessageLogCheckpoints", method="GET", path=f"{API}/messagelog/checkpoints",
           roles=AUDITOR, tag="messagelog", audit_reads=True,

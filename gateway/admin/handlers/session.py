@@ -14,7 +14,7 @@ from gateway.admin import auth
 from gateway.admin.context import ApiContext, Call
 from gateway.admin.handlers.common import iso
 from gateway.admin.roles import ROLES
-from gateway.errors import RequestError
+from gateway.errors import Forbidden
 
 
 async def login(call: Call, request: web.Request, ctx: ApiContext) -> Any:
@@ -38,7 +38,7 @@ async def login(call: Call, request: web.Request, ctx: ApiContext) -> Any:
 def _session(call: Call) -> auth.Principal:
     p = call.principal
     if p is None or p.kind != "jwt" or p.token_id is None or p.expires_at is None:
-        raise RequestError("this operation needs a session token (log in); an API key cannot do it")
+        raise Forbidden("this operation needs a session token (log in); an API key cannot do it")
     return p
 
 
