@@ -53,6 +53,8 @@ class CentralSettings:
     publish_interval_seconds: int = 60  # seconds between publication checks; X-Road's generation rate
     ocsp_freshness_seconds: int = 3600  # seconds; published parameter: max OCSP response age (X-Road)
     timestamp_grace_seconds: int = 14400  # seconds; published parameter: exchange without a TSA (X-Road)
+    admin_host: str = "127.0.0.1"  # the central admin REST API listens here (keep it on an internal network)
+    admin_port: int = -1  # the central admin API's port; -1 (the default) switches it off; 0 picks a free port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

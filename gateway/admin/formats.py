@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 
 from gateway.admin import auth
-from gateway.admin.schema import JsonSchema, register_format
+from gateway.admin.schema import FORMATS, JsonSchema, register_format
 from gateway.errors import IdentifierError
 from gateway.identifiers import (
     MAX_IDENTIFIER_LENGTH,
@@ -37,8 +37,8 @@ HEX64_PATTERN = "^[0-9a-fA-F]{64}$"
 PREFIX_PATTERN = "^[0-9a-fA-F]{8,64}$"
 
 
-def _joined(counts: tuple[int, ...], sep: str) -> str:
-    forms = [sep.join([_PART] * n) for n in counts]
+def _joined(counts: tuple[int, ...], sep: str, first: str = _PART) -> str:
+    forms = [sep.join([first] + [_PART] * (n - 1)) for n in counts]
     body = forms[0] if len(forms) == 1 else "(?:" + "|".join(forms) + ")"
     return f"^{body}$"
 
@@ -79,17 +79,34 @@ for _kind, _spec in _KINDS.items():
 register_format("username", auth.check_username)
 
 
-def identifier(kind: str, description: str | None = None, *, in_path: bool = False) -> JsonSchema:
+def _of_instance(check: Callable[[str], object], instance: str) -> Callable[[str], object]:
+    def checked(value: str) -> object:
+        ident = check(value)
+        if getattr(ident, "instance", instance) != instance:
+            raise IdentifierError(f"{getattr(ident, 'kind', 'identifier')} {ident} belongs to instance "
+                                  f"{getattr(ident, 'instance', '?')!r}; this server serves instance {instance!r}")
+        return ident
+
+    return checked
+
+
+def identifier(
+    kind: str, description: str | None = None, *, in_path: bool = False, instance: str | None = None
+) -> JsonSchema:
     """A ``kind`` identifier (member, subsystem, client, service, server, group), ``/``-joined or, in a path,
-    ``:``-joined."""
+    ``:``-joined; with ``instance``, only identifiers of that instance (the central server's rule)."""
     counts, form, _, _ = _KINDS[kind]
     sep = ":" if in_path else "/"
     shown = form.replace("/", sep)
+    pattern = _joined(counts, sep, _PART if instance is None else re.escape(instance))
+    fmt = f"xroad-{kind}-path" if in_path else f"xroad-{kind}"
+    if instance is not None:
+        check_part(instance, what="instance code")
+        fmt = register_format(f"{fmt}@{instance}", _of_instance(FORMATS[fmt], instance))
+        shown = shown.replace("INSTANCE", instance)
     return {
-        "type": "string", "maxLength": MAX_IDENTIFIER_LENGTH,
-        "pattern": _joined(counts, sep), "not": _no_dot_parts(sep),
-        "format": f"xroad-{kind}-path" if in_path else f"xroad-{kind}",
-        "description": description or f"{kind} identifier {shown}",
+        "type": "string", "maxLength": MAX_IDENTIFIER_LENGTH, "pattern": pattern, "not": _no_dot_parts(sep),
+        "format": fmt, "description": description or f"{kind} identifier {shown}",
         "x-rule": f"{shown}, each part {PART_RULE}",
     }
 

@@ -174,6 +174,16 @@ async def latest_publication(engine: AsyncEngine) -> Publication | None:
         return None if row is None else _publication(row)
 
 
+async def list_publications(engine: AsyncEngine, *, limit: int, offset: int) -> tuple[list[Publication], int]:
+    """Publications, newest first (a page of ``limit`` after ``offset``), and how many there are in all."""
+    async with AsyncSession(engine) as s:
+        total = int(await s.scalar(sa.select(sa.func.count()).select_from(m.Publication)) or 0)
+        rows = await s.scalars(
+            sa.select(m.Publication).order_by(m.Publication.version.desc()).limit(limit).offset(offset)
+        )
+        return [_publication(r) for r in rows], total
+
+
 async def latest(engine: AsyncEngine) -> bytes | None:
     """The signed bytes of the newest publication, or None."""
     async with AsyncSession(engine) as s:
