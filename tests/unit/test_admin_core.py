@@ -292,3 +292,14 @@ def test_identifier_pattern_agrees_with_the_parser(value: str, ok: bool) -> None
     else:
         with pytest.raises(RequestError):
             validate(value, schema)
+
+
+def test_central_docs_list_every_operation() -> None:
+    from pathlib import Path
+
+    from gateway.admin.central.routes import central_api
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "central-admin-api.md").read_text()
+    missing = [r.operation_id for r in central_api("DEV").routes
+               if f"| `{r.operation_id}` | `{r.method} {r.path}` |" not in doc]
+    assert missing == [], "regenerate the role table in docs/central-admin-api.md"
