@@ -13,7 +13,7 @@ from typing import Any
 from gateway import __version__
 from gateway.admin.roles import ROLES
 from gateway.admin.routes import ERROR, SECURITY_SERVER_API, ApiSpec, PathParams, Route
-from gateway.admin.schema import DEFAULT_LIMIT, MAX_LIMIT, JsonSchema
+from gateway.admin.schema import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JsonSchema
 
 _ERROR_TEXT = {
     400: "bad request: a malformed field, identifier or query parameter",
@@ -46,7 +46,7 @@ def _parameters(route: Route, path_params: PathParams) -> list[dict[str, Any]]:
                        "description": f"page size (default {DEFAULT_LIMIT})",
                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}})
         params.append({"name": "offset", "in": "query", "required": False, "description": "items to skip",
-                       "schema": {"type": "integer", "minimum": 0}})
+                       "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}})
     return params
 
 

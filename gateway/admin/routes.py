@@ -33,6 +33,7 @@ from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES, MAX_SERVICE_TIMEO
 from gateway.serverconf.access import HTTP_METHODS, MAX_PATH_PATTERN_LENGTH, Endpoint, parse_subject
 
 API = "/api/v1"
+MAX_LOG_INDEX = 10**18 - 1  # the largest sequence number or tree size a query or path may name (18 digits)
 OPENAPI_PATH = "/api/openapi.json"
 ALL_ROLES: frozenset[Role] = frozenset(ROLES)
 
@@ -338,8 +339,10 @@ PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
     "key_id": ("public id of an API key", {"type": "string", "minLength": 1, "maxLength": 64}),
     "code": ("local group code", code("local group code")),
     "fingerprint": ("SHA-256 of the DER certificate, hex", {"type": "string", "minLength": 1, "maxLength": 64}),
-    "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0}),
-    "size": ("size of a checkpoint: the number of records it covers", {"type": "integer", "minimum": 0}),
+    "seq": ("sequence number of the record in its origin's log", {"type": "integer", "minimum": 0,
+                                                                   "maximum": MAX_LOG_INDEX}),
+    "size": ("size of a checkpoint: the number of records it covers", {"type": "integer", "minimum": 0,
+                                                                       "maximum": MAX_LOG_INDEX}),
     "token_key_id": ("id of a key in the token (hex SHA-256 of its public key, or 8+ leading digits)",
                      HEX_PREFIX),
     "sha256": ("fingerprint of a certificate in the token (hex SHA-256 of the DER, or 8+ leading digits)",
@@ -348,7 +351,7 @@ PATH_PARAMS: dict[str, tuple[str, JsonSchema]] = {
 ORIGIN: JsonSchema = {"type": "string", "pattern": "^[!-~]{1,255}$", "description": "1-255 printable ASCII characters",
                       "x-rule": "1-255 printable ASCII characters"}
 ORIGIN_QUERY = Param(name="origin", where="query", description="log origin (default: this server)", schema=ORIGIN)
-_INT = {"type": "integer", "minimum": 0}
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_LOG_INDEX}
 _TIME_QUERY = {"type": "string", "format": "date-time"}
 ENDPOINT_QUERY = (
     Param(name="method", where="query", description="HTTP method or '*' (default '*')", schema=METHOD),
