@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.admin.central.context import CentralAdminContext, CentralImpl
 from gateway.admin.context import Call
 from gateway.admin.handlers.common import iso, page
+from gateway.admin.routes import MAX_LOG_INDEX
 from gateway.admin.schema import page_body, parse_page
 from gateway.central import publisher, registration, registry, signingkeys
 from gateway.errors import NotFound, RequestError
@@ -307,7 +308,7 @@ async def get_anchor(call: Call, request: web.Request, ctx: CentralAdminContext)
 
 def _request_id(request: web.Request) -> int:
     text = request.match_info["request_id"]
-    if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) < 1:
+    if not text.isascii() or not text.isdigit() or len(text) > 18 or not 1 <= int(text) <= MAX_LOG_INDEX:
         raise RequestError(f"path parameter request_id {text[:20]!r} is not a positive integer")
     return int(text)
 

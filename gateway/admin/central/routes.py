@@ -16,6 +16,7 @@ from gateway.admin.roles import CENTRAL_ROLE_DESCRIPTIONS, Role
 from gateway.admin.routes import (
     API,
     HTTP_URL,
+    MAX_LOG_INDEX,
     OPT_TIME,
     PATH_PARAMS,
     TIME,
@@ -51,12 +52,14 @@ def _text(description: str, max_length: int) -> JsonSchema:
 
 PEM = string("certificate, PEM (or base64 DER)", max_length=64 * 1024, min_length=1)
 ADDRESS: JsonSchema = {
-    "type": "string", "maxLength": 1024,
+    # at most 255 in all keeps the host within RFC 1123's 253 characters whatever the port (the registry's rule)
+    "type": "string", "maxLength": 255,
     "pattern": "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
                "|\\[[0-9A-Fa-f:.]+\\]):(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
                "|6553[0-5])$",
     "description": "HOST:PORT of the server-to-server (mTLS) port; IPv6 hosts in brackets",
-    "x-rule": "HOST:PORT with a host name, IPv4 address or [IPv6] address and a port 1-65535",
+    "x-rule": "HOST:PORT with a host name, IPv4 address or [IPv6] address and a port 1-65535, at most 255 "
+              "characters",
 }
 COMMENT: JsonSchema = {"type": "string", "maxLength": MAX_COMMENT_LENGTH, "description": "the officer's comment"}
 LIST = {"type": "array", "items": {"type": "string"}}
@@ -143,7 +146,8 @@ def _path_params(instance: str) -> PathParams:
         "name": ("name of a CA or TSA", {"type": "string", "minLength": 1, "maxLength": MAX_AUTHORITY_NAME_LENGTH}),
         "keyid": ("keyid of a configuration-signing key, or a unique prefix of at least 8 hex digits",
                   {"type": "string", "pattern": "^[0-9a-fA-F]{8,64}$", "x-rule": "8-64 hex digits"}),
-        "request_id": ("number of a registration request", {"type": "integer", "minimum": 1}),
+        "request_id": ("number of a registration request", {"type": "integer", "minimum": 1,
+                                                             "maximum": MAX_LOG_INDEX}),
     }
 
 
