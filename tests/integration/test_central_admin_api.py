@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -16,6 +17,7 @@ from central_admin_kit import CentralAdmin, central_admin, pem
 
 from gateway.admin.central.routes import central_api
 from gateway.admin.openapi import build_document
+from gateway.admin.roles import CENTRAL_ROLES
 from gateway.central.management import build_request
 from gateway.central.publisher import latest_publication
 from gateway.globalconf.model import GlobalConf
@@ -177,3 +179,31 @@ async def test_undeclared_methods_get_405_with_allow(c: CentralAdmin) -> None:
     async with c.http.request("PUT", c.url + "/api/v1/members") as resp:
         assert resp.status == 405
         assert {m.strip() for m in resp.headers["Allow"].split(",")} == {"GET", "POST"}
+
+
+CENTRAL_PATH_VALUES = {
+    "member_id": "DEV:GOV:9", "server_id": "DEV:GOV:9:ss9", "group_id": "DEV:nobody", "client_id": "DEV:GOV:9",
+    "subsystem_code": "sub", "fingerprint": "00" * 32, "name": "nobody", "keyid": "00" * 32, "request_id": "1",
+    "username": "nobody", "key_id": "0123456789abcdef",
+}
+
+
+async def test_every_endpoint_against_every_role(c: CentralAdmin) -> None:
+    """Each role's session calls every non-public route (an empty body where one is needed): a role the route
+    names gets past authorisation, every other role gets 403 naming the route, each refusal audited."""
+    tokens = {role: await c.user_token(role.replace("-", ""), role) for role in CENTRAL_ROLES}
+    routes = sorted((r for r in central_api("DEV").routes if not r.public), key=lambda r: r.operation_id == "logout")
+    mismatches, denied = [], 0
+    for route in routes:
+        for role in CENTRAL_ROLES:
+            kwargs: dict[str, Any] = {"json": {}} if route.request is not None else {}
+            status, body = await c.request(route.method, route.path.format(**CENTRAL_PATH_VALUES), token=tokens[role],
+                                           **kwargs)
+            if role in route.roles and status in (401, 403):
+                mismatches.append(f"{route.operation_id} as {role}: {status} {body}")
+            if role not in route.roles:
+                denied += 1
+                if status != 403 or f"may not call {route.operation_id}" not in body["message"]:
+                    mismatches.append(f"{route.operation_id} as {role}: expected 403, got {status} {body}")
+    assert mismatches == []
+    assert len([e for e in await c.audit(result="refused") if e.status == 403]) == denied
