@@ -272,7 +272,12 @@ async def cmd_session_key_list(args: argparse.Namespace, store: AdminStore, _s: 
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    _print(build_document())
+    if getattr(args, "central", False):
+        from gateway.admin.central.routes import central_api
+
+        _print(build_document(central_api(settings_from_args(args).central.instance)))
+    else:
+        _print(build_document())
     return 0
 
 
