@@ -115,7 +115,10 @@ def register(subparsers: SubParsers) -> None:
     _cmd(g, "list", "cmd_tsa_list", "list trusted timestamping authorities")
 
     g = _group(sub, "keys", "configuration-signing keys (rollover: add, hand out the anchor, retire)")
-    _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key")
+    p = _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key (active at once unless --inactive)")
+    p.add_argument("--inactive", action="store_true", help="anchored but not signing until `keys activate`")
+    p = _cmd(g, "activate", "cmd_keys_activate", "let an inactive key sign from the next publication on")
+    p.add_argument("keyid", metavar="KEYID", help="the keyid, or a unique prefix of at least 8 hex digits")
     _cmd(g, "list", "cmd_keys_list", "list configuration-signing keys")
     p = _cmd(g, "retire", "cmd_keys_retire", "stop signing with a key")
     p.add_argument("keyid", metavar="KEYID", help="the keyid, or a unique prefix of at least 8 hex digits")

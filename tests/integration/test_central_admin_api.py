@@ -74,9 +74,15 @@ async def test_registry_trust_and_keys_by_role_then_published(c: CentralAdmin) -
     _, keys = await c.call("listSigningKeys", key=observer)
     [old] = keys["items"]
     status, new = await c.call("createSigningKey", key=security)
-    assert status == 201 and new["state"] == "active" and new["number"] == old["number"] + 1
+    assert status == 201 and new["state"] == "inactive" and new["number"] == old["number"] + 1
     _, anchor = await c.call("getAnchor", key=observer)
-    assert len(anchor["keys"]) == 2
+    assert len(anchor["keys"]) == 2  # anchored before it signs
+    status, early = await c.call("retireSigningKey", params={"keyid": old["keyid"]}, key=security)
+    assert status == 409 and "only active key" in early["message"]
+    status, active = await c.call("activateSigningKey", params={"keyid": new["keyid"]}, key=security)
+    assert status == 200 and active["state"] == "active"
+    status, twice = await c.call("activateSigningKey", params={"keyid": new["keyid"]}, key=security)
+    assert status == 409 and "is active, not inactive" in twice["message"]
     status, retired = await c.call("retireSigningKey", params={"keyid": old["keyid"][:12]}, key=security)
     assert status == 200 and retired["state"] == "retired"
     status, last = await c.call("retireSigningKey", params={"keyid": new["keyid"]}, key=security)
@@ -108,7 +114,8 @@ async def test_registry_trust_and_keys_by_role_then_published(c: CentralAdmin) -
     done = {(e["action"], e["actor"]) for e in log["items"] if e["result"] == "success"}
     officer_id = "apikey:" + officer[4:20]
     assert {(op, officer_id) for op, _, _ in steps} <= done
-    assert ("retireSigningKey", "apikey:" + security[4:20]) in done
+    security_id = "apikey:" + security[4:20]
+    assert {("activateSigningKey", security_id), ("retireSigningKey", security_id)} <= done
     status, _ = await c.call("listAuditLog", key=observer)
     assert status == 403
 

@@ -63,7 +63,7 @@ HANDLERS: dict[str, CentralImpl] = {
     "listCas": h.list_cas, "addCa": h.add_ca, "removeCa": h.remove_ca,
     "listTsas": h.list_tsas, "addTsa": h.add_tsa, "removeTsa": h.remove_tsa,
     "listSigningKeys": h.list_signing_keys, "createSigningKey": h.create_signing_key,
-    "retireSigningKey": h.retire_signing_key, "getAnchor": h.get_anchor,
+    "activateSigningKey": h.activate_signing_key, "retireSigningKey": h.retire_signing_key, "getAnchor": h.get_anchor,
     # registration requests, publications
     "listRegistrationRequests": h.list_registration_requests,
     "getRegistrationRequest": h.get_registration_request,

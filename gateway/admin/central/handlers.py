@@ -287,7 +287,14 @@ async def list_signing_keys(call: Call, request: web.Request, ctx: CentralAdminC
 @changes_registry
 async def create_signing_key(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
     info = await signingkeys.create_signing_key(ctx.engine, instance=ctx.instance, key_dir=ctx.central.key_dir,
-                                                now=ctx.clock())
+                                                now=ctx.clock(), active=False)
+    call.details["keyid"] = info.keyid
+    return _key_json(info)
+
+
+@changes_registry
+async def activate_signing_key(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    info = await signingkeys.activate_signing_key(ctx.engine, request.match_info["keyid"])
     call.details["keyid"] = info.keyid
     return _key_json(info)
 

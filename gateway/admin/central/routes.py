@@ -103,7 +103,7 @@ def _schemas(instance: str) -> dict[str, JsonSchema]:
                            "sha256": {"type": "string"}},
                           ("name", "url", "certificate_pem", "sha256")),
         "signing_key": obj({"keyid": {"type": "string"}, "number": {"type": "integer"},
-                                   "state": {"type": "string", "enum": ["active", "retired"]},
+                                   "state": {"type": "string", "enum": ["inactive", "active", "retired"]},
                                    "created_at": TIME, "retired_at": OPT_TIME, "certificate_pem": {"type": "string"}},
                                   ("keyid", "number", "state", "created_at", "retired_at", "certificate_pem")),
         "request": obj(request, tuple(request)),
@@ -246,10 +246,13 @@ def _routes(instance: str) -> tuple[Route, ...]:
               tag="signing-keys", summary="Configuration-signing keys, oldest first",
               response=page_schema(s["signing_key"]), paginated=True),
         Route(operation_id="createSigningKey", method="POST", path=f"{API}/signing-keys", roles=SECURITY,
-              tag="signing-keys", summary="Generate a configuration-signing key; it is active at once and signs "
-              "from the next publication on (rollover, step 1)", response=s["signing_key"], status=201, errors=()),
+              tag="signing-keys", summary="Generate a configuration-signing key, inactive: listed in the anchor, "
+              "not signing yet (rollover, step 1)", response=s["signing_key"], status=201, errors=()),
+        Route(operation_id="activateSigningKey", method="POST", path=f"{API}/signing-keys/{{keyid}}/activate",
+              roles=SECURITY, tag="signing-keys", summary="Let an inactive key sign from the next publication on "
+              "(rollover, step 3, once the new anchor is out)", response=s["signing_key"], errors=(400, 404, 409)),
         Route(operation_id="retireSigningKey", method="POST", path=f"{API}/signing-keys/{{keyid}}/retire",
-              roles=SECURITY, tag="signing-keys", summary="Stop signing with a key (rollover, step 3; never the "
+              roles=SECURITY, tag="signing-keys", summary="Stop signing with a key (rollover, step 4; never the "
               "last active key)", response=s["signing_key"], errors=(400, 404, 409)),
         Route(operation_id="getAnchor", method="GET", path=f"{API}/anchor", roles=READERS, tag="signing-keys",
               summary="The anchor of the active keys, to hand out (rollover, step 2)",

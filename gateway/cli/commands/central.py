@@ -179,9 +179,19 @@ cmd_tsa_list = _listing(registry.list_tsas, lambda rec: [f"{rec.name}\t{rec.url}
 @central_command
 async def cmd_keys_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     info = await signingkeys.create_signing_key(engine, instance=central.instance, key_dir=central.key_dir,
-                                                now=now())
+                                                now=now(), active=not args.inactive)
     out(f"created configuration-signing key {info.number}: {info.keyid} ({info.key_path})")
-    out("it signs from the next publication on; hand out the new anchor (`gateway central anchor`)")
+    if args.inactive:
+        out("it is anchored but does not sign: hand out the new anchor, then `gateway central keys activate`")
+    else:
+        out("it signs from the next publication on; hand out the new anchor (`gateway central anchor`)")
+    return 0
+
+
+@central_command
+async def cmd_keys_activate(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    info = await signingkeys.activate_signing_key(engine, args.keyid)
+    out(f"configuration-signing key {info.number} ({info.keyid}) signs from the next publication on")
     return 0
 
 
