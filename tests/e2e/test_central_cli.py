@@ -233,6 +233,11 @@ async def test_admin_api_served_with_users_from_the_cli_and_cli_changes_audited(
     ok(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path)
     assert gateway(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path).returncode == 1
     ok(*c, "member", "list", cwd=tmp_path)
+    added = ok(*c, "keys", "add", "--inactive", cwd=tmp_path)
+    keyid = re.search(r"^created configuration-signing key 2: ([0-9a-f]{64}) ", added, re.M)
+    assert keyid is not None and "does not sign" in added, added
+    assert "\t".join([keyid.group(1), "inactive"]) in ok(*c, "keys", "list", cwd=tmp_path)
+    assert "signs from the next publication on" in ok(*c, "keys", "activate", keyid.group(1)[:10], cwd=tmp_path)
     # (3) serve with the admin API on a free port; log in and read the audit log
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *CLI, "-c", str(conf), "central", "serve", "--port", "0", "--admin-port", "0", cwd=tmp_path,
