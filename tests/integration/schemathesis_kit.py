@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,13 @@ async def check_api(
                                           operations=operations)
 
     results = await asyncio.gather(*(one(*run) for run in runs))
+    for (label, _, operations), (_, output) in zip(runs, results, strict=True):
+        # each run sent requests, and to every operation it was given
+        generated = re.search(r"(\d+) generated", output)
+        assert generated is not None and int(generated.group(1)) > 0, output
+        tested = re.search(r"(\d+) passed", output)
+        assert operations is None or (tested is not None and int(tested.group(1)) >= len(operations)) or \
+            "failed" in output, (label, output)
     return [output for code, output in results if code != 0]
 
 
