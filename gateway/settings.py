@@ -55,6 +55,8 @@ class CentralSettings:
     timestamp_grace_seconds: int = 14400  # seconds; published parameter: exchange without a TSA (X-Road)
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 4101  # next to the central port; 0 picks a free port; -1 switches the ops port off
+    admin_host: str = "127.0.0.1"  # the central admin REST API listens here (keep it on an internal network)
+    admin_port: int = -1  # the central admin API's port; -1 (the default) switches it off; 0 picks a free port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

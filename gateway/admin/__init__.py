@@ -4,12 +4,16 @@ docs/admin-api.md; ``docs/admin-api.md`` is the operator's reference. Modules:
 
 - :mod:`gateway.admin.roles` (pure): the six roles and what each is for;
 - :mod:`gateway.admin.auth` (pure): password hashing, session tokens (JWT), API keys, the lock-out rule;
-- :mod:`gateway.admin.schema` (pure): request validation against the route table's JSON schemas, pagination;
+- :mod:`gateway.admin.schema` (pure): validation against the route table's JSON schemas (``jsonschema``),
+  pagination;
+- :mod:`gateway.admin.formats` (pure): the schemas of identifiers, user names, passwords, token ids, with the
+  ``format`` checkers that word their errors;
 - :mod:`gateway.admin.routes` (pure): the route table (method, path, roles, schemas) every other part reads;
 - :mod:`gateway.admin.openapi` (pure): the OpenAPI 3.1 document generated from the route table;
 - :mod:`gateway.admin.models` and :mod:`gateway.admin.store` (I/O): the ``adm_*`` tables;
 - :mod:`gateway.admin.context`: what the handlers share (the context, the per-request call, the app keys);
 - :mod:`gateway.admin.middleware` (I/O): the error and audit middleware, authentication, the route wrapper;
 - :mod:`gateway.admin.handlers` (I/O): the handlers, one module per OpenAPI tag of the route table;
-- :mod:`gateway.admin.app` (I/O): the aiohttp application, on its own port, never on a proxy port.
+- :mod:`gateway.admin.app` (I/O): the aiohttp application, on its own port, never on a proxy port;
+- :mod:`gateway.admin.central`: the central server's admin API on the same model (docs/central-admin-api.md).
 """

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -31,6 +31,24 @@ from gateway.token.model import CertReport
 from gateway.token.soft import SoftToken
 
 Clock = Callable[[], datetime]
+
+
+class ApiContext(Protocol):
+    """What the shared steps (authentication, roles, audit) and the shared handlers (session, users, API keys,
+    session keys, audit log) need of a server's admin API: the security server's :class:`AdminContext` and
+    the central server's context both have it."""
+
+    @property
+    def settings(self) -> AdminSettings: ...
+
+    @property
+    def store(self) -> AdminStore: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def token_policy(self) -> auth.TokenPolicy: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,4 +103,4 @@ CALL = web.RequestKey("admin_call", Call)
 Impl = Callable[[Call, web.Request, AdminContext], Awaitable[Any]]
 """A handler: the call so far, the request and the context in; a JSON value, ``None`` or a response out."""
 
-__all__ = ["CALL", "CONTEXT", "AdminContext", "Call", "Clock", "Impl"]
+__all__ = ["CALL", "CONTEXT", "AdminContext", "ApiContext", "Call", "Clock", "Impl"]

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.admin import auth
-from gateway.admin.context import CALL, CONTEXT, AdminContext, Call, Impl
-from gateway.admin.routes import Route
+from gateway.admin.context import CALL, CONTEXT, ApiContext, Call, Impl
+from gateway.admin.routes import PATH_PARAMS, PathParams, Route
 from gateway.admin.schema import validate
 from gateway.admin.store import AuditEntry
 from gateway.errors import (
@@ -40,14 +41,17 @@ from gateway.errors import (
 log = structlog.get_logger("gateway.admin")  # the logger name the operational log has always used
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+C = TypeVar("C", bound=ApiContext)
 
 
 # ------------------------------------------------------------------------------------- middleware, audit
 
 
-def _error_response(err: GatewayError, call: Call) -> web.Response:
+def _error_response(err: GatewayError, call: Call, headers: dict[str, str] | None = None) -> web.Response:
     message = err.message if not err.hint else f"{err.message} ({err.hint})"
-    headers = {"WWW-Authenticate": 'Bearer realm="gateway-admin"'} if err.status == 401 else None
+    headers = dict(headers or {})
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="gateway-admin"'
     return web.json_response(
         {"type": err.xroad_type, "message": message, "detail": call.correlation_id},
         status=err.status, headers=headers,
@@ -58,8 +62,7 @@ def _result(status: int) -> str:
     return "success" if status < 400 else "refused" if status < 500 else "failed"
 
 
-async def _audit(request: web.Request, call: Call, status: int, error: str | None) -> None:
-    ctx = request.app[CONTEXT]
+async def _audit(request: web.Request, ctx: ApiContext, call: Call, status: int, error: str | None) -> None:
     details = dict(call.details)
     details["correlation_id"] = call.correlation_id
     if error is not None:
@@ -81,9 +84,18 @@ _HTTP_FAULTS: dict[int, type[RequestError]] = {
 }
 
 
-@web.middleware
-async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one middleware: errors to JSON, then the audit entry."""
+def api_middleware(key: web.AppKey[C]) -> Middleware:
+    """The one middleware of an admin application whose context is under ``key``: errors to JSON, then the
+    audit entry."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _handle(request, handler, request.app[key])
+
+    return middleware
+
+
+async def _handle(request: web.Request, handler: Handler, ctx: ApiContext) -> web.StreamResponse:
     call = Call(action=f"{request.method} {request.path[:48]}")
     request[CALL] = call
     error: str | None = None
@@ -94,7 +106,9 @@ async def admin_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _error_response(e, call)
     except web.HTTPException as e:  # no such route, method not allowed
         error = f"{request.method} {request.path[:200]}: {e.reason}"
-        response = _error_response(_HTTP_FAULTS.get(e.status, RequestError)(error), call)
+        # a 405 keeps aiohttp's Allow header (RFC 9110 section 15.5.6: it lists the methods the path has)
+        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        response = _error_response(_HTTP_FAULTS.get(e.status, RequestError)(error), call, allow)
     except Exception as e:
         log.exception("admin API internal error", correlation_id=call.correlation_id, action=call.action)
         error = f"internal error ({type(e).__name__})"
@@ -103,14 +117,18 @@ async def admin_middleware(request: web.Request, handler: Handler) -> web.Stream
         call.route is not None and call.route.audit_reads
     )
     if audit_it:
-        await _audit(request, call, response.status, error)
+        await _audit(request, ctx, call, response.status, error)
     return response
+
+
+admin_middleware = api_middleware(CONTEXT)
+"""The security server's admin middleware."""
 
 
 # ------------------------------------------------------------------------------------ authentication
 
 
-async def authenticate(request: web.Request, ctx: AdminContext, call: Call) -> auth.Principal:
+async def authenticate(request: web.Request, ctx: ApiContext, call: Call) -> auth.Principal:
     """The caller of ``request``.
 
     Raises:
@@ -123,7 +141,7 @@ async def authenticate(request: web.Request, ctx: AdminContext, call: Call) -> a
     return await authenticate_session(value, ctx, call)
 
 
-async def authenticate_session(token: str, ctx: AdminContext, call: Call) -> auth.Principal:
+async def authenticate_session(token: str, ctx: ApiContext, call: Call) -> auth.Principal:
     """The user of a session token (from ``Authorization: Bearer`` or the web interface's session cookie).
 
     Raises:
@@ -165,9 +183,29 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         if len(data) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"request body is not valid JSON: {e}") from e
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_parameters(request: web.Request, route: Route, path_params: PathParams) -> None:
+    """Path parameters, and string query parameters, against the schemas the OpenAPI document declares.
+
+    Raises:
+        RequestError: 400 naming the parameter and the rule it breaks.
+    """
+    for name in route.path_params:
+        schema = path_params[name][1]
+        if schema.get("type") == "string":
+            validate(request.match_info[name], schema, where=f"path parameter {name}")
+    for param in route.query:
+        value = request.query.get(param.name)
+        if value is not None and param.schema.get("type") == "string":
+            validate(value, param.schema, where=f"query parameter {param.name}")
 
 
 def _redact(body: Any, secrets_: frozenset[str]) -> Any:
@@ -177,6 +215,13 @@ def _redact(body: Any, secrets_: frozenset[str]) -> Any:
 
 
 def wrap(route: Route, impl: Impl) -> Handler:
+    """The security server's handler of ``route`` (:func:`wrap_route` with its context and path parameters)."""
+    return wrap_route(route, impl, CONTEXT, PATH_PARAMS)
+
+
+def wrap_route(
+    route: Route, impl: Callable[[Call, web.Request, C], Awaitable[Any]], key: web.AppKey[C], path_params: PathParams,
+) -> Handler:
     """The aiohttp handler of ``route``: steps (1)-(4) above around ``impl``, then its result as the response
     (a JSON body with the route's status, no body for 204, or the response ``impl`` made itself).
 
@@ -185,7 +230,7 @@ def wrap(route: Route, impl: Impl) -> Handler:
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        ctx = request.app[CONTEXT]
+        ctx = request.app[key]
         call = request[CALL]
         call.route = route
         call.action = route.operation_id
@@ -198,7 +243,8 @@ def wrap(route: Route, impl: Impl) -> Handler:
             principal = await authenticate(request, ctx, call)
             call.principal, call.actor, call.auth = principal, principal.name, principal.kind
             auth.check_roles(principal, route.roles, operation=route.operation_id)
-        # (3) body: recorded for the audit log (secrets left out) before it is validated
+        # (3) parameters, then the body: recorded for the audit log (secrets left out) before it is validated
+        _check_parameters(request, route, path_params)
         if route.request is not None:
             call.body = await _read_json(request, ctx.settings.max_body_bytes)
             call.details["request"] = _redact(call.body, route.secret_fields)
@@ -214,4 +260,4 @@ def wrap(route: Route, impl: Impl) -> Handler:
     return handler
 
 
-__all__ = ["admin_middleware", "authenticate", "authenticate_session", "wrap"]
+__all__ = ["admin_middleware", "api_middleware", "authenticate", "authenticate_session", "wrap", "wrap_route"]

@@ -12,8 +12,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.admin.roles import ROLES
-from gateway.admin.routes import ERROR, PATH_PARAMS, ROUTES, Route
-from gateway.admin.schema import DEFAULT_LIMIT, MAX_LIMIT, JsonSchema
+from gateway.admin.routes import ERROR, SECURITY_SERVER_API, ApiSpec, PathParams, Route
+from gateway.admin.schema import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JsonSchema
 
 _ERROR_TEXT = {
     400: "bad request: a malformed field, identifier or query parameter",
@@ -33,10 +33,10 @@ def _error_ref() -> dict[str, Any]:
     return {"content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-def _parameters(route: Route) -> list[dict[str, Any]]:
+def _parameters(route: Route, path_params: PathParams) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for name in route.path_params:
-        description, schema = PATH_PARAMS[name]
+        description, schema = path_params[name]
         params.append({"name": name, "in": "path", "required": True, "description": description, "schema": schema})
     for p in route.query:
         params.append({"name": p.name, "in": p.where, "required": p.required, "description": p.description,
@@ -46,11 +46,11 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
                        "description": f"page size (default {DEFAULT_LIMIT})",
                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}})
         params.append({"name": "offset", "in": "query", "required": False, "description": "items to skip",
-                       "schema": {"type": "integer", "minimum": 0}})
+                       "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}})
     return params
 
 
-def _operation(route: Route) -> dict[str, Any]:
+def _operation(route: Route, path_params: PathParams) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -58,7 +58,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "x-roles": ["public"] if route.public else [r for r in ROLES if r in route.roles],
         "security": [] if route.public else [{"bearerAuth": []}, {"apiKeyAuth": []}],
     }
-    params = _parameters(route)
+    params = _parameters(route, path_params)
     if params:
         op["parameters"] = params
     if route.request is not None:
@@ -80,29 +80,27 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-def build_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route in :data:`gateway.admin.routes.ROUTES`."""
+def build_document(api: ApiSpec = SECURITY_SERVER_API) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route of ``api`` (default: the security server's)."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    for route in api.routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, api.path_params)
     error: JsonSchema = ERROR
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
-            "title": "Gateway security server admin API",
+            "title": api.title,
             "version": __version__,
-            "description": "Clients, services, access rights, local groups, global configuration status, "
-            "message log (auditors), users, API keys and the audit log of one security server. "
-            "See docs/admin-api.md.",
+            "description": api.description,
         },
         "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                               "description": "session token from POST /api/v1/login (ES256, short-lived)"},
+                               "description": f"session token from POST {api.login_path} (ES256, short-lived)"},
                 "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",
-                               "description": "'X-Road-ApiKey token=<key>' with a key from POST /api/v1/api-keys"},
+                               "description": f"'X-Road-ApiKey token=<key>' with a key from POST {api.api_keys_path}"},
             },
             "schemas": {"Error": error},
         },

@@ -31,6 +31,16 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     "auditor": "reads and exports the message log, nothing else",
 }
 
+# The central server's roles (X-Road UG-CS section 2: no service administrator there) and what each may do.
+CENTRAL_ROLE_DESCRIPTIONS: dict[Role, str] = {
+    "system-administrator": "users, API keys, session signing keys, the audit log, publishing now",
+    "registration-officer": "members, subsystems, security servers, global groups, registration requests",
+    "security-officer": "trusted CAs with OCSP responders, timestamping authorities, configuration-signing keys",
+    "observer": "reads the registry, requests, keys and published versions (not the audit log)",
+    "auditor": "reads the audit log, registration requests and published versions, nothing else",
+}
+CENTRAL_ROLES: tuple[Role, ...] = tuple(CENTRAL_ROLE_DESCRIPTIONS)
+
 # Who may read this server's configuration (clients, services, rights, groups, global configuration status).
 READERS: frozenset[Role] = frozenset(r for r in ROLES if r != "auditor")
 

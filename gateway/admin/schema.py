@@ -1,38 +1,49 @@
 """Request validation against the route table's JSON schemas, and pagination (pure).
 
-The schemas in :mod:`gateway.admin.routes` are JSON Schema (draft 2020-12, as OpenAPI 3.1 uses) restricted
-to the keywords this module checks: ``type`` (one or a list), ``properties``, ``required``,
-``additionalProperties: false``, ``minLength``/``maxLength``, ``minimum``/``maximum``, ``minItems``/
-``maxItems``, ``items``, ``enum``. Other keywords (``description``, ``format``, ``examples``) are
-annotations. A test checks that no route uses a keyword outside this set, so a schema never promises a check
-that is not made.
+The schemas in :mod:`gateway.admin.routes` (and :mod:`gateway.admin.central.routes`) are JSON Schema draft
+2020-12, the dialect of OpenAPI 3.1; the OpenAPI document carries them unchanged and :func:`validate` checks a
+value against them with the ``jsonschema`` library, so the document and the checks cannot differ.
 
-Identifiers inside strings are not checked here but by the handlers, with :mod:`gateway.identifiers`, so the
-error names the identifier part at fault.
+Rules that a regular expression states only roughly (an identifier's parts, a user name) are also named by a
+``format`` of :data:`FORMATS`, whose checker is the parser the handlers use (:mod:`gateway.identifiers`): the
+``pattern`` lets a schema-driven client generate good values; the ``format`` makes the error name the part
+at fault, exactly as the parser words it.
+
+Errors name the field (``body.url``, ``body.roles[1]``, ``path parameter client_id``) and the rule it breaks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from gateway.errors import RequestError
+from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
+
+from gateway.errors import GatewayError, RequestError
 
 JsonSchema = dict[str, Any]
+FormatCheck = Callable[[str], object]
+"""A ``format`` checker: raises a :class:`~gateway.errors.RequestError` naming what is wrong, else returns."""
 
-CHECKED_KEYWORDS = frozenset({
-    "type", "properties", "required", "additionalProperties", "minLength", "maxLength", "minimum", "maximum",
-    "minItems", "maxItems", "items", "enum",
-})
-ANNOTATIONS = frozenset({"description", "format", "examples", "title", "readOnly", "writeOnly", "default"})
+FORMATS: dict[str, FormatCheck] = {}
+"""The formats :func:`validate` checks (registered with :func:`register_format`); ``date-time`` and other
+standard formats are annotations here (the handlers parse times themselves)."""
 
 DEFAULT_LIMIT = 100  # items per page unless the caller asks
 MAX_LIMIT = 1000  # items per page at most; bounds one response
 MAX_OFFSET = 2**31  # keeps offsets in a 32-bit database integer
 
 _T = TypeVar("_T")
+
+
+def register_format(name: str, check: FormatCheck) -> str:
+    """Make ``format: name`` checked by ``check``; returns ``name`` (for use in a schema literal)."""
+    FORMATS[name] = check
+    return name
 
 
 def _type_name(value: object) -> str:
@@ -43,7 +54,7 @@ def _type_name(value: object) -> str:
     if isinstance(value, int):
         return "integer"
     if isinstance(value, float):
-        return "number"
+        return "number" if math.isfinite(value) else "a non-finite number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
@@ -53,68 +64,104 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _is_type(value: object, name: str) -> bool:
-    actual = _type_name(value)
-    if name == "number":
-        return actual in ("integer", "number") and not (isinstance(value, float) and not math.isfinite(value))
-    return actual == name
+def _checker() -> FormatChecker:
+    checker = FormatChecker(formats=())
+    for name, check in FORMATS.items():
+        def run(value: object, check: FormatCheck = check) -> bool:
+            if isinstance(value, str):
+                check(value)
+            return True
+
+        checker.checks(name, raises=GatewayError)(run)
+    return checker
+
+
+def _finite_number(checker: object, value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# JSON numbers are finite: NaN and the infinities (which Python's json module reads) are no numbers here.
+_Validator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
+)
+_VALIDATORS: dict[int, tuple[JsonSchema, Validator, int]] = {}
+
+
+def _validator(schema: JsonSchema) -> Validator:
+    # Schemas are module constants: one compiled validator per schema object (kept alive by the cache entry).
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema and cached[2] == len(FORMATS):
+        return cached[1]
+    validator: Validator = _Validator(schema, format_checker=_checker())
+    _VALIDATORS[id(schema)] = (schema, validator, len(FORMATS))
+    return validator
+
+
+def _where(base: str, error: ValidationError) -> str:
+    out = base
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _message(error: ValidationError, where: str) -> RequestError:
+    keyword: Any = error.validator
+    rule: Any = error.validator_value
+    value: Any = error.instance
+    schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    if keyword == "type":
+        allowed = [rule] if isinstance(rule, str) else list(rule)
+        return RequestError(f"{where} must be {' or '.join(allowed)}, not {_type_name(value)}")
+    if keyword == "enum":
+        return RequestError(f"{where} {str(value)[:40]!r} is not one of {', '.join(map(str, rule))}")
+    if keyword == "const":
+        return RequestError(f"{where} must be {rule!r}")
+    if keyword == "required":
+        missing = next(n for n in rule if n not in value)
+        return RequestError(f"{where}.{missing} is required")
+    if keyword == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted(str(k) for k in value if k not in known)
+        return RequestError(f"{where}.{extra[0][:40]} is not a known field", hint=f"known: {', '.join(known)}")
+    if keyword == "minLength":
+        return RequestError(f"{where} is shorter than {rule} characters")
+    if keyword == "maxLength":
+        return RequestError(f"{where} is longer than {rule} characters")
+    if keyword in ("minimum", "exclusiveMinimum"):
+        return RequestError(f"{where} {value} is less than {'or equal to ' if keyword.startswith('ex') else ''}{rule}")
+    if keyword in ("maximum", "exclusiveMaximum"):
+        return RequestError(f"{where} {value} is more than {'or equal to ' if keyword.startswith('ex') else ''}{rule}")
+    if keyword == "minItems":
+        return RequestError(f"{where} has fewer than {rule} items")
+    if keyword == "maxItems":
+        return RequestError(f"{where} has more than {rule} items")
+    if keyword == "uniqueItems":
+        return RequestError(f"{where} lists an item twice")
+    if keyword in ("pattern", "not"):
+        rule_text = schema.get("x-rule") or schema.get("description") or f"the pattern {schema.get('pattern')}"
+        return RequestError(f"{where} {str(value)[:80]!r} must be {rule_text}")
+    return RequestError(f"{where}: {error.message[:200]}")
 
 
 def validate(value: object, schema: JsonSchema, *, where: str = "body") -> None:
-    """Check ``value`` against ``schema``.
+    """Check ``value`` against ``schema`` (JSON Schema 2020-12, with the formats of :data:`FORMATS`).
 
     Raises:
-        RequestError: 400, naming the field (``body.url``, ``body.roles[1]``) and the rule it breaks.
+        RequestError: 400, naming the field (``body.url``, ``body.roles[1]``) and the rule it breaks; for a
+            failed ``format``, the parser's own error (e.g. :class:`~gateway.errors.IdentifierError`).
     """
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else list(types)
-        if not any(_is_type(value, t) for t in allowed):
-            raise RequestError(f"{where} must be {' or '.join(allowed)}, not {_type_name(value)}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise RequestError(f"{where} {str(value)[:40]!r} is not one of {', '.join(map(str, schema['enum']))}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            raise RequestError(f"{where} is shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise RequestError(f"{where} is longer than {schema['maxLength']} characters")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise RequestError(f"{where} {value} is less than {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            raise RequestError(f"{where} {value} is more than {schema['maximum']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            raise RequestError(f"{where} has fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            raise RequestError(f"{where} has more than {schema['maxItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                validate(item, schema["items"], where=f"{where}[{i}]")
-    if isinstance(value, dict):
-        props: Mapping[str, JsonSchema] = schema.get("properties", {})
-        for name in schema.get("required", ()):
-            if name not in value:
-                raise RequestError(f"{where}.{name} is required")
-        if schema.get("additionalProperties") is False:
-            extra = sorted(k for k in value if k not in props)
-            if extra:
-                raise RequestError(
-                    f"{where}.{str(extra[0])[:40]} is not a known field", hint=f"known: {', '.join(sorted(props))}",
-                )
-        for name, sub in props.items():
-            if name in value:
-                validate(value[name], sub, where=f"{where}.{name}")
-
-
-def unknown_keywords(schema: JsonSchema) -> set[str]:
-    """Keywords of ``schema`` (recursively) that :func:`validate` neither checks nor treats as annotations."""
-    found = {k for k in schema if k not in CHECKED_KEYWORDS | ANNOTATIONS}
-    for sub in schema.get("properties", {}).values():
-        found |= unknown_keywords(sub)
-    if isinstance(schema.get("items"), dict):
-        found |= unknown_keywords(schema["items"])
-    return found
+    errors = list(_validator(schema).iter_errors(cast(Any, value)))
+    if not errors:
+        return
+    # a format's parser words the problem best (it names the identifier part at fault)
+    for error in errors:
+        if error.validator == "format" and isinstance(error.cause, GatewayError):
+            cause = error.cause
+            raised = type(cause)(f"{_where(where, error)}: {cause.message}", hint=cause.hint)
+            raise raised from cause
+    best = best_match(errors)
+    assert best is not None
+    raise _message(best, _where(where, best))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

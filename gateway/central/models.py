@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gateway.storage.schema import UtcDateTime, new_metadata
 
-KeyState = Literal["active", "retired"]
+KeyState = Literal["inactive", "active", "retired"]
 RequestState = Literal["submitted", "approved", "rejected", "revoked"]
 RequestKind = Literal["auth_cert_reg", "auth_cert_deletion", "client_reg", "client_deletion"]
 
@@ -129,7 +129,7 @@ class Tsa(Base):
 
 class SigningKey(Base):
     __tablename__ = "signing_keys"
-    __table_args__ = (sa.CheckConstraint("state IN ('active', 'retired')", name="state"),)
+    __table_args__ = (sa.CheckConstraint("state IN ('inactive', 'active', 'retired')", name="state"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(unique=True)  # N in "CN=<instance> configuration signing key N"

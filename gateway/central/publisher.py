@@ -174,6 +174,16 @@ async def latest_publication(engine: AsyncEngine) -> Publication | None:
         return None if row is None else _publication(row)
 
 
+async def list_publications(engine: AsyncEngine, *, limit: int, offset: int) -> tuple[list[Publication], int]:
+    """Publications, newest first (a page of ``limit`` after ``offset``), and how many there are in all."""
+    async with AsyncSession(engine) as s:
+        total = int(await s.scalar(sa.select(sa.func.count()).select_from(m.Publication)) or 0)
+        rows = await s.scalars(
+            sa.select(m.Publication).order_by(m.Publication.version.desc()).limit(limit).offset(offset)
+        )
+        return [_publication(r) for r in rows], total
+
+
 async def latest(engine: AsyncEngine) -> bytes | None:
     """The signed bytes of the newest publication, or None."""
     async with AsyncSession(engine) as s:
@@ -262,7 +272,8 @@ async def publish_if_due(engine: AsyncEngine, settings: CentralSettings, now: da
 
 
 async def current_anchor(engine: AsyncEngine, settings: CentralSettings) -> bytes:
-    """The anchor (canonical JSON) listing every active configuration-signing key.
+    """The anchor (canonical JSON) listing every active and inactive configuration-signing key (an inactive
+    key is anchored before it signs, so clients trust it from its first signature).
 
     ``generated_at`` is the time of the last key event (a key created or retired), so the anchor, and the
     hash operators compare, changes only when the key set does.
@@ -277,5 +288,5 @@ async def current_anchor(engine: AsyncEngine, settings: CentralSettings) -> byte
             "there is no active configuration-signing key", hint="run `gateway central init` or `keys add`"
         )
     events = [k.created_at for k in keys] + [k.retired_at for k in keys if k.retired_at is not None]
-    certs = [k.certificate for k in active]
+    certs = [k.certificate for k in keys if k.state in ("active", "inactive")]
     return build_anchor(settings.instance, [download_url(settings)], certs, max(events))

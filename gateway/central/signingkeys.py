@@ -5,9 +5,11 @@ self-signed certificate ``CN=<instance> configuration signing key N``. The certi
 for the public key (as in X-Road's anchors): clients trust it because the anchor lists it, not because of
 who issued it. Its ``keyid`` is the hex SHA-256 of the certificate's DER, as in the envelope and anchor.
 
-A key is ``active`` (it signs every publication and is listed in the anchor) or ``retired`` (kept for the
-record, never used again). Rollover (docs/globalconf.md, "Key rollover"): add a key, so that two active
-keys sign; hand out the new anchor; retire the old key. The last active key cannot be retired.
+A key is ``inactive`` (generated and listed in the anchor, not signing yet), ``active`` (it signs every
+publication and is listed in the anchor) or ``retired`` (kept for the record, never used again). Rollover
+(docs/globalconf.md, "Key rollover"): add a key (active at once, or inactive and activated once the new anchor
+is out), so that two keys are anchored; hand out the new anchor; retire the old key. The last active key cannot
+be retired.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ def make_signing_certificate(
 
 
 async def create_signing_key(
-    engine: AsyncEngine, *, instance: str, key_dir: str | Path, now: datetime
+    engine: AsyncEngine, *, instance: str, key_dir: str | Path, now: datetime, active: bool = True
 ) -> SigningKeyInfo:
-    """Create a new active configuration-signing key; from the next publication on it signs too.
+    """Create a new configuration-signing key: ``active`` (from the next publication on it signs too), or
+    inactive (listed in the anchor, signing once :func:`activate_signing_key` is called).
 
     Raises:
         ConfigError: the key file cannot be written under ``key_dir``.
@@ -119,7 +122,8 @@ async def create_signing_key(
             hint="check [central] key_dir",
         ) from e
     row = m.SigningKey(
-        number=number, keyid=keyid, certificate_pem=cert_pem(cert), key_path=str(path), state="active",
+        number=number, keyid=keyid, certificate_pem=cert_pem(cert), key_path=str(path),
+        state="active" if active else "inactive",
         created_at=now, retired_at=None,
     )
     try:
@@ -159,31 +163,50 @@ async def ensure_signing_key(
     return await create_signing_key(engine, instance=instance, key_dir=key_dir, now=now)
 
 
+async def _key_row(s: AsyncSession, keyid: str) -> m.SigningKey:
+    prefix = keyid.strip().lower()
+    if len(prefix) < MIN_KEYID_PREFIX:
+        raise RequestError(f"keyid {keyid!r} is too short; give at least {MIN_KEYID_PREFIX} hex digits")
+    rows = list(await s.scalars(
+        sa.select(m.SigningKey).where(m.SigningKey.keyid.startswith(prefix, autoescape=True))
+    ))
+    if not rows:
+        raise NotFound(f"no configuration-signing key has keyid {keyid!r}")
+    if len(rows) > 1:
+        raise RequestError(f"keyid prefix {keyid!r} matches {len(rows)} keys; give more digits")
+    return rows[0]
+
+
+async def activate_signing_key(engine: AsyncEngine, keyid: str) -> SigningKeyInfo:
+    """Let an inactive key sign from the next publication on (given as for :func:`retire_signing_key`).
+
+    Raises:
+        RequestError: a prefix that is too short or ambiguous; 404 if no key matches; 409 if it is not inactive.
+    """
+    async with AsyncSession(engine, expire_on_commit=False) as s, s.begin():
+        row = await _key_row(s, keyid)
+        if row.state != "inactive":
+            raise Conflict(f"configuration-signing key {row.keyid} is {row.state}, not inactive")
+        row.state = "active"
+    return _info(row)
+
+
 async def retire_signing_key(engine: AsyncEngine, keyid: str, *, now: datetime) -> SigningKeyInfo:
-    """Stop signing with a key (given by its keyid or a unique prefix of at least 8 hex digits).
+    """Stop signing with a key, or drop an inactive one (given by its keyid or a unique prefix of at least 8
+    hex digits).
 
     Raises:
         RequestError: a prefix that is too short or ambiguous; 404 if no key matches; 409 if it is retired
             already or is the last active key.
     """
-    prefix = keyid.strip().lower()
-    if len(prefix) < MIN_KEYID_PREFIX:
-        raise RequestError(f"keyid {keyid!r} is too short; give at least {MIN_KEYID_PREFIX} hex digits")
     async with AsyncSession(engine, expire_on_commit=False) as s, s.begin():
-        rows = list(await s.scalars(
-            sa.select(m.SigningKey).where(m.SigningKey.keyid.startswith(prefix, autoescape=True))
-        ))
-        if not rows:
-            raise NotFound(f"no configuration-signing key has keyid {keyid!r}")
-        if len(rows) > 1:
-            raise RequestError(f"keyid prefix {keyid!r} matches {len(rows)} keys; give more digits")
-        row = rows[0]
+        row = await _key_row(s, keyid)
         if row.state == "retired":
             raise Conflict(f"configuration-signing key {row.keyid} is already retired")
         active = await s.scalar(
             sa.select(sa.func.count()).select_from(m.SigningKey).where(m.SigningKey.state == "active")
         )
-        if (active or 0) <= 1:
+        if row.state == "active" and (active or 0) <= 1:
             raise Conflict(
                 f"configuration-signing key {row.keyid} is the only active key and cannot be retired; "
                 "add a new key first (`gateway central keys add`)"

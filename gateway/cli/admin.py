@@ -44,6 +44,8 @@ def _password_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: SubParsers) -> None:
     p = subparsers.add_parser("admin", help="admin API users, API keys, session keys and audit log")
+    p.add_argument("--central", action="store_true", default=argparse.SUPPRESS,
+                   help="the central server's admin API ([central] database_url) instead of the security server's")
     sub = p.add_subparsers(dest="admin_command", metavar="WHAT", required=True)
     role_help = f"a role (repeatable): {', '.join(ROLES)}"
 

@@ -42,9 +42,11 @@ def register(subparsers: SubParsers) -> None:
     sub = central.add_subparsers(dest="central_command", metavar="COMMAND", required=True)
 
     _cmd(sub, "init", "cmd_init", "create or upgrade the database; create the first signing key if none")
-    p = _cmd(sub, "serve", "cmd_serve", "serve /globalconf, /anchor and /healthz; publish when due")
+    p = _cmd(sub, "serve", "cmd_serve", "serve /globalconf, /anchor and /healthz; publish when due; the admin API")
     p.add_argument("--host", help="listen address (default: [central] host)")
     p.add_argument("--port", type=int, help="listen port, 0 for any free port (default: [central] port)")
+    p.add_argument("--admin-port", type=int, help="admin API port on [central] admin_host, 0 for any free port, -1 "
+                   "for none (default: [central] admin_port, which is -1)")
 
     g = _group(sub, "member", "members of the federation")
     p = _cmd(g, "add", "cmd_member_add", "register a member INSTANCE/CLASS/CODE")
@@ -113,7 +115,10 @@ def register(subparsers: SubParsers) -> None:
     _cmd(g, "list", "cmd_tsa_list", "list trusted timestamping authorities")
 
     g = _group(sub, "keys", "configuration-signing keys (rollover: add, hand out the anchor, retire)")
-    _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key")
+    p = _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key (active at once unless --inactive)")
+    p.add_argument("--inactive", action="store_true", help="anchored but not signing until `keys activate`")
+    p = _cmd(g, "activate", "cmd_keys_activate", "let an inactive key sign from the next publication on")
+    p.add_argument("keyid", metavar="KEYID", help="the keyid, or a unique prefix of at least 8 hex digits")
     _cmd(g, "list", "cmd_keys_list", "list configuration-signing keys")
     p = _cmd(g, "retire", "cmd_keys_retire", "stop signing with a key")
     p.add_argument("keyid", metavar="KEYID", help="the keyid, or a unique prefix of at least 8 hex digits")

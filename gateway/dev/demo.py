@@ -24,7 +24,8 @@ import structlog
 
 from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
-from gateway.admin.roles import ROLES
+from gateway.admin.central.app import CentralAdminHandle, start_central_admin
+from gateway.admin.roles import CENTRAL_ROLES, ROLES
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
@@ -35,7 +36,7 @@ from gateway.identifiers import MemberId, SecurityServerId, ServiceId, Subsystem
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
-from gateway.settings import CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
+from gateway.settings import AdminSettings, CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
 from gateway.trust import certprofile, keys
 
 log = structlog.get_logger("gateway.dev.demo")
@@ -96,6 +97,7 @@ class Federation:
     specs: list[ServerSpec]
     members: list[MemberSpec]
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
+    central_admin: CentralAdminHandle | None = None  # the central server's admin API
 
     def server(self, code: str) -> SecurityServer:
         return next(s for sid, s in self.servers.items() if sid.server_code == code)
@@ -134,6 +136,7 @@ class Federation:
             "instance": self.instance,
             "central": {
                 "url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf",
+                "admin_url": None if self.central_admin is None else self.central_admin.url,
                 "settings": str((self.workdir / "central.toml").resolve()),
                 "metrics_url": f"{self.central.ops_url}/metrics" if self.central.ops_url else None,
                 "readiness_url": f"{self.central.ops_url}/readyz" if self.central.ops_url else None,
@@ -155,6 +158,8 @@ class Federation:
             await server.stop()
         if self.adapters is not None:
             await self.adapters.close()
+        if self.central_admin is not None:
+            await self.central_admin.close()
         await self.central.close()
         await self.pki.close()
 
@@ -209,11 +214,18 @@ async def _issue_token_keys(
 
 async def _create_admin_users(
     workdir: Path, servers: dict[SecurityServerId, SecurityServer], *, now: datetime,
+    central_admin: CentralAdminHandle | None = None,
 ) -> Path | None:
-    """An ``admin`` user with every role on each server whose admin API is on, with a random password written
-    to ``<workdir>/admin-credentials.json`` (mode 0600; docs/demo.md). None if no admin API is on."""
+    """An ``admin`` user with every role on each server whose admin API is on (the central server's too), with
+    a random password written to ``<workdir>/admin-credentials.json`` (mode 0600; docs/demo.md). None if no
+    admin API is on."""
     import secrets
 
+    central: dict[str, str] = {}
+    if central_admin is not None:
+        password = secrets.token_urlsafe(18)
+        await central_admin.ctx.store.add_user("admin", password, frozenset(CENTRAL_ROLES), now=now)
+        central = {"admin_url": central_admin.url, "username": "admin", "password": password}
     found: dict[str, dict[str, str]] = {}
     for server_id, ss in servers.items():
         if not ss.admin_url:
@@ -221,12 +233,12 @@ async def _create_admin_users(
         password = secrets.token_urlsafe(18)
         await ss.admin_store.add_user("admin", password, frozenset(ROLES), now=now)
         found[str(server_id)] = {"admin_url": ss.admin_url, "username": "admin", "password": password}
-    if not found:
+    if not found and not central:
         return None
     path = workdir / "admin-credentials.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"servers": found}, f, indent=2)
+        json.dump({"servers": found, **({"central": central} if central else {})}, f, indent=2)
         f.write("\n")
     return path
 
@@ -286,6 +298,8 @@ async def start_federation(
         )
         central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
         started.append(central)
+        central_admin = await start_central_admin(central, AdminSettings(), host="127.0.0.1", port=0)
+        started.append(central_admin)
         engine = central.engine
         await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
                               ocsp_urls=[pki.ocsp_url])
@@ -353,8 +367,8 @@ async def start_federation(
                     await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
         fed = Federation(
             workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
-            adapters=adapters, servers=servers, specs=specs, members=members,
-            admin_credentials=await _create_admin_users(workdir, servers, now=clock()),
+            adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
+            admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
         )
         for ss in servers.values():
             await ss.reload_serverconf()
@@ -415,6 +429,8 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
         out(f"  admin APIs       {', '.join(s['admin_url'] for s in d['servers'] if s['admin_url'])}")
         out(f"  web interface    {', '.join(s['admin_url'] + '/ui/' for s in d['servers'] if s['admin_url'])}")
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
+    if d["central"].get("admin_url"):
+        out(f"  central admin    {d['central']['admin_url']} (user 'admin', password in the same file)")
     out(f"  description      {federation_json}")
     out("")
     out("Try:")

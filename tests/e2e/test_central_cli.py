@@ -144,7 +144,7 @@ def test_uninitialised_database_exits_2(tmp_path: Path) -> None:
     conf = write_settings(tmp_path / "central.toml", f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
     res = gateway("-c", str(conf), "central", "member", "list", cwd=tmp_path)
     assert res.returncode == 2
-    assert "is not initialised for the central server (schema revision none, expected 0001)" in res.stderr
+    assert "is not initialised for the central server (schema revision none, expected 0002)" in res.stderr
     assert "hint: run `gateway central init`" in res.stderr
 
 
@@ -214,3 +214,57 @@ async def test_serve(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 0
+
+
+async def test_admin_api_served_with_users_from_the_cli_and_cli_changes_audited(tmp_path: Path) -> None:
+    conf = write_settings(tmp_path / "central.toml", f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    c = ["-c", str(conf), "central"]
+    ok(*c, "init", cwd=tmp_path)
+    # (1) the first administrator comes from the CLI (the central server has no service administrator)
+    env = {**_env(), "ROOT_PASSWORD": "correct horse battery staple"}
+    res = subprocess.run([sys.executable, *CLI, "-c", str(conf), "admin", "--central", "user", "add", "root",
+                          "--role", "system-administrator", "--password-env", "ROOT_PASSWORD"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert res.returncode == 0, res.stderr
+    refused = gateway("-c", str(conf), "admin", "--central", "user", "add", "eve", "--role", "service-administrator",
+                      "--generate-password", cwd=tmp_path)
+    assert refused.returncode == 1 and "the central server has no role service-administrator" in refused.stderr
+    # (2) registry changes made with the CLI are audited, refusals too; reads are not
+    ok(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path)
+    assert gateway(*c, "member", "add", "DEV/GOV/1001", "--name", "Agency A", cwd=tmp_path).returncode == 1
+    ok(*c, "member", "list", cwd=tmp_path)
+    added = ok(*c, "keys", "add", "--inactive", cwd=tmp_path)
+    keyid = re.search(r"^created configuration-signing key 2: ([0-9a-f]{64}) ", added, re.M)
+    assert keyid is not None and "does not sign" in added, added
+    assert "\t".join([keyid.group(1), "inactive"]) in ok(*c, "keys", "list", cwd=tmp_path)
+    assert "signs from the next publication on" in ok(*c, "keys", "activate", keyid.group(1)[:10], cwd=tmp_path)
+    # (3) serve with the admin API on a free port; log in and read the audit log
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *CLI, "-c", str(conf), "central", "serve", "--port", "0", "--admin-port", "0", cwd=tmp_path,
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        admin_url = ""
+        while not admin_url:
+            line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
+            assert line, "serve exited before listening"
+            if line.startswith("central admin API listening on "):
+                admin_url = line.split()[-1]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(admin_url + "/api/v1/login",
+                                 json={"username": "root", "password": "correct horse battery staple"}) as resp:
+                assert resp.status == 200
+                token = (await resp.json())["token"]
+            async with http.get(admin_url + "/api/v1/audit-log", params={"action": "member add"},
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 200
+                entries = (await resp.json())["items"]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 0
+    assert [(e["result"], e["status"], e["auth"], e["path"]) for e in entries] == [
+        ("refused", 409, "cli", "gateway central member add"), ("success", 200, "cli", "gateway central member add")]
+    assert entries[0]["actor"].startswith("cli:") and entries[0]["details"]["target"].startswith("DEV/GOV/1001")

@@ -98,6 +98,18 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             # (2) the parts answer at the URLs given
             async with http.get(desc["central"]["globalconf_url"]) as resp:
                 assert resp.status == 200
+            # the central admin API, with the credentials the demo wrote (mode 0600)
+            creds_path = Path(desc["admin_credentials"])
+            assert creds_path.stat().st_mode & 0o777 == 0o600
+            central = json.loads(creds_path.read_text())["central"]
+            assert central["admin_url"] == desc["central"]["admin_url"]
+            async with http.post(central["admin_url"] + "/api/v1/login",
+                                 json={"username": central["username"], "password": central["password"]}) as resp:
+                assert resp.status == 200
+                token = (await resp.json())["token"]
+            async with http.get(central["admin_url"] + "/api/v1/members",
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert [m["id"] for m in (await resp.json())["items"]] == ["DEV/GOV/1001", "DEV/GOV/1002"]
             for url in desc["adapters"].values():
                 async with http.get(f"{url}/openapi.json") as resp:
                     assert resp.status == 200

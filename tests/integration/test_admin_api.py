@@ -154,7 +154,7 @@ async def test_users_and_audit_log_listing(h: AdminHarness) -> None:
                                     params={"result": "refused", "limit": "1"})
     assert (audit["total"], len(audit["items"])) == (1, 1)
     status, body = await h.request("GET", "/api/v1/audit-log", token=admin, params={"result": "maybe"})
-    assert status == 400 and "result='maybe' is not success, refused or failed" in body["message"]
+    assert status == 400 and "query parameter result 'maybe' is not one of success, refused, failed" in body["message"]
 
 
 async def test_globalconf_status_and_refresh(h: AdminHarness) -> None:

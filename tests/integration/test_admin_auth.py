@@ -120,7 +120,7 @@ async def test_api_keys_roles_and_revocation(h: AdminHarness) -> None:
     assert status == 409 and "already revoked" in body["message"]
     status, body = await h.call("logout", apikey=(await h.call(
         "createApiKey", token=admin, json={"name": "x", "roles": ["observer"]}))[1]["key"])
-    assert status == 400 and "needs a session token" in body["message"]
+    assert status == 403 and "needs a session token" in body["message"]
     refused = await h.audit(result="refused")
     assert {(e.action, e.status, e.auth) for e in refused} >= {
         ("addClient", 403, "apikey"), ("listClients", 401, "apikey"), ("revokeApiKey", 409, "jwt")}

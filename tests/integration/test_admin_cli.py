@@ -113,3 +113,15 @@ async def test_any_operation_through_the_api(
         assert "getClient needs --param client_id=VALUE" in capsys.readouterr().err
         [entry] = await h.audit(action="addClient")
         assert (entry.actor, entry.result) == ("root", "success")
+
+
+def test_openapi_of_the_central_server(db: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.admin.central.routes import central_api
+    from gateway.admin.openapi import build_document
+
+    monkeypatch.setenv("GATEWAY_CENTRAL__INSTANCE", "EE")
+    capsys.readouterr()
+    assert main(["admin", "--central", "openapi"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == build_document(central_api("EE")) and doc["info"]["title"] == "Gateway central server admin API"

@@ -269,3 +269,19 @@ async def test_bad_bodies(shared: AdminHarness, data: bytes, content_type: str, 
     assert (entry.action, entry.status, entry.result) == ("addClient", status, "refused")
 
 
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("PATCH", "/api/v1/users", {"GET", "POST"}), ("GET", "/api/v1/login", {"POST"}),
+     ("DELETE", "/api/v1/token/certificates/0011223344556677/activate", {"PUT"})],
+)
+async def test_method_not_allowed_names_the_allowed_methods(
+    shared: AdminHarness, method: str, path: str, allow: set[str]
+) -> None:
+    async with shared.http.request(method, shared.url + path) as resp:
+        body = await resp.json()
+        assert resp.status == 405 and body["type"] == "Client.MethodNotAllowed", body
+        assert {m.strip() for m in resp.headers["Allow"].split(",")} == allow
+    entry = await audit_entry(shared, body["detail"])
+    assert (entry.status, entry.result) == (405, "refused")

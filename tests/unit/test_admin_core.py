@@ -3,20 +3,23 @@ table and the OpenAPI document generated from it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
+from jsonschema import Draft202012Validator
 
 from gateway.admin import auth
 from gateway.admin.app import HANDLERS
+from gateway.admin.formats import identifier
 from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES, parse_roles
 from gateway.admin.routes import PATH_PARAMS, ROUTES
-from gateway.admin.schema import Page, page_body, paginate, parse_page, unknown_keywords, validate
-from gateway.errors import RequestError
+from gateway.admin.schema import FORMATS, Page, page_body, paginate, parse_page, validate
+from gateway.errors import IdentifierError, RequestError
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 POLICY = auth.TokenPolicy(issuer="gateway:DEV/GOV/1001/ss1", audience="gateway-admin", ttl_seconds=900)
@@ -162,7 +165,7 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["a"],
         ({"a": 1}, "body.a must be string, not integer"),
         ({"a": "x", "n": True}, "body.n must be number, not boolean"),
         ({"a": "x", "n": -1}, "body.n -1 is less than 0"),
-        ({"a": "x", "n": float("nan")}, "body.n must be number"),
+        ({"a": "x", "n": float("nan")}, "body.n must be number, not a non-finite number"),
         ({"a": "x", "l": [1, 2]}, "body.l has more than 1 items"),
         ({"a": "x", "l": ["1"]}, r"body.l\[0\] must be integer"),
         ({"a": "x", "e": "y"}, "body.e 'y' is not one of x, None"),
@@ -199,6 +202,15 @@ def test_pagination() -> None:
     assert parse_page({}) == Page(limit=100, offset=0)
 
 
+def _formats(schema: Any) -> set[str]:
+    if isinstance(schema, dict):
+        found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+        return found.union(*(_formats(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_formats(v) for v in schema))
+    return set()
+
+
 def test_route_table_is_consistent() -> None:
     ids = [r.operation_id for r in ROUTES]
     assert len(ids) == len(set(ids))
@@ -207,9 +219,10 @@ def test_route_table_is_consistent() -> None:
     for r in ROUTES:
         assert set(r.path_params) <= set(PATH_PARAMS), r.operation_id
         assert r.public or r.roles <= set(ROLES)
-        for schema in (r.request, r.response):
-            if schema is not None:  # every keyword a schema uses is checked or an annotation
-                assert unknown_keywords(schema) == set(), r.operation_id
+        for schema in (r.request, r.response, *(p.schema for p in r.query)):
+            if schema is not None:  # a valid 2020-12 schema whose own formats are all checked
+                Draft202012Validator.check_schema(schema)
+                assert _formats(schema) <= set(FORMATS) | {"date-time", "binary"}, r.operation_id
         if r.request is not None:
             assert r.method in ("POST", "PUT", "PATCH")
 
@@ -235,3 +248,58 @@ def test_docs_list_every_operation() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "admin-api.md").read_text()
     missing = [r.operation_id for r in ROUTES if f"| `{r.operation_id}` | `{r.method} {r.path}` |" not in doc]
     assert missing == [], "regenerate the role table in docs/admin-api.md"
+
+
+def test_every_path_parameter_is_declared_with_the_rules() -> None:
+    doc = build_document()
+    for path, item in doc["paths"].items():
+        names = set(re.findall(r"\{([^{}]+)\}", path))
+        for op in item.values():
+            declared = {p["name"]: p for p in op.get("parameters", ()) if p["in"] == "path"}
+            assert set(declared) == names, (path, op["operationId"])
+            assert all(p["required"] for p in declared.values())
+    [activate] = [p for p in doc["paths"]["/api/v1/token/certificates/{sha256}/activate"]["put"]["parameters"]]
+    assert activate["name"] == "sha256"
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "message"),
+    [
+        ("DEV/GOV", "client", "client identifier 'DEV/GOV' must be INSTANCE/CLASS/MEMBER or"),
+        ("DEV/GOV/1001/..", "client", "subsystem_code may not be '..'"),
+        ("DEV/GOV/1001/a", "service", "service identifier 'DEV/GOV/1001/a' has 4 parts; expected 5"),
+        ("DEV:GOV:1001:a/b", "client-path", "must use ':' between parts"),
+    ],
+)
+def test_identifier_formats_name_the_part_at_fault(value: str, schema: str, message: str) -> None:
+    kind, _, where = schema.partition("-")
+    with pytest.raises(IdentifierError, match=re.escape(message)):
+        validate(value, identifier(kind, in_path=bool(where)), where="body.id")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("DEV/GOV/1001", True), ("DEV/GOV/1001/consumer", True), ("DEV/GOV/10 01", False), ("DEV/GOV/1001/...", True),
+     ("DEV/./1001", False), ("DEV/GOV/" + "x" * 256, False), ("DEV/GOV/1001/a;b", False)],
+)
+def test_identifier_pattern_agrees_with_the_parser(value: str, ok: bool) -> None:
+    schema = identifier("client")
+    by_pattern = re.fullmatch(schema["pattern"].strip("^$"), value) is not None and not re.search(
+        schema["not"]["pattern"], value)
+    assert by_pattern is ok
+    if ok:
+        validate(value, schema)
+    else:
+        with pytest.raises(RequestError):
+            validate(value, schema)
+
+
+def test_central_docs_list_every_operation() -> None:
+    from pathlib import Path
+
+    from gateway.admin.central.routes import central_api
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "central-admin-api.md").read_text()
+    missing = [r.operation_id for r in central_api("DEV").routes
+               if f"| `{r.operation_id}` | `{r.method} {r.path}` |" not in doc]
+    assert missing == [], "regenerate the role table in docs/central-admin-api.md"

@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.context import AdminContext, Call
+from gateway.admin.context import ApiContext, Call
 from gateway.admin.schema import page_body, parse_page
 from gateway.errors import RequestError
 
 
-async def list_audit_log(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def list_audit_log(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     page = parse_page(request.query)
     q = request.query
     result = q.get("result")

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
+from gateway.admin.routes import MAX_LOG_INDEX
 from gateway.admin.schema import page_body, parse_page
 from gateway.errors import NotFound, RequestError
 from gateway.messagelog import merkle
@@ -60,7 +61,7 @@ def origin_of(request: web.Request, ctx: AdminContext) -> str:
 
 
 def _int(text: str, name: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_LOG_INDEX)):
         raise RequestError(f"{name} {text[:20]!r} is not a non-negative integer")
     return int(text)
 

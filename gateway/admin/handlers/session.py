@@ -11,13 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import auth
-from gateway.admin.context import AdminContext, Call
+from gateway.admin.context import ApiContext, Call
 from gateway.admin.handlers.common import iso
 from gateway.admin.roles import ROLES
-from gateway.errors import RequestError
+from gateway.errors import Forbidden
 
 
-async def login(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def login(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     username, password = call.body["username"], call.body["password"]
     call.auth = "password"
     call.actor = username if username and len(username) <= 64 else "-"
@@ -38,25 +38,25 @@ async def login(call: Call, request: web.Request, ctx: AdminContext) -> Any:
 def _session(call: Call) -> auth.Principal:
     p = call.principal
     if p is None or p.kind != "jwt" or p.token_id is None or p.expires_at is None:
-        raise RequestError("this operation needs a session token (log in); an API key cannot do it")
+        raise Forbidden("this operation needs a session token (log in); an API key cannot do it")
     return p
 
 
-async def logout(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def logout(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     p = _session(call)
     assert p.token_id is not None and p.expires_at is not None
     await ctx.store.revoke_token(p.token_id, expires_at=p.expires_at, now=ctx.clock())
     return None
 
 
-async def get_me(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def get_me(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     p = call.principal
     assert p is not None
     return {"name": p.name, "kind": p.kind, "roles": [r for r in ROLES if r in p.roles],
             "expires_at": iso(p.expires_at)}
 
 
-async def change_own_password(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def change_own_password(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     p = _session(call)
     s = ctx.settings
     await ctx.store.login(p.name, call.body["current_password"], now=ctx.clock(), max_failures=s.max_failed_logins,

@@ -7,11 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import auth
-from gateway.admin.context import AdminContext, Call
+from gateway.admin.context import ApiContext, Call
 from gateway.admin.handlers.common import iso, page
 
 
-async def list_session_keys(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def list_session_keys(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     keys = await ctx.store.session_keys()
     active = auth.active_key(keys)
     return page(request, [
@@ -21,7 +21,7 @@ async def list_session_keys(call: Call, request: web.Request, ctx: AdminContext)
     ])
 
 
-async def rotate_session_key(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+async def rotate_session_key(call: Call, request: web.Request, ctx: ApiContext) -> Any:
     key = await ctx.store.rotate_session_key(now=ctx.clock(), ttl_seconds=ctx.settings.session_ttl_seconds)
     call.details["kid"] = key.kid
     return {"kid": key.kid, "created_at": iso(key.created_at), "retired_at": None, "active": True}

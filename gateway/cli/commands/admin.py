@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin.openapi import build_document
-from gateway.admin.roles import ROLES, parse_roles
+from gateway.admin.roles import CENTRAL_ROLES, ROLES, Role, parse_roles
 from gateway.admin.schema import MAX_LIMIT, Page
 from gateway.admin.store import AdminStore, AuditEntry
 from gateway.cli.common import Handler, database_setting, settings_from_args
@@ -36,6 +36,19 @@ MAX_PASSWORD_FILE_BYTES = 4096  # bytes; a password file holds one line
 # A command's body, on the admin tables of [server] database_url; what it raises is audited as refused.
 Action = Callable[[AdminStore, Settings], Awaitable[None]]
 Body = Callable[[argparse.Namespace, AdminStore, Settings], Awaitable[None]]
+
+
+def _roles(args: argparse.Namespace) -> frozenset[Role]:
+    """The ``--role`` options; with ``--central``, only the central server's roles.
+
+    Raises:
+        RequestError: an unknown role, none, or one the central server does not have.
+    """
+    roles = parse_roles(args.role or ())
+    if getattr(args, "central", False) and not roles <= set(CENTRAL_ROLES):
+        wrong = sorted(roles - set(CENTRAL_ROLES))
+        raise RequestError(f"the central server has no role {wrong[0]}", hint=f"roles: {', '.join(CENTRAL_ROLES)}")
+    return roles
 
 
 def _now() -> datetime:
@@ -59,7 +72,9 @@ def run_admin(args: argparse.Namespace, action: Action, *, audit_as: str | None 
     settings = settings_from_args(args)
 
     async def main() -> None:
-        engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
+        section = "central" if getattr(args, "central", False) else "server"
+        url = settings.central.database_url if section == "central" else settings.server.database_url
+        engine = await open_database(url, where=database_setting(args, section))
         try:
             store = AdminStore(engine)
             await store.migrate()
@@ -67,10 +82,10 @@ def run_admin(args: argparse.Namespace, action: Action, *, audit_as: str | None 
                 await action(store, settings)
             except GatewayError as e:
                 if audit_as:
-                    await _audit(store, audit_as, target, status=e.http_status, error=e.message)
+                    await cli_audit(store, audit_as, target, status=e.http_status, error=e.message)
                 raise
             if audit_as:
-                await _audit(store, audit_as, target, status=200)
+                await cli_audit(store, audit_as, target, status=200)
         finally:
             await engine.dispose()
 
@@ -95,15 +110,21 @@ def admin_command(*, audit_as: str | None = None, target: str | None = None) -> 
     return decorate
 
 
-async def _audit(store: AdminStore, action: str, target: str, *, status: int, error: str | None = None) -> None:
+async def cli_audit(
+    store: AdminStore, action: str, target: str, *, status: int, error: str | None = None, command: str = "admin",
+) -> None:
+    """Record a CLI command in the audit log: actor ``cli:<OS user>``, address ``local``, path
+    ``gateway <command> <action>``."""
     details: dict[str, Any] = {"target": target}
     if error is not None:
         details["error"] = error
     await store.write_audit(AuditEntry(
         at=_now(), actor=f"cli:{_os_user()}", auth="cli", remote="local", action=action, method="CLI",
-        path=f"gateway admin {action}", result="success" if status < 400 else "refused" if status < 500 else "failed",
-        status=status, details=details,
+        path=f"gateway {command} {action}", result="success" if status < 400 else "refused" if status < 500 else
+        "failed", status=status, details=details,
     ))
+
+
 
 
 def _password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -146,7 +167,7 @@ def _print(data: Any) -> None:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    roles = parse_roles(args.role or ())
+    roles = _roles(args)
     password, generated = _password(args)
 
     async def action(store: AdminStore, _s: Settings) -> None:
@@ -193,7 +214,7 @@ async def cmd_user_unlock(args: argparse.Namespace, store: AdminStore, _s: Setti
 
 
 def cmd_apikey_create(args: argparse.Namespace) -> int:
-    roles = parse_roles(args.role or ())
+    roles = _roles(args)
 
     async def action(store: AdminStore, _s: Settings) -> None:
         info, key = await store.create_api_key(args.name, roles, created_by=f"cli:{_os_user()}", now=_now())
@@ -251,7 +272,12 @@ async def cmd_session_key_list(args: argparse.Namespace, store: AdminStore, _s: 
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    _print(build_document())
+    if getattr(args, "central", False):
+        from gateway.admin.central.routes import central_api
+
+        _print(build_document(central_api(settings_from_args(args).central.instance)))
+    else:
+        _print(build_document())
     return 0
 
 

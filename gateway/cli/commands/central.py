@@ -17,9 +17,10 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.admin.store import migrate_admin
 from gateway.central import migrate_central, publisher, registry, signingkeys
 from gateway.cli.commands.centraldb import central_command, central_settings, now, open_engine, out
-from gateway.cli.common import Handler
+from gateway.cli.common import Handler, settings_from_args
 from gateway.cli.run import stop_on_signal
 from gateway.errors import GatewayError
 from gateway.globalconf.anchor import anchor_hash
@@ -34,6 +35,7 @@ from gateway.trust.keys import write_public_file
 @central_command(need_schema=False)
 async def cmd_init(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     await migrate_central(engine)
+    await migrate_admin(engine)  # the admin API's users, keys and the audit log this command writes to
     created = await signingkeys.ensure_signing_key(engine, instance=central.instance, key_dir=central.key_dir,
                                                    now=now())
     out(f"database {masked(central.database_url)}: schema up to date")
@@ -46,11 +48,14 @@ async def cmd_init(args: argparse.Namespace, engine: AsyncEngine, central: Centr
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.admin.central.app import start_central_admin
     from gateway.central.app import start_central
 
     central = central_settings(args)
+    admin_settings = settings_from_args(args).admin
     host = args.host if args.host is not None else central.host
     port = args.port if args.port is not None else central.port
+    admin_port = args.admin_port if args.admin_port is not None else central.admin_port
 
     async def main() -> int:
         engine = await open_engine(args, central, need_schema=False)  # fail early, naming the settings source
@@ -60,9 +65,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             out(f"central server listening on {handle.url}")
             if handle.ops_url:
                 out(f"central server ops (/metrics, /healthz, /readyz) on {handle.ops_url}")
+            admin = None
             try:
+                if admin_port != -1:
+                    admin = await start_central_admin(handle, admin_settings, port=admin_port)
+                    out(f"central admin API listening on {admin.url}")
                 await stop.wait()
             finally:
+                if admin is not None:
+                    await admin.close()
                 await handle.close()
         return 0
 
@@ -147,7 +158,7 @@ def _listing(call: Callable[[AsyncEngine], Awaitable[Sequence[_R]]], lines: Call
                 out(line)
         return 0
 
-    return central_command(body)
+    return central_command(audit=False)(body)
 
 
 cmd_member_list = _listing(registry.list_members,
@@ -170,9 +181,19 @@ cmd_tsa_list = _listing(registry.list_tsas, lambda rec: [f"{rec.name}\t{rec.url}
 @central_command
 async def cmd_keys_add(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     info = await signingkeys.create_signing_key(engine, instance=central.instance, key_dir=central.key_dir,
-                                                now=now())
+                                                now=now(), active=not args.inactive)
     out(f"created configuration-signing key {info.number}: {info.keyid} ({info.key_path})")
-    out("it signs from the next publication on; hand out the new anchor (`gateway central anchor`)")
+    if args.inactive:
+        out("it is anchored but does not sign: hand out the new anchor, then `gateway central keys activate`")
+    else:
+        out("it signs from the next publication on; hand out the new anchor (`gateway central anchor`)")
+    return 0
+
+
+@central_command
+async def cmd_keys_activate(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    info = await signingkeys.activate_signing_key(engine, args.keyid)
+    out(f"configuration-signing key {info.number} ({info.keyid}) signs from the next publication on")
     return 0
 
 
@@ -203,7 +224,7 @@ async def cmd_publish(args: argparse.Namespace, engine: AsyncEngine, central: Ce
     return 0
 
 
-@central_command
+@central_command(audit=False)
 async def cmd_anchor(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     data = await publisher.current_anchor(engine, central)
     try:
@@ -214,7 +235,7 @@ async def cmd_anchor(args: argparse.Namespace, engine: AsyncEngine, central: Cen
     return 0
 
 
-@central_command
+@central_command(audit=False)
 async def cmd_show(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     data = await publisher.latest(engine)
     if data is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.central import MIGRATIONS_DIR, VERSION_TABLE, settings_problems
 from gateway.cli.common import Handler, database_setting, setting_source, settings_from_args
-from gateway.errors import ConfigError, RequestError
+from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.settings import CentralSettings
 from gateway.storage.db import masked, open_database
 
@@ -89,19 +90,47 @@ async def open_engine(args: argparse.Namespace, central: CentralSettings, *, nee
     return engine
 
 
-def run_central(args: argparse.Namespace, body: Body, *, need_schema: bool = True) -> int:
+def _action(args: argparse.Namespace) -> str:
+    """The command as the audit log names it: ``member add``, ``keys retire``, ``publish``."""
+    name = str(getattr(args, "central_command", ""))
+    sub = getattr(args, f"{name.replace('-', '_')}_command", None)
+    return f"{name} {sub}" if sub else name
+
+
+async def _audit(engine: AsyncEngine, args: argparse.Namespace, *, status: int, error: str | None = None) -> None:
+    from gateway.admin.store import AdminStore
+    from gateway.cli.commands.admin import cli_audit
+
+    target = " ".join(str(getattr(args, k)) for k in ("id", "server", "group", "client", "name", "keyid")
+                      if isinstance(getattr(args, k, None), str | int))
+    try:
+        await cli_audit(AdminStore(engine), _action(args), target, status=status, error=error, command="central")
+    except GatewayError as e:  # a database from before the audit log: the change is made, say what is missing
+        print(f"warning: the audit log was not written ({e.message}); run `gateway central init`", file=sys.stderr)
+
+
+def run_central(args: argparse.Namespace, body: Body, *, need_schema: bool = True, audit: bool = False) -> int:
     """Check the settings, open the database, run ``body`` and dispose of the engine; ``body``'s exit code.
+    With ``audit``, the command and its outcome go to the audit log (actor ``cli:<OS user>``).
 
     Raises:
         ConfigError: as :func:`central_settings` and :func:`open_engine`, before ``body`` runs.
-        GatewayError: whatever ``body`` raises.
+        GatewayError: whatever ``body`` raises (audited first).
     """
     central = central_settings(args)
 
     async def main() -> int:
         engine = await open_engine(args, central, need_schema=need_schema)
         try:
-            return await body(args, engine, central)
+            try:
+                code = await body(args, engine, central)
+            except GatewayError as e:
+                if audit:
+                    await _audit(engine, args, status=e.http_status, error=e.message)
+                raise
+            if audit:
+                await _audit(engine, args, status=200)
+            return code
         finally:
             await engine.dispose()
 
@@ -127,14 +156,17 @@ def read_file(path: str, *, what: str) -> bytes:
 @overload
 def central_command(body: Body, /) -> Handler: ...
 @overload
-def central_command(*, need_schema: bool = True, cert: str | None = None) -> Callable[[Body], Handler]: ...
+def central_command(
+    *, need_schema: bool = True, cert: str | None = None, audit: bool = True
+) -> Callable[[Body], Handler]: ...
 
 
 def central_command(
-    body: Body | None = None, /, *, need_schema: bool = True, cert: str | None = None
+    body: Body | None = None, /, *, need_schema: bool = True, cert: str | None = None, audit: bool = True
 ) -> Handler | Callable[[Body], Handler]:
     """Make a handler ``(args) -> exit code`` of ``body`` run by :func:`run_central`.
 
+    ``audit=False`` for commands that only read (lists, ``show``): every other command is audited.
     ``need_schema=False`` lets the body run on a database ``init`` has not brought up to date. ``cert``
     says what the ``--cert`` file is (for messages): it is read first, before the settings are loaded
     (a missing file is the operator's first problem), and given to the body as ``args.cert_data``.
@@ -145,7 +177,7 @@ def central_command(
         def handler(args: argparse.Namespace) -> int:
             if cert is not None:
                 args.cert_data = read_file(args.cert, what=cert)
-            return run_central(args, body, need_schema=need_schema)
+            return run_central(args, body, need_schema=need_schema, audit=audit)
 
         return handler
 

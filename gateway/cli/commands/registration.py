@@ -23,7 +23,7 @@ def _officer(args: argparse.Namespace) -> str:
     return str(args.officer or getpass.getuser())
 
 
-@central_command
+@central_command(audit=False)
 async def cmd_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
     records = await registration.list_requests(engine, state=args.state)
     if args.json:
