@@ -31,6 +31,7 @@ from gateway.central.publisher import current_anchor
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
+from gateway.files import private_dir, write_private_text
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
@@ -165,7 +166,7 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> Path:
             )
         if fresh:
             shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
     return workdir
 
@@ -180,12 +181,10 @@ async def _issue_token_keys(
     from gateway.token.model import ca_finder
     from gateway.token.soft import SoftToken
 
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     pin = secrets.token_urlsafe(18)
     pin_file = files.dir / "token.pin"
-    fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(pin + "\n")
+    write_private_text(pin_file, pin + "\n")
     token = await SoftToken.init(files.dir / "token", pin)
     pairs: tuple[tuple[certprofile.CertKind, certprofile.Identity], ...] = (
         ("auth", server_id), ("sign", server_id.owner),
@@ -220,16 +219,13 @@ async def _create_admin_users(
     if not found:
         return None
     path = workdir / "admin-credentials.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"servers": found}, f, indent=2)
-        f.write("\n")
+    write_private_text(path, json.dumps({"servers": found}, indent=2) + "\n")
     return path
 
 
 def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
     """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path, Path], ...] = (
         ("auth", server_id, files.auth_key, files.auth_cert),
         ("sign", server_id.owner, files.sign_key, files.sign_cert),

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.errors import ConfigError
+from gateway.files import private_file
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -39,8 +40,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             hint="use sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
         )
     if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            # owner-only, and so its -wal and -shm files (gateway/files.py), whatever the umask
+            private_file(Path(parsed.database))
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

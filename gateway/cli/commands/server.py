@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.cli.common import settings_from_args
 from gateway.cli.run import run, serve_until_signal, stop_on_signal
 from gateway.errors import ConfigError, GlobalConfError, PkiError
+from gateway.files import private_dir
 from gateway.identifiers import SecurityServerId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
@@ -41,7 +42,7 @@ def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     server_id, files = _files(args)
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path], ...] = (
         ("auth", server_id, files.auth_key), ("sign", server_id.owner, files.sign_key),
     )
