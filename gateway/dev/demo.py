@@ -101,6 +101,7 @@ class Federation:
     members: list[MemberSpec]
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
+    _stopped: bool = False
 
     def server(self, code: str) -> SecurityServer:
         return next(s for sid, s in self.servers.items() if sid.server_code == code)
@@ -149,15 +150,24 @@ class Federation:
             "servers": servers,
             "adapters": adapters,
             "admin_credentials": None if self.admin_credentials is None else str(self.admin_credentials),
+            "pid": os.getpid(),
+            "processes": None,  # gateway demo --processes: each part's pid, argv, log (gateway/dev/processes.py)
         }
 
-    async def close(self) -> None:
+    async def stop_parts(self) -> None:
+        """Stop every part started in this process (once), keeping the directory's lock."""
+        if self._stopped:
+            return
+        self._stopped = True
         for server in self.servers.values():
             await server.stop()
         if self.adapters is not None:
             await self.adapters.close()
         await self.central.close()
         await self.pki.close()
+
+    async def close(self) -> None:
+        await self.stop_parts()
         if self.lock is not None:
             self.lock.release()
 
@@ -353,7 +363,7 @@ async def start_federation(
                     await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
             await central.publish_now()
             # the running central server's settings (real port), for `gateway -c central.toml central ...`
-            _write_settings(workdir / "central.toml", Settings(central=central.settings,
+            write_settings(workdir / "central.toml", Settings(central=central.settings,
                                                                pki=PkiSettings(dir=str(workdir / "pki"))),
                             sections={"central": None, "pki": ("dir",)})
             anchor_path = workdir / "anchor.json"
@@ -386,7 +396,7 @@ async def start_federation(
                     globalconf=GlobalConfSettings(anchor=str(anchor_path),
                                                   cache_dir=str(workdir / code / "globalconf")),
                 )
-                _write_settings(workdir / f"{code}.toml", settings)
+                write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)
                 await ss.start()
                 servers[spec.id] = ss
@@ -429,7 +439,7 @@ async def start_federation(
         raise
 
 
-def _write_settings(
+def write_settings(
     path: Path, settings: Settings,
     sections: dict[str, tuple[str, ...] | None] | None = None,
 ) -> None:
@@ -462,7 +472,10 @@ def curl_example(fed: Federation) -> str:
     )
 
 
-def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], None] = print) -> None:
+def print_banner(
+    fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
+    processes: dict[str, Any] | None = None,
+) -> None:
     d = fed.describe()
     out(f"Federation {fed.instance} is running (Ctrl-C stops it).")
     out(f"  central server   {d['central']['url']}   anchor {d['anchor']}")
@@ -472,6 +485,9 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
     if d.get("admin_credentials"):
         out(f"  admin APIs       {', '.join(s['admin_url'] for s in d['servers'] if s['admin_url'])}")
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
+    if processes:
+        pids = ", ".join(f"{name} {part['pid']}" for name, part in processes.items())
+        out(f"  processes        {pids}")
     out(f"  description      {federation_json}")
     out("")
     out("Try:")

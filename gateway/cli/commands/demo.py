@@ -42,17 +42,26 @@ def server_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any]) -> int:
+async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any], *, processes: bool) -> int:
     fed = await start_federation(workdir, server_overrides=overrides)
+    parts: list[Any] = []
     try:
+        desc = fed.describe()
+        if processes:
+            from gateway.dev import processes as procs
+
+            parts = await procs.hand_over(fed)
+            desc["processes"] = procs.describe(parts)
         tmp = out_file.with_name(f".{out_file.name}.tmp")
-        tmp.write_text(json.dumps(fed.describe(), indent=2) + "\n")
+        tmp.write_text(json.dumps(desc, indent=2) + "\n")
         os.replace(tmp, out_file)
-        print_banner(fed, out_file)
+        print_banner(fed, out_file, processes=desc["processes"])
         print(flush=True)
         await wait_for_signal()
         print("stopping...", flush=True)
     finally:
+        if parts:
+            await procs.stop_parts(parts)
         await fed.close()
     print("stopped.", flush=True)
     return 0
@@ -62,4 +71,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.dir)
     out = Path(args.out) if args.out else Path.cwd() / "federation.json"
     overrides = server_overrides(args.set or [])
-    return run(_run(workdir, out.resolve(), overrides))
+    return run(_run(workdir, out.resolve(), overrides, processes=args.processes))
