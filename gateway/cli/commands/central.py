@@ -47,6 +47,7 @@ async def cmd_init(args: argparse.Namespace, engine: AsyncEngine, central: Centr
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.central.app import start_central
+    from gateway.sdnotify import notify
 
     central = central_settings(args)
     host = args.host if args.host is not None else central.host
@@ -58,9 +59,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with stop_on_signal() as stop:
             handle = await start_central(central, host=host, port=port)
             out(f"central server listening on {handle.url}")
+            notify("READY=1")  # Type=notify units (deploy/systemd/)
             try:
                 await stop.wait()
             finally:
+                notify("STOPPING=1")
                 await handle.close()
         return 0
 

@@ -21,6 +21,7 @@ from gateway.cli.run import run, serve_until_signal, stop_on_signal
 from gateway.errors import ConfigError, GlobalConfError, PkiError
 from gateway.files import private_dir
 from gateway.identifiers import SecurityServerId
+from gateway.sdnotify import notify
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.settings import Settings
@@ -89,8 +90,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{' and ' + server.client_https_url if server.client_https_url else ''}, "
               f"peers {server.server_address}"
               f"{', admin ' + server.admin_url if server.admin_url else ''}", flush=True)
+        notify("READY=1")  # Type=notify units (deploy/systemd/): every port listens now
 
-    return run(serve_until_signal(start, server.stop))
+    async def stop() -> None:
+        notify("STOPPING=1")
+        await server.stop()
+
+    return run(serve_until_signal(start, stop))
+
+
+def _announce(line: str) -> None:
+    """The supervisor's lines; the one saying that every worker listens also tells systemd (Type=notify)."""
+    print(line, flush=True)
+    if line.startswith("security server "):
+        notify("READY=1")
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
@@ -100,8 +113,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         with stop_on_signal() as stop:
             supervisor = Supervisor(settings, command=worker_command(getattr(args, "config", None)),
-                                    announce=lambda line: print(line, flush=True))
-            return await supervisor.run(stop)
+                                    announce=_announce)
+            try:
+                return await supervisor.run(stop)
+            finally:
+                notify("STOPPING=1")
 
     return asyncio.run(main())
 
