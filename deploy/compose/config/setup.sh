@@ -9,6 +9,8 @@ CONF=${CONF:-/etc/gateway}
 OCSP_URL=${OCSP_URL:-http://pki:8888}
 TSA_URL=${TSA_URL:-http://pki:8889}
 ADAPTERS_URL=${ADAPTERS_URL:-http://adapters:8000}
+SS1_ADDRESS=${SS1_ADDRESS:-ss1:5500}  # each server's mutual-TLS address as the peers reach it
+SS2_ADDRESS=${SS2_ADDRESS:-ss2:5500}
 : "${SS1_DATABASE_URL:?}" "${SS2_DATABASE_URL:?}" "${GATEWAY_CENTRAL__DATABASE_URL:?}"
 
 if [ -e "$STATE/central/.setup-done" ]; then
@@ -40,7 +42,8 @@ for n in 1 2; do
     --out "$dir/sign-issued.pem"
   gateway $S server import-cert "$dir/auth-issued.pem"
   gateway $S server import-cert "$dir/sign-issued.pem"
-  gateway $C central server add "DEV/GOV/100$n/ss$n" --address "ss$n:5500"
+  eval "address=\$SS${n}_ADDRESS"
+  gateway $C central server add "DEV/GOV/100$n/ss$n" --address "$address"
   gateway $C central server add-cert "DEV/GOV/100$n/ss$n" --cert "$dir/auth.pem"
   gateway $C central anchor --out "$dir/anchor.json"
 done
