@@ -65,7 +65,15 @@ UMASK_BITS = 0o077
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    os.umask(os.umask(UMASK_BITS) | UMASK_BITS)
+    previous = os.umask(UMASK_BITS)
+    os.umask(previous | UMASK_BITS)
+    try:
+        return _parse_and_run(argv)
+    finally:
+        os.umask(previous)  # a caller in the same process (the tests) keeps its own
+
+
+def _parse_and_run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
