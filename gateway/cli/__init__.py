@@ -58,7 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Bits always taken from the umask: what a gateway command creates without an explicit mode is the service
+# user's alone (docs/operations.md, "Files and modes"); what is meant to be read by others (certificates,
+# settings, the anchor) is given its mode explicitly.
+UMASK_BITS = 0o077
+
+
 def _run(argv: Sequence[str] | None) -> int:
+    previous = os.umask(UMASK_BITS)
+    os.umask(previous | UMASK_BITS)
+    try:
+        return _parse_and_run(argv)
+    finally:
+        os.umask(previous)  # a caller in the same process (the tests) keeps its own
+
+
+def _parse_and_run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -20,3 +20,6 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--out", help="where to write federation.json (default: ./federation.json)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a [server] setting for every security server, e.g. ocsp_refresh_seconds=5 (repeatable)")
+    p.add_argument("--processes", action="store_true",
+                   help="run each part (PKI, central server, each security server, adapters) as a process of its "
+                        "own; their PIDs and commands go into federation.json")

@@ -69,12 +69,16 @@ async def wait_for_signal() -> None:
 
 
 async def serve_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
-    await start()
-    # What starting made (modules, settings, caches, pools) lives as long as the process: keep it out of the
-    # cyclic garbage collector's full passes, which would otherwise walk all of it (~40 ms each) under load.
-    gc.freeze()
-    try:
-        await wait_for_signal()
-    finally:
-        await stop()
+    """``start()``, serve until SIGINT or SIGTERM, ``stop()``. The handlers are installed before ``start()``, so
+    that a signal that arrives once the service said it is ready (sd_notify READY=1, the line it prints) but
+    before this waits stops it cleanly rather than killing it."""
+    with stop_on_signal() as stopped:
+        await start()
+        # What starting made (modules, settings, caches, pools) lives as long as the process: keep it out of the
+        # cyclic garbage collector's full passes, which would otherwise walk all of it (~40 ms each) under load.
+        gc.freeze()
+        try:
+            await stopped.wait()
+        finally:
+            await stop()
     return 0

@@ -9,7 +9,9 @@ module is the parser, the handlers are in :mod:`gateway.cli.commands.server`).
 - ``serve``: run the client-facing and server-to-server proxies until SIGINT/SIGTERM; with ``[server] workers``
   above 1, as that many supervised worker processes sharing the ports (:mod:`gateway.server.workers`);
 - ``register``, ``register-client``, ``unregister-client``, ``delete-auth-cert``: signed management
-  requests to the central server, for its registration officer to approve (docs/registration.md).
+  requests to the central server, for its registration officer to approve (docs/registration.md);
+- ``backup --out FILE``, ``restore FILE``: the server's configuration, token and settings in one archive,
+  optionally encrypted with a passphrase (:mod:`gateway.server.backup`, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -58,3 +60,19 @@ def register(subparsers: SubParsers) -> None:
             q.add_argument("client", metavar="CLIENT_ID")
         if name == "delete-auth-cert":
             q.add_argument("fingerprint", metavar="SHA256", help="the certificate to delete")
+    for name, help in (("backup", "write the server's configuration, token and settings into an archive "
+                                  "(not the message log)"),
+                       ("restore", "put a backup into the server these settings describe")):
+        q = command(sub, name, _handler(f"cmd_{name}"), help, description=help)
+        secret = q.add_mutually_exclusive_group()
+        secret.add_argument("--passphrase-env", metavar="VAR", help="encrypt (backup) or decrypt (restore) with "
+                                                                    "the passphrase in this environment variable")
+        secret.add_argument("--passphrase-file", metavar="FILE", help="... with the passphrase in this file")
+        if name == "backup":
+            q.add_argument("--out", required=True, metavar="FILE", help="the archive to write (mode 0600)")
+        else:
+            q.add_argument("archive", metavar="FILE")
+            q.add_argument("--force", action="store_true",
+                           help="replace the files and configuration of an existing server (stop it first)")
+            q.add_argument("--settings-out", metavar="FILE",
+                           help="also write the settings file kept in the backup here")

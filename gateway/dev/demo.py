@@ -11,6 +11,8 @@ The description of what was started goes to ``federation.json`` (see ``docs/demo
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -32,6 +34,7 @@ from gateway.central.publisher import current_anchor
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
+from gateway.files import private_dir, write_private_text
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
@@ -42,6 +45,7 @@ from gateway.trust import certprofile, keys
 log = structlog.get_logger("gateway.dev.demo")
 
 MARKER = ".gateway-demo"  # a directory holding this file may be wiped by the next demo run
+LOCK_FILE = ".gateway-demo.lock"  # held (flock) while a demo runs on the directory: DemoLock
 
 
 def utc_now() -> datetime:
@@ -96,8 +100,10 @@ class Federation:
     servers: dict[SecurityServerId, SecurityServer]
     specs: list[ServerSpec]
     members: list[MemberSpec]
-    admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     central_admin: CentralAdminHandle | None = None  # the central server's admin API
+    admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
+    lock: DemoLock | None = None  # the hold on workdir, released by close()
+    _stopped: bool = False
 
     def server(self, code: str) -> SecurityServer:
         return next(s for sid, s in self.servers.items() if sid.server_code == code)
@@ -151,9 +157,15 @@ class Federation:
             "servers": servers,
             "adapters": adapters,
             "admin_credentials": None if self.admin_credentials is None else str(self.admin_credentials),
+            "pid": os.getpid(),
+            "processes": None,  # gateway demo --processes: each part's pid, argv, log (gateway/dev/processes.py)
         }
 
-    async def close(self) -> None:
+    async def stop_parts(self) -> None:
+        """Stop every part started in this process (once), keeping the directory's lock."""
+        if self._stopped:
+            return
+        self._stopped = True
         for server in self.servers.values():
             await server.stop()
         if self.adapters is not None:
@@ -163,20 +175,82 @@ class Federation:
         await self.central.close()
         await self.pki.close()
 
+    async def close(self) -> None:
+        await self.stop_parts()
+        if self.lock is not None:
+            self.lock.release()
 
-def _prepare_workdir(path: str | Path, *, fresh: bool) -> Path:
-    workdir = Path(path).resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / MARKER).exists():
+
+class DemoLock:
+    """The running demo's hold on its directory: ``flock(2)`` on ``<dir>/.gateway-demo.lock``, which the
+    operating system drops when the last process holding it ends (``kill -9`` included). The file says which
+    process took it. ``gateway demo --processes`` hands the descriptor to each part it starts, so the directory
+    stays held while any of them runs."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def take(cls, workdir: Path) -> DemoLock:
+        """Take the lock of ``workdir`` (which exists), or refuse.
+
+        Raises:
+            ConfigError: a running demo (or a part it started) holds the directory.
+        """
+        path = workdir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(f"cannot lock {path}: {e.strerror or e}") from e
             raise ConfigError(
-                f"{workdir} is not empty and was not made by 'gateway demo'",
-                hint="choose another directory with --dir, or empty this one",
-            )
-        if fresh:
-            shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
-    return workdir
+                f"{workdir} is in use by a running 'gateway demo' ({holder}); nothing in it was changed",
+                hint="stop that demo first (Ctrl-C, or the PIDs in its federation.json), or choose another "
+                     "directory with --dir",
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {utc_now():%Y-%m-%dT%H:%M:%SZ}\n".encode(), 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # the lock goes with the last descriptor of this open file
+            self.fd = -1
+
+
+def _prepare_workdir(path: str | Path, *, fresh: bool) -> tuple[Path, DemoLock]:
+    """Check that the directory is ours, lock it (before anything in it is touched), wipe it if ``fresh``.
+
+    Raises:
+        ConfigError: not empty and not made by the demo, or held by a running demo.
+    """
+    workdir = Path(path).resolve()
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
+        raise ConfigError(
+            f"{workdir} is not empty and was not made by 'gateway demo'",
+            hint="choose another directory with --dir, or empty this one",
+        )
+    private_dir(workdir)
+    lock = DemoLock.take(workdir)
+    os.chmod(workdir, 0o700)  # made by the demo (or empty): the service user's alone, as every state directory
+    try:
+        if fresh:  # everything but the lock file, whose open description holds the lock
+            for entry in workdir.iterdir():
+                if entry.name == LOCK_FILE:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        (workdir / MARKER).write_text("made by gateway demo; the next run may delete this directory\n")
+    except BaseException:
+        lock.release()
+        raise
+    return workdir, lock
 
 
 async def _issue_token_keys(
@@ -189,12 +263,10 @@ async def _issue_token_keys(
     from gateway.token.model import ca_finder
     from gateway.token.soft import SoftToken
 
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     pin = secrets.token_urlsafe(18)
     pin_file = files.dir / "token.pin"
-    fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(pin + "\n")
+    write_private_text(pin_file, pin + "\n")
     token = await SoftToken.init(files.dir / "token", pin)
     pairs: tuple[tuple[certprofile.CertKind, certprofile.Identity], ...] = (
         ("auth", server_id), ("sign", server_id.owner),
@@ -236,16 +308,14 @@ async def _create_admin_users(
     if not found and not central:
         return None
     path = workdir / "admin-credentials.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"servers": found, **({"central": central} if central else {})}, f, indent=2)
-        f.write("\n")
+    document = {"servers": found, **({"central": central} if central else {})}
+    write_private_text(path, json.dumps(document, indent=2) + "\n")
     return path
 
 
 def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
     """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path, Path], ...] = (
         ("auth", server_id, files.auth_key, files.auth_cert),
         ("sign", server_id.owner, files.sign_key, files.sign_cert),
@@ -281,109 +351,115 @@ async def start_federation(
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
     """
-    workdir = _prepare_workdir(workdir, fresh=fresh)
-    members, specs = layout or default_layout(instance)
-    dbs = database_urls or {}
-    now = clock()
-    # (1) development PKI: CA, OCSP responder, TSA
-    ca = DevCA.init(workdir / "pki", name=f"{instance} Development CA", now=now)
-    pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock)
-    started: list[Any] = [pki]
+    workdir, lock = _prepare_workdir(workdir, fresh=fresh)
     try:
-        # (2) central server, and the trust anchors it publishes
-        central_settings = CentralSettings(
-            instance=instance, host="127.0.0.1", port=0,
-            database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-            key_dir=str(workdir / "central"), ops_port=0,
-        )
-        central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
-        started.append(central)
-        central_admin = await start_central_admin(central, AdminSettings(), host="127.0.0.1", port=0)
-        started.append(central_admin)
-        engine = central.engine
-        await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
-                              ocsp_urls=[pki.ocsp_url])
-        await registry.add_tsa(engine, name=f"{instance} Development TSA", url=pki.tsa_url,
-                               certificate=keys.cert_pem(ca.tsa_cert))
-        for m in members:
-            await registry.add_member(engine, m.id, name=m.name, instance=instance)
-            for code in m.subsystems:
-                await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
-        await central.publish_now()
-        # the running central server's settings (real port), for `gateway -c central.toml central ...`
-        _write_settings(workdir / "central.toml", Settings(central=central.settings,
-                                                           pki=PkiSettings(dir=str(workdir / "pki"))),
-                        sections={"central": None, "pki": ("dir",)})
-        anchor_path = workdir / "anchor.json"
-        anchor_path.write_bytes(await current_anchor(engine, central.settings))
-        # (3) adapters with generated registries
-        adapters = None
-        if with_adapters:
-            data = write_demo_data(workdir / "registries")
-            adapters = await start_adapters(demo_adapters(data), "127.0.0.1", 0)
-            started.append(adapters)
-        urls = adapters.urls if adapters is not None else (adapter_urls or {})
-        # (4) security servers: keys and certificates, start, register centrally
-        names = {m.id: m.name for m in members}
-        servers: dict[SecurityServerId, SecurityServer] = {}
-        for spec in specs:
-            code = spec.id.server_code
-            files = KeyFiles(dir=workdir / code)
-            token_settings: dict[str, Any] = {}
-            if key_store == "token":
-                token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
-            else:
-                _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
-            server_settings = ServerSettings(
-                id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
-                state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
-                **{"admin_port": 0, "ops_port": 0, **token_settings, **(server_overrides or {})},
+        members, specs = layout or default_layout(instance)
+        dbs = database_urls or {}
+        now = clock()
+        # (1) development PKI: CA, OCSP responder, TSA
+        ca = DevCA.init(workdir / "pki", name=f"{instance} Development CA", now=now)
+        pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock)
+        started: list[Any] = [pki]
+        try:
+            # (2) central server, and the trust anchors it publishes
+            central_settings = CentralSettings(
+                instance=instance, host="127.0.0.1", port=0,
+                database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
+                key_dir=str(workdir / "central"), ops_port=0,
             )
-            settings = Settings(
-                central=central_settings, server=server_settings,
-                globalconf=GlobalConfSettings(anchor=str(anchor_path), cache_dir=str(workdir / code / "globalconf")),
+            central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
+            started.append(central)
+            central_admin = await start_central_admin(central, AdminSettings(), host="127.0.0.1", port=0)
+            started.append(central_admin)
+            engine = central.engine
+            await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
+                                  ocsp_urls=[pki.ocsp_url])
+            await registry.add_tsa(engine, name=f"{instance} Development TSA", url=pki.tsa_url,
+                                   certificate=keys.cert_pem(ca.tsa_cert))
+            for m in members:
+                await registry.add_member(engine, m.id, name=m.name, instance=instance)
+                for code in m.subsystems:
+                    await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
+            await central.publish_now()
+            # the running central server's settings (real port), for `gateway -c central.toml central ...`
+            write_settings(workdir / "central.toml", Settings(central=central.settings,
+                                                               pki=PkiSettings(dir=str(workdir / "pki"))),
+                            sections={"central": None, "pki": ("dir",)})
+            anchor_path = workdir / "anchor.json"
+            anchor_path.write_bytes(await current_anchor(engine, central.settings))
+            # (3) adapters with generated registries
+            adapters = None
+            if with_adapters:
+                data = write_demo_data(workdir / "registries")
+                adapters = await start_adapters(demo_adapters(data), "127.0.0.1", 0)
+                started.append(adapters)
+            urls = adapters.urls if adapters is not None else (adapter_urls or {})
+            # (4) security servers: keys and certificates, start, register centrally
+            names = {m.id: m.name for m in members}
+            servers: dict[SecurityServerId, SecurityServer] = {}
+            for spec in specs:
+                code = spec.id.server_code
+                files = KeyFiles(dir=workdir / code)
+                token_settings: dict[str, Any] = {}
+                if key_store == "token":
+                    token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                else:
+                    _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                server_settings = ServerSettings(
+                    id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
+                    state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
+                    **{"admin_port": 0, "ops_port": 0, **token_settings, **(server_overrides or {})},
+                )
+                settings = Settings(
+                    central=central_settings, server=server_settings,
+                    globalconf=GlobalConfSettings(anchor=str(anchor_path),
+                                                  cache_dir=str(workdir / code / "globalconf")),
+                )
+                write_settings(workdir / f"{code}.toml", settings)
+                ss = SecurityServer(settings, clock=clock)
+                await ss.start()
+                servers[spec.id] = ss
+                started.append(ss)
+                await registry.add_server(engine, spec.id, address=ss.server_address, instance=instance)
+                await registry.add_auth_cert(engine, spec.id, files.auth_cert.read_bytes(), instance=instance)
+                for client in spec.clients:
+                    await registry.add_server_client(engine, spec.id, client, instance=instance)
+                # (5) this server's own configuration: clients, services, access rights
+                store = ss.store
+                for client in spec.clients:
+                    await store.add_client(client, is_auth="none")
+                for service, adapter in spec.services.items():
+                    url = urls[adapter]
+                    await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
+            # every client of every consuming server may call every service of the demo
+            consumers = [c for spec in specs if not spec.services for c in spec.clients]
+            for spec in specs:
+                for service in spec.services:
+                    for client in consumers:
+                        await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
+            fed = Federation(
+                workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
+                adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
+                admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
+                lock=lock,
             )
-            _write_settings(workdir / f"{code}.toml", settings)
-            ss = SecurityServer(settings, clock=clock)
-            await ss.start()
-            servers[spec.id] = ss
-            started.append(ss)
-            await registry.add_server(engine, spec.id, address=ss.server_address, instance=instance)
-            await registry.add_auth_cert(engine, spec.id, files.auth_cert.read_bytes(), instance=instance)
-            for client in spec.clients:
-                await registry.add_server_client(engine, spec.id, client, instance=instance)
-            # (5) this server's own configuration: clients, services, access rights
-            store = ss.store
-            for client in spec.clients:
-                await store.add_client(client, is_auth="none")
-            for service, adapter in spec.services.items():
-                url = urls[adapter]
-                await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
-        # every client of every consuming server may call every service of the demo
-        consumers = [c for spec in specs if not spec.services for c in spec.clients]
-        for spec in specs:
-            for service in spec.services:
-                for client in consumers:
-                    await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
-        fed = Federation(
-            workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
-            adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
-            admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
-        )
-        for ss in servers.values():
-            await ss.reload_serverconf()
-        await fed.publish_and_refresh()
-        return fed
+            for ss in servers.values():
+                await ss.reload_serverconf()
+            await fed.publish_and_refresh()
+            return fed
+        except BaseException:
+            for part in reversed(started):
+                try:
+                    await (part.stop() if isinstance(part, SecurityServer) else part.close())
+                except Exception:
+                    log.exception("cleanup failed")
+            raise
     except BaseException:
-        for part in reversed(started):
-            try:
-                await (part.stop() if isinstance(part, SecurityServer) else part.close())
-            except Exception:
-                log.exception("cleanup failed")
+        lock.release()  # a demo that did not start holds nothing
         raise
 
 
-def _write_settings(
+def write_settings(
     path: Path, settings: Settings,
     sections: dict[str, tuple[str, ...] | None] | None = None,
 ) -> None:
@@ -416,7 +492,10 @@ def curl_example(fed: Federation) -> str:
     )
 
 
-def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], None] = print) -> None:
+def print_banner(
+    fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
+    processes: dict[str, Any] | None = None,
+) -> None:
     d = fed.describe()
     out(f"Federation {fed.instance} is running (Ctrl-C stops it).")
     out(f"  central server   {d['central']['url']}   anchor {d['anchor']}")
@@ -431,6 +510,9 @@ def print_banner(fed: Federation, federation_json: Path, out: Callable[[str], No
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
     if d["central"].get("admin_url"):
         out(f"  central admin    {d['central']['admin_url']} (user 'admin', password in the same file)")
+    if processes:
+        pids = ", ".join(f"{name} {part['pid']}" for name, part in processes.items())
+        out(f"  processes        {pids}")
     out(f"  description      {federation_json}")
     out("")
     out("Try:")

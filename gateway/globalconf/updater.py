@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from gateway.errors import GlobalConfError, PeerError
+from gateway.files import private_dir
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.fetcher import DEFAULT_MAX_BYTES, AiohttpFetcher, Fetcher
 from gateway.globalconf.model import GlobalConf, format_time
@@ -253,7 +254,7 @@ class GlobalConfUpdater:
 
     def _write_cache(self, data: bytes) -> None:
         """Replace the cache file atomically: a reader sees the old or the new file, never a mix."""
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._cache_dir)
         fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=self._cache_dir)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -7,15 +7,27 @@ same signed messages, the request records must agree on the signature and everyt
 the response records.
 
 :func:`match_logs` pairs the consumer's client-side records with the provider's server-side records by
-``request_id`` and reports, as :class:`Mismatch` entries (each side may be the logs of several origins of one
-server, merged: one per worker and node; an exchange logged twice on one side, in one origin or in two, is a
+``request_id`` and sorts each exchange into one of three kinds (each side may be the logs of several origins of
+one server, merged: one per worker and node; an exchange logged twice on one side, in one origin or in two, is a
 ``duplicate``):
 
-1. exchanges one side logged and the other did not (a note only, when the exchange lies outside the time
-   span of the other log: archives of different ranges overlap only partly);
-2. exchanges where one side lacks the request or the response record;
-3. exchanges logged differently: any of the compared fields differs (:data:`REQUEST_FIELDS`,
-   :data:`RESPONSE_FIELDS`; bodies only when both sides kept them).
+- **paired**: both sides hold the request and the response record, and they agree;
+- **failed** (a ``note``): the exchange did not complete, and the logs show it as the invariant of
+  docs/messagelog.md section 11 says a failed exchange looks: the consumer holds no response record (no
+  provider's answer reached its caller) and one side holds only the request. The provider unreachable or
+  refusing before it logged (consumer: request; provider: nothing), the provider failing before it answered
+  (both: request only), an answer lost on the way back or refused by the consumer (provider: both records;
+  consumer: request only), a consumer that crashed while its request record was committing (consumer:
+  nothing; provider: request only). Request records both sides hold must still agree;
+- **problems** (``error``): records that are missing or differ, which no failure explains:
+
+  1. exchanges one side logged completely and the other not at all (a note only, when the exchange lies
+     outside the time span of the other log: archives of different ranges overlap only partly);
+  2. a completed exchange (the consumer holds its response) that lacks a record on either side;
+  3. exchanges logged differently: any of the compared fields differs (:data:`REQUEST_FIELDS`,
+     :data:`RESPONSE_FIELDS`; bodies only when both sides kept them).
+
+Only problems make :attr:`MatchReport.ok` false.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ class Entry:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mismatch:
     request_id: str
-    problem: str  # consumer-only, provider-only, missing-record, differs
+    problem: str  # consumer-only, provider-only, differs, duplicate; failed (a note)
     message: str
     severity: Literal["error", "note"] = "error"
 
@@ -65,6 +77,7 @@ class MatchReport:
     consumer_origin: str
     provider_origin: str
     paired: int = 0  # exchanges both sides logged identically
+    failed: int = 0  # exchanges that did not complete, logged as a failed exchange is (module docstring)
     consumer_exchanges: int = 0
     provider_exchanges: int = 0
     ignored: int = 0  # records of the other side in each log (a server can be consumer and provider)
@@ -79,6 +92,7 @@ class MatchReport:
             f"consumer log {self.consumer_origin}: {self.consumer_exchanges} exchanges (client side)",
             f"provider log {self.provider_origin}: {self.provider_exchanges} exchanges (server side)",
             f"paired and identical: {self.paired}",
+            f"failed exchanges (no answer reached the consumer's caller): {self.failed}",
         ]
         if self.ignored:
             lines.append(f"records of the other side, not compared: {self.ignored}")
@@ -132,6 +146,51 @@ def _created(ex: Exchange) -> str:
     return min(str(e.fields.get("created")) for e in ex.values())
 
 
+def _failure(c: Exchange, p: Exchange) -> str:
+    """Why the exchange counts as failed (module docstring), or "" if it does not."""
+    if "response" in c or ("request" not in c and "request" not in p) or ("response" in p and "request" not in p):
+        return ""
+    if "request" not in c:  # the provider holds the request (and perhaps more): see below
+        if "response" in p:
+            return ""
+        return (f"the provider logged the request ({_seqs(p)}) but not the response, and the consumer has no "
+                "record: its request record was not durable when it stopped")
+    if not p:
+        return (f"the consumer logged the request ({_seqs(c)}) and no response; the provider has no record: "
+                "the request did not reach it, or it refused it before logging")
+    if "response" not in p:
+        return (f"both logged the request (consumer {_seqs(c)}, provider {_seqs(p)}), neither a response: the "
+                "provider failed before it answered")
+    return (f"the provider answered ({_seqs(p)}) but the consumer logged only the request ({_seqs(c)}): the "
+            "answer did not reach it, or it refused the answer")
+
+
+def _missing(c: Exchange, p: Exchange) -> list[str]:
+    """A completed exchange lacks a record on one side."""
+    out = []
+    for kind in ("request", "response"):
+        for who, ex in (("consumer", c), ("provider", p)):
+            if kind not in ex:
+                out.append(f"the {who} has no {kind} record")
+    return out
+
+
+def _differences(c: Exchange, p: Exchange) -> list[str]:
+    """Fields of the records both sides hold that differ."""
+    out = []
+    for kind, names in (("request", REQUEST_FIELDS), ("response", RESPONSE_FIELDS)):
+        if kind not in c or kind not in p:
+            continue
+        a, b = c[kind].fields, p[kind].fields
+        for name in names:
+            if a.get(name) != b.get(name):
+                out.append(f"{kind} {name} differs: consumer {str(a.get(name))[:60]!r}, "
+                           f"provider {str(b.get(name))[:60]!r}")
+        if a.get("body") is not None and b.get("body") is not None and a["body"] != b["body"]:
+            out.append(f"{kind} body differs")
+    return out
+
+
 def match_logs(
     consumer: Iterable[Entry], provider: Iterable[Entry], *, consumer_origin: str, provider_origin: str,
 ) -> MatchReport:
@@ -145,8 +204,8 @@ def match_logs(
     span_c, span_p = _span(cons), _span(prov)
     for rid in sorted(set(cons) | set(prov), key=lambda r: _created(cons.get(r) or prov[r])):
         c, p = cons.get(rid), prov.get(rid)
-        # (1) logged by one side only
-        if c is None or p is None:
+        # (1) logged completely by one side only (a side holding only the request is a failure: (2))
+        if (c is None or p is None) and set(c or p or {}) != {"request"}:
             mine, other_span, who, other = (p, span_c, "provider", "consumer") if c is None else (
                 c, span_p, "consumer", "provider")
             assert mine is not None
@@ -159,28 +218,20 @@ def match_logs(
                 severity="note" if outside else "error",
             ))
             continue
-        problems: list[str] = []
-        # (2) both records on both sides
-        for kind in ("request", "response"):
-            if (kind in c) != (kind in p):
-                who = "consumer" if kind not in c else "provider"
-                problems.append(f"the {who} has no {kind} record")
-        # (3) the same signed messages
-        for kind, names in (("request", REQUEST_FIELDS), ("response", RESPONSE_FIELDS)):
-            if kind not in c or kind not in p:
-                continue
-            a, b = c[kind].fields, p[kind].fields
-            for name in names:
-                if a.get(name) != b.get(name):
-                    problems.append(f"{kind} {name} differs: consumer {str(a.get(name))[:60]!r}, "
-                                    f"provider {str(b.get(name))[:60]!r}")
-            if a.get("body") is not None and b.get("body") is not None and a["body"] != b["body"]:
-                problems.append(f"{kind} body differs")
+        c, p = c or {}, p or {}
+        # (2) an exchange that failed: no response on the consumer's side, only a request on one side
+        failure = _failure(c, p)
+        problems = [] if failure else _missing(c, p)
+        # (3) the same signed messages, as far as both sides logged them
+        problems += _differences(c, p)
         if problems:
             report.mismatches.append(Mismatch(
                 request_id=rid, problem="differs",
                 message=f"consumer {_seqs(c)}, provider {_seqs(p)}: " + "; ".join(problems),
             ))
+        elif failure:
+            report.failed += 1
+            report.mismatches.append(Mismatch(request_id=rid, problem="failed", message=failure, severity="note"))
         else:
             report.paired += 1
     return report

@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.errors import ConfigError, MessageLogError
+from gateway.files import private_dir
 
 log = structlog.get_logger("gateway.server.lease")
 
@@ -120,7 +121,7 @@ class OriginLease:
     def _lock_file(self, database: str) -> None:
         path = lock_file(database, self.origin)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
             raise ConfigError(f"cannot create the lock file {path} of log origin {self.origin}: {e}") from e

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.errors import ConfigError
+from gateway.files import private_dir, private_file
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -39,9 +40,18 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             hint="use sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
         )
     if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database if parsed.database and parsed.database != ":memory:" else None
+        if database is not None:
+            private_dir(Path(database).parent)
         engine = create_async_engine(url, **kwargs)
+
+        if database is not None and not database.startswith("file:"):
+            @event.listens_for(engine.sync_engine, "do_connect")
+            def _owner_only(*_args: Any) -> None:
+                # Created empty with 0600 just before SQLite opens it (not before: an engine that is never used
+                # leaves no file), so the database and its -wal and -shm files are owner-only whatever the umask
+                # (gateway/files.py).
+                private_file(Path(database))
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

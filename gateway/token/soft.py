@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import ConfigError, KeyInUse, PkiError, RequestError, TokenNotActive
+from gateway.files import private_dir
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.protocol.signatures import KeySigner
 from gateway.token import model
@@ -158,7 +159,7 @@ class SoftToken:
 
         def create() -> bytes:
             try:
-                token.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_dir(token.dir)
                 (token.dir / "keys").mkdir(exist_ok=True, mode=0o700)
                 (token.dir / "certs").mkdir(exist_ok=True, mode=0o755)
             except OSError as e:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from gateway.errors import PkiError, TrustError
+from gateway.files import private_dir
 
 KeyType = Literal["ec-p256", "rsa-2048", "rsa-3072"]
 SignatureAlg = Literal["ecdsa-p256-sha256", "rsa-v1_5-sha256"]
@@ -112,7 +113,7 @@ def load_private_key_pem(data: bytes, passphrase: bytes | None = None) -> Privat
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to a temporary file created with ``mode`` next to ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -126,3 +126,56 @@ def test_a_provider_with_several_origins_pairs_with_one_consumer(world: LogWorld
     [m] = report.mismatches
     assert (m.request_id, m.problem, m.severity) == ("req-0", "duplicate", "error")
     assert "logged the request twice (seq 0 of DEV/GOV/1002/ss2 and seq 2 of DEV/GOV/1002/ss2/1)" in m.message
+
+
+def _keep(objs: list[dict[str, Any]], *drop: int) -> list[dict[str, Any]]:
+    return [o for i, o in enumerate(objs) if i not in drop]
+
+
+# Failed exchanges, as the logs show them (gateway/messagelog/match.py): (name, consumer records dropped,
+# provider records dropped, text). Each log holds req-0, resp-0, req-1, resp-1, req-2, resp-2; req-1 fails.
+FAILED = [
+    ("provider unreachable", (3,), (2, 3), "the provider has no record: the request did not reach it"),
+    ("provider failed before answering", (3,), (3,), "neither a response: the provider failed before it answered"),
+    ("answer lost on the way back", (3,), (), "the provider answered (request seq 2, response seq 3) but the "
+                                              "consumer logged only the request (request seq 2)"),
+    ("consumer crashed while committing", (2, 3), (3,), "its request record was not durable when it stopped"),
+]
+
+
+@pytest.mark.parametrize(("name", "drop_c", "drop_p", "text"), FAILED, ids=[f[0] for f in FAILED])
+def test_failed_exchanges_are_notes_not_problems(
+    world: LogWorld, name: str, drop_c: tuple[int, ...], drop_p: tuple[int, ...], text: str,
+) -> None:
+    c, p = logs(world)
+    report = run(_keep(c, *drop_c), _keep(p, *drop_p))
+    [m] = report.mismatches
+    assert (m.request_id, m.problem, m.severity) == ("req-1", "failed", "note"), report.summary()
+    assert text in m.message, m.message
+    assert report.ok and (report.paired, report.failed) == (2, 1)
+    assert "failed exchanges (no answer reached the consumer's caller): 1" in report.summary()
+    assert report.summary().endswith("RESULT: OK, both sides agree")
+
+
+# Missing or different records that no failure explains: (name, consumer edit, provider edit, problem, text)
+NOT_FAILED = [
+    ("provider answered, consumer has nothing", lambda o: _keep(o, 2, 3), lambda o: o, "provider-only",
+     "logged by the provider (request seq 2, response seq 3"),
+    ("provider has a response without its request", lambda o: _keep(o, 3), lambda o: _keep(o, 2), "differs",
+     "the provider has no request record"),
+    ("failed, but the requests differ", lambda o: _keep(o, 3), lambda o: _set(2, "signature", "xroad=:AAAA:")(
+        _keep(o, 3)), "differs", "request signature differs"),
+]
+
+
+@pytest.mark.parametrize(("name", "edit_c", "edit_p", "problem", "text"), NOT_FAILED, ids=[f[0] for f in NOT_FAILED])
+def test_missing_or_different_records_stay_problems(
+    world: LogWorld, name: str, edit_c: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    edit_p: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], problem: str, text: str,
+) -> None:
+    c, p = logs(world)
+    report = run(edit_c(c), edit_p(p))
+    [m] = [m for m in report.mismatches if m.request_id == "req-1"]
+    assert (m.problem, m.severity) == (problem, "error"), report.summary()
+    assert text in m.message, m.message
+    assert not report.ok and report.failed == 0

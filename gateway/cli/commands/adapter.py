@@ -17,6 +17,7 @@ from adapters.config import load_config
 from adapters.demo_data import write_demo_data
 from adapters.server import start_adapters
 from gateway.cli.run import run, stop_on_signal
+from gateway.sdnotify import notify
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -32,7 +33,9 @@ async def _serve_until_signal(config: Any, host: str | None, port: int | None) -
             print(f"adapters listening on {running.base_url}", flush=True)
             for name, url in running.urls.items():
                 print(f"  {name}: {url}/", flush=True)
+            notify("READY=1")  # Type=notify units (deploy/systemd/)
             await stop.wait()
+            notify("STOPPING=1")
             print("stopping", file=sys.stderr, flush=True)
         finally:
             await running.close()

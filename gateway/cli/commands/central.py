@@ -50,6 +50,7 @@ async def cmd_init(args: argparse.Namespace, engine: AsyncEngine, central: Centr
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.admin.central.app import start_central_admin
     from gateway.central.app import start_central
+    from gateway.sdnotify import notify
 
     central = central_settings(args)
     admin_settings = settings_from_args(args).admin
@@ -70,10 +71,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if admin_port != -1:
                     admin = await start_central_admin(handle, admin_settings, port=admin_port)
                     out(f"central admin API listening on {admin.url}")
+                notify("READY=1")  # Type=notify units (deploy/systemd/): every port listens now
                 await stop.wait()
             finally:
                 if admin is not None:
                     await admin.close()
+                notify("STOPPING=1")
                 await handle.close()
         return 0
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.run import run, wait_for_signal
+from gateway.cli.run import run, stop_on_signal
 from gateway.dev.demo import print_banner, start_federation
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
@@ -42,18 +42,29 @@ def server_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any]) -> int:
-    fed = await start_federation(workdir, server_overrides=overrides)
-    try:
-        tmp = out_file.with_name(f".{out_file.name}.tmp")
-        tmp.write_text(json.dumps(fed.describe(), indent=2) + "\n")
-        os.replace(tmp, out_file)
-        print_banner(fed, out_file)
-        print(flush=True)
-        await wait_for_signal()
-        print("stopping...", flush=True)
-    finally:
-        await fed.close()
+async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any], *, processes: bool) -> int:
+    # The signal handlers first: a Ctrl-C once the banner is out (or during start-up) stops everything cleanly.
+    with stop_on_signal() as stop:
+        fed = await start_federation(workdir, server_overrides=overrides)
+        parts: list[Any] = []
+        try:
+            desc = fed.describe()
+            if processes:
+                from gateway.dev import processes as procs
+
+                parts = await procs.hand_over(fed)
+                desc["processes"] = procs.describe(parts)
+            tmp = out_file.with_name(f".{out_file.name}.tmp")
+            tmp.write_text(json.dumps(desc, indent=2) + "\n")
+            os.replace(tmp, out_file)
+            print_banner(fed, out_file, processes=desc["processes"])
+            print(flush=True)
+            await stop.wait()
+            print("stopping...", flush=True)
+        finally:
+            if parts:
+                await procs.stop_parts(parts)
+            await fed.close()
     print("stopped.", flush=True)
     return 0
 
@@ -62,4 +73,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.dir)
     out = Path(args.out) if args.out else Path.cwd() / "federation.json"
     overrides = server_overrides(args.set or [])
-    return run(_run(workdir, out.resolve(), overrides))
+    return run(_run(workdir, out.resolve(), overrides, processes=args.processes))

@@ -24,6 +24,7 @@ from cryptography import x509
 
 from gateway.cli.common import database_setting, settings_from_args
 from gateway.errors import ConfigError, GatewayError, NotFound, RequestError, TrustError
+from gateway.files import private_dir
 from gateway.globalconf.updater import CACHE_FILE
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog import merkle
@@ -172,7 +173,7 @@ async def _verify_log(store: SqlMessageLogStore, origin: str, cps: list[StoredCh
 
 
 def _write_files(out: Path, cps: list[StoredCheckpoint]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     for cp in cps:
         (out / f"{cp.size}.note").write_bytes(cp.note)
         if cp.timestamp_token is not None:
@@ -308,7 +309,7 @@ def _export_all(args: argparse.Namespace, settings: Settings) -> int:
     out_dir = Path(os.path.abspath(args.out))
     if out_dir.exists() and not out_dir.is_dir():
         raise RequestError(f"--out {args.out}: with --all-origins it names a directory, and this is a file")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     server = str(_server_id(settings))
 
     async def body(engine: Any, store: SqlMessageLogStore) -> int:

@@ -10,19 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.cli.common import settings_from_args
+from gateway.cli.common import database_setting, settings_from_args
 from gateway.cli.run import run, serve_until_signal, stop_on_signal
 from gateway.errors import ConfigError, GlobalConfError, PkiError
+from gateway.files import private_dir
 from gateway.identifiers import SecurityServerId
+from gateway.sdnotify import notify
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.settings import Settings
+from gateway.storage.db import open_database
 from gateway.trust import certprofile, keys
 
 if TYPE_CHECKING:
@@ -41,7 +45,7 @@ def _files(args: argparse.Namespace) -> tuple[SecurityServerId, KeyFiles]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     server_id, files = _files(args)
-    files.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path], ...] = (
         ("auth", server_id, files.auth_key), ("sign", server_id.owner, files.sign_key),
     )
@@ -91,8 +95,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if server.ops_url:
             print(f"security server {server.server_id}: ops (/metrics, /healthz, /readyz) {server.ops_url}",
                   flush=True)
+        notify("READY=1")  # Type=notify units (deploy/systemd/): every port listens now
 
-    return run(serve_until_signal(start, server.stop))
+    async def stop() -> None:
+        notify("STOPPING=1")
+        await server.stop()
+
+    return run(serve_until_signal(start, stop))
+
+
+def _announce(line: str) -> None:
+    """The supervisor's lines; the one saying that every worker listens also tells systemd (Type=notify)."""
+    print(line, flush=True)
+    if line.startswith("security server "):
+        notify("READY=1")
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,8 +118,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         with stop_on_signal() as stop:
             supervisor = Supervisor(settings, command=worker_command(getattr(args, "config", None)),
-                                    announce=lambda line: print(line, flush=True))
-            return await supervisor.run(stop)
+                                    announce=_announce)
+            try:
+                return await supervisor.run(stop)
+            finally:
+                notify("STOPPING=1")
 
     return asyncio.run(main())
 
@@ -200,3 +219,66 @@ def cmd_unregister_client(args: argparse.Namespace) -> int:
 
 def cmd_delete_auth_cert(args: argparse.Namespace) -> int:
     return _management(args, "auth_cert_deletion", auth_cert_sha256=args.fingerprint)
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    """The passphrase named by ``--passphrase-env`` or ``--passphrase-file`` (never given inline), or None.
+
+    Raises:
+        ConfigError: the variable is unset or empty, or the file cannot be read or is empty.
+    """
+    if args.passphrase_env:
+        value = os.environ.get(args.passphrase_env, "")
+        if not value:
+            raise ConfigError(f"--passphrase-env {args.passphrase_env}: the variable is unset or empty")
+        return value
+    if args.passphrase_file:
+        try:
+            value = Path(args.passphrase_file).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"--passphrase-file {args.passphrase_file}: {e.strerror or e}") from e
+        if not value:
+            raise ConfigError(f"--passphrase-file {args.passphrase_file} is empty")
+        return value
+    return None
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from gateway.server.backup import backup
+
+    settings = settings_from_args(args)
+    path = getattr(args, "config", None) or os.environ.get("GATEWAY_CONFIG")
+    if not path:
+        raise ConfigError("backup needs the settings file of the server (-c FILE): it is part of the backup")
+    passphrase = _passphrase(args)
+
+    async def main() -> int:
+        engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
+        try:
+            summary = await backup(settings, Path(path), engine, Path(args.out), passphrase=passphrase,
+                                   now=datetime.now(UTC))
+        finally:
+            await engine.dispose()
+        print(f"backup of {summary.line()} -> {args.out}")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gateway.server.backup import open_archive, restore
+
+    settings = settings_from_args(args)
+    opened = open_archive(Path(args.archive), passphrase=_passphrase(args))
+
+    async def main() -> int:
+        engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
+        try:
+            summary = await restore(settings, engine, opened, force=args.force,
+                                    settings_out=Path(args.settings_out) if args.settings_out else None)
+        finally:
+            await engine.dispose()
+        print(f"restored {summary.line()} from {args.archive}")
+        return 0
+
+    return asyncio.run(main())

@@ -37,6 +37,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from gateway.dev.pki.ocsp_responder import OcspResponderState, Revocation
 from gateway.errors import PkiError
+from gateway.files import private_dir
 from gateway.trust.certprofile import (
     CertKind,
     Identity,
@@ -266,7 +267,7 @@ class DevCA:
                            hint="use it as it is, or remove the directory's generated files first")
         ca = cls.create(name=name, now=now, ocsp_url=ocsp_url)
         ca.directory = d
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)
         for stem, key, cert in (("ca", ca.ca_key, ca.ca_cert), ("ocsp", ca.ocsp_key, ca.ocsp_cert),
                                 ("tsa", ca.tsa_key, ca.tsa_cert)):
             write_private_key(d / f"{stem}.key", key)

@@ -1,0 +1,212 @@
+"""``gateway demo --processes``: each part of the demo federation as a process of its own (I/O).
+
+The federation is first set up in the demo's own process exactly as without the option
+(:func:`gateway.dev.demo.start_federation`: keys, certificates, registration, access rights), on ports the
+operating system picks. Then :func:`hand_over` stops those in-process parts and starts each again as the
+``gateway`` command an operator would run, on the same ports, with the settings files the demo wrote:
+
+| part | command |
+|---|---|
+| ``pki`` | ``gateway pki serve --dir DIR/pki --host 127.0.0.1 --ocsp-port P --tsa-port Q`` |
+| ``central`` | ``gateway -c DIR/central.toml central serve`` |
+| ``adapters`` | ``gateway adapter serve --config DIR/registries/adapters.toml --host 127.0.0.1 --port P`` |
+| each server (its id) | ``gateway -c DIR/<code>.toml server serve`` |
+
+Each part's output goes to ``DIR/logs/<name>.log``. Its process id and command line go into
+``federation.json`` (``processes``), so that an operator or a test can stop, kill or restart one part: the
+same command on the same settings gets the same ports back. Every part keeps the demo's directory lock open
+(:class:`gateway.dev.demo.DemoLock`), so the directory stays held while any part runs, even if the demo's
+own process was killed. On SIGINT/SIGTERM the demo stops the parts it started and that still run, security
+servers first (client-facing ports, then their logs flush), then the adapters, the central server and the PKI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from gateway.dev.demo import Federation, write_settings
+from gateway.errors import ConfigError
+from gateway.files import private_dir
+
+log = structlog.get_logger("gateway.dev.processes")
+
+READY_TIMEOUT_SECONDS = 60.0  # for one part to print that it listens
+STOP_TIMEOUT_SECONDS = 30.0  # from SIGTERM to exit, then SIGKILL
+
+
+@dataclass(kw_only=True)
+class Part:
+    """One part of the federation run as a process: its name, command, log file and readiness line."""
+
+    name: str  # "pki", "central", "adapters" or a security server's id
+    argv: list[str]
+    log: Path
+    ready: str  # the start of the line the command prints once it listens
+    proc: asyncio.subprocess.Process | None = None
+    _drain: asyncio.Task[None] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        assert self.proc is not None
+        return {"pid": self.proc.pid, "argv": self.argv, "log": str(self.log)}
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url if "//" in url else f"//{url}").port
+    assert port is not None, url
+    return port
+
+
+def gateway_command(*args: str) -> list[str]:
+    """A ``gateway`` command line with this interpreter (the virtual environment the demo runs in)."""
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def plan(fed: Federation) -> list[Part]:
+    """The parts of ``fed`` as commands, in start order; rewrites each server's settings file with the ports
+    it listens on now, so that its process gets the same ones (the central registry names them)."""
+    w = fed.workdir
+    logs = private_dir(w / "logs")
+    parts = [Part(
+        name="pki", ready="TSA: ", log=logs / "pki.log",
+        argv=gateway_command("pki", "serve", "--dir", str(w / "pki"), "--host", "127.0.0.1",
+                             "--ocsp-port", str(_port(fed.pki.ocsp_url)), "--tsa-port", str(_port(fed.pki.tsa_url))),
+    ), Part(
+        name="central", ready="central server listening on ", log=logs / "central.log",
+        argv=gateway_command("-c", str(w / "central.toml"), "central", "serve"),
+    )]
+    if fed.adapters is not None:
+        parts.append(Part(
+            name="adapters", ready="adapters listening on ", log=logs / "adapters.log",
+            argv=gateway_command("adapter", "serve", "--config", str(w / "registries" / "adapters.toml"),
+                                 "--host", "127.0.0.1", "--port", str(_port(fed.adapters.base_url))),
+        ))
+    for spec in fed.specs:
+        ss = fed.servers[spec.id]
+        code = spec.id.server_code
+        server = dataclasses.replace(
+            ss.settings.server,
+            client_port=_port(ss.client_url), server_port=_port(ss.server_address),
+            client_https_port=_port(ss.client_https_url) if ss.client_https_url else -1,
+            admin_port=_port(ss.admin_url) if ss.admin_url else -1,
+        )
+        write_settings(w / f"{code}.toml", dataclasses.replace(ss.settings, server=server))
+        parts.append(Part(
+            name=str(spec.id), ready="security server ", log=logs / f"{code}.log",
+            argv=gateway_command("-c", str(w / f"{code}.toml"), "server", "serve"),
+        ))
+    return parts
+
+
+async def _copy(stream: asyncio.StreamReader, out: IO[bytes]) -> None:
+    while chunk := await stream.read(65536):
+        out.write(chunk)
+        out.flush()
+
+
+async def start_part(part: Part, *, keep_fds: tuple[int, ...] = ()) -> None:
+    """Start ``part`` and return once it printed its readiness line.
+
+    Raises:
+        ConfigError: it exited first, or did not get ready within :data:`READY_TIMEOUT_SECONDS`.
+    """
+    out = part.log.open("ab")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *part.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=out,
+            pass_fds=keep_fds,
+        )
+        part.proc = proc
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                while line := await proc.stdout.readline():
+                    out.write(line)
+                    if line.decode("utf-8", "replace").startswith(part.ready):
+                        break
+                else:
+                    await proc.wait()
+                    raise ConfigError(f"demo part {part.name} exited with status {proc.returncode} before it "
+                                      f"listened; see {part.log}")
+        except TimeoutError:
+            raise ConfigError(f"demo part {part.name} did not listen within {READY_TIMEOUT_SECONDS:g} s; "
+                              f"see {part.log}") from None
+    except BaseException:
+        await stop_part(part)
+        out.close()
+        raise
+    out.flush()
+    part._drain = asyncio.create_task(_drain_and_close(proc.stdout, out))
+
+
+async def _drain_and_close(stream: asyncio.StreamReader, out: IO[bytes]) -> None:
+    try:
+        await _copy(stream, out)
+    finally:
+        out.close()
+
+
+async def stop_part(part: Part) -> None:
+    """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_SECONDS`; nothing if it is not running."""
+    proc = part.proc
+    if proc is None:
+        return
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("demo part did not stop, killing it", part=part.name, pid=proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if part._drain is not None:
+        await part._drain
+    if proc.returncode not in (0, -signal.SIGTERM):
+        log.warning("demo part ended", part=part.name, pid=proc.pid, status=proc.returncode)
+
+
+async def hand_over(fed: Federation) -> list[Part]:
+    """Stop the in-process parts of ``fed`` and start each as a process (module docstring); the running parts,
+    in start order.
+
+    Raises:
+        ConfigError: a part did not start (those started are stopped again).
+    """
+    parts = plan(fed)
+    await fed.stop_parts()
+    keep = () if fed.lock is None else (fed.lock.fd,)
+    started: list[Part] = []
+    try:
+        for part in parts:
+            await start_part(part, keep_fds=keep)
+            started.append(part)
+    except BaseException:
+        await stop_parts(started)
+        raise
+    return parts
+
+
+async def stop_parts(parts: list[Part]) -> None:
+    """Stop the parts in reverse start order: security servers first, the PKI last."""
+    for part in reversed(parts):
+        await stop_part(part)
+
+
+def describe(parts: list[Part]) -> dict[str, Any]:
+    """``federation.json`` ``processes``: for each part its ``pid``, ``argv`` (the command that starts it again)
+    and ``log`` (docs/demo.md)."""
+    return {p.name: p.describe() for p in parts}
+
+
+__all__ = ["Part", "describe", "gateway_command", "hand_over", "plan", "start_part", "stop_part", "stop_parts"]
