@@ -67,7 +67,7 @@ def _rewrite(text: str, state: Path, ports: dict[str, int]) -> str:
         text = re.sub(rf"(?m)^{key} = \d+", f"{key} = {ports[value]}", text)
     text = re.sub(r'(?m)^address = "ss\d:5500"', f'address = "127.0.0.1:{ports["server"]}"', text)
     text = re.sub(r"(?m)^(client_https_port|admin_port) = \d+", r"\1 = -1", text)
-    return re.sub(r"(?m)^ops_(host|port) = .*\n", "", text)  # the ops port comes with the metrics work
+    return re.sub(r"(?m)^ops_port = \d+", "ops_port = 0", text)  # a free port: ss1 and ss2 share one host here
 
 
 @contextlib.asynccontextmanager
