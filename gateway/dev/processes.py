@@ -37,6 +37,7 @@ import structlog
 from gateway.dev.demo import Federation, write_settings
 from gateway.errors import ConfigError
 from gateway.files import private_dir
+from gateway.settings import PkiSettings, Settings
 
 log = structlog.get_logger("gateway.dev.processes")
 
@@ -80,10 +81,7 @@ def plan(fed: Federation) -> list[Part]:
         name="pki", ready="TSA: ", log=logs / "pki.log",
         argv=gateway_command("pki", "serve", "--dir", str(w / "pki"), "--host", "127.0.0.1",
                              "--ocsp-port", str(_port(fed.pki.ocsp_url)), "--tsa-port", str(_port(fed.pki.tsa_url))),
-    ), Part(
-        name="central", ready="central server listening on ", log=logs / "central.log",
-        argv=gateway_command("-c", str(w / "central.toml"), "central", "serve"),
-    )]
+    ), _central_part(fed, logs)]
     if fed.adapters is not None:
         parts.append(Part(
             name="adapters", ready="adapters listening on ", log=logs / "adapters.log",
@@ -98,6 +96,7 @@ def plan(fed: Federation) -> list[Part]:
             client_port=_port(ss.client_url), server_port=_port(ss.server_address),
             client_https_port=_port(ss.client_https_url) if ss.client_https_url else -1,
             admin_port=_port(ss.admin_url) if ss.admin_url else -1,
+            ops_port=_port(ss.ops_url) if ss.ops_url else -1,
         )
         write_settings(w / f"{code}.toml", dataclasses.replace(ss.settings, server=server))
         parts.append(Part(
@@ -105,6 +104,21 @@ def plan(fed: Federation) -> list[Part]:
             argv=gateway_command("-c", str(w / f"{code}.toml"), "server", "serve"),
         ))
     return parts
+
+
+def _central_part(fed: Federation, logs: Path) -> Part:
+    """The central server as a command on the ports it listens on now: its own and its ops port in
+    ``central.toml``, its admin API's (whose users the demo created in the central database) as an argument."""
+    w = fed.workdir
+    central = dataclasses.replace(fed.central.settings,
+                                  ops_port=_port(fed.central.ops_url) if fed.central.ops_url else -1)
+    write_settings(w / "central.toml", Settings(central=central, pki=PkiSettings(dir=str(w / "pki"))),
+                   sections={"central": None, "pki": ("dir",)})
+    admin = [] if fed.central_admin is None else ["--admin-port", str(_port(fed.central_admin.url))]
+    return Part(
+        name="central", ready="central server listening on ", log=logs / "central.log",
+        argv=gateway_command("-c", str(w / "central.toml"), "central", "serve", *admin),
+    )
 
 
 async def _copy(stream: asyncio.StreamReader, out: IO[bytes]) -> None:

@@ -55,6 +55,13 @@ async def test_kill_one_server_process_restart_it_and_match_the_logs(tmp_path: P
             assert f"{name} {pid}" in demo.banner
         client_url = demo.server("ss1")["client_url"]
         async with aiohttp.ClientSession() as http:
+            # the URLs federation.json gives are those of the part processes: each is ready, the central
+            # server's admin API answers (its demo credentials are in the central database)
+            for part in (demo.desc["central"], demo.server("ss1"), demo.server("ss2")):
+                async with http.get(part["readiness_url"]) as resp:
+                    assert resp.status == 200, await resp.text()
+            async with http.get(f"{demo.desc['central']['admin_url']}/api/openapi.json") as resp:
+                assert resp.status == 200 and (await resp.json())["openapi"].startswith("3.1")
             async def attempt() -> bool:
                 results.append(await exchange(http, client_url))
                 return results[-1] is not None
