@@ -24,6 +24,7 @@ from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer
 from gateway.messagelog.store import MessageLogStore
+from gateway.opmon.store import OpMonStore
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
@@ -50,6 +51,7 @@ class AdminContext:
     # the web interface's dashboard: SecurityServer.certificates (expiry, OCSP) and the log's checkpointer
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None
+    opmon: OpMonStore | None = None  # operational-monitoring records (docs/admin-api.md)
 
     @property
     def origin(self) -> str:
