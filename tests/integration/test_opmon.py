@@ -300,17 +300,3 @@ async def test_full_queue_drops_and_counts_and_a_failed_insert_is_counted(tmp_pa
 
 
 
-
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("opmon_retention_days", 0, r"\[server\] opmon_retention_days = 0 is outside 1\.\.36500"),
-    ("opmon_queue_records", 0, r"\[server\] opmon_queue_records = 0 is outside 1\.\.10000000"),
-    ("opmon_batch_records", 1001, r"\[server\] opmon_batch_records = 1001 is outside 1\.\.1000"),
-])
-def test_bad_opmon_settings_refused(key: str, value: int, message: str) -> None:
-    import dataclasses
-
-    from gateway.errors import ConfigError
-    from gateway.settings import ServerSettings, Settings
-
-    with pytest.raises(ConfigError, match=message):
-        SecurityServer(Settings(server=dataclasses.replace(ServerSettings(), **{key: value})))
