@@ -228,6 +228,7 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
                 if path == "/listClients":
                     return list_clients(ctx, query, accept=request.header("Accept"))
                 if path == "/healthz":
+                    ex.recorded = False  # a balancer's probe, every few seconds: no record, no log line
                     return health(ctx)
             raise RequestError(
                 f"{request.method} {path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"

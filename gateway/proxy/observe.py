@@ -63,6 +63,7 @@ class Exchange:
     peer_server: str | None = None
     request_out: float | None = None  # perf_counter() when first sent on (to the peer, or to the service)
     response_in: float | None = None  # perf_counter() when the whole response came back
+    recorded: bool = True  # False for what is no exchange (a health probe): counted, neither recorded nor logged
 
 
 _CURRENT: ContextVar[Exchange | None] = ContextVar("gateway_exchange", default=None)
@@ -138,6 +139,8 @@ def exchange_done(
     response_bytes = len(response.body)
     ctx.metrics.exchange_done(ex.side, client=labels[0], service=labels[1], seconds=seconds, fault=fault,
                               request_bytes=request_bytes, response_bytes=response_bytes)
+    if not ex.recorded:
+        return
     if ctx.opmon is not None:
         arrived, started = ex.arrived, ex.started
         ctx.opmon.offer(OpRecord(

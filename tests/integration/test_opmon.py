@@ -205,6 +205,23 @@ async def test_exchange_log_line_and_its_setting(world: World) -> None:
     assert [e for e in quiet if e["event"] == "exchange" and e["side"] == "client"] == []
 
 
+async def test_health_probe_is_no_exchange_but_list_clients_is(world: World) -> None:
+    start = datetime.now(UTC)
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{world.ss1.client_url}/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(f"{world.ss1.client_url}/listClients") as resp:
+                assert resp.status == 200
+    assert [(e["side"], e["status"], e["request_id"]) for e in logs if e["event"] == "exchange"] == [
+        ("client", 200, None)]  # /listClients only
+    window = {"from": start.isoformat(), "to": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+    status, body = await world.opmon(world.ss1, **window)
+    assert status == 200 and body["total"] == 1, body
+    [rec] = body["items"]
+    assert (rec["status"], rec["client"], rec["request_out"], rec["outcome"]) == (200, None, None, "ok")
+
+
 async def test_filters_and_pages_through_the_admin_api(world: World) -> None:
     start = datetime.now(UTC)
     ids = []
