@@ -1,6 +1,7 @@
 """Operational-monitoring records in SQLite or PostgreSQL: :class:`OpMonStore` (I/O).
 
-Written in batches, one multi-row ``INSERT`` per batch (:meth:`OpMonStore.insert`, called by
+Written in batches, one ``executemany`` of one cached ``INSERT`` in one transaction per batch
+(:meth:`OpMonStore.insert`, called by
 :class:`gateway.opmon.writer.OpMonWriter` only); read newest first with filters and an offset page and the
 total of the filtered rows (:meth:`OpMonStore.query`); pruned by age (:meth:`OpMonStore.prune`). The engine is
 the caller's (the security server's database).
@@ -24,7 +25,9 @@ from gateway.storage.db import migrate
 from gateway.storage.transaction import transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-MAX_BATCH = 1000  # records per INSERT: 17 parameters each stays far below SQLite's and PostgreSQL's limits
+# records per batch: binding costs the event loop about 20 µs per record (docs/operations.md section 9), so a
+# batch of 1000 holds it for some 20 ms
+MAX_BATCH = 1000
 _COLUMNS = tuple(c.name for c in records.columns if c.name != "id")
 
 
@@ -53,7 +56,7 @@ class OpMonStore:
         await migrate(self._engine, MIGRATIONS, VERSION_TABLE)
 
     async def insert(self, batch: Sequence[OpRecord]) -> None:
-        """Write ``batch`` (at most :data:`MAX_BATCH` records) in one statement and one transaction.
+        """Write ``batch`` (at most :data:`MAX_BATCH` records): one executemany, one transaction.
 
         Raises:
             DatabaseError: the database refused or could not be reached (nothing of the batch is written).
@@ -63,7 +66,7 @@ class OpMonStore:
         if len(batch) > MAX_BATCH:
             raise ValueError(f"a batch of {len(batch)} records is more than {MAX_BATCH}")
         async with transaction(self._engine.begin(), database_error=_database_error) as conn:
-            await conn.execute(sa.insert(records).values([_row(r) for r in batch]))
+            await conn.execute(sa.insert(records), [_row(r) for r in batch])
 
     async def query(self, q: OpQuery, *, limit: int, offset: int) -> tuple[list[OpRecord], int]:
         """The records matching ``q``, newest ``request_in`` first, ``limit`` of them from ``offset``, and

@@ -4,7 +4,7 @@ The proxies hand each record to :meth:`OpMonWriter.offer`, which never waits: it
 (``[server] opmon_queue_records``) and, when that is full, drops the record and counts it
 (``gateway_opmon_records_dropped_total{reason="queue_full"}``) rather than slow the exchange. One task
 (:meth:`OpMonWriter.run`) drains the queue: whatever has accumulated while the previous insert ran, up to
-``opmon_batch_records``, goes into one multi-row insert, so batches grow with the load and a lone record waits
+``opmon_batch_records``, goes into one batch insert, so batches grow with the load and a lone record waits
 for nothing. A batch the database refuses is dropped and counted (``reason="database"``) and logged: these
 records are operational, not the message log, and never hold an exchange. Every :data:`PRUNE_SECONDS` (and at
 start) the task deletes records older than ``opmon_retention_days``.
