@@ -100,7 +100,9 @@ def _times(rec: dict[str, Any]) -> list[datetime]:
 
 async def test_records_of_a_good_exchange_on_both_sides(world: World) -> None:
     before = datetime.now(UTC)
-    answer = await call(world.ss1, f"{PROBE}/persons/7", headers={"X-Road-Id": "msg-good-1"})
+    body = b'{"name": "Mari Maasikas"}'
+    answer = await call(world.ss1, f"{PROBE}/persons/7", method="POST", data=body,
+                        headers={"X-Road-Id": "msg-good-1", "Content-Type": "application/json"})
     assert answer.status == 200
     request_id = answer.headers["X-Road-Request-Id"]
     mine, theirs = await world.one(world.ss1, request_id), await world.one(world.ss2, request_id)
@@ -108,10 +110,11 @@ async def test_records_of_a_good_exchange_on_both_sides(world: World) -> None:
         assert rec["side"] == side and rec["origin"] == world.fed.server(
             "ss1" if side == "client" else "ss2").origin
         assert (rec["message_id"], rec["request_id"]) == ("msg-good-1", request_id)
-        assert (rec["client"], rec["service"], rec["method"]) == (CONSUMER, PROBE, "GET")
+        assert (rec["client"], rec["service"], rec["method"]) == (CONSUMER, PROBE, "POST")
         assert (rec["status"], rec["fault"], rec["outcome"]) == (200, None, "ok")
         assert rec["peer_server"] == str(peer.server_id)
-        assert rec["request_bytes"] == 0
+        assert rec["request_bytes"] == len(body)
+        assert "Mari" not in str(rec)  # never bodies
         assert None not in (rec["request_out"], rec["response_in"])
         times = _times(rec)
         assert times == sorted(times) and before - timedelta(seconds=1) <= times[0]
