@@ -6,6 +6,10 @@ log line and the refusal's; the bounded queue dropping and counting, and a faile
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -257,6 +261,24 @@ async def test_filters_and_pages_through_the_admin_api(world: World) -> None:
     for role in ("auditor", "security-officer"):
         status, body = await world.opmon(world.ss1, role)  # type: ignore[arg-type]
         assert status == 403, body
+
+
+async def test_gateway_admin_api_reads_them_in_a_process_of_its_own(world: World) -> None:
+    answer = await call(world.ss1, f"{NOSUCH}/cli")
+    request_id = answer.headers["X-Road-Request-Id"]
+    assert world.ss1.opmon is not None
+    await world.ss1.opmon.idle()
+    token = await world.login(world.ss1, "observer")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "admin", "api", "--url", world.ss1.admin_url, "listOpMonRecords",
+        "-q", f"request_id={request_id}", "-q", "outcome=failed", "-q", "side=client",
+        env={**os.environ, "GATEWAY_ADMIN_TOKEN": token}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    [rec] = json.loads(out)["items"]
+    assert (rec["request_id"], rec["fault"]) == (request_id, "Server.ServerProxy.UnknownService")
 
 
 @pytest.mark.parametrize(("query", "message"), [
