@@ -7,6 +7,7 @@ log line and the refusal's; the bounded queue dropping and counting, and a faile
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ from exchange_kit import (
     swapped_log,
 )
 from structlog.testing import capture_logs
+from waiting import wait_for_condition
 
 from gateway.admin.roles import Role
 from gateway.dev.demo import Federation
@@ -342,3 +344,34 @@ async def test_full_queue_drops_and_counts_and_a_failed_insert_is_counted(tmp_pa
 
 
 
+
+
+async def test_writer_task_prunes_at_start_and_writes_as_records_come(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'opmon.db'}")
+    try:
+        store = OpMonStore(engine)
+        await store.migrate()
+        old = dataclasses.replace(_record(0), request_in=datetime.now(UTC) - timedelta(days=2))
+        await store.insert([old, _record(1)])
+        writer = OpMonWriter(store, max_queue=100, max_batch=10, retention_days=1, clock=lambda: datetime.now(UTC),
+                             on_drop=lambda reason, n: None)
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop))
+
+        async def ids() -> list[str | None]:
+            return [r.request_id for r in (await store.query(OpQuery(), limit=10, offset=0))[0]]
+
+        await wait_for_condition(lambda: _eq(ids(), ["r1"]), timeout=10, what="the old record pruned at start")
+        for i in (2, 3):
+            assert writer.offer(_record(i))
+        await writer.idle()
+        assert await ids() == ["r3", "r2", "r1"]
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await engine.dispose()
+
+
+async def _eq(found: Any, want: list[str]) -> bool:
+    return bool(await found == want)
