@@ -211,28 +211,32 @@ LOG_RECORD = _obj({
     "leaf_hash": _str("RFC 9162 leaf hash, hex", max_length=64),
     "record": {"type": "object", "description": "the record (docs/messagelog.md), as stored"},
 }, ("origin", "seq", "leaf_hash", "record"))
-_OPT_INT = {"type": ["integer", "null"], "minimum": 0}
+# Written with plain dicts (no schema helpers), so that it does not depend on their names.
+_OPT_INT: JsonSchema = {"type": ["integer", "null"], "minimum": 0}
 _OPT_STR: JsonSchema = {"type": ["string", "null"], "maxLength": 1024}
-OPMON_RECORD = _obj({
+_OPMON_FIELDS: dict[str, JsonSchema] = {
     "side": {"type": "string", "enum": ["client", "server"]},
-    "origin": _str("log origin (process) that answered the exchange", max_length=255),
+    "origin": {"type": "string", "maxLength": 255, "description": "log origin (process) that answered the exchange"},
     "message_id": {**_OPT_STR, "description": "X-Road-Id, once parsed (client side) or verified (server side)"},
     "request_id": {**_OPT_STR, "description": "X-Road-Request-Id, once assigned or verified"},
     "client": {**_OPT_STR, "description": "the client, once parsed"},
     "service": {**_OPT_STR, "description": "the service, once parsed"},
-    "method": _str("HTTP method", max_length=16),
-    "request_in": {**TIME, "description": "the request arrived (UTC, RFC 3339, microseconds)"},
-    "request_out": {**OPT_TIME, "description": "sent on to the provider's server or the service; null: never"},
-    "response_in": {**OPT_TIME, "description": "the whole response came back from there; null: none"},
-    "response_out": {**TIME, "description": "the answer was handed to the connection"},
+    "method": {"type": "string", "maxLength": 16, "description": "HTTP method"},
+    "request_in": {"type": "string", "format": "date-time", "description": "the request arrived (UTC, RFC 3339)"},
+    "request_out": {"type": ["string", "null"], "format": "date-time",
+                    "description": "sent on to the provider's server or the service; null: never"},
+    "response_in": {"type": ["string", "null"], "format": "date-time",
+                    "description": "the whole response came back from there; null: none"},
+    "response_out": {"type": "string", "format": "date-time", "description": "the answer was handed on"},
     "request_bytes": {**_OPT_INT, "description": "request body as declared; null: chunked"},
     "response_bytes": {"type": "integer", "minimum": 0, "description": "the answer's body"},
     "status": {"type": "integer", "description": "the answer's HTTP status"},
     "fault": {"type": ["string", "null"], "maxLength": 255, "description": "X-Road fault type; null: none"},
     "outcome": {"type": "string", "enum": ["ok", "failed"]},
     "peer_server": {**_OPT_STR, "description": "the other side's security server, once known"},
-}, ("side", "origin", "message_id", "request_id", "client", "service", "method", "request_in", "request_out",
-    "response_in", "response_out", "request_bytes", "response_bytes", "status", "fault", "outcome", "peer_server"))
+}
+OPMON_RECORD: JsonSchema = {"type": "object", "properties": _OPMON_FIELDS, "required": list(_OPMON_FIELDS),
+                            "additionalProperties": False}
 B64 = "standard base64 with padding"
 CHECKPOINT = _obj({
     "size": {"type": "integer", "minimum": 0, "description": "records the checkpoint covers (tree size)"},
