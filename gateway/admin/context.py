@@ -48,10 +48,10 @@ class AdminContext:
     token: SoftToken | None = None  # with [server] token_dir: the server's software token
     reload_keys: Callable[[], Awaitable[bool]] | None = None  # SecurityServer.reload_keys
     log_origin: str = ""  # the log origin of the process serving the API ("" : the server id)
+    opmon: OpMonStore | None = None  # operational-monitoring records (docs/admin-api.md)
     # the web interface's dashboard: SecurityServer.certificates (expiry, OCSP) and the log's checkpointer
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None
-    opmon: OpMonStore | None = None  # operational-monitoring records (docs/admin-api.md)
 
     @property
     def origin(self) -> str:

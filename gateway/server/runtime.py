@@ -317,10 +317,11 @@ class SecurityServer:
         if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
             admin = AdminContext(
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
+                opmon=self.opmon_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, opmon=self.opmon_store,
+                checkpointer=self.checkpointer,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
