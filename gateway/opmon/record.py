@@ -2,7 +2,7 @@
 
 A record says how one exchange went on one side of it, as far as that side can know: ids, client, service,
 method, the four timestamps, sizes, status and fault type. Never bodies, never the user id. Field by field
-in docs/operations.md section 9.
+in docs/operations.md, "Operational monitoring".
 """
 
 from __future__ import annotations

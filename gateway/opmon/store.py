@@ -25,8 +25,8 @@ from gateway.storage.db import migrate
 from gateway.storage.transaction import transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# records per batch: binding costs the event loop about 20 µs per record (docs/operations.md section 9), so a
-# batch of 1000 holds it for some 20 ms
+# records per batch: binding costs the event loop about 20 µs per record (docs/operations.md, "Operational
+# monitoring"), so a batch of 1000 holds it for some 20 ms
 MAX_BATCH = 1000
 _COLUMNS = tuple(c.name for c in records.columns if c.name != "id")
 

@@ -8,9 +8,9 @@ is in the global configuration; otherwise ``""``.
 
 Besides the metrics, each exchange ends in an operational-monitoring record (:mod:`gateway.opmon`, queued
 without waiting) and, with ``[server] exchange_log``, one ``exchange`` log line at info level
-(docs/operations.md section 9). What they say is gathered while the exchange runs on an :class:`Exchange`
-that :func:`begin` makes current for the exchange's task (a context variable: the HTTP layer runs each request
-in a task of its own), so that the steps deep in each proxy note what they learn with one call
+(docs/operations.md, "Operational monitoring"). What they say is gathered while the exchange runs on an
+:class:`Exchange` that :func:`begin` makes current for the exchange's task (a context variable: the HTTP layer
+runs each request in a task of its own), so that the steps deep in each proxy note what they learn with one call
 (:func:`identified`, :func:`assigned`, :func:`sent`, :func:`received`) rather than pass it back up. Records
 and log lines, unlike labels, carry the identifiers as parsed (they are rows and lines, not series).
 """

@@ -160,7 +160,7 @@ class SecurityServer:
         self._expiry = ExpiryGauge(self.metrics, str(self.server_id))
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
-        self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md 9)
+        self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
