@@ -35,6 +35,7 @@ from gateway.admin.handlers import (
     local_groups,
     messagelog,
     meta,
+    opmon,
     services,
     session,
     session_keys,
@@ -59,6 +60,7 @@ HANDLERS: dict[str, Impl] = {
     "revokeApiKey": api_keys.revoke_api_key,
     "listSessionKeys": session_keys.list_session_keys, "rotateSessionKey": session_keys.rotate_session_key,
     "listAuditLog": audit_log.list_audit_log,
+    "listOpMonRecords": opmon.list_opmon_records,
     # clients, services, access rights, local groups
     "listClients": clients.list_clients, "addClient": clients.add_client, "getClient": clients.get_client,
     "updateClient": clients.update_client, "setClientStatus": clients.set_client_status,

@@ -24,6 +24,7 @@ from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer
 from gateway.messagelog.store import MessageLogStore
+from gateway.opmon.store import OpMonStore
 from gateway.ops.readiness import Check
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
@@ -66,6 +67,7 @@ class AdminContext:
     token: SoftToken | None = None  # with [server] token_dir: the server's software token
     reload_keys: Callable[[], Awaitable[bool]] | None = None  # SecurityServer.reload_keys
     log_origin: str = ""  # the log origin of the process serving the API ("" : the server id)
+    opmon: OpMonStore | None = None  # operational-monitoring records (docs/admin-api.md)
     # the web interface's dashboard: SecurityServer.certificates (expiry, OCSP) and the log's checkpointer
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None

@@ -42,6 +42,8 @@ SECURITY: frozenset[Role] = frozenset({"security-officer"})
 REGISTRATION: frozenset[Role] = frozenset({"registration-officer"})
 SERVICES: frozenset[Role] = frozenset({"service-administrator"})
 AUDITOR: frozenset[Role] = frozenset({"auditor"})
+# operational monitoring: ids, times, sizes and outcomes of exchanges, never bodies or user ids
+OPMON_READERS: frozenset[Role] = frozenset({"system-administrator", "observer"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +242,32 @@ LOG_RECORD = obj({
     "leaf_hash": string("RFC 9162 leaf hash, hex", max_length=64),
     "record": {"type": "object", "description": "the record (docs/messagelog.md), as stored"},
 }, ("origin", "seq", "leaf_hash", "record"))
+# Written with plain dicts (no schema helpers), so that it does not depend on their names.
+_OPT_INT: JsonSchema = {"type": ["integer", "null"], "minimum": 0}
+_OPT_STR: JsonSchema = {"type": ["string", "null"], "maxLength": 1024}
+_OPMON_FIELDS: dict[str, JsonSchema] = {
+    "side": {"type": "string", "enum": ["client", "server"]},
+    "origin": {"type": "string", "maxLength": 255, "description": "log origin (process) that answered the exchange"},
+    "message_id": {**_OPT_STR, "description": "X-Road-Id, once parsed (client side) or verified (server side)"},
+    "request_id": {**_OPT_STR, "description": "X-Road-Request-Id, once assigned or verified"},
+    "client": {**_OPT_STR, "description": "the client, once parsed"},
+    "service": {**_OPT_STR, "description": "the service, once parsed"},
+    "method": {"type": "string", "maxLength": 16, "description": "HTTP method"},
+    "request_in": {"type": "string", "format": "date-time", "description": "the request arrived (UTC, RFC 3339)"},
+    "request_out": {"type": ["string", "null"], "format": "date-time",
+                    "description": "sent on to the provider's server or the service; null: never"},
+    "response_in": {"type": ["string", "null"], "format": "date-time",
+                    "description": "the whole response came back from there; null: none"},
+    "response_out": {"type": "string", "format": "date-time", "description": "the answer was handed on"},
+    "request_bytes": {**_OPT_INT, "description": "request body as declared; null: chunked"},
+    "response_bytes": {"type": "integer", "minimum": 0, "description": "the answer's body"},
+    "status": {"type": "integer", "description": "the answer's HTTP status"},
+    "fault": {"type": ["string", "null"], "maxLength": 255, "description": "X-Road fault type; null: none"},
+    "outcome": {"type": "string", "enum": ["ok", "failed"]},
+    "peer_server": {**_OPT_STR, "description": "the other side's security server, once known"},
+}
+OPMON_RECORD: JsonSchema = {"type": "object", "properties": _OPMON_FIELDS, "required": list(_OPMON_FIELDS),
+                            "additionalProperties": False}
 B64 = "standard base64 with padding"
 CHECKPOINT = obj({
     "size": {"type": "integer", "minimum": 0, "description": "records the checkpoint covers (tree size)"},
@@ -640,6 +668,22 @@ ROUTES: tuple[Route, ...] = (
                  Param(name="include_uncovered", where="query", schema={"type": "boolean"},
                        description="also records after the latest checkpoint (reported as unproven)")),
           errors=(400, 404, 409)),
+    # --- operational monitoring
+    Route(operation_id="listOpMonRecords", method="GET", path=f"{API}/opmon/records", roles=OPMON_READERS,
+          tag="opmon", summary="Operational-monitoring records, one per exchange and side, newest first",
+          response=page_schema(OPMON_RECORD), paginated=True,
+          query=(Param(name="from", where="query", schema=_TIME_QUERY,
+                       description="requests that arrived at or after this time (RFC 3339)"),
+                 Param(name="to", where="query", schema=_TIME_QUERY,
+                       description="requests that arrived before this time (RFC 3339)"),
+                 Param(name="client", where="query", description="only this client ('/'-joined)"),
+                 Param(name="service", where="query", description="only this service ('/'-joined)"),
+                 Param(name="outcome", where="query", schema={"type": "string", "enum": ["ok", "failed"]},
+                       description="ok: went through (whatever the service answered); failed: an X-Road fault"),
+                 Param(name="side", where="query", schema={"type": "string", "enum": ["client", "server"]},
+                       description="client: this server's client side; server: its server side"),
+                 Param(name="request_id", where="query", description="only this X-Road-Request-Id"),
+                 Param(name="message_id", where="query", description="only this X-Road-Id"))),
 )
 
 ROUTES_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}

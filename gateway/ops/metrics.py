@@ -107,6 +107,11 @@ class ServerMetrics:
                                    multiprocess_mode="livemostrecent")
         self.ready = Gauge("gateway_readiness_check", "1 while the readiness check passes, else 0 (/readyz)",
                            ["check"], registry=r, multiprocess_mode="livemin")
+        self.opmon_dropped = Counter("gateway_opmon_records_dropped", "Operational-monitoring records not kept, "
+                                     "by reason (queue_full: more waiting than opmon_queue_records; database: "
+                                     "the insert of their batch failed)", ["reason"], registry=r)
+        for reason in ("queue_full", "database"):
+            self.opmon_dropped.labels(reason)  # each series exists from the start, at 0
         # The hot path's label children, looked up once (``labels()`` costs a lock and a validation per call):
         # per (side, client, service, outcome) its counter and duration histogram; per side its size and wait
         # histograms. Bounded as the labels are (gateway.proxy.observe).
@@ -147,6 +152,9 @@ class ServerMetrics:
     def record_waited(self, side: str, seconds: float) -> None:
         """One message-log record became durable ``seconds`` after it was queued."""
         self._side_children[side][2].observe(seconds)
+
+    def opmon_records_dropped(self, reason: str, count: int) -> None:
+        self.opmon_dropped.labels(reason).inc(count)
 
     def ocsp_fetched(self) -> None:
         self.ocsp_fetches.inc()

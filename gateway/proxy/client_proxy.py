@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -209,17 +208,18 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
     named as this side's."""
 
     async def handle(request: http.Request) -> http.Response:
-        started = time.perf_counter()
+        ex = observe.begin(ctx, "client", request.method)
         ids: list[tuple[ClientId, ServiceId]] = []  # the exchange's (client, service), once parsed
-        response = await answer(request, ids)
-        observe.exchange_done(ctx, "client", started=started, status=response.status, headers=response.headers,
+        response = await answer(request, ids, ex)
+        observe.exchange_done(ctx, ex, response,
                               labels=observe.client_labels(ctx, *ids[0]) if ids else ("", ""),
                               request_bytes=observe.request_size(request.content_length,
-                                                                 request.header("Transfer-Encoding")),
-                              response_bytes=len(response.body))
+                                                                 request.header("Transfer-Encoding")))
         return response
 
-    async def answer(request: http.Request, ids: list[tuple[ClientId, ServiceId]]) -> http.Response:
+    async def answer(
+        request: http.Request, ids: list[tuple[ClientId, ServiceId]], ex: observe.Exchange,
+    ) -> http.Response:
         try:
             path, query = split_target(request.raw_path)
             if REST_PREFIX.match(path) is not None:
@@ -228,6 +228,7 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
                 if path == "/listClients":
                     return list_clients(ctx, query, accept=request.header("Accept"))
                 if path == "/healthz":
+                    ex.recorded = False  # a balancer's probe, every few seconds: no record, no log line
                     return health(ctx)
             raise RequestError(
                 f"{request.method} {path[:200]} is not an X-Road REST request; use /r1/INSTANCE/CLASS/MEMBER/"
@@ -235,7 +236,8 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
             )
         except Exception as e:
             return lean_error_response(e, side=SIDE, method=request.method, raw_path=request.raw_path,
-                                       remote=request.remote, accept=request.header("Accept"))
+                                       remote=request.remote, accept=request.header("Accept"),
+                                       request_id=ex.request_id)
 
     return handle
 
@@ -252,6 +254,7 @@ async def handle_rest(
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client),
                                            service=str(target.service))
     ids.append((h.client, target.service))  # for the exchange's metrics
+    observe.identified(client=h.client, service=target.service, message_id=h.message_id)
     try:
         # (2) a valid global configuration, and a message log timestamped within its grace period
         conf = ctx.conf()
@@ -307,6 +310,7 @@ async def _exchange(
     # (5) body, ids, digest, signature
     body = await request.body(hold=account)  # bounded by max_body_bytes (the port's limits)
     request_id = _new_request_id()
+    observe.assigned(request_id)  # error answers carry it from here on
     xroad = _xroad_headers(h, target.service, request_id)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
@@ -360,8 +364,10 @@ async def _send(
         if logged.done():
             logged.result()
         try:
+            observe.sent(server.id)
             resp = await ctx.peers.request(server, target.method, request_target, send_headers, body,
                                            account=account)
+            observe.received()
         except Exception as e:
             last_error = e
             if is_connect_failure(e):

@@ -22,20 +22,23 @@ REST_PREFIX = re.compile(r"/r[0-9]+/")
 
 def lean_error_response(
     e: Exception, *, side: Side, method: str, raw_path: str, remote: str | None, accept: str | None,
+    request_id: str | None = None,
 ) -> http.Response:
     """The one place where a data-path port's handler (on the lean HTTP layer, :mod:`gateway.proxy.http`)
     turns what it raised into a response: our errors rendered as X-Road does, with a ``detail`` id that is also
     in our operational log (``side`` named on them first: a side named earlier, e.g. by the message log for its
-    record, stays), anything else as an internal error."""
+    record, stays), anything else as an internal error. The log line names ``request_id``, the exchange's
+    ``X-Road-Request-Id`` if one was assigned (the handler's :func:`gateway.proxy.observe.exchange_done` puts it
+    on the answer)."""
     detail = str(uuid.uuid4())
     if isinstance(e, GatewayError):
         err = e.at_side(side)
         log.warning(
             "request refused", side=f"Server.{side}", detail=detail, type=err.xroad_type, error=err.message,
-            method=method, path=raw_path[:200], peer=remote,
+            method=method, path=raw_path[:200], peer=remote, request_id=request_id,
         )
     else:
-        log.exception("internal error", side=f"Server.{side}", detail=detail, exc_info=e)
+        log.exception("internal error", side=f"Server.{side}", detail=detail, request_id=request_id, exc_info=e)
         err = GatewayError(f"internal error ({type(e).__name__})").at_side(side)
     status, headers, body = rest.render_error(err, accept=accept, detail=detail)
     return http.Response(status=status, headers=headers, body=body)

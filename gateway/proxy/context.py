@@ -25,6 +25,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, GlobalGroupId, MemberId, SecurityServerId
 from gateway.messagelog.store import MessageLogStore
+from gateway.opmon.writer import OpMonWriter
 from gateway.ops.metrics import ServerMetrics
 from gateway.protocol.replay import ReplayCache
 from gateway.protocol.signatures import CertResolver, KeySigner
@@ -120,6 +121,8 @@ class ProxyContext:
         self._own_ocsp: tuple[bytes, int, datetime] | None = None
         self.timestamping: TimestampingGate | None = None  # set by runtime: the message log's checkpointer
         self.body_logging = True  # [server] body_logging (set by runtime); False: only digests, for every client
+        self.opmon: OpMonWriter | None = None  # [server] opmon_records (set by runtime): records go here
+        self.exchange_log = True  # [server] exchange_log (set by runtime): one log line per exchange
 
     # ---- global configuration -------------------------------------------------------------------------
 

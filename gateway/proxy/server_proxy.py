@@ -72,16 +72,14 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
     :func:`gateway.proxy.tls.peer_server_context`. Every error is answered as X-Road does, named as this side's."""
 
     async def handle(request: http.Request) -> http.Response:
-        started = time.perf_counter()
-        response = await answer(request)
-        observe.exchange_done(ctx, "server", started=started, status=response.status, headers=response.headers,
-                              labels=observe.server_labels(response.headers),
+        ex = observe.begin(ctx, "server", request.method)
+        response = await answer(request, ex)
+        observe.exchange_done(ctx, ex, response, labels=observe.server_labels(response.headers),
                               request_bytes=observe.request_size(request.content_length,
-                                                                 request.header("Transfer-Encoding")),
-                              response_bytes=len(response.body))
+                                                                 request.header("Transfer-Encoding")))
         return response
 
-    async def answer(request: http.Request) -> http.Response:
+    async def answer(request: http.Request, ex: observe.Exchange) -> http.Response:
         try:
             if REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
@@ -90,7 +88,8 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
                 return await _handle(request, ctx, account)
         except Exception as e:
             return lean_error_response(e, side=SIDE, method=request.method, raw_path=request.raw_path,
-                                       remote=request.remote, accept=request.header("Accept"))
+                                       remote=request.remote, accept=request.header("Accept"),
+                                       request_id=ex.request_id)
 
     return handle
 
@@ -99,6 +98,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     now = ctx.clock()
     # (1) the calling security server (its certificate, read once per connection after the handshake)
     peer_id = await ctx.check_peer(request.peer_cert, expected=None)
+    observe.identified(peer_server=peer_id)
     # (2) target, client; the peer must host the client
     raw_path, raw_query = split_target(request.raw_path)
     target = rest.parse_target(request.method, raw_path, raw_query, max_uri_bytes=ctx.limits.max_uri_bytes)
@@ -108,6 +108,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     if raw_client is None:
         raise MissingSignature("the request carries no X-Road-Client header")
     client = _parse_client(raw_client)
+    observe.identified(client=client, service=target.service)  # as claimed; verified in step (3)
     conf = ctx.conf()
     ctx.check_timestamping()  # our log timestamped within its grace period
     peer = conf.server(peer_id)
@@ -124,6 +125,8 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         resolve_cert=ctx.cert_resolver(conf, member_of(client)),
     )
     request_id = fields[rest.H_REQUEST_ID]
+    observe.assigned(request_id)  # verified: error answers carry it from here on
+    observe.identified(message_id=fields[rest.H_ID])
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
     body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
@@ -180,7 +183,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         reason = None
         resp_pairs = list(headers)
         log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
-                    message_id=message_id, client=str(client), service=str(target.service))
+                    message_id=message_id, request_id=request_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
     digest = signatures.content_digest_header(await body_sha256(resp_body))
     xroad = {
@@ -233,8 +236,10 @@ async def _call_service(
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
     started = time.perf_counter()
     try:
+        observe.sent()
         resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
                                           timeout_seconds=timeout_seconds, hold=account)
+        observe.received()
     except http.ResponseTooLarge as e:
         raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
     except TimeoutError as e:

@@ -61,6 +61,9 @@ from gateway.messagelog.store import (
     SqlMessageLogStore,
     migrate_messagelog,
 )
+from gateway.opmon.store import MAX_BATCH as OPMON_MAX_BATCH
+from gateway.opmon.store import OpMonStore
+from gateway.opmon.writer import OpMonWriter
 from gateway.ops.app import build_ops_app
 from gateway.ops.metrics import REFRESH_SECONDS, ServerMetrics
 from gateway.protocol.signatures import KeySigner
@@ -157,6 +160,7 @@ class SecurityServer:
         self._expiry = ExpiryGauge(self.metrics, str(self.server_id))
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
+        self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -186,6 +190,8 @@ class SecurityServer:
         await self.store.migrate()
         self.admin_store = AdminStore(self.engine)
         await self.admin_store.migrate()
+        self.opmon_store = OpMonStore(self.engine)
+        await self.opmon_store.migrate()
         # the claim on our log origin, before anything is logged; given up after the log is closed
         if s.messagelog_backend == "sql":
             self.lease = await OriginLease.acquire(self.engine, self.origin)
@@ -264,6 +270,13 @@ class SecurityServer:
             origin=self.origin, metrics=self.metrics,
         )
         ctx.body_logging = s.body_logging
+        ctx.exchange_log = s.exchange_log
+        if s.opmon_records:
+            ctx.opmon = self.opmon = OpMonWriter(
+                self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,
+                retention_days=s.opmon_retention_days, clock=self.clock,
+                on_drop=self.metrics.opmon_records_dropped,
+            )
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx
@@ -304,6 +317,7 @@ class SecurityServer:
         if s.admin_port >= 0 and self.worker == 0:  # its own port, after the proxies; stopped first
             admin = AdminContext(
                 server_id=self.server_id, settings=self.settings.admin, store=self.admin_store,
+                opmon=self.opmon_store,
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
@@ -317,6 +331,8 @@ class SecurityServer:
                                                          checks=health.checks), s.ops_host, s.ops_port, None)
             self.ops_url = f"http://{s.ops_host}:{self._port(ops_runner)}"
         _spawn(tasks, self._ops_loop(), "ops-refresh")
+        if self.opmon is not None:
+            _spawn(tasks, self.opmon.run(self._stop), "opmon-writer")
         _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
         _spawn(tasks, self._reload_loop(), "serverconf-reload")
         if self.token is not None:
@@ -678,6 +694,10 @@ def _check_ops_settings(s: ServerSettings) -> None:
     for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
         if not getattr(s, key) >= 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be 0 or more seconds")
+    for key, low, high in (("opmon_retention_days", 1, 36500), ("opmon_queue_records", 1, 10**7),
+                           ("opmon_batch_records", 1, OPMON_MAX_BATCH)):
+        if not low <= getattr(s, key) <= high:
+            raise ConfigError(f"[server] {key} = {getattr(s, key)} is outside {low}..{high}")
 
 
 class _LogGate:

@@ -42,6 +42,9 @@ def test_origin_of_a_process(server: dict[str, object], worker: int, origin: str
     ({"ocsp_refresh_seconds": -1.0}, 0, r"\[server\] ocsp_refresh_seconds = -1.0 must be a positive number"),
     ({"readiness_grace_margin_seconds": -5.0}, 0,
      r"\[server\] readiness_grace_margin_seconds = -5.0 must be 0 or more seconds"),
+    ({"opmon_retention_days": 0}, 0, r"\[server\] opmon_retention_days = 0 is outside 1\.\.36500"),
+    ({"opmon_queue_records": 0}, 0, r"\[server\] opmon_queue_records = 0 is outside 1\.\.10000000"),
+    ({"opmon_batch_records": 1001}, 0, r"\[server\] opmon_batch_records = 1001 is outside 1\.\.1000"),
 ])
 def test_bad_worker_settings_refused(server: dict[str, object], worker: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -15,5 +15,6 @@ validation and the audit entry around it. Modules, by tag:
 - :mod:`.token` (``token``): the software token's keys, certificates and CSRs;
 - :mod:`.globalconf` (``globalconf``): the global configuration's status and download;
 - :mod:`.messagelog` (``messagelog``): records, checkpoints, proofs and archives for auditors;
+- :mod:`.opmon` (``opmon``): operational-monitoring records, one per exchange and side;
 - :mod:`.common`: what several of them share (paths, pages, times, the serverconf reload).
 """

@@ -8,14 +8,14 @@ one is an :class:`~gateway.errors.IdentifierError` (400).
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call, Impl
 from gateway.admin.schema import page_body, paginate, parse_page
-from gateway.errors import IdentifierError
+from gateway.errors import IdentifierError, RequestError
 from gateway.identifiers import ClientId, MemberId, ServiceId, SubsystemId
 from gateway.serverconf.access import Endpoint
 
@@ -23,6 +23,24 @@ from gateway.serverconf.access import Endpoint
 def iso(t: datetime | None) -> str | None:
     """``t`` as RFC 3339 with ``Z`` (it is UTC already), or ``None``."""
     return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def query_time(request: web.Request, name: str) -> datetime | None:
+    """The query parameter ``name`` as an aware UTC time, or None if absent.
+
+    Raises:
+        RequestError: not an RFC 3339 time with a time zone.
+    """
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise RequestError(f"query parameter {name} {text[:40]!r} is not a time such as 2026-01-02T03:04:05Z") from e
+    if t.tzinfo is None:
+        raise RequestError(f"query parameter {name} {text[:40]!r} has no time zone; add Z for UTC")
+    return t.astimezone(UTC)
 
 
 def client_in_path(request: web.Request) -> ClientId:
@@ -81,4 +99,6 @@ def changes_serverconf(impl: Impl) -> Impl:
     return changed
 
 
-__all__ = ["changes_serverconf", "client_in_path", "iso", "page", "query_endpoint", "service_in_path"]
+__all__ = [
+    "changes_serverconf", "client_in_path", "iso", "page", "query_endpoint", "query_time", "service_in_path",
+]

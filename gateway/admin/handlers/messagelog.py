@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
+from gateway.admin.handlers.common import query_time
 from gateway.admin.routes import MAX_LOG_INDEX
 from gateway.admin.schema import page_body, parse_page
 from gateway.errors import NotFound, RequestError
@@ -74,20 +75,6 @@ def _query_int(request: web.Request, name: str, *, required: bool = False) -> in
             raise RequestError(f"query parameter {name} is required")
         return None
     return _int(text, f"query parameter {name}")
-
-
-def _query_time(request: web.Request, name: str) -> datetime | None:
-    """Raises: RequestError: not an RFC 3339 time with a time zone."""
-    text = request.query.get(name)
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise RequestError(f"query parameter {name} {text[:40]!r} is not a time such as 2026-01-02T03:04:05Z") from e
-    if t.tzinfo is None:
-        raise RequestError(f"query parameter {name} {text[:40]!r} has no time zone; add Z for UTC")
-    return t.astimezone(UTC)
 
 
 def _query_bool(request: web.Request, name: str) -> bool:
@@ -216,7 +203,7 @@ async def export_message_log_archive(call: Call, request: web.Request, ctx: Admi
     cps = await all_checkpoints(store, origin)
     start, end, selection = await choose_range(
         store, origin, cps, start=_query_int(request, "start"), end=_query_int(request, "end"),
-        from_time=_query_time(request, "from"), to_time=_query_time(request, "to"),
+        from_time=query_time(request, "from"), to_time=query_time(request, "to"),
         engine=store.engine if isinstance(store, SqlMessageLogStore) else None,
         include_uncovered=_query_bool(request, "include_uncovered"),
     )
