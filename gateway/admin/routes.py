@@ -473,6 +473,9 @@ def account_routes(
     )
 
 
+# X-Road-Id is at most 255 characters (rest.MAX_MESSAGE_ID_LENGTH)
+_OPMON_ID: JsonSchema = {"type": "string", "minLength": 1, "maxLength": 255}
+
 ROUTES: tuple[Route, ...] = (
     *account_routes(ROLE_DESCRIPTIONS, openapi_summary="This OpenAPI 3.1 document, generated from the route table"),
     # --- clients
@@ -675,15 +678,16 @@ ROUTES: tuple[Route, ...] = (
           query=(Param(name="from", where="query", schema=_TIME_QUERY,
                        description="requests that arrived at or after this time (RFC 3339)"),
                  Param(name="to", where="query", schema=_TIME_QUERY,
-                       description="requests that arrived before this time (RFC 3339)"),
-                 Param(name="client", where="query", description="only this client ('/'-joined)"),
-                 Param(name="service", where="query", description="only this service ('/'-joined)"),
+                       description="requests that arrived before this time (RFC 3339; at or before `from`: "
+                                   "an empty range)"),
+                 Param(name="client", where="query", schema=CLIENT_ID, description="only this client ('/'-joined)"),
+                 Param(name="service", where="query", schema=SERVICE_ID, description="only this service ('/'-joined)"),
                  Param(name="outcome", where="query", schema={"type": "string", "enum": ["ok", "failed"]},
                        description="ok: went through (whatever the service answered); failed: an X-Road fault"),
                  Param(name="side", where="query", schema={"type": "string", "enum": ["client", "server"]},
                        description="client: this server's client side; server: its server side"),
-                 Param(name="request_id", where="query", description="only this X-Road-Request-Id"),
-                 Param(name="message_id", where="query", description="only this X-Road-Id"))),
+                 Param(name="request_id", where="query", schema=_OPMON_ID, description="only this X-Road-Request-Id"),
+                 Param(name="message_id", where="query", schema=_OPMON_ID, description="only this X-Road-Id"))),
 )
 
 ROUTES_BY_ID: dict[str, Route] = {r.operation_id: r for r in ROUTES}

@@ -284,20 +284,28 @@ async def test_gateway_admin_api_reads_them_in_a_process_of_its_own(world: World
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ({"outcome": "maybe"}, "query parameter outcome='maybe' is not ok or failed"),
-    ({"side": "both"}, "query parameter side='both' is not client or server"),
+    ({"outcome": "maybe"}, "query parameter outcome 'maybe' is not one of ok, failed"),
+    ({"side": "both"}, "query parameter side 'both' is not one of client, server"),
     ({"from": "yesterday"}, "query parameter from 'yesterday' is not a time"),
     ({"to": "2026-01-02T03:04:05"}, "query parameter to '2026-01-02T03:04:05' has no time zone"),
-    ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "query parameter from must be before to"),
     ({"client": "DEV/GOV"}, "identifier"),
     ({"service": "DEV/GOV/1002/registry"}, "identifier"),
-    ({"request_id": "x" * 256}, "query parameter request_id must be 1 to 255 characters"),
+    ({"request_id": "x" * 256}, "query parameter request_id is longer than 255 characters"),
     ({"limit": "0"}, "query parameter limit=0 is not in [1, 1000]"),
 ])
 async def test_bad_filters_are_refused(world: World, query: dict[str, str], message: str) -> None:
     status, body = await world.opmon(world.ss1, **query)
     assert status == 400, body
     assert message in body["message"], body
+
+
+async def test_a_range_ending_before_it_starts_is_empty(world: World) -> None:
+    await call(world.ss1, f"{PROBE}/range")
+    for since, until in (("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"), ("2000-01-01T00:00:00Z",) * 2):
+        status, body = await world.opmon(world.ss1, **{"from": since, "to": until})
+        assert status == 200 and body["total"] == 0 and body["items"] == [], body
+    status, body = await world.opmon(world.ss1, **{"from": "2000-01-01T00:00:00Z"})
+    assert status == 200 and body["total"] >= 1, body  # the same filter with a real range finds records
 
 
 async def test_retention_prunes_old_records(world: World) -> None:

@@ -40,13 +40,11 @@ def opmon_query(request: web.Request) -> OpQuery:
     """The filters of a request (module docstring).
 
     Raises:
-        RequestError: a malformed filter (IdentifierError for a malformed client or service), or ``from``
-            not before ``to``.
+        RequestError: a malformed filter (IdentifierError for a malformed client or service). A ``from`` at
+            or after ``to`` is an empty range: it matches nothing (as the schema allows it, it is not refused).
     """
     q = request.query
     since, until = query_time(request, "from"), query_time(request, "to")
-    if since is not None and until is not None and since >= until:
-        raise RequestError("query parameter from must be before to")
     client = q.get("client")
     service = q.get("service")
     outcome = _choice(request, "outcome", OUTCOMES)
