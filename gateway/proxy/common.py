@@ -13,6 +13,7 @@ import structlog
 from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, RequestError, Side, UriTooLong
 from gateway.protocol import rest
 from gateway.proxy import http
+from gateway.proxy.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -135,6 +136,16 @@ def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, 
     return [
         (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers
     ]
+
+
+def spools_body(request: http.Request) -> bool:
+    """Whether a proxy spools a request's body (:class:`~gateway.proxy.spool.Spool`, and the answer's with it)
+    rather than reading it whole: it is chunked, or declared larger than the spool's memory threshold
+    (docs/performance.md section 9)."""
+    declared = request.content_length
+    if declared is None:
+        return request.header("Transfer-Encoding") is not None
+    return declared > SPOOL_MEMORY_LIMIT
 
 
 def split_target(raw_path: str) -> tuple[str, str | None]:

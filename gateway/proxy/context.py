@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -53,7 +54,7 @@ class ProxyLimits:
     replay_max_entries: int = 1_000_000  # live request ids; beyond this, fail closed
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     max_uri_bytes: int = 8192  # bytes of path and query
-    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once (BodyBudget)
+    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held in memory by all exchanges at once (BodyBudget)
     max_client_exchanges: int = 512  # exchanges of one client in progress at once on the client-facing ports
 
 
@@ -120,6 +121,9 @@ class ProxyContext:
         self._own_ocsp: tuple[bytes, int, datetime] | None = None
         self.timestamping: TimestampingGate | None = None  # set by runtime: the message log's checkpointer
         self.body_logging = True  # [server] body_logging (set by runtime); False: only digests, for every client
+        # [server] spool_dir (set by runtime, from spool.spool_directory): where a body over the spool's memory
+        # threshold goes while it passes; None: such a body is refused (PayloadTooLarge)
+        self.spool_dir: Path | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from gateway.identifiers import ClientId, ServiceId
 from gateway.protocol import rest
+from gateway.proxy import http
 from gateway.proxy.context import ProxyContext
 
 # An X-Road fault type as we render them; a relayed one that is not (a peer may send anything) counts as OTHER.
@@ -52,6 +53,12 @@ def request_size(content_length: int | None, transfer_encoding: str | None) -> i
     return None if transfer_encoding else 0
 
 
+def response_size(response: http.Response) -> int | None:
+    """The answer's body size: its bytes, or a streamed one's length (None if unknown). A streamed answer is
+    counted when it starts to leave, so its exchange's seconds do not include sending its body."""
+    return response.length if response.stream is not None else len(response.body)
+
+
 def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """Server side: the client and service our signed answer names (set only once the request verified)."""
     client = service = ""
@@ -65,5 +72,5 @@ def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
 
 
 __all__ = [
-    "OTHER_FAULT", "client_labels", "exchange_done", "request_size", "server_labels",
+    "OTHER_FAULT", "client_labels", "exchange_done", "request_size", "response_size", "server_labels",
 ]
