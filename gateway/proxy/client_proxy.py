@@ -56,12 +56,14 @@ from gateway.proxy import http, observe
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    SpillToSpool,
     body_hashes,
     body_sha256,
     header_pairs,
     lean_error_response,
     split_target,
     spools_body,
+    unspooled,
 )
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
@@ -399,16 +401,25 @@ async def _send(
         if logged.done():
             logged.result()
         sink: Spool | None = None
+        # the provider's response: spooled when it is large or chunked (a small one read whole, or read back
+        # whole from its spool), whichever way the request went
+        spill = SpillToSpool(ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, what="the provider's response",
+                             hold=account)
         try:
             if spool is None:
                 resp = await ctx.peers.request(server, target.method, request_target, send_headers, body,
-                                               account=account)
+                                               account=account, spill=spill)
+                sink = spill.spool
             else:
                 sink = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes,
                              what="the provider's response", hold=account)
                 resp = await ctx.peers.request_streamed(server, target.method, request_target, send_headers,
                                                         spool.chunks, length=spool.size, sink=sink)
+            sink, whole = await unspooled(sink)
+            if whole is not None:
+                resp.body = whole
         except Exception as e:
+            spill.close()
             if sink is not None:
                 sink.close()
             last_error = e

@@ -100,9 +100,10 @@ class PeerPool:
 
     async def request(
         self, server: SecurityServer, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes,
-        *, account: BodyAccount,
+        *, account: BodyAccount, spill: http.Spill | None = None,
     ) -> http.ClientResponse:
-        """Send one request to ``server`` and read its whole response, the body held on ``account``.
+        """Send one request to ``server`` and read its whole response, the body held on ``account`` (or, when
+        ``spill`` gives a sink once the head has come, written there as it arrives).
 
         Raises:
             SslAuthenticationFailed: the peer's certificate was refused by the handshake or by the check.
@@ -113,6 +114,7 @@ class PeerPool:
         """
         return await self._timed(server, self.pool(server).request(
             method, target, headers, body, hold=account, what="the provider's response", retry_stale=True,
+            spill=spill,
         ))
 
     async def request_streamed(

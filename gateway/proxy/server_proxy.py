@@ -47,12 +47,14 @@ from gateway.proxy import http, metaservices, observe
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    SpillToSpool,
     body_hashes,
     body_sha256,
     header_pairs,
     lean_error_response,
     split_target,
     spools_body,
+    unspooled,
 )
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
@@ -197,16 +199,9 @@ async def _handle(
             service = ctx.snapshot.service(target.service)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
-            if spool is None:
-                status, reason, resp_pairs, resp_body = await _call_service(
-                    ctx, service.url, service.timeout_seconds, target, pairs, body, account,
-                )
-            else:
-                answer = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes,
-                               what="the service's response", hold=account)
-                status, reason, resp_pairs, _ = await _call_service(
-                    ctx, service.url, service.timeout_seconds, target, pairs, spool, account, sink=answer,
-                )
+            status, reason, resp_pairs, resp_body, answer = await _call_service(
+                ctx, service.url, service.timeout_seconds, target, pairs, body if spool is None else spool, account,
+            )
     except GatewayError as e:
         if answer is not None:
             answer.close()
@@ -285,10 +280,12 @@ async def _answer(
 
 async def _call_service(
     ctx: ProxyContext, base_url: str, timeout_seconds: float, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], body: bytes | Spool, account: BodyAccount, *, sink: Spool | None = None,
-) -> tuple[int, str | None, list[tuple[str, str]], bytes]:
+    pairs: list[tuple[str, str]], body: bytes | Spool, account: BodyAccount,
+) -> tuple[int, str | None, list[tuple[str, str]], bytes, Spool | None]:
     """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects. A spooled
-    ``body`` is sent from its spool, and the answer's body then goes to ``sink`` (the returned body is empty).
+    ``body`` is sent from its spool. The answer's body is returned whole, or, when it is chunked or declared
+    over the spool's threshold and does not fit it, as a spool (then the returned bytes are empty; the caller
+    closes it).
 
     Raises:
         PeerError: ``ServiceFailed`` (too large), ``NetworkError`` (unreachable, timed out).
@@ -301,27 +298,40 @@ async def _call_service(
     path = rest.normalise_path(target.service_path) if target.service_path else ""
     query = "" if target.raw_query is None else "?" + target.raw_query
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
+    spill = SpillToSpool(ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, what="the service's response",
+                         hold=account)
+    sink: Spool | None = None
     started = time.perf_counter()
     try:
-        if isinstance(body, Spool):
-            assert sink is not None
-            resp = await ctx.services.request_streamed(base_url, target.method, path + query, headers, body.chunks,
-                                                       length=body.size, sink=sink, timeout_seconds=timeout_seconds)
-        else:
-            resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
-                                              timeout_seconds=timeout_seconds, hold=account)
-    except http.ResponseTooLarge as e:
-        raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
-    except PayloadTooLarge as e:  # from the sink: the spooled answer passed max_body_bytes
-        raise ServiceFailed(f"the service's response is larger than the maximum of {ctx.limits.max_body_bytes} "
-                            "bytes") from e
-    except TimeoutError as e:
-        # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
-        raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
-    except http.HttpClientError as e:
-        raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+        try:
+            if isinstance(body, Spool):
+                sink = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes,
+                             what="the service's response", hold=account)
+                resp = await ctx.services.request_streamed(base_url, target.method, path + query, headers,
+                                                           body.chunks, length=body.size, sink=sink,
+                                                           timeout_seconds=timeout_seconds)
+            else:
+                resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
+                                                  timeout_seconds=timeout_seconds, hold=account, spill=spill)
+                sink = spill.spool
+        except http.ResponseTooLarge as e:
+            raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
+        except PayloadTooLarge as e:  # from the spool: the answer passed max_body_bytes
+            raise ServiceFailed(f"the service's response is larger than the maximum of "
+                                f"{ctx.limits.max_body_bytes} bytes") from e
+        except TimeoutError as e:
+            # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
+            raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
+        except http.HttpClientError as e:
+            raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+        sink, whole = await unspooled(sink)
+    except BaseException:
+        spill.close()
+        if sink is not None:
+            sink.close()
+        raise
     ctx.metrics.service_wait.labels(str(target.service)).observe(time.perf_counter() - started)
-    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body
+    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body if whole is None else whole, sink
 
 
 __all__ = ["RequestError", "build_server_handler"]

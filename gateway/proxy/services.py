@@ -114,8 +114,10 @@ class ServicePools:
     async def request(
         self, base_url: str, method: str, path_and_query: str, headers: Sequence[tuple[str, str]], body: bytes,
         *, timeout_seconds: float, hold: http.BodyHold | None = None, what: str = "the service's response",
+        spill: http.Spill | None = None,
     ) -> http.ClientResponse:
-        """Call the service at ``base_url`` + ``path_and_query``; the whole response within ``timeout_seconds``.
+        """Call the service at ``base_url`` + ``path_and_query``; the whole response within ``timeout_seconds``
+        (its body written into the sink ``spill`` may give once the head has come, see ``ClientPool.request``).
 
         Raises:
             TimeoutError: no whole response within ``timeout_seconds`` (connecting included).
@@ -126,7 +128,7 @@ class ServicePools:
         """
         pool, target, extra = await self._route(base_url, path_and_query)
         async with asyncio.timeout(timeout_seconds):
-            return await pool.request(method, target, [*headers, extra], body, hold=hold, what=what)
+            return await pool.request(method, target, [*headers, extra], body, hold=hold, what=what, spill=spill)
 
     async def request_streamed(
         self, base_url: str, method: str, path_and_query: str, headers: Sequence[tuple[str, str]],

@@ -185,3 +185,20 @@ async def test_a_small_body_still_takes_the_whole_body_path(world: tuple[Federat
                   if s.decode().request_id == headers["X-Road-Request-Id"]]
         assert [s.body_ref for s in stored] == [None, None]  # in the record, not apart
         assert stored[0].decode().body == body
+
+
+async def test_a_large_answer_to_a_small_request_streams_back_too(world: tuple[Federation, Probe]) -> None:
+    fed, _ = world
+    ss1, ss2 = fed.server("ss1"), fed.server("ss2")
+    async with aiohttp.ClientSession(auto_decompress=False) as session, session.get(
+        URL(f"{ss1.client_url}/r1/{PROBE}/big/{BIG}/file", encoded=True),
+        headers={"X-Road-Client": CONSUMER, "X-Road-Id": f"DEV-big-answer-{uuid.uuid4()}"},
+    ) as resp:
+        answer = await resp.read()
+        status, request_id = resp.status, resp.headers["X-Road-Request-Id"]
+    assert status == 200, answer[:300]
+    assert answer == b"x" * BIG  # five times the budget: it could only have passed spooled
+    for server in (ss1, ss2):
+        assert await stored_bodies(server, request_id) == {"request": b"", "response": answer}
+        assert server.context is not None
+        assert server.context.bodies.used == 0
