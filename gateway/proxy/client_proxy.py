@@ -7,8 +7,8 @@ Per request, in order (docs/architecture.md section 4):
 3. the client must be hosted here, authenticated as its settings demand (plain HTTP, HTTPS, HTTPS with a
    registered certificate), with fewer than ``max_client_exchanges`` exchanges in progress here;
 4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
-5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
-   signing certificate and its OCSP response;
+5. read the body (bounded; spooled when over 1 MiB or chunked), give the request a fresh ``X-Road-Request-Id``,
+   digest and sign it, stapling our signing certificate and its OCSP response;
 6. start logging the request: its record commits while the request travels;
 7. send it over pooled mutual TLS, fastest server first, failing over on connection errors;
 8. verify the response: signature bound to our request, body digest, echoed ids, request hash;

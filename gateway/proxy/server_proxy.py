@@ -7,7 +7,7 @@ Per request, in order (docs/architecture.md section 4):
 2. parse the r1 target and the client; the calling server must host that client;
 3. verify the signature (the client member's stapled signing certificate and OCSP response), refuse a
    ``created`` outside the allowed skew and a request id already seen (replay);
-4. read the body (bounded) and check it against the signed ``Content-Digest``;
+4. read the body (bounded; spooled when over 1 MiB or chunked) and check it against the signed ``Content-Digest``;
 5. check that we can sign the answer (our signing certificate is good according to a fresh OCSP response),
    then log the request durably (fail closed);
 6. the service must exist here and the client must be allowed to call this endpoint (default deny);
@@ -112,8 +112,8 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
 async def _handle(
     request: http.Request, ctx: ProxyContext, account: BodyAccount, spool: Spool | None,
 ) -> http.Response:
-    """One exchange; a request body over the spool's threshold (or chunked) comes through ``spool``, and then the
-    service's answer is spooled too and streamed back (docs/performance.md section 9)."""
+    """One exchange; a request body over the spool's threshold (or chunked) comes through ``spool``; a service's
+    answer over it (or chunked) is spooled and streamed back (docs/performance.md section 9)."""
     now = ctx.clock()
     # (1) the calling security server (its certificate, read once per connection after the handshake)
     peer_id = await ctx.check_peer(request.peer_cert, expected=None)
