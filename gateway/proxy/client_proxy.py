@@ -313,7 +313,7 @@ async def _exchange(
     servers = providers(conf, target.service, h.security_server)
     # (5) body, ids, digest, signature. A body declared at most the spool's memory threshold is read whole
     #     (the hot path); a larger or chunked one is spooled as it arrives, hashed on the way (docs/performance.md
-    #     section 9), and so is then the provider's response.
+    #     section 9). A large or chunked response is spooled either way (_send).
     spool: Spool | None = None
     body = b""
     if spools_body(request):
