@@ -1,6 +1,6 @@
 """Large bodies stream through both security servers (issue 10, item 6), as real ``gateway server serve``
-processes: a 256 MiB request body (sent chunked) and a 256 MiB response of the service pass through ss1 and ss2
-with ``max_body_bytes`` at 512 MiB and a body budget of only 8 MiB, and
+processes: a 200 MiB request body (sent chunked) and a 200 MiB response of the service pass through ss1 and ss2
+with ``max_body_bytes`` at 400 MiB and a body budget of only 8 MiB, and
 
 - the service gets the request body byte for byte, and the caller the service's answer;
 - each server process's resident memory grows by at most 128 MiB over the exchange (issue 10's first bar;
@@ -19,7 +19,7 @@ from process_kit import checkpointed, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
-SIZE = 256 * 2**20  # bytes of the request body and of the response body
+SIZE = 200 * 2**20  # bytes of the request body and of the response body
 BAR = 128 * 2**20  # bytes of RSS growth allowed per server (issue 10's first bar)
 
 
