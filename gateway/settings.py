@@ -93,7 +93,10 @@ class ServerSettings:
     server_port: int = 5500  # X-Road's default; 0 picks a free port
     address: str = ""  # host:port peers use, as registered centrally; default server_host:server_port
     max_body_bytes: int = 10 * 2**20  # bytes; larger requests get 413 (X-Road's loggable maximum)
-    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once; beyond: Overloaded
+    # bytes of bodies held in memory by all exchanges at once; beyond: Overloaded. A body over the spool's memory
+    # threshold (1 MiB) counts with that threshold only: the rest of it is in spool_dir (docs/performance.md 9)
+    max_inflight_body_bytes: int = 256 * 2**20
+    spool_dir: str = ""  # where bodies over 1 MiB are held while they pass (0700, ours); "": <state_dir>/spool
     max_uri_bytes: int = 8192  # bytes of path and query
     # The data-path ports (client-facing and server-to-server), per worker process, against slow or idle
     # clients and too many of them (docs/protocol.md section 1.5 for the answers)

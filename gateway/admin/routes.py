@@ -260,7 +260,7 @@ _OPMON_FIELDS: dict[str, JsonSchema] = {
                     "description": "the whole response came back from there; null: none"},
     "response_out": {"type": "string", "format": "date-time", "description": "the answer was handed on"},
     "request_bytes": {**_OPT_INT, "description": "request body as declared; null: chunked"},
-    "response_bytes": {"type": "integer", "minimum": 0, "description": "the answer's body"},
+    "response_bytes": {**_OPT_INT, "description": "the answer's body; null: streamed, its length not known ahead"},
     "status": {"type": "integer", "description": "the answer's HTTP status"},
     "fault": {"type": ["string", "null"], "maxLength": 255, "description": "X-Road fault type; null: none"},
     "outcome": {"type": "string", "enum": ["ok", "failed"]},

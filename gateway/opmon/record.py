@@ -38,7 +38,7 @@ class OpRecord:
     response_in: datetime | None  # the whole response came back from there; None: none came
     response_out: datetime  # the answer was handed to the connection
     request_bytes: int | None  # the request body as declared; None: chunked
-    response_bytes: int  # the answer's body
+    response_bytes: int | None  # the answer's body; None: streamed with a length not known in advance
     status: int  # the answer's HTTP status
     fault: str | None  # the X-Road fault type of the answer (X-Road-Error), None if it went through
     peer_server: str | None  # the security server of the other side, once known

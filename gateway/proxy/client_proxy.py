@@ -7,8 +7,8 @@ Per request, in order (docs/architecture.md section 4):
 3. the client must be hosted here, authenticated as its settings demand (plain HTTP, HTTPS, HTTPS with a
    registered certificate), with fewer than ``max_client_exchanges`` exchanges in progress here;
 4. find the provider's security servers in the global configuration (``X-Road-Security-Server`` pins one);
-5. read the body (bounded), give the request a fresh ``X-Road-Request-Id``, digest and sign it, stapling our
-   signing certificate and its OCSP response;
+5. read the body (bounded; spooled when over 1 MiB or chunked), give the request a fresh ``X-Road-Request-Id``,
+   digest and sign it, stapling our signing certificate and its OCSP response;
 6. start logging the request: its record commits while the request travels;
 7. send it over pooled mutual TLS, fastest server first, failing over on connection errors;
 8. verify the response: signature bound to our request, body digest, echoed ids, request hash;
@@ -55,14 +55,18 @@ from gateway.proxy import http, observe
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    SpillToSpool,
     body_hashes,
     body_sha256,
     header_pairs,
     lean_error_response,
     split_target,
+    spools_body,
+    unspooled,
 )
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
+from gateway.proxy.spool import Spool
 from gateway.serverconf import ClientInfo
 from gateway.trust.keys import cert_sha256_hex
 
@@ -191,8 +195,11 @@ def _record(
     )
 
 
-def _remote_fault(resp: http.ClientResponse, fields: dict[str, str]) -> RemoteFault:
-    text = resp.body[:64 * 1024].decode("utf-8", "replace")
+_FAULT_QUOTE_BYTES = 64 * 1024  # bytes of an unsigned error answer's body read for its message
+
+
+def _remote_fault(resp: http.ClientResponse, body: bytes, fields: dict[str, str]) -> RemoteFault:
+    text = body[:_FAULT_QUOTE_BYTES].decode("utf-8", "replace")
     message = text
     try:
         message = str(json.loads(text).get("message", text))
@@ -307,15 +314,40 @@ async def _exchange(
 ) -> http.Response:
     # (4) where the service lives
     servers = providers(conf, target.service, h.security_server)
-    # (5) body, ids, digest, signature
-    body = await request.body(hold=account)  # bounded by max_body_bytes (the port's limits)
+    # (5) body, ids, digest, signature. A body declared at most the spool's memory threshold is read whole
+    #     (the hot path); a larger or chunked one is spooled as it arrives, hashed on the way (docs/performance.md
+    #     section 9). A large or chunked response is spooled either way (_send).
+    spool: Spool | None = None
+    body = b""
+    if spools_body(request):
+        spool = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, sha512=True,
+                      what="request body", hold=account)
+    try:
+        if spool is None:
+            body = await request.body(hold=account)  # bounded by max_body_bytes (the port's limits)
+            # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256
+            # (RFC 9530)
+            body_256, body_512 = await body_hashes(body)
+        else:
+            await spool.write_from(request.stream())  # bounded by max_body_bytes, the port's and the spool's
+            body_256, body_512 = spool.sha256, (spool.sha512 if spool.size else None)
+        return await _signed_exchange(request, ctx, now, conf, target, pairs, h, client_info, account, servers,
+                                      body, spool, body_256, body_512)
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+async def _signed_exchange(
+    request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
+    servers: list[SecurityServer], body: bytes, spool: Spool | None, body_256: bytes, body_512: bytes | None,
+) -> http.Response:
     request_id = _new_request_id()
     observe.assigned(request_id)  # error answers carry it from here on
     xroad = _xroad_headers(h, target.service, request_id)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
-    # X-Road's request hash takes SHA-512 of the body (PR-REST 4.3); the Content-Digest is SHA-256 (RFC 9530)
-    body_256, body_512 = await body_hashes(body)
     expected_hash = rest.request_hash(header_part, body_512)
     digest = signatures.content_digest_header(body_256)
     created = int(now.timestamp())
@@ -329,32 +361,41 @@ async def _exchange(
     send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
     request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
-    #     (docs/messagelog.md section 11)
-    logged = ctx.messagelog.start(_record(
+    #     (docs/messagelog.md section 11); a spooled body is stored apart, read back from the spool
+    body_logging = ctx.body_logging and client_info.body_logging
+    record = _record(
         ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
         method=target.method, target=request_target, status=None, base=signed.signature_base,
         sig_input=signed.headers[signatures.H_SIGNATURE_INPUT], sig=signed.headers[signatures.H_SIGNATURE],
         cert_der=ctx.sign_cert_der, ocsp_der=own_ocsp, digest=digest, body=body,
-        body_logging=ctx.body_logging and client_info.body_logging,
-    ))
+        body_logging=body_logging and spool is None,
+    )
+    if spool is not None and body_logging:
+        logged = ctx.messagelog.start_body_apart(record, spool.chunks())
+    else:
+        logged = ctx.messagelog.start(record)
     try:
         # One turn of the loop before the send: the writer takes the record now, and the work so far and the
         # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
         await asyncio.sleep(0)
-        return await _send(ctx, servers, target, request_target, send_headers, body, h, request_id,
+        return await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
                            expected_hash, signed, client_info, account, logged)
     except Exception:
         # Any error answer waits for the request's record too; if that write failed, its error is the answer
         # (raised from here, with the exchange's own error as its context).
         await logged
         raise
+    finally:
+        if spool is not None and not logged.done():
+            # the spool is closed when this returns: a record still reading its body is waited for first
+            await asyncio.wait([logged])
 
 
 async def _send(
     ctx: ProxyContext, servers: list[SecurityServer], target: rest.RestTarget, request_target: str,
-    send_headers: list[tuple[str, str]], body: bytes, h: rest.XRoadRequestHeaders, request_id: str,
-    expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo, account: BodyAccount,
-    logged: asyncio.Future[Appended],
+    send_headers: list[tuple[str, str]], body: bytes, spool: Spool | None, h: rest.XRoadRequestHeaders,
+    request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
+    account: BodyAccount, logged: asyncio.Future[Appended],
 ) -> http.Response:
     # (7) send, fastest first, failing over while nothing has reached a server (but not once the request's
     #     record has failed: that is the answer now)
@@ -363,12 +404,30 @@ async def _send(
     for server in ordered:
         if logged.done():
             logged.result()
+        sink: Spool | None = None
+        # the provider's response: spooled when it is large or chunked (a small one read whole, or read back
+        # whole from its spool), whichever way the request went
+        spill = SpillToSpool(ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, what="the provider's response",
+                             hold=account)
         try:
             observe.sent(server.id)
-            resp = await ctx.peers.request(server, target.method, request_target, send_headers, body,
-                                           account=account)
+            if spool is None:
+                resp = await ctx.peers.request(server, target.method, request_target, send_headers, body,
+                                               account=account, spill=spill)
+                sink = spill.spool
+            else:
+                sink = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes,
+                             what="the provider's response", hold=account)
+                resp = await ctx.peers.request_streamed(server, target.method, request_target, send_headers,
+                                                        spool.chunks, length=spool.size, sink=sink)
+            sink, whole = await unspooled(sink)
+            if whole is not None:
+                resp.body = whole
             observe.received()
         except Exception as e:
+            spill.close()
+            if sink is not None:
+                sink.close()
             last_error = e
             if is_connect_failure(e):
                 ctx.peers.forget_winner(server.id)
@@ -376,8 +435,13 @@ async def _send(
                             error=str(e)[:200])
                 continue
             raise wrap_send_failure(e, server.id) from e
-        return await _response(ctx, resp, h, target, request_id, expected_hash, signed, client_info,
-                               request_target, logged)
+        try:
+            return await _response(ctx, resp, sink, h, target, request_id, expected_hash, signed, client_info,
+                                   request_target, logged)
+        except BaseException:
+            if sink is not None:
+                sink.close()
+            raise
     assert last_error is not None
     if isinstance(last_error, GatewayError):
         raise last_error
@@ -391,17 +455,19 @@ def _new_request_id() -> str:
 
 
 async def _response(
-    ctx: ProxyContext, resp: http.ClientResponse, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
-    request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
-    request_target: str, logged: asyncio.Future[Appended],
+    ctx: ProxyContext, resp: http.ClientResponse, sink: Spool | None, h: rest.XRoadRequestHeaders,
+    target: rest.RestTarget, request_id: str, expected_hash: str, signed: signatures.SignedMessage,
+    client_info: ClientInfo, request_target: str, logged: asyncio.Future[Appended],
 ) -> http.Response:
+    """Verify, log and answer the provider's response: its body is ``resp.body``, or in ``sink`` when it was
+    spooled (the answer then streams from it, and closes it once sent)."""
     resp_pairs = header_pairs(resp.raw_headers)
     fields = signatures.fields_from_pairs(resp_pairs)
     # An error from the provider's server that it could not sign (it could not verify our request).
     if signatures.H_SIGNATURE not in fields and rest.H_ERROR in fields:
-        raise _remote_fault(resp, fields)
+        raise _remote_fault(resp, await _head_of(sink) if sink is not None else resp.body, fields)
     # (8) verify: body digest, signature bound to our request, echoed ids, request hash (the body was read
-    #     whole by the peer pool, bounded by max_body_bytes and held on the exchange's account)
+    #     whole by the peer pool, or into the spool, bounded by max_body_bytes and held on the exchange's account)
     body = resp.body
     conf = ctx.conf()
     now = ctx.clock()
@@ -410,7 +476,8 @@ async def _response(
         max_skew_seconds=ctx.limits.max_clock_skew_seconds,
         resolve_cert=ctx.cert_resolver(conf, target.service.member),
     )
-    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), await body_sha256(body))
+    signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST),
+                                     sink.sha256 if sink is not None else await body_sha256(body))
     expected = {
         rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
         rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash,
@@ -423,18 +490,33 @@ async def _response(
     # (9) the request's record is durable (it committed while the request travelled; a failed write is the
     #     answer), then the response's: only then does the response leave
     await logged
-    await ctx.messagelog.append(_record(
+    body_logging = ctx.body_logging and client_info.body_logging
+    record = _record(
         ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,
         sig_input=fields[signatures.H_SIGNATURE_INPUT], sig=fields[signatures.H_SIGNATURE],
         cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signatures.H_CONTENT_DIGEST],
-        body=body, body_logging=ctx.body_logging and client_info.body_logging,
-    ))
+        body=body, body_logging=body_logging and sink is None,
+    )
+    if sink is not None and body_logging:
+        await ctx.messagelog.append_body_apart(record, sink.chunks())
+    else:
+        await ctx.messagelog.append(record)
     names = _RESPONSE_NAMES
     out = [(names.get(name.lower(), name), value)
            for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE)]
     out.extend((names[name], value) for name, value in expected.items())
+    if sink is not None:
+        return http.Response(status=resp.status, reason=resp.reason, headers=out,
+                             stream=sink.chunks_then_close(), length=sink.size)
     return http.Response(status=resp.status, reason=resp.reason, headers=out, body=body)
+
+
+async def _head_of(spool: Spool) -> bytes:
+    """The first bytes of a spooled body (what an error message may quote of it)."""
+    async for chunk in spool.chunks(_FAULT_QUOTE_BYTES):
+        return chunk
+    return b""
 
 
 def list_clients(ctx: ProxyContext, query: str | None, *, accept: str | None) -> http.Response:

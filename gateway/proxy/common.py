@@ -7,12 +7,15 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import structlog
 
 from gateway.errors import GatewayError, Overloaded, PayloadTooLarge, RequestError, Side, UriTooLong
 from gateway.protocol import rest
 from gateway.proxy import http
+from gateway.proxy.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
+from gateway.proxy.spool import Spool
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -138,6 +141,53 @@ def header_pairs(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, 
     return [
         (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers
     ]
+
+
+def spools_body(request: http.Request) -> bool:
+    """Whether a proxy spools a request's body (:class:`~gateway.proxy.spool.Spool`, and the answer's with it)
+    rather than reading it whole: it is chunked, or declared larger than the spool's memory threshold
+    (docs/performance.md section 9)."""
+    declared = request.content_length
+    if declared is None:
+        return request.header("Transfer-Encoding") is not None
+    return declared > SPOOL_MEMORY_LIMIT
+
+
+class SpillToSpool:
+    """A whole-body call's :data:`http.Spill`: a response body that is chunked or declared larger than the
+    spool's memory threshold goes into a new :class:`~gateway.proxy.spool.Spool` (kept in :attr:`spool`, which
+    the caller closes), a smaller one is read whole."""
+
+    __slots__ = ("directory", "hold", "max_bytes", "spool", "what")
+
+    def __init__(self, directory: Path | None, *, max_bytes: int, what: str, hold: BodyAccount) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.what = what
+        self.hold = hold
+        self.spool: Spool | None = None
+
+    def __call__(self, declared: int | None) -> Spool | None:
+        if declared is not None and declared <= SPOOL_MEMORY_LIMIT:
+            return None
+        if self.spool is not None:
+            self.spool.close()  # a stale connection's retry: the first spool received nothing
+        self.spool = Spool(directory=self.directory, max_bytes=self.max_bytes, what=self.what, hold=self.hold)
+        return self.spool
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+
+async def unspooled(spool: Spool | None) -> tuple[Spool | None, bytes | None]:
+    """A finished response spool that stayed in memory (at most the threshold: a chunked small body) as its
+    bytes, the spool closed: ``(None, body)``; a spilled one as it is: ``(spool, None)``."""
+    if spool is None or spool.spilled:
+        return spool, None
+    body = await spool.read_all()
+    spool.close()
+    return None, body
 
 
 def split_target(raw_path: str) -> tuple[str, str | None]:

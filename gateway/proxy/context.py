@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -54,7 +55,7 @@ class ProxyLimits:
     replay_max_entries: int = 1_000_000  # live request ids; beyond this, fail closed
     connect_timeout_seconds: float = 10.0  # seconds to reach a peer security server
     max_uri_bytes: int = 8192  # bytes of path and query
-    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held by all exchanges at once (BodyBudget)
+    max_inflight_body_bytes: int = 256 * 2**20  # bytes of bodies held in memory by all exchanges at once (BodyBudget)
     max_client_exchanges: int = 512  # exchanges of one client in progress at once on the client-facing ports
 
 
@@ -123,6 +124,9 @@ class ProxyContext:
         self.body_logging = True  # [server] body_logging (set by runtime); False: only digests, for every client
         self.opmon: OpMonWriter | None = None  # [server] opmon_records (set by runtime): records go here
         self.exchange_log = True  # [server] exchange_log (set by runtime): one log line per exchange
+        # [server] spool_dir (set by runtime, from spool.spool_directory): where a body over the spool's memory
+        # threshold goes while it passes; None: such a body is refused (PayloadTooLarge)
+        self.spool_dir: Path | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 

@@ -136,7 +136,7 @@ def exchange_done(
         response.headers = [*response.headers, ("X-Road-Request-Id", ex.request_id)]
     ended = time.perf_counter()
     seconds = ended - ex.started
-    response_bytes = len(response.body)
+    response_bytes = response_size(response)
     ctx.metrics.exchange_done(ex.side, client=labels[0], service=labels[1], seconds=seconds, fault=fault,
                               request_bytes=request_bytes, response_bytes=response_bytes)
     if not ex.recorded:
@@ -164,6 +164,12 @@ def request_size(content_length: int | None, transfer_encoding: str | None) -> i
     return None if transfer_encoding else 0
 
 
+def response_size(response: http.Response) -> int | None:
+    """The answer's body size: its bytes, or a streamed one's length (None if unknown). A streamed answer is
+    counted when it starts to leave, so its exchange's seconds do not include sending its body."""
+    return response.length if response.stream is not None else len(response.body)
+
+
 def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """Server side: the client and service our signed answer names (set only once the request verified)."""
     client = service = ""
@@ -178,5 +184,5 @@ def server_labels(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
 
 __all__ = [
     "OTHER_FAULT", "Exchange", "assigned", "begin", "client_labels", "exchange_done", "identified", "received",
-    "request_size", "sent", "server_labels",
+    "request_size", "response_size", "sent", "server_labels",
 ]

@@ -32,6 +32,7 @@ from gateway.globalconf.model import SecurityServer
 from gateway.identifiers import SecurityServerId
 from gateway.proxy import http
 from gateway.proxy.common import BodyAccount
+from gateway.proxy.spool import Spool
 
 PeerCheck = Callable[[SecurityServerId, bytes | None], Awaitable[None]]
 
@@ -99,9 +100,10 @@ class PeerPool:
 
     async def request(
         self, server: SecurityServer, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes,
-        *, account: BodyAccount,
+        *, account: BodyAccount, spill: http.Spill | None = None,
     ) -> http.ClientResponse:
-        """Send one request to ``server`` and read its whole response, the body held on ``account``.
+        """Send one request to ``server`` and read its whole response, the body held on ``account`` (or, when
+        ``spill`` gives a sink once the head has come, written there as it arrives).
 
         Raises:
             SslAuthenticationFailed: the peer's certificate was refused by the handshake or by the check.
@@ -110,11 +112,36 @@ class PeerPool:
             http.HttpClientError: any other failure of the connection (:func:`is_connect_failure` tells
                 whether nothing was sent); :func:`wrap_send_failure` names it.
         """
+        return await self._timed(server, self.pool(server).request(
+            method, target, headers, body, hold=account, what="the provider's response", retry_stale=True,
+            spill=spill,
+        ))
+
+    async def request_streamed(
+        self, server: SecurityServer, method: str, target: str, headers: Sequence[tuple[str, str]],
+        body: http.BodySource, *, length: int, sink: Spool,
+    ) -> http.ClientResponse:
+        """Send one request to ``server`` with the body ``body`` gives (``length`` bytes, ``Spool.chunks``) and
+        read its response's body into ``sink`` (a :class:`~gateway.proxy.spool.Spool`, which holds it on the
+        exchange's account); the returned response's ``body`` is empty.
+
+        Raises:
+            as :meth:`request`; and whatever ``sink`` raises (``PayloadTooLarge`` past its ``max_bytes``,
+            ``Overloaded`` from its account, ``OSError`` from its file).
+        """
+        return await self._timed(server, self.pool(server).request_streamed(
+            method, target, headers, body, length=length, sink=sink, what="the provider's response",
+            retry_stale=True,
+        ))
+
+    async def _timed(
+        self, server: SecurityServer, call: Awaitable[http.ClientResponse],
+    ) -> http.ClientResponse:
+        """Await ``call`` (one request to ``server``), observing its wait and naming its failures (the errors of
+        :meth:`request`)."""
         started = time.perf_counter()
         try:
-            response = await self.pool(server).request(
-                method, target, headers, body, hold=account, what="the provider's response", retry_stale=True,
-            )
+            response = await call
             if self.on_wait is not None:
                 self.on_wait(time.perf_counter() - started)
             return response

@@ -7,7 +7,7 @@ Per request, in order (docs/architecture.md section 4):
 2. parse the r1 target and the client; the calling server must host that client;
 3. verify the signature (the client member's stapled signing certificate and OCSP response), refuse a
    ``created`` outside the allowed skew and a request id already seen (replay);
-4. read the body (bounded) and check it against the signed ``Content-Digest``;
+4. read the body (bounded; spooled when over 1 MiB or chunked) and check it against the signed ``Content-Digest``;
 5. check that we can sign the answer (our signing certificate is good according to a fresh OCSP response),
    then log the request durably (fail closed);
 6. the service must exist here and the client must be allowed to call this endpoint (default deny);
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -33,26 +34,31 @@ from gateway.errors import (
     GatewayError,
     MalformedSignature,
     MissingSignature,
+    PayloadTooLarge,
     PeerError,
     RequestError,
     ServiceFailed,
     SslAuthenticationFailed,
 )
-from gateway.identifiers import member_of, parse_client
+from gateway.identifiers import ClientId, member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.protocol import rest, signatures
 from gateway.proxy import http, metaservices, observe
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
+    SpillToSpool,
     body_hashes,
     body_sha256,
     header_pairs,
     lean_error_response,
     split_target,
+    spools_body,
+    unspooled,
 )
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
+from gateway.proxy.spool import Spool
 
 log = structlog.get_logger("gateway.proxy.server")
 
@@ -85,7 +91,15 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
                                    "is not an X-Road request")
             with ctx.bodies.account() as account:
-                return await _handle(request, ctx, account)
+                spool = None
+                if spools_body(request):
+                    spool = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, sha512=True,
+                                  what="request body", hold=account)
+                try:
+                    return await _handle(request, ctx, account, spool)
+                finally:
+                    if spool is not None:
+                        spool.close()
         except Exception as e:
             return lean_error_response(e, side=SIDE, method=request.method, raw_path=request.raw_path,
                                        remote=request.remote, accept=request.header("Accept"),
@@ -94,7 +108,11 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
     return handle
 
 
-async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount) -> http.Response:
+async def _handle(
+    request: http.Request, ctx: ProxyContext, account: BodyAccount, spool: Spool | None,
+) -> http.Response:
+    """One exchange; a request body over the spool's threshold (or chunked) comes through ``spool``; a service's
+    answer over it (or chunked) is spooled and streamed back (docs/performance.md section 9)."""
     now = ctx.clock()
     # (1) the calling security server (its certificate, read once per connection after the handshake)
     peer_id = await ctx.check_peer(request.peer_cert, expected=None)
@@ -129,8 +147,13 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     observe.identified(message_id=fields[rest.H_ID])
     ctx.replay.check_and_add(request_id, verified.created, now)
     # (4) body against its digest
-    body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
-    body_256, body_512 = await body_hashes(body)
+    body = b""
+    if spool is None:
+        body = await request.body(hold=account)  # bounded by max_body_bytes (the server's limits)
+        body_256, body_512 = await body_hashes(body)
+    else:
+        await spool.write_from(request.stream())  # bounded by max_body_bytes, the port's and the spool's
+        body_256, body_512 = spool.sha256, (spool.sha512 if spool.size else None)
     signatures.verify_content_digest(fields.get(signatures.H_CONTENT_DIGEST), body_256)
     message_id = fields[rest.H_ID]
     request_target = request.raw_path  # path and query as received, which target holds split
@@ -140,7 +163,7 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     issue = fields.get(rest.H_ISSUE)
 
     def record(kind: Kind, created: int, status: int | None, base: bytes, sig_input: str, sig: str,
-               cert_der: bytes, ocsp_der: bytes, digest: str, data: bytes) -> LogRecord:
+               cert_der: bytes, ocsp_der: bytes, digest: str, data: bytes | None) -> LogRecord:
         return LogRecord(
             origin=ctx.origin, kind=kind,
             side="server", message_id=message_id, request_id=request_id, client=client,
@@ -154,15 +177,23 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
     # before anything is logged or reaches the service; then log the verified request
     own_ocsp = await ctx.own_ocsp(conf)
     signer, sign_cert_der = ctx.signer, ctx.sign_cert_der  # the pair own_ocsp answered for (keys may switch)
-    await ctx.messagelog.append(record(
+    # A spooled body is stored apart, read back from the spool; either way the record is durable before the
+    # service gets a byte (docs/messagelog.md section 11).
+    request_record = record(
         "request", verified.created, None, verified.signature_base, fields[signatures.H_SIGNATURE_INPUT],
         fields[signatures.H_SIGNATURE], verified.cert_der, verified.ocsp_der, fields[signatures.H_CONTENT_DIGEST],
-        body,
-    ))
+        body if spool is None else None,
+    )
+    if spool is not None and body_logging:
+        await ctx.messagelog.append_body_apart(request_record, spool.chunks())
+    else:
+        await ctx.messagelog.append(request_record)
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, pairs)
     request_hash = rest.request_hash(header_part, body_512)  # PR-REST 4.3
     # (6)-(7) access, then the service; any refusal from here on is answered signed
     error_type: str | None = None
+    answer: Spool | None = None  # the service's answer, when it was spooled
+    resp_body = b""
     try:
         if target.service.service_code in META_SERVICES:
             status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
@@ -171,10 +202,13 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
             service = ctx.snapshot.service(target.service)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
-            status, reason, resp_pairs, resp_body = await _call_service(
-                ctx, service.url, service.timeout_seconds, target, pairs, body, account,
+            status, reason, resp_pairs, resp_body, answer = await _call_service(
+                ctx, service.url, service.timeout_seconds, target, pairs, body if spool is None else spool, account,
             )
     except GatewayError as e:
+        if answer is not None:
+            answer.close()
+            answer = None
         # Answered (and logged, and recorded signed in the message log) here rather than by the middleware:
         # name our side first, as the middleware would, so that every record carries the wire's type.
         error_type = e.at_side(SIDE).xroad_type
@@ -185,7 +219,29 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         log.warning("request refused", side=f"Server.{SIDE}", detail=detail, type=e.xroad_type, error=e.message,
                     message_id=message_id, request_id=request_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
-    digest = signatures.content_digest_header(await body_sha256(resp_body))
+    try:
+        return await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
+                             signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
+                             answer, error_type, body_logging)
+    except BaseException:
+        if answer is not None:
+            answer.close()
+        raise
+
+
+async def _answer(
+    ctx: ProxyContext, request: http.Request, client: ClientId, target: rest.RestTarget, message_id: str,
+    request_id: str, request_hash: str, verified: signatures.VerifiedSignature, signer: signatures.KeySigner,
+    sign_cert_der: bytes, own_ocsp: bytes, record: Callable[..., LogRecord], status: int, reason: str | None,
+    resp_pairs: list[tuple[str, str]], resp_body: bytes, answer: Spool | None, error_type: str | None,
+    body_logging: bool,
+) -> http.Response:
+    """Step (8): sign the answer (its body ``resp_body``, or in ``answer`` when spooled), log it, return it (a
+    spooled one streamed from ``answer``, which the stream closes once sent)."""
+    if answer is not None:
+        digest = answer.content_digest
+    else:
+        digest = signatures.content_digest_header(await body_sha256(resp_body))
     xroad = {
         rest.H_CLIENT: str(client), rest.H_SERVICE: str(target.service), rest.H_ID: message_id,
         rest.H_REQUEST_ID: request_id, rest.H_REQUEST_HASH: request_hash, signatures.H_CONTENT_DIGEST: digest,
@@ -207,21 +263,32 @@ async def _handle(request: http.Request, ctx: ProxyContext, account: BodyAccount
         status=status, headers=xroad, request_signature=verified.signature, signer=signer,
         created=created, ocsp=own_ocsp,
     )
-    await ctx.messagelog.append(record(
+    response_record = record(
         "response", created, status, signed.signature_base, signed.headers[signatures.H_SIGNATURE_INPUT],
-        signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest, resp_body,
-    ))
+        signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest,
+        resp_body if answer is None else None,
+    )
+    if answer is not None and body_logging:
+        await ctx.messagelog.append_body_apart(response_record, answer.chunks())
+    else:
+        await ctx.messagelog.append(response_record)
     out = [(name, value) for name, value in passed if not name.lower().startswith("x-road-")]
     out.extend(xroad.items())
     out.extend(signed.headers.items())
+    if answer is not None:
+        return http.Response(status=status, reason=reason, headers=out, stream=answer.chunks_then_close(),
+                             length=answer.size)
     return http.Response(status=status, reason=reason, headers=out, body=resp_body)
 
 
 async def _call_service(
     ctx: ProxyContext, base_url: str, timeout_seconds: float, target: rest.RestTarget,
-    pairs: list[tuple[str, str]], body: bytes, account: BodyAccount,
-) -> tuple[int, str | None, list[tuple[str, str]], bytes]:
-    """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects.
+    pairs: list[tuple[str, str]], body: bytes | Spool, account: BodyAccount,
+) -> tuple[int, str | None, list[tuple[str, str]], bytes, Spool | None]:
+    """Call the service: base URL + service path + query, end-to-end and X-Road headers, no redirects. A spooled
+    ``body`` is sent from its spool. The answer's body is returned whole, or, when it is chunked or declared
+    over the spool's threshold and does not fit it, as a spool (then the returned bytes are empty; the caller
+    closes it).
 
     Raises:
         PeerError: ``ServiceFailed`` (too large), ``NetworkError`` (unreachable, timed out).
@@ -234,21 +301,42 @@ async def _call_service(
     path = rest.normalise_path(target.service_path) if target.service_path else ""
     query = "" if target.raw_query is None else "?" + target.raw_query
     headers = rest.end_to_end_headers(pairs, also_skip=_DROP_TO_SERVICE)
+    spill = SpillToSpool(ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes, what="the service's response",
+                         hold=account)
+    sink: Spool | None = None
     started = time.perf_counter()
     try:
-        observe.sent()
-        resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
-                                          timeout_seconds=timeout_seconds, hold=account)
+        try:
+            observe.sent()
+            if isinstance(body, Spool):
+                sink = Spool(directory=ctx.spool_dir, max_bytes=ctx.limits.max_body_bytes,
+                             what="the service's response", hold=account)
+                resp = await ctx.services.request_streamed(base_url, target.method, path + query, headers,
+                                                           body.chunks, length=body.size, sink=sink,
+                                                           timeout_seconds=timeout_seconds)
+            else:
+                resp = await ctx.services.request(base_url, target.method, path + query, headers, body,
+                                                  timeout_seconds=timeout_seconds, hold=account, spill=spill)
+                sink = spill.spool
+        except http.ResponseTooLarge as e:
+            raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
+        except PayloadTooLarge as e:  # from the spool: the answer passed max_body_bytes
+            raise ServiceFailed(f"the service's response is larger than the maximum of "
+                                f"{ctx.limits.max_body_bytes} bytes") from e
+        except TimeoutError as e:
+            # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
+            raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
+        except http.HttpClientError as e:
+            raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+        sink, whole = await unspooled(sink)
         observe.received()
-    except http.ResponseTooLarge as e:
-        raise ServiceFailed(f"the service's response is larger than the maximum of {e.limit} bytes") from e
-    except TimeoutError as e:
-        # PR-REST 4.6 example 2: an unreachable or silent service is a NetworkError of the server proxy
-        raise PeerError(f"service {target.service} did not answer within {timeout_seconds:g} s") from e
-    except http.HttpClientError as e:
-        raise PeerError(f"service {target.service} cannot be reached: {e}") from e
+    except BaseException:
+        spill.close()
+        if sink is not None:
+            sink.close()
+        raise
     ctx.metrics.service_wait.labels(str(target.service)).observe(time.perf_counter() - started)
-    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body
+    return resp.status, resp.reason, header_pairs(resp.raw_headers), resp.body if whole is None else whole, sink
 
 
 __all__ = ["RequestError", "build_server_handler"]

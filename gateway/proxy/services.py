@@ -114,8 +114,10 @@ class ServicePools:
     async def request(
         self, base_url: str, method: str, path_and_query: str, headers: Sequence[tuple[str, str]], body: bytes,
         *, timeout_seconds: float, hold: http.BodyHold | None = None, what: str = "the service's response",
+        spill: http.Spill | None = None,
     ) -> http.ClientResponse:
-        """Call the service at ``base_url`` + ``path_and_query``; the whole response within ``timeout_seconds``.
+        """Call the service at ``base_url`` + ``path_and_query``; the whole response within ``timeout_seconds``
+        (its body written into the sink ``spill`` may give once the head has come, see ``ClientPool.request``).
 
         Raises:
             TimeoutError: no whole response within ``timeout_seconds`` (connecting included).
@@ -124,6 +126,28 @@ class ServicePools:
                 been) sent.
             Exception: whatever ``hold.take`` raises.
         """
+        pool, target, extra = await self._route(base_url, path_and_query)
+        async with asyncio.timeout(timeout_seconds):
+            return await pool.request(method, target, [*headers, extra], body, hold=hold, what=what, spill=spill)
+
+    async def request_streamed(
+        self, base_url: str, method: str, path_and_query: str, headers: Sequence[tuple[str, str]],
+        body: http.BodySource, *, length: int, sink: http.BodySink, timeout_seconds: float,
+        what: str = "the service's response",
+    ) -> http.ClientResponse:
+        """As :meth:`request`, with the body ``body`` gives (``length`` bytes, ``Spool.chunks``) and the response's
+        body written into ``sink`` (a ``Spool``); ``timeout_seconds`` bounds the whole call, both bodies included.
+
+        Raises:
+            as :meth:`request`; and whatever ``sink`` raises.
+        """
+        pool, target, extra = await self._route(base_url, path_and_query)
+        async with asyncio.timeout(timeout_seconds):
+            return await pool.request_streamed(method, target, [*headers, extra], body, length=length, sink=sink,
+                                               what=what)
+
+    async def _route(self, base_url: str, path_and_query: str) -> tuple[http.ClientPool, str, tuple[str, str]]:
+        """The pool, the target and the ``Host`` header of a call (old pools pruned on the way)."""
         base = split_base_url(base_url)
         target = base.prefix + path_and_query
         if not target.startswith("/"):
@@ -133,9 +157,7 @@ class ServicePools:
             await self._prune(now)
         pool = self.pool(base.origin)
         self._used[base.origin] = now
-        async with asyncio.timeout(timeout_seconds):
-            return await pool.request(method, target, [*headers, ("Host", base.host_header)], body, hold=hold,
-                                      what=what)
+        return pool, target, ("Host", base.host_header)
 
     async def close(self) -> None:
         """Close every pool: idle connections now, busy ones as their calls end; no new pool after this."""

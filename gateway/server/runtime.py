@@ -75,6 +75,8 @@ from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
 from gateway.proxy.server_proxy import build_server_handler
 from gateway.proxy.services import ServicePools
+from gateway.proxy.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
+from gateway.proxy.spool import spool_directory
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
@@ -118,11 +120,15 @@ class SecurityServer:
         self.worker = worker
         self.origin = log_origin(self.server_id, node=check_node(settings.server.node), worker=worker)
         self.lease: OriginLease | None = None  # this process's claim on its log origin (start())
-        if settings.server.max_inflight_body_bytes < settings.server.max_body_bytes:
+        # One exchange holds in memory at most its request's and its response's share: a body up to the spool's
+        # memory threshold whole, a larger one that threshold (the rest is in spool_dir).
+        needed = 2 * min(settings.server.max_body_bytes, SPOOL_MEMORY_LIMIT)
+        if settings.server.max_inflight_body_bytes < needed:
             raise ConfigError(
                 f"[server] max_inflight_body_bytes ({settings.server.max_inflight_body_bytes}) is smaller than "
-                f"max_body_bytes ({settings.server.max_body_bytes}): one request of the allowed size could never "
-                "be served", hint="raise max_inflight_body_bytes or lower max_body_bytes",
+                f"{needed} bytes, what one exchange may hold in memory (a request and a response of "
+                f"min(max_body_bytes, {SPOOL_MEMORY_LIMIT}) bytes each): such an exchange could never be served",
+                hint="raise max_inflight_body_bytes or lower max_body_bytes",
             )
         _check_ops_settings(settings.server)
         try:
@@ -277,6 +283,10 @@ class SecurityServer:
                 retention_days=s.opmon_retention_days, clock=self.clock,
                 on_drop=self.metrics.opmon_records_dropped,
             )
+        try:
+            ctx.spool_dir = spool_directory(s.spool_dir or Path(s.state_dir) / "spool")
+        except ConfigError as e:
+            raise ConfigError(f"[server] spool_dir: {e.message}") from e
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx

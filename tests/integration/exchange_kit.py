@@ -83,6 +83,7 @@ class Probe:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     hanging: asyncio.Event = field(default_factory=asyncio.Event)  # set while a /slow request waits for release
     runner: web.AppRunner | None = None
+    max_body: int = 2**20  # bytes of a request body it reads (aiohttp's client_max_size); beyond: 413
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -99,7 +100,7 @@ class Probe:
         return web.json_response({"method": request.method, "path": request.raw_path, "body": body.decode()})
 
     async def start(self) -> Probe:
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await self.runner.setup()
@@ -400,12 +401,13 @@ class FakeProvider:
 
 @contextlib.asynccontextmanager
 async def probed_federation(
-    workdir: Path, *, adapters_at_probe: bool = False, **kw: Any
+    workdir: Path, *, adapters_at_probe: bool = False, probe_max_body: int = 2**20, **kw: Any
 ) -> AsyncIterator[tuple[Federation, Probe]]:
     """A recording :class:`Probe` and ``start_federation(workdir, **kw)`` whose ss2 offers the probe as
     :data:`PROBE`, granted to :data:`CONSUMER` and in use; both closed afterwards. ``adapters_at_probe``:
-    no demo adapters, their services (persons, companies) lead to the probe instead."""
-    probe = await Probe().start()
+    no demo adapters, their services (persons, companies) lead to the probe instead. ``probe_max_body``: the
+    probe's :attr:`Probe.max_body`."""
+    probe = await Probe(max_body=probe_max_body).start()
     try:
         if adapters_at_probe:
             kw |= {"with_adapters": False, "adapter_urls": {"persons": probe.url, "companies": probe.url}}

@@ -429,3 +429,66 @@ async def test_a_large_body_through_server_and_client_in_bounded_memory(tmp_path
 
 async def generated_small(piece: bytes) -> AsyncIterator[bytes]:
     yield piece
+
+
+async def test_a_whole_body_request_spills_a_large_response_into_the_sink_it_chooses(tmp_path: Path) -> None:
+    big = os.urandom(3 * 2**20)
+
+    async def handler(request: Request) -> Response:
+        await request.body()
+        if request.raw_path == "/small":
+            return Response(status=200, body=b"small answer")
+
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(0, len(big), 2**20):
+                yield big[i:i + 2**20]
+        # /big with its length declared, /chunked without
+        return Response(status=200, stream=gen(), length=len(big) if request.raw_path == "/big" else None)
+
+    directory = spool_directory(tmp_path / "spool")
+    asked: list[int | None] = []
+    made: list[Spool] = []
+
+    def spill(declared: int | None) -> Spool | None:
+        asked.append(declared)
+        if declared is not None and declared <= 2**20:
+            return None  # small: read whole
+        made.append(Spool(directory=directory, memory_limit=64 * 1024))
+        return made[-1]
+
+    async with serving(handler) as server:
+        pool = ClientPool(("127.0.0.1", server.port))
+        try:
+            for _ in range(2):  # the connection is reused after a spilled response
+                small = await pool.request("POST", "/small", body=b"x", spill=spill)
+                assert small.body == b"small answer"
+                for path in ("/big", "/chunked"):
+                    resp = await pool.request("POST", path, body=b"x", spill=spill)
+                    assert resp.status == 200 and resp.body == b""
+                    sink = made[-1]
+                    assert sink.finished and sink.size == len(big) and sink.spilled
+                    assert sink.sha256 == hashlib.sha256(big).digest()
+                    assert await sink.read_all() == big
+                    sink.close()
+            assert asked == [len(b"small answer"), len(big), None] * 2
+            assert pool.open_connections == 1
+        finally:
+            await pool.close()
+
+
+async def test_a_spill_that_refuses_fails_the_request_and_closes_the_connection() -> None:
+    async def handler(request: Request) -> Response:
+        return Response(status=200, body=b"y" * 100)
+
+    def spill(declared: int | None) -> Spool | None:
+        raise PayloadTooLarge(f"no room for {declared} bytes")
+
+    async with serving(handler) as server:
+        pool = ClientPool(("127.0.0.1", server.port))
+        try:
+            with pytest.raises(PayloadTooLarge, match="no room for 100 bytes"):
+                await pool.request("GET", "/", spill=spill)
+            assert pool.open_connections == 0
+            assert (await pool.request("GET", "/")).body == b"y" * 100  # a new connection serves the next
+        finally:
+            await pool.close()

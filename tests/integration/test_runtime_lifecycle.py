@@ -95,6 +95,9 @@ CASES = [
     pytest.param(None, "files", None, "", set(), id="started-then-stopped"),
     pytest.param("server_port", "files", ConfigError, "cannot listen on 127.0.0.1:", set(), id="server-port-taken"),
     pytest.param("admin_port", "files", ConfigError, "cannot listen on 127.0.0.1:", set(), id="admin-port-taken"),
+    pytest.param("spool_dir", "files", ConfigError,
+                 r"\[server\] spool_dir: spool directory .*: mode 0755 lets others in; it must be 0700", set(),
+                 id="spool-dir-open-to-others"),
     pytest.param("tasks", "token", RuntimeError, "injected failure",
                  {"globalconf-poll", "serverconf-reload", "token-watch"}, id="failure-after-background-tasks"),
 ]
@@ -121,6 +124,11 @@ async def test_start_failing_halfway_leaves_nothing_open_and_stop_is_idempotent(
         settings.server, database_url=database_url, **ports))
     if failure in PORTS:
         _hold(held_ports, ports[failure])
+    if failure == "spool_dir":  # a directory others may enter: refused before any port opens
+        spool = tmp_path / "open-spool"
+        spool.mkdir()
+        spool.chmod(0o755)
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, spool_dir=str(spool)))
     seen: set[str] = set()
     if failure == "tasks":
         monkeypatch.setattr(runtime, "update_expiry_gauge", _fail_after_the_tasks_started(seen))

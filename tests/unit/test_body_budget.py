@@ -48,10 +48,20 @@ def test_a_budget_must_hold_something() -> None:
         BodyBudget(0)
 
 
-def test_a_budget_smaller_than_one_allowed_body_is_a_settings_error() -> None:
+@pytest.mark.parametrize(("max_body", "budget", "needed"), [
+    (1000, 1999, 2000),  # a small max_body_bytes: a request and a response of that size, held whole
+    (2 * 2**30, 2 * 2**20 - 1, 2 * 2**20),  # a large one: each body counts with the spool's threshold (1 MiB)
+])
+def test_a_budget_smaller_than_one_exchange_is_a_settings_error(max_body: int, budget: int, needed: int) -> None:
     s = Settings()
-    server = dataclasses.replace(s.server, max_body_bytes=1000, max_inflight_body_bytes=999)
+    server = dataclasses.replace(s.server, max_body_bytes=max_body, max_inflight_body_bytes=budget)
     with pytest.raises(ConfigError) as info:
         SecurityServer(dataclasses.replace(s, server=server))
-    assert "max_inflight_body_bytes (999) is smaller than max_body_bytes (1000)" in info.value.message
+    assert f"max_inflight_body_bytes ({budget}) is smaller than {needed} bytes" in info.value.message
     assert info.value.exit_code == 2
+
+
+def test_a_large_max_body_is_allowed_with_a_modest_budget() -> None:
+    s = Settings()
+    server = dataclasses.replace(s.server, max_body_bytes=2 * 2**30, max_inflight_body_bytes=8 * 2**20)
+    assert SecurityServer(dataclasses.replace(s, server=server)).port_limits.max_body_bytes == 2 * 2**30

@@ -240,6 +240,26 @@ class MessageLogStore(ABC):
         future.add_done_callback(_observe)
         return future
 
+    def start_body_apart(self, record: LogRecord, body: AsyncIterable[bytes]) -> asyncio.Future[Appended]:
+        """:meth:`append_body_apart` started now, as :meth:`start` starts :meth:`append`: a future of what it
+        returns, for a caller with other work to do while the body and its record are written (the consumer's
+        request record of a streamed exchange, docs/messagelog.md section 11). The body is stored and the record
+        committed whether or not anybody awaits the future; ``body`` must stay readable until it is done.
+
+        Raises:
+            MessageLogError: the store is closed (nothing is started); anything else is the future's, as it is
+                :meth:`append_body_apart`'s.
+        """
+        if self._closed:
+            raise _logging_failed(record, "the message log is closed")
+        task = asyncio.ensure_future(self.append_body_apart(record, body))
+        self._encoding.add(task)  # held until done, and awaited by close() like start()'s large records
+        task.add_done_callback(self._encoding.discard)
+        task.add_done_callback(_observe)
+        future = asyncio.shield(task)  # a cancelled wait must not cancel the write
+        future.add_done_callback(_observe)
+        return future
+
     def _refuse(self, record: LogRecord) -> None:
         if self._closed:
             raise _logging_failed(record, "the message log is closed")

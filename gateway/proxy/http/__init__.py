@@ -12,7 +12,7 @@ It knows nothing of X-Road: the proxies keep their rules, and use this in place 
 (docs/performance.md section 8).
 """
 
-from gateway.proxy.http.client import IDEMPOTENT_METHODS, ClientPool, PeerCheck
+from gateway.proxy.http.client import IDEMPOTENT_METHODS, ClientPool, PeerCheck, Spill
 from gateway.proxy.http.server import Handler, HttpServer, RefusalRenderer, Request
 from gateway.proxy.http.types import (
     FRAMING_HEADERS,
@@ -53,4 +53,5 @@ __all__ = [
     "ResponseTimeout",
     "ResponseTooLarge",
     "ServerLimits",
+    "Spill",
 ]

@@ -60,6 +60,11 @@ from gateway.proxy.http.types import (
 
 PeerCheck = Callable[[bytes | None], Awaitable[None]]
 
+Spill = Callable[[int | None], BodySink | None]
+"""A whole-body request's choice, once the response's head has come, of a sink for its body: called with the
+declared ``Content-Length`` (None when chunked or delimited by the connection's end), it returns a sink to
+write the body into (``ClientPool.request_streamed`` does), or None to read it whole."""
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length: 0 when their body is empty
 STREAM_BUFFER_BYTES = 256 * 1024  # bytes of a streamed response body read but not yet taken by its sink
@@ -88,6 +93,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[ClientResponse] | None = None
         # a streamed exchange: the response body's sink, its pump's wake-up, the request's wait for the buffer
         self._sink: BodySink | None = None
+        self._spill: Spill | None = None  # a whole-body exchange's choice of a sink, once the head has come
         self._pump: asyncio.Future[None] | None = None
         self._buffered = 0
         self._read_paused = False
@@ -204,18 +210,30 @@ class _Connection(asyncio.Protocol):
             return
         framed = False
         size = 0
+        declared: int | None = None
         for name, value in headers:
             size += len(name) + len(value)
             lname = name.lower()
             if lname == b"content-length":
                 framed = True
-                if int(value) > self.limits.max_body_bytes:
-                    raise _Limit(self._too_large(int(value)))
+                declared = int(value)
+                if declared > self.limits.max_body_bytes:
+                    raise _Limit(self._too_large(declared))
             elif lname == b"transfer-encoding":
                 framed = True
+                declared = None
         if size > limits.max_header_bytes:
             raise _Limit(MalformedResponse(f"response header block larger than {limits.max_header_bytes} bytes"))
         self._until_eof = not framed
+        spill = self._spill
+        if spill is not None:
+            try:
+                sink = spill(declared)
+            except Exception as e:
+                raise _Limit(_HoldRefused(e)) from e
+            if sink is not None:
+                self._sink = sink
+                self._buffered = 0
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -278,11 +296,14 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(
         self, data: bytes, *, head: bool, hold: BodyHold | None, what: str, read_timeout: float | None,
+        spill: Spill | None = None,
     ) -> ClientResponse:
         self._reset()
         self._head = head
         self._hold = hold
         self._what = what
+        self._spill = spill
+        self._sink = None
         loop = self.pool.loop
         waiter: asyncio.Future[ClientResponse] = loop.create_future()
         self._waiter = waiter
@@ -292,12 +313,45 @@ class _Connection(asyncio.Protocol):
         if read_timeout is not None:
             timer = loop.call_later(read_timeout, self._timed_out, read_timeout)
         try:
-            return await waiter
+            if spill is None:
+                return await waiter
+            return await self._pump_response(waiter)
         finally:
             if timer is not None:
                 timer.cancel()
             self._waiter = None
             self._hold = None
+            self._spill = None
+            self._sink = None
+            self._pump = None
+
+    async def _pump_response(self, waiter: asyncio.Future[ClientResponse]) -> ClientResponse:
+        """Wait for the response; once a sink has been chosen for its body (``spill``), write the body's chunks
+        to it as they arrive (reading paused while more than :data:`STREAM_BUFFER_BYTES` wait), then finish it."""
+        loop = self.pool.loop
+        transport = self.transport
+        assert transport is not None
+        while True:
+            if waiter.done() and waiter.exception() is not None:
+                waiter.result()  # raises
+            sink = self._sink
+            if sink is not None and self._chunks:
+                chunks, self._chunks = self._chunks, []
+                self._buffered = 0
+                if self._read_paused and not self.closed:
+                    self._read_paused = False
+                    transport.resume_reading()
+                for chunk in chunks:
+                    await sink.write(chunk)
+                continue
+            if waiter.done():
+                break
+            self._pump = loop.create_future()
+            await self._pump
+        resp = waiter.result()
+        if self._sink is not None:
+            await self._sink.finish()
+        return resp
 
     def _timed_out(self, timeout: float) -> None:
         self._fail(ResponseTimeout(f"no whole response within {timeout:g} s"))
@@ -449,18 +503,22 @@ class ClientPool:
     async def request(
         self, method: str, target: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"", *,
         hold: BodyHold | None = None, what: str = "response body", read_timeout: float | None = None,
-        retry_stale: bool | None = None,
+        retry_stale: bool | None = None, spill: Spill | None = None,
     ) -> ClientResponse:
         """Send one request, read its whole response.
 
         ``target`` is sent as given (origin form: path and query, already encoded). ``read_timeout`` replaces
-        the limits' for this request. ``retry_stale``: see the module docstring.
+        the limits' for this request. ``retry_stale``: see the module docstring. ``spill``: once the response's
+        head has come, it may give a sink for the body (a large one), which is then written there as it
+        arrives, as by :meth:`request_streamed` (the returned ``body`` is empty; ``hold`` is not used for it);
+        a stale connection's retry calls it again.
 
         Raises:
             ConnectFailed: no connection (nothing was sent).
             ResponseTimeout, ResponseTooLarge, MalformedResponse, ConnectionLost: the request was (or may have
                 been) sent.
-            Exception: whatever ``check_peer`` or ``hold.take`` raises.
+            Exception: whatever ``check_peer`` or ``hold.take`` raises, or ``spill`` or its sink (the connection
+                is closed).
             ValueError: a header name or value, the method or the target holds CR or LF.
         """
         data = self._serialise(method, target, headers, body)
@@ -471,7 +529,8 @@ class ClientPool:
         for attempt in (1, 2):
             conn, reused = await self._acquire()
             try:
-                resp = await conn.exchange(data, head=head, hold=hold, what=what, read_timeout=read_timeout)
+                resp = await conn.exchange(data, head=head, hold=hold, what=what, read_timeout=read_timeout,
+                                           spill=spill)
             except ConnectionLost:
                 conn.close()
                 if attempt == 1 and reused and may_retry and not conn.response_began:

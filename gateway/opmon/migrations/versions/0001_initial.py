@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("response_in", UtcDateTime(), nullable=True),
         sa.Column("response_out", UtcDateTime(), nullable=False),
         sa.Column("request_bytes", sa.BigInteger(), nullable=True),
-        sa.Column("response_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("response_bytes", sa.BigInteger(), nullable=True),
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("fault", sa.String(255), nullable=True),
         sa.Column("peer_server", sa.String(1024), nullable=True),
