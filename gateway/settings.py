@@ -70,6 +70,10 @@ class GlobalConfSettings:
 class ServerSettings:
     id: str = "DEV/GOV/1001/ss1"  # this security server: INSTANCE/CLASS/MEMBER/SERVERCODE
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
+    # PostgreSQL only: seconds to open a connection, and seconds one statement may take, before it fails (an
+    # exchange then fails closed with LoggingFailed instead of waiting on an unreachable database for ever)
+    database_connect_timeout_seconds: float = 5.0
+    database_statement_timeout_seconds: float = 30.0
     # this machine's name among the nodes of one server sharing database_url (PostgreSQL): "" on one machine,
     # else unique per node, e.g. "node2"; names its log origins (docs/messagelog.md section 5)
     node: str = ""

@@ -179,7 +179,8 @@ class SecurityServer:
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         stack = self._stack
         # storage
-        self.engine = make_engine(s.database_url)
+        self.engine = make_engine(s.database_url, connect_timeout=s.database_connect_timeout_seconds,
+                                  statement_timeout=s.database_statement_timeout_seconds)
         self._close_at_every_stop(self.engine.dispose)
         await migrate_messagelog(self.engine)
         self.store = ServerConfStore(self.engine)
@@ -672,7 +673,8 @@ def _check_ops_settings(s: ServerSettings) -> None:
     """
     if not -1 <= s.ops_port <= 65535:
         raise ConfigError(f"[server] ops_port = {s.ops_port} is not a TCP port (0-65535) or -1 (off)")
-    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds"):
+    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds", "database_connect_timeout_seconds",
+                "database_statement_timeout_seconds"):
         if not getattr(s, key) > 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
     for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
