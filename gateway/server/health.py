@@ -11,8 +11,8 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
    response that stays fresh for more than ``readiness_ocsp_margin_seconds``;
 5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
    end of the grace period;
-6. ``messagelog``: the writer takes records (its last commit did not fail) and this process holds its log
-   origin.
+6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
+   takes writes again) and this process holds its log origin.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ class ServerHealth:
 
     async def checks(self) -> list[Check]:
         now = self.clock()
-        checks = [await self._database(), self._token(), self._globalconf(now)]
+        database = await self._database()
+        checks = [database, self._token(), self._globalconf(now)]
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
-        checks += [self._timestamping(now), self._messagelog()]
+        checks += [self._timestamping(now), self._messagelog(database)]
         self.export(checks)
         return checks
 
@@ -126,8 +127,15 @@ class ServerHealth:
                               else "the timestamping grace period ended", missing="")
 
     # (6)
-    def _messagelog(self) -> Check:
-        problem = self.context.messagelog.writer_problem()
+    def _messagelog(self, database: Check) -> Check:
+        store = self.context.messagelog
+        problem = store.writer_problem()
+        recovered = ""
+        if problem is not None and problem == store.last_error and database.ok:
+            # Only the last commit failed, and the database (the same one) takes writes again: the next commit
+            # is expected to succeed. Nothing else would turn this check green while no exchange arrives, and
+            # a balancer that follows /readyz sends none (the database-unreachable drill, docs/operations.md).
+            recovered, problem = f" ({problem}; the database takes writes again)", None
         if problem is None and self.lease is not None:
             try:
                 self.lease.check()
@@ -135,7 +143,7 @@ class ServerHealth:
                 problem = e.message
         if problem is not None:
             return Check(name="messagelog", ok=False, detail=problem)
-        return Check(name="messagelog", ok=True, detail=f"{self.context.messagelog.queue_depth} records queued")
+        return Check(name="messagelog", ok=True, detail=f"{store.queue_depth} records queued{recovered}")
 
     # ---- gauges -------------------------------------------------------------------------------------------
 
