@@ -123,6 +123,9 @@ class ServerSettings:
     readiness_conf_margin_seconds: float = 120.0  # seconds before the global configuration expires
     readiness_grace_margin_seconds: float = 900.0  # seconds before the timestamping grace period ends
     readiness_ocsp_margin_seconds: float = 300.0  # seconds before our own OCSP responses pass their freshness
+    # SQLite: bytes free on the database's filesystem below which /readyz is 503 (the disk filling up), before
+    # the message log's commits fail with "No space left on device"; 0: not checked
+    readiness_disk_free_bytes: int = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,8 @@ The facts come from the running parts (database, token, global configuration upd
 checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` decides. Checks, in the order
 ``/readyz`` lists them (docs/operations.md section 8):
 
-1. ``database``: a write that changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
+1. ``database``: on SQLite, the database's filesystem has ``readiness_disk_free_bytes`` free; a write that
+   changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
 2. ``token``: the software token is logged in (plain key files: always passes);
 3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
 4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
@@ -18,6 +19,7 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +35,7 @@ from gateway.proxy.context import ProxyContext
 from gateway.server.lease import OriginLease
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
+from gateway.storage.db import sqlite_directory
 from gateway.token.soft import SoftToken
 from gateway.trust.keys import cert_sha256_hex
 
@@ -69,6 +72,17 @@ class ServerHealth:
 
     # (1)
     async def _database(self) -> Check:
+        directory = sqlite_directory(self.settings.database_url)
+        limit = self.settings.readiness_disk_free_bytes
+        if directory is not None and limit > 0:
+            try:
+                st = os.statvfs(directory)
+            except OSError as e:
+                return Check(name="database", ok=False, detail=f"{directory} cannot be examined: {e}")
+            free = st.f_bavail * st.f_frsize
+            if free < limit:
+                return Check(name="database", ok=False, detail=f"{free} bytes free on the filesystem of {directory}, "
+                                                               f"below readiness_disk_free_bytes ({limit})")
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
                 await self.store.check_writable()

@@ -677,7 +677,8 @@ def _check_ops_settings(s: ServerSettings) -> None:
                 "database_statement_timeout_seconds"):
         if not getattr(s, key) > 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
-    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
+    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds",
+                "readiness_disk_free_bytes"):
         if not getattr(s, key) >= 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be 0 or more seconds")
 

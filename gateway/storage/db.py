@@ -69,6 +69,17 @@ def make_engine(
     return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
+def sqlite_directory(url: str) -> Path | None:
+    """The directory holding the SQLite database file of ``url``; None for another database or in memory."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve().parent
+
+
 def masked(url: str) -> str:
     """``url`` with its password hidden, for messages."""
     try:
