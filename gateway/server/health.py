@@ -13,7 +13,8 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
    end of the grace period;
 6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
-   takes writes again) and this process holds its log origin.
+   takes writes again) and this process holds its log origin (on PostgreSQL its lock's connection is pinged
+   now, once check 1 passes).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class ServerHealth:
         checks = [database, self._token(), self._globalconf(now)]
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
-        checks += [self._timestamping(now), self._messagelog(database)]
+        checks += [self._timestamping(now), await self._messagelog(database)]
         self.export(checks)
         return checks
 
@@ -141,7 +142,7 @@ class ServerHealth:
                               else "the timestamping grace period ended", missing="")
 
     # (6)
-    def _messagelog(self, database: Check) -> Check:
+    async def _messagelog(self, database: Check) -> Check:
         store = self.context.messagelog
         problem = store.writer_problem()
         recovered = ""
@@ -152,6 +153,8 @@ class ServerHealth:
             recovered, problem = f" ({problem}; the database takes writes again)", None
         if problem is None and self.lease is not None:
             try:
+                if database.ok:  # the lock's own connection may have broken unseen (PostgreSQL): look now
+                    await self.lease.check_now()
                 self.lease.check()
             except GatewayError as e:
                 problem = e.message
