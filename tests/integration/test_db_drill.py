@@ -121,6 +121,7 @@ async def _drill(ss1: SecurityServer, ss2: SecurityServer, forwarder: TcpForward
                                      what=f"ss1 not ready, naming the database, while it is {how}")
             _, body = await readyz(ss2.ops_url)
             assert "database" in body["failing"], body
+            assert value(samples(await scrape(ss1.ops_url)), "gateway_readiness_check", check="database") == 0
             failed = [(s, f) for _, s, f in load.since(mark) if s != 200]
             assert all(s == 500 and f is not None and f.endswith(".LoggingFailed") for s, f in failed), failed
             # (3) the database is back: the servers are ready again with no exchange arriving (as behind a
@@ -144,5 +145,9 @@ async def _drill(ss1: SecurityServer, ss2: SecurityServer, forwarder: TcpForward
             logged.setdefault(r.message_id, set()).add(r.kind)
         missing = [m for m in ok if logged.get(m) != {"request", "response"}]
         assert not missing, (server.settings.server.id, missing)
-    failures = value(samples(await scrape(ss1.ops_url)), "gateway_messagelog_commit_failures_total")
-    assert failures >= 1
+    found = samples(await scrape(ss1.ops_url))
+    assert value(found, "gateway_messagelog_commit_failures_total") >= 1
+    assert value(found, "gateway_readiness_check", check="database") == 1
+    refused = sum(v for (name, labels), v in found.items() if name == "gateway_exchange_errors_total"
+                  and dict(labels)["type"].endswith(".LoggingFailed"))
+    assert refused == sum(s != 200 for _, s, _ in load.answers), refused

@@ -107,7 +107,11 @@ async def test_disk_full_refuses_precisely_corrupts_nothing_and_recovers(tmp_pat
             code, body = await readyz(ss1.ops_url)
             assert code == 503 and "messagelog" in body["failing"], body
             assert "No space left on device" in body["checks"]["messagelog"]["detail"], body
-            assert value(samples(await scrape(ss1.ops_url)), "gateway_messagelog_commit_failures_total") >= 1
+            found = samples(await scrape(ss1.ops_url))
+            assert value(found, "gateway_messagelog_commit_failures_total") >= 1
+            assert value(found, "gateway_readiness_check", check="messagelog") == 0
+            assert value(found, "gateway_exchange_errors_total", side="client",
+                         type="Server.ClientProxy.LoggingFailed") == 4
             # (3) nothing is corrupted, even while the disk is full
             assert integrity(database) == ["ok"]
             # (4) space is back: ready again with no exchange arriving, then the exchanges succeed
