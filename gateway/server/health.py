@@ -148,8 +148,9 @@ class ServerHealth:
         recovered = ""
         if problem is not None and problem == store.last_error and database.ok and store.in_database:
             # Only the last commit failed, and the database it went to takes writes again (check 1 writes to
-            # the same database_url): the next commit is expected to succeed. Nothing else would turn this check green while no exchange arrives, and
-            # a balancer that follows /readyz sends none (the database-unreachable drill, docs/operations.md).
+            # the same database_url): the next commit is expected to succeed. Nothing else would turn this
+            # check green while no exchange arrives, and a balancer that follows /readyz sends none (the
+            # database-unreachable drill, docs/operations.md section 8).
             recovered, problem = f" ({problem}; the database takes writes again)", None
         if problem is None and self.lease is not None:
             try:

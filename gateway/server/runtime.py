@@ -666,7 +666,8 @@ class SecurityServer:
 
 
 def _check_ops_settings(s: ServerSettings) -> None:
-    """Refuse unusable ops, OCSP and readiness settings (docs/operations.md section 8) before anything opens.
+    """Refuse unusable ops, OCSP, database timeout and readiness settings (docs/operations.md section 8) before
+    anything opens.
 
     Raises:
         ConfigError: naming the key and the value.
@@ -677,10 +678,12 @@ def _check_ops_settings(s: ServerSettings) -> None:
                 "database_statement_timeout_seconds"):
         if not getattr(s, key) > 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
-    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds",
-                "readiness_disk_free_bytes"):
+    for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
         if not getattr(s, key) >= 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be 0 or more seconds")
+    if not s.readiness_disk_free_bytes >= 0:
+        raise ConfigError(f"[server] readiness_disk_free_bytes = {s.readiness_disk_free_bytes} must be 0 or more "
+                          f"bytes (0: not checked)")
 
 
 class _LogGate:

@@ -1,6 +1,6 @@
-"""``[server] workers``, ``node`` and the ops settings (ops port, OCSP timing, readiness margins): what a
-security server process refuses before it opens anything, and the log origin it derives (gateway.server.runtime,
-gateway.messagelog.origins)."""
+"""``[server] workers``, ``node`` and the ops settings (ops port, OCSP timing, database timeouts, readiness
+margins): what a security server process refuses before it opens anything, and the log origin it derives
+(gateway.server.runtime, gateway.messagelog.origins)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def test_origin_of_a_process(server: dict[str, object], worker: int, origin: str
     ({"ocsp_refresh_seconds": -1.0}, 0, r"\[server\] ocsp_refresh_seconds = -1.0 must be a positive number"),
     ({"readiness_grace_margin_seconds": -5.0}, 0,
      r"\[server\] readiness_grace_margin_seconds = -5.0 must be 0 or more seconds"),
+    ({"database_connect_timeout_seconds": 0.0}, 0,
+     r"\[server\] database_connect_timeout_seconds = 0.0 must be a positive number of seconds"),
+    ({"database_statement_timeout_seconds": -1.0}, 0,
+     r"\[server\] database_statement_timeout_seconds = -1.0 must be a positive number of seconds"),
+    ({"readiness_disk_free_bytes": -1}, 0,
+     r"\[server\] readiness_disk_free_bytes = -1 must be 0 or more bytes \(0: not checked\)"),
 ])
 def test_bad_worker_settings_refused(server: dict[str, object], worker: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
