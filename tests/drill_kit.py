@@ -39,7 +39,6 @@ class TcpForwarder:
     refused: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _generation: int = 0  # bumped by every cut or hang: connections of an older one carry nothing
 
     async def start(self) -> TcpForwarder:

@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import PG_DSN
 from drill_kit import TcpForwarder
 from exchange_kit import PROBE, call, database_urls, probed_federation, records
 from ops_kit import readyz, samples, scrape, value
 from sqlalchemy.engine.url import make_url
 from waiting import wait_for_condition
 
+from gateway.errors import DatabaseError
 from gateway.server.runtime import SecurityServer
+from gateway.serverconf.store import ServerConfStore
+from gateway.storage.db import make_engine
 
 pytestmark = [pytest.mark.integration]
 
@@ -151,3 +155,24 @@ async def _drill(ss1: SecurityServer, ss2: SecurityServer, forwarder: TcpForward
     refused = sum(v for (name, labels), v in found.items() if name == "gateway_exchange_errors_total"
                   and dict(labels)["type"].endswith(".LoggingFailed"))
     assert refused == sum(s != 200 for _, s, _ in load.answers), refused
+
+
+@pytest.mark.parametrize(("how", "error"), [
+    ("refuse", "serverconf database error: ConnectionResetError"),
+    ("hang", "serverconf database error: TimeoutError"),
+])
+async def test_unreachable_database_is_a_database_error_in_bounded_time(how: str, error: str) -> None:
+    """What the readiness check's write meets when the database cannot be reached: the store's precise
+    ``DatabaseError`` (never the driver's exception, which made ``/readyz`` answer 500), within the connect bound."""
+    forwarder = await TcpForwarder("127.0.0.1", 5432).start()
+    forwarder.cut() if how == "refuse" else forwarder.hang()
+    url = make_url(PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1)).set(port=forwarder.port)
+    engine = make_engine(url.render_as_string(hide_password=False), connect_timeout=0.5, statement_timeout=0.5)
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(DatabaseError, match=error) as caught:
+                await ServerConfStore(engine).check_writable()
+        assert caught.value.fault == "DatabaseError"
+    finally:
+        await engine.dispose()
+        await forwarder.close()
