@@ -28,7 +28,9 @@ from ops_kit import readyz, samples, scrape, value
 from structlog.testing import capture_logs
 from waiting import wait_for_condition
 
+from gateway.messagelog.store import SqlMessageLogStore
 from gateway.server.runtime import SecurityServer
+from gateway.storage.db import make_engine
 
 pytestmark = [pytest.mark.integration]
 
@@ -137,3 +139,16 @@ async def test_disk_full_refuses_precisely_corrupts_nothing_and_recovers(tmp_pat
             assert proc.returncode == 0, err.decode()
             doc = json.loads(out)
             assert doc["verified"] is True and doc["checkpoints"], doc
+
+
+async def test_sqlite_full_with_space_left_is_the_size_limit(tmp_path: Path) -> None:
+    """SQLITE_FULL on a filesystem with room left: the database's own size limit, said as such (EFBIG)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+    store = SqlMessageLogStore(engine)
+    try:
+        found = store._full(sqlite3.OperationalError("database or disk is full"))
+        assert found.errno == errno.EFBIG
+        assert "reached its size limit with" in str(found) and str(tmp_path) in str(found), found
+    finally:
+        await store.close()
+        await engine.dispose()
