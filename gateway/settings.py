@@ -72,6 +72,10 @@ class GlobalConfSettings:
 class ServerSettings:
     id: str = "DEV/GOV/1001/ss1"  # this security server: INSTANCE/CLASS/MEMBER/SERVERCODE
     database_url: str = "sqlite+aiosqlite:///var/server.db"  # serverconf and message log
+    # PostgreSQL only: seconds to open a connection, and seconds one statement may take, before it fails (an
+    # exchange then fails closed with LoggingFailed instead of waiting on an unreachable database for ever)
+    database_connect_timeout_seconds: float = 5.0
+    database_statement_timeout_seconds: float = 30.0
     # this machine's name among the nodes of one server sharing database_url (PostgreSQL): "" on one machine,
     # else unique per node, e.g. "node2"; names its log origins (docs/messagelog.md section 5)
     node: str = ""
@@ -131,6 +135,9 @@ class ServerSettings:
     opmon_queue_records: int = 10_000  # records waiting for the database; more are dropped and counted
     opmon_batch_records: int = 100  # records per batch insert (1-1000); ~20 µs of event-loop CPU per record
     exchange_log: bool = True  # one info-level log line per exchange; false saves its cost (docs/operations.md)
+    # SQLite: bytes free on the database's filesystem below which /readyz is 503 (the disk filling up), before
+    # the message log's commits fail with "No space left on device"; 0: not checked
+    readiness_disk_free_bytes: int = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

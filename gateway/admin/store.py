@@ -28,7 +28,7 @@ from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
 from gateway.errors import AlreadyExists, AlreadyRevoked, DatabaseError, NotFound, RequestError
 from gateway.storage.db import migrate
-from gateway.storage.transaction import transaction
+from gateway.storage.transaction import describe, transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones are cut
@@ -38,8 +38,8 @@ def _changed_concurrently(e: IntegrityError) -> AlreadyExists:
     return AlreadyExists(f"admin data changed concurrently: {str(e.orig)[:200]}")
 
 
-def _database_error(e: SQLAlchemyError) -> DatabaseError:
-    return DatabaseError(f"admin database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+def _database_error(e: SQLAlchemyError | OSError) -> DatabaseError:
+    return DatabaseError(f"admin database error: {describe(e)}")
 
 
 def _roles_text(roles: frozenset[Role]) -> str:

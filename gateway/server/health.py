@@ -4,20 +4,23 @@ The facts come from the running parts (database, token, global configuration upd
 checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` decides. Checks, in the order
 ``/readyz`` lists them (docs/operations.md section 8):
 
-1. ``database``: a write that changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
+1. ``database``: on SQLite, the database's filesystem has ``readiness_disk_free_bytes`` free; a write that
+   changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
 2. ``token``: the software token is logged in (plain key files: always passes);
 3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
 4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
    response that stays fresh for more than ``readiness_ocsp_margin_seconds``;
 5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
    end of the grace period;
-6. ``messagelog``: the writer takes records (its last commit did not fail) and this process holds its log
-   origin.
+6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
+   takes writes again) and this process holds its log origin (on PostgreSQL its lock's connection is pinged
+   now, once check 1 passes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +36,7 @@ from gateway.proxy.context import ProxyContext
 from gateway.server.lease import OriginLease
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
+from gateway.storage.db import sqlite_directory
 from gateway.token.soft import SoftToken
 from gateway.trust.keys import cert_sha256_hex
 
@@ -55,10 +59,11 @@ class ServerHealth:
 
     async def checks(self) -> list[Check]:
         now = self.clock()
-        checks = [await self._database(), self._token(), self._globalconf(now)]
+        database = await self._database()
+        checks = [database, self._token(), self._globalconf(now)]
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
-        checks += [self._timestamping(now), self._messagelog()]
+        checks += [self._timestamping(now), await self._messagelog(database)]
         self.export(checks)
         return checks
 
@@ -68,6 +73,17 @@ class ServerHealth:
 
     # (1)
     async def _database(self) -> Check:
+        directory = sqlite_directory(self.settings.database_url)
+        limit = self.settings.readiness_disk_free_bytes
+        if directory is not None and limit > 0:
+            try:
+                st = os.statvfs(directory)
+            except OSError as e:
+                return Check(name="database", ok=False, detail=f"{directory} cannot be examined: {e}")
+            free = st.f_bavail * st.f_frsize
+            if free < limit:
+                return Check(name="database", ok=False, detail=f"{free} bytes free on the filesystem of {directory}, "
+                                                               f"below readiness_disk_free_bytes ({limit})")
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
                 await self.store.check_writable()
@@ -126,16 +142,26 @@ class ServerHealth:
                               else "the timestamping grace period ended", missing="")
 
     # (6)
-    def _messagelog(self) -> Check:
-        problem = self.context.messagelog.writer_problem()
+    async def _messagelog(self, database: Check) -> Check:
+        store = self.context.messagelog
+        problem = store.writer_problem()
+        recovered = ""
+        if problem is not None and problem == store.last_error and database.ok and store.in_database:
+            # Only the last commit failed, and the database it went to takes writes again (check 1 writes to
+            # the same database_url): the next commit is expected to succeed. Nothing else would turn this
+            # check green while no exchange arrives, and a balancer that follows /readyz sends none (the
+            # database-unreachable drill, docs/operations.md section 8).
+            recovered, problem = f" ({problem}; the database takes writes again)", None
         if problem is None and self.lease is not None:
             try:
+                if database.ok:  # the lock's own connection may have broken unseen (PostgreSQL): look now
+                    await self.lease.check_now()
                 self.lease.check()
             except GatewayError as e:
                 problem = e.message
         if problem is not None:
             return Check(name="messagelog", ok=False, detail=problem)
-        return Check(name="messagelog", ok=True, detail=f"{self.context.messagelog.queue_depth} records queued")
+        return Check(name="messagelog", ok=True, detail=f"{store.queue_depth} records queued{recovered}")
 
     # ---- gauges -------------------------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class OriginLease:
         self._engine: AsyncEngine | None = None  # PostgreSQL: where the lock lives
         self._conn: AsyncConnection | None = None  # PostgreSQL: the connection holding the lock
         self.lost: str | None = None  # why the lock is not held now (PostgreSQL only), None while held
+        self._checking = asyncio.Lock()  # one check_now at a time: two pings on one connection would collide
 
     @classmethod
     async def acquire(
@@ -192,9 +193,15 @@ class OriginLease:
             await self.check_now()
 
     async def check_now(self) -> None:
-        """One round of :meth:`run`: ping the lock's connection, or take the lock back."""
+        """One round of :meth:`run`: ping the lock's connection, or take the lock back (also run by the readiness
+        check, so that a server is not reported ready on a lock whose connection an outage broke unseen)."""
         if self._engine is None:
             return
+        async with self._checking:
+            await self._check_now()
+
+    async def _check_now(self) -> None:
+        assert self._engine is not None
         if self._conn is not None:
             try:
                 await self._conn.execute(sa.text("SELECT 1"))

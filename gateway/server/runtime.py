@@ -189,7 +189,8 @@ class SecurityServer:
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         stack = self._stack
         # storage
-        self.engine = make_engine(s.database_url)
+        self.engine = make_engine(s.database_url, connect_timeout=s.database_connect_timeout_seconds,
+                                  statement_timeout=s.database_statement_timeout_seconds)
         self._close_at_every_stop(self.engine.dispose)
         await migrate_messagelog(self.engine)
         self.store = ServerConfStore(self.engine)
@@ -691,14 +692,16 @@ class SecurityServer:
 
 
 def _check_ops_settings(s: ServerSettings) -> None:
-    """Refuse unusable ops, OCSP and readiness settings (docs/operations.md section 8) before anything opens.
+    """Refuse unusable ops, OCSP, database timeout and readiness settings (docs/operations.md section 8) before
+    anything opens.
 
     Raises:
         ConfigError: naming the key and the value.
     """
     if not -1 <= s.ops_port <= 65535:
         raise ConfigError(f"[server] ops_port = {s.ops_port} is not a TCP port (0-65535) or -1 (off)")
-    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds"):
+    for key in ("ocsp_refresh_seconds", "ocsp_timeout_seconds", "database_connect_timeout_seconds",
+                "database_statement_timeout_seconds"):
         if not getattr(s, key) > 0:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} must be a positive number of seconds")
     for key in ("readiness_conf_margin_seconds", "readiness_grace_margin_seconds", "readiness_ocsp_margin_seconds"):
@@ -708,6 +711,9 @@ def _check_ops_settings(s: ServerSettings) -> None:
                            ("opmon_batch_records", 1, OPMON_MAX_BATCH)):
         if not low <= getattr(s, key) <= high:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} is outside {low}..{high}")
+    if not s.readiness_disk_free_bytes >= 0:
+        raise ConfigError(f"[server] readiness_disk_free_bytes = {s.readiness_disk_free_bytes} must be 0 or more "
+                          f"bytes (0: not checked)")
 
 
 class _LogGate:

@@ -67,7 +67,7 @@ from gateway.serverconf.models import (
     versions,
 )
 from gateway.storage.db import migrate
-from gateway.storage.transaction import transaction
+from gateway.storage.transaction import describe, transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DESCRIPTION_LENGTH = 1024  # characters; the column width
@@ -81,8 +81,8 @@ def _changed_concurrently(e: IntegrityError) -> AlreadyExists:
     return AlreadyExists(f"serverconf changed concurrently: {e.orig}")
 
 
-def _database_error(e: SQLAlchemyError) -> DatabaseError:
-    return DatabaseError(f"serverconf database error: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+def _database_error(e: SQLAlchemyError | OSError) -> DatabaseError:
+    return DatabaseError(f"serverconf database error: {describe(e)}")
 
 
 def check_url(url: str, *, what: str = "service URL") -> str:

@@ -24,8 +24,16 @@ from gateway.errors import ConfigError
 from gateway.files import private_dir, private_file
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(
+    url: str, *, connect_timeout: float | None = None, statement_timeout: float | None = None, **kwargs: Any,
+) -> AsyncEngine:
     """Create an async engine; for SQLite, create the directory and switch on WAL and foreign keys.
+
+    On PostgreSQL, ``connect_timeout`` bounds opening a connection (asyncpg's ``timeout``, 60 s if None) and
+    ``statement_timeout`` each statement (asyncpg's ``command_timeout``, none if None), both in seconds: an
+    unreachable database (a network that drops packets) then fails each operation in bounded time. The pool
+    checks a connection before lending it (``pool_pre_ping``), so connections broken by an outage are replaced
+    by new ones when the database is back. SQLite ignores both (its locks wait ``busy_timeout``).
 
     Raises:
         ConfigError: the URL is malformed or names a driver we do not support.
@@ -63,7 +71,23 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if connect_timeout is not None:
+        connect_args["timeout"] = connect_timeout
+    if statement_timeout is not None:
+        connect_args["command_timeout"] = statement_timeout
+    return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+def sqlite_directory(url: str) -> Path | None:
+    """The directory holding the SQLite database file of ``url``; None for another database or in memory."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve().parent
 
 
 def masked(url: str) -> str:

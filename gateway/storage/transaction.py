@@ -32,7 +32,7 @@ async def transaction(
     begin: AbstractAsyncContextManager[T],
     *,
     conflict: Callable[[IntegrityError], Exception] | None = None,
-    database_error: Callable[[SQLAlchemyError], Exception] | None = None,
+    database_error: Callable[[SQLAlchemyError | OSError], Exception] | None = None,
 ) -> AsyncIterator[T]:
     """Run the block in the transaction ``begin`` opens (``engine.begin()`` for a connection,
     :func:`begin_session` for a session) and translate the database's errors.
@@ -45,7 +45,9 @@ async def transaction(
             constraint refused the write, here or at the commit); the ``IntegrityError`` itself when
             ``conflict`` is None. ``database_error(e)`` for any other :class:`SQLAlchemyError` (the
             database is unreachable, the schema is wrong); the error itself when ``database_error`` is
-            None. Either way the database error is the raised exception's ``__cause__``.
+            None; the same for an :class:`OSError` (SQLAlchemy passes the driver's failure to connect through
+            unwrapped: refused, reset, timed out). Either way the database error is the raised exception's
+            ``__cause__``.
     """
     try:
         async with begin as handle:
@@ -54,7 +56,13 @@ async def transaction(
         if conflict is None:
             raise
         raise conflict(e) from e
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, OSError) as e:
         if database_error is None:
             raise
         raise database_error(e) from e
+
+
+def describe(e: BaseException) -> str:
+    """``e``'s type and the first line of its text (at most 300 characters), for a message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

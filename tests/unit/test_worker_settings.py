@@ -1,6 +1,6 @@
-"""``[server] workers``, ``node`` and the ops settings (ops port, OCSP timing, readiness margins): what a
-security server process refuses before it opens anything, and the log origin it derives (gateway.server.runtime,
-gateway.messagelog.origins)."""
+"""``[server] workers``, ``node`` and the ops settings (ops port, OCSP timing, database timeouts, readiness
+margins): what a security server process refuses before it opens anything, and the log origin it derives
+(gateway.server.runtime, gateway.messagelog.origins)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ def test_origin_of_a_process(server: dict[str, object], worker: int, origin: str
     ({"opmon_retention_days": 0}, 0, r"\[server\] opmon_retention_days = 0 is outside 1\.\.36500"),
     ({"opmon_queue_records": 0}, 0, r"\[server\] opmon_queue_records = 0 is outside 1\.\.10000000"),
     ({"opmon_batch_records": 1001}, 0, r"\[server\] opmon_batch_records = 1001 is outside 1\.\.1000"),
+    ({"database_connect_timeout_seconds": 0.0}, 0,
+     r"\[server\] database_connect_timeout_seconds = 0.0 must be a positive number of seconds"),
+    ({"database_statement_timeout_seconds": -1.0}, 0,
+     r"\[server\] database_statement_timeout_seconds = -1.0 must be a positive number of seconds"),
+    ({"readiness_disk_free_bytes": -1}, 0,
+     r"\[server\] readiness_disk_free_bytes = -1 must be 0 or more bytes \(0: not checked\)"),
 ])
 def test_bad_worker_settings_refused(server: dict[str, object], worker: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -182,6 +182,12 @@ class MessageLogStore(ABC):
         self._batch_started = 0.0
 
     @property
+    def in_database(self) -> bool:
+        """Whether the records go to an SQL database (the server's ``database_url``), so that a database that
+        takes writes again means that the next commit can succeed (the readiness check, gateway.server.health)."""
+        return False
+
+    @property
     def queue_depth(self) -> int:
         """Records accepted and not yet committed (queued, or in the batch being written)."""
         return len(self._pending) + len(self._in_flight or ()) + self._queue.qsize()

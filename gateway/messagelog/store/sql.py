@@ -62,6 +62,10 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
         self._init_sqlite_writer(engine)
 
     @property
+    def in_database(self) -> bool:
+        return True
+
+    @property
     def engine(self) -> AsyncEngine:
         """The engine this store reads through (for queries it does not offer, e.g. records by time)."""
         return self._engine

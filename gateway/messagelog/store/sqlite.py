@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +43,9 @@ WAL_CHECKPOINT_BYTES = 256 * 2**10
 # journal_size_limit: a WAL that grew past this (a reader held back its restart) is cut back to it when it
 # restarts, so that one long read does not leave a large file behind.
 WAL_SIZE_LIMIT_BYTES = 4 * 2**20
+# bytes free on the database's filesystem below which SQLITE_FULL means that the filesystem is full: less than a
+# batch of records with its WAL frames needs (a page of 4 KiB per frame, plus its header)
+FULL_FREE_BYTES = 1 * 2**20
 
 
 def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
@@ -79,6 +85,7 @@ class SqliteWriter:
         # batch costs one hand-over between threads rather than one per statement (each hand-over waits for
         # a turn of a busy event loop, which would otherwise dominate an exchange's latency).
         self._sqlite_connect_args: tuple[str, bool, float] = ("", False, 5.0)  # database, uri, timeout
+        self._sqlite_dir = ""  # the directory of the database file, whose filesystem may fill up
         self._sqlite: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._insert_cache: dict[int, str] = {}
@@ -104,6 +111,7 @@ class SqliteWriter:
             self._sqlite_connect_args = (
                 str(args[0]), bool(kwargs.get("uri", False)), float(kwargs.get("timeout", 5.0)),
             )
+            self._sqlite_dir = str(Path(database).resolve().parent)
             self._driver_insert = _driver_insert(dialect)
             self._blob_insert_sql = _driver_blob_insert(dialect)
             self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
@@ -168,6 +176,8 @@ class SqliteWriter:
             if conn_ is not None:
                 with contextlib.suppress(Exception):
                     conn_.close()
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise self._full(e) from e
             if isinstance(e, sqlite3.Error):  # as SQLAlchemy would report it
                 raise sa.exc.DBAPIError.instance(
                     self._driver_insert[0], None, e, sqlite3.Error, hide_parameters=True,
@@ -184,6 +194,22 @@ class SqliteWriter:
             with contextlib.suppress(RuntimeError):  # shut down: the last connection's close checkpoints
                 self._wal_executor.submit(self._wal_checkpoint)
         return seqs
+
+    def _full(self, e: BaseException) -> OSError:
+        """What SQLITE_FULL ("database or disk is full") was: the filesystem holding the database out of space
+        (``ENOSPC``, with the bytes left: the operator's first question), or the database at its own size limit
+        (``max_page_count``)."""
+        directory = self._sqlite_dir
+        try:
+            st = os.statvfs(directory)
+        except OSError:
+            return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (SQLite: {e}; {directory} cannot be examined)")
+        free = st.f_bavail * st.f_frsize
+        if free < FULL_FREE_BYTES:
+            return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free} bytes free on the filesystem of "
+                                         f"{directory} (SQLite: {e})")
+        return OSError(errno.EFBIG, f"the message log database reached its size limit with {free} bytes free on "
+                                    f"the filesystem of {directory} (SQLite: {e})")
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._sqlite_open()
@@ -263,4 +289,4 @@ class SqliteWriter:
                 self._wal_executor.shutdown(wait=True)
 
 
-__all__ = ["WAL_CHECKPOINT_BYTES", "WAL_SIZE_LIMIT_BYTES", "SqliteWriter"]
+__all__ = ["FULL_FREE_BYTES", "WAL_CHECKPOINT_BYTES", "WAL_SIZE_LIMIT_BYTES", "SqliteWriter"]
