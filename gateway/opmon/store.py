@@ -22,7 +22,7 @@ from gateway.errors import DatabaseError
 from gateway.opmon.models import VERSION_TABLE, records
 from gateway.opmon.record import OpQuery, OpRecord
 from gateway.storage.db import migrate
-from gateway.storage.transaction import transaction
+from gateway.storage.transaction import describe, transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # records per batch: binding costs the event loop about 20 µs per record (docs/operations.md, "Operational
@@ -31,9 +31,8 @@ MAX_BATCH = 1000
 _COLUMNS = tuple(c.name for c in records.columns if c.name != "id")
 
 
-def _database_error(e: SQLAlchemyError) -> DatabaseError:
-    return DatabaseError(f"operational monitoring database error: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:300]}")
+def _database_error(e: SQLAlchemyError | OSError) -> DatabaseError:
+    return DatabaseError(f"operational monitoring database error: {describe(e)}")
 
 
 def _row(r: OpRecord) -> dict[str, Any]:
