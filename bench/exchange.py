@@ -15,6 +15,8 @@ The chains (all on 127.0.0.1; the service, a development PKI and a central serve
 - ``gateway-nolog``: the same two servers with ``[server] messagelog_backend = "memory"``: records are still
   built, hashed and checkpointed, but kept in memory and never written to a database. There is no setting
   that switches the message log off entirely; this is the closest.
+- ``gateway-noopmon`` (only when named in ``--chains``): ``gateway`` without the operational-monitoring records
+  and the per-exchange log line (``opmon_records = false``, ``exchange_log = false``), to show what they cost.
 
 Every hop in front of the service is its own process. Each round runs every chain in the order given, so
 chains alternate (A B C A B C ...); a chain's processes are started for its turn (and warmed up: as many
@@ -71,7 +73,8 @@ from gateway.dev.demo import start_federation  # noqa: E402
 from gateway.identifiers import ServiceId, SubsystemId  # noqa: E402
 from gateway.serverconf.access import AccessRule  # noqa: E402
 
-CHAINS = ("direct", "nginx", "relay", "gateway", "gateway-nolog")
+CHAINS = ("direct", "nginx", "relay", "gateway", "gateway-nolog")  # the default set, the JSON rows
+EXTRA_CHAINS = ("gateway-noopmon",)  # only when asked for
 PAYLOAD = json.dumps({"items": [{"id": i, "name": f"record {i:04d}", "pad": "x" * 20} for i in range(18)]}).encode()
 QUICK_DURATION = 1.0  # seconds per measurement with --quick
 STOP_TIMEOUT = 20.0  # seconds a child has to stop after SIGTERM before it is killed
@@ -245,6 +248,8 @@ class Bench:
             "direct": self.start_direct, "nginx": self.start_nginx, "relay": self.start_relay,
             "gateway": lambda: self.start_gateway("gateway", "sql"),
             "gateway-nolog": lambda: self.start_gateway("gateway-nolog", "memory"),
+            "gateway-noopmon": lambda: self.start_gateway(
+                "gateway-noopmon", "sql", GATEWAY_SERVER__OPMON_RECORDS="false", GATEWAY_SERVER__EXCHANGE_LOG="false"),
         }
         running = await starters[chain]()
         await self.warm_up(running)
@@ -312,12 +317,13 @@ class Bench:
             return running
         raise AssertionError("unreachable")
 
-    async def start_gateway(self, chain: str, backend: str) -> Running:
+    async def start_gateway(self, chain: str, backend: str, **settings: str) -> Running:
         g = self.gateway
         running = Running(chain, g["url"], headers=g["headers"])
         try:
             for code in ("ss1", "ss2"):
-                env = dict(os.environ, GATEWAY_LOGGING__LEVEL="warning", GATEWAY_SERVER__MESSAGELOG_BACKEND=backend)
+                env = dict(os.environ, GATEWAY_LOGGING__LEVEL="warning", GATEWAY_SERVER__MESSAGELOG_BACKEND=backend,
+                           **settings)
                 running.servers[code] = self.children.start(
                     f"{chain}-{code}", [g["binary"], "-c", str(g["settings"][code]), "server", "serve"], env=env)
             # both servers: ss1 answers /healthz before ss2 may be listening on its peer port
@@ -626,10 +632,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args(argv)
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
-    unknown = [c for c in chains if c not in CHAINS]
+    unknown = [c for c in chains if c not in CHAINS + EXTRA_CHAINS]
     if unknown or not chains:
         parser.error(f"--chains: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
-                     f"choose from {', '.join(CHAINS)}")
+                     f"choose from {', '.join(CHAINS + EXTRA_CHAINS)}")
     if len(set(chains)) != len(chains):
         parser.error(f"--chains: {args.chains!r} names a chain twice")
     try:
