@@ -83,7 +83,7 @@ from gateway.server.lease import OriginLease
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings, Settings
-from gateway.storage.db import make_engine
+from gateway.storage.db import make_engine, sqlite_sibling_url
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
@@ -197,7 +197,15 @@ class SecurityServer:
         await self.store.migrate()
         self.admin_store = AdminStore(self.engine)
         await self.admin_store.migrate()
-        self.opmon_store = OpMonStore(self.engine)
+        # On SQLite the operational-monitoring records live in a file of their own (<database>-opmon): their batch
+        # inserts would otherwise hold the write lock that every message-log commit needs (docs/operations.md
+        # section 12). On PostgreSQL they share the server's database.
+        opmon_url = sqlite_sibling_url(s.database_url, "-opmon")
+        opmon_engine = self.engine
+        if opmon_url is not None:
+            opmon_engine = make_engine(opmon_url)
+            self._close_at_every_stop(opmon_engine.dispose)
+        self.opmon_store = OpMonStore(opmon_engine)
         await self.opmon_store.migrate()
         # the claim on our log origin, before anything is logged; given up after the log is closed
         if s.messagelog_backend == "sql":

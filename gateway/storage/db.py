@@ -79,6 +79,20 @@ def make_engine(
     return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
+def sqlite_sibling_url(url: str, suffix: str) -> str | None:
+    """For a SQLite database file, the URL of a database file of its own beside it (``<file><suffix>``, same
+    driver and options); None for another database or one in memory. A table written often and apart (the
+    operational-monitoring records) goes there so that its writes never hold the main file's write lock, which
+    the message log's commits need."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return parsed.set(database=f"{parsed.database}{suffix}").render_as_string(hide_password=False)
+
+
 def sqlite_directory(url: str) -> Path | None:
     """The directory holding the SQLite database file of ``url``; None for another database or in memory."""
     try:

@@ -131,6 +131,25 @@ async def test_records_of_a_good_exchange_on_both_sides(world: World) -> None:
     assert _times(mine)[1] <= _times(theirs)[0] and _times(theirs)[3] <= _times(mine)[2]
 
 
+async def test_on_sqlite_the_records_live_in_a_file_of_their_own(world: World) -> None:
+    """Their batch inserts must not hold the write lock of the message log's database."""
+    import sqlite3
+
+    from gateway.storage.db import sqlite_sibling_url
+
+    url = world.ss1.settings.server.database_url
+    if not url.startswith("sqlite"):
+        assert sqlite_sibling_url(url, "-opmon") is None  # PostgreSQL: the server's own database
+        return
+    answer = await call(world.ss1, f"{PROBE}/apart")
+    assert (await world.one(world.ss1, answer.headers["X-Road-Request-Id"]))["status"] == 200
+    main = url.split(":///", 1)[1]
+    for path, has in ((main, False), (main + "-opmon", True)):
+        with sqlite3.connect(path) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert ("opmon_records" in tables) is has, (path, tables)
+
+
 async def test_refused_by_the_provider_is_failed_on_both_sides(world: World) -> None:
     answer = await call(world.ss1, f"{NOSUCH}/x")
     answer.assert_error(500, "Server.ServerProxy.UnknownService")
