@@ -379,25 +379,7 @@ class _Connection(asyncio.Protocol):
                 await self._send_body(transport, body, length, read_timeout)
             if read_timeout is not None:
                 timer = loop.call_later(read_timeout, self._timed_out, read_timeout)
-            while True:
-                if waiter.done() and waiter.exception() is not None:
-                    waiter.result()  # raises
-                if self._chunks:
-                    chunks, self._chunks = self._chunks, []
-                    self._buffered = 0
-                    if self._read_paused and not self.closed:
-                        self._read_paused = False
-                        transport.resume_reading()
-                    for chunk in chunks:
-                        await sink.write(chunk)
-                    continue
-                if waiter.done():
-                    break
-                self._pump = loop.create_future()
-                await self._pump
-            resp = waiter.result()
-            await sink.finish()
-            return resp
+            return await self._pump_response(waiter)  # the sink is set: the body goes to it as it comes
         finally:
             if timer is not None:
                 timer.cancel()
