@@ -28,8 +28,6 @@ from aiohttp import web
 from gateway.admin.context import CONTEXT, AdminContext, Impl
 from gateway.admin.handlers import (
     access_rights,
-    api_keys,
-    audit_log,
     clients,
     globalconf,
     local_groups,
@@ -37,29 +35,17 @@ from gateway.admin.handlers import (
     meta,
     opmon,
     services,
-    session,
-    session_keys,
     token,
-    users,
 )
+from gateway.admin.handlers.accounts import ACCOUNT_HANDLERS
 from gateway.admin.middleware import admin_middleware, wrap
 from gateway.admin.routes import ROUTES
 from gateway.admin.web.app import PREFIX as WEB_PREFIX
 from gateway.admin.web.app import build_web_app
 
 HANDLERS: dict[str, Impl] = {
-    # meta, session
     "getOpenApi": meta.get_open_api,
-    "login": session.login, "logout": session.logout, "getMe": session.get_me,
-    "changeOwnPassword": session.change_own_password,
-    # users, API keys, session keys, audit log
-    "listUsers": users.list_users, "addUser": users.add_user, "getUser": users.get_user,
-    "setUserPassword": users.set_user_password, "setUserRoles": users.set_user_roles,
-    "unlockUser": users.unlock_user, "removeUser": users.remove_user,
-    "listApiKeys": api_keys.list_api_keys, "createApiKey": api_keys.create_api_key,
-    "revokeApiKey": api_keys.revoke_api_key,
-    "listSessionKeys": session_keys.list_session_keys, "rotateSessionKey": session_keys.rotate_session_key,
-    "listAuditLog": audit_log.list_audit_log,
+    **ACCOUNT_HANDLERS,  # session, users, API keys, session keys, audit log (the central server's API too)
     "listOpMonRecords": opmon.list_opmon_records,
     # clients, services, access rights, local groups
     "listClients": clients.list_clients, "addClient": clients.add_client, "getClient": clients.get_client,

@@ -21,7 +21,7 @@ from gateway.admin.central import handlers as h
 from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, CentralImpl
 from gateway.admin.central.routes import central_api
 from gateway.admin.context import Call
-from gateway.admin.handlers import api_keys, audit_log, session, session_keys, users
+from gateway.admin.handlers.accounts import ACCOUNT_HANDLERS
 from gateway.admin.middleware import api_middleware, wrap_route
 from gateway.admin.openapi import build_document
 from gateway.admin.store import AdminStore
@@ -37,17 +37,8 @@ async def get_open_api(call: Call, request: web.Request, ctx: CentralAdminContex
 
 
 HANDLERS: dict[str, CentralImpl] = {
-    # meta, session, users, API keys, session keys, audit log: the security server's handlers
     "getOpenApi": get_open_api,
-    "login": session.login, "logout": session.logout, "getMe": session.get_me,
-    "changeOwnPassword": session.change_own_password,
-    "listUsers": users.list_users, "addUser": users.add_user, "getUser": users.get_user,
-    "setUserPassword": users.set_user_password, "setUserRoles": users.set_user_roles,
-    "unlockUser": users.unlock_user, "removeUser": users.remove_user,
-    "listApiKeys": api_keys.list_api_keys, "createApiKey": api_keys.create_api_key,
-    "revokeApiKey": api_keys.revoke_api_key,
-    "listSessionKeys": session_keys.list_session_keys, "rotateSessionKey": session_keys.rotate_session_key,
-    "listAuditLog": audit_log.list_audit_log,
+    **ACCOUNT_HANDLERS,  # session, users, API keys, session keys, audit log: the security server's handlers
     # registry
     "listMembers": h.list_members, "addMember": h.add_member, "getMember": h.get_member,
     "renameMember": h.rename_member, "removeMember": h.remove_member, "addSubsystem": h.add_subsystem,
