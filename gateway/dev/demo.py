@@ -510,6 +510,7 @@ def print_banner(
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
     if d["central"].get("admin_url"):
         out(f"  central admin    {d['central']['admin_url']} (user 'admin', password in the same file)")
+        out(f"  central web      {d['central']['admin_url']}/ui/")
     if processes:
         pids = ", ".join(f"{name} {part['pid']}" for name, part in processes.items())
         out(f"  processes        {pids}")

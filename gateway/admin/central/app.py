@@ -5,7 +5,8 @@ default), never on the port that serves ``/globalconf``. Every route of
 :func:`gateway.admin.central.routes.central_api` is wrapped by :func:`gateway.admin.middleware.wrap_route`:
 authentication (session token or API key), the role check, validation against the document's schemas, then
 the handler; :func:`gateway.admin.middleware.api_middleware` turns errors into JSON and writes the audit entry
-of every change and every refusal into the central database's ``adm_audit`` table.
+of every change and every refusal into the central database's ``adm_audit`` table. The web interface
+(:mod:`gateway.admin.central.web`) is mounted under ``/ui`` and runs these same handlers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from aiohttp import web
 from gateway.admin.central import handlers as h
 from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, CentralImpl
 from gateway.admin.central.routes import central_api
+from gateway.admin.central.web import PREFIX as WEB_PREFIX
+from gateway.admin.central.web import build_central_web_app
 from gateway.admin.context import Call
 from gateway.admin.handlers.accounts import ACCOUNT_HANDLERS
 from gateway.admin.middleware import api_middleware, wrap_route
@@ -79,6 +82,7 @@ def build_central_admin_app(ctx: CentralAdminContext) -> web.Application:
     for route in api.routes:
         app.router.add_route(route.method, route.path,
                              wrap_route(route, HANDLERS[route.operation_id], CENTRAL_CONTEXT, api.path_params))
+    app.add_subapp(WEB_PREFIX, build_central_web_app(ctx, HANDLERS))  # the web interface (docs/web-ui.md)
     return app
 
 

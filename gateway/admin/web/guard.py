@@ -29,16 +29,17 @@ Form = Mapping[str, str]
 PageHandler = Callable[[web.Request, User, Form], Awaitable[web.StreamResponse]]
 
 
-async def read_form(request: web.Request) -> dict[str, str]:
+async def read_form(request: web.Request, *, limit: int | None = None) -> dict[str, str]:
     """The fields of a POSTed form (the last value of each name), bounded as API bodies are
-    (``[admin] max_body_bytes``).
+    (``limit``, default ``[admin] max_body_bytes`` of the security server's context).
 
     Raises:
         RequestError: 413 above the bound; 400 if it is not a URL-encoded or multipart form.
     """
     if request.method != "POST":
         return {}
-    limit = context(request).settings.max_body_bytes
+    if limit is None:
+        limit = context(request).settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"form of {request.content_length} bytes is larger than {limit} bytes")
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
