@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,10 +30,17 @@ from playwright.async_api import Browser, Page, expect
 from process_kit import PERSONS
 from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
 
+from gateway.admin.roles import ROLES
 from gateway.admin.schema import Page as ListPage
-from gateway.central import registration, registry
-from gateway.dev.demo import Federation, start_federation
-from gateway.identifiers import ServiceId
+from gateway.central import registry
+from gateway.central.management import RequestType, build_request
+from gateway.dev.demo import Federation, _issue_token_keys, start_federation
+from gateway.identifiers import SecurityServerId, ServiceId, parse_client
+from gateway.server import regclient
+from gateway.server.keyfiles import KeyFiles
+from gateway.server.runtime import SecurityServer
+from gateway.settings import GlobalConfSettings, ServerSettings, Settings
+from gateway.trust import keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,6 +49,8 @@ OBSERVER = ("olive", "observer password 1")
 OFFICER = ("olga", "registration officer password")
 PERSONS_PAGE = "/ui/services/" + ServiceId.parse(PERSONS, encoded=False).encoded_id()
 SESSION_COOKIE = "gw_central_session"
+SS3 = SecurityServerId.parse("DEV/GOV/1003/ss3")
+CLIENT3 = "DEV/GOV/1003/client3"
 
 
 @dataclass
@@ -82,7 +92,7 @@ CENTRAL_PAGES = (
 )
 
 
-async def test_every_central_page_a_key_rollover_and_the_session(world: World, tmp_path: Path) -> None:
+async def test_every_central_page_forms_and_the_session(world: World, tmp_path: Path) -> None:
     shots = Shots(tmp_path, "central")
     url = world.url
     async with chromium() as browser:
@@ -132,24 +142,6 @@ async def test_every_central_page_a_key_rollover_and_the_session(world: World, t
         await member.get_by_role("button", name="Add to the group").click()
         await expect(page.get_by_role("status")).to_contain_text("DEV/GOV/1001/consumer added to the group.")
         await check_page(page, shots, "group")
-        # configuration-signing key rollover: generate (inactive), anchor, activate, retire the old one
-        await page.goto(f"{url}/ui/signing-keys")
-        await page.get_by_role("button", name="Generate signing key").click()
-        await expect(page.get_by_role("status")).to_contain_text("A new signing key was generated")
-        async with page.expect_download() as info:
-            await page.get_by_role("link", name="anchor").click()
-        anchor = json.loads(Path(await (await info.value).path()).read_text())
-        assert anchor["instance"] == "DEV"
-        await page.get_by_role("button", name="Activate key 2").click()
-        await expect(page.get_by_role("status")).to_contain_text("signs from the next publication on")
-        await page.get_by_role("button", name="Retire key 1").click()
-        await expect(page.get_by_role("status")).to_contain_text("retired")
-        await expect(page.get_by_role("table")).to_contain_text("retired")
-        await check_page(page, shots, "signing-keys-rolled")
-        # publishing now
-        await page.goto(f"{url}/ui/globalconf")
-        await page.get_by_role("button", name="Publish now").click()
-        await expect(page.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
         # at 320 px wide every page still fits (a wide table scrolls inside its own region)
         narrow = await _signed_in(browser, url, "admin", world.password, width=320)
         for name, path in CENTRAL_PAGES:
@@ -165,8 +157,7 @@ async def test_every_central_page_a_key_rollover_and_the_session(world: World, t
     # the changes are in the audit log as the REST API's are, by operation
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
     actions = {e.action for e in entries}
-    assert {"addGlobalGroup", "addGlobalGroupMember", "createSigningKey", "activateSigningKey", "retireSigningKey",
-            "publishGlobalConf", "logout"} <= actions
+    assert {"addGlobalGroup", "addGlobalGroupMember", "logout"} <= actions
 
 
 async def test_observer_sees_the_pages_but_every_change_is_refused(world: World, tmp_path: Path) -> None:
@@ -221,6 +212,134 @@ async def test_observer_sees_the_pages_but_every_change_is_refused(world: World,
     assert forged >= 2
 
 
+async def _start_agency_c(fed: Federation, workdir: Path) -> SecurityServer:
+    """Agency C's security server as installed (the steps `gateway token init` and the first keys do, which a
+    server needs before it can start), on free ports, not yet known to the central server."""
+    files = KeyFiles(dir=workdir / "ss3")
+    token = await _issue_token_keys(fed.ca, files, SS3, name="Agency C", now=datetime.now(UTC))
+    settings = Settings(
+        central=fed.central.settings,
+        server=ServerSettings(id=str(SS3), database_url=f"sqlite+aiosqlite:///{workdir / 'ss3.db'}",
+                              state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
+                              admin_port=0, ops_port=0, **token),
+        globalconf=GlobalConfSettings(anchor=str(fed.anchor_path), cache_dir=str(workdir / "ss3" / "globalconf")),
+    )
+    ss3 = SecurityServer(settings)
+    await ss3.start()
+    return ss3
+
+
+async def _submit(ss3: SecurityServer, kind: RequestType, **fields: Any) -> int:
+    """What ss3 sends to register (`gateway server register`, `register-client`): a request signed with its
+    newest authentication certificate."""
+    assert ss3.token is not None
+    key, cert = await regclient.auth_key_and_cert(ss3.settings, token=ss3.token, newest=True, now=datetime.now(UTC))
+    body = build_request(kind, server=SS3, signer_key=key, signer_cert=cert, now=datetime.now(UTC),
+                         address=ss3.server_address, **fields)
+    answer = await regclient.submit(regclient.central_registration_url(ss3.settings), body)
+    return int(answer["id"])
+
+
+async def _approve(page: Page, url: str, request_id: int, shots: Shots, name: str) -> None:
+    await page.goto(f"{url}/ui/registration-requests?state=submitted")
+    await page.get_by_role("link", name=f"Request {request_id}", exact=True).click()
+    await expect(page.locator("main")).to_contain_text("Requester's signature")
+    await expect(page.locator("main")).to_contain_text("verified at")
+    await check_page(page, shots, name)
+    await page.get_by_role("button", name=f"Approve request {request_id}").click()
+    await expect(page.get_by_role("status")).to_contain_text("Request approved and applied to the registry.")
+    await expect(page.locator("main")).to_contain_text("approved by olga")
+
+
+async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeeds(
+    world: World, tmp_path: Path,
+) -> None:
+    shots = Shots(tmp_path, "agency-c")
+    url = world.url
+    ss3 = await _start_agency_c(world.fed, tmp_path)
+    try:
+        await ss3.admin_store.add_user("admin", "ss3 admin password", frozenset(ROLES), now=datetime.now(UTC))
+        async with chromium() as browser:
+            # (1) the registration officer registers member C and its subsystem in the central pages
+            officer = await _signed_in(browser, url, *OFFICER)
+            await officer.goto(f"{url}/ui/members")
+            add = officer.locator("form", has=officer.get_by_role("heading", name="Add a member"))
+            await add.get_by_label("Member identifier").fill("DEV/GOV")
+            await add.get_by_label("Name").fill("Agency C")
+            await add.get_by_role("button", name="Add member").click()
+            await expect(officer.locator("#add-id-error")).to_contain_text("Client.")
+            await check_page(officer, shots, "members-error")
+            await officer.get_by_label("Member identifier").fill(str(SS3.owner))
+            await officer.get_by_role("button", name="Add member").click()
+            await expect(officer.get_by_role("status")).to_contain_text(f"Member {SS3.owner} added.")
+            await officer.get_by_role("link", name=str(SS3.owner)).click()
+            await officer.get_by_label("Subsystem code").fill("client3")
+            await officer.get_by_role("button", name="Add subsystem").click()
+            await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
+            # (2) C's security officer: a new authentication key, its CSR, the certificate, on ss3's keys page
+            ss3_url = ss3.admin_url
+            operator = await _signed_in(browser, ss3_url, "admin", "ss3 admin password")
+            await operator.goto(f"{ss3_url}/ui/keys")
+            generate = operator.locator("form", has=operator.get_by_role("heading", name="Generate a key"))
+            await generate.get_by_label("Usage").select_option("auth")
+            await generate.get_by_label("Label").fill("registered auth")
+            await generate.get_by_role("button", name="Generate key").click()
+            await expect(operator.get_by_role("status")).to_contain_text("A new auth key was generated.")
+            key = operator.locator("section", has=operator.get_by_role("heading", name="auth key registered auth"))
+            await key.get_by_label("Organisation name").fill("Agency C")
+            async with operator.expect_download() as info:
+                await key.get_by_role("button", name="Download a certificate request (CSR)").click()
+            csr = x509.load_pem_x509_csr(Path(await (await info.value).path()).read_bytes())
+            # the CA (outside the operator's interface) signs it
+            cert = world.fed.ca.issue(csr, kind="auth", expected_identity=SS3, now=datetime.now(UTC))
+            imp = operator.locator("form", has=operator.get_by_role("heading", name="Import a certificate"))
+            await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
+            await imp.get_by_role("button", name="Import certificate").click()
+            await expect(operator.get_by_role("status")).to_contain_text("Certificate imported.")
+            await key.get_by_role("button", name=re.compile("^Activate")).click()
+            await expect(operator.get_by_role("status")).to_contain_text("Certificate activated.")
+            await check_page(operator, shots, "ss3-keys")
+            # (3) ss3 registers that certificate, then its client; the officer approves both in the central pages
+            auth_request = await _submit(ss3, "auth_cert_reg")
+            await _approve(officer, url, auth_request, shots, "request-auth-cert")
+            client_request = await _submit(ss3, "client_reg", client=parse_client(CLIENT3, encoded=False))
+            await _approve(officer, url, client_request, shots, "request-client")
+            await officer.goto(f"{url}/ui/servers/{SS3.encoded_id()}")
+            await expect(officer.locator("main")).to_contain_text(keys.cert_sha256_hex(cert))
+            await expect(officer.locator("main")).to_contain_text(CLIENT3)
+            await check_page(officer, shots, "server-ss3")
+            # (4) the client on ss3's clients page
+            await operator.goto(f"{ss3_url}/ui/clients")
+            client = operator.locator("form", has=operator.get_by_role("heading", name="Add a client"))
+            await client.get_by_label("Identifier").fill(CLIENT3)
+            await client.get_by_label("Status").select_option("registered")
+            await client.get_by_label("IS authentication").select_option("none")
+            await client.get_by_role("button", name="Add client").click()
+            await expect(operator.get_by_role("status")).to_contain_text(f"Client {CLIENT3} added.")
+            # (5) the access right on the provider's service page
+            ss2 = world.ss_creds["ss2"]
+            provider = await _signed_in(browser, ss2["admin_url"], "admin", ss2["password"])
+            await provider.goto(f"{ss2['admin_url']}{PERSONS_PAGE}")
+            grant = provider.locator("form", has=provider.get_by_role("heading", name="Grant access"))
+            await grant.get_by_label("Subject").fill(f"SUBSYSTEM:{CLIENT3}")
+            await grant.get_by_role("button", name="Grant access").click()
+            await expect(provider.get_by_role("status")).to_contain_text(f"Access granted to SUBSYSTEM:{CLIENT3}.")
+            # (6) the registration officer's approvals are published (the publication loop was asked at once)
+            await officer.goto(f"{url}/ui/dashboard")
+            await check_page(officer, shots, "dashboard-after")
+        await world.fed.publish_and_refresh()
+        await ss3.globalconf.refresh()
+        await ss3.reload_keys()
+        ok = await _exchange(ss3.client_url, CLIENT3, "agency-c-first")
+        assert ok.status == 200, ok.headers.get("X-Road-Error")
+    finally:
+        await ss3.stop()
+    entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="olga")  # type: ignore[union-attr]
+    assert [e.action for e in entries if e.action == "approveRegistrationRequest"] == [
+        "approveRegistrationRequest"] * 2
+    assert {"addMember", "addSubsystem"} <= {e.action for e in entries}
+
+
 async def _exchange(client_url: str, client: str, message_id: str) -> aiohttp.ClientResponse:
     async with aiohttp.ClientSession() as http, http.get(
         f"{client_url}/r1/{PERSONS}/?limit=2",
@@ -230,4 +349,34 @@ async def _exchange(client_url: str, client: str, message_id: str) -> aiohttp.Cl
         return resp
 
 
-__all__ = ["registration", "x509"]
+
+async def test_security_officer_rolls_the_signing_key_over_and_publishes(world: World, tmp_path: Path) -> None:
+    """Last in the module: the security servers hold the old anchor, so nothing may need a publication after
+    the old key is retired."""
+    shots = Shots(tmp_path, "central-keys")
+    url = world.url
+    async with chromium() as browser:
+        page = await _signed_in(browser, url, "admin", world.password)
+        # configuration-signing key rollover: generate (inactive), anchor, activate, retire the old one
+        await page.goto(f"{url}/ui/signing-keys")
+        await page.get_by_role("button", name="Generate signing key").click()
+        await expect(page.get_by_role("status")).to_contain_text("A new signing key was generated")
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="anchor").click()
+        anchor = json.loads(Path(await (await info.value).path()).read_text())
+        assert anchor["instance"] == "DEV"
+        await page.get_by_role("button", name="Activate key 2").click()
+        await expect(page.get_by_role("status")).to_contain_text("signs from the next publication on")
+        await page.get_by_role("button", name="Retire key 1").click()
+        await expect(page.get_by_role("status")).to_contain_text("retired")
+        await expect(page.get_by_role("table")).to_contain_text("retired")
+        await check_page(page, shots, "signing-keys-rolled")
+        # publishing now
+        await page.goto(f"{url}/ui/globalconf")
+        await page.get_by_role("button", name="Publish now").click()
+        await expect(page.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
+        await page.goto(f"{url}/ui/dashboard")
+        await expect(page.locator("main")).to_contain_text("1 active of 2")
+    entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
+    assert {"createSigningKey", "activateSigningKey", "retireSigningKey", "publishGlobalConf"} <= {
+        e.action for e in entries}
