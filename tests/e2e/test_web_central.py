@@ -14,6 +14,7 @@ Screenshots go to ``<tmp>/screenshots`` and to ``GATEWAY_SCREENSHOTS`` when set 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -78,6 +79,13 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         await fed.close()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the module; each user of a test has a browser context of their own."""
+    async with chromium() as b:
+        yield b
+
+
 async def _signed_in(browser: Browser, url: str, username: str, password: str, *, width: int = 1024) -> Page:
     page = await (await new_context(browser, width=width)).new_page()
     await log_in(page, url, username, password)
@@ -90,117 +98,132 @@ CENTRAL_PAGES = (
     ("trust", "/ui/trust-services"), ("signing-keys", "/ui/signing-keys"), ("versions", "/ui/globalconf"),
     ("audit-log", "/ui/audit-log"),
 )
+NARROW_SHOTS = {"members", "servers", "requests", "trust"}  # axe-core and a screenshot at 320 px too
 
 
-async def test_every_central_page_forms_and_the_session(world: World, tmp_path: Path) -> None:
+async def test_every_central_page_forms_and_the_session(world: World, browser: Browser, tmp_path: Path) -> None:
     shots = Shots(tmp_path, "central")
     url = world.url
-    async with chromium() as browser:
-        page = await (await new_context(browser)).new_page()
-        # without a session a page sends the browser to the log-in form, which comes back to it
-        await page.goto(f"{url}/ui/members")
-        await expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/members$"))
-        await expect(page).to_have_title("Log in · central server")
-        await check_page(page, shots, "login")
-        await page.get_by_label("User name").fill("admin")
-        await page.get_by_label("Password").fill(world.password)
-        await page.get_by_role("button", name="Log in").click()
-        await expect(page).to_have_url(re.compile(r"/ui/members$"))
-        [cookie] = [c for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
-        for name, path in CENTRAL_PAGES:
-            await page.goto(f"{url}{path}")
-            await check_page(page, shots, name)
-        # tables sort on the server: members by name, descending
-        await page.goto(f"{url}/ui/members?sort=name&dir=desc")
-        names = await page.get_by_role("table").locator("tbody tr td:nth-child(2)").all_inner_texts()
-        assert names == sorted(names, reverse=True) and len(names) == 2
-        # one member, one server, one group, one request page
-        await page.goto(f"{url}/ui/members")
-        await page.get_by_role("link", name="DEV/GOV/1001").click()
-        await expect(page.get_by_role("heading", name="Member DEV/GOV/1001")).to_be_visible()
-        await check_page(page, shots, "member")
-        await page.goto(f"{url}/ui/servers")
-        await page.get_by_role("link", name="DEV/GOV/1002/ss2").click()
-        await expect(page.get_by_role("heading", name="Security server DEV/GOV/1002/ss2")).to_be_visible()
-        await check_page(page, shots, "server")
-        # a global group through its form, then its page; a bad identifier is told beside its field
-        await page.goto(f"{url}/ui/global-groups")
-        add = page.locator("form", has=page.get_by_role("heading", name="Add a global group"))
-        await add.get_by_label("Group identifier").fill("OTHER/tax-offices")
-        await add.get_by_label("Description").fill("Tax offices")
-        await add.get_by_role("button", name="Add global group").click()
-        await expect(page.locator("#add-id-error")).to_contain_text("instance")
-        await expect(page.get_by_label("Group identifier")).to_have_attribute("aria-invalid", "true")
-        await check_page(page, shots, "groups-error")
-        await page.get_by_label("Group identifier").fill("DEV/tax-offices")
-        await page.get_by_role("button", name="Add global group").click()
-        await expect(page.get_by_role("status")).to_contain_text("Global group DEV/tax-offices added.")
-        await page.get_by_role("link", name="DEV/tax-offices").click()
-        member = page.locator("form", has=page.get_by_role("heading", name="Add a member"))
-        await member.get_by_label("Member or subsystem").fill("DEV/GOV/1001/consumer")
-        await member.get_by_role("button", name="Add to the group").click()
-        await expect(page.get_by_role("status")).to_contain_text("DEV/GOV/1001/consumer added to the group.")
-        await check_page(page, shots, "group")
-        # at 320 px wide every page still fits (a wide table scrolls inside its own region)
-        narrow = await _signed_in(browser, url, "admin", world.password, width=320)
-        for name, path in CENTRAL_PAGES:
-            await narrow.goto(f"{url}{path}")
-            assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320, path
+    page = await (await new_context(browser)).new_page()
+    # without a session a page sends the browser to the log-in form, which comes back to it
+    await page.goto(f"{url}/ui/members")
+    await expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/members$"))
+    await expect(page).to_have_title("Log in · central server")
+    await check_page(page, shots, "login")
+    await page.get_by_label("User name").fill("admin")
+    await page.get_by_label("Password").fill(world.password)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(re.compile(r"/ui/members$"))
+    [cookie] = [c for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
+    for name, path in CENTRAL_PAGES:
+        await page.goto(f"{url}{path}")
+        await check_page(page, shots, name)
+    # tables sort on the server: members by name, descending
+    await page.goto(f"{url}/ui/members?sort=name&dir=desc")
+    names = await page.get_by_role("table").locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert names == sorted(names, reverse=True) and len(names) == 2
+    # bad addresses are told in words, with the X-Road type
+    for path, status, words in (
+        ("/ui/members?sort=bogus", 400, "sort column 'bogus' is not one of id, name"),
+        ("/ui/members?dir=up", 400, "sort direction 'up' must be asc or desc"),
+        ("/ui/registration-requests?state=bogus", 400, "state 'bogus' is not one of submitted, approved, rejected"),
+        ("/ui/registration-requests/abc", 400, "request_id 'abc' is not a positive integer"),
+        ("/ui/registration-requests/999", 404, "999"),
+        ("/ui/members/DEV:GOV:9999", 404, "member DEV/GOV/9999 is not registered"),
+        ("/ui/nothing-here", 404, "there is no page /ui/nothing-here"),
+    ):
+        resp = await page.request.get(f"{url}{path}")
+        text = html.unescape(await resp.text())
+        assert resp.status == status and words in text and ("Client." in text or "Server." in text), (path, text)
+    # one member, one server, one group, one request page
+    await page.goto(f"{url}/ui/members")
+    await page.get_by_role("link", name="DEV/GOV/1001").click()
+    await expect(page.get_by_role("heading", name="Member DEV/GOV/1001")).to_be_visible()
+    await check_page(page, shots, "member")
+    await page.goto(f"{url}/ui/servers")
+    await page.get_by_role("link", name="DEV/GOV/1002/ss2").click()
+    await expect(page.get_by_role("heading", name="Security server DEV/GOV/1002/ss2")).to_be_visible()
+    await check_page(page, shots, "server")
+    # a global group through its form, then its page; a bad identifier is told beside its field
+    await page.goto(f"{url}/ui/global-groups")
+    add = page.locator("form", has=page.get_by_role("heading", name="Add a global group"))
+    await add.get_by_label("Group identifier").fill("OTHER/tax-offices")
+    await add.get_by_label("Description").fill("Tax offices")
+    await add.get_by_role("button", name="Add global group").click()
+    await expect(page.locator("#add-id-error")).to_contain_text("instance")
+    await expect(page.get_by_label("Group identifier")).to_have_attribute("aria-invalid", "true")
+    await check_page(page, shots, "groups-error")
+    await page.get_by_label("Group identifier").fill("DEV/tax-offices")
+    await page.get_by_role("button", name="Add global group").click()
+    await expect(page.get_by_role("status")).to_contain_text("Global group DEV/tax-offices added.")
+    await page.get_by_role("link", name="DEV/tax-offices").click()
+    member = page.locator("form", has=page.get_by_role("heading", name="Add a member"))
+    await member.get_by_label("Member or subsystem").fill("DEV/GOV/1001/consumer")
+    await member.get_by_role("button", name="Add to the group").click()
+    await expect(page.get_by_role("status")).to_contain_text("DEV/GOV/1001/consumer added to the group.")
+    await check_page(page, shots, "group")
+    # at 320 px wide every page still fits (a wide table scrolls inside its own region)
+    narrow = await _signed_in(browser, url, "admin", world.password, width=320)
+    for name, path in CENTRAL_PAGES:
+        await narrow.goto(f"{url}{path}")
+        assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320, path
+        if name in NARROW_SHOTS:
             await check_page(narrow, shots, f"{name}-320px")
-        # log-out ends the session: the old cookie no longer opens a page
-        await page.get_by_role("button", name="Log out").click()
-        await expect(page).to_have_url(re.compile(r"/ui/login\?reason=You\+have\+logged\+out\.$"))
-        await page.context.add_cookies([{**cookie}])  # type: ignore[list-item]
-        await page.goto(f"{url}/ui/members")
-        await expect(page).to_have_url(re.compile(r"/ui/login\?"))
+    # log-out ends the session: the old cookie no longer opens a page
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page).to_have_url(re.compile(r"/ui/login\?reason=You\+have\+logged\+out\.$"))
+    await page.context.add_cookies([{**cookie}])  # type: ignore[list-item]
+    await page.goto(f"{url}/ui/members")
+    await expect(page).to_have_url(re.compile(r"/ui/login\?"))
     # the changes are in the audit log as the REST API's are, by operation
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
     actions = {e.action for e in entries}
     assert {"addGlobalGroup", "addGlobalGroupMember", "logout"} <= actions
 
 
-async def test_observer_sees_the_pages_but_every_change_is_refused(world: World, tmp_path: Path) -> None:
+async def test_observer_sees_the_pages_but_every_change_is_refused(
+    world: World, browser: Browser, tmp_path: Path,
+) -> None:
     shots = Shots(tmp_path, "central-observer")
     url = world.url
     engine = world.fed.central.engine
-    async with chromium() as browser:
-        page = await _signed_in(browser, url, *OBSERVER)
-        nav = page.get_by_role("navigation", name="Pages")
-        await expect(nav.get_by_role("link", name="Audit log")).to_have_count(0)
-        await page.goto(f"{url}/ui/members")
-        await expect(page.get_by_role("table")).to_contain_text("DEV/GOV/1001")
-        await expect(page.get_by_role("heading", name="Add a member")).to_have_count(0)
-        await page.goto(f"{url}/ui/signing-keys")
-        await expect(page.get_by_role("button", name="Generate signing key")).to_have_count(0)
-        await check_page(page, shots, "signing-keys")
-        await page.goto(f"{url}/ui/trust-services")
-        await expect(page.get_by_role("heading", name="Trust a certification authority")).to_have_count(0)
-        await check_page(page, shots, "trust")
-        token = await csrf_of(page)
-        for path, form in (
-            ("/ui/members", {"id": "DEV/GOV/6666", "name": "Sneaky"}),
-            ("/ui/members/DEV:GOV:1001/subsystems", {"code": "sneaky"}),
-            ("/ui/servers", {"id": "DEV/GOV/1001/ss9", "address": "127.0.0.1:9"}),
-            ("/ui/global-groups", {"id": "DEV/sneaky", "description": "Sneaky"}),
-            ("/ui/signing-keys", {}),
-            ("/ui/trust-services/tsas/DEV%20Development%20TSA/remove", {}),
-            ("/ui/globalconf/publish", {}),
-        ):
-            resp = await page.request.post(f"{url}{path}", form={**form, "_csrf": token})
-            assert resp.status == 403, path
-            assert "olive (roles: observer) may not call" in await resp.text(), path
-        await page.goto(f"{url}/ui/audit-log")
-        await expect(page.get_by_role("alert")).to_contain_text("may not call listAuditLog")
-        await check_page(page, shots, "refused")
-        # a form without the session's CSRF token is refused before anything is read, even for the admin
-        admin = await _signed_in(browser, url, "admin", world.password)
-        resp = await admin.request.post(f"{url}/ui/members", form={"id": "DEV/GOV/7777", "name": "Forged"})
-        assert resp.status == 403
-        assert "anti-forgery (CSRF) token" in await resp.text()
-        resp = await admin.request.post(f"{url}/ui/members", form={"id": "DEV/GOV/7777", "name": "Forged",
-                                                                    "_csrf": "0" * 64})
-        assert resp.status == 403
+    page = await _signed_in(browser, url, *OBSERVER)
+    nav = page.get_by_role("navigation", name="Pages")
+    await expect(nav.get_by_role("link", name="Audit log")).to_have_count(0)
+    await page.goto(f"{url}/ui/members")
+    await expect(page.get_by_role("table")).to_contain_text("DEV/GOV/1001")
+    await expect(page.get_by_role("heading", name="Add a member")).to_have_count(0)
+    await page.goto(f"{url}/ui/signing-keys")
+    await expect(page.get_by_role("button", name="Generate signing key")).to_have_count(0)
+    await check_page(page, shots, "signing-keys")
+    await page.goto(f"{url}/ui/trust-services")
+    await expect(page.get_by_role("heading", name="Trust a certification authority")).to_have_count(0)
+    await check_page(page, shots, "trust")
+    token = await csrf_of(page)
+    for path, form in (
+        ("/ui/members", {"id": "DEV/GOV/6666", "name": "Sneaky"}),
+        ("/ui/members/DEV:GOV:1001/subsystems", {"code": "sneaky"}),
+        ("/ui/servers", {"id": "DEV/GOV/1001/ss9", "address": "127.0.0.1:9"}),
+        ("/ui/global-groups", {"id": "DEV/sneaky", "description": "Sneaky"}),
+        ("/ui/signing-keys", {}),
+        ("/ui/trust-services/tsas/DEV%20Development%20TSA/remove", {}),
+        ("/ui/globalconf/publish", {}),
+    ):
+        resp = await page.request.post(f"{url}{path}", form={**form, "_csrf": token})
+        assert resp.status == 403, path
+        assert "olive (roles: observer) may not call" in await resp.text(), path
+    await page.goto(f"{url}/ui/audit-log")
+    await expect(page.get_by_role("alert")).to_contain_text("may not call listAuditLog")
+    await check_page(page, shots, "refused")
+    # a form without the session's CSRF token is refused before anything is read, even for the admin
+    admin = await _signed_in(browser, url, "admin", world.password)
+    resp = await admin.request.post(f"{url}/ui/members", form={"id": "DEV/GOV/7777", "name": "Forged"})
+    assert resp.status == 403
+    assert "anti-forgery (CSRF) token" in await resp.text()
+    resp = await admin.request.post(f"{url}/ui/members", form={"id": "DEV/GOV/7777", "name": "Forged",
+                                                                "_csrf": "0" * 64})
+    assert resp.status == 403
     assert {str(m.id) for m in await registry.list_members(engine)} >= {"DEV/GOV/1001", "DEV/GOV/1002"}
     assert not {"DEV/GOV/6666", "DEV/GOV/7777"} & {str(m.id) for m in await registry.list_members(engine)}
     assert "DEV/sneaky" not in {str(g.id) for g in await registry.list_groups(engine)}
@@ -252,81 +275,80 @@ async def _approve(page: Page, url: str, request_id: int, shots: Shots, name: st
 
 
 async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeeds(
-    world: World, tmp_path: Path,
+    world: World, browser: Browser, tmp_path: Path,
 ) -> None:
     shots = Shots(tmp_path, "agency-c")
     url = world.url
     ss3 = await _start_agency_c(world.fed, tmp_path)
     try:
         await ss3.admin_store.add_user("admin", "ss3 admin password", frozenset(ROLES), now=datetime.now(UTC))
-        async with chromium() as browser:
-            # (1) the registration officer registers member C and its subsystem in the central pages
-            officer = await _signed_in(browser, url, *OFFICER)
-            await officer.goto(f"{url}/ui/members")
-            add = officer.locator("form", has=officer.get_by_role("heading", name="Add a member"))
-            await add.get_by_label("Member identifier").fill("DEV/GOV")
-            await add.get_by_label("Name").fill("Agency C")
-            await add.get_by_role("button", name="Add member").click()
-            await expect(officer.locator("#add-id-error")).to_contain_text("Client.")
-            await check_page(officer, shots, "members-error")
-            await officer.get_by_label("Member identifier").fill(str(SS3.owner))
-            await officer.get_by_role("button", name="Add member").click()
-            await expect(officer.get_by_role("status")).to_contain_text(f"Member {SS3.owner} added.")
-            await officer.get_by_role("link", name=str(SS3.owner)).click()
-            await officer.get_by_label("Subsystem code").fill("client3")
-            await officer.get_by_role("button", name="Add subsystem").click()
-            await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
-            # (2) C's security officer: a new authentication key, its CSR, the certificate, on ss3's keys page
-            ss3_url = ss3.admin_url
-            operator = await _signed_in(browser, ss3_url, "admin", "ss3 admin password")
-            await operator.goto(f"{ss3_url}/ui/keys")
-            generate = operator.locator("form", has=operator.get_by_role("heading", name="Generate a key"))
-            await generate.get_by_label("Usage").select_option("auth")
-            await generate.get_by_label("Label").fill("registered auth")
-            await generate.get_by_role("button", name="Generate key").click()
-            await expect(operator.get_by_role("status")).to_contain_text("A new auth key was generated.")
-            key = operator.locator("section", has=operator.get_by_role("heading", name="auth key registered auth"))
-            await key.get_by_label("Organisation name").fill("Agency C")
-            async with operator.expect_download() as info:
-                await key.get_by_role("button", name="Download a certificate request (CSR)").click()
-            csr = x509.load_pem_x509_csr(Path(await (await info.value).path()).read_bytes())
-            # the CA (outside the operator's interface) signs it
-            cert = world.fed.ca.issue(csr, kind="auth", expected_identity=SS3, now=datetime.now(UTC))
-            imp = operator.locator("form", has=operator.get_by_role("heading", name="Import a certificate"))
-            await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
-            await imp.get_by_role("button", name="Import certificate").click()
-            await expect(operator.get_by_role("status")).to_contain_text("Certificate imported.")
-            await key.get_by_role("button", name=re.compile("^Activate")).click()
-            await expect(operator.get_by_role("status")).to_contain_text("Certificate activated.")
-            await check_page(operator, shots, "ss3-keys")
-            # (3) ss3 registers that certificate, then its client; the officer approves both in the central pages
-            auth_request = await _submit(ss3, "auth_cert_reg")
-            await _approve(officer, url, auth_request, shots, "request-auth-cert")
-            client_request = await _submit(ss3, "client_reg", client=parse_client(CLIENT3, encoded=False))
-            await _approve(officer, url, client_request, shots, "request-client")
-            await officer.goto(f"{url}/ui/servers/{SS3.encoded_id()}")
-            await expect(officer.locator("main")).to_contain_text(keys.cert_sha256_hex(cert))
-            await expect(officer.locator("main")).to_contain_text(CLIENT3)
-            await check_page(officer, shots, "server-ss3")
-            # (4) the client on ss3's clients page
-            await operator.goto(f"{ss3_url}/ui/clients")
-            client = operator.locator("form", has=operator.get_by_role("heading", name="Add a client"))
-            await client.get_by_label("Identifier").fill(CLIENT3)
-            await client.get_by_label("Status").select_option("registered")
-            await client.get_by_label("IS authentication").select_option("none")
-            await client.get_by_role("button", name="Add client").click()
-            await expect(operator.get_by_role("status")).to_contain_text(f"Client {CLIENT3} added.")
-            # (5) the access right on the provider's service page
-            ss2 = world.ss_creds["ss2"]
-            provider = await _signed_in(browser, ss2["admin_url"], "admin", ss2["password"])
-            await provider.goto(f"{ss2['admin_url']}{PERSONS_PAGE}")
-            grant = provider.locator("form", has=provider.get_by_role("heading", name="Grant access"))
-            await grant.get_by_label("Subject").fill(f"SUBSYSTEM:{CLIENT3}")
-            await grant.get_by_role("button", name="Grant access").click()
-            await expect(provider.get_by_role("status")).to_contain_text(f"Access granted to SUBSYSTEM:{CLIENT3}.")
-            # (6) the registration officer's approvals are published (the publication loop was asked at once)
-            await officer.goto(f"{url}/ui/dashboard")
-            await check_page(officer, shots, "dashboard-after")
+        # (1) the registration officer registers member C and its subsystem in the central pages
+        officer = await _signed_in(browser, url, *OFFICER)
+        await officer.goto(f"{url}/ui/members")
+        add = officer.locator("form", has=officer.get_by_role("heading", name="Add a member"))
+        await add.get_by_label("Member identifier").fill("DEV/GOV")
+        await add.get_by_label("Name").fill("Agency C")
+        await add.get_by_role("button", name="Add member").click()
+        await expect(officer.locator("#add-id-error")).to_contain_text("Client.")
+        await check_page(officer, shots, "members-error")
+        await officer.get_by_label("Member identifier").fill(str(SS3.owner))
+        await officer.get_by_role("button", name="Add member").click()
+        await expect(officer.get_by_role("status")).to_contain_text(f"Member {SS3.owner} added.")
+        await officer.get_by_role("link", name=str(SS3.owner)).click()
+        await officer.get_by_label("Subsystem code").fill("client3")
+        await officer.get_by_role("button", name="Add subsystem").click()
+        await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
+        # (2) C's security officer: a new authentication key, its CSR, the certificate, on ss3's keys page
+        ss3_url = ss3.admin_url
+        operator = await _signed_in(browser, ss3_url, "admin", "ss3 admin password")
+        await operator.goto(f"{ss3_url}/ui/keys")
+        generate = operator.locator("form", has=operator.get_by_role("heading", name="Generate a key"))
+        await generate.get_by_label("Usage").select_option("auth")
+        await generate.get_by_label("Label").fill("registered auth")
+        await generate.get_by_role("button", name="Generate key").click()
+        await expect(operator.get_by_role("status")).to_contain_text("A new auth key was generated.")
+        key = operator.locator("section", has=operator.get_by_role("heading", name="auth key registered auth"))
+        await key.get_by_label("Organisation name").fill("Agency C")
+        async with operator.expect_download() as info:
+            await key.get_by_role("button", name="Download a certificate request (CSR)").click()
+        csr = x509.load_pem_x509_csr(Path(await (await info.value).path()).read_bytes())
+        # the CA (outside the operator's interface) signs it
+        cert = world.fed.ca.issue(csr, kind="auth", expected_identity=SS3, now=datetime.now(UTC))
+        imp = operator.locator("form", has=operator.get_by_role("heading", name="Import a certificate"))
+        await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
+        await imp.get_by_role("button", name="Import certificate").click()
+        await expect(operator.get_by_role("status")).to_contain_text("Certificate imported.")
+        await key.get_by_role("button", name=re.compile("^Activate")).click()
+        await expect(operator.get_by_role("status")).to_contain_text("Certificate activated.")
+        await check_page(operator, shots, "ss3-keys")
+        # (3) ss3 registers that certificate, then its client; the officer approves both in the central pages
+        auth_request = await _submit(ss3, "auth_cert_reg")
+        await _approve(officer, url, auth_request, shots, "request-auth-cert")
+        client_request = await _submit(ss3, "client_reg", client=parse_client(CLIENT3, encoded=False))
+        await _approve(officer, url, client_request, shots, "request-client")
+        await officer.goto(f"{url}/ui/servers/{SS3.encoded_id()}")
+        await expect(officer.locator("main")).to_contain_text(keys.cert_sha256_hex(cert))
+        await expect(officer.locator("main")).to_contain_text(CLIENT3)
+        await check_page(officer, shots, "server-ss3")
+        # (4) the client on ss3's clients page
+        await operator.goto(f"{ss3_url}/ui/clients")
+        client = operator.locator("form", has=operator.get_by_role("heading", name="Add a client"))
+        await client.get_by_label("Identifier").fill(CLIENT3)
+        await client.get_by_label("Status").select_option("registered")
+        await client.get_by_label("IS authentication").select_option("none")
+        await client.get_by_role("button", name="Add client").click()
+        await expect(operator.get_by_role("status")).to_contain_text(f"Client {CLIENT3} added.")
+        # (5) the access right on the provider's service page
+        ss2 = world.ss_creds["ss2"]
+        provider = await _signed_in(browser, ss2["admin_url"], "admin", ss2["password"])
+        await provider.goto(f"{ss2['admin_url']}{PERSONS_PAGE}")
+        grant = provider.locator("form", has=provider.get_by_role("heading", name="Grant access"))
+        await grant.get_by_label("Subject").fill(f"SUBSYSTEM:{CLIENT3}")
+        await grant.get_by_role("button", name="Grant access").click()
+        await expect(provider.get_by_role("status")).to_contain_text(f"Access granted to SUBSYSTEM:{CLIENT3}.")
+        # (6) the registration officer's approvals are published (the publication loop was asked at once)
+        await officer.goto(f"{url}/ui/dashboard")
+        await check_page(officer, shots, "dashboard-after")
         await world.fed.publish_and_refresh()
         await ss3.globalconf.refresh()
         await ss3.reload_keys()
@@ -350,33 +372,34 @@ async def _exchange(client_url: str, client: str, message_id: str) -> aiohttp.Cl
 
 
 
-async def test_security_officer_rolls_the_signing_key_over_and_publishes(world: World, tmp_path: Path) -> None:
+async def test_security_officer_rolls_the_signing_key_over_and_publishes(
+    world: World, browser: Browser, tmp_path: Path,
+) -> None:
     """Last in the module: the security servers hold the old anchor, so nothing may need a publication after
     the old key is retired."""
     shots = Shots(tmp_path, "central-keys")
     url = world.url
-    async with chromium() as browser:
-        page = await _signed_in(browser, url, "admin", world.password)
-        # configuration-signing key rollover: generate (inactive), anchor, activate, retire the old one
-        await page.goto(f"{url}/ui/signing-keys")
-        await page.get_by_role("button", name="Generate signing key").click()
-        await expect(page.get_by_role("status")).to_contain_text("A new signing key was generated")
-        async with page.expect_download() as info:
-            await page.get_by_role("link", name="anchor").click()
-        anchor = json.loads(Path(await (await info.value).path()).read_text())
-        assert anchor["instance"] == "DEV"
-        await page.get_by_role("button", name="Activate key 2").click()
-        await expect(page.get_by_role("status")).to_contain_text("signs from the next publication on")
-        await page.get_by_role("button", name="Retire key 1").click()
-        await expect(page.get_by_role("status")).to_contain_text("retired")
-        await expect(page.get_by_role("table")).to_contain_text("retired")
-        await check_page(page, shots, "signing-keys-rolled")
-        # publishing now
-        await page.goto(f"{url}/ui/globalconf")
-        await page.get_by_role("button", name="Publish now").click()
-        await expect(page.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
-        await page.goto(f"{url}/ui/dashboard")
-        await expect(page.locator("main")).to_contain_text("1 active of 2")
+    page = await _signed_in(browser, url, "admin", world.password)
+    # configuration-signing key rollover: generate (inactive), anchor, activate, retire the old one
+    await page.goto(f"{url}/ui/signing-keys")
+    await page.get_by_role("button", name="Generate signing key").click()
+    await expect(page.get_by_role("status")).to_contain_text("A new signing key was generated")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="anchor").click()
+    anchor = json.loads(Path(await (await info.value).path()).read_text())
+    assert anchor["instance"] == "DEV"
+    await page.get_by_role("button", name="Activate key 2").click()
+    await expect(page.get_by_role("status")).to_contain_text("signs from the next publication on")
+    await page.get_by_role("button", name="Retire key 1").click()
+    await expect(page.get_by_role("status")).to_contain_text("retired")
+    await expect(page.get_by_role("table")).to_contain_text("retired")
+    await check_page(page, shots, "signing-keys-rolled")
+    # publishing now
+    await page.goto(f"{url}/ui/globalconf")
+    await page.get_by_role("button", name="Publish now").click()
+    await expect(page.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
+    await page.goto(f"{url}/ui/dashboard")
+    await expect(page.locator("main")).to_contain_text("1 active of 2")
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
     assert {"createSigningKey", "activateSigningKey", "retireSigningKey", "publishGlobalConf"} <= {
         e.action for e in entries}
