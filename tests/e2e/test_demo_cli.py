@@ -110,6 +110,10 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             async with http.get(central["admin_url"] + "/api/v1/members",
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert [m["id"] for m in (await resp.json())["items"]] == ["DEV/GOV/1001", "DEV/GOV/1002"]
+            # ... and its web interface, which the banner names
+            assert f"  central web      {central['admin_url']}/ui/\n" in banner
+            async with http.get(central["admin_url"] + "/ui/login") as resp:
+                assert resp.status == 200 and "<title>Log in · central server</title>" in await resp.text()
             for url in desc["adapters"].values():
                 async with http.get(f"{url}/openapi.json") as resp:
                     assert resp.status == 200
