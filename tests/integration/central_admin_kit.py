@@ -9,9 +9,10 @@ the schemas the served OpenAPI document publishes are exercised by every test th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gateway.admin.central.routes import central_api
 from gateway.admin.roles import Role
 from gateway.admin.schema import Page, validate
 from gateway.admin.store import AdminStore, AuditEntry
-from gateway.central.app import CentralHandle, start_central
+from gateway.central.app import CentralHandle, start_central, utc_now
 from gateway.settings import AdminSettings, CentralSettings
 from gateway.trust import keys
 
@@ -84,9 +85,12 @@ class CentralAdmin:
 
 
 @asynccontextmanager
-async def central_admin(database_url: str, tmp_path: Path) -> AsyncIterator[CentralAdmin]:
+async def central_admin(
+    database_url: str, tmp_path: Path, *, clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[CentralAdmin]:
+    """``clock``: the central server's (and so its admin API's) time, e.g. one a test moves forward."""
     settings = CentralSettings(database_url=database_url, key_dir=str(tmp_path / "keys"), instance=INSTANCE)
-    central = await start_central(settings, host="127.0.0.1", port=0)
+    central = await start_central(settings, host="127.0.0.1", port=0, clock=clock)
     try:
         pki = make_pki(tmp_path / "pki")
         store = AdminStore(central.engine, hasher=TEST_HASHER)

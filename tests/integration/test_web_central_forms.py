@@ -1,7 +1,8 @@
 """The central server's web interface over real HTTP (no browser), on SQLite and PostgreSQL: the log-in's
-double-submit token, redirect target and cookies of its own, sessions and CSRF refused, bad forms (type, size),
-errors beside their field with the X-Road type, registration requests rejected and a decided one refused, a
-role's refusal, all audited as the REST API's calls. The browser journeys are tests/e2e/test_web_central.py."""
+double-submit token, redirect target and cookies of its own, sessions (an expired one too) and CSRF refused,
+bad forms (type, size), errors beside their field with the X-Road type, registration requests rejected and a
+decided one refused, a role's refusal, all audited as the REST API's calls. The browser journeys are
+tests/e2e/test_web_central.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from admin_kit import PASSWORD
+from admin_kit import PASSWORD, Clock
 from central_admin_kit import CentralAdmin, central_admin, pem
 
 from gateway.central import registry
@@ -175,3 +176,17 @@ async def test_errors_beside_their_field_decisions_and_roles(c: CentralAdmin) ->
                               ("olga", "approveRegistrationRequest", "success"),
                               ("audrey", "rejectRegistrationRequest", "refused")}
     assert any(e.action == "addTsa" and e.result == "refused" and e.actor == "sam" for e in await c.audit())
+
+
+async def test_an_expired_session_sends_back_to_the_log_in(database_url: str, tmp_path: Path) -> None:
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    async with central_admin(database_url, tmp_path, clock=clock) as c:
+        await c.store.add_user("olive", PASSWORD, frozenset({"observer"}), now=clock())
+        async with browser(c) as http:
+            assert (await log_in(http, "olive")).status == 303
+            token = await csrf(http)
+            clock.advance(901)  # past [admin] session_ttl_seconds (900)
+            async with http.get("/ui/members", allow_redirects=False) as resp:
+                assert resp.status == 303 and "session+token+has+expired" in resp.headers["Location"]
+            status, _, text = await post(http, "/ui/logout", {"_csrf": token})
+            assert status == 401 and "session token has expired" in text
