@@ -295,8 +295,14 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         await officer.get_by_role("button", name="Add member").click()
         await expect(officer.get_by_role("status")).to_contain_text(f"Member {SS3.owner} added.")
         await officer.get_by_role("link", name=str(SS3.owner)).click()
-        await officer.get_by_label("Subsystem code").fill("client3")
-        await officer.get_by_role("button", name="Add subsystem").click()
+        # the subsystem with the keyboard alone: Tab to its field, type, Enter
+        for _ in range(60):
+            if await officer.evaluate("document.activeElement.id") == "subsystem-code":
+                break
+            await officer.keyboard.press("Tab")
+        assert await officer.evaluate("document.activeElement.id") == "subsystem-code"
+        await officer.keyboard.type("client3")
+        await officer.keyboard.press("Enter")
         await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
         # (2) C's security officer: a new authentication key, its CSR, the certificate, on ss3's keys page
         ss3_url = ss3.admin_url
