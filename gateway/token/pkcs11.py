@@ -15,13 +15,18 @@ software token keeps in ``token.json``, so the import checks, the certificate ch
 rules of :mod:`gateway.token.model`, unchanged. Without KDF or PIN verifier of ours: the device checks the
 PIN and counts wrong ones itself (``CKR_PIN_INCORRECT``, ``CKR_PIN_LOCKED``).
 
-Signing goes through a pool of ``sessions`` PKCS#11 sessions, each used by one worker thread at a time
-(python-pkcs11 releases the GIL while the device works): a slow device delays the exchanges that sign on
-it, up to ``sessions`` at once, and never the event loop. Any PKCS#11 error (library failure, token removed,
-session or object handle gone) closes the sessions and marks the token unavailable: every signature then
-fails at once with :class:`~gateway.errors.TokenUnavailable` (fail closed) until :meth:`Pkcs11Token.probe`,
-or the next signature after ``retry_seconds``, finds the device again (re-initialising the library, which a
-removed SoftHSM2 token needs) and logs in again with the PIN it was given.
+Every device call runs in one of the token's ``sessions`` worker threads, on a session of its pool
+(python-pkcs11 releases the GIL while the device works), so a slow device delays only the exchanges that
+wait for a signature from it, never the event loop and the rest of the exchange's work. Calls into one
+library are serialised, though: python-pkcs11 initialises it with ``C_Initialize(NULL)``, which by PKCS#11
+promises single-threaded use (SoftHSM2 then runs without mutexes and crashed under concurrent signing), so
+in one process signatures on a device follow one another; ``[server] workers`` processes each initialise
+the library themselves and sign in parallel (docs/tokens.md, "Signing cost"). Any PKCS#11 error (library
+failure, token removed, session or object handle gone) closes the sessions and marks the token
+unavailable: every signature then fails at once with :class:`~gateway.errors.TokenUnavailable` (fail
+closed) until :meth:`Pkcs11Token.probe`, or the next signature after ``retry_seconds``, finds the device
+again (re-initialising the library, which a removed SoftHSM2 token needs) and logs in again with the PIN
+it was given.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from gateway.trust import certprofile, keys
 from gateway.trust.certprofile import CertKind
 
 APPLICATION = "gateway"  # CKA_APPLICATION of our metadata objects
-DEFAULT_SESSIONS = 4  # sessions (and worker threads) per device
+DEFAULT_SESSIONS = 2  # sessions (and worker threads) per device; calls are serialised (module text)
 DEFAULT_RETRY_SECONDS = 1.0  # seconds between attempts to reach an unavailable device from the signing path
 _RSA_BITS: dict[str, int] = {"rsa-2048": 2048, "rsa-3072": 3072}
 # A device token has no KDF or verifier of ours (the device checks the PIN): the state carries these blanks.
@@ -76,6 +81,16 @@ _T = TypeVar("_T")
 
 _libraries: dict[str, Any] = {}  # path -> pkcs11.lib
 _libraries_lock = threading.Lock()
+# python-pkcs11 calls C_Initialize(NULL): by PKCS#11 (section 5.4) the application then promises not to call
+# the library from several threads at once, and SoftHSM2 runs without its mutexes (concurrent signing crashed
+# it here). So every call into one library holds that library's lock; see the module text.
+_call_locks: dict[str, threading.RLock] = {}
+
+
+def library_lock(path: str) -> threading.RLock:
+    """The lock every call into the PKCS#11 library at ``path`` holds."""
+    with _libraries_lock:
+        return _call_locks.setdefault(path, threading.RLock())
 
 
 def _library(path: str, *, reinitialize: bool = False) -> Any:
@@ -84,7 +99,7 @@ def _library(path: str, *, reinitialize: bool = False) -> Any:
     Raises:
         TokenUnavailable: the library cannot be loaded or initialised.
     """
-    with _libraries_lock:
+    with library_lock(path), _libraries_lock:
         lib = _libraries.get(path)
         try:
             if lib is None:
@@ -317,16 +332,17 @@ class Pkcs11Token:
 
     def _run(self, fn: Callable[[int, Any], _T]) -> _T:
         """Run ``fn(generation, session)`` on a pooled session (worker thread); a device error breaks the pool."""
-        self._ensure()
-        try:
-            with self._pool.session() as (generation, s):
-                return fn(generation, s)
-        except pkcs11.PKCS11Error as e:
-            if isinstance(e, pkcs11.exceptions.NoSuchKey):
+        with library_lock(self.library):
+            try:
+                self._ensure()
+                with self._pool.session() as (generation, s):
+                    return fn(generation, s)
+            except pkcs11.exceptions.NoSuchKey as e:
                 raise TokenUnavailable(
                     f"PKCS#11 token {self.token_label!r}: the key is no longer on the device (removed?)"
                 ) from e
-            raise self._broken(e) from e
+            except pkcs11.PKCS11Error as e:
+                raise self._broken(e) from e
 
     async def _call(self, fn: Callable[[int, Any], _T]) -> _T:
         loop = asyncio.get_running_loop()
@@ -362,7 +378,8 @@ class Pkcs11Token:
         def attempt() -> None:
             self._pin = pin
             try:
-                self._connect(reinitialize=False)
+                with library_lock(self.library):
+                    self._connect(reinitialize=False)
             except pkcs11.exceptions.PinIncorrect as e:
                 self._pin = None
                 raise PinIncorrect(f"the PIN of PKCS#11 token {self.token_label!r} is incorrect") from e
@@ -377,9 +394,10 @@ class Pkcs11Token:
 
     def logout(self) -> None:
         """Close the sessions and forget the PIN (a signer handed out fails closed from now on)."""
-        self._pin = None
-        self._available = False
-        self._pool.close()
+        with library_lock(self.library):
+            self._pin = None
+            self._available = False
+            self._pool.close()
 
     def close(self) -> None:
         self.logout()
