@@ -76,12 +76,16 @@ def _token_dir(device: Device) -> Path:
 
 
 def remove(device: Device) -> Path:
-    """Take the token away (its directory moved out of SoftHSM2's token directory); returns where it went."""
+    """Take the token away: its directory moved out of SoftHSM2's token directory, and a plain file in its
+    place (SoftHSM2 would otherwise write a token it still holds in memory back there); returns where it went."""
     src = _token_dir(device)
     dst = device.hsm.tokens.parent / f"removed-{src.name}"
     src.rename(dst)
+    src.write_bytes(b"")
     return dst
 
 
 def restore(device: Device, moved: Path) -> None:
-    moved.rename(device.hsm.tokens / moved.name.removeprefix("removed-"))
+    place = device.hsm.tokens / moved.name.removeprefix("removed-")
+    place.unlink()
+    moved.rename(place)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import json
 import queue
 import threading
@@ -85,6 +86,9 @@ _libraries_lock = threading.Lock()
 # the library from several threads at once, and SoftHSM2 runs without its mutexes (concurrent signing crashed
 # it here). So every call into one library holds that library's lock; see the module text.
 _call_locks: dict[str, threading.RLock] = {}
+# (library, token label) -> the PIN this process logged in with: a second handle on a token the process is
+# logged in to (CKR_USER_ALREADY_LOGGED_IN) must bring the same PIN
+_logged_in_pins: dict[tuple[str, str], str] = {}
 
 
 def library_lock(path: str) -> threading.RLock:
@@ -160,10 +164,15 @@ class _Pool:
         with self._lock:
             self._close_locked()
             token = self._token.find_token()
+            known = (self._token.library, self._token.token_label)
             try:
                 first = token.open(rw=True, user_pin=pin)
             except pkcs11.exceptions.UserAlreadyLoggedIn:
+                # login is per application: another handle of this process is logged in (with its PIN)
+                if not hmac.compare_digest(_logged_in_pins.get(known, "").encode(), pin.encode()):
+                    raise pkcs11.exceptions.PinIncorrect() from None
                 first = token.open(rw=True)
+            _logged_in_pins[known] = pin
             sessions = [first] + [token.open(rw=True) for _ in range(self.size - 1)]
             self._generation += 1
             self._all = sessions
@@ -361,9 +370,10 @@ class Pkcs11Token:
         """A round trip that fails when the token is gone: the slot list (C_GetSlotList, C_GetTokenInfo; a
         removed SoftHSM2 token answers CKR_GENERAL_ERROR there) and one of our objects' values."""
         self.find_token()
-        for obj in s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}):
-            obj[Attribute.VALUE]
-            break
+        # (the search is read to its end: an unfinished one is finalised later, maybe on a closed session)
+        found = list(s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}))
+        if found:
+            found[0][Attribute.VALUE]
 
     async def login(self, pin: str, *, now: datetime | None = None) -> None:
         """Log in with the user PIN (kept in memory: the pool logs in again after the device comes back).
@@ -407,14 +417,13 @@ class Pkcs11Token:
 
     def _metadata(self, s: Any) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for obj in s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}):
+        for obj in list(s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION})):
             out[str(obj[Attribute.LABEL])] = json.loads(bytes(obj[Attribute.VALUE]))
         return out
 
     def _put_metadata(self, s: Any, label: str, value: dict[str, Any]) -> None:
-        for obj in s.get_objects(
-            {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION, Attribute.LABEL: label}
-        ):
+        query = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION, Attribute.LABEL: label}
+        for obj in list(s.get_objects(query)):
             obj.destroy()
         s.create_object(
             {
@@ -543,12 +552,11 @@ class Pkcs11Token:
         def delete(_g: int, s: Any) -> KeyEntry:
             ident = bytes.fromhex(entry.id)
             for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
-                for obj in s.get_objects({Attribute.CLASS: cls, Attribute.ID: ident}):
+                for obj in list(s.get_objects({Attribute.CLASS: cls, Attribute.ID: ident})):
                     obj.destroy()
             for label in (f"key:{entry.id}", *(f"cert:{c.sha256}" for c in entry.certs)):
-                for obj in s.get_objects(
-                    {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION, Attribute.LABEL: label}
-                ):
+                query = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION, Attribute.LABEL: label}
+                for obj in list(s.get_objects(query)):
                     obj.destroy()
             return entry
 

@@ -134,6 +134,7 @@ async def test_import_checks_are_the_software_tokens(hsm: hsm_kit.SoftHsm, pki: 
     token.close()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_pkcs11_exchange.py
 async def test_device_vanishing_fails_closed_and_recovers(hsm: hsm_kit.SoftHsm, pki: ThrowawayPki) -> None:
     device, token = await logged_in(hsm, sessions=2)
     await with_sign_cert(token, pki)
