@@ -10,12 +10,16 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import hsm_kit
 import pytest
 import pytest_asyncio
+from admin_kit import PASSWORD
 from exchange_kit import PROBE, call, probed_federation
 from waiting import wait_for_condition
 
+from gateway.admin.routes import ROUTES_BY_ID
+from gateway.admin.schema import validate
 from gateway.dev.demo import Federation
 from gateway.errors import ConfigError
 from gateway.server.runtime import SecurityServer
@@ -62,7 +66,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Federation, SecurityServe
                 client_port=0,
                 client_https_port=-1,
                 server_port=0,
-                admin_port=-1,
+                admin_port=0,
                 ops_port=0,
                 pkcs11_library=device.library,
                 pkcs11_token_label=device.label,
@@ -105,6 +109,15 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
     assert [r.sha256 for r in reports if r.in_use and r.usage == "sign"] == [sha256]
     checks = {c.name: c.ok for c in await ss1.health.checks()}
     assert checks["pkcs11"] is True
+    # ... in the admin API too (the web interface's keys page shows the same list)
+    await ss1.admin_store.add_user("viewer", PASSWORD, frozenset({"observer"}), now=ss1.clock())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{ss1.admin_url}/api/v1/login", json={"username": "viewer", "password": PASSWORD}) as r:
+            session = (await r.json())["token"]
+        async with http.get(f"{ss1.admin_url}/api/v1/tokens", headers={"Authorization": f"Bearer {session}"}) as r:
+            listed = await r.json()
+    validate(listed, ROUTES_BY_ID["listTokens"].response, where="listTokens")
+    assert [(t["kind"], t["state"]) for t in listed["tokens"]] == [("software", "available"), ("pkcs11", "available")]
 
     moved = hsm_kit.remove(device)
     try:
