@@ -4,13 +4,17 @@ it, signatures that verify, keys that cannot be read out, and a device that vani
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import hsm_kit
 import pytest
+from cryptography import x509
 from pkihelpers import ThrowawayPki, make_pki
 
+from gateway.cli import main
 from gateway.errors import ConfigError, PinIncorrect, RequestError, TokenUnavailable, WrongIdentity
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpoint import Checkpoint, checkpoint_origin, sign_checkpoint, verify_checkpoint
@@ -173,3 +177,59 @@ async def test_device_signing_does_not_hold_the_loop(hsm: hsm_kit.SoftHsm, pki: 
     tick.cancel()
     assert len(set(sigs)) == 40 and ticks > 40  # the loop kept turning while the device signed
     token.close()
+
+
+def test_cli_manages_a_device(
+    hsm: hsm_kit.SoftHsm,
+    pki: ThrowawayPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`gateway token --device ...`: key, CSR, import, activate, keys, status on the device of the settings."""
+    device = hsm_kit.new_device(hsm)
+    conf_dir = tmp_path / "globalconf"
+    pin_file = tmp_path / "device.pin"
+    pin_file.write_text(hsm_kit.USER_PIN + "\n")
+    pin_file.chmod(0o600)
+    config = tmp_path / "ss.toml"
+    config.write_text(
+        f'[server]\nid = "{SERVER}"\npkcs11_library = "{device.library}"\npkcs11_token_label = "{device.label}"\n'
+        f'pkcs11_pin_file = "{pin_file}"\n[globalconf]\ncache_dir = "{conf_dir}"\n'
+    )
+    monkeypatch.setattr("gateway.cli.commands.token._conf", _fake_conf(pki))
+
+    def gateway(*argv: str) -> str:
+        assert main(["token", "-c", str(config), "--device", *argv]) == 0
+        return capsys.readouterr().out
+
+    out = gateway("generate-key", "--usage", "sign", "--key-type", "rsa-2048")
+    key_id = out.split()[3]
+    csr = tmp_path / "sign.csr"
+    gateway("csr", key_id[:12], "--out", str(csr))
+    cert = pki.ca.issue(
+        x509.load_pem_x509_csr(csr.read_bytes()), kind="sign", expected_identity=SERVER.owner, now=datetime.now(UTC)
+    )
+    pem = tmp_path / "sign.pem"
+    pem.write_text(keys.cert_pem(cert))
+    assert "imported sign certificate" in gateway("import-cert", str(pem))
+    gateway("activate", keys.cert_sha256_hex(cert)[:12])
+    listed = json.loads(gateway("keys", "--json"))
+    assert [(r["key_id"], r["key_type"], r["state"], r["in_use"]) for r in listed] == [
+        (key_id, "rsa-2048", "active", True)
+    ]
+    assert f"PKCS#11 token '{device.label}'" in gateway("status") and "available, 1 keys" in gateway("status")
+    assert main(["token", "-c", str(config), "--device", "init"]) == 2
+    assert "softhsm2-util --init-token" in capsys.readouterr().err
+
+
+def _fake_conf(pki: ThrowawayPki) -> object:
+    """The CLI's cached global configuration, reduced to what import-cert asks of it: the CA."""
+
+    class Conf:
+        ca_for = staticmethod(model.ca_finder([pki.ca_cert]))
+
+    async def conf(_settings: object) -> Conf:
+        return Conf()
+
+    return conf
