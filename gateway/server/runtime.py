@@ -442,6 +442,16 @@ class SecurityServer:
         self._stack.push_async_callback(close)
         return device
 
+    async def _device_choice_changed(self) -> bool:
+        """Whether the device's signing certificate to use now is another than the one in use (``gateway token
+        --device activate`` in another process changes the device, which has no file to watch)."""
+        assert self.device is not None
+        if self.context is None:
+            return False
+        chosen = token_model.select_cert(await self.device.state(), "sign", now=self.clock())
+        in_use = keys.cert_sha256_hex(self.context.signer.cert)
+        return chosen is not None and chosen[1].sha256 != in_use
+
     def _signing_token(self) -> SoftToken | Pkcs11Token:
         """Where the signing key lives: the PKCS#11 device when one is set, else the software token."""
         if self.device is not None:
@@ -627,13 +637,15 @@ class SecurityServer:
             conf = self.globalconf.current
             version = conf.version if conf is not None else None
             try:
+                device_changed = False
                 if self.device is not None:
                     before = self.device.available
                     after = (await self.device.probe()).state == "available"
                     if before != after:
                         log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
                                     token=self.device.token_label, error=self.device.status().error)
-                if self._stat_token() != self._token_stamp or version != seen_version:
+                    device_changed = after and await self._device_choice_changed()
+                if self._stat_token() != self._token_stamp or version != seen_version or device_changed:
                     seen_version = version
                     await self.reload_keys()
                 elif (self.clock() - metrics_at).total_seconds() >= 3600:

@@ -135,6 +135,14 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
     )
     assert (await call(ss1, f"{PROBE}/c")).status == 200
     assert {c.name: c.ok for c in await ss1.health.checks()}["pkcs11"] is True
+    # a new certificate activated on the device (`gateway token --device activate` elsewhere) is taken up
+    renewed = await device_signing_cert(fed, ss1, device)
+    await wait_for_condition(
+        lambda: keys.cert_sha256_hex(ss1.context.signer.cert) == renewed,  # type: ignore[union-attr]
+        timeout=10,
+        what="the key watch switches to the device's new certificate",
+    )
+    assert (await call(ss1, f"{PROBE}/d")).status == 200
 
     # (b) settings that cannot work stop a start with a precise message; a second device, empty
     await ss1.stop()  # (its log origin is free for the starts below)
