@@ -22,6 +22,7 @@ from gateway.admin.routes import ROUTES_BY_ID
 from gateway.admin.schema import validate
 from gateway.dev.demo import Federation
 from gateway.errors import ConfigError
+from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.server.runtime import SecurityServer
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.trust import keys
@@ -100,6 +101,11 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
     recs = [r.decode() for r in await ss2.messagelog.read(ss2.context.origin, limit=10_000)]
     last = next(r for r in reversed(recs) if r.kind == "request")
     assert keys.cert_sha256_hex(keys.load_certificate(last.signing_cert)) == sha256
+    # the message log's checkpoint is signed by the device too
+    assert ss1.checkpointer is not None
+    made = (await ss1.checkpointer.run_once(ss1.clock(), force=True)).checkpoint
+    assert made is not None
+    verify_checkpoint(made.note, ss1.context.signer.cert, origin=checkpoint_origin(ss1.origin))
     # both tokens are listed with their state; the device's key is the one in use for signing
     assert [(t["name"], t["state"], t["usage"]) for t in ss1.tokens()] == [
         ("software", "available", "auth"),
