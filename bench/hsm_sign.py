@@ -65,8 +65,12 @@ async def run(signer: Signer, concurrency: int, duration: float) -> dict[str, An
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     tick.cancel()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
-    return {"signatures_per_s": round(len(latencies) / duration), "p50_ms": round(q[49] * 1e3, 3),
-            "p99_ms": round(q[98] * 1e3, 3), "loop_turns_per_s": round(turns / duration)}
+    return {
+        "signatures_per_s": round(len(latencies) / duration),
+        "p50_ms": round(q[49] * 1e3, 3),
+        "p99_ms": round(q[98] * 1e3, 3),
+        "loop_turns_per_s": round(turns / duration),
+    }
 
 
 async def main() -> int:
@@ -88,10 +92,12 @@ async def main() -> int:
         try:
             for key_type in ("ec-p256", "rsa-2048"):
                 key = await token.generate_key("sign", key_type=key_type, now=now)  # type: ignore[arg-type]
-                cert = pki.ca.issue(await token.csr(key.id, server_id=SERVER), kind="sign",
-                                    expected_identity=SERVER.owner, now=now)
-                entry = await token.import_cert(keys.cert_pem(cert).encode(), server_id=SERVER,
-                                                ca_for=model.ca_finder([pki.ca_cert]), now=now)
+                cert = pki.ca.issue(
+                    await token.csr(key.id, server_id=SERVER), kind="sign", expected_identity=SERVER.owner, now=now
+                )
+                entry = await token.import_cert(
+                    keys.cert_pem(cert).encode(), server_id=SERVER, ca_for=model.ca_finder([pki.ca_cert]), now=now
+                )
                 for other in (await token.state()).keys:
                     for c in other.certs:
                         if c.active:
@@ -99,8 +105,12 @@ async def main() -> int:
                 await token.activate(entry.sha256)
                 device_signer = await token.signer(now=now)
                 soft_key = keys.generate_private_key(key_type)  # type: ignore[arg-type]
-                soft_cert = pki.ca.issue(certprofile.build_csr(soft_key, SERVER.owner, kind="sign"), kind="sign",
-                                         expected_identity=SERVER.owner, now=now)
+                soft_cert = pki.ca.issue(
+                    certprofile.build_csr(soft_key, SERVER.owner, kind="sign"),
+                    kind="sign",
+                    expected_identity=SERVER.owner,
+                    now=now,
+                )
                 soft_signer = KeySigner(key=soft_key, cert=soft_cert)
                 for name, signer in (("softhsm2", device_signer), ("software", soft_signer)):
                     for c in levels:

@@ -162,7 +162,7 @@ async def test_device_vanishing_fails_closed_and_recovers(hsm: hsm_kit.SoftHsm, 
 
 async def test_device_signing_does_not_hold_the_loop(hsm: hsm_kit.SoftHsm, pki: ThrowawayPki) -> None:
     _device, token = await logged_in(hsm, sessions=4)
-    await with_sign_cert(token, pki, "rsa-2048")
+    await with_sign_cert(token, pki)
     signer = await token.signer(now=datetime.now(UTC))
     ticks = 0
 
