@@ -6,7 +6,9 @@ returns, without restart."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,6 +126,16 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
             listed = await r.json()
     validate(listed, ROUTES_BY_ID["listTokens"].response, where="listTokens")
     assert [(t["kind"], t["state"]) for t in listed["tokens"]] == [("software", "available"), ("pkcs11", "available")]
+    # the web interface's keys page lists both tokens
+    async with aiohttp.ClientSession(ss1.admin_url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get("/ui/login") as r:
+            form_token = re.search(r'name="_csrf" value="([^"]*)"', await r.text())
+        assert form_token is not None
+        login = {"_csrf": form_token.group(1), "username": "viewer", "password": PASSWORD, "next": "/ui/keys"}
+        async with browser.post("/ui/login", data=login) as r:
+            page = html.unescape(await r.text())
+    assert r.status == 200 and "Tokens of this server: 2" in page, page[:2000]
+    assert f"pkcs11:{device.label}" in page and "software" in page
 
     moved = hsm_kit.remove(device)
     try:
