@@ -121,6 +121,13 @@ class ServerSettings:
     token_dir: str = ""  # software token directory; empty: plain key files in state_dir (docs/tokens.md)
     token_pin_file: str = ""  # file (mode 0600) holding the token PIN; never the PIN itself
     token_pin_env: str = ""  # or: the name of an environment variable holding the PIN
+    # a PKCS#11 device for the signing key (docs/tokens.md, "PKCS#11 tokens"); the authentication key stays in
+    # the software token or the key files: Python's ssl module loads TLS keys only from files
+    pkcs11_library: str = ""  # path of the device's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so; "": none
+    pkcs11_token_label: str = ""  # the label of the token on the device
+    pkcs11_pin_file: str = ""  # file (mode 0600) holding the device's user PIN; never the PIN itself
+    pkcs11_pin_env: str = ""  # or: the name of an environment variable holding it
+    pkcs11_sessions: int = 2  # sessions and worker threads for the device (1-64); calls are serialised per library
     cert_expiry_warning_days: int = 30  # days; certificates closer to expiry are reported (metric, CLI)
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 5588  # X-Road's health-check port; 0 picks a free port; -1 switches the ops port off

@@ -60,7 +60,8 @@ HANDLERS: dict[str, Impl] = {
     "removeLocalGroup": local_groups.remove_local_group, "addLocalGroupMember": local_groups.add_local_group_member,
     "removeLocalGroupMember": local_groups.remove_local_group_member,
     # software token
-    "getToken": token.get_token, "loginToken": token.login_token, "logoutToken": token.logout_token,
+    "getToken": token.get_token, "listTokens": token.list_tokens, "loginToken": token.login_token,
+    "logoutToken": token.logout_token,
     "changeTokenPin": token.change_token_pin, "generateKey": token.generate_key, "deleteKey": token.delete_key,
     "createCsr": token.create_csr, "importCertificate": token.import_certificate,
     "activateCertificate": token.activate_certificate, "deactivateCertificate": token.deactivate_certificate,

@@ -72,6 +72,7 @@ class AdminContext:
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None
     readiness: Callable[[], Awaitable[Sequence[Check]]] | None = None  # ServerHealth.checks, as /readyz runs them
+    tokens: Callable[[], list[dict[str, object]]] | None = None  # SecurityServer.tokens: software and PKCS#11
 
     @property
     def origin(self) -> str:

@@ -342,6 +342,16 @@ TOKEN_STATE = obj({
     "locked_until": OPT_TIME,
     "keys": {"type": "array", "items": TOKEN_KEY},
 }, ("logged_in", "failed_pins", "locked_until", "keys"))
+TOKEN_LIST = obj({"tokens": {"type": "array", "maxItems": 64, "items": obj({
+    "name": string("software, or pkcs11:<token label>", max_length=64),
+    "kind": {"type": "string", "enum": ["software", "pkcs11"]},
+    "usage": string("the keys in use from it: auth, sign or both", max_length=16),
+    "state": {"type": "string", "enum": ["available", "unavailable", "logged-out"]},
+    "error": string("why a device is unavailable; empty otherwise", max_length=4096),
+    "library": string("the PKCS#11 library", max_length=4096),
+    "token_label": string("the device's token label", max_length=64),
+    "sessions": {"type": "integer", "minimum": 1, "maximum": 64},
+}, ("name", "kind", "usage", "state", "error"))}}, ("tokens",))
 CERT_SWITCH = obj({
     "certificate": TOKEN_CERT,
     "keys_changed": {"type": "boolean", "description": "the server switched its signing or TLS certificate"},
@@ -573,6 +583,9 @@ ROUTES: tuple[Route, ...] = (
     Route(operation_id="getToken", method="GET", path=f"{API}/token", roles=READERS, tag="token",
           summary="The software token: login state, PIN lock-out, keys and their certificates",
           response=TOKEN_STATE, errors=(404,)),
+    Route(operation_id="listTokens", method="GET", path=f"{API}/tokens", roles=READERS, tag="token",
+          summary="Every token of the server (software, PKCS#11 devices) with its state", response=TOKEN_LIST,
+          errors=()),
     Route(operation_id="loginToken", method="PUT", path=f"{API}/token/login", roles=SECURITY, tag="token",
           summary="Enter the token PIN (key generation and CSRs need it)", request=obj({"pin": PIN}, ("pin",)),
           status=204, secret_fields=frozenset({"pin"}), errors=(400, 404, 423)),

@@ -27,6 +27,8 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--dir", help="token directory (default: [server] token_dir)")
     p.add_argument("--pin-file", help="read the PIN from this file (mode 0600)")
     p.add_argument("--pin-env", help="read the PIN from this environment variable")
+    p.add_argument("--device", action="store_true",
+                   help="the PKCS#11 token of [server] pkcs11_library and pkcs11_token_label instead")
     sub = p.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:

@@ -218,7 +218,10 @@ class Checkpointer:
     async def _make_checkpoint(self, now: datetime) -> StoredCheckpoint:
         root = self.tree.root()
         checkpoint = Checkpoint(origin=checkpoint_origin(self.origin), size=self.tree.size, root_hash=root)
-        note = sign_checkpoint(checkpoint, self.signer)
+        if hasattr(self.signer, "sign_async"):  # a PKCS#11 device (docs/tokens.md): its call off the event loop
+            note = await asyncio.to_thread(sign_checkpoint, checkpoint, self.signer)
+        else:
+            note = sign_checkpoint(checkpoint, self.signer)
         assert self.tree.frontier is not None
         stored = StoredCheckpoint(
             origin=self.origin, size=self.tree.size, root_hash=root, note=note, signing_cert=self._cert_der,

@@ -363,10 +363,21 @@ def _xroad_headers(headers: Mapping[str, str], required: tuple[str, ...]) -> lis
     return [*required, *extra, *_STAPLED]
 
 
-def _sign(
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    headers: dict[str, str]
+    params_text: str
+    covered: tuple[str, ...]
+    keyid: str
+    alg: str
+    created: int
+    base: bytes
+
+
+def _prepare(
     *, derived: list[tuple[str, str]], headers: Mapping[str, str], required: tuple[str, ...],
     tail: list[tuple[str, str]], signer: Signer, created: int, ocsp: bytes,
-) -> SignedMessage:
+) -> _Prepared:
     if not ocsp:
         raise CannotCreateSignature("no OCSP response to staple for the signing certificate")
     keyid, cert_b64, _der = _cert_info(signer.cert)
@@ -388,18 +399,49 @@ def _sign(
         "(" + " ".join(covered) + ")"
         + f';created={created};keyid="{keyid}";alg="{signer.alg}";tag="{TAG}"'
     )
-    base = _base(lines, params_text)
-    sig = signer.sign(base)
+    return _Prepared(headers=all_headers, params_text=params_text, covered=covered, keyid=keyid, alg=signer.alg,
+                     created=created, base=_base(lines, params_text))
+
+
+def _finish(p: _Prepared, sig: bytes) -> SignedMessage:
     return SignedMessage(
         headers={
-            H_SIGNING_CERT: all_headers[H_SIGNING_CERT],
-            H_SIGNING_OCSP: all_headers[H_SIGNING_OCSP],
-            H_SIGNATURE_INPUT: f"{LABEL}={params_text}",
+            H_SIGNING_CERT: p.headers[H_SIGNING_CERT],
+            H_SIGNING_OCSP: p.headers[H_SIGNING_OCSP],
+            H_SIGNATURE_INPUT: f"{LABEL}={p.params_text}",
             H_SIGNATURE: f"{LABEL}=:{_b64(sig)}:",
         },
-        keyid=keyid, alg=signer.alg, created=created, covered=covered, signature_params=params_text,
-        signature_base=base, signature=sig,
+        keyid=p.keyid, alg=p.alg, created=p.created, covered=p.covered, signature_params=p.params_text,
+        signature_base=p.base, signature=sig,
     )
+
+
+def _sign(
+    *, derived: list[tuple[str, str]], headers: Mapping[str, str], required: tuple[str, ...],
+    tail: list[tuple[str, str]], signer: Signer, created: int, ocsp: bytes,
+) -> SignedMessage:
+    p = _prepare(derived=derived, headers=headers, required=required, tail=tail, signer=signer, created=created,
+                 ocsp=ocsp)
+    return _finish(p, signer.sign(p.base))
+
+
+async def sign_value(signer: Signer, data: bytes) -> bytes:
+    """``signer``'s signature over ``data``; a signer with ``sign_async`` (a PKCS#11 device's, which signs in
+    a worker thread) is awaited, any other signs at once."""
+    sign_async = getattr(signer, "sign_async", None)
+    if sign_async is not None:
+        sig: bytes = await sign_async(data)
+        return sig
+    return signer.sign(data)
+
+
+async def _sign_async(
+    *, derived: list[tuple[str, str]], headers: Mapping[str, str], required: tuple[str, ...],
+    tail: list[tuple[str, str]], signer: Signer, created: int, ocsp: bytes,
+) -> SignedMessage:
+    p = _prepare(derived=derived, headers=headers, required=required, tail=tail, signer=signer, created=created,
+                 ocsp=ocsp)
+    return _finish(p, await sign_value(signer, p.base))
 
 
 def sign_request(
@@ -442,6 +484,30 @@ def sign_response(
         GatewayError: ``CannotCreateSignature`` as for :func:`sign_request`.
     """
     return _sign(
+        derived=[('"@status"', str(status))], headers=headers, required=RESPONSE_REQUIRED_HEADERS,
+        tail=[(REQUEST_SIGNATURE_COMPONENT, f":{_b64(request_signature)}:")], signer=signer,
+        created=created, ocsp=ocsp,
+    )
+
+
+async def sign_request_async(
+    *, method: str, path: str, query: str | None, headers: Mapping[str, str], signer: Signer, created: int,
+    ocsp: bytes,
+) -> SignedMessage:
+    """:func:`sign_request` with the signature from :func:`sign_value` (the proxies call this one)."""
+    derived = [('"@method"', method), ('"@path"', path or "/"), ('"@query"', "?" + (query or ""))]
+    return await _sign_async(
+        derived=derived, headers=headers, required=REQUEST_REQUIRED_HEADERS, tail=[], signer=signer,
+        created=created, ocsp=ocsp,
+    )
+
+
+async def sign_response_async(
+    *, status: int, headers: Mapping[str, str], request_signature: bytes, signer: Signer, created: int,
+    ocsp: bytes,
+) -> SignedMessage:
+    """:func:`sign_response` with the signature from :func:`sign_value` (the proxies call this one)."""
+    return await _sign_async(
         derived=[('"@status"', str(status))], headers=headers, required=RESPONSE_REQUIRED_HEADERS,
         tail=[(REQUEST_SIGNATURE_COMPONENT, f":{_b64(request_signature)}:")], signer=signer,
         created=created, ocsp=ocsp,

@@ -354,7 +354,7 @@ async def _signed_exchange(
     own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
     covered[signatures.H_CONTENT_DIGEST] = digest
-    signed = signatures.sign_request(
+    signed = await signatures.sign_request_async(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=covered,
         signer=ctx.signer, created=created, ocsp=own_ocsp,
     )

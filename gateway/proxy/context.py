@@ -29,7 +29,7 @@ from gateway.messagelog.store import MessageLogStore
 from gateway.opmon.writer import OpMonWriter
 from gateway.ops.metrics import ServerMetrics
 from gateway.protocol.replay import ReplayCache
-from gateway.protocol.signatures import CertResolver, KeySigner
+from gateway.protocol.signatures import CertResolver, Signer
 from gateway.proxy.common import BodyBudget
 from gateway.proxy.ocspcache import OcspCache
 from gateway.proxy.peers import PeerPool
@@ -84,7 +84,7 @@ class ProxyContext:
         server_id: SecurityServerId,
         globalconf: GlobalConfUpdater,
         snapshot: ServerConfSnapshot,
-        signer: KeySigner,
+        signer: Signer,
         auth_cert: x509.Certificate,
         messagelog: MessageLogStore,
         ocsp_cache: OcspCache,

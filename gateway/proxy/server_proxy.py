@@ -231,7 +231,7 @@ async def _handle(
 
 async def _answer(
     ctx: ProxyContext, request: http.Request, client: ClientId, target: rest.RestTarget, message_id: str,
-    request_id: str, request_hash: str, verified: signatures.VerifiedSignature, signer: signatures.KeySigner,
+    request_id: str, request_hash: str, verified: signatures.VerifiedSignature, signer: signatures.Signer,
     sign_cert_der: bytes, own_ocsp: bytes, record: Callable[..., LogRecord], status: int, reason: str | None,
     resp_pairs: list[tuple[str, str]], resp_body: bytes, answer: Spool | None, error_type: str | None,
     body_logging: bool,
@@ -259,7 +259,7 @@ async def _answer(
         if lname.startswith("x-road-"):
             xroad[lname] = f"{xroad[lname]}, {value}" if lname in xroad else value
     created = int(ctx.clock().timestamp())
-    signed = signatures.sign_response(
+    signed = await signatures.sign_response_async(
         status=status, headers=xroad, request_signature=verified.signature, signer=signer,
         created=created, ocsp=own_ocsp,
     )

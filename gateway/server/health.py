@@ -37,6 +37,7 @@ from gateway.server.lease import OriginLease
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
 from gateway.storage.db import sqlite_directory
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
 from gateway.trust.keys import cert_sha256_hex
 
@@ -56,11 +57,14 @@ class ServerHealth:
     context: ProxyContext
     token: SoftToken | None
     lease: OriginLease | None
+    device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
 
     async def checks(self) -> list[Check]:
         now = self.clock()
         database = await self._database()
         checks = [database, self._token(), self._globalconf(now)]
+        if self.device is not None:
+            checks.insert(2, self._device())
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
         checks += [self._timestamping(now), await self._messagelog(database)]
@@ -100,6 +104,15 @@ class ServerHealth:
         if self.token.logged_in:
             return Check(name="token", ok=True, detail="logged in")
         return Check(name="token", ok=False, detail="the token is logged out: nothing can be signed")
+
+    # (2a)
+    def _device(self) -> Check:
+        assert self.device is not None
+        status = self.device.status()
+        if status.state == "available":
+            return Check(name="pkcs11", ok=True, detail=f"PKCS#11 token {status.token_label!r} available")
+        return Check(name="pkcs11", ok=False, detail=f"PKCS#11 token {status.token_label!r} is {status.state}: "
+                                                     f"nothing can be signed ({status.error or 'no session'})")
 
     # (3)
     def _globalconf(self, now: datetime) -> Check:

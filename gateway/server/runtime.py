@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -86,6 +87,7 @@ from gateway.settings import ServerSettings, Settings
 from gateway.storage.db import make_engine, sqlite_sibling_url
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.trust import keys
 
@@ -157,6 +159,7 @@ class SecurityServer:
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
+        self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
         self._peer_ssl: tuple[ssl.SSLContext, ...] = ()  # the two server-to-server contexts (auth cert)
         self._auth_sha256 = ""  # the authentication certificate the TLS contexts hold
         self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
@@ -186,6 +189,8 @@ class SecurityServer:
             self.token = await self._open_token()
         else:
             self.files.require()
+        if s.pkcs11_library:
+            self.device = await self._open_device()
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         stack = self._stack
         # storage
@@ -223,13 +228,16 @@ class SecurityServer:
         auth_paths: tuple[str, str, bytes | None]
         if self.token is not None:
             self._token_stamp = self._stat_token()
-            signer = await self.token.signer(now=self.clock())
+            signer = await self._signing_token().signer(now=self.clock())
             auth = await self.token.tls_material(now=self.clock(), registered=self._registered())
             auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
             self._auth_sha256 = auth.sha256
         else:
-            sign_cert = keys.read_certificate(self.files.sign_cert)
-            signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
+            if self.device is not None:
+                signer = await self.device.signer(now=self.clock())
+            else:
+                sign_cert = keys.read_certificate(self.files.sign_cert)
+                signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
             auth_cert = keys.read_certificate(self.files.auth_cert)
             auth_paths = (str(self.files.auth_cert), str(self.files.auth_key), None)
         cas = self._cas(self.globalconf.current)
@@ -310,7 +318,7 @@ class SecurityServer:
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
-            checkpointer=self.checkpointer, context=ctx, token=self.token,
+            checkpointer=self.checkpointer, context=ctx, token=self.token, device=self.device,
             lease=self.lease,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
@@ -340,7 +348,7 @@ class SecurityServer:
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, readiness=self.health.checks,
+                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -354,7 +362,7 @@ class SecurityServer:
             _spawn(tasks, self.opmon.run(self._stop), "opmon-writer")
         _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
         _spawn(tasks, self._reload_loop(), "serverconf-reload")
-        if self.token is not None:
+        if self.token is not None or self.device is not None:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
@@ -413,6 +421,54 @@ class SecurityServer:
             raise ConfigError(f"token {s.token_dir}: {e.message}") from e
         return token
 
+    async def _open_device(self) -> Pkcs11Token:
+        """Open the PKCS#11 token of ``[server] pkcs11_library``/``pkcs11_token_label`` and log in.
+
+        Raises:
+            ConfigError: no PIN source, a bad setting, a wrong or locked PIN, or the device cannot be reached.
+        """
+        s = self.settings.server
+        device = Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=s.pkcs11_sessions)
+        pin = read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+        try:
+            await device.login(pin, now=self.clock())
+        except GatewayError as e:
+            device.close()
+            raise ConfigError(f"PKCS#11 token {s.pkcs11_token_label!r} ({s.pkcs11_library}): {e.message}") from e
+
+        async def close() -> None:
+            device.close()
+
+        self._stack.push_async_callback(close)
+        return device
+
+    async def _device_choice_changed(self) -> bool:
+        """Whether the device's signing certificate to use now is another than the one in use (``gateway token
+        --device activate`` in another process changes the device, which has no file to watch)."""
+        assert self.device is not None
+        if self.context is None:
+            return False
+        chosen = token_model.select_cert(await self.device.state(), "sign", now=self.clock())
+        in_use = keys.cert_sha256_hex(self.context.signer.cert)
+        return chosen is not None and chosen[1].sha256 != in_use
+
+    def _signing_token(self) -> SoftToken | Pkcs11Token:
+        """Where the signing key lives: the PKCS#11 device when one is set, else the software token."""
+        if self.device is not None:
+            return self.device
+        assert self.token is not None
+        return self.token
+
+    def tokens(self) -> list[dict[str, object]]:
+        """Every token of this server with its state (the admin API's and the web interface's list)."""
+        out: list[dict[str, object]] = []
+        if self.token is not None:
+            out.append({"name": "software", "kind": "software", "state": "available" if self.token.logged_in
+                        else "logged-out", "error": "", "usage": "auth" if self.device is not None else "auth, sign"})
+        if self.device is not None:
+            out.append({**self.device.status().to_dict(), "usage": "sign"})
+        return out
+
     def _registered(self) -> set[str] | None:
         """Fingerprints the current global configuration registers for this server (None without one)."""
         conf = self.globalconf.current
@@ -444,13 +500,13 @@ class SecurityServer:
             TrustError: no good OCSP response for the new signing certificate (the current one stays).
         """
         ctx = self.context
-        if self.token is None or ctx is None:
+        if (self.token is None and self.device is None) or ctx is None:
             return False
         async with self._keys_lock:
             self._token_stamp = self._stat_token()
             now = self.clock()
             changed = False
-            signer = await self.token.signer(now=now)
+            signer = await self._signing_token().signer(now=now)
             if signer.cert != ctx.signer.cert:
                 conf = ctx.conf()
                 ca = conf.ca_for(signer.cert)
@@ -467,12 +523,13 @@ class SecurityServer:
                 ctx._own_ocsp = None
                 changed = True
                 log.info("signing certificate switched", sha256=keys.cert_sha256_hex(signer.cert))
-            auth = await self.token.tls_material(now=now, registered=self._registered())
-            if auth.sha256 != self._auth_sha256:
-                self._load_auth(auth)
-                ctx.auth_cert = auth.cert
-                changed = True
-                log.info("authentication certificate switched", sha256=auth.sha256)
+            if self.token is not None:
+                auth = await self.token.tls_material(now=now, registered=self._registered())
+                if auth.sha256 != self._auth_sha256:
+                    self._load_auth(auth)
+                    ctx.auth_cert = auth.cert
+                    changed = True
+                    log.info("authentication certificate switched", sha256=auth.sha256)
         await self._update_expiry_metrics()
         return changed
 
@@ -496,6 +553,11 @@ class SecurityServer:
         else:
             state = None
             certs = [keys.read_certificate(self.files.sign_cert), keys.read_certificate(self.files.auth_cert)]
+        if self.device is not None:  # its keys join the list; the files' signing certificate is not in use
+            device_state = await self.device.state()
+            if state is None:
+                certs = certs[1:]
+            certs += [c.certificate for k in device_state.keys for c in k.certs]
         conf = self.globalconf.current if hasattr(self, "globalconf") else None
         if with_ocsp and self.context is not None and conf is not None:
             for cert in certs:
@@ -509,9 +571,16 @@ class SecurityServer:
                     ocsp[keys.cert_sha256_hex(cert)] = status.status
                 except GatewayError:
                     ocsp[keys.cert_sha256_hex(cert)] = "unavailable"
+        out: list[token_model.CertReport] = []
+        if self.device is not None:
+            out = token_model.report(device_state, now=now, ocsp=ocsp)
         if state is not None:
-            return token_model.report(state, now=now, ocsp=ocsp, registered=self._registered())
-        return token_model.file_report(certs, now=now, ocsp=ocsp)
+            soft = token_model.report(state, now=now, ocsp=ocsp, registered=self._registered())
+            if self.device is not None:  # the device signs: the software token's signing keys are not in use
+                soft = [dataclasses.replace(r, in_use=False) if r.usage == "sign" else r for r in soft]
+            return soft + out
+        files = [keys.read_certificate(self.files.auth_cert)] if self.device is not None else certs
+        return token_model.file_report(files, now=now, ocsp=ocsp) + out
 
     async def _update_expiry_metrics(self) -> None:
         try:
@@ -568,7 +637,15 @@ class SecurityServer:
             conf = self.globalconf.current
             version = conf.version if conf is not None else None
             try:
-                if self._stat_token() != self._token_stamp or version != seen_version:
+                device_changed = False
+                if self.device is not None:
+                    before = self.device.available
+                    after = (await self.device.probe()).state == "available"
+                    if before != after:
+                        log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
+                                    token=self.device.token_label, error=self.device.status().error)
+                    device_changed = after and await self._device_choice_changed()
+                if self._stat_token() != self._token_stamp or version != seen_version or device_changed:
                     seen_version = version
                     await self.reload_keys()
                 elif (self.clock() - metrics_at).total_seconds() >= 3600:

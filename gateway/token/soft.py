@@ -408,9 +408,12 @@ class SoftToken:
         return model.report(await self.state(), now=now, ocsp=ocsp, registered=registered)
 
 
-def read_pin(*, pin_file: str = "", pin_env: str = "", environ: dict[str, str] | None = None) -> str:
+def read_pin(
+    *, pin_file: str = "", pin_env: str = "", environ: dict[str, str] | None = None, setting: str = "token_pin",
+) -> str:
     """The token PIN from a file (first line; the file must not be readable by others) or an environment
-    variable, as the settings name them. The PIN itself is never a setting.
+    variable, as the settings name them (``[server] <setting>_file`` / ``<setting>_env``, in messages). The PIN
+    itself is never a setting.
 
     Raises:
         ConfigError: neither is set, the file is missing or group/world-readable, or the variable is unset.
@@ -422,17 +425,17 @@ def read_pin(*, pin_file: str = "", pin_env: str = "", environ: dict[str, str] |
             st = path.stat()
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError(f"[server] token_pin_file {path}: {e.strerror or e}") from e
+            raise ConfigError(f"[server] {setting}_file {path}: {e.strerror or e}") from e
         if st.st_mode & 0o077:
-            raise ConfigError(f"[server] token_pin_file {path} is readable by others (mode "
+            raise ConfigError(f"[server] {setting}_file {path} is readable by others (mode "
                               f"{st.st_mode & 0o777:o}); make it 0600")
         return text.splitlines()[0] if text else ""
     if pin_env:
         value = env.get(pin_env)
         if value is None:
-            raise ConfigError(f"[server] token_pin_env names {pin_env}, which is not set")
+            raise ConfigError(f"[server] {setting}_env names {pin_env}, which is not set")
         return value
-    raise ConfigError("the token needs a PIN: set [server] token_pin_file or token_pin_env")
+    raise ConfigError(f"the token needs a PIN: set [server] {setting}_file or {setting}_env")
 
 
 def encode_der(cert: x509.Certificate) -> str:

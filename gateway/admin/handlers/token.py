@@ -55,6 +55,11 @@ async def get_token(call: Call, request: web.Request, ctx: AdminContext) -> Any:
             "locked_until": iso(state.lockout.locked_until), "keys": [_key_json(k) for k in state.keys]}
 
 
+async def list_tokens(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    """Every token with its state: the software token, PKCS#11 devices (docs/tokens.md, "PKCS#11 tokens")."""
+    return {"tokens": ctx.tokens() if ctx.tokens is not None else []}
+
+
 async def login_token(call: Call, request: web.Request, ctx: AdminContext) -> Any:
     try:
         await _token(ctx).login(call.body["pin"], now=ctx.clock())

@@ -27,7 +27,8 @@ async def _keys_page(request: web.Request, user: User, err: FormError | None = N
     token = await run_op(request, user, "getToken") if ctx.token is not None else None
     reports = await ctx.certificates() if token is not None and ctx.certificates is not None else []
     return render("keys.html", status=status, user=user, nav=nav_for(user, "keys"), title="Keys and certificates",
-                  token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id),
+                  token=token, tokens=ctx.tokens() if ctx.tokens is not None else [], err=err,
+                  done=request.query.get("done"), server=str(ctx.server_id),
                   in_use={r.sha256 for r in reports if r.in_use}, ocsp={r.sha256: r.ocsp for r in reports})
 
 

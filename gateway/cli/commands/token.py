@@ -27,6 +27,7 @@ from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.settings import Settings
 from gateway.token import model
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, read_pin
 from gateway.trust import keys
 
@@ -35,7 +36,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _token(args: argparse.Namespace, settings: Settings) -> SoftToken:
+AnyToken = SoftToken | Pkcs11Token
+
+
+def _device(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "device", False))
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> AnyToken:
+    if _device(args):
+        s = settings.server
+        return Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=1)
     directory = getattr(args, "dir", None) or settings.server.token_dir
     if not directory:
         raise ConfigError("no token directory: set [server] token_dir or pass --dir")
@@ -46,7 +57,9 @@ def _pin(args: argparse.Namespace, settings: Settings, *, confirm: bool = False)
     if args.pin_file or args.pin_env:
         return read_pin(pin_file=args.pin_file or "", pin_env=args.pin_env or "")
     s = settings.server
-    if s.token_pin_file or s.token_pin_env:
+    if _device(args) and (s.pkcs11_pin_file or s.pkcs11_pin_env):
+        return read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+    if not _device(args) and (s.token_pin_file or s.token_pin_env):
         return read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env)
     if not sys.stdin.isatty():
         raise ConfigError("no PIN: pass --pin-file or --pin-env (or set [server] token_pin_file)")
@@ -75,7 +88,7 @@ async def _conf(settings: Settings) -> GlobalConf:
     return conf
 
 
-def run_token(args: argparse.Namespace, body: Callable[[SoftToken, Settings], Coroutine[Any, Any, int]]) -> int:
+def run_token(args: argparse.Namespace, body: Callable[[AnyToken, Settings], Coroutine[Any, Any, int]]) -> int:
     """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code.
 
     Raises:
@@ -83,10 +96,22 @@ def run_token(args: argparse.Namespace, body: Callable[[SoftToken, Settings], Co
         GatewayError: whatever ``body`` raises.
     """
     settings = settings_from_args(args)
-    return asyncio.run(body(_token(args, settings), settings))
+    token = _token(args, settings)
+    if isinstance(token, SoftToken):
+        return asyncio.run(body(token, settings))
+
+    async def on_device(device: Pkcs11Token) -> int:
+        # a device answers nothing before log-in: the PIN first, whatever the command
+        try:
+            await device.login(_pin(args, settings), now=_now())
+            return await body(device, settings)
+        finally:
+            device.close()
+
+    return asyncio.run(on_device(token))
 
 
-Body = Callable[[argparse.Namespace, SoftToken, Settings], Coroutine[Any, Any, int]]
+Body = Callable[[argparse.Namespace, AnyToken, Settings], Coroutine[Any, Any, int]]
 
 
 def token_command(body: Body) -> Handler:
@@ -99,8 +124,9 @@ def token_command(body: Body) -> Handler:
     return handler
 
 
-async def _login(token: SoftToken, args: argparse.Namespace, settings: Settings) -> None:
-    await token.login(_pin(args, settings), now=_now())
+async def _login(token: AnyToken, args: argparse.Namespace, settings: Settings) -> None:
+    if isinstance(token, SoftToken):  # (a device is logged in by run_token already)
+        await token.login(_pin(args, settings), now=_now())
 
 
 def _print_reports(reports: list[model.CertReport], as_json: bool) -> None:
@@ -122,7 +148,11 @@ def _print_reports(reports: list[model.CertReport], as_json: bool) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if _device(args):
+        raise ConfigError("a PKCS#11 token is initialised with the device's own tools (for SoftHSM2: "
+                          "softhsm2-util --init-token --free --label LABEL)")
     token = _token(args, settings)
+    assert isinstance(token, SoftToken)
 
     async def main() -> int:
         await SoftToken.init(token.dir, _pin(args, settings, confirm=True))
@@ -133,7 +163,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 @token_command
-async def cmd_login(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_login(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     print("PIN correct")
     return 0
@@ -145,8 +175,13 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 
 @token_command
-async def cmd_status(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_status(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     state = await token.state()
+    if isinstance(token, Pkcs11Token):
+        status = token.status()
+        print(f"PKCS#11 token {status.token_label!r} ({status.library}): {status.state}, {len(state.keys)} keys, "
+              f"{sum(len(k.certs) for k in state.keys)} certificates")
+        return 0
     lock = state.lockout
     print(f"token {token.dir}: {len(state.keys)} keys, "
           f"{sum(len(k.certs) for k in state.keys)} certificates")
@@ -158,7 +193,7 @@ async def cmd_status(args: argparse.Namespace, token: SoftToken, settings: Setti
 
 
 @token_command
-async def cmd_keys(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_keys(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     ocsp: dict[str, model.OcspState] = {}
     registered: set[str] | None = None
     if args.ocsp:
@@ -193,7 +228,7 @@ async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, mo
 
 
 @token_command
-async def cmd_generate_key(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_generate_key(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     entry = await token.generate_key(args.usage, key_type=args.key_type, label=args.label, now=_now())
     print(f"generated {entry.key_type} key {entry.id} for {entry.usage} certificates")
@@ -201,7 +236,7 @@ async def cmd_generate_key(args: argparse.Namespace, token: SoftToken, settings:
 
 
 @token_command
-async def cmd_csr(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_csr(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     member = MemberId.parse(args.member, encoded=False) if args.member else None
     csr = await token.csr(args.key, server_id=_server_id(settings), member=member, name=args.name)
@@ -220,7 +255,7 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ConfigError(f"certificate file {args.file}: {e.strerror or e}") from e
 
-    async def body(token: SoftToken, settings: Settings) -> int:
+    async def body(token: AnyToken, settings: Settings) -> int:
         members = [MemberId.parse(m, encoded=False) for m in args.member or ()]
         entry = await token.import_cert(data, server_id=_server_id(settings), ca_for=(await _conf(settings)).ca_for,
                                         members=members, now=_now())
@@ -232,21 +267,21 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
 
 
 @token_command
-async def cmd_activate(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_activate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.activate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is active")
     return 0
 
 
 @token_command
-async def cmd_deactivate(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_deactivate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.deactivate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is inactive")
     return 0
 
 
 @token_command
-async def cmd_expiring(args: argparse.Namespace, token: SoftToken, settings: Settings) -> int:
+async def cmd_expiring(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     days = args.days if args.days is not None else settings.server.cert_expiry_warning_days
     found = model.expiring(await token.report(now=_now()), within_days=days)
     _print_reports(found, args.json)
