@@ -7,17 +7,20 @@ page again with the error beside the field, and the status of the error).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from yarl import URL
 
+from gateway.admin.handlers.common import client_in_path, service_in_path
 from gateway.admin.schema import MAX_LIMIT
+from gateway.admin.web.confirm import ask, confirmed
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
-from gateway.admin.web.ops import FormError, User, form_number, note_error, run_op
+from gateway.admin.web.ops import FormError, User, authorize, form_number, note_error, run_op
 from gateway.admin.web.render import Column, redirect, render, table
 from gateway.errors import GatewayError
-from gateway.identifiers import ServiceId
+from gateway.identifiers import ServiceId, parse_client
 from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
 
 CLIENT_FIELDS = {"id": "Identifier", "status": "Status", "is_auth": "IS authentication", "body_logging": "Body logging"}
@@ -178,7 +181,12 @@ async def _service_page(request: web.Request, user: User, err: FormError | None 
     encoded = ServiceId.parse(service["id"], encoded=False).encoded_id()
     return render("service.html", status=status, user=user, nav=nav_for(user, "services"),
                   title=f"Service {service['id']}", service=service, t=t, err=err, done=_done(request),
-                  base=f"/ui/services/{encoded}", revoke_url=_revoke_url)
+                  base=f"/ui/services/{encoded}", revoke_url=_revoke_url, endpoint_url=_endpoint_url)
+
+
+def _endpoint_url(base: str, endpoint: dict[str, str]) -> str:
+    """The remove form's action of an endpoint: it in the query, as the API's removeEndpoint takes it."""
+    return str(URL(f"{base}/endpoints/remove").with_query({"method": endpoint["method"], "path": endpoint["path"]}))
 
 
 def _revoke_url(base: str, right: dict[str, str]) -> str:
@@ -200,6 +208,19 @@ async def update_service(request: web.Request, user: User, form: Form) -> web.St
         note_error(request, e)
         return await _service_page(request, user, FormError.of("update", e, form, SERVICE_FIELDS), e.status)
     return back(request, "Service changed.")
+
+
+@page
+async def set_enabled(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """The enable/disable button: ``updateService`` with ``enabled`` alone."""
+    enabled = form.get("enabled") == "true"
+    try:
+        await run_op(request, user, "updateService", {"enabled": enabled})
+    except GatewayError as e:
+        note_error(request, e)
+        return await _service_page(request, user, FormError.of("update", e, form, SERVICE_FIELDS), e.status)
+    return back(request, "Service enabled." if enabled else "Service disabled: its clients get the notice.",
+                path=_parent(request))
 
 
 @page
@@ -230,12 +251,12 @@ async def grant_access(request: web.Request, user: User, form: Form) -> web.Stre
 async def revoke_access(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     q = request.query
     query = {"subject": q.get("subject", ""), "method": q.get("method", "*"), "path": q.get("path", "**")}
-    try:
-        await run_op(request, user, "revokeAccess", query=query)
-    except GatewayError as e:
-        note_error(request, e)
-        return await _service_page(request, user, FormError.of("revoke", e, query, ACCESS_FIELDS), e.status)
-    return back(request, f"Access of {query['subject']} revoked.", path=_parent(request).rsplit("/", 1)[0])
+    return await _remove(request, user, form, op="revokeAccess",
+                         question=f"Revoke the access of {query['subject']} to {query['method']} {query['path']}?",
+                         consequence="Its requests to this service are refused from now on, unless another "
+                                     "right grants them.",
+                         back_to=_parent(request).rsplit("/", 1)[0], nav="services",
+                         note=f"Access of {query['subject']} revoked.", query=query)
 
 
 # ------------------------------------------------------------------------------------------------ local groups
@@ -250,9 +271,15 @@ async def _groups_page(request: web.Request, user: User, err: FormError | None =
     listed = await run_op(request, user, "listLocalGroups", query={"limit": str(MAX_LIMIT)})
     t = table(request, listed["items"], (
         Column(key="code", label="Code"), Column(key="members", label="Members", sortable=False),
+        Column(key="remove", label="Remove", sortable=False),
     ), caption="Local groups", default_sort="code", total=listed["total"])
     return render("groups.html", status=status, user=user, nav=nav_for(user, "groups"), title="Local groups", t=t,
-                  err=err, done=_done(request))
+                  err=err, done=_done(request), encoded=_encoded_client)
+
+
+def _encoded_client(text: str) -> str:
+    """A member as the API lists it (``/``-joined) in the ``:``-joined form of a path."""
+    return quote(parse_client(text, encoded=False).encoded_id(), safe=":")
 
 
 @page
@@ -285,21 +312,105 @@ async def add_group_member(request: web.Request, user: User, form: Form) -> web.
     return back(request, f"{body['client']} added to {code}.", path=GROUPS)
 
 
+# ---------------------------------------------------------------------------------------------------- removals
+
+async def _remove(request: web.Request, user: User, form: Form, *, op: str, question: str, consequence: str,
+                  back_to: str, nav: str, note: str, query: dict[str, str] | None = None) -> web.StreamResponse:
+    """A removal: the confirmation page first (:mod:`gateway.admin.web.confirm`), then the API operation
+    ``op`` and 303 to ``back_to`` with ``note``. The role is checked before the question is asked, so a user
+    who may not remove is refused at once (403)."""
+    authorize(request, user, op, query=query)
+    if not confirmed(form):
+        return ask(request, user, question=question, consequence=consequence, button="Remove", cancel=back_to,
+                   nav=nav)
+    await run_op(request, user, op, query=query)
+    return back(request, note, path=back_to)
+
+
+def _service_path(request: web.Request) -> str:
+    return f"/ui/services/{request.match_info['service_id']}"
+
+
+def _client_path(request: web.Request) -> str:
+    return f"/ui/clients/{request.match_info['client_id']}"
+
+
+@page
+async def remove_client(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    name = client_in_path(request)
+    return await _remove(request, user, form, op="removeClient", question=f"Remove client {name}?",
+                         consequence="Its services, their endpoints and access rights are removed with it.",
+                         back_to="/ui/clients", nav="clients", note=f"Client {name} removed.")
+
+
+@page
+async def remove_is_cert(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    fp = request.match_info["fingerprint"]
+    return await _remove(request, user, form, op="removeIsCert",
+                         question=f"Remove the information-system certificate {fp[:16]}…?",
+                         consequence="An information system that presents it can no longer connect as this client.",
+                         back_to=_client_path(request), nav="clients", note="Certificate removed.")
+
+
+@page
+async def remove_service(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    name = service_in_path(request)
+    return await _remove(request, user, form, op="removeService", question=f"Remove service {name}?",
+                         consequence="Its endpoints and every access right to it are removed with it.",
+                         back_to="/ui/services", nav="services", note=f"Service {name} removed.")
+
+
+@page
+async def remove_endpoint(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    query = {"method": request.query.get("method", "*"), "path": request.query.get("path", "**")}
+    return await _remove(request, user, form, op="removeEndpoint",
+                         question=f"Remove the endpoint {query['method']} {query['path']}?",
+                         consequence="The access rights granted on this endpoint are removed with it.",
+                         back_to=_service_path(request), nav="services",
+                         note=f"Endpoint {query['method']} {query['path']} removed.", query=query)
+
+
+@page
+async def remove_group(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    code = request.match_info["code"]
+    return await _remove(request, user, form, op="removeLocalGroup", question=f"Remove local group {code}?",
+                         consequence="Its members and every access right granted to LOCALGROUP:"
+                                     f"{code} are removed with it.",
+                         back_to=GROUPS, nav="groups", note=f"Local group {code} removed.")
+
+
+@page
+async def remove_group_member(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    code = request.match_info["code"]
+    member = client_in_path(request)
+    return await _remove(request, user, form, op="removeLocalGroupMember",
+                         question=f"Remove {member} from local group {code}?",
+                         consequence=f"{member} loses the access rights it had only through {code}.",
+                         back_to=GROUPS, nav="groups", note=f"{member} removed from {code}.")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/local-groups", groups)
     app.router.add_post("/local-groups", add_group)
     app.router.add_post("/local-groups/{code}/members", add_group_member)
+    app.router.add_post("/local-groups/{code}/remove", remove_group)
+    app.router.add_post("/local-groups/{code}/members/{client_id}/remove", remove_group_member)
     app.router.add_get("/clients", clients)
     app.router.add_post("/clients", add_client)
     app.router.add_get("/clients/{client_id}", client)
     app.router.add_post("/clients/{client_id}", update_client)
     app.router.add_post("/clients/{client_id}/is-certs", add_is_cert)
     app.router.add_post("/clients/{client_id}/status", set_client_status)
+    app.router.add_post("/clients/{client_id}/remove", remove_client)
+    app.router.add_post("/clients/{client_id}/is-certs/{fingerprint}/remove", remove_is_cert)
     app.router.add_get("/services", services)
     app.router.add_post("/services", add_service)
     app.router.add_get("/services/{service_id}", service)
     app.router.add_post("/services/{service_id}", update_service)
     app.router.add_post("/services/{service_id}/endpoints", add_endpoint)
+    app.router.add_post("/services/{service_id}/endpoints/remove", remove_endpoint)
+    app.router.add_post("/services/{service_id}/remove", remove_service)
+    app.router.add_post("/services/{service_id}/enabled", set_enabled)
     app.router.add_post("/services/{service_id}/access-rights", grant_access)
     app.router.add_post("/services/{service_id}/access-rights/revoke", revoke_access)
 

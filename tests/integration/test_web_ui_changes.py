@@ -1,0 +1,119 @@
+"""The web interface's removals (asked to confirm first), service enabling, the token's log-out and PIN change,
+users' roles and passwords, services from an OpenAPI document, the archive job and the dashboard's exchange
+counts, over real HTTP without a browser, on SQLite and PostgreSQL. Browser journeys: tests/e2e/test_web_ui.py."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from admin_kit import AdminHarness, admin_harness
+from test_web_ui_forms import browser, csrf, log_in
+
+from gateway.identifiers import ServiceId
+
+pytestmark = pytest.mark.integration
+
+SERVICE = ServiceId.parse("DEV/GOV/1001/consumer/pets", encoded=False)
+BASE = f"/ui/services/{SERVICE.encoded_id()}"
+
+
+@pytest.fixture
+async def h(database_url: str, tmp_path: Path) -> AsyncIterator[AdminHarness]:
+    async with admin_harness(database_url, tmp_path, token_pin="1234-5678-pin") as harness:
+        yield harness
+
+
+def _action(text: str, needle: str) -> str:
+    """The action of the form whose action contains ``needle``."""
+    m = re.search(rf'action="([^"]*{re.escape(needle)}[^"]*)"', text)
+    assert m is not None, needle
+    return html.unescape(m.group(1))
+
+
+async def test_removals_ask_first_then_go_through_the_api(h: AdminHarness) -> None:
+    await h.add_user("ops", "service-administrator", "registration-officer")
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "ops")
+        token = await csrf(http, "/ui/services")
+        for path, data in (
+            ("/ui/clients", {"id": "DEV/GOV/1001/consumer"}),
+            ("/ui/clients", {"id": "DEV/GOV/1001/b"}),
+            ("/ui/services", {"id": str(SERVICE), "url": "http://127.0.0.1:9/", "enabled": "true"}),
+            (f"{BASE}/endpoints", {"method": "GET", "path": "/pets/*"}),
+            ("/ui/local-groups", {"code": "g1"}),
+            ("/ui/local-groups/g1/members", {"client": "DEV/GOV/1001/b"}),
+        ):
+            async with http.post(path, data={"_csrf": token, **data}) as resp:
+                assert resp.status == 200, (path, await resp.text())
+        # the endpoint: the first post asks, with a form that posts again confirmed; nothing is removed yet
+        async with http.get(BASE) as resp:
+            action = _action(await resp.text(), "/endpoints/remove")
+        async with http.post(action, data={"_csrf": token}) as resp:
+            text = html.unescape(await resp.text())
+            assert resp.status == 200 and "Remove the endpoint GET /pets/*?" in text
+            assert 'name="confirm" value="yes"' in text and f'href="{BASE}"' in text
+        assert len((await h.serverconf.get_service(SERVICE)).endpoints) == 1
+        async with http.post(action, data={"_csrf": token, "confirm": "yes"}) as resp:
+            assert "Endpoint GET /pets/* removed." in html.unescape(await resp.text())
+        assert (await h.serverconf.get_service(SERVICE)).endpoints == ()
+        # the group member, the group, the service, the client: each confirmed
+        async with http.get("/ui/local-groups") as resp:
+            text = await resp.text()
+        for action, said in (
+            (_action(text, "/members/DEV:GOV:1001:b/remove"), "DEV/GOV/1001/b removed from g1."),
+            (_action(text, "/local-groups/g1/remove"), "Local group g1 removed."),
+            (f"{BASE}/remove", f"Service {SERVICE} removed."),
+            ("/ui/clients/DEV:GOV:1001:b/remove", "Client DEV/GOV/1001/b removed."),
+        ):
+            async with http.post(action, data={"_csrf": token, "confirm": "yes"}) as resp:
+                assert said in html.unescape(await resp.text()), action
+        assert not await h.serverconf.list_groups()
+        assert [str(c.id) for c in await h.serverconf.list_clients()] == ["DEV/GOV/1001/consumer"]
+        assert await h.serverconf.list_services() == []
+        # a second removal of the same: the API's 404, as a page
+        async with http.post("/ui/clients/DEV:GOV:1001:b/remove", data={"_csrf": token, "confirm": "yes"}) as resp:
+            assert resp.status == 404 and "Client.NotFound" in await resp.text()
+        async with http.post("/ui/clients/DEV:GOV/remove", data={"_csrf": token, "confirm": "yes"}) as resp:
+            assert resp.status == 400
+    # an observer is refused at once, asked nothing, even when posting the confirmation by hand
+    async with browser(h) as http:
+        await log_in(http, "obs")
+        token = await csrf(http)
+        for path in ("/ui/clients/DEV:GOV:1001:consumer/remove", "/ui/local-groups/g1/remove", f"{BASE}/remove"):
+            for extra in ({}, {"confirm": "yes"}):
+                async with http.post(path, data={"_csrf": token, **extra}) as resp:
+                    text = await resp.text()
+                    assert resp.status == 403 and "obs (roles: observer) may not call" in text, path
+                    assert "Confirm the removal" not in text
+    assert [str(c.id) for c in await h.serverconf.list_clients()] == ["DEV/GOV/1001/consumer"]
+    refused = await h.audit(actor="obs", result="refused")
+    assert {"removeClient", "removeLocalGroup", "removeService"} <= {e.action for e in refused}
+    removed = {e.action for e in await h.audit(actor="ops", result="success")}
+    assert {"removeEndpoint", "removeLocalGroupMember", "removeLocalGroup", "removeService", "removeClient"} <= removed
+
+
+async def test_a_service_is_disabled_and_enabled_with_one_button(h: AdminHarness) -> None:
+    await h.add_user("ops", "service-administrator", "registration-officer")
+    async with browser(h) as http:
+        await log_in(http, "ops")
+        token = await csrf(http, "/ui/services")
+        for path, data in (
+            ("/ui/clients", {"id": "DEV/GOV/1001/consumer"}),
+            ("/ui/services", {"id": str(SERVICE), "url": "http://127.0.0.1:9/", "enabled": "true"}),
+        ):
+            async with http.post(path, data={"_csrf": token, **data}) as resp:
+                assert resp.status == 200
+        async with http.get(BASE) as resp:
+            assert "Disable the service" in await resp.text()
+        async with http.post(f"{BASE}/enabled", data={"_csrf": token, "enabled": "false"}) as resp:
+            text = await resp.text()
+            assert "Service disabled" in text and "Enable the service" in text
+        assert not (await h.serverconf.get_service(SERVICE)).enabled
+        async with http.post(f"{BASE}/enabled", data={"_csrf": token, "enabled": "true"}) as resp:
+            assert "Service enabled." in await resp.text()
+        assert (await h.serverconf.get_service(SERVICE)).enabled
