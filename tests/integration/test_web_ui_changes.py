@@ -117,3 +117,43 @@ async def test_a_service_is_disabled_and_enabled_with_one_button(h: AdminHarness
         async with http.post(f"{BASE}/enabled", data={"_csrf": token, "enabled": "true"}) as resp:
             assert "Service enabled." in await resp.text()
         assert (await h.serverconf.get_service(SERVICE)).enabled
+
+
+async def test_token_log_out_pin_change_and_key_deletion(h: AdminHarness) -> None:
+    await h.add_user("sec", "security-officer")
+    assert h.ctx.token is not None
+    async with browser(h) as http:
+        await log_in(http, "sec")
+        token = await csrf(http, "/ui/keys")
+        async with http.post("/ui/keys/token-login", data={"_csrf": token, "pin": "1234-5678-pin"}) as resp:
+            text = await resp.text()
+            assert "Tokens: 1 in all" in text and "Log out of the token" in text
+        # the new PIN typed twice differently: said beside the second field, nothing sent
+        form = {"_csrf": token, "old_pin": "1234-5678-pin", "new_pin": "8765-4321-pin", "repeat_pin": "8765-4321-pxn"}
+        async with http.post("/ui/keys/token-pin", data=form) as resp:
+            text = html.unescape(await resp.text())
+            assert resp.status == 400 and 'id="newpin-repeat_pin-error">New PIN again is not the same' in text
+            assert "8765-4321" not in text
+        async with http.post(
+            "/ui/keys/token-pin", data={**form, "old_pin": "0000-0000-bad", "repeat_pin": "8765-4321-pin"}
+        ) as resp:
+            assert resp.status == 400 and 'id="newpin-old_pin-error"' in await resp.text()
+        async with http.post("/ui/keys/token-pin", data={**form, "repeat_pin": "8765-4321-pin"}) as resp:
+            assert "The token&#39;s PIN was changed" in await resp.text()
+        async with http.post("/ui/keys/token-logout", data={"_csrf": token}) as resp:
+            assert "Token logged out" in await resp.text()
+        assert not h.ctx.token.logged_in
+        async with http.post("/ui/keys/token-login", data={"_csrf": token, "pin": "8765-4321-pin"}) as resp:
+            assert "Token logged in." in await resp.text()
+        # a key deleted, after the question
+        async with http.post("/ui/keys", data={"_csrf": token, "usage": "sign", "label": "spare"}) as resp:
+            assert resp.status == 200
+        [key] = (await h.ctx.token.state()).keys
+        async with http.post(f"/ui/keys/{key.id}/delete", data={"_csrf": token}) as resp:
+            assert "Delete the key" in await resp.text()
+        assert len((await h.ctx.token.state()).keys) == 1
+        async with http.post(f"/ui/keys/{key.id}/delete", data={"_csrf": token, "confirm": "yes"}) as resp:
+            assert "deleted." in await resp.text()
+        assert (await h.ctx.token.state()).keys == ()
+    done = {e.action for e in await h.audit(actor="sec", result="success")}
+    assert {"changeTokenPin", "logoutToken", "deleteKey"} <= done
