@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from admin_kit import AdminHarness, admin_harness
+from admin_kit import PASSWORD, AdminHarness, admin_harness
 from test_web_ui_forms import browser, csrf, log_in
 
 from gateway.identifiers import ServiceId
@@ -157,3 +157,67 @@ async def test_token_log_out_pin_change_and_key_deletion(h: AdminHarness) -> Non
         assert (await h.ctx.token.state()).keys == ()
     done = {e.action for e in await h.audit(actor="sec", result="success")}
     assert {"changeTokenPin", "logoutToken", "deleteKey"} <= done
+
+
+async def test_users_roles_passwords_lock_out_removal_and_own_password(h: AdminHarness) -> None:
+    await h.add_user("admin", "system-administrator")
+    await h.add_user("bob", "observer")
+    async with browser(h) as http:
+        await log_in(http, "admin")
+        token = await csrf(http, "/ui/users")
+        async with http.get("/ui/users?ksort=name&kdir=desc") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and 'href="/ui/users/bob"' in text
+        async with http.get("/ui/users?ksort=nope") as resp:
+            assert resp.status == 400 and "sort column" in await resp.text()
+        async with http.get("/ui/users/bob") as resp:
+            text = await resp.text()
+            assert 'id="roles-role-observer" name="role-observer" value="true" checked' in text
+        # roles: none is refused beside the role boxes; then auditor instead of observer
+        async with http.post("/ui/users/bob/roles", data={"_csrf": token}) as resp:
+            assert resp.status == 400 and 'id="roles-roles-error"' in await resp.text()
+        async with http.post("/ui/users/bob/roles", data={"_csrf": token, "role-auditor": "true"}) as resp:
+            assert "Roles changed" in await resp.text()
+        assert (await h.store.get_user("bob")).roles == frozenset({"auditor"})
+        # a password typed differently twice, one too short, then one that is set
+        form = {"_csrf": token, "password": "bob's new password", "repeat": "bob's new passwort"}
+        async with http.post("/ui/users/bob/password", data=form) as resp:
+            assert resp.status == 400 and 'id="password-repeat-error"' in await resp.text()
+        async with http.post("/ui/users/bob/password", data={**form, "password": "short", "repeat": "short"}) as resp:
+            assert resp.status == 400 and 'id="password-password-error"' in await resp.text()
+        async with http.post("/ui/users/bob/password", data={**form, "repeat": form["password"]}) as resp:
+            assert "Password set" in await resp.text()
+        # a lock-out after wrong passwords, cleared from the page
+        for _ in range(h.ctx.settings.max_failed_logins):
+            await h.request("POST", "/api/v1/login", json={"username": "bob", "password": "wrong password 1"})
+        async with http.get("/ui/users/bob") as resp:
+            assert "Clear the lock-out" in await resp.text()
+        async with http.post("/ui/users/bob/unlock", data={"_csrf": token}) as resp:
+            assert "Lock-out cleared." in await resp.text()
+        assert (await h.store.get_user("bob")).locked_until is None
+        # removal, asked first
+        async with http.post("/ui/users/bob/remove", data={"_csrf": token}) as resp:
+            assert "Remove user bob?" in await resp.text()
+        async with http.post("/ui/users/bob/remove", data={"_csrf": token, "confirm": "yes"}) as resp:
+            assert "User bob removed." in await resp.text()
+        assert await h.store.find_user("bob") is None
+        # one's own password: the current one is checked, and the session ends with the change
+        async with http.get("/ui/account") as resp:
+            assert "Change your password" in await resp.text()
+        own = {
+            "_csrf": token,
+            "current_password": "not it at all",
+            "new_password": "admin's new password",
+            "repeat": "admin's new password",
+        }
+        async with http.post("/ui/account/password", data=own) as resp:
+            assert resp.status == 401 and 'id="own-current_password-error"' in await resp.text()
+        async with http.post(
+            "/ui/account/password", data={**own, "current_password": PASSWORD}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303 and "password+was+changed" in resp.headers["Location"]
+        async with http.get("/ui/users", allow_redirects=False) as resp:
+            assert resp.status == 303 and "/ui/login" in resp.headers["Location"]
+        assert (await log_in(http, "admin", "admin's new password")).status == 303
+    done = {e.action for e in await h.audit(actor="admin", result="success")}
+    assert {"setUserRoles", "setUserPassword", "unlockUser", "removeUser", "changeOwnPassword"} <= done
