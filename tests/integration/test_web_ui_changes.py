@@ -221,3 +221,104 @@ async def test_users_roles_passwords_lock_out_removal_and_own_password(h: AdminH
         assert (await log_in(http, "admin", "admin's new password")).status == 303
     done = {e.action for e in await h.audit(actor="admin", result="success")}
     assert {"setUserRoles", "setUserPassword", "unlockUser", "removeUser", "changeOwnPassword"} <= done
+
+
+PETS_OPENAPI = """openapi: 3.0.3
+info: {title: pets, version: "1"}
+servers: [{url: "http://127.0.0.1:9/pets-api"}]
+paths:
+  /pets:
+    parameters: []
+    get: {responses: {"200": {description: ok}}}
+    post: {responses: {"201": {description: made}}}
+  /pets/{petId}:
+    get: {responses: {"200": {description: ok}}}
+    delete: {responses: {"204": {description: gone}}}
+  /files/{name}.json:
+    summary: a templated part of a segment
+    put: {responses: {"204": {description: stored}}}
+"""
+
+
+@pytest.fixture
+async def descriptions() -> AsyncIterator[str]:
+    """A loopback server of OpenAPI descriptions, good and bad, at a free port."""
+    from aiohttp import web
+
+    answers = {
+        "/pets.yaml": (200, PETS_OPENAPI),
+        "/pets.json": (200, '{"openapi": "3.1.0", "paths": {"/a": {"get": {}}}}'),
+        "/swagger.json": (200, '{"swagger": "2.0", "paths": {}}'),
+        "/none.yaml": (200, "openapi: 3.0.0\npaths: {/a: {summary: nothing}}\n"),
+        "/broken": (200, "{not json"),
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        if request.path == "/moved":
+            return web.Response(status=302, headers={"Location": "/pets.yaml"})
+        status, text = answers.get(request.path, (404, "no"))
+        return web.Response(status=status, text=text)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_service_from_its_openapi_description(h: AdminHarness, descriptions: str) -> None:
+    await h.add_user("ops", "service-administrator", "registration-officer")
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "ops")
+        token = await csrf(http, "/ui/services")
+        async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/consumer"}) as resp:
+            assert resp.status == 200
+        form = {"_csrf": token, "id": str(SERVICE), "timeout_seconds": "30", "enabled": "true"}
+        for source, status, said in (
+            ("", 400, "OpenAPI URL is needed"),
+            ("ftp://127.0.0.1/x", 400, "is not an http or https URL"),
+            (f"{descriptions}/missing", 400, "the server answered HTTP 404"),
+            (f"{descriptions}/moved", 400, "HTTP 302 (to /pets.yaml)"),
+            (f"{descriptions}/swagger.json", 400, "Swagger 2.0; only OpenAPI 3"),
+            (f"{descriptions}/broken", 400, "neither JSON nor YAML"),
+            (f"{descriptions}/none.yaml", 400, "declares no operation"),
+            ("http://127.0.0.1:9/closed", 400, "cannot be fetched"),
+        ):
+            async with http.post("/ui/services/from-openapi", data={**form, "openapi_url": source}) as resp:
+                text = html.unescape(await resp.text())
+                assert resp.status == status and 'id="openapi-openapi_url-error">OpenAPI URL' in text, source
+                assert said in text, (source, text[-800:])
+        # a description without a server URL needs the service's URL: said beside that field
+        async with http.post(
+            "/ui/services/from-openapi", data={**form, "openapi_url": f"{descriptions}/pets.json"}
+        ) as resp:
+            assert resp.status == 400 and 'id="openapi-url-error">Service URL is needed' in await resp.text()
+        async with http.post(
+            "/ui/services/from-openapi", data={**form, "openapi_url": f"{descriptions}/pets.yaml"}
+        ) as resp:
+            assert "added with 5 endpoints from its OpenAPI description" in await resp.text()
+    service = await h.serverconf.get_service(SERVICE)
+    assert service.url == "http://127.0.0.1:9/pets-api" and service.openapi_url == f"{descriptions}/pets.yaml"
+    assert service.timeout_seconds == 30
+    assert [(e.method, e.path) for e in service.endpoints] == [
+        ("GET", "/pets"),
+        ("POST", "/pets"),
+        ("GET", "/pets/*"),
+        ("DELETE", "/pets/*"),
+        ("PUT", "/files/*"),
+    ]
+    # an observer is refused before anything is fetched
+    async with browser(h) as http:
+        await log_in(http, "obs")
+        token = await csrf(http)
+        async with http.post(
+            "/ui/services/from-openapi",
+            data={"_csrf": token, "id": "DEV/GOV/1001/consumer/x", "openapi_url": f"{descriptions}/pets.yaml"},
+        ) as resp:
+            assert resp.status == 403 and "may not call addService" in await resp.text()

@@ -19,9 +19,9 @@ from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
 from gateway.admin.web.ops import FormError, User, authorize, form_number, note_error, run_op
 from gateway.admin.web.render import Column, redirect, render, table
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestError
 from gateway.identifiers import ServiceId, parse_client
-from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
+from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES, openapi
 
 CLIENT_FIELDS = {"id": "Identifier", "status": "Status", "is_auth": "IS authentication", "body_logging": "Body logging"}
 CLIENT_UPDATE_FIELDS = {"is_auth": "IS authentication", "body_logging": "Body logging"}
@@ -168,6 +168,36 @@ async def add_service(request: web.Request, user: User, form: Form) -> web.Strea
         err = FormError.of("add", e, form, SERVICE_FIELDS, identifier="id")
         return await _services_page(request, user, err, e.status)
     return back(request, f"Service {body['id']} added.")
+
+
+OPENAPI_FIELDS = {"id": "Identifier", "openapi_url": "OpenAPI URL", "url": "Service URL",
+                  "timeout_seconds": "Timeout (seconds)"}
+
+
+@page
+async def add_service_from_openapi(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """Fetch the OpenAPI 3 description, then ``addService`` with its operations as endpoints; the service's
+    URL is the form's, else the description's first absolute server URL (:mod:`gateway.serverconf.openapi`)."""
+    try:
+        authorize(request, user, "addService")  # the role first: nothing is fetched for a user who may not add
+        body = _service_body(form, with_id=True)
+        source = form.get("openapi_url", "").strip()
+        if not source:
+            raise RequestError("body.openapi_url is needed: the URL of the service's OpenAPI 3 description")
+        doc, endpoints = openapi.endpoints_of(await openapi.fetch_description(source))
+        url = body.get("url") or openapi.server_url(doc)
+        if not url:
+            raise RequestError("body.url is needed: the description names no absolute http(s) server URL")
+        body.update(url=url, openapi_url=source, endpoints=[{"method": e.method, "path": e.path} for e in endpoints])
+        await run_op(request, user, "addService", body)
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        err = FormError.of("openapi", e, form, OPENAPI_FIELDS, identifier="id")
+        return await _services_page(request, user, err, e.status)
+    return back(request, f"Service {body['id']} added with {len(endpoints)} endpoints from its OpenAPI description.",
+                path="/ui/services")
 
 
 async def _service_page(request: web.Request, user: User, err: FormError | None = None,
@@ -405,6 +435,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/clients/{client_id}/is-certs/{fingerprint}/remove", remove_is_cert)
     app.router.add_get("/services", services)
     app.router.add_post("/services", add_service)
+    app.router.add_post("/services/from-openapi", add_service_from_openapi)
     app.router.add_get("/services/{service_id}", service)
     app.router.add_post("/services/{service_id}", update_service)
     app.router.add_post("/services/{service_id}/endpoints", add_endpoint)
