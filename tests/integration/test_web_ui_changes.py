@@ -322,3 +322,57 @@ async def test_a_service_from_its_openapi_description(h: AdminHarness, descripti
             data={"_csrf": token, "id": "DEV/GOV/1001/consumer/x", "openapi_url": f"{descriptions}/pets.yaml"},
         ) as resp:
             assert resp.status == 403 and "may not call addService" in await resp.text()
+
+
+async def test_dashboard_counts_exchanges_and_errors_of_the_last_hour(database_url: str, tmp_path: Path) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from gateway.opmon.record import OpRecord
+
+    async with admin_harness(database_url, tmp_path, with_opmon=True) as h:
+        assert h.ctx.opmon is not None
+        now = h.clock()
+        base = OpRecord(
+            side="client",
+            origin="test",
+            message_id="m",
+            request_id="r",
+            client="DEV/GOV/1001/consumer",
+            service=str(SERVICE),
+            method="GET",
+            request_in=now,
+            request_out=None,
+            response_in=None,
+            response_out=now,
+            request_bytes=0,
+            response_bytes=0,
+            status=200,
+            fault=None,
+            peer_server=None,
+        )
+        failed = replace(base, status=500, fault="Server.ServerProxy.AccessDenied")
+        await h.ctx.opmon.insert(
+            [
+                base,
+                replace(base, request_in=now - timedelta(minutes=30)),
+                replace(base, side="server"),
+                failed,
+                replace(base, request_in=now - timedelta(hours=2)),  # before the hour: not counted
+                replace(failed, request_in=now - timedelta(hours=2)),
+            ]
+        )
+        await h.add_user("obs", "observer")
+        await h.add_user("aud", "auditor")
+        async with browser(h) as http:
+            await log_in(http, "obs")
+            async with http.get("/ui/dashboard") as resp:
+                text = html.unescape(await resp.text())
+            assert "Exchanges in the last hour" in text
+            assert re.search(r"client side[^<]*</td><td>2</td><td><strong class=\"bad\">1</strong>", text), text
+            assert re.search(r"server side[^<]*</td><td>1</td><td>0</td>", text)
+            assert "Latest failures: 1 of 1 in the last hour" in text and "Server.ServerProxy.AccessDenied" in text
+        async with browser(h) as http:  # the auditor's roles do not read operational records: no section
+            await log_in(http, "aud")
+            async with http.get("/ui/dashboard") as resp:
+                assert "Exchanges in the last hour" not in await resp.text()
