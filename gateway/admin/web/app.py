@@ -5,13 +5,14 @@ middleware (audit entry, the correlation id) wraps every page as it wraps every 
 
 =====================  ==========================================================================
 ``/ui/login``          log-in form (user name, password); ``POST /ui/logout`` ends the session
-``/ui/dashboard``      global configuration, token, certificates with expiry and OCSP, timestamping
-``/ui/clients``        hosted members and subsystems; one client: IS authentication, IS certificates
-``/ui/services``       services; one service: URL, timeout, enabled, endpoints, access rights
+``/ui/dashboard``      global configuration, token, certificates with expiry and OCSP, timestamping, exchanges
+``/ui/clients``        hosted members and subsystems; one client: IS authentication, IS certificates, removal
+``/ui/services``       services, also from an OpenAPI description; one: URL, timeout, enabled, endpoints, rights
 ``/ui/local-groups``   local groups and their members
-``/ui/keys``           the software token: log-in, keys, CSRs, certificate import and activation
-``/ui/messagelog``     auditors: search, a record with its signature and inclusion proof, archives
-``/ui/users``          admin users and API keys
+``/ui/keys``           the tokens: log-in and out, PIN, keys, CSRs, certificate import, (de)activation
+``/ui/messagelog``     auditors: search, a record with its signature and inclusion proof, archives, archive jobs
+``/ui/users``          admin users and API keys; one user: roles, password, lock-out, removal
+``/ui/account``        one's own account and password
 ``/ui/audit-log``      the audit log, filtered and paged
 =====================  ==========================================================================
 """
