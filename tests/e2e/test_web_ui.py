@@ -26,7 +26,7 @@ from process_kit import CONSUMER, PERSONS, run_cli
 from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
 
 from gateway.admin.schema import Page as ListPage
-from gateway.central import registry
+from gateway.central import registration
 from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import ServiceId
 from gateway.trust import keys
@@ -259,11 +259,6 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
 ) -> None:
     shots = Shots(tmp_path, "operator")
     new = "DEV/GOV/1001/webclient"
-    # registration at the central server (its pages come with the central server's interface)
-    engine = world.fed.central.engine
-    await registry.add_subsystem(engine, new, instance="DEV")
-    await registry.add_server_client(engine, str(world.fed.server("ss1").server_id), new, instance="DEV")
-    await world.fed.publish_and_refresh()
     async with chromium() as browser:
         page = await (await new_context(browser)).new_page()
         url1 = world.url("ss1")
@@ -286,6 +281,18 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("status")).to_contain_text(f"Client {new} added.")
         await expect(page.get_by_role("table")).to_contain_text(new)
+        # its registration at the central server: sent from the client's page, approved there (the central
+        # server's own pages are tested with them), then in the published global configuration
+        await page.get_by_role("link", name=new).click()
+        await page.get_by_role("button", name="Send registration request").click()
+        await expect(page.get_by_role("status")).to_contain_text("submitted at the central server")
+        await check_page(page, shots, "client-registered")
+        [pending] = [r for r in await registration.list_requests(world.fed.central.engine, state="submitted")
+                     if r.client == new]
+        await registration.approve(world.fed.central.engine, pending.id, instance="DEV", officer="officer1",
+                                   now=datetime.now(UTC))
+        await world.fed.publish_and_refresh()
+        await page.goto(f"{url1}/ui/clients")
         # a bad identifier is told beside its field
         await page.get_by_label("Identifier").fill("DEV/GOV")
         await page.get_by_role("button", name="Add client").click()

@@ -376,3 +376,33 @@ async def test_dashboard_counts_exchanges_and_errors_of_the_last_hour(database_u
             await log_in(http, "aud")
             async with http.get("/ui/dashboard") as resp:
                 assert "Exchanges in the last hour" not in await resp.text()
+
+
+async def test_registration_requests_need_the_security_server(h: AdminHarness) -> None:
+    """The registration buttons run registerClient and registerServer; an admin process without the security
+    server (this harness) has no central server to send to: 409, said on the form. The journey through a real
+    central server is tests/e2e/test_web_ui.py."""
+    await h.add_user("reg", "registration-officer", "security-officer")
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "reg")
+        token = await csrf(http, "/ui/clients")
+        async with http.post("/ui/clients", data={"_csrf": token, "id": "DEV/GOV/1001/consumer"}) as resp:
+            assert resp.status == 200
+        for path, form_id in (
+            ("/ui/clients/DEV:GOV:1001:consumer/register", "register-error"),
+            ("/ui/keys/register", "register-error"),
+        ):
+            async with http.post(path, data={"_csrf": token}) as resp:
+                text = await resp.text()
+                assert resp.status == 409 and f'id="{form_id}"' in text and "sends no management requests" in text
+        async with http.post("/ui/clients/DEV:GOV:1001:other/register", data={"_csrf": token}) as resp:
+            assert resp.status == 404
+    async with browser(h) as http:
+        await log_in(http, "obs")
+        token = await csrf(http)
+        async with http.get("/ui/clients/DEV:GOV:1001:consumer") as resp:
+            assert "Send registration request" not in await resp.text()
+        async with http.post("/ui/clients/DEV:GOV:1001:consumer/register", data={"_csrf": token}) as resp:
+            assert resp.status == 403 and "may not call registerClient" in await resp.text()
+    assert {"registerClient", "registerServer"} <= {e.action for e in await h.audit(actor="reg", result="refused")}

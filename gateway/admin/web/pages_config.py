@@ -110,6 +110,20 @@ async def set_client_status(request: web.Request, user: User, form: Form) -> web
 
 
 @page
+async def register_client(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """``registerClient``: a client registration request to the central server, signed by this server."""
+    try:
+        sent = await run_op(request, user, "registerClient")
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        return await _client_page(request, user, FormError.of("register", e, form, {}), e.status)
+    return back(request, f"Registration request {sent['id']} sent: {sent['state']} at the central server, where a "
+                "registration officer approves it; then set the status to registered.", path=_parent(request))
+
+
+@page
 async def add_is_cert(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     try:
         result = await run_op(request, user, "addIsCert", {"pem": form.get("pem", "")})
@@ -432,6 +446,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/clients/{client_id}/is-certs", add_is_cert)
     app.router.add_post("/clients/{client_id}/status", set_client_status)
     app.router.add_post("/clients/{client_id}/remove", remove_client)
+    app.router.add_post("/clients/{client_id}/register", register_client)
     app.router.add_post("/clients/{client_id}/is-certs/{fingerprint}/remove", remove_is_cert)
     app.router.add_get("/services", services)
     app.router.add_post("/services", add_service)

@@ -103,6 +103,20 @@ async def deactivate_certificate(request: web.Request, user: User, form: Form) -
 
 
 @page
+async def register_server(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """``registerServer``: the newest authentication certificate, in a request to the central server."""
+    try:
+        sent = await run_op(request, user, "registerServer")
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of("register", e, form, {}), e.status)
+    return back(request, f"Registration request {sent['id']} sent: {sent['state']} at the central server, where a "
+                "registration officer approves it.", path=KEYS)
+
+
+@page
 async def generate_key(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     body = {"usage": form.get("usage", ""), "key_type": form.get("key_type", "ec-p256"),
             "label": form.get("label", "").strip()}
@@ -153,6 +167,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/keys/token-login", login_token)
     app.router.add_post("/keys/token-logout", logout_token)
     app.router.add_post("/keys/token-pin", change_pin)
+    app.router.add_post("/keys/register", register_server)
     app.router.add_post("/keys/{token_key_id}/delete", delete_key)
     app.router.add_post("/keys/certificates/{sha256}/deactivate", deactivate_certificate)
     app.router.add_post("/keys/{token_key_id}/csr", create_csr)
