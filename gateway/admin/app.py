@@ -50,7 +50,8 @@ HANDLERS: dict[str, Impl] = {
     # clients, services, access rights, local groups
     "listClients": clients.list_clients, "addClient": clients.add_client, "getClient": clients.get_client,
     "updateClient": clients.update_client, "setClientStatus": clients.set_client_status,
-    "removeClient": clients.remove_client, "addIsCert": clients.add_is_cert, "removeIsCert": clients.remove_is_cert,
+    "removeClient": clients.remove_client, "registerClient": clients.register_client,
+    "addIsCert": clients.add_is_cert, "removeIsCert": clients.remove_is_cert,
     "listServices": services.list_services, "addService": services.add_service, "getService": services.get_service,
     "updateService": services.update_service, "removeService": services.remove_service,
     "addEndpoint": services.add_endpoint, "removeEndpoint": services.remove_endpoint,
@@ -65,6 +66,7 @@ HANDLERS: dict[str, Impl] = {
     "changeTokenPin": token.change_token_pin, "generateKey": token.generate_key, "deleteKey": token.delete_key,
     "createCsr": token.create_csr, "importCertificate": token.import_certificate,
     "activateCertificate": token.activate_certificate, "deactivateCertificate": token.deactivate_certificate,
+    "registerServer": token.register_server,
     # global configuration
     "getGlobalConfStatus": globalconf.get_global_conf_status, "refreshGlobalConf": globalconf.refresh_global_conf,
     # message log (auditors): records, checkpoints, proofs, archives

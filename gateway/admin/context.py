@@ -20,8 +20,9 @@ from gateway.admin import auth
 from gateway.admin.auth import Principal
 from gateway.admin.routes import Route
 from gateway.admin.store import AdminStore
+from gateway.central.management import RequestType
 from gateway.globalconf.updater import GlobalConfUpdater
-from gateway.identifiers import SecurityServerId
+from gateway.identifiers import ClientId, SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer
 from gateway.messagelog.store import MessageLogStore
 from gateway.opmon.store import OpMonStore
@@ -73,6 +74,9 @@ class AdminContext:
     checkpointer: Checkpointer | None = None
     readiness: Callable[[], Awaitable[Sequence[Check]]] | None = None  # ServerHealth.checks, as /readyz runs them
     tokens: Callable[[], list[dict[str, object]]] | None = None  # SecurityServer.tokens: software and PKCS#11
+    # SecurityServer.send_management: a management request ("auth_cert_reg", "client_reg"), signed with the
+    # server's authentication key, sent to the central server; its answer (docs/registration.md)
+    management: Callable[[RequestType, ClientId | None], Awaitable[dict[str, Any]]] | None = None
 
     @property
     def origin(self) -> str:

@@ -25,6 +25,7 @@ _ERROR_TEXT = {
     415: "the request body is not application/json",
     423: "the token is locked after too many wrong PINs",
     429: "the account is locked after too many wrong passwords",
+    500: "a remote party (the central server) failed or cannot be reached",
 }
 _JSON = "application/json"
 

@@ -365,6 +365,10 @@ SUBJECT: JsonSchema = {
                    "GLOBALGROUP:INSTANCE/CODE, LOCALGROUP:CODE, or an untyped member or subsystem",
     "x-rule": "TYPE:identifier with TYPE one of SUBSYSTEM, MEMBER, GLOBALGROUP, LOCALGROUP, or a client identifier",
 }
+MANAGEMENT_RESULT = obj({
+    "id": {"type": ["string", "integer"], "description": "the request's id at the central server"},
+    "state": string("its state there, e.g. submitted (a registration officer approves it)", max_length=64),
+}, ("id", "state"))
 FINGERPRINT = obj({"fingerprint": string("SHA-256 of the DER certificate, hex", max_length=64)}, ("fingerprint",))
 OPENAPI_DOC: JsonSchema = {"type": "object", "description": "this document"}
 
@@ -511,6 +515,11 @@ ROUTES: tuple[Route, ...] = (
     Route(operation_id="removeClient", method="DELETE", path=f"{API}/clients/{{client_id}}", roles=REGISTRATION,
           tag="clients", summary="Remove a client with its services and their access rights", status=204,
           errors=(400, 404)),
+    Route(operation_id="registerClient", method="POST", path=f"{API}/clients/{{client_id}}/register",
+          roles=REGISTRATION, tag="clients",
+          summary="Send the central server a client registration request for a hosted client, signed with this "
+                  "server's authentication key (a registration officer there approves it)",
+          response=MANAGEMENT_RESULT, errors=(400, 404, 409, 500)),
     Route(operation_id="addIsCert", method="POST", path=f"{API}/clients/{{client_id}}/is-certs", roles=SERVICES,
           tag="clients", summary="Register an information system's TLS certificate (PEM)",
           request=obj({"pem": string("PEM certificate", max_length=16384, min_length=1)}, ("pem",)),
@@ -625,6 +634,10 @@ ROUTES: tuple[Route, ...] = (
           summary="Deactivate a certificate (no longer used for signing or TLS)",
           response=CERT_SWITCH, errors=(400, 404)),
     # --- global configuration
+    Route(operation_id="registerServer", method="POST", path=f"{API}/token/register", roles=SECURITY, tag="token",
+          summary="Send the central server a registration request for this server's newest authentication "
+                  "certificate, signed with its key (a registration officer there approves it)",
+          response=MANAGEMENT_RESULT, errors=(400, 409, 500)),
     Route(operation_id="getGlobalConfStatus", method="GET", path=f"{API}/globalconf/status", roles=READERS,
           tag="globalconf", summary="Version, expiry and last download of the global configuration",
           response=GLOBALCONF_STATUS, errors=()),

@@ -18,7 +18,7 @@ the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,10 @@ async def choose_range(
 async def write_range(
     store: MessageLogStore, origin: str, path: str | Path, *, start: int, end: int,
     checkpoints: Sequence[StoredCheckpoint], globalconfs: Sequence[bytes], selection: dict[str, Any],
-    now: datetime,
+    now: datetime, progress: Callable[[int], None] | None = None,
 ) -> Manifest:
-    """Steps 2-4: write the archive of records ``start..end-1`` to ``path`` (atomically).
+    """Steps 2-4: write the archive of records ``start..end-1`` to ``path`` (atomically); ``progress`` is told
+    how many records are written after each batch.
 
     Raises:
         RequestError: a record of the range is not held online (pruned meanwhile).
@@ -181,6 +182,8 @@ async def write_range(
                     if name is not None and name in rec.blobs and not writer.has_member(blob_member(directory, name)):
                         add(rec.blobs[name])
             seq += len(batch)
+            if progress is not None:
+                progress(seq - start)
         # (4) checkpoints inside the range, the log's signing certificates, global configurations
         for c in checkpoints:
             if start <= c.size <= end:

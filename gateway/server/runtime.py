@@ -41,6 +41,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -50,10 +51,11 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
 from gateway.admin.store import AdminStore
+from gateway.central.management import RequestType
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
-from gateway.identifiers import SecurityServerId
+from gateway.identifiers import ClientId, SecurityServerId
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.origins import MAX_WORKERS, check_node, log_origin
 from gateway.messagelog.store import (
@@ -78,6 +80,7 @@ from gateway.proxy.server_proxy import build_server_handler
 from gateway.proxy.services import ServicePools
 from gateway.proxy.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from gateway.proxy.spool import spool_directory
+from gateway.server import regclient
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
@@ -349,6 +352,7 @@ class SecurityServer:
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
                 checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
+                management=self.send_management,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -541,6 +545,21 @@ class SecurityServer:
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError(f"cannot load authentication certificate {auth.cert_path}: {e}") from e
         self._auth_sha256 = auth.sha256
+
+    async def send_management(self, type_: RequestType, client: ClientId | None) -> dict[str, Any]:
+        """A management request (``auth_cert_reg``: the newest authentication certificate; ``client_reg``),
+        signed with this server's authentication key and sent to the central server named by the anchor; the
+        central server's record of it (the admin API's ``registerServer`` and ``registerClient``).
+
+        Raises:
+            RequestError: the token is not logged in; the central server refused the request.
+            PeerError: the central server cannot be reached.
+        """
+        now = self.clock()
+        key, cert = await regclient.auth_key_and_cert(self.settings, token=self.token, newest=type_ == "auth_cert_reg",
+                                                      now=now)
+        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now,
+                                    client=client)
 
     async def certificates(self, *, with_ocsp: bool = True) -> list[token_model.CertReport]:
         """This server's keys and certificates with expiry and (optionally fetched) OCSP status: what

@@ -26,7 +26,7 @@ from process_kit import CONSUMER, PERSONS, run_cli
 from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
 
 from gateway.admin.schema import Page as ListPage
-from gateway.central import registry
+from gateway.central import registration
 from gateway.dev.demo import Federation, start_federation
 from gateway.identifiers import ServiceId
 from gateway.trust import keys
@@ -124,6 +124,7 @@ async def test_log_in_csrf_log_out_and_session_expiry(world: World, tmp_path: Pa
         await expect(ready).to_contain_text("messagelog")
         await expect(page.locator("main")).to_contain_text("Ready: every check passes.")
         await expect(page.locator("main")).to_contain_text("UTC")
+        await expect(page.get_by_role("heading", name="Exchanges in the last hour")).to_be_visible()
         await check_page(page, shots, "dashboard")
         # (4) a POST without the CSRF token, or with another one, is refused before anything happens
         for form in ({"id": "DEV/GOV/1001/forged"}, {"id": "DEV/GOV/1001/forged", "_csrf": "0" * 64}):
@@ -158,6 +159,8 @@ async def _visit_every_page(page: Page, url: str, shots: Shots, client: str) -> 
     await page.get_by_role("link", name=client).click()
     await expect(page.get_by_role("heading", name=f"Client {client}")).to_be_visible()
     await check_page(page, shots, "client")
+    await page.goto(f"{url}/ui/account")
+    await check_page(page, shots, "account")
 
 
 async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp_path: Path) -> None:
@@ -175,6 +178,30 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
         await form.get_by_role("button", name="Add user").click()
         await expect(admin.get_by_role("status")).to_contain_text("User observer1 added.")
         await _visit_every_page(admin, url, shots, "DEV/GOV/1002/registry")
+        await admin.goto(f"{url}/ui/users")
+        await admin.get_by_role("link", name="observer1").click()
+        await expect(admin.get_by_role("heading", name="Change the roles")).to_be_visible()
+        await check_page(admin, shots, "user")
+        # a local group added, then removed with the keyboard alone, through the confirmation page
+        await admin.goto(f"{url}/ui/local-groups")
+        add = admin.locator("form", has=admin.get_by_role("heading", name="Add a local group"))
+        await add.get_by_label("Code").fill("webtmp")
+        await add.get_by_role("button", name="Add group").click()
+        await expect(admin.get_by_role("status")).to_contain_text("Local group webtmp added")
+        for _ in range(80):
+            if await admin.evaluate("document.activeElement.textContent") == "Remove group webtmp":
+                break
+            await admin.keyboard.press("Tab")
+        assert await admin.evaluate("document.activeElement.textContent") == "Remove group webtmp"
+        await admin.keyboard.press("Enter")
+        await expect(admin.get_by_role("heading", name="Remove local group webtmp?")).to_be_visible()
+        await check_page(admin, shots, "confirm")
+        for _ in range(30):
+            if await admin.evaluate("document.activeElement.textContent") == "Remove":
+                break
+            await admin.keyboard.press("Tab")
+        await admin.keyboard.press("Enter")
+        await expect(admin.get_by_role("status")).to_contain_text("Local group webtmp removed.")
         await admin.goto(f"{url}{PERSONS_PAGE}")
         await check_page(admin, shots, "service")
         # the observer sees the pages, without their forms
@@ -198,6 +225,10 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
             (f"{PERSONS_PAGE}", {"url": "http://127.0.0.1:9/", "enabled": "true"}),
             ("/ui/users", {"username": "intruder", "password": "intruder password", "role-auditor": "true"}),
             ("/ui/api-keys", {"name": "intruder", "role-observer": "true"}),
+            (f"{PERSONS_PAGE}/remove", {"confirm": "yes"}),
+            ("/ui/clients/DEV:GOV:1002:registry/remove", {"confirm": "yes"}),
+            ("/ui/users/admin/remove", {"confirm": "yes"}),
+            ("/ui/services/from-openapi", {"id": f"{PERSONS}x", "openapi_url": "http://127.0.0.1:9/"}),
         ):
             resp = await page.request.post(f"{url}{path}", form={**form_data, "_csrf": token})
             assert resp.status == 403, path
@@ -209,7 +240,8 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
         narrow = await (await new_context(browser, width=320)).new_page()
         await log_in(narrow, url, "admin", world.password("ss2"))
         for name, path in (("dashboard", "/ui/dashboard"), ("clients", "/ui/clients"), ("service", PERSONS_PAGE),
-                           ("users", "/ui/users"), ("audit-log", "/ui/audit-log")):
+                           ("users", "/ui/users"), ("audit-log", "/ui/audit-log"), ("user", "/ui/users/observer1"),
+                           ("account", "/ui/account")):
             await narrow.goto(f"{url}{path}")
             assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320, path
             await check_page(narrow, shots, f"{name}-320px")
@@ -217,7 +249,7 @@ async def test_observer_sees_pages_but_every_change_is_refused(world: World, tmp
     assert (await ss2.store.get_service(ServiceId.parse(PERSONS, encoded=False))).url != "http://127.0.0.1:9/"
     assert await ss2.admin_store.find_user("intruder") is None
     _, refused = await ss2.admin_store.list_audit(AUDIT_PAGE, actor="observer1", result="refused")
-    assert refused >= 6
+    assert refused >= 10
 
 
 async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succeeds(
@@ -225,11 +257,6 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
 ) -> None:
     shots = Shots(tmp_path, "operator")
     new = "DEV/GOV/1001/webclient"
-    # registration at the central server (its pages come with the central server's interface)
-    engine = world.fed.central.engine
-    await registry.add_subsystem(engine, new, instance="DEV")
-    await registry.add_server_client(engine, str(world.fed.server("ss1").server_id), new, instance="DEV")
-    await world.fed.publish_and_refresh()
     async with chromium() as browser:
         page = await (await new_context(browser)).new_page()
         url1 = world.url("ss1")
@@ -252,6 +279,18 @@ async def test_operator_adds_a_client_and_an_access_right_then_the_exchange_succ
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("status")).to_contain_text(f"Client {new} added.")
         await expect(page.get_by_role("table")).to_contain_text(new)
+        # its registration at the central server: sent from the client's page, approved there (the central
+        # server's own pages are tested with them), then in the published global configuration
+        await page.get_by_role("link", name=new).click()
+        await page.get_by_role("button", name="Send registration request").click()
+        await expect(page.get_by_role("status")).to_contain_text("submitted at the central server")
+        await check_page(page, shots, "client-registered")
+        [pending] = [r for r in await registration.list_requests(world.fed.central.engine, state="submitted")
+                     if r.client == new]
+        await registration.approve(world.fed.central.engine, pending.id, instance="DEV", officer="officer1",
+                                   now=datetime.now(UTC))
+        await world.fed.publish_and_refresh()
+        await page.goto(f"{url1}/ui/clients")
         # a bad identifier is told beside its field
         await page.get_by_label("Identifier").fill("DEV/GOV")
         await page.get_by_role("button", name="Add client").click()
@@ -316,14 +355,25 @@ async def test_auditor_finds_the_exchange_verifies_its_proof_and_the_archive(wor
         download = await info.value
         archive = tmp_path / "archive.zip"
         await download.save_as(archive)
+        # the same, prepared in the background: its progress page, then its download
+        job = page.locator("form", has=page.get_by_role("heading", name="Prepare a large archive"))
+        await job.get_by_role("button", name="Prepare archive").click()
+        await expect(page.get_by_role("heading", name="Archive job")).to_be_visible()
+        await expect(page.get_by_role("status")).to_contain_text("The archive is ready", timeout=30_000)
+        await check_page(page, shots, "archive-job")
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="Download the archive").click()
+        prepared = tmp_path / "prepared.zip"
+        await (await info.value).save_as(prepared)
         # at 320 px wide the page still fits
         narrow = await (await new_context(browser, width=320)).new_page()
         await log_in(narrow, url, "auditor1", "auditor password 1")
         await narrow.goto(f"{url}/ui/messagelog?message_id=web-ui-audit-1")
         assert await narrow.evaluate("document.documentElement.scrollWidth") <= 320
         await check_page(narrow, shots, "messagelog-320px")
-    rc, out, err = await run_cli("log", "verify", str(archive), "--anchor", str(world.fed.anchor_path))
-    assert rc == 0, out + err
+    for path in (archive, prepared):
+        rc, out, err = await run_cli("log", "verify", str(path), "--anchor", str(world.fed.anchor_path))
+        assert rc == 0, out + err
     entries, _ = await ss1.admin_store.list_audit(AUDIT_PAGE, actor="auditor1")
     assert {"listMessageLogRecords", "exportMessageLogRecord", "exportMessageLogArchive"} <= {e.action for e in entries}
 
@@ -347,10 +397,10 @@ async def test_security_officer_renews_the_signing_key_through_the_keys_page(tmp
             await page.goto(f"{url}/ui/keys")
             await expect(page.locator("main")).to_contain_text("not logged in")
             await check_page(page, shots, "token-logged-out")
-            await page.get_by_label("PIN").fill("wrong pin 0000")
+            await page.locator("#pin-pin").fill("wrong pin 0000")
             await page.get_by_role("button", name="Log in to the token").click()
             await expect(page.locator("#pin-pin-error")).to_contain_text("Signer.PinIncorrect")
-            await page.get_by_label("PIN").fill(pin)
+            await page.locator("#pin-pin").fill(pin)
             await page.get_by_role("button", name="Log in to the token").click()
             await expect(page.get_by_role("status")).to_contain_text("Token logged in.")
             generate = page.locator("form", has=page.get_by_role("heading", name="Generate a key"))
@@ -372,6 +422,9 @@ async def test_security_officer_renews_the_signing_key_through_the_keys_page(tmp
             await expect(page.get_by_role("status")).to_contain_text("Certificate activated.")
             await expect(key.get_by_role("table")).to_contain_text("(in use)")
             await check_page(page, shots, "keys")
+            await page.get_by_role("button", name="Log out of the token").click()
+            await expect(page.get_by_role("status")).to_contain_text("Token logged out")
+            await expect(page.get_by_role("table", name=re.compile("Tokens"))).to_contain_text("not logged in")
         resp = await exchange(fed, CONSUMER, "web-ui-after-renewal")
         assert resp.status == 200
         assert ss1.context is not None

@@ -29,6 +29,7 @@ from gateway.admin.store import AdminStore, AuditEntry
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
+from gateway.opmon.store import OpMonStore
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.storage.db import make_engine
@@ -122,9 +123,10 @@ class AdminHarness:
 
 @asynccontextmanager
 async def admin_harness(
-    database_url: str, tmp_path: Path, *, token_pin: str | None = None, **settings: Any
+    database_url: str, tmp_path: Path, *, token_pin: str | None = None, with_opmon: bool = False, **settings: Any
 ) -> AsyncIterator[AdminHarness]:
-    """The harness; with ``token_pin``, a software token (cheap KDF parameters) created with that PIN."""
+    """The harness; with ``token_pin``, a software token (cheap KDF parameters) created with that PIN; with
+    ``with_opmon``, an operational-monitoring store in the same database (``h.ctx.opmon``)."""
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     engine = make_engine(database_url)
     runner: web.AppRunner | None = None
@@ -140,6 +142,10 @@ async def admin_harness(
         updater = GlobalConfUpdater(sim.anchor(), tmp_path / "globalconf", sim, clock=clock)
         await updater.refresh()
         reloads: list[datetime] = []
+        opmon = None
+        if with_opmon:
+            opmon = OpMonStore(engine)
+            await opmon.migrate()
 
         async def reload() -> None:
             reloads.append(clock())
@@ -158,7 +164,7 @@ async def admin_harness(
         ctx = AdminContext(
             server_id=SERVER, settings=AdminSettings(**settings), store=store, serverconf=serverconf,
             globalconf=updater, messagelog=messagelog, reload_serverconf=reload, clock=clock, token=token,
-            reload_keys=reload_keys,
+            reload_keys=reload_keys, opmon=opmon,
         )
         runner = web.AppRunner(build_admin_app(ctx), access_log=None)
         await runner.setup()

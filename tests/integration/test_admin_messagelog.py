@@ -212,3 +212,56 @@ async def test_bad_requests_are_named(h: AdminHarness) -> None:
     assert wrong == []
     refused = await h.audit(result="refused")
     assert len(refused) == len(table) and all(e.actor == "eve" for e in refused)
+
+
+async def test_archive_job_of_the_web_pages_shows_progress_and_its_download_verifies(
+    h: AdminHarness, log: Log, tmp_path: Path,
+) -> None:
+    """The web interface's background archive (gateway.admin.web.exports): planned as the API plans it, a
+    progress page while it runs, then a download that verifies offline; only its owner sees it."""
+    import re
+
+    from test_web_ui_forms import browser, csrf, log_in
+    from waiting import wait_for_condition
+
+    await h.add_user("eve", "auditor")
+    await h.add_user("mallory", "auditor")
+    await h.add_user("obs", "observer")
+    async with browser(h) as http:
+        await log_in(http, "eve")
+        token = await csrf(http, "/ui/messagelog")
+        async with http.post("/ui/messagelog/exports", data={"_csrf": token, "from": "noon"}) as resp:
+            assert resp.status == 400 and 'id="job-from-error"' in await resp.text()
+        async with http.post("/ui/messagelog/exports", data={"_csrf": token, "origin": h.ctx.origin},
+                             allow_redirects=False) as resp:
+            assert resp.status == 303
+            job_page = resp.headers["Location"]
+        assert re.fullmatch(r"/ui/messagelog/exports/[\w-]+", job_page)
+        pages: list[str] = []
+
+        async def ready() -> bool:
+            async with http.get(job_page) as page_:
+                assert page_.status == 200
+                pages.append(await page_.text())
+            return "The archive is ready" in pages[-1]
+
+        await wait_for_condition(ready, timeout=30, what="the archive job to end")
+        for text in pages[:-1]:  # while it ran: the page refreshes itself, with its progress
+            assert '<meta http-equiv="refresh" content="2">' in text and "<progress" in text
+        assert "http-equiv" not in pages[-1] and "Records</dt><dd>0 to 29 (30 in all)" in pages[-1]
+        async with http.get(f"{job_page}/download") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "application/zip"
+            (tmp_path / "job.zip").write_bytes(await resp.read())
+    with LogArchive(tmp_path / "job.zip") as archive:
+        report = verify_archive(archive, log.world.anchor)
+    assert report.ok and report.records_valid == 30, report.summary()
+    # another auditor does not see it; an observer may not even look
+    for name, status in (("mallory", 404), ("obs", 403)):
+        async with browser(h) as http:
+            await log_in(http, name)
+            for path in (job_page, f"{job_page}/download"):
+                async with http.get(path) as resp:
+                    assert resp.status == status, (name, path)
+    entries = await h.audit(action="exportMessageLogArchive", actor="eve", result="success")
+    assert len(entries) == 2  # the start and the download (the progress page is not audited)
+    assert "archive_job" in entries[1].details and entries[0].details["archive"]["end"] == 30

@@ -213,6 +213,9 @@ async def test_local_groups_access_rights_and_the_audit_log_pages(h: AdminHarnes
         revoke = re.search(r'action="([^"]*/access-rights/revoke\?[^"]*)"', text)
         assert revoke is not None
         async with http.post(html.unescape(revoke.group(1)), data={"_csrf": token}) as resp:
+            assert "Revoke the access of LOCALGROUP:auditors" in await resp.text()  # asked first
+        assert len(await h.serverconf.list_rules(service=service)) == 1
+        async with http.post(html.unescape(revoke.group(1)), data={"_csrf": token, "confirm": "yes"}) as resp:
             assert "Access of LOCALGROUP:auditors revoked." in await resp.text()
         assert await h.serverconf.list_rules(service=service) == []
         # the audit log: filtered, paged by the API, saying how many match

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
-from gateway.admin.handlers.common import changes_serverconf, client_in_path, page
+from gateway.admin.handlers.common import changes_serverconf, client_in_path, page, send_management
 from gateway.identifiers import parse_client
 from gateway.serverconf import ClientInfo
 
@@ -64,11 +64,16 @@ async def add_is_cert(call: Call, request: web.Request, ctx: AdminContext) -> An
 
 
 @changes_serverconf
+async def register_client(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    client = (await ctx.serverconf.get_client(client_in_path(request))).id
+    return await send_management(ctx, call, "client_reg", client)
+
+
 async def remove_is_cert(call: Call, request: web.Request, ctx: AdminContext) -> Any:
     await ctx.serverconf.remove_is_cert(client_in_path(request), request.match_info["fingerprint"])
 
 
 __all__ = [
-    "add_client", "add_is_cert", "get_client", "list_clients", "remove_client", "remove_is_cert", "set_client_status",
-    "update_client",
+    "add_client", "add_is_cert", "get_client", "list_clients", "register_client", "remove_client", "remove_is_cert",
+    "set_client_status", "update_client",
 ]

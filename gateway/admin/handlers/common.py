@@ -15,7 +15,8 @@ from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call, Impl
 from gateway.admin.schema import page_body, paginate, parse_page
-from gateway.errors import IdentifierError, RequestError
+from gateway.central.management import RequestType
+from gateway.errors import Conflict, IdentifierError, RequestError
 from gateway.identifiers import ClientId, MemberId, ServiceId, SubsystemId
 from gateway.serverconf.access import Endpoint
 
@@ -74,6 +75,24 @@ def query_endpoint(request: web.Request) -> Endpoint:
     return Endpoint(method=request.query.get("method", "*"), path=request.query.get("path", "**"))
 
 
+async def send_management(ctx: AdminContext, call: Call, type_: RequestType, client: ClientId | None,
+                          ) -> dict[str, Any]:
+    """A management request sent to the central server (:attr:`AdminContext.management`), and its answer.
+
+    Raises:
+        Conflict: this server sends none (no central server to send to, as in a bare admin process).
+        RequestError, PeerError: the central server's refusal, or it cannot be reached.
+    """
+    if ctx.management is None:
+        raise Conflict("this server sends no management requests: the admin API runs without the security "
+                       "server (use 'gateway server register' on its machine)")
+    record = await ctx.management(type_, client)
+    answer = {"id": record.get("id") if isinstance(record.get("id"), int | str) else str(record.get("id")),
+              "state": str(record.get("state", "submitted"))[:64]}
+    call.details["management_request"] = {"type": type_, **answer}
+    return answer
+
+
 def page(request: web.Request, items: list[Any]) -> dict[str, Any]:
     """The page of ``items`` the ``limit`` and ``offset`` query parameters ask for.
 
@@ -100,5 +119,6 @@ def changes_serverconf(impl: Impl) -> Impl:
 
 
 __all__ = [
-    "changes_serverconf", "client_in_path", "iso", "page", "query_endpoint", "query_time", "service_in_path",
+    "changes_serverconf", "client_in_path", "iso", "page", "query_endpoint", "query_time", "send_management",
+    "service_in_path",
 ]

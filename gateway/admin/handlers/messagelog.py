@@ -17,6 +17,8 @@ import base64
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -194,12 +196,34 @@ async def prove_message_log_consistency(call: Call, request: web.Request, ctx: A
     }
 
 
-async def export_message_log_archive(call: Call, request: web.Request, ctx: AdminContext) -> Any:
-    """The archive is written to a temporary file first (memory stays bounded, and an error is still a JSON
-    answer), then streamed in :data:`STREAM_CHUNK` pieces (chunked transfer encoding) and removed."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivePlan:
+    """What an archive download will hold: the range, as ``gateway log export`` chooses it, and the signed
+    global configuration this server trusts now."""
+
+    origin: str
+    start: int
+    end: int
+    selection: dict[str, Any]
+    checkpoints: list[StoredCheckpoint]
+    globalconfs: list[bytes]
+
+    @property
+    def records(self) -> int:
+        return self.end - self.start
+
+    def file_name(self) -> str:
+        return f"messagelog-{_NAME_RE.sub('_', self.origin)}-{self.start}-{self.end}.zip"
+
+
+async def plan_archive(request: web.Request, ctx: AdminContext) -> ArchivePlan:
+    """Steps (1) and (2) of :func:`export_message_log_archive`, from the request's query parameters.
+
+    Raises:
+        RequestError: a malformed parameter; no checkpoint or no record in the range (404, 409).
+    """
     origin = origin_of(request, ctx)
     store = ctx.messagelog
-    # (1) the range, as `gateway log export` chooses it
     cps = await all_checkpoints(store, origin)
     start, end, selection = await choose_range(
         store, origin, cps, start=_query_int(request, "start"), end=_query_int(request, "end"),
@@ -207,36 +231,63 @@ async def export_message_log_archive(call: Call, request: web.Request, ctx: Admi
         engine=store.engine if isinstance(store, SqlMessageLogStore) else None,
         include_uncovered=_query_bool(request, "include_uncovered"),
     )
-    # (2) the archive, with the signed global configuration this server trusts now
     cache = ctx.globalconf.cache_path
     envelopes = [await asyncio.to_thread(cache.read_bytes)] if cache.exists() else []
+    return ArchivePlan(origin=origin, start=start, end=end, selection=selection, checkpoints=list(cps),
+                       globalconfs=envelopes)
+
+
+async def write_archive(plan: ArchivePlan, ctx: AdminContext, path: Path,
+                        progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The archive of ``plan`` written to ``path``; what the audit entry says of it."""
+    manifest = await write_range(ctx.messagelog, plan.origin, path, start=plan.start, end=plan.end,
+                                 checkpoints=plan.checkpoints, globalconfs=plan.globalconfs,
+                                 selection=plan.selection, now=ctx.clock(), progress=progress)
+    return {"start": manifest.start, "end": manifest.end, "checkpoints": len(manifest.checkpoints),
+            "bytes": (await asyncio.to_thread(path.stat)).st_size}
+
+
+async def stream_file(request: web.Request, path: Path, name: str) -> web.StreamResponse:
+    """``path`` as a zip download in :data:`STREAM_CHUNK` pieces."""
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{name}"',
+    })
+    # Chunked, and the last chunk left to aiohttp: it ends the download after the middleware has written
+    # the audit entry, so an auditor never holds an archive whose download is not in the audit log.
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, STREAM_CHUNK):
+            await response.write(chunk)
+    return response
+
+
+async def export_message_log_archive(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    """The archive is written to a temporary file first (memory stays bounded, and an error is still a JSON
+    answer), then streamed in :data:`STREAM_CHUNK` pieces (chunked transfer encoding) and removed."""
+    # (1) the range, as `gateway log export` chooses it; (2) with the signed global configuration trusted now
+    plan = await plan_archive(request, ctx)
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="gateway-archive-"))
     try:
         path = directory / "archive.zip"
-        manifest = await write_range(store, origin, path, start=start, end=end, checkpoints=cps,
-                                     globalconfs=envelopes, selection=selection, now=ctx.clock())
-        size = path.stat().st_size
-        call.details["archive"] = {"start": manifest.start, "end": manifest.end,
-                                   "checkpoints": len(manifest.checkpoints), "bytes": size}
+        call.details["archive"] = await write_archive(plan, ctx, path)
         # (3) streamed to the auditor
-        name = f"messagelog-{_NAME_RE.sub('_', origin)}-{manifest.start}-{manifest.end}.zip"
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{name}"',
-        })
-        # Chunked, and the last chunk left to aiohttp: it ends the download after the middleware has written
-        # the audit entry, so an auditor never holds an archive whose download is not in the audit log.
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        with path.open("rb") as f:
-            while chunk := await asyncio.to_thread(f.read, STREAM_CHUNK):
-                await response.write(chunk)
-        return response
+        return await stream_file(request, path, plan.file_name())
     finally:
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
 
 __all__ = [
-    "export_message_log_archive", "export_message_log_record", "get_message_log_checkpoint",
-    "list_message_log_checkpoints", "list_message_log_records", "origin_of", "prove_message_log_consistency",
+    "ArchivePlan",
+    "export_message_log_archive",
+    "export_message_log_record",
+    "get_message_log_checkpoint",
+    "list_message_log_checkpoints",
+    "list_message_log_records",
+    "origin_of",
+    "plan_archive",
+    "prove_message_log_consistency",
     "prove_message_log_inclusion",
+    "stream_file",
+    "write_archive",
 ]

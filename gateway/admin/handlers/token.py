@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.context import AdminContext, Call
-from gateway.admin.handlers.common import iso
+from gateway.admin.handlers.common import iso, send_management
 from gateway.errors import (
     ConfigError,
     Conflict,
@@ -86,6 +86,10 @@ async def generate_key(call: Call, request: web.Request, ctx: AdminContext) -> A
     return _key_json(entry)
 
 
+async def register_server(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    return await send_management(ctx, call, "auth_cert_reg", None)
+
+
 async def delete_key(call: Call, request: web.Request, ctx: AdminContext) -> Any:
     entry = await _token(ctx).delete_key(request.match_info["token_key_id"])
     call.details["key_id"] = entry.id
@@ -138,6 +142,15 @@ async def deactivate_certificate(call: Call, request: web.Request, ctx: AdminCon
 
 
 __all__ = [
-    "activate_certificate", "change_token_pin", "create_csr", "deactivate_certificate", "delete_key", "generate_key",
-    "get_token", "import_certificate", "login_token", "logout_token",
+    "activate_certificate",
+    "change_token_pin",
+    "create_csr",
+    "deactivate_certificate",
+    "delete_key",
+    "generate_key",
+    "get_token",
+    "import_certificate",
+    "login_token",
+    "logout_token",
+    "register_server",
 ]

@@ -5,13 +5,14 @@ middleware (audit entry, the correlation id) wraps every page as it wraps every 
 
 =====================  ==========================================================================
 ``/ui/login``          log-in form (user name, password); ``POST /ui/logout`` ends the session
-``/ui/dashboard``      global configuration, token, certificates with expiry and OCSP, timestamping
-``/ui/clients``        hosted members and subsystems; one client: IS authentication, IS certificates
-``/ui/services``       services; one service: URL, timeout, enabled, endpoints, access rights
+``/ui/dashboard``      global configuration, token, certificates with expiry and OCSP, timestamping, exchanges
+``/ui/clients``        hosted members and subsystems; one client: IS authentication, IS certificates, removal
+``/ui/services``       services, also from an OpenAPI description; one: URL, timeout, enabled, endpoints, rights
 ``/ui/local-groups``   local groups and their members
-``/ui/keys``           the software token: log-in, keys, CSRs, certificate import and activation
-``/ui/messagelog``     auditors: search, a record with its signature and inclusion proof, archives
-``/ui/users``          admin users and API keys
+``/ui/keys``           the tokens: log-in and out, PIN, keys, CSRs, certificate import, (de)activation
+``/ui/messagelog``     auditors: search, a record with its signature and inclusion proof, archives, archive jobs
+``/ui/users``          admin users and API keys; one user: roles, password, lock-out, removal
+``/ui/account``        one's own account and password
 ``/ui/audit-log``      the audit log, filtered and paged
 =====================  ==========================================================================
 """
@@ -121,12 +122,27 @@ async def _timestamping(ctx: AdminContext, now: datetime) -> dict[str, Any]:
     return out
 
 
+async def _exchanges(request: web.Request, user: User, now: datetime) -> dict[str, Any]:
+    """Exchanges of the last hour from the operational-monitoring records (``listOpMonRecords``): per side,
+    how many went through and how many failed with an X-Road fault; and the latest failures."""
+    since = (now - timedelta(hours=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    counts: dict[str, dict[str, int]] = {}
+    for side in ("client", "server"):
+        for outcome in ("ok", "failed"):
+            found = await run_op(request, user, "listOpMonRecords",
+                                 query={"from": since, "side": side, "outcome": outcome, "limit": "1"})
+            counts.setdefault(side, {})[outcome] = found["total"]
+    failed = await run_op(request, user, "listOpMonRecords", query={"from": since, "outcome": "failed", "limit": "5"})
+    return {"counts": counts, "failures": failed["items"], "failed_total": failed["total"], "since": since,
+            "recorded": context(request).opmon is not None}
+
+
 @page
 async def dashboard(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     ctx = context(request)
     now = ctx.clock()
     values: dict[str, Any] = {"globalconf": None, "token": None, "certificates": None, "timestamping": None,
-                              "readiness": None}
+                              "readiness": None, "exchanges": None}
     if user.may("getGlobalConfStatus"):
         if ctx.readiness is not None:  # the checks of /readyz on the ops port (docs/operations.md section 8)
             values["readiness"] = list(await ctx.readiness())
@@ -141,6 +157,8 @@ async def dashboard(request: web.Request, user: User, form: Form) -> web.StreamR
         if ctx.certificates is not None:
             values["certificates"] = await ctx.certificates()
         values["timestamping"] = await _timestamping(ctx, now)
+    if user.may("listOpMonRecords"):
+        values["exchanges"] = await _exchanges(request, user, now)
     return render("dashboard.html", user=user, nav=nav_for(user, "dashboard"), now=now, server=str(ctx.server_id),
                   **values)
 

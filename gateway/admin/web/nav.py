@@ -26,6 +26,7 @@ PAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("messagelog", "Message log", "/ui/messagelog", "listMessageLogRecords"),
     ("users", "Users and API keys", "/ui/users", "listUsers"),
     ("audit", "Audit log", "/ui/audit-log", "listAuditLog"),
+    ("account", "Your account", "/ui/account", None),
 )
 
 

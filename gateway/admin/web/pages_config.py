@@ -7,18 +7,21 @@ page again with the error beside the field, and the status of the error).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from yarl import URL
 
+from gateway.admin.handlers.common import client_in_path, service_in_path
 from gateway.admin.schema import MAX_LIMIT
+from gateway.admin.web.confirm import ask, confirmed
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
-from gateway.admin.web.ops import FormError, User, form_number, note_error, run_op
+from gateway.admin.web.ops import FormError, User, authorize, form_number, note_error, run_op
 from gateway.admin.web.render import Column, redirect, render, table
-from gateway.errors import GatewayError
-from gateway.identifiers import ServiceId
-from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES
+from gateway.errors import GatewayError, RequestError
+from gateway.identifiers import ServiceId, parse_client
+from gateway.serverconf import CLIENT_STATUSES, IS_AUTH_MODES, openapi
 
 CLIENT_FIELDS = {"id": "Identifier", "status": "Status", "is_auth": "IS authentication", "body_logging": "Body logging"}
 CLIENT_UPDATE_FIELDS = {"is_auth": "IS authentication", "body_logging": "Body logging"}
@@ -107,6 +110,20 @@ async def set_client_status(request: web.Request, user: User, form: Form) -> web
 
 
 @page
+async def register_client(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """``registerClient``: a client registration request to the central server, signed by this server."""
+    try:
+        sent = await run_op(request, user, "registerClient")
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        return await _client_page(request, user, FormError.of("register", e, form, {}), e.status)
+    return back(request, f"Registration request {sent['id']} sent: {sent['state']} at the central server, where a "
+                "registration officer approves it; then set the status to registered.", path=_parent(request))
+
+
+@page
 async def add_is_cert(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     try:
         result = await run_op(request, user, "addIsCert", {"pem": form.get("pem", "")})
@@ -167,6 +184,36 @@ async def add_service(request: web.Request, user: User, form: Form) -> web.Strea
     return back(request, f"Service {body['id']} added.")
 
 
+OPENAPI_FIELDS = {"id": "Identifier", "openapi_url": "OpenAPI URL", "url": "Service URL",
+                  "timeout_seconds": "Timeout (seconds)"}
+
+
+@page
+async def add_service_from_openapi(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """Fetch the OpenAPI 3 description, then ``addService`` with its operations as endpoints; the service's
+    URL is the form's, else the description's first absolute server URL (:mod:`gateway.serverconf.openapi`)."""
+    try:
+        authorize(request, user, "addService")  # the role first: nothing is fetched for a user who may not add
+        body = _service_body(form, with_id=True)
+        source = form.get("openapi_url", "").strip()
+        if not source:
+            raise RequestError("body.openapi_url is needed: the URL of the service's OpenAPI 3 description")
+        doc, endpoints = openapi.endpoints_of(await openapi.fetch_description(source))
+        url = body.get("url") or openapi.server_url(doc)
+        if not url:
+            raise RequestError("body.url is needed: the description names no absolute http(s) server URL")
+        body.update(url=url, openapi_url=source, endpoints=[{"method": e.method, "path": e.path} for e in endpoints])
+        await run_op(request, user, "addService", body)
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        err = FormError.of("openapi", e, form, OPENAPI_FIELDS, identifier="id")
+        return await _services_page(request, user, err, e.status)
+    return back(request, f"Service {body['id']} added with {len(endpoints)} endpoints from its OpenAPI description.",
+                path="/ui/services")
+
+
 async def _service_page(request: web.Request, user: User, err: FormError | None = None,
                         status: int = 200) -> web.Response:
     service = await run_op(request, user, "getService")
@@ -178,7 +225,12 @@ async def _service_page(request: web.Request, user: User, err: FormError | None 
     encoded = ServiceId.parse(service["id"], encoded=False).encoded_id()
     return render("service.html", status=status, user=user, nav=nav_for(user, "services"),
                   title=f"Service {service['id']}", service=service, t=t, err=err, done=_done(request),
-                  base=f"/ui/services/{encoded}", revoke_url=_revoke_url)
+                  base=f"/ui/services/{encoded}", revoke_url=_revoke_url, endpoint_url=_endpoint_url)
+
+
+def _endpoint_url(base: str, endpoint: dict[str, str]) -> str:
+    """The remove form's action of an endpoint: it in the query, as the API's removeEndpoint takes it."""
+    return str(URL(f"{base}/endpoints/remove").with_query({"method": endpoint["method"], "path": endpoint["path"]}))
 
 
 def _revoke_url(base: str, right: dict[str, str]) -> str:
@@ -200,6 +252,19 @@ async def update_service(request: web.Request, user: User, form: Form) -> web.St
         note_error(request, e)
         return await _service_page(request, user, FormError.of("update", e, form, SERVICE_FIELDS), e.status)
     return back(request, "Service changed.")
+
+
+@page
+async def set_enabled(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """The enable/disable button: ``updateService`` with ``enabled`` alone."""
+    enabled = form.get("enabled") == "true"
+    try:
+        await run_op(request, user, "updateService", {"enabled": enabled})
+    except GatewayError as e:
+        note_error(request, e)
+        return await _service_page(request, user, FormError.of("update", e, form, SERVICE_FIELDS), e.status)
+    return back(request, "Service enabled." if enabled else "Service disabled: its clients get the notice.",
+                path=_parent(request))
 
 
 @page
@@ -230,12 +295,12 @@ async def grant_access(request: web.Request, user: User, form: Form) -> web.Stre
 async def revoke_access(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     q = request.query
     query = {"subject": q.get("subject", ""), "method": q.get("method", "*"), "path": q.get("path", "**")}
-    try:
-        await run_op(request, user, "revokeAccess", query=query)
-    except GatewayError as e:
-        note_error(request, e)
-        return await _service_page(request, user, FormError.of("revoke", e, query, ACCESS_FIELDS), e.status)
-    return back(request, f"Access of {query['subject']} revoked.", path=_parent(request).rsplit("/", 1)[0])
+    return await _remove(request, user, form, op="revokeAccess",
+                         question=f"Revoke the access of {query['subject']} to {query['method']} {query['path']}?",
+                         consequence="Its requests to this service are refused from now on, unless another "
+                                     "right grants them.",
+                         back_to=_parent(request).rsplit("/", 1)[0], nav="services",
+                         note=f"Access of {query['subject']} revoked.", query=query)
 
 
 # ------------------------------------------------------------------------------------------------ local groups
@@ -250,9 +315,15 @@ async def _groups_page(request: web.Request, user: User, err: FormError | None =
     listed = await run_op(request, user, "listLocalGroups", query={"limit": str(MAX_LIMIT)})
     t = table(request, listed["items"], (
         Column(key="code", label="Code"), Column(key="members", label="Members", sortable=False),
+        Column(key="remove", label="Remove", sortable=False),
     ), caption="Local groups", default_sort="code", total=listed["total"])
     return render("groups.html", status=status, user=user, nav=nav_for(user, "groups"), title="Local groups", t=t,
-                  err=err, done=_done(request))
+                  err=err, done=_done(request), encoded=_encoded_client)
+
+
+def _encoded_client(text: str) -> str:
+    """A member as the API lists it (``/``-joined) in the ``:``-joined form of a path."""
+    return quote(parse_client(text, encoded=False).encoded_id(), safe=":")
 
 
 @page
@@ -285,21 +356,107 @@ async def add_group_member(request: web.Request, user: User, form: Form) -> web.
     return back(request, f"{body['client']} added to {code}.", path=GROUPS)
 
 
+# ---------------------------------------------------------------------------------------------------- removals
+
+async def _remove(request: web.Request, user: User, form: Form, *, op: str, question: str, consequence: str,
+                  back_to: str, nav: str, note: str, query: dict[str, str] | None = None) -> web.StreamResponse:
+    """A removal: the confirmation page first (:mod:`gateway.admin.web.confirm`), then the API operation
+    ``op`` and 303 to ``back_to`` with ``note``. The role is checked before the question is asked, so a user
+    who may not remove is refused at once (403)."""
+    authorize(request, user, op, query=query)
+    if not confirmed(form):
+        return ask(request, user, question=question, consequence=consequence, button="Remove", cancel=back_to,
+                   nav=nav)
+    await run_op(request, user, op, query=query)
+    return back(request, note, path=back_to)
+
+
+def _service_path(request: web.Request) -> str:
+    return f"/ui/services/{request.match_info['service_id']}"
+
+
+def _client_path(request: web.Request) -> str:
+    return f"/ui/clients/{request.match_info['client_id']}"
+
+
+@page
+async def remove_client(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    name = client_in_path(request)
+    return await _remove(request, user, form, op="removeClient", question=f"Remove client {name}?",
+                         consequence="Its services, their endpoints and access rights are removed with it.",
+                         back_to="/ui/clients", nav="clients", note=f"Client {name} removed.")
+
+
+@page
+async def remove_is_cert(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    fp = request.match_info["fingerprint"]
+    return await _remove(request, user, form, op="removeIsCert",
+                         question=f"Remove the information-system certificate {fp[:16]}…?",
+                         consequence="An information system that presents it can no longer connect as this client.",
+                         back_to=_client_path(request), nav="clients", note="Certificate removed.")
+
+
+@page
+async def remove_service(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    name = service_in_path(request)
+    return await _remove(request, user, form, op="removeService", question=f"Remove service {name}?",
+                         consequence="Its endpoints and every access right to it are removed with it.",
+                         back_to="/ui/services", nav="services", note=f"Service {name} removed.")
+
+
+@page
+async def remove_endpoint(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    query = {"method": request.query.get("method", "*"), "path": request.query.get("path", "**")}
+    return await _remove(request, user, form, op="removeEndpoint",
+                         question=f"Remove the endpoint {query['method']} {query['path']}?",
+                         consequence="The access rights granted on this endpoint are removed with it.",
+                         back_to=_service_path(request), nav="services",
+                         note=f"Endpoint {query['method']} {query['path']} removed.", query=query)
+
+
+@page
+async def remove_group(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    code = request.match_info["code"]
+    return await _remove(request, user, form, op="removeLocalGroup", question=f"Remove local group {code}?",
+                         consequence="Its members and every access right granted to LOCALGROUP:"
+                                     f"{code} are removed with it.",
+                         back_to=GROUPS, nav="groups", note=f"Local group {code} removed.")
+
+
+@page
+async def remove_group_member(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    code = request.match_info["code"]
+    member = client_in_path(request)
+    return await _remove(request, user, form, op="removeLocalGroupMember",
+                         question=f"Remove {member} from local group {code}?",
+                         consequence=f"{member} loses the access rights it had only through {code}.",
+                         back_to=GROUPS, nav="groups", note=f"{member} removed from {code}.")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/local-groups", groups)
     app.router.add_post("/local-groups", add_group)
     app.router.add_post("/local-groups/{code}/members", add_group_member)
+    app.router.add_post("/local-groups/{code}/remove", remove_group)
+    app.router.add_post("/local-groups/{code}/members/{client_id}/remove", remove_group_member)
     app.router.add_get("/clients", clients)
     app.router.add_post("/clients", add_client)
     app.router.add_get("/clients/{client_id}", client)
     app.router.add_post("/clients/{client_id}", update_client)
     app.router.add_post("/clients/{client_id}/is-certs", add_is_cert)
     app.router.add_post("/clients/{client_id}/status", set_client_status)
+    app.router.add_post("/clients/{client_id}/remove", remove_client)
+    app.router.add_post("/clients/{client_id}/register", register_client)
+    app.router.add_post("/clients/{client_id}/is-certs/{fingerprint}/remove", remove_is_cert)
     app.router.add_get("/services", services)
     app.router.add_post("/services", add_service)
+    app.router.add_post("/services/from-openapi", add_service_from_openapi)
     app.router.add_get("/services/{service_id}", service)
     app.router.add_post("/services/{service_id}", update_service)
     app.router.add_post("/services/{service_id}/endpoints", add_endpoint)
+    app.router.add_post("/services/{service_id}/endpoints/remove", remove_endpoint)
+    app.router.add_post("/services/{service_id}/remove", remove_service)
+    app.router.add_post("/services/{service_id}/enabled", set_enabled)
     app.router.add_post("/services/{service_id}/access-rights", grant_access)
     app.router.add_post("/services/{service_id}/access-rights/revoke", revoke_access)
 

@@ -7,14 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.web.confirm import ask, confirmed
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
-from gateway.admin.web.ops import FormError, User, context, note_error, run_op
+from gateway.admin.web.ops import FormError, User, authorize, context, note_error, run_op
 from gateway.admin.web.pages_config import back
 from gateway.admin.web.render import render
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestError
 
 PIN_FIELDS = {"pin": "PIN"}
+CHANGE_PIN_FIELDS = {"old_pin": "Current PIN", "new_pin": "New PIN", "repeat_pin": "New PIN again"}
 KEY_FIELDS = {"usage": "Usage", "key_type": "Key type", "label": "Label"}
 CSR_FIELDS = {"member": "Member", "name": "Organisation name"}
 IMPORT_FIELDS = {"pem": "Certificate (PEM)", "members": "Further members"}
@@ -27,8 +29,10 @@ async def _keys_page(request: web.Request, user: User, err: FormError | None = N
     token = await run_op(request, user, "getToken") if ctx.token is not None else None
     reports = await ctx.certificates() if token is not None and ctx.certificates is not None else []
     return render("keys.html", status=status, user=user, nav=nav_for(user, "keys"), title="Keys and certificates",
-                  token=token, tokens=ctx.tokens() if ctx.tokens is not None else [], err=err,
-                  done=request.query.get("done"), server=str(ctx.server_id),
+                  token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id),
+                  # one row per token: today the one software token (the page is laid out for several)
+                  tokens=[] if token is None else [{"name": "software token", "state": token}],
+                  all_tokens=ctx.tokens() if ctx.tokens is not None else [],
                   in_use={r.sha256 for r in reports if r.in_use}, ocsp={r.sha256: r.ocsp for r in reports})
 
 
@@ -37,7 +41,7 @@ async def keys(request: web.Request, user: User, form: Form) -> web.StreamRespon
     return await _keys_page(request, user)
 
 
-async def _form_op(request: web.Request, user: User, form: Form, *, op: str, body: dict[str, Any], name: str,
+async def _form_op(request: web.Request, user: User, form: Form, *, op: str, body: dict[str, Any] | None, name: str,
                    fields: dict[str, str], note: str, only: str | None = None) -> web.StreamResponse:
     try:
         await run_op(request, user, op, body)
@@ -51,6 +55,66 @@ async def _form_op(request: web.Request, user: User, form: Form, *, op: str, bod
 async def login_token(request: web.Request, user: User, form: Form) -> web.StreamResponse:
     return await _form_op(request, user, form, op="loginToken", body={"pin": form.get("pin", "")}, name="pin",
                           fields=PIN_FIELDS, note="Token logged in.", only="pin")
+
+
+@page
+async def logout_token(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    return await _form_op(request, user, form, op="logoutToken", body=None, name="token", fields={},
+                          note="Token logged out: the PIN is forgotten; signing with the keys in use goes on.")
+
+
+@page
+async def change_pin(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """``changeTokenPin``; the new PIN typed twice, compared here before anything is sent."""
+    body = {"old_pin": form.get("old_pin", ""), "new_pin": form.get("new_pin", "")}
+    if form.get("repeat_pin", "") != body["new_pin"]:
+        e = RequestError("body.repeat_pin is not the same as the new PIN")
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of("newpin", e, {}, CHANGE_PIN_FIELDS), e.status)
+    return await _form_op(request, user, {}, op="changeTokenPin", body=body, name="newpin",
+                          fields=CHANGE_PIN_FIELDS, only="old_pin",  # a refusal naming no field: the PIN
+                          note="The token's PIN was changed: every key is encrypted under the new one.")
+
+
+@page
+async def delete_key(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    key_id = request.match_info["token_key_id"]
+    authorize(request, user, "deleteKey")
+    if not confirmed(form):
+        return ask(request, user, question=f"Delete the key {key_id[:16]}…?",
+                   consequence="Its certificates are deleted with it; a key with an active certificate is kept "
+                               "(deactivate the certificate first).",
+                   button="Delete key", cancel=KEYS, nav="keys")
+    return await _form_op(request, user, form, op="deleteKey", body=None, name="activate", fields={},
+                          note=f"Key {key_id[:16]}… deleted.")
+
+
+@page
+async def deactivate_certificate(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    try:
+        result = await run_op(request, user, "deactivateCertificate")
+    except GatewayError as e:
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of("activate", e, form, {}), e.status)
+    note = "Certificate deactivated." + (" The server switched to another certificate." if result["keys_changed"]
+                                         else "")
+    if result["reload_error"]:
+        note += f" The server keeps its current certificates: {result['reload_error']}"
+    return back(request, note, path=KEYS)
+
+
+@page
+async def register_server(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """``registerServer``: the newest authentication certificate, in a request to the central server."""
+    try:
+        sent = await run_op(request, user, "registerServer")
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        return await _keys_page(request, user, FormError.of("register", e, form, {}), e.status)
+    return back(request, f"Registration request {sent['id']} sent: {sent['state']} at the central server, where a "
+                "registration officer approves it.", path=KEYS)
 
 
 @page
@@ -102,6 +166,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/keys", keys)
     app.router.add_post("/keys", generate_key)
     app.router.add_post("/keys/token-login", login_token)
+    app.router.add_post("/keys/token-logout", logout_token)
+    app.router.add_post("/keys/token-pin", change_pin)
+    app.router.add_post("/keys/register", register_server)
+    app.router.add_post("/keys/{token_key_id}/delete", delete_key)
+    app.router.add_post("/keys/certificates/{sha256}/deactivate", deactivate_certificate)
     app.router.add_post("/keys/{token_key_id}/csr", create_csr)
     app.router.add_post("/keys/certificates", import_certificate)
     app.router.add_post("/keys/certificates/{sha256}/activate", activate_certificate)

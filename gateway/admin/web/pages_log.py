@@ -22,14 +22,18 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 from cryptography.x509 import ocsp
+from yarl import URL
 
+from gateway.admin import auth
 from gateway.admin.context import CALL
 from gateway.admin.handlers.messagelog import origin_of
+from gateway.admin.routes import ROUTES_BY_ID
 from gateway.admin.schema import MAX_LIMIT
+from gateway.admin.web import exports
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
-from gateway.admin.web.ops import FormError, User, authorize, context, note_error, run_op
-from gateway.admin.web.render import Column, render, table
+from gateway.admin.web.ops import UNREAD, FormError, User, authorize, context, note_error, run_op
+from gateway.admin.web.render import Column, redirect, render, table
 from gateway.errors import GatewayError, RequestError
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
@@ -223,7 +227,73 @@ async def archive(request: web.Request, user: User, form: Form) -> web.StreamRes
     return response
 
 
+def _archive_query(request: web.Request, values: Form) -> dict[str, str]:
+    """The API's query parameters of an archive form: origin, from and to (UTC), include_uncovered.
+
+    Raises:
+        RequestError: a time that is not one, naming its field; a malformed origin.
+    """
+    source = request.get(UNREAD, request)  # a request whose body was read cannot be cloned, its copy can
+    query = {"origin": origin_of(source.clone(rel_url=source.rel_url.with_query({"origin": values["origin"]}))
+                                 if values.get("origin") else request, context(request))}
+    for name in ("from", "to"):
+        t = form_time(values, name)
+        if t is not None:
+            query[name] = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if values.get("include_uncovered") == "true":
+        query["include_uncovered"] = "true"
+    return query
+
+
+@page
+async def start_export(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    """A background archive job (:mod:`gateway.admin.web.exports`), then 303 to its progress page."""
+    try:
+        query = _archive_query(request, form)
+        authorize(request, user, "exportMessageLogArchive", query=query)
+        source = request.get(UNREAD, request)
+        job = await exports.exports_of(request).start(source.clone(rel_url=source.rel_url.with_query(query)),
+                                                      user.principal.name)
+    except GatewayError as e:
+        if e.status == 403:
+            raise
+        note_error(request, e)
+        return await _log_page(request.get(UNREAD, request).clone(method="GET", rel_url=URL(LOG)), user,
+                               FormError.of("job", e, form, ARCHIVE_FIELDS), e.status)
+    return redirect(f"{LOG}/exports/{job.id}")
+
+
+def _auditor(user: User) -> None:
+    """The role check of the job pages, without an audit entry of each refresh.
+
+    Raises:
+        RequestError: 403 for a user whose roles may not export archives.
+    """
+    auth.check_roles(user.principal, ROUTES_BY_ID["exportMessageLogArchive"].roles, operation="exportMessageLogArchive")
+
+
+@page
+async def export_job(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    _auditor(user)
+    job = exports.exports_of(request).get(request.match_info["job_id"], user.principal.name)
+    return render("export.html", user=user, nav=nav_for(user, "messagelog"), title="Archive job", job=job,
+                  refresh=exports.REFRESH_SECONDS if job.state == "running" else None,
+                  keep_minutes=exports.KEEP_SECONDS // 60)
+
+
+@page
+async def export_download(request: web.Request, user: User, form: Form) -> web.StreamResponse:
+    _auditor(user)
+    job = exports.exports_of(request).get(request.match_info["job_id"], user.principal.name)
+    authorize(request, user, "exportMessageLogArchive", query={"origin": job.plan.origin})
+    return await exports.exports_of(request).download(request, job)
+
+
 def add_routes(app: web.Application) -> None:
+    exports.install(app)
+    app.router.add_post("/messagelog/exports", start_export)
+    app.router.add_get("/messagelog/exports/{job_id}", export_job)
+    app.router.add_get("/messagelog/exports/{job_id}/download", export_download)
     app.router.add_get("/messagelog", messagelog)
     app.router.add_get("/messagelog/archive", archive)
     app.router.add_get("/messagelog/records/{seq}", record)

@@ -80,10 +80,13 @@ class Table:
     base: URL
     caption: str
     of_all: int | None = None  # the API holds this many in all; only the first `total` were sorted (its limit)
+    prefix: str = ""  # of its query parameters, for a second table on the page (``ksort``, ``koffset``, ...)
 
     def sort_url(self, key: str) -> str:
         descending = self.sort == key and not self.descending
-        return str(self.base.update_query(sort=key, dir="desc" if descending else "asc", offset=0))
+        p = self.prefix
+        return str(self.base.update_query({f"{p}sort": key, f"{p}dir": "desc" if descending else "asc",
+                                           f"{p}offset": 0}))
 
     def aria_sort(self, key: str) -> str:
         if self.sort != key:
@@ -91,7 +94,7 @@ class Table:
         return "descending" if self.descending else "ascending"
 
     def page_url(self, offset: int) -> str:
-        return str(self.base.update_query(offset=offset, limit=self.page.limit))
+        return str(self.base.update_query({f"{self.prefix}offset": offset, f"{self.prefix}limit": self.page.limit}))
 
     @property
     def first(self) -> int:
@@ -121,15 +124,16 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 def table(
     request: web.Request, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, caption: str,
     default_sort: str | None = None, default_desc: bool = False, total: int | None = None,
-    key: Callable[[Mapping[str, Any], str], Any] | None = None,
+    key: Callable[[Mapping[str, Any], str], Any] | None = None, prefix: str = "",
 ) -> Table:
     """Sort ``rows`` by the ``sort``/``dir`` query parameters and cut the page ``limit``/``offset`` asks for;
-    ``total``: how many the API holds, when ``rows`` are only its first page.
+    ``total``: how many the API holds, when ``rows`` are only its first page; ``prefix``: of the query
+    parameters' names, for a second table on the page.
 
     Raises:
         RequestError: 400 for an unknown sort column, a direction other than asc or desc, or a bad page.
     """
-    q = request.query
+    q = {k[len(prefix):]: v for k, v in request.query.items() if k.startswith(prefix)} if prefix else request.query
     sortable = [c.key for c in columns if c.sortable]
     sort = q.get("sort", default_sort)
     if sort is not None and sort not in sortable:
@@ -146,6 +150,7 @@ def table(
     return Table(
         columns=tuple(columns), rows=list(chunk), total=count, page=page, sort=sort, descending=direction == "desc",
         base=request.rel_url, caption=caption, of_all=total if total is not None and total > count else None,
+        prefix=prefix,
     )
 
 
