@@ -25,6 +25,7 @@ from typing import Any
 
 from adapters.dataset import ColumnSpec
 from adapters.files import FileAdapter
+from adapters.soap import SoapPersonsAdapter
 from adapters.sql import SqlAdapter
 from gateway.adapterapi import ServiceAdapter
 from gateway.errors import ConfigError
@@ -400,5 +401,6 @@ def demo_adapters(data: DemoData) -> dict[str, ServiceAdapter]:
                 ColumnSpec(name=c, type="date" if c == "date_of_birth" else None) for c in PERSON_COLUMNS
             ],
         ),
+        SoapPersonsAdapter(name="persons-soap", path=data.persons_csv, key="personal_code", columns=PERSON_COLUMNS),
     ]
     return {a.name: a for a in adapters}

@@ -48,6 +48,9 @@ MARKER = ".gateway-demo"  # a directory holding this file may be wiped by the ne
 LOCK_FILE = ".gateway-demo.lock"  # held (flock) while a demo runs on the directory: DemoLock
 
 
+SOAP_ADAPTERS = frozenset({"persons-soap"})  # the demo's SOAP services (adapters/soap.py), the rest REST
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -80,7 +83,8 @@ def default_layout(instance: str = "DEV") -> tuple[list[MemberSpec], list[Server
         ServerSpec(id=a.server("ss1"), clients=(consumer,)),
         ServerSpec(
             id=b.server("ss2"), clients=(registry_,),
-            services={registry_.service("persons"): "persons", registry_.service("companies"): "companies"},
+            services={registry_.service("persons"): "persons", registry_.service("companies"): "companies",
+                      registry_.service("getPerson"): "persons-soap"},
         ),
     ]
     return members, servers
@@ -430,7 +434,9 @@ async def start_federation(
                     await store.add_client(client, is_auth="none")
                 for service, adapter in spec.services.items():
                     url = urls[adapter]
-                    await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
+                    # a SOAP service's description is its WSDL (getWsdl fetches it), a REST one's its OpenAPI
+                    description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
+                    await store.add_service(service, url=url, openapi_url=description)
             # every client of every consuming server may call every service of the demo
             consumers = [c for spec in specs if not spec.services for c in spec.clients]
             for spec in specs:
