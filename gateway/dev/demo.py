@@ -348,7 +348,8 @@ async def start_federation(
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
     ``database_urls`` maps a server code (or ``central``) to a database URL (default: SQLite files in
-    ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false.
+    ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false (a service whose
+    adapter it does not name is left out).
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files.
 
@@ -398,6 +399,7 @@ async def start_federation(
                 adapters = await start_adapters(demo_adapters(data), "127.0.0.1", 0)
                 started.append(adapters)
             urls = adapters.urls if adapters is not None else (adapter_urls or {})
+            skipped: set[ServiceId] = set()
             # (4) security servers: keys and certificates, start, register centrally
             names = {m.id: m.name for m in members}
             servers: dict[SecurityServerId, SecurityServer] = {}
@@ -433,6 +435,9 @@ async def start_federation(
                 for client in spec.clients:
                     await store.add_client(client, is_auth="none")
                 for service, adapter in spec.services.items():
+                    if adapter not in urls and not with_adapters:
+                        skipped.add(service)  # adapter_urls names only some adapters: the other services are out
+                        continue
                     url = urls[adapter]
                     # a SOAP service's description is its WSDL (getWsdl fetches it), a REST one's its OpenAPI
                     description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
@@ -441,6 +446,8 @@ async def start_federation(
             consumers = [c for spec in specs if not spec.services for c in spec.clients]
             for spec in specs:
                 for service in spec.services:
+                    if service in skipped:
+                        continue
                     for client in consumers:
                         await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
             fed = Federation(

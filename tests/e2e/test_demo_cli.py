@@ -91,7 +91,8 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
         ss1, ss2 = servers["DEV/GOV/1001/ss1"], servers["DEV/GOV/1002/ss2"]
         assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer"], [])
         assert ss2["clients"] == ["DEV/GOV/1002/registry"]
-        assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/persons"]
+        assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/getPerson",
+                                           "DEV/GOV/1002/registry/persons"]
         assert set(desc["adapters"]) == set(ss2["services"])
 
         async with aiohttp.ClientSession() as http:
