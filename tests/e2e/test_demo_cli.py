@@ -111,9 +111,11 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             async with http.get(central["admin_url"] + "/api/v1/members",
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert [m["id"] for m in (await resp.json())["items"]] == ["DEV/GOV/1001", "DEV/GOV/1002"]
-            for url in desc["adapters"].values():
-                async with http.get(f"{url}/openapi.json") as resp:
+            for service, url in desc["adapters"].items():
+                soap = service.endswith("/getPerson")  # the SOAP service: a WSDL, not an OpenAPI document
+                async with http.get(f"{url}?wsdl" if soap else f"{url}/openapi.json") as resp:
                     assert resp.status == 200
+                    assert (b"wsdl:definitions" in await resp.read()) == soap
             # (3) the request the banner suggests works through ss1's client URL
             headers, url = _curl(banner)
             assert headers == {"X-Road-Client": "DEV/GOV/1001/consumer", "Accept": "application/json"}
