@@ -505,6 +505,23 @@ def curl_example(fed: Federation) -> str:
     )
 
 
+def soap_hint(fed: Federation) -> str:
+    """Where the demo's SOAP service is (README shows a whole call)."""
+    consumer_spec = next(s for s in fed.specs if not s.services)
+    url = fed.servers[consumer_spec.id].client_url
+    client = consumer_spec.clients[0]
+    soap = [s for spec in fed.specs for s, adapter in spec.services.items() if adapter in SOAP_ADAPTERS]
+    if not soap:
+        return ""
+    service = soap[0]
+    return (
+        f"SOAP (X-Road message protocol 4.0): POST the message to {url}/ (service {service}); its WSDL:\n"
+        f"     '{url}/wsdl?xRoadInstance={service.instance}&memberClass={service.member_class}"
+        f"&memberCode={service.member_code}&subsystemCode={service.subsystem_code}"
+        f"&serviceCode={service.service_code}&client={client}'"
+    )
+
+
 def print_banner(
     fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
     processes: dict[str, Any] | None = None,
@@ -530,6 +547,7 @@ def print_banner(
     out("")
     out("Try:")
     out(curl_example(fed))
+    out(soap_hint(fed))
 
 
 def member_names(members: Sequence[MemberSpec]) -> dict[MemberId, str]:
