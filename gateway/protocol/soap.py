@@ -580,3 +580,50 @@ __all__ = [
 # The signed headers a SOAP message carries between security servers besides r1's (docs/soap.md section 3)
 H_PROTOCOL_VERSION: Final = "x-road-protocol-version"
 H_SERVICE_VERSION: Final = "x-road-service-version"
+
+
+_REQUEST_HASH_RE = re.compile(rb"<(?:[\w.-]+:)?requestHash\b[^>]*?(?:/>|>.*?</(?:[\w.-]+:)?requestHash\s*>)", re.S)
+
+
+def with_request_hash(body: bytes, response: SoapMessage, value: str) -> bytes:
+    """The service's answer with PR-MESS 2.2's ``requestHash`` field (``algorithmId`` SHA-512) as the last field
+    of its SOAP header, spliced into the bytes as received (a ``requestHash`` the service sent is replaced, as
+    the provider's server must); the answer unchanged if it is a Fault or its header cannot be found in its
+    bytes (an encoding other than an ASCII superset).
+    """
+    if response.fault is not None:
+        return body
+    prefix = response.envelope.prefix
+    tag = f"{prefix}:Header" if prefix else "Header"
+    field = (f'<xrd:requestHash xmlns:xrd="{NS_XRD}" algorithmId="{SHA512_URI}">{value}</xrd:requestHash>').encode()
+    cleaned = _REQUEST_HASH_RE.sub(b"", body, count=1) if b"requestHash" in body else body
+    close = cleaned.find(f"</{tag}".encode())
+    if close >= 0:
+        return cleaned[:close] + field + cleaned[close:]
+    empty = re.search(rf"<{re.escape(tag)}\s*/>".encode(), cleaned)
+    if empty is not None:
+        return cleaned[: empty.start()] + f"<{tag}>".encode() + field + f"</{tag}>".encode() + cleaned[empty.end() :]
+    body_tag = f"<{prefix}:Body" if prefix else "<Body"
+    at = cleaned.find(body_tag.encode())
+    if at < 0:
+        return body
+    return cleaned[:at] + f"<{tag}>".encode() + field + f"</{tag}>".encode() + cleaned[at:]
+
+
+def check_request_hash(request_part: bytes, response: SoapMessage) -> None:
+    """The answer's ``requestHash`` is the SHA-512 of our request's SOAP part (PR-MESS 2.2: the client's server
+    verifies it). A Fault carries none.
+
+    Raises:
+        InconsistentHeaders: the field is missing, of another algorithm, or another request's hash.
+    """
+    if response.fault is not None:
+        return
+    fields = [f for f in response.header_fields if f.tag == _q(NS_XRD, "requestHash")]
+    if len(fields) != 1:
+        raise InconsistentHeaders(f"the answer carries {len(fields)} requestHash fields, not one (PR-MESS 2.2)")
+    field = fields[0]
+    if field.get("algorithmId") != SHA512_URI:
+        raise InconsistentHeaders(f"the answer's requestHash uses {str(field.get('algorithmId'))[:80]!r}, not SHA-512")
+    if "".join((field.text or "").split()) != request_hash(request_part):
+        raise InconsistentHeaders("the answer's requestHash is not the hash of this request's SOAP part")

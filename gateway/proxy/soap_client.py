@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 import structlog
 
-from gateway.errors import CLIENT_PROXY, GatewayError, InvalidRequest, InvalidSoap
+from gateway.errors import CLIENT_PROXY, GatewayError, InconsistentHeaders, InvalidRequest, InvalidSoap, RequestError
 from gateway.identifiers import ClientId, MemberId, ServiceId, parse_client
 from gateway.protocol import rest, soap
 from gateway.proxy import http, observe
@@ -68,9 +68,14 @@ def fault_response(e: Exception, *, request_id: str | None = None) -> http.Respo
     return http.Response(status=500, headers=[("Content-Type", _XML)], body=soap.fault_of(err, detail))
 
 
-def _answer(resp: http.Response) -> http.Response:
+def _answer(resp: http.Response, request_part: bytes, limits: XmlLimits) -> http.Response:
     """The provider's answer as an information system gets it: a security server's error (``X-Road-Error``,
-    signed) as a SOAP Fault; anything else with its ``Content-Type`` only (PR-MESS 2.2)."""
+    signed) as a SOAP Fault; anything else with its ``Content-Type`` only (PR-MESS 2.2), once its
+    ``requestHash`` is checked against our request's SOAP part (not for an answer streamed from a spool).
+
+    Raises:
+        InconsistentHeaders: the answer is not SOAP, or its ``requestHash`` is not our request's.
+    """
     error = next((v for n, v in resp.headers if n.lower() == rest.H_ERROR), None)
     if error is not None:
         message, detail = error, str(uuid.uuid4())
@@ -87,6 +92,11 @@ def _answer(resp: http.Response) -> http.Response:
         return http.Response(
             status=resp.status, reason=resp.reason, headers=headers, stream=resp.stream, length=resp.length
         )
+    try:
+        answered = soap.parse_message(headers[0][1] if headers else None, resp.body, limits=limits, what="SOAP answer")
+    except RequestError as e:
+        raise InconsistentHeaders(f"the provider's answer is not a SOAP message: {e.message}") from e
+    soap.check_request_hash(request_part, answered)
     return http.Response(status=resp.status, reason=resp.reason, headers=headers, body=resp.body)
 
 
@@ -100,7 +110,7 @@ async def _send(
     relay: Relay,
     *,
     soap_action: str | None = None,
-) -> http.Response:
+) -> tuple[http.Response, bytes]:
     # (1) the SOAP part, parsed safely; X-Road's header fields
     message = soap.parse_message(content_type, body, limits=_limits(ctx))
     if message.body_element is None:
@@ -127,7 +137,8 @@ async def _send(
         extra.append((soap.H_SERVICE_VERSION, header.service_version))
     structlog.contextvars.bind_contextvars(message_id=h.message_id, client=str(h.client), service=str(header.service))
     try:
-        return await relay(request, ctx, h, _target(header.service), pairs, body, account, extra_xroad=tuple(extra))
+        resp = await relay(request, ctx, h, _target(header.service), pairs, body, account, extra_xroad=tuple(extra))
+        return resp, message.soap_part
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
 
@@ -144,11 +155,11 @@ async def handle_soap(
         content_type = request.header("Content-Type") or ""
         with ctx.bodies.account() as account:
             body = await request.body(hold=account)  # bounded by max_body_bytes (the port's limits)
-            resp = await _send(
+            resp, part = await _send(
                 request, ctx, ids, content_type, body, account, relay, soap_action=request.header("SOAPAction")
             )
         # (3) the answer
-        return _answer(resp)
+        return _answer(resp, part, _limits(ctx))
     except Exception as e:
         return fault_response(e)
 
@@ -204,8 +215,8 @@ async def handle_wsdl(
             "</xrd:getWsdl>",
         )
         with ctx.bodies.account() as account:
-            resp = await _send(request, ctx, ids, _XML, body, account, relay)
-        answer = _answer(resp)
+            resp, part = await _send(request, ctx, ids, _XML, body, account, relay)
+        answer = _answer(resp, part, _limits(ctx))
         if answer.status != 200 or answer.stream is not None:
             return answer
         content_type = next((v for n, v in answer.headers if n.lower() == "content-type"), None)

@@ -10,7 +10,9 @@ and logged the request; this module answers it, in order:
 3. otherwise the client must be allowed to call the service code (any version: PR-MESS 3.1);
 4. call the service at its registered URL with the body as received (Content-Type and SOAPAction kept);
 5. the service's answer must be a SOAP message whose header echoes the request's (PR-MESS 2.2); a Fault passes
-   through as the service's answer. Only its Content-Type is kept.
+   through as the service's answer. Only its Content-Type is kept;
+6. the answer's header gets ``requestHash``: SHA-512 of the request's SOAP part (PR-MESS 2.2), spliced into the
+   service's bytes (a ``requestHash`` the service sent is replaced); the signature covers the answer as sent.
 
 What this raises, server_proxy answers signed (``X-Road-Error``), and the client side turns into a SOAP Fault.
 """
@@ -85,7 +87,14 @@ async def answer(
     # (2) metaservices
     code = target.service.service_code
     if code in soap.META_SERVICES:
-        return await _meta(ctx, conf, client, target, request, code)
+        status, reason, headers, answer_body = await _meta(ctx, conf, client, target, request, code)
+        answered = soap.parse_message(_content_type(headers), answer_body, limits=limits)
+        return (
+            status,
+            reason,
+            headers,
+            soap.with_request_hash(answer_body, answered, soap.request_hash(request.soap_part)),
+        )
     # (3) access: the service code, whatever its version (PR-MESS 3.1)
     service = ctx.snapshot.service(target.service)
     try:
@@ -114,6 +123,8 @@ async def answer(
     except RequestError as e:
         raise ServiceFailed(f"the service's answer (HTTP {status}) is not a SOAP message: {e.message}") from e
     soap.check_echo(request, response)
+    # (6) PR-MESS 2.2: the provider's server adds the request's hash to the answer's header
+    resp_body = soap.with_request_hash(resp_body, response, soap.request_hash(request.soap_part))
     return status, reason, [("Content-Type", content_type or "text/xml")], resp_body
 
 

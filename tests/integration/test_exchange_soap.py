@@ -196,13 +196,15 @@ async def test_zeep_from_the_wsdl_through_both_servers(env: Env) -> None:
 
 
 async def test_annex_e_request_and_its_echo(env: Env) -> None:
-    reply = await post(
-        env, envelope(str(ECHO), "<ns1:echo><x>foo</x></ns1:echo>", message_id="e1"), soap_action="urn:echo"
-    )
+    sent = envelope(str(ECHO), "<ns1:echo><x>foo</x></ns1:echo>", message_id="e1")
+    reply = await post(env, sent, soap_action="urn:echo")
     assert reply.status == 200, reply.body
     assert reply.content_type.startswith("text/xml")
-    request = soap.parse_message(XML, envelope(str(ECHO), "<ns1:echo/>", message_id="e1"))
+    request = soap.parse_message(XML, sent)
     soap.check_echo(request, reply.message())
+    # the provider's server added the request's hash (PR-MESS 2.2, as Annex E.2 shows it)
+    soap.check_request_hash(sent, reply.message())
+    assert reply.message().header_fields[-1].tag == f"{{{soap.NS_XRD}}}requestHash"
     content_type, body, action = env.probe.received[-1]
     assert (content_type, action) == (XML, "urn:echo")
     assert b"<x>foo</x>" in body

@@ -206,3 +206,29 @@ def test_hide_endpoints() -> None:
     )
     out = soap.hide_endpoints(wsdl)
     assert b"internal" not in out and soap.HIDDEN_ENDPOINT.encode() in out
+
+
+def test_request_hash_is_spliced_into_the_answer_and_checked() -> None:
+    request = vector("pr-mess-E.1-request.xml")
+    answer = vector("pr-mess-E.2-response.xml")  # carries the spec's own requestHash: replaced
+    parsed = soap.parse_message(XML, answer)
+    spliced = soap.with_request_hash(answer, parsed, soap.request_hash(request))
+    assert spliced.count(b"requestHash") == 2  # one element, open and close
+    again = soap.parse_message(XML, spliced)
+    soap.check_request_hash(request, again)
+    soap.check_echo(soap.parse_message(XML, request), again)
+    with pytest.raises(InconsistentHeaders, match="not the hash of this request"):
+        soap.check_request_hash(request + b" ", again)
+    with pytest.raises(InconsistentHeaders, match="0 requestHash fields"):
+        soap.check_request_hash(request, soap.parse_message(XML, request))
+
+
+def test_request_hash_goes_into_an_empty_or_missing_header() -> None:
+    for answer in (
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Header/><e:Body><r/></e:Body>'
+        b"</e:Envelope>",
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body><r/></e:Body></e:Envelope>',
+    ):
+        spliced = soap.with_request_hash(answer, soap.parse_message(XML, answer), "aGFzaA==")
+        fields = soap.parse_message(XML, spliced).header_fields
+        assert [(f.tag, f.text) for f in fields] == [(f"{{{soap.NS_XRD}}}requestHash", "aGFzaA==")]
