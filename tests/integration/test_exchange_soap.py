@@ -335,14 +335,22 @@ async def gateway(*args: str | Path) -> tuple[int, str]:
 async def test_logs_verify_offline_and_match(env: Env, tmp_path: Path) -> None:
     reply = await post(env, envelope(str(ECHO), "<ns1:echo/>", message_id="last"))
     assert reply.status == 200
-    paths = {}
-    for code, ss in (("ss1", env.ss1), ("ss2", env.ss2)):
+    paths = {code: tmp_path / f"{code}.zip" for code in ("ss1", "ss2")}
+    for ss in (env.ss1, env.ss2):
         assert ss.checkpointer is not None
         await ss.checkpointer.run_once(ss.clock() + timedelta(hours=2))
-        paths[code] = tmp_path / f"{code}.zip"
-        rc, out = await gateway("-c", env.fed.workdir / f"{code}.toml", "log", "export", "--out", paths[code])
-        assert rc == 0, out
-        rc, out = await gateway("log", "verify", paths[code], "--anchor", env.fed.anchor_path)
+    # the two servers' exports, then their verifications, side by side (each command is a process)
+    exports = await asyncio.gather(
+        *(
+            gateway("-c", env.fed.workdir / f"{code}.toml", "log", "export", "--out", path)
+            for code, path in paths.items()
+        )
+    )
+    assert all(rc == 0 for rc, _ in exports), exports
+    verified = await asyncio.gather(
+        *(gateway("log", "verify", path, "--anchor", env.fed.anchor_path) for path in paths.values())
+    )
+    for rc, out in verified:
         assert rc == 0, out
         assert out.rstrip().endswith("RESULT: OK, everything verifies")
     rc, out = await gateway("log", "match", paths["ss1"], paths["ss2"])
