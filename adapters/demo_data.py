@@ -315,6 +315,12 @@ path = "persons.csv"
 key = "personal_code"
 columns = ["personal_code", "first_name", "last_name", "sex",
            {{ name = "date_of_birth", type = "date" }}, "municipality"]
+
+[adapters.persons-soap]
+kind = "soap"
+title = "Population register (SOAP)"
+path = "persons.csv"
+key = "personal_code"
 """
 
 

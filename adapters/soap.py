@@ -18,7 +18,7 @@ from aiohttp import web
 from lxml import etree
 
 from gateway.adapterapi import AdapterRequest, ServiceAdapter
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.xmlsafe import XmlLimits, parse_xml
 
 NS_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -36,12 +36,21 @@ def _fault(code: str, message: str) -> web.Response:
 
 
 class SoapPersonsAdapter(ServiceAdapter):
-    """``getPerson`` over a CSV file whose columns include ``key``."""
+    """``getPerson`` over a CSV file (header row): ``key`` is the lookup column (default the first), ``columns``
+    those answered (default all)."""
 
     methods = frozenset({"GET", "POST"})
     openapi_path = None
 
-    def __init__(self, *, name: str, path: Path, key: str, columns: tuple[str, ...], title: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        path: Path,
+        key: str | None = None,
+        columns: tuple[str, ...] = (),
+        title: str = "",
+    ) -> None:
         super().__init__(name=name, title=title or "Population register (SOAP)")
         self.path = path
         self.key = key
@@ -50,7 +59,16 @@ class SoapPersonsAdapter(ServiceAdapter):
 
     async def start(self) -> None:
         with self.path.open(newline="", encoding="utf-8") as f:
-            self._rows = {row[self.key]: row for row in csv.DictReader(f)}
+            reader = csv.DictReader(f)
+            names = tuple(reader.fieldnames or ())
+            self.key = self.key or (names[0] if names else None)
+            self.columns = self.columns or names
+            missing = [c for c in (self.key, *self.columns) if c not in names]
+            if missing:
+                raise ConfigError(f"adapter {self.name!r}: {self.path} has no column {missing[0]!r}")
+            key = self.key
+            assert key is not None
+            self._rows = {row[key]: row for row in reader}
 
     def openapi(self) -> dict[str, Any]:
         return {"openapi": "3.1.0", "info": {"title": self.title, "version": "1"}, "paths": {}}
