@@ -310,6 +310,22 @@ async def test_errors_are_x_road_faults(env: Env, make: object, code: str, text:
     assert text in got_text
 
 
+async def test_information_system_authentication_as_for_rest(env: Env) -> None:
+    await env.ss1.store.update_client(CONSUMER, is_auth="https")
+    await env.ss1.reload_serverconf()
+    try:
+        reply = await post(env, envelope(str(ECHO), "<ns1:echo/>", message_id="auth"))  # plain HTTP
+    finally:
+        await env.ss1.store.update_client(CONSUMER, is_auth="none")
+        await env.ss1.reload_serverconf()
+    assert reply.status == 500
+    assert reply.fault() == (
+        "Server.ClientProxy.SslAuthenticationFailed",
+        "client SUBSYSTEM:DEV/GOV/1001/consumer must connect over HTTPS",
+    )
+    assert await records(env.ss1, "auth") == []  # refused before anything is signed or logged
+
+
 async def test_provider_fault_passes_through(env: Env) -> None:
     body = "<ns1:getPerson><ns1:personalCode>00000000000</ns1:personalCode></ns1:getPerson>"
     reply = await post(env, envelope(str(GET_PERSON), body, message_id="pf", version=None))
