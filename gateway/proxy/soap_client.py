@@ -49,6 +49,12 @@ def _target(service: ServiceId) -> rest.RestTarget:
     return rest.parse_target("POST", path, None)
 
 
+def _fault_headers(fault_type: str) -> list[tuple[str, str]]:
+    # X-Road-Error beside the Fault, as r1 sends it: this server's metrics, op-monitoring record and exchange log
+    # line name the fault from it (gateway/proxy/observe.py); a SOAP client reads the Fault
+    return [("Content-Type", _XML), ("X-Road-Error", fault_type[:200])]
+
+
 def fault_response(e: Exception, *, request_id: str | None = None) -> http.Response:
     """Our error as a SOAP Fault (PR-MESS 2.5), HTTP 500, logged with its detail id."""
     detail = str(uuid.uuid4())
@@ -65,7 +71,7 @@ def fault_response(e: Exception, *, request_id: str | None = None) -> http.Respo
     else:
         log.exception("internal error", side=f"Server.{CLIENT_PROXY}", detail=detail, exc_info=e)
         err = GatewayError(f"internal error ({type(e).__name__})").at_side(CLIENT_PROXY)
-    return http.Response(status=500, headers=[("Content-Type", _XML)], body=soap.fault_of(err, detail))
+    return http.Response(status=500, headers=_fault_headers(err.xroad_type), body=soap.fault_of(err, detail))
 
 
 def _answer(resp: http.Response, request_part: bytes, limits: XmlLimits) -> http.Response:
@@ -85,7 +91,7 @@ def _answer(resp: http.Response, request_part: bytes, limits: XmlLimits) -> http
         except (ValueError, AttributeError):
             pass
         return http.Response(
-            status=500, headers=[("Content-Type", _XML)], body=soap.render_fault(error, message[:2000], detail[:100])
+            status=500, headers=_fault_headers(error), body=soap.render_fault(error, message[:2000], detail[:100])
         )
     headers = [(n, v) for n, v in resp.headers if n.lower() == "content-type"]
     if resp.stream is not None:

@@ -130,6 +130,7 @@ class Reply:
     status: int
     content_type: str
     body: bytes
+    error: str | None = None  # X-Road-Error
 
     def message(self) -> soap.SoapMessage:
         return soap.parse_message(self.content_type, self.body)
@@ -145,7 +146,9 @@ async def post(env: Env, body: bytes, *, content_type: str = XML, soap_action: s
     if soap_action is not None:
         headers["SOAPAction"] = soap_action
     async with aiohttp.ClientSession() as http, http.post(env.ss1.client_url + "/", data=body, headers=headers) as resp:
-        return Reply(resp.status, resp.headers.get("Content-Type", ""), await resp.read())
+        return Reply(
+            resp.status, resp.headers.get("Content-Type", ""), await resp.read(), resp.headers.get("X-Road-Error")
+        )
 
 
 async def records(ss: SecurityServer, message_id: str) -> list[LogRecord]:
@@ -306,7 +309,7 @@ async def test_errors_are_x_road_faults(env: Env, make: object, code: str, text:
     reply = await post(env, make())  # type: ignore[operator]
     assert reply.status == 500, reply.body
     got_code, got_text = reply.fault()
-    assert got_code == code, got_text
+    assert got_code == code == reply.error, got_text
     assert text in got_text
 
 
@@ -331,6 +334,7 @@ async def test_provider_fault_passes_through(env: Env) -> None:
     reply = await post(env, envelope(str(GET_PERSON), body, message_id="pf", version=None))
     assert reply.status == 500
     assert reply.fault() == ("Client.NotFound", "no person with personal code '00000000000'")
+    assert reply.error is None  # the service's own Fault, not a security server's
     for ss in (env.ss1, env.ss2):  # the service's fault is the signed, logged answer
         assert [(r.kind, r.status) for r in await records(ss, "pf")] == [("request", None), ("response", 500)]
 
