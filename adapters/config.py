@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from adapters.dataset import ColumnSpec
 from adapters.files import DEFAULT_MAX_BYTES, FileAdapter
 from adapters.passthrough import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS, PassthroughAdapter
+from adapters.soap import SoapPersonsAdapter
 from adapters.sql import DEFAULT_TOTAL_CACHE_SECONDS, SqlAdapter
 from gateway.adapterapi import ADAPTER_NAME_RE, COLUMN_TYPES, MAX_LIMIT, ServiceAdapter
 from gateway.errors import ConfigError
@@ -30,10 +31,11 @@ DEFAULT_PORT = 8090
 
 _COMMON = {"kind", "title", "description"}
 _KEYS: dict[str, set[str]] = {
-    "sql": _COMMON | {"url", "url_env", "table", "schema", "query", "key", "columns", "filters", "max_limit",
-                      "total_cache_seconds"},
+    "sql": _COMMON
+    | {"url", "url_env", "table", "schema", "query", "key", "columns", "filters", "max_limit", "total_cache_seconds"},
     "file": _COMMON | {"path", "format", "delimiter", "key", "columns", "filters", "max_limit", "max_bytes"},
     "passthrough": _COMMON | {"base_url", "openapi", "timeout_seconds", "connect_timeout_seconds"},
+    "soap": _COMMON | {"path", "key", "columns"},
 }
 
 
@@ -96,9 +98,7 @@ class _Table:
                 raise self.fail(f"columns[{i}]", f"unknown keys {', '.join(sorted(extra))}")
             kind = item.get("type")
             if kind is not None and kind not in COLUMN_TYPES:
-                raise self.fail(
-                    f"columns[{i}].type", f"must be one of {', '.join(COLUMN_TYPES)}, got {kind!r}"
-                )
+                raise self.fail(f"columns[{i}].type", f"must be one of {', '.join(COLUMN_TYPES)}, got {kind!r}")
             desc = item.get("description", "")
             if not isinstance(desc, str):
                 raise self.fail(f"columns[{i}].description", "must be a string")
@@ -181,6 +181,17 @@ def _build(name: str, t: _Table, *, base_dir: Path, environ: Mapping[str, str]) 
             max_limit=t.number("max_limit", MAX_LIMIT, integer=True, minimum=1),
             max_bytes=t.number("max_bytes", DEFAULT_MAX_BYTES, integer=True, minimum=1),
         )
+    if kind == "soap":
+        path = t.text("path")
+        if path is None:
+            raise t.fail("path", "is required")
+        return SoapPersonsAdapter(
+            name=name,
+            title=t.text("title") or "",
+            path=Path(_resolve(base_dir, path)),
+            key=t.text("key"),
+            columns=tuple(c.name for c in t.columns() or ()),
+        )
     base_url = t.text("base_url")
     if base_url is None:
         raise t.fail("base_url", "is required")
@@ -198,9 +209,7 @@ def _build(name: str, t: _Table, *, base_dir: Path, environ: Mapping[str, str]) 
     )
 
 
-def parse_config(
-    data: Mapping[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str]
-) -> AdaptersConfig:
+def parse_config(data: Mapping[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str]) -> AdaptersConfig:
     """The adapters described by a parsed TOML document.
 
     Raises:
@@ -227,9 +236,7 @@ def parse_config(
     for name, table in tables.items():
         where = f"{source}: adapters.{name}"
         if not ADAPTER_NAME_RE.fullmatch(name):
-            raise ConfigError(
-                f"{where}: the name must match {ADAPTER_NAME_RE.pattern} (it is a URL path segment)"
-            )
+            raise ConfigError(f"{where}: the name must match {ADAPTER_NAME_RE.pattern} (it is a URL path segment)")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table")
         adapters[name] = _build(name, _Table(table, where=where), base_dir=base_dir, environ=environ)

@@ -25,6 +25,7 @@ from typing import Any
 
 from adapters.dataset import ColumnSpec
 from adapters.files import FileAdapter
+from adapters.soap import SoapPersonsAdapter
 from adapters.sql import SqlAdapter
 from gateway.adapterapi import ServiceAdapter
 from gateway.errors import ConfigError
@@ -314,6 +315,12 @@ path = "persons.csv"
 key = "personal_code"
 columns = ["personal_code", "first_name", "last_name", "sex",
            {{ name = "date_of_birth", type = "date" }}, "municipality"]
+
+[adapters.persons-soap]
+kind = "soap"
+title = "Population register (SOAP)"
+path = "persons.csv"
+key = "personal_code"
 """
 
 
@@ -400,5 +407,6 @@ def demo_adapters(data: DemoData) -> dict[str, ServiceAdapter]:
                 ColumnSpec(name=c, type="date" if c == "date_of_birth" else None) for c in PERSON_COLUMNS
             ],
         ),
+        SoapPersonsAdapter(name="persons-soap", path=data.persons_csv, key="personal_code", columns=PERSON_COLUMNS),
     ]
     return {a.name: a for a in adapters}

@@ -100,14 +100,18 @@ class Client:
         self.conn = None
 
 
-def build_request(url: str, headers: dict[str, str]) -> tuple[str, int, bytes]:
+def build_request(url: str, headers: dict[str, str], body: bytes = b"") -> tuple[str, int, bytes]:
+    """The request bytes: a GET, or with ``body`` a POST of it (bench/soap.py)."""
     parsed = urlsplit(url)
     if parsed.scheme != "http" or not parsed.hostname:
         raise SystemExit(f"loadgen: {url!r} is not an http:// URL with a host")
     host, port = parsed.hostname, parsed.port or 80
     target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
-    return host, port, "\r\n".join(lines).encode()
+    method = "POST" if body else "GET"
+    framing = [f"Content-Length: {len(body)}"] if body else []
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items()),
+             *framing, "", ""]
+    return host, port, "\r\n".join(lines).encode() + body
 
 
 class Tally:
@@ -145,8 +149,10 @@ async def _one(client: Client, tally: Tally, due: float) -> None:
         tally.errors += 1
 
 
-async def closed_loop(url: str, headers: dict[str, str], connections: int, duration: float) -> dict[str, float]:
-    host, port, request = build_request(url, headers)
+async def closed_loop(
+    url: str, headers: dict[str, str], connections: int, duration: float, body: bytes = b"",
+) -> dict[str, float]:
+    host, port, request = build_request(url, headers, body)
     tally = Tally()
     tally.most_open = connections
     clients = [Client(host, port, request) for _ in range(connections)]
@@ -166,8 +172,10 @@ async def closed_loop(url: str, headers: dict[str, str], connections: int, durat
     return tally.summary(elapsed, cpu)
 
 
-async def rate_loop(url: str, headers: dict[str, str], rate: float, duration: float) -> dict[str, float]:
-    host, port, request = build_request(url, headers)
+async def rate_loop(
+    url: str, headers: dict[str, str], rate: float, duration: float, body: bytes = b"",
+) -> dict[str, float]:
+    host, port, request = build_request(url, headers, body)
     tally = Tally()
     idle: list[Client] = []  # connections not in use; a new one when all are busy
 
@@ -210,14 +218,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32, help="closed loop: connections (workers)")
     parser.add_argument("--rate", type=float, default=200.0, help="rate: requests per second")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load")
+    parser.add_argument("--body-file", help="POST this file's bytes instead of a GET")
     args = parser.parse_args(argv)
     if args.connections < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--connections must be at least 1, --rate and --duration above 0")
     headers = dict(args.header)
+    body = b""
+    if args.body_file:
+        with open(args.body_file, "rb") as f:
+            body = f.read()
     if args.mode == "closed":
-        coro = closed_loop(args.url, headers, args.connections, args.duration)
+        coro = closed_loop(args.url, headers, args.connections, args.duration, body)
     else:
-        coro = rate_loop(args.url, headers, args.rate, args.duration)
+        coro = rate_loop(args.url, headers, args.rate, args.duration, body)
     try:
         import uvloop
     except ImportError:

@@ -270,6 +270,47 @@ class TooManyExchanges(RequestError):
     fault = "TooManyRequests"
 
 
+# ---- faults of a SOAP message (PR-MESS; X-Road's ErrorCodes names) ---------------------------------------------
+
+
+class InvalidXml(RequestError):
+    """The XML is not well-formed, or uses what the hardened parser refuses: a DTD, an entity, more nesting or a
+    longer attribute than the limits allow (gateway/xmlsafe.py)."""
+
+    fault = "InvalidXml"
+
+
+class InvalidSoap(RequestError):
+    """The XML is well-formed but not a SOAP 1.1 envelope as PR-MESS needs it (no Body, several Body elements,
+    a wrong namespace, a multipart message without its SOAP part)."""
+
+    fault = "InvalidSoap"
+
+
+class MissingHeaderField(RequestError):
+    """A mandatory X-Road header field (``client``, ``service``, ``id``, ``protocolVersion``) is missing."""
+
+    fault = "MissingHeaderField"
+
+
+class DuplicateHeaderField(RequestError):
+    """An X-Road header field appears twice."""
+
+    fault = "DuplicateHeaderField"
+
+
+class InvalidProtocolVersion(RequestError):
+    """``protocolVersion`` is not of X-Road message protocol major version 4 (PR-MESS 2.2)."""
+
+    fault = "InvalidProtocolVersion"
+
+
+class InconsistentHeaders(PeerError):
+    """The service's SOAP response does not echo the request's X-Road header fields (PR-MESS 2.2)."""
+
+    fault = "InconsistentResponse"
+
+
 # ---- server faults of the request: X-Road answers these with HTTP 500 although the caller caused them ---------
 
 

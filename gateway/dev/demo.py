@@ -48,6 +48,9 @@ MARKER = ".gateway-demo"  # a directory holding this file may be wiped by the ne
 LOCK_FILE = ".gateway-demo.lock"  # held (flock) while a demo runs on the directory: DemoLock
 
 
+SOAP_ADAPTERS = frozenset({"persons-soap"})  # the demo's SOAP services (adapters/soap.py), the rest REST
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -80,7 +83,8 @@ def default_layout(instance: str = "DEV") -> tuple[list[MemberSpec], list[Server
         ServerSpec(id=a.server("ss1"), clients=(consumer,)),
         ServerSpec(
             id=b.server("ss2"), clients=(registry_,),
-            services={registry_.service("persons"): "persons", registry_.service("companies"): "companies"},
+            services={registry_.service("persons"): "persons", registry_.service("companies"): "companies",
+                      registry_.service("getPerson"): "persons-soap"},
         ),
     ]
     return members, servers
@@ -344,7 +348,8 @@ async def start_federation(
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
     ``database_urls`` maps a server code (or ``central``) to a database URL (default: SQLite files in
-    ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false.
+    ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false (a service whose
+    adapter it does not name is left out).
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files.
 
@@ -394,6 +399,7 @@ async def start_federation(
                 adapters = await start_adapters(demo_adapters(data), "127.0.0.1", 0)
                 started.append(adapters)
             urls = adapters.urls if adapters is not None else (adapter_urls or {})
+            skipped: set[ServiceId] = set()
             # (4) security servers: keys and certificates, start, register centrally
             names = {m.id: m.name for m in members}
             servers: dict[SecurityServerId, SecurityServer] = {}
@@ -429,12 +435,19 @@ async def start_federation(
                 for client in spec.clients:
                     await store.add_client(client, is_auth="none")
                 for service, adapter in spec.services.items():
+                    if adapter not in urls and not with_adapters:
+                        skipped.add(service)  # adapter_urls names only some adapters: the other services are out
+                        continue
                     url = urls[adapter]
-                    await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
+                    # a SOAP service's description is its WSDL (getWsdl fetches it), a REST one's its OpenAPI
+                    description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
+                    await store.add_service(service, url=url, openapi_url=description)
             # every client of every consuming server may call every service of the demo
             consumers = [c for spec in specs if not spec.services for c in spec.clients]
             for spec in specs:
                 for service in spec.services:
+                    if service in skipped:
+                        continue
                     for client in consumers:
                         await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
             fed = Federation(
@@ -492,6 +505,23 @@ def curl_example(fed: Federation) -> str:
     )
 
 
+def soap_hint(fed: Federation) -> str:
+    """Where the demo's SOAP service is (README shows a whole call)."""
+    consumer_spec = next(s for s in fed.specs if not s.services)
+    url = fed.servers[consumer_spec.id].client_url
+    client = consumer_spec.clients[0]
+    soap = [s for spec in fed.specs for s, adapter in spec.services.items() if adapter in SOAP_ADAPTERS]
+    if not soap:
+        return ""
+    service = soap[0]
+    return (
+        f"SOAP (X-Road message protocol 4.0): POST the message to {url}/ (service {service}); its WSDL:\n"
+        f"     '{url}/wsdl?xRoadInstance={service.instance}&memberClass={service.member_class}"
+        f"&memberCode={service.member_code}&subsystemCode={service.subsystem_code}"
+        f"&serviceCode={service.service_code}&client={client}'"
+    )
+
+
 def print_banner(
     fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
     processes: dict[str, Any] | None = None,
@@ -518,6 +548,7 @@ def print_banner(
     out("")
     out("Try:")
     out(curl_example(fed))
+    out(soap_hint(fed))
 
 
 def member_names(members: Sequence[MemberSpec]) -> dict[MemberId, str]:

@@ -646,7 +646,7 @@ class ServiceEntry:
     """A REST service as ``listMethods``/``allowedMethods`` list it."""
 
     service: ServiceId
-    service_type: Literal["OPENAPI", "REST"]
+    service_type: Literal["OPENAPI", "REST", "WSDL"]
     endpoints: tuple[Endpoint, ...] = ()
 
 

@@ -50,8 +50,8 @@ from gateway.globalconf.model import GlobalConf, SecurityServer
 from gateway.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from gateway.messagelog.record import Kind, LogRecord
 from gateway.messagelog.store import Appended
-from gateway.protocol import rest, signatures
-from gateway.proxy import http, observe
+from gateway.protocol import rest, signatures, soap
+from gateway.proxy import http, observe, soap_client
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
@@ -231,9 +231,14 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
             path, query = split_target(request.raw_path)
             if REST_PREFIX.match(path) is not None:
                 return await handle_rest(request, ctx, ids)
+            # SOAP (PR-MESS) only once a request is not r1: the REST path pays nothing for it
+            if request.method == "POST" and soap.is_soap_content_type(request.header("Content-Type")):
+                return await soap_client.handle_soap(request, ctx, ids, relay=relay)
             if request.method in ("GET", "HEAD"):
                 if path == "/listClients":
                     return list_clients(ctx, query, accept=request.header("Accept"))
+                if path == "/wsdl":
+                    return await soap_client.handle_wsdl(request, ctx, query, ids, relay=relay)
                 if path == "/healthz":
                     ex.recorded = False  # a balancer's probe, every few seconds: no record, no log line
                     return health(ctx)
@@ -275,6 +280,27 @@ async def handle_rest(
             return await _exchange(request, ctx, now, conf, target, pairs, h, client_info, account)
     finally:
         structlog.contextvars.unbind_contextvars("message_id", "client", "service")
+
+
+async def relay(
+    request: http.Request, ctx: ProxyContext, h: rest.XRoadRequestHeaders, target: rest.RestTarget,
+    pairs: list[tuple[str, str]], body: bytes, account: BodyAccount, *, extra_xroad: tuple[tuple[str, str], ...],
+) -> http.Response:
+    """Steps (2)-(9) for a message whose body is read already and whose X-Road headers came in it (a SOAP
+    message, gateway/proxy/soap_client.py): it travels as ``POST`` on its service's r1 target."""
+    now = ctx.clock()
+    conf = ctx.conf()
+    ctx.check_timestamping()
+    client_info = ctx.snapshot.client(h.client)
+    if client_info.status != "registered":
+        raise ClientNotRegistered(f"client {h.client.typed()} is {client_info.status} on this security server")
+    check_is_auth(client_info, tls=request.tls, peer_cert_der=request.peer_cert)
+    with _ClientSlot(ctx, h.client):
+        servers = providers(conf, target.service, h.security_server)
+        body_256, body_512 = await body_hashes(body)
+        return await _signed_exchange(request, ctx, now, conf, target, pairs, h, client_info, account, servers,
+                                      body, None, body_256, body_512, extra_xroad=extra_xroad,
+                                      request_target=target.raw_path)
 
 
 class _ClientSlot:
@@ -342,10 +368,14 @@ async def _signed_exchange(
     request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
     servers: list[SecurityServer], body: bytes, spool: Spool | None, body_256: bytes, body_512: bytes | None,
+    *, extra_xroad: tuple[tuple[str, str], ...] = (), request_target: str | None = None,
 ) -> http.Response:
+    # extra_xroad, request_target: a SOAP message's own signed headers and the r1 target it travels on
+    # (gateway/proxy/soap_client.py)
     request_id = _new_request_id()
     observe.assigned(request_id)  # error answers carry it from here on
     xroad = _xroad_headers(h, target.service, request_id)
+    xroad.extend(extra_xroad)
     out_headers = rest.end_to_end_headers(pairs, also_skip=_DROP_FROM_CLIENT) + xroad
     header_part = rest.request_header_part(target.method, target.raw_path, target.raw_query, out_headers)
     expected_hash = rest.request_hash(header_part, body_512)
@@ -359,7 +389,8 @@ async def _signed_exchange(
         signer=ctx.signer, created=created, ocsp=own_ocsp,
     )
     send_headers = [*out_headers, (signatures.H_CONTENT_DIGEST, digest), *signed.headers.items()]
-    request_target = request.raw_path  # path and query as received, which target holds split
+    if request_target is None:
+        request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
     #     (docs/messagelog.md section 11); a spooled body is stored apart, read back from the spool
     body_logging = ctx.body_logging and client_info.body_logging

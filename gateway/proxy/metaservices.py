@@ -9,6 +9,7 @@ what the calling client may call, ``getOpenAPI?serviceCode=X`` requires access t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import aiohttp
 
@@ -26,10 +27,15 @@ MAX_OPENAPI_BYTES = 4 * 2**20  # bytes; an OpenAPI description larger than this 
 Answer = tuple[int, str | None, list[tuple[str, str]], bytes]
 
 
+def _service_type(service: ServiceInfo) -> Literal["OPENAPI", "REST", "WSDL"]:
+    # A description URL ending in "wsdl" (?wsdl, .wsdl) describes a SOAP service (docs/soap.md section 4)
+    if not service.openapi_url:
+        return "REST"
+    return "WSDL" if service.openapi_url.lower().endswith("wsdl") else "OPENAPI"
+
+
 def _entry(service: ServiceInfo, endpoints: tuple[rest.Endpoint, ...]) -> rest.ServiceEntry:
-    return rest.ServiceEntry(
-        service=service.id, service_type="OPENAPI" if service.openapi_url else "REST", endpoints=endpoints,
-    )
+    return rest.ServiceEntry(service=service.id, service_type=_service_type(service), endpoints=endpoints)
 
 
 def _rest_endpoints(endpoints: Iterable[Endpoint]) -> tuple[rest.Endpoint, ...]:

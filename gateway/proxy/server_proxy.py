@@ -42,8 +42,8 @@ from gateway.errors import (
 )
 from gateway.identifiers import ClientId, member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
-from gateway.protocol import rest, signatures
-from gateway.proxy import http, metaservices, observe
+from gateway.protocol import rest, signatures, soap
+from gateway.proxy import http, metaservices, observe, soap_server
 from gateway.proxy.common import (
     REST_PREFIX,
     BodyAccount,
@@ -195,7 +195,12 @@ async def _handle(
     answer: Spool | None = None  # the service's answer, when it was spooled
     resp_body = b""
     try:
-        if target.service.service_code in META_SERVICES:
+        if soap.H_PROTOCOL_VERSION in fields:  # a SOAP message (PR-MESS): gateway/proxy/soap_server.py
+            status, reason, resp_pairs, resp_body = await soap_server.answer(
+                ctx, conf, client, target, fields, pairs, body if spool is None else spool, account,
+                call=_call_service,
+            )
+        elif target.service.service_code in META_SERVICES:
             status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
                                                                               target.raw_query)
         else:

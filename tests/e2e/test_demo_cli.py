@@ -91,7 +91,8 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
         ss1, ss2 = servers["DEV/GOV/1001/ss1"], servers["DEV/GOV/1002/ss2"]
         assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer"], [])
         assert ss2["clients"] == ["DEV/GOV/1002/registry"]
-        assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/persons"]
+        assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/getPerson",
+                                           "DEV/GOV/1002/registry/persons"]
         assert set(desc["adapters"]) == set(ss2["services"])
 
         async with aiohttp.ClientSession() as http:
@@ -114,9 +115,11 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             assert f"  central web      {central['admin_url']}/ui/\n" in banner
             async with http.get(central["admin_url"] + "/ui/login") as resp:
                 assert resp.status == 200 and "<title>Log in · central server</title>" in await resp.text()
-            for url in desc["adapters"].values():
-                async with http.get(f"{url}/openapi.json") as resp:
+            for service, url in desc["adapters"].items():
+                soap = service.endswith("/getPerson")  # the SOAP service: a WSDL, not an OpenAPI document
+                async with http.get(f"{url}?wsdl" if soap else f"{url}/openapi.json") as resp:
                     assert resp.status == 200
+                    assert (b"wsdl:definitions" in await resp.read()) == soap
             # (3) the request the banner suggests works through ss1's client URL
             headers, url = _curl(banner)
             assert headers == {"X-Road-Client": "DEV/GOV/1001/consumer", "Accept": "application/json"}

@@ -18,6 +18,7 @@ from adapters.demo_data import check_digit, demo_adapters, generate, write_demo_
 from adapters.files import FileAdapter
 from adapters.passthrough import PassthroughAdapter
 from adapters.server import start_adapters
+from adapters.soap import SoapPersonsAdapter
 from adapters.sql import SqlAdapter
 from gateway.errors import ConfigError
 
@@ -138,6 +139,9 @@ def test_example_settings_file_parses() -> None:
     assert isinstance(config.adapters["companies-file"], FileAdapter)
     legacy = config.adapters["legacy"]
     assert isinstance(legacy, PassthroughAdapter) and legacy.base_url == "http://127.0.0.1:9000/api/v1"
+    soap = config.adapters["persons-soap"]
+    assert isinstance(soap, SoapPersonsAdapter) and (soap.key, soap.columns) == (
+        "personal_code", ("personal_code", "first_name", "last_name"))
 
 
 def _sql(**extra: Any) -> dict[str, Any]:
@@ -158,9 +162,11 @@ def _sql(**extra: Any) -> dict[str, Any]:
         ({"adapters": {"a/b": _sql()}}, "f.toml: adapters.a/b: the name must match"),
         (
             {"adapters": {"a": {"kind": "ftp"}}},
-            "adapters.a.kind: must be one of sql, file, passthrough, got 'ftp'",
+            "adapters.a.kind: must be one of sql, file, passthrough, soap, got 'ftp'",
         ),
         ({"adapters": {"a": _sql(tabel="t")}}, "adapters.a.tabel: unknown key for a sql adapter"),
+        ({"adapters": {"a": {"kind": "soap"}}}, "adapters.a.path: is required"),
+        ({"adapters": {"a": {"kind": "soap", "path": "p.csv", "url": "x"}}}, "adapters.a.url: unknown key for a soap"),
         (
             {"adapters": {"a": {"kind": "sql", "table": "t"}}},
             "adapters.a.url: give exactly one of url and url_env",
@@ -292,10 +298,12 @@ async def test_cli_demo_data_then_serve_until_sigterm(tmp_path: Path) -> None:
             async with http.get(f"{base}/healthz") as resp:
                 assert await resp.json() == {
                     "status": "ok",
-                    "adapters": ["companies", "persons", "persons-file"],
+                    "adapters": ["companies", "persons", "persons-file", "persons-soap"],
                 }
             async with http.get(f"{base}/persons/?limit=1") as resp:
                 assert (await resp.json())["total"] == 30
+            async with http.get(f"{base}/persons-soap?wsdl") as resp:  # kind = "soap" from the settings file
+                assert resp.status == 200 and b"<wsdl:definitions" in await resp.read()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:

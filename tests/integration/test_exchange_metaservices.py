@@ -199,6 +199,7 @@ async def test_list_methods_lists_every_service_of_the_provider(env: Env) -> Non
     assert reply.headers["Content-Type"] == "application/json;charset=utf-8"
     assert reply.json() == {"service": [
         service_entry("companies", "OPENAPI", []),
+        service_entry("getPerson", "WSDL", []),
         service_entry("partial", "REST", [{"method": "GET", "path": "/v1/a/*"},
                                           {"method": "POST", "path": "/v1/a"}]),
         service_entry("persons", "OPENAPI", []),
@@ -215,6 +216,7 @@ async def test_allowed_methods_lists_what_the_client_may_call(env: Env) -> None:
     assert reply.status == 200, reply.body
     assert reply.json() == {"service": [
         service_entry("companies", "OPENAPI", [{"method": "*", "path": "**"}]),
+        service_entry("getPerson", "WSDL", [{"method": "*", "path": "**"}]),
         service_entry("partial", "REST", [{"method": "GET", "path": "/v1/a/*"}]),
         service_entry("persons", "OPENAPI", [{"method": "*", "path": "**"}]),
     ]}
@@ -229,7 +231,7 @@ async def test_allowed_methods_follows_a_revoked_right(env: Env) -> None:
         message_id = new_id()
         reply = await call(env, f"/r1/{REGISTRY}/allowedMethods", message_id=message_id)
         assert reply.status == 200
-        assert [s["service_code"] for s in reply.json()["service"]] == ["partial", "persons"]
+        assert [s["service_code"] for s in reply.json()["service"]] == ["getPerson", "partial", "persons"]
         await check_logged(env, reply, message_id, "allowedMethods")
         # and the service itself is refused now
         denied = await call(env, f"/r1/{COMPANIES}/")
@@ -239,7 +241,7 @@ async def test_allowed_methods_follows_a_revoked_right(env: Env) -> None:
         await env.ss2.store.grant(rule)
         await env.ss2.reload_serverconf()
     reply = await call(env, f"/r1/{REGISTRY}/allowedMethods")
-    assert [s["service_code"] for s in reply.json()["service"]] == ["companies", "partial", "persons"]
+    assert [s["service_code"] for s in reply.json()["service"]] == ["companies", "getPerson", "partial", "persons"]
 
 
 # ------------------------------------------------------------------------------------------ getOpenAPI
