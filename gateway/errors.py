@@ -584,10 +584,10 @@ class TokenUnavailable(GatewayError):
     """A PKCS#11 device cannot be used now: its library failed, the token was removed or its session broke.
 
     Exchanges fail closed with it (``Server.ClientProxy.TokenNotAvailable`` / ``Server.ServerProxy...``, HTTP
-    503) until the device answers again; readiness is 503 meanwhile (docs/tokens.md, "PKCS#11 tokens").
+    500) until the device answers again; readiness is 503 meanwhile (docs/tokens.md, "PKCS#11 tokens").
     """
 
-    status = 503
+    status = 500
     fault = "TokenNotAvailable"
     whose_fault = "the signing device (PKCS#11 token)"
 

@@ -148,7 +148,7 @@ async def test_device_vanishing_fails_closed_and_recovers(hsm: hsm_kit.SoftHsm, 
     moved = hsm_kit.remove(device)
     with pytest.raises(TokenUnavailable) as e:
         await signer.sign_async(b"while removed")
-    assert e.value.xroad_type == "Server.TokenNotAvailable" and e.value.status == 503
+    assert e.value.xroad_type == "Server.TokenNotAvailable" and e.value.status == 500
     status = await token.probe()
     assert status.state == "unavailable" and status.error
     with pytest.raises(TokenUnavailable):  # still gone: fails at once, every time

@@ -90,6 +90,7 @@ FAULTS: list[tuple[type[GatewayError], str, int]] = [
     (errors.SslAuthenticationFailed, "Server.SslAuthenticationFailed", 500),
     (errors.TimestampInvalid, "Server.TimestampingFailed", 500),
     (errors.TimestampingFailed, "Server.TimestampingFailed", 500),
+    (errors.TokenUnavailable, "Server.TokenNotAvailable", 500),
     (errors.UnknownMember, "Server.UnknownMember", 500),
     (errors.UnknownService, "Server.UnknownService", 500),
     (adapterapi.ServiceBadRequest, "BadRequest", 400),
