@@ -206,6 +206,7 @@ class SecurityServer:
             opmon_engine = make_engine(opmon_url)
             self._close_at_every_stop(opmon_engine.dispose)
         self.opmon_store = OpMonStore(opmon_engine)
+        self._close_at_every_stop(self.opmon_store.close)  # after the writer's last batch (the stack unwinds LIFO)
         await self.opmon_store.migrate()
         # the claim on our log origin, before anything is logged; given up after the log is closed
         if s.messagelog_backend == "sql":

@@ -42,6 +42,7 @@ from waiting import wait_for_condition
 
 from gateway.admin.roles import Role
 from gateway.dev.demo import Federation
+from gateway.errors import DatabaseError
 from gateway.opmon.record import OpQuery, OpRecord
 from gateway.opmon.store import OpMonStore
 from gateway.opmon.writer import OpMonWriter
@@ -367,6 +368,7 @@ async def test_full_queue_drops_and_counts_and_a_failed_insert_is_counted(tmp_pa
         await writer.drain()
         assert dropped == [("queue_full", 1), ("database", 1)]
     finally:
+        await store.close()
         await engine.dispose()
 
 
@@ -397,8 +399,46 @@ async def test_writer_task_prunes_at_start_and_writes_as_records_come(tmp_path: 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:
+        await store.close()
         await engine.dispose()
 
 
 async def _eq(found: Any, want: list[str]) -> bool:
     return bool(await found == want)
+
+
+async def test_the_driver_insert_stores_what_sqlalchemy_reads_and_recovers_from_a_failed_batch(
+    database_url: str,
+) -> None:
+    """The batch insert through the driver (the sqlite3 thread, or asyncpg's executemany) stores every field
+    as the engine reads it back; a batch the database refuses raises DatabaseError and writes nothing, and the
+    next batch, once the table is back, goes through on a new connection."""
+    engine = make_engine(database_url)
+    store = OpMonStore(engine)
+    try:
+        await store.migrate()
+        t = datetime(2026, 12, 2, 18, 0, 0, 123456, tzinfo=UTC)
+        full = dataclasses.replace(
+            _record(0), request_in=t, request_out=t + timedelta(microseconds=250),
+            response_in=t + timedelta(milliseconds=3), response_out=t + timedelta(milliseconds=4),
+            request_bytes=17, response_bytes=None, status=502, fault="Server.ClientProxy.NetworkError",
+            peer_server="SERVER:DEV/GOV/1002/ss2",
+        )
+        await store.insert([full, _record(1)])
+        found, total = await store.query(OpQuery(request_id="r0"), limit=10, offset=0)
+        assert total == 1 and found == [full]
+        with pytest.raises(DatabaseError, match="operational monitoring database error"):
+            await store.insert([dataclasses.replace(_record(2), request_in=t.replace(tzinfo=None))])
+        assert (await store.query(OpQuery(), limit=10, offset=0))[1] == 2  # nothing of the refused batch
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE opmon_records RENAME TO opmon_records_away"))
+        with pytest.raises(DatabaseError, match="opmon_records"):
+            await store.insert([_record(3)])
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE opmon_records_away RENAME TO opmon_records"))
+        await store.insert([_record(4), _record(5)])
+        found, total = await store.query(OpQuery(), limit=10, offset=0)
+        assert total == 4 and [r.request_id for r in found] == ["r5", "r4", "r1", "r0"]
+    finally:
+        await store.close()
+        await engine.dispose()
