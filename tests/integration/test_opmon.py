@@ -442,3 +442,37 @@ async def test_the_driver_insert_stores_what_sqlalchemy_reads_and_recovers_from_
     finally:
         await store.close()
         await engine.dispose()
+
+
+async def test_a_batch_gathers_records_for_opmon_batch_seconds(tmp_path: Path) -> None:
+    """Records offered while a batch gathers (``opmon_batch_seconds``) go into that batch: the writer woke for
+    the first, the others came after it had, and one insert takes all three."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'opmon.db'}")
+    store = OpMonStore(engine)
+    try:
+        await store.migrate()
+        batches: list[int] = []
+        insert = store.insert
+
+        async def counted(batch: Any) -> None:
+            batches.append(len(batch))
+            await insert(batch)
+
+        store.insert = counted  # type: ignore[method-assign]
+        writer = OpMonWriter(store, max_queue=100, max_batch=10, retention_days=1, clock=lambda: datetime.now(UTC),
+                             on_drop=lambda reason, n: None, gather_seconds=0.3)
+        task = asyncio.create_task(writer.run(asyncio.Event()))
+        assert writer.offer(_record(0))
+        for _ in range(5):  # the writer's task takes its turn: it is gathering now
+            await asyncio.sleep(0)
+        assert writer.offer(_record(1)) and writer.offer(_record(2))
+        await writer.idle()
+        assert batches == [3]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with pytest.raises(ValueError, match=r"opmon_batch_seconds must be within 0\.\.1"):
+            OpMonWriter(store, max_queue=1, max_batch=1, retention_days=1, clock=lambda: datetime.now(UTC),
+                        on_drop=lambda reason, n: None, gather_seconds=2.0)
+    finally:
+        await store.close()
+        await engine.dispose()
