@@ -140,7 +140,8 @@ class ServerSettings:
     opmon_records: bool = True  # false: no records are written (nor pruned: those kept stay readable)
     opmon_retention_days: int = 7  # days a record is kept; X-Road's op-monitor default (keep-records-for-days)
     opmon_queue_records: int = 10_000  # records waiting for the database; more are dropped and counted
-    opmon_batch_records: int = 100  # records per batch insert (1-1000); ~20 µs of event-loop CPU per record
+    opmon_batch_records: int = 100  # records per batch insert at most (1-1000)
+    opmon_batch_seconds: float = 0.05  # seconds a batch gathers records before its insert (0-1): fewer, larger batches
     exchange_log: bool = True  # one info-level log line per exchange; false saves its cost (docs/operations.md)
     # SQLite: bytes free on the database's filesystem below which /readyz is 503 (the disk filling up), before
     # the message log's commits fail with "No space left on device"; 0: not checked

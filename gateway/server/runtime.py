@@ -214,6 +214,7 @@ class SecurityServer:
             opmon_engine = make_engine(opmon_url)
             self._close_at_every_stop(opmon_engine.dispose)
         self.opmon_store = OpMonStore(opmon_engine)
+        self._close_at_every_stop(self.opmon_store.close)  # after the writer's last batch (the stack unwinds LIFO)
         await self.opmon_store.migrate()
         # the claim on our log origin, before anything is logged; given up after the log is closed
         if s.messagelog_backend == "sql":
@@ -300,7 +301,7 @@ class SecurityServer:
         if s.opmon_records:
             ctx.opmon = self.opmon = OpMonWriter(
                 self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,
-                retention_days=s.opmon_retention_days, clock=self.clock,
+                gather_seconds=s.opmon_batch_seconds, retention_days=s.opmon_retention_days, clock=self.clock,
                 on_drop=self.metrics.opmon_records_dropped,
             )
         try:
@@ -815,6 +816,8 @@ def _check_ops_settings(s: ServerSettings) -> None:
                            ("opmon_batch_records", 1, OPMON_MAX_BATCH)):
         if not low <= getattr(s, key) <= high:
             raise ConfigError(f"[server] {key} = {getattr(s, key)} is outside {low}..{high}")
+    if not 0 <= s.opmon_batch_seconds <= 1:
+        raise ConfigError(f"[server] opmon_batch_seconds = {s.opmon_batch_seconds} is outside 0..1 seconds")
     if not s.readiness_disk_free_bytes >= 0:
         raise ConfigError(f"[server] readiness_disk_free_bytes = {s.readiness_disk_free_bytes} must be 0 or more "
                           f"bytes (0: not checked)")

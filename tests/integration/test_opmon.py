@@ -42,6 +42,7 @@ from waiting import wait_for_condition
 
 from gateway.admin.roles import Role
 from gateway.dev.demo import Federation
+from gateway.errors import DatabaseError
 from gateway.opmon.record import OpQuery, OpRecord
 from gateway.opmon.store import OpMonStore
 from gateway.opmon.writer import OpMonWriter
@@ -367,6 +368,7 @@ async def test_full_queue_drops_and_counts_and_a_failed_insert_is_counted(tmp_pa
         await writer.drain()
         assert dropped == [("queue_full", 1), ("database", 1)]
     finally:
+        await store.close()
         await engine.dispose()
 
 
@@ -397,8 +399,80 @@ async def test_writer_task_prunes_at_start_and_writes_as_records_come(tmp_path: 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:
+        await store.close()
         await engine.dispose()
 
 
 async def _eq(found: Any, want: list[str]) -> bool:
     return bool(await found == want)
+
+
+async def test_the_driver_insert_stores_what_sqlalchemy_reads_and_recovers_from_a_failed_batch(
+    database_url: str,
+) -> None:
+    """The batch insert through the driver (the sqlite3 thread, or asyncpg's executemany) stores every field
+    as the engine reads it back; a batch the database refuses raises DatabaseError and writes nothing, and the
+    next batch, once the table is back, goes through on a new connection."""
+    engine = make_engine(database_url)
+    store = OpMonStore(engine)
+    try:
+        await store.migrate()
+        t = datetime(2026, 12, 2, 18, 0, 0, 123456, tzinfo=UTC)
+        full = dataclasses.replace(
+            _record(0), request_in=t, request_out=t + timedelta(microseconds=250),
+            response_in=t + timedelta(milliseconds=3), response_out=t + timedelta(milliseconds=4),
+            request_bytes=17, response_bytes=None, status=502, fault="Server.ClientProxy.NetworkError",
+            peer_server="SERVER:DEV/GOV/1002/ss2",
+        )
+        await store.insert([full, _record(1)])
+        found, total = await store.query(OpQuery(request_id="r0"), limit=10, offset=0)
+        assert total == 1 and found == [full]
+        with pytest.raises(DatabaseError, match="operational monitoring database error"):
+            await store.insert([dataclasses.replace(_record(2), request_in=t.replace(tzinfo=None))])
+        assert (await store.query(OpQuery(), limit=10, offset=0))[1] == 2  # nothing of the refused batch
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE opmon_records RENAME TO opmon_records_away"))
+        with pytest.raises(DatabaseError, match="opmon_records"):
+            await store.insert([_record(3)])
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE opmon_records_away RENAME TO opmon_records"))
+        await store.insert([_record(4), _record(5)])
+        found, total = await store.query(OpQuery(), limit=10, offset=0)
+        assert total == 4 and [r.request_id for r in found] == ["r5", "r4", "r1", "r0"]
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
+async def test_a_batch_gathers_records_for_opmon_batch_seconds(tmp_path: Path) -> None:
+    """Records offered while a batch gathers (``opmon_batch_seconds``) go into that batch: the writer woke for
+    the first, the others came after it had, and one insert takes all three."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'opmon.db'}")
+    store = OpMonStore(engine)
+    try:
+        await store.migrate()
+        batches: list[int] = []
+        insert = store.insert
+
+        async def counted(batch: Any) -> None:
+            batches.append(len(batch))
+            await insert(batch)
+
+        store.insert = counted  # type: ignore[method-assign]
+        writer = OpMonWriter(store, max_queue=100, max_batch=10, retention_days=1, clock=lambda: datetime.now(UTC),
+                             on_drop=lambda reason, n: None, gather_seconds=0.3)
+        task = asyncio.create_task(writer.run(asyncio.Event()))
+        assert writer.offer(_record(0))
+        for _ in range(5):  # the writer's task takes its turn: it is gathering now
+            await asyncio.sleep(0)
+        assert writer.offer(_record(1)) and writer.offer(_record(2))
+        await writer.idle()
+        assert batches == [3]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with pytest.raises(ValueError, match=r"opmon_batch_seconds must be within 0\.\.1"):
+            OpMonWriter(store, max_queue=1, max_batch=1, retention_days=1, clock=lambda: datetime.now(UTC),
+                        on_drop=lambda reason, n: None, gather_seconds=2.0)
+    finally:
+        await store.close()
+        await engine.dispose()

@@ -45,6 +45,8 @@ def test_origin_of_a_process(server: dict[str, object], worker: int, origin: str
     ({"opmon_retention_days": 0}, 0, r"\[server\] opmon_retention_days = 0 is outside 1\.\.36500"),
     ({"opmon_queue_records": 0}, 0, r"\[server\] opmon_queue_records = 0 is outside 1\.\.10000000"),
     ({"opmon_batch_records": 1001}, 0, r"\[server\] opmon_batch_records = 1001 is outside 1\.\.1000"),
+    ({"opmon_batch_seconds": 1.5}, 0, r"\[server\] opmon_batch_seconds = 1.5 is outside 0\.\.1 seconds"),
+    ({"opmon_batch_seconds": -0.1}, 0, r"\[server\] opmon_batch_seconds = -0.1 is outside 0\.\.1 seconds"),
     ({"database_connect_timeout_seconds": 0.0}, 0,
      r"\[server\] database_connect_timeout_seconds = 0.0 must be a positive number of seconds"),
     ({"database_statement_timeout_seconds": -1.0}, 0,
