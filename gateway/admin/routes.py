@@ -207,7 +207,18 @@ SERVICE = obj({
     "enabled": {"type": "boolean"},
     "disabled_notice": string("shown to clients while disabled"),
     "endpoints": {"type": "array", "items": ENDPOINT},
+    "data_subject": {"type": ["string", "null"], "maxLength": 255,
+                     "description": "where requests carry their data subject: path:N, query:NAME or json:POINTER "
+                                    "(docs/transparency.md)"},
+    "subject_mismatch": {"type": "string", "enum": ["refuse", "flag"]},
+    "purpose_required": {"type": "boolean"},
 }, ("id", "encoded_id", "url", "timeout_seconds", "openapi_url", "enabled", "disabled_notice", "endpoints"))
+_TRANSPARENCY_FIELDS: dict[str, Any] = {
+    "data_subject": {"type": "string", "maxLength": 255,
+                     "description": "path:N, query:NAME or json:POINTER; \"\" removes it (docs/transparency.md)"},
+    "subject_mismatch": {"type": "string", "enum": ["refuse", "flag"]},
+    "purpose_required": {"type": "boolean"},
+}
 ACCESS_RIGHT = obj({
     "service": ID,
     "subject": string("SUBSYSTEM:..., MEMBER:..., GLOBALGROUP:INSTANCE/CODE or LOCALGROUP:CODE"),
@@ -518,7 +529,8 @@ ROUTES: tuple[Route, ...] = (
           request=obj({"id": SERVICE_ID, "url": HTTP_URL, "timeout_seconds": TIMEOUT,
                         "openapi_url": {"anyOf": [HTTP_URL, {"type": "null"}]},
                         "enabled": {"type": "boolean"}, "disabled_notice": string("notice"),
-                        "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000}}, ("id", "url")),
+                        "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000},
+                        **_TRANSPARENCY_FIELDS}, ("id", "url")),
           response=SERVICE, status=201, errors=(400, 404, 409)),
     Route(operation_id="getService", method="GET", path=f"{API}/services/{{service_id}}", roles=READERS,
           tag="services", summary="One service", response=SERVICE, errors=(400, 404)),
@@ -527,7 +539,8 @@ ROUTES: tuple[Route, ...] = (
           request=obj({"url": HTTP_URL, "timeout_seconds": TIMEOUT,
                         "openapi_url": {"anyOf": [HTTP_URL, {"const": ""}], "description": "OpenAPI URL, or \"\" "
                                         "to remove it"},
-                        "enabled": {"type": "boolean"}, "disabled_notice": string("notice")}),
+                        "enabled": {"type": "boolean"}, "disabled_notice": string("notice"),
+                        **_TRANSPARENCY_FIELDS}),
           response=SERVICE, errors=(400, 404)),
     Route(operation_id="removeService", method="DELETE", path=f"{API}/services/{{service_id}}", roles=SERVICES,
           tag="services", summary="Remove a service with its endpoints and access rights", status=204,

@@ -60,6 +60,7 @@ from gateway.proxy.common import (
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 from gateway.proxy.spool import Spool
+from gateway.transparency import declared
 from gateway.transparency import service as transparency
 from gateway.transparency.headers import Transparency
 from gateway.transparency.service import USAGE_SERVICES
@@ -212,11 +213,14 @@ async def _handle(
                 ctx.transparency, ctx.messagelog, conf, client, subsystem, code, target.method,
                 body if spool is None else b"", ctx.clock(), own_ocsp)
         else:
+            service = ctx.snapshot.service(target.service)
             if ctx.transparency is not None:
                 usage = ctx.transparency.parse(fields, client=client, conf=conf, now=now)
-            service = ctx.snapshot.service(target.service)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
+            if ctx.transparency is not None and (service.data_subject is not None or service.purpose_required):
+                usage = declared.apply(service, usage, target.service_path, target.raw_query,
+                                       body if spool is None else None)
             status, reason, resp_pairs, resp_body, answer = await _call_service(
                 ctx, service.url, service.timeout_seconds, target, pairs, body if spool is None else spool, account,
             )
