@@ -288,6 +288,13 @@ CHECKPOINT = obj({
     "timestamp_time": OPT_TIME,
     "tsa": {"type": ["string", "null"], "maxLength": 1024, "description": "name of the TSA that stamped it"},
 }, ("size", "root_hash", "created", "timestamped", "timestamp_time", "tsa"))
+TRANSPARENCY_COUNTS = obj({
+    "enabled": {"type": "boolean"},
+    "clients": {"type": "array", "items": obj({
+        "client": string("client subsystem"), "records": {"type": "integer"}, "embargoed": {"type": "integer"},
+    }, ("client", "records", "embargoed"))},
+    "index_failures": {"type": "integer", "description": "index rows this process could not write"},
+}, ("enabled", "clients", "index_failures"))
 CHECKPOINT_LIST = obj({
     "origin": string("log origin", max_length=255),
     "records": {"type": "integer", "minimum": 0, "description": "records in the log (next sequence number)"},
@@ -654,6 +661,10 @@ ROUTES: tuple[Route, ...] = (
           roles=AUDITOR, tag="messagelog", audit_reads=True,
           summary="One checkpoint: its signed note, RFC 3161 token and the certificates to check them",
           response=CHECKPOINT_FULL, query=(ORIGIN_QUERY,), errors=(400, 404)),
+    Route(operation_id="getTransparencyCounts", method="GET", path=f"{API}/messagelog/transparency",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="Usage records per client, and how many are embargoed now (docs/transparency.md)",
+          response=TRANSPARENCY_COUNTS, errors=()),
     Route(operation_id="proveMessageLogInclusion", method="GET", path=f"{API}/messagelog/proofs/inclusion",
           roles=AUDITOR, tag="messagelog", audit_reads=True,
           summary="Inclusion proof of a record in a checkpoint (default: the newest)", response=INCLUSION_PROOF,

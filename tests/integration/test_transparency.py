@@ -332,8 +332,19 @@ async def test_embargoed_record_hidden_until_its_date_then_proven_logged_on_time
     verdict = verify_usage_item(item, env.anchor)
     assert verdict.proven, verdict.problems
     assert verdict.logged_by is not None and verdict.logged_by < until
-    counts = await state.index.counts(datetime.now(UTC))
-    assert any(c.client == CONSUMER and c.embargoed == 1 for c in counts)
+    # auditors see the embargoed count per client: the admin API, and the message-log page of the web interface
+    entry = json.loads(Path(env.fed.describe()["admin_credentials"]).read_text())["servers"][str(env.ss2.server_id)]
+    async with aiohttp.ClientSession(env.ss2.admin_url) as http:
+        async with http.post(
+            "/api/v1/login", json={"username": entry["username"], "password": entry["password"]}
+        ) as resp:
+            token = (await resp.json())["token"]
+        async with http.get("/api/v1/messagelog/transparency", headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            counts = await resp.json()
+    assert counts["enabled"] is True and counts["index_failures"] == 0
+    [mine] = [c for c in counts["clients"] if c["client"] == CONSUMER]
+    assert mine["embargoed"] == 1 and mine["records"] >= 1
 
 
 async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_path: Path) -> None:
