@@ -111,7 +111,7 @@ async def get_transparency_counts(call: Call, request: web.Request, ctx: AdminCo
     if state is None:
         return {"enabled": False, "clients": [], "index_failures": 0}
     counts = await state.index.counts(ctx.clock())
-    return {"enabled": True, "index_failures": state.failures,
+    return {"enabled": True, "index_failures": state.index.failures,
             "clients": [{"client": c.client, "records": c.records, "embargoed": c.embargoed} for c in counts]}
 
 
