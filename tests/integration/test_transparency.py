@@ -162,6 +162,7 @@ async def test_exchange_about_a_subject_is_recorded_on_both_sides_without_the_su
 
 
 async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env, tmp_path: Path) -> None:
+    assert (await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": ALICE})).status == 200
     ok = await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": f"{BOB}, {ALICE}", "X-Road-Purpose": "TAX"})
     assert ok.status == 200
     await checkpoint(env)
@@ -204,6 +205,34 @@ async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env,
     assert (
         await asyncio.to_thread(main, ["log", "verify-usage", str(tampered), "--anchor", str(env.fed.anchor_path)]) == 1
     )
+    item = doc["usages"][0]
+
+    def altered(path: str, value: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(item))
+        copy["evidence"][path] = value
+        return copy
+
+    record = base64.b64decode(item["evidence"]["record"])
+    note = item["evidence"]["proof"].partition("\n\n")[2]
+    for case, where in (
+        (
+            altered("record", base64.b64encode(record.replace(b'"status":200', b'"status":204')).decode()),
+            "item field status is '200', the record says '204'",
+        ),
+        (altered("salt", "00" * 16), "evidence.salt: the subject's commitment with this salt is not in the record"),
+        (altered("subject", BOB), "evidence.salt: the subject's commitment"),
+        (
+            altered(
+                "proof", item["evidence"]["proof"].replace(note, note.replace("/messagelog\n", "/messagelog2\n", 1))
+            ),
+            "evidence checkpoint",
+        ),
+        (altered("timestamp", None), "has no RFC 3161 timestamp token"),
+        (altered("globalConf", []), "evidence.globalConf: no global configuration"),
+        (altered("proof", "not a proof"), "proof: no blank line"),
+    ):
+        verdict = verify_usage_item(case, env.anchor)
+        assert not verdict.proven and any(where in p for p in verdict.problems), (where, verdict.problems)
 
 
 async def test_find_usage_usage_period_heartbeat_refuse_other_clients(env: Env) -> None:
