@@ -184,6 +184,9 @@ async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env,
     assert {u["role"] for u in access["usages"]} == {"access"}
     assert {u["requestHash"] for u in access["usages"]} == {u["requestHash"] for u in doc["usages"]}
     assert all(verify_usage_item(u, env.anchor).proven for u in access["usages"])
+    # neither server keeps a findUsage body (the subject asked about, the salts): digests only
+    for ss in (env.ss1, env.ss2):
+        assert all(ALICE.encode() not in r.encoded for r in await ss.messagelog.read(ss.context.origin, limit=10_000))
     # Bob's records are his: the first exchange was about Alice only
     assert (await find(env, REGISTRY, BOB)).json()["total"] == 1
     assert (await find(env, REGISTRY, "FI010101A1234")).json() == {"total": 0, "usages": []}
