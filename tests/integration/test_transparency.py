@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from gateway.central import registry
 from gateway.cli import main
 from gateway.dev.demo import Federation, start_federation
 from gateway.errors import RequestError
@@ -444,3 +445,32 @@ async def test_declared_subject_recorded_refused_or_flagged_and_purpose_required
 async def _records(ss: SecurityServer) -> list[LogRecord]:
     assert ss.context is not None
     return [s.decode() for s in await ss.messagelog.read(ss.context.origin, limit=10_000)]
+
+
+async def test_central_registry_and_cli_publish_the_parameters(env: Env) -> None:
+    """Last in the module: it replaces the parameters the other tests use (then puts them back)."""
+    central_toml = str(env.fed.workdir / "central.toml")
+    run = ["-c", central_toml, "central", "transparency"]
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "HEALTH=Treatment", "--portal", CONSUMER]) == 0
+    await env.fed.publish_and_refresh()
+    assert (await call(env.ss1, PERSONS, headers={"X-Road-Purpose": "HEALTH"})).status == 200
+    refused = await call(env.ss1, PERSONS, headers={"X-Road-Purpose": "TAX"})
+    assert refused.status == 400 and refused.headers["X-Road-Error"] == "Client.UnknownPurpose"
+    # bad values are refused and change nothing
+    assert await asyncio.to_thread(main, [*run, "set", "--portal", "DEV/GOV/1001"]) != 0
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "no code=x"]) != 0
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "TAX"]) != 0
+    with pytest.raises(RequestError, match="belongs to instance .OTHER."):
+        await registry.set_transparency(
+            env.fed.central.engine, purposes={}, portal="", instance="DEV", embargo_clients=["OTHER/GOV/1001/x"]
+        )
+    doc = await registry.get_transparency(env.fed.central.engine)
+    assert doc == {"purposes": {"HEALTH": "Treatment"}, "portal": CONSUMER, "embargo_clients": []}
+    await registry.set_transparency(
+        env.fed.central.engine,
+        purposes=dict(p.split("=") for p in CENTRAL["transparency_purposes"]),
+        portal=CONSUMER,
+        embargo_clients=[CONSUMER],
+        instance="DEV",
+    )
+    await env.fed.publish_and_refresh()
