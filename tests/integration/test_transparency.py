@@ -393,6 +393,16 @@ async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_
         )
         == 0
     )
+    # both sides' archives still match exchange by exchange, the usage records beside them
+    consumer = tmp_path / "ss1.zip"
+    assert (
+        await asyncio.to_thread(
+            main, ["-c", str(env.fed.workdir / "ss1.toml"), "log", "export", "--out", str(consumer)]
+        )
+        == 0
+    )
+    assert ALICE.encode() not in consumer.read_bytes()
+    assert await asyncio.to_thread(main, ["log", "match", str(consumer), str(out)]) == 0
 
 
 async def test_declared_subject_recorded_refused_or_flagged_and_purpose_required(env: Env) -> None:
