@@ -516,7 +516,7 @@ async def _response(
         # the access record, committed with the response's (docs/transparency.md section 3)
         entry = ctx.transparency.entry(
             origin=ctx.origin, side="client", message_id=h.message_id, request_id=request_id, client=h.client,
-            service=target.service, method=target.method, path=request_target, status=resp.status,
+            service=target.service, method=target.method, path=target.service_path, status=resp.status,
             created=now, request_hash=expected_hash, t=usage[0], user_id=h.user_id,
             signing_cert=ctx.sign_cert_der, ocsp_response=usage[1])
     usage_logged = None

@@ -247,7 +247,7 @@ async def _handle(
             # the disclosure record, committed with the response's (docs/transparency.md section 3)
             entry = ctx.transparency.entry(
                 origin=ctx.origin, side="server", message_id=message_id, request_id=request_id, client=client,
-                service=target.service, method=target.method, path=request_target, status=status,
+                service=target.service, method=target.method, path=target.service_path, status=status,
                 created=ctx.clock(), request_hash=request_hash, t=usage, user_id=user_id,
                 signing_cert=sign_cert_der, ocsp_response=own_ocsp)
         return await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,

@@ -3,8 +3,9 @@
 docs/transparency.md section 3. A usage record is a message-log record of kind ``usage``
 (:class:`~gateway.messagelog.record.LogRecord`), logged in the same Merkle tree right after the exchange's
 response record, with the exchange's message id and request id, the client, the service, the method and the
-path without its query, and the answer's status. It carries no signature of its own (the tree and its signed,
-timestamped checkpoints are its integrity) and no subject in clear; its extensions hold:
+service path (after the service code) without its query, and the answer's status. It carries no signature of its
+own (the tree and its signed, timestamped checkpoints are its integrity) and no subject in clear; its extensions
+hold:
 
 - ``usage.v``: ``"1"``;
 - ``usage.subjects``: one salted commitment per subject, lower-case hex SHA-256 of
