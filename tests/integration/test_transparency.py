@@ -481,6 +481,23 @@ async def test_central_registry_and_cli_publish_the_parameters(env: Env) -> None
         )
     doc = await registry.get_transparency(env.fed.central.engine)
     assert doc == {"purposes": {"HEALTH": "Treatment"}, "portal": CONSUMER, "embargo_clients": []}
+    # the central admin API: read them, set them (a security officer's), a bad value refused
+    creds = json.loads(Path(env.fed.describe()["admin_credentials"]).read_text())["central"]
+    async with aiohttp.ClientSession(creds["admin_url"]) as http:
+        async with http.post("/api/v1/login", json={"username": creds["username"], "password": creds["password"]}) as r:
+            auth = {"Authorization": f"Bearer {(await r.json())['token']}"}
+        async with http.get("/api/v1/transparency", headers=auth) as r:
+            assert r.status == 200 and (await r.json())["purposes"] == {"HEALTH": "Treatment"}
+        body = {
+            "purposes": {"TAX": "Tax assessment", "POLICE": "Criminal investigation"},
+            "portal": CONSUMER,
+            "embargo_clients": [CONSUMER],
+        }
+        async with http.put("/api/v1/transparency", json=body, headers=auth) as r:
+            assert r.status == 200 and (await r.json())["embargo_clients"] == [CONSUMER]
+        async with http.put("/api/v1/transparency", json={**body, "portal": "DEV/GOV"}, headers=auth) as r:
+            assert r.status == 400
+    assert (await registry.get_transparency(env.fed.central.engine))["purposes"]["POLICE"] == "Criminal investigation"
     await registry.set_transparency(
         env.fed.central.engine,
         purposes=dict(p.split("=") for p in CENTRAL["transparency_purposes"]),
