@@ -215,6 +215,8 @@ SERVICE = obj({
 }, ("id", "encoded_id", "url", "timeout_seconds", "openapi_url", "enabled", "disabled_notice", "endpoints"))
 _TRANSPARENCY_FIELDS: dict[str, Any] = {
     "data_subject": {"type": "string", "maxLength": 255,
+                     "pattern": "^(path:([1-9]|[1-5][0-9]|6[0-4])|query:[A-Za-z0-9._~-]{1,64}"
+                                "|json:(/([^/~]|~[01])*)+)?$",
                      "description": "path:N, query:NAME or json:POINTER; \"\" removes it (docs/transparency.md)"},
     "subject_mismatch": {"type": "string", "enum": ["refuse", "flag"]},
     "purpose_required": {"type": "boolean"},
