@@ -31,6 +31,7 @@ from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
 from gateway.token.soft import SoftToken
+from gateway.transparency.service import TransparencyState
 
 Clock = Callable[[], datetime]
 
@@ -77,6 +78,7 @@ class AdminContext:
     # SecurityServer.send_management: a management request ("auth_cert_reg", "client_reg"), signed with the
     # server's authentication key, sent to the central server; its answer (docs/registration.md)
     management: Callable[[RequestType, ClientId | None], Awaitable[dict[str, Any]]] | None = None
+    transparency: TransparencyState | None = None  # the usage records' index (docs/transparency.md section 4)
 
     @property
     def origin(self) -> str:

@@ -344,6 +344,7 @@ async def start_federation(
     clock: Callable[[], datetime] = utc_now,
     server_overrides: dict[str, Any] | None = None,
     key_store: Literal["files", "token"] = "files",
+    central_overrides: dict[str, Any] | None = None,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -370,7 +371,7 @@ async def start_federation(
             central_settings = CentralSettings(
                 instance=instance, host="127.0.0.1", port=0,
                 database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-                key_dir=str(workdir / "central"), ops_port=0,
+                key_dir=str(workdir / "central"), ops_port=0, **(central_overrides or {}),
             )
             central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
             started.append(central)

@@ -68,6 +68,8 @@ from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.proxy.spool import Spool
 from gateway.serverconf import ClientInfo
+from gateway.transparency.headers import Transparency, fields_of
+from gateway.transparency.service import USAGE_SERVICES
 from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy.client")
@@ -338,8 +340,12 @@ async def _exchange(
     request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
 ) -> http.Response:
-    # (4) where the service lives
+    # (4) where the service lives; the transparency headers, checked (docs/transparency.md)
     servers = providers(conf, target.service, h.security_server)
+    usage: Transparency | None = None
+    tfields = fields_of(pairs)
+    if tfields and ctx.transparency is not None:
+        usage = ctx.transparency.parse(tfields, client=h.client, conf=conf, now=now)
     # (5) body, ids, digest, signature. A body declared at most the spool's memory threshold is read whole
     #     (the hot path); a larger or chunked one is spooled as it arrives, hashed on the way (docs/performance.md
     #     section 9). A large or chunked response is spooled either way (_send).
@@ -358,7 +364,7 @@ async def _exchange(
             await spool.write_from(request.stream())  # bounded by max_body_bytes, the port's and the spool's
             body_256, body_512 = spool.sha256, (spool.sha512 if spool.size else None)
         return await _signed_exchange(request, ctx, now, conf, target, pairs, h, client_info, account, servers,
-                                      body, spool, body_256, body_512)
+                                      body, spool, body_256, body_512, usage, tfields)
     finally:
         if spool is not None:
             spool.close()
@@ -368,6 +374,7 @@ async def _signed_exchange(
     request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
     servers: list[SecurityServer], body: bytes, spool: Spool | None, body_256: bytes, body_512: bytes | None,
+    usage: Transparency | None = None, tfields: dict[str, str] | None = None,
     *, extra_xroad: tuple[tuple[str, str], ...] = (), request_target: str | None = None,
 ) -> http.Response:
     # extra_xroad, request_target: a SOAP message's own signed headers and the r1 target it travels on
@@ -384,6 +391,8 @@ async def _signed_exchange(
     own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
     covered[signatures.H_CONTENT_DIGEST] = digest
+    if tfields:  # the purpose, basis and embargo are signed; the subjects are not (signatures.UNSIGNED_XROAD)
+        covered.update((n, v) for n, v in tfields.items() if n not in signatures.UNSIGNED_XROAD)
     signed = await signatures.sign_request_async(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=covered,
         signer=ctx.signer, created=created, ocsp=own_ocsp,
@@ -393,7 +402,8 @@ async def _signed_exchange(
         request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
     #     (docs/messagelog.md section 11); a spooled body is stored apart, read back from the spool
-    body_logging = ctx.body_logging and client_info.body_logging
+    # findUsage and its answer name a subject and its salts: never in the log (docs/transparency.md section 4)
+    body_logging = ctx.body_logging and client_info.body_logging and target.service.service_code not in USAGE_SERVICES
     record = _record(
         ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
         method=target.method, target=request_target, status=None, base=signed.signature_base,
@@ -410,7 +420,8 @@ async def _signed_exchange(
         # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
         await asyncio.sleep(0)
         return await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
-                           expected_hash, signed, client_info, account, logged)
+                           expected_hash, signed, client_info, account, logged,
+                           None if usage is None else (usage, own_ocsp))
     except Exception:
         # Any error answer waits for the request's record too; if that write failed, its error is the answer
         # (raised from here, with the exchange's own error as its context).
@@ -426,7 +437,7 @@ async def _send(
     ctx: ProxyContext, servers: list[SecurityServer], target: rest.RestTarget, request_target: str,
     send_headers: list[tuple[str, str]], body: bytes, spool: Spool | None, h: rest.XRoadRequestHeaders,
     request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
-    account: BodyAccount, logged: asyncio.Future[Appended],
+    account: BodyAccount, logged: asyncio.Future[Appended], usage: tuple[Transparency, bytes] | None = None,
 ) -> http.Response:
     # (7) send, fastest first, failing over while nothing has reached a server (but not once the request's
     #     record has failed: that is the answer now)
@@ -468,7 +479,7 @@ async def _send(
             raise wrap_send_failure(e, server.id) from e
         try:
             return await _response(ctx, resp, sink, h, target, request_id, expected_hash, signed, client_info,
-                                   request_target, logged)
+                                   request_target, logged, usage)
         except BaseException:
             if sink is not None:
                 sink.close()
@@ -489,6 +500,7 @@ async def _response(
     ctx: ProxyContext, resp: http.ClientResponse, sink: Spool | None, h: rest.XRoadRequestHeaders,
     target: rest.RestTarget, request_id: str, expected_hash: str, signed: signatures.SignedMessage,
     client_info: ClientInfo, request_target: str, logged: asyncio.Future[Appended],
+    usage: tuple[Transparency, bytes] | None = None,
 ) -> http.Response:
     """Verify, log and answer the provider's response: its body is ``resp.body``, or in ``sink`` when it was
     spooled (the answer then streams from it, and closes it once sent)."""
@@ -521,7 +533,8 @@ async def _response(
     # (9) the request's record is durable (it committed while the request travelled; a failed write is the
     #     answer), then the response's: only then does the response leave
     await logged
-    body_logging = ctx.body_logging and client_info.body_logging
+    # findUsage and its answer name a subject and its salts: never in the log (docs/transparency.md section 4)
+    body_logging = ctx.body_logging and client_info.body_logging and target.service.service_code not in USAGE_SERVICES
     record = _record(
         ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,
@@ -529,10 +542,26 @@ async def _response(
         cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signatures.H_CONTENT_DIGEST],
         body=body, body_logging=body_logging and sink is None,
     )
+    entry = None
+    if usage is not None and ctx.transparency is not None:
+        # the access record, committed with the response's (docs/transparency.md section 3)
+        entry = ctx.transparency.entry(
+            origin=ctx.origin, side="client", message_id=h.message_id, request_id=request_id, client=h.client,
+            service=target.service, method=target.method, path=target.service_path, status=resp.status,
+            created=now, request_hash=expected_hash, t=usage[0], user_id=h.user_id,
+            signing_cert=ctx.sign_cert_der, ocsp_response=usage[1])
+    usage_logged = None
     if sink is not None and body_logging:
         await ctx.messagelog.append_body_apart(record, sink.chunks())
-    else:
+    elif entry is None:
         await ctx.messagelog.append(record)
+    else:  # both queued in this turn of the loop: one group commit
+        response_logged = ctx.messagelog.start(record)
+        usage_logged = ctx.messagelog.start(entry.record)
+        await response_logged
+    if entry is not None and ctx.transparency is not None:
+        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(entry.record))
+        ctx.transparency.committed(entry, appended.seq)
     names = _RESPONSE_NAMES
     out = [(names.get(name.lower(), name), value)
            for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE)]

@@ -39,6 +39,7 @@ from gateway.errors import (
     RequestError,
     ServiceFailed,
     SslAuthenticationFailed,
+    UnknownService,
 )
 from gateway.identifiers import ClientId, member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
@@ -59,6 +60,11 @@ from gateway.proxy.common import (
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 from gateway.proxy.spool import Spool
+from gateway.transparency import declared
+from gateway.transparency import service as transparency
+from gateway.transparency.headers import Transparency
+from gateway.transparency.records import UsageEntry
+from gateway.transparency.service import USAGE_SERVICES
 
 log = structlog.get_logger("gateway.proxy.server")
 
@@ -159,6 +165,8 @@ async def _handle(
     request_target = request.raw_path  # path and query as received, which target holds split
     provider = ctx.snapshot.clients.get(target.service.subsystem)
     body_logging = ctx.body_logging and (provider.body_logging if provider is not None else True)
+    if target.service.service_code in USAGE_SERVICES:
+        body_logging = False  # a subject identifier and its salts: never in the log (docs/transparency.md section 4)
     user_id = fields.get(rest.H_USER_ID)
     issue = fields.get(rest.H_ISSUE)
 
@@ -194,19 +202,33 @@ async def _handle(
     error_type: str | None = None
     answer: Spool | None = None  # the service's answer, when it was spooled
     resp_body = b""
+    usage: Transparency | None = None  # docs/transparency.md: the disclosure record's data, when there is one
     try:
+        code = target.service.service_code
         if soap.H_PROTOCOL_VERSION in fields:  # a SOAP message (PR-MESS): gateway/proxy/soap_server.py
             status, reason, resp_pairs, resp_body = await soap_server.answer(
                 ctx, conf, client, target, fields, pairs, body if spool is None else spool, account,
                 call=_call_service,
             )
-        elif target.service.service_code in META_SERVICES:
+        elif code in META_SERVICES:
             status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
                                                                               target.raw_query)
+        elif code in USAGE_SERVICES and ctx.transparency is not None and not target.service_path:
+            subsystem = target.service.subsystem
+            if subsystem not in ctx.snapshot.clients:
+                raise UnknownService(f"{subsystem.typed()} is not a client of this security server")
+            status, reason, resp_pairs, resp_body = await transparency.answer(
+                ctx.transparency, ctx.messagelog, conf, client, subsystem, code, target.method,
+                body if spool is None else b"", ctx.clock(), own_ocsp)
         else:
             service = ctx.snapshot.service(target.service)
+            if ctx.transparency is not None:
+                usage = ctx.transparency.parse(fields, client=client, conf=conf, now=now)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
+            if ctx.transparency is not None and (service.data_subject is not None or service.purpose_required):
+                usage = declared.apply(service, usage, target.service_path, target.raw_query,
+                                       body if spool is None else None)
             status, reason, resp_pairs, resp_body, answer = await _call_service(
                 ctx, service.url, service.timeout_seconds, target, pairs, body if spool is None else spool, account,
             )
@@ -225,9 +247,17 @@ async def _handle(
                     message_id=message_id, request_id=request_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
     try:
+        entry = None
+        if usage is not None and ctx.transparency is not None:
+            # the disclosure record, committed with the response's (docs/transparency.md section 3)
+            entry = ctx.transparency.entry(
+                origin=ctx.origin, side="server", message_id=message_id, request_id=request_id, client=client,
+                service=target.service, method=target.method, path=target.service_path, status=status,
+                created=ctx.clock(), request_hash=request_hash, t=usage, user_id=user_id,
+                signing_cert=sign_cert_der, ocsp_response=own_ocsp)
         return await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
                              signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
-                             answer, error_type, body_logging)
+                             answer, error_type, body_logging, entry)
     except BaseException:
         if answer is not None:
             answer.close()
@@ -239,7 +269,7 @@ async def _answer(
     request_id: str, request_hash: str, verified: signatures.VerifiedSignature, signer: signatures.Signer,
     sign_cert_der: bytes, own_ocsp: bytes, record: Callable[..., LogRecord], status: int, reason: str | None,
     resp_pairs: list[tuple[str, str]], resp_body: bytes, answer: Spool | None, error_type: str | None,
-    body_logging: bool,
+    body_logging: bool, usage: UsageEntry | None = None,
 ) -> http.Response:
     """Step (8): sign the answer (its body ``resp_body``, or in ``answer`` when spooled), log it, return it (a
     spooled one streamed from ``answer``, which the stream closes once sent)."""
@@ -273,10 +303,18 @@ async def _answer(
         signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest,
         resp_body if answer is None else None,
     )
+    usage_logged = None
     if answer is not None and body_logging:
         await ctx.messagelog.append_body_apart(response_record, answer.chunks())
-    else:
+    elif usage is None:
         await ctx.messagelog.append(response_record)
+    else:  # both queued in this turn of the loop: one group commit (docs/transparency.md section 3)
+        logged = ctx.messagelog.start(response_record)
+        usage_logged = ctx.messagelog.start(usage.record)
+        await logged
+    if usage is not None and ctx.transparency is not None:
+        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(usage.record))
+        ctx.transparency.committed(usage, appended.seq)
     out = [(name, value) for name, value in passed if not name.lower().startswith("x-road-")]
     out.extend(xroad.items())
     out.extend(signed.headers.items())

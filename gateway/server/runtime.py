@@ -92,6 +92,8 @@ from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
+from gateway.transparency.index import UsageIndex
+from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
 
 log = structlog.get_logger("gateway.server.runtime")
@@ -298,6 +300,12 @@ class SecurityServer:
         )
         ctx.body_logging = s.body_logging
         ctx.exchange_log = s.exchange_log
+        if s.transparency:
+            ctx.transparency = TransparencyState(
+                key=load_key(s.state_dir), index=UsageIndex(self.messagelog), max_subjects=s.transparency_max_subjects,
+                max_page=s.transparency_max_page, envelope_path=self.globalconf.cache_path,
+            )
+            stack.push_async_callback(ctx.transparency.index.close)  # its queued rows, before the log closes
         if s.opmon_records:
             ctx.opmon = self.opmon = OpMonWriter(
                 self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,
@@ -353,7 +361,7 @@ class SecurityServer:
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
                 checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
-                management=self.send_management,
+                management=self.send_management, transparency=ctx.transparency,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"

@@ -56,6 +56,7 @@ HANDLERS: dict[str, CentralImpl] = {
     # trust services, signing keys
     "listCas": h.list_cas, "addCa": h.add_ca, "removeCa": h.remove_ca,
     "listTsas": h.list_tsas, "addTsa": h.add_tsa, "removeTsa": h.remove_tsa,
+    "getTransparency": h.get_transparency, "setTransparency": h.set_transparency,
     "listSigningKeys": h.list_signing_keys, "createSigningKey": h.create_signing_key,
     "activateSigningKey": h.activate_signing_key, "retireSigningKey": h.retire_signing_key, "getAnchor": h.get_anchor,
     # registration requests, publications

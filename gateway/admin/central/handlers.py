@@ -272,6 +272,17 @@ async def remove_tsa(call: Call, request: web.Request, ctx: CentralAdminContext)
     await registry.remove_tsa(ctx.engine, request.match_info["name"])
 
 
+async def get_transparency(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    return await registry.get_transparency(ctx.engine)
+
+
+@changes_registry
+async def set_transparency(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    b = call.body
+    return await registry.set_transparency(ctx.engine, purposes=b["purposes"], portal=b["portal"] or "",
+                                           embargo_clients=b["embargo_clients"], instance=ctx.instance)
+
+
 # ------------------------------------------------------------------------------------------ signing keys
 
 

@@ -30,6 +30,19 @@ from gateway.admin.routes import (
 )
 from gateway.admin.schema import JsonSchema, page_schema
 
+
+def _transparency(instance: str) -> JsonSchema:
+    return obj({
+        "purposes": {"type": "object", "maxProperties": 1000,
+                     "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                     "additionalProperties": {"type": "string", "maxLength": 500},
+                     "description": "purpose code -> text"},
+        "portal": {"anyOf": [identifier("subsystem", instance=instance), {"type": "null"}],
+                   "description": "the citizen portal's subsystem"},
+        "embargo_clients": {"type": "array", "maxItems": 1000, "items": identifier("subsystem", instance=instance)},
+    }, ("purposes", "portal", "embargo_clients"))
+
+
 SYSADMIN: frozenset[Role] = frozenset({"system-administrator"})
 REGISTRATION: frozenset[Role] = frozenset({"registration-officer"})
 SECURITY: frozenset[Role] = frozenset({"security-officer"})
@@ -241,6 +254,16 @@ def _routes(instance: str) -> tuple[Route, ...]:
               request=s["add_tsa"], response=s["tsa"], status=201, errors=(400, 409)),
         Route(operation_id="removeTsa", method="DELETE", path=f"{API}/tsas/{{name}}", roles=SECURITY,
               tag="trust-services", summary="Stop trusting a timestamping authority", status=204, errors=(404,)),
+        # --- transparency parameters (docs/transparency.md section 1)
+        Route(operation_id="getTransparency", method="GET", path=f"{API}/transparency", roles=READERS,
+              tag="trust-services", summary="The published transparency parameters set in the registry (null: "
+              "the settings' are published)", response={"anyOf": [_transparency(instance), {"type": "null"}]},
+              errors=()),
+        Route(operation_id="setTransparency", method="PUT", path=f"{API}/transparency", roles=SECURITY,
+              tag="trust-services", summary="Set the purposes, the portal's subsystem and the embargo entitlements "
+              "(published from the next publication on)", request=_transparency(instance),
+              response=_transparency(instance),
+              errors=(400,)),
         # --- configuration-signing keys
         Route(operation_id="listSigningKeys", method="GET", path=f"{API}/signing-keys", roles=READERS,
               tag="signing-keys", summary="Configuration-signing keys, oldest first",
