@@ -70,8 +70,11 @@ class _Code:
     expires: float
 
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
-                          undefined=jinja2.StrictUndefined)
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
 def _utc_now() -> datetime:
@@ -81,10 +84,16 @@ def _utc_now() -> datetime:
 class DevIdentityProvider:
     """The provider's state: its key, its one client, the codes not yet redeemed."""
 
-    def __init__(self, *, clients: dict[str, tuple[str, ...]], citizens: tuple[TestCitizen, ...] = CITIZENS,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
-        self.key = ECKey.generate_key("P-256", parameters={"kid": secrets.token_hex(8), "use": "sig",
-                                                           "alg": "ES256"}, private=True)
+    def __init__(
+        self,
+        *,
+        clients: dict[str, tuple[str, ...]],
+        citizens: tuple[TestCitizen, ...] = CITIZENS,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.key = ECKey.generate_key(
+            "P-256", parameters={"kid": secrets.token_hex(8), "use": "sig", "alg": "ES256"}, private=True
+        )
         self.clients = clients  # client_id -> registered redirect URIs
         self.citizens = citizens
         self.clock = clock
@@ -93,18 +102,31 @@ class DevIdentityProvider:
 
     def discovery(self) -> dict[str, Any]:
         return {
-            "issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",
-            "token_endpoint": f"{self.issuer}/token", "jwks_uri": f"{self.issuer}/jwks",
-            "response_types_supported": ["code"], "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256"], "scopes_supported": ["openid"],
-            "grant_types_supported": ["authorization_code"], "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["none"], "claims_supported": ["sub", "name"],
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "token_endpoint": f"{self.issuer}/token",
+            "jwks_uri": f"{self.issuer}/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "scopes_supported": ["openid"],
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "claims_supported": ["sub", "name"],
         }
 
     def id_token(self, subject: str, name: str, *, client_id: str, nonce: str | None) -> str:
         now = int(self.clock().timestamp())
-        claims: dict[str, Any] = {"iss": self.issuer, "sub": subject, "aud": client_id, "name": name, "iat": now,
-                                  "exp": now + ID_TOKEN_TTL_SECONDS, "auth_time": now}
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": client_id,
+            "name": name,
+            "iat": now,
+            "exp": now + ID_TOKEN_TTL_SECONDS,
+            "auth_time": now,
+        }
         if nonce is not None:
             claims["nonce"] = nonce
         return jwt.encode({"alg": "ES256", "kid": self.key.kid}, claims, self.key)
@@ -140,9 +162,19 @@ class DevIdentityProvider:
         if error is not None:
             return _back(checked[1], {"error": error, "state": request.query.get("state", "")})
         csrf = secrets.token_urlsafe(24)
-        keep = {k: request.query.get(k, "") for k in (
-            "client_id", "redirect_uri", "scope", "response_type", "state", "nonce", "code_challenge",
-            "code_challenge_method")}
+        keep = {
+            k: request.query.get(k, "")
+            for k in (
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "response_type",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+            )
+        }
         response = _page("signin.html", citizens=self.citizens, params=keep, csrf=csrf, error=None)
         response.set_cookie(_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/")
         return response
@@ -161,16 +193,38 @@ class DevIdentityProvider:
             return _back(redirect_uri, {"error": error, "state": str(form.get("state", ""))})
         subject = str(form.get("subject_id") or form.get("subject") or "").strip()
         if not SUBJECT.fullmatch(subject):
-            keep = {k: str(form.get(k, "")) for k in (
-                "client_id", "redirect_uri", "scope", "response_type", "state", "nonce", "code_challenge",
-                "code_challenge_method")}
-            return _page("signin.html", status=400, citizens=self.citizens, params=keep, csrf=cookie,
-                         error=f"{subject[:40]!r} is not a subject id with a country prefix, e.g. EE38001085718")
+            keep = {
+                k: str(form.get(k, ""))
+                for k in (
+                    "client_id",
+                    "redirect_uri",
+                    "scope",
+                    "response_type",
+                    "state",
+                    "nonce",
+                    "code_challenge",
+                    "code_challenge_method",
+                )
+            }
+            return _page(
+                "signin.html",
+                status=400,
+                citizens=self.citizens,
+                params=keep,
+                csrf=cookie,
+                error=f"{subject[:40]!r} is not a subject id with a country prefix, e.g. EE38001085718",
+            )
         name = next((c.name for c in self.citizens if c.subject == subject), subject)
         code = secrets.token_urlsafe(32)
-        self._codes[code] = _Code(client_id=client_id, redirect_uri=redirect_uri, subject=subject, name=name,
-                                  nonce=str(form.get("nonce", "")) or None, code_challenge=str(form["code_challenge"]),
-                                  expires=time.monotonic() + CODE_TTL_SECONDS)
+        self._codes[code] = _Code(
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            subject=subject,
+            name=name,
+            nonce=str(form.get("nonce", "")) or None,
+            code_challenge=str(form["code_challenge"]),
+            expires=time.monotonic() + CODE_TTL_SECONDS,
+        )
         return _back(redirect_uri, {"code": code, "state": str(form.get("state", ""))})
 
     # ---- the token request (RFC 6749 section 4.1.3, RFC 7636 section 4.6)
@@ -188,9 +242,15 @@ class DevIdentityProvider:
         if not verifier or not hmac.compare_digest(create_s256_code_challenge(verifier), entry.code_challenge):
             return _token_error("invalid_grant", "the code_verifier does not match the code_challenge (PKCE)")
         token = self.id_token(entry.subject, entry.name, client_id=entry.client_id, nonce=entry.nonce)
-        return web.json_response({"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
-                                  "expires_in": ID_TOKEN_TTL_SECONDS, "id_token": token},
-                                 headers={"Cache-Control": "no-store"})
+        return web.json_response(
+            {
+                "access_token": secrets.token_urlsafe(24),
+                "token_type": "Bearer",
+                "expires_in": ID_TOKEN_TTL_SECONDS,
+                "id_token": token,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def discovery_document(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.discovery())
@@ -209,9 +269,16 @@ class DevIdentityProvider:
 
 
 def _page(template: str, *, status: int = 200, **values: Any) -> web.Response:
-    return web.Response(text=_ENV.get_template(template).render(**values), status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                 "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'"})
+    return web.Response(
+        text=_ENV.get_template(template).render(**values),
+        status=status,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
+        },
+    )
 
 
 def _back(redirect_uri: str, params: dict[str, str]) -> web.Response:
@@ -220,8 +287,9 @@ def _back(redirect_uri: str, params: dict[str, str]) -> web.Response:
 
 
 def _token_error(error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=400,
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {"error": error, "error_description": description}, status=400, headers={"Cache-Control": "no-store"}
+    )
 
 
 @dataclass
@@ -235,7 +303,9 @@ class RunningIdentityProvider:
 
 
 async def start_identity_provider(
-    provider: DevIdentityProvider, host: str = "127.0.0.1", port: int = 0,
+    provider: DevIdentityProvider,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> RunningIdentityProvider:
     """Listen on ``host:port`` (0: a free one); the issuer is ``http://host:port``.
 

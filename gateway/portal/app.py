@@ -50,8 +50,13 @@ CSRF_FIELD = "_csrf"
 _CSRF_DOMAIN = b"gateway-portal-csrf\x00"
 MAX_ANSWER_BYTES = 8 * 2**20  # bytes of one findUsage answer; a larger one is refused as malformed
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _ENV.filters["time"] = show_time
 
 
@@ -152,8 +157,13 @@ class Portal:
         """
         provider = await self.provider()
         s = self.settings
-        args: dict[str, Any] = {"issuer": provider.issuer, "client_id": s.client_id, "nonce": nonce,
-                                "now": self.clock(), "leeway": s.id_token_leeway_seconds}
+        args: dict[str, Any] = {
+            "issuer": provider.issuer,
+            "client_id": s.client_id,
+            "nonce": nonce,
+            "now": self.clock(),
+            "leeway": s.id_token_leeway_seconds,
+        }
         try:
             citizen = oidc.verify_id_token(token, await self.keys(), **args)
         except Unauthorized:
@@ -170,13 +180,16 @@ class Portal:
     def unseal(self, value: str | None) -> oidc.SignIn:
         """Raises: Unauthorized: no sign-in cookie, or one this process did not seal."""
         if not value or "." not in value:
-            raise Unauthorized("the sign-in was refused: no sign-in was started in this browser",
-                               hint="start again from the portal's Sign in button")
+            raise Unauthorized(
+                "the sign-in was refused: no sign-in was started in this browser",
+                hint="start again from the portal's Sign in button",
+            )
         body, mac = value.rsplit(".", 1)
         expected = hmac.new(self._seal_key, body.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(mac, expected):
-            raise Unauthorized("the sign-in was refused: its state cookie was not made by this portal",
-                               hint="start the sign-in again")
+            raise Unauthorized(
+                "the sign-in was refused: its state cookie was not made by this portal", hint="start the sign-in again"
+            )
         return oidc.SignIn.from_json(base64.urlsafe_b64decode(body.encode()).decode())
 
     # ---- findUsage over the exchange
@@ -186,17 +199,31 @@ class Portal:
 
     async def _ask(self, target: SubsystemId, subject: str, now: datetime, sem: asyncio.Semaphore) -> Answer:
         s = self.settings
-        url = (f"{s.security_server_url.rstrip('/')}/r1/"
-               + "/".join(quote(p, safe="") for p in str(target).split("/")) + "/findUsage")
-        body: dict[str, Any] = {"userCode": subject, "periodStart": format_time(now - timedelta(days=s.period_days)),
-                "periodEnd": format_time(now), "offset": 0, "limit": s.page_limit}
+        url = (
+            f"{s.security_server_url.rstrip('/')}/r1/"
+            + "/".join(quote(p, safe="") for p in str(target).split("/"))
+            + "/findUsage"
+        )
+        body: dict[str, Any] = {
+            "userCode": subject,
+            "periodStart": format_time(now - timedelta(days=s.period_days)),
+            "periodEnd": format_time(now),
+            "offset": 0,
+            "limit": s.page_limit,
+        }
         found: list[usage.Usage] = []
         total = 0
         try:
             while True:
-                async with sem, self.session().post(
-                        url, json=body, headers={"X-Road-Client": self.client, "Accept": "application/json"},
-                        timeout=aiohttp.ClientTimeout(total=s.timeout_seconds)) as r:
+                async with (
+                    sem,
+                    self.session().post(
+                        url,
+                        json=body,
+                        headers={"X-Road-Client": self.client, "Accept": "application/json"},
+                        timeout=aiohttp.ClientTimeout(total=s.timeout_seconds),
+                    ) as r,
+                ):
                     data = await r.content.read(MAX_ANSWER_BYTES + 1)
                     if len(data) > MAX_ANSWER_BYTES:
                         raise PeerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
@@ -240,11 +267,18 @@ PORTAL: web.AppKey[Portal] = web.AppKey("portal", Portal)
 
 
 def render(template: str, *, status: int = 200, **values: Any) -> web.Response:
-    return web.Response(text=_ENV.get_template(template).render(**values), status=status, content_type="text/html",
-                        charset="utf-8", headers={
-                            "Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-                            "Referrer-Policy": "no-referrer"})
+    return web.Response(
+        text=_ENV.get_template(template).render(**values),
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
 
 
 def _redirect(location: str) -> web.Response:
@@ -253,8 +287,12 @@ def _redirect(location: str) -> web.Response:
 
 def _cookie(request: web.Request, *, samesite: str, max_age: int | None) -> dict[str, Any]:
     portal = request.app[PORTAL]
-    options: dict[str, Any] = {"httponly": True, "samesite": samesite, "path": "/",
-                               "secure": request.secure or portal.settings.secure_cookies}
+    options: dict[str, Any] = {
+        "httponly": True,
+        "samesite": samesite,
+        "path": "/",
+        "secure": request.secure or portal.settings.secure_cookies,
+    }
     if max_age is not None:
         options["max_age"] = max_age
     return options
@@ -283,9 +321,10 @@ def _check_subject(request: web.Request, citizen: oidc.Citizen) -> None:
     for name in ("subject", "userCode"):
         asked = request.query.get(name)
         if asked is not None and asked != citizen.subject:
-            raise Forbidden(f"you are signed in as {citizen.subject} and may see only your own data, not that "
-                            f"of {asked[:40]!r}", hint="the subject is taken from your sign-in, never from the "
-                                                       "address")
+            raise Forbidden(
+                f"you are signed in as {citizen.subject} and may see only your own data, not that of {asked[:40]!r}",
+                hint="the subject is taken from your sign-in, never from the address",
+            )
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -298,10 +337,14 @@ async def signin(request: web.Request) -> web.StreamResponse:
     portal = request.app[PORTAL]
     sign_in = oidc.SignIn.new()
     provider = await portal.provider()
-    response = _redirect(oidc.authorization_url(provider, client_id=portal.settings.client_id,
-                                                redirect_uri=portal.redirect_uri, sign_in=sign_in))
-    response.set_cookie(SIGNIN_COOKIE, portal.seal(sign_in), **_cookie(request, samesite="Lax",
-                                                                        max_age=SIGNIN_TTL_SECONDS))
+    response = _redirect(
+        oidc.authorization_url(
+            provider, client_id=portal.settings.client_id, redirect_uri=portal.redirect_uri, sign_in=sign_in
+        )
+    )
+    response.set_cookie(
+        SIGNIN_COOKIE, portal.seal(sign_in), **_cookie(request, samesite="Lax", max_age=SIGNIN_TTL_SECONDS)
+    )
     return response
 
 
@@ -313,8 +356,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     sign_in = portal.unseal(request.cookies.get(SIGNIN_COOKIE))
     # (2) the state it was sent with
     if not hmac.compare_digest(request.query.get("state", ""), sign_in.state):
-        raise Unauthorized("the sign-in was refused: the provider's answer carries another state",
-                           hint="start the sign-in again")
+        raise Unauthorized(
+            "the sign-in was refused: the provider's answer carries another state", hint="start the sign-in again"
+        )
     if "error" in request.query:
         raise Unauthorized(f"the identity provider refused the sign-in: {request.query['error'][:100]}")
     code = request.query.get("code")
@@ -323,13 +367,22 @@ async def callback(request: web.Request) -> web.StreamResponse:
     # (3) the code, with the PKCE verifier
     provider = await portal.provider()
     try:
-        async with portal.session().post(provider.token_endpoint, data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri,
-                "client_id": portal.settings.client_id, "code_verifier": sign_in.code_verifier}) as r:
+        async with portal.session().post(
+            provider.token_endpoint,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": portal.redirect_uri,
+                "client_id": portal.settings.client_id,
+                "code_verifier": sign_in.code_verifier,
+            },
+        ) as r:
             answer = await r.json(content_type=None)
             if r.status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("id_token"), str):
-                raise Unauthorized(f"the identity provider refused the code ({r.status}): "
-                                   f"{str(answer.get('error_description', answer))[:200]}")
+                raise Unauthorized(
+                    f"the identity provider refused the code ({r.status}): "
+                    f"{str(answer.get('error_description', answer))[:200]}"
+                )
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         raise PeerError(f"the identity provider's token endpoint failed: {e}") from e
     token: str = answer["id_token"]
@@ -348,9 +401,17 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
     citizen, token = await _citizen(request)
     _check_subject(request, citizen)
     entries, answers = await portal.fan_out(citizen.subject)
-    return render("usage.html", citizen=citizen, csrf=csrf_token(token), entries=entries, answers=answers,
-                  failed=[a for a in answers if a.error], truncated=[a for a in answers if a.truncated],
-                  period_days=portal.settings.period_days, now=portal.clock())
+    return render(
+        "usage.html",
+        citizen=citizen,
+        csrf=csrf_token(token),
+        entries=entries,
+        answers=answers,
+        failed=[a for a in answers if a.error],
+        truncated=[a for a in answers if a.truncated],
+        period_days=portal.settings.period_days,
+        now=portal.clock(),
+    )
 
 
 async def evidence(request: web.Request) -> web.StreamResponse:
@@ -360,18 +421,24 @@ async def evidence(request: web.Request) -> web.StreamResponse:
     entries, _answers = await portal.fan_out(citizen.subject)
     now = portal.clock()
     document = usage.evidence_file(citizen.subject, entries, now=now)
-    return web.Response(body=json.dumps(document, indent=1).encode(), content_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="evidence-{citizen.subject}-'
-                                                        f'{now:%Y%m%dT%H%M%SZ}.json"',
-                                 "Cache-Control": "no-store"})
+    return web.Response(
+        body=json.dumps(document, indent=1).encode(),
+        content_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="evidence-{citizen.subject}-{now:%Y%m%dT%H%M%SZ}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def signout(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = request.cookies.get(SESSION_COOKIE, "")
     if not token or not hmac.compare_digest(str(form.get(CSRF_FIELD, "")), csrf_token(token)):
-        raise Forbidden("the sign-out form did not carry its anti-forgery (CSRF) token",
-                        hint="use the Sign out button of the portal's page")
+        raise Forbidden(
+            "the sign-out form did not carry its anti-forgery (CSRF) token",
+            hint="use the Sign out button of the portal's page",
+        )
     response = _redirect("/?reason=You+have+signed+out.")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -386,13 +453,21 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Any]) ->
     except web.HTTPException as e:
         if e.status not in (404, 405):
             raise
-        return render("refused.html", status=e.status, citizen=None, message=f"there is no page {request.path[:200]}"
-                      if e.status == 404 else f"{request.path[:200]} does not take {request.method}",
-                      xroad_type="Client.NotFound" if e.status == 404 else "Client.MethodNotAllowed", hint=None)
+        return render(
+            "refused.html",
+            status=e.status,
+            citizen=None,
+            message=f"there is no page {request.path[:200]}"
+            if e.status == 404
+            else f"{request.path[:200]} does not take {request.method}",
+            xroad_type="Client.NotFound" if e.status == 404 else "Client.MethodNotAllowed",
+            hint=None,
+        )
     except GatewayError as e:
         status = e.status if 400 <= e.status < 600 else 500
-        response = render("refused.html", status=status, citizen=None, message=e.message, xroad_type=e.xroad_type,
-                          hint=e.hint)
+        response = render(
+            "refused.html", status=status, citizen=None, message=e.message, xroad_type=e.xroad_type, hint=e.hint
+        )
         if isinstance(e, Unauthorized) and request.path != "/callback":
             response.del_cookie(SESSION_COOKIE, path="/")
         return response
@@ -437,8 +512,10 @@ async def start_portal(portal: Portal, *, host: str | None = None, port: int | N
         if not portal.client:
             portal.client = s.client
         if not portal.client:
-            raise ConfigError("[portal] key 'client': the portal's subsystem is not set",
-                              hint="set it to the subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM) the portal calls as")
+            raise ConfigError(
+                "[portal] key 'client': the portal's subsystem is not set",
+                hint="set it to the subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM) the portal calls as",
+            )
         try:
             SubsystemId.parse(portal.client, encoded=False)
         except IdentifierError as e:
@@ -455,5 +532,15 @@ async def start_portal(portal: Portal, *, host: str | None = None, port: int | N
     return RunningPortal(portal=portal, runner=runner, url=portal.public_url)
 
 
-__all__ = ["PORTAL", "SESSION_COOKIE", "SIGNIN_COOKIE", "Answer", "Portal", "RunningPortal", "build_portal_app",
-           "csrf_token", "listen", "start_portal"]
+__all__ = [
+    "PORTAL",
+    "SESSION_COOKIE",
+    "SIGNIN_COOKIE",
+    "Answer",
+    "Portal",
+    "RunningPortal",
+    "build_portal_app",
+    "csrf_token",
+    "listen",
+    "start_portal",
+]

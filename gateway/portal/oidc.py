@@ -49,8 +49,9 @@ class SignIn:
 
     @classmethod
     def new(cls) -> SignIn:
-        return cls(state=secrets.token_urlsafe(24), nonce=secrets.token_urlsafe(24),
-                   code_verifier=secrets.token_urlsafe(48))
+        return cls(
+            state=secrets.token_urlsafe(24), nonce=secrets.token_urlsafe(24), code_verifier=secrets.token_urlsafe(48)
+        )
 
     def to_json(self) -> str:
         return json.dumps({"state": self.state, "nonce": self.nonce, "code_verifier": self.code_verifier})
@@ -62,8 +63,9 @@ class SignIn:
             d = json.loads(text)
             return cls(state=str(d["state"]), nonce=str(d["nonce"]), code_verifier=str(d["code_verifier"]))
         except (ValueError, KeyError, TypeError) as e:
-            raise Unauthorized("the sign-in was refused: its state cookie is malformed",
-                               hint="start the sign-in again") from e
+            raise Unauthorized(
+                "the sign-in was refused: its state cookie is malformed", hint="start the sign-in again"
+            ) from e
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,8 +91,10 @@ def parse_discovery(data: bytes, *, issuer: str) -> Provider:
     if not isinstance(doc, dict):
         raise TrustError("the provider's discovery document is not a JSON object")
     if doc.get("issuer") != issuer:
-        raise TrustError(f"the provider's discovery document names issuer {str(doc.get('issuer'))[:200]!r}, "
-                         f"not {issuer!r}", hint="[portal] issuer must be the provider's exact issuer URL")
+        raise TrustError(
+            f"the provider's discovery document names issuer {str(doc.get('issuer'))[:200]!r}, not {issuer!r}",
+            hint="[portal] issuer must be the provider's exact issuer URL",
+        )
     fields = {}
     for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         value = doc.get(key)
@@ -118,17 +122,31 @@ def parse_jwks(data: bytes) -> KeySet:
 
 def authorization_url(provider: Provider, *, client_id: str, redirect_uri: str, sign_in: SignIn) -> str:
     """The authorization request (OpenID Connect Core 1.0 section 3.1.2.1) with PKCE (RFC 7636 section 4.3)."""
-    query = urlencode({
-        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid",
-        "state": sign_in.state, "nonce": sign_in.nonce,
-        "code_challenge": create_s256_code_challenge(sign_in.code_verifier), "code_challenge_method": "S256",
-    })
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": "openid",
+            "state": sign_in.state,
+            "nonce": sign_in.nonce,
+            "code_challenge": create_s256_code_challenge(sign_in.code_verifier),
+            "code_challenge_method": "S256",
+        }
+    )
     sep = "&" if "?" in provider.authorization_endpoint else "?"
     return f"{provider.authorization_endpoint}{sep}{query}"
 
 
 def verify_id_token(
-    token: str, keys: KeySet, *, issuer: str, client_id: str, nonce: str | None, now: datetime, leeway: int,
+    token: str,
+    keys: KeySet,
+    *,
+    issuer: str,
+    client_id: str,
+    nonce: str | None,
+    now: datetime,
+    leeway: int,
 ) -> Citizen:
     """The citizen an ID token names, if the token is genuine, for this portal, and current.
 
@@ -147,12 +165,16 @@ def verify_id_token(
     try:
         decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
     except (JoseError, ValueError, TypeError) as e:
-        raise Unauthorized(f"the ID token's signature does not verify: {e}",
-                           hint="sign in again through the identity provider") from e
+        raise Unauthorized(
+            f"the ID token's signature does not verify: {e}", hint="sign in again through the identity provider"
+        ) from e
     # (3) issuer, audience, expiry, nonce (OpenID Connect Core 1.0 section 3.1.3.7)
-    options: dict[str, Any] = {"iss": {"essential": True, "value": issuer},
-                               "aud": {"essential": True, "value": client_id},
-                               "sub": {"essential": True}, "exp": {"essential": True}}
+    options: dict[str, Any] = {
+        "iss": {"essential": True, "value": issuer},
+        "aud": {"essential": True, "value": client_id},
+        "sub": {"essential": True},
+        "exp": {"essential": True},
+    }
     if nonce is not None:
         options["nonce"] = {"essential": True, "value": nonce}
     claims = CodeIDToken(decoded.claims, decoded.header, options, {"nonce": nonce} if nonce else {})
@@ -163,12 +185,26 @@ def verify_id_token(
     # (4) the subject
     subject = claims["sub"]
     if not isinstance(subject, str) or not SUBJECT.fullmatch(subject):
-        raise Unauthorized(f"the ID token's subject {str(subject)[:60]!r} is not a subject id with a country "
-                           "prefix (e.g. EE38001085718)")
+        raise Unauthorized(
+            f"the ID token's subject {str(subject)[:60]!r} is not a subject id with a country "
+            "prefix (e.g. EE38001085718)"
+        )
     name = claims.get("name")
-    return Citizen(subject=subject, name=name if isinstance(name, str) else subject,
-                   expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))
+    return Citizen(
+        subject=subject,
+        name=name if isinstance(name, str) else subject,
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
 
 
-__all__ = ["ALGORITHMS", "SUBJECT", "Citizen", "Provider", "SignIn", "authorization_url", "parse_discovery",
-           "parse_jwks", "verify_id_token"]
+__all__ = [
+    "ALGORITHMS",
+    "SUBJECT",
+    "Citizen",
+    "Provider",
+    "SignIn",
+    "authorization_url",
+    "parse_discovery",
+    "parse_jwks",
+    "verify_id_token",
+]

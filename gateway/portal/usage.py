@@ -70,8 +70,7 @@ def parse_answer(source: str, body: Any) -> tuple[int, list[Usage]]:
         PeerError: not ``{"total": N, "usages": [...]}``, or an item without its text fields, with a bad time,
             a role other than access or disclosure, or without an evidence object (the tracker contract).
     """
-    if not isinstance(body, dict) or not isinstance(body.get("total"), int) or not isinstance(
-            body.get("usages"), list):
+    if not isinstance(body, dict) or not isinstance(body.get("total"), int) or not isinstance(body.get("usages"), list):
         raise PeerError(f"{source} answered findUsage without total and usages")
     out = []
     for i, item in enumerate(body["usages"]):
@@ -90,12 +89,17 @@ def parse_answer(source: str, body: Any) -> tuple[int, list[Usage]]:
         if not isinstance(item.get("evidence"), dict):
             raise PeerError(f"{where}.evidence is missing")
         embargo = item.get("embargoUntil")
-        out.append(Usage(
-            source=source, role=role, logtime=_parse_time(item.get("logtime"), f"{where}.logtime"),
-            message_id=item["messageId"], request_hash=item["requestHash"],
-            embargo_until=None if embargo is None else _parse_time(embargo, f"{where}.embargoUntil"),
-            item=item,
-        ))
+        out.append(
+            Usage(
+                source=source,
+                role=role,
+                logtime=_parse_time(item.get("logtime"), f"{where}.logtime"),
+                message_id=item["messageId"],
+                request_hash=item["requestHash"],
+                embargo_until=None if embargo is None else _parse_time(embargo, f"{where}.embargoUntil"),
+                item=item,
+            )
+        )
     return body["total"], out
 
 
@@ -168,17 +172,38 @@ def join(usages: Iterable[Usage], *, now: datetime, verify: Verifier) -> list[En
     for (message_id, request_hash), groups in slots.items():
         for g in groups:
             proofs = {role: verify(u.item) for role, u in g.items()}
-            entries.append(Entry(message_id=message_id, request_hash=request_hash, access=g.get("access"),
-                                 disclosure=g.get("disclosure"), proofs=proofs))
+            entries.append(
+                Entry(
+                    message_id=message_id,
+                    request_hash=request_hash,
+                    access=g.get("access"),
+                    disclosure=g.get("disclosure"),
+                    proofs=proofs,
+                )
+            )
     entries.sort(key=lambda e: (e.logtime, e.message_id), reverse=True)
     return entries
 
 
 def evidence_file(subject: str, entries: Sequence[Entry], *, now: datetime) -> dict[str, Any]:
     """The downloadable evidence (the tracker contract's format): every record shown, as received."""
-    return {"subject": subject, "generated": format_time(now),
-            "entries": [dict(u.item) for e in entries for u in e.sides]}
+    return {
+        "subject": subject,
+        "generated": format_time(now),
+        "entries": [dict(u.item) for e in entries for u in e.sides],
+    }
 
 
-__all__ = ["ROLES", "Entry", "Proof", "Role", "Usage", "Verifier", "evidence_file", "join", "no_verifier",
-           "parse_answer", "visible"]
+__all__ = [
+    "ROLES",
+    "Entry",
+    "Proof",
+    "Role",
+    "Usage",
+    "Verifier",
+    "evidence_file",
+    "join",
+    "no_verifier",
+    "parse_answer",
+    "visible",
+]

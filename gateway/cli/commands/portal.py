@@ -28,11 +28,14 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
             updater.load_cached()
             await updater.refresh()
             if updater.current is None:
-                raise ConfigError("the portal has no global configuration: none cached and none downloaded",
-                                  hint="check [globalconf] anchor and that the central server is reachable")
+                raise ConfigError(
+                    "the portal has no global configuration: none cached and none downloaded",
+                    hint="check [globalconf] anchor and that the central server is reachable",
+                )
             poll = asyncio.create_task(updater.run(stop))
-            running = await start_portal(Portal(settings=settings.portal, globalconf=updater.require_valid),
-                                         host=host, port=port)
+            running = await start_portal(
+                Portal(settings=settings.portal, globalconf=updater.require_valid), host=host, port=port
+            )
             try:
                 print(f"portal listening on {running.url}", flush=True)
                 notify("READY=1")
