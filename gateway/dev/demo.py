@@ -31,15 +31,28 @@ from gateway.admin.roles import CENTRAL_ROLES, ROLES
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
+from gateway.dev.idp import DevIdentityProvider, RunningIdentityProvider, TestCitizen, start_identity_provider
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
 from gateway.files import private_dir, write_private_text
+from gateway.globalconf.fetcher import AiohttpFetcher
+from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from gateway.portal.app import Portal, RunningPortal, start_portal
+from gateway.portal.usage import Verifier, no_verifier
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
-from gateway.settings import AdminSettings, CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
+from gateway.settings import (
+    AdminSettings,
+    CentralSettings,
+    GlobalConfSettings,
+    PkiSettings,
+    PortalSettings,
+    ServerSettings,
+    Settings,
+)
 from gateway.trust import certprofile, keys
 
 log = structlog.get_logger("gateway.dev.demo")
@@ -79,7 +92,8 @@ def default_layout(instance: str = "DEV") -> tuple[list[MemberSpec], list[Server
     servers = [
         ServerSpec(id=a.server("ss1"), clients=(consumer,)),
         ServerSpec(
-            id=b.server("ss2"), clients=(registry_,),
+            id=b.server("ss2"),
+            clients=(registry_,),
             services={registry_.service("persons"): "persons", registry_.service("companies"): "companies"},
         ),
     ]
@@ -101,6 +115,7 @@ class Federation:
     specs: list[ServerSpec]
     members: list[MemberSpec]
     central_admin: CentralAdminHandle | None = None  # the central server's admin API
+    portal: DemoPortal | None = None  # the citizen portal and its identity provider (portal=True)
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
     _stopped: bool = False
@@ -119,20 +134,22 @@ class Federation:
         servers = []
         for spec in self.specs:
             ss = self.servers[spec.id]
-            servers.append({
-                "id": str(spec.id),
-                "client_url": ss.client_url,
-                "client_https_url": ss.client_https_url,
-                "server_address": ss.server_address,
-                "admin_url": ss.admin_url or None,
-                "metrics_url": f"{ss.ops_url}/metrics" if ss.ops_url else None,
-                "readiness_url": f"{ss.ops_url}/readyz" if ss.ops_url else None,
-                "database_url": ss.settings.server.database_url,
-                "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
-                "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
-                "clients": [str(c) for c in spec.clients],
-                "services": [str(s) for s in spec.services],
-            })
+            servers.append(
+                {
+                    "id": str(spec.id),
+                    "client_url": ss.client_url,
+                    "client_https_url": ss.client_https_url,
+                    "server_address": ss.server_address,
+                    "admin_url": ss.admin_url or None,
+                    "metrics_url": f"{ss.ops_url}/metrics" if ss.ops_url else None,
+                    "readiness_url": f"{ss.ops_url}/readyz" if ss.ops_url else None,
+                    "database_url": ss.settings.server.database_url,
+                    "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
+                    "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
+                    "clients": [str(c) for c in spec.clients],
+                    "services": [str(s) for s in spec.services],
+                }
+            )
         adapters = {}
         if self.adapters is not None:
             for spec in self.specs:
@@ -141,7 +158,8 @@ class Federation:
         return {
             "instance": self.instance,
             "central": {
-                "url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf",
+                "url": self.central.url,
+                "globalconf_url": f"{self.central.url}/globalconf",
                 "admin_url": None if self.central_admin is None else self.central_admin.url,
                 "settings": str((self.workdir / "central.toml").resolve()),
                 "metrics_url": f"{self.central.ops_url}/metrics" if self.central.ops_url else None,
@@ -157,6 +175,7 @@ class Federation:
             "servers": servers,
             "adapters": adapters,
             "admin_credentials": None if self.admin_credentials is None else str(self.admin_credentials),
+            "portal": None if self.portal is None else self.portal.describe(),
             "pid": os.getpid(),
             "processes": None,  # gateway demo --processes: each part's pid, argv, log (gateway/dev/processes.py)
         }
@@ -166,6 +185,8 @@ class Federation:
         if self._stopped:
             return
         self._stopped = True
+        if self.portal is not None:
+            await self.portal.close()
         for server in self.servers.values():
             await server.stop()
         if self.adapters is not None:
@@ -179,6 +200,75 @@ class Federation:
         await self.stop_parts()
         if self.lock is not None:
             self.lock.release()
+
+
+PORTAL_SUBSYSTEM = "portal"  # the portal's subsystem, of the first consuming member, on its server
+
+
+@dataclass
+class DemoPortal:
+    """The citizen portal (:mod:`gateway.portal`), its development identity provider and its own global
+    configuration client, all in the demo's process."""
+
+    client: SubsystemId
+    idp: RunningIdentityProvider
+    running: RunningPortal
+    updater: GlobalConfUpdater
+    citizens: tuple[TestCitizen, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "url": self.running.url,
+            "client": str(self.client),
+            "issuer": self.idp.url,
+            "client_id": self.running.portal.settings.client_id,
+            "citizens": [{"subject": c.subject, "name": c.name} for c in self.citizens],
+        }
+
+    async def close(self) -> None:
+        await self.running.close()
+        await self.idp.close()
+        await self.updater.close()
+
+
+def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list[MemberSpec], list[ServerSpec]]:
+    """The layout plus the portal's subsystem, for the first member that only consumes, on its server."""
+    members, specs = layout
+    consumer = next(s for s in specs if not s.services)
+    owner = consumer.id.owner
+    portal = owner.subsystem(PORTAL_SUBSYSTEM)
+    members = [
+        dataclasses.replace(m, subsystems=(*m.subsystems, PORTAL_SUBSYSTEM)) if m.id == owner else m for m in members
+    ]
+    specs = [dataclasses.replace(s, clients=(*s.clients, portal)) if s.id == consumer.id else s for s in specs]
+    return members, specs
+
+
+async def _start_portal(
+    workdir: Path,
+    anchor: Path,
+    server: SecurityServer,
+    client: SubsystemId,
+    *,
+    clock: Callable[[], datetime],
+    verifier: Verifier,
+) -> DemoPortal:
+    """The identity provider, then the portal calling through ``server``'s client port as ``client``."""
+    provider = DevIdentityProvider(clients={}, clock=clock)
+    idp = await start_identity_provider(provider)
+    updater = GlobalConfUpdater(anchor, workdir / "portal" / "globalconf", AiohttpFetcher(), clock=clock)
+    try:
+        await updater.refresh()
+        settings = PortalSettings(port=0, security_server_url=server.client_url, client=str(client), issuer=idp.url)
+        running = await start_portal(
+            Portal(settings=settings, globalconf=updater.require_valid, clock=clock, verify=verifier)
+        )
+    except BaseException:
+        await idp.close()
+        await updater.close()
+        raise
+    provider.clients[settings.client_id] = (running.portal.redirect_uri,)
+    return DemoPortal(client=client, idp=idp, running=running, updater=updater, citizens=provider.citizens)
 
 
 class DemoLock:
@@ -210,7 +300,7 @@ class DemoLock:
             raise ConfigError(
                 f"{workdir} is in use by a running 'gateway demo' ({holder}); nothing in it was changed",
                 hint="stop that demo first (Ctrl-C, or the PIDs in its federation.json), or choose another "
-                     "directory with --dir",
+                "directory with --dir",
             ) from e
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {utc_now():%Y-%m-%dT%H:%M:%SZ}\n".encode(), 0)
@@ -254,7 +344,12 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> tuple[Path, DemoLock]:
 
 
 async def _issue_token_keys(
-    ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+    ca: DevCA,
+    files: KeyFiles,
+    server_id: SecurityServerId,
+    *,
+    name: str,
+    now: datetime,
 ) -> dict[str, Any]:
     """The same with a software token (``key_store="token"``): a random PIN in ``token.pin`` (0600), keys
     generated in the token, certificates imported and activated. Returns the ``[server]`` token settings."""
@@ -269,14 +364,16 @@ async def _issue_token_keys(
     write_private_text(pin_file, pin + "\n")
     token = await SoftToken.init(files.dir / "token", pin)
     pairs: tuple[tuple[certprofile.CertKind, certprofile.Identity], ...] = (
-        ("auth", server_id), ("sign", server_id.owner),
+        ("auth", server_id),
+        ("sign", server_id.owner),
     )
     for kind, identity in pairs:
         entry = await token.generate_key(kind, now=now)
         csr = await token.csr(entry.id, server_id=server_id, name=name)
         cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
-        imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
-                                           ca_for=ca_finder([ca.ca_cert]), now=now)
+        imported = await token.import_cert(
+            keys.cert_pem(cert).encode(), server_id=server_id, ca_for=ca_finder([ca.ca_cert]), now=now
+        )
         await token.activate(imported.sha256)
         if kind == "auth":  # the central registration below reads it from here, as with key files
             keys.write_public_file(files.auth_cert, keys.cert_pem(cert).encode())
@@ -285,7 +382,10 @@ async def _issue_token_keys(
 
 
 async def _create_admin_users(
-    workdir: Path, servers: dict[SecurityServerId, SecurityServer], *, now: datetime,
+    workdir: Path,
+    servers: dict[SecurityServerId, SecurityServer],
+    *,
+    now: datetime,
     central_admin: CentralAdminHandle | None = None,
 ) -> Path | None:
     """An ``admin`` user with every role on each server whose admin API is on (the central server's too), with
@@ -340,13 +440,16 @@ async def start_federation(
     clock: Callable[[], datetime] = utc_now,
     server_overrides: dict[str, Any] | None = None,
     key_store: Literal["files", "token"] = "files",
+    portal: bool = False,
+    portal_verifier: Verifier = no_verifier,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
     ``database_urls`` maps a server code (or ``central``) to a database URL (default: SQLite files in
     ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false.
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
-    in ``<server>/token.pin`` (0600) instead of plain key files.
+    in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
+    layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -354,6 +457,13 @@ async def start_federation(
     workdir, lock = _prepare_workdir(workdir, fresh=fresh)
     try:
         members, specs = layout or default_layout(instance)
+        if portal:
+            members, specs = with_portal((members, specs))
+        portal_client = (
+            next((c for spec in specs for c in spec.clients if c.subsystem_code == PORTAL_SUBSYSTEM), None)
+            if portal
+            else None
+        )
         dbs = database_urls or {}
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
@@ -363,28 +473,38 @@ async def start_federation(
         try:
             # (2) central server, and the trust anchors it publishes
             central_settings = CentralSettings(
-                instance=instance, host="127.0.0.1", port=0,
+                instance=instance,
+                host="127.0.0.1",
+                port=0,
                 database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-                key_dir=str(workdir / "central"), ops_port=0,
+                key_dir=str(workdir / "central"),
+                ops_port=0,
             )
             central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
             started.append(central)
             central_admin = await start_central_admin(central, AdminSettings(), host="127.0.0.1", port=0)
             started.append(central_admin)
             engine = central.engine
-            await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
-                                  ocsp_urls=[pki.ocsp_url])
-            await registry.add_tsa(engine, name=f"{instance} Development TSA", url=pki.tsa_url,
-                                   certificate=keys.cert_pem(ca.tsa_cert))
+            await registry.add_ca(
+                engine,
+                name=f"{instance} Development CA",
+                certificate=keys.cert_pem(ca.ca_cert),
+                ocsp_urls=[pki.ocsp_url],
+            )
+            await registry.add_tsa(
+                engine, name=f"{instance} Development TSA", url=pki.tsa_url, certificate=keys.cert_pem(ca.tsa_cert)
+            )
             for m in members:
                 await registry.add_member(engine, m.id, name=m.name, instance=instance)
                 for code in m.subsystems:
                     await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
             await central.publish_now()
             # the running central server's settings (real port), for `gateway -c central.toml central ...`
-            write_settings(workdir / "central.toml", Settings(central=central.settings,
-                                                               pki=PkiSettings(dir=str(workdir / "pki"))),
-                            sections={"central": None, "pki": ("dir",)})
+            write_settings(
+                workdir / "central.toml",
+                Settings(central=central.settings, pki=PkiSettings(dir=str(workdir / "pki"))),
+                sections={"central": None, "pki": ("dir",)},
+            )
             anchor_path = workdir / "anchor.json"
             anchor_path.write_bytes(await current_anchor(engine, central.settings))
             # (3) adapters with generated registries
@@ -406,14 +526,20 @@ async def start_federation(
                 else:
                     _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
                 server_settings = ServerSettings(
-                    id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
-                    state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
+                    id=str(spec.id),
+                    database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
+                    state_dir=str(files.dir),
+                    client_port=0,
+                    client_https_port=0,
+                    server_port=0,
                     **{"admin_port": 0, "ops_port": 0, **token_settings, **(server_overrides or {})},
                 )
                 settings = Settings(
-                    central=central_settings, server=server_settings,
-                    globalconf=GlobalConfSettings(anchor=str(anchor_path),
-                                                  cache_dir=str(workdir / code / "globalconf")),
+                    central=central_settings,
+                    server=server_settings,
+                    globalconf=GlobalConfSettings(
+                        anchor=str(anchor_path), cache_dir=str(workdir / code / "globalconf")
+                    ),
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)
@@ -432,20 +558,35 @@ async def start_federation(
                     url = urls[adapter]
                     await store.add_service(service, url=url, openapi_url=f"{url}/openapi.json")
             # every client of every consuming server may call every service of the demo
-            consumers = [c for spec in specs if not spec.services for c in spec.clients]
+            consumers = [c for spec in specs if not spec.services for c in spec.clients if c != portal_client]
             for spec in specs:
                 for service in spec.services:
                     for client in consumers:
                         await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
             fed = Federation(
-                workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
-                adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
+                workdir=workdir,
+                instance=instance,
+                ca=ca,
+                pki=pki,
+                central=central,
+                anchor_path=anchor_path,
+                adapters=adapters,
+                servers=servers,
+                specs=specs,
+                members=members,
+                central_admin=central_admin,
                 admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
                 lock=lock,
             )
             for ss in servers.values():
                 await ss.reload_serverconf()
             await fed.publish_and_refresh()
+            if portal_client is not None:
+                host = next(spec.id for spec in specs if portal_client in spec.clients)
+                fed.portal = await _start_portal(
+                    workdir, anchor_path, servers[host], portal_client, clock=clock, verifier=portal_verifier
+                )
+                started.append(fed.portal)
             return fed
         except BaseException:
             for part in reversed(started):
@@ -460,7 +601,8 @@ async def start_federation(
 
 
 def write_settings(
-    path: Path, settings: Settings,
+    path: Path,
+    settings: Settings,
     sections: dict[str, tuple[str, ...] | None] | None = None,
 ) -> None:
     """Write the settings a part was started with, so ``gateway -c FILE ...`` commands can use them.
@@ -486,14 +628,13 @@ def curl_example(fed: Federation) -> str:
     client = consumer_spec.clients[0]
     service = next(iter(provider_spec.services))
     url = fed.servers[consumer_spec.id].client_url
-    return (
-        f"curl -s -H 'X-Road-Client: {client}' -H 'Accept: application/json' \\\n"
-        f"     '{url}/r1/{service}/?limit=2'"
-    )
+    return f"curl -s -H 'X-Road-Client: {client}' -H 'Accept: application/json' \\\n     '{url}/r1/{service}/?limit=2'"
 
 
 def print_banner(
-    fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
+    fed: Federation,
+    federation_json: Path,
+    out: Callable[[str], None] = print,
     processes: dict[str, Any] | None = None,
 ) -> None:
     d = fed.describe()
@@ -510,6 +651,10 @@ def print_banner(
         out(f"                   user 'admin', passwords in {d['admin_credentials']}")
     if d["central"].get("admin_url"):
         out(f"  central admin    {d['central']['admin_url']} (user 'admin', password in the same file)")
+    if d.get("portal"):
+        p = d["portal"]
+        out(f"  citizen portal   {p['url']}/  as {p['client']}; identity provider {p['issuer']}")
+        out(f"                   test citizens {', '.join(c['subject'] for c in p['citizens'])}")
     if processes:
         pids = ", ".join(f"{name} {part['pid']}" for name, part in processes.items())
         out(f"  processes        {pids}")

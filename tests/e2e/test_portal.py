@@ -1,0 +1,260 @@
+"""The citizen portal (gateway/portal/) against the demo's federation with its development identity provider
+(``start_federation(portal=True)``, as ``gateway demo`` starts it).
+
+Journeys: a citizen signs in through the provider in a real browser (Playwright driving Debian's Chromium,
+axe-core on every page), sees the uses of their data, downloads the evidence file and signs out; a second
+citizen signs in by typing their subject id. Refusals, sent by hand: another subject's data asked for by
+parameter, a forged, an expired and an unsigned ID token as the session, a callback with another state or
+without the sign-in cookie, a code used twice, a sign-out without its CSRF token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from playwright.async_api import expect
+from web_kit import Shots, check_page, chromium, new_context
+
+from gateway.dev.demo import Federation, start_federation
+from gateway.dev.idp import CITIZENS
+from gateway.portal.app import SESSION_COOKIE, SIGNIN_COOKIE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
+
+CITIZEN_1, CITIZEN_2 = CITIZENS[0], CITIZENS[1]
+
+
+class Clock:
+    """The federation's clock: real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@dataclass
+class World:
+    fed: Federation
+    clock: Clock
+
+    @property
+    def portal(self) -> str:
+        assert self.fed.portal is not None
+        return self.fed.portal.running.url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    clock = Clock()
+    fed = await start_federation(
+        tmp_path_factory.mktemp("portal") / "fed",
+        clock=clock,
+        portal=True,
+        server_overrides={"checkpoint_interval_seconds": 3600.0, "checkpoint_max_records": 10**6},
+    )
+    try:
+        yield World(fed=fed, clock=clock)
+    finally:
+        await fed.close()
+
+
+def _jar() -> aiohttp.CookieJar:
+    return aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1 (an IP address) are kept too
+
+
+async def sign_in(http: aiohttp.ClientSession, portal: str, subject: str) -> aiohttp.ClientResponse:
+    """The code flow by hand, as a browser does it: portal, provider's page and form, callback."""
+    async with http.get(f"{portal}/signin", allow_redirects=False) as r:
+        assert r.status == 303
+        authorize = r.headers["Location"]
+    async with http.get(authorize) as r:
+        assert r.status == 200, await r.text()
+        page = await r.text()
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    fields["subject_id"] = subject
+    async with http.post(authorize.split("?")[0], data=fields, allow_redirects=False) as r:
+        assert r.status == 303
+        callback = r.headers["Location"]
+    assert callback.startswith(f"{portal}/callback?")
+    r = await http.get(callback, allow_redirects=False)
+    await r.read()
+    return r
+
+
+async def test_federation_json_names_the_portal(world: World) -> None:
+    d = world.fed.describe()["portal"]
+    assert d["url"] == world.portal and d["client"] == "DEV/GOV/1001/portal"
+    assert d["issuer"] == world.fed.portal.idp.url  # type: ignore[union-attr]
+    assert [c["subject"] for c in d["citizens"]] == [c.subject for c in CITIZENS]
+    conf = world.fed.server("ss1").globalconf.require_valid()
+    assert "portal" in next(m for m in conf.members if str(m.id) == "DEV/GOV/1001").subsystems
+
+
+async def test_sign_in_see_download_sign_out_in_a_browser(world: World, tmp_path: Path) -> None:
+    shots = Shots(tmp_path, "portal")
+    async with chromium() as browser:
+        ctx = await new_context(browser)
+        page = await ctx.new_page()
+        await page.goto(f"{world.portal}/")
+        await check_page(page, shots, "start")
+        await page.get_by_role("link", name="Sign in").click()
+        # the provider's page: choose the first test citizen
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        await check_page(page, shots, "idp-signin")
+        await page.get_by_label(f"{CITIZEN_1.name} ({CITIZEN_1.subject})").check()
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).to_have_url(f"{world.portal}/usage")
+        await expect(page.locator("header")).to_contain_text(CITIZEN_1.subject)
+        await check_page(page, shots, "usage-1")
+        cookie = next(c for c in await ctx.cookies() if c["name"] == SESSION_COOKIE)
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+        assert SIGNIN_COOKIE not in {c["name"] for c in await ctx.cookies()}
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="Download the evidence").click()
+        download = await info.value
+        document = json.loads(Path(await download.path()).read_text())
+        assert document["subject"] == CITIZEN_1.subject and isinstance(document["entries"], list)
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_role("status")).to_contain_text("You have signed out.")
+        await page.goto(f"{world.portal}/usage")
+        await expect(page.get_by_role("alert")).to_contain_text("you are not signed in")
+        await check_page(page, shots, "refused")
+        # the second citizen types their subject id
+        await page.goto(f"{world.portal}/signin")
+        await page.get_by_label("or another subject id").fill(CITIZEN_2.subject)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).to_have_url(f"{world.portal}/usage")
+        await expect(page.locator("header")).to_contain_text(CITIZEN_2.subject)
+        await check_page(page, shots, "usage-2")
+
+
+async def test_another_subjects_data_is_refused(world: World) -> None:
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        r = await sign_in(http, world.portal, CITIZEN_1.subject)
+        assert r.status == 200
+        for path in ("/usage", "/usage/evidence"):
+            for name in ("subject", "userCode"):
+                async with http.get(f"{world.portal}{path}", params={name: CITIZEN_2.subject}) as resp:
+                    assert resp.status == 403
+                    assert "may see only your own data" in await resp.text()
+            async with http.get(f"{world.portal}{path}", params={"subject": CITIZEN_1.subject}) as resp:
+                assert resp.status == 200
+        async with http.get(f"{world.portal}/usage/evidence") as resp:
+            assert (await resp.json(content_type=None))["subject"] == CITIZEN_1.subject
+
+
+async def test_forged_expired_and_unsigned_id_tokens_are_refused(world: World) -> None:
+    assert world.fed.portal is not None
+    idp = world.fed.portal.idp.provider
+    portal = world.fed.portal.running.portal
+    now = int(world.clock().timestamp())
+    claims = {
+        "iss": idp.issuer,
+        "sub": CITIZEN_2.subject,
+        "aud": portal.settings.client_id,
+        "iat": now,
+        "exp": now + 600,
+    }
+    other = ECKey.generate_key("P-256", parameters={"kid": idp.key.kid}, private=True)  # same kid, other key
+    forged = jwt.encode({"alg": "ES256", "kid": idp.key.kid}, claims, other)
+    world.clock.offset = -timedelta(hours=2)
+    try:
+        expired = idp.id_token(CITIZEN_2.subject, CITIZEN_2.name, client_id=portal.settings.client_id, nonce=None)
+    finally:
+        world.clock.offset = timedelta()
+    for_other_client = idp.id_token(CITIZEN_2.subject, CITIZEN_2.name, client_id="someone-else", nonce=None)
+    _header, body, _sig = forged.split(".")
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{body}."
+    cases = {
+        "forged": (forged, "signature does not verify"),
+        "expired": (expired, "expired"),
+        "audience": (for_other_client, "aud"),
+        "unsigned": (unsigned, "signature does not verify"),
+        "garbage": ("not-a-token", "signature does not verify"),
+    }
+    for name, (token, says) in cases.items():
+        async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+            http.cookie_jar.update_cookies({SESSION_COOKIE: token}, response_url=_url(world.portal))
+            async with http.get(f"{world.portal}/usage") as resp:
+                text = await resp.text()
+                assert resp.status == 401, name
+                assert says in text, (name, text[-800:])
+                assert "Client.Unauthorized" in text
+    # the genuine one for comparison
+    good = idp.id_token(CITIZEN_2.subject, CITIZEN_2.name, client_id=portal.settings.client_id, nonce=None)
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        http.cookie_jar.update_cookies({SESSION_COOKIE: good}, response_url=_url(world.portal))
+        async with http.get(f"{world.portal}/usage") as resp:
+            assert resp.status == 200 and CITIZEN_2.subject in await resp.text()
+
+
+async def test_callback_checks_state_sign_in_cookie_and_code(world: World) -> None:
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        # no sign-in started in this client
+        async with http.get(f"{world.portal}/callback", params={"code": "x", "state": "y"}) as r:
+            assert r.status == 401 and "no sign-in was started" in await r.text()
+        async with http.get(f"{world.portal}/signin", allow_redirects=False) as r:
+            state = parse_qs(urlsplit(r.headers["Location"]).query)["state"][0]
+        async with http.get(f"{world.portal}/callback", params={"code": "x", "state": state + "x"}) as r:
+            assert r.status == 401 and "another state" in await r.text()
+        async with http.get(f"{world.portal}/callback", params={"code": "not-issued", "state": state}) as r:
+            assert r.status == 401 and "unknown, used or expired code" in await r.text()
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        # a code is good once: the second callback with it is refused
+        async with http.get(f"{world.portal}/signin", allow_redirects=False) as r:
+            authorize = r.headers["Location"]
+        async with http.get(authorize) as r:
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', await r.text()))
+        fields["subject"] = CITIZEN_1.subject
+        async with http.post(authorize.split("?")[0], data=fields, allow_redirects=False) as r:
+            callback = r.headers["Location"]
+        async with http.get(callback, allow_redirects=False) as r:
+            assert r.status == 200
+        async with http.get(f"{world.portal}/signin", allow_redirects=False):
+            pass  # a new sign-in cookie, so that only the code is wrong
+        async with http.get(
+            callback.replace(parse_qs(urlsplit(callback).query)["state"][0], _state(http)), allow_redirects=False
+        ) as r:
+            assert r.status == 401 and "unknown, used or expired code" in await r.text()
+
+
+async def test_sign_out_needs_its_csrf_token(world: World) -> None:
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        await sign_in(http, world.portal, CITIZEN_1.subject)
+        for form in ({}, {"_csrf": "0" * 64}):
+            async with http.post(f"{world.portal}/signout", data=form, allow_redirects=False) as r:
+                assert r.status == 403 and "anti-forgery (CSRF) token" in await r.text()
+        async with http.get(f"{world.portal}/usage") as r:
+            assert r.status == 200  # still signed in
+
+
+def _state(http: aiohttp.ClientSession) -> str:
+    import base64
+
+    sealed = next(c.value for c in http.cookie_jar if c.key == SIGNIN_COOKIE)
+    return str(json.loads(base64.urlsafe_b64decode(sealed.rsplit(".", 1)[0]))["state"])
+
+
+def _b64(value: dict[str, str]) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def _url(base: str) -> object:
+    from yarl import URL
+
+    return URL(base)
