@@ -92,8 +92,7 @@ def default_layout(instance: str = "DEV") -> tuple[list[MemberSpec], list[Server
     servers = [
         ServerSpec(id=a.server("ss1"), clients=(consumer,)),
         ServerSpec(
-            id=b.server("ss2"),
-            clients=(registry_,),
+            id=b.server("ss2"), clients=(registry_,),
             services={registry_.service("persons"): "persons", registry_.service("companies"): "companies"},
         ),
     ]
@@ -134,22 +133,20 @@ class Federation:
         servers = []
         for spec in self.specs:
             ss = self.servers[spec.id]
-            servers.append(
-                {
-                    "id": str(spec.id),
-                    "client_url": ss.client_url,
-                    "client_https_url": ss.client_https_url,
-                    "server_address": ss.server_address,
-                    "admin_url": ss.admin_url or None,
-                    "metrics_url": f"{ss.ops_url}/metrics" if ss.ops_url else None,
-                    "readiness_url": f"{ss.ops_url}/readyz" if ss.ops_url else None,
-                    "database_url": ss.settings.server.database_url,
-                    "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
-                    "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
-                    "clients": [str(c) for c in spec.clients],
-                    "services": [str(s) for s in spec.services],
-                }
-            )
+            servers.append({
+                "id": str(spec.id),
+                "client_url": ss.client_url,
+                "client_https_url": ss.client_https_url,
+                "server_address": ss.server_address,
+                "admin_url": ss.admin_url or None,
+                "metrics_url": f"{ss.ops_url}/metrics" if ss.ops_url else None,
+                "readiness_url": f"{ss.ops_url}/readyz" if ss.ops_url else None,
+                "database_url": ss.settings.server.database_url,
+                "state_dir": str(Path(ss.settings.server.state_dir).resolve()),
+                "settings": str((self.workdir / f"{spec.id.server_code}.toml").resolve()),
+                "clients": [str(c) for c in spec.clients],
+                "services": [str(s) for s in spec.services],
+            })
         adapters = {}
         if self.adapters is not None:
             for spec in self.specs:
@@ -158,8 +155,7 @@ class Federation:
         return {
             "instance": self.instance,
             "central": {
-                "url": self.central.url,
-                "globalconf_url": f"{self.central.url}/globalconf",
+                "url": self.central.url, "globalconf_url": f"{self.central.url}/globalconf",
                 "admin_url": None if self.central_admin is None else self.central_admin.url,
                 "settings": str((self.workdir / "central.toml").resolve()),
                 "metrics_url": f"{self.central.ops_url}/metrics" if self.central.ops_url else None,
@@ -217,13 +213,9 @@ class DemoPortal:
     citizens: tuple[TestCitizen, ...]
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "url": self.running.url,
-            "client": str(self.client),
-            "issuer": self.idp.url,
-            "client_id": self.running.portal.settings.client_id,
-            "citizens": [{"subject": c.subject, "name": c.name} for c in self.citizens],
-        }
+        return {"url": self.running.url, "client": str(self.client), "issuer": self.idp.url,
+                "client_id": self.running.portal.settings.client_id,
+                "citizens": [{"subject": c.subject, "name": c.name} for c in self.citizens]}
 
     async def close(self) -> None:
         await self.running.close()
@@ -237,20 +229,14 @@ def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list
     consumer = next(s for s in specs if not s.services)
     owner = consumer.id.owner
     portal = owner.subsystem(PORTAL_SUBSYSTEM)
-    members = [
-        dataclasses.replace(m, subsystems=(*m.subsystems, PORTAL_SUBSYSTEM)) if m.id == owner else m for m in members
-    ]
+    members = [dataclasses.replace(m, subsystems=(*m.subsystems, PORTAL_SUBSYSTEM)) if m.id == owner else m
+               for m in members]
     specs = [dataclasses.replace(s, clients=(*s.clients, portal)) if s.id == consumer.id else s for s in specs]
     return members, specs
 
 
 async def _start_portal(
-    workdir: Path,
-    anchor: Path,
-    server: SecurityServer,
-    client: SubsystemId,
-    *,
-    clock: Callable[[], datetime],
+    workdir: Path, anchor: Path, server: SecurityServer, client: SubsystemId, *, clock: Callable[[], datetime],
     verifier: Verifier,
 ) -> DemoPortal:
     """The identity provider, then the portal calling through ``server``'s client port as ``client``."""
@@ -259,10 +245,10 @@ async def _start_portal(
     updater = GlobalConfUpdater(anchor, workdir / "portal" / "globalconf", AiohttpFetcher(), clock=clock)
     try:
         await updater.refresh()
-        settings = PortalSettings(port=0, security_server_url=server.client_url, client=str(client), issuer=idp.url)
-        running = await start_portal(
-            Portal(settings=settings, globalconf=updater.require_valid, clock=clock, verify=verifier)
-        )
+        settings = PortalSettings(port=0, security_server_url=server.client_url, client=str(client),
+                                  issuer=idp.url)
+        running = await start_portal(Portal(settings=settings, globalconf=updater.require_valid, clock=clock,
+                                            verify=verifier))
     except BaseException:
         await idp.close()
         await updater.close()
@@ -300,7 +286,7 @@ class DemoLock:
             raise ConfigError(
                 f"{workdir} is in use by a running 'gateway demo' ({holder}); nothing in it was changed",
                 hint="stop that demo first (Ctrl-C, or the PIDs in its federation.json), or choose another "
-                "directory with --dir",
+                     "directory with --dir",
             ) from e
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {utc_now():%Y-%m-%dT%H:%M:%SZ}\n".encode(), 0)
@@ -344,12 +330,7 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> tuple[Path, DemoLock]:
 
 
 async def _issue_token_keys(
-    ca: DevCA,
-    files: KeyFiles,
-    server_id: SecurityServerId,
-    *,
-    name: str,
-    now: datetime,
+    ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
 ) -> dict[str, Any]:
     """The same with a software token (``key_store="token"``): a random PIN in ``token.pin`` (0600), keys
     generated in the token, certificates imported and activated. Returns the ``[server]`` token settings."""
@@ -364,16 +345,14 @@ async def _issue_token_keys(
     write_private_text(pin_file, pin + "\n")
     token = await SoftToken.init(files.dir / "token", pin)
     pairs: tuple[tuple[certprofile.CertKind, certprofile.Identity], ...] = (
-        ("auth", server_id),
-        ("sign", server_id.owner),
+        ("auth", server_id), ("sign", server_id.owner),
     )
     for kind, identity in pairs:
         entry = await token.generate_key(kind, now=now)
         csr = await token.csr(entry.id, server_id=server_id, name=name)
         cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
-        imported = await token.import_cert(
-            keys.cert_pem(cert).encode(), server_id=server_id, ca_for=ca_finder([ca.ca_cert]), now=now
-        )
+        imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
+                                           ca_for=ca_finder([ca.ca_cert]), now=now)
         await token.activate(imported.sha256)
         if kind == "auth":  # the central registration below reads it from here, as with key files
             keys.write_public_file(files.auth_cert, keys.cert_pem(cert).encode())
@@ -382,10 +361,7 @@ async def _issue_token_keys(
 
 
 async def _create_admin_users(
-    workdir: Path,
-    servers: dict[SecurityServerId, SecurityServer],
-    *,
-    now: datetime,
+    workdir: Path, servers: dict[SecurityServerId, SecurityServer], *, now: datetime,
     central_admin: CentralAdminHandle | None = None,
 ) -> Path | None:
     """An ``admin`` user with every role on each server whose admin API is on (the central server's too), with
@@ -459,11 +435,8 @@ async def start_federation(
         members, specs = layout or default_layout(instance)
         if portal:
             members, specs = with_portal((members, specs))
-        portal_client = (
-            next((c for spec in specs for c in spec.clients if c.subsystem_code == PORTAL_SUBSYSTEM), None)
-            if portal
-            else None
-        )
+        portal_client = next((c for spec in specs for c in spec.clients if c.subsystem_code == PORTAL_SUBSYSTEM),
+                             None) if portal else None
         dbs = database_urls or {}
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
@@ -473,38 +446,28 @@ async def start_federation(
         try:
             # (2) central server, and the trust anchors it publishes
             central_settings = CentralSettings(
-                instance=instance,
-                host="127.0.0.1",
-                port=0,
+                instance=instance, host="127.0.0.1", port=0,
                 database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-                key_dir=str(workdir / "central"),
-                ops_port=0,
+                key_dir=str(workdir / "central"), ops_port=0,
             )
             central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
             started.append(central)
             central_admin = await start_central_admin(central, AdminSettings(), host="127.0.0.1", port=0)
             started.append(central_admin)
             engine = central.engine
-            await registry.add_ca(
-                engine,
-                name=f"{instance} Development CA",
-                certificate=keys.cert_pem(ca.ca_cert),
-                ocsp_urls=[pki.ocsp_url],
-            )
-            await registry.add_tsa(
-                engine, name=f"{instance} Development TSA", url=pki.tsa_url, certificate=keys.cert_pem(ca.tsa_cert)
-            )
+            await registry.add_ca(engine, name=f"{instance} Development CA", certificate=keys.cert_pem(ca.ca_cert),
+                                  ocsp_urls=[pki.ocsp_url])
+            await registry.add_tsa(engine, name=f"{instance} Development TSA", url=pki.tsa_url,
+                                   certificate=keys.cert_pem(ca.tsa_cert))
             for m in members:
                 await registry.add_member(engine, m.id, name=m.name, instance=instance)
                 for code in m.subsystems:
                     await registry.add_subsystem(engine, m.id.subsystem(code), instance=instance)
             await central.publish_now()
             # the running central server's settings (real port), for `gateway -c central.toml central ...`
-            write_settings(
-                workdir / "central.toml",
-                Settings(central=central.settings, pki=PkiSettings(dir=str(workdir / "pki"))),
-                sections={"central": None, "pki": ("dir",)},
-            )
+            write_settings(workdir / "central.toml", Settings(central=central.settings,
+                                                               pki=PkiSettings(dir=str(workdir / "pki"))),
+                            sections={"central": None, "pki": ("dir",)})
             anchor_path = workdir / "anchor.json"
             anchor_path.write_bytes(await current_anchor(engine, central.settings))
             # (3) adapters with generated registries
@@ -526,20 +489,14 @@ async def start_federation(
                 else:
                     _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
                 server_settings = ServerSettings(
-                    id=str(spec.id),
-                    database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
-                    state_dir=str(files.dir),
-                    client_port=0,
-                    client_https_port=0,
-                    server_port=0,
+                    id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
+                    state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
                     **{"admin_port": 0, "ops_port": 0, **token_settings, **(server_overrides or {})},
                 )
                 settings = Settings(
-                    central=central_settings,
-                    server=server_settings,
-                    globalconf=GlobalConfSettings(
-                        anchor=str(anchor_path), cache_dir=str(workdir / code / "globalconf")
-                    ),
+                    central=central_settings, server=server_settings,
+                    globalconf=GlobalConfSettings(anchor=str(anchor_path),
+                                                  cache_dir=str(workdir / code / "globalconf")),
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)
@@ -564,17 +521,8 @@ async def start_federation(
                     for client in consumers:
                         await servers[spec.id].store.grant(AccessRule(subject=client, service=service))
             fed = Federation(
-                workdir=workdir,
-                instance=instance,
-                ca=ca,
-                pki=pki,
-                central=central,
-                anchor_path=anchor_path,
-                adapters=adapters,
-                servers=servers,
-                specs=specs,
-                members=members,
-                central_admin=central_admin,
+                workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
+                adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
                 admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
                 lock=lock,
             )
@@ -583,10 +531,8 @@ async def start_federation(
             await fed.publish_and_refresh()
             if portal_client is not None:
                 host = next(spec.id for spec in specs if portal_client in spec.clients)
-                fed.portal = await _start_portal(
-                    workdir, anchor_path, servers[host], portal_client, clock=clock, verifier=portal_verifier
-                )
-                started.append(fed.portal)
+                fed.portal = await _start_portal(workdir, anchor_path, servers[host], portal_client, clock=clock,
+                                                 verifier=portal_verifier)
             return fed
         except BaseException:
             for part in reversed(started):
@@ -601,8 +547,7 @@ async def start_federation(
 
 
 def write_settings(
-    path: Path,
-    settings: Settings,
+    path: Path, settings: Settings,
     sections: dict[str, tuple[str, ...] | None] | None = None,
 ) -> None:
     """Write the settings a part was started with, so ``gateway -c FILE ...`` commands can use them.
@@ -628,13 +573,14 @@ def curl_example(fed: Federation) -> str:
     client = consumer_spec.clients[0]
     service = next(iter(provider_spec.services))
     url = fed.servers[consumer_spec.id].client_url
-    return f"curl -s -H 'X-Road-Client: {client}' -H 'Accept: application/json' \\\n     '{url}/r1/{service}/?limit=2'"
+    return (
+        f"curl -s -H 'X-Road-Client: {client}' -H 'Accept: application/json' \\\n"
+        f"     '{url}/r1/{service}/?limit=2'"
+    )
 
 
 def print_banner(
-    fed: Federation,
-    federation_json: Path,
-    out: Callable[[str], None] = print,
+    fed: Federation, federation_json: Path, out: Callable[[str], None] = print,
     processes: dict[str, Any] | None = None,
 ) -> None:
     d = fed.describe()
