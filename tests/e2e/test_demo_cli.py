@@ -89,7 +89,8 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             assert Path(s["state_dir"], "internal.pem").is_file()
             assert Path(s["settings"]).is_file()
         ss1, ss2 = servers["DEV/GOV/1001/ss1"], servers["DEV/GOV/1002/ss2"]
-        assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer"], [])
+        assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer", "DEV/GOV/1001/portal"], [])
+        assert desc["portal"]["client"] == "DEV/GOV/1001/portal"  # the citizen portal, docs/portal.md
         assert ss2["clients"] == ["DEV/GOV/1002/registry"]
         assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/persons"]
         assert set(desc["adapters"]) == set(ss2["services"])
@@ -110,6 +111,10 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             async with http.get(central["admin_url"] + "/api/v1/members",
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert [m["id"] for m in (await resp.json())["items"]] == ["DEV/GOV/1001", "DEV/GOV/1002"]
+            async with http.get(desc["portal"]["url"] + "/") as resp:
+                assert resp.status == 200 and "Sign in" in await resp.text()
+            async with http.get(desc["portal"]["issuer"] + "/.well-known/openid-configuration") as resp:
+                assert (await resp.json())["issuer"] == desc["portal"]["issuer"]
             for url in desc["adapters"].values():
                 async with http.get(f"{url}/openapi.json") as resp:
                     assert resp.status == 200

@@ -10,8 +10,10 @@ without the sign-in cookie, a code used twice, a sign-out without its CSRF token
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ import pytest_asyncio
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from playwright.async_api import expect
+from process_kit import GATEWAY, clean_env, run_cli
 from web_kit import Shots, check_page, chromium, new_context
 
 from gateway.dev.demo import Federation, start_federation
@@ -239,6 +242,54 @@ async def test_sign_out_needs_its_csrf_token(world: World) -> None:
                 assert r.status == 403 and "anti-forgery (CSRF) token" in await r.text()
         async with http.get(f"{world.portal}/usage") as r:
             assert r.status == 200  # still signed in
+
+
+def _settings(world: World, path: Path, *, client: str) -> Path:
+    assert world.fed.portal is not None
+    path.write_text(
+        f'[globalconf]\nanchor = "{world.fed.anchor_path}"\ncache_dir = "{path.parent / "gc"}"\n'
+        f'[portal]\nport = 0\nclient = "{client}"\nissuer = "{world.fed.portal.idp.url}"\n'
+        f'security_server_url = "{world.fed.server("ss1").client_url}"\n'
+    )
+    return path
+
+
+async def test_portal_serve_command(world: World, tmp_path: Path) -> None:
+    settings = _settings(world, tmp_path / "portal.toml", client="DEV/GOV/1001/portal")
+    proc = await asyncio.create_subprocess_exec(
+        str(GATEWAY),
+        "-c",
+        str(settings),
+        "portal",
+        "serve",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line.startswith("portal listening on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/") as r:
+                assert r.status == 200 and "Sign in" in await r.text()
+            async with http.get(f"{url}/signin", allow_redirects=False) as r:
+                query = parse_qs(urlsplit(r.headers["Location"]).query)
+                assert query["redirect_uri"] == [f"{url}/callback"] and query["code_challenge_method"] == ["S256"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # a portal without its subsystem does not start
+    rc, _out, err = await run_cli("-c", str(_settings(world, tmp_path / "bad.toml", client="")), "portal", "serve")
+    assert rc == 2 and "[portal] key 'client'" in err
+    rc, _out, err = await run_cli(
+        "-c", str(_settings(world, tmp_path / "bad2.toml", client="DEV/GOV")), "portal", "serve"
+    )
+    assert rc == 2 and "[portal] key 'client'" in err
 
 
 def _state(http: aiohttp.ClientSession) -> str:
