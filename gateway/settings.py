@@ -53,6 +53,11 @@ class CentralSettings:
     publish_interval_seconds: int = 60  # seconds between publication checks; X-Road's generation rate
     ocsp_freshness_seconds: int = 3600  # seconds; published parameter: max OCSP response age (X-Road)
     timestamp_grace_seconds: int = 14400  # seconds; published parameter: exchange without a TSA (X-Road)
+    # published parameters of docs/transparency.md: purposes "CODE=text", the portal's subsystem id, the client
+    # subsystems entitled to embargo their usage records
+    transparency_purposes: tuple[str, ...] = ()
+    transparency_portal: str = ""
+    transparency_embargo_clients: tuple[str, ...] = ()
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 4101  # next to the central port; 0 picks a free port; -1 switches the ops port off
     admin_host: str = "127.0.0.1"  # the central admin REST API listens here (keep it on an internal network)
@@ -109,6 +114,9 @@ class ServerSettings:
     max_connections: int = 4096  # open connections per port; one more is answered 503 and closed
     max_header_bytes: int = 64 * 2**10  # bytes of one request's header names and values (431)
     max_client_exchanges: int = 512  # exchanges of one X-Road-Client in progress at once on the client ports (429)
+    transparency: bool = True  # usage records for requests with transparency headers, findUsage (docs/transparency.md)
+    transparency_max_subjects: int = 16  # subject ids in one X-Road-Data-Subject; more is answered 400
+    transparency_max_page: int = 100  # the largest findUsage limit; a larger one is answered 400
     max_clock_skew_seconds: int = 60  # seconds a signature's created may differ from our clock
     replay_window_seconds: int = 300  # seconds a request id is remembered (at least twice the skew)
     ocsp_refresh_seconds: float = 300.0  # seconds before an OCSP response is fetched again (in the background)

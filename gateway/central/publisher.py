@@ -32,6 +32,7 @@ from gateway.errors import ConfigError, GatewayError, GlobalConfError
 from gateway.globalconf.anchor import build_anchor
 from gateway.globalconf.envelope import sign_envelope
 from gateway.globalconf.model import FORMAT, GlobalConf, format_time
+from gateway.globalconf.transparency import check_conf
 from gateway.settings import CentralSettings
 from gateway.trust.canonical import canonical_bytes
 
@@ -74,12 +75,30 @@ def download_url(settings: CentralSettings) -> str:
     return central_url(settings) + "/globalconf"
 
 
-def parameters(settings: CentralSettings) -> dict[str, int]:
-    """The federation-wide ``parameters`` published from the settings."""
-    return {
+def parameters(settings: CentralSettings) -> dict[str, Any]:
+    """The federation-wide ``parameters`` published from the settings (``transparency``: docs/transparency.md
+    section 1, only when one of its settings is set).
+
+    Raises:
+        ConfigError: a transparency setting is malformed.
+    """
+    out: dict[str, Any] = {
         "ocsp_freshness_seconds": settings.ocsp_freshness_seconds,
         "timestamp_grace_seconds": settings.timestamp_grace_seconds,
     }
+    if settings.transparency_purposes or settings.transparency_portal or settings.transparency_embargo_clients:
+        purposes: dict[str, str] = {}
+        for item in settings.transparency_purposes:
+            code, sep, text = item.partition("=")
+            if not sep:
+                raise ConfigError(f"[central] transparency_purposes: {item[:80]!r} is not CODE=text")
+            purposes[code.strip()] = text.strip()
+        try:
+            out["transparency"] = check_conf(purposes, settings.transparency_portal,
+                                             list(settings.transparency_embargo_clients))
+        except GatewayError as e:
+            raise ConfigError(f"[central] transparency: {e.message}") from e
+    return out
 
 
 def build_conf(

@@ -93,6 +93,10 @@ def register_archive_commands(sub: SubParsers) -> None:
     q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
     q.add_argument("--workers", type=_workers, metavar="N",
                    help="processes checking records (default: one per usable CPU; 1: in this process)")
+    q = command(sub, "verify-usage", handlers("gateway.cli.commands.logverify")("cmd_verify_usage"),
+                "verify a citizen portal's evidence file (findUsage items) offline against the anchor")
+    q.add_argument("file", help="the evidence file (JSON: subject, generated, entries)")
+    q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
     q = command(sub, "match", _handler("cmd_match"),
                 "pair the consumer's and the provider's records of the same exchanges")
     q.add_argument("consumer", help="archive of the consumer's security server, or a directory of its archives "

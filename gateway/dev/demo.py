@@ -40,7 +40,7 @@ from gateway.globalconf.fetcher import AiohttpFetcher
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from gateway.portal.app import Portal, RunningPortal, start_portal
-from gateway.portal.usage import Verifier, no_verifier
+from gateway.portal.usage import anchor_verifier
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
@@ -199,6 +199,11 @@ class Federation:
 
 
 PORTAL_SUBSYSTEM = "portal"  # the portal's subsystem, of the first consuming member, on its server
+DEMO_PURPOSES = (  # the purpose list the demo publishes with the portal ("CODE=text", [central])
+    "BENEFITS=Checking eligibility for social benefits",
+    "TAX=Tax assessment",
+    "POLICE=Criminal investigation",
+)
 
 
 @dataclass
@@ -210,6 +215,7 @@ class DemoPortal:
     idp: RunningIdentityProvider
     running: RunningPortal
     updater: GlobalConfUpdater
+    fetcher: AiohttpFetcher
     citizens: tuple[TestCitizen, ...]
 
     def describe(self) -> dict[str, Any]:
@@ -221,6 +227,7 @@ class DemoPortal:
         await self.running.close()
         await self.idp.close()
         await self.updater.close()
+        await self.fetcher.close()
 
 
 def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list[MemberSpec], list[ServerSpec]]:
@@ -237,24 +244,26 @@ def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list
 
 async def _start_portal(
     workdir: Path, anchor: Path, server: SecurityServer, client: SubsystemId, *, clock: Callable[[], datetime],
-    verifier: Verifier,
 ) -> DemoPortal:
     """The identity provider, then the portal calling through ``server``'s client port as ``client``."""
     provider = DevIdentityProvider(clients={}, clock=clock)
     idp = await start_identity_provider(provider)
-    updater = GlobalConfUpdater(anchor, workdir / "portal" / "globalconf", AiohttpFetcher(), clock=clock)
+    fetcher = AiohttpFetcher()
+    updater = GlobalConfUpdater(anchor, workdir / "portal" / "globalconf", fetcher, clock=clock)
     try:
         await updater.refresh()
         settings = PortalSettings(port=0, security_server_url=server.client_url, client=str(client),
                                   issuer=idp.url)
         running = await start_portal(Portal(settings=settings, globalconf=updater.require_valid, clock=clock,
-                                            verify=verifier))
+                                            verify=anchor_verifier(updater.anchor)))
     except BaseException:
         await idp.close()
         await updater.close()
+        await fetcher.close()
         raise
     provider.clients[settings.client_id] = (running.portal.redirect_uri,)
-    return DemoPortal(client=client, idp=idp, running=running, updater=updater, citizens=provider.citizens)
+    return DemoPortal(client=client, idp=idp, running=running, updater=updater, fetcher=fetcher,
+                      citizens=provider.citizens)
 
 
 class DemoLock:
@@ -416,8 +425,8 @@ async def start_federation(
     clock: Callable[[], datetime] = utc_now,
     server_overrides: dict[str, Any] | None = None,
     key_store: Literal["files", "token"] = "files",
+    central_overrides: dict[str, Any] | None = None,
     portal: bool = False,
-    portal_verifier: Verifier = no_verifier,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -437,6 +446,9 @@ async def start_federation(
             members, specs = with_portal((members, specs))
         portal_client = next((c for spec in specs for c in spec.clients if c.subsystem_code == PORTAL_SUBSYSTEM),
                              None) if portal else None
+        if portal_client is not None:  # published in the global configuration (docs/transparency.md section 1)
+            central_overrides = {"transparency_portal": str(portal_client),
+                                 "transparency_purposes": DEMO_PURPOSES, **(central_overrides or {})}
         dbs = database_urls or {}
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
@@ -448,7 +460,7 @@ async def start_federation(
             central_settings = CentralSettings(
                 instance=instance, host="127.0.0.1", port=0,
                 database_url=dbs.get("central", f"sqlite+aiosqlite:///{workdir / 'central.db'}"),
-                key_dir=str(workdir / "central"), ops_port=0,
+                key_dir=str(workdir / "central"), ops_port=0, **(central_overrides or {}),
             )
             central = await start_central(central_settings, host="127.0.0.1", port=0, clock=clock)
             started.append(central)
@@ -531,8 +543,7 @@ async def start_federation(
             await fed.publish_and_refresh()
             if portal_client is not None:
                 host = next(spec.id for spec in specs if portal_client in spec.clients)
-                fed.portal = await _start_portal(workdir, anchor_path, servers[host], portal_client, clock=clock,
-                                                 verifier=portal_verifier)
+                fed.portal = await _start_portal(workdir, anchor_path, servers[host], portal_client, clock=clock)
             return fed
         except BaseException:
             for part in reversed(started):

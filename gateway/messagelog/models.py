@@ -100,3 +100,23 @@ blobs = sa.Table(
     sa.Column("data", sa.LargeBinary(), nullable=False),  # DER
     sa.PrimaryKeyConstraint("origin", "sha256"),
 )
+
+
+# Revision 0006: the transparency blind index (docs/transparency.md section 3): one row per subject of a usage
+# record, found by the keyed HMAC of the subject, with the salt of its commitment. Kept by the agency beside the
+# log and never exported: archives and checkpoints hold only the commitments.
+usage_index = sa.Table(
+    "messagelog_usage_index",
+    metadata,
+    sa.Column("subject_index", sa.LargeBinary(32), nullable=False),  # HMAC-SHA256(server key, subject)
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),  # the usage record's index in its origin's tree
+    sa.Column("salt", sa.LargeBinary(32), nullable=False),
+    sa.Column("created", UtcDateTime(), nullable=False),
+    sa.Column("side", sa.String(16), nullable=False),  # client: access record; server: disclosure record
+    sa.Column("client", sa.String(1024), nullable=False),
+    sa.Column("provider", sa.String(1024), nullable=False),  # the service's subsystem
+    sa.Column("embargo_until", UtcDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint("subject_index", "origin", "seq"),
+    sa.Index("ix_messagelog_usage_index_created", "subject_index", "created"),
+)

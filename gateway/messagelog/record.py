@@ -41,7 +41,7 @@ MAX_ID_LENGTH = 255  # characters of message_id and request_id; X-Road's queryid
 MAX_TEXT_LENGTH = 8192  # characters for any other text field (user id, issue, path, header values)
 MAX_EXTENSIONS = 64  # extension entries per record
 
-Kind = Literal["request", "response"]
+Kind = Literal["request", "response", "usage"]  # usage: docs/transparency.md section 3
 Side = Literal["client", "server"]
 ExtensionValue = str | tuple[str, ...]
 
@@ -147,7 +147,7 @@ class LogRecord:
         if len(self.origin) > MAX_ORIGIN_LENGTH:
             raise _fail(f"origin is longer than {MAX_ORIGIN_LENGTH} characters")
         if self.kind not in _KINDS:
-            raise _fail(f"kind {self.kind!r} is not 'request' or 'response'")
+            raise _fail(f"kind {self.kind!r} is not 'request', 'response' or 'usage'")
         if self.side not in _SIDES:
             raise _fail(f"side {self.side!r} is not 'client' or 'server'")
         _check_text("message_id", self.message_id, limit=MAX_ID_LENGTH)
@@ -166,7 +166,7 @@ class LogRecord:
         ):
             raise _fail(f"status {self.status!r} is not an HTTP status code")
         if (self.status is None) != (self.kind == "request"):
-            raise _fail("status is required on a response record and absent on a request record")
+            raise _fail("status is required on a response or usage record and absent on a request record")
         for name in ("signature_base", "signing_cert", "ocsp_response"):
             if not isinstance(getattr(self, name), bytes):
                 raise _fail(f"{name} must be bytes")

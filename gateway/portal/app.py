@@ -38,6 +38,7 @@ from joserfc.jwk import KeySet
 from gateway.admin.web.render import STATIC, show_time
 from gateway.errors import ConfigError, Forbidden, GatewayError, IdentifierError, PeerError, Unauthorized
 from gateway.globalconf.model import GlobalConf, format_time
+from gateway.globalconf.transparency import TransparencyConf
 from gateway.identifiers import SubsystemId
 from gateway.portal import oidc, usage
 from gateway.settings import PortalSettings
@@ -401,9 +402,11 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
     citizen, token = await _citizen(request)
     _check_subject(request, citizen)
     entries, answers = await portal.fan_out(citizen.subject)
+    purposes = TransparencyConf.of(portal.globalconf()).purposes  # code -> text, as published
     return render(
         "usage.html",
         citizen=citizen,
+        purposes=purposes,
         csrf=csrf_token(token),
         entries=entries,
         answers=answers,
@@ -511,6 +514,12 @@ async def start_portal(portal: Portal, *, host: str | None = None, port: int | N
         portal.public_url = (s.public_url or f"http://{host}:{sock.getsockname()[1]}").rstrip("/")
         if not portal.client:
             portal.client = s.client
+        if not portal.client:  # the portal's subsystem as the global configuration publishes it
+            try:
+                published = TransparencyConf.of(portal.globalconf()).portal
+            except GatewayError as e:
+                raise ConfigError(f"the portal cannot read the global configuration: {e.message}") from e
+            portal.client = "" if published is None else str(published)
         if not portal.client:
             raise ConfigError(
                 "[portal] key 'client': the portal's subsystem is not set",

@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gateway.errors import PeerError
+from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.model import format_time
+from gateway.transparency.evidence import verify_usage_item
 
 Role = Literal["access", "disclosure"]
 ROLES: tuple[Role, ...] = ("access", "disclosure")
@@ -36,6 +38,21 @@ Verifier = Callable[[Mapping[str, Any]], Proof]
 
 def no_verifier(item: Mapping[str, Any]) -> Proof:
     return Proof(proven=False, detail="no verifier configured")
+
+
+def anchor_verifier(anchor: Anchor) -> Verifier:
+    """Each item's evidence checked against the instance's anchor
+    (:func:`gateway.transparency.evidence.verify_usage_item`): proven, with the time its checkpoint was
+    stamped, or not, with where the check failed."""
+
+    def verify(item: Mapping[str, Any]) -> Proof:
+        verdict = verify_usage_item(item, anchor)
+        if verdict.proven:
+            when = "" if verdict.logged_by is None else f"logged by {format_time(verdict.logged_by)}"
+            return Proof(proven=True, detail=when)
+        return Proof(proven=False, detail="; ".join(verdict.problems) or "not proven")
+
+    return verify
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -358,8 +358,15 @@ def _base(lines: list[tuple[str, str]], params_text: str) -> bytes:
     return "\n".join(out).encode("ascii")
 
 
+# x-road-* headers that the profile does not cover: X-Road-Data-Subject names persons, and a signed value would
+# be kept in clear in the signature base of both servers' message-log records (docs/transparency.md section 2);
+# the request hash, which the provider's signed response carries, covers it end to end.
+UNSIGNED_XROAD: Final = frozenset({"x-road-data-subject"})
+
+
 def _xroad_headers(headers: Mapping[str, str], required: tuple[str, ...]) -> list[str]:
-    extra = sorted(n for n in headers if n.startswith("x-road-") and n not in required and n not in _STAPLED)
+    extra = sorted(n for n in headers if n.startswith("x-road-") and n not in required and n not in _STAPLED
+                   and n not in UNSIGNED_XROAD)
     return [*required, *extra, *_STAPLED]
 
 

@@ -68,6 +68,7 @@ from gateway.proxy.context import ProxyContext
 from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.proxy.spool import Spool
 from gateway.serverconf import ClientInfo
+from gateway.transparency.headers import Transparency, fields_of
 from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy.client")
@@ -312,8 +313,12 @@ async def _exchange(
     request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
 ) -> http.Response:
-    # (4) where the service lives
+    # (4) where the service lives; the transparency headers, checked (docs/transparency.md)
     servers = providers(conf, target.service, h.security_server)
+    usage: Transparency | None = None
+    tfields = fields_of(pairs)
+    if tfields and ctx.transparency is not None:
+        usage = ctx.transparency.parse(tfields, client=h.client, conf=conf, now=now)
     # (5) body, ids, digest, signature. A body declared at most the spool's memory threshold is read whole
     #     (the hot path); a larger or chunked one is spooled as it arrives, hashed on the way (docs/performance.md
     #     section 9). A large or chunked response is spooled either way (_send).
@@ -332,7 +337,7 @@ async def _exchange(
             await spool.write_from(request.stream())  # bounded by max_body_bytes, the port's and the spool's
             body_256, body_512 = spool.sha256, (spool.sha512 if spool.size else None)
         return await _signed_exchange(request, ctx, now, conf, target, pairs, h, client_info, account, servers,
-                                      body, spool, body_256, body_512)
+                                      body, spool, body_256, body_512, usage, tfields)
     finally:
         if spool is not None:
             spool.close()
@@ -342,6 +347,7 @@ async def _signed_exchange(
     request: http.Request, ctx: ProxyContext, now: datetime, conf: GlobalConf, target: rest.RestTarget,
     pairs: list[tuple[str, str]], h: rest.XRoadRequestHeaders, client_info: ClientInfo, account: BodyAccount,
     servers: list[SecurityServer], body: bytes, spool: Spool | None, body_256: bytes, body_512: bytes | None,
+    usage: Transparency | None = None, tfields: dict[str, str] | None = None,
 ) -> http.Response:
     request_id = _new_request_id()
     observe.assigned(request_id)  # error answers carry it from here on
@@ -354,6 +360,8 @@ async def _signed_exchange(
     own_ocsp = await ctx.own_ocsp(conf)
     covered = {name: value for name, value in xroad}
     covered[signatures.H_CONTENT_DIGEST] = digest
+    if tfields:  # the purpose, basis and embargo are signed; the subjects are not (signatures.UNSIGNED_XROAD)
+        covered.update((n, v) for n, v in tfields.items() if n not in signatures.UNSIGNED_XROAD)
     signed = signatures.sign_request(
         method=target.method, path=target.raw_path, query=target.raw_query, headers=covered,
         signer=ctx.signer, created=created, ocsp=own_ocsp,
@@ -378,8 +386,22 @@ async def _signed_exchange(
         # One turn of the loop before the send: the writer takes the record now, and the work so far and the
         # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
         await asyncio.sleep(0)
-        return await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
-                           expected_hash, signed, client_info, account, logged)
+        response = await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
+                               expected_hash, signed, client_info, account, logged)
+        if usage is not None and ctx.transparency is not None:
+            # the access record, after the response's (docs/transparency.md section 3); fail closed like it
+            try:
+                await ctx.transparency.record(
+                    ctx.messagelog, origin=ctx.origin, side="client", message_id=h.message_id,
+                    request_id=request_id, client=h.client, service=target.service, method=target.method,
+                    path=request_target, status=response.status, created=ctx.clock(), request_hash=expected_hash,
+                    t=usage, user_id=h.user_id, signing_cert=ctx.sign_cert_der, ocsp_response=own_ocsp)
+            except BaseException:
+                aclose = getattr(response.stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise
+        return response
     except Exception:
         # Any error answer waits for the request's record too; if that write failed, its error is the answer
         # (raised from here, with the exchange's own error as its context).

@@ -36,6 +36,7 @@ from gateway.proxy.peers import PeerPool
 from gateway.proxy.services import ServicePools
 from gateway.serverconf import ServerConfSnapshot
 from gateway.serverconf.access import LocalGroupId
+from gateway.transparency.service import TransparencyState
 from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy")
@@ -127,6 +128,9 @@ class ProxyContext:
         # [server] spool_dir (set by runtime, from spool.spool_directory): where a body over the spool's memory
         # threshold goes while it passes; None: such a body is refused (PayloadTooLarge)
         self.spool_dir: Path | None = None
+        # [server] transparency (set by runtime): usage records and the findUsage metaservices
+        # (docs/transparency.md); None: transparency headers pass through unrecorded
+        self.transparency: TransparencyState | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from gateway.errors import (
     RequestError,
     ServiceFailed,
     SslAuthenticationFailed,
+    UnknownService,
 )
 from gateway.identifiers import ClientId, member_of, parse_client
 from gateway.messagelog.record import Kind, LogRecord
@@ -59,6 +60,9 @@ from gateway.proxy.common import (
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 from gateway.proxy.spool import Spool
+from gateway.transparency import service as transparency
+from gateway.transparency.headers import Transparency
+from gateway.transparency.service import USAGE_SERVICES
 
 log = structlog.get_logger("gateway.proxy.server")
 
@@ -194,11 +198,22 @@ async def _handle(
     error_type: str | None = None
     answer: Spool | None = None  # the service's answer, when it was spooled
     resp_body = b""
+    usage: Transparency | None = None  # docs/transparency.md: the disclosure record's data, when there is one
     try:
-        if target.service.service_code in META_SERVICES:
+        code = target.service.service_code
+        if code in META_SERVICES:
             status, reason, resp_pairs, resp_body = await metaservices.answer(ctx, conf, client, target,
                                                                               target.raw_query)
+        elif code in USAGE_SERVICES and ctx.transparency is not None and not target.service_path:
+            subsystem = target.service.subsystem
+            if subsystem not in ctx.snapshot.clients:
+                raise UnknownService(f"{subsystem.typed()} is not a client of this security server")
+            status, reason, resp_pairs, resp_body = await transparency.answer(
+                ctx.transparency, ctx.messagelog, conf, client, subsystem, code, target.method,
+                body if spool is None else b"", ctx.clock(), own_ocsp)
         else:
+            if ctx.transparency is not None:
+                usage = ctx.transparency.parse(fields, client=client, conf=conf, now=now)
             service = ctx.snapshot.service(target.service)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
@@ -220,13 +235,26 @@ async def _handle(
                     message_id=message_id, request_id=request_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
     try:
-        return await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
-                             signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
-                             answer, error_type, body_logging)
+        response = await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
+                                 signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
+                                 answer, error_type, body_logging)
     except BaseException:
         if answer is not None:
             answer.close()
         raise
+    if usage is not None and ctx.transparency is not None:
+        # the disclosure record, after the response's (docs/transparency.md section 3); fail closed like it
+        try:
+            await ctx.transparency.record(
+                ctx.messagelog, origin=ctx.origin, side="server", message_id=message_id, request_id=request_id,
+                client=client, service=target.service, method=target.method, path=request_target,
+                status=response.status, created=ctx.clock(), request_hash=request_hash, t=usage, user_id=user_id,
+                signing_cert=sign_cert_der, ocsp_response=own_ocsp)
+        except BaseException:
+            if answer is not None:
+                answer.close()
+            raise
+    return response
 
 
 async def _answer(

@@ -87,6 +87,8 @@ from gateway.storage.db import make_engine, sqlite_sibling_url
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
 from gateway.token.soft import SoftToken, TlsMaterial, read_pin
+from gateway.transparency.index import UsageIndex
+from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
 
 log = structlog.get_logger("gateway.server.runtime")
@@ -286,6 +288,11 @@ class SecurityServer:
         )
         ctx.body_logging = s.body_logging
         ctx.exchange_log = s.exchange_log
+        if s.transparency:
+            ctx.transparency = TransparencyState(
+                key=load_key(s.state_dir), index=UsageIndex(self.messagelog), max_subjects=s.transparency_max_subjects,
+                max_page=s.transparency_max_page, envelope_path=self.globalconf.cache_path,
+            )
         if s.opmon_records:
             ctx.opmon = self.opmon = OpMonWriter(
                 self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,

@@ -25,8 +25,8 @@ import pytest
 import pytest_asyncio
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from playwright.async_api import expect
-from process_kit import GATEWAY, clean_env, run_cli
+from playwright.async_api import Page, expect
+from process_kit import CONSUMER, GATEWAY, PERSONS, clean_env, run_cli
 from web_kit import Shots, check_page, chromium, new_context
 
 from gateway.dev.demo import Federation, start_federation
@@ -36,6 +36,8 @@ from gateway.portal.app import SESSION_COOKIE, SIGNIN_COOKIE
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
 CITIZEN_1, CITIZEN_2 = CITIZENS[0], CITIZENS[1]
+SOMEONE = "EE50001010000"  # a person who is no test citizen
+EMBARGO = timedelta(minutes=3)  # short: the federation's clock moves past it within the configuration's validity
 
 
 class Clock:
@@ -66,6 +68,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         tmp_path_factory.mktemp("portal") / "fed",
         clock=clock,
         portal=True,
+        central_overrides={"transparency_embargo_clients": (CONSUMER,)},
         server_overrides={"checkpoint_interval_seconds": 3600.0, "checkpoint_max_records": 10**6},
     )
     try:
@@ -104,6 +107,97 @@ async def test_federation_json_names_the_portal(world: World) -> None:
     assert [c["subject"] for c in d["citizens"]] == [c.subject for c in CITIZENS]
     conf = world.fed.server("ss1").globalconf.require_valid()
     assert "portal" in next(m for m in conf.members if str(m.id) == "DEV/GOV/1001").subsystems
+
+
+async def exchange(world: World, message_id: str, headers: dict[str, str]) -> str:
+    """One r1 request about someone through ss1's client port to the persons service on ss2; its message id."""
+    url = f"{world.fed.server('ss1').client_url}/r1/{PERSONS}/?limit=1"
+    sent = {"X-Road-Client": CONSUMER, "X-Road-Id": message_id, "Accept": "application/json", **headers}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent) as r:
+        assert r.status == 200, await r.text()
+        return r.headers["X-Road-Id"]
+
+
+async def checkpoint(world: World) -> None:
+    """A signed, timestamped checkpoint on both servers now (the background round would wait an hour)."""
+    for code in ("ss1", "ss2"):
+        ss = world.fed.server(code)
+        assert ss.checkpointer is not None
+        await ss.checkpointer.run_once(ss.clock(), force=True)
+
+
+async def rows(page: Page) -> dict[str, str]:
+    """Message id -> the row's text, of every row of the page's table."""
+    found = {}
+    for row in await page.locator("tr[data-message-id]").all():
+        found[str(await row.get_attribute("data-message-id"))] = await row.inner_text()
+    return found
+
+
+async def sign_in_browser(page: Page, world: World, subject: str) -> None:
+    await page.goto(f"{world.portal}/signin")
+    await page.get_by_label("or another subject id").fill(subject)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{world.portal}/usage")
+    await expect(page.locator("header")).to_contain_text(subject)
+
+
+async def test_citizens_see_exactly_their_uses_proven_and_an_embargo_from_its_date(
+    world: World, tmp_path: Path
+) -> None:
+    until = (world.clock() + EMBARGO).replace(microsecond=0)
+    c1, c2 = CITIZEN_1.subject, CITIZEN_2.subject
+    basis = {"X-Road-Legal-Basis": "Social Welfare Act 12"}
+    mine = {
+        await exchange(world, "portal-1", {"X-Road-Data-Subject": c1, "X-Road-Purpose": "BENEFITS", **basis}),
+        await exchange(world, "portal-2", {"X-Road-Data-Subject": f"{SOMEONE}, {c1}", "X-Road-Purpose": "TAX"}),
+    }
+    theirs = {await exchange(world, "portal-3", {"X-Road-Data-Subject": c2, "X-Road-Purpose": "TAX"})}
+    await exchange(world, "portal-4", {"X-Road-Data-Subject": SOMEONE, "X-Road-Purpose": "TAX"})
+    embargo = f'embargo; until="{until:%Y-%m-%dT%H:%M:%SZ}"'
+    embargoed = await exchange(
+        world, "portal-5", {"X-Road-Data-Subject": c1, "X-Road-Purpose": "POLICE", "X-Road-Transparency": embargo}
+    )
+    await checkpoint(world)
+    shots = Shots(tmp_path, "portal")
+    async with chromium() as browser:
+        ctx = await new_context(browser)
+        page = await ctx.new_page()
+        # citizen 1: exactly their two exchanges, each recorded by both sides and proven on both
+        await sign_in_browser(page, world, c1)
+        seen = await rows(page)
+        assert set(seen) == mine, seen
+        for text in seen.values():
+            assert "both sides" in text and "consumer: proven" in text and "provider: proven" in text, text
+        assert "Checking eligibility for social benefits" in seen["portal-1"]
+        assert "Social Welfare Act 12" in seen["portal-1"] and "Agency A" in seen["portal-1"]
+        await expect(page.get_by_role("alert")).to_have_count(0)  # every information system answered
+        await check_page(page, shots, "usage-citizen-1")
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="Download the evidence").click()
+        evidence = tmp_path / "evidence.json"
+        await (await info.value).save_as(evidence)
+        document = json.loads(evidence.read_text())
+        assert document["subject"] == c1
+        assert {e["messageId"] for e in document["entries"]} == mine and len(document["entries"]) == 4
+        rc, out, err = await run_cli("log", "verify-usage", str(evidence), "--anchor", str(world.fed.anchor_path))
+        assert rc == 0, out + err
+        # citizen 2: their one exchange, none of citizen 1's
+        await page.get_by_role("button", name="Sign out").click()
+        await sign_in_browser(page, world, c2)
+        assert set(await rows(page)) == theirs
+        await check_page(page, shots, "usage-citizen-2")
+        # the embargo's date comes: citizen 1 sees that exchange too, proven logged before it
+        world.clock.offset = EMBARGO + timedelta(seconds=5)
+        try:
+            await page.get_by_role("button", name="Sign out").click()
+            await sign_in_browser(page, world, c1)
+            seen = await rows(page)
+            assert set(seen) == {*mine, embargoed}
+            assert "Criminal investigation" in seen[embargoed] and "provider: proven" in seen[embargoed]
+            await check_page(page, shots, "usage-after-embargo")
+        finally:
+            world.clock.offset = timedelta()
 
 
 async def test_sign_in_see_download_sign_out_in_a_browser(world: World, tmp_path: Path) -> None:
@@ -255,7 +349,8 @@ def _settings(world: World, path: Path, *, client: str) -> Path:
 
 
 async def test_portal_serve_command(world: World, tmp_path: Path) -> None:
-    settings = _settings(world, tmp_path / "portal.toml", client="DEV/GOV/1001/portal")
+    # no [portal] client: the portal's subsystem is the one the global configuration publishes
+    settings = _settings(world, tmp_path / "portal.toml", client="")
     proc = await asyncio.create_subprocess_exec(
         str(GATEWAY),
         "-c",
@@ -283,11 +378,9 @@ async def test_portal_serve_command(world: World, tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    # a portal without its subsystem does not start
-    rc, _out, err = await run_cli("-c", str(_settings(world, tmp_path / "bad.toml", client="")), "portal", "serve")
-    assert rc == 2 and "[portal] key 'client'" in err
+    # a malformed subsystem stops it before it listens
     rc, _out, err = await run_cli(
-        "-c", str(_settings(world, tmp_path / "bad2.toml", client="DEV/GOV")), "portal", "serve"
+        "-c", str(_settings(world, tmp_path / "bad.toml", client="DEV/GOV")), "portal", "serve"
     )
     assert rc == 2 and "[portal] key 'client'" in err
 

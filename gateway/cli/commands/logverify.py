@@ -56,3 +56,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"archive {args.archive}")
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def cmd_verify_usage(args: argparse.Namespace) -> int:
+    """``gateway log verify-usage FILE --anchor ANCHOR``: a portal's evidence file checked offline, entry by entry
+    (docs/transparency.md section 5); exit 0 only if every entry is proven."""
+    from gateway.globalconf.anchor import Anchor
+    from gateway.transparency.evidence import verify_file
+
+    anchor = Anchor.from_file(args.anchor)
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read()
+        subject, verdicts = verify_file(data, anchor)
+    except OSError as e:
+        print(f"RESULT: FAILED, the file cannot be read: {e}")
+        return 1
+    except TrustError as e:
+        print(f"RESULT: FAILED, {e.message}")
+        return 1
+    print(f"evidence of {subject or '(no subject)'}: {len(verdicts)} entries")
+    for n, verdict in verdicts:
+        if verdict.proven:
+            when = "" if verdict.logged_by is None else f", logged by {verdict.logged_by.isoformat()}"
+            print(f"entry {n}: proven{when}" + "".join(f"; {note}" for note in verdict.notes))
+        else:
+            print(f"entry {n}: NOT proven: " + "; ".join(verdict.problems))
+    failed = sum(1 for _, v in verdicts if not v.proven)
+    if failed or not verdicts:
+        print(f"RESULT: FAILED, {failed} of {len(verdicts)} entries not proven")
+        return 1
+    print(f"RESULT: OK, all {len(verdicts)} entries proven")
+    return 0

@@ -77,6 +77,8 @@ def check_chunk(checker: LeanChecker, first: int, data: bytes) -> ChunkResult:
         pairs.add(checked.pair)
         if checked.kind == "request":
             requests.append((i, checked.request_id, checked.signature))
+        elif checked.kind == "usage":  # no signature to pair (docs/transparency.md section 3)
+            continue
         else:
             assert checked.bound is not None
             responses.append((i, checked.request_id, checked.bound))

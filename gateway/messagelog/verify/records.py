@@ -274,8 +274,10 @@ class RecordChecker:
         elif kind == "response":
             if type(status) is not int or not 100 <= status <= 599 or obj["side"] not in ("client", "server"):
                 raise _RecordProblem("malformed", _decode_message(line, self.blobs))
+        elif kind == "usage":
+            return self._check_usage(obj, line)
         else:
-            raise _RecordProblem("malformed", f"kind {str(kind)[:20]!r} is not request or response")
+            raise _RecordProblem("malformed", f"kind {str(kind)[:20]!r} is not request, response or usage")
         created_text = obj["created"]
         if not isinstance(created_text, str) or not _CREATED_RE.fullmatch(created_text):
             raise _RecordProblem("malformed", "field created is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
@@ -388,6 +390,34 @@ class RecordChecker:
                                               "(docs/messagelog.md section 2)")
         return Checked(kind=kind, request_id=request_id, created=created, signature=verified.signature,
                        bound=req_sig, pair=(cert_der, ocsp_der))
+
+
+    def _check_usage(self, obj: dict[str, Any], line: bytes) -> Checked:
+        """A usage record (docs/transparency.md section 3): no signature of its own, the exchange's ids, the
+        answer's status, the log owner's stapled certificate and OCSP response, and the ``usage.*``
+        extensions; it must decode to the same bytes (one encoding per record)."""
+        status, side = obj["status"], obj["side"]
+        if type(status) is not int or not 100 <= status <= 599 or side not in ("client", "server"):
+            raise _RecordProblem("malformed", _decode_message(line, self.blobs))
+        empty = {"signature_input": "", "signature": "", "body_digest": "", "body": None, "user_id": None,
+                 "issue": None, "signature_base": [""]}
+        for name, value in empty.items():
+            if obj[name] != value:
+                raise _RecordProblem("malformed", f"a usage record's {name} must be {value!r}")
+        extensions = obj["extensions"]
+        if not isinstance(extensions, dict) or extensions.get("usage.v") != "1":
+            raise _RecordProblem("malformed", "a usage record's extensions must name usage.v 1")
+        created_text = obj["created"]
+        if not isinstance(created_text, str) or not _CREATED_RE.fullmatch(created_text):
+            raise _RecordProblem("malformed", "field created is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+        cert_der = self.blob("signing_cert", obj["signing_cert"])
+        ocsp_der = self.blob("ocsp_response", obj["ocsp_response"])
+        try:
+            record = decode(line, self.blobs)
+        except TrustError as e:
+            raise _RecordProblem("malformed", e.message) from e
+        return Checked(kind="usage", request_id=record.request_id, created=record.created, signature=b"",
+                       bound=None, pair=(cert_der, ocsp_der))
 
 
 def _decode_message(line: bytes, blobs: Mapping[str, bytes]) -> str:

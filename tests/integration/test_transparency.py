@@ -1,0 +1,346 @@
+"""Transparency through a real federation (docs/transparency.md): the transparency headers, the access and
+disclosure records both servers log, ``findUsage``/``usagePeriod``/``heartbeat`` answered to the portal's
+subsystem only, each item's evidence verified offline (and a tampered one refused, saying where), embargoes,
+and ``gateway log verify`` still passing on an archive that holds usage records.
+
+One module-scoped federation: the consumer (DEV/GOV/1001/consumer on ss1) is the portal's subsystem and
+entitled to embargo; the registry (DEV/GOV/1002/registry on ss2) is a client too, entitled to neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from gateway.cli import main
+from gateway.dev.demo import Federation, start_federation
+from gateway.globalconf.anchor import Anchor
+from gateway.server.runtime import SecurityServer
+from gateway.transparency.evidence import verify_usage_item
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+CONSUMER = "DEV/GOV/1001/consumer"
+REGISTRY = "DEV/GOV/1002/registry"
+PERSONS = f"{REGISTRY}/persons/?limit=1"
+ALICE = "EE38001085718"
+BOB = "EE49002124277"
+CENTRAL = {
+    "transparency_purposes": ("TAX=Tax assessment", "POLICE=Criminal investigation"),
+    "transparency_portal": CONSUMER,
+    "transparency_embargo_clients": (CONSUMER,),
+}
+
+
+@dataclass
+class Env:
+    fed: Federation
+    anchor: Anchor
+
+    @property
+    def ss1(self) -> SecurityServer:
+        return self.fed.server("ss1")
+
+    @property
+    def ss2(self) -> SecurityServer:
+        return self.fed.server("ss2")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    fed = await start_federation(tmp_path_factory.mktemp("transparency"), central_overrides=CENTRAL)
+    try:
+        yield Env(fed=fed, anchor=Anchor.from_file(fed.anchor_path))
+    finally:
+        await fed.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def call(
+    server: SecurityServer,
+    target: str,
+    *,
+    client: str = CONSUMER,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+) -> Reply:
+    h = {"X-Road-Client": client, "X-Road-Id": str(uuid.uuid4()), **(headers or {})}
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        h["Content-Type"] = "application/json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method,
+            f"{server.client_url}/r1/{target}",
+            headers=h,
+            data=data,
+        ) as resp,
+    ):
+        return Reply(resp.status, dict(resp.headers), await resp.read())
+
+
+async def find(
+    env: Env, provider: str, subject: str, *, client: str = CONSUMER, via: SecurityServer | None = None, **extra: Any
+) -> Reply:
+    return await call(
+        via or env.ss1,
+        f"{provider}/findUsage",
+        client=client,
+        method="POST",
+        body={
+            "userCode": subject,
+            "periodStart": "2000-01-01T00:00:00Z",
+            "periodEnd": "2100-01-01T00:00:00Z",
+            "offset": 0,
+            "limit": 50,
+            **extra,
+        },
+    )
+
+
+async def checkpoint(env: Env) -> None:
+    for ss in (env.ss1, env.ss2):
+        assert ss.checkpointer is not None
+        await ss.checkpointer.run_once(ss.clock(), force=True)
+
+
+async def test_exchange_about_a_subject_is_recorded_on_both_sides_without_the_subject(env: Env) -> None:
+    reply = await call(
+        env.ss1,
+        PERSONS,
+        headers={
+            "X-Road-Data-Subject": ALICE,
+            "X-Road-Purpose": "TAX",
+            "X-Road-Purpose-Text": "annual assessment",
+            "X-Road-Legal-Basis": "Taxation Act s. 12",
+            "X-Road-UserId": "EE-official-7",
+        },
+    )
+    assert reply.status == 200, reply.body
+    message_id = reply.headers["X-Road-Id"]
+    for ss, side in ((env.ss1, "client"), (env.ss2, "server")):
+        assert ss.context is not None
+        stored = await ss.messagelog.read(ss.context.origin, limit=10_000)
+        mine = [s.decode() for s in stored if s.decode().message_id == message_id]
+        assert [r.kind for r in mine] == ["request", "response", "usage"]
+        usage = mine[2]
+        assert usage.side == side and usage.status == 200 and usage.user_id is None
+        assert usage.extensions["usage.purpose"] == "TAX"
+        assert usage.extensions["usage.legal-basis"] == "Taxation Act s. 12"
+        assert str(usage.extensions["usage.user"]).startswith("hmac-sha256:")
+        assert len(usage.extensions["usage.subjects"]) == 1
+        # the subject is in no record of the log in clear; the official only in the exchange's own records
+        assert all(ALICE.encode() not in s.encoded for s in stored)
+        assert b"EE-official-7" not in usage.encode()
+
+
+async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env, tmp_path: Path) -> None:
+    ok = await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": f"{BOB}, {ALICE}", "X-Road-Purpose": "TAX"})
+    assert ok.status == 200
+    await checkpoint(env)
+    reply = await find(env, REGISTRY, ALICE)
+    assert reply.status == 200, reply.body
+    doc = reply.json()
+    assert doc["total"] >= 2 and len(doc["usages"]) == doc["total"]
+    first = doc["usages"][0]
+    assert first["messageId"] == ok.headers["X-Road-Id"]  # newest first
+    assert first["role"] == "disclosure" and first["receiverCode"] == "1001" and first["receiverSystem"] == "consumer"
+    assert first["receiverName"] == "Agency A" and first["purpose"] == "TAX" and first["status"] == 200
+    assert first["action"].startswith(f"{REGISTRY}/persons GET /r1/")
+    assert first["embargoUntil"] is None and first["evidence"]["proof"].startswith("c2sp.org/tlog-proof@v1\n")
+    for item in doc["usages"]:
+        verdict = verify_usage_item(item, env.anchor)
+        assert verdict.proven, verdict.problems
+    # the consumer's own access records, from its own server (findUsage of the consumer subsystem)
+    access = (await find(env, CONSUMER, ALICE)).json()
+    assert {u["role"] for u in access["usages"]} == {"access"}
+    assert {u["requestHash"] for u in access["usages"]} == {u["requestHash"] for u in doc["usages"]}
+    assert all(verify_usage_item(u, env.anchor).proven for u in access["usages"])
+    # Bob's records are his: the first exchange was about Alice only
+    assert (await find(env, REGISTRY, BOB)).json()["total"] == 1
+    assert (await find(env, REGISTRY, "FI010101A1234")).json() == {"total": 0, "usages": []}
+    # the evidence file, offline through the CLI; a tampered copy fails and says where
+    good = tmp_path / "evidence.json"
+    good.write_text(json.dumps({"subject": ALICE, "generated": "2026-12-02T00:00:00Z", "entries": doc["usages"]}))
+    assert await asyncio.to_thread(main, ["log", "verify-usage", str(good), "--anchor", str(env.fed.anchor_path)]) == 0
+    bad = json.loads(good.read_text())
+    proof_lines = bad["entries"][0]["evidence"]["proof"].split("\n")
+    proof_lines[2] = base64.b64encode(b"\x00" * 32).decode()  # one hash of the inclusion proof
+    bad["entries"][0]["evidence"]["proof"] = "\n".join(proof_lines)
+    bad["entries"][1]["purpose"] = "POLICE"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(bad))
+    v0 = verify_usage_item(bad["entries"][0], env.anchor)
+    assert not v0.proven and "evidence.proof: the record is not leaf" in v0.problems[0]
+    v1 = verify_usage_item(bad["entries"][1], env.anchor)
+    assert not v1.proven and any("item field purpose is 'POLICE'" in p for p in v1.problems)
+    assert (
+        await asyncio.to_thread(main, ["log", "verify-usage", str(tampered), "--anchor", str(env.fed.anchor_path)]) == 1
+    )
+
+
+async def test_find_usage_usage_period_heartbeat_refuse_other_clients(env: Env) -> None:
+    for code, method in (("findUsage", "POST"), ("usagePeriod", "GET"), ("heartbeat", "GET")):
+        reply = await call(
+            env.ss2,
+            f"{CONSUMER}/{code}",
+            client=REGISTRY,
+            method=method,
+            body={"userCode": ALICE} if method == "POST" else None,
+        )
+        assert reply.status == 403, reply.body
+        assert reply.headers["X-Road-Error"] == "Client.AccessDenied"
+        assert "only the portal's subsystem" in reply.json()["message"]
+    beat = await call(env.ss1, f"{REGISTRY}/heartbeat")
+    assert beat.status == 200 and beat.json()["status"] == "ok"
+    period = (await call(env.ss1, f"{REGISTRY}/usagePeriod")).json()
+    assert period["periodStart"] <= period["periodEnd"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error", "message"),
+    [
+        ({"X-Road-Data-Subject": "38001085718"}, 400, "Client.BadRequest", "is not a subject identifier"),
+        ({"X-Road-Data-Subject": ""}, 400, "Client.BadRequest", "is not a subject identifier"),
+        (
+            {"X-Road-Data-Subject": ",".join(f"EE{i}" for i in range(17))},
+            400,
+            "Client.BadRequest",
+            "more than the maximum of 16",
+        ),
+        ({"X-Road-Purpose": "FUN"}, 400, "Client.UnknownPurpose", "not in the global configuration's purpose list"),
+        ({"X-Road-Purpose": "no spaces"}, 400, "Client.BadRequest", "is not a purpose code"),
+        ({"X-Road-Legal-Basis": "x" * 501}, 400, "Client.BadRequest", "longer than 500"),
+        ({"X-Road-Purpose-Text": "\u00e9t\u00e9"}, 400, "Client.BadRequest", "printable ASCII"),
+        ({"X-Road-Transparency": "embargo"}, 400, "Client.BadRequest", "exactly one parameter, until"),
+        (
+            {"X-Road-Transparency": 'embargo; until="2001-01-01T00:00:00Z"'},
+            400,
+            "Client.BadRequest",
+            "not in the future",
+        ),
+        ({"X-Road-Transparency": "hide; until=2000000000"}, 400, "Client.BadRequest", "exactly 'embargo; until=DATE'"),
+        ({"X-Road-Transparency": "embargo; until=tomorrow"}, 400, "Client.BadRequest", "RFC 3339"),
+    ],
+    ids=[
+        "no-country",
+        "empty",
+        "too-many",
+        "unknown-purpose",
+        "bad-purpose",
+        "long-basis",
+        "non-ascii",
+        "no-until",
+        "past",
+        "not-embargo",
+        "bad-date",
+    ],
+)
+async def test_malformed_transparency_headers_are_refused(
+    env: Env,
+    headers: dict[str, str],
+    status: int,
+    error: str,
+    message: str,
+) -> None:
+    reply = await call(env.ss1, PERSONS, headers=headers)
+    assert reply.status == status, reply.body
+    assert reply.headers["X-Road-Error"] == error
+    assert message in reply.json()["message"]
+
+
+async def test_embargo_from_a_client_not_entitled_is_refused(env: Env) -> None:
+    reply = await call(
+        env.ss2,
+        PERSONS,
+        client=REGISTRY,
+        headers={"X-Road-Data-Subject": ALICE, "X-Road-Transparency": "embargo; until=2000000000"},
+    )
+    assert reply.status == 403 and reply.headers["X-Road-Error"] == "Client.AccessDenied"
+    assert "not entitled to embargo" in reply.json()["message"]
+
+
+async def test_find_usage_bad_bodies(env: Env) -> None:
+    for body, message in (
+        ({"userCode": "nobody"}, "userCode must be a subject identifier"),
+        ({"userCode": ALICE, "limit": 101}, "limit must be 1 to 100"),
+        ({"userCode": ALICE, "offset": -1}, "offset must be a non-negative integer"),
+        ({"userCode": ALICE, "periodStart": "yesterday"}, "is not an RFC 3339 date-time"),
+        (
+            {"userCode": ALICE, "periodStart": "2030-01-01T00:00:00Z", "periodEnd": "2020-01-01T00:00:00Z"},
+            "periodEnd is before periodStart",
+        ),
+        ({"userCode": ALICE, "who": 1}, "unknown fields ['who']"),
+    ):
+        reply = await call(env.ss1, f"{REGISTRY}/findUsage", method="POST", body=body)
+        assert reply.status == 400, (body, reply.body)
+        assert message in reply.json()["message"]
+
+
+async def test_embargoed_record_hidden_until_its_date_then_proven_logged_on_time(env: Env) -> None:
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    subject = "EE50001010000"
+    reply = await call(
+        env.ss1,
+        PERSONS,
+        headers={
+            "X-Road-Data-Subject": subject,
+            "X-Road-Purpose": "POLICE",
+            "X-Road-Transparency": f'embargo; until="{until.strftime("%Y-%m-%dT%H:%M:%SZ")}"',
+        },
+    )
+    assert reply.status == 200, reply.body
+    await checkpoint(env)
+    assert (await find(env, REGISTRY, subject)).json() == {"total": 0, "usages": []}
+    state = env.ss2.context.transparency if env.ss2.context is not None else None
+    assert state is not None
+    state.clock = lambda: until + timedelta(seconds=1)
+    try:
+        doc = (await find(env, REGISTRY, subject)).json()
+    finally:
+        state.clock = None
+    assert doc["total"] == 1
+    item = doc["usages"][0]
+    assert item["embargoUntil"] == until.strftime("%Y-%m-%dT%H:%M:%SZ") and item["purpose"] == "POLICE"
+    verdict = verify_usage_item(item, env.anchor)
+    assert verdict.proven, verdict.problems
+    assert verdict.logged_by is not None and verdict.logged_by < until
+    counts = await state.index.counts(datetime.now(UTC))
+    assert any(c.client == CONSUMER and c.embargoed == 1 for c in counts)
+
+
+async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_path: Path) -> None:
+    await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": ALICE})
+    await checkpoint(env)
+    out = tmp_path / "ss2.zip"
+    settings = env.fed.workdir / "ss2.toml"
+    assert await asyncio.to_thread(main, ["-c", str(settings), "log", "export", "--out", str(out)]) == 0
+    assert ALICE.encode() not in out.read_bytes()
+    assert (
+        await asyncio.to_thread(
+            main, ["log", "verify", str(out), "--anchor", str(env.fed.anchor_path), "--workers", "1"]
+        )
+        == 0
+    )
