@@ -386,3 +386,68 @@ def _url(base: str) -> object:
     from yarl import URL
 
     return URL(base)
+
+
+async def test_identity_provider_refuses_bad_requests(world: World) -> None:
+    assert world.fed.portal is not None
+    idp, portal = world.fed.portal.idp.url, world.fed.portal.running.portal
+    good = {
+        "response_type": "code",
+        "client_id": portal.settings.client_id,
+        "redirect_uri": portal.redirect_uri,
+        "scope": "openid",
+        "state": "s",
+        "nonce": "n",
+        "code_challenge": "c" * 43,
+        "code_challenge_method": "S256",
+    }
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        # an unknown client or redirect URI: a page, never a redirect to the unregistered address
+        for change, says in (
+            ({"client_id": "other"}, "unknown client_id"),
+            ({"redirect_uri": "http://evil.example/cb"}, "is not registered"),
+        ):
+            async with http.get(f"{idp}/authorize", params={**good, **change}, allow_redirects=False) as r:
+                assert r.status == 400 and says in await r.text()
+        # a request the client can be told about by redirect: the OAuth error code, with the state
+        for change, error in (
+            ({"response_type": "token"}, "unsupported_response_type"),
+            ({"scope": "profile"}, "invalid_scope"),
+            ({"code_challenge_method": "plain"}, "invalid_request"),
+        ):
+            async with http.get(f"{idp}/authorize", params={**good, **change}, allow_redirects=False) as r:
+                assert r.status == 303
+                assert parse_qs(urlsplit(r.headers["Location"]).query) == {"error": [error], "state": ["s"]}
+        # the token endpoint: a wrong PKCE verifier spends the code; other grants are refused
+        async with http.get(f"{world.portal}/signin", allow_redirects=False) as r:
+            authorize = r.headers["Location"]
+        async with http.get(authorize) as r:
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', await r.text()))
+        async with http.post(
+            f"{idp}/authorize", data={**fields, "subject": CITIZEN_1.subject}, allow_redirects=False
+        ) as r:
+            code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": portal.redirect_uri,
+            "client_id": portal.settings.client_id,
+            "code_verifier": "wrong" * 10,
+        }
+        for sent, says in (
+            (form, "does not match the code_challenge"),
+            (form, "unknown, used or expired code"),
+            ({**form, "grant_type": "password"}, "grant_type must be authorization_code"),
+        ):
+            async with http.post(f"{idp}/token", data=sent) as r:
+                assert r.status == 400 and says in (await r.json())["error_description"]
+        # a subject id without its country prefix
+        async with http.post(
+            f"{idp}/authorize", data={**fields, "subject_id": "38001085718"}, allow_redirects=False
+        ) as r:
+            assert r.status == 400 and "is not a subject id with a country prefix" in await r.text()
+        # a form without the provider's CSRF cookie value
+        async with http.post(
+            f"{idp}/authorize", data={**fields, "_csrf": "x", "subject": CITIZEN_1.subject}, allow_redirects=False
+        ) as r:
+            assert r.status == 403 and "CSRF" in await r.text()
