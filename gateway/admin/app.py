@@ -71,6 +71,7 @@ HANDLERS: dict[str, Impl] = {
     "exportMessageLogRecord": messagelog.export_message_log_record,
     "listMessageLogCheckpoints": messagelog.list_message_log_checkpoints,
     "getMessageLogCheckpoint": messagelog.get_message_log_checkpoint,
+    "getTransparencyCounts": messagelog.get_transparency_counts,
     "proveMessageLogInclusion": messagelog.prove_message_log_inclusion,
     "proveMessageLogConsistency": messagelog.prove_message_log_consistency,
     "exportMessageLogArchive": messagelog.export_message_log_archive,

@@ -30,6 +30,7 @@ from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
 from gateway.token.soft import SoftToken
+from gateway.transparency.service import TransparencyState
 
 Clock = Callable[[], datetime]
 
@@ -72,6 +73,7 @@ class AdminContext:
     certificates: Callable[[], Awaitable[list[CertReport]]] | None = None
     checkpointer: Checkpointer | None = None
     readiness: Callable[[], Awaitable[Sequence[Check]]] | None = None  # ServerHealth.checks, as /readyz runs them
+    transparency: TransparencyState | None = None  # the usage records' index (docs/transparency.md section 4)
 
     @property
     def origin(self) -> str:

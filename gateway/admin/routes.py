@@ -207,7 +207,18 @@ SERVICE = obj({
     "enabled": {"type": "boolean"},
     "disabled_notice": string("shown to clients while disabled"),
     "endpoints": {"type": "array", "items": ENDPOINT},
+    "data_subject": {"type": ["string", "null"], "maxLength": 255,
+                     "description": "where requests carry their data subject: path:N, query:NAME or json:POINTER "
+                                    "(docs/transparency.md)"},
+    "subject_mismatch": {"type": "string", "enum": ["refuse", "flag"]},
+    "purpose_required": {"type": "boolean"},
 }, ("id", "encoded_id", "url", "timeout_seconds", "openapi_url", "enabled", "disabled_notice", "endpoints"))
+_TRANSPARENCY_FIELDS: dict[str, Any] = {
+    "data_subject": {"type": "string", "maxLength": 255,
+                     "description": "path:N, query:NAME or json:POINTER; \"\" removes it (docs/transparency.md)"},
+    "subject_mismatch": {"type": "string", "enum": ["refuse", "flag"]},
+    "purpose_required": {"type": "boolean"},
+}
 ACCESS_RIGHT = obj({
     "service": ID,
     "subject": string("SUBSYSTEM:..., MEMBER:..., GLOBALGROUP:INSTANCE/CODE or LOCALGROUP:CODE"),
@@ -277,6 +288,13 @@ CHECKPOINT = obj({
     "timestamp_time": OPT_TIME,
     "tsa": {"type": ["string", "null"], "maxLength": 1024, "description": "name of the TSA that stamped it"},
 }, ("size", "root_hash", "created", "timestamped", "timestamp_time", "tsa"))
+TRANSPARENCY_COUNTS = obj({
+    "enabled": {"type": "boolean"},
+    "clients": {"type": "array", "items": obj({
+        "client": string("client subsystem"), "records": {"type": "integer"}, "embargoed": {"type": "integer"},
+    }, ("client", "records", "embargoed"))},
+    "index_failures": {"type": "integer", "description": "index rows this process could not write"},
+}, ("enabled", "clients", "index_failures"))
 CHECKPOINT_LIST = obj({
     "origin": string("log origin", max_length=255),
     "records": {"type": "integer", "minimum": 0, "description": "records in the log (next sequence number)"},
@@ -518,7 +536,8 @@ ROUTES: tuple[Route, ...] = (
           request=obj({"id": SERVICE_ID, "url": HTTP_URL, "timeout_seconds": TIMEOUT,
                         "openapi_url": {"anyOf": [HTTP_URL, {"type": "null"}]},
                         "enabled": {"type": "boolean"}, "disabled_notice": string("notice"),
-                        "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000}}, ("id", "url")),
+                        "endpoints": {"type": "array", "items": ENDPOINT, "maxItems": 1000},
+                        **_TRANSPARENCY_FIELDS}, ("id", "url")),
           response=SERVICE, status=201, errors=(400, 404, 409)),
     Route(operation_id="getService", method="GET", path=f"{API}/services/{{service_id}}", roles=READERS,
           tag="services", summary="One service", response=SERVICE, errors=(400, 404)),
@@ -527,7 +546,8 @@ ROUTES: tuple[Route, ...] = (
           request=obj({"url": HTTP_URL, "timeout_seconds": TIMEOUT,
                         "openapi_url": {"anyOf": [HTTP_URL, {"const": ""}], "description": "OpenAPI URL, or \"\" "
                                         "to remove it"},
-                        "enabled": {"type": "boolean"}, "disabled_notice": string("notice")}),
+                        "enabled": {"type": "boolean"}, "disabled_notice": string("notice"),
+                        **_TRANSPARENCY_FIELDS}),
           response=SERVICE, errors=(400, 404)),
     Route(operation_id="removeService", method="DELETE", path=f"{API}/services/{{service_id}}", roles=SERVICES,
           tag="services", summary="Remove a service with its endpoints and access rights", status=204,
@@ -641,6 +661,10 @@ ROUTES: tuple[Route, ...] = (
           roles=AUDITOR, tag="messagelog", audit_reads=True,
           summary="One checkpoint: its signed note, RFC 3161 token and the certificates to check them",
           response=CHECKPOINT_FULL, query=(ORIGIN_QUERY,), errors=(400, 404)),
+    Route(operation_id="getTransparencyCounts", method="GET", path=f"{API}/messagelog/transparency",
+          roles=AUDITOR, tag="messagelog", audit_reads=True,
+          summary="Usage records per client, and how many are embargoed now (docs/transparency.md)",
+          response=TRANSPARENCY_COUNTS, errors=()),
     Route(operation_id="proveMessageLogInclusion", method="GET", path=f"{API}/messagelog/proofs/inclusion",
           roles=AUDITOR, tag="messagelog", audit_reads=True,
           summary="Inclusion proof of a record in a checkpoint (default: the newest)", response=INCLUSION_PROOF,

@@ -55,6 +55,18 @@ def register(subparsers: SubParsers) -> None:
         "--endpoint", action="append", metavar="'METHOD PATH'", help="an endpoint, e.g. 'GET /pets/*'"
     )
     s.add_argument("--disabled", action="store_true", help="add it disabled")
+    s.add_argument("--data-subject", metavar="WHERE",
+                   help="where its requests carry the data subject: path:N, query:NAME or json:POINTER "
+                        "(docs/transparency.md)")
+    s.add_argument("--subject-mismatch", choices=("refuse", "flag"), default="refuse",
+                   help="a declared subject not in X-Road-Data-Subject: refuse the request or flag its record")
+    s.add_argument("--purpose-required", action="store_true", help="refuse requests without X-Road-Purpose")
+    s = command(g, "transparency", _handler("cmd_service_transparency"),
+                "change a service's data-subject declaration and purpose requirement (docs/transparency.md)")
+    s.add_argument("id", help="INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE")
+    s.add_argument("--data-subject", metavar="WHERE", help="path:N, query:NAME or json:POINTER; '' removes it")
+    s.add_argument("--subject-mismatch", choices=("refuse", "flag"))
+    s.add_argument("--purpose-required", choices=("yes", "no"))
     command(g, "list", _handler("cmd_service_list"), "list services")
     s = command(g, "remove", _handler("cmd_service_remove"), "remove a service with its endpoints and access rights")
     s.add_argument("id")

@@ -166,7 +166,7 @@ class LogRecord:
         ):
             raise _fail(f"status {self.status!r} is not an HTTP status code")
         if (self.status is None) != (self.kind == "request"):
-            raise _fail("status is required on a response or usage record and absent on a request record")
+            raise _fail("status is required on a response record and absent on a request record")
         for name in ("signature_base", "signing_cert", "ocsp_response"):
             if not isinstance(getattr(self, name), bytes):
                 raise _fail(f"{name} must be bytes")

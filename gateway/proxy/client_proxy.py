@@ -386,22 +386,9 @@ async def _signed_exchange(
         # One turn of the loop before the send: the writer takes the record now, and the work so far and the
         # send's are two callbacks rather than one of over a millisecond (docs/messagelog.md section 11).
         await asyncio.sleep(0)
-        response = await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
-                               expected_hash, signed, client_info, account, logged)
-        if usage is not None and ctx.transparency is not None:
-            # the access record, after the response's (docs/transparency.md section 3); fail closed like it
-            try:
-                await ctx.transparency.record(
-                    ctx.messagelog, origin=ctx.origin, side="client", message_id=h.message_id,
-                    request_id=request_id, client=h.client, service=target.service, method=target.method,
-                    path=request_target, status=response.status, created=ctx.clock(), request_hash=expected_hash,
-                    t=usage, user_id=h.user_id, signing_cert=ctx.sign_cert_der, ocsp_response=own_ocsp)
-            except BaseException:
-                aclose = getattr(response.stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-                raise
-        return response
+        return await _send(ctx, servers, target, request_target, send_headers, body, spool, h, request_id,
+                           expected_hash, signed, client_info, account, logged,
+                           None if usage is None else (usage, own_ocsp))
     except Exception:
         # Any error answer waits for the request's record too; if that write failed, its error is the answer
         # (raised from here, with the exchange's own error as its context).
@@ -417,7 +404,7 @@ async def _send(
     ctx: ProxyContext, servers: list[SecurityServer], target: rest.RestTarget, request_target: str,
     send_headers: list[tuple[str, str]], body: bytes, spool: Spool | None, h: rest.XRoadRequestHeaders,
     request_id: str, expected_hash: str, signed: signatures.SignedMessage, client_info: ClientInfo,
-    account: BodyAccount, logged: asyncio.Future[Appended],
+    account: BodyAccount, logged: asyncio.Future[Appended], usage: tuple[Transparency, bytes] | None = None,
 ) -> http.Response:
     # (7) send, fastest first, failing over while nothing has reached a server (but not once the request's
     #     record has failed: that is the answer now)
@@ -459,7 +446,7 @@ async def _send(
             raise wrap_send_failure(e, server.id) from e
         try:
             return await _response(ctx, resp, sink, h, target, request_id, expected_hash, signed, client_info,
-                                   request_target, logged)
+                                   request_target, logged, usage)
         except BaseException:
             if sink is not None:
                 sink.close()
@@ -480,6 +467,7 @@ async def _response(
     ctx: ProxyContext, resp: http.ClientResponse, sink: Spool | None, h: rest.XRoadRequestHeaders,
     target: rest.RestTarget, request_id: str, expected_hash: str, signed: signatures.SignedMessage,
     client_info: ClientInfo, request_target: str, logged: asyncio.Future[Appended],
+    usage: tuple[Transparency, bytes] | None = None,
 ) -> http.Response:
     """Verify, log and answer the provider's response: its body is ``resp.body``, or in ``sink`` when it was
     spooled (the answer then streams from it, and closes it once sent)."""
@@ -520,10 +508,26 @@ async def _response(
         cert_der=verified.cert_der, ocsp_der=verified.ocsp_der, digest=fields[signatures.H_CONTENT_DIGEST],
         body=body, body_logging=body_logging and sink is None,
     )
+    entry = None
+    if usage is not None and ctx.transparency is not None:
+        # the access record, committed with the response's (docs/transparency.md section 3)
+        entry = ctx.transparency.entry(
+            origin=ctx.origin, side="client", message_id=h.message_id, request_id=request_id, client=h.client,
+            service=target.service, method=target.method, path=request_target, status=resp.status,
+            created=now, request_hash=expected_hash, t=usage[0], user_id=h.user_id,
+            signing_cert=ctx.sign_cert_der, ocsp_response=usage[1])
+    usage_logged = None
     if sink is not None and body_logging:
         await ctx.messagelog.append_body_apart(record, sink.chunks())
-    else:
+    elif entry is None:
         await ctx.messagelog.append(record)
+    else:  # both queued in this turn of the loop: one group commit
+        response_logged = ctx.messagelog.start(record)
+        usage_logged = ctx.messagelog.start(entry.record)
+        await response_logged
+    if entry is not None and ctx.transparency is not None:
+        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(entry.record))
+        ctx.transparency.committed(entry, appended.seq)
     names = _RESPONSE_NAMES
     out = [(names.get(name.lower(), name), value)
            for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE)]

@@ -60,8 +60,10 @@ from gateway.proxy.common import (
 from gateway.proxy.context import ProxyContext
 from gateway.proxy.metaservices import META_SERVICES
 from gateway.proxy.spool import Spool
+from gateway.transparency import declared
 from gateway.transparency import service as transparency
 from gateway.transparency.headers import Transparency
+from gateway.transparency.records import UsageEntry
 from gateway.transparency.service import USAGE_SERVICES
 
 log = structlog.get_logger("gateway.proxy.server")
@@ -212,11 +214,14 @@ async def _handle(
                 ctx.transparency, ctx.messagelog, conf, client, subsystem, code, target.method,
                 body if spool is None else b"", ctx.clock(), own_ocsp)
         else:
+            service = ctx.snapshot.service(target.service)
             if ctx.transparency is not None:
                 usage = ctx.transparency.parse(fields, client=client, conf=conf, now=now)
-            service = ctx.snapshot.service(target.service)
             ctx.snapshot.policy.check(client, target.service, target.method, target.service_path,
                                       groups=ctx.groups(conf))
+            if ctx.transparency is not None and (service.data_subject is not None or service.purpose_required):
+                usage = declared.apply(service, usage, target.service_path, target.raw_query,
+                                       body if spool is None else None)
             status, reason, resp_pairs, resp_body, answer = await _call_service(
                 ctx, service.url, service.timeout_seconds, target, pairs, body if spool is None else spool, account,
             )
@@ -235,26 +240,21 @@ async def _handle(
                     message_id=message_id, request_id=request_id, client=str(client), service=str(target.service))
     # (8) sign, log, answer
     try:
-        response = await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
-                                 signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
-                                 answer, error_type, body_logging)
+        entry = None
+        if usage is not None and ctx.transparency is not None:
+            # the disclosure record, committed with the response's (docs/transparency.md section 3)
+            entry = ctx.transparency.entry(
+                origin=ctx.origin, side="server", message_id=message_id, request_id=request_id, client=client,
+                service=target.service, method=target.method, path=request_target, status=status,
+                created=ctx.clock(), request_hash=request_hash, t=usage, user_id=user_id,
+                signing_cert=sign_cert_der, ocsp_response=own_ocsp)
+        return await _answer(ctx, request, client, target, message_id, request_id, request_hash, verified,
+                             signer, sign_cert_der, own_ocsp, record, status, reason, resp_pairs, resp_body,
+                             answer, error_type, body_logging, entry)
     except BaseException:
         if answer is not None:
             answer.close()
         raise
-    if usage is not None and ctx.transparency is not None:
-        # the disclosure record, after the response's (docs/transparency.md section 3); fail closed like it
-        try:
-            await ctx.transparency.record(
-                ctx.messagelog, origin=ctx.origin, side="server", message_id=message_id, request_id=request_id,
-                client=client, service=target.service, method=target.method, path=request_target,
-                status=response.status, created=ctx.clock(), request_hash=request_hash, t=usage, user_id=user_id,
-                signing_cert=sign_cert_der, ocsp_response=own_ocsp)
-        except BaseException:
-            if answer is not None:
-                answer.close()
-            raise
-    return response
 
 
 async def _answer(
@@ -262,7 +262,7 @@ async def _answer(
     request_id: str, request_hash: str, verified: signatures.VerifiedSignature, signer: signatures.KeySigner,
     sign_cert_der: bytes, own_ocsp: bytes, record: Callable[..., LogRecord], status: int, reason: str | None,
     resp_pairs: list[tuple[str, str]], resp_body: bytes, answer: Spool | None, error_type: str | None,
-    body_logging: bool,
+    body_logging: bool, usage: UsageEntry | None = None,
 ) -> http.Response:
     """Step (8): sign the answer (its body ``resp_body``, or in ``answer`` when spooled), log it, return it (a
     spooled one streamed from ``answer``, which the stream closes once sent)."""
@@ -296,10 +296,18 @@ async def _answer(
         signed.headers[signatures.H_SIGNATURE], sign_cert_der, own_ocsp, digest,
         resp_body if answer is None else None,
     )
+    usage_logged = None
     if answer is not None and body_logging:
         await ctx.messagelog.append_body_apart(response_record, answer.chunks())
-    else:
+    elif usage is None:
         await ctx.messagelog.append(response_record)
+    else:  # both queued in this turn of the loop: one group commit (docs/transparency.md section 3)
+        logged = ctx.messagelog.start(response_record)
+        usage_logged = ctx.messagelog.start(usage.record)
+        await logged
+    if usage is not None and ctx.transparency is not None:
+        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(usage.record))
+        ctx.transparency.committed(usage, appended.seq)
     out = [(name, value) for name, value in passed if not name.lower().startswith("x-road-")]
     out.extend(xroad.items())
     out.extend(signed.headers.items())

@@ -293,6 +293,7 @@ class SecurityServer:
                 key=load_key(s.state_dir), index=UsageIndex(self.messagelog), max_subjects=s.transparency_max_subjects,
                 max_page=s.transparency_max_page, envelope_path=self.globalconf.cache_path,
             )
+            stack.push_async_callback(ctx.transparency.index.close)  # its queued rows, before the log closes
         if s.opmon_records:
             ctx.opmon = self.opmon = OpMonWriter(
                 self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,
@@ -347,7 +348,7 @@ class SecurityServer:
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, readiness=self.health.checks,
+                checkpointer=self.checkpointer, readiness=self.health.checks, transparency=ctx.transparency,
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"

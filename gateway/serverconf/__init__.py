@@ -18,6 +18,7 @@ from typing import Literal, get_args
 from gateway.errors import ServiceDisabled, UnknownMember, UnknownService
 from gateway.identifiers import ClientId, GlobalGroupId, ServiceId, SubsystemId
 from gateway.serverconf.access import AccessPolicy, Endpoint, GroupMembership, LocalGroupId
+from gateway.serverconf.subject import Mismatch, SubjectLocation
 
 # How a hosted client's information system must connect to the client-facing proxy (X-Road UG-SS 9.1):
 # plain HTTP, HTTPS without a client certificate, or HTTPS with a registered client certificate.
@@ -55,6 +56,11 @@ class ServiceInfo:
     enabled: bool = True
     disabled_notice: str = ""  # shown to clients while the service is disabled (X-Road ServiceDisabled)
     endpoints: tuple[Endpoint, ...] = ()  # what listMethods reports; access rules are separate
+    # docs/transparency.md section 2: where the service's requests carry their data subject, and what a mismatch
+    # with X-Road-Data-Subject does; whether a request needs an X-Road-Purpose
+    data_subject: SubjectLocation | None = None
+    subject_mismatch: Mismatch = "refuse"
+    purpose_required: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

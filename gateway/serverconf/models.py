@@ -67,6 +67,11 @@ services = sa.Table(
     sa.Column("openapi_url", sa.String(URL_LENGTH), nullable=True),
     sa.Column("enabled", sa.Boolean(), nullable=False),
     sa.Column("disabled_notice", sa.String(1024), nullable=False),
+    # Revision 0003 (docs/transparency.md section 2): where requests carry their data subject (path:N, query:NAME,
+    # json:POINTER; NULL: nowhere declared), refuse or flag a mismatch, whether X-Road-Purpose is required
+    sa.Column("data_subject", sa.String(255), nullable=True),
+    sa.Column("subject_mismatch", sa.String(16), nullable=False, server_default="refuse"),
+    sa.Column("purpose_required", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
 endpoints = sa.Table(

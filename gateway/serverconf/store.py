@@ -66,6 +66,7 @@ from gateway.serverconf.models import (
     services,
     versions,
 )
+from gateway.serverconf.subject import check_mismatch, parse_location
 from gateway.storage.db import migrate
 from gateway.storage.transaction import describe, transaction
 
@@ -353,13 +354,19 @@ class ServerConfStore:
         enabled: bool = True,
         disabled_notice: str = "",
         endpoints_: Iterable[Endpoint] = (),
+        data_subject: str | None = None,
+        subject_mismatch: str = "refuse",
+        purpose_required: bool = False,
     ) -> ServiceInfo:
-        """Add a REST service of a hosted subsystem.
+        """Add a REST service of a hosted subsystem (``data_subject``, ``subject_mismatch``: see
+        :mod:`gateway.serverconf.subject`).
 
         Raises:
             RequestError: 404 if the providing subsystem is not a client here; 409 if the service exists;
-                400 for a malformed URL, timeout or notice.
+                400 for a malformed URL, timeout, notice or data-subject declaration.
         """
+        location = None if not data_subject else parse_location(data_subject)
+        mismatch = check_mismatch(subject_mismatch)
         check_url(url)
         if openapi_url is not None:
             check_url(openapi_url, what="OpenAPI URL")
@@ -378,6 +385,8 @@ class ServerConfStore:
                 services.insert().values(
                     client_id=owner, service=str(service), url=url, timeout_seconds=timeout,
                     openapi_url=openapi_url, enabled=enabled, disabled_notice=disabled_notice,
+                    data_subject=None if location is None else str(location), subject_mismatch=mismatch,
+                    purpose_required=purpose_required,
                 )
             )
             (pk,) = result.inserted_primary_key or (None,)
@@ -387,7 +396,8 @@ class ServerConfStore:
                 )
         return ServiceInfo(
             id=service, url=url, timeout_seconds=timeout, openapi_url=openapi_url, enabled=enabled,
-            disabled_notice=disabled_notice, endpoints=eps,
+            disabled_notice=disabled_notice, endpoints=eps, data_subject=location, subject_mismatch=mismatch,
+            purpose_required=purpose_required,
         )
 
     async def update_service(
@@ -399,8 +409,12 @@ class ServerConfStore:
         openapi_url: str | None = None,
         enabled: bool | None = None,
         disabled_notice: str | None = None,
+        data_subject: str | None = None,
+        subject_mismatch: str | None = None,
+        purpose_required: bool | None = None,
     ) -> ServiceInfo:
-        """Change a service; ``None`` leaves a field unchanged, ``openapi_url=""`` removes the OpenAPI URL.
+        """Change a service; ``None`` leaves a field unchanged, ``openapi_url=""`` removes the OpenAPI URL,
+        ``data_subject=""`` the data-subject declaration.
 
         Raises:
             RequestError: 404 if the service does not exist; 400 for a malformed value.
@@ -416,6 +430,12 @@ class ServerConfStore:
             changes["enabled"] = enabled
         if disabled_notice is not None:
             changes["disabled_notice"] = _check_notice(disabled_notice)
+        if data_subject is not None:
+            changes["data_subject"] = str(parse_location(data_subject)) if data_subject else None
+        if subject_mismatch is not None:
+            changes["subject_mismatch"] = check_mismatch(subject_mismatch)
+        if purpose_required is not None:
+            changes["purpose_required"] = purpose_required
         async with self._change() as conn:
             pk = await self._need_service(conn, service)
             if changes:
@@ -673,6 +693,9 @@ async def _read_services(conn: AsyncConnection, *, only: ServiceId | None = None
             enabled=bool(row.enabled),
             disabled_notice=row.disabled_notice,
             endpoints=tuple(eps.get(row.id, ())),
+            data_subject=None if not row.data_subject else parse_location(row.data_subject),
+            subject_mismatch=check_mismatch(row.subject_mismatch),
+            purpose_required=bool(row.purpose_required),
         )
         for row in await conn.execute(query)
     ]

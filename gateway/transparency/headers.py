@@ -85,14 +85,16 @@ class Transparency:
     purpose_text: str | None = None
     legal_basis: str | None = None
     embargo_until: datetime | None = None
+    flags: tuple[str, ...] = ()  # what the provider's server noticed (declared.FLAG_MISMATCH)
 
-    def with_subjects(self, subjects: tuple[str, ...]) -> Transparency:
+    def with_subjects(self, subjects: tuple[str, ...], *, flags: tuple[str, ...] = ()) -> Transparency:
         return Transparency(
             subjects=subjects,
             purpose=self.purpose,
             purpose_text=self.purpose_text,
             legal_basis=self.legal_basis,
             embargo_until=self.embargo_until,
+            flags=(*self.flags, *flags),
         )
 
 

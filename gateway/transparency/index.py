@@ -8,17 +8,21 @@ row without its record.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+import structlog
 
 from gateway.errors import MessageLogError
 from gateway.messagelog.models import usage_index
 from gateway.messagelog.store.base import MessageLogStore
 from gateway.messagelog.store.sql import SqlMessageLogStore
 from gateway.transparency.records import IndexRow
+
+log = structlog.get_logger("gateway.transparency")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,9 +50,39 @@ class UsageIndex:
     def __init__(self, store: MessageLogStore) -> None:
         self._engine = store.engine if isinstance(store, SqlMessageLogStore) else None
         self._rows: list[IndexRow] = []
+        self._pending: list[IndexRow] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.failures = 0  # rows that could not be written
+
+    def queue(self, rows: Sequence[IndexRow]) -> None:
+        """Queue rows for the writer, which writes whatever is queued in one transaction (its own group commit:
+        one index insert per batch of exchanges rather than per exchange, off the exchange's path)."""
+        if self._engine is None:
+            self._rows.extend(rows)
+            return
+        self._pending.extend(rows)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending(), name="usage-index-writer")
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.add(batch)
+            except MessageLogError as e:
+                self.failures += len(batch)
+                log.error("transparency index rows not written", rows=len(batch), error=e.message)
+
+    async def flush(self) -> None:
+        """Wait until every queued row is written (or counted as failed)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def close(self) -> None:
+        await self.flush()
 
     async def add(self, rows: Sequence[IndexRow]) -> None:
-        """Raises: MessageLogError: the rows cannot be written."""
+        """Write ``rows`` now. Raises: MessageLogError: the rows cannot be written."""
         if not rows:
             return
         if self._engine is None:
@@ -89,6 +123,7 @@ class UsageIndex:
     ) -> Page:
         """The rows of one subject about ``subsystem`` (its access records as a client, its disclosure records as
         a provider) created in ``[start, end)``, newest first, embargoed ones left out."""
+        await self.flush()
         if self._engine is None:
             found = sorted(
                 (
@@ -136,6 +171,7 @@ class UsageIndex:
 
     async def period(self, subsystem: str) -> tuple[datetime | None, datetime | None]:
         """The first and last time of the rows about ``subsystem`` (``usagePeriod``)."""
+        await self.flush()
         if self._engine is None:
             times = [r.created for r in self._rows if r.client == subsystem or r.provider == subsystem]
             return (min(times), max(times)) if times else (None, None)
@@ -152,6 +188,7 @@ class UsageIndex:
 
     async def counts(self, now: datetime) -> list[ClientCounts]:
         """Per client: records and embargoed ones (rows counted once per usage record)."""
+        await self.flush()
         per: dict[str, tuple[set[tuple[str, int]], set[tuple[str, int]]]] = {}
         if self._engine is None:
             items = [(r.client, r.origin, r.seq, r.embargo_until) for r in self._rows]

@@ -12,6 +12,8 @@ timestamped checkpoints are its integrity) and no subject in clear; its extensio
   blind index, never in the log or its archives);
 - ``usage.request-hash``: the exchange's request hash (PR-REST 4.3), which both sides' records share;
 - ``usage.purpose``, ``usage.purpose-text``, ``usage.legal-basis``, ``usage.embargo-until`` when given;
+- ``usage.flags``: what the provider's server noticed, e.g. ``subject-mismatch`` (a declared subject that is not
+  among ``X-Road-Data-Subject``, on a service that flags rather than refuses);
 - ``usage.user``: the requesting official (``X-Road-UserId``) pseudonymised, ``hmac-sha256:`` and the hex
   HMAC of it under the server's transparency key: the agency can find an official's records, nobody else can
   read them (a citizen is never shown it).
@@ -43,6 +45,7 @@ EXT_PURPOSE_TEXT = "usage.purpose-text"
 EXT_LEGAL_BASIS = "usage.legal-basis"
 EXT_EMBARGO = "usage.embargo-until"
 EXT_USER = "usage.user"
+EXT_FLAGS = "usage.flags"
 
 
 def commitment(salt: bytes, subject: str) -> str:
@@ -139,6 +142,8 @@ def usage_entry(
         ext[EXT_EMBARGO] = t.embargo_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if user_id is not None:
         ext[EXT_USER] = pseudonym(key, user_id)
+    if t.flags:
+        ext[EXT_FLAGS] = t.flags
     record = LogRecord(
         origin=origin,
         kind="usage",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.errors import GatewayError, MessageLogError, RequestError
+from gateway.errors import GatewayError, RequestError
 from gateway.files import PRIVATE_FILE_MODE
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.transparency import TransparencyConf
@@ -27,7 +27,7 @@ from gateway.messagelog.store.base import MessageLogStore
 from gateway.transparency import evidence, headers
 from gateway.transparency.headers import NotEntitled, Transparency
 from gateway.transparency.index import UsageIndex
-from gateway.transparency.records import blind_index, usage_entry
+from gateway.transparency.records import UsageEntry, blind_index, usage_entry
 
 log = structlog.get_logger("gateway.transparency")
 
@@ -73,7 +73,6 @@ class TransparencyState:
     max_subjects: int = headers.DEFAULT_MAX_SUBJECTS
     max_page: int = DEFAULT_MAX_PAGE
     envelope_path: Path | None = None  # the cached signed global configuration (evidence)
-    failures: int = 0  # index rows that could not be written
     clock: Callable[[], datetime] | None = None  # findUsage's "now" for embargoes (tests); None: the server's
     _tconf: tuple[int, TransparencyConf] | None = field(default=None, repr=False)
 
@@ -93,9 +92,8 @@ class TransparencyState:
             fields, client=client, tconf=TransparencyConf.of(conf), now=now, max_subjects=self.max_subjects
         )
 
-    async def record(
+    def entry(
         self,
-        store: MessageLogStore,
         *,
         origin: str,
         side: Side,
@@ -112,14 +110,10 @@ class TransparencyState:
         user_id: str | None,
         signing_cert: bytes,
         ocsp_response: bytes,
-    ) -> None:
-        """Log the exchange's usage record (fail closed: the caller's answer waits for it), then its index rows
-        (a failure there is logged and counted: the record stands, unfound).
-
-        Raises:
-            MessageLogError: the record could not be logged.
-        """
-        entry = usage_entry(
+    ) -> UsageEntry:
+        """The exchange's usage record and its subjects' salts: the proxy queues the record with the response's
+        (one group commit, docs/transparency.md section 3), then calls :meth:`committed`."""
+        return usage_entry(
             origin=origin,
             side=side,
             message_id=message_id,
@@ -137,14 +131,12 @@ class TransparencyState:
             signing_cert=signing_cert,
             ocsp_response=ocsp_response,
         )
-        appended = await store.append(entry.record)
-        if not entry.subjects:
-            return
-        try:
-            await self.index.add(entry.rows(self.key, appended.seq))
-        except MessageLogError as e:
-            self.failures += 1
-            log.error("transparency index row not written", origin=origin, seq=appended.seq, error=e.message)
+
+    def committed(self, entry: UsageEntry, seq: int) -> None:
+        """The usage record is in the log at ``seq``: queue its index rows (written by the index's own group
+        commit; a failure there is logged and counted, the record stands, unfound)."""
+        if entry.subjects:
+            self.index.queue(entry.rows(self.key, seq))
 
 
 def _parse_time(value: object, name: str) -> datetime:

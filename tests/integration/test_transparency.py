@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,8 +26,12 @@ import pytest_asyncio
 
 from gateway.cli import main
 from gateway.dev.demo import Federation, start_federation
+from gateway.errors import RequestError
 from gateway.globalconf.anchor import Anchor
+from gateway.identifiers import ServiceId, SubsystemId
+from gateway.messagelog.record import LogRecord
 from gateway.server.runtime import SecurityServer
+from gateway.serverconf.access import AccessRule
 from gateway.transparency.evidence import verify_usage_item
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -327,8 +332,19 @@ async def test_embargoed_record_hidden_until_its_date_then_proven_logged_on_time
     verdict = verify_usage_item(item, env.anchor)
     assert verdict.proven, verdict.problems
     assert verdict.logged_by is not None and verdict.logged_by < until
-    counts = await state.index.counts(datetime.now(UTC))
-    assert any(c.client == CONSUMER and c.embargoed == 1 for c in counts)
+    # auditors see the embargoed count per client: the admin API, and the message-log page of the web interface
+    entry = json.loads(Path(env.fed.describe()["admin_credentials"]).read_text())["servers"][str(env.ss2.server_id)]
+    async with aiohttp.ClientSession(env.ss2.admin_url) as http:
+        async with http.post(
+            "/api/v1/login", json={"username": entry["username"], "password": entry["password"]}
+        ) as resp:
+            token = (await resp.json())["token"]
+        async with http.get("/api/v1/messagelog/transparency", headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            counts = await resp.json()
+    assert counts["enabled"] is True and counts["index_failures"] == 0
+    [mine] = [c for c in counts["clients"] if c["client"] == CONSUMER]
+    assert mine["embargoed"] == 1 and mine["records"] >= 1
 
 
 async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_path: Path) -> None:
@@ -344,3 +360,55 @@ async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_
         )
         == 0
     )
+
+
+async def test_declared_subject_recorded_refused_or_flagged_and_purpose_required(env: Env) -> None:
+    assert env.fed.adapters is not None
+    store, url = env.ss2.store, env.fed.adapters.urls["persons"]
+    people = {name: ServiceId.parse(f"{REGISTRY}/{name}") for name in ("people", "people-flag", "people-purpose")}
+    if people["people"] not in {s.id for s in await store.list_services()}:
+        await store.add_service(people["people"], url=url, data_subject="path:1")
+        await store.add_service(people["people-flag"], url=url, data_subject="query:person", subject_mismatch="flag")
+        await store.add_service(people["people-purpose"], url=url, purpose_required=True)
+        for service in people.values():
+            await store.grant(AccessRule(subject=SubsystemId.parse(CONSUMER), service=service))
+        await env.ss2.reload_serverconf()
+    for bad, message in (
+        ("body:/id", "must be path:N, query:NAME or json:/POINTER"),
+        ("path:0", "1 to 64"),
+        ("json:id", "not an RFC 6901 JSON pointer"),
+        ("query:a b", "must match"),
+    ):
+        with pytest.raises(RequestError, match=re.escape(message)):
+            await store.add_service(ServiceId.parse(f"{REGISTRY}/bad"), url=url, data_subject=bad)
+    with pytest.raises(RequestError, match="must be 'refuse' or 'flag'"):
+        await store.add_service(ServiceId.parse(f"{REGISTRY}/bad"), url=url, subject_mismatch="ignore")
+    # (1) the consumer sends nothing: the provider's server records the declared subject all the same
+    assert (await call(env.ss1, f"{REGISTRY}/people/EE10000000001")).status < 500
+    await checkpoint(env)
+    doc = (await find(env, REGISTRY, "EE10000000001")).json()
+    assert doc["total"] == 1 and doc["usages"][0]["role"] == "disclosure"
+    assert verify_usage_item(doc["usages"][0], env.anchor).proven
+    # (2) a declared subject that the header does not name: refused...
+    refused = await call(env.ss1, f"{REGISTRY}/people/EE10000000002", headers={"X-Road-Data-Subject": "EE10000000003"})
+    assert refused.status == 400 and refused.headers["X-Road-Error"] == "Client.SubjectMismatch"
+    # ... or flagged, with both subjects recorded
+    flagged = await call(
+        env.ss1, f"{REGISTRY}/people-flag/?person=EE10000000002", headers={"X-Road-Data-Subject": "EE10000000003"}
+    )
+    assert flagged.status < 500
+    ss2_usage = [
+        r for r in await _records(env.ss2) if r.message_id == flagged.headers["X-Road-Id"] and r.kind == "usage"
+    ]
+    assert ss2_usage[0].extensions["usage.flags"] == ("subject-mismatch",)
+    assert len(ss2_usage[0].extensions["usage.subjects"]) == 2
+    # (3) a service that requires a purpose
+    missing = await call(env.ss1, f"{REGISTRY}/people-purpose/?limit=1")
+    assert missing.status == 400 and missing.headers["X-Road-Error"] == "Client.PurposeRequired"
+    assert "requires an X-Road-Purpose header" in missing.json()["message"]
+    assert (await call(env.ss1, f"{REGISTRY}/people-purpose/?limit=1", headers={"X-Road-Purpose": "TAX"})).status == 200
+
+
+async def _records(ss: SecurityServer) -> list[LogRecord]:
+    assert ss.context is not None
+    return [s.decode() for s in await ss.messagelog.read(ss.context.origin, limit=10_000)]

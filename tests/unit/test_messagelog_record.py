@@ -195,7 +195,7 @@ def test_base_template_replaces_exactly_the_lines_of_a_source(base: str, templat
         ({"origin": "has space"}, "origin 'has space' must be printable ASCII without spaces"),
         ({"origin": ""}, "origin '' must be printable ASCII"),
         ({"origin": "x" * 256}, "origin is longer than 255 characters"),
-        ({"kind": "reply"}, "kind 'reply' is not 'request' or 'response'"),
+        ({"kind": "reply"}, "kind 'reply' is not 'request', 'response' or 'usage'"),
         ({"side": "both"}, "side 'both' is not 'client' or 'server'"),
         ({"message_id": "x" * 256}, "message_id is longer than 255 characters"),
         ({"path": "/" * 8193}, "path is longer than 8192 characters"),

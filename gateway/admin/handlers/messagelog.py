@@ -105,6 +105,16 @@ def _summary(cp: StoredCheckpoint) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ records
 
 
+async def get_transparency_counts(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    """Usage records per client and how many are embargoed now (docs/transparency.md section 4)."""
+    state = ctx.transparency
+    if state is None:
+        return {"enabled": False, "clients": [], "index_failures": 0}
+    counts = await state.index.counts(ctx.clock())
+    return {"enabled": True, "index_failures": state.index.failures,
+            "clients": [{"client": c.client, "records": c.records, "embargoed": c.embargoed} for c in counts]}
+
+
 async def list_message_log_records(call: Call, request: web.Request, ctx: AdminContext) -> Any:
     page = parse_page(request.query)
     origin = origin_of(request, ctx)
@@ -237,6 +247,6 @@ async def export_message_log_archive(call: Call, request: web.Request, ctx: Admi
 
 __all__ = [
     "export_message_log_archive", "export_message_log_record", "get_message_log_checkpoint",
-    "list_message_log_checkpoints", "list_message_log_records", "origin_of", "prove_message_log_consistency",
-    "prove_message_log_inclusion",
+    "get_transparency_counts", "list_message_log_checkpoints", "list_message_log_records", "origin_of",
+    "prove_message_log_consistency", "prove_message_log_inclusion",
 ]

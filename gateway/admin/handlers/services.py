@@ -19,6 +19,8 @@ def _service_json(s: ServiceInfo) -> dict[str, Any]:
         "id": str(s.id), "encoded_id": s.id.encoded_id(), "url": s.url, "timeout_seconds": s.timeout_seconds,
         "openapi_url": s.openapi_url, "enabled": s.enabled, "disabled_notice": s.disabled_notice,
         "endpoints": [{"method": e.method, "path": e.path} for e in s.endpoints],
+        "data_subject": None if s.data_subject is None else str(s.data_subject),
+        "subject_mismatch": s.subject_mismatch, "purpose_required": s.purpose_required,
     }
 
 
@@ -35,6 +37,8 @@ async def add_service(call: Call, request: web.Request, ctx: AdminContext) -> An
         ServiceId.parse(b["id"], encoded=False), url=b["url"], timeout_seconds=b.get("timeout_seconds", 60.0),
         openapi_url=b.get("openapi_url"), enabled=b.get("enabled", True), disabled_notice=b.get("disabled_notice", ""),
         endpoints_=[Endpoint(method=e["method"], path=e["path"]) for e in b.get("endpoints", ())],
+        data_subject=b.get("data_subject") or None, subject_mismatch=b.get("subject_mismatch", "refuse"),
+        purpose_required=b.get("purpose_required", False),
     )
     return _service_json(info)
 
@@ -49,6 +53,8 @@ async def update_service(call: Call, request: web.Request, ctx: AdminContext) ->
     info = await ctx.serverconf.update_service(
         service_in_path(request), url=b.get("url"), timeout_seconds=b.get("timeout_seconds"),
         openapi_url=b.get("openapi_url"), enabled=b.get("enabled"), disabled_notice=b.get("disabled_notice"),
+        data_subject=b.get("data_subject"), subject_mismatch=b.get("subject_mismatch"),
+        purpose_required=b.get("purpose_required"),
     )
     return _service_json(info)
 

@@ -110,8 +110,9 @@ async def _log_page(request: web.Request, user: User, err: FormError | None = No
         Column(key="message_id", label="Message id"), Column(key="request_id", label="Request id"),
         Column(key="status", label="Status"),
     ), caption="Records found", default_sort="seq", default_desc=True, total=total)
+    usage = [] if ctx.transparency is None else await ctx.transparency.index.counts(ctx.clock())
     return render("messagelog.html", status=status, user=user, nav=nav_for(user, "messagelog"),
-                  title="Message log", t=t, err=err, q=q, origin=origin)
+                  title="Message log", t=t, err=err, q=q, origin=origin, usage=usage)
 
 
 def _cert_facts(b64: str | None) -> dict[str, Any] | None:

@@ -128,9 +128,24 @@ def cmd_service_add(args: argparse.Namespace) -> int:
     async def action(store: ServerConfStore) -> None:
         await store.add_service(
             service, url=args.url, timeout_seconds=args.timeout, openapi_url=args.openapi,
-            enabled=not args.disabled, endpoints_=eps,
+            enabled=not args.disabled, endpoints_=eps, data_subject=args.data_subject,
+            subject_mismatch=args.subject_mismatch, purpose_required=args.purpose_required,
         )
         print(f"added service {service}")
+
+    return run_serverconf(args, action)
+
+
+def cmd_service_transparency(args: argparse.Namespace) -> int:
+    service = ServiceId.parse(args.id, encoded=False)
+
+    async def action(store: ServerConfStore) -> None:
+        info = await store.update_service(
+            service, data_subject=args.data_subject, subject_mismatch=args.subject_mismatch,
+            purpose_required=None if args.purpose_required is None else args.purpose_required == "yes",
+        )
+        print(f"service {service}: data_subject={info.data_subject or '-'} "
+              f"subject_mismatch={info.subject_mismatch} purpose_required={info.purpose_required}")
 
     return run_serverconf(args, action)
 
@@ -140,7 +155,9 @@ async def cmd_service_list(args: argparse.Namespace, store: ServerConfStore) -> 
     for s in await store.list_services():
         eps = ", ".join(str(e) for e in s.endpoints) or "-"
         state = "enabled" if s.enabled else "disabled"
-        print(f"{s.id}\t{s.url}\ttimeout={s.timeout_seconds:g}s\t{state}\tendpoints={eps}")
+        subject = f"\tdata_subject={s.data_subject}/{s.subject_mismatch}" if s.data_subject is not None else ""
+        purpose = "\tpurpose_required" if s.purpose_required else ""
+        print(f"{s.id}\t{s.url}\ttimeout={s.timeout_seconds:g}s\t{state}\tendpoints={eps}{subject}{purpose}")
 
 
 def cmd_service_remove(args: argparse.Namespace) -> int:
