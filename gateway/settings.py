@@ -173,7 +173,7 @@ class PortalSettings:
     id_token_leeway_seconds: int = 30  # seconds of clock skew allowed on the ID token's exp, iat and nbf
     session_ttl_seconds: int = 900  # seconds a sign-in lasts at most (the ID token's own expiry cuts it shorter)
     period_days: int = 365  # days back from now that findUsage is asked about
-    page_limit: int = 50  # usages per findUsage call (offset/limit paging)
+    page_limit: int = 50  # usages per findUsage call (offset/limit paging); at most [server] transparency_max_page
     max_usages_per_subsystem: int = 1000  # usages read from one subsystem at most; more are reported, not shown
     max_parallel: int = 8  # findUsage calls in flight at once
     timeout_seconds: float = 10.0  # seconds for one findUsage call or one call to the provider

@@ -501,13 +501,35 @@ class RunningPortal:
             await self.portal.http.close()
 
 
+def check_settings(s: PortalSettings) -> None:
+    """Raises: ConfigError: a ``[portal]`` value out of its range, naming the key."""
+    ranges = {
+        "page_limit": (1, 1000),
+        "max_usages_per_subsystem": (1, 10**6),
+        "max_parallel": (1, 256),
+        "period_days": (1, 36600),
+        "session_ttl_seconds": (1, 86400),
+        "id_token_leeway_seconds": (0, 600),
+    }
+    for key, (low, high) in ranges.items():
+        value = getattr(s, key)
+        if not low <= value <= high:
+            raise ConfigError(f"[portal] key '{key}': {value} is not between {low} and {high}")
+    if not s.timeout_seconds > 0:
+        raise ConfigError(f"[portal] key 'timeout_seconds': {s.timeout_seconds} must be more than 0")
+    for key in ("issuer", "security_server_url"):
+        if not getattr(s, key).startswith(("http://", "https://")):
+            raise ConfigError(f"[portal] key '{key}': {getattr(s, key)[:100]!r} is not an http(s) URL")
+
+
 async def start_portal(portal: Portal, *, host: str | None = None, port: int | None = None) -> RunningPortal:
     """Listen (``[portal] host``/``port`` unless given) and serve; the HTTP client is opened here.
 
     Raises:
-        ConfigError: the address is in use, or no portal subsystem is configured nor published.
+        ConfigError: a setting out of range, the address in use, or no portal subsystem configured nor published.
     """
     s = portal.settings
+    check_settings(s)
     host = s.host if host is None else host
     sock = listen(host, s.port if port is None else port, what="the portal")
     try:

@@ -367,6 +367,10 @@ async def test_portal_serve_command(world: World, tmp_path: Path) -> None:
         "-c", str(_settings(world, tmp_path / "bad.toml", client="DEV/GOV")), "portal", "serve"
     )
     assert rc == 2 and "[portal] key 'client'" in err
+    bad = tmp_path / "bad3.toml"
+    bad.write_text(_settings(world, bad, client="").read_text() + "page_limit = 0\n")
+    rc, _out, err = await run_cli("-c", str(bad), "portal", "serve")
+    assert rc == 2 and "[portal] key 'page_limit': 0 is not between 1 and 1000" in err
 
 
 def _state(http: aiohttp.ClientSession) -> str:
