@@ -127,6 +127,18 @@ class Tsa(Base):
     certificate_pem: Mapped[str] = mapped_column(sa.Text)
 
 
+class TransparencyParams(Base):
+    """The published transparency parameters (docs/transparency.md section 1): one row, id 1, once set (revision
+    0003); without it the ``[central] transparency_*`` settings are published."""
+
+    __tablename__ = "transparency_params"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purposes: Mapped[dict[str, str]] = mapped_column(sa.JSON)  # code -> text
+    portal: Mapped[str | None] = mapped_column(sa.String(1024), nullable=True)
+    embargo_clients: Mapped[list[str]] = mapped_column(sa.JSON)
+
+
 class SigningKey(Base):
     __tablename__ = "signing_keys"
     __table_args__ = (sa.CheckConstraint("state IN ('inactive', 'active', 'retired')", name="state"),)

@@ -216,9 +216,13 @@ async def _current(
     engine: AsyncEngine, settings: CentralSettings, *, version: int, now: datetime
 ) -> dict[str, Any]:
     keys = [k for k in await list_signing_keys(engine) if k.state == "active"]
+    snap = await snapshot(engine)
+    params = parameters(settings)
+    if snap.transparency is not None:  # set in the registry: it wins over the settings
+        params["transparency"] = snap.transparency
     return build_conf(
-        await snapshot(engine), instance=settings.instance, url=central_url(settings), signing_keys=keys,
-        params=parameters(settings), version=version, now=now,
+        snap, instance=settings.instance, url=central_url(settings), signing_keys=keys,
+        params=params, version=version, now=now,
         validity_seconds=settings.conf_validity_seconds,
     )
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.central import models as m
 from gateway.errors import Conflict, IdentifierError, NotFound, RequestError, TrustError
+from gateway.globalconf.transparency import check_conf
 from gateway.identifiers import (
     ClientId,
     GlobalGroupId,
@@ -101,6 +102,7 @@ class RegistrySnapshot:
     groups: tuple[GroupRecord, ...]
     cas: tuple[CaRecord, ...]
     tsas: tuple[TsaRecord, ...]
+    transparency: dict[str, Any] | None = None  # published parameters.transparency, once set in the registry
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -820,4 +822,40 @@ async def snapshot(engine: AsyncEngine) -> RegistrySnapshot:
             groups=await _list_groups(s),
             cas=await _list_cas(s),
             tsas=await _list_tsas(s),
+            transparency=await _transparency(s),
         )
+
+
+async def _transparency(s: AsyncSession) -> dict[str, Any] | None:
+    row = await s.get(m.TransparencyParams, 1)
+    if row is None:
+        return None
+    return {"purposes": dict(row.purposes), "portal": row.portal, "embargo_clients": list(row.embargo_clients)}
+
+
+async def get_transparency(engine: AsyncEngine) -> dict[str, Any] | None:
+    """The transparency parameters set in the registry (None: the settings' are published)."""
+    async with _tx(engine) as s:
+        return await _transparency(s)
+
+
+async def set_transparency(
+    engine: AsyncEngine, *, purposes: dict[str, str], portal: str, embargo_clients: list[str], instance: str,
+) -> dict[str, Any]:
+    """Set the published transparency parameters (docs/transparency.md section 1); published from the next
+    publication on.
+
+    Raises:
+        RequestError: a malformed purpose code or subsystem id, or one of another instance.
+    """
+    doc = check_conf(purposes, portal, embargo_clients)
+    for text in [*([doc["portal"]] if doc["portal"] else []), *doc["embargo_clients"]]:
+        _ident(SubsystemId, text, instance)
+    async with _tx(engine) as s:
+        row = await s.get(m.TransparencyParams, 1)
+        if row is None:
+            s.add(m.TransparencyParams(id=1, purposes=doc["purposes"], portal=doc["portal"],
+                                       embargo_clients=doc["embargo_clients"]))
+        else:
+            row.purposes, row.portal, row.embargo_clients = doc["purposes"], doc["portal"], doc["embargo_clients"]
+    return doc

@@ -114,6 +114,14 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("name", metavar="NAME")
     _cmd(g, "list", "cmd_tsa_list", "list trusted timestamping authorities")
 
+    g = _group(sub, "transparency", "published transparency parameters: purposes, portal, embargo entitlements")
+    p = _cmd(g, "set", "cmd_transparency_set", "set them (published from the next publication on; replaces all)")
+    p.add_argument("--purpose", action="append", metavar="CODE=TEXT", help="a purpose code and its text (repeatable)")
+    p.add_argument("--portal", default="", metavar="SUBSYSTEM", help="the citizen portal's subsystem id")
+    p.add_argument("--embargo-client", action="append", metavar="SUBSYSTEM",
+                   help="a client subsystem entitled to embargo (repeatable)")
+    _cmd(g, "show", "cmd_transparency_show", "show the parameters the registry publishes")
+
     g = _group(sub, "keys", "configuration-signing keys (rollover: add, hand out the anchor, retire)")
     p = _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key (active at once unless --inactive)")
     p.add_argument("--inactive", action="store_true", help="anchored but not signing until `keys activate`")

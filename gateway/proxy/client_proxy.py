@@ -69,6 +69,7 @@ from gateway.proxy.peers import is_connect_failure, wrap_send_failure
 from gateway.proxy.spool import Spool
 from gateway.serverconf import ClientInfo
 from gateway.transparency.headers import Transparency, fields_of
+from gateway.transparency.service import USAGE_SERVICES
 from gateway.trust.keys import cert_sha256_hex
 
 log = structlog.get_logger("gateway.proxy.client")
@@ -370,7 +371,8 @@ async def _signed_exchange(
     request_target = request.raw_path  # path and query as received, which target holds split
     # (6) log the request: its record commits while the request travels, and every answer waits for it
     #     (docs/messagelog.md section 11); a spooled body is stored apart, read back from the spool
-    body_logging = ctx.body_logging and client_info.body_logging
+    # findUsage and its answer name a subject and its salts: never in the log (docs/transparency.md section 4)
+    body_logging = ctx.body_logging and client_info.body_logging and target.service.service_code not in USAGE_SERVICES
     record = _record(
         ctx, kind="request", h=h, service=target.service, request_id=request_id, created=created,
         method=target.method, target=request_target, status=None, base=signed.signature_base,
@@ -500,7 +502,8 @@ async def _response(
     # (9) the request's record is durable (it committed while the request travelled; a failed write is the
     #     answer), then the response's: only then does the response leave
     await logged
-    body_logging = ctx.body_logging and client_info.body_logging
+    # findUsage and its answer name a subject and its salts: never in the log (docs/transparency.md section 4)
+    body_logging = ctx.body_logging and client_info.body_logging and target.service.service_code not in USAGE_SERVICES
     record = _record(
         ctx, kind="response", h=h, service=target.service, request_id=request_id, created=verified.created,
         method=target.method, target=request_target, status=resp.status, base=verified.signature_base,

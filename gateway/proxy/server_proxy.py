@@ -165,6 +165,8 @@ async def _handle(
     request_target = request.raw_path  # path and query as received, which target holds split
     provider = ctx.snapshot.clients.get(target.service.subsystem)
     body_logging = ctx.body_logging and (provider.body_logging if provider is not None else True)
+    if target.service.service_code in USAGE_SERVICES:
+        body_logging = False  # a subject identifier and its salts: never in the log (docs/transparency.md section 4)
     user_id = fields.get(rest.H_USER_ID)
     issue = fields.get(rest.H_ISSUE)
 

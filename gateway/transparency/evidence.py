@@ -216,51 +216,57 @@ def _verify(item: Mapping[str, Any], anchor: Anchor) -> UsageVerdict:
             continue
         if item.get(name) != value:
             problems.append(f"item field {name} is {str(item.get(name))[:80]!r}, the record says {str(value)[:80]!r}")
-    # (4) the inclusion proof against the checkpoint
-    text = ev.get("proof")
-    if not isinstance(text, str):
-        problems.append("evidence.proof: none yet (no timestamped checkpoint covered the record when it was read)")
-        return UsageVerdict(proven=False, problems=tuple(problems))
-    parsed = parse_proof(text)
-    if parsed.index != index:
-        raise TrustError(f"evidence.proof: index {parsed.index} is not the evidence's index {index}")
     try:
-        head = cp.parse_checkpoint(cp.parse_note(parsed.note).text)
-    except TrustError as e:
-        raise TrustError(f"evidence.proof: checkpoint: {e.message}") from e
-    try:
-        merkle.verify_inclusion(merkle.leaf_hash(encoded), index, head.size, parsed.hashes, head.root_hash)
-    except TrustError as e:
-        raise TrustError(f"evidence.proof: the record is not leaf {index} of the checkpoint's tree: {e.message}") from e
-    # (5) the checkpoint: signed by the log owner's key, timestamped by a TSA of a configuration of the anchor
-    envelopes = [_unb64(e, "evidence.globalConf") for e in _need(ev, "globalConf", list, "evidence")]
-    trust, findings = load_trust(anchor, envelopes)
-    if trust is None:
-        raise TrustError("evidence.globalConf: " + "; ".join(f.message for f in findings))
-    token = ev.get("timestamp")
-    stamp = None if not isinstance(token, str) else _unb64(token, "evidence.timestamp")
-    certs = [d for d in blobs.values() if _is_cert(d)]
-    ocsps = [d for d in blobs.values() if not _is_cert(d)]
-    try:
-        verified, cp_findings = verify_checkpoints(
-            [CheckpointData(note=parsed.note, timestamp=stamp)], origin, trust, certs, [], ocsps
-        )
-    except GatewayError as e:
-        raise TrustError(f"evidence checkpoint: {e.message}") from e
-    if cp_findings:
-        problems.extend(f"evidence checkpoint: {f.message}" for f in cp_findings)
-        return UsageVerdict(proven=False, problems=tuple(problems))
-    logged_by = verified[0].gen_time
-    notes = []
-    until = record.extensions.get(ur.EXT_EMBARGO)
-    if isinstance(until, str):
-        if logged_by >= datetime.fromisoformat(until.replace("Z", "+00:00")):
-            problems.append(
-                f"embargoed record logged only by {format_created(logged_by)}, not before its embargo ended ({until})"
+        # (4) the inclusion proof against the checkpoint
+        text = ev.get("proof")
+        if not isinstance(text, str):
+            problems.append("evidence.proof: none yet (no timestamped checkpoint covered the record when it was read)")
+            return UsageVerdict(proven=False, problems=tuple(problems))
+        parsed = parse_proof(text)
+        if parsed.index != index:
+            raise TrustError(f"evidence.proof: index {parsed.index} is not the evidence's index {index}")
+        try:
+            head = cp.parse_checkpoint(cp.parse_note(parsed.note).text)
+        except TrustError as e:
+            raise TrustError(f"evidence.proof: checkpoint: {e.message}") from e
+        try:
+            merkle.verify_inclusion(merkle.leaf_hash(encoded), index, head.size, parsed.hashes, head.root_hash)
+        except TrustError as e:
+            raise TrustError(
+                f"evidence.proof: the record is not leaf {index} of the checkpoint's tree: {e.message}"
+            ) from e
+        # (5) the checkpoint: signed by the log owner's key, timestamped by a TSA of a configuration of the anchor
+        envelopes = [_unb64(e, "evidence.globalConf") for e in _need(ev, "globalConf", list, "evidence")]
+        trust, findings = load_trust(anchor, envelopes)
+        if trust is None:
+            raise TrustError("evidence.globalConf: " + "; ".join(f.message for f in findings))
+        token = ev.get("timestamp")
+        stamp = None if not isinstance(token, str) else _unb64(token, "evidence.timestamp")
+        certs = [d for d in blobs.values() if _is_cert(d)]
+        ocsps = [d for d in blobs.values() if not _is_cert(d)]
+        try:
+            verified, cp_findings = verify_checkpoints(
+                [CheckpointData(note=parsed.note, timestamp=stamp)], origin, trust, certs, [], ocsps
             )
-        else:
-            notes.append(f"embargoed until {until}; logged by {format_created(logged_by)}")
-    return UsageVerdict(proven=not problems, problems=tuple(problems), logged_by=logged_by, notes=tuple(notes))
+        except GatewayError as e:
+            raise TrustError(f"evidence checkpoint: {e.message}") from e
+        if cp_findings:
+            problems.extend(f"evidence checkpoint: {f.message}" for f in cp_findings)
+            return UsageVerdict(proven=False, problems=tuple(problems))
+        logged_by = verified[0].gen_time
+        notes = []
+        until = record.extensions.get(ur.EXT_EMBARGO)
+        if isinstance(until, str):
+            if logged_by >= datetime.fromisoformat(until.replace("Z", "+00:00")):
+                problems.append(
+                    f"embargoed record logged only by {format_created(logged_by)}, "
+                    f"not before its embargo ended ({until})"
+                )
+            else:
+                notes.append(f"embargoed until {until}; logged by {format_created(logged_by)}")
+        return UsageVerdict(proven=not problems, problems=tuple(problems), logged_by=logged_by, notes=tuple(notes))
+    except TrustError as e:  # the fields' problems so far, and where the proof fails
+        return UsageVerdict(proven=False, problems=(*problems, e.message))
 
 
 def _is_cert(der: bytes) -> bool:

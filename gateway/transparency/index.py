@@ -70,8 +70,20 @@ class UsageIndex:
             try:
                 await self.add(batch)
             except MessageLogError as e:
-                self.failures += len(batch)
-                log.error("transparency index rows not written", rows=len(batch), error=e.message)
+                if len(batch) == 1:
+                    self.failures += 1
+                    log.error(
+                        "transparency index row not written", origin=batch[0].origin, seq=batch[0].seq, error=e.message
+                    )
+                    continue
+                for one in batch:  # one bad row must not take the batch's others with it
+                    try:
+                        await self.add([one])
+                    except MessageLogError as e1:
+                        self.failures += 1
+                        log.error(
+                            "transparency index row not written", origin=one.origin, seq=one.seq, error=e1.message
+                        )
 
     async def flush(self) -> None:
         """Wait until every queued row is written (or counted as failed)."""

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from gateway.central import registry
 from gateway.cli import main
 from gateway.dev.demo import Federation, start_federation
 from gateway.errors import RequestError
@@ -162,6 +163,7 @@ async def test_exchange_about_a_subject_is_recorded_on_both_sides_without_the_su
 
 
 async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env, tmp_path: Path) -> None:
+    assert (await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": ALICE})).status == 200
     ok = await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": f"{BOB}, {ALICE}", "X-Road-Purpose": "TAX"})
     assert ok.status == 200
     await checkpoint(env)
@@ -183,6 +185,9 @@ async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env,
     assert {u["role"] for u in access["usages"]} == {"access"}
     assert {u["requestHash"] for u in access["usages"]} == {u["requestHash"] for u in doc["usages"]}
     assert all(verify_usage_item(u, env.anchor).proven for u in access["usages"])
+    # neither server keeps a findUsage body (the subject asked about, the salts): digests only
+    for ss in (env.ss1, env.ss2):
+        assert all(ALICE.encode() not in r.encoded for r in await ss.messagelog.read(ss.context.origin, limit=10_000))
     # Bob's records are his: the first exchange was about Alice only
     assert (await find(env, REGISTRY, BOB)).json()["total"] == 1
     assert (await find(env, REGISTRY, "FI010101A1234")).json() == {"total": 0, "usages": []}
@@ -204,6 +209,34 @@ async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env,
     assert (
         await asyncio.to_thread(main, ["log", "verify-usage", str(tampered), "--anchor", str(env.fed.anchor_path)]) == 1
     )
+    item = doc["usages"][0]
+
+    def altered(path: str, value: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(item))
+        copy["evidence"][path] = value
+        return copy
+
+    record = base64.b64decode(item["evidence"]["record"])
+    note = item["evidence"]["proof"].partition("\n\n")[2]
+    for case, where in (
+        (
+            altered("record", base64.b64encode(record.replace(b'"status":200', b'"status":204')).decode()),
+            "item field status is '200', the record says '204'",
+        ),
+        (altered("salt", "00" * 16), "evidence.salt: the subject's commitment with this salt is not in the record"),
+        (altered("subject", BOB), "evidence.salt: the subject's commitment"),
+        (
+            altered(
+                "proof", item["evidence"]["proof"].replace(note, note.replace("/messagelog\n", "/messagelog2\n", 1))
+            ),
+            "evidence checkpoint",
+        ),
+        (altered("timestamp", None), "has no RFC 3161 timestamp token"),
+        (altered("globalConf", []), "evidence.globalConf: no global configuration"),
+        (altered("proof", "not a proof"), "proof: no blank line"),
+    ):
+        verdict = verify_usage_item(case, env.anchor)
+        assert not verdict.proven and any(where in p for p in verdict.problems), (where, verdict.problems)
 
 
 async def test_find_usage_usage_period_heartbeat_refuse_other_clients(env: Env) -> None:
@@ -360,6 +393,16 @@ async def test_log_verify_passes_on_an_archive_with_usage_records(env: Env, tmp_
         )
         == 0
     )
+    # both sides' archives still match exchange by exchange, the usage records beside them
+    consumer = tmp_path / "ss1.zip"
+    assert (
+        await asyncio.to_thread(
+            main, ["-c", str(env.fed.workdir / "ss1.toml"), "log", "export", "--out", str(consumer)]
+        )
+        == 0
+    )
+    assert ALICE.encode() not in consumer.read_bytes()
+    assert await asyncio.to_thread(main, ["log", "match", str(consumer), str(out)]) == 0
 
 
 async def test_declared_subject_recorded_refused_or_flagged_and_purpose_required(env: Env) -> None:
@@ -412,3 +455,32 @@ async def test_declared_subject_recorded_refused_or_flagged_and_purpose_required
 async def _records(ss: SecurityServer) -> list[LogRecord]:
     assert ss.context is not None
     return [s.decode() for s in await ss.messagelog.read(ss.context.origin, limit=10_000)]
+
+
+async def test_central_registry_and_cli_publish_the_parameters(env: Env) -> None:
+    """Last in the module: it replaces the parameters the other tests use (then puts them back)."""
+    central_toml = str(env.fed.workdir / "central.toml")
+    run = ["-c", central_toml, "central", "transparency"]
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "HEALTH=Treatment", "--portal", CONSUMER]) == 0
+    await env.fed.publish_and_refresh()
+    assert (await call(env.ss1, PERSONS, headers={"X-Road-Purpose": "HEALTH"})).status == 200
+    refused = await call(env.ss1, PERSONS, headers={"X-Road-Purpose": "TAX"})
+    assert refused.status == 400 and refused.headers["X-Road-Error"] == "Client.UnknownPurpose"
+    # bad values are refused and change nothing
+    assert await asyncio.to_thread(main, [*run, "set", "--portal", "DEV/GOV/1001"]) != 0
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "no code=x"]) != 0
+    assert await asyncio.to_thread(main, [*run, "set", "--purpose", "TAX"]) != 0
+    with pytest.raises(RequestError, match="belongs to instance 'OTHER'"):
+        await registry.set_transparency(
+            env.fed.central.engine, purposes={}, portal="", instance="DEV", embargo_clients=["OTHER/GOV/1001/x"]
+        )
+    doc = await registry.get_transparency(env.fed.central.engine)
+    assert doc == {"purposes": {"HEALTH": "Treatment"}, "portal": CONSUMER, "embargo_clients": []}
+    await registry.set_transparency(
+        env.fed.central.engine,
+        purposes=dict(p.split("=") for p in CENTRAL["transparency_purposes"]),
+        portal=CONSUMER,
+        embargo_clients=[CONSUMER],
+        instance="DEV",
+    )
+    await env.fed.publish_and_refresh()

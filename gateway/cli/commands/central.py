@@ -22,7 +22,7 @@ from gateway.central import migrate_central, publisher, registry, signingkeys
 from gateway.cli.commands.centraldb import central_command, central_settings, now, open_engine, out
 from gateway.cli.common import Handler, settings_from_args
 from gateway.cli.run import stop_on_signal
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestError
 from gateway.globalconf.anchor import anchor_hash
 from gateway.settings import CentralSettings
 from gateway.storage.db import masked
@@ -175,6 +175,29 @@ cmd_group_list = _listing(registry.list_groups, lambda rec: [
 ])
 cmd_ca_list = _listing(registry.list_cas, lambda rec: [f"{rec.name}\tOCSP: {', '.join(rec.ocsp_urls) or '-'}"])
 cmd_tsa_list = _listing(registry.list_tsas, lambda rec: [f"{rec.name}\t{rec.url}"])
+
+
+@central_command
+async def cmd_transparency_set(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    purposes: dict[str, str] = {}
+    for item in args.purpose or ():
+        code, sep, text = item.partition("=")
+        if not sep:
+            raise RequestError(f"--purpose {item[:80]!r} is not CODE=TEXT")
+        purposes[code.strip()] = text.strip()
+    doc = await registry.set_transparency(engine, purposes=purposes, portal=args.portal,
+                                          embargo_clients=list(args.embargo_client or ()), instance=central.instance)
+    out(f"transparency parameters set: {len(doc['purposes'])} purposes, portal {doc['portal'] or '-'}, "
+        f"{len(doc['embargo_clients'])} embargo clients (published from the next publication on)")
+    return 0
+
+
+@central_command(audit=False)
+async def cmd_transparency_show(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    doc = await registry.get_transparency(engine)
+    out(json.dumps(doc, indent=2, sort_keys=True) if doc is not None else
+        "none set in the registry: the [central] transparency_* settings are published")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------
