@@ -168,6 +168,27 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PortalSettings:
+    """The citizen portal, ``gateway portal serve`` (docs/portal.md); it reads [globalconf] for the subsystems."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090  # 0 picks a free port
+    public_url: str = ""  # the portal's address as browsers see it (redirect URI base); default http://HOST:PORT
+    security_server_url: str = "http://127.0.0.1:8080"  # client port of the security server hosting the portal
+    client: str = ""  # the portal's subsystem (X-Road-Client); "" takes it from the global configuration
+    issuer: str = "http://127.0.0.1:8091"  # the OpenID Connect provider; its discovery document is read from it
+    client_id: str = "gateway-portal"  # the portal's client id at the provider (a public client with PKCE)
+    id_token_leeway_seconds: int = 30  # seconds of clock skew allowed on the ID token's exp, iat and nbf
+    session_ttl_seconds: int = 900  # seconds a sign-in lasts at most (the ID token's own expiry cuts it shorter)
+    period_days: int = 365  # days back from now that findUsage is asked about
+    page_limit: int = 50  # usages per findUsage call (offset/limit paging); at most [server] transparency_max_page
+    max_usages_per_subsystem: int = 1000  # usages read from one subsystem at most; more are reported, not shown
+    max_parallel: int = 8  # findUsage calls in flight at once
+    timeout_seconds: float = 10.0  # seconds for one findUsage call or one call to the provider
+    secure_cookies: bool = False  # Secure cookies even over plain HTTP (behind a TLS-terminating proxy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingSettings:
     format: typing.Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
     level: str = "info"
@@ -180,6 +201,7 @@ class Settings:
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    portal: PortalSettings = field(default_factory=PortalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

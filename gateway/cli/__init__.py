@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.token",
     "gateway.cli.log",
     "gateway.cli.admin",
+    "gateway.cli.portal",
 )
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended

@@ -31,15 +31,28 @@ from gateway.admin.roles import CENTRAL_ROLES, ROLES
 from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
+from gateway.dev.idp import DevIdentityProvider, RunningIdentityProvider, TestCitizen, start_identity_provider
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
 from gateway.files import private_dir, write_private_text
+from gateway.globalconf.fetcher import AiohttpFetcher
+from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from gateway.portal.app import Portal, RunningPortal, start_portal
+from gateway.portal.usage import anchor_verifier
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
-from gateway.settings import AdminSettings, CentralSettings, GlobalConfSettings, PkiSettings, ServerSettings, Settings
+from gateway.settings import (
+    AdminSettings,
+    CentralSettings,
+    GlobalConfSettings,
+    PkiSettings,
+    PortalSettings,
+    ServerSettings,
+    Settings,
+)
 from gateway.trust import certprofile, keys
 
 log = structlog.get_logger("gateway.dev.demo")
@@ -105,6 +118,7 @@ class Federation:
     specs: list[ServerSpec]
     members: list[MemberSpec]
     central_admin: CentralAdminHandle | None = None  # the central server's admin API
+    portal: DemoPortal | None = None  # the citizen portal and its identity provider (portal=True)
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
     _stopped: bool = False
@@ -161,6 +175,7 @@ class Federation:
             "servers": servers,
             "adapters": adapters,
             "admin_credentials": None if self.admin_credentials is None else str(self.admin_credentials),
+            "portal": None if self.portal is None else self.portal.describe(),
             "pid": os.getpid(),
             "processes": None,  # gateway demo --processes: each part's pid, argv, log (gateway/dev/processes.py)
         }
@@ -170,6 +185,8 @@ class Federation:
         if self._stopped:
             return
         self._stopped = True
+        if self.portal is not None:
+            await self.portal.close()
         for server in self.servers.values():
             await server.stop()
         if self.adapters is not None:
@@ -183,6 +200,74 @@ class Federation:
         await self.stop_parts()
         if self.lock is not None:
             self.lock.release()
+
+
+PORTAL_SUBSYSTEM = "portal"  # the portal's subsystem, of the first consuming member, on its server
+DEMO_PURPOSES = (  # the purpose list the demo publishes with the portal ("CODE=text", [central])
+    "BENEFITS=Checking eligibility for social benefits",
+    "TAX=Tax assessment",
+    "POLICE=Criminal investigation",
+)
+
+
+@dataclass
+class DemoPortal:
+    """The citizen portal (:mod:`gateway.portal`), its development identity provider and its own global
+    configuration client, all in the demo's process."""
+
+    client: SubsystemId
+    idp: RunningIdentityProvider
+    running: RunningPortal
+    updater: GlobalConfUpdater
+    fetcher: AiohttpFetcher
+    citizens: tuple[TestCitizen, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.running.url, "client": str(self.client), "issuer": self.idp.url,
+                "client_id": self.running.portal.settings.client_id,
+                "citizens": [{"subject": c.subject, "name": c.name} for c in self.citizens]}
+
+    async def close(self) -> None:
+        await self.running.close()
+        await self.idp.close()
+        await self.updater.close()
+        await self.fetcher.close()
+
+
+def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list[MemberSpec], list[ServerSpec]]:
+    """The layout plus the portal's subsystem, for the first member that only consumes, on its server."""
+    members, specs = layout
+    consumer = next(s for s in specs if not s.services)
+    owner = consumer.id.owner
+    portal = owner.subsystem(PORTAL_SUBSYSTEM)
+    members = [dataclasses.replace(m, subsystems=(*m.subsystems, PORTAL_SUBSYSTEM)) if m.id == owner else m
+               for m in members]
+    specs = [dataclasses.replace(s, clients=(*s.clients, portal)) if s.id == consumer.id else s for s in specs]
+    return members, specs
+
+
+async def _start_portal(
+    workdir: Path, anchor: Path, server: SecurityServer, client: SubsystemId, *, clock: Callable[[], datetime],
+) -> DemoPortal:
+    """The identity provider, then the portal calling through ``server``'s client port as ``client``."""
+    provider = DevIdentityProvider(clients={}, clock=clock)
+    idp = await start_identity_provider(provider)
+    fetcher = AiohttpFetcher()
+    updater = GlobalConfUpdater(anchor, workdir / "portal" / "globalconf", fetcher, clock=clock)
+    try:
+        await updater.refresh()
+        settings = PortalSettings(port=0, security_server_url=server.client_url, client=str(client),
+                                  issuer=idp.url)
+        running = await start_portal(Portal(settings=settings, globalconf=updater.require_valid, clock=clock,
+                                            verify=anchor_verifier(updater.anchor)))
+    except BaseException:
+        await idp.close()
+        await updater.close()
+        await fetcher.close()
+        raise
+    provider.clients[settings.client_id] = (running.portal.redirect_uri,)
+    return DemoPortal(client=client, idp=idp, running=running, updater=updater, fetcher=fetcher,
+                      citizens=provider.citizens)
 
 
 class DemoLock:
@@ -345,6 +430,7 @@ async def start_federation(
     server_overrides: dict[str, Any] | None = None,
     key_store: Literal["files", "token"] = "files",
     central_overrides: dict[str, Any] | None = None,
+    portal: bool = False,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -352,7 +438,8 @@ async def start_federation(
     ``workdir``); ``adapter_urls`` maps adapter names to URLs when ``with_adapters`` is false (a service whose
     adapter it does not name is left out).
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
-    in ``<server>/token.pin`` (0600) instead of plain key files.
+    in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
+    layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -360,6 +447,13 @@ async def start_federation(
     workdir, lock = _prepare_workdir(workdir, fresh=fresh)
     try:
         members, specs = layout or default_layout(instance)
+        if portal:
+            members, specs = with_portal((members, specs))
+        portal_client = next((c for spec in specs for c in spec.clients if c.subsystem_code == PORTAL_SUBSYSTEM),
+                             None) if portal else None
+        if portal_client is not None:  # published in the global configuration (docs/transparency.md section 1)
+            central_overrides = {"transparency_portal": str(portal_client),
+                                 "transparency_purposes": DEMO_PURPOSES, **(central_overrides or {})}
         dbs = database_urls or {}
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
@@ -444,7 +538,7 @@ async def start_federation(
                     description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
                     await store.add_service(service, url=url, openapi_url=description)
             # every client of every consuming server may call every service of the demo
-            consumers = [c for spec in specs if not spec.services for c in spec.clients]
+            consumers = [c for spec in specs if not spec.services for c in spec.clients if c != portal_client]
             for spec in specs:
                 for service in spec.services:
                     if service in skipped:
@@ -460,6 +554,9 @@ async def start_federation(
             for ss in servers.values():
                 await ss.reload_serverconf()
             await fed.publish_and_refresh()
+            if portal_client is not None:
+                host = next(spec.id for spec in specs if portal_client in spec.clients)
+                fed.portal = await _start_portal(workdir, anchor_path, servers[host], portal_client, clock=clock)
             return fed
         except BaseException:
             for part in reversed(started):
@@ -542,6 +639,10 @@ def print_banner(
     if d["central"].get("admin_url"):
         out(f"  central admin    {d['central']['admin_url']} (user 'admin', password in the same file)")
         out(f"  central web      {d['central']['admin_url']}/ui/")
+    if d.get("portal"):
+        p = d["portal"]
+        out(f"  citizen portal   {p['url']}/  as {p['client']}; identity provider {p['issuer']}")
+        out(f"                   test citizens {', '.join(c['subject'] for c in p['citizens'])}")
     if processes:
         pids = ", ".join(f"{name} {part['pid']}" for name, part in processes.items())
         out(f"  processes        {pids}")

@@ -89,7 +89,8 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             assert Path(s["state_dir"], "internal.pem").is_file()
             assert Path(s["settings"]).is_file()
         ss1, ss2 = servers["DEV/GOV/1001/ss1"], servers["DEV/GOV/1002/ss2"]
-        assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer"], [])
+        assert (ss1["clients"], ss1["services"]) == (["DEV/GOV/1001/consumer", "DEV/GOV/1001/portal"], [])
+        assert desc["portal"]["client"] == "DEV/GOV/1001/portal"  # the citizen portal, docs/portal.md
         assert ss2["clients"] == ["DEV/GOV/1002/registry"]
         assert sorted(ss2["services"]) == ["DEV/GOV/1002/registry/companies", "DEV/GOV/1002/registry/getPerson",
                                            "DEV/GOV/1002/registry/persons"]
@@ -115,6 +116,10 @@ async def test_demo_runs_writes_its_description_answers_and_stops_on_sigint(tmp_
             assert f"  central web      {central['admin_url']}/ui/\n" in banner
             async with http.get(central["admin_url"] + "/ui/login") as resp:
                 assert resp.status == 200 and "<title>Log in · central server</title>" in await resp.text()
+            async with http.get(desc["portal"]["url"] + "/") as resp:
+                assert resp.status == 200 and "Sign in" in await resp.text()
+            async with http.get(desc["portal"]["issuer"] + "/.well-known/openid-configuration") as resp:
+                assert (await resp.json())["issuer"] == desc["portal"]["issuer"]
             for service, url in desc["adapters"].items():
                 soap = service.endswith("/getPerson")  # the SOAP service: a WSDL, not an OpenAPI document
                 async with http.get(f"{url}?wsdl" if soap else f"{url}/openapi.json") as resp:
