@@ -181,7 +181,7 @@ class OpMonStore:
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(executor, self._close_sqlite)
-            executor.shutdown(wait=False)
+            executor.shutdown(wait=True)  # its thread ends here (a thread left running makes forking unsafe)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):

@@ -216,7 +216,7 @@ def test_role_table_is_what_the_docs_promise() -> None:
     auditor_ops = {r.operation_id for r in ROUTES if "auditor" in r.roles}
     assert auditor_ops == {"logout", "getMe", "changeOwnPassword", "listMessageLogRecords", "exportMessageLogRecord",
                            "listMessageLogCheckpoints", "getMessageLogCheckpoint", "proveMessageLogInclusion",
-                           "proveMessageLogConsistency", "exportMessageLogArchive"}
+                           "proveMessageLogConsistency", "exportMessageLogArchive", "getTransparencyCounts"}
     for r in ROUTES:
         if r.tag == "messagelog":
             assert set(r.roles) == {"auditor"} and r.audit_reads
