@@ -54,12 +54,17 @@ def make_engine(
         engine = create_async_engine(url, **kwargs)
 
         if database is not None and not database.startswith("file:"):
+            created: list[bool] = []
+
             @event.listens_for(engine.sync_engine, "do_connect")
             def _owner_only(*_args: Any) -> None:
-                # Created empty with 0600 just before SQLite opens it (not before: an engine that is never used
-                # leaves no file), so the database and its -wal and -shm files are owner-only whatever the umask
-                # (gateway/files.py).
-                private_file(Path(database))
+                # Created empty with 0600 just before SQLite first opens it (not before: an engine that is never
+                # used leaves no file), so the database and its -wal and -shm files are owner-only whatever the
+                # umask (gateway/files.py). Once per engine: a connection the pool opens later (on the event
+                # loop's thread, while exchanges run) touches no file here.
+                if not created:
+                    private_file(Path(database))
+                    created.append(True)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
