@@ -89,7 +89,8 @@ async def central_admin(
     database_url: str, tmp_path: Path, *, clock: Callable[[], datetime] = utc_now,
 ) -> AsyncIterator[CentralAdmin]:
     """``clock``: the central server's (and so its admin API's) time, e.g. one a test moves forward."""
-    settings = CentralSettings(database_url=database_url, key_dir=str(tmp_path / "keys"), instance=INSTANCE)
+    settings = CentralSettings(database_url=database_url, key_dir=str(tmp_path / "keys"), instance=INSTANCE,
+                               ops_port=0)  # no fixed port: tests run side by side
     central = await start_central(settings, host="127.0.0.1", port=0, clock=clock)
     try:
         pki = make_pki(tmp_path / "pki")

@@ -51,7 +51,7 @@ async def test_new_server_joins_without_restart(tmp_path: Path, monkeypatch: pyt
         settings = Settings(
             server=ServerSettings(
                 id="DEV/GOV/1003/ss3", database_url=f"sqlite+aiosqlite:///{d / 'ss3.db'}", state_dir=str(d),
-                client_port=0, client_https_port=-1, server_port=0, token_dir=str(d / "token"),
+                client_port=0, client_https_port=-1, server_port=0, ops_port=0, token_dir=str(d / "token"),
                 token_pin_env="GATEWAY_TEST_SS3_PIN",
             ),
             globalconf=GlobalConfSettings(anchor=str(fed.anchor_path), cache_dir=str(d / "globalconf")),
