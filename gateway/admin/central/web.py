@@ -41,12 +41,12 @@ from gateway.admin.central.routes import central_api
 from gateway.admin.context import CALL
 from gateway.admin.middleware import authenticate_session
 from gateway.admin.routes import Route
-from gateway.admin.schema import MAX_LIMIT, parse_page, validate
+from gateway.admin.schema import MAX_LIMIT, parse_page
 from gateway.admin.web import session
 from gateway.admin.web.app import html_errors
 from gateway.admin.web.guard import read_form
 from gateway.admin.web.nav import NavItem
-from gateway.admin.web.ops import UNREAD, FormError, note_error
+from gateway.admin.web.ops import UNREAD, FormError, authorize_route, call_route, note_error
 from gateway.admin.web.render import STATIC, Column, Table, redirect, render, table
 from gateway.errors import Forbidden, GatewayError, NotFound, RequestError
 
@@ -116,32 +116,8 @@ async def run(request: web.Request, user: CentralUser | None, operation_id: str,
     """
     ctx = _ctx(request)
     route = _routes(ctx.instance)[operation_id]
-    call = request[CALL]
-    if route.method != "GET" or call.route is None:
-        call.route, call.action = route, operation_id
-        if request.match_info:
-            call.details["path_params"] = {k: v[:300] for k, v in request.match_info.items()}
-        if query:
-            call.details["query"] = {k: v[:300] for k, v in query.items()}
-    if not route.public:
-        if user is None:
-            raise auth.unauthorized("log in first")
-        call.principal, call.actor, call.auth = user.principal, user.principal.name, user.principal.kind
-        auth.check_roles(user.principal, route.roles, operation=operation_id)
-    if route.request is not None:
-        body = {} if body is None else body
-        call.body = body
-        call.details["request"] = (
-            {k: ("<redacted>" if k in route.secret_fields else v) for k, v in body.items()}
-            if isinstance(body, dict) else body
-        )
-        validate(body, route.request)
-    if query is None:
-        target = request
-    else:
-        source = request.get(UNREAD, request)
-        target = source.clone(rel_url=source.rel_url.with_query(dict(query)))
-    return await request.app[HANDLERS_KEY][operation_id](call, target, ctx)
+    authorize_route(request, None if user is None else user.principal, route, operation_id, query=query)
+    return await call_route(request, route, body, query, request.app[HANDLERS_KEY][operation_id], ctx)
 
 
 def refusal(request: web.Request, user: CentralUser | None, e: GatewayError) -> web.Response:

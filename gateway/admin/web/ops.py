@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,19 @@ def authorize(
         RequestError: 401 without a user for a non-public operation; 403 if the user's roles do not allow it.
     """
     route = ROUTES_BY_ID[operation_id]
+    authorize_route(request, None if user is None else user.principal, route, operation_id, query=query)
+    return route
+
+
+def authorize_route(
+    request: web.Request, principal: auth.Principal | None, route: Route, operation_id: str, *,
+    query: Mapping[str, str] | None = None,
+) -> None:
+    """Steps (1) and (2) for ``route`` of any admin API (the security server's or the central server's).
+
+    Raises:
+        RequestError: 401 without a user for a non-public operation; 403 if the user's roles do not allow it.
+    """
     call = request[CALL]
     # (1) the audit entry names the change, or the page's first message-log read; other reads replace neither
     first_audited_read = route.audit_reads and (call.route is None or not call.route.audit_reads)
@@ -113,25 +126,22 @@ def authorize(
             call.details["query"] = {k: v[:300] for k, v in query.items()}
     # (2) roles (a public operation, the log-in, has no user yet)
     if not route.public:
-        if user is None:
+        if principal is None:
             raise auth.unauthorized("log in first")
-        call.principal, call.actor, call.auth = user.principal, user.principal.name, user.principal.kind
-        auth.check_roles(user.principal, route.roles, operation=operation_id)
-    return route
+        call.principal, call.actor, call.auth = principal, principal.name, principal.kind
+        auth.check_roles(principal, route.roles, operation=operation_id)
 
 
-async def run_op(
-    request: web.Request, user: User | None, operation_id: str, body: Any = None, *,
-    query: Mapping[str, str] | None = None,
+async def call_route(
+    request: web.Request, route: Route, body: Any, query: Mapping[str, str] | None,
+    handler: Callable[[Any, web.Request, Any], Awaitable[Any]], ctx: Any,
 ) -> Any:
-    """The result of the API operation ``operation_id`` for ``user`` (None only for a public operation):
-    steps (1)-(4) above.
+    """Steps (3) and (4) for ``route`` of any admin API: the body against its schema, then the operation's
+    ``handler`` with ``ctx`` (the API's context) and the API's query parameters.
 
     Raises:
-        RequestError: 403 if the user's roles do not allow it; 400 if the body breaks the route's schema; and
-            whatever the operation itself raises (:class:`~gateway.errors.GatewayError`).
+        RequestError: 400 if the body breaks the route's schema; and whatever the operation itself raises.
     """
-    route = authorize(request, user, operation_id, query=query)
     call = request[CALL]
     # (3) the body against the API's schema
     if route.request is not None:
@@ -148,7 +158,22 @@ async def run_op(
     else:
         source = request.get(UNREAD, request)
         target = source.clone(rel_url=source.rel_url.with_query(dict(query)))
-    return await request.app[HANDLERS_KEY][operation_id](call, target, context(request))
+    return await handler(call, target, ctx)
+
+
+async def run_op(
+    request: web.Request, user: User | None, operation_id: str, body: Any = None, *,
+    query: Mapping[str, str] | None = None,
+) -> Any:
+    """The result of the API operation ``operation_id`` for ``user`` (None only for a public operation):
+    steps (1)-(4) above.
+
+    Raises:
+        RequestError: 403 if the user's roles do not allow it; 400 if the body breaks the route's schema; and
+            whatever the operation itself raises (:class:`~gateway.errors.GatewayError`).
+    """
+    route = authorize(request, user, operation_id, query=query)
+    return await call_route(request, route, body, query, request.app[HANDLERS_KEY][operation_id], context(request))
 
 
 def note_error(request: web.Request, e: GatewayError) -> None:
@@ -187,6 +212,7 @@ def form_number(values: Mapping[str, str], name: str) -> float | None:
 
 
 __all__ = [
-    "HANDLERS_KEY", "UNREAD", "FormError", "User", "authorize", "context", "form_int", "form_number",
+    "HANDLERS_KEY", "UNREAD", "FormError", "User", "authorize", "authorize_route", "call_route", "context",
+    "form_int", "form_number",
     "note_error", "run_op",
 ]
