@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -48,6 +47,7 @@ from gateway.ops.app import build_ops_app
 from gateway.ops.metrics import CentralMetrics
 from gateway.ops.readiness import Check, deadline_check
 from gateway.settings import CentralSettings, Settings
+from gateway.sockets import listen
 from gateway.storage.db import make_engine
 
 log = structlog.get_logger("gateway.central")
@@ -285,23 +285,6 @@ class CentralHandle:
         await self.engine.dispose()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-    except OSError as e:
-        raise ConfigError(f"central server cannot listen on {host}:{port}: {e.strerror or e}") from e
-    return sock
-
-
 async def start_central(
     settings: Settings | CentralSettings,
     *,
@@ -332,7 +315,7 @@ async def start_central(
         # (4) one publication before the first request can arrive, (5) serve
         await migrate_central(engine)
         await ensure_signing_key(engine, instance=central.instance, key_dir=central.key_dir, now=clock())
-        sock = _listen(central.host, central.port)
+        sock = listen(central.host, central.port, what="central server")
         bound_port = sock.getsockname()[1]
         if not central.public_url:
             central = dataclasses.replace(central, port=bound_port)

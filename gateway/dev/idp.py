@@ -38,7 +38,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from gateway.portal.app import listen
+from gateway.sockets import listen
 
 CODE_TTL_SECONDS = 60  # seconds a code may wait for its token request
 ID_TOKEN_TTL_SECONDS = 600  # seconds an ID token is valid

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from gateway.globalconf.transparency import TransparencyConf
 from gateway.identifiers import SubsystemId
 from gateway.portal import oidc, usage
 from gateway.settings import PortalSettings
+from gateway.sockets import listen
 
 SESSION_COOKIE = "portal_session"  # the ID token; HttpOnly, SameSite=Strict
 SIGNIN_COOKIE = "portal_signin"  # the sign-in under way; HttpOnly, SameSite=Lax (it must come back from the
@@ -64,28 +64,6 @@ _ENV.filters["time"] = show_time
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def listen(host: str, port: int, *, what: str) -> socket.socket:
-    """A listening socket on ``host:port`` (0: a free port).
-
-    Raises:
-        ConfigError: the address cannot be bound.
-    """
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-    except OSError as e:
-        raise ConfigError(f"{what} cannot listen on {host}:{port}: {e.strerror or e}") from e
-    return sock
 
 
 async def read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
@@ -587,6 +565,5 @@ __all__ = [
     "RunningPortal",
     "build_portal_app",
     "csrf_token",
-    "listen",
     "start_portal",
 ]
