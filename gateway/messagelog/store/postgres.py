@@ -1,14 +1,16 @@
 """The PostgreSQL writer of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` (I/O).
 
 Each batch is one transaction through SQLAlchemy's async engine, on a connection the writer keeps (no pool
-checkout per batch), with the sequence numbers kept between batches (rule 1: read once per origin, forgotten
-on any failure). :class:`PostgresWriter` is a mixin of ``SqlMessageLogStore``; it serves any dialect but
+checkout per batch; one left idle over a second is pinged through the pool first), with the sequence numbers
+kept between batches (rule 1: read once per origin, forgotten on any failure). :class:`PostgresWriter` is a
+mixin of ``SqlMessageLogStore``; it serves any dialect but
 SQLite, which has its own writer (:mod:`gateway.messagelog.store.sqlite`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -19,6 +21,8 @@ from gateway.messagelog.models import blobs, records
 from gateway.messagelog.store.base import Outcome, PendingRecord
 from gateway.messagelog.store.rows import _blob_rows, _max_seq_query, _new_blobs, _rows
 
+IDLE_RECHECK_SECONDS = 1.0  # a kept connection idle longer is pinged (through the pool) before its next batch
+
 
 class PostgresWriter:
     """The PostgreSQL writer: one transaction per batch on a connection of its own."""
@@ -27,6 +31,7 @@ class PostgresWriter:
     _conn: AsyncConnection | None
     _next_seq: dict[str, int]  # the store's: the next sequence number per origin (rule 1)
     _blobs_stored: set[tuple[str, str]]  # the store's: blobs known to be committed
+    _conn_used_at: float = 0.0  # time.monotonic() of the kept connection's last batch
 
     @property
     def writer_engine(self) -> sa.Engine:
@@ -35,9 +40,18 @@ class PostgresWriter:
         return self._engine.sync_engine
 
     async def _writer_connection(self) -> AsyncConnection:
-        # The writer keeps one connection: no pool checkout and no sequence query per batch.
+        # The writer keeps one connection: no pool checkout and no sequence query per batch. One left idle
+        # longer than IDLE_RECHECK_SECONDS goes back to the pool and is checked out again, which pings it
+        # (pool_pre_ping): a connection the network or the database dropped meanwhile is found before the
+        # batch is written, not by the batch (whose exchanges would then be refused once the database is back).
+        now = time.monotonic()
+        if self._conn is not None and not self._conn.closed and now - self._conn_used_at > IDLE_RECHECK_SECONDS:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.close()
         if self._conn is None or self._conn.closed:
             self._conn = await self._engine.connect()
+        self._conn_used_at = now
         return self._conn
 
     async def _drop_writer_connection(self) -> None:
