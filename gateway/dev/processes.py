@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import structlog
 
 from gateway.dev.demo import Federation, write_settings
@@ -41,7 +42,8 @@ from gateway.settings import PkiSettings, Settings
 
 log = structlog.get_logger("gateway.dev.processes")
 
-READY_TIMEOUT_SECONDS = 60.0  # for one part to print that it listens
+READY_TIMEOUT_SECONDS = 60.0  # for one part to print that it listens, and then to be ready
+READY_POLL_SECONDS = 0.1  # between two asks of a part's /readyz
 STOP_TIMEOUT_SECONDS = 30.0  # from SIGTERM to exit, then SIGKILL
 
 
@@ -205,10 +207,42 @@ async def hand_over(fed: Federation) -> list[Part]:
         for part in parts:
             await start_part(part, keep_fds=keep)
             started.append(part)
+        desc = fed.describe()
+        await wait_ready([desc["central"], *desc["servers"]])
     except BaseException:
         await stop_parts(started)
         raise
     return parts
+
+
+async def wait_ready(parts: list[dict[str, Any]]) -> None:
+    """Until each part's ``readiness_url`` (``/readyz`` on its ops port) answers 200: a part process that
+    listens may still be fetching its first OCSP responses, and ``federation.json`` promises parts that answer.
+
+    Raises:
+        ConfigError: a part was not ready within :data:`READY_TIMEOUT_SECONDS`, naming what it said last.
+    """
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for part in parts:
+            url = part.get("readiness_url")
+            if not url:
+                continue
+            last = "no answer"
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    while True:
+                        try:
+                            async with http.get(url) as resp:
+                                if resp.status == 200:
+                                    break
+                                last = f"HTTP {resp.status}: {(await resp.text())[:300]}"
+                        except aiohttp.ClientError as e:
+                            last = f"{type(e).__name__}: {e}"
+                        await asyncio.sleep(READY_POLL_SECONDS)
+            except TimeoutError:
+                name = part.get("id", "central server")
+                raise ConfigError(f"demo part {name} was not ready within {READY_TIMEOUT_SECONDS:g} s; "
+                                  f"its readiness said {last}") from None
 
 
 async def stop_parts(parts: list[Part]) -> None:
