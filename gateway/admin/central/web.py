@@ -38,15 +38,13 @@ from yarl import URL
 from gateway.admin import auth
 from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, CentralImpl
 from gateway.admin.central.routes import central_api
-from gateway.admin.context import CALL
-from gateway.admin.middleware import authenticate_session
 from gateway.admin.routes import Route
 from gateway.admin.schema import MAX_LIMIT, parse_page
 from gateway.admin.web import session
 from gateway.admin.web.app import html_errors
-from gateway.admin.web.guard import read_form
+from gateway.admin.web.guard import PageGuard, read_form
 from gateway.admin.web.nav import NavItem
-from gateway.admin.web.ops import UNREAD, FormError, authorize_route, call_route, note_error
+from gateway.admin.web.ops import FormError, authorize_route, call_route, note_error
 from gateway.admin.web.render import STATIC, Column, Table, redirect, render, table
 from gateway.errors import Forbidden, GatewayError, NotFound, RequestError
 
@@ -127,56 +125,19 @@ def refusal(request: web.Request, user: CentralUser | None, e: GatewayError) -> 
                   **page_values(request, user, ""))
 
 
-def _login_redirect(request: web.Request, reason: str | None = None) -> web.Response:
-    query = {"next": request.path_qs[:512], **({"reason": reason} if reason else {})}
-    return redirect(str(URL(f"{PREFIX}/login").with_query(query)))
+def _login_again(request: web.Request, reason: str) -> web.Response:
+    return render("login.html", status=401, reason=reason, next=request.path, login_csrf="", error=None,
+                  username="", **page_values(request, None, ""))
 
 
-PageHandler = Callable[[web.Request, CentralUser, Form], Awaitable[web.StreamResponse]]
-
-
-def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """``handler`` behind the session check, the CSRF check of a POST and the form (as
-    :func:`gateway.admin.web.guard.page`)."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        ctx = _ctx(request)
-        call = request[CALL]
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token:
-            if request.method == "GET":
-                return _login_redirect(request)
-            return refusal(request, None, Forbidden("this form needs a session: log in first"))
-        try:
-            principal = await authenticate_session(token, ctx, call)
-        except RequestError as e:
-            if request.method == "GET":
-                return _login_redirect(request, e.message)
-            note_error(request, e)
-            return render("login.html", status=401, reason=e.message, next=request.path, login_csrf="", error=None,
-                          username="", **page_values(request, None, ""))
-        call.principal, call.actor = principal, principal.name
-        user = CentralUser(principal=principal, csrf=session.csrf_token(token), routes=_routes(ctx.instance))
-        form: dict[str, str] = {}
-        if request.method == "POST":
-            request[UNREAD] = request.clone()
-            try:
-                form = await read_form(request, limit=ctx.settings.max_body_bytes)
-            except RequestError as e:
-                return refusal(request, user, e)
-            if not session.csrf_matches(form.get(session.CSRF_FIELD), user.csrf):
-                call.action = f"web form {request.path[:40]}"
-                return refusal(request, user, Forbidden(
-                    "this form was refused: it did not carry the anti-forgery (CSRF) token of your session",
-                    hint="reload the page and send the form again",
-                ))
-        try:
-            return await handler(request, user, form)
-        except GatewayError as e:
-            return refusal(request, user, e)
-
-    return wrapped
+page: PageGuard[CentralUser] = PageGuard(
+    cookie=SESSION_COOKIE, api=_ctx,
+    user=lambda request, principal, csrf: CentralUser(principal=principal, csrf=csrf,
+                                                      routes=_routes(_ctx(request).instance)),
+    refuse=refusal, login_again=_login_again,
+)
+"""The central pages: ``@page`` before a page handler ``(request, user, form)``; the steps of
+:class:`gateway.admin.web.guard.PageGuard`."""
 
 
 def back(note: str, path: str) -> web.Response:
