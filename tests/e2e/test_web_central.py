@@ -43,6 +43,8 @@ from gateway.server.runtime import SecurityServer
 from gateway.settings import GlobalConfSettings, ServerSettings, Settings
 from gateway.trust import keys
 
+DASH = "\u2013"  # the en dash of "showing 1\u20132"
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 
 AUDIT_PAGE = ListPage(limit=200)
@@ -123,6 +125,18 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     await page.goto(f"{url}/ui/members?sort=name&dir=desc")
     names = await page.get_by_role("table").locator("tbody tr td:nth-child(2)").all_inner_texts()
     assert names == sorted(names, reverse=True) and len(names) == 2
+    # the audit log: newest first; its "No." header link sorts it oldest first, and says so to assistive
+    # technology; the pager pages on in that order
+    await page.goto(f"{url}/ui/audit-log?limit=1")  # two entries so far: both log-ins
+    number = page.get_by_role("columnheader", name=re.compile("^No."))
+    await expect(number).to_have_attribute("aria-sort", "descending")
+    await number.get_by_role("link").click()
+    await expect(number).to_have_attribute("aria-sort", "ascending")
+    first = [int(n) for n in await page.get_by_role("table").locator("tbody tr td:nth-child(1)").all_inner_texts()]
+    assert first == [1]
+    await page.get_by_role("link", name="Next page").click()
+    await expect(page.get_by_role("table")).to_contain_text(re.compile(rf"in all, showing 2{DASH}2"))
+    await check_page(page, shots, "audit-log-oldest-first")
     # bad addresses are told in words, with the X-Road type
     for path, status, words in (
         ("/ui/members?sort=bogus", 400, "sort column 'bogus' is not one of id, name"),

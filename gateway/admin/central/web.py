@@ -40,7 +40,7 @@ from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, 
 from gateway.admin.central.routes import central_api
 from gateway.admin.routes import Route
 from gateway.admin.schema import MAX_LIMIT, parse_page
-from gateway.admin.web import session
+from gateway.admin.web import audit, session
 from gateway.admin.web.app import html_errors
 from gateway.admin.web.guard import PageGuard, read_form
 from gateway.admin.web.nav import NavItem
@@ -287,8 +287,12 @@ def _member_path(request: web.Request) -> str:
 async def _member_page(request: web.Request, user: CentralUser, err: FormError | None = None,
                        status: int = 200) -> web.Response:
     member = await run(request, user, "getMember")
-    return render("central/member.html", status=status, title=f"Member {member['id']}", member=member, err=err,
-                  done=request.query.get("done"), **page_values(request, user, "members"))
+    t = table(request, [{"code": code, "id": f"{member['id']}/{code}"} for code in member["subsystems"]],
+              (Column(key="code", label="Code"), Column(key="id", label="Identifier"),
+               Column(key="remove", label="Remove", sortable=False)),
+              caption=f"Subsystems of {member['id']}", default_sort="code")
+    return render("central/member.html", status=status, title=f"Member {member['id']}", member=member, t=t,
+                  err=err, done=request.query.get("done"), **page_values(request, user, "members"))
 
 
 @page
@@ -388,8 +392,16 @@ def _server_path(request: web.Request) -> str:
 async def _server_page(request: web.Request, user: CentralUser, err: FormError | None = None,
                        status: int = 200) -> web.Response:
     server = await run(request, user, "getServer")
+    # two tables on the page: the certificates' query parameters start with "a", the clients' with "c"
+    at = table(request, [{"sha256": sha} for sha in server["auth_certs"]],
+               (Column(key="sha256", label="SHA-256"), Column(key="remove", label="Remove", sortable=False)),
+               caption="Authentication certificates", default_sort="sha256", prefix="a")
+    ct = table(request, [{"client": c} for c in server["clients"]],
+               (Column(key="client", label="Member or subsystem"), Column(key="remove", label="Remove",
+                                                                          sortable=False)),
+               caption="Clients", default_sort="client", prefix="c")
     return render("central/server.html", status=status, title=f"Security server {server['id']}", server_=server,
-                  err=err, done=request.query.get("done"), **page_values(request, user, "servers"))
+                  at=at, ct=ct, err=err, done=request.query.get("done"), **page_values(request, user, "servers"))
 
 
 @page
@@ -537,8 +549,12 @@ async def _group_page(request: web.Request, user: CentralUser, err: FormError | 
     found = [g for g in listed["items"] if g["encoded_id"] == group_id]
     if not found:
         raise NotFound(f"global group {group_id.replace(':', '/')[:200]} is not registered")
+    t = table(request, [{"client": c} for c in found[0]["members"]],
+              (Column(key="client", label="Member or subsystem"), Column(key="remove", label="Remove",
+                                                                         sortable=False)),
+              caption="Members of the group", default_sort="client")
     return render("central/group.html", status=status, title=f"Global group {found[0]['id']}", group=found[0],
-                  err=err, done=request.query.get("done"), **page_values(request, user, "groups"))
+                  t=t, err=err, done=request.query.get("done"), **page_values(request, user, "groups"))
 
 
 @page
@@ -584,13 +600,12 @@ async def _trust_page(request: web.Request, user: CentralUser, err: FormError | 
                                        Column(key="ocsp_urls", label="OCSP responders", sortable=False),
                                        Column(key="remove", label="Remove", sortable=False)),
                caption="Certification authorities", default_sort="name", total=cas["total"])
-    # TSAs keep their order of preference: not sortable
-    tt = Table(columns=(Column(key="name", label="Name", sortable=False),
-                        Column(key="url", label="URL", sortable=False),
-                        Column(key="sha256", label="Certificate SHA-256", sortable=False),
-                        Column(key="remove", label="Remove", sortable=False)),
-               rows=tsas["items"], total=tsas["total"], page=parse_page(ALL), sort=None, descending=False,
-               base=request.rel_url, caption="Timestamping authorities, most preferred first")
+    # TSAs keep their order of preference: paged, not sortable (query parameters starting with "t")
+    tt = table(request, tsas["items"], (Column(key="name", label="Name", sortable=False),
+                                        Column(key="url", label="URL", sortable=False),
+                                        Column(key="sha256", label="Certificate SHA-256", sortable=False),
+                                        Column(key="remove", label="Remove", sortable=False)),
+               caption="Timestamping authorities, most preferred first", total=tsas["total"], prefix="t")
     return render("central/trust.html", status=status, title="Trust services", ct=ct, tt=tt, err=err,
                   done=request.query.get("done"), **page_values(request, user, "trust"))
 
@@ -712,30 +727,18 @@ async def publish(request: web.Request, user: CentralUser, form: Form) -> web.St
 
 # --------------------------------------------------------------------------------------- audit log
 
-AUDIT_FILTERS = ("actor", "action", "result")
-
-
 @page
 async def audit_log(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
-    q = request.query
-    query = {k: q[k].strip() for k in (*AUDIT_FILTERS, "limit", "offset") if q.get(k, "").strip()}
-    query.setdefault("limit", "50")
     err, status = None, 200
     try:
-        listed = await run(request, user, "listAuditLog", query=query)
+        t = await audit.audit_table(request, lambda query: run(request, user, "listAuditLog", query=query))
     except GatewayError as e:
         if e.status == 403:
             raise
         note_error(request, e)
-        err, status = FormError.of("audit", e, q, {}), e.status
-        listed = {"items": [], "total": 0, "limit": 50, "offset": 0}
-    t = Table(columns=tuple(Column(key=k, label=label, sortable=False) for k, label in (
-        ("id", "No."), ("at", "Time"), ("actor", "Actor"), ("auth", "Auth"), ("remote", "From"),
-        ("action", "Action"), ("result", "Result"), ("status", "Status"), ("error", "Error"))),
-        rows=listed["items"], total=listed["total"],
-        page=parse_page({"limit": str(listed["limit"]), "offset": str(listed["offset"])}), sort=None,
-        descending=True, base=request.rel_url, caption="Audit entries, newest first")
-    return render("audit.html", status=status, title="Audit log", t=t, err=err, q=q,
+        err, status = FormError.of("audit", e, request.query, {}), e.status
+        t = audit.empty(request)
+    return render("audit.html", status=status, title="Audit log", t=t, err=err, q=request.query,
                   **page_values(request, user, "audit"))
 
 

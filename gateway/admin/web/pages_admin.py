@@ -8,13 +8,14 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.admin.roles import ROLES
-from gateway.admin.schema import MAX_LIMIT, parse_page
+from gateway.admin.schema import MAX_LIMIT
+from gateway.admin.web import audit
 from gateway.admin.web.confirm import ask, confirmed
 from gateway.admin.web.guard import Form, page
 from gateway.admin.web.nav import nav_for
 from gateway.admin.web.ops import FormError, User, authorize, note_error, run_op
 from gateway.admin.web.pages_config import back
-from gateway.admin.web.render import Column, Table, redirect, render, table
+from gateway.admin.web.render import Column, redirect, render, table
 from gateway.admin.web.session import COOKIE_PATH, SESSION_COOKIE
 from gateway.errors import GatewayError, RequestError
 
@@ -189,33 +190,19 @@ async def revoke_api_key(request: web.Request, user: User, form: Form) -> web.St
     return back(request, f"API key {request.match_info['key_id']} revoked.", path=USERS)
 
 
-AUDIT_FILTERS = ("actor", "action", "result")
-
-
 @page
 async def audit_log(request: web.Request, user: User, form: Form) -> web.StreamResponse:
-    q = request.query
-    query = {k: q[k].strip() for k in (*AUDIT_FILTERS, "limit", "offset") if q.get(k, "").strip()}
-    query.setdefault("limit", "50")
-    err = None
-    status = 200
+    err, status = None, 200
     try:
-        listed = await run_op(request, user, "listAuditLog", query=query)
+        t = await audit.audit_table(request, lambda query: run_op(request, user, "listAuditLog", query=query))
     except GatewayError as e:
         if e.status == 403:
             raise
         note_error(request, e)
-        err, status = FormError.of("audit", e, q, {}), e.status
-        listed = {"items": [], "total": 0, "limit": 50, "offset": 0}
-    # paged by the API itself (newest first), so the count is of every entry that matches
-    t = Table(columns=tuple(Column(key=k, label=label, sortable=False) for k, label in (
-        ("id", "No."), ("at", "Time"), ("actor", "Actor"), ("auth", "Auth"), ("remote", "From"),
-        ("action", "Action"), ("result", "Result"), ("status", "Status"), ("error", "Error"))),
-        rows=listed["items"], total=listed["total"],
-        page=parse_page({"limit": str(listed["limit"]), "offset": str(listed["offset"])}), sort=None,
-        descending=True, base=request.rel_url, caption="Audit entries, newest first")
+        err, status = FormError.of("audit", e, request.query, {}), e.status
+        t = audit.empty(request)
     return render("audit.html", status=status, user=user, nav=nav_for(user, "audit"), title="Audit log", t=t,
-                  err=err, q=q, results=("success", "refused", "failed"))
+                  err=err, q=request.query)
 
 
 def add_routes(app: web.Application) -> None:
