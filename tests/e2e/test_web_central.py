@@ -98,9 +98,9 @@ CENTRAL_PAGES = (
     ("dashboard", "/ui/dashboard"), ("members", "/ui/members"), ("subsystems", "/ui/subsystems"),
     ("servers", "/ui/servers"), ("requests", "/ui/registration-requests"), ("groups", "/ui/global-groups"),
     ("trust", "/ui/trust-services"), ("signing-keys", "/ui/signing-keys"), ("versions", "/ui/globalconf"),
-    ("audit-log", "/ui/audit-log"),
+    ("users", "/ui/users"), ("audit-log", "/ui/audit-log"), ("account", "/ui/account"),
 )
-NARROW_SHOTS = {"members", "servers", "requests", "trust"}  # axe-core and a screenshot at 320 px too
+NARROW_SHOTS = {"members", "servers", "requests", "trust", "users"}  # axe-core and a screenshot at 320 px too
 
 
 async def test_every_central_page_forms_and_the_session(world: World, browser: Browser, tmp_path: Path) -> None:
@@ -177,6 +177,28 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     await member.get_by_role("button", name="Add to the group").click()
     await expect(page.get_by_role("status")).to_contain_text("DEV/GOV/1001/consumer added to the group.")
     await check_page(page, shots, "group")
+    # a central admin user and an API key through the users page; the user's own page
+    await page.goto(f"{url}/ui/users")
+    adduser = page.locator("form", has=page.get_by_role("heading", name="Add a user"))
+    await adduser.get_by_label("User name").fill("rhea")
+    await adduser.get_by_label("Password").fill("short")
+    await adduser.get_by_label("registration-officer").check()
+    await adduser.get_by_role("button", name="Add user").click()
+    await expect(page.locator("#user-password-error")).to_contain_text("Client.BadRequest")
+    await check_page(page, shots, "users-error")
+    adduser = page.locator("form", has=page.get_by_role("heading", name="Add a user"))
+    await adduser.get_by_label("Password").fill("rhea's long password")
+    await adduser.get_by_role("button", name="Add user").click()
+    await expect(page.get_by_role("status")).to_contain_text("User rhea added.")
+    newkey = page.locator("form", has=page.get_by_role("heading", name="Create an API key"))
+    await newkey.get_by_label("Name").fill("registry export")
+    await newkey.get_by_label("observer").check()
+    await newkey.get_by_role("button", name="Create API key").click()
+    await expect(page.get_by_role("status")).to_contain_text("Copy it now: it is shown only once.")
+    await check_page(page, shots, "users-new-key")
+    await page.get_by_role("link", name="rhea", exact=True).click()
+    await expect(page.get_by_role("heading", name="User rhea")).to_be_visible()
+    await check_page(page, shots, "user")
     # at 320 px wide every page still fits (a wide table scrolls inside its own region)
     narrow = await _signed_in(browser, url, "admin", world.password, width=320)
     for name, path in CENTRAL_PAGES:
@@ -193,7 +215,7 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     # the changes are in the audit log as the REST API's are, by operation
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
     actions = {e.action for e in entries}
-    assert {"addGlobalGroup", "addGlobalGroupMember", "logout"} <= actions
+    assert {"addGlobalGroup", "addGlobalGroupMember", "addUser", "createApiKey", "logout"} <= actions
 
 
 async def test_observer_sees_the_pages_but_every_change_is_refused(
@@ -205,6 +227,7 @@ async def test_observer_sees_the_pages_but_every_change_is_refused(
     page = await _signed_in(browser, url, *OBSERVER)
     nav = page.get_by_role("navigation", name="Pages")
     await expect(nav.get_by_role("link", name="Audit log")).to_have_count(0)
+    await expect(nav.get_by_role("link", name="Users and API keys")).to_have_count(0)
     await page.goto(f"{url}/ui/members")
     await expect(page.get_by_role("table")).to_contain_text("DEV/GOV/1001")
     await expect(page.get_by_role("heading", name="Add a member")).to_have_count(0)

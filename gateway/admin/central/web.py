@@ -20,7 +20,9 @@ same host keep their session.
 ``/ui/trust-services``             trusted CAs with their OCSP responders, timestamping authorities
 ``/ui/signing-keys``               configuration-signing keys: generate, activate, retire; the anchor
 ``/ui/globalconf``                 published configuration versions; publish now
-``/ui/audit-log``                  the audit log, filtered and paged
+``/ui/users``                       central admin users and API keys; one user: roles, password, lock-out, removal
+``/ui/account``                    one's own account and password
+``/ui/audit-log``                  the audit log, filtered, sorted and paged
 =================================  ===========================================================================
 """
 
@@ -38,13 +40,15 @@ from yarl import URL
 from gateway.admin import auth
 from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, CentralImpl
 from gateway.admin.central.routes import central_api
+from gateway.admin.roles import CENTRAL_ROLES
 from gateway.admin.routes import Route
 from gateway.admin.schema import MAX_LIMIT, parse_page
-from gateway.admin.web import audit, session
+from gateway.admin.web import session
 from gateway.admin.web.app import html_errors
 from gateway.admin.web.guard import PageGuard, read_form
 from gateway.admin.web.nav import NavItem
 from gateway.admin.web.ops import FormError, authorize_route, call_route, note_error
+from gateway.admin.web.pages_admin import AccountPages
 from gateway.admin.web.render import STATIC, Column, Table, redirect, render, table
 from gateway.errors import Forbidden, GatewayError, NotFound, RequestError
 
@@ -66,7 +70,9 @@ PAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("trust", "Trust services", "/ui/trust-services", "listCas"),
     ("keys", "Signing keys", "/ui/signing-keys", "listSigningKeys"),
     ("versions", "Published versions", "/ui/globalconf", "listGlobalConfVersions"),
+    ("users", "Users and API keys", "/ui/users", "listUsers"),
     ("audit", "Audit log", "/ui/audit-log", "listAuditLog"),
+    ("account", "Your account", "/ui/account", None),
 )
 
 
@@ -725,21 +731,19 @@ async def publish(request: web.Request, user: CentralUser, form: Form) -> web.St
     return back(f"Version {pub['version']} published.", "/ui/globalconf")
 
 
-# --------------------------------------------------------------------------------------- audit log
+# --------------------------------------------------------------------------------------- users, keys, audit log
 
-@page
-async def audit_log(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
-    err, status = None, 200
-    try:
-        t = await audit.audit_table(request, lambda query: run(request, user, "listAuditLog", query=query))
-    except GatewayError as e:
-        if e.status == 403:
-            raise
-        note_error(request, e)
-        err, status = FormError.of("audit", e, request.query, {}), e.status
-        t = audit.empty(request)
-    return render("audit.html", status=status, title="Audit log", t=t, err=err, q=request.query,
-                  **page_values(request, user, "audit"))
+
+def _authorize(request: web.Request, user: CentralUser, operation_id: str) -> None:
+    authorize_route(request, user.principal, user.routes[operation_id], operation_id)
+
+
+# the security server's pages of users, API keys, one's account and the audit log, on the central API
+ACCOUNTS: AccountPages[CentralUser] = AccountPages(
+    run=run, authorize=_authorize, guard=page,
+    values=lambda request, user, current: page_values(request, user, current),
+    roles=CENTRAL_ROLES, session_cookie=SESSION_COOKIE,
+)
 
 
 # --------------------------------------------------------------------------------------- the application
@@ -795,7 +799,7 @@ def build_central_web_app(ctx: CentralAdminContext, handlers: dict[str, CentralI
     r.add_get("/signing-keys/anchor", anchor)
     r.add_get("/globalconf", versions)
     r.add_post("/globalconf/publish", publish)
-    r.add_get("/audit-log", audit_log)
+    ACCOUNTS.add_routes(app)  # /users, /api-keys, /account, /audit-log
     r.add_static("/static", STATIC)
     return app
 
