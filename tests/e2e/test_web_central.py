@@ -426,11 +426,16 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         await grant.get_by_label("Subject").fill(f"SUBSYSTEM:{CLIENT3}")
         await grant.get_by_role("button", name="Grant access").click()
         await expect(provider.get_by_role("status")).to_contain_text(f"Access granted to SUBSYSTEM:{CLIENT3}.")
-        # (6) the registration officer's approvals are published (the publication loop was asked at once)
+        # (6) the approvals published with the central server's "Publish now" (a system administrator), and
+        # downloaded by the servers now rather than at their next poll
         await officer.goto(f"{url}/ui/dashboard")
         await check_page(officer, shots, "dashboard-after")
-        await world.fed.publish_and_refresh()
-        await ss3.globalconf.refresh()
+        sysadmin = await _signed_in(browser, url, "admin", world.password)
+        await sysadmin.goto(f"{url}/ui/globalconf")
+        await sysadmin.get_by_role("button", name="Publish now").click()
+        await expect(sysadmin.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
+        for server in (*world.fed.servers.values(), ss3):
+            await server.globalconf.refresh()
         await ss3.reload_keys()
         ok = await _exchange(ss3.client_url, CLIENT3, "agency-c-first")
         assert ok.status == 200, ok.headers.get("X-Road-Error")
