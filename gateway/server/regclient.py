@@ -128,8 +128,10 @@ async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None
 async def send(
     settings: Settings, type: RequestType, *, key: keys.PrivateKey, cert: x509.Certificate, now: datetime,
     url: str | None = None, client: ClientId | None = None, auth_cert_sha256: str | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Build, sign and submit one management request for this server (``[server] id``).
+    """Build, sign and submit one management request for this server (``[server] id``); ``address``: the
+    server-to-server address to register (default ``[server] address``, else ``server_host:server_port``).
 
     Raises:
         ConfigError: bad ``[server] id`` or anchor.
@@ -140,7 +142,7 @@ async def send(
     except RequestError as e:
         raise ConfigError(f"[server] id: {e.message}") from e
     s = settings.server
-    address = s.address or f"{s.server_host}:{s.server_port}"
+    address = address or s.address or f"{s.server_host}:{s.server_port}"
     body = build_request(type, server=server_id, signer_key=key, signer_cert=cert, now=now, address=address,
                          client=client, auth_cert_sha256=auth_cert_sha256)
     return await submit(central_registration_url(settings, url), body)

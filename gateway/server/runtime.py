@@ -567,8 +567,9 @@ class SecurityServer:
         now = self.clock()
         key, cert = await regclient.auth_key_and_cert(self.settings, token=self.token, newest=type_ == "auth_cert_reg",
                                                       now=now)
-        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now,
-                                    client=client)
+        # the address peers reach: [server] address, else the bound port (server_port 0 picks one at start)
+        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now, client=client,
+                                    address=self.settings.server.address or self.server_address or None)
 
     async def certificates(self, *, with_ocsp: bool = True) -> list[token_model.CertReport]:
         """This server's keys and certificates with expiry and (optionally fetched) OCSP status: what
