@@ -367,7 +367,8 @@ class SecurityServer:
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
                 checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
-                management=self.send_management, transparency=ctx.transparency,
+                management=self.send_management, transparency=ctx.transparency, witness=self.witness,
+                witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
