@@ -751,10 +751,10 @@ ROUTES: tuple[Route, ...] = (
                        description="also records after the latest checkpoint (reported as unproven)")),
           errors=(400, 404, 409)),
     # --- witness (docs/witness.md)
-    Route(operation_id="getWitness", method="GET", path=f"{API}/witness", roles=ALL_ROLES, tag="witness",
+    Route(operation_id="getWitness", method="GET", path=f"{API}/witness", roles=READERS, tag="witness",
           summary="The witness: on or off, its vkey, and the logs it has cosigned", response=WITNESS_STATE,
           errors=()),
-    Route(operation_id="listWitnessEvidence", method="GET", path=f"{API}/witness/evidence", roles=ALL_ROLES,
+    Route(operation_id="listWitnessEvidence", method="GET", path=f"{API}/witness/evidence", roles=READERS,
           tag="witness", summary="Checkpoints the witness refused as a fork or an inconsistent history, newest "
                                  "first, with both signed notes", response=page_schema(WITNESS_EVIDENCE),
           paginated=True, query=(Param(name="origin", where="query", description="only this checkpoint origin",

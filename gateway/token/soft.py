@@ -365,9 +365,10 @@ class SoftToken:
         """
         state = await self.state()
         entry = state.key(key_id)
+        kind = model.cert_kind(entry)
         key = await self.private_key(entry.id)
-        identity: certprofile.Identity = server_id if entry.usage == "auth" else (member or server_id.owner)
-        return certprofile.build_csr(key, identity, kind=model.cert_kind(entry), name=name)
+        identity: certprofile.Identity = server_id if kind == "auth" else (member or server_id.owner)
+        return certprofile.build_csr(key, identity, kind=kind, name=name)
 
     # ---- certificates -----------------------------------------------------------------------------------
 
