@@ -8,9 +8,15 @@ part): ss2's witness reads the real global configuration with a policy added, "s
 from __future__ import annotations
 
 import base64
+import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,6 +34,7 @@ from gateway.witness.http import WitnessEndpoint
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 PERSONS = "DEV/GOV/1002/registry/persons"
+GATEWAY = [str(Path(sys.executable).parent / "gateway")]  # the console script of this venv
 
 
 @dataclass
@@ -182,3 +189,47 @@ async def test_a_server_without_the_witness_answers_the_path_as_not_x_road(world
             assert resp.headers.get("X-Road-Error") == "Client.BadRequest"
     finally:
         world.ss1.context.witness = saved
+
+
+async def _admin_get(ss: SecurityServer, path: str, **query: str) -> tuple[int, Any]:
+    if not await _has_user(ss):
+        await ss.admin_store.add_user("observer-w", "a long enough password", frozenset({"observer"}),
+                                      now=datetime.now(UTC))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{ss.admin_url}/api/v1/login",
+                             json={"username": "observer-w", "password": "a long enough password"}) as resp:
+            assert resp.status == 200, await resp.text()
+            token = (await resp.json())["token"]
+        async with http.get(f"{ss.admin_url}{path}", params=query,
+                            headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status, await resp.json()
+
+
+async def _has_user(ss: SecurityServer) -> bool:
+    return any(u.username == "observer-w" for u in await ss.admin_store.list_users())
+
+
+async def test_admin_api_and_cli_show_the_logs_and_the_evidence(world: World) -> None:
+    assert world.ss1.context is not None
+    origin = checkpoint_origin(world.ss1.context.origin)
+    status, doc = await _admin_get(world.ss2, "/api/v1/witness")
+    assert status == 200 and doc["enabled"] is True and doc["vkey"] == world.witness.signer.key.vkey
+    assert doc["name"] == "DEV/GOV/1002/ss2/witness"
+    (log,) = [entry for entry in doc["logs"] if entry["origin"] == origin]
+    stored = await world.witness.store.get(origin)
+    assert stored is not None and log["size"] == stored.size
+    status, page = await _admin_get(world.ss2, "/api/v1/witness/evidence", origin=origin)
+    assert status == 200 and page["total"] == 1 and page["items"][0]["reason"] == "fork"
+    assert page["items"][0]["stored_note"].startswith(f"{origin}\n")
+    status, doc = await _admin_get(world.ss1, "/api/v1/witness")  # ss1's witness: on, nothing cosigned
+    assert status == 200 and doc["enabled"] is True and doc["logs"] == []
+    # the CLI reads the same tables from the server's database, and finds the evidence (exit code 1)
+    config = str(world.fed.workdir / "ss2.toml")
+    out = subprocess.run([*GATEWAY, "-c", config, "witness", "evidence", "--json"], capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout)["evidence"][0]["origin"] == origin
+    out = subprocess.run([*GATEWAY, "-c", config, "witness", "logs"], capture_output=True, text=True)
+    assert out.returncode == 0 and origin in out.stdout, out.stderr
+    # the vkey from the key file in state_dir (plain key files), as the admin API shows it
+    out = subprocess.run([*GATEWAY, "-c", config, "token", "witness-key"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == world.witness.signer.key.vkey, out.stderr
