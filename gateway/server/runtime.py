@@ -403,7 +403,8 @@ class SecurityServer:
         name = witness_signer.default_name(str(self.server_id), w.name)
         try:
             signer = await witness_signer.load_signer(
-                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock())
+                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock(),
+                device=self.device)
             assert signer is not None  # create=True
             vkey = signer.key.vkey  # checks the name
         except ConfigError:

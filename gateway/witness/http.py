@@ -21,6 +21,8 @@ A database that fails answers 500 and nothing is cosigned.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,8 +127,10 @@ class WitnessEndpoint:
             # (4)-(5) decide against the stored state; persist; again if the state moved meanwhile
             for _ in range(MAX_ATTEMPTS):
                 stored = await self.store.get(parsed.origin)
-                decision = service.decide(parsed, peer=peer, cert_header=cert_header, conf=conf,
-                                          signer=self.signer, stored=stored, now=self.clock())
+                # off the event loop: a device's signature (PKCS#11) blocks for the device's time
+                decision = await asyncio.to_thread(
+                    functools.partial(service.decide, parsed, peer=peer, cert_header=cert_header, conf=conf,
+                                      signer=self.signer, stored=stored, now=self.clock()))
                 if isinstance(decision, Refused):
                     return await self._refuse(decision)
                 if await self.store.compare_and_set(stored, decision.state):

@@ -11,8 +11,12 @@ When ``[witness] enabled`` and there is none, the server generates it at start (
 witness needs no step beyond switching it on; the operator then hands the vkey (``gateway token witness-key``,
 or ``GET /witness`` on the admin API) to the central server for the witness policies.
 
-A PKCS#11 device keeps the signing key only: the witness key stays in the software token or the key file
-(the device path does not offer Ed25519 here).
+- with a PKCS#11 device (``[server] pkcs11_library``): an Ed25519 key pair on the device (CKM_EDDSA, the
+  private key sensitive and not extractable; ``gateway token --device generate-key --usage witness``).
+
+Which one, in order: the device's witness key if the device has one; else the software token's, or the key
+file's, if there is one (a server that gains a device keeps its witness identity); else, when ``create``, a
+new key on the device if there is one, else in the token, else in the key file.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, TokenUnavailable
 from gateway.files import private_dir
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
-from gateway.witness.service import KeyWitnessSigner
+from gateway.trust.cosignature import Cosignature, WitnessKey, signed_message
+from gateway.witness.service import KeyWitnessSigner, WitnessSigner
 
 KEY_FILE = "witness.key"
 NAME_SUFFIX = "/witness"  # default key name: <server id>/witness
@@ -90,18 +97,69 @@ async def token_key(token: SoftToken, *, create: bool, now: datetime) -> ed25519
     return key
 
 
+class DeviceWitnessSigner:
+    """A :class:`~gateway.witness.service.WitnessSigner` over the witness key on a PKCS#11 device. :meth:`cosign`
+    blocks for the device's time (the witness endpoint calls it off the event loop) and checks the device's
+    signature before handing it out.
+
+    Raises (cosign): TokenUnavailable when the device fails or answers a signature that does not verify.
+    """
+
+    __slots__ = ("_key", "_key_id", "_public", "_token")
+
+    def __init__(self, name: str, token: Pkcs11Token, key_id: str, public_key: bytes) -> None:
+        self._key = WitnessKey(name=name, public_key=public_key)
+        self._token = token
+        self._key_id = key_id
+        self._public = ed25519.Ed25519PublicKey.from_public_bytes(public_key)
+
+    @property
+    def key(self) -> WitnessKey:
+        return self._key
+
+    def cosign(self, note_text: bytes, timestamp: int) -> Cosignature:
+        message = signed_message(note_text, timestamp)
+        signature = self._token.sign_eddsa_blocking(self._key_id, message)
+        try:
+            self._public.verify(signature, message)
+        except InvalidSignature as e:
+            raise TokenUnavailable("the device's Ed25519 signature does not verify with its public key") from e
+        return Cosignature(name=self._key.name, key_id=self._key.key_id, timestamp=timestamp, signature=signature)
+
+
 async def load_signer(
     *, name: str, token: SoftToken | None, state_dir: str | Path, create: bool, now: datetime,
-) -> KeyWitnessSigner | None:
+    device: Pkcs11Token | None = None,
+) -> WitnessSigner | None:
     """The witness signer of a server (module docstring), or None when there is no key and not ``create``.
 
     Raises:
         ConfigError: the key file cannot be used.
         RequestError, PkiError: the token's key cannot be used.
+        TokenUnavailable: the device failed.
     """
-    key = (await token_key(token, create=create, now=now) if token is not None
-           else file_key(state_dir, create=create))
-    return None if key is None else KeyWitnessSigner(name, key)
+    # (1) the device's key
+    if device is not None:
+        found = await device.witness_public_key()
+        if found is not None:
+            return DeviceWitnessSigner(name, device, *found)
+    # (2) an existing key of the token or the key file
+    key = (await token_key(token, create=False, now=now) if token is not None
+           else file_key(state_dir, create=False))
+    if key is not None:
+        return KeyWitnessSigner(name, key)
+    if not create:
+        return None
+    # (3) a new key: on the device if there is one, else where (2) looked
+    if device is not None:
+        await device.generate_witness_key(label="witness", now=now)
+        found = await device.witness_public_key()
+        assert found is not None
+        return DeviceWitnessSigner(name, device, *found)
+    key = (await token_key(token, create=True, now=now) if token is not None
+           else file_key(state_dir, create=True))
+    assert key is not None
+    return KeyWitnessSigner(name, key)
 
 
-__all__ = ["KEY_FILE", "default_name", "file_key", "load_signer", "token_key"]
+__all__ = ["KEY_FILE", "DeviceWitnessSigner", "default_name", "file_key", "load_signer", "token_key"]
