@@ -7,6 +7,7 @@ part): ss2's witness reads the real global configuration with a policy added, "s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -145,6 +146,20 @@ async def test_pushed_checkpoints_are_cosigned_durably_and_forks_refused(world: 
     # (5) the answers were counted by status
     counter = world.ss2.metrics.witness_requests
     assert counter.labels("200")._value.get() >= 2 and counter.labels("422")._value.get() >= 1
+
+
+async def test_two_pushes_from_one_old_size_at_once_one_is_cosigned(world: World) -> None:
+    assert world.ss1.context is not None
+    origin = checkpoint_origin(world.ss1.context.origin)
+    stored = await world.witness.store.get(origin)
+    assert stored is not None
+    cp = await world.checkpoint()
+    proof = await world.ss1.messagelog.consistency_proof(world.ss1.context.origin, stored.size, cp.size)
+    answers = await asyncio.gather(*(world.push(stored.size, cp.note, proof) for _ in range(4)))
+    assert sorted(a.status for a in answers) == [200, 409, 409, 409], [a.body for a in answers]
+    assert {a.body for a in answers if a.status == 409} == {f"{cp.size}\n".encode()}
+    after = await world.witness.store.get(origin)
+    assert after is not None and after.size == cp.size
 
 
 async def test_refusals_over_the_wire(world: World) -> None:
