@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -44,7 +45,7 @@ from typing import Literal, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.errors import GatewayError, IdentifierError, PayloadTooLarge, RequestError, TrustError
+from gateway.errors import GatewayError, IdentifierError, PayloadTooLarge, PeerError, RequestError, TrustError
 from gateway.globalconf import peertrust
 from gateway.globalconf.model import GlobalConf
 from gateway.identifiers import SecurityServerId
@@ -71,6 +72,7 @@ MAX_CERT_HEADER_CHARS = 16 * 2**10  # characters of base64; a signing certificat
 
 _OLD_RE = re.compile(r"old (0|[1-9][0-9]{0,19})")
 _HASH_RE = re.compile(r"[A-Za-z0-9+/]{43}=")  # standard base64 of 32 bytes
+_SIZE_BODY_RE = re.compile(rb"(0|[1-9][0-9]{0,19})\n")
 
 Reason = Literal["fork", "inconsistent"]
 
@@ -220,6 +222,24 @@ def parse_request(body: bytes, *, max_bytes: int = MAX_REQUEST_BYTES) -> AddChec
     return AddCheckpoint(old_size=int(m.group(1)), proof=tuple(proof), note=note, text=text, checkpoint=checkpoint)
 
 
+def encode_request(old_size: int, proof: Sequence[bytes], note: bytes) -> bytes:
+    """The ``add-checkpoint`` body a pusher sends (module docstring); :func:`parse_request` reads it back."""
+    lines = [f"old {old_size}", *(base64.b64encode(h).decode("ascii") for h in proof)]
+    return ("\n".join(lines) + "\n\n").encode("ascii") + note
+
+
+def parse_known_size(body: bytes) -> int:
+    """The size in a 409 answer's ``text/x.tlog.size`` body (``<size>\n``), for a pusher.
+
+    Raises:
+        PeerError: not a decimal size and a newline.
+    """
+    m = _SIZE_BODY_RE.fullmatch(body)
+    if m is None:
+        raise PeerError(f"witness answered 409 with {body[:40]!r}, not '<size>\\n' (text/x.tlog.size)")
+    return int(m.group(1))
+
+
 def logging_server(origin: str) -> SecurityServerId | None:
     """The security server whose log a checkpoint origin names, or None if it follows neither naming scheme.
 
@@ -356,6 +376,8 @@ __all__ = [
     "Refused",
     "WitnessSigner",
     "decide",
+    "encode_request",
     "logging_server",
+    "parse_known_size",
     "parse_request",
 ]

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from globalconf_sim import GlobalConfSimulator
 from pkihelpers import ThrowawayPki, make_pki
 
-from gateway.errors import PayloadTooLarge, RequestError
+from gateway.errors import PayloadTooLarge, PeerError, RequestError
 from gateway.globalconf.model import GlobalConf, cert_to_pem
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog import merkle
@@ -36,7 +36,9 @@ from gateway.witness.service import (
     LogState,
     Refused,
     decide,
+    encode_request,
     logging_server,
+    parse_known_size,
     parse_request,
 )
 
@@ -76,8 +78,7 @@ class World:
              origin: str = ORIGIN, signer: KeySigner | None = None, base: Sequence[bytes] | None = None) -> bytes:
         if proof is None:
             proof = merkle.consistency_proof(list(base if base is not None else tree), old, len(tree)) if old else []
-        lines = [f"old {old}", *(base64.b64encode(h).decode("ascii") for h in proof)]
-        return ("\n".join(lines) + "\n\n").encode() + self.note(tree, origin=origin, signer=signer)
+        return encode_request(old, proof, self.note(tree, origin=origin, signer=signer))
 
     def decide(self, body: bytes, stored: LogState | None = None, *, peer: SecurityServerId = SS1,
                cert_header: str | None = "", conf: GlobalConf | None = None) -> Cosigned | Refused:
@@ -269,6 +270,16 @@ def test_parsed_request_keeps_the_bytes_received(world: World) -> None:
     req = parse_request(world.body(0, leaves(3)))
     assert isinstance(req, AddCheckpoint) and req.origin == ORIGIN and req.old_size == 0
     assert req.note == world.note(leaves(3)) and req.text == req.note.split(b"\n\n")[0] + b"\n"
+
+
+def test_encode_request_round_trips_and_the_409_body_parses(world: World) -> None:
+    proof = [hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()]
+    body = encode_request(7, proof, world.note(leaves(9)))
+    assert body.startswith(b"old 7\n") and parse_request(body).proof == tuple(proof)
+    assert parse_known_size(b"1234\n") == 1234 and parse_known_size(b"0\n") == 0
+    for bad in (b"12", b"012\n", b"-1\n", b"x\n", b"1\n2\n"):
+        with pytest.raises(PeerError, match="not '<size>"):
+            parse_known_size(bad)
 
 
 @pytest.mark.parametrize(("origin", "server"), [
