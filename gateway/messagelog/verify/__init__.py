@@ -122,6 +122,7 @@ def verify_archive(
 
     Never raises for a bad archive: every problem is a :class:`Finding`.
     """
+    archive_name = name  # (the blob loop below reuses `name`)
     m = source.manifest
     report = VerifyReport(origin=m.origin, start=m.start, end=m.end, checkpoints=len(source.checkpoints))
     add = report.findings.append
@@ -288,7 +289,7 @@ def verify_archive(
         report.witnesses, witness_findings = check_witnesses(
             source.checkpoints, verified, trust, server, reproduced=reproduced, quorum=witness_quorum)
     report.evidence = TreeEvidence(
-        name=name or m.origin, origin=m.origin, start=m.start, prefix=tuple(m.prefix), leaves=actual,
+        name=archive_name or m.origin, origin=m.origin, start=m.start, prefix=tuple(m.prefix), leaves=actual,
         authentic_until=max(covered, m.start),
         checkpoints=tuple(EvidenceCheckpoint(number=v.number, size=v.size, root_hash=v.root_hash,
                                              note=source.checkpoints[v.number - 1].note)
