@@ -279,6 +279,7 @@ class Pusher:
         self._jitter = jitter
         self.observer = observer
         self.logs: dict[str, LogState] = {s.origin: LogState() for s in self.sources}
+        self._lock = asyncio.Lock()  # one round at a time (the task's and a caller's, e.g. a test or a command)
 
     def add_source(self, source: CheckpointSource) -> None:
         """Push one more log's checkpoints too (the audit log, once it is open)."""
@@ -302,6 +303,10 @@ class Pusher:
         Raises:
             GatewayError: a source could not be read (the other logs' pushes are made first).
         """
+        async with self._lock:
+            return await self._round()
+
+    async def _round(self) -> list[PushResult]:
         # (1) the policy in force now
         policy = self.policy()
         if policy is None:
