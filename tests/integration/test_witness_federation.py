@@ -209,7 +209,7 @@ async def run(*argv: str) -> tuple[int, str, str]:
 
 
 async def exchange_and_checkpoint(world: World) -> None:
-    ss1, ss2, ss3 = world.servers
+    ss1, _, ss3 = world.servers
     assert (await call(ss1, f"{PERSONS}/?limit=1")).status == 200
     assert (await call(ss3, f"{PERSONS}/?limit=1", client="DEV/GOV/1003/consumer")).status == 200
     for ss in world.servers:
