@@ -292,7 +292,8 @@ def verify_archive(
         name=archive_name or m.origin, origin=m.origin, start=m.start, prefix=tuple(m.prefix), leaves=actual,
         authentic_until=max(covered, m.start),
         checkpoints=tuple(EvidenceCheckpoint(number=v.number, size=v.size, root_hash=v.root_hash,
-                                             note=source.checkpoints[v.number - 1].note)
+                                             note=source.checkpoints[v.number - 1].note,
+                                             cosignatures=source.checkpoints[v.number - 1].cosignatures or b"")
                           for v in verified if v.size in reproduced),
     )
     report.findings[:0] = cp_findings

@@ -36,6 +36,7 @@ class EvidenceCheckpoint:
     size: int
     root_hash: bytes
     note: bytes = field(repr=False)  # exactly as signed
+    cosignatures: bytes = field(default=b"", repr=False)  # the witnesses' lines its archive holds, if any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,8 +96,11 @@ class SplitView:
     def evidence(self) -> list[str]:
         """The evidence as text lines: both signed notes, and the derived root and proof if any."""
         (a, x), (b, y) = self.first, self.second
-        out = [f"signed checkpoint {x.number} of {a}:", *_indent(x.note),
-               f"signed checkpoint {y.number} of {b}:", *_indent(y.note)]
+        out: list[str] = []
+        for name, c in ((a, x), (b, y)):
+            out += [f"signed checkpoint {c.number} of {name}:", *_indent(c.note)]
+            if c.cosignatures:
+                out += [f"  cosigned, in {name}, by:", *_indent(c.cosignatures)]
         if self.derived_root is not None:
             out.append(f"root of {b} at size {x.size}: {_b64(self.derived_root)}")
         if self.proof is not None:
@@ -108,8 +112,10 @@ class SplitView:
         (a, x), (b, y) = self.first, self.second
         return {
             "origin": self.origin, "kind": self.kind, "message": self.message(),
-            "first": {"archive": a, "checkpoint": x.number, "size": x.size, "note": x.note.decode("utf-8")},
-            "second": {"archive": b, "checkpoint": y.number, "size": y.size, "note": y.note.decode("utf-8")},
+            "first": {"archive": a, "checkpoint": x.number, "size": x.size, "note": x.note.decode("utf-8"),
+                      "cosignatures": x.cosignatures.decode("utf-8", "replace")},
+            "second": {"archive": b, "checkpoint": y.number, "size": y.size, "note": y.note.decode("utf-8"),
+                       "cosignatures": y.cosignatures.decode("utf-8", "replace")},
             "derived_root": None if self.derived_root is None else _b64(self.derived_root),
             "proof": None if self.proof is None else [_b64(h) for h in self.proof],
         }
