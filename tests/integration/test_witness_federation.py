@@ -31,7 +31,8 @@ from exchange_kit import ShiftClock, call
 
 from gateway.central import registry
 from gateway.dev.demo import Federation, MemberSpec, ServerSpec, start_federation
-from gateway.errors import TrustError
+from gateway.errors import PeerError, TrustError
+from gateway.globalconf.model import Witness
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import ORIGIN_SUFFIX, parse_checkpoint, parse_note, verify_checkpoint
@@ -42,7 +43,7 @@ from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.storage.db import make_engine
 from gateway.trust.cosignature import WitnessKey, cosign
-from gateway.witness.pusher import LOG_CERT_HEADER, MessageLogSource, Pusher, PushSettings
+from gateway.witness.pusher import LOG_CERT_HEADER, MessageLogSource, Pusher, PushSettings, request_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -74,6 +75,7 @@ class LoopbackWitness:
     evidence: list[tuple[int, bytes]] = field(default_factory=list)  # (status, note) of refused checkpoints
     url: str = ""
     down: bool = False
+    requests: int = 0
     runner: web.AppRunner | None = None
 
     @property
@@ -107,6 +109,7 @@ class LoopbackWitness:
         return web.Response(status=status, body=text.encode(), content_type=ctype)
 
     async def add_checkpoint(self, request: web.Request) -> web.Response:
+        self.requests += 1
         if self.down:
             return self._text(503, "witness down for the test")
         conf = self.host.globalconf.current
@@ -336,3 +339,19 @@ async def test_fork_drill_witnesses_refuse_and_verify_reports_the_split_view(wor
         assert f"cosigned, in {real_zip}, by:" in out  # the real one, with its witnesses' cosignatures
         assert "RESULT: FAILED, 1 split view(s)" in out
     print(out)  # the note's example output (docs/witness.md section 6)
+
+
+async def test_a_witness_whose_tls_certificate_is_not_the_policy_servers_is_refused(world: World) -> None:
+    ss1, ss2, ss3 = world.servers
+    assert ss2.pusher is not None
+    transport = ss2.pusher._transport
+    impostor = world.witnesses[ss3.server_id]
+    # the URL of ss3's witness, but a policy that says ss1 runs it: the TLS check refuses before sending
+    claimed = Witness(key=impostor.public, url=impostor.url, server=ss1.server_id)
+    latest = await ss2.messagelog.latest_checkpoint(ss2.origin)
+    assert latest is not None
+    seen = impostor.requests
+    with pytest.raises(PeerError, match=f"registered for {ss3.server_id}, not for {ss1.server_id}"):
+        await transport.add_checkpoint(claimed, request_body(0, [], latest.note), log_certificate=latest.signing_cert,
+                                       timeout_seconds=5)
+    assert impostor.requests == seen  # nothing reached it

@@ -212,17 +212,15 @@ async def test_a_409_corrects_the_old_size_in_the_same_round() -> None:
     s = setup()
     s.log.checkpoint(3, T0)
     await s.pusher.run_once()
-    # A restart forgets what the witnesses cosigned: the first push says old 0, gets 409 "3", goes again.
-    fresh = setup()
-    fresh.witnesses.update(s.witnesses)
-    fresh.log = s.log
-    fresh.pusher.sources = [s.log]
-    fresh.pusher.policy = s.pusher.policy  # type: ignore[method-assign]
+    # A restarted pusher forgets what the witnesses cosigned: it says old 0, gets 409 "3", and goes again.
+    restarted = Pusher(sources=[s.log], server_id=SS1, conf=lambda: s.conf, transport=s.transport,  # type: ignore[arg-type, return-value]
+                       clock=s.clock, monotonic=lambda: s.clock.mono, jitter=lambda: 0.0)
     s.log.checkpoint(2, T0)
-    results = await fresh.pusher.run_once()
+    results = await restarted.run_once()
     assert [r.outcome for r in results] == ["cosigned", "cosigned"]
     bodies = s.witnesses["DEV/GOV/1003/ss3/witness"].bodies
     assert bodies[-2].startswith(b"old 0\n") and bodies[-1].startswith(b"old 3\n")
+    assert restarted.logs[ORIGIN].witnesses["DEV/GOV/1003/ss3/witness"].size == 5
 
 
 def test_a_409_must_carry_the_size_as_text_x_tlog_size() -> None:
