@@ -13,6 +13,7 @@ split view with both signed notes.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -241,6 +242,15 @@ async def test_fork_drill_witnesses_refuse_and_verify_reports_the_split_view(wor
         assert f"cosigned, in {real_zip}, by:" in out  # the real one, with its witnesses' cosignatures
         assert "RESULT: FAILED, 1 split view(s)" in out
     print(out)  # the note's example output (docs/witness.md section 6)
+    # (5) The same as JSON: both notes, the kind, and each archive's findings.
+    rc, out, _ = await run(*GATEWAY, "log", "verify", str(real_zip), "--anchor", anchor, "--against", str(fork_zip),
+                           "--workers", "1", "--json")
+    doc = json.loads(out)
+    assert rc == 1 and doc["ok"] is False and [a["ok"] for a in doc["archives"]] == [True, False]
+    (view,) = doc["split_views"]
+    assert view["kind"] == "same-size" and {view["first"]["note"], view["second"]["note"]} == {
+        real.note.decode(), made.checkpoint.note.decode()}
+    assert doc["archives"][0]["witnesses"]["quorum"] == 2
 
 
 async def test_a_witness_whose_tls_certificate_is_not_the_policy_servers_is_refused(world: World) -> None:
