@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cryptography import x509
 from exchange_kit import ShiftClock, call
 
 from gateway.central import registry
@@ -28,11 +29,13 @@ from gateway.dev.demo import Federation, MemberSpec, ServerSpec, start_federatio
 from gateway.errors import PeerError
 from gateway.globalconf.model import Witness
 from gateway.identifiers import MemberId
+from gateway.messagelog.checkpoint import parse_note, verify_checkpoint
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.export import all_checkpoints, write_range
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
 from gateway.server.runtime import SecurityServer
 from gateway.storage.db import make_engine
+from gateway.trust.cosignature import parse_line, verified_witnesses
 from gateway.witness.http import WitnessEndpoint
 from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings, request_body
 
@@ -142,6 +145,18 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
         assert ss.health is not None
         witnessing = next(c for c in await ss.health.checks() if c.name == "witnessing")
         assert witnessing.ok and not witnessing.warning, witnessing
+    # (1a) In the C2SP form, the note with its cosignature lines appended, the log's key and each witness's verify.
+    ss2 = world.servers[1]
+    latest = await ss2.messagelog.latest_checkpoint(ss2.origin)
+    assert latest is not None
+    cosigned = latest.note + b"".join(k.cosignature.line() for k in await ss2.messagelog.cosignatures(
+        ss2.origin, latest.size))
+    verify_checkpoint(cosigned, x509.load_der_x509_certificate(latest.signing_cert), origin=f"{ss2.origin}/messagelog")
+    keys = {world.witness_name(o): world.witness(o).signer.key for o in world.servers if o is not ss2}
+    lines = [parse_line(line) for line in cosigned.decode().splitlines() if line.split(" ")[1:2] in (
+        [name] for name in keys)]
+    assert set(verified_witnesses(parse_note(cosigned).text, lines, keys)) == set(keys)
+    print(cosigned.decode())  # the cosigned checkpoint of docs/witness.md section 4
     # (2) The provider's archive, exported by the CLI, verifies offline with only the anchor, quorum included.
     archive = world.tmp / "ss2.zip"
     rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "log", "export", "--out",
