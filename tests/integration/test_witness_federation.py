@@ -161,6 +161,11 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
     assert rc == 0, out + err
     assert "witnesses: policy quorum 2 of 2 witnesses (DEV/GOV/1001/ss1/witness, DEV/GOV/1003/ss3/witness" in out
     assert "2 of 2 verified checkpoints cosigned by a quorum of 2" in out and "RESULT: OK" in out
+    # (3) The operator's listing names the witnesses of each checkpoint.
+    rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "log", "checkpoints")
+    assert rc == 0, err
+    assert {tuple(c["cosigned_by"]) for c in json.loads(out)["checkpoints"]} == {
+        ("DEV/GOV/1001/ss1/witness", "DEV/GOV/1003/ss3/witness")}
 
 
 async def test_a_witness_that_is_down_shows_as_lag_and_a_readiness_warning(world: World) -> None:
