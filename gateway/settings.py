@@ -201,6 +201,13 @@ class WitnessSettings:
     enabled: bool = False
     name: str = ""  # the witness key's name in cosignatures and vkeys; "": <[server] id>/witness
     max_request_bytes: int = 64 * 2**10  # bytes of one add-checkpoint body (413 past it); 63 proof lines fit easily
+    # pushing this server's own checkpoints to the witnesses its policy names (docs/witness.md section 4)
+    push: bool = True  # push when the global configuration has a witness policy for this server
+    push_interval_seconds: float = 5.0  # seconds between push rounds
+    push_timeout_seconds: float = 10.0  # seconds for one push to one witness (connect, send, answer)
+    backoff_min_seconds: float = 5.0  # seconds before the next try after a witness's first failure; doubles
+    backoff_max_seconds: float = 600.0  # seconds; the longest back-off
+    lag_warning_seconds: float = 900.0  # seconds of witnessing lag after which /readyz warns (never 503)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,8 @@ connection pool per peer) and the service pools (one per origin); 7. a nested st
 the admin port (an aiohttp runner and site, in worker 0 only), the ops port (``/metrics``, ``/healthz``,
 ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks (the ops refresh: our
 OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token watch, the
-checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
+checkpointer, the witness pusher, the origin claim's check) are started into the stack of step 7, once every port
+listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the service and peer pools, flushes and closes the message log, then closes
@@ -84,6 +85,7 @@ from gateway.server import regclient
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
+from gateway.server.witnessing import PeerWitnessTransport
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings, Settings
@@ -97,6 +99,7 @@ from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
 from gateway.witness import signer as witness_signer
 from gateway.witness.http import WitnessEndpoint
+from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings
 from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
@@ -165,6 +168,7 @@ class SecurityServer:
         self.server_address = ""
         self.context: ProxyContext | None = None
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
+        self.pusher: Pusher | None = None  # pushes the checkpoints to witnesses (start(); [witness] push)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
         self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
@@ -334,10 +338,11 @@ class SecurityServer:
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
+        self.pusher = self._make_pusher(peer_client_ssl)  # witnesses cosign our checkpoints (docs/witness.md)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
             checkpointer=self.checkpointer, context=ctx, token=self.token, device=self.device,
-            lease=self.lease,
+            lease=self.lease, pusher=self.pusher, lag_warning_seconds=self.settings.witness.lag_warning_seconds,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
@@ -386,10 +391,35 @@ class SecurityServer:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
+        if self.pusher is not None:
+            _spawn(tasks, self.pusher.run(self._stop), "witness-pusher")
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
+
+    def _make_pusher(self, peer_ssl: ssl.SSLContext) -> Pusher | None:
+        """The pusher of this process's message-log origin (``[witness] push``; docs/witness.md section 4), with
+        its transport entered into the stack (closed after the background tasks stop).
+
+        Raises:
+            ConfigError: a ``[witness]`` interval, timeout or back-off out of range.
+        """
+        w = self.settings.witness
+        if not w.push:
+            return None
+        try:
+            push_settings = PushSettings(
+                interval_seconds=w.push_interval_seconds, timeout_seconds=w.push_timeout_seconds,
+                backoff_min_seconds=w.backoff_min_seconds, backoff_max_seconds=w.backoff_max_seconds,
+            )
+        except ValueError as e:
+            raise ConfigError(f"[witness] {e}") from e
+        transport = PeerWitnessTransport(peer_ssl, self._check_provider)
+        self._stack.push_async_callback(transport.close)
+        return Pusher(sources=[MessageLogSource(self.messagelog, self.origin)], server_id=self.server_id,
+                      conf=lambda: self.globalconf.current, transport=transport, settings=push_settings,
+                      clock=self.clock, observer=self.metrics)
 
     async def _open_witness(self, ctx: ProxyContext) -> WitnessEndpoint:
         """The witness: its state (migrated), its key (made if missing: docs/witness.md section 2), its endpoint.
