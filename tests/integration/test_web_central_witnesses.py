@@ -85,7 +85,8 @@ async def test_choose_set_change_remove_and_refusals(c: CentralAdmin) -> None:
         assert 'id="choose-server-error"' in page
         # (2) chosen: the set form for ss1
         status, page = await get(root, f"/ui/witness-policies?server={SS1.encoded_id()}")
-        assert status == 200 and f"Set the witness policy of {SS1}" in page and f'action="/ui/witness-policies/{quote(SS1.encoded_id())}"' in page
+        assert status == 200 and f"Set the witness policy of {SS1}" in page
+        assert f'action="/ui/witness-policies/{quote(SS1.encoded_id())}"' in page
         token = csrf_of(page)
         # (3) refusals: a line that is not VKEY,URL,SERVER (beside the field), a quorum too large (on the form),
         # a witness of the logger's own member, a missing CSRF token
