@@ -96,7 +96,8 @@ CENTRAL_PAGES = (
     ("dashboard", "/ui/dashboard"), ("members", "/ui/members"), ("subsystems", "/ui/subsystems"),
     ("servers", "/ui/servers"), ("requests", "/ui/registration-requests"), ("groups", "/ui/global-groups"),
     ("trust", "/ui/trust-services"), ("signing-keys", "/ui/signing-keys"), ("versions", "/ui/globalconf"),
-    ("audit-log", "/ui/audit-log"),
+    ("audit-log", "/ui/audit-log"), ("witness-policies", "/ui/witness-policies"),
+    ("witness-policy-form", "/ui/witness-policies?server=DEV:GOV:1001:ss1"),
 )
 NARROW_SHOTS = {"members", "servers", "requests", "trust"}  # axe-core and a screenshot at 320 px too
 
