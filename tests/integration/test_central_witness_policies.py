@@ -3,6 +3,7 @@ a server does to them; published in the signed global configuration and parsed b
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from gateway.central import signingkeys as sk
 from gateway.central.registry import WitnessSpec
 from gateway.errors import Conflict, NotFound
 from gateway.globalconf.anchor import Anchor
+from gateway.globalconf.model import WitnessPolicy
 from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.identifiers import SecurityServerId
 from gateway.settings import CentralSettings
@@ -141,3 +143,17 @@ async def test_published_and_parsed_by_a_security_server(engine: AsyncEngine, se
     third = await pub.publish_if_due(engine, settings, NOW + timedelta(seconds=3))
     assert third is not None
     assert client.update(third.data, now=NOW + timedelta(seconds=3)).witness_policies == ()
+
+
+async def test_concurrent_sets_leave_one_whole_policy(engine: AsyncEngine) -> None:
+    keys = [witness_key(SS2) for _ in range(4)]
+    results = await asyncio.gather(
+        *(reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k, SS2, 5502)], instance=I) for k in keys),
+        return_exceptions=True,
+    )
+    for r in results:  # each either set the policy or was told that another set it at the same time
+        assert isinstance(r, WitnessPolicy) or (
+            isinstance(r, Conflict) and r.message == f"the witness policy of {SS1} was set at the same time"), r
+    [policy] = await reg.list_witness_policies(engine)
+    assert len(policy.witnesses) == 1 and policy.witnesses[0].key in keys  # one whole policy, never a mixture
+    assert any(isinstance(r, WitnessPolicy) and r == policy for r in results)

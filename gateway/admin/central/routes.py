@@ -311,7 +311,7 @@ def _routes(instance: str) -> tuple[Route, ...]:
         Route(operation_id="setWitnessPolicy", method="PUT", path=f"{API}/witness-policies/{{server_id}}",
               roles=WITNESS_ADMINS, tag="witness-policies", summary="Set (create or replace) the witness policy of "
               "a security server, for all its logs (published from the next publication on)",
-              request=s["set_witness_policy"], response=s["witness_policy"], errors=(400, 404)),
+              request=s["set_witness_policy"], response=s["witness_policy"], errors=(400, 404, 409)),
         Route(operation_id="removeWitnessPolicy", method="DELETE", path=f"{API}/witness-policies/{{server_id}}",
               roles=WITNESS_ADMINS, tag="witness-policies", summary="Remove the witness policy of a security "
               "server (its logs are no longer witnessed from the next publication on)", status=204,
