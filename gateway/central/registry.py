@@ -231,11 +231,18 @@ def _check_ca_certificate(cert: x509.Certificate, *, what: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WitnessSpec:
-    """A witness as an operator names it: its C2SP vkey, the URL of its prefix, the server that runs it."""
+    """A witness as an operator names it: its C2SP vkey, the URL of its prefix, the server that runs it.
+
+    An empty ``url`` means the default, ``https://<the server's registered address>/witness``: the witness
+    endpoint on the server-to-server port (filled in by :func:`set_witness_policy`).
+    """
 
     vkey: str
     url: str
     server: SecurityServerId | str
+
+
+WITNESS_PREFIX = "/witness"  # the witness endpoint's path prefix on a security server's server-to-server port
 
 
 MAX_VKEY_LENGTH = 512  # characters; a 255-character name, 8 hex digits and 44 base64 characters fit
@@ -982,17 +989,37 @@ async def get_witness_policy(engine: AsyncEngine, server: SecurityServerId | str
                    hint="set one with `gateway central witness-policy set`")
 
 
+async def _default_urls(engine: AsyncEngine, witnesses: Sequence[WitnessSpec], instance: str) -> list[WitnessSpec]:
+    """``witnesses`` with each empty URL replaced by ``https://<the hosting server's address>/witness``."""
+    out: list[WitnessSpec] = []
+    async with _tx(engine) as s:
+        for i, w in enumerate(witnesses, 1):
+            if w.url:
+                out.append(w)
+                continue
+            host = _ident(SecurityServerId, w.server, instance)
+            try:
+                address = (await _server_row(s, host)).address
+            except NotFound as e:
+                raise NotFound(f"witness {i}: {e.message}") from e
+            out.append(WitnessSpec(vkey=w.vkey, url=f"https://{address}{WITNESS_PREFIX}", server=host))
+    return out
+
+
 async def set_witness_policy(
     engine: AsyncEngine, server: SecurityServerId | str, *, quorum: int, witnesses: Sequence[WitnessSpec],
     instance: str,
 ) -> WitnessPolicy:
-    """Set (create or replace) the witness policy of ``server``: published from the next publication on.
+    """Set (create or replace) the witness policy of ``server``: published from the next publication on. A
+    witness without a URL gets the default, ``https://<its server's registered address>/witness``.
 
     Raises:
         IdentifierError: a malformed identifier or one of another instance.
         RequestError: 400 as :func:`check_witness_policy`; 404 if ``server`` or a witness's server is not
             registered.
     """
+    if any(not w.url for w in witnesses):
+        witnesses = await _default_urls(engine, witnesses, instance)
     policy = check_witness_policy(server, quorum=quorum, witnesses=witnesses, instance=instance)
     async with _tx(engine, duplicate=f"the witness policy of {policy.server} was set at the same time") as s:
         logger = await _server_row(s, policy.server)

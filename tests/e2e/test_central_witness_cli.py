@@ -24,7 +24,7 @@ TIMEOUT = 60  # seconds for one CLI call; they take about two
 K2 = WitnessKey.of_private_key("DEV/GOV/1002/ss2/witness", ed25519.Ed25519PrivateKey.generate())
 K3 = WitnessKey.of_private_key("DEV/GOV/1003/ss3/witness", ed25519.Ed25519PrivateKey.generate())
 W2 = f"{K2.vkey},https://127.0.0.1:5502/witness,DEV/GOV/1002/ss2"
-W3 = f"{K3.vkey},https://127.0.0.1:5503/witness,DEV/GOV/1003/ss3"
+W3 = f"{K3.vkey},DEV/GOV/1003/ss3"  # the default URL: https://<its registered address>/witness
 
 
 def gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -66,9 +66,10 @@ async def test_set_read_replace_remove_by_role_then_published(c: CentralAdmin) -
         status, listed = await c.call("listWitnessPolicies", key=key)
         assert status == 200 and listed["items"] == [policy] and listed["total"] == 1
     # (4) a security officer replaces it; it is published (the change triggers a publication) and parsed
+    # (without a URL: the default, https://<the server's registered address>/witness)
     status, replaced = await c.call("setWitnessPolicy", params=SS1_PATH, key=security,
-                                    json={"quorum": 1, "witnesses": [W3]})
-    assert status == 200 and [w["name"] for w in replaced["witnesses"]] == [K3.name]
+                                    json={"quorum": 1, "witnesses": [{"vkey": K3.vkey, "server": str(SS3)}]})
+    assert status == 200 and [(w["name"], w["url"]) for w in replaced["witnesses"]] == [(K3.name, W3["url"])]
     await c.call("publishGlobalConf", key=sysadmin)
     conf_policy = (await published(c)).witness_policy(SS1)
     assert conf_policy is not None and conf_policy.quorum == 1 and conf_policy.keys() == {K3.name: K3}
@@ -116,6 +117,8 @@ BAD_KEY = W2 | {"vkey": K2.vkey[:-10] + "AAAAAAAAAA"}
     (SS1_PATH, {"quorum": 1, "witnesses": [W2 | {"server": "DEV/GOV/1001/ss1"}]}, 400,
      f"witness 1 ({K2.name}) runs on DEV/GOV/1001/ss1, a server of DEV/GOV/1001, the logging server's own member"),
     (SS1_PATH, {"quorum": 1}, 400, "body.witnesses is required"),
+    (SS1_PATH, {"quorum": 1, "witnesses": [{"vkey": K2.vkey, "server": "DEV/GOV/1002/ss9"}]}, 404,
+     "witness 1: security server DEV/GOV/1002/ss9 is not registered"),
 ])
 async def test_bad_input_is_refused_precisely_and_audited(
     c: CentralAdmin, params: dict[str, str], body: object, status: int, message: str,

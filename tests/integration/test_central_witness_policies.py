@@ -68,8 +68,11 @@ async def test_set_replace_list_and_remove(engine: AsyncEngine) -> None:
     assert [w.key for w in set_.witnesses] == [k2, k3]
     got = await reg.get_witness_policy(engine, "DEV/GOV/1001/ss1", instance=I)
     assert got == set_ and (await reg.list_witness_policies(engine)) == (set_,)
-    # (2) set again replaces the whole policy
-    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
+    # (2) set again replaces the whole policy; a witness without a URL gets https://<its address>/witness
+    replaced = await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[WitnessSpec(vkey=k3.vkey, url="",
+                                                                                          server=str(SS3))],
+                                            instance=I)
+    assert [(w.url, w.server) for w in replaced.witnesses] == [("https://127.0.0.1:5503/witness", SS3)]
     await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
     policies = await reg.list_witness_policies(engine)
     assert [(str(p.server), p.quorum, [w.name for w in p.witnesses]) for p in policies] == [

@@ -304,7 +304,7 @@ async def get_witness_policy(call: Call, request: web.Request, ctx: CentralAdmin
 @changes_registry
 async def set_witness_policy(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
     b = call.body
-    specs = [registry.WitnessSpec(vkey=w["vkey"], url=w["url"], server=w["server"]) for w in b["witnesses"]]
+    specs = [registry.WitnessSpec(vkey=w["vkey"], url=w.get("url", ""), server=w["server"]) for w in b["witnesses"]]
     policy = await registry.set_witness_policy(ctx.engine, _server_in_path(request), quorum=b["quorum"],
                                                witnesses=specs, instance=ctx.instance)
     call.details["witness_policy"] = {"server": str(policy.server), "quorum": policy.quorum,

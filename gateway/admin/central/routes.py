@@ -82,14 +82,15 @@ _URL_CHAR, _URL_END = '[!-"$->@-~]', '[!-"$-.0->@-~]'  # printable, no space, '#
 WITNESS_URL: JsonSchema = {
     "type": "string", "maxLength": 2048,
     "pattern": f"^https://[A-Za-z0-9._~-]+(?::{_PORT})?(?:/{_URL_CHAR}*{_URL_END})?$",
-    "description": "the witness's prefix, https://<server address>/witness: POST <url>/add-checkpoint",
+    "description": "the witness's prefix: POST <url>/add-checkpoint; by default https://<the server's registered "
+                   "address>/witness",
     "x-rule": "an https:// URL with a host, without credentials, query, fragment, white space or a final '/'",
 }
 VKEY: JsonSchema = {
     "type": "string", "maxLength": 512,
     "pattern": "^[^\\s+\\x00-\\x1f\\x7f]{1,255}\\+[0-9a-f]{8}\\+[A-Za-z0-9+/]{44}$",
-    "description": "the witness's C2SP vkey: <name>+<hex key ID>+<base64(0x04 || Ed25519 public key)>; "
-                   "`gateway token witness-key` prints it",
+    "description": "the witness's C2SP vkey: <name>+<hex key ID>+<base64(0x04 || Ed25519 public key)>, as "
+                   "the witness's server prints it",
     "x-rule": "<name>+<8 hex digits>+<44 base64 characters>, the name without spaces or '+'",
 }
 COMMENT: JsonSchema = {"type": "string", "maxLength": MAX_COMMENT_LENGTH, "description": "the officer's comment"}
@@ -160,7 +161,7 @@ def _schemas(instance: str) -> dict[str, JsonSchema]:
                 "vkey": VKEY, "url": WITNESS_URL,
                 "server": identifier("server", "the security server that runs the witness (of another member), "
                                      "'/'-joined", instance=instance),
-            }, ("vkey", "url", "server"))},
+            }, ("vkey", "server"))},
         }, ("quorum", "witnesses")),
         "decision": obj({"comment": COMMENT}),
         # requests

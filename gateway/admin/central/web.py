@@ -765,16 +765,18 @@ async def witness_policies(request: web.Request, user: CentralUser, form: Form) 
 
 
 def _policy_body(form: Form) -> dict[str, Any]:
-    """The setWitnessPolicy body of the form: one witness a line, ``VKEY,URL,SERVER`` (a vkey has no comma)."""
+    """The setWitnessPolicy body of the form: one witness a line, ``VKEY,URL,SERVER`` or ``VKEY,SERVER`` (the
+    default URL); a vkey has no comma."""
     witnesses: list[dict[str, str]] = []
     for n, line in enumerate((x.strip() for x in form.get("witnesses", "").splitlines()), 1):
         if not line:
             continue
-        vkey, sep1, rest = line.partition(",")
-        url, sep2, server = rest.rpartition(",")
-        if not (sep1 and sep2):
-            raise RequestError(f"body.witnesses line {n} {line[:80]!r} is not VKEY,URL,SERVER")
-        witnesses.append({"vkey": vkey.strip(), "url": url.strip(), "server": server.strip()})
+        vkey, sep, rest = line.partition(",")
+        url, _, server = rest.rpartition(",")
+        if not sep:
+            raise RequestError(f"body.witnesses line {n} {line[:80]!r} is not VKEY,URL,SERVER or VKEY,SERVER")
+        witness = {"vkey": vkey.strip(), "server": server.strip()}
+        witnesses.append({**witness, "url": url.strip()} if url.strip() else witness)
     quorum = _field(form, "quorum")
     return {"quorum": int(quorum) if quorum.isascii() and quorum.isdigit() and len(quorum) < 4 else quorum,
             "witnesses": witnesses}

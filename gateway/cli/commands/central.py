@@ -206,15 +206,16 @@ async def cmd_transparency_show(args: argparse.Namespace, engine: AsyncEngine, c
 
 
 def parse_witness(text: str) -> registry.WitnessSpec:
-    """``VKEY,URL,SERVER`` as given to ``--witness`` (a vkey has no comma; the URL may).
+    """``VKEY,URL,SERVER`` or ``VKEY,SERVER`` (the URL by default ``https://<the server's address>/witness``) as
+    given to ``--witness``; a vkey has no comma, a URL may.
 
     Raises:
-        RequestError: fewer than three comma-separated parts.
+        RequestError: fewer than two comma-separated parts, or an empty one.
     """
-    vkey, sep1, rest = text.partition(",")
-    url, sep2, server = rest.rpartition(",")
-    if not (sep1 and sep2 and vkey and url and server):
-        raise RequestError(f"--witness {text[:120]!r} is not VKEY,URL,SERVER",
+    vkey, sep, rest = text.partition(",")
+    url, _, server = rest.rpartition(",")
+    if not (sep and vkey.strip() and server.strip()) or (url and not url.strip()):
+        raise RequestError(f"--witness {text[:120]!r} is not VKEY,URL,SERVER or VKEY,SERVER",
                            hint="e.g. --witness 'DEV/GOV/1002/ss2/witness+1a2b3c4d+BASE64,"
                                 "https://ss2.example.org:5500/witness,DEV/GOV/1002/ss2'")
     return registry.WitnessSpec(vkey=vkey.strip(), url=url.strip(), server=server.strip())
