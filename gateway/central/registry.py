@@ -989,6 +989,25 @@ async def get_witness_policy(engine: AsyncEngine, server: SecurityServerId | str
                    hint="set one with `gateway central witness-policy set`")
 
 
+async def _check_same_witnesses(s: AsyncSession, policy: WitnessPolicy, logger_pk: int) -> None:
+    """Refuse (409) a witness that other policies know differently: across all policies one key has one name
+    and runs on one server. (A name may stand for another key in another policy: a witness whose key was
+    rotated is updated one policy at a time.)"""
+    ids = await _server_ids(s)
+    rows = (await s.execute(
+        sa.select(m.PolicyWitness.name, m.PolicyWitness.vkey, m.PolicyWitness.server_id, m.WitnessPolicy.server_id)
+        .join(m.WitnessPolicy, m.WitnessPolicy.id == m.PolicyWitness.policy_id)
+        .where(m.WitnessPolicy.server_id != logger_pk)
+    )).all()
+    for w in policy.witnesses:
+        for name, vkey, host_pk, other_pk in rows:
+            other = f"the witness policy of {ids[other_pk]}"
+            if name != w.name and parse_vkey(vkey).public_key == w.key.public_key:
+                raise Conflict(f"witness {w.name}: {other} names this key as {name!r}")
+            if vkey == w.vkey and ids[host_pk] != w.server:
+                raise Conflict(f"witness {w.name}: {other} says it runs on {ids[host_pk]}, not {w.server}")
+
+
 async def _default_urls(engine: AsyncEngine, witnesses: Sequence[WitnessSpec], instance: str) -> list[WitnessSpec]:
     """``witnesses`` with each empty URL replaced by ``https://<the hosting server's address>/witness``."""
     out: list[WitnessSpec] = []
@@ -1016,7 +1035,8 @@ async def set_witness_policy(
     Raises:
         IdentifierError: a malformed identifier or one of another instance.
         RequestError: 400 as :func:`check_witness_policy`; 404 if ``server`` or a witness's server is not
-            registered.
+            registered; 409 if another server's policy knows one of the witnesses' keys differently (under
+            another name, or on another server).
     """
     if any(not w.url for w in witnesses):
         witnesses = await _default_urls(engine, witnesses, instance)
@@ -1030,6 +1050,7 @@ async def set_witness_policy(
                     hosts[w.server] = (await _server_row(s, w.server)).id
                 except NotFound as e:
                     raise NotFound(f"witness {w.name}: {e.message}") from e
+        await _check_same_witnesses(s, policy, logger.id)
         await s.execute(sa.delete(m.WitnessPolicy).where(m.WitnessPolicy.server_id == logger.id))
         row = m.WitnessPolicy(server_id=logger.id, quorum=policy.quorum)
         s.add(row)

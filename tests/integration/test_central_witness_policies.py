@@ -160,3 +160,25 @@ async def test_concurrent_sets_leave_one_whole_policy(engine: AsyncEngine) -> No
     [policy] = await reg.list_witness_policies(engine)
     assert len(policy.witnesses) == 1 and policy.witnesses[0].key in keys  # one whole policy, never a mixture
     assert any(isinstance(r, WitnessPolicy) and r == policy for r in results)
+
+
+async def test_a_witness_is_the_same_in_every_policy(engine: AsyncEngine) -> None:
+    k3 = witness_key(SS3)
+    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
+    # (1) the same witness in another policy (another URL is fine)
+    await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(k3, SS3, 6603)], instance=I)
+    # (2) its key under another name, or on another server: refused, naming the policy
+    renamed = WitnessKey(name="another-name", public_key=k3.public_key)
+    for witnesses, message in (
+        ([spec(renamed, SS3, 5503)], f"witness another-name: the witness policy of {SS1} names this key as "
+                                     f"{k3.name!r}"),
+        ([spec(k3, SS1, 5501)], f"witness {k3.name}: the witness policy of {SS1} says it runs on {SS3}, not {SS1}"),
+    ):
+        with pytest.raises(Conflict) as e:
+            await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=witnesses, instance=I)
+        assert e.value.message == message
+    # (3) a witness's rotated key (same name, new key) is taken one policy at a time
+    rotated = witness_key(SS3)
+    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(rotated, SS3, 5503)], instance=I)
+    await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(rotated, SS3, 6603)], instance=I)
+    assert {p.witnesses[0].key for p in await reg.list_witness_policies(engine)} == {rotated}
