@@ -95,6 +95,9 @@ from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.transparency.index import UsageIndex
 from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
+from gateway.witness.http import WitnessEndpoint
+from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
 
@@ -175,6 +178,7 @@ class SecurityServer:
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
         self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
+        self.witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (start(); docs/witness.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -319,6 +323,8 @@ class SecurityServer:
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx
+        if self.settings.witness.enabled:  # POST /witness/add-checkpoint on the server port (docs/witness.md)
+            ctx.witness = self.witness = await self._open_witness(ctx)
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
         self.checkpointer = Checkpointer(
             store=self.messagelog, origin=ctx.origin, signer=signer, conf=lambda: self.globalconf.current,
@@ -361,7 +367,8 @@ class SecurityServer:
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
                 checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
-                management=self.send_management, transparency=ctx.transparency,
+                management=self.send_management, transparency=ctx.transparency, witness=self.witness,
+                witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -383,6 +390,35 @@ class SecurityServer:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
+
+    async def _open_witness(self, ctx: ProxyContext) -> WitnessEndpoint:
+        """The witness: its state (migrated), its key (made if missing: docs/witness.md section 2), its endpoint.
+
+        Raises:
+            ConfigError: the witness key cannot be read or made, or its name is not a key name.
+        """
+        w = self.settings.witness
+        store = WitnessStore(self.engine)
+        await store.migrate()
+        name = witness_signer.default_name(str(self.server_id), w.name)
+        try:
+            signer = await witness_signer.load_signer(
+                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock())
+            assert signer is not None  # create=True
+            vkey = signer.key.vkey  # checks the name
+        except ConfigError:
+            raise
+        except GatewayError as e:
+            raise ConfigError(f"[witness]: the witness key cannot be used: {e.message}") from e
+        if w.max_request_bytes < 1:
+            raise ConfigError(f"[witness] max_request_bytes = {w.max_request_bytes} must be at least 1")
+        log.info("witness enabled", vkey=vkey)
+
+        async def check_peer(der: bytes | None) -> SecurityServerId:
+            return await ctx.check_peer(der, expected=None)
+
+        return WitnessEndpoint(store=store, signer=signer, conf=ctx.conf, check_peer=check_peer, clock=self.clock,
+                               max_request_bytes=w.max_request_bytes, observer=self.metrics)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().

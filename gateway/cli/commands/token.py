@@ -30,6 +30,8 @@ from gateway.token import model
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, read_pin
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
+from gateway.witness.service import KeyWitnessSigner
 
 
 def _now() -> datetime:
@@ -230,9 +232,46 @@ async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, mo
 @token_command
 async def cmd_generate_key(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
+    if args.usage == "witness":  # docs/witness.md section 2
+        if not isinstance(token, SoftToken):
+            raise ConfigError("the witness key is kept in the software token ([server] token_dir), not on a "
+                              "PKCS#11 device: run this without --device")
+        entry = await token.generate_witness_key(label=args.label or "witness", now=_now())
+        key = await token.witness_private_key()
+        assert key is not None
+        name = witness_signer.default_name(settings.server.id, settings.witness.name)
+        print(f"generated ed25519 witness key {entry.id}")
+        print(KeyWitnessSigner(name, key).key.vkey)
+        return 0
     entry = await token.generate_key(args.usage, key_type=args.key_type, label=args.label, now=_now())
     print(f"generated {entry.key_type} key {entry.id} for {entry.usage} certificates")
     return 0
+
+
+def cmd_witness_key(args: argparse.Namespace) -> int:
+    """Print the witness's vkey (docs/witness.md section 2): from the software token (the PIN is asked for) or,
+    with plain key files, from ``<state_dir>/witness.key``."""
+    settings = settings_from_args(args)
+    if _device(args):
+        raise ConfigError("the witness key is never on the PKCS#11 device: run this without --device")
+    name = witness_signer.default_name(settings.server.id, settings.witness.name)
+    directory = getattr(args, "dir", None) or settings.server.token_dir
+
+    async def main() -> int:
+        if directory:
+            token = SoftToken(directory)
+            await token.login(_pin(args, settings), now=_now())
+            key = await witness_signer.token_key(token, create=False, now=_now())
+        else:
+            key = witness_signer.file_key(settings.server.state_dir, create=False)
+        if key is None:
+            raise ConfigError("there is no witness key yet",
+                              hint="`gateway token generate-key --usage witness`, or start the server with "
+                                   "[witness] enabled = true (it makes one)")
+        print(KeyWitnessSigner(name, key).key.vkey)
+        return 0
+
+    return asyncio.run(main())
 
 
 @token_command
