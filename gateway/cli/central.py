@@ -128,8 +128,9 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--server", required=True, metavar="SERVER_ID", help="the logging security server")
     p.add_argument("--quorum", required=True, type=int, metavar="K", help="how many of the witnesses must cosign")
     p.add_argument("--witness", required=True, action="append", metavar="VKEY,URL,SERVER",
-                   help="a witness: its vkey (printed on its server), its URL (leave it out, VKEY,SERVER, for "
-                   "https://<the server's address>/witness) and the security server that runs it (repeatable)")
+                   help="a witness: its vkey (`gateway token witness-key` on its server), its URL (leave it "
+                   "out, VKEY,SERVER, for https://<the server's address>/witness) and the security server that runs "
+                   "it (repeatable)")
     p = _cmd(g, "remove", "cmd_witness_policy_remove", "remove the witness policy of a security server")
     p.add_argument("--server", required=True, metavar="SERVER_ID")
     p = _cmd(g, "list", "cmd_witness_policy_list", "list witness policies")

@@ -90,7 +90,7 @@ VKEY: JsonSchema = {
     "type": "string", "maxLength": 512,
     "pattern": "^[^\\s+\\x00-\\x1f\\x7f]{1,255}\\+[0-9a-f]{8}\\+[A-Za-z0-9+/]{44}$",
     "description": "the witness's C2SP vkey: <name>+<hex key ID>+<base64(0x04 || Ed25519 public key)>, as "
-                   "the witness's server prints it",
+                   "`gateway token witness-key` prints it on the witness's server",
     "x-rule": "<name>+<8 hex digits>+<44 base64 characters>, the name without spaces or '+'",
 }
 COMMENT: JsonSchema = {"type": "string", "maxLength": MAX_COMMENT_LENGTH, "description": "the officer's comment"}
