@@ -231,11 +231,18 @@ def _check_ca_certificate(cert: x509.Certificate, *, what: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WitnessSpec:
-    """A witness as an operator names it: its C2SP vkey, the URL of its prefix, the server that runs it."""
+    """A witness as an operator names it: its C2SP vkey, the URL of its prefix, the server that runs it.
+
+    An empty ``url`` means the default, ``https://<the server's registered address>/witness``: the witness
+    endpoint on the server-to-server port (filled in by :func:`set_witness_policy`).
+    """
 
     vkey: str
     url: str
     server: SecurityServerId | str
+
+
+WITNESS_PREFIX = "/witness"  # the witness endpoint's path prefix on a security server's server-to-server port
 
 
 MAX_VKEY_LENGTH = 512  # characters; a 255-character name, 8 hex digits and 44 base64 characters fit
@@ -982,17 +989,57 @@ async def get_witness_policy(engine: AsyncEngine, server: SecurityServerId | str
                    hint="set one with `gateway central witness-policy set`")
 
 
+async def _check_same_witnesses(s: AsyncSession, policy: WitnessPolicy, logger_pk: int) -> None:
+    """Refuse (409) a witness that other policies know differently: across all policies one key has one name
+    and runs on one server. (A name may stand for another key in another policy: a witness whose key was
+    rotated is updated one policy at a time.)"""
+    ids = await _server_ids(s)
+    rows = (await s.execute(
+        sa.select(m.PolicyWitness.name, m.PolicyWitness.vkey, m.PolicyWitness.server_id, m.WitnessPolicy.server_id)
+        .join(m.WitnessPolicy, m.WitnessPolicy.id == m.PolicyWitness.policy_id)
+        .where(m.WitnessPolicy.server_id != logger_pk)
+    )).all()
+    for w in policy.witnesses:
+        for name, vkey, host_pk, other_pk in rows:
+            other = f"the witness policy of {ids[other_pk]}"
+            if name != w.name and parse_vkey(vkey).public_key == w.key.public_key:
+                raise Conflict(f"witness {w.name}: {other} names this key as {name!r}")
+            if vkey == w.vkey and ids[host_pk] != w.server:
+                raise Conflict(f"witness {w.name}: {other} says it runs on {ids[host_pk]}, not {w.server}")
+
+
+async def _default_urls(engine: AsyncEngine, witnesses: Sequence[WitnessSpec], instance: str) -> list[WitnessSpec]:
+    """``witnesses`` with each empty URL replaced by ``https://<the hosting server's address>/witness``."""
+    out: list[WitnessSpec] = []
+    async with _tx(engine) as s:
+        for i, w in enumerate(witnesses, 1):
+            if w.url:
+                out.append(w)
+                continue
+            host = _ident(SecurityServerId, w.server, instance)
+            try:
+                address = (await _server_row(s, host)).address
+            except NotFound as e:
+                raise NotFound(f"witness {i}: {e.message}") from e
+            out.append(WitnessSpec(vkey=w.vkey, url=f"https://{address}{WITNESS_PREFIX}", server=host))
+    return out
+
+
 async def set_witness_policy(
     engine: AsyncEngine, server: SecurityServerId | str, *, quorum: int, witnesses: Sequence[WitnessSpec],
     instance: str,
 ) -> WitnessPolicy:
-    """Set (create or replace) the witness policy of ``server``: published from the next publication on.
+    """Set (create or replace) the witness policy of ``server``: published from the next publication on. A
+    witness without a URL gets the default, ``https://<its server's registered address>/witness``.
 
     Raises:
         IdentifierError: a malformed identifier or one of another instance.
         RequestError: 400 as :func:`check_witness_policy`; 404 if ``server`` or a witness's server is not
-            registered.
+            registered; 409 if another server's policy knows one of the witnesses' keys differently (under
+            another name, or on another server).
     """
+    if any(not w.url for w in witnesses):
+        witnesses = await _default_urls(engine, witnesses, instance)
     policy = check_witness_policy(server, quorum=quorum, witnesses=witnesses, instance=instance)
     async with _tx(engine, duplicate=f"the witness policy of {policy.server} was set at the same time") as s:
         logger = await _server_row(s, policy.server)
@@ -1003,6 +1050,7 @@ async def set_witness_policy(
                     hosts[w.server] = (await _server_row(s, w.server)).id
                 except NotFound as e:
                     raise NotFound(f"witness {w.name}: {e.message}") from e
+        await _check_same_witnesses(s, policy, logger.id)
         await s.execute(sa.delete(m.WitnessPolicy).where(m.WitnessPolicy.server_id == logger.id))
         row = m.WitnessPolicy(server_id=logger.id, quorum=policy.quorum)
         s.add(row)

@@ -16,13 +16,14 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
@@ -433,6 +434,7 @@ async def start_federation(
     central_overrides: dict[str, Any] | None = None,
     portal: bool = False,
     witness: bool = False,
+    witness_policies: bool = False,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -442,7 +444,9 @@ async def start_federation(
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
     layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
-    ``witness`` switches every server's witness on (``[witness] enabled``, docs/witness.md).
+    ``witness`` switches every server's witness on (``[witness] enabled``, docs/witness.md);
+    ``witness_policies`` (with ``witness``) then sets, for each server, a witness policy naming the witnesses of
+    every other member's servers with quorum 1 (docs/witness.md section 3), published before this returns.
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -541,6 +545,9 @@ async def start_federation(
                     # a SOAP service's description is its WSDL (getWsdl fetches it), a REST one's its OpenAPI
                     description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
                     await store.add_service(service, url=url, openapi_url=description)
+            # (6) witness policies, once every witness key is known: each server witnessed by the other members'
+            if witness and witness_policies:
+                await set_demo_witness_policies(engine, servers, instance=instance)
             # every client of every consuming server may call every service of the demo
             consumers = [c for spec in specs if not spec.services for c in spec.clients if c != portal_client]
             for spec in specs:
@@ -572,6 +579,19 @@ async def start_federation(
     except BaseException:
         lock.release()  # a demo that did not start holds nothing
         raise
+
+
+async def set_demo_witness_policies(
+    engine: AsyncEngine, servers: Mapping[SecurityServerId, SecurityServer], *, instance: str,
+) -> None:
+    """For each server, a witness policy naming the witness of every server of another member (quorum 1; the
+    URL the default, ``https://<its address>/witness``). A server with no other member's witness gets none."""
+    keys = {sid: ss.witness.signer.key for sid, ss in servers.items() if ss.witness is not None}
+    for sid in servers:
+        others = [registry.WitnessSpec(vkey=key.vkey, url="", server=host)
+                  for host, key in keys.items() if host.owner != sid.owner]
+        if others:
+            await registry.set_witness_policy(engine, sid, quorum=1, witnesses=others, instance=instance)
 
 
 def write_settings(

@@ -99,6 +99,8 @@ CENTRAL_PAGES = (
     ("servers", "/ui/servers"), ("requests", "/ui/registration-requests"), ("groups", "/ui/global-groups"),
     ("trust", "/ui/trust-services"), ("signing-keys", "/ui/signing-keys"), ("versions", "/ui/globalconf"),
     ("users", "/ui/users"), ("audit-log", "/ui/audit-log"), ("account", "/ui/account"),
+    ("witness-policies", "/ui/witness-policies"),
+    ("witness-policy-form", "/ui/witness-policies?server=DEV:GOV:1001:ss1"),
 )
 NARROW_SHOTS = {"members", "servers", "requests", "trust", "users"}  # axe-core and a screenshot at 320 px too
 

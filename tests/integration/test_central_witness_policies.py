@@ -3,6 +3,7 @@ a server does to them; published in the signed global configuration and parsed b
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from gateway.central import signingkeys as sk
 from gateway.central.registry import WitnessSpec
 from gateway.errors import Conflict, NotFound
 from gateway.globalconf.anchor import Anchor
+from gateway.globalconf.model import WitnessPolicy
 from gateway.globalconf.trust import TrustedGlobalConf
 from gateway.identifiers import SecurityServerId
 from gateway.settings import CentralSettings
@@ -66,8 +68,11 @@ async def test_set_replace_list_and_remove(engine: AsyncEngine) -> None:
     assert [w.key for w in set_.witnesses] == [k2, k3]
     got = await reg.get_witness_policy(engine, "DEV/GOV/1001/ss1", instance=I)
     assert got == set_ and (await reg.list_witness_policies(engine)) == (set_,)
-    # (2) set again replaces the whole policy
-    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
+    # (2) set again replaces the whole policy; a witness without a URL gets https://<its address>/witness
+    replaced = await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[WitnessSpec(vkey=k3.vkey, url="",
+                                                                                          server=str(SS3))],
+                                            instance=I)
+    assert [(w.url, w.server) for w in replaced.witnesses] == [("https://127.0.0.1:5503/witness", SS3)]
     await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
     policies = await reg.list_witness_policies(engine)
     assert [(str(p.server), p.quorum, [w.name for w in p.witnesses]) for p in policies] == [
@@ -141,3 +146,39 @@ async def test_published_and_parsed_by_a_security_server(engine: AsyncEngine, se
     third = await pub.publish_if_due(engine, settings, NOW + timedelta(seconds=3))
     assert third is not None
     assert client.update(third.data, now=NOW + timedelta(seconds=3)).witness_policies == ()
+
+
+async def test_concurrent_sets_leave_one_whole_policy(engine: AsyncEngine) -> None:
+    keys = [witness_key(SS2) for _ in range(4)]
+    results = await asyncio.gather(
+        *(reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k, SS2, 5502)], instance=I) for k in keys),
+        return_exceptions=True,
+    )
+    for r in results:  # each either set the policy or was told that another set it at the same time
+        assert isinstance(r, WitnessPolicy) or (
+            isinstance(r, Conflict) and r.message == f"the witness policy of {SS1} was set at the same time"), r
+    [policy] = await reg.list_witness_policies(engine)
+    assert len(policy.witnesses) == 1 and policy.witnesses[0].key in keys  # one whole policy, never a mixture
+    assert any(isinstance(r, WitnessPolicy) and r == policy for r in results)
+
+
+async def test_a_witness_is_the_same_in_every_policy(engine: AsyncEngine) -> None:
+    k3 = witness_key(SS3)
+    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(k3, SS3, 5503)], instance=I)
+    # (1) the same witness in another policy (another URL is fine)
+    await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(k3, SS3, 6603)], instance=I)
+    # (2) its key under another name, or on another server: refused, naming the policy
+    renamed = WitnessKey(name="another-name", public_key=k3.public_key)
+    for witnesses, message in (
+        ([spec(renamed, SS3, 5503)], f"witness another-name: the witness policy of {SS1} names this key as "
+                                     f"{k3.name!r}"),
+        ([spec(k3, SS1, 5501)], f"witness {k3.name}: the witness policy of {SS1} says it runs on {SS3}, not {SS1}"),
+    ):
+        with pytest.raises(Conflict) as e:
+            await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=witnesses, instance=I)
+        assert e.value.message == message
+    # (3) a witness's rotated key (same name, new key) is taken one policy at a time
+    rotated = witness_key(SS3)
+    await reg.set_witness_policy(engine, SS1, quorum=1, witnesses=[spec(rotated, SS3, 5503)], instance=I)
+    await reg.set_witness_policy(engine, SS2, quorum=1, witnesses=[spec(rotated, SS3, 6603)], instance=I)
+    assert {p.witnesses[0].key for p in await reg.list_witness_policies(engine)} == {rotated}

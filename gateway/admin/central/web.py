@@ -19,6 +19,7 @@ same host keep their session.
 ``/ui/global-groups``              global groups; one group: members (add, remove), remove
 ``/ui/trust-services``             trusted CAs with their OCSP responders, timestamping authorities
 ``/ui/signing-keys``               configuration-signing keys: generate, activate, retire; the anchor
+``/ui/witness-policies``           witness policies; ``?server=ID``: the form that sets (or replaces) one
 ``/ui/globalconf``                 published configuration versions; publish now
 ``/ui/users``                       central admin users and API keys; one user: roles, password, lock-out, removal
 ``/ui/account``                    one's own account and password
@@ -51,6 +52,7 @@ from gateway.admin.web.ops import FormError, authorize_route, call_route, note_e
 from gateway.admin.web.pages_admin import AccountPages
 from gateway.admin.web.render import STATIC, Column, Table, redirect, render, table
 from gateway.errors import Forbidden, GatewayError, NotFound, RequestError
+from gateway.identifiers import SecurityServerId
 
 PREFIX = "/ui"
 SESSION_COOKIE = "gw_central_session"
@@ -69,6 +71,7 @@ PAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("groups", "Global groups", "/ui/global-groups", "listGlobalGroups"),
     ("trust", "Trust services", "/ui/trust-services", "listCas"),
     ("keys", "Signing keys", "/ui/signing-keys", "listSigningKeys"),
+    ("witnesses", "Witness policies", "/ui/witness-policies", "listWitnessPolicies"),
     ("versions", "Published versions", "/ui/globalconf", "listGlobalConfVersions"),
     ("users", "Users and API keys", "/ui/users", "listUsers"),
     ("audit", "Audit log", "/ui/audit-log", "listAuditLog"),
@@ -703,6 +706,87 @@ async def anchor(request: web.Request, user: CentralUser, form: Form) -> web.Str
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
+# --------------------------------------------------------------------------------------- witness policies
+
+WITNESSES = "/ui/witness-policies"
+POLICY_FIELDS = {"server": "Logging security server", "quorum": "Quorum", "witnesses": "Witnesses"}
+
+
+def _witness_lines(policy: Mapping[str, Any] | None) -> str:
+    return "\n".join(f"{w['vkey']},{w['url']},{w['server']}" for w in policy["witnesses"]) if policy else ""
+
+
+async def _witnesses_page(request: web.Request, user: CentralUser, err: FormError | None = None,
+                          status: int = 200) -> web.Response:
+    """The policies, and (``?server=ID``, or the server of a refused form) the form that sets one."""
+    listed = await run(request, user, "listWitnessPolicies", query=ALL)
+    t = table(request, listed["items"], (Column(key="id", label="Logging server"),
+                                         Column(key="quorum", label="Quorum"),
+                                         Column(key="witnesses", label="Witnesses", sortable=False),
+                                         Column(key="action", label="Action", sortable=False)),
+              caption="Witness policies", default_sort="id", total=listed["total"])
+    chosen: dict[str, str] | None = None
+    text = request.match_info.get("server_id") or request.query.get("server", "").strip()
+    if text and user.may("setWitnessPolicy"):
+        try:
+            server = SecurityServerId.parse(text.replace(":", "/"), encoded=False)
+        except GatewayError as e:
+            note_error(request, e)
+            err, status = FormError.of("choose", e, {"server": text}, POLICY_FIELDS, identifier="server"), e.status
+        else:
+            current = next((p for p in listed["items"] if p["id"] == str(server)), None)
+            chosen = {"id": str(server), "encoded_id": server.encoded_id(),
+                      "quorum": str(current["quorum"]) if current else "1", "witnesses": _witness_lines(current)}
+    return render("central/witnesses.html", status=status, title="Witness policies", t=t, err=err, chosen=chosen,
+                  done=request.query.get("done"), **page_values(request, user, "witnesses"))
+
+
+@page
+async def witness_policies(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    return await _witnesses_page(request, user)
+
+
+def _policy_body(form: Form) -> dict[str, Any]:
+    """The setWitnessPolicy body of the form: one witness a line, ``VKEY,URL,SERVER`` or ``VKEY,SERVER`` (the
+    default URL); a vkey has no comma."""
+    witnesses: list[dict[str, str]] = []
+    for n, line in enumerate((x.strip() for x in form.get("witnesses", "").splitlines()), 1):
+        if not line:
+            continue
+        vkey, sep, rest = line.partition(",")
+        url, _, server = rest.rpartition(",")
+        if not sep:
+            raise RequestError(f"body.witnesses line {n} {line[:80]!r} is not VKEY,URL,SERVER or VKEY,SERVER")
+        witness = {"vkey": vkey.strip(), "server": server.strip()}
+        witnesses.append({**witness, "url": url.strip()} if url.strip() else witness)
+    quorum = _field(form, "quorum")
+    return {"quorum": int(quorum) if quorum.isascii() and quorum.isdigit() and len(quorum) < 4 else quorum,
+            "witnesses": witnesses}
+
+
+@page
+async def set_witness_policy(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    server = request.match_info["server_id"].replace(":", "/")
+    again = _again(_witnesses_page, request, user)
+    # the role check first, and the audit entry names the operation even when the form cannot become its body
+    authorize_route(request, user.principal, user.routes["setWitnessPolicy"], "setWitnessPolicy")
+    try:
+        body = _policy_body(form)
+    except RequestError as e:
+        note_error(request, e)
+        return await again(FormError.of("set", e, form, POLICY_FIELDS), e.status)
+    return await submit(request, user, form, op="setWitnessPolicy", body=body, name="set", fields=POLICY_FIELDS,
+                        done=f"Witness policy of {server[:200]} set: published from the next publication on.",
+                        to=WITNESSES, again=again)
+
+
+@page
+async def remove_witness_policy(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    return await submit(request, user, form, op="removeWitnessPolicy", body=None, name="remove", fields={},
+                        done=f"Witness policy of {request.match_info['server_id'].replace(':', '/')[:200]} removed.",
+                        to=WITNESSES, again=_again(_witnesses_page, request, user))
+
+
 # --------------------------------------------------------------------------------------- published versions
 
 
@@ -797,6 +881,9 @@ def build_central_web_app(ctx: CentralAdminContext, handlers: dict[str, CentralI
     r.add_post("/signing-keys/{keyid}/activate", activate_signing_key)
     r.add_post("/signing-keys/{keyid}/retire", retire_signing_key)
     r.add_get("/signing-keys/anchor", anchor)
+    r.add_get("/witness-policies", witness_policies)
+    r.add_post("/witness-policies/{server_id}", set_witness_policy)
+    r.add_post("/witness-policies/{server_id}/remove", remove_witness_policy)
     r.add_get("/globalconf", versions)
     r.add_post("/globalconf/publish", publish)
     ACCOUNTS.add_routes(app)  # /users, /api-keys, /account, /audit-log
