@@ -55,11 +55,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from josepy.errors import DeserializationError
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.dev.pki.ca import DevCA
 from gateway.errors import GatewayError, PkiError

@@ -32,7 +32,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from gateway.dev.pki.acme import MAX_BODY_BYTES, AcmeAnswer, AcmeServer, Http01Check
+from gateway.dev.pki.acme import MAX_BODY_BYTES, AcmeAnswer, AcmeServer, Http01Check, ProblemType
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.ocsp_responder import respond as ocsp_respond
 from gateway.dev.pki.tsa import respond as tsa_respond
@@ -158,7 +158,8 @@ async def _acme_nonce(request: web.Request) -> web.Response:
                                                 "Cache-Control": "no-store"})
 
 
-async def _http01_fetch(app: web.Application, check: Http01Check) -> tuple[bool, str]:
+async def _http01_fetch(app: web.Application, check: Http01Check) -> tuple[ProblemType | None, str]:
+    """RFC 8555 8.3's fetch: None when the key authorization came back, else the problem type and why."""
     host, port = app[HTTP01_KEY](check.identifier)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/.well-known/acme-challenge/{check.token}"
@@ -167,12 +168,12 @@ async def _http01_fetch(app: web.Application, check: Http01Check) -> tuple[bool,
                                         timeout=aiohttp.ClientTimeout(total=HTTP01_TIMEOUT_SECONDS)) as resp:
             body = await resp.content.read(HTTP01_MAX_BYTES)
             if resp.status != 200:
-                return False, f"{url} answered HTTP {resp.status}"
+                return "incorrectResponse", f"{url} answered HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        return False, f"{url} cannot be fetched: {type(e).__name__}: {e}"
+        return "connection", f"{url} cannot be fetched: {type(e).__name__}: {e}"
     if body.strip() != check.key_authorization.encode("ascii"):
-        return False, f"{url} did not answer the key authorization of this challenge"
-    return True, "ok"
+        return "incorrectResponse", f"{url} did not answer the key authorization of this challenge"
+    return None, "ok"
 
 
 async def _acme_post(request: web.Request) -> web.Response:
@@ -181,11 +182,10 @@ async def _acme_post(request: web.Request) -> web.Response:
     body = await request.content.read(MAX_BODY_BYTES + 1)
     answer = acme.post(request.match_info["path"], request.content_type, body, now=app[CLOCK_KEY]())
     if isinstance(answer, Http01Check):  # RFC 8555 8.3: fetch the key authorization, then answer
-        ok, detail = await _http01_fetch(app, answer)
-        _log.info("acme_http01", identifier=answer.identifier, ok=ok, detail=detail)
-        answer = acme.complete_challenge(answer, ok=ok, detail=detail, now=app[CLOCK_KEY](),
-                                         problem="incorrectResponse" if "did not answer" in detail or ok
-                                         else "connection")
+        problem, detail = await _http01_fetch(app, answer)
+        _log.info("acme_http01", identifier=answer.identifier, ok=problem is None, detail=detail)
+        answer = acme.complete_challenge(answer, ok=problem is None, detail=detail, now=app[CLOCK_KEY](),
+                                         problem=problem or "incorrectResponse")
     return _acme_response(answer)
 
 
