@@ -20,9 +20,10 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # passes, but an operator should look (a certificate renewal failing, say)
 
     def to_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "detail": self.detail}
+        return {"ok": self.ok, "detail": self.detail, **({"warning": True} if self.warning else {})}
 
 
 def report(checks: Sequence[Check]) -> tuple[int, dict[str, object]]:

@@ -14,7 +14,9 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
    end of the grace period;
 6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
    takes writes again) and this process holds its log origin (on PostgreSQL its lock's connection is pinged
-   now, once check 1 passes).
+   now, once check 1 passes);
+7. ``cert_renewal`` (with ACME on, docs/acme.md): passes with a warning while a renewal fails or waits; fails
+   once a certificate in use has expired.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from gateway.ops.metrics import ServerMetrics
 from gateway.ops.readiness import Check, deadline_check
 from gateway.proxy.context import ProxyContext
 from gateway.server.lease import OriginLease
+from gateway.server.renewal import CertRenewer
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
 from gateway.storage.db import sqlite_directory
@@ -58,6 +61,7 @@ class ServerHealth:
     token: SoftToken | None
     lease: OriginLease | None
     device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
+    renewal: CertRenewer | None = None  # the ACME renewal job, when [server] acme_directory_url is set
 
     async def checks(self) -> list[Check]:
         now = self.clock()
@@ -68,6 +72,8 @@ class ServerHealth:
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
         checks += [self._timestamping(now), await self._messagelog(database)]
+        if self.renewal is not None:
+            checks.append(self.renewal.check(now))
         self.export(checks)
         return checks
 

@@ -1,0 +1,415 @@
+"""Automatic renewal of the signing and authentication certificates over ACME (I/O; the rules are pure functions).
+
+Rules (docs/acme.md):
+
+- **When** (:func:`due`): the certificate in use for a usage (``select_cert``) is renewed once less than
+  ``[server] acme_renew_before_days`` is left before its ``notAfter``. A failed attempt is retried after
+  ``acme_retry_seconds``, doubled after each further failure up to ``acme_retry_max_seconds``
+  (:meth:`RenewalPolicy.retry_delay`).
+- **How** (:meth:`CertRenewer.renew`), numbered as in the code: (1) a new key generated on the token that holds
+  that usage's key (the PKCS#11 device for signing when one is set, else the software token; a key left
+  without certificate by a failed attempt is used again); (2) its CSR, naming the same identity; (3) the ACME
+  order (:mod:`gateway.server.acmeclient`); (4) the import checks of the token (docs/tokens.md); (5) activation.
+  Signing: the new certificate takes over at once (the latest ``notBefore`` wins), the old one stays active
+  until it expires. Authentication: (6) a registration request signed with the new key and co-signed with the
+  registered one (a renewal, which the central server may approve by itself); TLS switches only once a global
+  configuration lists the new fingerprint (``select_cert`` prefers registered certificates), through the key
+  watch's reload, so connections in flight keep the old certificate.
+- An authentication certificate that waits for its registration is not renewed again; its registration request
+  is sent again (with back-off) until the central server has it.
+- Every step is an audit entry (actor ``acme``) and the attempts are counted
+  (``gateway_cert_renewals_total{usage,outcome}``, ``gateway_cert_renewal_next_seconds``,
+  ``gateway_cert_renewal_failures``). Readiness (``cert_renewal``) passes with a warning while renewal fails
+  and fails only once a certificate in use has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway.admin.store import AuditEntry
+from gateway.errors import ConfigError, Conflict, GatewayError
+from gateway.globalconf.model import GlobalConf
+from gateway.identifiers import MemberId, SecurityServerId
+from gateway.ops.readiness import Check
+from gateway.server import regclient
+from gateway.server.acmeclient import AcmeAccount, Http01Responder, obtain_certificate
+from gateway.settings import Settings
+from gateway.token import model
+from gateway.token.pkcs11 import Pkcs11Token
+from gateway.token.soft import SoftToken
+from gateway.trust import keys
+from gateway.trust.certprofile import CertKind
+
+log = structlog.get_logger("gateway.server.renewal")
+
+ACTOR = "acme"  # the audit log's actor for every renewal step
+KEY_LABEL = "acme-renewal"  # label of the keys renewal generates (a leftover one is used again)
+USAGES: tuple[CertKind, ...] = ("sign", "auth")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewalPolicy:
+    renew_before: timedelta
+    retry_first: timedelta
+    retry_max: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RenewalPolicy:
+        """Raises: ConfigError: a value out of range (naming the key)."""
+        s = settings.server
+        for key in ("acme_renew_before_days", "acme_check_seconds", "acme_retry_seconds", "acme_retry_max_seconds"):
+            if not getattr(s, key) > 0:
+                raise ConfigError(f"[server] {key} = {getattr(s, key)} must be positive")
+        if s.acme_retry_max_seconds < s.acme_retry_seconds:
+            raise ConfigError(f"[server] acme_retry_max_seconds = {s.acme_retry_max_seconds} is below "
+                              f"acme_retry_seconds = {s.acme_retry_seconds}")
+        return cls(renew_before=timedelta(days=s.acme_renew_before_days),
+                   retry_first=timedelta(seconds=s.acme_retry_seconds),
+                   retry_max=timedelta(seconds=s.acme_retry_max_seconds))
+
+    def retry_delay(self, failures: int) -> timedelta:
+        """The wait after the ``failures``-th consecutive failure (1, 2, ...)."""
+        exponent: int = min(max(failures - 1, 0), 30)
+        delay: timedelta = self.retry_first * (2**exponent)
+        return min(delay, self.retry_max)
+
+
+def due(cert: model.CertEntry, policy: RenewalPolicy, now: datetime) -> bool:
+    """Whether the certificate in use must be renewed now."""
+    return cert.not_after - now <= policy.renew_before
+
+
+def awaiting_registration(state: model.TokenState, registered: Collection[str] | None, now: datetime
+                          ) -> model.CertEntry | None:
+    """The newest active, valid authentication certificate that the global configuration does not list yet, if
+    it is newer than the one in use (a renewal waiting for its registration)."""
+    if registered is None:
+        return None
+    in_use = model.select_cert(state, "auth", now=now, registered=registered)
+    newest = model.select_cert(state, "auth", now=now)
+    if newest is None or newest[1].sha256 in registered:
+        return None
+    if in_use is not None and in_use[1].sha256 == newest[1].sha256:
+        return None
+    return newest[1]
+
+
+@dataclass(slots=True, kw_only=True)
+class UsageState:
+    """What the job knows about one usage's renewal (in memory; after a restart it looks afresh)."""
+
+    failures: int = 0
+    next_attempt: datetime | None = None  # a retry is not tried before this
+    last_error: str = ""
+    last_renewed: datetime | None = None
+    last_sha256: str = ""  # the certificate the last successful renewal brought
+    submitted: set[str] = field(default_factory=set)  # auth: fingerprints whose registration was sent
+    expires: datetime | None = None  # notAfter of the certificate in use, as of the last check
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.renewals = Counter("gateway_cert_renewals", "Certificate renewals over ACME, by usage and outcome "
+                                "(attempted, succeeded, failed)", ["usage", "outcome"], registry=registry)
+        self.next = Gauge("gateway_cert_renewal_next_seconds", "Unix time of the next renewal attempt of the "
+                          "certificate in use, by usage", ["usage"], registry=registry)
+        self.failures = Gauge("gateway_cert_renewal_failures", "Consecutive failed renewal attempts, by usage",
+                              ["usage"], registry=registry)
+        for usage in USAGES:
+            for outcome in ("attempted", "succeeded", "failed"):
+                self.renewals.labels(usage, outcome)
+            self.failures.labels(usage).set(0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewalHost:
+    """What the job needs of the running server (:class:`~gateway.server.runtime.SecurityServer`)."""
+
+    settings: Settings
+    server_id: SecurityServerId
+    token: SoftToken | None
+    device: Pkcs11Token | None
+    conf: Callable[[], GlobalConf | None]
+    registered: Callable[[], set[str] | None]
+    audit: Callable[[AuditEntry], Awaitable[None]]
+    keys_changed: Callable[[], Awaitable[bool]]  # counts the change for the other workers, then reloads here
+    clock: Callable[[], datetime]
+    registry: CollectorRegistry
+
+
+class CertRenewer:
+    """The renewal job of one security server (worker 0 only, as the admin API)."""
+
+    def __init__(self, host: RenewalHost, *, account: AcmeAccount, responder: Http01Responder,
+                 identifier: str) -> None:
+        self.host = host
+        self.account = account
+        self.responder = responder
+        self.identifier = identifier
+        self.policy = RenewalPolicy.from_settings(host.settings)
+        self.check_interval = host.settings.server.acme_check_seconds
+        self.state: dict[CertKind, UsageState] = {u: UsageState() for u in USAGES}
+        self._metrics = _Metrics(host.registry)
+        self._lock = asyncio.Lock()
+        self.wakeup = asyncio.Event()  # set to check now (tests, the admin API)
+
+    @classmethod
+    async def open(cls, host: RenewalHost) -> CertRenewer:
+        """Read the ACME settings and start the http-01 responder.
+
+        Raises:
+            ConfigError: ACME without a software token, a missing EAB key id or key file, a bad value, or a
+                responder port that cannot be bound.
+        """
+        s = host.settings.server
+        if host.token is None:
+            raise ConfigError("[server] acme_directory_url needs the keys in a token ([server] token_dir): "
+                              "renewal generates its keys there")
+        if not s.acme_eab_kid or not s.acme_eab_key_file:
+            raise ConfigError("[server] acme_directory_url needs acme_eab_kid and acme_eab_key_file (the external "
+                              "account binding the CA issued for this server's owner)")
+        from gateway.server.acmeclient import account_key, read_eab_key
+
+        account = AcmeAccount(directory_url=s.acme_directory_url, eab_kid=s.acme_eab_kid,
+                              eab_hmac_key=read_eab_key(s.acme_eab_key_file), key=account_key(s.state_dir))
+        identifier = s.acme_identifier or (s.address or s.server_host).rsplit(":", 1)[0].strip("[]")
+        responder = Http01Responder()
+        await responder.start(s.acme_http01_host, s.acme_http01_port)
+        renewer = cls(host, account=account, responder=responder, identifier=identifier)
+        return renewer
+
+    async def close(self) -> None:
+        await self.responder.close()
+
+    # ---- the token of each usage ------------------------------------------------------------------------
+
+    def _token(self, usage: CertKind) -> SoftToken | Pkcs11Token:
+        if usage == "sign" and self.host.device is not None:
+            return self.host.device
+        assert self.host.token is not None
+        return self.host.token
+
+    async def _audit(self, action: str, usage: CertKind, now: datetime, *, ok: bool = True,
+                     **details: Any) -> None:
+        entry = AuditEntry(at=now, actor=ACTOR, auth="none", remote="local", action=action, method="-",
+                           path=f"acme:{usage}", result="success" if ok else "failed", status=200 if ok else 500,
+                           details={"usage": usage, **details})
+        try:
+            await self.host.audit(entry)
+        except GatewayError as e:  # the audit log failing does not stop a renewal that went through
+            log.warning("audit entry not written", action=action, error=e.message)
+
+    # ---- one pass ---------------------------------------------------------------------------------------
+
+    async def run_once(self, now: datetime | None = None) -> dict[CertKind, str]:
+        """Look at both usages as of ``now`` (default: the server's clock) and renew what is due; returns what
+        was done per usage (``renewed``, ``not-due``, ``retry-later``, ``failed``, ``awaiting-registration``,
+        ``registration-sent``, ``no-certificate``)."""
+        async with self._lock:
+            out: dict[CertKind, str] = {}
+            for usage in USAGES:
+                out[usage] = await self._one(usage, now or self.host.clock())
+            return out
+
+    async def _one(self, usage: CertKind, now: datetime) -> str:
+        st = self.state[usage]
+        token = self._token(usage)
+        state = await token.state()
+        registered = self.host.registered() if usage == "auth" else None
+        current = model.select_cert(state, usage, now=now, registered=registered)
+        if current is None:
+            st.expires = None
+            return "no-certificate"
+        st.expires = current[1].not_after
+        if st.next_attempt is not None and now < st.next_attempt:
+            self._export(usage)
+            return "retry-later"
+        if usage == "auth":
+            waiting = awaiting_registration(state, registered, now)
+            if waiting is not None:
+                if waiting.sha256 in st.submitted:
+                    self._export(usage)
+                    return "awaiting-registration"
+                try:
+                    await self._register(waiting, current, now)
+                except GatewayError as e:
+                    await self._failed(usage, "register", e, now)
+                    return "failed"
+                self._succeeded(usage, now, waiting.sha256, renewed=False)
+                return "registration-sent"
+        if not due(current[1], self.policy, now):
+            self._export(usage)
+            return "not-due"
+        try:
+            await self.renew(usage, current, now)
+        except GatewayError:  # recorded by renew(): audited, counted, retried with back-off
+            return "failed"
+        return "renewed"
+
+    async def renew(self, usage: CertKind, current: tuple[model.KeyEntry, model.CertEntry], now: datetime) -> str:
+        """Renew the certificate in use for ``usage``; returns the new fingerprint.
+
+        Raises:
+            GatewayError: the step that failed (recorded, retried later with back-off).
+        """
+        token = self._token(usage)
+        server_id = self.host.server_id
+        old = current[1]
+        self._metrics.renewals.labels(usage, "attempted").inc()
+        await self._audit("acmeRenewalStarted", usage, now, certificate=old.sha256,
+                          not_after=old.not_after.isoformat(), identifier=self.identifier)
+        step = "generate-key"
+        try:
+            # (1) a new key on the token (or the one a failed attempt left without certificate)
+            state = await token.state()
+            key = next((k for k in state.keys if k.usage == usage and k.label == KEY_LABEL and not k.certs), None)
+            if key is None:
+                key = await token.generate_key(usage, label=KEY_LABEL, now=now)
+                await self._audit("acmeKeyGenerated", usage, now, key_id=key.id, token=_token_name(token))
+            # (2) its CSR, for the identity the current certificate names
+            step = "csr"
+            identity = old.identity
+            member = server_id.owner if usage == "auth" else _member(identity)
+            csr = await token.csr(key.id, server_id=server_id, member=member if usage == "sign" else None)
+            # (3) the ACME order
+            step = "acme-order"
+            cert = await obtain_certificate(self.account, identifier=self.identifier, csr=csr,
+                                            responder=self.responder, now=now)
+            sha256 = keys.cert_sha256_hex(cert)
+            await self._audit("acmeCertificateIssued", usage, now, certificate=sha256,
+                              not_after=cert.not_valid_after_utc.isoformat(), serial=f"{cert.serial_number:X}")
+            # (4) imported with the token's checks, (5) activated
+            step = "import"
+            conf = self.host.conf()
+            if conf is None:
+                raise ConfigError("no global configuration: the new certificate's CA cannot be checked")
+            entry = await token.import_cert(keys.cert_pem(cert).encode("ascii"), server_id=server_id,
+                                            ca_for=conf.ca_for, members=(member,), now=now)
+            step = "activate"
+            await token.activate(entry.sha256)
+            await self._audit("acmeCertificateActivated", usage, now, certificate=entry.sha256,
+                              previous=old.sha256)
+            if usage == "auth":
+                # (6) registered centrally; TLS switches once a global configuration lists it
+                step = "register"
+                await self._register(entry, current, now)
+            step = "reload"
+            await self.host.keys_changed()
+        except GatewayError as e:
+            await self._failed(usage, step, e, now)
+            raise
+        self._succeeded(usage, now, entry.sha256, renewed=True)
+        log.info("certificate renewed over ACME", usage=usage, sha256=entry.sha256, previous=old.sha256)
+        return entry.sha256
+
+    async def _register(self, new: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry],
+                        now: datetime) -> None:
+        """Submit the registration of ``new``, co-signed with the certificate in use (a renewal)."""
+        token = self.host.token
+        assert token is not None
+        new_key = await token.private_key(token_key_of(await token.state(), new.sha256))
+        old_key = await token.private_key(current[0].id)
+        try:
+            record = await regclient.send(self.host.settings, "auth_cert_reg", key=new_key, cert=new.certificate,
+                                          now=now, renewal_key=old_key, renewal_cert=current[1].certificate)
+        except Conflict as e:  # sent before (e.g. by this job before a restart): the central server has it
+            record = {"state": "submitted", "detail": e.message}
+        self.state["auth"].submitted.add(new.sha256)
+        await self._audit("acmeAuthCertRegistrationSubmitted", "auth", now, certificate=new.sha256,
+                          request_id=record.get("id"), state=record.get("state"), decided_by=record.get("decided_by"))
+
+    async def _failed(self, usage: CertKind, step: str, e: GatewayError, now: datetime) -> None:
+        st = self.state[usage]
+        st.failures += 1
+        st.last_error = f"{step}: {e.message}"
+        st.next_attempt = now + self.policy.retry_delay(st.failures)
+        self._metrics.renewals.labels(usage, "failed").inc()
+        self._export(usage)
+        log.warning("certificate renewal failed", usage=usage, step=step, error=e.message, failures=st.failures,
+                    retry_at=st.next_attempt.isoformat())
+        await self._audit("acmeRenewalFailed", usage, now, ok=False, step=step, error=e.message,
+                          failures=st.failures, retry_at=st.next_attempt.isoformat())
+
+    def _succeeded(self, usage: CertKind, now: datetime, sha256: str, *, renewed: bool) -> None:
+        st = self.state[usage]
+        st.failures, st.next_attempt, st.last_error = 0, None, ""
+        if renewed:
+            st.last_renewed, st.last_sha256 = now, sha256
+            self._metrics.renewals.labels(usage, "succeeded").inc()
+        self._export(usage)
+
+    def _export(self, usage: CertKind) -> None:
+        st = self.state[usage]
+        self._metrics.failures.labels(usage).set(st.failures)
+        when = st.next_attempt or (None if st.expires is None else st.expires - self.policy.renew_before)
+        if when is not None:
+            self._metrics.next.labels(usage).set(when.timestamp())
+
+    # ---- readiness and the loop -------------------------------------------------------------------------
+
+    def check(self, now: datetime) -> Check:
+        """``cert_renewal``: a warning (still ready) while renewal fails or waits; failing once a certificate in
+        use has expired."""
+        parts, warning, ok = [], False, True
+        for usage in USAGES:
+            st = self.state[usage]
+            if st.expires is not None and st.expires <= now:
+                ok = False
+                parts.append(f"{usage}: the certificate in use expired at {st.expires.isoformat()}")
+            elif st.failures:
+                warning = True
+                retry = st.next_attempt.isoformat() if st.next_attempt else "soon"
+                parts.append(f"{usage}: renewal failing ({st.failures} attempts; {st.last_error}); next try "
+                             f"{retry}; the certificate expires {st.expires.isoformat() if st.expires else '?'}")
+            elif st.expires is not None:
+                parts.append(f"{usage}: renewal due {(st.expires - self.policy.renew_before).isoformat()}")
+        return Check(name="cert_renewal", ok=ok, warning=warning and ok,
+                     detail="; ".join(parts) or "not checked yet")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check every ``acme_check_seconds`` (sooner when a retry is due or :attr:`wakeup` is set)."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except GatewayError as e:
+                log.warning("certificate renewal check failed", error=e.message)
+            except Exception:
+                log.exception("certificate renewal check failed")
+            now = self.host.clock()
+            wait = self.check_interval
+            for st in self.state.values():
+                if st.next_attempt is not None:
+                    wait = min(wait, max((st.next_attempt - now).total_seconds(), 0.0))
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                waiter = asyncio.ensure_future(self.wakeup.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({waiter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+
+
+def token_key_of(state: model.TokenState, sha256: str) -> str:
+    return state.cert(sha256)[0].id
+
+
+def _member(identity: str) -> MemberId:
+    return MemberId.parse(identity, encoded=False)
+
+
+def _token_name(token: SoftToken | Pkcs11Token) -> str:
+    return "pkcs11" if isinstance(token, Pkcs11Token) else "software"
+
+
+__all__ = ["CertRenewer", "RenewalHost", "RenewalPolicy", "awaiting_registration", "due"]
