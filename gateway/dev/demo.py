@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
 from gateway.dev.idp import DevIdentityProvider, RunningIdentityProvider, TestCitizen, start_identity_provider
+from gateway.dev.pki.acme import AcmeServer, new_eab_key
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
@@ -121,6 +122,7 @@ class Federation:
     portal: DemoPortal | None = None  # the citizen portal and its identity provider (portal=True)
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
+    acme: AcmeServer | None = None  # the development CA's ACME endpoint (acme_validity=; docs/acme.md)
     _stopped: bool = False
 
     def server(self, code: str) -> SecurityServer:
@@ -344,6 +346,7 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> tuple[Path, DemoLock]:
 
 async def _issue_token_keys(
     ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+    validity: timedelta | None = None,
 ) -> dict[str, Any]:
     """The same with a software token (``key_store="token"``): a random PIN in ``token.pin`` (0600), keys
     generated in the token, certificates imported and activated. Returns the ``[server]`` token settings."""
@@ -363,7 +366,7 @@ async def _issue_token_keys(
     for kind, identity in pairs:
         entry = await token.generate_key(kind, now=now)
         csr = await token.csr(entry.id, server_id=server_id, name=name)
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now, validity=validity)
         imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
                                            ca_for=ca_finder([ca.ca_cert]), now=now)
         await token.activate(imported.sha256)
@@ -402,7 +405,8 @@ async def _create_admin_users(
     return path
 
 
-def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
+def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+                       validity: timedelta | None = None) -> None:
     """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
     private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path, Path], ...] = (
@@ -412,7 +416,7 @@ def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, 
     for kind, identity, key_path, cert_path in plan:
         key = keys.generate_private_key()
         csr = certprofile.build_csr(key, identity, kind=kind, name=name)
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now, validity=validity)
         keys.write_private_key(key_path, key)
         keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
 
@@ -431,6 +435,8 @@ async def start_federation(
     key_store: Literal["files", "token"] = "files",
     central_overrides: dict[str, Any] | None = None,
     portal: bool = False,
+    cert_validity: timedelta | None = None,
+    acme_validity: timedelta | None = None,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -440,6 +446,10 @@ async def start_federation(
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
     layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
+    ``cert_validity``: the lifetime of the servers' first certificates (default 730 days). ``acme_validity``
+    gives the development CA an ACME endpoint issuing certificates of that lifetime, and every server (which
+    needs ``key_store="token"``) an EAB key of its owner and the ``[server] acme_*`` settings, with its host name
+    ``<server code>.<instance>.test`` resolved to its own http-01 responder (docs/acme.md).
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -458,7 +468,15 @@ async def start_federation(
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
         ca = DevCA.init(workdir / "pki", name=f"{instance} Development CA", now=now)
-        pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock)
+        acme = None if acme_validity is None else AcmeServer(ca, validity=acme_validity)
+        responders: dict[str, SecurityServer] = {}  # ACME host name -> the server answering its http-01
+
+        def http01_target(identifier: str) -> tuple[str, int]:
+            ss = responders.get(identifier)
+            port = ss.renewal.responder.port if ss is not None and ss.renewal is not None else 9  # 9: discard
+            return "127.0.0.1", port
+
+        pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock, acme=acme, http01_target=http01_target)
         started: list[Any] = [pki]
         try:
             # (2) central server, and the trust anchors it publishes
@@ -503,9 +521,23 @@ async def start_federation(
                 files = KeyFiles(dir=workdir / code)
                 token_settings: dict[str, Any] = {}
                 if key_store == "token":
-                    token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                    token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock(),
+                                                             validity=cert_validity)
                 else:
-                    _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                    _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock(),
+                                       validity=cert_validity)
+                acme_identifier = f"{code}.{instance}.test".lower()
+                if acme is not None:
+                    if key_store != "token":
+                        raise ConfigError("ACME renewal needs key_store=\"token\"")
+                    eab = acme.add_eab(new_eab_key(spec.id.owner))
+                    eab_file = write_private_text(files.dir / "acme-eab.key", eab.hmac_b64 + "\n")
+                    assert pki.acme_directory_url is not None
+                    token_settings |= {
+                        "acme_directory_url": pki.acme_directory_url, "acme_eab_kid": eab.kid,
+                        "acme_eab_key_file": str(eab_file), "acme_identifier": acme_identifier,
+                        "acme_http01_host": "127.0.0.1", "acme_http01_port": 0,
+                    }
                 server_settings = ServerSettings(
                     id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
                     state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
@@ -518,6 +550,7 @@ async def start_federation(
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)
+                responders[acme_identifier] = ss
                 await ss.start()
                 servers[spec.id] = ss
                 started.append(ss)
@@ -549,7 +582,7 @@ async def start_federation(
                 workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
                 adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
                 admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
-                lock=lock,
+                lock=lock, acme=acme,
             )
             for ss in servers.values():
                 await ss.reload_serverconf()

@@ -198,9 +198,8 @@ class CertRenewer:
         assert self.host.token is not None
         return self.host.token
 
-    async def _audit(self, action: str, usage: CertKind, now: datetime, *, ok: bool = True,
-                     **details: Any) -> None:
-        entry = AuditEntry(at=now, actor=ACTOR, auth="none", remote="local", action=action, method="-",
+    async def _audit(self, action: str, usage: CertKind, *, ok: bool = True, **details: Any) -> None:
+        entry = AuditEntry(at=self.host.clock(), actor=ACTOR, auth="none", remote="local", action=action, method="-",
                            path=f"acme:{usage}", result="success" if ok else "failed", status=200 if ok else 500,
                            details={"usage": usage, **details})
         try:
@@ -211,9 +210,13 @@ class CertRenewer:
     # ---- one pass ---------------------------------------------------------------------------------------
 
     async def run_once(self, now: datetime | None = None) -> dict[CertKind, str]:
-        """Look at both usages as of ``now`` (default: the server's clock) and renew what is due; returns what
-        was done per usage (``renewed``, ``not-due``, ``retry-later``, ``failed``, ``awaiting-registration``,
-        ``registration-sent``, ``no-certificate``)."""
+        """Look at both usages as of ``now`` (default: the server's clock) and renew what is due.
+
+        ``now`` decides what is due and when to retry; the steps themselves (key creation, import checks, the
+        registration request's time, audit entries) use the server's clock. Returns what was done per usage:
+        ``renewed``, ``not-due``, ``retry-later``, ``failed``, ``awaiting-registration``, ``registration-sent``
+        or ``no-certificate``.
+        """
         async with self._lock:
             out: dict[CertKind, str] = {}
             for usage in USAGES:
@@ -240,11 +243,11 @@ class CertRenewer:
                     self._export(usage)
                     return "awaiting-registration"
                 try:
-                    await self._register(waiting, current, now)
+                    await self._register(waiting, current)
                 except GatewayError as e:
                     await self._failed(usage, "register", e, now)
                     return "failed"
-                self._succeeded(usage, now, waiting.sha256, renewed=False)
+                self._succeeded(usage, now, waiting.sha256, renewed=True)  # the renewal's last step, done now
                 return "registration-sent"
         if not due(current[1], self.policy, now):
             self._export(usage)
@@ -265,7 +268,7 @@ class CertRenewer:
         server_id = self.host.server_id
         old = current[1]
         self._metrics.renewals.labels(usage, "attempted").inc()
-        await self._audit("acmeRenewalStarted", usage, now, certificate=old.sha256,
+        await self._audit("acmeRenewalStarted", usage, certificate=old.sha256,
                           not_after=old.not_after.isoformat(), identifier=self.identifier)
         step = "generate-key"
         try:
@@ -273,8 +276,8 @@ class CertRenewer:
             state = await token.state()
             key = next((k for k in state.keys if k.usage == usage and k.label == KEY_LABEL and not k.certs), None)
             if key is None:
-                key = await token.generate_key(usage, label=KEY_LABEL, now=now)
-                await self._audit("acmeKeyGenerated", usage, now, key_id=key.id, token=_token_name(token))
+                key = await token.generate_key(usage, label=KEY_LABEL, now=self.host.clock())
+                await self._audit("acmeKeyGenerated", usage, key_id=key.id, token=_token_name(token))
             # (2) its CSR, for the identity the current certificate names
             step = "csr"
             identity = old.identity
@@ -283,9 +286,9 @@ class CertRenewer:
             # (3) the ACME order
             step = "acme-order"
             cert = await obtain_certificate(self.account, identifier=self.identifier, csr=csr,
-                                            responder=self.responder, now=now)
+                                            responder=self.responder, now=self.host.clock())
             sha256 = keys.cert_sha256_hex(cert)
-            await self._audit("acmeCertificateIssued", usage, now, certificate=sha256,
+            await self._audit("acmeCertificateIssued", usage, certificate=sha256,
                               not_after=cert.not_valid_after_utc.isoformat(), serial=f"{cert.serial_number:X}")
             # (4) imported with the token's checks, (5) activated
             step = "import"
@@ -293,15 +296,15 @@ class CertRenewer:
             if conf is None:
                 raise ConfigError("no global configuration: the new certificate's CA cannot be checked")
             entry = await token.import_cert(keys.cert_pem(cert).encode("ascii"), server_id=server_id,
-                                            ca_for=conf.ca_for, members=(member,), now=now)
+                                            ca_for=conf.ca_for, members=(member,), now=self.host.clock())
             step = "activate"
             await token.activate(entry.sha256)
-            await self._audit("acmeCertificateActivated", usage, now, certificate=entry.sha256,
+            await self._audit("acmeCertificateActivated", usage, certificate=entry.sha256,
                               previous=old.sha256)
             if usage == "auth":
                 # (6) registered centrally; TLS switches once a global configuration lists it
                 step = "register"
-                await self._register(entry, current, now)
+                await self._register(entry, current)
             step = "reload"
             await self.host.keys_changed()
         except GatewayError as e:
@@ -311,20 +314,23 @@ class CertRenewer:
         log.info("certificate renewed over ACME", usage=usage, sha256=entry.sha256, previous=old.sha256)
         return entry.sha256
 
-    async def _register(self, new: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry],
-                        now: datetime) -> None:
+    async def _register(self, new: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry]) -> None:
         """Submit the registration of ``new``, co-signed with the certificate in use (a renewal)."""
         token = self.host.token
         assert token is not None
         new_key = await token.private_key(token_key_of(await token.state(), new.sha256))
         old_key = await token.private_key(current[0].id)
-        try:
+        conf = self.host.conf()
+        entry = None if conf is None else conf.server(self.host.server_id)
+        try:  # the address stays the one registered now
             record = await regclient.send(self.host.settings, "auth_cert_reg", key=new_key, cert=new.certificate,
-                                          now=now, renewal_key=old_key, renewal_cert=current[1].certificate)
+                                          now=self.host.clock(), renewal_key=old_key,
+                                          renewal_cert=current[1].certificate,
+                                          address=None if entry is None else entry.address)
         except Conflict as e:  # sent before (e.g. by this job before a restart): the central server has it
             record = {"state": "submitted", "detail": e.message}
         self.state["auth"].submitted.add(new.sha256)
-        await self._audit("acmeAuthCertRegistrationSubmitted", "auth", now, certificate=new.sha256,
+        await self._audit("acmeAuthCertRegistrationSubmitted", "auth", certificate=new.sha256,
                           request_id=record.get("id"), state=record.get("state"), decided_by=record.get("decided_by"))
 
     async def _failed(self, usage: CertKind, step: str, e: GatewayError, now: datetime) -> None:
@@ -336,7 +342,7 @@ class CertRenewer:
         self._export(usage)
         log.warning("certificate renewal failed", usage=usage, step=step, error=e.message, failures=st.failures,
                     retry_at=st.next_attempt.isoformat())
-        await self._audit("acmeRenewalFailed", usage, now, ok=False, step=step, error=e.message,
+        await self._audit("acmeRenewalFailed", usage, ok=False, step=step, error=e.message,
                           failures=st.failures, retry_at=st.next_attempt.isoformat())
 
     def _succeeded(self, usage: CertKind, now: datetime, sha256: str, *, renewed: bool) -> None:

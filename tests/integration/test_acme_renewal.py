@@ -1,0 +1,210 @@
+"""Certificate renewal over ACME on a running federation (real TLS, SQLite, the development CA's ACME endpoint).
+
+- under continuous traffic, the signing and the authentication certificates of both servers renew themselves
+  (the renewal's ``now`` is a parameter: the job is asked as of a time inside the renewal window, the CA issues
+  as of real time); no exchange fails; the peer verifies with the new signing certificates at once; the new
+  authentication certificate is registered through an automatically approved renewal request and used in TLS
+  only after a global configuration lists it;
+- the background job renews by itself certificates that are due at start;
+- a failing renewal is audited, counted, retried with back-off and shown as a readiness warning, then succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from exchange_kit import PROBE, Probe, call, probed_federation
+from waiting import wait_for_condition
+
+from gateway.admin.schema import Page
+from gateway.central import registration
+from gateway.dev.demo import Federation
+from gateway.server.renewal import ACTOR
+from gateway.server.runtime import SecurityServer
+from gateway.trust import keys
+
+FIRST_VALIDITY = timedelta(minutes=30)  # the servers' first certificates
+ACME_VALIDITY = timedelta(hours=2)  # what the CA's ACME endpoint issues
+RENEW_BEFORE_DAYS = 20 / 1440  # 20 minutes: the first certificates are not due at start
+
+
+def federation(tmp_path: Path, *, renew_before_days: float = RENEW_BEFORE_DAYS, **server: Any) -> Any:
+    return probed_federation(
+        tmp_path / "fed", key_store="token", adapters_at_probe=True, cert_validity=FIRST_VALIDITY,
+        acme_validity=ACME_VALIDITY, central_overrides={"auto_approve_auth_renewal": True},
+        server_overrides={"acme_renew_before_days": renew_before_days, "acme_retry_seconds": 1.0,
+                          "acme_retry_max_seconds": 4.0, **server},
+    )
+
+
+@pytest_asyncio.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Federation, Probe]]:
+    async with federation(tmp_path) as (fed, probe):
+        yield fed, probe
+
+
+def sign_sha(server: SecurityServer) -> str:
+    assert server.context is not None
+    return keys.cert_sha256_hex(server.context.signer.cert)
+
+
+def auth_sha(server: SecurityServer) -> str:
+    assert server.context is not None
+    return keys.cert_sha256_hex(server.context.auth_cert)
+
+
+async def presented_auth_cert(client: SecurityServer, provider: SecurityServer) -> str:
+    """The fingerprint of the certificate ``provider`` presents on a new mutual TLS connection from ``client``."""
+    host, port = provider.server_address.rsplit(":", 1)
+    ctx: ssl.SSLContext = client._peer_ssl[0]
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return keys.cert_sha256_hex(keys.load_certificate(der))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def audit_actions(server: SecurityServer) -> list[str]:
+    entries, _total = await server.admin_store.list_audit(Page(limit=500), actor=ACTOR)
+    return [e.action for e in entries]
+
+
+async def test_sign_and_auth_certificates_renew_under_traffic(world: tuple[Federation, Probe]) -> None:
+    fed, probe = world
+    ss1, ss2 = fed.server("ss1"), fed.server("ss2")
+    servers = (ss1, ss2)
+    old_sign = {s.server_id: sign_sha(s) for s in servers}
+    old_auth = {s.server_id: auth_sha(s) for s in servers}
+    statuses: list[int] = []
+    switched, flowing = asyncio.Event(), asyncio.Event()
+
+    async def traffic(worker: int) -> None:
+        after = 0
+        for i in range(2000):  # bounded: until 20 exchanges after the last switch, at most 2000 each
+            statuses.append((await call(ss1, f"{PROBE}/w{worker}/{i}")).status)
+            if len(statuses) >= 20:
+                flowing.set()
+            if switched.is_set():
+                after += 1
+                if after >= 20:
+                    return
+
+    workers = [asyncio.create_task(traffic(w)) for w in range(4)]
+    try:
+        await flowing.wait()
+        # (1) nothing is due now: the job leaves both certificates alone
+        for s in servers:
+            assert s.renewal is not None
+            assert await s.renewal.run_once() == {"sign": "not-due", "auth": "not-due"}
+        # (2) as of 15 minutes later (inside the 20-minute window) both renew, under traffic
+        for s in servers:
+            assert s.renewal is not None
+            done = await s.renewal.run_once(s.clock() + timedelta(minutes=15))
+            assert done == {"sign": "renewed", "auth": "renewed"}, s.renewal.state
+            # signing: the new certificate signs at once; the old one stays active until it expires
+            assert sign_sha(s) == s.renewal.state["sign"].last_sha256 != old_sign[s.server_id]
+            assert s.token is not None
+            _key, old_entry = (await s.token.state()).cert(old_sign[s.server_id])
+            assert old_entry.active
+            # authentication: registered through an approved renewal request, not used before it is published
+            assert auth_sha(s) == old_auth[s.server_id]
+        approved = await registration.list_requests(fed.central.engine, state="approved")
+        renewals = [r for r in approved if r.decided_by == registration.AUTO_RENEWAL_OFFICER]
+        assert {r.auth_cert_sha256 for r in renewals} == {s.renewal.state["auth"].last_sha256 for s in servers
+                                                         if s.renewal is not None}
+        assert await presented_auth_cert(ss1, ss2) == old_auth[ss2.server_id]
+        # (3) the next global configuration lists them: TLS switches (new connections), exchanges go on
+        await fed.publish_and_refresh()
+        for s in servers:
+            await wait_for_condition(lambda s=s: s.renewal is not None and auth_sha(s) == s.renewal.state["auth"]
+                                     .last_sha256, timeout=10, what=f"{s.server_id} switches TLS to the new cert")
+        assert ss2.renewal is not None
+        assert await presented_auth_cert(ss1, ss2) == ss2.renewal.state["auth"].last_sha256
+        await ss1.context.peers.close()  # type: ignore[union-attr]  # pooled connections end: new handshakes
+        switched.set()
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    assert statuses and set(statuses) == {200}, [x for x in statuses if x != 200]
+    assert len(probe.seen) == len(statuses)
+    # the provider verified the consumer's request with the consumer's new signing certificate
+    assert ss2.context is not None
+    tail = max(0, 2 * len(statuses) - 40)  # the provider logs a request and a response per exchange
+    recs = [r.decode() for r in await ss2.messagelog.read(ss2.context.origin, start=tail, limit=1000)]
+    assert recs
+    last_req = next(r for r in reversed(recs) if r.kind == "request")
+    last_resp = next(r for r in reversed(recs) if r.kind == "response")
+    assert keys.cert_sha256_hex(keys.load_certificate(last_req.signing_cert)) == sign_sha(ss1)
+    assert keys.cert_sha256_hex(keys.load_certificate(last_resp.signing_cert)) == sign_sha(ss2)
+    # every step is in the audit log and in the metrics
+    actions = await audit_actions(ss1)
+    for action in ("acmeRenewalStarted", "acmeKeyGenerated", "acmeCertificateIssued", "acmeCertificateActivated",
+                   "acmeAuthCertRegistrationSubmitted"):
+        assert action in actions, actions
+    reg = ss1.metrics.registry
+    for usage in ("sign", "auth"):
+        labels = {"usage": usage, "outcome": "succeeded"}
+        assert reg.get_sample_value("gateway_cert_renewals_total", labels) == 1
+        assert reg.get_sample_value("gateway_cert_renewals_total", {**labels, "outcome": "failed"}) == 0
+    assert ss1.health is not None
+    check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
+    assert check.ok and not check.warning, check
+
+
+async def test_the_job_renews_due_certificates_by_itself(tmp_path: Path) -> None:
+    # renew 40 minutes before expiry: the first certificates (30 minutes) are due at start, the renewed (2 h) not
+    async with federation(tmp_path, renew_before_days=40 / 1440) as (fed, _probe):
+        ss1 = fed.server("ss1")
+        assert ss1.renewal is not None
+        await wait_for_condition(lambda: ss1.renewal is not None and ss1.renewal.state["sign"].last_renewed
+                                 is not None and ss1.renewal.state["auth"].last_renewed is not None,
+                                 timeout=30, what="the job renews both certificates")
+        assert sign_sha(ss1) == ss1.renewal.state["sign"].last_sha256
+        assert ss1.renewal.state["sign"].expires is not None
+        # the renewed certificates are not due: the next pass does nothing
+        done = await ss1.renewal.run_once()
+        assert done["sign"] == "not-due" and done["auth"] in ("awaiting-registration", "not-due"), done
+        assert (await call(ss1, f"{PROBE}/after")).status == 200
+
+
+async def test_a_failing_renewal_is_retried_with_back_off_and_shown(world: tuple[Federation, Probe]) -> None:
+    fed, _probe = world
+    ss1 = fed.server("ss1")
+    renewal = ss1.renewal
+    assert renewal is not None and fed.acme is not None and ss1.health is not None
+    later = ss1.clock() + timedelta(minutes=15)
+    # the CA forgets the EAB key: the order is refused
+    saved = dict(fed.acme.eab)
+    fed.acme.eab.clear()
+    done = await renewal.run_once(later)
+    assert done["sign"] == "failed"
+    st = renewal.state["sign"]
+    assert st.failures == 1 and "unauthorized" in st.last_error and st.next_attempt is not None
+    assert st.next_attempt - later == timedelta(seconds=1)
+    assert (await renewal.run_once(later))["sign"] == "retry-later"  # back-off: not before next_attempt
+    check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
+    assert check.ok and check.warning and "renewal failing" in check.detail
+    assert check.to_dict()["warning"] is True
+    done = await renewal.run_once(later + timedelta(seconds=1))
+    assert done["sign"] == "failed" and st.failures == 2
+    assert st.next_attempt == later + timedelta(seconds=1) + timedelta(seconds=2)  # doubled
+    reg = ss1.metrics.registry
+    assert reg.get_sample_value("gateway_cert_renewals_total", {"usage": "sign", "outcome": "failed"}) == 2
+    assert reg.get_sample_value("gateway_cert_renewal_failures", {"usage": "sign"}) == 2
+    assert "acmeRenewalFailed" in await audit_actions(ss1)
+    # the CA takes the key again: the next try succeeds, the warning goes
+    fed.acme.eab.update(saved)
+    done = await renewal.run_once(later + timedelta(seconds=10))
+    assert done["sign"] == "renewed" and st.failures == 0
+    check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
+    assert check.ok and not check.warning
+    assert (await call(ss1, f"{PROBE}/renewed")).status == 200
