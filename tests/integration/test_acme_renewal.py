@@ -63,7 +63,7 @@ async def presented_auth_cert(client: SecurityServer, provider: SecurityServer) 
     """The fingerprint of the certificate ``provider`` presents on a new mutual TLS connection from ``client``."""
     host, port = provider.server_address.rsplit(":", 1)
     ctx: ssl.SSLContext = client._peer_ssl[0]
-    reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
+    _reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         return keys.cert_sha256_hex(keys.load_certificate(der))
