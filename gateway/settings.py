@@ -39,6 +39,10 @@ class PkiSettings:
     tsa_port: int = 8889
     cert_validity_days: int = 730  # days; issued authentication and signing certificates
     ocsp_validity_seconds: int = 3600  # seconds; nextUpdate of OCSP responses; X-Road's freshness default
+    # the ACME endpoint (RFC 8555, docs/acme.md): -1 (the default) switches it off; 0 picks a free port
+    acme_port: int = -1
+    acme_validity_days: float = 90.0  # days; certificates issued over ACME (as Let's Encrypt's)
+    acme_http01_port: int = 80  # the port of the security server's host name that http-01 validation fetches
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,12 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from josepy.jwa import ES256, HS256
 from josepy.jwk import JWKEC, JWKOct
 
+from gateway.cli import main
 from gateway.dev.pki.acme import AcmeServer, EabKey, new_eab_key
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
-from gateway.errors import PeerError
+from gateway.errors import ConfigError, PeerError
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.server.acmeclient import AcmeAccount, Http01Responder, obtain_certificate
+from gateway.server.acmeclient import AcmeAccount, Http01Responder, obtain_certificate, read_eab_key
 from gateway.trust import certprofile, keys
 
 MEMBER = MemberId.parse("DEV/GOV/1001")
@@ -286,3 +291,56 @@ async def test_client_reports_what_went_wrong(world: World, monkeypatch: pytest.
     with pytest.raises(PeerError, match=expected):
         await obtain_certificate(world.account(), identifier=identifier, csr=csr, responder=world.responder,
                                  now=datetime.now(UTC))
+
+
+async def test_cli_issues_eab_keys_and_serve_runs_the_acme_endpoint(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    ca_dir, key_file = tmp_path / "ca", tmp_path / "eab.key"
+    assert main(["pki", "init", "--dir", str(ca_dir), "--name", "CLI CA"]) == 0
+    assert main(["pki", "acme-eab", "--dir", str(ca_dir), "--member", str(MEMBER), "--key-out", str(key_file)]) == 0
+    kid = next(line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("EAB key id"))
+    assert (ca_dir / "acme-eab.json").stat().st_mode & 0o777 == 0o600
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert main(["pki", "acme-eab", "--dir", str(ca_dir), "--member", "DEV/GOV/bad/x/y", "--key-out",
+                 str(tmp_path / "x")]) == 1  # not a member identifier: refused, nothing written
+    assert "Client.InvalidClientIdentifier" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    responder = Http01Responder()
+    await responder.start("127.0.0.1", 0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_PKI__ACME_HTTP01_PORT": str(responder.port)}
+    env.pop("GATEWAY_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        Path(sys.executable).with_name("gateway"), "pki", "serve", "--dir", str(ca_dir), "--host", "127.0.0.1",
+        "--ocsp-port", "0", "--tsa-port", "0", "--acme-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() for _ in range(3)]
+        assert lines[2].startswith("ACME directory: http://127.0.0.1:"), lines
+        account = AcmeAccount(directory_url=lines[2].split(": ", 1)[1], eab_kid=kid,
+                              eab_hmac_key=read_eab_key(str(key_file)), key=keys.generate_private_key())
+        _key, csr = _csr("sign", MEMBER)
+        cert = await obtain_certificate(account, identifier="localhost", csr=csr, responder=responder,
+                                        now=datetime.now(UTC))
+        assert certprofile.identity_of(cert) == ("sign", MEMBER)
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        assert timedelta(days=90) < life <= timedelta(days=90, minutes=5)  # [pki] acme_validity_days
+        assert DevCA.load(ca_dir).status(cert.serial_number).kind == "sign"  # in the index, for OCSP
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await responder.close()
+
+
+async def test_eab_key_file_must_be_private_and_well_formed(tmp_path: Path) -> None:
+    path = tmp_path / "eab.key"
+    for text, mode, message in (("c2VjcmV0c2VjcmV0c2VjcmV0\n", 0o644, "readable by others"),
+                                ("\n", 0o600, "is empty"), ("not base64!\n", 0o600, "not a base64url HMAC key"),
+                                ("c2hvcnQ\n", 0o600, "fewer than 16")):
+        path.write_text(text)
+        path.chmod(mode)
+        with pytest.raises(ConfigError, match=message):
+            read_eab_key(str(path))
+    with pytest.raises(ConfigError, match="acme_eab_key_file"):
+        read_eab_key(str(tmp_path / "missing"))

@@ -47,12 +47,14 @@ import base64
 import binascii
 import hmac
 import json
+import os
 import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from cryptography import x509
@@ -63,6 +65,7 @@ from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from gateway.dev.pki.ca import DevCA
 from gateway.errors import GatewayError, PkiError
+from gateway.files import write_private_text
 from gateway.identifiers import MemberId, SecurityServerId
 from gateway.trust import certprofile, keys
 
@@ -137,6 +140,44 @@ class EabKey:
 def new_eab_key(member: MemberId) -> EabKey:
     """A fresh EAB key id and 256-bit HMAC key for ``member``."""
     return EabKey(kid=f"eab-{secrets.token_hex(8)}", member=member, hmac_key=secrets.token_bytes(32))
+
+
+EAB_FILE = "acme-eab.json"  # in the CA directory, mode 0600: {kid: {"member": ..., "hmac_key": base64url}}
+
+
+def load_eab(directory: Path) -> dict[str, EabKey]:
+    """The EAB keys kept in ``directory`` (none if the file does not exist).
+
+    Raises:
+        PkiError: the file is unreadable or malformed.
+    """
+    path = directory / EAB_FILE
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_bytes())
+        return {kid: EabKey(kid=kid, member=MemberId.parse(v["member"], encoded=False),
+                            hmac_key=_unb64(v["hmac_key"], "hmac_key"))
+                for kid, v in doc["keys"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, GatewayError, AcmeProblem) as e:
+        raise PkiError(f"{path} cannot be loaded: {e}") from e
+
+
+def issue_eab(directory: Path, member: MemberId) -> EabKey:
+    """A new EAB key for ``member``, added to ``directory``'s key file (written 0600, atomically).
+
+    Raises:
+        PkiError: the existing file is malformed.
+        OSError: it cannot be written.
+    """
+    keys_ = load_eab(directory)
+    key = new_eab_key(member)
+    keys_[key.kid] = key
+    doc = {"keys": {k.kid: {"member": str(k.member), "hmac_key": k.hmac_b64} for k in keys_.values()}}
+    tmp = directory / f".{EAB_FILE}.tmp"
+    write_private_text(tmp, json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, directory / EAB_FILE)
+    return key
 
 
 def _b64(data: bytes) -> str:
@@ -262,13 +303,14 @@ class AcmeServer:
     """
 
     def __init__(self, ca: DevCA, *, eab: Mapping[str, EabKey] | None = None, validity: timedelta,
-                 base_url: str = "") -> None:
+                 base_url: str = "", eab_dir: Path | None = None) -> None:
         if validity <= timedelta(0):
             raise PkiError(f"ACME certificate validity {validity} is not positive")
         self.ca = ca
         self.validity = validity
         self.base_url = base_url.rstrip("/")
         self.eab: dict[str, EabKey] = dict(eab or {})
+        self.eab_dir = eab_dir  # keys issued there by `gateway pki acme-eab` are read at each newAccount
         self._nonces: OrderedDict[str, None] = OrderedDict()
         self._accounts: dict[str, _Account] = {}
         self._by_thumbprint: dict[str, str] = {}
@@ -447,6 +489,11 @@ class AcmeServer:
         if ih.get("url") != self.url("new-account"):
             raise AcmeProblem("unauthorized", "externalAccountBinding url is not the newAccount URL")
         eab_kid = ih.get("kid")
+        if self.eab_dir is not None and isinstance(eab_kid, str) and eab_kid not in self.eab:
+            try:
+                self.eab.update(load_eab(self.eab_dir))
+            except PkiError as e:
+                raise AcmeProblem("serverInternal", f"the CA's EAB keys cannot be read: {e.message}") from e
         key = self.eab.get(eab_kid) if isinstance(eab_kid, str) else None
         if key is None:
             raise AcmeProblem("unauthorized", f"externalAccountBinding kid {str(ih.get('kid'))[:80]!r} is not an "
