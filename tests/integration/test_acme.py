@@ -344,3 +344,13 @@ async def test_eab_key_file_must_be_private_and_well_formed(tmp_path: Path) -> N
             read_eab_key(str(path))
     with pytest.raises(ConfigError, match="acme_eab_key_file"):
         read_eab_key(str(tmp_path / "missing"))
+
+
+async def test_http01_responder_port_taken_is_a_config_error() -> None:
+    first = Http01Responder()
+    await first.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError, match=f"acme_http01_port: cannot listen on 127.0.0.1:{first.port}"):
+            await Http01Responder().start("127.0.0.1", first.port)
+    finally:
+        await first.close()

@@ -1,0 +1,85 @@
+"""The renewal rules (pure): when a certificate is due, the back-off table, which authentication certificate
+waits for its registration, and the settings that are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.server.renewal import CertRenewer, RenewalHost, RenewalPolicy, awaiting_registration, due
+from gateway.settings import ServerSettings, Settings
+from gateway.token.model import CertEntry, KdfParams, KeyEntry, TokenState
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def policy(**server: object) -> RenewalPolicy:
+    return RenewalPolicy.from_settings(Settings(server=ServerSettings(**server)))  # type: ignore[arg-type]
+
+
+def cert(sha: str, *, not_before: datetime, days: float, state: str = "active") -> CertEntry:
+    return CertEntry(sha256=sha, pem="", kind="auth", identity="DEV/GOV/1001/ss1", not_before=not_before,
+                     not_after=not_before + timedelta(days=days), state=state, imported_at=not_before)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("days_left", "expected"), [(31, False), (30.001, False), (30, True), (1, True), (-1, True)])
+def test_a_certificate_is_due_within_renew_before_days(days_left: float, expected: bool) -> None:
+    entry = cert("a", not_before=NOW - timedelta(days=100), days=100 + days_left)
+    assert due(entry, policy(), NOW) is expected
+
+
+@pytest.mark.parametrize(("failures", "seconds"), [(1, 60), (2, 120), (3, 240), (6, 1920), (7, 3600), (50, 3600)])
+def test_retry_back_off_doubles_up_to_the_maximum(failures: int, seconds: int) -> None:
+    assert policy().retry_delay(failures) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("acme_renew_before_days", 0.0, "acme_renew_before_days = 0.0 must be positive"),
+    ("acme_check_seconds", -1.0, "acme_check_seconds = -1.0 must be positive"),
+    ("acme_retry_seconds", 0.0, "acme_retry_seconds = 0.0 must be positive"),
+    ("acme_retry_max_seconds", 10.0, "acme_retry_max_seconds = 10.0 is below acme_retry_seconds = 60.0"),
+])
+def test_bad_renewal_settings_are_refused(key: str, value: float, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        policy(**{key: value})
+
+
+def test_an_unregistered_newer_auth_certificate_awaits_registration() -> None:
+    old = cert("old", not_before=NOW - timedelta(days=10), days=20)
+    new = cert("new", not_before=NOW - timedelta(hours=1), days=90)
+    key = KeyEntry(id="k", usage="auth", key_type="ec-p256", label="", created_at=NOW, certs=(old, new))
+    state = TokenState(kdf=KdfParams(salt=b"0" * 16), verifier="", keys=(key,))
+    assert awaiting_registration(state, {"old"}, NOW) == new
+    assert awaiting_registration(state, {"old", "new"}, NOW) is None  # listed: in use, nothing waits
+    assert awaiting_registration(state, None, NOW) is None  # no configuration yet: nothing to compare with
+    retired = dataclasses.replace(key, certs=(old, dataclasses.replace(new, state="inactive")))
+    assert awaiting_registration(dataclasses.replace(state, keys=(retired,)), {"old"}, NOW) is None
+
+
+async def _host(settings: Settings, token: object) -> RenewalHost:
+    from prometheus_client import CollectorRegistry
+
+    async def nothing(*_a: object) -> bool:
+        return False
+
+    return RenewalHost(settings=settings, server_id=None, token=token, device=None,  # type: ignore[arg-type]
+                       conf=lambda: None, registered=lambda: None, audit=nothing, keys_changed=nothing,
+                       clock=lambda: NOW, registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize(("server", "with_token", "message"), [
+    ({}, False, "needs the keys in a token"),
+    ({"acme_eab_kid": "eab-1"}, True, "needs acme_eab_kid and acme_eab_key_file"),
+    ({"acme_eab_key_file": "/nonexistent"}, True, "needs acme_eab_kid and acme_eab_key_file"),
+    ({"acme_eab_kid": "eab-1", "acme_eab_key_file": "/nonexistent/eab.key"}, True, "acme_eab_key_file"),
+])
+async def test_acme_settings_that_cannot_work_stop_the_server(tmp_path: Path, server: dict[str, object],
+                                                              with_token: bool, message: str) -> None:
+    settings = Settings(server=ServerSettings(acme_directory_url="http://ca.invalid/acme/directory",
+                                              state_dir=str(tmp_path), **server))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        await CertRenewer.open(await _host(settings, object() if with_token else None))
