@@ -18,7 +18,7 @@ Rules (docs/acme.md):
 - An authentication certificate that waits for its registration is not renewed again; its registration request
   is sent again (with back-off) until the central server has it.
 - Every step is an audit entry (actor ``acme``) and the attempts are counted
-  (``gateway_cert_renewals_total{usage,outcome}``, ``gateway_cert_renewal_next_seconds``,
+  (``gateway_cert_renewals_total{usage,outcome}``, ``gateway_cert_renewal_next_timestamp_seconds``,
   ``gateway_cert_renewal_failures``). Readiness (``cert_renewal``) passes with a warning while renewal fails
   and fails only once a certificate in use has expired.
 """
@@ -120,7 +120,7 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.renewals = Counter("gateway_cert_renewals", "Certificate renewals over ACME, by usage and outcome "
                                 "(attempted, succeeded, failed)", ["usage", "outcome"], registry=registry)
-        self.next = Gauge("gateway_cert_renewal_next_seconds", "Unix time of the next renewal attempt of the "
+        self.next = Gauge("gateway_cert_renewal_next_timestamp_seconds", "Unix time of the next renewal attempt of the "
                           "certificate in use, by usage", ["usage"], registry=registry)
         self.failures = Gauge("gateway_cert_renewal_failures", "Consecutive failed renewal attempts, by usage",
                               ["usage"], registry=registry)

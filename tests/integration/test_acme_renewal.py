@@ -12,12 +12,16 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 from exchange_kit import PROBE, Probe, call, probed_federation
 from waiting import wait_for_condition
@@ -70,6 +74,20 @@ async def presented_auth_cert(client: SecurityServer, provider: SecurityServer) 
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def dashboard(fed: Federation, server: SecurityServer) -> str:
+    """The HTML of the server's web dashboard, as its demo admin user sees it."""
+    assert fed.admin_credentials is not None
+    creds = json.loads(fed.admin_credentials.read_text())["servers"][str(server.server_id)]
+    async with aiohttp.ClientSession(server.admin_url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get("/ui/login") as resp:
+            token = re.search(r'name="_csrf" value="([^"]+)"', await resp.text())
+        assert token is not None
+        async with http.post("/ui/login", data={"_csrf": token.group(1), "username": creds["username"],
+                                                "password": creds["password"], "next": "/ui/dashboard"}) as resp:
+            assert resp.status == 200
+            return html.unescape(await resp.text())
 
 
 async def audit_actions(server: SecurityServer) -> list[str]:
@@ -194,6 +212,10 @@ async def test_a_failing_renewal_is_retried_with_back_off_and_shown(world: tuple
     check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
     assert check.ok and check.warning and "renewal failing" in check.detail
     assert check.to_dict()["warning"] is True
+    page = await dashboard(fed, ss1)  # the web interface's dashboard shows it
+    assert re.search(r"<td>cert_renewal</td><td><strong class=\"bad\">passes, with a warning</strong></td>"
+                     r"<td>sign: renewal failing \(1 attempts; acme-order: the ACME server refused: "
+                     r"urn:ietf:params:acme:error:unauthorized", page), page
     done = await renewal.run_once(later + timedelta(seconds=1))
     assert done["sign"] == "failed" and st.failures == 2
     assert st.next_attempt == later + timedelta(seconds=1) + timedelta(seconds=2)  # doubled
