@@ -123,6 +123,8 @@ class Federation:
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
     acme: AcmeServer | None = None  # the development CA's ACME endpoint (acme_validity=; docs/acme.md)
+    # ACME host name -> the server whose http-01 responder answers for it (a test may put a restarted one in)
+    acme_hosts: dict[str, SecurityServer] = field(default_factory=dict)
     _stopped: bool = False
 
     def server(self, code: str) -> SecurityServer:
@@ -582,7 +584,7 @@ async def start_federation(
                 workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
                 adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
                 admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
-                lock=lock, acme=acme,
+                lock=lock, acme=acme, acme_hosts=responders,
             )
             for ss in servers.values():
                 await ss.reload_serverconf()

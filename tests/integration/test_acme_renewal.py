@@ -6,12 +6,15 @@
   authentication certificate is registered through an automatically approved renewal request and used in TLS
   only after a global configuration lists it;
 - the background job renews by itself certificates that are due at start;
-- a failing renewal is audited, counted, retried with back-off and shown as a readiness warning, then succeeds.
+- a failing renewal is audited, counted, retried with back-off and shown as a readiness warning (and on the web
+  dashboard), then succeeds;
+- a signing key on a PKCS#11 device (SoftHSM2) is renewed with a new key generated on the device.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import re
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hsm_kit
 import pytest_asyncio
 from exchange_kit import PROBE, Probe, call, probed_federation
 from waiting import wait_for_condition
@@ -31,6 +35,7 @@ from gateway.central import registration
 from gateway.dev.demo import Federation
 from gateway.server.renewal import ACTOR
 from gateway.server.runtime import SecurityServer
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.trust import keys
 
 FIRST_VALIDITY = timedelta(minutes=30)  # the servers' first certificates
@@ -230,3 +235,52 @@ async def test_a_failing_renewal_is_retried_with_back_off_and_shown(world: tuple
     check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
     assert check.ok and not check.warning
     assert (await call(ss1, f"{PROBE}/renewed")).status == 200
+
+
+async def test_signing_key_on_a_pkcs11_device_is_renewed_on_the_device(tmp_path: Path) -> None:
+    hsm = hsm_kit.setup(tmp_path / "softhsm")
+    device = hsm_kit.new_device(hsm)
+    async with federation(tmp_path) as (fed, _probe):
+        ss1 = fed.server("ss1")
+        # the signing key moves to the device (as an operator does), with a certificate of the first validity
+        token = Pkcs11Token(device.library, device.label, sessions=1)
+        await token.login(hsm_kit.USER_PIN)
+        try:
+            key = await token.generate_key("sign", now=ss1.clock())
+            csr = await token.csr(key.id, server_id=ss1.server_id)
+            cert = fed.ca.issue(csr, kind="sign", expected_identity=ss1.server_id.owner, now=ss1.clock(),
+                                validity=FIRST_VALIDITY)
+            conf = ss1.globalconf.current
+            assert conf is not None
+            first = await token.import_cert(keys.cert_pem(cert).encode(), server_id=ss1.server_id,
+                                            ca_for=conf.ca_for, now=ss1.clock())
+            await token.activate(first.sha256)
+        finally:
+            token.close()
+        pin_file = tmp_path / "device.pin"
+        pin_file.write_text(hsm_kit.USER_PIN + "\n")
+        pin_file.chmod(0o600)
+        await ss1.stop()
+        settings = dataclasses.replace(ss1.settings, server=dataclasses.replace(
+            ss1.settings.server, client_port=0, client_https_port=-1, server_port=0, admin_port=0, ops_port=0,
+            pkcs11_library=device.library, pkcs11_token_label=device.label, pkcs11_pin_file=str(pin_file)))
+        hsm_ss1 = SecurityServer(settings, clock=ss1.clock)
+        await hsm_ss1.start()
+        try:
+            fed.acme_hosts[hsm_ss1.settings.server.acme_identifier] = hsm_ss1
+            assert hsm_ss1.renewal is not None and hsm_ss1.device is not None
+            assert sign_sha(hsm_ss1) == first.sha256
+            done = await hsm_ss1.renewal.run_once(hsm_ss1.clock() + timedelta(minutes=15))
+            assert done["sign"] == "renewed", hsm_ss1.renewal.state
+            new = hsm_ss1.renewal.state["sign"].last_sha256
+            assert sign_sha(hsm_ss1) == new != first.sha256
+            # the new key and certificate are on the device, not in the software token
+            state = await hsm_ss1.device.state()
+            on_device = {c.sha256: k for k in state.keys for c in k.certs}
+            assert new in on_device and on_device[new].label == "acme-renewal"
+            assert hsm_ss1.token is not None
+            assert new not in {c.sha256 for k in (await hsm_ss1.token.state()).keys for c in k.certs}
+            answer = await call(hsm_ss1, f"{PROBE}/after-device-renewal")
+            assert answer.status == 200, answer.body
+        finally:
+            await hsm_ss1.stop()
