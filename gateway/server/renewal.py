@@ -16,7 +16,8 @@ Rules (docs/acme.md):
   configuration lists the new fingerprint (``select_cert`` prefers registered certificates), through the key
   watch's reload, so connections in flight keep the old certificate.
 - An authentication certificate that waits for its registration is not renewed again; its registration request
-  is sent again (with back-off) until the central server has it.
+  is sent again (with back-off) until the central server has it. While the global configuration does not list
+  this server at all, its authentication certificate is not renewed (looked at again after ``acme_retry_seconds``).
 - Every step is an audit entry (actor ``acme``) and the attempts are counted
   (``gateway_cert_renewals_total{usage,outcome}``, ``gateway_cert_renewal_next_timestamp_seconds``,
   ``gateway_cert_renewal_failures``). Readiness (``cert_renewal``) passes with a warning while renewal fails
@@ -214,8 +215,9 @@ class CertRenewer:
 
         ``now`` decides what is due and when to retry; the steps themselves (key creation, import checks, the
         registration request's time, audit entries) use the server's clock. Returns what was done per usage:
-        ``renewed``, ``not-due``, ``retry-later``, ``failed``, ``awaiting-registration``, ``registration-sent``
-        or ``no-certificate``.
+        ``renewed``, ``not-due``, ``retry-later``, ``failed``, ``awaiting-registration``, ``registration-sent``,
+        ``not-registered`` (authentication, while the global configuration does not list this server) or
+        ``no-certificate``.
         """
         async with self._lock:
             out: dict[CertKind, str] = {}
@@ -228,14 +230,22 @@ class CertRenewer:
         token = self._token(usage)
         state = await token.state()
         registered = self.host.registered() if usage == "auth" else None
-        current = model.select_cert(state, usage, now=now, registered=registered)
+        current = model.select_cert(state, usage, now=now, registered=registered) or _latest_expired(state, usage,
+                                                                                                     now)
         if current is None:
             st.expires = None
             return "no-certificate"
         st.expires = current[1].not_after
+        await self._retire_expired(token, state, usage, keep=current[1].sha256)
         if st.next_attempt is not None and now < st.next_attempt:
             self._export(usage)
             return "retry-later"
+        if usage == "auth" and not registered:
+            # not registered (yet): a renewal could not be co-signed by a registered certificate, and the server
+            # would present the new certificate at once (select_cert prefers registered ones only when there are
+            # some). The loop looks again after acme_retry_seconds; not counted as a failure.
+            self._export(usage)
+            return "not-registered"
         if usage == "auth":
             waiting = awaiting_registration(state, registered, now)
             if waiting is not None:
@@ -314,18 +324,31 @@ class CertRenewer:
         log.info("certificate renewed over ACME", usage=usage, sha256=entry.sha256, previous=old.sha256)
         return entry.sha256
 
+    async def _retire_expired(self, token: SoftToken | Pkcs11Token, state: model.TokenState, usage: CertKind, *,
+                              keep: str) -> None:
+        """Deactivate the active certificates of ``usage`` that renewal replaced and that have now expired."""
+        now = self.host.clock()
+        for k in state.keys:
+            for c in k.certs:
+                if k.usage == usage and c.active and c.not_after <= now and c.sha256 != keep:
+                    await token.deactivate(c.sha256)
+                    await self._audit("acmeExpiredCertificateDeactivated", usage, certificate=c.sha256,
+                                      not_after=c.not_after.isoformat())
+
     async def _register(self, new: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry]) -> None:
-        """Submit the registration of ``new``, co-signed with the certificate in use (a renewal)."""
+        """Submit the registration of ``new``, co-signed with the certificate in use (a renewal) while that one
+        is still valid (an expired one cannot co-sign: an officer decides then)."""
         token = self.host.token
         assert token is not None
         new_key = await token.private_key(token_key_of(await token.state(), new.sha256))
-        old_key = await token.private_key(current[0].id)
+        cosign = current[1].not_after > self.host.clock()
+        old_key = await token.private_key(current[0].id) if cosign else None
         conf = self.host.conf()
         entry = None if conf is None else conf.server(self.host.server_id)
         try:  # the address stays the one registered now
             record = await regclient.send(self.host.settings, "auth_cert_reg", key=new_key, cert=new.certificate,
                                           now=self.host.clock(), renewal_key=old_key,
-                                          renewal_cert=current[1].certificate,
+                                          renewal_cert=current[1].certificate if cosign else None,
                                           address=None if entry is None else entry.address)
         except Conflict as e:  # sent before (e.g. by this job before a restart): the central server has it
             record = {"state": "submitted", "detail": e.message}
@@ -384,14 +407,17 @@ class CertRenewer:
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``acme_check_seconds`` (sooner when a retry is due or :attr:`wakeup` is set)."""
         while not stop.is_set():
+            outcome: dict[CertKind, str] = {}
             try:
-                await self.run_once()
+                outcome = await self.run_once()
             except GatewayError as e:
                 log.warning("certificate renewal check failed", error=e.message)
             except Exception:
                 log.exception("certificate renewal check failed")
             now = self.host.clock()
             wait = self.check_interval
+            if "not-registered" in outcome.values():
+                wait = min(wait, self.policy.retry_first.total_seconds())
             for st in self.state.values():
                 if st.next_attempt is not None:
                     wait = min(wait, max((st.next_attempt - now).total_seconds(), 0.0))
@@ -404,6 +430,13 @@ class CertRenewer:
                 finally:
                     waiter.cancel()
                     stopper.cancel()
+
+
+def _latest_expired(state: model.TokenState, usage: CertKind, now: datetime
+                    ) -> tuple[model.KeyEntry, model.CertEntry] | None:
+    """The active certificate of ``usage`` that expired last, when none is valid now (renewed all the same)."""
+    expired = [(k, c) for k in state.keys if k.usage == usage for c in k.certs if c.active and c.not_after <= now]
+    return max(expired, key=lambda kc: kc[1].not_after) if expired else None
 
 
 def token_key_of(state: model.TokenState, sha256: str) -> str:

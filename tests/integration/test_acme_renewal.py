@@ -284,3 +284,26 @@ async def test_signing_key_on_a_pkcs11_device_is_renewed_on_the_device(tmp_path:
             assert answer.status == 200, answer.body
         finally:
             await hsm_ss1.stop()
+
+
+async def test_replaced_certificates_are_retired_once_expired(world: tuple[Federation, Probe]) -> None:
+    fed, _probe = world
+    ss1 = fed.server("ss1")
+    assert ss1.token is not None and ss1.renewal is not None
+    in_use = sign_sha(ss1)
+    # an active signing certificate that expired (issued and imported as of 20 minutes ago, valid 10)
+    past = ss1.clock() - timedelta(minutes=20)
+    key = await ss1.token.generate_key("sign", now=past)
+    csr = await ss1.token.csr(key.id, server_id=ss1.server_id)
+    cert = fed.ca.issue(csr, kind="sign", expected_identity=ss1.server_id.owner, now=past,
+                        validity=timedelta(minutes=10))
+    conf = ss1.globalconf.current
+    assert conf is not None
+    old = await ss1.token.import_cert(keys.cert_pem(cert).encode(), server_id=ss1.server_id, ca_for=conf.ca_for,
+                                      now=past)
+    await ss1.token.activate(old.sha256)
+    assert (await ss1.renewal.run_once())["sign"] == "not-due"
+    _key, entry = (await ss1.token.state()).cert(old.sha256)
+    assert not entry.active  # retired, and the certificate in use stays
+    assert sign_sha(ss1) == in_use
+    assert "acmeExpiredCertificateDeactivated" in await audit_actions(ss1)
