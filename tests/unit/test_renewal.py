@@ -83,3 +83,38 @@ async def test_acme_settings_that_cannot_work_stop_the_server(tmp_path: Path, se
                                               state_dir=str(tmp_path), **server))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=message):
         await CertRenewer.open(await _host(settings, object() if with_token else None))
+
+
+def _renewer() -> CertRenewer:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.server.acmeclient import AcmeAccount, Http01Responder
+    from gateway.trust.keys import generate_private_key
+
+    async def nothing(*_a: object) -> bool:
+        return False
+
+    host = RenewalHost(settings=Settings(), server_id=None, token=object(), device=None,  # type: ignore[arg-type]
+                       conf=lambda: None, registered=lambda: None, audit=nothing, keys_changed=nothing,
+                       clock=lambda: NOW, registry=CollectorRegistry())
+    account = AcmeAccount(directory_url="http://ca.invalid/acme/directory", eab_kid="k", eab_hmac_key="x",
+                          key=generate_private_key())
+    return CertRenewer(host, account=account, responder=Http01Responder(), identifier="ss1.dev.test")
+
+
+@pytest.mark.parametrize(("failures", "expires", "ok", "warning", "detail"), [
+    (0, NOW + timedelta(days=60), True, False, "sign: renewal due 2030-01-31"),
+    (2, NOW + timedelta(days=10), True, True, "sign: renewal failing (2 attempts; acme-order: refused)"),
+    (3, NOW - timedelta(seconds=1), False, False, "sign: the certificate in use expired at 2029-12-31T23:59:59"),
+])
+def test_readiness_warns_while_renewal_fails_and_fails_once_expired(
+    failures: int, expires: datetime, ok: bool, warning: bool, detail: str,
+) -> None:
+    renewer = _renewer()
+    st = renewer.state["sign"]
+    st.failures, st.expires, st.last_error = failures, expires, "acme-order: refused" if failures else ""
+    st.next_attempt = NOW + timedelta(minutes=5) if failures else None
+    check = renewer.check(NOW)
+    assert (check.name, check.ok, check.warning) == ("cert_renewal", ok, warning)
+    assert detail in check.detail, check.detail
+    assert check.to_dict().get("warning", False) is warning
