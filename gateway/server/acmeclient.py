@@ -168,7 +168,7 @@ def _order(account: AcmeAccount, identifier: str, csr_pem: bytes, responder: Htt
             tokens.append(token)
             acme.answer_challenge(challb, response)
         # (4) finalize with the CSR once every authorization is valid, (5) the chain
-        done = acme.poll_and_finalize(order, deadline=deadline.replace(tzinfo=None))
+        done = acme.poll_and_finalize(order, deadline=deadline)
     finally:
         for token in tokens:
             responder.drop(token)
@@ -179,7 +179,7 @@ def _order(account: AcmeAccount, identifier: str, csr_pem: bytes, responder: Htt
 
 async def obtain_certificate(
     account: AcmeAccount, *, identifier: str, csr: x509.CertificateSigningRequest, responder: Http01Responder,
-    now: datetime, timeout_seconds: float = ORDER_TIMEOUT_SECONDS,
+    timeout_seconds: float = ORDER_TIMEOUT_SECONDS,
 ) -> x509.Certificate:
     """Order and download a certificate for ``csr`` (its first certificate in the chain).
 

@@ -296,7 +296,7 @@ class CertRenewer:
             # (3) the ACME order
             step = "acme-order"
             cert = await obtain_certificate(self.account, identifier=self.identifier, csr=csr,
-                                            responder=self.responder, now=self.host.clock())
+                                            responder=self.responder)
             sha256 = keys.cert_sha256_hex(cert)
             await self._audit("acmeCertificateIssued", usage, certificate=sha256,
                               not_after=cert.not_valid_after_utc.isoformat(), serial=f"{cert.serial_number:X}")

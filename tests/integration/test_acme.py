@@ -89,7 +89,7 @@ async def test_sign_and_auth_certificates_through_acme(world: World) -> None:
     for kind, identity in (("sign", MEMBER), ("auth", SERVER)):
         key, csr = _csr(kind, identity)  # type: ignore[arg-type]
         cert = await obtain_certificate(world.account(account_key), identifier="ss1.dev.test", csr=csr,
-                                        responder=world.responder, now=datetime.now(UTC))
+                                        responder=world.responder)
         assert certprofile.identity_of(cert) == (kind, identity)
         assert keys.public_key_of(cert) == key.public_key()
         life = cert.not_valid_after_utc - cert.not_valid_before_utc
@@ -186,6 +186,7 @@ async def test_account_needs_a_good_external_account_binding(
     ("bad-signature", 400, "malformed", "signature does not verify"),
     ("unknown-account", 400, "accountDoesNotExist", "no such account"),
     ("jwk-for-order", 400, "malformed", "must be signed with the account's kid"),
+    ("revoke-cert", 405, "malformed", "revoke-cert is not offered by the development CA"),
 ])
 async def test_requests_are_checked_as_rfc8555_section_6_asks(
     world: World, raw: Raw, case: str, status: int, type_: str, detail: str,
@@ -210,6 +211,8 @@ async def test_requests_are_checked_as_rfc8555_section_6_asks(
         raw.jwk, real = JWKEC(key=keys.generate_private_key()), raw.jwk  # sign with another key, same kid
         got, doc, _ = await raw.post("new-order", order)
         raw.jwk = real
+    elif case == "revoke-cert":
+        got, doc, _ = await raw.post("revoke-cert", {"certificate": "AAAA"})
     elif case == "unknown-account":
         raw.kid = world.acme.url("acct/nobody")
         got, doc, _ = await raw.post("new-order", order)
@@ -289,8 +292,7 @@ async def test_client_reports_what_went_wrong(world: World, monkeypatch: pytest.
     elif case == "not-found":
         monkeypatch.setattr(world.responder, "put", lambda token, answer: None)
     with pytest.raises(PeerError, match=expected):
-        await obtain_certificate(world.account(), identifier=identifier, csr=csr, responder=world.responder,
-                                 now=datetime.now(UTC))
+        await obtain_certificate(world.account(), identifier=identifier, csr=csr, responder=world.responder)
 
 
 async def test_cli_issues_eab_keys_and_serve_runs_the_acme_endpoint(tmp_path: Path,
@@ -321,8 +323,7 @@ async def test_cli_issues_eab_keys_and_serve_runs_the_acme_endpoint(tmp_path: Pa
         account = AcmeAccount(directory_url=lines[2].split(": ", 1)[1], eab_kid=kid,
                               eab_hmac_key=read_eab_key(str(key_file)), key=keys.generate_private_key())
         _key, csr = _csr("sign", MEMBER)
-        cert = await obtain_certificate(account, identifier="localhost", csr=csr, responder=responder,
-                                        now=datetime.now(UTC))
+        cert = await obtain_certificate(account, identifier="localhost", csr=csr, responder=responder)
         assert certprofile.identity_of(cert) == ("sign", MEMBER)
         life = cert.not_valid_after_utc - cert.not_valid_before_utc
         assert timedelta(days=90) < life <= timedelta(days=90, minutes=5)  # [pki] acme_validity_days

@@ -396,6 +396,9 @@ class AcmeServer:
         if header.get("url") != self.url(path):
             raise AcmeProblem("unauthorized", f"the JWS url {str(header.get('url'))[:200]!r} is not the URL "
                                               f"posted to ({self.url(path)})")
+        if path in ("revoke-cert", "key-change"):
+            raise AcmeProblem("malformed", f"{path} is not offered by the development CA (revoke with `gateway pki "
+                                           "revoke`; a new account key means a new account)", status=405)
         # (5) the key: jwk for newAccount only, kid (an account URL) otherwise; the signature
         has_jwk, has_kid = "jwk" in header, "kid" in header
         if has_jwk == has_kid:
