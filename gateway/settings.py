@@ -155,6 +155,9 @@ class ServerSettings:
     acme_check_seconds: float = 3600.0  # seconds between checks whether a certificate is due
     acme_retry_seconds: float = 60.0  # seconds; first wait after a failed renewal, doubled each time
     acme_retry_max_seconds: float = 3600.0  # seconds; the wait between retries never grows beyond this
+    # seconds a renewed authentication certificate must have been listed in the global configuration before TLS
+    # switches to it: peers must have downloaded a configuration that lists it too (3 x X-Road's 60 s polling)
+    acme_auth_switch_delay_seconds: float = 180.0
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 5588  # X-Road's health-check port; 0 picks a free port; -1 switches the ops port off
     # /readyz turns 503 this long before exchanges would fail (docs/operations.md section 8):

@@ -9,12 +9,13 @@ Rules (docs/acme.md):
 - **How** (:meth:`CertRenewer.renew`), numbered as in the code: (1) a new key generated on the token that holds
   that usage's key (the PKCS#11 device for signing when one is set, else the software token; a key left
   without certificate by a failed attempt is used again); (2) its CSR, naming the same identity; (3) the ACME
-  order (:mod:`gateway.server.acmeclient`); (4) the import checks of the token (docs/tokens.md); (5) activation.
-  Signing: the new certificate takes over at once (the latest ``notBefore`` wins), the old one stays active
-  until it expires. Authentication: (6) a registration request signed with the new key and co-signed with the
-  registered one (a renewal, which the central server may approve by itself); TLS switches only once a global
-  configuration lists the new fingerprint (``select_cert`` prefers registered certificates), through the key
-  watch's reload, so connections in flight keep the old certificate.
+  order (:mod:`gateway.server.acmeclient`); (4) the import checks of the token (docs/tokens.md).
+  Signing: (5) activated, the new certificate takes over at once (the latest ``notBefore`` wins), the old one
+  stays active until it expires (then it is deactivated). Authentication: (6) imported inactive, and a
+  registration request signed with the new key and co-signed with the registered one (a renewal, which the
+  central server may approve by itself); (7) once a global configuration lists the new fingerprint, and has
+  for ``acme_auth_switch_delay_seconds`` (so that peers, which poll on their own schedule, list it too), it is
+  activated and TLS switches (new connections; those in flight keep the old certificate).
 - An authentication certificate that waits for its registration is not renewed again; its registration request
   is sent again (with back-off) until the central server has it. While the global configuration does not list
   this server at all, its authentication certificate is not renewed (looked at again after ``acme_retry_seconds``).
@@ -55,6 +56,8 @@ log = structlog.get_logger("gateway.server.renewal")
 ACTOR = "acme"  # the audit log's actor for every renewal step
 KEY_LABEL = "acme-renewal"  # label of the keys renewal generates (a leftover one is used again)
 USAGES: tuple[CertKind, ...] = ("sign", "auth")
+# outcomes after which the loop looks again after acme_retry_seconds rather than acme_check_seconds
+_SOON = frozenset({"not-registered", "ordered", "registration-sent", "awaiting-registration", "awaiting-peers"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +73,9 @@ class RenewalPolicy:
         for key in ("acme_renew_before_days", "acme_check_seconds", "acme_retry_seconds", "acme_retry_max_seconds"):
             if not getattr(s, key) > 0:
                 raise ConfigError(f"[server] {key} = {getattr(s, key)} must be positive")
+        if not s.acme_auth_switch_delay_seconds >= 0:
+            raise ConfigError(f"[server] acme_auth_switch_delay_seconds = {s.acme_auth_switch_delay_seconds} must be "
+                              "0 or more")
         if s.acme_retry_max_seconds < s.acme_retry_seconds:
             raise ConfigError(f"[server] acme_retry_max_seconds = {s.acme_retry_max_seconds} is below "
                               f"acme_retry_seconds = {s.acme_retry_seconds}")
@@ -89,19 +95,12 @@ def due(cert: model.CertEntry, policy: RenewalPolicy, now: datetime) -> bool:
     return cert.not_after - now <= policy.renew_before
 
 
-def awaiting_registration(state: model.TokenState, registered: Collection[str] | None, now: datetime
-                          ) -> model.CertEntry | None:
-    """The newest active, valid authentication certificate that the global configuration does not list yet, if
-    it is newer than the one in use (a renewal waiting for its registration)."""
-    if registered is None:
-        return None
-    in_use = model.select_cert(state, "auth", now=now, registered=registered)
-    newest = model.select_cert(state, "auth", now=now)
-    if newest is None or newest[1].sha256 in registered:
-        return None
-    if in_use is not None and in_use[1].sha256 == newest[1].sha256:
-        return None
-    return newest[1]
+def pending_auth(state: model.TokenState, in_use: model.CertEntry, now: datetime) -> model.CertEntry | None:
+    """The authentication certificate a renewal brought that is not in use yet: the newest *inactive*, valid
+    one on a renewal key (label :data:`KEY_LABEL`) that is newer than the one in use."""
+    found = [c for k in state.keys if k.usage == "auth" and k.label == KEY_LABEL for c in k.certs
+             if not c.active and c.not_before <= now < c.not_after and c.not_before > in_use.not_before]
+    return max(found, key=lambda c: (c.not_before, c.imported_at)) if found else None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -114,6 +113,8 @@ class UsageState:
     last_renewed: datetime | None = None
     last_sha256: str = ""  # the certificate the last successful renewal brought
     submitted: set[str] = field(default_factory=set)  # auth: fingerprints whose registration was sent
+    listed_since: dict[str, datetime] = field(default_factory=dict)  # auth: first seen in a global configuration
+    waiting: str = ""  # auth: what the new certificate waits for ("" when none)
     expires: datetime | None = None  # notAfter of the certificate in use, as of the last check
 
 
@@ -158,6 +159,7 @@ class CertRenewer:
         self.identifier = identifier
         self.policy = RenewalPolicy.from_settings(host.settings)
         self.check_interval = host.settings.server.acme_check_seconds
+        self.switch_delay = timedelta(seconds=host.settings.server.acme_auth_switch_delay_seconds)
         self.state: dict[CertKind, UsageState] = {u: UsageState() for u in USAGES}
         self._metrics = _Metrics(host.registry)
         self._lock = asyncio.Lock()
@@ -246,19 +248,10 @@ class CertRenewer:
             # some). The loop looks again after acme_retry_seconds; not counted as a failure.
             self._export(usage)
             return "not-registered"
-        if usage == "auth":
-            waiting = awaiting_registration(state, registered, now)
-            if waiting is not None:
-                if waiting.sha256 in st.submitted:
-                    self._export(usage)
-                    return "awaiting-registration"
-                try:
-                    await self._register(waiting, current)
-                except GatewayError as e:
-                    await self._failed(usage, "register", e, now)
-                    return "failed"
-                self._succeeded(usage, now, waiting.sha256, renewed=True)  # the renewal's last step, done now
-                return "registration-sent"
+        if usage == "auth" and registered is not None:
+            pending = pending_auth(state, current[1], now)
+            if pending is not None:
+                return await self._advance_auth(pending, current, registered, now)
         if not due(current[1], self.policy, now):
             self._export(usage)
             return "not-due"
@@ -266,7 +259,7 @@ class CertRenewer:
             await self.renew(usage, current, now)
         except GatewayError:  # recorded by renew(): audited, counted, retried with back-off
             return "failed"
-        return "renewed"
+        return "renewed" if usage == "sign" else "ordered"
 
     async def renew(self, usage: CertKind, current: tuple[model.KeyEntry, model.CertEntry], now: datetime) -> str:
         """Renew the certificate in use for ``usage``; returns the new fingerprint.
@@ -307,22 +300,61 @@ class CertRenewer:
                 raise ConfigError("no global configuration: the new certificate's CA cannot be checked")
             entry = await token.import_cert(keys.cert_pem(cert).encode("ascii"), server_id=server_id,
                                             ca_for=conf.ca_for, members=(member,), now=self.host.clock())
-            step = "activate"
-            await token.activate(entry.sha256)
-            await self._audit("acmeCertificateActivated", usage, certificate=entry.sha256,
-                              previous=old.sha256)
+            await self._audit("acmeCertificateImported", usage, certificate=entry.sha256)
             if usage == "auth":
-                # (6) registered centrally; TLS switches once a global configuration lists it
+                # (6) registered centrally; activated (TLS switches) once global configurations list it
                 step = "register"
                 await self._register(entry, current)
-            step = "reload"
-            await self.host.keys_changed()
+            else:
+                step = "activate"
+                await self._activate(token, usage, entry.sha256, old.sha256)
         except GatewayError as e:
             await self._failed(usage, step, e, now)
             raise
-        self._succeeded(usage, now, entry.sha256, renewed=True)
-        log.info("certificate renewed over ACME", usage=usage, sha256=entry.sha256, previous=old.sha256)
+        # signing: renewed now; authentication: the rest happens in the next passes (registration, activation)
+        self._succeeded(usage, now, entry.sha256, renewed=usage == "sign")
+        log.info("certificate renewed over ACME" if usage == "sign" else "certificate ordered over ACME",
+                 usage=usage, sha256=entry.sha256, previous=old.sha256)
         return entry.sha256
+
+    async def _activate(self, token: SoftToken | Pkcs11Token, usage: CertKind, sha256: str, previous: str) -> None:
+        await token.activate(sha256)
+        await self._audit("acmeCertificateActivated", usage, certificate=sha256, previous=previous)
+        await self.host.keys_changed()  # counted for the other workers, switched here
+
+    async def _advance_auth(self, pending: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry],
+                            registered: Collection[str], now: datetime) -> str:
+        """The steps after the order for a new authentication certificate: registration, then activation once
+        global configurations have listed it for ``acme_auth_switch_delay_seconds``."""
+        st = self.state["auth"]
+        st.waiting = f"certificate {pending.sha256[:16]} waits for its registration"
+        if pending.sha256 not in registered:
+            if pending.sha256 in st.submitted:
+                self._export("auth")
+                return "awaiting-registration"
+            try:
+                await self._register(pending, current)
+            except GatewayError as e:
+                await self._failed("auth", "register", e, now)
+                return "failed"
+            self._export("auth")
+            return "registration-sent"
+        # listed: wait until the peers have had time to download a configuration that lists it too
+        since = st.listed_since.setdefault(pending.sha256, now)
+        if now - since < self.switch_delay:
+            st.waiting = (f"certificate {pending.sha256[:16]} is registered; used from "
+                          f"{(since + self.switch_delay).isoformat()} on, once peers have the configuration")
+            self._export("auth")
+            return "awaiting-peers"
+        token = self._token("auth")
+        try:
+            await self._activate(token, "auth", pending.sha256, current[1].sha256)
+        except GatewayError as e:
+            await self._failed("auth", "activate", e, now)
+            return "failed"
+        st.waiting = ""
+        self._succeeded("auth", now, pending.sha256, renewed=True)
+        return "switched"
 
     async def _retire_expired(self, token: SoftToken | Pkcs11Token, state: model.TokenState, usage: CertKind, *,
                               keep: str) -> None:
@@ -399,6 +431,9 @@ class CertRenewer:
                 retry = st.next_attempt.isoformat() if st.next_attempt else "soon"
                 parts.append(f"{usage}: renewal failing ({st.failures} attempts; {st.last_error}); next try "
                              f"{retry}; the certificate expires {st.expires.isoformat() if st.expires else '?'}")
+            elif st.waiting and st.expires is not None:
+                warning = warning or st.expires - now <= self.policy.renew_before
+                parts.append(f"{usage}: {st.waiting}; the certificate in use expires {st.expires.isoformat()}")
             elif st.expires is not None:
                 parts.append(f"{usage}: renewal due {(st.expires - self.policy.renew_before).isoformat()}")
         return Check(name="cert_renewal", ok=ok, warning=warning and ok,
@@ -416,7 +451,7 @@ class CertRenewer:
                 log.exception("certificate renewal check failed")
             now = self.host.clock()
             wait = self.check_interval
-            if "not-registered" in outcome.values():
+            if set(outcome.values()) & _SOON:  # a step of an authentication renewal is ahead: look again soon
                 wait = min(wait, self.policy.retry_first.total_seconds())
             for st in self.state.values():
                 if st.next_attempt is not None:
@@ -451,4 +486,4 @@ def _token_name(token: SoftToken | Pkcs11Token) -> str:
     return "pkcs11" if isinstance(token, Pkcs11Token) else "software"
 
 
-__all__ = ["CertRenewer", "RenewalHost", "RenewalPolicy", "awaiting_registration", "due"]
+__all__ = ["CertRenewer", "RenewalHost", "RenewalPolicy", "due", "pending_auth"]

@@ -4,7 +4,7 @@
   (the renewal's ``now`` is a parameter: the job is asked as of a time inside the renewal window, the CA issues
   as of real time); no exchange fails; the peer verifies with the new signing certificates at once; the new
   authentication certificate is registered through an automatically approved renewal request and used in TLS
-  only after a global configuration lists it;
+  only once global configurations have listed it for ``acme_auth_switch_delay_seconds``;
 - the background job renews by itself certificates that are due at start;
 - a failing renewal is audited, counted, retried with back-off and shown as a readiness warning (and on the web
   dashboard), then succeeds;
@@ -128,27 +128,35 @@ async def test_sign_and_auth_certificates_renew_under_traffic(world: tuple[Feder
             assert s.renewal is not None
             assert await s.renewal.run_once() == {"sign": "not-due", "auth": "not-due"}
         # (2) as of 15 minutes later (inside the 20-minute window) both renew, under traffic
+        later = {s.server_id: s.clock() + timedelta(minutes=15) for s in servers}
         for s in servers:
             assert s.renewal is not None
-            done = await s.renewal.run_once(s.clock() + timedelta(minutes=15))
-            assert done == {"sign": "renewed", "auth": "renewed"}, s.renewal.state
+            done = await s.renewal.run_once(later[s.server_id])
+            assert done == {"sign": "renewed", "auth": "ordered"}, s.renewal.state
             # signing: the new certificate signs at once; the old one stays active until it expires
             assert sign_sha(s) == s.renewal.state["sign"].last_sha256 != old_sign[s.server_id]
             assert s.token is not None
             _key, old_entry = (await s.token.state()).cert(old_sign[s.server_id])
             assert old_entry.active
-            # authentication: registered through an approved renewal request, not used before it is published
+            # authentication: imported, registered through an approved renewal request, not used yet
             assert auth_sha(s) == old_auth[s.server_id]
         approved = await registration.list_requests(fed.central.engine, state="approved")
-        renewals = [r for r in approved if r.decided_by == registration.AUTO_RENEWAL_OFFICER]
-        assert {r.auth_cert_sha256 for r in renewals} == {s.renewal.state["auth"].last_sha256 for s in servers
-                                                         if s.renewal is not None}
+        renewals = {r.auth_cert_sha256 for r in approved if r.decided_by == registration.AUTO_RENEWAL_OFFICER}
+        assert len(renewals) == 2 and not renewals & set(old_auth.values())
         assert await presented_auth_cert(ss1, ss2) == old_auth[ss2.server_id]
-        # (3) the next global configuration lists them: TLS switches (new connections), exchanges go on
+        # (3) the next global configuration lists them, but TLS switches only once they have been listed for
+        # acme_auth_switch_delay_seconds (the peers must have the configuration too)
         await fed.publish_and_refresh()
         for s in servers:
-            await wait_for_condition(lambda s=s: s.renewal is not None and auth_sha(s) == s.renewal.state["auth"]
-                                     .last_sha256, timeout=10, what=f"{s.server_id} switches TLS to the new cert")
+            assert s.renewal is not None
+            assert (await s.renewal.run_once(later[s.server_id]))["auth"] == "awaiting-peers"
+            assert auth_sha(s) == old_auth[s.server_id]
+        delay = timedelta(seconds=ss1.settings.server.acme_auth_switch_delay_seconds)
+        for s in servers:
+            assert s.renewal is not None
+            assert (await s.renewal.run_once(later[s.server_id] + delay))["auth"] == "switched"
+            new_auth = s.renewal.state["auth"].last_sha256
+            assert auth_sha(s) == new_auth and new_auth in renewals
         assert ss2.renewal is not None
         assert await presented_auth_cert(ss1, ss2) == ss2.renewal.state["auth"].last_sha256
         await ss1.context.peers.close()  # type: ignore[union-attr]  # pooled connections end: new handshakes
@@ -170,8 +178,8 @@ async def test_sign_and_auth_certificates_renew_under_traffic(world: tuple[Feder
     assert keys.cert_sha256_hex(keys.load_certificate(last_resp.signing_cert)) == sign_sha(ss2)
     # every step is in the audit log and in the metrics
     actions = await audit_actions(ss1)
-    for action in ("acmeRenewalStarted", "acmeKeyGenerated", "acmeCertificateIssued", "acmeCertificateActivated",
-                   "acmeAuthCertRegistrationSubmitted"):
+    for action in ("acmeRenewalStarted", "acmeKeyGenerated", "acmeCertificateIssued", "acmeCertificateImported",
+                   "acmeAuthCertRegistrationSubmitted", "acmeCertificateActivated"):
         assert action in actions, actions
     reg = ss1.metrics.registry
     for usage in ("sign", "auth"):
@@ -185,17 +193,23 @@ async def test_sign_and_auth_certificates_renew_under_traffic(world: tuple[Feder
 
 async def test_the_job_renews_due_certificates_by_itself(tmp_path: Path) -> None:
     # renew 40 minutes before expiry: the first certificates (30 minutes) are due at start, the renewed (2 h) not
-    async with federation(tmp_path, renew_before_days=40 / 1440) as (fed, _probe):
+    async with federation(tmp_path, renew_before_days=40 / 1440, acme_auth_switch_delay_seconds=0.0) as (fed, _p):
         ss1 = fed.server("ss1")
-        assert ss1.renewal is not None
-        await wait_for_condition(lambda: ss1.renewal is not None and ss1.renewal.state["sign"].last_renewed
-                                 is not None and ss1.renewal.state["auth"].last_renewed is not None,
-                                 timeout=30, what="the job renews both certificates")
-        assert sign_sha(ss1) == ss1.renewal.state["sign"].last_sha256
-        assert ss1.renewal.state["sign"].expires is not None
+        renewal = ss1.renewal
+        assert renewal is not None
+        # the loop renews the signing certificate at once, and orders the authentication one as soon as the
+        # server is in the global configuration (its registration is then approved as a renewal)
+        await wait_for_condition(lambda: renewal.state["sign"].last_renewed is not None
+                                 and bool(renewal.state["auth"].submitted),
+                                 timeout=30, what="the job renews the signing and orders the authentication cert")
+        assert sign_sha(ss1) == renewal.state["sign"].last_sha256
+        await fed.publish_and_refresh()  # the approved registration is published
+        done = await renewal.run_once()
+        assert done == {"sign": "not-due", "auth": "switched"}, done
+        assert auth_sha(ss1) == renewal.state["auth"].last_sha256 in renewal.state["auth"].submitted
         # the renewed certificates are not due: the next pass does nothing
-        done = await ss1.renewal.run_once()
-        assert done["sign"] == "not-due" and done["auth"] in ("awaiting-registration", "not-due"), done
+        assert await renewal.run_once() == {"sign": "not-due", "auth": "not-due"}
+        await ss1.context.peers.close()  # type: ignore[union-attr]  # a new handshake, with the new certificate
         assert (await call(ss1, f"{PROBE}/after")).status == 200
 
 

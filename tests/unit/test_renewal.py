@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.server.renewal import CertRenewer, RenewalHost, RenewalPolicy, awaiting_registration, due
+from gateway.server.renewal import CertRenewer, RenewalHost, RenewalPolicy, due, pending_auth
 from gateway.settings import ServerSettings, Settings
 from gateway.token.model import CertEntry, KdfParams, KeyEntry, TokenState
 
@@ -42,22 +42,28 @@ def test_retry_back_off_doubles_up_to_the_maximum(failures: int, seconds: int) -
     ("acme_check_seconds", -1.0, "acme_check_seconds = -1.0 must be positive"),
     ("acme_retry_seconds", 0.0, "acme_retry_seconds = 0.0 must be positive"),
     ("acme_retry_max_seconds", 10.0, "acme_retry_max_seconds = 10.0 is below acme_retry_seconds = 60.0"),
+    ("acme_auth_switch_delay_seconds", -1.0, "acme_auth_switch_delay_seconds = -1.0 must be 0 or more"),
 ])
 def test_bad_renewal_settings_are_refused(key: str, value: float, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         policy(**{key: value})
 
 
-def test_an_unregistered_newer_auth_certificate_awaits_registration() -> None:
+def test_the_pending_auth_certificate_is_the_newest_inactive_one_a_renewal_brought() -> None:
     old = cert("old", not_before=NOW - timedelta(days=10), days=20)
-    new = cert("new", not_before=NOW - timedelta(hours=1), days=90)
-    key = KeyEntry(id="k", usage="auth", key_type="ec-p256", label="", created_at=NOW, certs=(old, new))
-    state = TokenState(kdf=KdfParams(salt=b"0" * 16), verifier="", keys=(key,))
-    assert awaiting_registration(state, {"old"}, NOW) == new
-    assert awaiting_registration(state, {"old", "new"}, NOW) is None  # listed: in use, nothing waits
-    assert awaiting_registration(state, None, NOW) is None  # no configuration yet: nothing to compare with
-    retired = dataclasses.replace(key, certs=(old, dataclasses.replace(new, state="inactive")))
-    assert awaiting_registration(dataclasses.replace(state, keys=(retired,)), {"old"}, NOW) is None
+    new = cert("new", not_before=NOW - timedelta(hours=1), days=90, state="inactive")
+    newer = cert("newer", not_before=NOW - timedelta(minutes=5), days=90, state="inactive")
+    future = cert("future", not_before=NOW + timedelta(hours=1), days=90, state="inactive")
+    renewal_key = KeyEntry(id="k", usage="auth", key_type="ec-p256", label="acme-renewal", created_at=NOW,
+                           certs=(new, newer, future))
+    by_hand = KeyEntry(id="h", usage="auth", key_type="ec-p256", label="", created_at=NOW,
+                       certs=(cert("manual", not_before=NOW, days=90, state="inactive"),))
+    current = KeyEntry(id="c", usage="auth", key_type="ec-p256", label="", created_at=NOW, certs=(old,))
+    state = TokenState(kdf=KdfParams(salt=b"0" * 16), verifier="", keys=(current, renewal_key, by_hand))
+    assert pending_auth(state, old, NOW) == newer  # not the one made by hand, not one valid only later
+    assert pending_auth(state, newer, NOW) is None  # nothing newer than the one in use
+    active = dataclasses.replace(renewal_key, certs=(dataclasses.replace(new, state="active"),))
+    assert pending_auth(dataclasses.replace(state, keys=(current, active)), old, NOW) is None
 
 
 async def _host(settings: Settings, token: object) -> RenewalHost:
