@@ -11,11 +11,13 @@ Rules (docs/acme.md):
   without certificate by a failed attempt is used again); (2) its CSR, naming the same identity; (3) the ACME
   order (:mod:`gateway.server.acmeclient`); (4) the import checks of the token (docs/tokens.md).
   Signing: (5) activated, the new certificate takes over at once (the latest ``notBefore`` wins), the old one
-  stays active until it expires (then it is deactivated). Authentication: (6) imported inactive, and a
-  registration request signed with the new key and co-signed with the registered one (a renewal, which the
-  central server may approve by itself); (7) once a global configuration lists the new fingerprint, and has
-  for ``acme_auth_switch_delay_seconds`` (so that peers, which poll on their own schedule, list it too), it is
-  activated and TLS switches (new connections; those in flight keep the old certificate).
+  stays active until it expires (then it is deactivated); if the server refuses the switch (no good OCSP
+  response for it yet), the new certificate is deactivated again and the retry activates it, without a new
+  order. Authentication: (6) imported inactive, and a registration request signed with the new key and
+  co-signed with the registered one (a renewal, which the central server may approve by itself); (7) once a
+  global configuration lists the new fingerprint, and has for ``acme_auth_switch_delay_seconds`` (so that
+  peers, which poll on their own schedule, list it too), it is activated and TLS switches (new connections;
+  those in flight keep the old certificate).
 - An authentication certificate that waits for its registration is not renewed again; its registration request
   is sent again (with back-off) until the central server has it. While the global configuration does not list
   this server at all, its authentication certificate is not renewed (looked at again after ``acme_retry_seconds``).
@@ -95,10 +97,12 @@ def due(cert: model.CertEntry, policy: RenewalPolicy, now: datetime) -> bool:
     return cert.not_after - now <= policy.renew_before
 
 
-def pending_auth(state: model.TokenState, in_use: model.CertEntry, now: datetime) -> model.CertEntry | None:
-    """The authentication certificate a renewal brought that is not in use yet: the newest *inactive*, valid
-    one on a renewal key (label :data:`KEY_LABEL`) that is newer than the one in use."""
-    found = [c for k in state.keys if k.usage == "auth" and k.label == KEY_LABEL for c in k.certs
+def pending_cert(state: model.TokenState, usage: CertKind, in_use: model.CertEntry, now: datetime
+                 ) -> model.CertEntry | None:
+    """The certificate a renewal brought that is not in use yet: the newest *inactive*, valid one of ``usage`` on
+    a renewal key (label :data:`KEY_LABEL`) that is newer than the one in use (an authentication certificate
+    waiting for its registration, or one whose activation failed)."""
+    found = [c for k in state.keys if k.usage == usage and k.label == KEY_LABEL for c in k.certs
              if not c.active and c.not_before <= now < c.not_after and c.not_before > in_use.not_before]
     return max(found, key=lambda c: (c.not_before, c.imported_at)) if found else None
 
@@ -248,10 +252,17 @@ class CertRenewer:
             # some). The loop looks again after acme_retry_seconds; not counted as a failure.
             self._export(usage)
             return "not-registered"
-        if usage == "auth" and registered is not None:
-            pending = pending_auth(state, current[1], now)
-            if pending is not None:
-                return await self._advance_auth(pending, current, registered, now)
+        pending = pending_cert(state, usage, current[1], now)
+        if pending is not None and usage == "auth" and registered is not None:
+            return await self._advance_auth(pending, current, registered, now)
+        if pending is not None and usage == "sign":  # ordered before, its activation failed: again, no new order
+            try:
+                await self._activate(token, usage, pending.sha256, current[1].sha256)
+            except GatewayError as e:
+                await self._failed(usage, "activate", e, now)
+                return "failed"
+            self._succeeded(usage, now, pending.sha256, renewed=True)
+            return "renewed"
         if not due(current[1], self.policy, now):
             self._export(usage)
             return "not-due"
@@ -318,9 +329,19 @@ class CertRenewer:
         return entry.sha256
 
     async def _activate(self, token: SoftToken | Pkcs11Token, usage: CertKind, sha256: str, previous: str) -> None:
+        """Activate and switch; if the server refuses to switch (no good OCSP response for the new signing
+        certificate yet, say), deactivate it again, so that the next attempt activates it once more.
+
+        Raises:
+            GatewayError: the token or the switch failed.
+        """
         await token.activate(sha256)
+        try:
+            await self.host.keys_changed()  # counted for the other workers, switched here
+        except GatewayError:
+            await token.deactivate(sha256)
+            raise
         await self._audit("acmeCertificateActivated", usage, certificate=sha256, previous=previous)
-        await self.host.keys_changed()  # counted for the other workers, switched here
 
     async def _advance_auth(self, pending: model.CertEntry, current: tuple[model.KeyEntry, model.CertEntry],
                             registered: Collection[str], now: datetime) -> str:
@@ -486,4 +507,4 @@ def _token_name(token: SoftToken | Pkcs11Token) -> str:
     return "pkcs11" if isinstance(token, Pkcs11Token) else "software"
 
 
-__all__ = ["CertRenewer", "RenewalHost", "RenewalPolicy", "due", "pending_auth"]
+__all__ = ["CertRenewer", "RenewalHost", "RenewalPolicy", "due", "pending_cert"]

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import hsm_kit
+import pytest
 import pytest_asyncio
 from exchange_kit import PROBE, Probe, call, probed_federation
 from waiting import wait_for_condition
@@ -33,6 +34,7 @@ from waiting import wait_for_condition
 from gateway.admin.schema import Page
 from gateway.central import registration
 from gateway.dev.demo import Federation
+from gateway.errors import ConfigError
 from gateway.server.renewal import ACTOR
 from gateway.server.runtime import SecurityServer
 from gateway.token.pkcs11 import Pkcs11Token
@@ -321,3 +323,31 @@ async def test_replaced_certificates_are_retired_once_expired(world: tuple[Feder
     assert not entry.active  # retired, and the certificate in use stays
     assert sign_sha(ss1) == in_use
     assert "acmeExpiredCertificateDeactivated" in await audit_actions(ss1)
+
+
+async def test_a_refused_switch_is_rolled_back_and_retried_without_a_new_order(
+    world: tuple[Federation, Probe], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fed, _probe = world
+    ss1 = fed.server("ss1")
+    renewal = ss1.renewal
+    assert renewal is not None and ss1.token is not None
+    old = sign_sha(ss1)
+    later = ss1.clock() + timedelta(minutes=15)
+
+    async def refuse() -> bool:
+        raise ConfigError("the new signing certificate is unknown according to OCSP; keeping the current one")
+
+    monkeypatch.setattr(renewal, "host", dataclasses.replace(renewal.host, keys_changed=refuse))  # refused once
+    assert (await renewal.run_once(later))["sign"] == "failed"
+    st = renewal.state["sign"]
+    assert st.last_error.startswith("activate: the new signing certificate is unknown according to OCSP")
+    assert sign_sha(ss1) == old
+    state = await ss1.token.state()
+    ordered = [c for k in state.keys if k.usage == "sign" and k.label == "acme-renewal" for c in k.certs]
+    assert len(ordered) == 1 and not ordered[0].active  # rolled back: not active while not in use
+    monkeypatch.undo()
+    assert (await renewal.run_once(later + timedelta(seconds=2)))["sign"] == "renewed"
+    assert sign_sha(ss1) == ordered[0].sha256
+    assert (await audit_actions(ss1)).count("acmeCertificateIssued") == 2  # sign once, auth once: no new order
+    assert (await call(ss1, f"{PROBE}/after-retry")).status == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.server.renewal import CertRenewer, RenewalHost, RenewalPolicy, due, pending_auth
+from gateway.server.renewal import CertRenewer, RenewalHost, RenewalPolicy, due, pending_cert
 from gateway.settings import ServerSettings, Settings
 from gateway.token.model import CertEntry, KdfParams, KeyEntry, TokenState
 
@@ -60,10 +60,11 @@ def test_the_pending_auth_certificate_is_the_newest_inactive_one_a_renewal_broug
                        certs=(cert("manual", not_before=NOW, days=90, state="inactive"),))
     current = KeyEntry(id="c", usage="auth", key_type="ec-p256", label="", created_at=NOW, certs=(old,))
     state = TokenState(kdf=KdfParams(salt=b"0" * 16), verifier="", keys=(current, renewal_key, by_hand))
-    assert pending_auth(state, old, NOW) == newer  # not the one made by hand, not one valid only later
-    assert pending_auth(state, newer, NOW) is None  # nothing newer than the one in use
+    assert pending_cert(state, "auth", old, NOW) == newer  # not the one made by hand, not one valid only later
+    assert pending_cert(state, "auth", newer, NOW) is None  # nothing newer than the one in use
     active = dataclasses.replace(renewal_key, certs=(dataclasses.replace(new, state="active"),))
-    assert pending_auth(dataclasses.replace(state, keys=(current, active)), old, NOW) is None
+    assert pending_cert(dataclasses.replace(state, keys=(current, active)), "auth", old, NOW) is None
+    assert pending_cert(state, "sign", old, NOW) is None  # of the usage asked for only
 
 
 async def _host(settings: Settings, token: object) -> RenewalHost:
