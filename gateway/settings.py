@@ -216,6 +216,15 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSettings:
+    # serve POST /witness/add-checkpoint on the server port: cosign peers' checkpoints (docs/witness.md section 1);
+    # the witness key is then made at start if the token (or state_dir) has none
+    enabled: bool = False
+    name: str = ""  # the witness key's name in cosignatures and vkeys; "": <[server] id>/witness
+    max_request_bytes: int = 64 * 2**10  # bytes of one add-checkpoint body (413 past it); 63 proof lines fit easily
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     pki: PkiSettings = field(default_factory=PkiSettings)
     central: CentralSettings = field(default_factory=CentralSettings)
@@ -224,6 +233,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     portal: PortalSettings = field(default_factory=PortalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
 
 
 _S = TypeVar("_S", bound="DataclassInstance")

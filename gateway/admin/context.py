@@ -32,6 +32,7 @@ from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
 from gateway.token.soft import SoftToken
 from gateway.transparency.service import TransparencyState
+from gateway.witness.http import WitnessEndpoint
 
 Clock = Callable[[], datetime]
 
@@ -79,6 +80,8 @@ class AdminContext:
     # server's authentication key, sent to the central server; its answer (docs/registration.md)
     management: Callable[[RequestType, ClientId | None], Awaitable[dict[str, Any]]] | None = None
     transparency: TransparencyState | None = None  # the usage records' index (docs/transparency.md section 4)
+    witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (docs/witness.md)
+    witness_name: str = ""  # the witness key's name ([witness] name or <server id>/witness)
 
     @property
     def origin(self) -> str:

@@ -350,12 +350,39 @@ TOKEN_CERT = obj({
 }, ("sha256", "kind", "identity", "not_before", "not_after", "state", "imported_at", "pem"))
 TOKEN_KEY = obj({
     "id": string("hex SHA-256 of the public key", max_length=64),
-    "usage": {"type": "string", "enum": ["auth", "sign"]},
-    "key_type": string("ec-p256, rsa-2048 or rsa-3072", max_length=16),
+    "usage": {"type": "string", "enum": ["auth", "sign", "witness"],
+              "description": "witness: the witness's Ed25519 key, which has no certificates (docs/witness.md)"},
+    "key_type": string("ec-p256, rsa-2048, rsa-3072 or ed25519 (the witness key)", max_length=16),
     "label": string("operator's label", max_length=255),
     "created_at": TIME,
     "certs": {"type": "array", "items": TOKEN_CERT},
 }, ("id", "usage", "key_type", "label", "created_at", "certs"))
+WITNESS_LOG = obj({
+    "origin": string("checkpoint origin (the note's first line)", max_length=512),
+    "size": {"type": "integer", "minimum": 0, "description": "size of the largest consistent checkpoint cosigned"},
+    "root_hash": string(f"its root hash, {B64}", max_length=64),
+    "updated_at": {**TIME, "description": "when it was last cosigned (UTC, RFC 3339)"},
+}, ("origin", "size", "root_hash", "updated_at"))
+WITNESS_STATE = obj({
+    "enabled": {"type": "boolean", "description": "[witness] enabled: POST /witness/add-checkpoint is served"},
+    "name": string("the witness key's name", max_length=255),
+    "vkey": {"type": ["string", "null"], "maxLength": 1024,
+             "description": "the witness's C2SP verification key (null while the witness is off)"},
+    "logs": {"type": "array", "items": WITNESS_LOG, "description": "every log cosigned, by origin"},
+}, ("enabled", "name", "vkey", "logs"))
+WITNESS_EVIDENCE = obj({
+    "id": {"type": "integer", "minimum": 1},
+    "origin": string("checkpoint origin", max_length=512),
+    "recorded_at": TIME,
+    "reason": {"type": "string", "enum": ["fork", "inconsistent"],
+               "description": "fork: same size, another root; inconsistent: the consistency proof failed"},
+    "message": string("why it was refused", max_length=2048),
+    "peer": string("the security server that sent it"),
+    "old_size": {"type": "integer", "minimum": 0},
+    "note": string("the submitted checkpoint, signed by the log", max_length=65536),
+    "proof": {**HASHES, "description": "the submitted consistency proof"},
+    "stored_note": string("the checkpoint the witness had cosigned, signed by the log", max_length=65536),
+}, ("id", "origin", "recorded_at", "reason", "message", "peer", "old_size", "note", "proof", "stored_note"))
 TOKEN_STATE = obj({
     "logged_in": {"type": "boolean", "description": "whether this process holds the PIN-derived key"},
     "failed_pins": {"type": "integer", "minimum": 0},
@@ -723,6 +750,15 @@ ROUTES: tuple[Route, ...] = (
                  Param(name="include_uncovered", where="query", schema={"type": "boolean"},
                        description="also records after the latest checkpoint (reported as unproven)")),
           errors=(400, 404, 409)),
+    # --- witness (docs/witness.md)
+    Route(operation_id="getWitness", method="GET", path=f"{API}/witness", roles=READERS, tag="witness",
+          summary="The witness: on or off, its vkey, and the logs it has cosigned", response=WITNESS_STATE,
+          errors=()),
+    Route(operation_id="listWitnessEvidence", method="GET", path=f"{API}/witness/evidence", roles=READERS,
+          tag="witness", summary="Checkpoints the witness refused as a fork or an inconsistent history, newest "
+                                 "first, with both signed notes", response=page_schema(WITNESS_EVIDENCE),
+          paginated=True, query=(Param(name="origin", where="query", description="only this checkpoint origin",
+                                       schema={"type": "string", "minLength": 1, "maxLength": 512}),)),
     # --- operational monitoring
     Route(operation_id="listOpMonRecords", method="GET", path=f"{API}/opmon/records", roles=OPMON_READERS,
           tag="opmon", summary="Operational-monitoring records, one per exchange and side, newest first",

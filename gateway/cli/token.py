@@ -41,10 +41,13 @@ def register(subparsers: SubParsers) -> None:
     q = cmd("keys", "list keys and certificates with expiry and use")
     q.add_argument("--ocsp", action="store_true", help="fetch OCSP status (uses the cached global configuration)")
     q.add_argument("--json", action="store_true")
-    q = cmd("generate-key", "generate a key for authentication or signing certificates")
-    q.add_argument("--usage", required=True, choices=("auth", "sign"))
-    q.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES)
+    q = cmd("generate-key", "generate a key for authentication or signing certificates, or the witness key")
+    q.add_argument("--usage", required=True, choices=("auth", "sign", "witness"),
+                   help="witness: the Ed25519 key the witness cosigns with (docs/witness.md); prints its vkey")
+    q.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES, help="auth and sign keys (a witness key "
+                   "is always Ed25519)")
     q.add_argument("--label", default="")
+    cmd("witness-key", "print the witness's vkey (from the token, or [server] state_dir/witness.key without one)")
     q = cmd("csr", "a CSR for a key; the identity comes from [server] id")
     q.add_argument("key", metavar="KEY_ID", help="key id or a unique prefix of at least 8 hex digits")
     q.add_argument("--member", help="for a signing key: the member (default: the server's owner)")

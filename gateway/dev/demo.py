@@ -53,6 +53,7 @@ from gateway.settings import (
     PortalSettings,
     ServerSettings,
     Settings,
+    WitnessSettings,
 )
 from gateway.trust import certprofile, keys
 
@@ -439,6 +440,7 @@ async def start_federation(
     portal: bool = False,
     cert_validity: timedelta | None = None,
     acme_validity: timedelta | None = None,
+    witness: bool = False,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -452,6 +454,7 @@ async def start_federation(
     gives the development CA an ACME endpoint issuing certificates of that lifetime, and every server (which
     needs ``key_store="token"``) an EAB key of its owner and the ``[server] acme_*`` settings, with its host name
     ``<server code>.<instance>.test`` resolved to its own http-01 responder (docs/acme.md).
+    ``witness`` switches every server's witness on (``[witness] enabled``, docs/witness.md).
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -549,6 +552,7 @@ async def start_federation(
                     central=central_settings, server=server_settings,
                     globalconf=GlobalConfSettings(anchor=str(anchor_path),
                                                   cache_dir=str(workdir / code / "globalconf")),
+                    witness=WitnessSettings(enabled=witness),
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from gateway.errors import IdentifierError, MalformedGlobalConf
+from gateway.errors import IdentifierError, MalformedGlobalConf, TrustError
 from gateway.identifiers import (
     ClientId,
     GlobalGroupId,
@@ -38,10 +38,12 @@ from gateway.identifiers import (
     check_part,
     parse_client,
 )
+from gateway.trust.cosignature import WitnessKey, parse_vkey
 from gateway.trust.keys import cert_pem, cert_sha256_hex
 
 FORMAT = 1  # the only format of the ``signed`` document this client knows
 MAX_TEXT_LENGTH = 1024  # characters; names, descriptions, URLs - bounds work on hostile input
+MAX_WITNESSES = 16  # per policy; a verifier must accept at least 16 signatures (c2sp.org/signed-note)
 DEFAULT_OCSP_FRESHNESS_SECONDS = 3600  # seconds; X-Road's ocspFreshnessSeconds default
 DEFAULT_TIMESTAMP_GRACE_SECONDS = 14400  # seconds; X-Road's timestamp failure grace period default
 
@@ -264,6 +266,43 @@ class SigningKey:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Witness:
+    """A witness (c2sp.org/tlog-witness) that a logging server pushes its checkpoints to.
+
+    It runs on the security server ``server``, whose registered authentication certificate its TLS endpoint
+    at ``url`` (the witness prefix: ``<url>/add-checkpoint``) must present, and cosigns with ``key``.
+    """
+
+    key: WitnessKey
+    url: str  # https://host:port/<prefix>, the prefix without a final slash
+    server: SecurityServerId
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def vkey(self) -> str:
+        return self.key.vkey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessPolicy:
+    """Which witnesses must cosign the checkpoints of every log of the security server ``server``.
+
+    It applies to all of the server's log origins (each worker's and node's message log, and its audit log): a
+    checkpoint is witnessed when at least ``quorum`` of ``witnesses`` have cosigned it.
+    """
+
+    server: SecurityServerId
+    quorum: int
+    witnesses: tuple[Witness, ...]  # sorted by name
+
+    def keys(self) -> dict[str, WitnessKey]:
+        return {w.name: w.key for w in self.witnesses}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Parameters:
     """Federation-wide parameters as published; accessors give defaults for absent ones.
 
@@ -312,6 +351,7 @@ class GlobalConf:
     timestamping_authorities: tuple[Tsa, ...] = ()  # in order of preference
     signing_keys: tuple[SigningKey, ...] = ()
     parameters: Parameters = field(default_factory=Parameters)
+    witness_policies: tuple[WitnessPolicy, ...] = ()  # sorted by server; absent from the document when empty
 
     # Indexes for the hot path, built once in __post_init__.
     _members: dict[MemberId, Member] = field(init=False, repr=False, compare=False)
@@ -322,6 +362,7 @@ class GlobalConf:
     _cas_by_subject: dict[bytes, tuple[CertificateAuthority, ...]] = field(
         init=False, repr=False, compare=False
     )
+    _witness_policies: dict[SecurityServerId, WitnessPolicy] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_client: dict[ClientId, list[SecurityServer]] = {}
@@ -340,6 +381,7 @@ class GlobalConf:
         object.__setattr__(self, "_by_auth_cert", by_auth)
         object.__setattr__(self, "_groups", {g.id: frozenset(g.members) for g in self.global_groups})
         object.__setattr__(self, "_cas_by_subject", {k: tuple(v) for k, v in cas.items()})
+        object.__setattr__(self, "_witness_policies", {p.server: p for p in self.witness_policies})
 
     # ---- look-ups (all O(1) except ca_for, which checks one signature per candidate issuer)
 
@@ -382,6 +424,14 @@ class GlobalConf:
             return ca
         return None
 
+    def witness_policy(self, server_id: SecurityServerId) -> WitnessPolicy | None:
+        """The witness policy of the logs of ``server_id``, if the federation sets one."""
+        return self._witness_policies.get(server_id)
+
+    def policies_witnessed_by(self, witness_name: str) -> tuple[WitnessPolicy, ...]:
+        """The policies that name the witness ``witness_name`` (the servers whose logs it witnesses)."""
+        return tuple(p for p in self.witness_policies if any(w.name == witness_name for w in p.witnesses))
+
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
 
@@ -411,6 +461,7 @@ class GlobalConf:
                 "security_servers", "global_groups", "certificate_authorities", "timestamping_authorities",
                 "signing_keys", "parameters",
             ),
+            optional=("witness_policies",),
         )
         fmt = r.integer(top["format"], "format", minimum=0)
         if fmt != FORMAT:
@@ -526,12 +577,51 @@ class GlobalConf:
         keys = r.items(top["signing_keys"], "signing_keys", signing_key)
         r.sorted_unique([k.keyid for k in keys], "signing_keys", what="keyid")
 
+        server_index = {s.id: s for s in servers}
+
+        def listed_server(v: Any, p: str) -> SecurityServerId:
+            sid = r.identifier(v, p, SecurityServerId.parse)
+            if sid not in server_index:
+                r.fail(p, f"security server {sid} is not listed in security_servers")
+            return sid
+
+        def witness(v: Any, p: str) -> Witness:
+            o = r.obj(v, p, required=("vkey", "url", "server"))
+            try:
+                key = parse_vkey(r.text(o["vkey"], f"{p}.vkey"))
+            except TrustError as e:
+                r.fail(f"{p}.vkey", e.message)
+            url = r.url(o["url"], f"{p}.url")
+            if not url.startswith("https://") or url.endswith("/") or urlsplit(url).query:
+                r.fail(f"{p}.url", f"{url!r} must be an https URL without a query or a final '/'")
+            return Witness(key=key, url=url, server=listed_server(o["server"], f"{p}.server"))
+
+        def witness_policy(v: Any, p: str) -> WitnessPolicy:
+            o = r.obj(v, p, required=("server", "quorum", "witnesses"))
+            sid = listed_server(o["server"], f"{p}.server")
+            ws = r.items(o["witnesses"], f"{p}.witnesses", witness, non_empty=True)
+            if len(ws) > MAX_WITNESSES:
+                r.fail(f"{p}.witnesses", f"has more than {MAX_WITNESSES} witnesses")
+            r.sorted_unique([w.name for w in ws], f"{p}.witnesses", what="witness name")
+            for i, w in enumerate(ws):
+                if w.server.owner == sid.owner:
+                    r.fail(f"{p}.witnesses[{i}].server",
+                           f"{w.server} belongs to {sid.owner}, the logging server's own member; a witness "
+                           "must run in another member's organisation")
+            quorum = r.integer(o["quorum"], f"{p}.quorum", minimum=1)
+            if quorum > len(ws):
+                r.fail(f"{p}.quorum", f"{quorum} is more than the {len(ws)} witnesses listed")
+            return WitnessPolicy(server=sid, quorum=quorum, witnesses=tuple(ws))
+
+        policies = r.items(top.get("witness_policies", []), "witness_policies", witness_policy)
+        r.sorted_unique([str(p.server) for p in policies], "witness_policies", what="server")
+
         return cls(
             instance=instance, version=version, issued_at=issued_at, expires_at=expires_at,
             central_url=central_url, members=tuple(members), security_servers=tuple(servers),
             global_groups=tuple(groups), certificate_authorities=tuple(cas),
             timestamping_authorities=tuple(tsas), signing_keys=tuple(keys),
-            parameters=Parameters.from_dict(top["parameters"], r),
+            parameters=Parameters.from_dict(top["parameters"], r), witness_policies=tuple(policies),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -569,7 +659,13 @@ class GlobalConf:
                 {"keyid": k.keyid, "certificate": cert_to_pem(k.certificate)} for k in self.signing_keys
             ],
             "parameters": self.parameters.to_dict(),
-        }
+        } | ({"witness_policies": [
+            {
+                "server": str(p.server), "quorum": p.quorum,
+                "witnesses": [{"vkey": w.vkey, "url": w.url, "server": str(w.server)} for w in p.witnesses],
+            }
+            for p in self.witness_policies
+        ]} if self.witness_policies else {})
 
 
 def normalise(signed: Mapping[str, Any]) -> dict[str, Any]:
@@ -604,4 +700,10 @@ def normalise(signed: Mapping[str, Any]) -> dict[str, Any]:
         d["certificate_authorities"] = sorted(d["certificate_authorities"], key=by("name"))
     if isinstance(d.get("signing_keys"), list):
         d["signing_keys"] = sorted(d["signing_keys"], key=by("keyid"))
+    if isinstance(d.get("witness_policies"), list):
+        d["witness_policies"] = sorted(
+            ({**p, "witnesses": sorted(p.get("witnesses", []), key=lambda w: str(w.get("vkey", "")).split("+")[0])}
+             for p in d["witness_policies"]),
+            key=by("server"),
+        )
     return d

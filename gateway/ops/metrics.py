@@ -112,6 +112,9 @@ class ServerMetrics:
                                      "the insert of their batch failed)", ["reason"], registry=r)
         for reason in ("queue_full", "database"):
             self.opmon_dropped.labels(reason)  # each series exists from the start, at 0
+        self.witness_requests = Counter("gateway_witness_requests", "add-checkpoint requests this server's witness "
+                                        "answered, by HTTP status (200: cosigned; docs/witness.md section 1)",
+                                        ["status"], registry=r)
         # The hot path's label children, looked up once (``labels()`` costs a lock and a validation per call):
         # per (side, client, service, outcome) its counter and duration histogram; per side its size and wait
         # histograms. Bounded as the labels are (gateway.proxy.observe).
@@ -152,6 +155,10 @@ class ServerMetrics:
     def record_waited(self, side: str, seconds: float) -> None:
         """One message-log record became durable ``seconds`` after it was queued."""
         self._side_children[side][2].observe(seconds)
+
+    def witness_answered(self, status: int) -> None:
+        """One add-checkpoint request answered by the witness with ``status``."""
+        self.witness_requests.labels(str(status)).inc()
 
     def opmon_records_dropped(self, reason: str, count: int) -> None:
         self.opmon_dropped.labels(reason).inc(count)

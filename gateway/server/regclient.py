@@ -134,7 +134,7 @@ async def send(
     """Build, sign and submit one management request for this server (``[server] id``); with
     ``renewal_key``/``renewal_cert`` (an ``auth_cert_reg``) co-signed by the current authentication key, which
     makes it a renewal the central server may approve by itself (docs/registration.md). ``address``: the
-    server's address to register (default ``[server] address``, else ``server_host:server_port``).
+    server-to-server address to register (default ``[server] address``, else ``server_host:server_port``).
 
     Raises:
         ConfigError: bad ``[server] id`` or anchor.

@@ -96,6 +96,9 @@ from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.transparency.index import UsageIndex
 from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
+from gateway.witness.http import WitnessEndpoint
+from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
 
@@ -177,6 +180,7 @@ class SecurityServer:
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
         self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
         self.renewal: CertRenewer | None = None  # ACME renewal of the certificates (worker 0; docs/acme.md)
+        self.witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (start(); docs/witness.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -321,6 +325,8 @@ class SecurityServer:
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx
+        if self.settings.witness.enabled:  # POST /witness/add-checkpoint on the server port (docs/witness.md)
+            ctx.witness = self.witness = await self._open_witness(ctx)
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
         self.checkpointer = Checkpointer(
             store=self.messagelog, origin=ctx.origin, signer=signer, conf=lambda: self.globalconf.current,
@@ -363,7 +369,8 @@ class SecurityServer:
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
                 checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
-                management=self.send_management, transparency=ctx.transparency,
+                management=self.send_management, transparency=ctx.transparency, witness=self.witness,
+                witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -394,6 +401,36 @@ class SecurityServer:
             _spawn(tasks, self.renewal.run(self._stop), "cert-renewal")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
+
+    async def _open_witness(self, ctx: ProxyContext) -> WitnessEndpoint:
+        """The witness: its state (migrated), its key (made if missing: docs/witness.md section 2), its endpoint.
+
+        Raises:
+            ConfigError: the witness key cannot be read or made, or its name is not a key name.
+        """
+        w = self.settings.witness
+        store = WitnessStore(self.engine)
+        await store.migrate()
+        name = witness_signer.default_name(str(self.server_id), w.name)
+        try:
+            signer = await witness_signer.load_signer(
+                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock(),
+                device=self.device)
+            assert signer is not None  # create=True
+            vkey = signer.key.vkey  # checks the name
+        except ConfigError:
+            raise
+        except GatewayError as e:
+            raise ConfigError(f"[witness]: the witness key cannot be used: {e.message}") from e
+        if w.max_request_bytes < 1:
+            raise ConfigError(f"[witness] max_request_bytes = {w.max_request_bytes} must be at least 1")
+        log.info("witness enabled", vkey=vkey)
+
+        async def check_peer(der: bytes | None) -> SecurityServerId:
+            return await ctx.check_peer(der, expected=None)
+
+        return WitnessEndpoint(store=store, signer=signer, conf=ctx.conf, check_peer=check_peer, clock=self.clock,
+                               max_request_bytes=w.max_request_bytes, observer=self.metrics)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
@@ -578,8 +615,9 @@ class SecurityServer:
         now = self.clock()
         key, cert = await regclient.auth_key_and_cert(self.settings, token=self.token, newest=type_ == "auth_cert_reg",
                                                       now=now)
-        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now,
-                                    client=client)
+        # the address peers reach: [server] address, else the bound port (server_port 0 picks one at start)
+        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now, client=client,
+                                    address=self.settings.server.address or self.server_address or None)
 
     async def certificates(self, *, with_ocsp: bool = True) -> list[token_model.CertReport]:
         """This server's keys and certificates with expiry and (optionally fetched) OCSP status: what

@@ -50,7 +50,7 @@ from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -134,6 +134,19 @@ def _public_key(pub: Any, key_type: keys.KeyType) -> keys.PublicKey:
     n = int.from_bytes(pub[Attribute.MODULUS], "big")
     e = int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big")
     return rsa.RSAPublicNumbers(e, n).public_key()
+
+
+ED25519_OID = "1.3.101.112"  # id-Ed25519 (RFC 8410): CKA_EC_PARAMS of a CKK_EC_EDWARDS key
+
+
+def _ed25519_point(pub: Any) -> bytes:
+    """The raw 32-byte public key of a device Ed25519 key (CKA_EC_POINT, a DER OCTET STRING around it)."""
+    point = bytes(pub[Attribute.EC_POINT])
+    if len(point) == 34 and point[:2] == b"\x04\x20":
+        point = point[2:]
+    if len(point) != 32:
+        raise TokenUnavailable(f"the device's Ed25519 public key has {len(point)} bytes, not 32")
+    return point
 
 
 def _sign_with(priv: Any, key_type: keys.KeyType, data: bytes) -> bytes:
@@ -514,6 +527,53 @@ class Pkcs11Token:
 
         return await self._call(gen)
 
+    async def generate_witness_key(self, *, label: str = "", now: datetime) -> KeyEntry:
+        """Generate the witness's Ed25519 key pair on the device (usage ``witness``, CKM_EDDSA; the private
+        key sensitive and not extractable; docs/witness.md section 2). One per token.
+
+        Raises:
+            RequestError: not logged in, a bad label, or a witness key exists already (409).
+            TokenUnavailable: the device failed (or has no Ed25519).
+        """
+        model.check_label(label)
+        existing = next((k for k in (await self.state()).keys if k.usage == "witness"), None)
+        if existing is not None:
+            raise KeyInUse(f"the token has a witness key already ({existing.id[:16]}...); delete it first")
+
+        def gen(_g: int, s: Any) -> KeyEntry:
+            temp_id = b"gateway-new-" + hashlib.sha256(str(time.time_ns()).encode()).digest()[:8]
+            pub, priv = s.generate_keypair(
+                KeyType.EC_EDWARDS, store=True, id=temp_id, label=label or "witness",
+                public_template={Attribute.EC_PARAMS: encode_named_curve_parameters(ED25519_OID),
+                                 Attribute.VERIFY: True, Attribute.TOKEN: True, Attribute.PRIVATE: False},
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+                                  Attribute.PRIVATE: True, Attribute.TOKEN: True},
+            )
+            key_id = model.spki_sha256(ed25519.Ed25519PublicKey.from_public_bytes(_ed25519_point(pub)))
+            pub[Attribute.ID] = bytes.fromhex(key_id)
+            priv[Attribute.ID] = bytes.fromhex(key_id)
+            entry = KeyEntry(id=key_id, usage="witness", key_type="ed25519", label=label, created_at=now)
+            self._put_metadata(s, f"key:{key_id}", {k: v for k, v in entry.to_dict().items() if k != "certs"})
+            return entry
+
+        return await self._call(gen)
+
+    async def witness_public_key(self) -> tuple[str, bytes] | None:
+        """The witness key's id and raw Ed25519 public key (32 bytes), or None when the device has none."""
+        entry = next((k for k in (await self.state()).keys if k.usage == "witness"), None)
+        if entry is None:
+            return None
+
+        def read(_g: int, s: Any) -> bytes:
+            return _ed25519_point(s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.id)))
+
+        return entry.id, await self._call(read)
+
+    def sign_eddsa_blocking(self, key_id: str, data: bytes) -> bytes:
+        """An Ed25519 signature (CKM_EDDSA) by the key ``key_id``, on a pooled session in the calling thread."""
+        ident = bytes.fromhex(key_id)
+        return self._run(lambda g, s: bytes(self._pool.private_key(g, s, ident).sign(data, mechanism=Mechanism.EDDSA)))
+
     async def public_key(self, key_id: str) -> keys.PublicKey:
         """The public key of a key of the token (read from the device)."""
         state = await self.state()
@@ -521,7 +581,7 @@ class Pkcs11Token:
 
         def read(_g: int, s: Any) -> keys.PublicKey:
             pub = s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.id))
-            return _public_key(pub, entry.key_type)
+            return _public_key(pub, model.certified_key_type(entry))
 
         return await self._call(read)
 
@@ -586,7 +646,7 @@ class Pkcs11Token:
         identity: certprofile.Identity = server_id if entry.usage == "auth" else (member or server_id.owner)
         pub = await self.public_key(entry.id)
         template_key = keys.generate_private_key("ec-p256" if entry.key_type == "ec-p256" else "rsa-2048")
-        template = certprofile.build_csr(template_key, identity, kind=entry.usage, name=name)
+        template = certprofile.build_csr(template_key, identity, kind=model.cert_kind(entry), name=name)
         request = asn1_csr.CertificationRequest.load(template.public_bytes(serialization.Encoding.DER))
         info = request["certification_request_info"]
         spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -594,7 +654,8 @@ class Pkcs11Token:
         tbs = info.dump(force=True)
 
         def sign(generation: int, s: Any) -> bytes:
-            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)), entry.key_type, tbs)
+            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)),
+                              model.certified_key_type(entry), tbs)
 
         raw = await self._call(sign)
         request["signature"] = keys.raw_to_der_ecdsa(raw) if entry.key_type == "ec-p256" else raw
@@ -682,7 +743,8 @@ class Pkcs11Token:
                 hint="import one and `gateway token activate --device` it",
             )
         key_entry, cert_entry = chosen
-        return DeviceSigner(self, key_id=key_entry.id, key_type=key_entry.key_type, cert=cert_entry.certificate)
+        return DeviceSigner(self, key_id=key_entry.id, key_type=model.certified_key_type(key_entry),
+                            cert=cert_entry.certificate)
 
     async def tls_material(self, *, now: datetime, registered: Collection[str] | None = None) -> None:
         """Never: Python's ``ssl`` module loads a TLS key only from a file (docs/tokens.md, "TLS").

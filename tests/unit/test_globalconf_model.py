@@ -270,3 +270,85 @@ def test_bad_documents_name_the_path(sim: GlobalConfSimulator, mutate: Mutation,
     assert info.value.message.startswith("global configuration ")
     assert expected in info.value.message
     assert info.value.xroad_type == MALFORMED
+
+
+# ---- witness policies (docs/globalconf.md "Witness policies")
+
+def _witness_vkey(name: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from gateway.trust.cosignature import WitnessKey
+    return WitnessKey.of_private_key(name, ed25519.Ed25519PrivateKey.generate()).vkey
+
+
+def _with_policy(sim: GlobalConfSimulator, **changes: Any) -> dict[str, Any]:
+    d = copy.deepcopy(sim.signed)
+    i = d["instance"]
+    policy: dict[str, Any] = {
+        "server": f"{i}/GOV/1001/ss1", "quorum": 1,
+        "witnesses": [{"vkey": _witness_vkey(f"{i}/GOV/1002/ss2/witness"), "url": "https://127.0.0.1:5502/witness",
+                       "server": f"{i}/GOV/1002/ss2"}],
+    }
+    policy.update(changes)
+    d["witness_policies"] = [policy]
+    return d
+
+
+def test_witness_policy_round_trip_and_lookups(sim: GlobalConfSimulator) -> None:
+    d = _with_policy(sim)
+    conf = GlobalConf.from_dict(d)
+    assert conf.to_dict() == d
+    ss1 = SecurityServerId.parse(d["witness_policies"][0]["server"])
+    policy = conf.witness_policy(ss1)
+    assert policy is not None and policy.quorum == 1
+    (w,) = policy.witnesses
+    assert w.vkey == d["witness_policies"][0]["witnesses"][0]["vkey"]
+    assert conf.policies_witnessed_by(w.name) == (policy,)
+    assert conf.witness_policy(SecurityServerId.parse(f"{d['instance']}/GOV/1002/ss2")) is None
+    # No policies: the key is absent, so documents from before witnesses keep their bytes.
+    assert "witness_policies" not in GlobalConf.from_dict(sim.signed).to_dict()
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"quorum": 2}, "witness_policies[0].quorum: 2 is more than the 1 witnesses listed"),
+    ({"quorum": 0}, "witness_policies[0].quorum: must be at least 1"),
+    ({"witnesses": []}, "witness_policies[0].witnesses: must not be empty"),
+    ({"server": "DEV/GOV/1001/ss9"}, "witness_policies[0].server: security server DEV/GOV/1001/ss9 is not listed"),
+])
+def test_bad_witness_policies_name_the_path(sim: GlobalConfSimulator, changes: dict[str, Any], expected: str) -> None:
+    d = _with_policy(sim, **changes)
+    with pytest.raises(GlobalConfError) as info:
+        GlobalConf.from_dict(d)
+    assert expected in info.value.message
+
+
+def test_bad_witnesses_name_the_path(sim: GlobalConfSimulator) -> None:
+    i = sim.signed["instance"]
+    own = _with_policy(sim)
+    own["witness_policies"][0]["witnesses"][0]["server"] = f"{i}/GOV/1001/ss1"
+    plain = _with_policy(sim)
+    plain["witness_policies"][0]["witnesses"][0]["url"] = "http://127.0.0.1:5502/witness"
+    wrong_type = _with_policy(sim)
+    wrong_type["witness_policies"][0]["witnesses"][0]["vkey"] = (
+        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k")
+    for doc, expected in [
+        (own, "witnesses[0].server: DEV/GOV/1001/ss1 belongs to DEV/GOV/1001, the logging server's own member"),
+        (plain, "witnesses[0].url: 'http://127.0.0.1:5502/witness' must be an https URL"),
+        (wrong_type, "witnesses[0].vkey: cosignature: vkey signature type is 0x01"),
+    ]:
+        with pytest.raises(GlobalConfError) as info:
+            GlobalConf.from_dict(doc)
+        assert expected in info.value.message
+
+
+def test_normalise_sorts_witnesses_and_policies(sim: GlobalConfSimulator) -> None:
+    i = sim.signed["instance"]
+    d = _with_policy(sim)
+    second = {"vkey": _witness_vkey(f"{i}/GOV/1002/a-witness-on-ss3"), "url": "https://[::1]:5503/witness",
+              "server": f"{i}/GOV/1002/ss3"}
+    d["witness_policies"][0]["witnesses"].append(second)
+    with pytest.raises(GlobalConfError, match="out of order"):
+        GlobalConf.from_dict(d)
+    conf = GlobalConf.from_dict(normalise(d))
+    assert [w.server for w in conf.witness_policies[0].witnesses] == [
+        SecurityServerId.parse(f"{i}/GOV/1002/ss3"), SecurityServerId.parse(f"{i}/GOV/1002/ss2")]

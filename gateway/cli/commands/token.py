@@ -30,6 +30,7 @@ from gateway.token import model
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, read_pin
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
 
 
 def _now() -> datetime:
@@ -230,9 +231,46 @@ async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, mo
 @token_command
 async def cmd_generate_key(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
+    if args.usage == "witness":  # docs/witness.md section 2
+        entry = await token.generate_witness_key(label=args.label or "witness", now=_now())
+        print(f"generated ed25519 witness key {entry.id}")
+        print(await _witness_vkey(token, settings))
+        return 0
     entry = await token.generate_key(args.usage, key_type=args.key_type, label=args.label, now=_now())
     print(f"generated {entry.key_type} key {entry.id} for {entry.usage} certificates")
     return 0
+
+
+async def _witness_vkey(token: AnyToken | None, settings: Settings) -> str:
+    name = witness_signer.default_name(settings.server.id, settings.witness.name)
+    signer = await witness_signer.load_signer(
+        name=name, token=token if isinstance(token, SoftToken) else None, state_dir=settings.server.state_dir,
+        create=False, now=_now(), device=token if isinstance(token, Pkcs11Token) else None)
+    if signer is None:
+        raise ConfigError("there is no witness key yet",
+                          hint="`gateway token generate-key --usage witness`, or start the server with "
+                               "[witness] enabled = true (it makes one)")
+    return signer.key.vkey
+
+
+def cmd_witness_key(args: argparse.Namespace) -> int:
+    """Print the witness's vkey (docs/witness.md section 2): from the device (``--device``), the software token
+    (the PIN is asked for) or, with plain key files, from ``<state_dir>/witness.key``."""
+    settings = settings_from_args(args)
+    if _device(args) or getattr(args, "dir", None) or settings.server.token_dir:
+
+        async def body(token: AnyToken, settings: Settings) -> int:
+            await _login(token, args, settings)
+            print(await _witness_vkey(token, settings))
+            return 0
+
+        return run_token(args, body)
+
+    async def main() -> int:
+        print(await _witness_vkey(None, settings))
+        return 0
+
+    return asyncio.run(main())
 
 
 @token_command
