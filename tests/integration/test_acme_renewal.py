@@ -29,6 +29,7 @@ import hsm_kit
 import pytest
 import pytest_asyncio
 from exchange_kit import PROBE, Probe, call, probed_federation
+from ops_kit import promtool_check, scrape
 from waiting import wait_for_condition
 
 from gateway.admin.schema import Page
@@ -188,6 +189,10 @@ async def test_sign_and_auth_certificates_renew_under_traffic(world: tuple[Feder
         labels = {"usage": usage, "outcome": "succeeded"}
         assert reg.get_sample_value("gateway_cert_renewals_total", labels) == 1
         assert reg.get_sample_value("gateway_cert_renewals_total", {**labels, "outcome": "failed"}) == 0
+    text = await scrape(ss1.ops_url)  # served on the ops port, clean for promtool
+    rc, out = await promtool_check(text)
+    assert rc == 0, out
+    assert "gateway_cert_renewal_next_timestamp_seconds{usage=\"sign\"}" in text
     assert ss1.health is not None
     check = next(c for c in await ss1.health.checks() if c.name == "cert_renewal")
     assert check.ok and not check.warning, check
