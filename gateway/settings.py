@@ -39,6 +39,10 @@ class PkiSettings:
     tsa_port: int = 8889
     cert_validity_days: int = 730  # days; issued authentication and signing certificates
     ocsp_validity_seconds: int = 3600  # seconds; nextUpdate of OCSP responses; X-Road's freshness default
+    # the ACME endpoint (RFC 8555, docs/acme.md): -1 (the default) switches it off; 0 picks a free port
+    acme_port: int = -1
+    acme_validity_days: float = 90.0  # days; certificates issued over ACME (as Let's Encrypt's)
+    acme_http01_port: int = 80  # the port of the security server's host name that http-01 validation fetches
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +66,9 @@ class CentralSettings:
     ops_port: int = 4101  # next to the central port; 0 picks a free port; -1 switches the ops port off
     admin_host: str = "127.0.0.1"  # the central admin REST API listens here (keep it on an internal network)
     admin_port: int = -1  # the central admin API's port; -1 (the default) switches it off; 0 picks a free port
+    # approve an authentication certificate registration without an officer when it is a renewal: co-signed by
+    # an authentication certificate registered for the same server now (docs/registration.md)
+    auto_approve_auth_renewal: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +144,20 @@ class ServerSettings:
     pkcs11_pin_env: str = ""  # or: the name of an environment variable holding it
     pkcs11_sessions: int = 2  # sessions and worker threads for the device (1-64); calls are serialised per library
     cert_expiry_warning_days: int = 30  # days; certificates closer to expiry are reported (metric, CLI)
+    # ACME renewal of the signing and authentication certificates (docs/acme.md); "" switches it off
+    acme_directory_url: str = ""  # the CA's ACME directory, e.g. http://ca.example:8890/acme/directory
+    acme_eab_kid: str = ""  # the external account binding key id the CA issued for this server's owner
+    acme_eab_key_file: str = ""  # file (mode 0600) holding the EAB HMAC key (base64url); never the key itself
+    acme_identifier: str = ""  # the host name the CA validates (http-01); "": the host of address/server_host
+    acme_http01_host: str = "0.0.0.0"  # the http-01 responder listens here while ACME is on
+    acme_http01_port: int = 80  # RFC 8555 8.3: the CA fetches from port 80; 0 picks a free port (tests)
+    acme_renew_before_days: float = 30.0  # days; a certificate in use is renewed this long before it expires
+    acme_check_seconds: float = 3600.0  # seconds between checks whether a certificate is due
+    acme_retry_seconds: float = 60.0  # seconds; first wait after a failed renewal, doubled each time
+    acme_retry_max_seconds: float = 3600.0  # seconds; the wait between retries never grows beyond this
+    # seconds a renewed authentication certificate must have been listed in the global configuration before TLS
+    # switches to it: peers must have downloaded a configuration that lists it too (3 x X-Road's 60 s polling)
+    acme_auth_switch_delay_seconds: float = 180.0
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 5588  # X-Road's health-check port; 0 picks a free port; -1 switches the ops port off
     # /readyz turns 503 this long before exchanges would fail (docs/operations.md section 8):

@@ -18,6 +18,8 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 7. ``witnessing`` (only while the global configuration has a witness policy for this server and the pusher
    runs): passes always, with a **warning** while a log's witnessing lag is over ``[witness]
    lag_warning_seconds`` (docs/witness.md section 4): exchanges do not depend on witnesses.
+8. ``cert_renewal`` (with ACME on, docs/acme.md): passes with a warning while a renewal fails or waits; fails
+   once a certificate in use has expired.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gateway.ops.metrics import ServerMetrics
 from gateway.ops.readiness import Check, deadline_check
 from gateway.proxy.context import ProxyContext
 from gateway.server.lease import OriginLease
+from gateway.server.renewal import CertRenewer
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
 from gateway.storage.db import sqlite_directory
@@ -64,6 +67,7 @@ class ServerHealth:
     device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
     pusher: Pusher | None = None  # pushes checkpoints to witnesses ([witness] push)
     lag_warning_seconds: float = 900.0  # [witness] lag_warning_seconds
+    renewal: CertRenewer | None = None  # the ACME renewal job, when [server] acme_directory_url is set
 
     async def checks(self) -> list[Check]:
         now = self.clock()
@@ -76,6 +80,8 @@ class ServerHealth:
         checks += [self._timestamping(now), await self._messagelog(database)]
         if self.pusher is not None and self.pusher.policy() is not None:
             checks.append(self._witnessing(now))
+        if self.renewal is not None:
+            checks.append(self.renewal.check(now))
         self.export(checks)
         return checks
 

@@ -86,6 +86,7 @@ from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
 from gateway.server.witnessing import PeerWitnessTransport
+from gateway.server.renewal import CertRenewer, RenewalHost
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings, Settings
@@ -182,6 +183,7 @@ class SecurityServer:
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
         self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
+        self.renewal: CertRenewer | None = None  # ACME renewal of the certificates (worker 0; docs/acme.md)
         self.witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (start(); docs/witness.md)
 
     async def start(self) -> None:
@@ -395,6 +397,15 @@ class SecurityServer:
             _spawn(tasks, self.pusher.run(self._stop), "witness-pusher")
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
+        if s.acme_directory_url and self.worker == 0:  # certificate renewal over ACME (docs/acme.md)
+            self.renewal = await CertRenewer.open(RenewalHost(
+                settings=self.settings, server_id=self.server_id, token=self.token, device=self.device,
+                conf=lambda: self.globalconf.current, registered=self._registered, audit=self.admin_store.write_audit,
+                keys_changed=self.keys_changed, clock=self.clock, registry=self.metrics.registry,
+            ))
+            tasks.push_async_callback(self.renewal.close)  # after the task has ended (the stack unwinds LIFO)
+            self.health.renewal = self.renewal
+            _spawn(tasks, self.renewal.run(self._stop), "cert-renewal")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
 
