@@ -85,8 +85,8 @@ from gateway.server import regclient
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
-from gateway.server.witnessing import PeerWitnessTransport
 from gateway.server.renewal import CertRenewer, RenewalHost
+from gateway.server.witnessing import PeerWitnessTransport
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings, Settings
