@@ -115,12 +115,17 @@ class HeadRef:
     root_hash: bytes
 
 
-def check_chain(
-    entries: Iterable[tuple[int, bytes, bytes]], heads: Sequence[HeadRef],
-) -> tuple[int, list[ChainProblem]]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainResult:
+    size: int  # entries read
+    problems: tuple[ChainProblem, ...]
+    reproduced: tuple[int, ...]  # sizes of the checkpoints whose root the stored leaves reproduce
+
+
+def check_chain(entries: Iterable[tuple[int, bytes, bytes]], heads: Sequence[HeadRef]) -> ChainResult:
     """Check the audit log: ``entries`` are ``(seq, recomputed leaf, stored leaf)`` in ``seq`` order (the
     recomputed leaf from the entry's columns or exported bytes, the stored one as kept with the row), and
-    ``heads`` the checkpoints, smallest first. Returns the number of entries read and the problems.
+    ``heads`` the checkpoints.
 
     (1) ``seq`` runs 0, 1, 2, ... without gap or duplicate.
     (2) Each recomputed leaf equals the stored leaf, else the entry was changed after it was written.
@@ -135,6 +140,7 @@ def check_chain(
     i = 0
     last_good = 0
     expect = 0
+    reproduced: list[int] = []
 
     def check_heads() -> None:
         nonlocal i, last_good
@@ -142,6 +148,7 @@ def check_chain(
             head = pending[i]
             if tree.root() == head.root_hash:
                 last_good = head.size
+                reproduced.append(head.size)
             else:
                 problems.append(ChainProblem(
                     where=f"entries {last_good}..{head.size - 1}", problem="rewritten",
@@ -180,12 +187,13 @@ def check_chain(
             message=f"the log has {tree.size} entries but a checkpoint covers {head.size}: entries at the end "
                     "were removed",
         ))
-    return tree.size, problems
+    return ChainResult(size=tree.size, problems=tuple(problems), reproduced=tuple(reproduced))
 
 
 __all__ = [
     "ENCODING_VERSION",
     "ChainProblem",
+    "ChainResult",
     "EntryFields",
     "HeadRef",
     "audit_origin",

@@ -105,9 +105,9 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "seq": self.seq, "at": _iso(self.at), "actor": self.actor, "auth": self.auth, "remote": self.remote,
-            "action": self.action, "method": self.method, "path": self.path, "result": self.result,
-            "status": self.status, "details": self.details,
+            "id": self.id, "seq": self.seq, "at": _iso(self.at), "actor": self.actor, "auth": self.auth,
+            "remote": self.remote, "action": self.action, "method": self.method, "path": self.path,
+            "result": self.result, "status": self.status, "details": self.details,
         }
 
 
