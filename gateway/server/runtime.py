@@ -50,6 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
+from gateway.admin.auditcheckpointer import AuditCheckpointer
 from gateway.admin.store import AdminStore
 from gateway.central.management import RequestType
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
@@ -162,6 +163,7 @@ class SecurityServer:
         self.server_address = ""
         self.context: ProxyContext | None = None
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
+        self.audit_checkpointer: AuditCheckpointer | None = None  # the admin audit log's checkpoints (worker 0)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
         self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
@@ -379,10 +381,29 @@ class SecurityServer:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
+        if self.worker == 0:  # one audit log per server: its checkpoints are made where the admin API runs
+            self.audit_checkpointer = self._audit_checkpointer(ctx)
+            _spawn(tasks, self.audit_checkpointer.run(self._stop, self.clock), "audit-checkpointer")
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
+
+    def _audit_checkpointer(self, ctx: ProxyContext) -> AuditCheckpointer:
+        """Checkpoints of the admin audit log (docs/witness.md section 7), signed with the signing key in use
+        and stored with a good OCSP response for it; :func:`gateway.admin.auditcheckpointer.audit_log_source`
+        gives the same log to the witness pusher."""
+        s = self.settings.server
+
+        async def own_ocsp() -> bytes | None:
+            conf = self.globalconf.current
+            return None if conf is None else await ctx.own_ocsp(conf)
+
+        return AuditCheckpointer(
+            store=self.admin_store, server_id=self.server_id, signer=lambda: ctx.signer,
+            conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
+            interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
+        )
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().

@@ -3,7 +3,9 @@
 Kept apart from :mod:`gateway.cli.commands.log`, whose commands work on the online database: this one imports
 neither SQLAlchemy nor the message-log store, so an auditor's verification starts in a tenth of a second
 rather than the best part of one. The verification itself is :func:`gateway.messagelog.verify.verify_archive`,
-with its records checked in ``--workers`` processes (docs/auditing.md sections 1 and 5).
+with its records checked in ``--workers`` processes (docs/auditing.md sections 1 and 5); an audit archive
+(``gateway admin audit export``) is recognised by its manifest and verified by
+:func:`gateway.admin.auditverify.verify_audit_archive` (docs/auditing.md section 8).
 """
 
 import argparse
@@ -29,12 +31,34 @@ class _Progress:
             print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
 
 
+def _verify_audit(args: argparse.Namespace) -> int:
+    """An audit archive (docs/auditing.md section 8): read whole, verified in this process."""
+    from gateway.admin.auditarchive import read_archive
+    from gateway.admin.auditverify import verify_audit_archive
+    from gateway.globalconf.anchor import Anchor
+
+    anchor = Anchor.from_file(args.anchor)
+    try:
+        content = read_archive(args.archive)
+    except TrustError as e:
+        print(f"FAIL archive: {e.message}")
+        print("RESULT: FAILED, the file is not a verifiable archive")
+        return 1
+    report = verify_audit_archive(content, anchor, quorum=getattr(args, "quorum", None))
+    print(f"audit archive {args.archive}")
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from gateway.admin.auditarchive import is_audit_archive
     from gateway.globalconf.anchor import Anchor
     from gateway.messagelog.archive import LogArchive
     from gateway.messagelog.verify import runner_for, usable_cpus, verify_archive
     from gateway.messagelog.verify.parallel import quiet_gc
 
+    if is_audit_archive(args.archive):
+        return _verify_audit(args)
     anchor = Anchor.from_file(args.anchor)
     try:
         archive = LogArchive(args.archive)
