@@ -58,7 +58,11 @@ class AuditVerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
 
     def summary(self) -> str:
         span = "" if self.first_at is None or self.last_at is None else (
