@@ -1,6 +1,6 @@
 """Audit-log archives for auditors: the file format, written and read (I/O: files only, no database).
 
-docs/auditing.md section 8. An audit archive is a security server's whole admin audit log (entries 0 .. N-1)
+docs/auditing.md section 7. An audit archive is a security server's whole admin audit log (entries 0 .. N-1)
 with everything needed to verify it offline against nothing but the instance's anchor. Like a message-log
 archive (:mod:`gateway.messagelog.archive`) it is a ZIP file of **stored** members::
 

@@ -1,6 +1,6 @@
 """Signed, timestamped checkpoints of the admin audit log, and the audit log as a witnessed log (I/O).
 
-docs/witness.md section 7, docs/auditing.md section 8. The audit log (:mod:`gateway.admin.auditlog`) is a log
+docs/witness.md section 7, docs/auditing.md section 7. The audit log (:mod:`gateway.admin.auditlog`) is a log
 origin of its own, ``<server id>/audit``. The server process (worker 0, which serves the admin API) runs one
 :class:`AuditCheckpointer`; each round (:meth:`AuditCheckpointer.run_once`, every second):
 

@@ -1,6 +1,6 @@
 """The audit log from the database: exported as an archive, and checked online (I/O).
 
-docs/auditing.md section 8. :func:`export_audit` writes the whole audit log as an archive
+docs/auditing.md section 7. :func:`export_audit` writes the whole audit log as an archive
 (:mod:`gateway.admin.auditarchive`): every entry re-encoded from its columns exactly as its leaf was computed
 (so an entry changed in the database since is exported changed, and the verifier names it), the stored leaf
 hashes, every checkpoint with its timestamp token, its signing certificate and OCSP response and its

@@ -1,6 +1,6 @@
 """The admin audit log as a Merkle log: the entry encoding, its leaf hash, its origin and the chain check (pure).
 
-docs/auditing.md section 8, docs/witness.md section 7. Every audit entry (``adm_audit``) has a sequence number
+docs/auditing.md section 7, docs/witness.md section 7. Every audit entry (``adm_audit``) has a sequence number
 ``seq`` (0, 1, 2, ... with no gap, given out in the writing transaction) and a leaf hash
 ``SHA-256(0x00 || encode_entry(entry))`` (RFC 9162 section 2.1.1, :func:`gateway.messagelog.merkle.leaf_hash`).
 The leaves in ``seq`` order form one append-only Merkle tree per security server, whose checkpoints have the

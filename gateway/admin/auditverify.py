@@ -1,6 +1,6 @@
 """Offline verification of an audit archive, trusting nothing but the anchor (pure).
 
-docs/auditing.md section 8. :func:`verify_audit_archive` takes an archive's contents
+docs/auditing.md section 7. :func:`verify_audit_archive` takes an archive's contents
 (:class:`gateway.admin.auditarchive.AuditArchiveContent`) and the instance's anchor, and returns an
 :class:`AuditVerifyReport` of precise findings, empty when everything verifies. The steps:
 

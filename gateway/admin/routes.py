@@ -179,7 +179,7 @@ SESSION_KEY = obj({
 AUDIT_ENTRY = obj({
     "id": {"type": "integer"},
     "seq": {"type": "integer", "minimum": 0,
-            "description": "the entry's place in the audit log's Merkle tree (docs/auditing.md section 8)"},
+            "description": "the entry's place in the audit log's Merkle tree (docs/auditing.md section 7)"},
     "at": TIME,
     "actor": string("user name, apikey:<id>, cli:<os user>, or '-' when unknown"),
     "auth": string("how the actor was authenticated: jwt, apikey, password, cli or none"),

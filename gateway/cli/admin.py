@@ -11,7 +11,7 @@ and address ``cli@<host name>``. Clients, services, access rights and local grou
     gateway admin apikey create --name monitoring --role observer      (prints the key once)
     gateway admin apikey revoke 0123456789abcdef ; gateway admin apikey list
     gateway admin audit list [--actor A] [--action OP] [--result refused] [--limit N] [--offset N]
-    gateway admin audit verify ; gateway admin audit export --out audit.zip   (docs/auditing.md section 8)
+    gateway admin audit verify ; gateway admin audit export --out audit.zip   (docs/auditing.md section 7)
     gateway admin session-key rotate ; gateway admin openapi
     gateway admin api --url http://127.0.0.1:4000 listClients --query limit=10     (any operation, over HTTP)
 
@@ -83,7 +83,7 @@ def register(subparsers: SubParsers) -> None:
             "check the audit log's chain: every entry against its leaf hash, the leaves against the signed "
             "checkpoints (exit 1 naming each changed or removed entry)")
     d = command(g, "export", _handler("cmd_audit_export"),
-                "write the whole audit log as an archive for `gateway log verify` (docs/auditing.md section 8)")
+                "write the whole audit log as an archive for `gateway log verify` (docs/auditing.md section 7)")
     d.add_argument("--out", required=True, help="the archive file to write")
     d.add_argument("--globalconf", action="append", metavar="FILE",
                    help="a further signed global configuration to include (besides the cached one)")

@@ -5,7 +5,7 @@ neither SQLAlchemy nor the message-log store, so an auditor's verification start
 rather than the best part of one. The verification itself is :func:`gateway.messagelog.verify.verify_archive`,
 with its records checked in ``--workers`` processes (docs/auditing.md sections 1 and 5); an audit archive
 (``gateway admin audit export``) is recognised by its manifest and verified by
-:func:`gateway.admin.auditverify.verify_audit_archive` (docs/auditing.md section 8).
+:func:`gateway.admin.auditverify.verify_audit_archive` (docs/auditing.md section 7).
 """
 
 import argparse
@@ -32,7 +32,7 @@ class _Progress:
 
 
 def _verify_audit(args: argparse.Namespace) -> int:
-    """An audit archive (docs/auditing.md section 8): read whole, verified in this process."""
+    """An audit archive (docs/auditing.md section 7): read whole, verified in this process."""
     from gateway.admin.auditarchive import read_archive
     from gateway.admin.auditverify import verify_audit_archive
     from gateway.globalconf.anchor import Anchor
@@ -44,7 +44,7 @@ def _verify_audit(args: argparse.Namespace) -> int:
         print(f"FAIL archive: {e.message}")
         print("RESULT: FAILED, the file is not a verifiable archive")
         return 1
-    report = verify_audit_archive(content, anchor, quorum=getattr(args, "quorum", None))
+    report = verify_audit_archive(content, anchor, quorum=getattr(args, "witness_quorum", None))
     print(f"audit archive {args.archive}")
     print(report.summary())
     return 0 if report.ok else 1
