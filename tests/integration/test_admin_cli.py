@@ -9,9 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from globalconf_sim import GlobalConfSimulator
 
 from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES
@@ -179,3 +182,25 @@ def test_token_changes_are_audited(db: Path, tmp_path: Path, capsys: pytest.Capt
     assert entries[2]["details"] == {"target": "sign"}
     assert "the PIN is incorrect" in str(entries[1]["details"]["error"])  # type: ignore[index]
     assert "a token pin" not in json.dumps(entries) and "the wrong pin" not in json.dumps(entries)
+
+
+def test_audit_verify_and_export_on_the_command_line(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["admin", "audit", "verify"]) == 0
+    assert "audit log: 0 entries, 0 checkpoints" in capsys.readouterr().out
+    # the central server has no checkpoints to export: refused, saying what to use instead
+    assert main(["admin", "--central", "audit", "export", "--out", str(tmp_path / "c.zip")]) == 1
+    assert "the central server's audit log has no checkpoints to export" in capsys.readouterr().err
+    # a server's export without a valid [server] id is a settings error
+    monkeypatch.setenv("GATEWAY_SERVER__ID", "not-an-id")
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "s.zip")]) == 2
+    assert "[server] id" in capsys.readouterr().err
+    # gateway log verify on a damaged audit archive: the form is refused before anything is trusted
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("manifest.json", b'{"format":"gateway-audit-archive","version":9}')
+    anchor = tmp_path / "anchor.json"
+    anchor.write_bytes(GlobalConfSimulator(now=datetime.now(UTC)).anchor_bytes())
+    assert main(["log", "verify", str(bad), "--anchor", str(anchor)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL archive: audit archive: version 9 is not supported (this verifier knows 1)" in out
