@@ -157,6 +157,21 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSettings:
+    """Witnessing (docs/witness.md): the witness this server may run for peers' logs, and the pushing of its own
+    checkpoints to the witnesses that the global configuration's policy names for it."""
+
+    enabled: bool = False  # serve the witness endpoint (POST /witness/add-checkpoint on the server port)
+    name: str = ""  # the witness's key name; "": <server id>/witness
+    push: bool = True  # push this server's checkpoints to its policy's witnesses (when the policy exists)
+    push_interval_seconds: float = 5.0  # seconds between push rounds
+    push_timeout_seconds: float = 10.0  # seconds for one push to one witness (connect, send, answer)
+    backoff_min_seconds: float = 5.0  # seconds before the next try after a witness's first failure; doubles
+    backoff_max_seconds: float = 600.0  # seconds; the longest back-off
+    lag_warning_seconds: float = 900.0  # seconds of witnessing lag after which /readyz warns (never 503)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminSettings:
     session_ttl_seconds: int = 900  # seconds a login's session token (JWT) is valid; short by design
     audience: str = "gateway-admin"  # the JWT audience this server issues and accepts
@@ -201,6 +216,7 @@ class Settings:
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
     portal: PortalSettings = field(default_factory=PortalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 

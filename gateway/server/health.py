@@ -14,7 +14,10 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
    end of the grace period;
 6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
    takes writes again) and this process holds its log origin (on PostgreSQL its lock's connection is pinged
-   now, once check 1 passes).
+   now, once check 1 passes);
+7. ``witnessing`` (only while the global configuration has a witness policy for this server and the pusher
+   runs): passes always, with a **warning** while a log's witnessing lag is over ``[witness]
+   lag_warning_seconds`` (docs/witness.md section 4): exchanges do not depend on witnesses.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from gateway.storage.db import sqlite_directory
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
 from gateway.trust.keys import cert_sha256_hex
+from gateway.witness.pusher import Pusher
 
 DB_TIMEOUT_SECONDS = 2.0  # seconds the database write of check 1 may take
 
@@ -58,6 +62,8 @@ class ServerHealth:
     token: SoftToken | None
     lease: OriginLease | None
     device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
+    pusher: Pusher | None = None  # pushes checkpoints to witnesses ([witness] push)
+    lag_warning_seconds: float = 900.0  # [witness] lag_warning_seconds
 
     async def checks(self) -> list[Check]:
         now = self.clock()
@@ -68,6 +74,8 @@ class ServerHealth:
         checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
                    self._ocsp("ocsp_auth", self.context.auth_cert, now)]
         checks += [self._timestamping(now), await self._messagelog(database)]
+        if self.pusher is not None and self.pusher.policy() is not None:
+            checks.append(self._witnessing(now))
         self.export(checks)
         return checks
 
@@ -176,6 +184,21 @@ class ServerHealth:
             return Check(name="messagelog", ok=False, detail=problem)
         return Check(name="messagelog", ok=True, detail=f"{store.queue_depth} records queued{recovered}")
 
+    # (7)
+    def _witnessing(self, now: datetime) -> Check:
+        assert self.pusher is not None
+        lags = self.pusher.lag_seconds(now)
+        late = {o: lag for o, lag in lags.items() if lag > self.lag_warning_seconds}
+        if late:
+            worst = max(late, key=lambda o: late[o])
+            return Check(name="witnessing", ok=True, warning=True,
+                         detail=f"{len(late)} log(s) not cosigned by the witness quorum for longer than "
+                                f"lag_warning_seconds ({self.lag_warning_seconds:g} s): {worst} for "
+                                f"{late[worst]:.0f} s")
+        worst_lag = max(lags.values(), default=0.0)
+        return Check(name="witnessing", ok=True, detail=f"{len(lags)} log(s) witnessed; largest lag "
+                                                        f"{worst_lag:.0f} s")
+
     # ---- gauges -------------------------------------------------------------------------------------------
 
     def refresh_gauges(self) -> None:
@@ -191,6 +214,9 @@ class ServerHealth:
         grace = cp.grace.total_seconds()
         since = cp.unstamped_since
         m.grace_left.labels(origin).set(grace if since is None else grace - (now - since).total_seconds())
+        if self.pusher is not None:
+            for log_origin, lag in self.pusher.lag_seconds(now).items():
+                m.witness_lag.labels(log_origin).set(round(lag, 3))
         for cert, status in self.context.ocsp_cache.cached():
             m.ocsp_age.labels(cert_sha256_hex(cert), cert.subject.rfc4514_string()[:200]).set(
                 round((now - status.this_update).total_seconds(), 3))

@@ -23,7 +23,8 @@ connection pool per peer) and the service pools (one per origin); 7. a nested st
 the admin port (an aiohttp runner and site, in worker 0 only), the ops port (``/metrics``, ``/healthz``,
 ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks (the ops refresh: our
 OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token watch, the
-checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
+checkpointer, the witness pusher, the origin claim's check) are started into the stack of step 7, once every port
+listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the service and peer pools, flushes and closes the message log, then closes
@@ -50,7 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
-from gateway.admin.auditcheckpointer import AuditCheckpointer
+from gateway.admin.auditcheckpointer import AuditCheckpointer, audit_log_source
 from gateway.admin.store import AdminStore
 from gateway.central.management import RequestType
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
@@ -85,6 +86,7 @@ from gateway.server import regclient
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
+from gateway.server.witnessing import PeerWitnessTransport
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings, Settings
@@ -96,6 +98,8 @@ from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.transparency.index import UsageIndex
 from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
+from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings
+from gateway.witness.source import CheckpointSource
 
 log = structlog.get_logger("gateway.server.runtime")
 
@@ -164,6 +168,7 @@ class SecurityServer:
         self.context: ProxyContext | None = None
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
         self.audit_checkpointer: AuditCheckpointer | None = None  # the admin audit log's checkpoints (worker 0)
+        self.pusher: Pusher | None = None  # pushes the checkpoints to witnesses (start(); [witness] push)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
         self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
@@ -330,10 +335,11 @@ class SecurityServer:
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
+        self.pusher = self._make_pusher(peer_client_ssl)  # witnesses cosign our checkpoints (docs/witness.md)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
             checkpointer=self.checkpointer, context=ctx, token=self.token, device=self.device,
-            lease=self.lease,
+            lease=self.lease, pusher=self.pusher, lag_warning_seconds=self.settings.witness.lag_warning_seconds,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
@@ -384,6 +390,8 @@ class SecurityServer:
         if self.worker == 0:  # one audit log per server: its checkpoints are made where the admin API runs
             self.audit_checkpointer = self._audit_checkpointer(ctx)
             _spawn(tasks, self.audit_checkpointer.run(self._stop, self.clock), "audit-checkpointer")
+        if self.pusher is not None:
+            _spawn(tasks, self.pusher.run(self._stop), "witness-pusher")
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
@@ -404,6 +412,33 @@ class SecurityServer:
             conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
             interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
         )
+
+    def _make_pusher(self, peer_ssl: ssl.SSLContext) -> Pusher | None:
+        """The pusher of this process's message-log origin and, in worker 0, of the server's audit log
+        (``[witness] push``; docs/witness.md sections 4 and 7), with its transport entered into the stack (closed
+        after the background tasks stop).
+
+        Raises:
+            ConfigError: a ``[witness]`` interval, timeout or back-off out of range.
+        """
+        w = self.settings.witness
+        if not w.push:
+            return None
+        try:
+            push_settings = PushSettings(
+                interval_seconds=w.push_interval_seconds, timeout_seconds=w.push_timeout_seconds,
+                backoff_min_seconds=w.backoff_min_seconds, backoff_max_seconds=w.backoff_max_seconds,
+            )
+        except ValueError as e:
+            raise ConfigError(f"[witness] {e}") from e
+        transport = PeerWitnessTransport(peer_ssl, self._check_provider)
+        self._stack.push_async_callback(transport.close)
+        sources: list[CheckpointSource] = [MessageLogSource(self.messagelog, self.origin)]
+        if self.worker == 0:  # the audit log's checkpoints are made there (_audit_checkpointer)
+            sources.append(audit_log_source(self.admin_store, self.server_id))
+        return Pusher(sources=sources, server_id=self.server_id,
+                      conf=lambda: self.globalconf.current, transport=transport, settings=push_settings,
+                      clock=self.clock, observer=self.metrics)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().

@@ -42,6 +42,7 @@ from gateway.messagelog.store.base import (
     MessageLogStore,
     PendingRecord,
     StoredCheckpoint,
+    StoredCosignature,
     StoredRecord,
     WriterStats,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "PendingRecord",
     "SqlMessageLogStore",
     "StoredCheckpoint",
+    "StoredCosignature",
     "StoredRecord",
     "WriterStats",
     "migrate_messagelog",
