@@ -51,7 +51,7 @@ def parse_audit_origin(origin: str) -> SecurityServerId:
     if not origin.endswith(AUDIT_SUFFIX):
         raise TrustError(f"origin {origin[:120]!r} is not an audit log origin (<server id>{AUDIT_SUFFIX})")
     try:
-        return SecurityServerId.parse(origin.removesuffix(AUDIT_SUFFIX))
+        return SecurityServerId.parse(origin.removesuffix(AUDIT_SUFFIX), encoded=False)  # str() form, as written
     except GatewayError as e:
         raise TrustError(f"origin {origin[:120]!r} does not name a security server: {e.message}") from e
 
