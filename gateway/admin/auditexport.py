@@ -1,11 +1,12 @@
 """The audit log from the database: exported as an archive, and checked online (I/O).
 
-docs/auditing.md section 7. :func:`export_audit` writes the whole audit log as an archive
-(:mod:`gateway.admin.auditarchive`): every entry re-encoded from its columns exactly as its leaf was computed
-(so an entry changed in the database since is exported changed, and the verifier names it), the stored leaf
-hashes, every checkpoint with its timestamp token, its signing certificate and OCSP response and its
-cosignatures, and the signed global configuration(s). :func:`check_online` is ``gateway admin audit verify``:
-the same chain check on the database, each stored checkpoint's signature checked with its stored certificate.
+docs/auditing.md section 7. :func:`export_audit` writes the audit log as an archive
+(:mod:`gateway.admin.auditarchive`): every entry up to the latest checkpoint, re-encoded from its columns
+exactly as its leaf was computed (so an entry changed in the database since is exported changed, and the
+verifier names it), the stored leaf hashes, every checkpoint with its timestamp token, its signing
+certificate, its OCSP response and its cosignatures, and the signed global configuration(s).
+:func:`check_online` is ``gateway admin audit verify``: the same chain check on the database, each stored
+checkpoint's signature checked with its stored certificate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cryptography import x509
 from gateway.admin.auditarchive import ArchivedCheckpoint, write_archive
 from gateway.admin.auditlog import ChainProblem, ChainResult, HeadRef, audit_origin, check_chain, encode_entry
 from gateway.admin.store import AUDIT_READ, AdminStore, AuditCheckpoint
-from gateway.errors import TrustError
+from gateway.errors import Conflict, TrustError
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog.checkpoint import verify_checkpoint
 from gateway.messagelog.merkle import leaf_hash
@@ -49,15 +50,24 @@ async def _all_entries(store: AdminStore) -> list[tuple[int, bytes, bytes]]:
 
 async def export_audit(
     store: AdminStore, path: str | Path, *, server_id: SecurityServerId, globalconfs: Sequence[bytes], now: datetime,
+    include_uncovered: bool = False,
 ) -> AuditExport:
-    """Write the whole audit log of ``server_id`` to an archive at ``path``.
+    """Write the audit log of ``server_id`` to an archive at ``path``: every entry up to the latest checkpoint,
+    so that each is covered by a signed tree head (with ``include_uncovered``, the entries after it too; the
+    verifier reports them as not covered).
 
     Raises:
+        RequestError: 409 if there is no checkpoint yet and ``include_uncovered`` is not set.
         GatewayError: the database cannot be read.
         OSError: the file cannot be written.
     """
     entries = await _all_entries(store)
     cps = await store.audit_checkpoints()
+    if not include_uncovered:
+        if not cps:
+            raise Conflict("the audit log has no checkpoint yet: wait for the server to make one "
+                           "([server] checkpoint_interval_seconds) or export with --include-uncovered")
+        entries = [e for e in entries if e[0] < cps[-1].size]
     cosigs: dict[int, list[bytes]] = {}
     for size, line in await store.audit_cosignatures():
         cosigs.setdefault(size, []).append(line.rstrip("\n").encode("utf-8"))

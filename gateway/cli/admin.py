@@ -83,10 +83,13 @@ def register(subparsers: SubParsers) -> None:
             "check the audit log's chain: every entry against its leaf hash, the leaves against the signed "
             "checkpoints (exit 1 naming each changed or removed entry)")
     d = command(g, "export", _handler("cmd_audit_export"),
-                "write the whole audit log as an archive for `gateway log verify` (docs/auditing.md section 7)")
+                "write the audit log up to its latest checkpoint as an archive for `gateway log verify` "
+                "(docs/auditing.md section 7)")
     d.add_argument("--out", required=True, help="the archive file to write")
     d.add_argument("--globalconf", action="append", metavar="FILE",
                    help="a further signed global configuration to include (besides the cached one)")
+    d.add_argument("--include-uncovered", action="store_true",
+                   help="export the entries after the latest checkpoint too (verify reports them as not covered)")
 
     g = group(sub, "session-key", "keys that sign session tokens")
     command(g, "rotate", _handler("cmd_session_key_rotate"), "sign new session tokens with a new key")

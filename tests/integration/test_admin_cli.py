@@ -191,6 +191,11 @@ def test_audit_verify_and_export_on_the_command_line(db: Path, tmp_path: Path, c
     # the central server has no checkpoints to export: refused, saying what to use instead
     assert main(["admin", "--central", "audit", "export", "--out", str(tmp_path / "c.zip")]) == 1
     assert "the central server's audit log has no checkpoints to export" in capsys.readouterr().err
+    # nothing to export before the first checkpoint, unless asked for (the entries are then not covered)
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "n.zip")]) == 1
+    assert "the audit log has no checkpoint yet" in capsys.readouterr().err
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "u.zip"), "--include-uncovered"]) == 0
+    assert "wrote " in capsys.readouterr().out and (tmp_path / "u.zip").exists()
     # a server's export without a valid [server] id is a settings error
     monkeypatch.setenv("GATEWAY_SERVER__ID", "not-an-id")
     assert main(["admin", "audit", "export", "--out", str(tmp_path / "s.zip")]) == 2

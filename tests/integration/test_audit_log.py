@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -259,6 +260,10 @@ async def test_export_and_verify_offline_then_tampering_is_named(env: Env, capsy
     assert await asyncio.to_thread(main, ["log", "verify", str(tampered), "--anchor", str(anchor)]) == 1
     printed = capsys.readouterr().out
     assert "FAIL entry 3: altered" in printed and "RESULT: FAILED" in printed
+    assert await asyncio.to_thread(main, ["log", "verify", str(tampered), "--anchor", str(anchor), "--json"]) == 1
+    (result,) = json.loads(capsys.readouterr().out)["archives"]
+    assert result["ok"] is False and result["origin"] == "DEV/GOV/1001/ss1/audit"
+    assert [(f["where"], f["problem"]) for f in result["findings"]] == [("entry 3", "altered")]
 
 
 async def test_a_removed_entry_and_missing_witnesses_are_reported(env: Env) -> None:

@@ -307,7 +307,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         try:
             envelopes = [p.read_bytes() for p in paths if p.exists()]
             done = await export_audit(store, args.out, server_id=_audit_server(s), globalconfs=envelopes,
-                                      now=_now())
+                                      now=_now(), include_uncovered=args.include_uncovered)
         except OSError as e:
             raise RequestError(f"cannot write {args.out}: {e.strerror or e}") from e
         print(f"wrote {args.out}: {done.entries} entries, {done.checkpoints} checkpoints ({done.stamped} "

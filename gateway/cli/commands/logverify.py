@@ -47,6 +47,15 @@ def _verify_audit(args: argparse.Namespace) -> int:
         print("RESULT: FAILED, the file is not a verifiable archive")
         return 1
     report = verify_audit_archive(content, anchor, quorum=getattr(args, "witness_quorum", None))
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": report.ok, "archives": [{
+            "archive": args.archive, "ok": report.ok, "origin": report.origin, "entries": report.entries,
+            "checkpoints": report.checkpoints, "checkpoints_verified": report.checkpoints_verified,
+            "covered_until": report.covered_until, "witnesses": report.witnessed,
+            "findings": [{"where": f.where, "problem": f.problem, "message": f.message, "severity": f.severity}
+                         for f in report.findings],
+        }], "split_views": []}, indent=2))
+        return 0 if report.ok else 1
     print(f"audit archive {args.archive}")
     print(report.summary())
     return 0 if report.ok else 1
