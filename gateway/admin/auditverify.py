@@ -18,6 +18,11 @@ docs/auditing.md section 7. :func:`verify_audit_archive` takes an archive's cont
    checkpoint needs cosignatures (c2sp.org/tlog-cosignature@v1.0.1) by at least ``quorum`` of its witnesses,
    each verified against the policy's key. ``quorum`` lowers the requirement for this run (the report says so).
 5. Coverage: entries after the newest verified checkpoint are reported as not covered.
+
+The report's :class:`~gateway.messagelog.verify.splitview.TreeEvidence` (the verified checkpoints and the stored
+leaves, authentic up to the largest checkpoint they reproduce) lets ``gateway log verify A --against B`` find a
+split view between two audit archives of one server with the message log's
+:func:`~gateway.messagelog.verify.splitview.find_split_views` (docs/witness.md sections 6 and 7).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from gateway.messagelog.checkpoint import parse_note
 from gateway.messagelog.merkle import HASH_SIZE, leaf_hash
 from gateway.messagelog.verify.checkpoints import VerifiedCheckpoint, verify_checkpoints
 from gateway.messagelog.verify.report import Finding
+from gateway.messagelog.verify.splitview import EvidenceCheckpoint, TreeEvidence
 from gateway.messagelog.verify.trustset import load_trust
 from gateway.trust.canonical import loads_canonical
 from gateway.trust.cosignature import parse_line, verified_witnesses
@@ -55,6 +61,7 @@ class AuditVerifyReport:
     first_at: datetime | None = None
     last_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
+    evidence: TreeEvidence | None = None  # for split views between archives (module docstring)
 
     @property
     def ok(self) -> bool:
@@ -112,8 +119,9 @@ def parse_entry(line: bytes) -> EntryFields:
 
 
 def verify_audit_archive(archive: AuditArchiveContent, anchor: Anchor, *, quorum: int | None = None,
-                         ) -> AuditVerifyReport:
-    """Verify an audit archive (module docstring); never stops at the first problem."""
+                         name: str = "archive") -> AuditVerifyReport:
+    """Verify an audit archive (module docstring); never stops at the first problem. ``name`` is how split-view
+    evidence names the archive (its path)."""
     report = AuditVerifyReport(origin=archive.origin, entries=len(archive.entries),
                                checkpoints=len(archive.checkpoints))
     findings = report.findings
@@ -151,6 +159,14 @@ def verify_audit_archive(archive: AuditArchiveContent, anchor: Anchor, *, quorum
     result = check_chain(chain, [HeadRef(size=v.size, root_hash=v.root_hash) for v in verified])
     findings.extend(Finding(where=p.where, problem=p.problem, message=p.message, seq=p.seq) for p in result.problems)
     good = [v for v in verified if v.size in result.reproduced]
+    report.evidence = TreeEvidence(
+        name=name, origin=archive.origin, start=0, prefix=(), leaves=archive.leaves,
+        authentic_until=max((v.size for v in good), default=0),
+        checkpoints=tuple(EvidenceCheckpoint(
+            number=v.number, size=v.size, root_hash=v.root_hash, note=archive.checkpoints[v.number - 1].note,
+            cosignatures=b"".join(line + b"\n" for line in archive.checkpoints[v.number - 1].cosignatures),
+        ) for v in verified),
+    )
     # (4) witnesses of the newest verified checkpoint
     if trust is not None and good:
         newest = max(good, key=lambda v: v.size)

@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway.admin.auditarchive import ArchivedCheckpoint, is_audit_archive, read_archive, write_archive
 from gateway.admin.auditlog import EntryFields, encode_entry
 from gateway.admin.auditverify import verify_audit_archive
+from gateway.cli import main
 from gateway.errors import MalformedArchive
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.merkle import MerkleTree, leaf_hash
+from gateway.messagelog.verify import find_split_views
 from gateway.protocol.signatures import KeySigner
 from gateway.trust import cosignature, timestamp
 from gateway.trust.canonical import canonical_bytes
@@ -176,3 +178,32 @@ def test_files_that_are_no_audit_archive(tmp_path: Path) -> None:
     zipfile.ZipFile(empty, "w").close()
     with pytest.raises(MalformedArchive, match=r"member manifest\.json named in the manifest is missing"):
         read_archive(empty)
+
+
+def test_fork_drill_two_audit_archives_of_one_server_show_the_split_view(world: LogWorld, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # the server signs two histories: the same first 3 entries, then different ones (an edited entry 4, re-hashed)
+    entries = _entries(6)
+    forked = [*entries[:4], entries[4].replace(b'"alice"', b'"mallory"'), entries[5]]
+    leaves, forked_leaves = [leaf_hash(e) for e in entries], [leaf_hash(e) for e in forked]
+    a = _write(world, tmp_path / "a.zip", entries=entries, leaves=leaves,
+               checkpoints=[_checkpoint(world, leaves, 3), _checkpoint(world, leaves, 6)])
+    b = _write(world, tmp_path / "b.zip", entries=forked[:5], leaves=forked_leaves[:5],
+               checkpoints=[_checkpoint(world, forked_leaves, 5)])
+    # each archive verifies on its own: each history is internally consistent
+    for path in (a, b):
+        assert verify_audit_archive(read_archive(path), world.anchor).ok
+    ra = verify_audit_archive(read_archive(a), world.anchor, name="a.zip")
+    rb = verify_audit_archive(read_archive(b), world.anchor, name="b.zip")
+    assert ra.evidence is not None and rb.evidence is not None
+    (view,) = find_split_views(ra.evidence, rb.evidence)
+    assert view.kind == "inconsistent" and view.first[1].size == 5 and view.second[1].size == 6
+    assert view.proof is not None  # a third party needs only the two notes, the proof and the log's certificate
+    # the CLI: gateway log verify A --against B names it, with both signed notes as evidence
+    anchor = tmp_path / "anchor.json"
+    anchor.write_bytes(world.anchor.to_bytes())
+    assert main(["log", "verify", str(a), "--anchor", str(anchor), "--against", str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "split views between the 2 archives: 1" in out and "FAIL split view: checkpoint 1 of" in out
+    assert out.count("signed checkpoint") == 2 and "— DEV/GOV/1001/ss1/audit " in out
+    assert "RESULT: FAILED, 1 split view(s)" in out

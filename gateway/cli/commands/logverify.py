@@ -33,32 +33,53 @@ class _Progress:
             print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
 
 
-def _verify_audit(args: argparse.Namespace) -> int:
-    """An audit archive (docs/auditing.md section 7): read whole, verified in this process."""
+def _verify_audit(args: argparse.Namespace, paths: list[str]) -> int:
+    """Audit archives (docs/auditing.md section 7), each read whole and verified in this process, then compared
+    pairwise for split views (docs/witness.md sections 6 and 7)."""
     from gateway.admin.auditarchive import read_archive
     from gateway.admin.auditverify import verify_audit_archive
     from gateway.globalconf.anchor import Anchor
+    from gateway.messagelog.verify import find_split_views
 
     anchor = Anchor.from_file(args.anchor)
-    try:
-        content = read_archive(args.archive)
-    except TrustError as e:
-        print(f"FAIL archive: {e.message}")
-        print("RESULT: FAILED, the file is not a verifiable archive")
-        return 1
-    report = verify_audit_archive(content, anchor, quorum=getattr(args, "witness_quorum", None))
+    results: list[tuple[str, Any, str | None]] = []
+    for path in paths:
+        try:
+            content = read_archive(path)
+        except TrustError as e:
+            results.append((path, None, f"FAIL archive: {e.message}\nRESULT: FAILED, the file is not a verifiable "
+                                        "archive"))
+            continue
+        results.append((path, verify_audit_archive(content, anchor, quorum=getattr(args, "witness_quorum", None),
+                                                   name=path), None))
+    views = []
+    for i, (_, ra, _) in enumerate(results):
+        for _, rb, _ in results[i + 1:]:
+            if ra is not None and rb is not None and ra.evidence is not None and rb.evidence is not None:
+                views += find_split_views(ra.evidence, rb.evidence)
+    ok = all(r is not None and r.ok for _, r, _ in results) and not views
     if getattr(args, "json", False):
-        print(json.dumps({"ok": report.ok, "archives": [{
-            "archive": args.archive, "ok": report.ok, "origin": report.origin, "entries": report.entries,
-            "checkpoints": report.checkpoints, "checkpoints_verified": report.checkpoints_verified,
-            "covered_until": report.covered_until, "witnesses": report.witnessed,
+        print(json.dumps({"ok": ok, "archives": [{"archive": p, "ok": False, "error": e} if r is None else {
+            "archive": p, "ok": r.ok, "origin": r.origin, "entries": r.entries, "checkpoints": r.checkpoints,
+            "checkpoints_verified": r.checkpoints_verified, "covered_until": r.covered_until,
+            "witnesses": r.witnessed,
             "findings": [{"where": f.where, "problem": f.problem, "message": f.message, "severity": f.severity}
-                         for f in report.findings],
-        }], "split_views": []}, indent=2))
-        return 0 if report.ok else 1
-    print(f"audit archive {args.archive}")
-    print(report.summary())
-    return 0 if report.ok else 1
+                         for f in r.findings],
+        } for p, r, e in results], "split_views": [v.to_dict() for v in views]}, indent=2))
+        return 0 if ok else 1
+    for path, report, error in results:
+        print(f"audit archive {path}")
+        print(report.summary() if report is not None else error)
+    if len(results) > 1:
+        print(f"split views between the {len(results)} archives: {len(views)}")
+        for view in views:
+            print(f"FAIL split view: {view.message()}")
+            for line in view.evidence():
+                print(f"  {line}")
+        print("RESULT: OK, every archive verifies and they agree" if ok else
+              "RESULT: FAILED, " + (f"{len(views)} split view(s): the log signed histories that cannot both be true"
+                                    if views else "an archive does not verify"))
+    return 0 if ok else 1
 
 
 def _verify_one(path: str, anchor: Any, args: argparse.Namespace) -> tuple[Any, str | None]:
@@ -107,10 +128,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from gateway.globalconf.anchor import Anchor
     from gateway.messagelog.verify import find_split_views
 
-    if is_audit_archive(args.archive) and not getattr(args, "against", None):
-        return _verify_audit(args)
-    anchor = Anchor.from_file(args.anchor)
     paths = [args.archive, *getattr(args, "against", [])]
+    if is_audit_archive(args.archive):
+        return _verify_audit(args, paths)
+    anchor = Anchor.from_file(args.anchor)
     results = [(path, *_verify_one(path, anchor, args)) for path in paths]
     views = []
     for i, (_, ra, _) in enumerate(results):
