@@ -90,11 +90,14 @@ class AuditCheckpointer:
         conf: Callable[[], GlobalConf | None],
         fetch: TimestampFetcher,
         own_ocsp: OwnOcsp | None = None,
+        can_sign: Callable[[], bool] | None = None,
         interval_seconds: float = 60.0,
         timeout_seconds: float = 10.0,
     ) -> None:
         """``signer`` gives the signing key in use now (it changes when a certificate is activated);
-        ``own_ocsp`` a good OCSP response for its certificate (None: the checkpoint is stored without)."""
+        ``own_ocsp`` a good OCSP response for its certificate (None: the checkpoint is stored without);
+        ``can_sign`` says whether to try signing now (False while a PKCS#11 device is known to be unavailable:
+        the checkpoint waits for the next round rather than touching the device; the key watch probes it)."""
         if interval_seconds <= 0 or timeout_seconds <= 0:
             raise ValueError("checkpoint interval and timeout must be positive")
         self.store = store
@@ -103,6 +106,7 @@ class AuditCheckpointer:
         self._conf = conf
         self._fetch = fetch
         self._own_ocsp = own_ocsp
+        self._can_sign = can_sign or (lambda: True)
         self.interval = timedelta(seconds=interval_seconds)
         self.timeout_seconds = timeout_seconds
         self.tree = merkle.MerkleTree()
@@ -159,7 +163,7 @@ class AuditCheckpointer:
             last = 0 if self.latest is None else self.latest.size
             assert self._last_checkpoint_time is not None
             due = force or now - self._last_checkpoint_time >= self.interval
-            if self.tree.size > last and due:
+            if self.tree.size > last and due and self._can_sign():
                 made = await self._make_checkpoint(now)
             # (3) timestamp if something waits
             stamped: tuple[int, ...] = ()

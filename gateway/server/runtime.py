@@ -410,6 +410,7 @@ class SecurityServer:
         return AuditCheckpointer(
             store=self.admin_store, server_id=self.server_id, signer=lambda: ctx.signer,
             conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
+            can_sign=lambda: self.device is None or self.device.available,
             interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
         )
 

@@ -144,6 +144,12 @@ async def test_checkpoints_are_signed_stamped_and_served_to_witnesses(env: Env) 
         await env.store.write_audit(entry(i))
     cpr = env.checkpointer()
     t0 = datetime.now(UTC)
+    # while the signing device is known to be unavailable, the checkpoint waits for a later round
+    available = [False]
+    cpr._can_sign = lambda: available[0]
+    waited = await cpr.run_once(t0, force=True)
+    assert waited.checkpoint is None and waited.size == 5 and await env.store.latest_audit_checkpoint() is None
+    available[0] = True
     first = await cpr.run_once(t0, force=True)
     assert first.checkpoint is not None and first.checkpoint.size == 5 and first.stamped == (5,)
     for i in range(5, 12):
