@@ -149,6 +149,13 @@ def _fields(r: Any) -> EntryFields:
     )
 
 
+def _clean(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, as the audit log stores it: a lone surrogate (which no UTF-8
+    database or canonical JSON takes) becomes ``?`` and NUL ``\\0``, so that no caller-chosen name can keep its
+    entry out of the log."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
+
+
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -439,9 +446,10 @@ class AdminStore:
             if size is None:
                 raise DatabaseError("admin database error: the audit log's tree head (adm_audit_head) is missing")
             fields = EntryFields(
-                seq=int(size) - 1, at=entry.at, actor=entry.actor[:255], auth=entry.auth[:16],
-                remote=entry.remote[:64], action=entry.action[:64], method=entry.method[:16],
-                path=entry.path[:2048], result=entry.result[:16], status=entry.status, details=details,
+                seq=int(size) - 1, at=entry.at, actor=_clean(entry.actor, 255), auth=_clean(entry.auth, 16),
+                remote=_clean(entry.remote, 64), action=_clean(entry.action, 64), method=_clean(entry.method, 16),
+                path=_clean(entry.path, 2048), result=_clean(entry.result, 16), status=entry.status,
+                details=details,
             )
             await conn.execute(audit.insert().values(
                 at=fields.at, actor=fields.actor, auth=fields.auth, remote=fields.remote, action=fields.action,

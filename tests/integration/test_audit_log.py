@@ -110,6 +110,14 @@ async def test_concurrent_writers_get_dense_sequence_numbers(env: Env) -> None:
     assert total == 40 and all(e.seq is not None for e in entries)
 
 
+async def test_names_no_database_or_canonical_json_takes_are_still_audited(env: Env) -> None:
+    # a failed login under a name with a lone surrogate or NUL must not keep its entry out of the log
+    await env.store.write_audit(entry(0, actor="\ud800mallory\x00" + "x" * 300))
+    (stored, leaf), = await env.store.audit_chain()
+    assert stored.actor == ("?mallory\\0" + "x" * 300)[:255] and entry_leaf(stored) == leaf
+    assert (await check_online(env.store, SERVER)).ok
+
+
 async def test_migration_numbers_the_entries_written_before_it(database_url: str) -> None:
     from alembic import command
 
