@@ -30,7 +30,7 @@ from gateway.admin.schema import Page
 from gateway.admin.store import MIGRATIONS, AdminStore, AuditEntry
 from gateway.cli import main
 from gateway.dev.pki.http import PkiServers, start_pki_servers
-from gateway.errors import NotFound
+from gateway.errors import NotFound, TrustError
 from gateway.globalconf.model import Tsa
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog import merkle
@@ -312,3 +312,27 @@ async def test_missing_witnesses_are_reported_and_a_lowered_quorum_says_so(env: 
     assert lowered.ok, lowered.summary()
     assert "(set for this run; the policy's quorum is 2)" in lowered.witnessed
     assert [(f.problem, f.severity) for f in lowered.findings] == [("quorum", "note")]
+
+
+async def test_a_checkpoint_row_changed_in_the_database_is_reported_online(env: Env) -> None:
+    await _filled(env, witnessed_by=2)
+    engine = make_engine(env.url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE adm_audit_checkpoints SET root_hash = :r WHERE size = 4"),
+                               {"r": b"\x00" * 32})
+    finally:
+        await engine.dispose()
+    check = await check_online(env.store, SERVER)
+    assert [(p.where, p.problem) for p in check.problems] == [("checkpoint 4", "checkpoint-signature")]
+    assert "names another size or root than the stored row" in check.problems[0].message
+    # a restarted checkpointer refuses a stored tree state that does not give its stored root
+    engine = make_engine(env.url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE adm_audit_checkpoints SET frontier = :f WHERE size = 10"),
+                               {"f": b"\x01" * 64})
+    finally:
+        await engine.dispose()
+    with pytest.raises(TrustError, match="does not match its root hash; the database was altered"):
+        await env.checkpointer().start(datetime.now(UTC))
