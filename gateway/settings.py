@@ -157,21 +157,6 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WitnessSettings:
-    """Witnessing (docs/witness.md): the witness this server may run for peers' logs, and the pushing of its own
-    checkpoints to the witnesses that the global configuration's policy names for it."""
-
-    enabled: bool = False  # serve the witness endpoint (POST /witness/add-checkpoint on the server port)
-    name: str = ""  # the witness's key name; "": <server id>/witness
-    push: bool = True  # push this server's checkpoints to its policy's witnesses (when the policy exists)
-    push_interval_seconds: float = 5.0  # seconds between push rounds
-    push_timeout_seconds: float = 10.0  # seconds for one push to one witness (connect, send, answer)
-    backoff_min_seconds: float = 5.0  # seconds before the next try after a witness's first failure; doubles
-    backoff_max_seconds: float = 600.0  # seconds; the longest back-off
-    lag_warning_seconds: float = 900.0  # seconds of witnessing lag after which /readyz warns (never 503)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminSettings:
     session_ttl_seconds: int = 900  # seconds a login's session token (JWT) is valid; short by design
     audience: str = "gateway-admin"  # the JWT audience this server issues and accepts
@@ -210,15 +195,31 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSettings:
+    # serve POST /witness/add-checkpoint on the server port: cosign peers' checkpoints (docs/witness.md section 1);
+    # the witness key is then made at start if the token (or state_dir) has none
+    enabled: bool = False
+    name: str = ""  # the witness key's name in cosignatures and vkeys; "": <[server] id>/witness
+    max_request_bytes: int = 64 * 2**10  # bytes of one add-checkpoint body (413 past it); 63 proof lines fit easily
+    # pushing this server's own checkpoints to the witnesses its policy names (docs/witness.md section 4)
+    push: bool = True  # push when the global configuration has a witness policy for this server
+    push_interval_seconds: float = 5.0  # seconds between push rounds
+    push_timeout_seconds: float = 10.0  # seconds for one push to one witness (connect, send, answer)
+    backoff_min_seconds: float = 5.0  # seconds before the next try after a witness's first failure; doubles
+    backoff_max_seconds: float = 600.0  # seconds; the longest back-off
+    lag_warning_seconds: float = 900.0  # seconds of witnessing lag after which /readyz warns (never 503)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     pki: PkiSettings = field(default_factory=PkiSettings)
     central: CentralSettings = field(default_factory=CentralSettings)
     globalconf: GlobalConfSettings = field(default_factory=GlobalConfSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
-    witness: WitnessSettings = field(default_factory=WitnessSettings)
     portal: PortalSettings = field(default_factory=PortalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
 
 
 _S = TypeVar("_S", bound="DataclassInstance")

@@ -3,7 +3,8 @@ the handlers are in :mod:`gateway.cli.commands.log`, and ``verify``'s in :mod:`g
 
 Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
 
-- ``checkpoints [--verify] [--out DIR]``: list the signed checkpoints and their timestamps; ``--verify``
+- ``checkpoints [--verify] [--out DIR]``: list the signed checkpoints, their timestamps and the witnesses
+  that cosigned each (``cosigned_by``, docs/witness.md section 4); ``--verify``
   re-checks everything online (each stored record's leaf hash, each checkpoint's root over the leaf hashes,
   its signature, its timestamp token, consistency between consecutive checkpoints); ``--out`` writes each
   checkpoint's note (``<size>.note``) and token (``<size>.tsr``) for tools such as ``openssl ts -verify``;

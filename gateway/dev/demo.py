@@ -52,6 +52,7 @@ from gateway.settings import (
     PortalSettings,
     ServerSettings,
     Settings,
+    WitnessSettings,
 )
 from gateway.trust import certprofile, keys
 
@@ -431,6 +432,7 @@ async def start_federation(
     key_store: Literal["files", "token"] = "files",
     central_overrides: dict[str, Any] | None = None,
     portal: bool = False,
+    witness: bool = False,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -440,6 +442,7 @@ async def start_federation(
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
     layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
+    ``witness`` switches every server's witness on (``[witness] enabled``, docs/witness.md).
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -515,6 +518,7 @@ async def start_federation(
                     central=central_settings, server=server_settings,
                     globalconf=GlobalConfSettings(anchor=str(anchor_path),
                                                   cache_dir=str(workdir / code / "globalconf")),
+                    witness=WitnessSettings(enabled=witness),
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)

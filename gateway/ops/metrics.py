@@ -119,6 +119,9 @@ class ServerMetrics:
         self.witness_pushes = Counter("gateway_witness_pushes", "Checkpoints pushed to a witness, by witness and "
                                       "outcome (cosigned, conflict, refused, bad_answer, unreachable)",
                                       ["witness", "outcome"], registry=r)
+        self.witness_requests = Counter("gateway_witness_requests", "add-checkpoint requests this server's witness "
+                                        "answered, by HTTP status (200: cosigned; docs/witness.md section 1)",
+                                        ["status"], registry=r)
         # The hot path's label children, looked up once (``labels()`` costs a lock and a validation per call):
         # per (side, client, service, outcome) its counter and duration histogram; per side its size and wait
         # histograms. Bounded as the labels are (gateway.proxy.observe).
@@ -159,6 +162,10 @@ class ServerMetrics:
     def record_waited(self, side: str, seconds: float) -> None:
         """One message-log record became durable ``seconds`` after it was queued."""
         self._side_children[side][2].observe(seconds)
+
+    def witness_answered(self, status: int) -> None:
+        """One add-checkpoint request answered by the witness with ``status``."""
+        self.witness_requests.labels(str(status)).inc()
 
     def opmon_records_dropped(self, reason: str, count: int) -> None:
         self.opmon_dropped.labels(reason).inc(count)

@@ -38,6 +38,7 @@ from gateway.serverconf import ServerConfSnapshot
 from gateway.serverconf.access import LocalGroupId
 from gateway.transparency.service import TransparencyState
 from gateway.trust.keys import cert_sha256_hex
+from gateway.witness.http import WitnessEndpoint
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -131,6 +132,8 @@ class ProxyContext:
         # [server] transparency (set by runtime): usage records and the findUsage metaservices
         # (docs/transparency.md); None: transparency headers pass through unrecorded
         self.transparency: TransparencyState | None = None
+        # [witness] enabled (set by runtime): POST /witness/add-checkpoint on the server port (docs/witness.md)
+        self.witness: WitnessEndpoint | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 

@@ -98,8 +98,11 @@ from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.transparency.index import UsageIndex
 from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
+from gateway.witness.http import WitnessEndpoint
 from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings
 from gateway.witness.source import CheckpointSource
+from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
 
@@ -182,6 +185,7 @@ class SecurityServer:
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
         self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
+        self.witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (start(); docs/witness.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
@@ -326,6 +330,8 @@ class SecurityServer:
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx
+        if self.settings.witness.enabled:  # POST /witness/add-checkpoint on the server port (docs/witness.md)
+            ctx.witness = self.witness = await self._open_witness(ctx)
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
         self.checkpointer = Checkpointer(
             store=self.messagelog, origin=ctx.origin, signer=signer, conf=lambda: self.globalconf.current,
@@ -440,6 +446,35 @@ class SecurityServer:
         return Pusher(sources=sources, server_id=self.server_id,
                       conf=lambda: self.globalconf.current, transport=transport, settings=push_settings,
                       clock=self.clock, observer=self.metrics)
+
+    async def _open_witness(self, ctx: ProxyContext) -> WitnessEndpoint:
+        """The witness: its state (migrated), its key (made if missing: docs/witness.md section 2), its endpoint.
+
+        Raises:
+            ConfigError: the witness key cannot be read or made, or its name is not a key name.
+        """
+        w = self.settings.witness
+        store = WitnessStore(self.engine)
+        await store.migrate()
+        name = witness_signer.default_name(str(self.server_id), w.name)
+        try:
+            signer = await witness_signer.load_signer(
+                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock())
+            assert signer is not None  # create=True
+            vkey = signer.key.vkey  # checks the name
+        except ConfigError:
+            raise
+        except GatewayError as e:
+            raise ConfigError(f"[witness]: the witness key cannot be used: {e.message}") from e
+        if w.max_request_bytes < 1:
+            raise ConfigError(f"[witness] max_request_bytes = {w.max_request_bytes} must be at least 1")
+        log.info("witness enabled", vkey=vkey)
+
+        async def check_peer(der: bytes | None) -> SecurityServerId:
+            return await ctx.check_peer(der, expected=None)
+
+        return WitnessEndpoint(store=store, signer=signer, conf=ctx.conf, check_peer=check_peer, clock=self.clock,
+                               max_request_bytes=w.max_request_bytes, observer=self.metrics)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().

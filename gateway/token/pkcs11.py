@@ -521,7 +521,7 @@ class Pkcs11Token:
 
         def read(_g: int, s: Any) -> keys.PublicKey:
             pub = s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.id))
-            return _public_key(pub, entry.key_type)
+            return _public_key(pub, model.certified_key_type(entry))
 
         return await self._call(read)
 
@@ -586,7 +586,7 @@ class Pkcs11Token:
         identity: certprofile.Identity = server_id if entry.usage == "auth" else (member or server_id.owner)
         pub = await self.public_key(entry.id)
         template_key = keys.generate_private_key("ec-p256" if entry.key_type == "ec-p256" else "rsa-2048")
-        template = certprofile.build_csr(template_key, identity, kind=entry.usage, name=name)
+        template = certprofile.build_csr(template_key, identity, kind=model.cert_kind(entry), name=name)
         request = asn1_csr.CertificationRequest.load(template.public_bytes(serialization.Encoding.DER))
         info = request["certification_request_info"]
         spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -594,7 +594,8 @@ class Pkcs11Token:
         tbs = info.dump(force=True)
 
         def sign(generation: int, s: Any) -> bytes:
-            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)), entry.key_type, tbs)
+            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)),
+                              model.certified_key_type(entry), tbs)
 
         raw = await self._call(sign)
         request["signature"] = keys.raw_to_der_ecdsa(raw) if entry.key_type == "ec-p256" else raw
@@ -682,7 +683,8 @@ class Pkcs11Token:
                 hint="import one and `gateway token activate --device` it",
             )
         key_entry, cert_entry = chosen
-        return DeviceSigner(self, key_id=key_entry.id, key_type=key_entry.key_type, cert=cert_entry.certificate)
+        return DeviceSigner(self, key_id=key_entry.id, key_type=model.certified_key_type(key_entry),
+                            cert=cert_entry.certificate)
 
     async def tls_material(self, *, now: datetime, registered: Collection[str] | None = None) -> None:
         """Never: Python's ``ssl`` module loads a TLS key only from a file (docs/tokens.md, "TLS").

@@ -20,9 +20,10 @@ docs/witness.md section 4. c2sp.org/tlog-witness@v1.0.0, with the log's signing 
    witness off: ``backoff_min_seconds`` doubled per consecutive failure up to ``backoff_max_seconds``, with
    jitter (a random share of up to a quarter), so that a witness that is down costs one attempt per back-off;
 5. the witnessing lag of each log (:meth:`Pusher.lag_seconds`): ``now`` minus the creation time of the oldest
-   checkpoint newer than the newest one that reached the policy's quorum, 0 when the newest checkpoint has
-   its quorum (or there is no policy). It is the metric ``gateway_witness_lag_seconds{origin}`` and a readiness
-   warning past ``[witness] lag_warning_seconds`` (gateway.server.health).
+   checkpoint newer than the newest one that reached the policy's quorum (for a source without a ``created``
+   method: when the pusher first saw it), 0 when the newest checkpoint has its quorum (or there is no policy).
+   It is the metric ``gateway_witness_lag_seconds{origin}`` and a readiness warning past ``[witness]
+   lag_warning_seconds`` (gateway.server.health).
 
 Nothing here is on the exchange path: the task only reads the log through its source and never holds anything
 the proxies wait for.
@@ -343,11 +344,15 @@ class Pusher:
                 continue
             due.append((witness, ws))
         results = list(await asyncio.gather(*(self._push(source, latest, w, ws) for w, ws in due)))
-        # (4) the verified cosignatures, with the checkpoint
-        new = [c for r, (w, ws) in zip(results, due, strict=True) if r.outcome == "cosigned"
-               for c in (ws.cosigned[latest.size],)]
-        if new:
-            await source.add_cosignatures(latest.size, new)
+        # (4) the verified cosignatures, with the checkpoint; kept in memory only once they are stored
+        cosigned = [ws for r, (_, ws) in zip(results, due, strict=True) if r.outcome == "cosigned"]
+        if cosigned:
+            try:
+                await source.add_cosignatures(latest.size, [ws.cosigned[latest.size] for ws in cosigned])
+            except GatewayError:
+                for ws in cosigned:  # pushed again next round (the witness answers 200 again: same tree)
+                    del ws.cosigned[latest.size]
+                raise
         # (5) the quorum, and the lag
         cosigned_by = {w.name: st.witnesses[w.name].cosigned[latest.size] for w in policy.witnesses
                        if latest.size in st.witnesses[w.name].cosigned}
@@ -373,6 +378,10 @@ class Pusher:
                 break
             try:
                 proof = await source.consistency_proof(old, latest.size) if old else []
+            except GatewayError as e:  # our own log, not the witness: the back-off applies all the same
+                judgement = Judgement(outcome="unreachable", error=f"the consistency proof from {old}: {e.message}")
+                break
+            try:
                 body = request_body(old, proof, latest.note)
                 async with asyncio.timeout(self.settings.timeout_seconds):
                     answer = await self._transport.add_checkpoint(

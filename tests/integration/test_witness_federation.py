@@ -1,51 +1,44 @@
 """Three agencies witness each other's message logs (issue 14, parts 3 and 5; docs/witness.md sections 4-6).
 
 A federation of three security servers of three members, real mutual TLS on loopback, real SQLite, the
-development TSA. Each server's log is witnessed by the other two with a quorum of two (the policies go through
-the central registry into the signed global configuration). Each server runs a C2SP witness here in the test
-(c2sp.org/tlog-witness@v1.0.0 over TLS with the hosting server's registered authentication certificate,
-cosigning with gateway.trust.cosignature): the pusher reaches it exactly as it would reach the server port's
-witness endpoint. Exchanges happen; every checkpoint reaches its quorum; an exported archive verifies offline
-with only the anchor (``gateway log verify``). The fork drill: the provider's server is made to sign a forked
-history with its real signing key; its witnesses refuse it (422) and keep the evidence, and ``gateway log verify``
-on either archive, against the other, reports the split view with both signed notes.
+development TSA. Every server runs its witness on its server port (``[witness] enabled``) and each server's log
+is witnessed by the other two with a quorum of two (the policies go through the central registry into the
+signed global configuration). Exchanges happen; the pushers bring every checkpoint to its quorum; an exported
+archive verifies offline with only the anchor (``gateway log verify``). The fork drill: the provider's server
+is made to sign a forked history with its real signing key; its witnesses refuse it (422) and keep the
+evidence (``witness_evidence``), and ``gateway log verify`` on either archive, against the other, reports the
+split view with both signed notes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import ssl
+import json
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from exchange_kit import ShiftClock, call
 
 from gateway.admin.store import AuditEntry
 from gateway.central import registry
 from gateway.dev.demo import Federation, MemberSpec, ServerSpec, start_federation
-from gateway.errors import PeerError, TrustError
+from gateway.errors import PeerError
 from gateway.globalconf.model import Witness
-from gateway.identifiers import MemberId, SecurityServerId
-from gateway.messagelog import merkle
-from gateway.messagelog.checkpoint import ORIGIN_SUFFIX, parse_checkpoint, parse_note, verify_checkpoint
+from gateway.identifiers import MemberId
+from gateway.messagelog.checkpoint import parse_note, verify_checkpoint
 from gateway.messagelog.checkpointer import Checkpointer, HttpTimestampFetcher
 from gateway.messagelog.export import all_checkpoints, write_range
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
-from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.storage.db import make_engine
-from gateway.trust.cosignature import WitnessKey, cosign, parse_line
-from gateway.witness.pusher import LOG_CERT_HEADER, MessageLogSource, Pusher, PushSettings, request_body
-from gateway.witness.source import AUDIT_SUFFIX
+from gateway.trust.cosignature import parse_line, verified_witnesses
+from gateway.witness.http import WitnessEndpoint
+from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings, request_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -68,110 +61,18 @@ def three_agencies() -> tuple[list[MemberSpec], list[ServerSpec]]:
 
 
 @dataclass
-class LoopbackWitness:
-    """A C2SP witness on loopback TLS with ``host``'s authentication certificate (module docstring)."""
-
-    host: SecurityServer
-    key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
-    known: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # origin -> (size, root), last cosigned
-    evidence: list[tuple[int, bytes]] = field(default_factory=list)  # (status, note) of refused checkpoints
-    url: str = ""
-    down: bool = False
-    requests: int = 0
-    runner: web.AppRunner | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.host.server_id}/witness"
-
-    @property
-    def public(self) -> WitnessKey:
-        return WitnessKey.of_private_key(self.name, self.key)
-
-    async def start(self, ca_pem: Path) -> None:
-        files = KeyFiles(dir=Path(self.host.settings.server.state_dir))
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(files.auth_cert), str(files.auth_key))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=str(ca_pem))
-        app = web.Application()
-        app.router.add_post("/witness/add-checkpoint", self.add_checkpoint)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"https://127.0.0.1:{port}/witness"
-
-    async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-    def _text(self, status: int, text: str, ctype: str = "text/plain") -> web.Response:
-        return web.Response(status=status, body=text.encode(), content_type=ctype)
-
-    async def add_checkpoint(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if self.down:
-            return self._text(503, "witness down for the test")
-        conf = self.host.globalconf.current
-        assert conf is not None
-        # (1) the TLS client is a registered security server, and the log is its own
-        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        peer = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        client = conf.server_by_auth_cert(hashlib.sha256(peer).hexdigest()) if peer else None
-        body = await request.read()
-        head, _, note = body.partition(b"\n\n")
-        lines = head.split(b"\n")
-        try:
-            signed = parse_note(note)
-            head_cp = parse_checkpoint(signed.text)
-            old = int(lines[0].removeprefix(b"old "))
-            proof = [base64.b64decode(h) for h in lines[1:]]
-        except (TrustError, ValueError) as e:
-            return self._text(400, f"malformed request: {e}")
-        # a message log's origin, or an audit log's (docs/witness.md section 7)
-        logger = SecurityServerId.parse(head_cp.origin.removesuffix(ORIGIN_SUFFIX).removesuffix(AUDIT_SUFFIX))
-        if client is None or client.id != logger:
-            return self._text(403, "the TLS client is not the logging server")
-        policy = conf.witness_policy(logger)
-        if policy is None or self.name not in policy.keys():
-            return self._text(404, "no witness policy names this witness for the origin")
-        # (2) the log's signature, with the certificate the pusher sent
-        cert_b64 = request.headers.get(LOG_CERT_HEADER)
-        if cert_b64 is None:
-            return self._text(403, f"no {LOG_CERT_HEADER} header")
-        try:
-            verify_checkpoint(note, x509.load_der_x509_certificate(base64.b64decode(cert_b64)), origin=head_cp.origin)
-        except (TrustError, ValueError) as e:
-            return self._text(403, f"log signature: {e}")
-        # (3) sizes and consistency (c2sp.org/tlog-witness@v1.0.0)
-        size, root = self.known.get(head_cp.origin, (0, merkle.root([])))
-        if old > head_cp.size:
-            return self._text(400, "old size is larger than the checkpoint's")
-        if old != size:
-            return self._text(409, f"{size}\n", "text/x.tlog.size")
-        if old == head_cp.size and root != head_cp.root_hash:
-            self.evidence.append((422, note))
-            return self._text(422, "same size, another root: a fork")
-        if 0 < old < head_cp.size:
-            try:
-                merkle.verify_consistency(old, head_cp.size, root, head_cp.root_hash, proof)
-            except TrustError as e:
-                self.evidence.append((422, note))
-                return self._text(422, f"consistency proof fails: {e.message}")
-        self.known[head_cp.origin] = (head_cp.size, head_cp.root_hash)
-        line = cosign(signed.text, self.name, self.key, int(self.host.clock().timestamp())).line()
-        return web.Response(status=200, body=line, content_type="text/x.tlog.cosignature")
-
-
-@dataclass
 class World:
     fed: Federation
     clock: ShiftClock
     servers: list[SecurityServer]
-    witnesses: dict[SecurityServerId, LoopbackWitness]
     tmp: Path
+
+    def witness(self, ss: SecurityServer) -> WitnessEndpoint:
+        assert ss.witness is not None
+        return ss.witness
+
+    def witness_name(self, ss: SecurityServer) -> str:
+        return self.witness(ss).signer.key.name
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -179,31 +80,26 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     tmp = tmp_path_factory.mktemp("witnessfed")
     clock = ShiftClock()
     fed = await start_federation(
-        tmp / "fed", clock=clock, layout=three_agencies(),
+        tmp / "fed", clock=clock, layout=three_agencies(), witness=True,
         server_overrides={"checkpoint_interval_seconds": 3600.0, "checkpoint_max_records": 10**6},
     )
-    witnesses: dict[SecurityServerId, LoopbackWitness] = {}
     try:
         servers = [fed.server(code) for code in ("ss1", "ss2", "ss3")]
         for ss in servers:
-            w = witnesses[ss.server_id] = LoopbackWitness(host=ss)
-            await w.start(fed.workdir / "pki" / "ca.pem")
-            assert ss.pusher is not None  # [witness] push = true by default
+            assert ss.pusher is not None and ss.witness is not None  # [witness] push = true by default
             # rounds are driven by the test; failures retry at the next round
             ss.pusher.settings = PushSettings(interval_seconds=3600, backoff_min_seconds=0.001,
                                               backoff_max_seconds=0.001)
         # every log is witnessed by the other two agencies, quorum 2
         for ss in servers:
-            others = [w for sid, w in witnesses.items() if sid != ss.server_id]
             await registry.set_witness_policy(
                 fed.central.engine, ss.server_id, quorum=2, instance="DEV",
-                witnesses=[registry.WitnessSpec(vkey=w.public.vkey, url=w.url, server=w.host.server_id)
-                           for w in others])
+                witnesses=[registry.WitnessSpec(vkey=other.witness.signer.key.vkey,  # type: ignore[union-attr]
+                                                url=f"https://{other.server_address}/witness", server=other.server_id)
+                           for other in servers if other is not ss])
         await fed.publish_and_refresh()
-        yield World(fed=fed, clock=clock, servers=servers, witnesses=witnesses, tmp=tmp)
+        yield World(fed=fed, clock=clock, servers=servers, tmp=tmp)
     finally:
-        for w in witnesses.values():
-            await w.close()
         await fed.close()
 
 
@@ -236,7 +132,7 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
         await push_all(world)
     # (1) Every checkpoint of every server carries the cosignatures of the two other agencies' witnesses.
     for ss in world.servers:
-        others = sorted(w.name for sid, w in world.witnesses.items() if sid != ss.server_id)
+        others = sorted(world.witness_name(o) for o in world.servers if o is not ss)
         for c in await all_checkpoints(ss.messagelog, ss.origin):
             kept = await ss.messagelog.cosignatures(ss.origin, c.size)
             assert sorted(k.cosignature.name for k in kept) == others, (ss.origin, c.size)
@@ -245,6 +141,18 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
         assert ss.health is not None
         witnessing = next(c for c in await ss.health.checks() if c.name == "witnessing")
         assert witnessing.ok and not witnessing.warning, witnessing
+    # (1a) In the C2SP form, the note with its cosignature lines appended, the log's key and each witness's verify.
+    ss2 = world.servers[1]
+    latest = await ss2.messagelog.latest_checkpoint(ss2.origin)
+    assert latest is not None
+    cosigned = latest.note + b"".join(k.cosignature.line() for k in await ss2.messagelog.cosignatures(
+        ss2.origin, latest.size))
+    verify_checkpoint(cosigned, x509.load_der_x509_certificate(latest.signing_cert), origin=f"{ss2.origin}/messagelog")
+    keys = {world.witness_name(o): world.witness(o).signer.key for o in world.servers if o is not ss2}
+    lines = [parse_line(line) for line in cosigned.decode().splitlines() if line.split(" ")[1:2] in (
+        [name] for name in keys)]
+    assert set(verified_witnesses(parse_note(cosigned).text, lines, keys)) == set(keys)
+    print(cosigned.decode())  # the cosigned checkpoint of docs/witness.md section 4
     # (2) The provider's archive, exported by the CLI, verifies offline with only the anchor, quorum included.
     archive = world.tmp / "ss2.zip"
     rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "log", "export", "--out",
@@ -255,18 +163,27 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
     assert rc == 0, out + err
     assert "witnesses: policy quorum 2 of 2 witnesses (DEV/GOV/1001/ss1/witness, DEV/GOV/1003/ss3/witness" in out
     assert "2 of 2 verified checkpoints cosigned by a quorum of 2" in out and "RESULT: OK" in out
+    # (3) The operator's listing names the witnesses of each checkpoint.
+    rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "log", "checkpoints")
+    assert rc == 0, err
+    assert {tuple(c["cosigned_by"]) for c in json.loads(out)["checkpoints"]} == {
+        ("DEV/GOV/1001/ss1/witness", "DEV/GOV/1003/ss3/witness")}
 
 
 async def test_a_witness_that_is_down_shows_as_lag_and_a_readiness_warning(world: World) -> None:
-    ss1 = world.servers[0]
-    down = world.witnesses[world.servers[2].server_id]
-    assert ss1.pusher is not None and ss1.health is not None
-    down.down = True
+    ss1, ss3 = world.servers[0], world.servers[2]
+    assert ss1.pusher is not None and ss1.health is not None and ss3.context is not None
+    endpoint = world.witness(ss3)
+    ss3.context.witness = None  # ss3's witness is off: its path is answered like any other non-X-Road path
     try:
         await exchange_and_checkpoint(world)
-        results = await ss1.pusher.run_once()
-        assert sorted(r.outcome for r in results) == ["cosigned", "refused"], results
+        await ss1.pusher.run_once()  # (the server's own task may have made this round already: look at the state)
         origin = f"{ss1.origin}/messagelog"
+        latest = await ss1.messagelog.latest_checkpoint(ss1.origin)
+        assert latest is not None
+        known = ss1.pusher.logs[origin].witnesses
+        assert latest.size in known[world.witness_name(world.servers[1])].cosigned
+        assert known[world.witness_name(ss3)].last_outcome == "refused", known
         ss1.health.lag_warning_seconds = 5.0
         world.clock.advance(10)
         assert ss1.pusher.lag_seconds(world.clock())[origin] >= 10
@@ -277,9 +194,9 @@ async def test_a_witness_that_is_down_shows_as_lag_and_a_readiness_warning(world
         ss1.health.refresh_gauges()
         assert ss1.metrics.registry.get_sample_value("gateway_witness_lag_seconds", {"origin": origin}) >= 10
         assert ss1.metrics.registry.get_sample_value(
-            "gateway_witness_pushes_total", {"witness": down.name, "outcome": "refused"}) >= 1
+            "gateway_witness_pushes_total", {"witness": world.witness_name(ss3), "outcome": "refused"}) >= 1
     finally:
-        down.down = False
+        ss3.context.witness = endpoint
         ss1.health.lag_warning_seconds = 900.0
     await push_all(world)
     assert ss1.pusher.lag_seconds(world.clock()) == {f"{ss1.origin}/messagelog": 0.0, f"{ss1.server_id}/audit": 0.0}
@@ -316,8 +233,10 @@ async def test_fork_drill_witnesses_refuse_and_verify_reports_the_split_view(wor
         results = await pusher.run_once()
         assert [(r.outcome, r.error.split(":")[0]) for r in results] == [("refused", "HTTP 422")] * 2, results
         assert await fork.cosignatures(ss2.origin) == []
-        for sid in (world.servers[0].server_id, world.servers[2].server_id):
-            assert world.witnesses[sid].evidence[-1] == (422, made.checkpoint.note)
+        for witness_host in (world.servers[0], world.servers[2]):
+            rows, _ = await world.witness(witness_host).store.evidence()
+            kept = rows[0].evidence
+            assert (kept.note, kept.stored_note, kept.peer) == (made.checkpoint.note, real.note, str(ss2.server_id))
         # (3) Both archives: the real one (CLI export) and the forked one (the same export code).
         real_zip, fork_zip = world.tmp / "real.zip", world.tmp / "fork.zip"
         rc, _, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "log", "export", "--out",
@@ -343,24 +262,32 @@ async def test_fork_drill_witnesses_refuse_and_verify_reports_the_split_view(wor
         assert f"cosigned, in {real_zip}, by:" in out  # the real one, with its witnesses' cosignatures
         assert "RESULT: FAILED, 1 split view(s)" in out
     print(out)  # the note's example output (docs/witness.md section 6)
+    # (5) The same as JSON: both notes, the kind, and each archive's findings.
+    rc, out, _ = await run(*GATEWAY, "log", "verify", str(real_zip), "--anchor", anchor, "--against", str(fork_zip),
+                           "--workers", "1", "--json")
+    doc = json.loads(out)
+    assert rc == 1 and doc["ok"] is False and [a["ok"] for a in doc["archives"]] == [True, False]
+    (view,) = doc["split_views"]
+    assert view["kind"] == "same-size" and {view["first"]["note"], view["second"]["note"]} == {
+        real.note.decode(), made.checkpoint.note.decode()}
+    assert doc["archives"][0]["witnesses"]["quorum"] == 2
 
 
 async def test_a_witness_whose_tls_certificate_is_not_the_policy_servers_is_refused(world: World) -> None:
     ss1, ss2, ss3 = world.servers
     assert ss2.pusher is not None
     transport = ss2.pusher._transport
-    impostor = world.witnesses[ss3.server_id]
     # the URL of ss3's witness, but a policy that says ss1 runs it: the TLS check refuses before sending
-    claimed = Witness(key=impostor.public, url=impostor.url, server=ss1.server_id)
+    claimed = Witness(key=world.witness(ss3).signer.key, url=f"https://{ss3.server_address}/witness",
+                      server=ss1.server_id)
     if await ss2.messagelog.latest_checkpoint(ss2.origin) is None:  # (this test also runs alone)
         await exchange_and_checkpoint(world)
     latest = await ss2.messagelog.latest_checkpoint(ss2.origin)
     assert latest is not None
-    seen = impostor.requests
+    # (the check runs after the handshake and before a byte of the request is written: gateway.proxy.http)
     with pytest.raises(PeerError, match=f"registered for {ss3.server_id}, not for {ss1.server_id}"):
         await transport.add_checkpoint(claimed, request_body(0, [], latest.note), log_certificate=latest.signing_cert,
                                        timeout_seconds=5)
-    assert impostor.requests == seen  # nothing reached it
 
 
 async def test_the_audit_logs_are_witnessed_too_and_an_audit_archive_verifies_offline(world: World) -> None:
@@ -375,16 +302,17 @@ async def test_the_audit_logs_are_witnessed_too_and_an_audit_archive_verifies_of
             assert made.checkpoint is not None and made.stamp_error is None, made
         await push_all(world)
     for ss in world.servers:
-        others = sorted(w.name for sid, w in world.witnesses.items() if sid != ss.server_id)
+        others = [o for o in world.servers if o is not ss]
         for c in await ss.admin_store.audit_checkpoints():
             kept = await ss.admin_store.audit_cosignatures(c.size)
-            assert sorted(parse_line(line).name for _, line in kept) == others, (ss.server_id, c.size)
+            assert sorted(parse_line(line).name for _, line in kept) == sorted(map(world.witness_name, others)), (
+                ss.server_id, c.size)
         assert ss.pusher is not None and ss.pusher.lag_seconds(world.clock())[f"{ss.server_id}/audit"] == 0.0
         latest = await ss.admin_store.latest_audit_checkpoint()
         assert latest is not None
-        for sid, w in world.witnesses.items():
-            if sid != ss.server_id:
-                assert w.known[f"{ss.server_id}/audit"] == (latest.size, latest.root_hash)
+        for o in others:  # each witness keeps the audit log's state durably, as it does a message log's
+            state = await world.witness(o).store.get(f"{ss.server_id}/audit")
+            assert state is not None and (state.size, state.root_hash) == (latest.size, latest.root_hash)
     # the provider's audit archive, exported by the CLI, verifies offline with only the anchor, quorum included
     archive = world.tmp / "ss2-audit.zip"
     rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "admin", "audit", "export",

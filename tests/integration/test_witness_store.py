@@ -16,8 +16,10 @@ from gateway.errors import MessageLogError
 from gateway.globalconf.model import Tsa
 from gateway.identifiers import MemberId, ServiceId, SubsystemId
 from gateway.messagelog import merkle
+from gateway.messagelog.archive import LogArchive
 from gateway.messagelog.checkpoint import parse_checkpoint, parse_note
 from gateway.messagelog.checkpointer import Checkpointer
+from gateway.messagelog.export import all_checkpoints, write_range
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store import SqlMessageLogStore, migrate_messagelog
 from gateway.protocol.signatures import KeySigner
@@ -110,3 +112,11 @@ async def test_cosignatures_are_kept_once_per_witness_key_and_read_back(
     # (3) A checkpoint that does not exist takes none.
     with pytest.raises(MessageLogError, match="no checkpoint of DEV/GOV/1001/ss1 at size 5"):
         await store.add_cosignatures(ORIGIN, 5, [c1])
+    # (4) The export (CLI, admin API and web interface alike) carries them beside each note.
+    path = tmp_path_factory.mktemp("export") / "a.zip"
+    await write_range(store, ORIGIN, path, start=0, end=8, checkpoints=await all_checkpoints(store, ORIGIN),
+                      globalconfs=[], selection={}, now=T0)
+    with LogArchive(path) as archive:
+        assert archive.manifest.version == 3
+        assert [(c.note, c.cosignatures) for c in archive.checkpoints] == [
+            (old.note, None), (latest.note, c1.line() + c2.line())]

@@ -147,3 +147,14 @@ def test_two_archives_of_a_forked_log_are_a_split_view(s: Setup) -> None:
     merkle.verify_consistency(50, 60, inc.derived_root, inc.second[1].root_hash, list(inc.proof))
     assert inc.derived_root != inc.first[1].root_hash
     assert verify.find_split_views(a.evidence, a.evidence) == []
+
+
+def test_a_same_size_split_view_needs_no_records(s: Setup) -> None:
+    a = run(s.archive("a2.zip", cosign=s.signer((W2, W3))), s.world)
+    fork = s.records[:40] + make_log(s.world, 10)
+    # only the first 20 records of the fork, with its signed checkpoint of size 60 (reported as beyond them)
+    b = run(s.archive("b2.zip", records=fork[:20], all_records=fork, sizes=(20, 60)), s.world, witness_quorum=0)
+    assert ("checkpoint 2 (size 60)", "tree") in errors(b)
+    assert a.evidence is not None and b.evidence is not None
+    views = verify.find_split_views(a.evidence, b.evidence)
+    assert [(v.kind, v.first[1].size, v.second[1].size) for v in views] == [("same-size", 60, 60)]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.errors import PeerError, TrustError
+from gateway.errors import MessageLogError, PeerError, TrustError
 from gateway.globalconf.model import Witness, WitnessPolicy
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog import checkpoint as cp
@@ -50,6 +50,7 @@ class FakeLog:
         self.checkpoints: list[SignedCheckpoint] = []
         self.made: dict[int, datetime] = {}
         self.kept: dict[int, list[Cosignature]] = {}
+        self.fail_with: Exception | None = None
 
     @property
     def origin(self) -> str:
@@ -74,6 +75,8 @@ class FakeLog:
         return merkle.consistency_proof(self.leaves, old_size, new_size) if old_size else []
 
     async def add_cosignatures(self, size: int, cosignatures: Sequence[Cosignature]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
         mine = self.kept.setdefault(size, [])
         mine += [c for c in cosignatures if all(c.name != k.name for k in mine)]
 
@@ -312,6 +315,18 @@ async def test_a_forked_checkpoint_is_refused_by_the_witnesses() -> None:
     results = await s.pusher.run_once()
     assert [(r.outcome, r.error) for r in results] == [("refused", "HTTP 422: same size, another root")] * 2
     assert fork.kept == {}
+
+
+async def test_cosignatures_that_cannot_be_stored_are_pushed_again() -> None:
+    s = setup()
+    s.log.checkpoint(3, T0)
+    s.log.fail_with = MessageLogError("message log access failed: disk full")
+    with pytest.raises(MessageLogError, match="disk full"):
+        await s.pusher.run_once()
+    assert s.log.kept == {} and s.pusher.lag_seconds(T0 + timedelta(seconds=5)) == {ORIGIN: 5.0}
+    s.log.fail_with = None
+    assert [r.outcome for r in await s.pusher.run_once()] == ["cosigned", "cosigned"]
+    assert len(s.log.kept[3]) == 2
 
 
 def test_header_name() -> None:

@@ -134,20 +134,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     anchor = Anchor.from_file(args.anchor)
     results = [(path, *_verify_one(path, anchor, args)) for path in paths]
     views = []
-    for i, (_, ra, _) in enumerate(results):
-        for _, rb, _ in results[i + 1:]:
-            if ra is not None and rb is not None and ra.evidence is not None and rb.evidence is not None:
-                views += find_split_views(ra.evidence, rb.evidence)
+    notes: list[str] = []
+    for i, (pa, ra, _) in enumerate(results):
+        for pb, rb, _ in results[i + 1:]:
+            if ra is None or rb is None or ra.evidence is None or rb.evidence is None:
+                continue
+            if ra.origin != rb.origin:
+                notes.append(f"note {pa} and {pb}: origins {ra.origin} and {rb.origin} differ, not compared")
+                continue
+            views += find_split_views(ra.evidence, rb.evidence)
     ok = all(r is not None and r.ok for _, r, _ in results) and not views
     if getattr(args, "json", False):
         print(json.dumps({"ok": ok, "archives": [_report_dict(p, r, e) for p, r, e in results],
-                          "split_views": [v.to_dict() for v in views]}, indent=2))
+                          "split_views": [v.to_dict() for v in views], "notes": notes}, indent=2))
         return 0 if ok else 1
     for path, report, error in results:
         print(f"archive {path}")
         print(report.summary() if report is not None else error)
     if len(results) > 1:
         print(f"split views between the {len(results)} archives: {len(views)}")
+        for note in notes:
+            print(note)
         for view in views:
             print(f"FAIL split view: {view.message()}")
             for line in view.evidence():

@@ -294,7 +294,7 @@ def verify_archive(
         checkpoints=tuple(EvidenceCheckpoint(number=v.number, size=v.size, root_hash=v.root_hash,
                                              note=source.checkpoints[v.number - 1].note,
                                              cosignatures=source.checkpoints[v.number - 1].cosignatures or b"")
-                          for v in verified if v.size in reproduced),
+                          for v in verified),
     )
     report.findings[:0] = cp_findings
     report.findings.extend(witness_findings)

@@ -3,12 +3,14 @@
 docs/witness.md section 6. A log must never sign two inconsistent checkpoints (c2sp.org/tlog-checkpoint@v1.0.0);
 one that does shows different histories to different parties. Each archive is first verified on its own
 (:func:`gateway.messagelog.verify.verify_archive`); its :class:`TreeEvidence` holds its verified checkpoints
-and the leaf hashes of its records, authenticated up to the largest checkpoint whose root they reproduce.
+(signed by the log's key, timestamped; whether or not the archive's records reach them) and the leaf hashes of
+its records, authenticated up to the largest checkpoint whose root they reproduce.
 :func:`find_split_views` then compares the two, for every pair of verified checkpoints ``x`` (one archive) and
 ``y`` (the other):
 
 1. **same size, different roots**: both notes carry the log's valid signature over different trees of one size;
 2. **inconsistent sizes** (``x.size < y.size``): the archive of ``y`` reproduces ``y``'s root from its records,
+   and holds the records from its start up to ``x.size`` (``x.size`` is at least its start),
    and its tree at ``x.size`` has another root than ``x`` says, so no consistency proof from ``x`` to ``y`` can
    exist. The evidence includes that tree's root at ``x.size`` and, when the archive starts at record 0, the
    RFC 9162 consistency proof from it to ``y`` (so a third party needs only the two notes, the proof and the
