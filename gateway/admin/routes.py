@@ -178,17 +178,19 @@ SESSION_KEY = obj({
 }, ("kid", "created_at", "retired_at", "active"))
 AUDIT_ENTRY = obj({
     "id": {"type": "integer"},
+    "seq": {"type": "integer", "minimum": 0,
+            "description": "the entry's place in the audit log's Merkle tree (docs/auditing.md section 7)"},
     "at": TIME,
     "actor": string("user name, apikey:<id>, cli:<os user>, or '-' when unknown"),
     "auth": string("how the actor was authenticated: jwt, apikey, password, cli or none"),
-    "remote": string("the peer address of the connection"),
+    "remote": string("the peer address of the connection, or cli@<host name> for a CLI command"),
     "action": string("operation id, e.g. addClient"),
     "method": string("HTTP method"),
     "path": string("request path", max_length=2048),
     "result": {"type": "string", "enum": ["success", "refused", "failed"]},
     "status": {"type": "integer"},
     "details": {"type": "object", "description": "request fields (secrets left out), error message, ids"},
-}, ("id", "at", "actor", "auth", "remote", "action", "method", "path", "result", "status", "details"))
+}, ("id", "seq", "at", "actor", "auth", "remote", "action", "method", "path", "result", "status", "details"))
 CLIENT = obj({
     "id": ID,
     "encoded_id": string("':'-joined form, as in paths"),

@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
+from gateway.admin.auditcheckpointer import AuditCheckpointer, audit_log_source
 from gateway.admin.store import AdminStore
 from gateway.central.management import RequestType
 from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
@@ -101,6 +102,7 @@ from gateway.trust import keys
 from gateway.witness import signer as witness_signer
 from gateway.witness.http import WitnessEndpoint
 from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings
+from gateway.witness.source import CheckpointSource
 from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
@@ -169,6 +171,7 @@ class SecurityServer:
         self.server_address = ""
         self.context: ProxyContext | None = None
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
+        self.audit_checkpointer: AuditCheckpointer | None = None  # the admin audit log's checkpoints (worker 0)
         self.pusher: Pusher | None = None  # pushes the checkpoints to witnesses (start(); [witness] push)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
@@ -393,6 +396,9 @@ class SecurityServer:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
+        if self.worker == 0:  # one audit log per server: its checkpoints are made where the admin API runs
+            self.audit_checkpointer = self._audit_checkpointer(ctx)
+            _spawn(tasks, self.audit_checkpointer.run(self._stop, self.clock), "audit-checkpointer")
         if self.pusher is not None:
             _spawn(tasks, self.pusher.run(self._stop), "witness-pusher")
         if self.lease is not None:
@@ -409,9 +415,27 @@ class SecurityServer:
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
 
+    def _audit_checkpointer(self, ctx: ProxyContext) -> AuditCheckpointer:
+        """Checkpoints of the admin audit log (docs/witness.md section 7), signed with the signing key in use
+        and stored with a good OCSP response for it; :func:`gateway.admin.auditcheckpointer.audit_log_source`
+        gives the same log to the witness pusher."""
+        s = self.settings.server
+
+        async def own_ocsp() -> bytes | None:
+            conf = self.globalconf.current
+            return None if conf is None else await ctx.own_ocsp(conf)
+
+        return AuditCheckpointer(
+            store=self.admin_store, server_id=self.server_id, signer=lambda: ctx.signer,
+            conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
+            can_sign=lambda: self.device is None or self.device.available,
+            interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
+        )
+
     def _make_pusher(self, peer_ssl: ssl.SSLContext) -> Pusher | None:
-        """The pusher of this process's message-log origin (``[witness] push``; docs/witness.md section 4), with
-        its transport entered into the stack (closed after the background tasks stop).
+        """The pusher of this process's message-log origin and, in worker 0, of the server's audit log
+        (``[witness] push``; docs/witness.md sections 4 and 7), with its transport entered into the stack (closed
+        after the background tasks stop).
 
         Raises:
             ConfigError: a ``[witness]`` interval, timeout or back-off out of range.
@@ -428,7 +452,10 @@ class SecurityServer:
             raise ConfigError(f"[witness] {e}") from e
         transport = PeerWitnessTransport(peer_ssl, self._check_provider)
         self._stack.push_async_callback(transport.close)
-        return Pusher(sources=[MessageLogSource(self.messagelog, self.origin)], server_id=self.server_id,
+        sources: list[CheckpointSource] = [MessageLogSource(self.messagelog, self.origin)]
+        if self.worker == 0:  # the audit log's checkpoints are made there (_audit_checkpointer)
+            sources.append(audit_log_source(self.admin_store, self.server_id))
+        return Pusher(sources=sources, server_id=self.server_id,
                       conf=lambda: self.globalconf.current, transport=transport, settings=push_settings,
                       clock=self.clock, observer=self.metrics)
 

@@ -24,6 +24,7 @@ import pytest_asyncio
 from cryptography import x509
 from exchange_kit import ShiftClock, call
 
+from gateway.admin.store import AuditEntry
 from gateway.central import registry
 from gateway.dev.demo import Federation, MemberSpec, ServerSpec, start_federation
 from gateway.errors import PeerError
@@ -135,7 +136,8 @@ async def test_three_agencies_witness_each_other_and_an_archive_verifies_offline
         for c in await all_checkpoints(ss.messagelog, ss.origin):
             kept = await ss.messagelog.cosignatures(ss.origin, c.size)
             assert sorted(k.cosignature.name for k in kept) == others, (ss.origin, c.size)
-        assert ss.pusher is not None and ss.pusher.lag_seconds(world.clock()) == {f"{ss.origin}/messagelog": 0.0}
+        assert ss.pusher is not None and ss.pusher.lag_seconds(world.clock()) == {
+            f"{ss.origin}/messagelog": 0.0, f"{ss.server_id}/audit": 0.0}
         assert ss.health is not None
         witnessing = next(c for c in await ss.health.checks() if c.name == "witnessing")
         assert witnessing.ok and not witnessing.warning, witnessing
@@ -197,7 +199,7 @@ async def test_a_witness_that_is_down_shows_as_lag_and_a_readiness_warning(world
         ss3.context.witness = endpoint
         ss1.health.lag_warning_seconds = 900.0
     await push_all(world)
-    assert ss1.pusher.lag_seconds(world.clock()) == {f"{ss1.origin}/messagelog": 0.0}
+    assert ss1.pusher.lag_seconds(world.clock()) == {f"{ss1.origin}/messagelog": 0.0, f"{ss1.server_id}/audit": 0.0}
 
 
 async def test_fork_drill_witnesses_refuse_and_verify_reports_the_split_view(world: World) -> None:
@@ -286,3 +288,37 @@ async def test_a_witness_whose_tls_certificate_is_not_the_policy_servers_is_refu
     with pytest.raises(PeerError, match=f"registered for {ss3.server_id}, not for {ss1.server_id}"):
         await transport.add_checkpoint(claimed, request_body(0, [], latest.note), log_certificate=latest.signing_cert,
                                        timeout_seconds=5)
+
+
+async def test_the_audit_logs_are_witnessed_too_and_an_audit_archive_verifies_offline(world: World) -> None:
+    # each server's audit log (docs/witness.md section 7) goes to the same witnesses as its message log
+    for n in range(2):  # the second round pushes with old > 0 and a consistency proof
+        for ss in world.servers:
+            await ss.admin_store.write_audit(AuditEntry(
+                at=world.clock(), actor="alice", auth="jwt", remote="127.0.0.1", action="addClient", method="POST",
+                path="/api/v1/clients", result="success", status=201, details={"round": n}))
+            assert ss.audit_checkpointer is not None
+            made = await ss.audit_checkpointer.run_once(world.clock(), force=True)
+            assert made.checkpoint is not None and made.stamp_error is None, made
+        await push_all(world)
+    for ss in world.servers:
+        others = [o for o in world.servers if o is not ss]
+        for c in await ss.admin_store.audit_checkpoints():
+            kept = await ss.admin_store.audit_cosignatures(c.size)
+            assert sorted(parse_line(line).name for _, line in kept) == sorted(map(world.witness_name, others)), (
+                ss.server_id, c.size)
+        assert ss.pusher is not None and ss.pusher.lag_seconds(world.clock())[f"{ss.server_id}/audit"] == 0.0
+        latest = await ss.admin_store.latest_audit_checkpoint()
+        assert latest is not None
+        for o in others:  # each witness keeps the audit log's state durably, as it does a message log's
+            state = await world.witness(o).store.get(f"{ss.server_id}/audit")
+            assert state is not None and (state.size, state.root_hash) == (latest.size, latest.root_hash)
+    # the provider's audit archive, exported by the CLI, verifies offline with only the anchor, quorum included
+    archive = world.tmp / "ss2-audit.zip"
+    rc, out, err = await run(*GATEWAY, "-c", str(world.fed.workdir / "ss2.toml"), "admin", "audit", "export",
+                             "--out", str(archive))
+    assert rc == 0, err
+    rc, out, err = await run(*GATEWAY, "log", "verify", str(archive), "--anchor", str(world.fed.anchor_path))
+    assert rc == 0, out + err
+    assert ("witnesses: checkpoint" in out and "cosigned by 2 of 2 witnesses (DEV/GOV/1001/ss1/witness, "
+            "DEV/GOV/1003/ss3/witness); quorum 2" in out and "RESULT: OK" in out), out

@@ -3,7 +3,9 @@
 Kept apart from :mod:`gateway.cli.commands.log`, whose commands work on the online database: this one imports
 neither SQLAlchemy nor the message-log store, so an auditor's verification starts in a tenth of a second
 rather than the best part of one. The verification itself is :func:`gateway.messagelog.verify.verify_archive`,
-with its records checked in ``--workers`` processes (docs/auditing.md sections 1 and 5).
+with its records checked in ``--workers`` processes (docs/auditing.md sections 1 and 5); an audit archive
+(``gateway admin audit export``) is recognised by its manifest and verified by
+:func:`gateway.admin.auditverify.verify_audit_archive` (docs/auditing.md section 7).
 """
 
 import argparse
@@ -29,6 +31,55 @@ class _Progress:
             self._last = now
             rate = done / max(now - self._t0, 1e-9)
             print(f"verified {done}/{total} records ({rate:,.0f} records/s)", file=sys.stderr, flush=True)
+
+
+def _verify_audit(args: argparse.Namespace, paths: list[str]) -> int:
+    """Audit archives (docs/auditing.md section 7), each read whole and verified in this process, then compared
+    pairwise for split views (docs/witness.md sections 6 and 7)."""
+    from gateway.admin.auditarchive import read_archive
+    from gateway.admin.auditverify import verify_audit_archive
+    from gateway.globalconf.anchor import Anchor
+    from gateway.messagelog.verify import find_split_views
+
+    anchor = Anchor.from_file(args.anchor)
+    results: list[tuple[str, Any, str | None]] = []
+    for path in paths:
+        try:
+            content = read_archive(path)
+        except TrustError as e:
+            results.append((path, None, f"FAIL archive: {e.message}\nRESULT: FAILED, the file is not a verifiable "
+                                        "archive"))
+            continue
+        results.append((path, verify_audit_archive(content, anchor, quorum=getattr(args, "witness_quorum", None),
+                                                   name=path), None))
+    views = []
+    for i, (_, ra, _) in enumerate(results):
+        for _, rb, _ in results[i + 1:]:
+            if ra is not None and rb is not None and ra.evidence is not None and rb.evidence is not None:
+                views += find_split_views(ra.evidence, rb.evidence)
+    ok = all(r is not None and r.ok for _, r, _ in results) and not views
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": ok, "archives": [{"archive": p, "ok": False, "error": e} if r is None else {
+            "archive": p, "ok": r.ok, "origin": r.origin, "entries": r.entries, "checkpoints": r.checkpoints,
+            "checkpoints_verified": r.checkpoints_verified, "covered_until": r.covered_until,
+            "witnesses": r.witnessed,
+            "findings": [{"where": f.where, "problem": f.problem, "message": f.message, "severity": f.severity}
+                         for f in r.findings],
+        } for p, r, e in results], "split_views": [v.to_dict() for v in views]}, indent=2))
+        return 0 if ok else 1
+    for path, report, error in results:
+        print(f"audit archive {path}")
+        print(report.summary() if report is not None else error)
+    if len(results) > 1:
+        print(f"split views between the {len(results)} archives: {len(views)}")
+        for view in views:
+            print(f"FAIL split view: {view.message()}")
+            for line in view.evidence():
+                print(f"  {line}")
+        print("RESULT: OK, every archive verifies and they agree" if ok else
+              "RESULT: FAILED, " + (f"{len(views)} split view(s): the log signed histories that cannot both be true"
+                                    if views else "an archive does not verify"))
+    return 0 if ok else 1
 
 
 def _verify_one(path: str, anchor: Any, args: argparse.Namespace) -> tuple[Any, str | None]:
@@ -73,11 +124,14 @@ def _report_dict(path: str, report: Any, error: str | None) -> dict[str, Any]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """``gateway log verify ARCHIVE [--against OTHER ...]``: exit 0 only if every archive verifies and no two of
     them show a split view (docs/auditing.md, docs/witness.md sections 5-6); 1 otherwise."""
+    from gateway.admin.auditarchive import is_audit_archive
     from gateway.globalconf.anchor import Anchor
     from gateway.messagelog.verify import find_split_views
 
-    anchor = Anchor.from_file(args.anchor)
     paths = [args.archive, *getattr(args, "against", [])]
+    if is_audit_archive(args.archive):
+        return _verify_audit(args, paths)
+    anchor = Anchor.from_file(args.anchor)
     results = [(path, *_verify_one(path, anchor, args)) for path in paths]
     views = []
     notes: list[str] = []

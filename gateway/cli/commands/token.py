@@ -2,7 +2,9 @@
 
 The token is ``[server] token_dir`` (or ``--dir``); a command is a body run by :func:`token_command` on it.
 Commands that need the private keys ask for the PIN: ``--pin-file FILE``, ``--pin-env VAR``, the settings'
-``token_pin_file``/``token_pin_env``, or a prompt. The parser is :mod:`gateway.cli.token`.
+``token_pin_file``/``token_pin_env``, or a prompt. Commands that change the token (``init``, ``login``,
+``generate-key``, ``csr``, ``import-cert``, ``activate``, ``deactivate``) are recorded in the admin audit log of
+``[server] database_url`` (:func:`audited_token_command`). The parser is :mod:`gateway.cli.token`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.cli.common import Handler, settings_from_args
+from gateway.cli.common import Handler, database_setting, settings_from_args
 from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
@@ -89,23 +91,43 @@ async def _conf(settings: Settings) -> GlobalConf:
     return conf
 
 
-def run_token(args: argparse.Namespace, body: Callable[[AnyToken, Settings], Coroutine[Any, Any, int]]) -> int:
-    """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code.
+async def _audited(args: argparse.Namespace, settings: Settings, audit_as: str | None, target: str,
+                   change: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """``change``, recorded in the audit log of ``[server] database_url`` when ``audit_as`` names it
+    (:func:`gateway.cli.commands.audit.audited`; the database is opened first, so a command whose change
+    cannot be audited changes nothing)."""
+    if audit_as is None:
+        return await change()
+    from gateway.cli.commands.audit import audited
+    from gateway.storage.db import open_database
+
+    engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
+    try:
+        return await audited(engine, action=audit_as, target=target, command="token", change=change)
+    finally:
+        await engine.dispose()
+
+
+def run_token(args: argparse.Namespace, body: Callable[[AnyToken, Settings], Coroutine[Any, Any, int]], *,
+              audit_as: str | None = None, target: str = "") -> int:
+    """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code. With ``audit_as`` (the
+    admin API operation that makes the same change), the change or its refusal goes to the audit log.
 
     Raises:
-        ConfigError: unusable settings, no token directory.
-        GatewayError: whatever ``body`` raises.
+        ConfigError: unusable settings, no token directory, a database that cannot be opened.
+        GatewayError: whatever ``body`` raises (audited first).
     """
     settings = settings_from_args(args)
     token = _token(args, settings)
     if isinstance(token, SoftToken):
-        return asyncio.run(body(token, settings))
+        soft = token
+        return asyncio.run(_audited(args, settings, audit_as, target, lambda: body(soft, settings)))
 
     async def on_device(device: Pkcs11Token) -> int:
         # a device answers nothing before log-in: the PIN first, whatever the command
         try:
             await device.login(_pin(args, settings), now=_now())
-            return await body(device, settings)
+            return await _audited(args, settings, audit_as, target, lambda: body(device, settings))
         finally:
             device.close()
 
@@ -123,6 +145,21 @@ def token_command(body: Body) -> Handler:
         return run_token(args, functools.partial(body, args))
 
     return handler
+
+
+def audited_token_command(audit_as: str, *, target: str | None = None) -> Callable[[Body], Handler]:
+    """Like :func:`token_command`, for a command that changes the token: audited as ``audit_as``, with the
+    argument named ``target`` as the entry's target."""
+
+    def decorate(body: Body) -> Handler:
+        @functools.wraps(body)
+        def handler(args: argparse.Namespace) -> int:
+            return run_token(args, functools.partial(body, args), audit_as=audit_as,
+                             target=str(getattr(args, target, "") or "") if target else "")
+
+        return handler
+
+    return decorate
 
 
 async def _login(token: AnyToken, args: argparse.Namespace, settings: Settings) -> None:
@@ -155,15 +192,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     token = _token(args, settings)
     assert isinstance(token, SoftToken)
 
+    pin = _pin(args, settings, confirm=True)
+
     async def main() -> int:
-        await SoftToken.init(token.dir, _pin(args, settings, confirm=True))
+        await SoftToken.init(token.dir, pin)
         print(f"token created in {token.dir}")
         return 0
 
-    return asyncio.run(main())
+    return asyncio.run(_audited(args, settings, "initToken", str(token.dir), main))
 
 
-@token_command
+@audited_token_command("loginToken")
 async def cmd_login(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     print("PIN correct")
@@ -228,7 +267,7 @@ async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, mo
     return out
 
 
-@token_command
+@audited_token_command("generateKey", target="usage")
 async def cmd_generate_key(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     if args.usage == "witness":  # docs/witness.md section 2
@@ -273,7 +312,7 @@ def cmd_witness_key(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-@token_command
+@audited_token_command("createCsr", target="key")
 async def cmd_csr(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     member = MemberId.parse(args.member, encoded=False) if args.member else None
@@ -301,17 +340,17 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
               f"`gateway token activate {entry.sha256[:16]}` puts it to use)")
         return 0
 
-    return run_token(args, body)
+    return run_token(args, body, audit_as="importCertificate", target=args.file)
 
 
-@token_command
+@audited_token_command("activateCertificate", target="cert")
 async def cmd_activate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.activate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is active")
     return 0
 
 
-@token_command
+@audited_token_command("deactivateCertificate", target="cert")
 async def cmd_deactivate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.deactivate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is inactive")
