@@ -146,7 +146,7 @@ class RenewalHost:
     device: Pkcs11Token | None
     conf: Callable[[], GlobalConf | None]
     registered: Callable[[], set[str] | None]
-    audit: Callable[[AuditEntry], Awaitable[None]]
+    audit: Callable[[AuditEntry], Awaitable[object]]
     keys_changed: Callable[[], Awaitable[bool]]  # counts the change for the other workers, then reloads here
     clock: Callable[[], datetime]
     registry: CollectorRegistry
