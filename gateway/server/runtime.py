@@ -9,7 +9,10 @@ timestamps and OpenAPI descriptions, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
 any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
 signer and the TLS certificate without restart when another certificate becomes the one to use
-(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim.
+(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim. A software token with no
+active signing or authentication certificate yet starts the server uninitialised: placeholders stand in for
+them and ``ProxyContext.not_configured`` says what is missing (exchanges get ``NotConfigured``, readiness a
+red ``keys`` check) until ``reload_keys`` finds them activated (docs/operations.md section 2.6).
 
 Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
 is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
@@ -193,7 +196,8 @@ class SecurityServer:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
 
         Raises:
-            ConfigError: missing keys, bad settings, a port that cannot be bound.
+            ConfigError: missing key files or no signing certificate on the PKCS#11 device (an empty software
+                token starts the server uninitialised instead), bad settings, a port that cannot be bound.
         """
         try:
             await self._start()
