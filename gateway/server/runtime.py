@@ -820,7 +820,8 @@ class SecurityServer:
                 await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_SECONDS)
 
     async def _key_watch_loop(self) -> None:
-        """Reload keys when token.json changes or a new global configuration arrives; refresh metrics hourly."""
+        """Reload keys when token.json changes or a new global configuration arrives, and every round while the
+        server is uninitialised; refresh metrics hourly."""
         interval = self.settings.server.serverconf_reload_seconds
         seen_version = self.globalconf.current.version if self.globalconf.current is not None else None
         metrics_at = self.clock()
@@ -840,7 +841,9 @@ class SecurityServer:
                         log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
                                     token=self.device.token_label, error=self.device.status().error)
                     device_changed = after and await self._device_choice_changed()
-                if self._stat_token() != self._token_stamp or version != seen_version or device_changed:
+                # uninitialised: look every round (a certificate whose OCSP status was not good yet is retried)
+                waiting = self.context is not None and self.context.not_configured is not None
+                if self._stat_token() != self._token_stamp or version != seen_version or device_changed or waiting:
                     seen_version = version
                     await self.reload_keys()
                 elif (self.clock() - metrics_at).total_seconds() >= 3600:

@@ -20,7 +20,9 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
 from exchange_kit import PROBE, Probe, call, probed_federation
+from waiting import wait_for_condition
 
 from gateway.admin.roles import ROLES
 from gateway.admin.routes import ROUTES_BY_ID
@@ -100,17 +102,21 @@ async def _key_through_the_api(admin: Admin, fed: Federation, usage: str) -> str
     return str(imported["sha256"])
 
 
-async def _refused_handshake(address: str) -> str:
-    """The TLS error a client gets from ``address`` (it must not complete a handshake)."""
+async def _handshake(peer: SecurityServer, address: str) -> bytes | str:
+    """A TLS handshake with ``address`` as ``peer``'s client proxy makes it (its authentication certificate,
+    the CAs of the global configuration): the certificate the server presented (DER), or the error."""
+    assert peer.context is not None
     host, port = address.rsplit(":", 1)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
     try:
-        _reader, writer = await asyncio.open_connection(host, int(port), ssl=client)
+        _reader, writer = await asyncio.open_connection(host, int(port), ssl=peer.context.peer_ssl)
     except (ssl.SSLError, ConnectionError) as e:
         return f"{type(e).__name__}: {e}"
-    writer.close()
-    raise AssertionError("the server-to-server port completed a TLS handshake without an auth certificate")
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert isinstance(der, bytes)
+        return der
+    finally:
+        writer.close()
 
 
 async def test_empty_token_starts_uninitialised_then_is_set_up_without_restart(
@@ -137,8 +143,8 @@ async def test_empty_token_starts_uninitialised_then_is_set_up_without_restart(
         answer = await call(ss3, f"{PROBE}/early", client=CLIENT3)
         answer.assert_error(503, "Server.ClientProxy.NotConfigured", contains="no active signing certificate")
         # (3) the server-to-server port refuses the handshake
-        refused = await _refused_handshake(ss3.server_address)
-        assert refused.startswith(("SSLError", "ConnectionResetError")), refused
+        refused = await _handshake(fed.server("ss1"), ss3.server_address)
+        assert isinstance(refused, str) and refused.startswith(("SSLError", "ConnectionResetError")), refused
         # (4) set up through the admin API: keys, CSRs, certificates imported and activated
         await ss3.admin_store.add_user("sec", PASSWORD, frozenset(ROLES), now=datetime.now(UTC))
         async with aiohttp.ClientSession() as http:
@@ -167,5 +173,39 @@ async def test_empty_token_starts_uninitialised_then_is_set_up_without_restart(
         ok = await call(ss3, f"{PROBE}/after-setup", client=CLIENT3)
         assert ok.status == 200, ok.body[:300]
         assert [s.path_qs for s in probe.seen] == ["/after-setup"]
+    finally:
+        await ss3.stop()
+
+
+async def test_keys_activated_by_another_process_are_picked_up_by_the_token_watch(
+    world: tuple[Federation, Probe], tmp_path: Path,
+) -> None:
+    """`gateway token` in another shell (here another SoftToken on the same directory): no admin API call; the
+    token watch reloads the keys within serverconf_reload_seconds, and the server-to-server port then presents
+    the new authentication certificate."""
+    fed, _probe = world
+    ss3 = await _start_empty(fed, tmp_path)
+    try:
+        assert ss3.context is not None and ss3.token is not None
+        assert (await ss3.token.state()).keys == ()
+        conf = ss3.globalconf.current
+        assert conf is not None
+        other = SoftToken(ss3.token.dir)
+        await other.login(PIN, now=datetime.now(UTC))
+        made = {}
+        for usage, identity in (("auth", SS3), ("sign", SS3.owner)):
+            entry = await other.generate_key(usage, now=datetime.now(UTC))  # type: ignore[arg-type]
+            csr = await other.csr(entry.id, server_id=SS3, name="Agency C")
+            cert = fed.ca.issue(csr, kind=usage, expected_identity=identity, now=datetime.now(UTC))  # type: ignore[arg-type]
+            imported = await other.import_cert(keys.cert_pem(cert).encode(), server_id=SS3, ca_for=conf.ca_for,
+                                               now=datetime.now(UTC))
+            await other.activate(imported.sha256)
+            made[usage] = cert
+        other.logout()
+        await wait_for_condition(lambda: ss3.context is not None and ss3.context.not_configured is None,
+                                 timeout=30, what="the token watch reloads the keys activated in another process")
+        assert ss3.context.signer.cert == made["sign"] and ss3.context.auth_cert == made["auth"]
+        presented = await _handshake(fed.server("ss1"), ss3.server_address)
+        assert presented == made["auth"].public_bytes(serialization.Encoding.DER), presented
     finally:
         await ss3.stop()
