@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
-from exchange_kit import PROBE, Probe, call, probed_federation
+from exchange_kit import PROBE, Probe, call, probed_federation, records
 from waiting import wait_for_condition
 
 from gateway.admin.roles import ROLES
@@ -142,6 +142,7 @@ async def test_empty_token_starts_uninitialised_then_is_set_up_without_restart(
         await ss3.reload_serverconf()
         answer = await call(ss3, f"{PROBE}/early", client=CLIENT3)
         answer.assert_error(503, "Server.ClientProxy.NotConfigured", contains="no active signing certificate")
+        assert await records(ss3) == []  # nothing signed, nothing in the message log
         # (3) the server-to-server port refuses the handshake
         refused = await _handshake(fed.server("ss1"), ss3.server_address)
         assert isinstance(refused, str) and refused.startswith(("SSLError", "ConnectionResetError")), refused
