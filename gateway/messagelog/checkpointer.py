@@ -145,6 +145,11 @@ class Checkpointer:
         self._started = False
         self._cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the next checkpoints with ``signer`` (a server that started without a signing key gets one)."""
+        self.signer = signer
+        self._cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
+
     @property
     def grace(self) -> timedelta:
         """The grace period: the setting if set, else the global configuration's parameter."""

@@ -106,6 +106,10 @@ class ProxyContext:
         self.signer = signer
         self.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
         self.auth_cert = auth_cert
+        # What the server lacks before it can exchange (set by runtime while it has no active signing or
+        # authentication certificate: signer and auth_cert are then placeholders that sign nothing); the
+        # proxies answer every exchange with NotConfigured (HTTP 503) meanwhile. None: configured.
+        self.not_configured: str | None = None
         self.messagelog = messagelog
         self.ocsp_cache = ocsp_cache
         self.peers = peers

@@ -34,6 +34,7 @@ from gateway.errors import (
     GatewayError,
     MalformedSignature,
     MissingSignature,
+    NotConfigured,
     PayloadTooLarge,
     PeerError,
     RequestError,
@@ -102,6 +103,8 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
             if REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
                                    "is not an X-Road request")
+            if ctx.not_configured is not None:  # keys not active yet (runtime; docs/operations.md)
+                raise NotConfigured(ctx.not_configured)
             with ctx.bodies.account() as account:
                 spool = None
                 if spools_body(request):

@@ -9,7 +9,8 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 2. ``token``: the software token is logged in (plain key files: always passes);
 3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
 4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
-   response that stays fresh for more than ``readiness_ocsp_margin_seconds``;
+   response that stays fresh for more than ``readiness_ocsp_margin_seconds``; on a server without active keys
+   yet (started with an empty software token) one failing ``keys`` check instead, naming what is missing;
 5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
    end of the grace period;
 6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
@@ -75,8 +76,11 @@ class ServerHealth:
         checks = [database, self._token(), self._globalconf(now)]
         if self.device is not None:
             checks.insert(2, self._device())
-        checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
-                   self._ocsp("ocsp_auth", self.context.auth_cert, now)]
+        if self.context.not_configured is not None:  # no active keys yet: their OCSP checks have no subject
+            checks.append(Check(name="keys", ok=False, detail=self.context.not_configured))
+        else:
+            checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
+                       self._ocsp("ocsp_auth", self.context.auth_cert, now)]
         checks += [self._timestamping(now), await self._messagelog(database)]
         if self.pusher is not None and self.pusher.policy() is not None:
             checks.append(self._witnessing(now))

@@ -9,7 +9,10 @@ timestamps and OpenAPI descriptions, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
 any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
 signer and the TLS certificate without restart when another certificate becomes the one to use
-(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim.
+(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim. A software token with no
+active signing or authentication certificate yet starts the server uninitialised: placeholders stand in for
+them and ``ProxyContext.not_configured`` says what is missing (exchanges get ``NotConfigured``, readiness a
+red ``keys`` check) until ``reload_keys`` finds them activated (docs/operations.md section 2.6).
 
 Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
 is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
@@ -54,7 +57,7 @@ from gateway.admin.app import AdminContext, build_admin_app
 from gateway.admin.auditcheckpointer import AuditCheckpointer, audit_log_source
 from gateway.admin.store import AdminStore
 from gateway.central.management import RequestType
-from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, NotConfigured, Side
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, SecurityServerId
@@ -71,7 +74,7 @@ from gateway.opmon.store import OpMonStore
 from gateway.opmon.writer import OpMonWriter
 from gateway.ops.app import build_ops_app
 from gateway.ops.metrics import REFRESH_SECONDS, ServerMetrics
-from gateway.protocol.signatures import KeySigner
+from gateway.protocol.signatures import ALG_ECDSA_P256, KeySigner, Signer
 from gateway.proxy import http, tls
 from gateway.proxy.client_proxy import build_client_handler
 from gateway.proxy.common import refusal_renderer
@@ -193,7 +196,8 @@ class SecurityServer:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
 
         Raises:
-            ConfigError: missing keys, bad settings, a port that cannot be bound.
+            ConfigError: missing key files or no signing certificate on the PKCS#11 device (an empty software
+                token starts the server uninitialised instead), bad settings, a port that cannot be bound.
         """
         try:
             await self._start()
@@ -244,13 +248,18 @@ class SecurityServer:
             log.warning("no global configuration yet; exchanges will fail until one is downloaded",
                         error=getattr(result, "error", None))
         # keys: the token's certificates in use now (for TLS, preferring one registered centrally), or files
-        auth_paths: tuple[str, str, bytes | None]
+        auth_paths: tuple[str | None, str, bytes | None]
         if self.token is not None:
+            # A token without active keys yet starts the server uninitialised (docs/operations.md, "Starting a
+            # new server"): placeholders until reload_keys finds the certificates activated.
             self._token_stamp = self._stat_token()
-            signer = await self._signing_token().signer(now=self.clock())
-            auth = await self.token.tls_material(now=self.clock(), registered=self._registered())
-            auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
-            self._auth_sha256 = auth.sha256
+            signer = await self._token_signer(None, self.clock())
+            auth = await self._token_auth(None, self.clock())
+            if auth is None:
+                auth_cert, auth_paths = keys.read_certificate(self.files.internal_cert), (None, "", None)
+            else:
+                auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
+                self._auth_sha256 = auth.sha256
         else:
             if self.device is not None:
                 signer = await self.device.signer(now=self.clock())
@@ -311,6 +320,7 @@ class SecurityServer:
             services=services, service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
             origin=self.origin, metrics=self.metrics,
         )
+        ctx.not_configured = self._missing_keys(signer, auth_paths[0] is None)
         ctx.body_logging = s.body_logging
         ctx.exchange_log = s.exchange_log
         if s.transparency:
@@ -428,7 +438,8 @@ class SecurityServer:
         return AuditCheckpointer(
             store=self.admin_store, server_id=self.server_id, signer=lambda: ctx.signer,
             conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
-            can_sign=lambda: self.device is None or self.device.available,
+            can_sign=lambda: not isinstance(ctx.signer, _NoSigningKey) and (
+                self.device is None or self.device.available),
             interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
         )
 
@@ -624,7 +635,7 @@ class SecurityServer:
             self._token_stamp = self._stat_token()
             now = self.clock()
             changed = False
-            signer = await self._signing_token().signer(now=now)
+            signer = await self._token_signer(ctx.signer, now)
             if signer.cert != ctx.signer.cert:
                 conf = ctx.conf()
                 ca = conf.ca_for(signer.cert)
@@ -639,17 +650,67 @@ class SecurityServer:
                 ctx.signer = signer
                 ctx.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
                 ctx._own_ocsp = None
+                if self.checkpointer is not None and isinstance(self.checkpointer.signer, _NoSigningKey):
+                    self.checkpointer.use_signer(signer)  # the message log's checkpoints, once there is a key
                 changed = True
                 log.info("signing certificate switched", sha256=keys.cert_sha256_hex(signer.cert))
             if self.token is not None:
-                auth = await self.token.tls_material(now=now, registered=self._registered())
-                if auth.sha256 != self._auth_sha256:
+                auth = await self._token_auth(self._auth_sha256, now)
+                if auth is not None and auth.sha256 != self._auth_sha256:
                     self._load_auth(auth)
                     ctx.auth_cert = auth.cert
                     changed = True
                     log.info("authentication certificate switched", sha256=auth.sha256)
+            missing = self._missing_keys(ctx.signer, not self._auth_sha256)
+            if missing != ctx.not_configured:
+                ctx.not_configured = missing
+                changed = True
+                log.info("keys missing: exchanges refused" if missing else "keys active: exchanges served",
+                         missing=missing)
         await self._update_expiry_metrics()
         return changed
+
+    async def _token_signer(self, current: Signer | None, now: datetime) -> Signer:
+        """The signer of the certificate to use now; a :class:`_NoSigningKey` placeholder while the software
+        token has no active signing certificate and none is in use yet (an uninitialised server).
+
+        Raises:
+            ConfigError: a signing certificate was in use and the token has none now (it stays in use), or the
+                PKCS#11 device has none.
+        """
+        try:
+            return await self._signing_token().signer(now=now)
+        except ConfigError:
+            if self.device is not None or not (current is None or isinstance(current, _NoSigningKey)):
+                raise
+            return current or _NoSigningKey(keys.read_certificate(self.files.internal_cert))
+
+    async def _token_auth(self, current: str | None, now: datetime) -> TlsMaterial | None:
+        """The authentication certificate to use now; None while the token has none active and none is in use
+        (``current``: the fingerprint in use, "" or None for none).
+
+        Raises:
+            ConfigError: one was in use and the token has none now (it stays in use).
+        """
+        assert self.token is not None
+        try:
+            return await self.token.tls_material(now=now, registered=self._registered())
+        except ConfigError:
+            if current:
+                raise
+            return None
+
+    def _missing_keys(self, signer: Signer, no_auth: bool) -> str | None:
+        """What keeps this server from exchanging, as readiness and the NotConfigured fault say it (None: nothing)."""
+        missing = []
+        if no_auth:
+            missing.append("no active authentication certificate registered in the global configuration")
+        if isinstance(signer, _NoSigningKey):
+            missing.append(f"no active signing certificate for member {self.server_id.owner}")
+        if not missing:
+            return None
+        return "; ".join(missing) + " (this security server is not initialised: generate the keys, import " \
+            "and activate the certificates, register the server; docs/operations.md)"
 
     def _load_auth(self, auth: TlsMaterial) -> None:
         """Put another authentication certificate into the live TLS contexts (new connections use it)."""
@@ -759,7 +820,8 @@ class SecurityServer:
                 await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_SECONDS)
 
     async def _key_watch_loop(self) -> None:
-        """Reload keys when token.json changes or a new global configuration arrives; refresh metrics hourly."""
+        """Reload keys when token.json changes or a new global configuration arrives, and every round while the
+        server is uninitialised; refresh metrics hourly."""
         interval = self.settings.server.serverconf_reload_seconds
         seen_version = self.globalconf.current.version if self.globalconf.current is not None else None
         metrics_at = self.clock()
@@ -779,7 +841,9 @@ class SecurityServer:
                         log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
                                     token=self.device.token_label, error=self.device.status().error)
                     device_changed = after and await self._device_choice_changed()
-                if self._stat_token() != self._token_stamp or version != seen_version or device_changed:
+                # uninitialised: look every round (a certificate whose OCSP status was not good yet is retried)
+                waiting = self.context is not None and self.context.not_configured is not None
+                if self._stat_token() != self._token_stamp or version != seen_version or device_changed or waiting:
                     seen_version = version
                     await self.reload_keys()
                 elif (self.clock() - metrics_at).total_seconds() >= 3600:
@@ -908,6 +972,23 @@ class SecurityServer:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
         log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+class _NoSigningKey:
+    """The signer of a server without an active signing certificate yet: it signs nothing (NotConfigured).
+
+    Its ``cert`` is the server's internal TLS certificate, which no CA of the global configuration issued, so it
+    is never offered as a signing certificate; the proxies refuse exchanges before they would sign
+    (``ProxyContext.not_configured``)."""
+
+    __slots__ = ("alg", "cert")
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.cert = cert
+        self.alg = ALG_ECDSA_P256
+
+    def sign(self, data: bytes) -> bytes:
+        raise NotConfigured("no active signing certificate yet: nothing can be signed")
 
 
 def _check_ops_settings(s: ServerSettings) -> None:

@@ -6,11 +6,11 @@ WCAG 2.1 A/AA violation) and screenshotted, also at 320 px wide; an observer who
 change is refused by the server even when posted by hand, and a form without its CSRF token refused; the
 operator adding agency C through the pages: its member and subsystem in the central pages; on its security
 server's keys page an authentication and a signing key, their CSRs downloaded, the certificates (signed by the
-dev CA, the one step outside the web interface) imported and activated, the bootstrap keys it was installed
-with deactivated and deleted; its registration requests sent with the buttons of its keys and client pages and
-approved in the central pages by a registration officer (who sees the requester's signature verified); an
-access right on the provider's service page; then an exchange from C succeeds, signed and authenticated with
-the certificates made through the pages.
+dev CA, the one step outside the web interface) imported and activated on a server that started with an
+empty token (no key at all: uninitialised, docs/operations.md); its registration requests sent with the
+buttons of its keys and client pages and approved in the central pages by a registration officer (who sees
+the requester's signature verified); an access right on the provider's service page; then an exchange from C
+succeeds, signed and authenticated with the certificates made through the pages.
 
 Screenshots go to ``<tmp>/screenshots`` and to ``GATEWAY_SCREENSHOTS`` when set (``web_kit.Shots``).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,11 +37,13 @@ from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
 from gateway.admin.roles import ROLES
 from gateway.admin.schema import Page as ListPage
 from gateway.central import registry
-from gateway.dev.demo import Federation, _issue_token_keys, start_federation
+from gateway.dev.demo import Federation, start_federation
+from gateway.files import private_dir, write_private_text
 from gateway.identifiers import SecurityServerId, ServiceId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.settings import GlobalConfSettings, ServerSettings, Settings
+from gateway.token.soft import SoftToken
 from gateway.trust import keys
 
 DASH = "\u2013"  # the en dash of "showing 1\u20132"
@@ -275,14 +278,16 @@ async def test_observer_sees_the_pages_but_every_change_is_refused(
 
 
 async def _start_agency_c(fed: Federation, workdir: Path) -> SecurityServer:
-    """Agency C's security server as installed, on free ports, not yet known to the central server.
-
-    A security server does not start without a usable signing and authentication certificate (docs/tokens.md),
-    so it is installed with a bootstrap pair (what `gateway token init` and the first keys of
-    docs/operations.md section 2 do); the journey replaces both through the keys page and deletes them
-    there, so every key and certificate the exchange uses was made through the pages."""
+    """Agency C's security server as installed, on free ports, not yet known to the central server: its
+    software token made by `gateway token init` and nothing else, no key and no certificate. It starts
+    uninitialised (exchanges refused with NotConfigured, readiness 503: docs/operations.md), so every key and
+    certificate the exchange uses is made through the pages."""
     files = KeyFiles(dir=workdir / "ss3")
-    token = await _issue_token_keys(fed.ca, files, SS3, name="Agency C", now=datetime.now(UTC))
+    private_dir(files.dir)
+    pin = secrets.token_urlsafe(18)
+    write_private_text(files.dir / "token.pin", pin + "\n")
+    (await SoftToken.init(files.dir / "token", pin)).logout()
+    token = {"token_dir": str(files.dir / "token"), "token_pin_file": str(files.dir / "token.pin")}
     settings = Settings(
         central=fed.central.settings,
         server=ServerSettings(id=str(SS3), database_url=f"sqlite+aiosqlite:///{workdir / 'ss3.db'}",
@@ -350,8 +355,9 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
     url = world.url
     ss3 = await _start_agency_c(world.fed, tmp_path)
     try:
-        assert ss3.token is not None
-        bootstrap = (await ss3.token.state()).keys
+        assert ss3.token is not None and ss3.context is not None
+        assert (await ss3.token.state()).keys == ()
+        assert ss3.context.not_configured is not None  # uninitialised: no key at all
         await ss3.admin_store.add_user("admin", "ss3 admin password", frozenset(ROLES), now=datetime.now(UTC))
         # (1) the registration officer registers member C and its subsystem in the central pages
         officer = await _signed_in(browser, url, *OFFICER)
@@ -376,21 +382,12 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         await officer.keyboard.press("Enter")
         await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
         # (2) C's security officer on ss3's keys page: an authentication and a signing key, their CSRs and
-        # certificates; then the bootstrap certificates deactivated and their keys deleted
+        # certificates
         ss3_url = ss3.admin_url
         operator = await _signed_in(browser, ss3_url, "admin", "ss3 admin password")
         await operator.goto(f"{ss3_url}/ui/keys")
         auth_cert = await _key_through_the_page(operator, world.fed, "auth", "agency C auth")
         sign_cert = await _key_through_the_page(operator, world.fed, "sign", "agency C sign")
-        for old in bootstrap:
-            [cert] = old.certs
-            await operator.get_by_role("button", name=f"Deactivate certificate {cert.sha256[:16]}").click()
-            await expect(operator.get_by_role("status")).to_contain_text("Certificate deactivated.")
-            await expect(operator.get_by_role("status")).not_to_contain_text("keeps its current certificates")
-            await operator.get_by_role("button", name=f"Delete key {old.id[:16]}").click()
-            await expect(operator.get_by_role("heading", name=re.compile("Delete the key"))).to_be_visible()
-            await operator.get_by_role("button", name="Delete key").click()
-            await expect(operator.get_by_role("status")).to_contain_text(f"Key {old.id[:16]}… deleted.")
         assert {k.label for k in (await ss3.token.state()).keys} == {"agency C auth", "agency C sign"}
         await check_page(operator, shots, "ss3-keys")
         # (3) ss3 registers its authentication certificate with the button of its keys page; the registration
@@ -447,7 +444,7 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         # every step on ss3 is in its audit log, as the REST API's calls are
         done, _ = await ss3.admin_store.list_audit(AUDIT_PAGE, actor="admin")
         assert {"registerServer", "registerClient", "generateKey", "createCsr", "importCertificate",
-                "activateCertificate", "deactivateCertificate", "deleteKey", "setClientStatus"} <= {
+                "activateCertificate", "setClientStatus"} <= {
             e.action for e in done}
     finally:
         await ss3.stop()
