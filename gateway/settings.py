@@ -359,7 +359,7 @@ def pkcs11_devices(s: ServerSettings) -> tuple[Pkcs11Device, ...]:
         names.add(d.name)
         if not d.pin_file and not d.pin_env:
             raise ConfigError(f"{where}: no PIN source; set {keys[0]} or {keys[1]}")
-        if d.pin_file and d.pin_env:
+        if d.pin_file and d.pin_env and not old:  # (the single-device keys keep their old rule: the file wins)
             raise ConfigError(f"{where}: both {keys[0]} and {keys[1]} are set; set one")
         if not 1 <= d.sessions <= 64:
             raise ConfigError(f"{where}: {keys[2]} is {d.sessions}; it must be between 1 and 64")
