@@ -325,13 +325,17 @@ def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {tp!r}")  # pragma: no cover - a bug in this module
 
 
-def pkcs11_devices(s: ServerSettings) -> tuple[Pkcs11Device, ...]:
+def pkcs11_devices(s: ServerSettings, *, require_pin: bool = True) -> tuple[Pkcs11Device, ...]:
     """Every PKCS#11 device of the settings: the one of ``[server] pkcs11_library`` (named
     :data:`LEGACY_DEVICE_NAME`) first, then the ``[[server.pkcs11]]`` tables in order.
 
+    ``require_pin``: whether each device must name its PIN source (the server's start; the CLI may take the
+    PIN from ``--pin-file``, ``--pin-env`` or a prompt instead).
+
     Raises:
         ConfigError: a device without name, library or token label; two devices of one name, or of the same
-            library and token label; a device with neither a PIN file nor a PIN variable (or both).
+            library and token label; a device with neither a PIN file nor a PIN variable (with
+            ``require_pin``), or a ``[[server.pkcs11]]`` table with both.
     """
     devices = list(s.pkcs11)
     legacy = bool(s.pkcs11_library or s.pkcs11_token_label)
@@ -357,7 +361,7 @@ def pkcs11_devices(s: ServerSettings) -> tuple[Pkcs11Device, ...]:
             raise ConfigError(f"{where}: the device name {d.name!r} is used twice",
                               hint=f"the device of [server] pkcs11_library is named {LEGACY_DEVICE_NAME!r}")
         names.add(d.name)
-        if not d.pin_file and not d.pin_env:
+        if not d.pin_file and not d.pin_env and require_pin:
             raise ConfigError(f"{where}: no PIN source; set {keys[0]} or {keys[1]}")
         if d.pin_file and d.pin_env and not old:  # (the single-device keys keep their old rule: the file wins)
             raise ConfigError(f"{where}: both {keys[0]} and {keys[1]} are set; set one")

@@ -212,9 +212,12 @@ class _Pool:
             self._close_locked()
 
     def _close_locked(self) -> None:
-        for s in self._all:
-            with contextlib.suppress(Exception):
-                s.close()
+        # Sessions of an earlier initialisation of the library are gone already, and their handle numbers may
+        # now be another token's new sessions: they are forgotten, never closed.
+        if self.library_generation == library_generation(self._token.library):
+            for s in self._all:
+                with contextlib.suppress(Exception):
+                    s.close()
         self._all = []
         self._keys = {}
         while not self._free.empty():
@@ -299,8 +302,16 @@ class Pkcs11Token:
     # ---- the device -------------------------------------------------------------------------------------
 
     def find_token(self) -> Any:
-        """The token object (raises PKCS11Error / TokenUnavailable as the library answers)."""
+        """The token object (raises PKCS11Error / TokenUnavailable as the library answers): asked of its own
+        slot when that is known (a removed SoftHSM2 token fails every other token's C_GetSlotList), else found
+        in the slot list."""
         lib = _library(self.library)
+        slot = self._pool.slot
+        if slot is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                token = slot.get_token()
+                if token.label == self.token_label:
+                    return token
         try:
             return lib.get_token(token_label=self.token_label)
         except pkcs11.exceptions.NoSuchToken as e:
