@@ -379,7 +379,7 @@ class SecurityServer:
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
+                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens, devices=self.devices,
                 management=self.send_management, transparency=ctx.transparency, witness=self.witness,
                 witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
