@@ -569,8 +569,9 @@ class SecurityServer:
         return device
 
     async def _device_choice_changed(self) -> bool:
-        """Whether the device's signing certificate to use now is another than the one in use (``gateway token
-        --device activate`` in another process changes the device, which has no file to watch)."""
+        """Whether the signing certificate to use now is another than the one in use, as far as the devices
+        tell (``gateway token activate --device NAME`` in another process changes a device, which has no file to
+        watch)."""
         if self.context is None:
             return False
         for device in self.devices.values():
@@ -579,7 +580,11 @@ class SecurityServer:
             chosen = token_model.select_cert(await device.state(), "sign", now=self.clock())
             if chosen is not None:
                 return chosen[1].sha256 != keys.cert_sha256_hex(self.context.signer.cert)
-        return False
+        # no device has a signing certificate to use now: signing moves from the device to the software token
+        # when that has one (else the device's last certificate stays in use, as with a single device)
+        if self.device is None or self.token is None:
+            return False
+        return token_model.select_cert(await self.token.state(), "sign", now=self.clock()) is not None
 
     async def _signing_token(self) -> SoftToken | Pkcs11Token:
         """Where the signing key lives: the first device (in the settings' order) with an active signing

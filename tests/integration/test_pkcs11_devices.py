@@ -30,6 +30,7 @@ from gateway.dev.demo import Federation
 from gateway.ops.readiness import report
 from gateway.server.runtime import SecurityServer
 from gateway.settings import Pkcs11Device, WitnessSettings
+from gateway.token import model
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.trust import keys
 
@@ -226,3 +227,17 @@ async def test_two_devices_sign_vanish_and_recover_independently(world: World) -
     assert r.status == 200 and "Tokens of this server: 3" in page, page[:2000]
     assert "Keys of PKCS#11 token hsm1: 2" in page and "Keys of PKCS#11 token hsm2: 2" in page, page
     assert "keys in use from it: sign, witness" in page
+
+    # (e) no device has a signing certificate to use any more: signing moves to the software token's
+    assert ss1.token is not None
+    soft = model.select_cert(await ss1.token.state(), "sign", now=ss1.clock())
+    assert soft is not None
+    await deactivate(two, moved_to)
+    await wait_for_condition(
+        lambda: keys.cert_sha256_hex(ss1.context.signer.cert) == soft[1].sha256,  # type: ignore[union-attr]
+        timeout=10, what="the key watch switches to the software token's certificate",
+    )
+    assert ss1.device is None
+    assert (await call(ss1, f"{PROBE}/g")).status == 200
+    assert await last_request_cert(fed) == soft[1].sha256
+    assert [t["usage"] for t in ss1.tokens()] == ["auth, sign", "", "witness"]
