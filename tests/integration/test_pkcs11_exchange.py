@@ -26,6 +26,7 @@ from gateway.dev.demo import Federation
 from gateway.errors import ConfigError
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.server.runtime import SecurityServer
+from gateway.settings import Pkcs11Device
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.trust import keys
 
@@ -187,6 +188,16 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
             "no token labelled 'absent'",
         ),
         (dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11_sessions=0), "pkcs11_sessions is 0"),
+        (  # a second device whose PIN variable is not set stops the start, naming the device
+            dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11=(Pkcs11Device(
+                name="hsm9", library=empty.library, token_label=device.label, pin_env="HSM_UNSET_PIN"),)),
+            "PKCS#11 token 'hsm9' (label",
+        ),
+        (
+            dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11=(Pkcs11Device(
+                name="hsm9", library=empty.library, token_label=empty.label, pin_env="HSM_TEST_PIN"),)),
+            "devices 'device' and 'hsm9' are the same token",
+        ),
     ):
         server = SecurityServer(dataclasses.replace(ss1.settings, server=server_settings), clock=ss1.clock)
         with pytest.MonkeyPatch.context() as mp:
