@@ -555,7 +555,7 @@ class SecurityServer:
         device = Pkcs11Token(spec.library, spec.token_label, sessions=spec.sessions, name=spec.name)
         try:
             pin = read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
-                           setting="pkcs11_pin" if legacy else f"[[server.pkcs11]] {spec.name!r} pin")
+                           setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
             await device.login(pin, now=self.clock())
         except GatewayError as e:
             device.close()
@@ -572,8 +572,8 @@ class SecurityServer:
         """Whether the signing certificate to use now is another than the one in use, as far as the devices
         tell (``gateway token activate --device NAME`` in another process changes a device, which has no file to
         watch)."""
-        if self.context is None:
-            return False
+        if self.context is None or (self.device is not None and not self.device.available):
+            return False  # (the device in use is away: nothing switches until it is back)
         for device in self.devices.values():
             if not device.available:
                 continue
