@@ -596,6 +596,9 @@ class SecurityServer:
             TokenUnavailable: the device in use cannot be reached.
         """
         now = self.clock()
+        if not self.devices:  # the software token (its signer() says when it has no certificate to use)
+            assert self.token is not None
+            return self.token
         for device in self.devices.values():
             try:
                 state = await device.state()
@@ -609,7 +612,7 @@ class SecurityServer:
         if self.token is not None and token_model.select_cert(await self.token.state(), "sign", now=now):
             self.device = None
             return self.token
-        asked = ", ".join(repr(n) for n in self.devices) + (" and the software token" if self.token else "")
+        asked = ", ".join(repr(n) for n in self.devices) + (" nor in the software token" if self.token else "")
         raise ConfigError(f"no active signing certificate valid now on PKCS#11 token(s) {asked}",
                           hint="import one and `gateway token activate --device NAME` it")
 

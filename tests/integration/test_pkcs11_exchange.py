@@ -205,3 +205,14 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
             with pytest.raises(ConfigError) as e:
                 await server.start()
         assert message in e.value.message, e.value.message
+    # no device and no software token with a signing certificate to use: the start would stop, naming the devices
+    server = SecurityServer(dataclasses.replace(ss1.settings, server=base), clock=ss1.clock)
+    blank = Pkcs11Token(empty.library, empty.label, sessions=1, name="blank")
+    await blank.login(hsm_kit.USER_PIN)
+    try:
+        server.devices = {"blank": blank}
+        with pytest.raises(ConfigError) as e:
+            await server._signing_token()
+        assert e.value.message == "no active signing certificate valid now on PKCS#11 token(s) 'blank'"
+    finally:
+        blank.close()
