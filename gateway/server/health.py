@@ -7,6 +7,9 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 1. ``database``: on SQLite, the database's filesystem has ``readiness_disk_free_bytes`` free; a write that
    changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
 2. ``token``: the software token is logged in (plain key files: always passes);
+   ``pkcs11:NAME``, one per ``[[server.pkcs11]]`` device (docs/tokens.md): fails while a device that holds a
+   key in use (the signing key, the witness key) is unavailable or logged out, naming it; an idle device that
+   is unavailable passes with a **warning**;
 3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
 4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
    response that stays fresh for more than ``readiness_ocsp_margin_seconds``; on a server without active keys
@@ -27,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -65,7 +68,8 @@ class ServerHealth:
     context: ProxyContext
     token: SoftToken | None
     lease: OriginLease | None
-    device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
+    devices: Mapping[str, Pkcs11Token] = field(default_factory=dict)  # every PKCS#11 device, by name
+    device_usage: Callable[[Pkcs11Token], str] = lambda _d: ""  # the keys in use on a device ("" when idle)
     pusher: Pusher | None = None  # pushes checkpoints to witnesses ([witness] push)
     lag_warning_seconds: float = 900.0  # [witness] lag_warning_seconds
     renewal: CertRenewer | None = None  # the ACME renewal job, when [server] acme_directory_url is set
@@ -74,8 +78,7 @@ class ServerHealth:
         now = self.clock()
         database = await self._database()
         checks = [database, self._token(), self._globalconf(now)]
-        if self.device is not None:
-            checks.insert(2, self._device())
+        checks[2:2] = [self._device(d) for d in self.devices.values()]
         if self.context.not_configured is not None:  # no active keys yet: their OCSP checks have no subject
             checks.append(Check(name="keys", ok=False, detail=self.context.not_configured))
         else:
@@ -124,13 +127,20 @@ class ServerHealth:
         return Check(name="token", ok=False, detail="the token is logged out: nothing can be signed")
 
     # (2a)
-    def _device(self) -> Check:
-        assert self.device is not None
-        status = self.device.status()
+    def _device(self, device: Pkcs11Token) -> Check:
+        status = device.status()
+        usage = self.device_usage(device)
+        name = f"pkcs11:{status.name}"
+        what = f"PKCS#11 token {status.name!r} (label {status.token_label!r})"
         if status.state == "available":
-            return Check(name="pkcs11", ok=True, detail=f"PKCS#11 token {status.token_label!r} available")
-        return Check(name="pkcs11", ok=False, detail=f"PKCS#11 token {status.token_label!r} is {status.state}: "
-                                                     f"nothing can be signed ({status.error or 'no session'})")
+            return Check(name=name, ok=True, detail=f"{what} available" + (f"; holds the {usage} key" if usage
+                                                                          else "; no key of it in use"))
+        why = status.error or "no session"
+        if not usage:
+            return Check(name=name, ok=True, warning=True,
+                         detail=f"{what} is {status.state} ({why}); no key of it is in use")
+        return Check(name=name, ok=False, detail=f"{what} is {status.state}: its {usage} key cannot be used "
+                                                 f"({why})")
 
     # (3)
     def _globalconf(self, now: datetime) -> Check:

@@ -93,7 +93,7 @@ from gateway.server.renewal import CertRenewer, RenewalHost
 from gateway.server.witnessing import PeerWitnessTransport
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
-from gateway.settings import ServerSettings, Settings
+from gateway.settings import LEGACY_DEVICE_NAME, Pkcs11Device, ServerSettings, Settings, pkcs11_devices
 from gateway.storage.db import make_engine, sqlite_sibling_url
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
@@ -178,7 +178,9 @@ class SecurityServer:
         self.pusher: Pusher | None = None  # pushes the checkpoints to witnesses (start(); [witness] push)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
-        self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
+        self.device: Pkcs11Token | None = None  # the PKCS#11 token that holds the signing key in use, if one does
+        self.devices: dict[str, Pkcs11Token] = {}  # every PKCS#11 device of the settings, by name (docs/tokens.md)
+        self.witness_device: Pkcs11Token | None = None  # the device that holds the witness key, if one does
         self._peer_ssl: tuple[ssl.SSLContext, ...] = ()  # the two server-to-server contexts (auth cert)
         self._auth_sha256 = ""  # the authentication certificate the TLS contexts hold
         self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
@@ -211,8 +213,8 @@ class SecurityServer:
             self.token = await self._open_token()
         else:
             self.files.require()
-        if s.pkcs11_library:
-            self.device = await self._open_device()
+        for spec in pkcs11_devices(s):
+            self.devices[spec.name] = await self._open_device(spec)
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         stack = self._stack
         # storage
@@ -261,8 +263,8 @@ class SecurityServer:
                 auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
                 self._auth_sha256 = auth.sha256
         else:
-            if self.device is not None:
-                signer = await self.device.signer(now=self.clock())
+            if self.devices:
+                signer = await (await self._signing_token()).signer(now=self.clock())
             else:
                 sign_cert = keys.read_certificate(self.files.sign_cert)
                 signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
@@ -356,7 +358,8 @@ class SecurityServer:
         self.pusher = self._make_pusher(peer_client_ssl)  # witnesses cosign our checkpoints (docs/witness.md)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
-            checkpointer=self.checkpointer, context=ctx, token=self.token, device=self.device,
+            checkpointer=self.checkpointer, context=ctx, token=self.token, devices=self.devices,
+            device_usage=self._device_usage,
             lease=self.lease, pusher=self.pusher, lag_warning_seconds=self.settings.witness.lag_warning_seconds,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
@@ -386,7 +389,7 @@ class SecurityServer:
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
+                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens, devices=self.devices,
                 management=self.send_management, transparency=ctx.transparency, witness=self.witness,
                 witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
@@ -402,7 +405,7 @@ class SecurityServer:
             _spawn(tasks, self.opmon.run(self._stop), "opmon-writer")
         _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
         _spawn(tasks, self._reload_loop(), "serverconf-reload")
-        if self.token is not None or self.device is not None:
+        if self.token is not None or self.devices:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
@@ -481,9 +484,12 @@ class SecurityServer:
         await store.migrate()
         name = witness_signer.default_name(str(self.server_id), w.name)
         try:
+            device = await self._find_witness_device()
             signer = await witness_signer.load_signer(
                 name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock(),
-                device=self.device)
+                device=device)
+            if isinstance(signer, witness_signer.DeviceWitnessSigner):
+                self.witness_device = device
             assert signer is not None  # create=True
             vkey = signer.key.vkey  # checks the name
         except ConfigError:
@@ -550,20 +556,22 @@ class SecurityServer:
             raise ConfigError(f"token {s.token_dir}: {e.message}") from e
         return token
 
-    async def _open_device(self) -> Pkcs11Token:
-        """Open the PKCS#11 token of ``[server] pkcs11_library``/``pkcs11_token_label`` and log in.
+    async def _open_device(self, spec: Pkcs11Device) -> Pkcs11Token:
+        """Open one PKCS#11 device of the settings (:func:`~gateway.settings.pkcs11_devices`) and log in.
 
         Raises:
             ConfigError: no PIN source, a bad setting, a wrong or locked PIN, or the device cannot be reached.
         """
-        s = self.settings.server
-        device = Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=s.pkcs11_sessions)
-        pin = read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+        legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == self.settings.server.pkcs11_library
+        device = Pkcs11Token(spec.library, spec.token_label, sessions=spec.sessions, name=spec.name)
         try:
+            pin = read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                           setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
             await device.login(pin, now=self.clock())
         except GatewayError as e:
             device.close()
-            raise ConfigError(f"PKCS#11 token {s.pkcs11_token_label!r} ({s.pkcs11_library}): {e.message}") from e
+            raise ConfigError(f"PKCS#11 token {spec.name!r} (label {spec.token_label!r}, {spec.library}): "
+                              f"{e.message}") from e
 
         async def close() -> None:
             device.close()
@@ -572,30 +580,76 @@ class SecurityServer:
         return device
 
     async def _device_choice_changed(self) -> bool:
-        """Whether the device's signing certificate to use now is another than the one in use (``gateway token
-        --device activate`` in another process changes the device, which has no file to watch)."""
-        assert self.device is not None
-        if self.context is None:
+        """Whether the signing certificate to use now is another than the one in use, as far as the devices
+        tell (``gateway token activate --device NAME`` in another process changes a device, which has no file to
+        watch)."""
+        if self.context is None or (self.device is not None and not self.device.available):
+            return False  # (the device in use is away: nothing switches until it is back)
+        for device in self.devices.values():
+            if not device.available:
+                continue
+            chosen = token_model.select_cert(await device.state(), "sign", now=self.clock())
+            if chosen is not None:
+                return chosen[1].sha256 != keys.cert_sha256_hex(self.context.signer.cert)
+        # no device has a signing certificate to use now: signing moves from the device to the software token
+        # when that has one (else the device's last certificate stays in use, as with a single device)
+        if self.device is None or self.token is None:
             return False
-        chosen = token_model.select_cert(await self.device.state(), "sign", now=self.clock())
-        in_use = keys.cert_sha256_hex(self.context.signer.cert)
-        return chosen is not None and chosen[1].sha256 != in_use
+        return token_model.select_cert(await self.token.state(), "sign", now=self.clock()) is not None
 
-    def _signing_token(self) -> SoftToken | Pkcs11Token:
-        """Where the signing key lives: the PKCS#11 device when one is set, else the software token."""
-        if self.device is not None:
-            return self.device
-        assert self.token is not None
-        return self.token
+    async def _signing_token(self) -> SoftToken | Pkcs11Token:
+        """Where the signing key lives: the first device (in the settings' order) with an active signing
+        certificate valid now, else the software token; sets :attr:`device`. A device in use that is
+        unavailable stays the one (exchanges fail closed; no silent switch to another token's key).
+
+        Raises:
+            ConfigError: no token holds an active signing certificate (naming the devices asked).
+            TokenUnavailable: the device in use cannot be reached.
+        """
+        now = self.clock()
+        if not self.devices:  # the software token (its signer() says when it has no certificate to use)
+            assert self.token is not None
+            return self.token
+        for device in self.devices.values():
+            try:
+                state = await device.state()
+            except GatewayError:
+                if device is self.device:
+                    raise
+                continue  # an unavailable device that is not in use is skipped (readiness warns)
+            if token_model.select_cert(state, "sign", now=now) is not None:
+                self.device = device
+                return device
+        if self.token is not None and token_model.select_cert(await self.token.state(), "sign", now=now):
+            self.device = None
+            return self.token
+        asked = ", ".join(repr(n) for n in self.devices) + (" nor in the software token" if self.token else "")
+        raise ConfigError(f"no active signing certificate valid now on PKCS#11 token(s) {asked}",
+                          hint="import one and `gateway token activate --device NAME` it")
+
+    async def _find_witness_device(self) -> Pkcs11Token | None:
+        """The device that holds the witness key (the first in the settings' order), else the signing device
+        (where :func:`~gateway.witness.signer.load_signer` makes a new one), else None."""
+        for device in self.devices.values():
+            with contextlib.suppress(GatewayError):
+                if await device.witness_public_key() is not None:
+                    return device
+        return self.device
+
+    def _device_usage(self, device: Pkcs11Token) -> str:
+        usage = [u for u, d in (("sign", self.device), ("witness", self.witness_device)) if d is device]
+        return ", ".join(usage)
 
     def tokens(self) -> list[dict[str, object]]:
-        """Every token of this server with its state (the admin API's and the web interface's list)."""
+        """Every token of this server with its state and the keys in use on it (the admin API's and the web
+        interface's list): the software token, then every device in the settings' order."""
         out: list[dict[str, object]] = []
         if self.token is not None:
+            usage = "auth" if self.device is not None else "auth, sign"
             out.append({"name": "software", "kind": "software", "state": "available" if self.token.logged_in
-                        else "logged-out", "error": "", "usage": "auth" if self.device is not None else "auth, sign"})
-        if self.device is not None:
-            out.append({**self.device.status().to_dict(), "usage": "sign"})
+                        else "logged-out", "error": "", "usage": usage})
+        for device in self.devices.values():
+            out.append({**device.status().to_dict(), "usage": self._device_usage(device)})
         return out
 
     def _registered(self) -> set[str] | None:
@@ -629,7 +683,7 @@ class SecurityServer:
             TrustError: no good OCSP response for the new signing certificate (the current one stays).
         """
         ctx = self.context
-        if (self.token is None and self.device is None) or ctx is None:
+        if (self.token is None and not self.devices) or ctx is None:
             return False
         async with self._keys_lock:
             self._token_stamp = self._stat_token()
@@ -650,8 +704,8 @@ class SecurityServer:
                 ctx.signer = signer
                 ctx.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
                 ctx._own_ocsp = None
-                if self.checkpointer is not None and isinstance(self.checkpointer.signer, _NoSigningKey):
-                    self.checkpointer.use_signer(signer)  # the message log's checkpoints, once there is a key
+                if self.checkpointer is not None:  # the message log's next checkpoints: the key in use now
+                    self.checkpointer.use_signer(signer)
                 changed = True
                 log.info("signing certificate switched", sha256=keys.cert_sha256_hex(signer.cert))
             if self.token is not None:
@@ -679,9 +733,9 @@ class SecurityServer:
                 PKCS#11 device has none.
         """
         try:
-            return await self._signing_token().signer(now=now)
+            return await (await self._signing_token()).signer(now=now)
         except ConfigError:
-            if self.device is not None or not (current is None or isinstance(current, _NoSigningKey)):
+            if self.devices or not (current is None or isinstance(current, _NoSigningKey)):
                 raise
             return current or _NoSigningKey(keys.read_certificate(self.files.internal_cert))
 
@@ -748,11 +802,13 @@ class SecurityServer:
         else:
             state = None
             certs = [keys.read_certificate(self.files.sign_cert), keys.read_certificate(self.files.auth_cert)]
-        if self.device is not None:  # its keys join the list; the files' signing certificate is not in use
-            device_state = await self.device.state()
-            if state is None:
-                certs = certs[1:]
-            certs += [c.certificate for k in device_state.keys for c in k.certs]
+        device_states: list[tuple[Pkcs11Token, token_model.TokenState]] = []
+        for device in self.devices.values():  # their keys join the list (an unavailable device's cannot)
+            with contextlib.suppress(GatewayError):
+                device_states.append((device, await device.state()))
+        if self.device is not None and state is None:  # the files' signing certificate is not in use
+            certs = certs[1:]
+        certs += [c.certificate for _d, ds in device_states for k in ds.keys for c in k.certs]
         conf = self.globalconf.current if hasattr(self, "globalconf") else None
         if with_ocsp and self.context is not None and conf is not None:
             for cert in certs:
@@ -767,8 +823,9 @@ class SecurityServer:
                 except GatewayError:
                     ocsp[keys.cert_sha256_hex(cert)] = "unavailable"
         out: list[token_model.CertReport] = []
-        if self.device is not None:
-            out = token_model.report(device_state, now=now, ocsp=ocsp)
+        for device, device_state in device_states:  # only the signing device's signing key is in use
+            out += [r if device is self.device or r.usage != "sign" else dataclasses.replace(r, in_use=False)
+                    for r in token_model.report(device_state, now=now, ocsp=ocsp)]
         if state is not None:
             soft = token_model.report(state, now=now, ocsp=ocsp, registered=self._registered())
             if self.device is not None:  # the device signs: the software token's signing keys are not in use
@@ -833,14 +890,15 @@ class SecurityServer:
             conf = self.globalconf.current
             version = conf.version if conf is not None else None
             try:
-                device_changed = False
-                if self.device is not None:
-                    before = self.device.available
-                    after = (await self.device.probe()).state == "available"
+                returned = False
+                for device in self.devices.values():
+                    before = device.available
+                    after = (await device.probe()).state == "available"
                     if before != after:
                         log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
-                                    token=self.device.token_label, error=self.device.status().error)
-                    device_changed = after and await self._device_choice_changed()
+                                    device=device.name, token=device.token_label, error=device.status().error)
+                    returned = returned or after
+                device_changed = returned and await self._device_choice_changed()
                 # uninitialised: look every round (a certificate whose OCSP status was not good yet is retried)
                 waiting = self.context is not None and self.context.not_configured is not None
                 if self._stat_token() != self._token_stamp or version != seen_version or device_changed or waiting:

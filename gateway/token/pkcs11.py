@@ -89,6 +89,15 @@ _call_locks: dict[str, threading.RLock] = {}
 # (library, token label) -> the PIN this process logged in with: a second handle on a token the process is
 # logged in to (CKR_USER_ALREADY_LOGGED_IN) must bring the same PIN
 _logged_in_pins: dict[tuple[str, str], str] = {}
+# library path -> how often it was re-initialised (C_Finalize/C_Initialize): that closes the sessions of every
+# token of the library, so a pool opened under an older count is opened again before its next call
+_initialisations: dict[str, int] = {}
+
+
+def library_generation(path: str) -> int:
+    """How often the library at ``path`` was re-initialised in this process."""
+    with _libraries_lock:
+        return _initialisations.get(path, 0)
 
 
 def library_lock(path: str) -> threading.RLock:
@@ -113,6 +122,7 @@ def _library(path: str, *, reinitialize: bool = False) -> Any:
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     lib.finalize()
                 lib.initialize()
+                _initialisations[path] = _initialisations.get(path, 0) + 1
         except pkcs11.PKCS11Error as e:
             raise TokenUnavailable(f"PKCS#11 library {path}: {_describe(e)}") from e
         return lib
@@ -167,6 +177,8 @@ class _Pool:
         self._lock = threading.Lock()
         self._generation = 0
         self._keys: dict[tuple[int, int, bytes], Any] = {}  # (generation, session id, CKA_ID) -> key object
+        self.slot: Any = None  # the token's slot, known once open: its presence is asked of it alone
+        self.library_generation = -1  # library_generation() when the sessions were opened
 
     def open(self, pin: str) -> None:
         """Open ``size`` sessions; the first logs in (login is per application, the rest share it).
@@ -176,6 +188,7 @@ class _Pool:
         """
         with self._lock:
             self._close_locked()
+            generation = library_generation(self._token.library)
             token = self._token.find_token()
             known = (self._token.library, self._token.token_label)
             try:
@@ -189,6 +202,8 @@ class _Pool:
             sessions = [first] + [token.open(rw=True) for _ in range(self.size - 1)]
             self._generation += 1
             self._all = sessions
+            self.slot = token.slot
+            self.library_generation = generation
             for s in sessions:
                 self._free.put(s)
 
@@ -197,9 +212,12 @@ class _Pool:
             self._close_locked()
 
     def _close_locked(self) -> None:
-        for s in self._all:
-            with contextlib.suppress(Exception):
-                s.close()
+        # Sessions of an earlier initialisation of the library are gone already, and their handle numbers may
+        # now be another token's new sessions: they are forgotten, never closed.
+        if self.library_generation == library_generation(self._token.library):
+            for s in self._all:
+                with contextlib.suppress(Exception):
+                    s.close()
         self._all = []
         self._keys = {}
         while not self._free.empty():
@@ -261,6 +279,7 @@ class Pkcs11Token:
         *,
         sessions: int = DEFAULT_SESSIONS,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        name: str = "",
     ) -> None:
         if not library:
             raise ConfigError("a PKCS#11 token needs the path of its library ([server] pkcs11_library)")
@@ -270,7 +289,7 @@ class Pkcs11Token:
             raise ConfigError(f"[server] pkcs11_sessions is {sessions}; it must be between 1 and 64")
         self.library = library
         self.token_label = token_label
-        self.name = f"pkcs11:{token_label}"
+        self.name = name or f"pkcs11:{token_label}"  # [[server.pkcs11]] name; shown in the API and readiness
         self.retry_seconds = retry_seconds
         self._pool = _Pool(self, sessions)
         self._executor = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix=f"pkcs11-{token_label}")
@@ -283,8 +302,16 @@ class Pkcs11Token:
     # ---- the device -------------------------------------------------------------------------------------
 
     def find_token(self) -> Any:
-        """The token object (raises PKCS11Error / TokenUnavailable as the library answers)."""
+        """The token object (raises PKCS11Error / TokenUnavailable as the library answers): asked of its own
+        slot when that is known (a removed SoftHSM2 token fails every other token's C_GetSlotList), else found
+        in the slot list."""
         lib = _library(self.library)
+        slot = self._pool.slot
+        if slot is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                token = slot.get_token()
+                if token.label == self.token_label:
+                    return token
         try:
             return lib.get_token(token_label=self.token_label)
         except pkcs11.exceptions.NoSuchToken as e:
@@ -339,7 +366,15 @@ class Pkcs11Token:
         """
         if self._pin is None:
             raise TokenNotActive(f"PKCS#11 token {self.token_label!r} is not logged in; log in with its PIN first")
+        if self._available and self._pool.library_generation == library_generation(self.library):
+            return
         if self._available:
+            # another token of the same library re-initialised it (it came back from a failure): this token's
+            # sessions are closed, but the token is there; open them again without re-initialising
+            try:
+                self._connect(reinitialize=False)
+            except (pkcs11.PKCS11Error, TokenUnavailable) as e:
+                raise self._broken(e) from e
             return
         with self._reconnect_lock:
             if self._available:
@@ -380,9 +415,15 @@ class Pkcs11Token:
         return self.status()
 
     def _check_present(self, s: Any) -> None:
-        """A round trip that fails when the token is gone: the slot list (C_GetSlotList, C_GetTokenInfo; a
-        removed SoftHSM2 token answers CKR_GENERAL_ERROR there) and one of our objects' values."""
-        self.find_token()
+        """A round trip that fails when the token is gone: its own slot's token information (C_GetTokenInfo; a
+        removed SoftHSM2 token answers CKR_GENERAL_ERROR there) and one of our objects' values. Not the slot
+        list: a removed SoftHSM2 token fails the whole library's C_GetSlotList, which would mark every other
+        token of the library gone too."""
+        slot = self._pool.slot
+        if slot is None:
+            self.find_token()
+        elif slot.get_token().label != self.token_label:
+            raise TokenUnavailable(f"PKCS#11 token {self.token_label!r} is no longer in its slot")
         # (the search is read to its end: an unfinished one is finalised later, maybe on a closed session)
         found = list(s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}))
         if found:

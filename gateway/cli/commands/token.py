@@ -27,7 +27,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.settings import Settings
+from gateway.settings import LEGACY_DEVICE_NAME, Pkcs11Device, Settings, pkcs11_devices
 from gateway.token import model
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, read_pin
@@ -43,13 +43,36 @@ AnyToken = SoftToken | Pkcs11Token
 
 
 def _device(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "device", False))
+    return bool(getattr(args, "device", False)) or bool(getattr(args, "device_name", None))
+
+
+def _device_spec(args: argparse.Namespace, settings: Settings) -> Pkcs11Device:
+    """The device ``--device NAME`` names, or the only one of the settings for a bare ``--device``.
+
+    Raises:
+        ConfigError: no such device, no device at all, or several and no name.
+    """
+    devices = pkcs11_devices(settings.server, require_pin=False)
+    names = ", ".join(d.name for d in devices) or "none"
+    name = getattr(args, "device_name", None)
+    if name:
+        found = [d for d in devices if d.name == name]
+        if not found:
+            raise ConfigError(f"no PKCS#11 device named {name!r} in the settings (devices: {names})")
+        return found[0]
+    if not devices:
+        raise ConfigError("no PKCS#11 device in the settings",
+                          hint="set [server] pkcs11_library and pkcs11_token_label, or a [[server.pkcs11]] table")
+    if len(devices) > 1:
+        raise ConfigError(f"the settings have {len(devices)} PKCS#11 devices ({names}): name one with "
+                          "`gateway token COMMAND --device NAME`")
+    return devices[0]
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> AnyToken:
     if _device(args):
-        s = settings.server
-        return Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=1)
+        spec = _device_spec(args, settings)
+        return Pkcs11Token(spec.library, spec.token_label, sessions=1, name=spec.name)
     directory = getattr(args, "dir", None) or settings.server.token_dir
     if not directory:
         raise ConfigError("no token directory: set [server] token_dir or pass --dir")
@@ -60,8 +83,12 @@ def _pin(args: argparse.Namespace, settings: Settings, *, confirm: bool = False)
     if args.pin_file or args.pin_env:
         return read_pin(pin_file=args.pin_file or "", pin_env=args.pin_env or "")
     s = settings.server
-    if _device(args) and (s.pkcs11_pin_file or s.pkcs11_pin_env):
-        return read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+    if _device(args):
+        spec = _device_spec(args, settings)
+        if spec.pin_file or spec.pin_env:
+            legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == s.pkcs11_library
+            return read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                            setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
     if not _device(args) and (s.token_pin_file or s.token_pin_env):
         return read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env)
     if not sys.stdin.isatty():
@@ -219,7 +246,8 @@ async def cmd_status(args: argparse.Namespace, token: AnyToken, settings: Settin
     state = await token.state()
     if isinstance(token, Pkcs11Token):
         status = token.status()
-        print(f"PKCS#11 token {status.token_label!r} ({status.library}): {status.state}, {len(state.keys)} keys, "
+        print(f"{status.name}: PKCS#11 token {status.token_label!r} ({status.library}): {status.state}, "
+              f"{len(state.keys)} keys, "
               f"{sum(len(k.certs) for k in state.keys)} certificates")
         return 0
     lock = state.lockout
@@ -230,6 +258,43 @@ async def cmd_status(args: argparse.Namespace, token: AnyToken, settings: Settin
     print(f"  wrong PINs in a row: {lock.failures}"
           + (f"; locked until {lock.locked_until.isoformat()}" if locked and lock.locked_until else ""))
     return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Every PKCS#11 device of the settings with its state: each is logged in to with the PIN its settings
+    name (a device answers nothing before log-in); exit code 1 if any is unavailable."""
+    settings = settings_from_args(args)
+    devices = pkcs11_devices(settings.server)
+
+    async def one(spec: Pkcs11Device) -> tuple[dict[str, Any], bool]:
+        token = Pkcs11Token(spec.library, spec.token_label, sessions=1, name=spec.name)
+        try:
+            legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == settings.server.pkcs11_library
+            pin = read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                           setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
+            await token.login(pin, now=_now())
+            state = await token.state()
+            row = {**token.status().to_dict(), "keys": len(state.keys),
+                   "certificates": sum(len(k.certs) for k in state.keys)}
+            return row, True
+        except GatewayError as e:
+            return {**token.status().to_dict(), "state": "unavailable", "error": model.describe_error(e)}, False
+        finally:
+            token.close()
+
+    async def main() -> int:
+        rows = [await one(d) for d in devices]
+        if args.json:
+            json.dump([r for r, _ok in rows], sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        elif not rows:
+            print("no PKCS#11 device in the settings")
+        for row, ok in [] if args.json else rows:
+            tail = f"{row['keys']} keys, {row['certificates']} certificates" if ok else row["error"]
+            print(f"{row['name']}: PKCS#11 token {row['token_label']!r} ({row['library']}): {row['state']}, {tail}")
+        return 0 if all(ok for _r, ok in rows) else 1
+
+    return asyncio.run(main())
 
 
 @token_command
