@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import cProfile
 import hashlib
 import os
@@ -138,7 +139,7 @@ class Bench:
         self.replay = ReplayCache(window_seconds=600, max_entries=10**7)
 
     async def exchange(self) -> None:
-        ss1, ss2 = self.ss1, self.ss2
+        ss1 = self.ss1
         # ---- ss1, client_proxy.handle_rest and _signed_exchange
         ex1 = observe.begin(ss1, "client", "GET")
         now = ss1.clock()
@@ -173,7 +174,40 @@ class Bench:
         observe.sent("DEV/GOV/1002/ss2")
         wire = [(n.encode(), v.encode()) for n, v in send_headers]  # what the peer client writes, and ss2 reads
 
-        # ---- ss2, server_proxy._handle and _answer
+        # ---- ss2, server_proxy._handle and _answer: another process there; here a task of its own, with a
+        # context of its own (what ss1 bound for its log lines is not ss2's)
+        wire2 = await asyncio.create_task(self._provider(wire), context=contextvars.Context())
+
+        # ---- ss1, client_proxy._response
+        observe.received()
+        resp_pairs1 = header_pairs(wire2)
+        f1 = signing.fields_from_pairs(resp_pairs1)
+        verified1 = signing.verify_response(
+            status=200, headers=f1, request_signature=signed.signature, now=ss1.clock(), max_skew_seconds=60,
+            resolve_cert=self.resolve)
+        signing.verify_content_digest(f1.get(signing.H_CONTENT_DIGEST), hashlib.sha256(PAYLOAD).digest())
+        expected = {rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
+                    rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash}
+        for name, value in expected.items():
+            if f1.get(name) != value:
+                raise AssertionError(f"bench: response header {name} is {f1.get(name)!r}, expected {value!r}")
+        rec1 = client_proxy._record(
+            ss1, kind="response", h=h, service=target.service, request_id=request_id, created=verified1.created,
+            method=target.method, target=TARGET, status=200, base=verified1.signature_base,
+            sig_input=f1[signing.H_SIGNATURE_INPUT], sig=f1[signing.H_SIGNATURE], cert_der=verified1.cert_der,
+            ocsp_der=verified1.ocsp_der, digest=f1[signing.H_CONTENT_DIGEST], body=PAYLOAD, body_logging=True)
+        _encode(rec1), rec1.blobs()
+        names = client_proxy._RESPONSE_NAMES
+        out1 = [(names.get(n.lower(), n), v)
+                for n, v in rest.end_to_end_headers(resp_pairs1, also_skip=client_proxy._DROP_FROM_RESPONSE)]
+        out1.extend((names[n], v) for n, v in expected.items())
+        structlog.contextvars.unbind_contextvars("message_id", "client", "service")
+        resp1 = server_proxy.http.Response(status=200, headers=out1, body=PAYLOAD)
+        observe.exchange_done(ss1, ex1, resp1, labels=observe.client_labels(ss1, h.client, target.service),
+                              request_bytes=0)
+
+    async def _provider(self, wire: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        ss2 = self.ss2
         ex2 = observe.begin(ss2, "server", "GET")
         now2 = ss2.clock()
         observe.identified(peer_server="DEV/GOV/1001/ss1")
@@ -238,45 +272,12 @@ class Bench:
         resp2 = server_proxy.http.Response(status=200, headers=out2, body=PAYLOAD)
         observe.exchange_done(ss2, ex2, resp2, labels=observe.server_labels(resp2.headers), request_bytes=0)
         wire2 = [(n.encode(), v.encode()) for n, v in out2]
-        _CURRENT_RESET(ex1)
-
-        # ---- ss1, client_proxy._response
-        observe.received()
-        resp_pairs1 = header_pairs(wire2)
-        f1 = signing.fields_from_pairs(resp_pairs1)
-        verified1 = signing.verify_response(
-            status=200, headers=f1, request_signature=signed.signature, now=ss1.clock(), max_skew_seconds=60,
-            resolve_cert=self.resolve)
-        signing.verify_content_digest(f1.get(signing.H_CONTENT_DIGEST), hashlib.sha256(PAYLOAD).digest())
-        expected = {rest.H_ID: h.message_id, rest.H_REQUEST_ID: request_id, rest.H_CLIENT: str(h.client),
-                    rest.H_SERVICE: str(target.service), rest.H_REQUEST_HASH: expected_hash}
-        for name, value in expected.items():
-            if f1.get(name) != value:
-                raise AssertionError(f"bench: response header {name} is {f1.get(name)!r}, expected {value!r}")
-        rec1 = client_proxy._record(
-            ss1, kind="response", h=h, service=target.service, request_id=request_id, created=verified1.created,
-            method=target.method, target=TARGET, status=200, base=verified1.signature_base,
-            sig_input=f1[signing.H_SIGNATURE_INPUT], sig=f1[signing.H_SIGNATURE], cert_der=verified1.cert_der,
-            ocsp_der=verified1.ocsp_der, digest=f1[signing.H_CONTENT_DIGEST], body=PAYLOAD, body_logging=True)
-        _encode(rec1), rec1.blobs()
-        names = client_proxy._RESPONSE_NAMES
-        out1 = [(names.get(n.lower(), n), v)
-                for n, v in rest.end_to_end_headers(resp_pairs1, also_skip=client_proxy._DROP_FROM_RESPONSE)]
-        out1.extend((names[n], v) for n, v in expected.items())
-        structlog.contextvars.unbind_contextvars("message_id", "client", "service")
-        resp1 = server_proxy.http.Response(status=200, headers=out1, body=PAYLOAD)
-        observe.exchange_done(ss1, ex1, resp1, labels=observe.client_labels(ss1, h.client, target.service),
-                              request_bytes=0)
+        return wire2
 
     def drain(self) -> None:
         for ctx in (self.ss1, self.ss2):
             if ctx.opmon is not None:
                 ctx.opmon._queue.clear()
-
-
-def _CURRENT_RESET(ex: observe.Exchange) -> None:
-    # Both servers run in one task here: the current exchange goes back to ss1's (each has its own task there).
-    observe._CURRENT.set(ex)
 
 
 async def _run(bench: Bench, n: int) -> None:
