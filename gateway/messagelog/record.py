@@ -90,6 +90,17 @@ def _fail(message: str) -> MessageLogError:
     return MessageLogError(f"log record: {message}")
 
 
+# Origins that passed the checks of LogRecord._check (printable ASCII without spaces, within the limit): a server
+# writes records of one or a few origins, so each is checked once; by value (str is immutable).
+_VALID_ORIGINS: set[str] = set()
+_VALID_ORIGINS_MAX = 256
+
+
+def _ascii_within(value: object, limit: int) -> bool:
+    # a str of ASCII only (hence no lone surrogate) within limit characters: _check_text passes it
+    return type(value) is str and value.isascii() and len(value) <= limit
+
+
 def _check_text(name: str, value: object, *, optional: bool = False, limit: int = MAX_TEXT_LENGTH) -> None:
     if value is None and optional:
         return
@@ -142,10 +153,42 @@ class LogRecord:
     extensions: Mapping[str, ExtensionValue] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
+        if len(self.extensions) == 0 and self._usual():
+            object.__setattr__(self, "extensions", _NO_EXTENSIONS)
+            return
+        self._check()
+
+    def _usual(self) -> bool:
+        """Whether the record is valid by the checks of :meth:`_check` that the proxies' records take: ASCII text
+        within its limits, an origin seen valid before, a UTC ``created``; True only when :meth:`_check` would
+        pass (the fast path of every record; anything else is checked by :meth:`_check`, with its errors)."""
+        user_id, issue, status = self.user_id, self.issue, self.status
+        text_limit, id_limit = MAX_TEXT_LENGTH, MAX_ID_LENGTH
+        return (
+            self.origin in _VALID_ORIGINS and self.kind in _KINDS and self.side in _SIDES
+            and type(self.created) is datetime and self.created.tzinfo is UTC
+            and _ascii_within(self.message_id, id_limit) and _ascii_within(self.request_id, id_limit)
+            and _ascii_within(self.method, text_limit) and _ascii_within(self.path, text_limit)
+            and _ascii_within(self.signature_input, text_limit) and _ascii_within(self.signature, text_limit)
+            and _ascii_within(self.body_digest, text_limit)
+            and (user_id is None or _ascii_within(user_id, text_limit))
+            and (issue is None or _ascii_within(issue, text_limit))
+            and ((status is None and self.kind == "request")
+                 or (type(status) is int and 100 <= status <= 599 and self.kind != "request"))
+            and type(self.signature_base) is bytes and type(self.signing_cert) is bytes
+            and type(self.ocsp_response) is bytes and (self.body is None or type(self.body) is bytes)
+            and self.signature_base.isascii()
+        )
+
+    def _check(self) -> None:
         if not isinstance(self.origin, str) or not _ORIGIN_RE.fullmatch(self.origin):
             raise _fail(f"origin {str(self.origin)[:80]!r} must be printable ASCII without spaces")
         if len(self.origin) > MAX_ORIGIN_LENGTH:
             raise _fail(f"origin is longer than {MAX_ORIGIN_LENGTH} characters")
+        if type(self.origin) is str:  # valid: the next record of this origin takes the fast path
+            if len(_VALID_ORIGINS) >= _VALID_ORIGINS_MAX:
+                _VALID_ORIGINS.clear()
+            _VALID_ORIGINS.add(self.origin)
         if self.kind not in _KINDS:
             raise _fail(f"kind {self.kind!r} is not 'request', 'response' or 'usage'")
         if self.side not in _SIDES:
@@ -448,31 +491,28 @@ def base_template(base: str, sources: Sequence[str | None]) -> Template:
 _REF_JSON = tuple(f",{n}," for n in range(len(BASE_SOURCES)))
 
 
+# BASE_SOURCES by line head, the prefix without its '": ' (what str.partition gives before the separator)
+_SOURCE_OF_HEAD: dict[str, int] = {prefix[:-3]: n for n, (prefix, _) in enumerate(BASE_SOURCES)}
+
+
 def _template_json(base: str, sources: Sequence[str | None]) -> str:
-    """:func:`base_template` serialised as canonical JSON (the same walk as :func:`_template_pieces`, writing the
-    JSON as it goes: this runs for every record)."""
+    """:func:`base_template` serialised as canonical JSON (the same rule as :func:`_template_pieces`: a line is
+    cut at its first '": ', and it is a source's line when the part before is a source's prefix and the rest
+    is that source's value; written with one split and one partition per line, the JSON made as it goes: this
+    runs for every record)."""
     q = encode_basestring
     out = ["["]
-    size = len(base)
     text_start = pos = 0
-    prefix_of = _SOURCE_OF_PREFIX
-    while True:
-        end = base.find("\n", pos)
-        if end < 0:
-            end = size
-        cut = base.find('": ', pos, end)
-        if cut >= 0:
-            cut += 3
-            n = prefix_of.get(base[pos:cut])
-            if n is not None:
-                value = sources[n]
-                if value is not None and end - cut == len(value) and base.startswith(value, cut):
-                    out.append(q(base[text_start:cut]))
-                    out.append(_REF_JSON[n])
-                    text_start = end
-        if end == size:
-            break
-        pos = end + 1
+    head_of = _SOURCE_OF_HEAD
+    for line in base.split("\n"):
+        head, sep, rest = line.partition('": ')
+        if sep:
+            n = head_of.get(head)
+            if n is not None and rest == sources[n]:
+                out.append(q(base[text_start:pos + len(head) + 3]))
+                out.append(_REF_JSON[n])
+                text_start = pos + len(line)
+        pos += len(line) + 1
     out.append(q(base[text_start:]))
     out.append("]")
     return "".join(out)

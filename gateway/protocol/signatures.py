@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Final, Generic, Protocol, TypeAlias, TypeVar
+from typing import Final, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -82,6 +82,7 @@ RESPONSE_REQUIRED_HEADERS: Final = (
     "x-road-request-hash",
 )
 _STAPLED: Final = (H_SIGNING_CERT, H_SIGNING_OCSP)
+_STAPLED_IDENTS: Final = tuple(f'"{name}"' for name in _STAPLED)
 REQUEST_SIGNATURE_COMPONENT: Final = '"signature";req;key="xroad"'
 _REQ_SIGNATURE_IDENTITY: Final[_Identity] = (
     "signature", frozenset({("req", True), ("key", "xroad")}),
@@ -370,8 +371,7 @@ def _xroad_headers(headers: Mapping[str, str], required: tuple[str, ...]) -> lis
     return [*required, *extra, *_STAPLED]
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
+class _Prepared(NamedTuple):  # internal, short-lived: a tuple is built faster than a frozen dataclass
     headers: dict[str, str]
     params_text: str
     covered: tuple[str, ...]
@@ -381,18 +381,55 @@ class _Prepared:
     base: bytes
 
 
+# What a signature base of ours has that does not change from one message to the next, for one signing
+# certificate and one stapled OCSP response (the same response is stapled for a while): the stapled values'
+# base64 and their two lines of the base, checked once; the parameters after ``created``. Keyed by the OCSP
+# response's identity (an entry holds the response and the certificate; a hit needs both, the very objects).
+_OwnStatic: TypeAlias = tuple[str, str, str, str]  # cert base64, OCSP base64, their base lines, params after created
+_OWN_STATIC: Final[dict[int, tuple[bytes, x509.Certificate, str, _OwnStatic]]] = {}
+_OWN_STATIC_MAX: Final = 64
+# The "(...)" of @signature-params for a list of covered components: a signer covers the same few lists.
+_COVERED_TEXT: Final[dict[tuple[str, ...], str]] = {}
+_COVERED_TEXT_MAX: Final = 256
+
+
+def _own_static(signer: Signer, ocsp: bytes) -> _OwnStatic:
+    cert = signer.cert
+    hit = _OWN_STATIC.get(id(ocsp))
+    if hit is not None and hit[0] is ocsp and hit[1] is cert and hit[2] == signer.alg:
+        return hit[3]
+    keyid, cert_b64, _der = _cert_info(cert)
+    ocsp_b64 = _OCSP_B64.get(ocsp, _b64)
+    lines = "\n".join(f"{ident}: {_check_value(ident, value)}"
+                      for ident, value in zip(_STAPLED_IDENTS, (cert_b64, ocsp_b64), strict=True))
+    value = (cert_b64, ocsp_b64, lines, f';keyid="{keyid}";alg="{signer.alg}";tag="{TAG}"')
+    if len(_OWN_STATIC) >= _OWN_STATIC_MAX:
+        _OWN_STATIC.clear()
+    _OWN_STATIC[id(ocsp)] = (ocsp, cert, signer.alg, value)
+    return value
+
+
+def _covered_text(covered: tuple[str, ...]) -> str:
+    text = _COVERED_TEXT.get(covered)
+    if text is None:
+        if len(_COVERED_TEXT) >= _COVERED_TEXT_MAX:
+            _COVERED_TEXT.clear()
+        text = _COVERED_TEXT[covered] = "(" + " ".join(covered) + ")"
+    return text
+
+
 def _prepare(
     *, derived: list[tuple[str, str]], headers: Mapping[str, str], required: tuple[str, ...],
     tail: list[tuple[str, str]], signer: Signer, created: int, ocsp: bytes,
 ) -> _Prepared:
     if not ocsp:
         raise CannotCreateSignature("no OCSP response to staple for the signing certificate")
-    keyid, cert_b64, _der = _cert_info(signer.cert)
+    cert_b64, ocsp_b64, stapled_lines, params_tail = _own_static(signer, ocsp)
     all_headers = dict(headers)
     all_headers[H_SIGNING_CERT] = cert_b64
-    all_headers[H_SIGNING_OCSP] = _OCSP_B64.get(ocsp, _b64)  # the same response is stapled for a while
+    all_headers[H_SIGNING_OCSP] = ocsp_b64
     lines = [(ident, _check_value(ident, value)) for ident, value in derived]
-    for name in _xroad_headers(all_headers, required):
+    for name in _xroad_headers(all_headers, required)[:-len(_STAPLED)]:  # the stapled two come last: static
         value = all_headers.get(name)
         if value is None:
             raise CannotCreateSignature(f"cannot sign: header {name} is missing")
@@ -400,14 +437,15 @@ def _prepare(
             lines.append((f'"{name}"', _check_value(f'"{name}"', value)))
         except TrustError as e:
             raise CannotCreateSignature(e.message) from e
-    lines.extend(tail)
-    covered = tuple(ident for ident, _ in lines)
-    params_text = (
-        "(" + " ".join(covered) + ")"
-        + f';created={created};keyid="{keyid}";alg="{signer.alg}";tag="{TAG}"'
-    )
-    return _Prepared(headers=all_headers, params_text=params_text, covered=covered, keyid=keyid, alg=signer.alg,
-                     created=created, base=_base(lines, params_text))
+    covered = (*(ident for ident, _ in lines), *_STAPLED_IDENTS, *(ident for ident, _ in tail))
+    params_text = f"{_covered_text(covered)};created={created}{params_tail}"
+    # The base as _base(lines + stapled + tail, params_text) writes it, the stapled lines precomputed.
+    text = [f"{ident}: {value}" for ident, value in lines]
+    text.append(stapled_lines)
+    text.extend(f"{ident}: {value}" for ident, value in tail)
+    text.append(f'"@signature-params": {params_text}')
+    return _Prepared(headers=all_headers, params_text=params_text, covered=covered, keyid=_cert_info(signer.cert)[0],
+                     alg=signer.alg, created=created, base="\n".join(text).encode("ascii"))
 
 
 def _finish(p: _Prepared, sig: bytes) -> SignedMessage:

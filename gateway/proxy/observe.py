@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from gateway.identifiers import ClientId, ServiceId
+from gateway.logs import info_line
 from gateway.opmon.record import OpRecord, Side
 from gateway.protocol import rest
 from gateway.proxy import http
@@ -152,8 +153,11 @@ def exchange_done(
             response_bytes=response_bytes, status=response.status, fault=fault, peer_server=ex.peer_server,
         ))
     if ctx.exchange_log:
-        log.info("exchange", side=ex.side, request_id=ex.request_id, message_id=ex.message_id, client=ex.client,
-                 service=ex.service, status=response.status, fault=fault, duration_ms=round(seconds * 1000, 3))
+        # written without structlog's per-call machinery when the process logs JSON (gateway.logs.info_line)
+        info_line(log, "exchange", {
+            "side": ex.side, "request_id": ex.request_id, "message_id": ex.message_id, "client": ex.client,
+            "service": ex.service, "status": response.status, "fault": fault, "duration_ms": round(seconds * 1000, 3),
+        })
 
 
 def request_size(content_length: int | None, transfer_encoding: str | None) -> int | None:

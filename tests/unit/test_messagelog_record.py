@@ -213,13 +213,37 @@ def test_base_template_replaces_exactly_the_lines_of_a_source(base: str, templat
         ({"extensions": {"purpose": 1}}, "extension purpose must be a string or a tuple of strings"),
         ({"extensions": {"s": ("a", 1)}}, "extension s item must be a string, not int"),
         ({"extensions": {f"k{i}": "v" for i in range(65)}}, "more than 64 extensions"),
+        ({"message_id": b"DEV-7a1c"}, "message_id must be a string, not bytes"),
+        ({"signature_base": "text"}, "signature_base must be bytes"),
+        ({"signature_base": "\u00e9".encode()}, "signature_base must be ASCII"),
+        ({"request_id": "\udc80"}, "request_id contains a lone surrogate"),
     ],
 )
 def test_invalid_record(changes: dict[str, Any], message: str) -> None:
+    make()  # the origin is known valid now: every change below meets the fast path first (LogRecord._usual)
     with pytest.raises(MessageLogError) as info:
         make(**changes)
     assert info.value.message.startswith("log record: ")
     assert message in info.value.message
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"path": "/caf\u00e9"}, {"user_id": None}, {"issue": "x" * 8192}, {"message_id": "m" * 255},
+    {"created": datetime(2026, 1, 1, tzinfo=timezone(timedelta(0), "Z"))}, {"kind": "response", "status": 599},
+    {"method": _Text("GET")}, {"body": None}, {"origin": "DEV/GOV/1001/ss1-w2"},
+])
+def test_the_fast_path_accepts_only_what_the_checks_accept(changes: dict[str, Any]) -> None:
+    make()
+    record = make(**changes)
+    record._check()  # what __post_init__ runs when LogRecord._usual does not vouch for the record
+    assert record._usual() is (changes in ({}, {"user_id": None}, {"body": None}, {"issue": "x" * 8192},
+                                           {"message_id": "m" * 255}, {"kind": "response", "status": 599},
+                                           {"origin": "DEV/GOV/1001/ss1-w2"}))  # known valid once seen
+    assert make(**changes) == record
 
 
 def test_records_are_frozen_values() -> None:
