@@ -496,6 +496,16 @@ class Overloaded(GatewayError):
     fault = "Overloaded"
 
 
+class NotConfigured(GatewayError):
+    """The security server has no active keys yet (it started uninitialised: an empty software token), so it
+    cannot sign or authenticate an exchange: HTTP 503 until the keys are imported and activated, like the HTTP
+    layer's 503 for a server that cannot take the request now (docs/protocol.md, docs/operations.md)."""
+
+    status = 503
+    fault = "NotConfigured"
+    whose_fault = "this security server's set-up (no active keys yet)"
+
+
 class DatabaseError(GatewayError):
     """A configuration database operation failed."""
 

@@ -39,6 +39,10 @@ class PkiSettings:
     tsa_port: int = 8889
     cert_validity_days: int = 730  # days; issued authentication and signing certificates
     ocsp_validity_seconds: int = 3600  # seconds; nextUpdate of OCSP responses; X-Road's freshness default
+    # the ACME endpoint (RFC 8555, docs/acme.md): -1 (the default) switches it off; 0 picks a free port
+    acme_port: int = -1
+    acme_validity_days: float = 90.0  # days; certificates issued over ACME (as Let's Encrypt's)
+    acme_http01_port: int = 80  # the port of the security server's host name that http-01 validation fetches
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +66,9 @@ class CentralSettings:
     ops_port: int = 4101  # next to the central port; 0 picks a free port; -1 switches the ops port off
     admin_host: str = "127.0.0.1"  # the central admin REST API listens here (keep it on an internal network)
     admin_port: int = -1  # the central admin API's port; -1 (the default) switches it off; 0 picks a free port
+    # approve an authentication certificate registration without an officer when it is a renewal: co-signed by
+    # an authentication certificate registered for the same server now (docs/registration.md)
+    auto_approve_auth_renewal: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +79,21 @@ class GlobalConfSettings:
     timeout_seconds: float = 10.0  # seconds for one download
     max_bytes: int = 16 * 2**20  # bytes; a larger download is refused (bounds memory on a hostile server)
 
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pkcs11Device:
+    """One ``[[server.pkcs11]]`` table: a PKCS#11 token the server opens at start (docs/tokens.md)."""
+
+    name: str = ""  # how the API, the CLI (--device NAME), the web interface and readiness name it; unique
+    library: str = ""  # path of the device's PKCS#11 library
+    token_label: str = ""  # the label of the token on the device
+    pin_file: str = ""  # file (mode 0600) holding the device's user PIN; never the PIN itself
+    pin_env: str = ""  # or: the name of an environment variable holding it
+    sessions: int = 2  # sessions and worker threads for the device (1-64)
+
+
+LEGACY_DEVICE_NAME = "device"  # the name of the device of [server] pkcs11_library and its sibling keys
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
@@ -136,7 +158,23 @@ class ServerSettings:
     pkcs11_pin_file: str = ""  # file (mode 0600) holding the device's user PIN; never the PIN itself
     pkcs11_pin_env: str = ""  # or: the name of an environment variable holding it
     pkcs11_sessions: int = 2  # sessions and worker threads for the device (1-64); calls are serialised per library
+    # several devices: [[server.pkcs11]] tables (Pkcs11Device); the five keys above are one more, named "device"
+    pkcs11: tuple[Pkcs11Device, ...] = ()
     cert_expiry_warning_days: int = 30  # days; certificates closer to expiry are reported (metric, CLI)
+    # ACME renewal of the signing and authentication certificates (docs/acme.md); "" switches it off
+    acme_directory_url: str = ""  # the CA's ACME directory, e.g. http://ca.example:8890/acme/directory
+    acme_eab_kid: str = ""  # the external account binding key id the CA issued for this server's owner
+    acme_eab_key_file: str = ""  # file (mode 0600) holding the EAB HMAC key (base64url); never the key itself
+    acme_identifier: str = ""  # the host name the CA validates (http-01); "": the host of address/server_host
+    acme_http01_host: str = "0.0.0.0"  # the http-01 responder listens here while ACME is on
+    acme_http01_port: int = 80  # RFC 8555 8.3: the CA fetches from port 80; 0 picks a free port (tests)
+    acme_renew_before_days: float = 30.0  # days; a certificate in use is renewed this long before it expires
+    acme_check_seconds: float = 3600.0  # seconds between checks whether a certificate is due
+    acme_retry_seconds: float = 60.0  # seconds; first wait after a failed renewal, doubled each time
+    acme_retry_max_seconds: float = 3600.0  # seconds; the wait between retries never grows beyond this
+    # seconds a renewed authentication certificate must have been listed in the global configuration before TLS
+    # switches to it: peers must have downloaded a configuration that lists it too (3 x X-Road's 60 s polling)
+    acme_auth_switch_delay_seconds: float = 180.0
     ops_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz listen here (keep it on an internal network)
     ops_port: int = 5588  # X-Road's health-check port; 0 picks a free port; -1 switches the ops port off
     # /readyz turns 503 this long before exchanges would fail (docs/operations.md section 8):
@@ -195,6 +233,22 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSettings:
+    # serve POST /witness/add-checkpoint on the server port: cosign peers' checkpoints (docs/witness.md section 1);
+    # the witness key is then made at start if the token (or state_dir) has none
+    enabled: bool = False
+    name: str = ""  # the witness key's name in cosignatures and vkeys; "": <[server] id>/witness
+    max_request_bytes: int = 64 * 2**10  # bytes of one add-checkpoint body (413 past it); 63 proof lines fit easily
+    # pushing this server's own checkpoints to the witnesses its policy names (docs/witness.md section 4)
+    push: bool = True  # push when the global configuration has a witness policy for this server
+    push_interval_seconds: float = 5.0  # seconds between push rounds
+    push_timeout_seconds: float = 10.0  # seconds for one push to one witness (connect, send, answer)
+    backoff_min_seconds: float = 5.0  # seconds before the next try after a witness's first failure; doubles
+    backoff_max_seconds: float = 600.0  # seconds; the longest back-off
+    lag_warning_seconds: float = 900.0  # seconds of witnessing lag after which /readyz warns (never 503)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     pki: PkiSettings = field(default_factory=PkiSettings)
     central: CentralSettings = field(default_factory=CentralSettings)
@@ -203,6 +257,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     portal: PortalSettings = field(default_factory=PortalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
 
 
 _S = TypeVar("_S", bound="DataclassInstance")
@@ -226,6 +281,13 @@ def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if dataclasses.is_dataclass(item_tp) and isinstance(item_tp, type):  # an array of tables
+            if from_env:
+                raise ConfigError(f"{where}: an array of tables cannot be set from the environment")
+            if not all(isinstance(v, Mapping) for v in value):
+                raise ConfigError(f"{where}: expected an array of tables [[...]]")
+            return tuple(_apply(item_tp(), v, source=f"{where} [{n + 1}]", from_env=False)
+                         for n, v in enumerate(value))
         items = [_coerce(v, item_tp, where=where, from_env=from_env) for v in value]
         return tuple(items) if origin is tuple else items
     if tp is bool:
@@ -261,6 +323,56 @@ def _coerce(value: Any, tp: Any, *, where: str, from_env: bool) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{where}: unsupported setting type {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def pkcs11_devices(s: ServerSettings, *, require_pin: bool = True) -> tuple[Pkcs11Device, ...]:
+    """Every PKCS#11 device of the settings: the one of ``[server] pkcs11_library`` (named
+    :data:`LEGACY_DEVICE_NAME`) first, then the ``[[server.pkcs11]]`` tables in order.
+
+    ``require_pin``: whether each device must name its PIN source (the server's start; the CLI may take the
+    PIN from ``--pin-file``, ``--pin-env`` or a prompt instead).
+
+    Raises:
+        ConfigError: a device without name, library or token label; two devices of one name, or of the same
+            library and token label; a device with neither a PIN file nor a PIN variable (with
+            ``require_pin``), or a ``[[server.pkcs11]]`` table with both.
+    """
+    devices = list(s.pkcs11)
+    legacy = bool(s.pkcs11_library or s.pkcs11_token_label)
+    if legacy:
+        devices.insert(0, Pkcs11Device(
+            name=LEGACY_DEVICE_NAME, library=s.pkcs11_library, token_label=s.pkcs11_token_label,
+            pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, sessions=s.pkcs11_sessions,
+        ))
+    places: dict[tuple[str, str], str] = {}
+    names: set[str] = set()
+    for i, d in enumerate(devices):
+        old = legacy and i == 0
+        where = "[server] pkcs11_library" if old else f"[[server.pkcs11]] number {i + 1 - legacy}"
+        keys = ("pkcs11_pin_file", "pkcs11_pin_env", "pkcs11_sessions") if old else ("pin_file", "pin_env", "sessions")
+        if not d.name:
+            raise ConfigError(f"{where}: name is empty; every device needs a name of its own")
+        where = f"{where} (device {d.name!r})"
+        if not d.library:
+            raise ConfigError(f"{where}: the library path is empty")
+        if not d.token_label:
+            raise ConfigError(f"{where}: the token label is empty")
+        if d.name in names:
+            raise ConfigError(f"{where}: the device name {d.name!r} is used twice",
+                              hint=f"the device of [server] pkcs11_library is named {LEGACY_DEVICE_NAME!r}")
+        names.add(d.name)
+        if not d.pin_file and not d.pin_env and require_pin:
+            raise ConfigError(f"{where}: no PIN source; set {keys[0]} or {keys[1]}")
+        if d.pin_file and d.pin_env and not old:  # (the single-device keys keep their old rule: the file wins)
+            raise ConfigError(f"{where}: both {keys[0]} and {keys[1]} are set; set one")
+        if not 1 <= d.sessions <= 64:
+            raise ConfigError(f"{where}: {keys[2]} is {d.sessions}; it must be between 1 and 64")
+        place = (d.library, d.token_label)
+        if place in places:
+            raise ConfigError(f"{where}: devices {places[place]!r} and {d.name!r} are the same token "
+                              f"{d.token_label!r} of {d.library}")
+        places[place] = d.name
+    return tuple(devices)
 
 
 def _apply(obj: _S, values: Mapping[str, Any], *, source: str, from_env: bool) -> _S:

@@ -163,10 +163,11 @@ def signed_checkpoint(world: LogWorld, leaves: Sequence[bytes], size: int, *, or
 def write_archive(
     world: LogWorld, path: Path, records: Sequence[bytes], *, checkpoint_sizes: Sequence[int] | None = None,
     origin: str = ORIGIN, start: int = 0, all_records: Sequence[bytes] | None = None,
-    blobs: dict[str, bytes] | None = None,
+    blobs: dict[str, bytes] | None = None, cosign: Callable[[int, bytes], bytes | None] | None = None,
 ) -> Path:
     """An archive of ``records`` (seq ``start`` onwards); ``all_records`` is the whole log when ``start > 0``;
-    the records' blobs from ``blobs`` (default: the world's)."""
+    the records' blobs from ``blobs`` (default: the world's); ``cosign(size, note)`` gives a checkpoint's
+    cosignature lines."""
     log = list(all_records if all_records is not None else records)
     leaves = [leaf_hash(r) for r in log]
     prefix = MerkleTree()
@@ -176,7 +177,8 @@ def write_archive(
                            exported_at=world.now, selection={"start": start, "end": end})
     writer.add_records(zip(records, leaves[start:end], strict=True))
     for size in checkpoint_sizes if checkpoint_sizes is not None else (end,):
-        writer.add_checkpoint(*signed_checkpoint(world, leaves, size, origin=origin))
+        note, token = signed_checkpoint(world, leaves, size, origin=origin)
+        writer.add_checkpoint(note, token, None if cosign is None else cosign(size, note))
     writer.add_globalconf(world.envelope)
     blobs = world.blobs if blobs is None else blobs
     for record in records:  # the blobs the records name, as gateway log export adds them

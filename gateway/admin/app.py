@@ -36,6 +36,7 @@ from gateway.admin.handlers import (
     opmon,
     services,
     token,
+    witness,
 )
 from gateway.admin.handlers.accounts import ACCOUNT_HANDLERS
 from gateway.admin.middleware import admin_middleware, wrap
@@ -78,6 +79,8 @@ HANDLERS: dict[str, Impl] = {
     "proveMessageLogInclusion": messagelog.prove_message_log_inclusion,
     "proveMessageLogConsistency": messagelog.prove_message_log_consistency,
     "exportMessageLogArchive": messagelog.export_message_log_archive,
+    # witness (docs/witness.md)
+    "getWitness": witness.get_witness, "listWitnessEvidence": witness.list_witness_evidence,
 }
 
 

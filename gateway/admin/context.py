@@ -9,7 +9,7 @@ stored in the request under :data:`CALL` by :mod:`gateway.admin.middleware` and 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,8 +30,10 @@ from gateway.ops.readiness import Check
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import AdminSettings
 from gateway.token.model import CertReport
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
 from gateway.transparency.service import TransparencyState
+from gateway.witness.http import WitnessEndpoint
 
 Clock = Callable[[], datetime]
 
@@ -75,10 +77,13 @@ class AdminContext:
     checkpointer: Checkpointer | None = None
     readiness: Callable[[], Awaitable[Sequence[Check]]] | None = None  # ServerHealth.checks, as /readyz runs them
     tokens: Callable[[], list[dict[str, object]]] | None = None  # SecurityServer.tokens: software and PKCS#11
+    devices: Mapping[str, Pkcs11Token] = field(default_factory=dict)  # SecurityServer.devices, by name
     # SecurityServer.send_management: a management request ("auth_cert_reg", "client_reg"), signed with the
     # server's authentication key, sent to the central server; its answer (docs/registration.md)
     management: Callable[[RequestType, ClientId | None], Awaitable[dict[str, Any]]] | None = None
     transparency: TransparencyState | None = None  # the usage records' index (docs/transparency.md section 4)
+    witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (docs/witness.md)
+    witness_name: str = ""  # the witness key's name ([witness] name or <server id>/witness)
 
     @property
     def origin(self) -> str:

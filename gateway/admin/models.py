@@ -11,7 +11,15 @@ one server sharing PostgreSQL share users, keys, sessions and the audit log.
   The private keys are as sensitive as the database itself; see docs/admin-api.md.
 - ``adm_revoked_tokens``: ids (``jti``) of session tokens ended by logout, kept until they would expire.
 - ``adm_audit``: the audit log: when, who, how authenticated, from which address, which operation on which
-  path, the result and its HTTP status, and details (request fields without secrets, the error message).
+  path, the result and its HTTP status, and details (request fields without secrets, the error message);
+  each entry's sequence number ``seq`` (no gap, no duplicate) and its Merkle leaf hash
+  (:mod:`gateway.admin.auditlog`).
+- ``adm_audit_head``: one row (``id`` 1), the number of audit entries: the row every writer updates first
+  in its transaction, which serialises writers (a row lock on PostgreSQL, the write lock on SQLite) and
+  gives out ``seq``.
+- ``adm_audit_checkpoints``: signed checkpoints of the audit log (origin ``<server id>/audit``), with the
+  signing certificate, an OCSP response for it, the compact range of the tree and the RFC 3161 token.
+- ``adm_audit_cosignatures``: witnesses' cosignatures (c2sp.org/tlog-cosignature) of those checkpoints.
 """
 
 from __future__ import annotations
@@ -86,4 +94,38 @@ audit = sa.Table(
     sa.Column("result", sa.String(16), nullable=False),
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("details", sa.Text(), nullable=False),
+    sa.Column("seq", BigId, nullable=False, unique=True),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+)
+
+audit_head = sa.Table(
+    "adm_audit_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+)
+
+audit_checkpoints = sa.Table(
+    "adm_audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.LargeBinary(), nullable=False),
+    sa.Column("signing_cert", sa.LargeBinary(), nullable=False),
+    sa.Column("signing_ocsp", sa.LargeBinary(), nullable=True),
+    sa.Column("frontier", sa.LargeBinary(), nullable=False),  # the compact range's hashes, concatenated
+    sa.Column("created", UtcDateTime(), nullable=False),
+    sa.Column("timestamp_token", sa.LargeBinary(), nullable=True),
+    sa.Column("timestamp_time", UtcDateTime(), nullable=True),
+    sa.Column("tsa_name", sa.String(255), nullable=True),
+)
+
+audit_cosignatures = sa.Table(
+    "adm_audit_cosignatures",
+    metadata,
+    sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(255), primary_key=True),
+    sa.Column("key_id", sa.LargeBinary(4), nullable=False),
+    sa.Column("timestamp", sa.BigInteger(), nullable=False),  # POSIX seconds, as cosigned
+    sa.Column("line", sa.Text(), nullable=False),  # the signature line, as received
 )

@@ -33,11 +33,14 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
 
 # The central server's roles (X-Road UG-CS section 2: no service administrator there) and what each may do.
 CENTRAL_ROLE_DESCRIPTIONS: dict[Role, str] = {
-    "system-administrator": "users, API keys, session signing keys, the audit log, publishing now",
+    "system-administrator": "users, API keys, session signing keys, the audit log, publishing now, witness "
+                            "policies",
     "registration-officer": "members, subsystems, security servers, global groups, registration requests",
-    "security-officer": "trusted CAs with OCSP responders, timestamping authorities, configuration-signing keys",
-    "observer": "reads the registry, requests, keys and published versions (not the audit log)",
-    "auditor": "reads the audit log, registration requests and published versions, nothing else",
+    "security-officer": "trusted CAs with OCSP responders, timestamping authorities, configuration-signing keys, "
+                        "witness policies",
+    "observer": "reads the registry, requests, keys, witness policies and published versions (not the audit log)",
+    "auditor": "reads the audit log, registration requests, witness policies and published versions, nothing "
+               "else",
 }
 CENTRAL_ROLES: tuple[Role, ...] = tuple(CENTRAL_ROLE_DESCRIPTIONS)
 

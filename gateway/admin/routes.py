@@ -178,17 +178,19 @@ SESSION_KEY = obj({
 }, ("kid", "created_at", "retired_at", "active"))
 AUDIT_ENTRY = obj({
     "id": {"type": "integer"},
+    "seq": {"type": "integer", "minimum": 0,
+            "description": "the entry's place in the audit log's Merkle tree (docs/auditing.md section 7)"},
     "at": TIME,
     "actor": string("user name, apikey:<id>, cli:<os user>, or '-' when unknown"),
     "auth": string("how the actor was authenticated: jwt, apikey, password, cli or none"),
-    "remote": string("the peer address of the connection"),
+    "remote": string("the peer address of the connection, or cli@<host name> for a CLI command"),
     "action": string("operation id, e.g. addClient"),
     "method": string("HTTP method"),
     "path": string("request path", max_length=2048),
     "result": {"type": "string", "enum": ["success", "refused", "failed"]},
     "status": {"type": "integer"},
     "details": {"type": "object", "description": "request fields (secrets left out), error message, ids"},
-}, ("id", "at", "actor", "auth", "remote", "action", "method", "path", "result", "status", "details"))
+}, ("id", "seq", "at", "actor", "auth", "remote", "action", "method", "path", "result", "status", "details"))
 CLIENT = obj({
     "id": ID,
     "encoded_id": string("':'-joined form, as in paths"),
@@ -351,12 +353,39 @@ TOKEN_CERT = obj({
 }, ("sha256", "kind", "identity", "not_before", "not_after", "state", "imported_at", "pem"))
 TOKEN_KEY = obj({
     "id": string("hex SHA-256 of the public key", max_length=64),
-    "usage": {"type": "string", "enum": ["auth", "sign"]},
-    "key_type": string("ec-p256, rsa-2048 or rsa-3072", max_length=16),
+    "usage": {"type": "string", "enum": ["auth", "sign", "witness"],
+              "description": "witness: the witness's Ed25519 key, which has no certificates (docs/witness.md)"},
+    "key_type": string("ec-p256, rsa-2048, rsa-3072 or ed25519 (the witness key)", max_length=16),
     "label": string("operator's label", max_length=255),
     "created_at": TIME,
     "certs": {"type": "array", "items": TOKEN_CERT},
 }, ("id", "usage", "key_type", "label", "created_at", "certs"))
+WITNESS_LOG = obj({
+    "origin": string("checkpoint origin (the note's first line)", max_length=512),
+    "size": {"type": "integer", "minimum": 0, "description": "size of the largest consistent checkpoint cosigned"},
+    "root_hash": string(f"its root hash, {B64}", max_length=64),
+    "updated_at": {**TIME, "description": "when it was last cosigned (UTC, RFC 3339)"},
+}, ("origin", "size", "root_hash", "updated_at"))
+WITNESS_STATE = obj({
+    "enabled": {"type": "boolean", "description": "[witness] enabled: POST /witness/add-checkpoint is served"},
+    "name": string("the witness key's name", max_length=255),
+    "vkey": {"type": ["string", "null"], "maxLength": 1024,
+             "description": "the witness's C2SP verification key (null while the witness is off)"},
+    "logs": {"type": "array", "items": WITNESS_LOG, "description": "every log cosigned, by origin"},
+}, ("enabled", "name", "vkey", "logs"))
+WITNESS_EVIDENCE = obj({
+    "id": {"type": "integer", "minimum": 1},
+    "origin": string("checkpoint origin", max_length=512),
+    "recorded_at": TIME,
+    "reason": {"type": "string", "enum": ["fork", "inconsistent"],
+               "description": "fork: same size, another root; inconsistent: the consistency proof failed"},
+    "message": string("why it was refused", max_length=2048),
+    "peer": string("the security server that sent it"),
+    "old_size": {"type": "integer", "minimum": 0},
+    "note": string("the submitted checkpoint, signed by the log", max_length=65536),
+    "proof": {**HASHES, "description": "the submitted consistency proof"},
+    "stored_note": string("the checkpoint the witness had cosigned, signed by the log", max_length=65536),
+}, ("id", "origin", "recorded_at", "reason", "message", "peer", "old_size", "note", "proof", "stored_note"))
 TOKEN_STATE = obj({
     "logged_in": {"type": "boolean", "description": "whether this process holds the PIN-derived key"},
     "failed_pins": {"type": "integer", "minimum": 0},
@@ -364,9 +393,10 @@ TOKEN_STATE = obj({
     "keys": {"type": "array", "items": TOKEN_KEY},
 }, ("logged_in", "failed_pins", "locked_until", "keys"))
 TOKEN_LIST = obj({"tokens": {"type": "array", "maxItems": 64, "items": obj({
-    "name": string("software, or pkcs11:<token label>", max_length=64),
+    "name": string("software, or the device's name ([[server.pkcs11]] name; \"device\" for [server] "
+                   "pkcs11_library)", max_length=64),
     "kind": {"type": "string", "enum": ["software", "pkcs11"]},
-    "usage": string("the keys in use from it: auth, sign or both", max_length=16),
+    "usage": string("the keys in use from it (auth, sign, witness, comma-separated; empty: idle)", max_length=32),
     "state": {"type": "string", "enum": ["available", "unavailable", "logged-out"]},
     "error": string("why a device is unavailable; empty otherwise", max_length=4096),
     "library": string("the PKCS#11 library", max_length=4096),
@@ -628,11 +658,13 @@ ROUTES: tuple[Route, ...] = (
                                                                        ("old_pin", "new_pin")),
           status=204, secret_fields=frozenset({"old_pin", "new_pin"}), errors=(400, 404, 423)),
     Route(operation_id="generateKey", method="POST", path=f"{API}/token/keys", roles=SECURITY, tag="token",
-          summary="Generate a key for authentication or signing certificates",
+          summary="Generate a key for authentication or signing certificates (on a PKCS#11 device with device)",
           request=obj({"usage": {"type": "string", "enum": ["auth", "sign"]},
                         "key_type": {"type": "string", "enum": ["ec-p256", "rsa-2048", "rsa-3072"]},
-                        "label": string("label", max_length=255)}, ("usage",)),
-          response=TOKEN_KEY, status=201, errors=(400, 404, 409)),
+                        "label": string("label", max_length=255),
+                        "device": string("the PKCS#11 device's name (GET /tokens); default: the software token",
+                                         max_length=64)}, ("usage",)),
+          response=TOKEN_KEY, status=201, errors=(400, 404, 409, 500)),
     Route(operation_id="deleteKey", method="DELETE", path=f"{API}/token/keys/{{token_key_id}}", roles=SECURITY,
           tag="token", summary="Delete a key with its certificates (refused while one is active)", status=204,
           errors=(400, 404, 409)),
@@ -724,6 +756,15 @@ ROUTES: tuple[Route, ...] = (
                  Param(name="include_uncovered", where="query", schema={"type": "boolean"},
                        description="also records after the latest checkpoint (reported as unproven)")),
           errors=(400, 404, 409)),
+    # --- witness (docs/witness.md)
+    Route(operation_id="getWitness", method="GET", path=f"{API}/witness", roles=READERS, tag="witness",
+          summary="The witness: on or off, its vkey, and the logs it has cosigned", response=WITNESS_STATE,
+          errors=()),
+    Route(operation_id="listWitnessEvidence", method="GET", path=f"{API}/witness/evidence", roles=READERS,
+          tag="witness", summary="Checkpoints the witness refused as a fork or an inconsistent history, newest "
+                                 "first, with both signed notes", response=page_schema(WITNESS_EVIDENCE),
+          paginated=True, query=(Param(name="origin", where="query", description="only this checkpoint origin",
+                                       schema={"type": "string", "minLength": 1, "maxLength": 512}),)),
     # --- operational monitoring
     Route(operation_id="listOpMonRecords", method="GET", path=f"{API}/opmon/records", roles=OPMON_READERS,
           tag="opmon", summary="Operational-monitoring records, one per exchange and side, newest first",

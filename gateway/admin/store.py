@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,15 +24,29 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.admin import auth
-from gateway.admin.models import VERSION_TABLE, api_keys, audit, revoked_tokens, session_keys, users
+from gateway.admin.auditlog import EntryFields, entry_leaf
+from gateway.admin.models import (
+    VERSION_TABLE,
+    api_keys,
+    audit,
+    audit_checkpoints,
+    audit_cosignatures,
+    audit_head,
+    revoked_tokens,
+    session_keys,
+    users,
+)
 from gateway.admin.roles import Role, parse_roles, sorted_roles
 from gateway.admin.schema import Page
 from gateway.errors import AlreadyExists, AlreadyRevoked, DatabaseError, NotFound, RequestError
+from gateway.messagelog.merkle import HASH_SIZE
 from gateway.storage.db import migrate
 from gateway.storage.transaction import describe, transaction
+from gateway.trust.cosignature import Cosignature
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_DETAILS_CHARS = 8192  # characters of an audit entry's details; longer ones are cut
+AUDIT_READ = 5000  # audit entries per query when the whole log is read (verify, export, proofs)
 
 
 def _changed_concurrently(e: IntegrityError) -> AlreadyExists:
@@ -86,13 +101,59 @@ class AuditEntry:
     status: int
     details: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
+    seq: int | None = None  # its place in the audit log's Merkle tree (gateway.admin.auditlog)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "at": _iso(self.at), "actor": self.actor, "auth": self.auth, "remote": self.remote,
-            "action": self.action, "method": self.method, "path": self.path, "result": self.result,
-            "status": self.status, "details": self.details,
+            "id": self.id, "seq": self.seq, "at": _iso(self.at), "actor": self.actor, "auth": self.auth,
+            "remote": self.remote, "action": self.action, "method": self.method, "path": self.path,
+            "result": self.result, "status": self.status, "details": self.details,
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCheckpoint:
+    """A signed checkpoint of the audit log as stored, with its RFC 3161 timestamp once it has one."""
+
+    size: int
+    root_hash: bytes
+    note: bytes = field(repr=False)  # the signed note, exactly as signed (no cosignatures)
+    signing_cert: bytes = field(repr=False)  # DER
+    signing_ocsp: bytes | None = field(default=None, repr=False)  # DER OCSP response for it, when signed
+    frontier: tuple[bytes, ...] = field(default=(), repr=False)  # compact range of the tree at size
+    created: datetime
+    timestamp_token: bytes | None = field(default=None, repr=False)
+    timestamp_time: datetime | None = None
+    tsa_name: str | None = None
+
+    @property
+    def stamped(self) -> bool:
+        return self.timestamp_token is not None
+
+
+def _audit_checkpoint(r: Any) -> AuditCheckpoint:
+    f = bytes(r.frontier)
+    return AuditCheckpoint(
+        size=int(r.size), root_hash=bytes(r.root_hash), note=bytes(r.note), signing_cert=bytes(r.signing_cert),
+        signing_ocsp=None if r.signing_ocsp is None else bytes(r.signing_ocsp),
+        frontier=tuple(f[i:i + HASH_SIZE] for i in range(0, len(f), HASH_SIZE)), created=r.created,
+        timestamp_token=None if r.timestamp_token is None else bytes(r.timestamp_token),
+        timestamp_time=r.timestamp_time, tsa_name=r.tsa_name,
+    )
+
+
+def _fields(r: Any) -> EntryFields:
+    return EntryFields(
+        seq=int(r.seq), at=r.at, actor=r.actor, auth=r.auth, remote=r.remote, action=r.action, method=r.method,
+        path=r.path, result=r.result, status=int(r.status), details=r.details,
+    )
+
+
+def _clean(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, as the audit log stores it: a lone surrogate (which no UTF-8
+    database or canonical JSON takes) becomes ``?`` and NUL ``\\0``, so that no caller-chosen name can keep its
+    entry out of the log."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
 
 
 def _iso(t: datetime) -> str:
@@ -366,16 +427,36 @@ class AdminStore:
 
     # ---------------------------------------------------------------------------------------------- audit
 
-    async def write_audit(self, entry: AuditEntry) -> None:
+    async def write_audit(self, entry: AuditEntry) -> int:
+        """Append an entry to the audit log; its sequence number.
+
+        The transaction first increments the tree head (``adm_audit_head``): that update takes the row lock
+        on PostgreSQL and the database's write lock on SQLite before anything is read, so concurrent writers
+        (the server and CLI processes) are serialised and ``seq`` has no gap and no duplicate. The entry's
+        leaf hash (:func:`gateway.admin.auditlog.entry_leaf`) is written with the row.
+        """
         details = json.dumps(entry.details, sort_keys=True, default=str)
         if len(details) > MAX_DETAILS_CHARS:
             details = json.dumps({"truncated": details[:MAX_DETAILS_CHARS]})
         async with self._tx() as conn:
+            size = await conn.scalar(
+                audit_head.update().where(audit_head.c.id == 1).values(size=audit_head.c.size + 1)
+                .returning(audit_head.c.size)
+            )
+            if size is None:
+                raise DatabaseError("admin database error: the audit log's tree head (adm_audit_head) is missing")
+            fields = EntryFields(
+                seq=int(size) - 1, at=entry.at, actor=_clean(entry.actor, 255), auth=_clean(entry.auth, 16),
+                remote=_clean(entry.remote, 64), action=_clean(entry.action, 64), method=_clean(entry.method, 16),
+                path=_clean(entry.path, 2048), result=_clean(entry.result, 16), status=entry.status,
+                details=details,
+            )
             await conn.execute(audit.insert().values(
-                at=entry.at, actor=entry.actor[:255], auth=entry.auth[:16], remote=entry.remote[:64],
-                action=entry.action[:64], method=entry.method[:16], path=entry.path[:2048], result=entry.result,
-                status=entry.status, details=details,
+                at=fields.at, actor=fields.actor, auth=fields.auth, remote=fields.remote, action=fields.action,
+                method=fields.method, path=fields.path, result=fields.result, status=fields.status,
+                details=details, seq=fields.seq, leaf_hash=entry_leaf(fields),
             ))
+        return fields.seq
 
     async def list_audit(
         self, page: Page, *, actor: str | None = None, action: str | None = None, result: str | None = None,
@@ -397,8 +478,105 @@ class AdminStore:
                 AuditEntry(
                     id=int(r.id), at=r.at, actor=r.actor, auth=r.auth, remote=r.remote, action=r.action,
                     method=r.method, path=r.path, result=r.result, status=int(r.status), details=json.loads(r.details),
+                    seq=int(r.seq),
                 )
                 for r in rows
             ]
         return entries, total
+
+    # ------------------------------------------------------------------- audit log as a Merkle log
+
+    async def audit_size(self) -> int:
+        """The number of audit entries (the tree size)."""
+        async with self._tx() as conn:
+            return int(await conn.scalar(sa.select(audit_head.c.size).where(audit_head.c.id == 1)) or 0)
+
+    async def audit_leaves(self, start: int, end: int) -> list[bytes]:
+        """The stored leaf hashes of entries ``start`` .. ``end - 1``, in order (at most :data:`AUDIT_READ`)."""
+        end = min(end, start + AUDIT_READ)
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                sa.select(audit.c.leaf_hash).where(audit.c.seq >= start, audit.c.seq < end).order_by(audit.c.seq))
+            return [bytes(r.leaf_hash) for r in rows]
+
+    async def audit_chain(self, start: int = 0, limit: int = AUDIT_READ) -> list[tuple[EntryFields, bytes]]:
+        """Entries from ``seq >= start`` in ``seq`` order, as the tree sees them, with their stored leaf hashes."""
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                sa.select(audit).where(audit.c.seq >= start).order_by(audit.c.seq).limit(min(limit, AUDIT_READ)))
+            return [(_fields(r), bytes(r.leaf_hash)) for r in rows]
+
+    async def add_audit_checkpoint(self, cp: AuditCheckpoint) -> bool:
+        """Store a checkpoint; False if one of that size is stored already (another process made it)."""
+        try:
+            async with self._tx() as conn:
+                await conn.execute(audit_checkpoints.insert().values(
+                    size=cp.size, root_hash=cp.root_hash, note=cp.note, signing_cert=cp.signing_cert,
+                    signing_ocsp=cp.signing_ocsp, frontier=b"".join(cp.frontier), created=cp.created,
+                    timestamp_token=cp.timestamp_token, timestamp_time=cp.timestamp_time, tsa_name=cp.tsa_name,
+                ))
+        except AlreadyExists:
+            return False
+        return True
+
+    async def latest_audit_checkpoint(self, *, stamped_only: bool = False) -> AuditCheckpoint | None:
+        q = sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
+        if stamped_only:
+            q = q.where(audit_checkpoints.c.timestamp_token.is_not(None))
+        async with self._tx() as conn:
+            row = (await conn.execute(q)).first()
+        return None if row is None else _audit_checkpoint(row)
+
+    async def audit_checkpoint(self, size: int) -> AuditCheckpoint | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(
+                sa.select(audit_checkpoints).where(audit_checkpoints.c.size == size))).first()
+        return None if row is None else _audit_checkpoint(row)
+
+    async def audit_checkpoints(self, *, unstamped_only: bool = False, limit: int | None = None,
+                                ) -> list[AuditCheckpoint]:
+        """Checkpoints, smallest first (with ``unstamped_only``: newest first, those without a token)."""
+        q = sa.select(audit_checkpoints)
+        if unstamped_only:
+            q = q.where(audit_checkpoints.c.timestamp_token.is_(None)).order_by(audit_checkpoints.c.size.desc())
+        else:
+            q = q.order_by(audit_checkpoints.c.size)
+        if limit is not None:
+            q = q.limit(limit)
+        async with self._tx() as conn:
+            return [_audit_checkpoint(r) for r in await conn.execute(q)]
+
+    async def set_audit_timestamp(self, size: int, *, token: bytes, gen_time: datetime, tsa_name: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(audit_checkpoints.update().where(audit_checkpoints.c.size == size).values(
+                timestamp_token=token, timestamp_time=gen_time, tsa_name=tsa_name[:255]))
+
+    async def add_audit_cosignatures(self, size: int, cosignatures: Sequence[Cosignature]) -> None:
+        """Keep cosignatures of the checkpoint at ``size``; one per witness (a later one is ignored).
+
+        Raises:
+            RequestError: 404 if there is no checkpoint of that size.
+        """
+        async with self._tx() as conn:
+            if await conn.scalar(sa.select(audit_checkpoints.c.size).where(audit_checkpoints.c.size == size)) is None:
+                raise NotFound(f"the audit log has no checkpoint of size {size}")
+            have = set((await conn.scalars(
+                sa.select(audit_cosignatures.c.witness).where(audit_cosignatures.c.size == size))).all())
+            for c in cosignatures:
+                if c.name in have:
+                    continue
+                have.add(c.name)
+                await conn.execute(audit_cosignatures.insert().values(
+                    size=size, witness=c.name, key_id=c.key_id, timestamp=c.timestamp,
+                    line=c.line().decode("utf-8"),
+                ))
+
+    async def audit_cosignatures(self, size: int | None = None) -> list[tuple[int, str]]:
+        """``(checkpoint size, cosignature line)`` pairs, by size then witness name."""
+        q = sa.select(audit_cosignatures.c.size, audit_cosignatures.c.line).order_by(
+            audit_cosignatures.c.size, audit_cosignatures.c.witness)
+        if size is not None:
+            q = q.where(audit_cosignatures.c.size == size)
+        async with self._tx() as conn:
+            return [(int(r.size), r.line) for r in await conn.execute(q)]
 

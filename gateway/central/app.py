@@ -210,8 +210,10 @@ async def post_registration(request: web.Request) -> web.Response:
     record = await registration.submit(
         request.app[ENGINE], body, instance=request.app[SETTINGS].instance,
         now=request.app[PUBLISHER].clock(), origin=request.remote,
+        auto_approve_renewal=request.app[SETTINGS].auto_approve_auth_renewal,
     )
-    log.info("registration_request_submitted", id=record.id, type=record.type, server=record.server)
+    log.info("registration_request_submitted", id=record.id, type=record.type, server=record.server,
+             state=record.state, decided_by=record.decided_by)
     return web.json_response(record.to_dict(), status=202)
 
 

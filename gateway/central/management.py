@@ -18,6 +18,11 @@ the certificate to register (proof of possession); for the other types it must b
 certificate already registered for ``server`` (checked by :mod:`gateway.central.registration`, which
 reads the registry and checks ``address`` as ``HOST:PORT``). Fields per type: ``address`` + ``auth_cert``
 (auth_cert_reg), ``auth_cert_sha256`` (auth_cert_deletion), ``client`` (client_reg, client_deletion).
+
+A **renewal** (``auth_cert_reg`` only) carries a second signature over the same canonical ``request`` bytes,
+``renewal_alg``/``renewal_signature``, made with the key of ``renewal_cert``, an authentication certificate of
+the same server (the one registered now): the central server may approve such a request without an officer
+(``[central] auto_approve_auth_renewal``, docs/registration.md).
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class ManagementRequest:
     auth_cert: x509.Certificate | None = None
     auth_cert_sha256: str | None = None  # auth_cert_reg: of auth_cert; auth_cert_deletion: the one to delete
     client: ClientId | None = None
+    renewal_cert: x509.Certificate | None = None  # auth_cert_reg: the current certificate that co-signed
 
     @property
     def signer_sha256(self) -> str:
@@ -99,8 +105,13 @@ def build_request(
     address: str | None = None,
     client: ClientId | None = None,
     auth_cert_sha256: str | None = None,
+    renewal_key: keys.PrivateKey | None = None,
+    renewal_cert: x509.Certificate | None = None,
 ) -> bytes:
     """Build and sign a management request; returns the canonical JSON body to POST.
+
+    ``renewal_key``/``renewal_cert`` (auth_cert_reg only): the current authentication key co-signs, which makes
+    the request a renewal (module docstring).
 
     Raises:
         RequestError: a field the type needs is missing.
@@ -121,10 +132,19 @@ def build_request(
             raise RequestError(f"a {type} request needs the client")
         request["client"] = str(client)
     alg, sig = keys.sign_bytes(signer_key, canonical_bytes(request))
-    return canonical_bytes({
+    doc: dict[str, Any] = {
         "alg": alg, "request": request, "signature": base64.b64encode(sig).decode("ascii"),
         "signer_cert": _der_b64(signer_cert),
-    })
+    }
+    if (renewal_key is None) != (renewal_cert is None):
+        raise RequestError("a renewal needs both the current authentication key and its certificate")
+    if renewal_key is not None and renewal_cert is not None:
+        if type != "auth_cert_reg":
+            raise RequestError(f"a {type} request cannot be a renewal (only auth_cert_reg)")
+        renewal_alg, renewal_sig = keys.sign_bytes(renewal_key, canonical_bytes(request))
+        doc |= {"renewal_alg": renewal_alg, "renewal_cert": _der_b64(renewal_cert),
+                "renewal_signature": base64.b64encode(renewal_sig).decode("ascii")}
+    return canonical_bytes(doc)
 
 
 def _der_b64(cert: x509.Certificate) -> str:
@@ -146,6 +166,39 @@ def _text(obj: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise _bad(f"field {key!r} must be a non-empty string")
     return value
+
+
+def _signed_by(
+    doc: Mapping[str, Any], req: Mapping[str, Any], cert_key: str, alg_key: str, sig_key: str, *,
+    server: SecurityServerId, ca_for: Callable[[x509.Certificate], object | None], now: datetime,
+) -> x509.Certificate:
+    """The certificate ``doc[cert_key]``, checked as an authentication certificate of ``server`` from a trusted CA
+    valid now, whose key made ``doc[sig_key]`` over the canonical bytes of ``req``."""
+    cert = _cert(doc[cert_key], cert_key)
+    try:
+        named = certprofile.auth_identity_of(cert)
+    except GatewayError as e:
+        raise _forbidden(f"{cert_key} is not an authentication certificate: {e.message}",
+                         InvalidCertificate) from e
+    if named != server:
+        raise _forbidden(f"{cert_key} names {named}, not {server}", InvalidCertificate)
+    if ca_for(cert) is None:
+        raise _forbidden(f"{cert_key} is not issued by a CA trusted by this central server",
+                         InvalidCertificate)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise _forbidden(f"{cert_key} is not valid at {format_time(now)}", InvalidCertificate)
+    alg, sig_text = doc[alg_key], doc[sig_key]
+    if not isinstance(alg, str) or not isinstance(sig_text, str):
+        raise _bad(f"{alg_key} and {sig_key} must be strings")
+    try:
+        sig = base64.b64decode(sig_text, validate=True)
+    except binascii.Error as e:
+        raise _bad(f"{sig_key} is not base64: {e}") from e
+    try:
+        keys.verify_bytes(cert, alg, canonical_bytes(req), sig)
+    except TrustError as e:
+        raise _forbidden(f"{sig_key} does not verify with {cert_key} ({e.message})", InvalidSignature) from e
+    return cert
 
 
 def verify_request(
@@ -175,8 +228,11 @@ def verify_request(
         raise _bad(e.message.removeprefix("management request ")) from e
     except RecursionError as e:
         raise _bad("nested too deeply") from e
-    if not isinstance(doc, dict) or set(doc) != {"alg", "request", "signature", "signer_cert"}:
-        raise _bad("the body must be an object with exactly alg, request, signature and signer_cert")
+    plain, renewal = {"alg", "request", "signature", "signer_cert"}, {"renewal_alg", "renewal_cert",
+                                                                      "renewal_signature"}
+    if not isinstance(doc, dict) or set(doc) not in (plain, plain | renewal):
+        raise _bad("the body must be an object with exactly alg, request, signature and signer_cert (and, for a "
+                   "renewal, renewal_alg, renewal_cert and renewal_signature)")
     req = doc["request"]
     if not isinstance(req, dict):
         raise _bad("field 'request' must be an object")
@@ -210,32 +266,19 @@ def verify_request(
             f"management request was created at {format_time(created)}, more than {MAX_SKEW} from the central "
             f"server's time {format_time(now)}",
         )
-    # (4) the signer certificate: an authentication certificate of this server from a trusted CA, valid now
-    signer_cert = _cert(doc["signer_cert"], "signer_cert")
-    try:
-        named = certprofile.auth_identity_of(signer_cert)
-    except GatewayError as e:
-        raise _forbidden(f"signer_cert is not an authentication certificate: {e.message}",
-                         InvalidCertificate) from e
-    if named != server:
-        raise _forbidden(f"signer_cert names {named}, not {server}", InvalidCertificate)
-    if ca_for(signer_cert) is None:
-        raise _forbidden("signer_cert is not issued by a CA trusted by this central server",
-                         InvalidCertificate)
-    if not signer_cert.not_valid_before_utc <= now <= signer_cert.not_valid_after_utc:
-        raise _forbidden(f"signer_cert is not valid at {format_time(now)}", InvalidCertificate)
+    # (4) the signer certificate: an authentication certificate of this server from a trusted CA, valid now;
     # (5) the signature over the request's canonical bytes
-    alg, sig_text = doc["alg"], doc["signature"]
-    if not isinstance(alg, str) or not isinstance(sig_text, str):
-        raise _bad("alg and signature must be strings")
-    try:
-        sig = base64.b64decode(sig_text, validate=True)
-    except binascii.Error as e:
-        raise _bad(f"signature is not base64: {e}") from e
-    try:
-        keys.verify_bytes(signer_cert, alg, canonical_bytes(req), sig)
-    except TrustError as e:
-        raise _forbidden(f"signature does not verify with signer_cert ({e.message})", InvalidSignature) from e
+    signer_cert = _signed_by(doc, req, "signer_cert", "alg", "signature", server=server, ca_for=ca_for, now=now)
+    renewal_cert = None
+    if "renewal_cert" in doc:
+        # (5a) a renewal: the same checks for the co-signing certificate, which must be another one
+        if rtype != "auth_cert_reg":
+            raise _bad(f"a {rtype} request cannot be a renewal (only auth_cert_reg)")
+        renewal_cert = _signed_by(doc, req, "renewal_cert", "renewal_alg", "renewal_signature", server=server,
+                                  ca_for=ca_for, now=now)
+        if renewal_cert == signer_cert:
+            raise _forbidden("renewal_cert is the certificate to register; a renewal is co-signed by the current "
+                             "one", InvalidCertificate)
     # (6) the type's own fields
     result = ManagementRequest(type=cast(RequestType, rtype), server=server, created=created,
                                signer_cert=signer_cert, client=client)
@@ -249,7 +292,7 @@ def verify_request(
             raise _bad(f"address is longer than {MAX_ADDRESS_LENGTH} characters")
         return ManagementRequest(type="auth_cert_reg", server=server, created=created, signer_cert=signer_cert,
                                  address=address, auth_cert=auth_cert,
-                                 auth_cert_sha256=result.signer_sha256)
+                                 auth_cert_sha256=result.signer_sha256, renewal_cert=renewal_cert)
     if rtype == "auth_cert_deletion":
         fingerprint = _text(req, "auth_cert_sha256")
         if not _HEX64.fullmatch(fingerprint):

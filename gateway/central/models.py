@@ -139,6 +139,38 @@ class TransparencyParams(Base):
     embargo_clients: Mapped[list[str]] = mapped_column(sa.JSON)
 
 
+class WitnessPolicy(Base):
+    """Which witnesses must cosign the checkpoints of every log of one security server (docs/witness.md
+    section 3; revision 0004). Removed with its server (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "witness_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    server_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("security_servers.id", ondelete="CASCADE"), unique=True
+    )
+    quorum: Mapped[int] = mapped_column()
+
+
+class PolicyWitness(Base):
+    """One witness of a policy: its C2SP vkey, its URL and the security server that runs it. The hosting
+    server cannot be removed while a policy names it (``ON DELETE RESTRICT``; the registry says which)."""
+
+    __tablename__ = "policy_witnesses"
+    __table_args__ = (sa.UniqueConstraint("policy_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("witness_policies.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(255))  # the key name, as in the vkey
+    vkey: Mapped[str] = mapped_column(sa.String(512))
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    server_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("security_servers.id", ondelete="RESTRICT"), index=True
+    )
+
+
 class SigningKey(Base):
     __tablename__ = "signing_keys"
     __table_args__ = (sa.CheckConstraint("state IN ('inactive', 'active', 'retired')", name="state"),)

@@ -9,8 +9,8 @@ I/O shell: :func:`publish` signs with every active key and stores the envelope u
 newest one; :func:`current_anchor` builds the anchor of the active keys.
 
 Publication policy (docs/central.md): publish when nothing has been published, when the content changed
-(registry, signing keys, parameters, central URL), or when the newest publication is at least half its
-validity old, so that a healthy central server never lets a client's copy expire.
+(registry with its witness policies, signing keys, parameters, central URL), or when the newest publication is
+at least half its validity old, so that a healthy central server never lets a client's copy expire.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gateway.central.signingkeys import SigningKeyInfo, list_signing_keys, load_
 from gateway.errors import ConfigError, GatewayError, GlobalConfError
 from gateway.globalconf.anchor import build_anchor
 from gateway.globalconf.envelope import sign_envelope
-from gateway.globalconf.model import FORMAT, GlobalConf, format_time
+from gateway.globalconf.model import FORMAT, GlobalConf, format_time, normalise
 from gateway.globalconf.transparency import check_conf
 from gateway.settings import CentralSettings
 from gateway.trust.canonical import canonical_bytes
@@ -112,12 +112,15 @@ def build_conf(
     now: datetime,
     validity_seconds: int,
 ) -> dict[str, Any]:
-    """The ``signed`` document of docs/globalconf.md, with every set-like list sorted.
+    """The ``signed`` document of docs/globalconf.md, with every set-like list sorted
+    (:func:`gateway.globalconf.model.normalise`).
 
     ``issued_at`` is ``now`` rounded down to whole seconds; ``expires_at`` is ``validity_seconds`` later.
+    ``witness_policies`` is present only when the registry has one (docs/witness.md section 3), so a
+    federation without witnesses publishes the same bytes as before.
     """
     issued = now.replace(microsecond=0)
-    return {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "instance": instance,
         "version": version,
@@ -153,6 +156,13 @@ def build_conf(
         ],
         "parameters": dict(params),
     }
+    if snap.witness_policies:
+        doc["witness_policies"] = [
+            {"server": str(p.server), "quorum": p.quorum,
+             "witnesses": [{"vkey": w.vkey, "url": w.url, "server": str(w.server)} for w in p.witnesses]}
+            for p in snap.witness_policies
+        ]
+    return normalise(doc)
 
 
 def content_sha256(conf: Mapping[str, Any]) -> str:

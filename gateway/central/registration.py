@@ -9,6 +9,10 @@ registered too if it was not), or a removed certificate or client.
 
 States: ``submitted`` -> ``approved`` | ``rejected`` (a decided request never changes again).
 
+**Renewals** (``[central] auto_approve_auth_renewal``): an ``auth_cert_reg`` request co-signed by an
+authentication certificate that is registered for the same server now (:mod:`gateway.central.management`) is
+approved at submission, by ``auto:renewal``, in the same transaction; every other request waits for an officer.
+
 Refused at submission (each names the reason): a body that does not verify (see
 :func:`~gateway.central.management.verify_request`); an owner member that is not registered (404); an
 authentication certificate registered already, or a pending request for the same change (409); for
@@ -31,6 +35,7 @@ from gateway.central.management import ManagementRequest, RequestType
 from gateway.errors import Conflict, InvalidCertificate, NotFound, RequestError
 from gateway.identifiers import ClientId, MemberId, SecurityServerId, SubsystemId, parse_client
 from gateway.token.model import ca_finder
+from gateway.trust import keys
 from gateway.trust.keys import cert_pem, load_certificate
 
 RequestState = Literal["submitted", "approved", "rejected"]
@@ -133,10 +138,28 @@ async def _check_against_registry(s: AsyncSession, req: ManagementRequest) -> No
         raise NotFound(f"{req.client.kind} {req.client} is not a client of security server {req.server}")
 
 
+AUTO_RENEWAL_OFFICER = "auto:renewal"  # decided_by of a renewal approved by the policy
+
+
+async def _renewal_of_registered(s: AsyncSession, req: ManagementRequest) -> str | None:
+    """The fingerprint of the co-signing certificate if it is registered for the request's server now."""
+    if req.type != "auth_cert_reg" or req.renewal_cert is None:
+        return None
+    server_pk = await _server_pk(s, req.server)
+    if server_pk is None:
+        return None
+    sha256 = keys.cert_sha256_hex(req.renewal_cert)
+    registered = await registry._exists(s, sa.select(m.AuthCert.id).where(
+        m.AuthCert.server_id == server_pk, m.AuthCert.sha256 == sha256))
+    return sha256 if registered else None
+
+
 async def submit(
     engine: AsyncEngine, body: bytes, *, instance: str, now: datetime, origin: str | None = None,
+    auto_approve_renewal: bool = False,
 ) -> RequestRecord:
-    """Verify and store a management request as ``submitted``.
+    """Verify and store a management request as ``submitted``; with ``auto_approve_renewal``, a renewal
+    co-signed by a registered certificate of the same server is approved at once (module docstring).
 
     Raises:
         IdentifierError: a malformed identifier in any field, or one of another instance.
@@ -164,6 +187,14 @@ async def submit(
         )
         s.add(row)
         await s.flush()
+        # (4) a renewal by the server itself, if the policy lets it through without an officer
+        if auto_approve_renewal:
+            cosigner = await _renewal_of_registered(s, req)
+            if cosigner is not None:
+                await _apply(s, row, instance)
+                row.state, row.decided_at, row.decided_by = "approved", now, AUTO_RENEWAL_OFFICER
+                row.comment = f"renewal co-signed by registered certificate {cosigner}"
+                await s.flush()
         return _record(row)
 
 

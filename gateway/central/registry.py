@@ -14,6 +14,10 @@ Rules:
   fingerprint (hex, over the DER), which is what the global configuration publishes.
 - Removing a member removes its subsystems, its servers and every client or group entry that names it
   (foreign keys ``ON DELETE CASCADE``).
+- Witness policies (docs/witness.md section 3): a server's own policy goes with the server (and so with its
+  member); a server that runs a witness named by another server's policy cannot be removed (409 naming the
+  policies) until those policies are changed or removed, so that removing a server never silently weakens
+  what another server's logs must show.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.central import models as m
 from gateway.errors import Conflict, IdentifierError, NotFound, RequestError, TrustError
+from gateway.globalconf.model import MAX_WITNESSES, Witness, WitnessPolicy
 from gateway.globalconf.transparency import check_conf
 from gateway.identifiers import (
     ClientId,
@@ -42,6 +47,7 @@ from gateway.identifiers import (
     parse_client,
 )
 from gateway.storage.transaction import begin_session, transaction
+from gateway.trust.cosignature import parse_vkey
 from gateway.trust.keys import cert_pem, cert_sha256_hex, load_certificate
 
 MAX_NAME_LENGTH = 1024  # characters; member names and group descriptions (column width)
@@ -103,6 +109,7 @@ class RegistrySnapshot:
     cas: tuple[CaRecord, ...]
     tsas: tuple[TsaRecord, ...]
     transparency: dict[str, Any] | None = None  # published parameters.transparency, once set in the registry
+    witness_policies: tuple[WitnessPolicy, ...] = ()  # sorted by server
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,6 +229,96 @@ def _check_ca_certificate(cert: x509.Certificate, *, what: str) -> None:
         raise RequestError(f"{what} is not a CA certificate (basicConstraints cA is not true)")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSpec:
+    """A witness as an operator names it: its C2SP vkey, the URL of its prefix, the server that runs it.
+
+    An empty ``url`` means the default, ``https://<the server's registered address>/witness``: the witness
+    endpoint on the server-to-server port (filled in by :func:`set_witness_policy`).
+    """
+
+    vkey: str
+    url: str
+    server: SecurityServerId | str
+
+
+WITNESS_PREFIX = "/witness"  # the witness endpoint's path prefix on a security server's server-to-server port
+
+
+MAX_VKEY_LENGTH = 512  # characters; a 255-character name, 8 hex digits and 44 base64 characters fit
+
+
+def check_witness_url(url: str, *, what: str) -> str:
+    """Validate a witness URL: ``https://host[:port]/prefix``, no query, fragment or final ``/``.
+
+    Raises:
+        RequestError: another scheme, a query, a fragment, a final '/', or as :func:`check_url`.
+    """
+    check_url(url, what=what)
+    parts = urlsplit(url)
+    if parts.scheme != "https" or parts.query or url.endswith("/") or "?" in url:
+        raise RequestError(f"{what} {url!r} must be an https:// URL without a query or a final '/'",
+                           hint="the witness prefix, e.g. https://ss2.example.org:5500/witness")
+    return url
+
+
+def check_witness_policy(
+    server: SecurityServerId | str, *, quorum: int, witnesses: Sequence[WitnessSpec], instance: str,
+) -> WitnessPolicy:
+    """The witness policy of ``server`` (pure): every rule the global configuration's parser applies
+    (docs/globalconf.md) except that the servers are registered, which :func:`set_witness_policy` checks.
+
+    Rules: (1) 1 to :data:`MAX_WITNESSES` witnesses; (2) each vkey is a C2SP vkey of an Ed25519 cosignature key
+    (type 0x04) and each URL an https witness prefix; (3) each witness runs on a server of another member than
+    ``server``'s owner; (4) no witness twice (the same key name or the same public key); (5) ``1 <= quorum <=``
+    the number of witnesses.
+
+    Raises:
+        IdentifierError: a malformed server identifier, or one of another instance.
+        RequestError: 400 for any rule broken, naming the witness (by position and, once known, name).
+    """
+    ident = _ident(SecurityServerId, server, instance)
+    # (1) how many
+    if not witnesses:
+        raise RequestError(f"the witness policy of {ident} names no witness", hint="name at least one")
+    if len(witnesses) > MAX_WITNESSES:
+        raise RequestError(f"the witness policy of {ident} names {len(witnesses)} witnesses; at most "
+                           f"{MAX_WITNESSES} are allowed")
+    out: list[Witness] = []
+    for i, spec in enumerate(witnesses, 1):
+        # (2) the key and the URL
+        where = f"witness {i}"
+        if len(spec.vkey) > MAX_VKEY_LENGTH:
+            raise RequestError(f"{where}: vkey is longer than {MAX_VKEY_LENGTH} characters")
+        try:
+            key = parse_vkey(spec.vkey.strip())
+        except TrustError as e:
+            raise RequestError(f"{where}: {e.message}",
+                               hint="the witness's server prints its vkey: `gateway token witness-key`") from e
+        where = f"witness {i} ({key.name})"
+        url = check_witness_url(spec.url, what=f"{where}: URL")
+        host = _ident(SecurityServerId, spec.server, instance)
+        # (3) in another member's organisation
+        if host.owner == ident.owner:
+            raise RequestError(f"{where} runs on {host}, a server of {ident.owner}, the logging server's own "
+                               "member; a witness must run in another member's organisation")
+        # (4) not twice
+        for other in out:
+            if other.name == key.name:
+                raise RequestError(f"{where}: the key name {key.name!r} is listed twice")
+            if other.key.public_key == key.public_key:
+                raise RequestError(f"{where}: the same public key is listed as {other.name!r} already")
+        out.append(Witness(key=key, url=url, server=host))
+    # (5) the quorum
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
+        raise RequestError(f"the quorum of the witness policy of {ident} must be a whole number of at least 1, "
+                           f"got {quorum!r}")
+    if quorum > len(out):
+        raise RequestError(f"the quorum {quorum} of the witness policy of {ident} is more than the {len(out)} "
+                           "witnesses listed")
+    return WitnessPolicy(server=ident, quorum=quorum, witnesses=tuple(sorted(out, key=lambda w: w.name)))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Session plumbing
 
@@ -338,15 +435,21 @@ async def set_member_name(engine: AsyncEngine, member: MemberId | str, *, name: 
 
 
 async def remove_member(engine: AsyncEngine, member: MemberId | str, *, instance: str) -> None:
-    """Remove a member with its subsystems, servers and every client and group entry naming it.
+    """Remove a member with its subsystems, servers (and their witness policies) and every client and group
+    entry naming it.
 
     Raises:
         IdentifierError: a malformed identifier or one of another instance.
-        RequestError: 404 if the member is not registered.
+        RequestError: 404 if the member is not registered; 409 if one of its servers runs a witness that
+            another server's witness policy names.
     """
     ident = _ident(MemberId, member, instance)
-    async with _tx(engine) as s:
-        await s.delete(await _member_row(s, ident))
+    async with _tx(engine, duplicate=f"a server of member {ident} was named by a witness policy while it was "
+                                     "being removed; try again") as s:
+        row = await _member_row(s, ident)
+        servers = await s.scalars(sa.select(m.SecurityServer.id).where(m.SecurityServer.owner_id == row.id))
+        await _refuse_hosted_witnesses(s, list(servers), f"member {ident}")
+        await s.delete(row)
 
 
 async def add_subsystem(engine: AsyncEngine, subsystem: SubsystemId | str, *, instance: str) -> SubsystemId:
@@ -453,15 +556,19 @@ async def set_server_address(
 
 
 async def remove_server(engine: AsyncEngine, server: SecurityServerId | str, *, instance: str) -> None:
-    """Remove a security server with its authentication certificates and clients.
+    """Remove a security server with its authentication certificates, clients and witness policy.
 
     Raises:
         IdentifierError: a malformed identifier or one of another instance.
-        RequestError: 404 if the server is not registered.
+        RequestError: 404 if the server is not registered; 409 if it runs a witness that another server's
+            witness policy names.
     """
     ident = _ident(SecurityServerId, server, instance)
-    async with _tx(engine) as s:
-        await s.delete(await _server_row(s, ident))
+    async with _tx(engine, duplicate=f"security server {ident} was named by a witness policy while it was being "
+                                     "removed; try again") as s:
+        row = await _server_row(s, ident)
+        await _refuse_hosted_witnesses(s, [row.id], f"security server {ident}")
+        await s.delete(row)
 
 
 async def add_auth_cert(
@@ -811,6 +918,164 @@ async def list_tsas(engine: AsyncEngine) -> tuple[TsaRecord, ...]:
         return await _list_tsas(s)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Witness policies (docs/witness.md section 3)
+
+
+def _server_id(owner: m.Member, server: m.SecurityServer) -> SecurityServerId:
+    return SecurityServerId(instance=owner.instance, member_class=owner.member_class,
+                            member_code=owner.member_code, server_code=server.server_code)
+
+
+async def _server_ids(s: AsyncSession) -> dict[int, SecurityServerId]:
+    rows = await s.execute(
+        sa.select(m.SecurityServer, m.Member).join(m.Member, m.Member.id == m.SecurityServer.owner_id)
+    )
+    return {server.id: _server_id(owner, server) for server, owner in rows.all()}
+
+
+async def _refuse_hosted_witnesses(s: AsyncSession, server_pks: Sequence[int], what: str) -> None:
+    """Refuse to remove servers that run a witness another server's policy names (409 naming them)."""
+    if not server_pks:
+        return
+    rows = (await s.execute(
+        sa.select(m.PolicyWitness.name, m.PolicyWitness.server_id, m.WitnessPolicy.server_id)
+        .join(m.WitnessPolicy, m.WitnessPolicy.id == m.PolicyWitness.policy_id)
+        .where(m.PolicyWitness.server_id.in_(list(server_pks)))
+    )).all()
+    if not rows:
+        return
+    ids = await _server_ids(s)
+    named = sorted({f"witness {name} (on {ids[host]}) of the witness policy of {ids[logger]}"
+                    for name, host, logger in rows})
+    raise Conflict(f"{what} cannot be removed: it runs a witness that a witness policy names: {'; '.join(named)}",
+                   hint="change or remove those policies first (`gateway central witness-policy`)")
+
+
+async def _list_witness_policies(s: AsyncSession) -> tuple[WitnessPolicy, ...]:
+    ids = await _server_ids(s)
+    witnesses: dict[int, list[Witness]] = {}
+    for w in await s.scalars(sa.select(m.PolicyWitness)):
+        witnesses.setdefault(w.policy_id, []).append(
+            Witness(key=parse_vkey(w.vkey), url=w.url, server=ids[w.server_id]))
+    policies = [
+        WitnessPolicy(server=ids[p.server_id], quorum=p.quorum,
+                      witnesses=tuple(sorted(witnesses.get(p.id, []), key=lambda w: w.name)))
+        for p in await s.scalars(sa.select(m.WitnessPolicy))
+    ]
+    return tuple(sorted(policies, key=lambda p: str(p.server)))
+
+
+async def list_witness_policies(engine: AsyncEngine) -> tuple[WitnessPolicy, ...]:
+    """All witness policies, sorted by logging server, each with its witnesses sorted by name."""
+    async with _tx(engine) as s:
+        return await _list_witness_policies(s)
+
+
+async def get_witness_policy(engine: AsyncEngine, server: SecurityServerId | str, *, instance: str) -> WitnessPolicy:
+    """The witness policy of ``server``.
+
+    Raises:
+        IdentifierError: a malformed identifier or one of another instance.
+        RequestError: 404 if the server is not registered or has no witness policy.
+    """
+    ident = _ident(SecurityServerId, server, instance)
+    async with _tx(engine) as s:
+        await _server_row(s, ident)
+        for policy in await _list_witness_policies(s):
+            if policy.server == ident:
+                return policy
+    raise NotFound(f"security server {ident} has no witness policy",
+                   hint="set one with `gateway central witness-policy set`")
+
+
+async def _check_same_witnesses(s: AsyncSession, policy: WitnessPolicy, logger_pk: int) -> None:
+    """Refuse (409) a witness that other policies know differently: across all policies one key has one name
+    and runs on one server. (A name may stand for another key in another policy: a witness whose key was
+    rotated is updated one policy at a time.)"""
+    ids = await _server_ids(s)
+    rows = (await s.execute(
+        sa.select(m.PolicyWitness.name, m.PolicyWitness.vkey, m.PolicyWitness.server_id, m.WitnessPolicy.server_id)
+        .join(m.WitnessPolicy, m.WitnessPolicy.id == m.PolicyWitness.policy_id)
+        .where(m.WitnessPolicy.server_id != logger_pk)
+    )).all()
+    for w in policy.witnesses:
+        for name, vkey, host_pk, other_pk in rows:
+            other = f"the witness policy of {ids[other_pk]}"
+            if name != w.name and parse_vkey(vkey).public_key == w.key.public_key:
+                raise Conflict(f"witness {w.name}: {other} names this key as {name!r}")
+            if vkey == w.vkey and ids[host_pk] != w.server:
+                raise Conflict(f"witness {w.name}: {other} says it runs on {ids[host_pk]}, not {w.server}")
+
+
+async def _default_urls(engine: AsyncEngine, witnesses: Sequence[WitnessSpec], instance: str) -> list[WitnessSpec]:
+    """``witnesses`` with each empty URL replaced by ``https://<the hosting server's address>/witness``."""
+    out: list[WitnessSpec] = []
+    async with _tx(engine) as s:
+        for i, w in enumerate(witnesses, 1):
+            if w.url:
+                out.append(w)
+                continue
+            host = _ident(SecurityServerId, w.server, instance)
+            try:
+                address = (await _server_row(s, host)).address
+            except NotFound as e:
+                raise NotFound(f"witness {i}: {e.message}") from e
+            out.append(WitnessSpec(vkey=w.vkey, url=f"https://{address}{WITNESS_PREFIX}", server=host))
+    return out
+
+
+async def set_witness_policy(
+    engine: AsyncEngine, server: SecurityServerId | str, *, quorum: int, witnesses: Sequence[WitnessSpec],
+    instance: str,
+) -> WitnessPolicy:
+    """Set (create or replace) the witness policy of ``server``: published from the next publication on. A
+    witness without a URL gets the default, ``https://<its server's registered address>/witness``.
+
+    Raises:
+        IdentifierError: a malformed identifier or one of another instance.
+        RequestError: 400 as :func:`check_witness_policy`; 404 if ``server`` or a witness's server is not
+            registered; 409 if another server's policy knows one of the witnesses' keys differently (under
+            another name, or on another server).
+    """
+    if any(not w.url for w in witnesses):
+        witnesses = await _default_urls(engine, witnesses, instance)
+    policy = check_witness_policy(server, quorum=quorum, witnesses=witnesses, instance=instance)
+    async with _tx(engine, duplicate=f"the witness policy of {policy.server} was set at the same time") as s:
+        logger = await _server_row(s, policy.server)
+        hosts: dict[SecurityServerId, int] = {}
+        for w in policy.witnesses:
+            if w.server not in hosts:
+                try:
+                    hosts[w.server] = (await _server_row(s, w.server)).id
+                except NotFound as e:
+                    raise NotFound(f"witness {w.name}: {e.message}") from e
+        await _check_same_witnesses(s, policy, logger.id)
+        await s.execute(sa.delete(m.WitnessPolicy).where(m.WitnessPolicy.server_id == logger.id))
+        row = m.WitnessPolicy(server_id=logger.id, quorum=policy.quorum)
+        s.add(row)
+        await s.flush()
+        for w in policy.witnesses:
+            s.add(m.PolicyWitness(policy_id=row.id, name=w.name, vkey=w.vkey, url=w.url, server_id=hosts[w.server]))
+    return policy
+
+
+async def remove_witness_policy(engine: AsyncEngine, server: SecurityServerId | str, *, instance: str) -> None:
+    """Remove the witness policy of ``server`` (its logs are no longer witnessed from the next publication on).
+
+    Raises:
+        IdentifierError: a malformed identifier or one of another instance.
+        RequestError: 404 if the server is not registered or has no witness policy.
+    """
+    ident = _ident(SecurityServerId, server, instance)
+    async with _tx(engine) as s:
+        row = await _server_row(s, ident)
+        policy = await s.scalar(sa.select(m.WitnessPolicy).where(m.WitnessPolicy.server_id == row.id))
+        if policy is None:
+            raise NotFound(f"security server {ident} has no witness policy")
+        await s.delete(policy)
+
+
 async def snapshot(engine: AsyncEngine) -> RegistrySnapshot:
     """Read the whole registry in one transaction (a consistent view for one publication)."""
     async with _tx(engine) as s:
@@ -823,6 +1088,7 @@ async def snapshot(engine: AsyncEngine) -> RegistrySnapshot:
             cas=await _list_cas(s),
             tsas=await _list_tsas(s),
             transparency=await _transparency(s),
+            witness_policies=await _list_witness_policies(s),
         )
 
 

@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.log",
     "gateway.cli.admin",
     "gateway.cli.portal",
+    "gateway.cli.witness",
 )
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended

@@ -3,7 +3,7 @@ module is the parser, the handlers are in :mod:`gateway.cli.commands.admin`).
 
 Every command works on the database named by ``[server] database_url`` (as ``gateway serverconf`` does),
 brings the admin schema up to date first, and writes its change to the audit log with actor ``cli:<OS user>``
-and address ``local``. Clients, services, access rights and local groups are ``gateway serverconf ...``
+and address ``cli@<host name>``. Clients, services, access rights and local groups are ``gateway serverconf ...``
 (docs/admin-api.md has the API-to-CLI table).
 
     gateway admin user add alice --role system-administrator [--password-file F | --password-env VAR]
@@ -11,6 +11,7 @@ and address ``local``. Clients, services, access rights and local groups are ``g
     gateway admin apikey create --name monitoring --role observer      (prints the key once)
     gateway admin apikey revoke 0123456789abcdef ; gateway admin apikey list
     gateway admin audit list [--actor A] [--action OP] [--result refused] [--limit N] [--offset N]
+    gateway admin audit verify ; gateway admin audit export --out audit.zip   (docs/auditing.md section 7)
     gateway admin session-key rotate ; gateway admin openapi
     gateway admin api --url http://127.0.0.1:4000 listClients --query limit=10     (any operation, over HTTP)
 
@@ -78,6 +79,17 @@ def register(subparsers: SubParsers) -> None:
     d.add_argument("--limit", type=int, default=100)
     d.add_argument("--offset", type=int, default=0)
     d.add_argument("--json", action="store_true", help="the API's JSON page instead of lines")
+    command(g, "verify", _handler("cmd_audit_verify"),
+            "check the audit log's chain: every entry against its leaf hash, the leaves against the signed "
+            "checkpoints (exit 1 naming each changed or removed entry)")
+    d = command(g, "export", _handler("cmd_audit_export"),
+                "write the audit log up to its latest checkpoint as an archive for `gateway log verify` "
+                "(docs/auditing.md section 7)")
+    d.add_argument("--out", required=True, help="the archive file to write")
+    d.add_argument("--globalconf", action="append", metavar="FILE",
+                   help="a further signed global configuration to include (besides the cached one)")
+    d.add_argument("--include-uncovered", action="store_true",
+                   help="export the entries after the latest checkpoint too (verify reports them as not covered)")
 
     g = group(sub, "session-key", "keys that sign session tokens")
     command(g, "rotate", _handler("cmd_session_key_rotate"), "sign new session tokens with a new key")

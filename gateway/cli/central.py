@@ -122,6 +122,20 @@ def register(subparsers: SubParsers) -> None:
                    help="a client subsystem entitled to embargo (repeatable)")
     _cmd(g, "show", "cmd_transparency_show", "show the parameters the registry publishes")
 
+    g = _group(sub, "witness-policy", "witness policies: which witnesses must cosign each server's logs "
+               "(docs/witness.md)")
+    p = _cmd(g, "set", "cmd_witness_policy_set", "set (create or replace) the witness policy of a security server")
+    p.add_argument("--server", required=True, metavar="SERVER_ID", help="the logging security server")
+    p.add_argument("--quorum", required=True, type=int, metavar="K", help="how many of the witnesses must cosign")
+    p.add_argument("--witness", required=True, action="append", metavar="VKEY,URL,SERVER",
+                   help="a witness: its vkey (`gateway token witness-key` on its server), its URL (leave it "
+                   "out, VKEY,SERVER, for https://<the server's address>/witness) and the security server that runs "
+                   "it (repeatable)")
+    p = _cmd(g, "remove", "cmd_witness_policy_remove", "remove the witness policy of a security server")
+    p.add_argument("--server", required=True, metavar="SERVER_ID")
+    p = _cmd(g, "list", "cmd_witness_policy_list", "list witness policies")
+    p.add_argument("--json", action="store_true", help="as JSON, one object per policy, in a list")
+
     g = _group(sub, "keys", "configuration-signing keys (rollover: add, hand out the anchor, retire)")
     p = _cmd(g, "add", "cmd_keys_add", "create a configuration-signing key (active at once unless --inactive)")
     p.add_argument("--inactive", action="store_true", help="anchored but not signing until `keys activate`")

@@ -3,7 +3,8 @@ the handlers are in :mod:`gateway.cli.commands.log`, and ``verify``'s in :mod:`g
 
 Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online database of ``[server]``:
 
-- ``checkpoints [--verify] [--out DIR]``: list the signed checkpoints and their timestamps; ``--verify``
+- ``checkpoints [--verify] [--out DIR]``: list the signed checkpoints, their timestamps and the witnesses
+  that cosigned each (``cosigned_by``, docs/witness.md section 4); ``--verify``
   re-checks everything online (each stored record's leaf hash, each checkpoint's root over the leaf hashes,
   its signature, its timestamp token, consistency between consecutive checkpoints); ``--out`` writes each
   checkpoint's note (``<size>.note``) and token (``<size>.tsr``) for tools such as ``openssl ts -verify``;
@@ -18,7 +19,9 @@ Checkpoints and proofs (docs/messagelog.md sections 7-10), against the online da
 Archives for auditors (docs/auditing.md): ``export --out FILE`` writes the records of a range (default: all
 covered by a checkpoint) with their checkpoints, timestamps, certificates and global configuration
 (``--all-origins --out DIR``: one archive per log origin of the server);
-``verify ARCHIVE --anchor FILE`` checks one offline and exits 0 only if everything verifies; ``match
+``verify ARCHIVE --anchor FILE`` checks one offline and exits 0 only if everything verifies, its witnesses'
+cosignatures included (``--witness-quorum N`` replaces the policy's quorum; ``--against OTHER`` verifies other
+archives of the same origin too and reports a split view between them, docs/witness.md sections 5-6); ``match
 CONSUMER PROVIDER`` pairs two archives' records of the same exchanges (each side one archive, or a directory of
 one archive per origin).
 
@@ -48,6 +51,17 @@ def _workers(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _quorum(text: str) -> int:
+    """``--witness-quorum N``: a whole number of witnesses, at least 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {n}")
     return n
 
 
@@ -93,6 +107,14 @@ def register_archive_commands(sub: SubParsers) -> None:
     q.add_argument("--anchor", required=True, help="the instance's anchor file (the only thing trusted)")
     q.add_argument("--workers", type=_workers, metavar="N",
                    help="processes checking records (default: one per usable CPU; 1: in this process)")
+    q.add_argument("--witness-quorum", type=_quorum, metavar="N",
+                   help="require N witnesses' cosignatures per checkpoint instead of the witness policy's quorum "
+                        "(the report says so)")
+    q.add_argument("--against", action="append", metavar="OTHER_ARCHIVE", default=[],
+                   help="also verify this archive of the same log origin and compare their checkpoints: two "
+                        "that cannot both be true are a split view (repeatable)")
+    q.add_argument("--json", action="store_true",
+                   help="print the result as JSON (findings, witnesses, split views with both signed notes)")
     q = command(sub, "verify-usage", handlers("gateway.cli.commands.logverify")("cmd_verify_usage"),
                 "verify a citizen portal's evidence file (findUsage items) offline against the anchor")
     q.add_argument("file", help="the evidence file (JSON: subject, generated, entries)")

@@ -1,7 +1,7 @@
 """``gateway pki ...``: the development PKI from the command line (I/O shell; this module is the parser, the
 handlers are in :mod:`gateway.cli.commands.pki`).
 
-Subcommands: ``init``, ``csr``, ``issue``, ``revoke``, ``list``, ``serve``. Every one takes ``--dir``
+Subcommands: ``init``, ``csr``, ``issue``, ``revoke``, ``list``, ``acme-eab``, ``serve``. Every one takes ``--dir``
 (default: ``[pki] dir`` of the settings, ``certs``). See ``docs/pki.md`` for a walk-through.
 """
 
@@ -56,8 +56,16 @@ def register(subparsers: SubParsers) -> None:
     p = command(sub, "list", _handler("cmd_list"), "list issued certificates and their status", parents=[common])
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = command(sub, "serve", _handler("cmd_serve"), "run the OCSP responder and the TSA until stopped",
+    p = command(sub, "acme-eab", _handler("cmd_acme_eab"),
+                "issue an ACME external account binding key for a member (docs/acme.md)", parents=[common])
+    p.add_argument("--member", required=True, help="INSTANCE/CLASS/MEMBER whose servers may order with it")
+    p.add_argument("--key-out", required=True,
+                   help="file to write the HMAC key to (mode 0600), for [server] acme_eab_key_file")
+
+    p = command(sub, "serve", _handler("cmd_serve"),
+                "run the OCSP responder and the TSA (and the ACME endpoint if [pki] acme_port is set) until stopped",
                 parents=[common])
+    p.add_argument("--acme-port", type=int, help="ACME port (default: [pki] acme_port; -1 off, 0 picks one)")
     p.add_argument("--host", help="listen address (default: [pki] host)")
     p.add_argument("--ocsp-port", type=int, help="OCSP port (default: [pki] ocsp_port; 0 picks one)")
     p.add_argument("--tsa-port", type=int, help="TSA port (default: [pki] tsa_port; 0 picks one)")

@@ -28,23 +28,35 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--pin-file", help="read the PIN from this file (mode 0600)")
     p.add_argument("--pin-env", help="read the PIN from this environment variable")
     p.add_argument("--device", action="store_true",
-                   help="the PKCS#11 token of [server] pkcs11_library and pkcs11_token_label instead")
+                   help="the PKCS#11 device of the settings instead (the only one; with several, see the "
+                        "commands' --device NAME)")
     sub = p.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        return command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help, description=help)
+        q = command(sub, name, _handler(f"cmd_{name.replace('-', '_')}"), help, description=help)
+        if name not in ("init", "logout", "devices"):
+            q.add_argument("--device", dest="device_name", metavar="NAME",
+                           help="the PKCS#11 device of this name ([[server.pkcs11]] name; \"device\" is the one "
+                                "of [server] pkcs11_library)" + ("; without it, status lists every device"
+                                                                 if name == "status" else ""))
+        return q
 
     cmd("init", "create an empty token protected by a PIN")
     cmd("login", "check the PIN (clears the wrong-PIN count)")
     cmd("logout", "nothing to do for the CLI (explains why)")
     cmd("status", "KDF parameters, keys, wrong-PIN count and lock")
+    q = cmd("devices", "every PKCS#11 device of the settings with its state (exit code 1 if one is unavailable)")
+    q.add_argument("--json", action="store_true")
     q = cmd("keys", "list keys and certificates with expiry and use")
     q.add_argument("--ocsp", action="store_true", help="fetch OCSP status (uses the cached global configuration)")
     q.add_argument("--json", action="store_true")
-    q = cmd("generate-key", "generate a key for authentication or signing certificates")
-    q.add_argument("--usage", required=True, choices=("auth", "sign"))
-    q.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES)
+    q = cmd("generate-key", "generate a key for authentication or signing certificates, or the witness key")
+    q.add_argument("--usage", required=True, choices=("auth", "sign", "witness"),
+                   help="witness: the Ed25519 key the witness cosigns with (docs/witness.md); prints its vkey")
+    q.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES, help="auth and sign keys (a witness key "
+                   "is always Ed25519)")
     q.add_argument("--label", default="")
+    cmd("witness-key", "print the witness's vkey (from the token, or [server] state_dir/witness.key without one)")
     q = cmd("csr", "a CSR for a key; the identity comes from [server] id")
     q.add_argument("key", metavar="KEY_ID", help="key id or a unique prefix of at least 8 hex digits")
     q.add_argument("--member", help="for a signing key: the member (default: the server's owner)")

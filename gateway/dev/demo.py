@@ -16,13 +16,14 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.demo_data import demo_adapters, write_demo_data
 from adapters.server import RunningAdapters, start_adapters
@@ -32,6 +33,7 @@ from gateway.central import registry
 from gateway.central.app import CentralHandle, start_central
 from gateway.central.publisher import current_anchor
 from gateway.dev.idp import DevIdentityProvider, RunningIdentityProvider, TestCitizen, start_identity_provider
+from gateway.dev.pki.acme import AcmeServer, new_eab_key
 from gateway.dev.pki.ca import DevCA
 from gateway.dev.pki.http import PkiServers, start_pki_servers
 from gateway.errors import ConfigError
@@ -52,6 +54,7 @@ from gateway.settings import (
     PortalSettings,
     ServerSettings,
     Settings,
+    WitnessSettings,
 )
 from gateway.trust import certprofile, keys
 
@@ -121,6 +124,9 @@ class Federation:
     portal: DemoPortal | None = None  # the citizen portal and its identity provider (portal=True)
     admin_credentials: Path | None = None  # admin-credentials.json (0600): the first admin user of each server
     lock: DemoLock | None = None  # the hold on workdir, released by close()
+    acme: AcmeServer | None = None  # the development CA's ACME endpoint (acme_validity=; docs/acme.md)
+    # ACME host name -> the server whose http-01 responder answers for it (a test may put a restarted one in)
+    acme_hosts: dict[str, SecurityServer] = field(default_factory=dict)
     _stopped: bool = False
 
     def server(self, code: str) -> SecurityServer:
@@ -361,6 +367,7 @@ def _prepare_workdir(path: str | Path, *, fresh: bool) -> tuple[Path, DemoLock]:
 
 async def _issue_token_keys(
     ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+    validity: timedelta | None = None,
 ) -> dict[str, Any]:
     """The same with a software token (``key_store="token"``): a random PIN in ``token.pin`` (0600), keys
     generated in the token, certificates imported and activated. Returns the ``[server]`` token settings."""
@@ -380,7 +387,7 @@ async def _issue_token_keys(
     for kind, identity in pairs:
         entry = await token.generate_key(kind, now=now)
         csr = await token.csr(entry.id, server_id=server_id, name=name)
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now, validity=validity)
         imported = await token.import_cert(keys.cert_pem(cert).encode(), server_id=server_id,
                                            ca_for=ca_finder([ca.ca_cert]), now=now)
         await token.activate(imported.sha256)
@@ -419,7 +426,8 @@ async def _create_admin_users(
     return path
 
 
-def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime) -> None:
+def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, *, name: str, now: datetime,
+                       validity: timedelta | None = None) -> None:
     """What an operator does on a new security server: keys, CSRs, certificates from the CA."""
     private_dir(files.dir)
     plan: tuple[tuple[certprofile.CertKind, certprofile.Identity, Path, Path], ...] = (
@@ -429,7 +437,7 @@ def _issue_server_keys(ca: DevCA, files: KeyFiles, server_id: SecurityServerId, 
     for kind, identity, key_path, cert_path in plan:
         key = keys.generate_private_key()
         csr = certprofile.build_csr(key, identity, kind=kind, name=name)
-        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now)
+        cert = ca.issue(csr, kind=kind, expected_identity=identity, now=now, validity=validity)
         keys.write_private_key(key_path, key)
         keys.write_public_file(cert_path, keys.cert_pem(cert).encode())
 
@@ -448,6 +456,10 @@ async def start_federation(
     key_store: Literal["files", "token"] = "files",
     central_overrides: dict[str, Any] | None = None,
     portal: bool = False,
+    cert_validity: timedelta | None = None,
+    acme_validity: timedelta | None = None,
+    witness: bool = False,
+    witness_policies: bool = False,
 ) -> Federation:
     """Start and register a complete federation on 127.0.0.1 with free ports.
 
@@ -457,6 +469,13 @@ async def start_federation(
     ``key_store="token"`` keeps each server's keys in a software token (docs/tokens.md) with a random PIN
     in ``<server>/token.pin`` (0600) instead of plain key files. ``portal`` adds the portal's subsystem to the
     layout (:func:`with_portal`) and starts the citizen portal and the development identity provider.
+    ``witness`` switches every server's witness on (``[witness] enabled``, docs/witness.md);
+    ``witness_policies`` (with ``witness``) then sets, for each server, a witness policy naming the witnesses of
+    every other member's servers with quorum 1 (docs/witness.md section 3), published before this returns.
+    ``cert_validity``: the lifetime of the servers' first certificates (default 730 days). ``acme_validity``
+    gives the development CA an ACME endpoint issuing certificates of that lifetime, and every server (which
+    needs ``key_store="token"``) an EAB key of its owner and the ``[server] acme_*`` settings, with its host name
+    ``<server code>.<instance>.test`` resolved to its own http-01 responder (docs/acme.md).
 
     Raises:
         ConfigError: the directory is not ours, or a part cannot start.
@@ -475,7 +494,15 @@ async def start_federation(
         now = clock()
         # (1) development PKI: CA, OCSP responder, TSA
         ca = DevCA.init(workdir / "pki", name=f"{instance} Development CA", now=now)
-        pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock)
+        acme = None if acme_validity is None else AcmeServer(ca, validity=acme_validity)
+        responders: dict[str, SecurityServer] = {}  # ACME host name -> the server answering its http-01
+
+        def http01_target(identifier: str) -> tuple[str, int]:
+            ss = responders.get(identifier)
+            port = ss.renewal.responder.port if ss is not None and ss.renewal is not None else 9  # 9: discard
+            return "127.0.0.1", port
+
+        pki = await start_pki_servers(ca, "127.0.0.1", 0, 0, clock=clock, acme=acme, http01_target=http01_target)
         started: list[Any] = [pki]
         try:
             # (2) central server, and the trust anchors it publishes
@@ -520,9 +547,23 @@ async def start_federation(
                 files = KeyFiles(dir=workdir / code)
                 token_settings: dict[str, Any] = {}
                 if key_store == "token":
-                    token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                    token_settings = await _issue_token_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock(),
+                                                             validity=cert_validity)
                 else:
-                    _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock())
+                    _issue_server_keys(ca, files, spec.id, name=names[spec.id.owner], now=clock(),
+                                       validity=cert_validity)
+                acme_identifier = f"{code}.{instance}.test".lower()
+                if acme is not None:
+                    if key_store != "token":
+                        raise ConfigError("ACME renewal needs key_store=\"token\"")
+                    eab = acme.add_eab(new_eab_key(spec.id.owner))
+                    eab_file = write_private_text(files.dir / "acme-eab.key", eab.hmac_b64 + "\n")
+                    assert pki.acme_directory_url is not None
+                    token_settings |= {
+                        "acme_directory_url": pki.acme_directory_url, "acme_eab_kid": eab.kid,
+                        "acme_eab_key_file": str(eab_file), "acme_identifier": acme_identifier,
+                        "acme_http01_host": "127.0.0.1", "acme_http01_port": 0,
+                    }
                 server_settings = ServerSettings(
                     id=str(spec.id), database_url=dbs.get(code, f"sqlite+aiosqlite:///{workdir / (code + '.db')}"),
                     state_dir=str(files.dir), client_port=0, client_https_port=0, server_port=0,
@@ -532,9 +573,11 @@ async def start_federation(
                     central=central_settings, server=server_settings,
                     globalconf=GlobalConfSettings(anchor=str(anchor_path),
                                                   cache_dir=str(workdir / code / "globalconf")),
+                    witness=WitnessSettings(enabled=witness),
                 )
                 write_settings(workdir / f"{code}.toml", settings)
                 ss = SecurityServer(settings, clock=clock)
+                responders[acme_identifier] = ss
                 await ss.start()
                 servers[spec.id] = ss
                 started.append(ss)
@@ -554,6 +597,9 @@ async def start_federation(
                     # a SOAP service's description is its WSDL (getWsdl fetches it), a REST one's its OpenAPI
                     description = f"{url}?wsdl" if adapter in SOAP_ADAPTERS else f"{url}/openapi.json"
                     await store.add_service(service, url=url, openapi_url=description)
+            # (6) witness policies, once every witness key is known: each server witnessed by the other members'
+            if witness and witness_policies:
+                await set_demo_witness_policies(engine, servers, instance=instance)
             # every client of every consuming server may call every service of the demo
             consumers = [c for spec in specs if not spec.services for c in spec.clients if c != portal_client]
             for spec in specs:
@@ -566,7 +612,7 @@ async def start_federation(
                 workdir=workdir, instance=instance, ca=ca, pki=pki, central=central, anchor_path=anchor_path,
                 adapters=adapters, servers=servers, specs=specs, members=members, central_admin=central_admin,
                 admin_credentials=await _create_admin_users(workdir, servers, now=clock(), central_admin=central_admin),
-                lock=lock,
+                lock=lock, acme=acme, acme_hosts=responders,
             )
             for ss in servers.values():
                 await ss.reload_serverconf()
@@ -585,6 +631,19 @@ async def start_federation(
     except BaseException:
         lock.release()  # a demo that did not start holds nothing
         raise
+
+
+async def set_demo_witness_policies(
+    engine: AsyncEngine, servers: Mapping[SecurityServerId, SecurityServer], *, instance: str,
+) -> None:
+    """For each server, a witness policy naming the witness of every server of another member (quorum 1; the
+    URL the default, ``https://<its address>/witness``). A server with no other member's witness gets none."""
+    keys = {sid: ss.witness.signer.key for sid, ss in servers.items() if ss.witness is not None}
+    for sid in servers:
+        others = [registry.WitnessSpec(vkey=key.vkey, url="", server=host)
+                  for host, key in keys.items() if host.owner != sid.owner]
+        if others:
+            await registry.set_witness_policy(engine, sid, quorum=1, witnesses=others, instance=instance)
 
 
 def write_settings(

@@ -15,6 +15,7 @@ is attributed to the record it hits::
     records/<first seq, 20 digits>.jsonl  up to CHUNK_RECORDS records each: the stored encoding, one per line
     checkpoints/<n, 6 digits>.note     signed notes (C2SP checkpoints), oldest first
     checkpoints/<n, 6 digits>.tst      the RFC 3161 timestamp token of that checkpoint, if it has one
+    checkpoints/<n, 6 digits>.cosig    the witnesses' cosignature lines of that checkpoint, if it has any (v3)
     globalconf/<sha-256 hex>.json      signed global configuration envelopes, exactly as downloaded
     certs/<sha-256 hex>.der            certificates, DER: those the records name, and the log's signing certificates
     ocsp/<sha-256 hex>.der             OCSP responses, DER: those the records name
@@ -44,7 +45,8 @@ from gateway.messagelog.merkle import HASH_SIZE
 from gateway.trust.canonical import canonical_bytes, loads_canonical
 
 FORMAT = "gateway-messagelog-archive"
-VERSION = 2  # version 2: records of format version 2, whose blobs are the certs/ and ocsp/ members
+VERSION = 3  # version 3: checkpoints carry their witnesses' cosignatures (docs/witness.md section 5)
+VERSIONS = (2, 3)  # what the reader takes; version 2: records of format version 2, no cosignatures
 CHUNK_RECORDS = 2048  # records per records/ member: the unit of parallel verification
 MANIFEST = "manifest.json"
 LEAVES = "leaves.bin"
@@ -54,6 +56,7 @@ MAX_SMALL_MEMBER_BYTES = 64 * 2**20  # bytes; configuration envelopes, notes, to
 _CHUNK_RE = re.compile(r"records/[0-9]{20}\.jsonl")
 _NOTE_RE = re.compile(r"checkpoints/[0-9]{6}\.note")
 _TOKEN_RE = re.compile(r"checkpoints/[0-9]{6}\.tst")
+_COSIG_RE = re.compile(r"checkpoints/[0-9]{6}\.cosig")
 _HASHED_RE = {
     "globalconf": re.compile(r"globalconf/[0-9a-f]{64}\.json"),
     "certificates": re.compile(r"certs/[0-9a-f]{64}\.der"),
@@ -110,6 +113,7 @@ class ChunkSpan:
 class CheckpointEntry:
     note: str  # member name of the signed note
     timestamp: str | None  # member name of its RFC 3161 token
+    cosignatures: str | None = None  # member name of its witnesses' cosignature lines (version 3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,11 +131,18 @@ class Manifest:
     certificates: tuple[str, ...]
     ocsp_responses: tuple[str, ...]
     selection: Mapping[str, Any] = field(default_factory=dict)  # how the range was chosen (informational)
+    version: int = VERSION
 
     def to_bytes(self) -> bytes:
+        entries: list[dict[str, Any]] = []
+        for c in self.checkpoints:
+            entry: dict[str, Any] = {"note": c.note, "timestamp": c.timestamp}
+            if self.version >= 3:
+                entry["cosignatures"] = c.cosignatures
+            entries.append(entry)
         return canonical_bytes({
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "origin": self.origin,
             "exported_at": self.exported_at,
             "start": self.start,
@@ -139,7 +150,7 @@ class Manifest:
             "prefix": [h.hex() for h in self.prefix],
             "records": [{"file": c.name, "first": c.first, "count": c.count} for c in self.chunks],
             "leaves": LEAVES,
-            "checkpoints": [{"note": c.note, "timestamp": c.timestamp} for c in self.checkpoints],
+            "checkpoints": entries,
             "globalconf": list(self.globalconf),
             "certificates": list(self.certificates),
             "ocsp_responses": list(self.ocsp_responses),
@@ -160,11 +171,14 @@ class Manifest:
             raise _bad(e.message) from e
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise _bad(f"manifest.json is not a {FORMAT} manifest")
-        if obj.get("version") != VERSION:
-            raise _bad(f"archive version {obj.get('version')!r} is not supported (this verifier knows {VERSION})")
+        version = obj.get("version")
+        if version not in VERSIONS:
+            raise _bad(f"archive version {version!r} is not supported (this verifier knows "
+                       f"{', '.join(map(str, VERSIONS))})")
+        assert isinstance(version, int)
         if set(obj) != _MANIFEST_KEYS:
             missing, extra = sorted(_MANIFEST_KEYS - set(obj)), sorted(set(obj) - _MANIFEST_KEYS)
-            raise _bad(f"manifest keys differ from version {VERSION}: missing {missing}, unexpected {extra}")
+            raise _bad(f"manifest keys differ from version {version}: missing {missing}, unexpected {extra}")
         # (2) Field by field.
         origin, exported_at, start, end = obj["origin"], obj["exported_at"], obj["start"], obj["end"]
         if not isinstance(origin, str) or not origin or not isinstance(exported_at, str):
@@ -200,15 +214,18 @@ class Manifest:
         entries: list[CheckpointEntry] = []
         if not isinstance(obj["checkpoints"], list):
             raise _bad("manifest checkpoints must be a list")
+        keys = {"note", "timestamp"} | ({"cosignatures"} if version >= 3 else set())
         for i, c in enumerate(obj["checkpoints"]):
-            if not isinstance(c, dict) or set(c) != {"note", "timestamp"}:
-                raise _bad(f"manifest checkpoints[{i}] must have exactly note, timestamp")
-            note, token = c["note"], c["timestamp"]
+            if not isinstance(c, dict) or set(c) != keys:
+                raise _bad(f"manifest checkpoints[{i}] must have exactly {', '.join(sorted(keys))}")
+            note, token, cosigs = c["note"], c["timestamp"], c.get("cosignatures")
             if not isinstance(note, str) or not _NOTE_RE.fullmatch(note):
                 raise _bad(f"manifest checkpoints[{i}].note is malformed")
             if token is not None and (not isinstance(token, str) or not _TOKEN_RE.fullmatch(token)):
                 raise _bad(f"manifest checkpoints[{i}].timestamp is malformed")
-            entries.append(CheckpointEntry(note=note, timestamp=token))
+            if cosigs is not None and (not isinstance(cosigs, str) or not _COSIG_RE.fullmatch(cosigs)):
+                raise _bad(f"manifest checkpoints[{i}].cosignatures is malformed")
+            entries.append(CheckpointEntry(note=note, timestamp=token, cosignatures=cosigs))
         hashed: dict[str, tuple[str, ...]] = {}
         for key, pattern in _HASHED_RE.items():
             names = obj[key]
@@ -221,7 +238,7 @@ class Manifest:
             origin=origin, exported_at=exported_at, start=start, end=end,
             prefix=tuple(bytes.fromhex(h) for h in prefix), chunks=tuple(chunks), checkpoints=tuple(entries),
             globalconf=hashed["globalconf"], certificates=hashed["certificates"],
-            ocsp_responses=hashed["ocsp_responses"], selection=obj["selection"],
+            ocsp_responses=hashed["ocsp_responses"], selection=obj["selection"], version=version,
         )
 
 
@@ -244,10 +261,12 @@ def blob_member(directory: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointData:
-    """A checkpoint as exported: the signed note and its timestamp token (DER), if any."""
+    """A checkpoint as exported: the signed note, its timestamp token (DER), if any, and its witnesses'
+    cosignature lines (signed-note lines, c2sp.org/tlog-cosignature@v1.0.1), if any."""
 
     note: bytes
     timestamp: bytes | None
+    cosignatures: bytes | None = None
 
 
 class ArchiveWriter:
@@ -316,7 +335,9 @@ class ArchiveWriter:
         self._chunk_first += len(self._chunk)
         self._chunk = []
 
-    def add_checkpoint(self, note: bytes, timestamp: bytes | None) -> None:
+    def add_checkpoint(self, note: bytes, timestamp: bytes | None, cosignatures: bytes | None = None) -> None:
+        """A checkpoint: its signed note exactly as signed (the timestamp covers its bytes), its token, and
+        its witnesses' cosignature lines apart from the note (so the note's bytes stay those stamped)."""
         n = len(self._checkpoints) + 1
         note_name = f"checkpoints/{n:06d}.note"
         self._zip.writestr(note_name, note)
@@ -324,7 +345,11 @@ class ArchiveWriter:
         if timestamp is not None:
             token_name = f"checkpoints/{n:06d}.tst"
             self._zip.writestr(token_name, timestamp)
-        self._checkpoints.append(CheckpointEntry(note=note_name, timestamp=token_name))
+        cosig_name = None
+        if cosignatures:
+            cosig_name = f"checkpoints/{n:06d}.cosig"
+            self._zip.writestr(cosig_name, cosignatures)
+        self._checkpoints.append(CheckpointEntry(note=note_name, timestamp=token_name, cosignatures=cosig_name))
 
     def _add_hashed(self, key: str, directory: str, ext: str, data: bytes) -> None:
         name = hashed_name(directory, data, ext)
@@ -406,6 +431,7 @@ class LogArchive:
                 CheckpointData(
                     note=self.read_member(c.note),
                     timestamp=None if c.timestamp is None else self.read_member(c.timestamp),
+                    cosignatures=None if c.cosignatures is None else self.read_member(c.cosignatures),
                 )
                 for c in m.checkpoints
             )
@@ -494,6 +520,7 @@ __all__ = [
     "CHUNK_RECORDS",
     "FORMAT",
     "VERSION",
+    "VERSIONS",
     "ArchiveWriter",
     "CheckpointData",
     "CheckpointEntry",

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -41,13 +41,13 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import GatewayError, MessageLogError, PeerError, TimestampingFailed, TrustError
-from gateway.globalconf.model import DEFAULT_TIMESTAMP_GRACE_SECONDS, GlobalConf
+from gateway.globalconf.model import DEFAULT_TIMESTAMP_GRACE_SECONDS, GlobalConf, Tsa
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import Checkpoint, checkpoint_origin, sign_checkpoint
 from gateway.messagelog.store import MAX_LEAF_READ, MessageLogStore, StoredCheckpoint
 from gateway.protocol.signatures import Signer
 from gateway.trust.ocsp_fetch import fetch_timestamp
-from gateway.trust.timestamp import build_request, check_response
+from gateway.trust.timestamp import TimestampToken, build_request, check_response
 
 log = structlog.get_logger("gateway.messagelog.checkpointer")
 
@@ -82,6 +82,30 @@ class RoundResult:
     checkpoint: StoredCheckpoint | None = None  # made in this round
     stamped: tuple[int, ...] = ()  # sizes of the checkpoints timestamped in this round
     stamp_error: str | None = None  # why timestamping failed in this round, if it was tried and failed
+
+
+async def timestamp_note(
+    note: bytes, tsas: Sequence[Tsa], fetch: TimestampFetcher, *, timeout_seconds: float,
+) -> tuple[TimestampToken, Tsa]:
+    """An RFC 3161 token over ``SHA-256(note)`` from the first of ``tsas`` (in order) that gives a valid one
+    (checked: :func:`gateway.trust.timestamp.check_response`, with a fresh nonce); also used by the audit log's
+    checkpointer (:mod:`gateway.admin.auditcheckpointer`).
+
+    Raises:
+        PeerError: no TSA is configured or none gave a valid token (the messages of each attempt).
+    """
+    if not tsas:
+        raise PeerError("no timestamping authority in the global configuration")
+    data_hash = hashlib.sha256(note).digest()
+    errors = []
+    for tsa in tsas:
+        nonce = secrets.randbits(63)
+        try:
+            answer = await fetch(tsa.url, build_request(data_hash, nonce=nonce), timeout_seconds=timeout_seconds)
+            return check_response(answer, data_hash=data_hash, tsa_cert=tsa.certificate, nonce=nonce), tsa
+        except (PeerError, TrustError) as e:
+            errors.append(f"{tsa.name}: {e.message}")
+    raise PeerError("no TSA gave a valid timestamp: " + "; ".join(errors))
 
 
 class Checkpointer:
@@ -119,6 +143,11 @@ class Checkpointer:
         self._next_stamp_attempt: datetime | None = None
         self._lock = asyncio.Lock()
         self._started = False
+        self._cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
+
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the next checkpoints with ``signer`` (a server that started without a signing key gets one)."""
+        self.signer = signer
         self._cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
 
     @property
@@ -262,27 +291,13 @@ class Checkpointer:
         """
         conf = self._conf()
         tsas = () if conf is None else conf.timestamping_authorities
-        if not tsas:
-            raise PeerError("no timestamping authority in the global configuration")
-        data_hash = hashlib.sha256(cp.note).digest()
-        errors = []
-        for tsa in tsas:
-            nonce = secrets.randbits(63)
-            try:
-                answer = await self._fetch(tsa.url, build_request(data_hash, nonce=nonce),
-                                           timeout_seconds=self.timeout_seconds)
-                token = check_response(answer, data_hash=data_hash, tsa_cert=tsa.certificate, nonce=nonce)
-            except (PeerError, TrustError) as e:
-                errors.append(f"{tsa.name}: {e.message}")
-                continue
-            await self.store.set_timestamp(
-                self.origin, cp.size, token=token.token_der, gen_time=token.gen_time, tsa_name=tsa.name,
-                tsa_cert=tsa.certificate.public_bytes(serialization.Encoding.DER),
-            )
-            log.info("checkpoint timestamped", origin=self.origin, size=cp.size, tsa=tsa.name,
-                     gen_time=token.gen_time.isoformat())
-            return
-        raise PeerError("no TSA gave a valid timestamp: " + "; ".join(errors))
+        token, tsa = await timestamp_note(cp.note, tsas, self._fetch, timeout_seconds=self.timeout_seconds)
+        await self.store.set_timestamp(
+            self.origin, cp.size, token=token.token_der, gen_time=token.gen_time, tsa_name=tsa.name,
+            tsa_cert=tsa.certificate.public_bytes(serialization.Encoding.DER),
+        )
+        log.info("checkpoint timestamped", origin=self.origin, size=cp.size, tsa=tsa.name,
+                 gen_time=token.gen_time.isoformat())
 
     # ---- the gate the proxies ask ----------------------------------------------------------------------------
 
@@ -316,4 +331,4 @@ class Checkpointer:
                 await asyncio.wait_for(stop.wait(), timeout=poll)
 
 
-__all__ = ["Checkpointer", "HttpTimestampFetcher", "RoundResult", "TimestampFetcher"]
+__all__ = ["Checkpointer", "HttpTimestampFetcher", "RoundResult", "TimestampFetcher", "timestamp_note"]

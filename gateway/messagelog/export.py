@@ -11,8 +11,9 @@ the archive format is :mod:`gateway.messagelog.archive` (``docs/auditing.md``). 
 3. the records, exactly as stored, with their stored leaf hashes, and the blobs they name (their stapled
    certificates and OCSP responses); a record whose body the log stores apart goes into a records member of
    its own, its encoding with the body written piece by piece from the stored chunks;
-4. the checkpoints inside the range with their timestamp tokens, the log's signing certificates and the
-   signed global configuration(s) naming the trusted CAs and TSAs.
+4. the checkpoints inside the range with their timestamp tokens and their witnesses' cosignatures, the log's
+   signing certificates and the signed global configuration(s) naming the trusted CAs and TSAs and the
+   witness policy (docs/witness.md section 5).
 """
 
 from __future__ import annotations
@@ -184,10 +185,14 @@ async def write_range(
             seq += len(batch)
             if progress is not None:
                 progress(seq - start)
-        # (4) checkpoints inside the range, the log's signing certificates, global configurations
+        # (4) checkpoints inside the range with their cosignatures, the log's signing certificates, global
+        #     configurations
+        lines: dict[int, list[bytes]] = {}
+        for kept in await store.cosignatures(origin):
+            lines.setdefault(kept.size, []).append(kept.cosignature.line())
         for c in checkpoints:
             if start <= c.size <= end:
-                writer.add_checkpoint(c.note, c.timestamp_token)
+                writer.add_checkpoint(c.note, c.timestamp_token, b"".join(lines.get(c.size, ())) or None)
         for cert_der in sorted({c.signing_cert for c in checkpoints}):
             writer.add_certificate(cert_der)
         for envelope in globalconfs:

@@ -6,6 +6,7 @@ canonical encoding (``gateway.messagelog.record``), which is the only thing hash
 columns copy fields out of it for lookups and are never trusted by a verifier. ``messagelog_blobs`` (revision
 0003): the certificates and OCSP responses that records name, once per origin, keyed by their SHA-256.
 ``messagelog_bodies`` (revision 0005): large bodies stored apart from their records, in chunks.
+``messagelog_cosignatures`` (revision 0007): the witnesses' cosignatures of checkpoints (docs/witness.md).
 
 Its own Alembic script directory (``gateway/messagelog/migrations``) and version table
 ``alembic_version_messagelog``, so the message log can live in the serverconf database or in its own.
@@ -119,4 +120,19 @@ usage_index = sa.Table(
     sa.Column("embargo_until", UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint("subject_index", "origin", "seq"),
     sa.Index("ix_messagelog_usage_index_created", "subject_index", "created"),
+)
+
+
+# Revision 0007: the cosignatures that witnesses gave a checkpoint (c2sp.org/tlog-cosignature@v1.0.1), verified
+# against the witness policy's key before they are stored (gateway.witness.pusher); one row per witness key.
+cosignatures = sa.Table(
+    "messagelog_cosignatures",
+    metadata,
+    sa.Column("origin", sa.String(255), nullable=False),  # the log origin, as messagelog_checkpoints.origin
+    sa.Column("size", sa.BigInteger(), nullable=False),  # the checkpoint's size
+    sa.Column("witness", sa.String(255), nullable=False),  # the witness's key name
+    sa.Column("key_id", sa.LargeBinary(4), nullable=False),
+    sa.Column("timestamp", sa.BigInteger(), nullable=False),  # POSIX seconds, as cosigned
+    sa.Column("line", sa.LargeBinary(), nullable=False),  # the signature line, exactly as received
+    sa.PrimaryKeyConstraint("origin", "size", "witness", "key_id"),
 )

@@ -112,6 +112,16 @@ class ServerMetrics:
                                      "the insert of their batch failed)", ["reason"], registry=r)
         for reason in ("queue_full", "database"):
             self.opmon_dropped.labels(reason)  # each series exists from the start, at 0
+        # witnessing (docs/witness.md section 4)
+        self.witness_lag = Gauge("gateway_witness_lag_seconds", "Seconds since the oldest checkpoint of the log "
+                                 "after the newest one cosigned by the witness policy's quorum was made (0: up to "
+                                 "date)", ["origin"], registry=r, multiprocess_mode="livemostrecent")
+        self.witness_pushes = Counter("gateway_witness_pushes", "Checkpoints pushed to a witness, by witness and "
+                                      "outcome (cosigned, conflict, refused, bad_answer, unreachable)",
+                                      ["witness", "outcome"], registry=r)
+        self.witness_requests = Counter("gateway_witness_requests", "add-checkpoint requests this server's witness "
+                                        "answered, by HTTP status (200: cosigned; docs/witness.md section 1)",
+                                        ["status"], registry=r)
         # The hot path's label children, looked up once (``labels()`` costs a lock and a validation per call):
         # per (side, client, service, outcome) its counter and duration histogram; per side its size and wait
         # histograms. Bounded as the labels are (gateway.proxy.observe).
@@ -153,8 +163,16 @@ class ServerMetrics:
         """One message-log record became durable ``seconds`` after it was queued."""
         self._side_children[side][2].observe(seconds)
 
+    def witness_answered(self, status: int) -> None:
+        """One add-checkpoint request answered by the witness with ``status``."""
+        self.witness_requests.labels(str(status)).inc()
+
     def opmon_records_dropped(self, reason: str, count: int) -> None:
         self.opmon_dropped.labels(reason).inc(count)
+
+    def witness_pushed(self, witness: str, outcome: str) -> None:
+        """One push of a checkpoint to a witness (gateway.witness.pusher)."""
+        self.witness_pushes.labels(witness, outcome).inc()
 
     def ocsp_fetched(self) -> None:
         self.ocsp_fetches.inc()

@@ -20,17 +20,20 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # passes, but an operator should look (listed under "warnings"; never 503)
 
     def to_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "detail": self.detail}
+        return {"ok": self.ok, "detail": self.detail} | ({"warning": True} if self.warning else {})
 
 
 def report(checks: Sequence[Check]) -> tuple[int, dict[str, object]]:
-    """The HTTP status (200 when every check passes, else 503) and the JSON body of ``/readyz``."""
+    """The HTTP status (200 when every check passes, else 503) and the JSON body of ``/readyz``; a check that
+    passes with a warning is named under ``warnings`` and does not change the status."""
     ready = all(c.ok for c in checks)
     return (200 if ready else 503), {
         "status": "ready" if ready else "not ready",
         "failing": [c.name for c in checks if not c.ok],
+        "warnings": [c.name for c in checks if c.ok and c.warning],
         "checks": {c.name: c.to_dict() for c in checks},
     }
 

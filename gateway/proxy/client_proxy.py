@@ -40,6 +40,7 @@ from gateway.errors import (
     InconsistentResponse,
     InvalidRequest,
     InvalidSecurityServer,
+    NotConfigured,
     PeerError,
     RelayedFault,
     RequestError,
@@ -232,9 +233,13 @@ def build_client_handler(ctx: ProxyContext) -> http.Handler:
         try:
             path, query = split_target(request.raw_path)
             if REST_PREFIX.match(path) is not None:
+                if ctx.not_configured is not None:  # keys not active yet (runtime; docs/operations.md)
+                    raise NotConfigured(ctx.not_configured)
                 return await handle_rest(request, ctx, ids)
             # SOAP (PR-MESS) only once a request is not r1: the REST path pays nothing for it
             if request.method == "POST" and soap.is_soap_content_type(request.header("Content-Type")):
+                if ctx.not_configured is not None:
+                    raise NotConfigured(ctx.not_configured)
                 return await soap_client.handle_soap(request, ctx, ids, relay=relay)
             if request.method in ("GET", "HEAD"):
                 if path == "/listClients":

@@ -38,6 +38,7 @@ from gateway.serverconf import ServerConfSnapshot
 from gateway.serverconf.access import LocalGroupId
 from gateway.transparency.service import TransparencyState
 from gateway.trust.keys import cert_sha256_hex
+from gateway.witness.http import WitnessEndpoint
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -105,6 +106,10 @@ class ProxyContext:
         self.signer = signer
         self.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
         self.auth_cert = auth_cert
+        # What the server lacks before it can exchange (set by runtime while it has no active signing or
+        # authentication certificate: signer and auth_cert are then placeholders that sign nothing); the
+        # proxies answer every exchange with NotConfigured (HTTP 503) meanwhile. None: configured.
+        self.not_configured: str | None = None
         self.messagelog = messagelog
         self.ocsp_cache = ocsp_cache
         self.peers = peers
@@ -131,6 +136,8 @@ class ProxyContext:
         # [server] transparency (set by runtime): usage records and the findUsage metaservices
         # (docs/transparency.md); None: transparency headers pass through unrecorded
         self.transparency: TransparencyState | None = None
+        # [witness] enabled (set by runtime): POST /witness/add-checkpoint on the server port (docs/witness.md)
+        self.witness: WitnessEndpoint | None = None
 
     # ---- global configuration -------------------------------------------------------------------------
 

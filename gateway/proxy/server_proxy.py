@@ -34,6 +34,7 @@ from gateway.errors import (
     GatewayError,
     MalformedSignature,
     MissingSignature,
+    NotConfigured,
     PayloadTooLarge,
     PeerError,
     RequestError,
@@ -65,6 +66,7 @@ from gateway.transparency import service as transparency
 from gateway.transparency.headers import Transparency
 from gateway.transparency.records import UsageEntry
 from gateway.transparency.service import USAGE_SERVICES
+from gateway.witness.service import PREFIX as WITNESS_PREFIX
 
 log = structlog.get_logger("gateway.proxy.server")
 
@@ -76,6 +78,7 @@ _DROP_TO_SERVICE = rest.TRANSPORT_HEADERS
 _DROP_FROM_SERVICE = rest.SERVER_SET_HEADERS | {rest.H_CLIENT, rest.H_ID}
 # A peer sends the same few X-Road-Client values again and again; errors are not cached.
 _parse_client = lru_cache(maxsize=4096)(parse_client)
+WITNESS_PATHS = f"{WITNESS_PREFIX}/"  # served by the witness endpoint when [witness] enabled (docs/witness.md)
 
 
 
@@ -84,6 +87,10 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
     :func:`gateway.proxy.tls.peer_server_context`. Every error is answered as X-Road does, named as this side's."""
 
     async def handle(request: http.Request) -> http.Response:
+        witness = ctx.witness  # the witness endpoint, not an exchange (docs/witness.md section 1)
+        if witness is not None and request.raw_path.startswith(WITNESS_PATHS):
+            reply = await witness.handle(request)
+            return http.Response(status=reply.status, headers=reply.headers, body=reply.body)
         ex = observe.begin(ctx, "server", request.method)
         response = await answer(request, ex)
         observe.exchange_done(ctx, ex, response, labels=observe.server_labels(response.headers),
@@ -96,6 +103,8 @@ def build_server_handler(ctx: ProxyContext) -> http.Handler:
             if REST_PREFIX.match(request.raw_path) is None:
                 raise RequestError(f"{request.method} {split_target(request.raw_path)[0][:200]} "
                                    "is not an X-Road request")
+            if ctx.not_configured is not None:  # keys not active yet (runtime; docs/operations.md)
+                raise NotConfigured(ctx.not_configured)
             with ctx.bodies.account() as account:
                 spool = None
                 if spools_body(request):

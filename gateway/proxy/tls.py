@@ -37,7 +37,9 @@ def _base(ctx: ssl.SSLContext, *, allow_tls12: bool) -> ssl.SSLContext:
     return ctx
 
 
-def _load_chain(ctx: ssl.SSLContext, cert_path: str, key_path: str, password: bytes | None) -> None:
+def _load_chain(ctx: ssl.SSLContext, cert_path: str | None, key_path: str, password: bytes | None) -> None:
+    if cert_path is None:  # no authentication certificate yet: a server context refuses every handshake
+        return
     try:
         ctx.load_cert_chain(cert_path, key_path, password=password)
     except (OSError, ssl.SSLError) as e:
@@ -51,10 +53,13 @@ def _load_cas(ctx: ssl.SSLContext, cas: Iterable[x509.Certificate]) -> None:
 
 
 def peer_server_context(
-    cert_path: str, key_path: str, trusted_cas: Iterable[x509.Certificate], *, allow_tls12: bool = False,
+    cert_path: str | None, key_path: str, trusted_cas: Iterable[x509.Certificate], *, allow_tls12: bool = False,
     password: bytes | None = None,
 ) -> ssl.SSLContext:
-    """The server proxy's context: our authentication certificate, a client certificate required."""
+    """The server proxy's context: our authentication certificate, a client certificate required.
+
+    ``cert_path`` None: the server has no authentication certificate yet (it started uninitialised); the
+    context then refuses every handshake until one is loaded into it (``load_cert_chain``)."""
     ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), allow_tls12=allow_tls12)
     _load_chain(ctx, cert_path, key_path, password)
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -63,7 +68,7 @@ def peer_server_context(
 
 
 def peer_client_context(
-    cert_path: str, key_path: str, trusted_cas: Iterable[x509.Certificate], *, allow_tls12: bool = False,
+    cert_path: str | None, key_path: str, trusted_cas: Iterable[x509.Certificate], *, allow_tls12: bool = False,
     password: bytes | None = None,
 ) -> ssl.SSLContext:
     """The client proxy's context for connections to peers: present our authentication certificate."""

@@ -7,22 +7,31 @@ checkpointer, message-log writer, origin claim); :mod:`gateway.ops.readiness` de
 1. ``database``: on SQLite, the database's filesystem has ``readiness_disk_free_bytes`` free; a write that
    changes nothing commits within :data:`DB_TIMEOUT_SECONDS`;
 2. ``token``: the software token is logged in (plain key files: always passes);
+   ``pkcs11:NAME``, one per ``[[server.pkcs11]]`` device (docs/tokens.md): fails while a device that holds a
+   key in use (the signing key, the witness key) is unavailable or logged out, naming it; an idle device that
+   is unavailable passes with a **warning**;
 3. ``globalconf``: a configuration is trusted and expires more than ``readiness_conf_margin_seconds`` from now;
 4. ``ocsp_signing``, ``ocsp_auth``: our own signing and authentication certificates have a cached, good OCSP
-   response that stays fresh for more than ``readiness_ocsp_margin_seconds``;
+   response that stays fresh for more than ``readiness_ocsp_margin_seconds``; on a server without active keys
+   yet (started with an empty software token) one failing ``keys`` check instead, naming what is missing;
 5. ``timestamping``: the oldest untimestamped record is more than ``readiness_grace_margin_seconds`` from the
    end of the grace period;
 6. ``messagelog``: the writer takes records (its last commit did not fail, or check 1 passes: the database
    takes writes again) and this process holds its log origin (on PostgreSQL its lock's connection is pinged
-   now, once check 1 passes).
+   now, once check 1 passes);
+7. ``witnessing`` (only while the global configuration has a witness policy for this server and the pusher
+   runs): passes always, with a **warning** while a log's witnessing lag is over ``[witness]
+   lag_warning_seconds`` (docs/witness.md section 4): exchanges do not depend on witnesses.
+8. ``cert_renewal`` (with ACME on, docs/acme.md): passes with a warning while a renewal fails or waits; fails
+   once a certificate in use has expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -34,12 +43,14 @@ from gateway.ops.metrics import ServerMetrics
 from gateway.ops.readiness import Check, deadline_check
 from gateway.proxy.context import ProxyContext
 from gateway.server.lease import OriginLease
+from gateway.server.renewal import CertRenewer
 from gateway.serverconf.store import ServerConfStore
 from gateway.settings import ServerSettings
 from gateway.storage.db import sqlite_directory
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
 from gateway.trust.keys import cert_sha256_hex
+from gateway.witness.pusher import Pusher
 
 DB_TIMEOUT_SECONDS = 2.0  # seconds the database write of check 1 may take
 
@@ -57,17 +68,27 @@ class ServerHealth:
     context: ProxyContext
     token: SoftToken | None
     lease: OriginLease | None
-    device: Pkcs11Token | None = None  # the PKCS#11 token of the signing key, when one is set
+    devices: Mapping[str, Pkcs11Token] = field(default_factory=dict)  # every PKCS#11 device, by name
+    device_usage: Callable[[Pkcs11Token], str] = lambda _d: ""  # the keys in use on a device ("" when idle)
+    pusher: Pusher | None = None  # pushes checkpoints to witnesses ([witness] push)
+    lag_warning_seconds: float = 900.0  # [witness] lag_warning_seconds
+    renewal: CertRenewer | None = None  # the ACME renewal job, when [server] acme_directory_url is set
 
     async def checks(self) -> list[Check]:
         now = self.clock()
         database = await self._database()
         checks = [database, self._token(), self._globalconf(now)]
-        if self.device is not None:
-            checks.insert(2, self._device())
-        checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
-                   self._ocsp("ocsp_auth", self.context.auth_cert, now)]
+        checks[2:2] = [self._device(d) for d in self.devices.values()]
+        if self.context.not_configured is not None:  # no active keys yet: their OCSP checks have no subject
+            checks.append(Check(name="keys", ok=False, detail=self.context.not_configured))
+        else:
+            checks += [self._ocsp("ocsp_signing", self.context.signer.cert, now),
+                       self._ocsp("ocsp_auth", self.context.auth_cert, now)]
         checks += [self._timestamping(now), await self._messagelog(database)]
+        if self.pusher is not None and self.pusher.policy() is not None:
+            checks.append(self._witnessing(now))
+        if self.renewal is not None:
+            checks.append(self.renewal.check(now))
         self.export(checks)
         return checks
 
@@ -106,13 +127,20 @@ class ServerHealth:
         return Check(name="token", ok=False, detail="the token is logged out: nothing can be signed")
 
     # (2a)
-    def _device(self) -> Check:
-        assert self.device is not None
-        status = self.device.status()
+    def _device(self, device: Pkcs11Token) -> Check:
+        status = device.status()
+        usage = self.device_usage(device)
+        name = f"pkcs11:{status.name}"
+        what = f"PKCS#11 token {status.name!r} (label {status.token_label!r})"
         if status.state == "available":
-            return Check(name="pkcs11", ok=True, detail=f"PKCS#11 token {status.token_label!r} available")
-        return Check(name="pkcs11", ok=False, detail=f"PKCS#11 token {status.token_label!r} is {status.state}: "
-                                                     f"nothing can be signed ({status.error or 'no session'})")
+            return Check(name=name, ok=True, detail=f"{what} available" + (f"; holds the {usage} key" if usage
+                                                                          else "; no key of it in use"))
+        why = status.error or "no session"
+        if not usage:
+            return Check(name=name, ok=True, warning=True,
+                         detail=f"{what} is {status.state} ({why}); no key of it is in use")
+        return Check(name=name, ok=False, detail=f"{what} is {status.state}: its {usage} key cannot be used "
+                                                 f"({why})")
 
     # (3)
     def _globalconf(self, now: datetime) -> Check:
@@ -176,6 +204,21 @@ class ServerHealth:
             return Check(name="messagelog", ok=False, detail=problem)
         return Check(name="messagelog", ok=True, detail=f"{store.queue_depth} records queued{recovered}")
 
+    # (7)
+    def _witnessing(self, now: datetime) -> Check:
+        assert self.pusher is not None
+        lags = self.pusher.lag_seconds(now)
+        late = {o: lag for o, lag in lags.items() if lag > self.lag_warning_seconds}
+        if late:
+            worst = max(late, key=lambda o: late[o])
+            return Check(name="witnessing", ok=True, warning=True,
+                         detail=f"{len(late)} log(s) not cosigned by the witness quorum for longer than "
+                                f"lag_warning_seconds ({self.lag_warning_seconds:g} s): {worst} for "
+                                f"{late[worst]:.0f} s")
+        worst_lag = max(lags.values(), default=0.0)
+        return Check(name="witnessing", ok=True, detail=f"{len(lags)} log(s) witnessed; largest lag "
+                                                        f"{worst_lag:.0f} s")
+
     # ---- gauges -------------------------------------------------------------------------------------------
 
     def refresh_gauges(self) -> None:
@@ -191,6 +234,9 @@ class ServerHealth:
         grace = cp.grace.total_seconds()
         since = cp.unstamped_since
         m.grace_left.labels(origin).set(grace if since is None else grace - (now - since).total_seconds())
+        if self.pusher is not None:
+            for log_origin, lag in self.pusher.lag_seconds(now).items():
+                m.witness_lag.labels(log_origin).set(round(lag, 3))
         for cert, status in self.context.ocsp_cache.cached():
             m.ocsp_age.labels(cert_sha256_hex(cert), cert.subject.rfc4514_string()[:200]).set(
                 round((now - status.this_update).total_seconds(), 3))

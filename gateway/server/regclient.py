@@ -128,8 +128,13 @@ async def submit(url: str, body: bytes, *, session: aiohttp.ClientSession | None
 async def send(
     settings: Settings, type: RequestType, *, key: keys.PrivateKey, cert: x509.Certificate, now: datetime,
     url: str | None = None, client: ClientId | None = None, auth_cert_sha256: str | None = None,
+    renewal_key: keys.PrivateKey | None = None, renewal_cert: x509.Certificate | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Build, sign and submit one management request for this server (``[server] id``).
+    """Build, sign and submit one management request for this server (``[server] id``); with
+    ``renewal_key``/``renewal_cert`` (an ``auth_cert_reg``) co-signed by the current authentication key, which
+    makes it a renewal the central server may approve by itself (docs/registration.md). ``address``: the
+    server-to-server address to register (default ``[server] address``, else ``server_host:server_port``).
 
     Raises:
         ConfigError: bad ``[server] id`` or anchor.
@@ -140,7 +145,8 @@ async def send(
     except RequestError as e:
         raise ConfigError(f"[server] id: {e.message}") from e
     s = settings.server
-    address = s.address or f"{s.server_host}:{s.server_port}"
+    address = address or s.address or f"{s.server_host}:{s.server_port}"
     body = build_request(type, server=server_id, signer_key=key, signer_cert=cert, now=now, address=address,
-                         client=client, auth_cert_sha256=auth_cert_sha256)
+                         client=client, auth_cert_sha256=auth_cert_sha256, renewal_key=renewal_key,
+                         renewal_cert=renewal_cert)
     return await submit(central_registration_url(settings, url), body)

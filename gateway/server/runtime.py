@@ -9,7 +9,10 @@ timestamps and OpenAPI descriptions, the message-log writer. Background
 tasks: global-configuration polling, serverconf reloads (when its change counter moves: a change made by
 any process of the server, :meth:`SecurityServer.poll_versions`) and, with a token, a watch that switches the
 signer and the TLS certificate without restart when another certificate becomes the one to use
-(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim.
+(:meth:`SecurityServer.reload_keys`), and on PostgreSQL the check of the origin claim. A software token with no
+active signing or authentication certificate yet starts the server uninitialised: placeholders stand in for
+them and ``ProxyContext.not_configured`` says what is missing (exchanges get ``NotConfigured``, readiness a
+red ``keys`` check) until ``reload_keys`` finds them activated (docs/operations.md section 2.6).
 
 Every resource is entered into one :class:`contextlib.AsyncExitStack` right after it is opened, so that closing
 is always the reverse of opening: a :meth:`SecurityServer.start` that fails halfway closes exactly what it had
@@ -23,7 +26,8 @@ connection pool per peer) and the service pools (one per origin); 7. a nested st
 the admin port (an aiohttp runner and site, in worker 0 only), the ops port (``/metrics``, ``/healthz``,
 ``/readyz``: :mod:`gateway.ops`, :mod:`gateway.server.health`); then the background tasks (the ops refresh: our
 OCSP responses and the gauges; global-configuration polling, serverconf reloads, the token watch, the
-checkpointer, the origin claim's check) are started into the stack of step 7, once every port listens.
+checkpointer, the witness pusher, the origin claim's check) are started into the stack of step 7, once every port
+listens.
 
 Shutdown therefore closes the admin port, the client ports and the server port (each drains its requests), then
 stops the background tasks, closes the service and peer pools, flushes and closes the message log, then closes
@@ -50,9 +54,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.admin.app import AdminContext, build_admin_app
+from gateway.admin.auditcheckpointer import AuditCheckpointer, audit_log_source
 from gateway.admin.store import AdminStore
 from gateway.central.management import RequestType
-from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, Side
+from gateway.errors import CLIENT_PROXY, SERVER_PROXY, ConfigError, GatewayError, NotConfigured, Side
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import ClientId, SecurityServerId
@@ -69,7 +74,7 @@ from gateway.opmon.store import OpMonStore
 from gateway.opmon.writer import OpMonWriter
 from gateway.ops.app import build_ops_app
 from gateway.ops.metrics import REFRESH_SECONDS, ServerMetrics
-from gateway.protocol.signatures import KeySigner
+from gateway.protocol.signatures import ALG_ECDSA_P256, KeySigner, Signer
 from gateway.proxy import http, tls
 from gateway.proxy.client_proxy import build_client_handler
 from gateway.proxy.common import refusal_renderer
@@ -84,9 +89,11 @@ from gateway.server import regclient
 from gateway.server.health import ServerHealth
 from gateway.server.keyfiles import KeyFiles, ensure_internal_tls
 from gateway.server.lease import OriginLease
+from gateway.server.renewal import CertRenewer, RenewalHost
+from gateway.server.witnessing import PeerWitnessTransport
 from gateway.serverconf.models import KEYS_VERSION, SERVERCONF_VERSION
 from gateway.serverconf.store import ServerConfStore
-from gateway.settings import ServerSettings, Settings
+from gateway.settings import LEGACY_DEVICE_NAME, Pkcs11Device, ServerSettings, Settings, pkcs11_devices
 from gateway.storage.db import make_engine, sqlite_sibling_url
 from gateway.token import model as token_model
 from gateway.token.metrics import ExpiryGauge, update_expiry_gauge
@@ -95,6 +102,11 @@ from gateway.token.soft import SoftToken, TlsMaterial, read_pin
 from gateway.transparency.index import UsageIndex
 from gateway.transparency.service import TransparencyState, load_key
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
+from gateway.witness.http import WitnessEndpoint
+from gateway.witness.pusher import MessageLogSource, Pusher, PushSettings
+from gateway.witness.source import CheckpointSource
+from gateway.witness.state import WitnessStore
 
 log = structlog.get_logger("gateway.server.runtime")
 
@@ -162,9 +174,13 @@ class SecurityServer:
         self.server_address = ""
         self.context: ProxyContext | None = None
         self.checkpointer: Checkpointer | None = None  # signs and timestamps the message log (start())
+        self.audit_checkpointer: AuditCheckpointer | None = None  # the admin audit log's checkpoints (worker 0)
+        self.pusher: Pusher | None = None  # pushes the checkpoints to witnesses (start(); [witness] push)
         self._client_https_ssl: ssl.SSLContext | None = None  # trusts the registered IS certificates
         self.token: SoftToken | None = None  # with [server] token_dir: the logged-in software token
-        self.device: Pkcs11Token | None = None  # with [server] pkcs11_library: the signing key's PKCS#11 token
+        self.device: Pkcs11Token | None = None  # the PKCS#11 token that holds the signing key in use, if one does
+        self.devices: dict[str, Pkcs11Token] = {}  # every PKCS#11 device of the settings, by name (docs/tokens.md)
+        self.witness_device: Pkcs11Token | None = None  # the device that holds the witness key, if one does
         self._peer_ssl: tuple[ssl.SSLContext, ...] = ()  # the two server-to-server contexts (auth cert)
         self._auth_sha256 = ""  # the authentication certificate the TLS contexts hold
         self._token_stamp: tuple[int, int] | None = None  # token.json (mtime_ns, size) when last read
@@ -175,12 +191,15 @@ class SecurityServer:
         self.health: ServerHealth | None = None  # readiness checks and gauges (start())
         self.ops_url = ""  # /metrics, /healthz, /readyz; "" while the ops port is off
         self.opmon: OpMonWriter | None = None  # operational-monitoring records (start(); docs/operations.md)
+        self.renewal: CertRenewer | None = None  # ACME renewal of the certificates (worker 0; docs/acme.md)
+        self.witness: WitnessEndpoint | None = None  # with [witness] enabled: the witness (start(); docs/witness.md)
 
     async def start(self) -> None:
         """Open everything and listen; on failure, close what was opened (in reverse order) and re-raise.
 
         Raises:
-            ConfigError: missing keys, bad settings, a port that cannot be bound.
+            ConfigError: missing key files or no signing certificate on the PKCS#11 device (an empty software
+                token starts the server uninitialised instead), bad settings, a port that cannot be bound.
         """
         try:
             await self._start()
@@ -194,8 +213,8 @@ class SecurityServer:
             self.token = await self._open_token()
         else:
             self.files.require()
-        if s.pkcs11_library:
-            self.device = await self._open_device()
+        for spec in pkcs11_devices(s):
+            self.devices[spec.name] = await self._open_device(spec)
         ensure_internal_tls(self.files, self.server_id, now=self.clock())
         stack = self._stack
         # storage
@@ -231,16 +250,21 @@ class SecurityServer:
             log.warning("no global configuration yet; exchanges will fail until one is downloaded",
                         error=getattr(result, "error", None))
         # keys: the token's certificates in use now (for TLS, preferring one registered centrally), or files
-        auth_paths: tuple[str, str, bytes | None]
+        auth_paths: tuple[str | None, str, bytes | None]
         if self.token is not None:
+            # A token without active keys yet starts the server uninitialised (docs/operations.md, "Starting a
+            # new server"): placeholders until reload_keys finds the certificates activated.
             self._token_stamp = self._stat_token()
-            signer = await self._signing_token().signer(now=self.clock())
-            auth = await self.token.tls_material(now=self.clock(), registered=self._registered())
-            auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
-            self._auth_sha256 = auth.sha256
+            signer = await self._token_signer(None, self.clock())
+            auth = await self._token_auth(None, self.clock())
+            if auth is None:
+                auth_cert, auth_paths = keys.read_certificate(self.files.internal_cert), (None, "", None)
+            else:
+                auth_cert, auth_paths = auth.cert, (str(auth.cert_path), str(auth.key_path), auth.password)
+                self._auth_sha256 = auth.sha256
         else:
-            if self.device is not None:
-                signer = await self.device.signer(now=self.clock())
+            if self.devices:
+                signer = await (await self._signing_token()).signer(now=self.clock())
             else:
                 sign_cert = keys.read_certificate(self.files.sign_cert)
                 signer = KeySigner(key=keys.read_private_key(self.files.sign_key), cert=sign_cert)
@@ -298,6 +322,7 @@ class SecurityServer:
             services=services, service_session=self.http, peer_ssl=peer_client_ssl, limits=limits, clock=self.clock,
             origin=self.origin, metrics=self.metrics,
         )
+        ctx.not_configured = self._missing_keys(signer, auth_paths[0] is None)
         ctx.body_logging = s.body_logging
         ctx.exchange_log = s.exchange_log
         if s.transparency:
@@ -318,6 +343,8 @@ class SecurityServer:
         if not s.body_logging:
             log.info("body logging is off: the message log keeps body digests only", body_logging=False)
         self.context = ctx
+        if self.settings.witness.enabled:  # POST /witness/add-checkpoint on the server port (docs/witness.md)
+            ctx.witness = self.witness = await self._open_witness(ctx)
         # signed, timestamped checkpoints of the message log; the proxies ask it before each exchange
         self.checkpointer = Checkpointer(
             store=self.messagelog, origin=ctx.origin, signer=signer, conf=lambda: self.globalconf.current,
@@ -327,10 +354,12 @@ class SecurityServer:
         )
         await self.checkpointer.start(self.clock())  # reads the store; nothing to close
         ctx.timestamping = _LogGate(self.lease, self.checkpointer)
+        self.pusher = self._make_pusher(peer_client_ssl)  # witnesses cosign our checkpoints (docs/witness.md)
         self.health = ServerHealth(
             settings=s, clock=self.clock, metrics=self.metrics, store=self.store, globalconf=self.globalconf,
-            checkpointer=self.checkpointer, context=ctx, token=self.token, device=self.device,
-            lease=self.lease,
+            checkpointer=self.checkpointer, context=ctx, token=self.token, devices=self.devices,
+            device_usage=self._device_usage,
+            lease=self.lease, pusher=self.pusher, lag_warning_seconds=self.settings.witness.lag_warning_seconds,
         )
         # The background tasks start once every port listens but stop after the ports have closed (so that
         # they keep running while requests drain): their own stack, entered here, between the log and ports.
@@ -359,8 +388,9 @@ class SecurityServer:
                 serverconf=self.store, globalconf=self.globalconf, messagelog=self.messagelog,
                 reload_serverconf=self.reload_serverconf, clock=self.clock, token=self.token,
                 reload_keys=self.keys_changed, log_origin=self.origin, certificates=self.certificates,
-                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens,
-                management=self.send_management, transparency=ctx.transparency,
+                checkpointer=self.checkpointer, readiness=self.health.checks, tokens=self.tokens, devices=self.devices,
+                management=self.send_management, transparency=ctx.transparency, witness=self.witness,
+                witness_name=witness_signer.default_name(str(self.server_id), self.settings.witness.name),
             )
             admin_runner = await self._serve(build_admin_app(admin), s.admin_host, s.admin_port, None)
             self.admin_url = f"http://{s.admin_host}:{self._port(admin_runner)}"
@@ -374,14 +404,106 @@ class SecurityServer:
             _spawn(tasks, self.opmon.run(self._stop), "opmon-writer")
         _spawn(tasks, self.globalconf.run(self._stop), "globalconf-poll")
         _spawn(tasks, self._reload_loop(), "serverconf-reload")
-        if self.token is not None or self.device is not None:
+        if self.token is not None or self.devices:
             _spawn(tasks, self._key_watch_loop(), "token-watch")
         await self._update_expiry_metrics()
         _spawn(tasks, self.checkpointer.run(self._stop, self.clock), "checkpointer")
+        if self.worker == 0:  # one audit log per server: its checkpoints are made where the admin API runs
+            self.audit_checkpointer = self._audit_checkpointer(ctx)
+            _spawn(tasks, self.audit_checkpointer.run(self._stop, self.clock), "audit-checkpointer")
+        if self.pusher is not None:
+            _spawn(tasks, self.pusher.run(self._stop), "witness-pusher")
         if self.lease is not None:
             _spawn(tasks, self.lease.run(self._stop), "origin-lease")
+        if s.acme_directory_url and self.worker == 0:  # certificate renewal over ACME (docs/acme.md)
+            self.renewal = await CertRenewer.open(RenewalHost(
+                settings=self.settings, server_id=self.server_id, token=self.token, device=self.device,
+                conf=lambda: self.globalconf.current, registered=self._registered, audit=self.admin_store.write_audit,
+                keys_changed=self.keys_changed, clock=self.clock, registry=self.metrics.registry,
+            ))
+            tasks.push_async_callback(self.renewal.close)  # after the task has ended (the stack unwinds LIFO)
+            self.health.renewal = self.renewal
+            _spawn(tasks, self.renewal.run(self._stop), "cert-renewal")
         log.info("security server started", server=str(self.server_id), origin=self.origin,
                  client_url=self.client_url, server_address=self.server_address, ops_url=self.ops_url)
+
+    def _audit_checkpointer(self, ctx: ProxyContext) -> AuditCheckpointer:
+        """Checkpoints of the admin audit log (docs/witness.md section 7), signed with the signing key in use
+        and stored with a good OCSP response for it; :func:`gateway.admin.auditcheckpointer.audit_log_source`
+        gives the same log to the witness pusher."""
+        s = self.settings.server
+
+        async def own_ocsp() -> bytes | None:
+            conf = self.globalconf.current
+            return None if conf is None else await ctx.own_ocsp(conf)
+
+        return AuditCheckpointer(
+            store=self.admin_store, server_id=self.server_id, signer=lambda: ctx.signer,
+            conf=lambda: self.globalconf.current, fetch=HttpTimestampFetcher(self.http), own_ocsp=own_ocsp,
+            can_sign=lambda: not isinstance(ctx.signer, _NoSigningKey) and (
+                self.device is None or self.device.available),
+            interval_seconds=s.checkpoint_interval_seconds, timeout_seconds=s.timestamp_timeout_seconds,
+        )
+
+    def _make_pusher(self, peer_ssl: ssl.SSLContext) -> Pusher | None:
+        """The pusher of this process's message-log origin and, in worker 0, of the server's audit log
+        (``[witness] push``; docs/witness.md sections 4 and 7), with its transport entered into the stack (closed
+        after the background tasks stop).
+
+        Raises:
+            ConfigError: a ``[witness]`` interval, timeout or back-off out of range.
+        """
+        w = self.settings.witness
+        if not w.push:
+            return None
+        try:
+            push_settings = PushSettings(
+                interval_seconds=w.push_interval_seconds, timeout_seconds=w.push_timeout_seconds,
+                backoff_min_seconds=w.backoff_min_seconds, backoff_max_seconds=w.backoff_max_seconds,
+            )
+        except ValueError as e:
+            raise ConfigError(f"[witness] {e}") from e
+        transport = PeerWitnessTransport(peer_ssl, self._check_provider)
+        self._stack.push_async_callback(transport.close)
+        sources: list[CheckpointSource] = [MessageLogSource(self.messagelog, self.origin)]
+        if self.worker == 0:  # the audit log's checkpoints are made there (_audit_checkpointer)
+            sources.append(audit_log_source(self.admin_store, self.server_id))
+        return Pusher(sources=sources, server_id=self.server_id,
+                      conf=lambda: self.globalconf.current, transport=transport, settings=push_settings,
+                      clock=self.clock, observer=self.metrics)
+
+    async def _open_witness(self, ctx: ProxyContext) -> WitnessEndpoint:
+        """The witness: its state (migrated), its key (made if missing: docs/witness.md section 2), its endpoint.
+
+        Raises:
+            ConfigError: the witness key cannot be read or made, or its name is not a key name.
+        """
+        w = self.settings.witness
+        store = WitnessStore(self.engine)
+        await store.migrate()
+        name = witness_signer.default_name(str(self.server_id), w.name)
+        try:
+            device = await self._find_witness_device()
+            signer = await witness_signer.load_signer(
+                name=name, token=self.token, state_dir=self.settings.server.state_dir, create=True, now=self.clock(),
+                device=device)
+            if isinstance(signer, witness_signer.DeviceWitnessSigner):
+                self.witness_device = device
+            assert signer is not None  # create=True
+            vkey = signer.key.vkey  # checks the name
+        except ConfigError:
+            raise
+        except GatewayError as e:
+            raise ConfigError(f"[witness]: the witness key cannot be used: {e.message}") from e
+        if w.max_request_bytes < 1:
+            raise ConfigError(f"[witness] max_request_bytes = {w.max_request_bytes} must be at least 1")
+        log.info("witness enabled", vkey=vkey)
+
+        async def check_peer(der: bytes | None) -> SecurityServerId:
+            return await ctx.check_peer(der, expected=None)
+
+        return WitnessEndpoint(store=store, signer=signer, conf=ctx.conf, check_peer=check_peer, clock=self.clock,
+                               max_request_bytes=w.max_request_bytes, observer=self.metrics)
 
     def _close_at_every_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Enter ``close`` into the stack so that stop() runs it in its place and again at every later stop().
@@ -433,20 +555,22 @@ class SecurityServer:
             raise ConfigError(f"token {s.token_dir}: {e.message}") from e
         return token
 
-    async def _open_device(self) -> Pkcs11Token:
-        """Open the PKCS#11 token of ``[server] pkcs11_library``/``pkcs11_token_label`` and log in.
+    async def _open_device(self, spec: Pkcs11Device) -> Pkcs11Token:
+        """Open one PKCS#11 device of the settings (:func:`~gateway.settings.pkcs11_devices`) and log in.
 
         Raises:
             ConfigError: no PIN source, a bad setting, a wrong or locked PIN, or the device cannot be reached.
         """
-        s = self.settings.server
-        device = Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=s.pkcs11_sessions)
-        pin = read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+        legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == self.settings.server.pkcs11_library
+        device = Pkcs11Token(spec.library, spec.token_label, sessions=spec.sessions, name=spec.name)
         try:
+            pin = read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                           setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
             await device.login(pin, now=self.clock())
         except GatewayError as e:
             device.close()
-            raise ConfigError(f"PKCS#11 token {s.pkcs11_token_label!r} ({s.pkcs11_library}): {e.message}") from e
+            raise ConfigError(f"PKCS#11 token {spec.name!r} (label {spec.token_label!r}, {spec.library}): "
+                              f"{e.message}") from e
 
         async def close() -> None:
             device.close()
@@ -455,30 +579,76 @@ class SecurityServer:
         return device
 
     async def _device_choice_changed(self) -> bool:
-        """Whether the device's signing certificate to use now is another than the one in use (``gateway token
-        --device activate`` in another process changes the device, which has no file to watch)."""
-        assert self.device is not None
-        if self.context is None:
+        """Whether the signing certificate to use now is another than the one in use, as far as the devices
+        tell (``gateway token activate --device NAME`` in another process changes a device, which has no file to
+        watch)."""
+        if self.context is None or (self.device is not None and not self.device.available):
+            return False  # (the device in use is away: nothing switches until it is back)
+        for device in self.devices.values():
+            if not device.available:
+                continue
+            chosen = token_model.select_cert(await device.state(), "sign", now=self.clock())
+            if chosen is not None:
+                return chosen[1].sha256 != keys.cert_sha256_hex(self.context.signer.cert)
+        # no device has a signing certificate to use now: signing moves from the device to the software token
+        # when that has one (else the device's last certificate stays in use, as with a single device)
+        if self.device is None or self.token is None:
             return False
-        chosen = token_model.select_cert(await self.device.state(), "sign", now=self.clock())
-        in_use = keys.cert_sha256_hex(self.context.signer.cert)
-        return chosen is not None and chosen[1].sha256 != in_use
+        return token_model.select_cert(await self.token.state(), "sign", now=self.clock()) is not None
 
-    def _signing_token(self) -> SoftToken | Pkcs11Token:
-        """Where the signing key lives: the PKCS#11 device when one is set, else the software token."""
-        if self.device is not None:
-            return self.device
-        assert self.token is not None
-        return self.token
+    async def _signing_token(self) -> SoftToken | Pkcs11Token:
+        """Where the signing key lives: the first device (in the settings' order) with an active signing
+        certificate valid now, else the software token; sets :attr:`device`. A device in use that is
+        unavailable stays the one (exchanges fail closed; no silent switch to another token's key).
+
+        Raises:
+            ConfigError: no token holds an active signing certificate (naming the devices asked).
+            TokenUnavailable: the device in use cannot be reached.
+        """
+        now = self.clock()
+        if not self.devices:  # the software token (its signer() says when it has no certificate to use)
+            assert self.token is not None
+            return self.token
+        for device in self.devices.values():
+            try:
+                state = await device.state()
+            except GatewayError:
+                if device is self.device:
+                    raise
+                continue  # an unavailable device that is not in use is skipped (readiness warns)
+            if token_model.select_cert(state, "sign", now=now) is not None:
+                self.device = device
+                return device
+        if self.token is not None and token_model.select_cert(await self.token.state(), "sign", now=now):
+            self.device = None
+            return self.token
+        asked = ", ".join(repr(n) for n in self.devices) + (" nor in the software token" if self.token else "")
+        raise ConfigError(f"no active signing certificate valid now on PKCS#11 token(s) {asked}",
+                          hint="import one and `gateway token activate --device NAME` it")
+
+    async def _find_witness_device(self) -> Pkcs11Token | None:
+        """The device that holds the witness key (the first in the settings' order), else the signing device
+        (where :func:`~gateway.witness.signer.load_signer` makes a new one), else None."""
+        for device in self.devices.values():
+            with contextlib.suppress(GatewayError):
+                if await device.witness_public_key() is not None:
+                    return device
+        return self.device
+
+    def _device_usage(self, device: Pkcs11Token) -> str:
+        usage = [u for u, d in (("sign", self.device), ("witness", self.witness_device)) if d is device]
+        return ", ".join(usage)
 
     def tokens(self) -> list[dict[str, object]]:
-        """Every token of this server with its state (the admin API's and the web interface's list)."""
+        """Every token of this server with its state and the keys in use on it (the admin API's and the web
+        interface's list): the software token, then every device in the settings' order."""
         out: list[dict[str, object]] = []
         if self.token is not None:
+            usage = "auth" if self.device is not None else "auth, sign"
             out.append({"name": "software", "kind": "software", "state": "available" if self.token.logged_in
-                        else "logged-out", "error": "", "usage": "auth" if self.device is not None else "auth, sign"})
-        if self.device is not None:
-            out.append({**self.device.status().to_dict(), "usage": "sign"})
+                        else "logged-out", "error": "", "usage": usage})
+        for device in self.devices.values():
+            out.append({**device.status().to_dict(), "usage": self._device_usage(device)})
         return out
 
     def _registered(self) -> set[str] | None:
@@ -512,13 +682,13 @@ class SecurityServer:
             TrustError: no good OCSP response for the new signing certificate (the current one stays).
         """
         ctx = self.context
-        if (self.token is None and self.device is None) or ctx is None:
+        if (self.token is None and not self.devices) or ctx is None:
             return False
         async with self._keys_lock:
             self._token_stamp = self._stat_token()
             now = self.clock()
             changed = False
-            signer = await self._signing_token().signer(now=now)
+            signer = await self._token_signer(ctx.signer, now)
             if signer.cert != ctx.signer.cert:
                 conf = ctx.conf()
                 ca = conf.ca_for(signer.cert)
@@ -533,17 +703,67 @@ class SecurityServer:
                 ctx.signer = signer
                 ctx.sign_cert_der = signer.cert.public_bytes(serialization.Encoding.DER)
                 ctx._own_ocsp = None
+                if self.checkpointer is not None:  # the message log's next checkpoints: the key in use now
+                    self.checkpointer.use_signer(signer)
                 changed = True
                 log.info("signing certificate switched", sha256=keys.cert_sha256_hex(signer.cert))
             if self.token is not None:
-                auth = await self.token.tls_material(now=now, registered=self._registered())
-                if auth.sha256 != self._auth_sha256:
+                auth = await self._token_auth(self._auth_sha256, now)
+                if auth is not None and auth.sha256 != self._auth_sha256:
                     self._load_auth(auth)
                     ctx.auth_cert = auth.cert
                     changed = True
                     log.info("authentication certificate switched", sha256=auth.sha256)
+            missing = self._missing_keys(ctx.signer, not self._auth_sha256)
+            if missing != ctx.not_configured:
+                ctx.not_configured = missing
+                changed = True
+                log.info("keys missing: exchanges refused" if missing else "keys active: exchanges served",
+                         missing=missing)
         await self._update_expiry_metrics()
         return changed
+
+    async def _token_signer(self, current: Signer | None, now: datetime) -> Signer:
+        """The signer of the certificate to use now; a :class:`_NoSigningKey` placeholder while the software
+        token has no active signing certificate and none is in use yet (an uninitialised server).
+
+        Raises:
+            ConfigError: a signing certificate was in use and the token has none now (it stays in use), or the
+                PKCS#11 device has none.
+        """
+        try:
+            return await (await self._signing_token()).signer(now=now)
+        except ConfigError:
+            if self.devices or not (current is None or isinstance(current, _NoSigningKey)):
+                raise
+            return current or _NoSigningKey(keys.read_certificate(self.files.internal_cert))
+
+    async def _token_auth(self, current: str | None, now: datetime) -> TlsMaterial | None:
+        """The authentication certificate to use now; None while the token has none active and none is in use
+        (``current``: the fingerprint in use, "" or None for none).
+
+        Raises:
+            ConfigError: one was in use and the token has none now (it stays in use).
+        """
+        assert self.token is not None
+        try:
+            return await self.token.tls_material(now=now, registered=self._registered())
+        except ConfigError:
+            if current:
+                raise
+            return None
+
+    def _missing_keys(self, signer: Signer, no_auth: bool) -> str | None:
+        """What keeps this server from exchanging, as readiness and the NotConfigured fault say it (None: nothing)."""
+        missing = []
+        if no_auth:
+            missing.append("no active authentication certificate registered in the global configuration")
+        if isinstance(signer, _NoSigningKey):
+            missing.append(f"no active signing certificate for member {self.server_id.owner}")
+        if not missing:
+            return None
+        return "; ".join(missing) + " (this security server is not initialised: generate the keys, import " \
+            "and activate the certificates, register the server; docs/operations.md)"
 
     def _load_auth(self, auth: TlsMaterial) -> None:
         """Put another authentication certificate into the live TLS contexts (new connections use it)."""
@@ -566,8 +786,9 @@ class SecurityServer:
         now = self.clock()
         key, cert = await regclient.auth_key_and_cert(self.settings, token=self.token, newest=type_ == "auth_cert_reg",
                                                       now=now)
-        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now,
-                                    client=client)
+        # the address peers reach: [server] address, else the bound port (server_port 0 picks one at start)
+        return await regclient.send(self.settings, type_, key=key, cert=cert, now=now, client=client,
+                                    address=self.settings.server.address or self.server_address or None)
 
     async def certificates(self, *, with_ocsp: bool = True) -> list[token_model.CertReport]:
         """This server's keys and certificates with expiry and (optionally fetched) OCSP status: what
@@ -580,11 +801,13 @@ class SecurityServer:
         else:
             state = None
             certs = [keys.read_certificate(self.files.sign_cert), keys.read_certificate(self.files.auth_cert)]
-        if self.device is not None:  # its keys join the list; the files' signing certificate is not in use
-            device_state = await self.device.state()
-            if state is None:
-                certs = certs[1:]
-            certs += [c.certificate for k in device_state.keys for c in k.certs]
+        device_states: list[tuple[Pkcs11Token, token_model.TokenState]] = []
+        for device in self.devices.values():  # their keys join the list (an unavailable device's cannot)
+            with contextlib.suppress(GatewayError):
+                device_states.append((device, await device.state()))
+        if self.device is not None and state is None:  # the files' signing certificate is not in use
+            certs = certs[1:]
+        certs += [c.certificate for _d, ds in device_states for k in ds.keys for c in k.certs]
         conf = self.globalconf.current if hasattr(self, "globalconf") else None
         if with_ocsp and self.context is not None and conf is not None:
             for cert in certs:
@@ -599,8 +822,9 @@ class SecurityServer:
                 except GatewayError:
                     ocsp[keys.cert_sha256_hex(cert)] = "unavailable"
         out: list[token_model.CertReport] = []
-        if self.device is not None:
-            out = token_model.report(device_state, now=now, ocsp=ocsp)
+        for device, device_state in device_states:  # only the signing device's signing key is in use
+            out += [r if device is self.device or r.usage != "sign" else dataclasses.replace(r, in_use=False)
+                    for r in token_model.report(device_state, now=now, ocsp=ocsp)]
         if state is not None:
             soft = token_model.report(state, now=now, ocsp=ocsp, registered=self._registered())
             if self.device is not None:  # the device signs: the software token's signing keys are not in use
@@ -652,7 +876,8 @@ class SecurityServer:
                 await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_SECONDS)
 
     async def _key_watch_loop(self) -> None:
-        """Reload keys when token.json changes or a new global configuration arrives; refresh metrics hourly."""
+        """Reload keys when token.json changes or a new global configuration arrives, and every round while the
+        server is uninitialised; refresh metrics hourly."""
         interval = self.settings.server.serverconf_reload_seconds
         seen_version = self.globalconf.current.version if self.globalconf.current is not None else None
         metrics_at = self.clock()
@@ -664,15 +889,18 @@ class SecurityServer:
             conf = self.globalconf.current
             version = conf.version if conf is not None else None
             try:
-                device_changed = False
-                if self.device is not None:
-                    before = self.device.available
-                    after = (await self.device.probe()).state == "available"
+                returned = False
+                for device in self.devices.values():
+                    before = device.available
+                    after = (await device.probe()).state == "available"
                     if before != after:
                         log.warning("PKCS#11 token " + ("available again" if after else "unavailable"),
-                                    token=self.device.token_label, error=self.device.status().error)
-                    device_changed = after and await self._device_choice_changed()
-                if self._stat_token() != self._token_stamp or version != seen_version or device_changed:
+                                    device=device.name, token=device.token_label, error=device.status().error)
+                    returned = returned or after
+                device_changed = returned and await self._device_choice_changed()
+                # uninitialised: look every round (a certificate whose OCSP status was not good yet is retried)
+                waiting = self.context is not None and self.context.not_configured is not None
+                if self._stat_token() != self._token_stamp or version != seen_version or device_changed or waiting:
                     seen_version = version
                     await self.reload_keys()
                 elif (self.clock() - metrics_at).total_seconds() >= 3600:
@@ -801,6 +1029,23 @@ class SecurityServer:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
         await stack.aclose()
         log.info("security server stopped", server=str(self.server_id), origin=self.origin)
+
+
+class _NoSigningKey:
+    """The signer of a server without an active signing certificate yet: it signs nothing (NotConfigured).
+
+    Its ``cert`` is the server's internal TLS certificate, which no CA of the global configuration issued, so it
+    is never offered as a signing certificate; the proxies refuse exchanges before they would sign
+    (``ProxyContext.not_configured``)."""
+
+    __slots__ = ("alg", "cert")
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.cert = cert
+        self.alg = ALG_ECDSA_P256
+
+    def sign(self, data: bytes) -> bytes:
+        raise NotConfigured("no active signing certificate yet: nothing can be signed")
 
 
 def _check_ops_settings(s: ServerSettings) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.errors import (
     CertExists,
@@ -62,6 +62,11 @@ MAX_PIN_LENGTH = 1024  # characters; bounds KDF input
 MAX_LABEL_LENGTH = 255  # characters
 
 CertState = Literal["active", "inactive"]
+# A key's usage: certificates of a kind, or "witness": the Ed25519 key a witness cosigns with (no certificate;
+# docs/witness.md section 2)
+KeyUsage = Literal["auth", "sign", "witness"]
+KEY_USAGES: tuple[KeyUsage, ...] = ("auth", "sign", "witness")
+TokenKeyType = Literal["ec-p256", "rsa-2048", "rsa-3072", "ed25519"]  # keys.KeyType, and a witness key's type
 OcspState = Literal["good", "revoked", "unknown", "unavailable", "not-checked"]
 
 
@@ -73,9 +78,12 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def spki_sha256(key: keys.PrivateKey | keys.PublicKey | x509.Certificate) -> str:
+def spki_sha256(
+    key: keys.PrivateKey | keys.PublicKey | x509.Certificate | ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey,
+) -> str:
     """Hex SHA-256 of the SubjectPublicKeyInfo: the id of a token key, and how a certificate finds its key."""
-    pub = key if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) else key.public_key()
+    pub = (key if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey)
+           else key.public_key())
     der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
@@ -183,8 +191,8 @@ class KeyEntry:
     """A private key of the token (the key itself is in ``keys/<id>.pem``, encrypted)."""
 
     id: str  # hex SHA-256 of the public key (SubjectPublicKeyInfo DER)
-    usage: CertKind
-    key_type: keys.KeyType
+    usage: KeyUsage
+    key_type: TokenKeyType
     label: str
     created_at: datetime
     certs: tuple[CertEntry, ...] = ()
@@ -201,6 +209,28 @@ class KeyEntry:
             id=d["id"], usage=d["usage"], key_type=d["key_type"], label=d["label"],
             created_at=_parse_time(d["created_at"]), certs=tuple(CertEntry.from_dict(c) for c in d["certs"]),
         )
+
+
+def cert_kind(entry: KeyEntry) -> CertKind:
+    """The certificate kind of a key's usage.
+
+    Raises:
+        PkiError: a witness key, which has no certificate (docs/witness.md section 2).
+    """
+    if entry.usage == "witness":
+        raise PkiError(f"key {entry.id[:16]}... is the witness key: it has no certificates (nor CSRs)")
+    return entry.usage
+
+
+def certified_key_type(entry: KeyEntry) -> keys.KeyType:
+    """The key type of a key that certificates are issued for.
+
+    Raises:
+        PkiError: an Ed25519 (witness) key.
+    """
+    if entry.key_type == "ed25519":
+        raise PkiError(f"key {entry.id[:16]}... is an Ed25519 witness key, not a certificate key")
+    return entry.key_type
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -439,8 +469,8 @@ class CertReport:
     """One line of ``gateway token keys`` / the admin API's certificate list."""
 
     key_id: str
-    usage: CertKind
-    key_type: keys.KeyType
+    usage: KeyUsage
+    key_type: TokenKeyType
     label: str
     sha256: str | None  # None: a key without certificate (CSR pending)
     identity: str | None

@@ -50,7 +50,7 @@ from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -89,6 +89,15 @@ _call_locks: dict[str, threading.RLock] = {}
 # (library, token label) -> the PIN this process logged in with: a second handle on a token the process is
 # logged in to (CKR_USER_ALREADY_LOGGED_IN) must bring the same PIN
 _logged_in_pins: dict[tuple[str, str], str] = {}
+# library path -> how often it was re-initialised (C_Finalize/C_Initialize): that closes the sessions of every
+# token of the library, so a pool opened under an older count is opened again before its next call
+_initialisations: dict[str, int] = {}
+
+
+def library_generation(path: str) -> int:
+    """How often the library at ``path`` was re-initialised in this process."""
+    with _libraries_lock:
+        return _initialisations.get(path, 0)
 
 
 def library_lock(path: str) -> threading.RLock:
@@ -113,6 +122,7 @@ def _library(path: str, *, reinitialize: bool = False) -> Any:
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     lib.finalize()
                 lib.initialize()
+                _initialisations[path] = _initialisations.get(path, 0) + 1
         except pkcs11.PKCS11Error as e:
             raise TokenUnavailable(f"PKCS#11 library {path}: {_describe(e)}") from e
         return lib
@@ -136,6 +146,19 @@ def _public_key(pub: Any, key_type: keys.KeyType) -> keys.PublicKey:
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
+ED25519_OID = "1.3.101.112"  # id-Ed25519 (RFC 8410): CKA_EC_PARAMS of a CKK_EC_EDWARDS key
+
+
+def _ed25519_point(pub: Any) -> bytes:
+    """The raw 32-byte public key of a device Ed25519 key (CKA_EC_POINT, a DER OCTET STRING around it)."""
+    point = bytes(pub[Attribute.EC_POINT])
+    if len(point) == 34 and point[:2] == b"\x04\x20":
+        point = point[2:]
+    if len(point) != 32:
+        raise TokenUnavailable(f"the device's Ed25519 public key has {len(point)} bytes, not 32")
+    return point
+
+
 def _sign_with(priv: Any, key_type: keys.KeyType, data: bytes) -> bytes:
     """RFC 9421 signature bytes: ECDSA P-256 as r || s (what CKM_ECDSA returns), RSA PKCS#1 v1.5 SHA-256."""
     if key_type == "ec-p256":
@@ -154,6 +177,8 @@ class _Pool:
         self._lock = threading.Lock()
         self._generation = 0
         self._keys: dict[tuple[int, int, bytes], Any] = {}  # (generation, session id, CKA_ID) -> key object
+        self.slot: Any = None  # the token's slot, known once open: its presence is asked of it alone
+        self.library_generation = -1  # library_generation() when the sessions were opened
 
     def open(self, pin: str) -> None:
         """Open ``size`` sessions; the first logs in (login is per application, the rest share it).
@@ -163,6 +188,7 @@ class _Pool:
         """
         with self._lock:
             self._close_locked()
+            generation = library_generation(self._token.library)
             token = self._token.find_token()
             known = (self._token.library, self._token.token_label)
             try:
@@ -176,6 +202,8 @@ class _Pool:
             sessions = [first] + [token.open(rw=True) for _ in range(self.size - 1)]
             self._generation += 1
             self._all = sessions
+            self.slot = token.slot
+            self.library_generation = generation
             for s in sessions:
                 self._free.put(s)
 
@@ -184,9 +212,12 @@ class _Pool:
             self._close_locked()
 
     def _close_locked(self) -> None:
-        for s in self._all:
-            with contextlib.suppress(Exception):
-                s.close()
+        # Sessions of an earlier initialisation of the library are gone already, and their handle numbers may
+        # now be another token's new sessions: they are forgotten, never closed.
+        if self.library_generation == library_generation(self._token.library):
+            for s in self._all:
+                with contextlib.suppress(Exception):
+                    s.close()
         self._all = []
         self._keys = {}
         while not self._free.empty():
@@ -248,6 +279,7 @@ class Pkcs11Token:
         *,
         sessions: int = DEFAULT_SESSIONS,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        name: str = "",
     ) -> None:
         if not library:
             raise ConfigError("a PKCS#11 token needs the path of its library ([server] pkcs11_library)")
@@ -257,7 +289,7 @@ class Pkcs11Token:
             raise ConfigError(f"[server] pkcs11_sessions is {sessions}; it must be between 1 and 64")
         self.library = library
         self.token_label = token_label
-        self.name = f"pkcs11:{token_label}"
+        self.name = name or f"pkcs11:{token_label}"  # [[server.pkcs11]] name; shown in the API and readiness
         self.retry_seconds = retry_seconds
         self._pool = _Pool(self, sessions)
         self._executor = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix=f"pkcs11-{token_label}")
@@ -270,8 +302,16 @@ class Pkcs11Token:
     # ---- the device -------------------------------------------------------------------------------------
 
     def find_token(self) -> Any:
-        """The token object (raises PKCS11Error / TokenUnavailable as the library answers)."""
+        """The token object (raises PKCS11Error / TokenUnavailable as the library answers): asked of its own
+        slot when that is known (a removed SoftHSM2 token fails every other token's C_GetSlotList), else found
+        in the slot list."""
         lib = _library(self.library)
+        slot = self._pool.slot
+        if slot is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                token = slot.get_token()
+                if token.label == self.token_label:
+                    return token
         try:
             return lib.get_token(token_label=self.token_label)
         except pkcs11.exceptions.NoSuchToken as e:
@@ -326,7 +366,15 @@ class Pkcs11Token:
         """
         if self._pin is None:
             raise TokenNotActive(f"PKCS#11 token {self.token_label!r} is not logged in; log in with its PIN first")
+        if self._available and self._pool.library_generation == library_generation(self.library):
+            return
         if self._available:
+            # another token of the same library re-initialised it (it came back from a failure): this token's
+            # sessions are closed, but the token is there; open them again without re-initialising
+            try:
+                self._connect(reinitialize=False)
+            except (pkcs11.PKCS11Error, TokenUnavailable) as e:
+                raise self._broken(e) from e
             return
         with self._reconnect_lock:
             if self._available:
@@ -367,9 +415,15 @@ class Pkcs11Token:
         return self.status()
 
     def _check_present(self, s: Any) -> None:
-        """A round trip that fails when the token is gone: the slot list (C_GetSlotList, C_GetTokenInfo; a
-        removed SoftHSM2 token answers CKR_GENERAL_ERROR there) and one of our objects' values."""
-        self.find_token()
+        """A round trip that fails when the token is gone: its own slot's token information (C_GetTokenInfo; a
+        removed SoftHSM2 token answers CKR_GENERAL_ERROR there) and one of our objects' values. Not the slot
+        list: a removed SoftHSM2 token fails the whole library's C_GetSlotList, which would mark every other
+        token of the library gone too."""
+        slot = self._pool.slot
+        if slot is None:
+            self.find_token()
+        elif slot.get_token().label != self.token_label:
+            raise TokenUnavailable(f"PKCS#11 token {self.token_label!r} is no longer in its slot")
         # (the search is read to its end: an unfinished one is finalised later, maybe on a closed session)
         found = list(s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}))
         if found:
@@ -514,6 +568,53 @@ class Pkcs11Token:
 
         return await self._call(gen)
 
+    async def generate_witness_key(self, *, label: str = "", now: datetime) -> KeyEntry:
+        """Generate the witness's Ed25519 key pair on the device (usage ``witness``, CKM_EDDSA; the private
+        key sensitive and not extractable; docs/witness.md section 2). One per token.
+
+        Raises:
+            RequestError: not logged in, a bad label, or a witness key exists already (409).
+            TokenUnavailable: the device failed (or has no Ed25519).
+        """
+        model.check_label(label)
+        existing = next((k for k in (await self.state()).keys if k.usage == "witness"), None)
+        if existing is not None:
+            raise KeyInUse(f"the token has a witness key already ({existing.id[:16]}...); delete it first")
+
+        def gen(_g: int, s: Any) -> KeyEntry:
+            temp_id = b"gateway-new-" + hashlib.sha256(str(time.time_ns()).encode()).digest()[:8]
+            pub, priv = s.generate_keypair(
+                KeyType.EC_EDWARDS, store=True, id=temp_id, label=label or "witness",
+                public_template={Attribute.EC_PARAMS: encode_named_curve_parameters(ED25519_OID),
+                                 Attribute.VERIFY: True, Attribute.TOKEN: True, Attribute.PRIVATE: False},
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+                                  Attribute.PRIVATE: True, Attribute.TOKEN: True},
+            )
+            key_id = model.spki_sha256(ed25519.Ed25519PublicKey.from_public_bytes(_ed25519_point(pub)))
+            pub[Attribute.ID] = bytes.fromhex(key_id)
+            priv[Attribute.ID] = bytes.fromhex(key_id)
+            entry = KeyEntry(id=key_id, usage="witness", key_type="ed25519", label=label, created_at=now)
+            self._put_metadata(s, f"key:{key_id}", {k: v for k, v in entry.to_dict().items() if k != "certs"})
+            return entry
+
+        return await self._call(gen)
+
+    async def witness_public_key(self) -> tuple[str, bytes] | None:
+        """The witness key's id and raw Ed25519 public key (32 bytes), or None when the device has none."""
+        entry = next((k for k in (await self.state()).keys if k.usage == "witness"), None)
+        if entry is None:
+            return None
+
+        def read(_g: int, s: Any) -> bytes:
+            return _ed25519_point(s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.id)))
+
+        return entry.id, await self._call(read)
+
+    def sign_eddsa_blocking(self, key_id: str, data: bytes) -> bytes:
+        """An Ed25519 signature (CKM_EDDSA) by the key ``key_id``, on a pooled session in the calling thread."""
+        ident = bytes.fromhex(key_id)
+        return self._run(lambda g, s: bytes(self._pool.private_key(g, s, ident).sign(data, mechanism=Mechanism.EDDSA)))
+
     async def public_key(self, key_id: str) -> keys.PublicKey:
         """The public key of a key of the token (read from the device)."""
         state = await self.state()
@@ -521,7 +622,7 @@ class Pkcs11Token:
 
         def read(_g: int, s: Any) -> keys.PublicKey:
             pub = s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.id))
-            return _public_key(pub, entry.key_type)
+            return _public_key(pub, model.certified_key_type(entry))
 
         return await self._call(read)
 
@@ -586,7 +687,7 @@ class Pkcs11Token:
         identity: certprofile.Identity = server_id if entry.usage == "auth" else (member or server_id.owner)
         pub = await self.public_key(entry.id)
         template_key = keys.generate_private_key("ec-p256" if entry.key_type == "ec-p256" else "rsa-2048")
-        template = certprofile.build_csr(template_key, identity, kind=entry.usage, name=name)
+        template = certprofile.build_csr(template_key, identity, kind=model.cert_kind(entry), name=name)
         request = asn1_csr.CertificationRequest.load(template.public_bytes(serialization.Encoding.DER))
         info = request["certification_request_info"]
         spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -594,7 +695,8 @@ class Pkcs11Token:
         tbs = info.dump(force=True)
 
         def sign(generation: int, s: Any) -> bytes:
-            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)), entry.key_type, tbs)
+            return _sign_with(self._pool.private_key(generation, s, bytes.fromhex(entry.id)),
+                              model.certified_key_type(entry), tbs)
 
         raw = await self._call(sign)
         request["signature"] = keys.raw_to_der_ecdsa(raw) if entry.key_type == "ec-p256" else raw
@@ -682,7 +784,8 @@ class Pkcs11Token:
                 hint="import one and `gateway token activate --device` it",
             )
         key_entry, cert_entry = chosen
-        return DeviceSigner(self, key_id=key_entry.id, key_type=key_entry.key_type, cert=cert_entry.certificate)
+        return DeviceSigner(self, key_id=key_entry.id, key_type=model.certified_key_type(key_entry),
+                            cert=cert_entry.certificate)
 
     async def tls_material(self, *, now: datetime, registered: Collection[str] | None = None) -> None:
         """Never: Python's ``ssl`` module loads a TLS key only from a file (docs/tokens.md, "TLS").

@@ -36,6 +36,7 @@ from typing import TypeVar
 from argon2.low_level import Type, hash_secret_raw
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.errors import ConfigError, KeyInUse, PkiError, RequestError, TokenNotActive
 from gateway.files import private_dir
@@ -234,6 +235,10 @@ class SoftToken:
                 params = dataclasses.replace(state.kdf, salt=secrets.token_bytes(16))
                 new_pass = derive_passphrase(new, params)
                 for k in state.keys:
+                    if k.usage == "witness":
+                        witness = _read_ed25519(self.key_path(k.id), old_pass)
+                        keys._write_atomic(self.key_path(k.id), _ed25519_pem(witness, new_pass), 0o600)
+                        continue
                     key = keys.read_private_key(self.key_path(k.id), old_pass)
                     keys.write_private_key(self.key_path(k.id), key, new_pass)
                 self._write(dataclasses.replace(state, kdf=params, verifier=model.pin_verifier(new_pass)))
@@ -269,16 +274,60 @@ class SoftToken:
 
         return await self._thread(gen)
 
+    async def generate_witness_key(self, *, label: str = "", now: datetime) -> KeyEntry:
+        """Generate the witness's Ed25519 key (usage ``witness``, no certificate; docs/witness.md section 2).
+
+        A token holds at most one witness key: a witness's key is its identity in every witness policy, so
+        replacing it is deleting the old one first (and republishing the policies).
+
+        Raises:
+            RequestError: not logged in, a bad label, or a witness key exists already (409).
+        """
+        passphrase = self._require_login()
+        model.check_label(label)
+
+        def gen() -> KeyEntry:
+            key = ed25519.Ed25519PrivateKey.generate()
+            entry = KeyEntry(id=model.spki_sha256(key), usage="witness", key_type="ed25519", label=label,
+                             created_at=now)
+
+            def add(state: TokenState) -> tuple[TokenState, KeyEntry]:
+                old = next((k for k in state.keys if k.usage == "witness"), None)
+                if old is not None:
+                    raise KeyInUse(f"the token has a witness key already ({old.id[:16]}...); delete it first")
+                keys._write_atomic(self.key_path(entry.id), _ed25519_pem(key, passphrase), 0o600)
+                return dataclasses.replace(state, keys=(*state.keys, entry)), entry
+
+            return self._update(add)
+
+        return await self._thread(gen)
+
+    async def witness_private_key(self) -> ed25519.Ed25519PrivateKey | None:
+        """The witness key (decrypted, for the running witness's signer), or None when the token has none.
+
+        Raises:
+            RequestError: not logged in.
+            PkiError: the key file cannot be read or decrypted.
+        """
+        passphrase = self._require_login()
+        state = await self.state()
+        entry = next((k for k in state.keys if k.usage == "witness"), None)
+        if entry is None:
+            return None
+        return await self._thread(lambda: _read_ed25519(self.key_path(entry.id), passphrase))
+
     async def private_key(self, key_id: str) -> keys.PrivateKey:
         """Decrypt one key (kept by the caller only as long as it needs it).
 
         Raises:
             RequestError: not logged in; 404 for an unknown key.
-            PkiError: the key file cannot be read or decrypted.
+            PkiError: the key file cannot be read or decrypted, or it is the witness key
+                (:meth:`witness_private_key`).
         """
         passphrase = self._require_login()
         state = await self.state()
         entry = state.key(key_id)
+        model.certified_key_type(entry)
         return await self._thread(lambda: keys.read_private_key(self.key_path(entry.id), passphrase))
 
     async def delete_key(self, key_id: str) -> KeyEntry:
@@ -316,9 +365,10 @@ class SoftToken:
         """
         state = await self.state()
         entry = state.key(key_id)
+        kind = model.cert_kind(entry)
         key = await self.private_key(entry.id)
-        identity: certprofile.Identity = server_id if entry.usage == "auth" else (member or server_id.owner)
-        return certprofile.build_csr(key, identity, kind=entry.usage, name=name)
+        identity: certprofile.Identity = server_id if kind == "auth" else (member or server_id.owner)
+        return certprofile.build_csr(key, identity, kind=kind, name=name)
 
     # ---- certificates -----------------------------------------------------------------------------------
 
@@ -406,6 +456,21 @@ class SoftToken:
     ) -> list[model.CertReport]:
         """Every key and certificate with expiry, days left, use and OCSP status (see ``model.report``)."""
         return model.report(await self.state(), now=now, ocsp=ocsp, registered=registered)
+
+
+def _ed25519_pem(key: ed25519.Ed25519PrivateKey, passphrase: bytes) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase))
+
+
+def _read_ed25519(path: Path, passphrase: bytes) -> ed25519.Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+    except (OSError, ValueError, TypeError) as e:
+        raise PkiError(f"witness key {path} cannot be read or decrypted: {e}") from e
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise PkiError(f"witness key {path} is not an Ed25519 key")
+    return key
 
 
 def read_pin(

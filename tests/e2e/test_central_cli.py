@@ -144,7 +144,7 @@ def test_uninitialised_database_exits_2(tmp_path: Path) -> None:
     conf = write_settings(tmp_path / "central.toml", f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
     res = gateway("-c", str(conf), "central", "member", "list", cwd=tmp_path)
     assert res.returncode == 2
-    assert "is not initialised for the central server (schema revision none, expected 0003)" in res.stderr
+    assert "is not initialised for the central server (schema revision none, expected 0004)" in res.stderr
     assert "hint: run `gateway central init`" in res.stderr
 
 

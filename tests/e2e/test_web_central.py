@@ -4,10 +4,13 @@ federation started as ``gateway demo`` starts one (:func:`gateway.dev.demo.start
 Journeys: every central page for the demo's ``admin`` (every role), checked by axe-core (no serious or critical
 WCAG 2.1 A/AA violation) and screenshotted, also at 320 px wide; an observer who sees the pages but whose every
 change is refused by the server even when posted by hand, and a form without its CSRF token refused; the
-operator adding agency C: its member and subsystem in the central pages, its security server's keys, CSRs and
-certificates through that server's keys page, its registration requests approved in the central pages by a
-registration officer (who sees the requester's signature verified), its client on its server's clients page,
-an access right on the provider's service page, then an exchange from C succeeds.
+operator adding agency C through the pages: its member and subsystem in the central pages; on its security
+server's keys page an authentication and a signing key, their CSRs downloaded, the certificates (signed by the
+dev CA, the one step outside the web interface) imported and activated on a server that started with an
+empty token (no key at all: uninitialised, docs/operations.md); its registration requests sent with the
+buttons of its keys and client pages and approved in the central pages by a registration officer (who sees
+the requester's signature verified); an access right on the provider's service page; then an exchange from C
+succeeds, signed and authenticated with the certificates made through the pages.
 
 Screenshots go to ``<tmp>/screenshots`` and to ``GATEWAY_SCREENSHOTS`` when set (``web_kit.Shots``).
 """
@@ -17,11 +20,11 @@ from __future__ import annotations
 import html
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -34,14 +37,16 @@ from web_kit import Shots, check_page, chromium, csrf_of, log_in, new_context
 from gateway.admin.roles import ROLES
 from gateway.admin.schema import Page as ListPage
 from gateway.central import registry
-from gateway.central.management import RequestType, build_request
-from gateway.dev.demo import Federation, _issue_token_keys, start_federation
-from gateway.identifiers import SecurityServerId, ServiceId, parse_client
-from gateway.server import regclient
+from gateway.dev.demo import Federation, start_federation
+from gateway.files import private_dir, write_private_text
+from gateway.identifiers import SecurityServerId, ServiceId
 from gateway.server.keyfiles import KeyFiles
 from gateway.server.runtime import SecurityServer
 from gateway.settings import GlobalConfSettings, ServerSettings, Settings
+from gateway.token.soft import SoftToken
 from gateway.trust import keys
+
+DASH = "\u2013"  # the en dash of "showing 1\u20132"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 
@@ -96,9 +101,11 @@ CENTRAL_PAGES = (
     ("dashboard", "/ui/dashboard"), ("members", "/ui/members"), ("subsystems", "/ui/subsystems"),
     ("servers", "/ui/servers"), ("requests", "/ui/registration-requests"), ("groups", "/ui/global-groups"),
     ("trust", "/ui/trust-services"), ("signing-keys", "/ui/signing-keys"), ("versions", "/ui/globalconf"),
-    ("audit-log", "/ui/audit-log"),
+    ("users", "/ui/users"), ("audit-log", "/ui/audit-log"), ("account", "/ui/account"),
+    ("witness-policies", "/ui/witness-policies"),
+    ("witness-policy-form", "/ui/witness-policies?server=DEV:GOV:1001:ss1"),
 )
-NARROW_SHOTS = {"members", "servers", "requests", "trust"}  # axe-core and a screenshot at 320 px too
+NARROW_SHOTS = {"members", "servers", "requests", "trust", "users"}  # axe-core and a screenshot at 320 px too
 
 
 async def test_every_central_page_forms_and_the_session(world: World, browser: Browser, tmp_path: Path) -> None:
@@ -123,6 +130,18 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     await page.goto(f"{url}/ui/members?sort=name&dir=desc")
     names = await page.get_by_role("table").locator("tbody tr td:nth-child(2)").all_inner_texts()
     assert names == sorted(names, reverse=True) and len(names) == 2
+    # the audit log: newest first; its "No." header link sorts it oldest first, and says so to assistive
+    # technology; the pager pages on in that order
+    await page.goto(f"{url}/ui/audit-log?limit=1")  # two entries so far: both log-ins
+    number = page.get_by_role("columnheader", name=re.compile("^No."))
+    await expect(number).to_have_attribute("aria-sort", "descending")
+    await number.get_by_role("link").click()
+    await expect(number).to_have_attribute("aria-sort", "ascending")
+    first = [int(n) for n in await page.get_by_role("table").locator("tbody tr td:nth-child(1)").all_inner_texts()]
+    assert first == [1]
+    await page.get_by_role("link", name="Next page").click()
+    await expect(page.get_by_role("table")).to_contain_text(re.compile(rf"in all, showing 2{DASH}2"))
+    await check_page(page, shots, "audit-log-oldest-first")
     # bad addresses are told in words, with the X-Road type
     for path, status, words in (
         ("/ui/members?sort=bogus", 400, "sort column 'bogus' is not one of id, name"),
@@ -163,6 +182,28 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     await member.get_by_role("button", name="Add to the group").click()
     await expect(page.get_by_role("status")).to_contain_text("DEV/GOV/1001/consumer added to the group.")
     await check_page(page, shots, "group")
+    # a central admin user and an API key through the users page; the user's own page
+    await page.goto(f"{url}/ui/users")
+    adduser = page.locator("form", has=page.get_by_role("heading", name="Add a user"))
+    await adduser.get_by_label("User name").fill("rhea")
+    await adduser.get_by_label("Password").fill("short")
+    await adduser.get_by_label("registration-officer").check()
+    await adduser.get_by_role("button", name="Add user").click()
+    await expect(page.locator("#user-password-error")).to_contain_text("Client.BadRequest")
+    await check_page(page, shots, "users-error")
+    adduser = page.locator("form", has=page.get_by_role("heading", name="Add a user"))
+    await adduser.get_by_label("Password").fill("rhea's long password")
+    await adduser.get_by_role("button", name="Add user").click()
+    await expect(page.get_by_role("status")).to_contain_text("User rhea added.")
+    newkey = page.locator("form", has=page.get_by_role("heading", name="Create an API key"))
+    await newkey.get_by_label("Name").fill("registry export")
+    await newkey.get_by_label("observer").check()
+    await newkey.get_by_role("button", name="Create API key").click()
+    await expect(page.get_by_role("status")).to_contain_text("Copy it now: it is shown only once.")
+    await check_page(page, shots, "users-new-key")
+    await page.get_by_role("link", name="rhea", exact=True).click()
+    await expect(page.get_by_role("heading", name="User rhea")).to_be_visible()
+    await check_page(page, shots, "user")
     # at 320 px wide every page still fits (a wide table scrolls inside its own region)
     narrow = await _signed_in(browser, url, "admin", world.password, width=320)
     for name, path in CENTRAL_PAGES:
@@ -179,7 +220,7 @@ async def test_every_central_page_forms_and_the_session(world: World, browser: B
     # the changes are in the audit log as the REST API's are, by operation
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="admin")  # type: ignore[union-attr]
     actions = {e.action for e in entries}
-    assert {"addGlobalGroup", "addGlobalGroupMember", "logout"} <= actions
+    assert {"addGlobalGroup", "addGlobalGroupMember", "addUser", "createApiKey", "logout"} <= actions
 
 
 async def test_observer_sees_the_pages_but_every_change_is_refused(
@@ -191,6 +232,7 @@ async def test_observer_sees_the_pages_but_every_change_is_refused(
     page = await _signed_in(browser, url, *OBSERVER)
     nav = page.get_by_role("navigation", name="Pages")
     await expect(nav.get_by_role("link", name="Audit log")).to_have_count(0)
+    await expect(nav.get_by_role("link", name="Users and API keys")).to_have_count(0)
     await page.goto(f"{url}/ui/members")
     await expect(page.get_by_role("table")).to_contain_text("DEV/GOV/1001")
     await expect(page.get_by_role("heading", name="Add a member")).to_have_count(0)
@@ -236,10 +278,16 @@ async def test_observer_sees_the_pages_but_every_change_is_refused(
 
 
 async def _start_agency_c(fed: Federation, workdir: Path) -> SecurityServer:
-    """Agency C's security server as installed (the steps `gateway token init` and the first keys do, which a
-    server needs before it can start), on free ports, not yet known to the central server."""
+    """Agency C's security server as installed, on free ports, not yet known to the central server: its
+    software token made by `gateway token init` and nothing else, no key and no certificate. It starts
+    uninitialised (exchanges refused with NotConfigured, readiness 503: docs/operations.md), so every key and
+    certificate the exchange uses is made through the pages."""
     files = KeyFiles(dir=workdir / "ss3")
-    token = await _issue_token_keys(fed.ca, files, SS3, name="Agency C", now=datetime.now(UTC))
+    private_dir(files.dir)
+    pin = secrets.token_urlsafe(18)
+    write_private_text(files.dir / "token.pin", pin + "\n")
+    (await SoftToken.init(files.dir / "token", pin)).logout()
+    token = {"token_dir": str(files.dir / "token"), "token_pin_file": str(files.dir / "token.pin")}
     settings = Settings(
         central=fed.central.settings,
         server=ServerSettings(id=str(SS3), database_url=f"sqlite+aiosqlite:///{workdir / 'ss3.db'}",
@@ -252,15 +300,41 @@ async def _start_agency_c(fed: Federation, workdir: Path) -> SecurityServer:
     return ss3
 
 
-async def _submit(ss3: SecurityServer, kind: RequestType, **fields: Any) -> int:
-    """What ss3 sends to register (`gateway server register`, `register-client`): a request signed with its
-    newest authentication certificate."""
-    assert ss3.token is not None
-    key, cert = await regclient.auth_key_and_cert(ss3.settings, token=ss3.token, newest=True, now=datetime.now(UTC))
-    body = build_request(kind, server=SS3, signer_key=key, signer_cert=cert, now=datetime.now(UTC),
-                         address=ss3.server_address, **fields)
-    answer = await regclient.submit(regclient.central_registration_url(ss3.settings), body)
-    return int(answer["id"])
+async def _key_through_the_page(operator: Page, fed: Federation, usage: str, label: str) -> x509.Certificate:
+    """A key generated on the keys page, its CSR downloaded from the page, the certificate imported and
+    activated there. Signing the CSR is the one step outside the web interface: the CA is another
+    organisation (here the federation's dev CA, called directly)."""
+    generate = operator.locator("form", has=operator.get_by_role("heading", name="Generate a key"))
+    await generate.get_by_label("Usage").select_option(usage)
+    await generate.get_by_label("Label").fill(label)
+    await generate.get_by_role("button", name="Generate key").click()
+    await expect(operator.get_by_role("status")).to_contain_text(f"A new {usage} key was generated.")
+    key = operator.locator("section", has=operator.get_by_role("heading", name=f"{usage} key {label}"))
+    await key.get_by_label("Organisation name").fill("Agency C")
+    async with operator.expect_download() as info:
+        await key.get_by_role("button", name="Download a certificate request (CSR)").click()
+    csr = x509.load_pem_x509_csr(Path(await (await info.value).path()).read_bytes())
+    # outside the web interface: the CA checks the identity the CSR asks for and signs it
+    cert = fed.ca.issue(csr, kind=usage, expected_identity=SS3 if usage == "auth" else SS3.owner,  # type: ignore[arg-type]
+                        now=datetime.now(UTC))
+    imp = operator.locator("form", has=operator.get_by_role("heading", name="Import a certificate"))
+    await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
+    await imp.get_by_role("button", name="Import certificate").click()
+    await expect(operator.get_by_role("status")).to_contain_text("Certificate imported.")
+    await key.get_by_role("button", name=re.compile("^Activate")).click()
+    await expect(operator.get_by_role("status")).to_contain_text("Certificate activated.")
+    return cert
+
+
+async def _sent_request(page: Page) -> int:
+    """The number of the registration request the page says it sent."""
+    status = page.get_by_role("status")
+    await expect(status.or_(page.get_by_role("alert"))).to_be_visible()
+    assert await status.count() == 1, await page.get_by_role("alert").all_inner_texts()
+    note = await status.inner_text()
+    m = re.search(r"Registration request (\d+) sent: submitted", note)
+    assert m, note
+    return int(m.group(1))
 
 
 async def _approve(page: Page, url: str, request_id: int, shots: Shots, name: str) -> None:
@@ -281,6 +355,9 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
     url = world.url
     ss3 = await _start_agency_c(world.fed, tmp_path)
     try:
+        assert ss3.token is not None and ss3.context is not None
+        assert (await ss3.token.state()).keys == ()
+        assert ss3.context.not_configured is not None  # uninitialised: no key at all
         await ss3.admin_store.add_user("admin", "ss3 admin password", frozenset(ROLES), now=datetime.now(UTC))
         # (1) the registration officer registers member C and its subsystem in the central pages
         officer = await _signed_in(browser, url, *OFFICER)
@@ -304,46 +381,42 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         await officer.keyboard.type("client3")
         await officer.keyboard.press("Enter")
         await expect(officer.get_by_role("status")).to_contain_text("Subsystem client3 added.")
-        # (2) C's security officer: a new authentication key, its CSR, the certificate, on ss3's keys page
+        # (2) C's security officer on ss3's keys page: an authentication and a signing key, their CSRs and
+        # certificates
         ss3_url = ss3.admin_url
         operator = await _signed_in(browser, ss3_url, "admin", "ss3 admin password")
         await operator.goto(f"{ss3_url}/ui/keys")
-        generate = operator.locator("form", has=operator.get_by_role("heading", name="Generate a key"))
-        await generate.get_by_label("Usage").select_option("auth")
-        await generate.get_by_label("Label").fill("registered auth")
-        await generate.get_by_role("button", name="Generate key").click()
-        await expect(operator.get_by_role("status")).to_contain_text("A new auth key was generated.")
-        key = operator.locator("section", has=operator.get_by_role("heading", name="auth key registered auth"))
-        await key.get_by_label("Organisation name").fill("Agency C")
-        async with operator.expect_download() as info:
-            await key.get_by_role("button", name="Download a certificate request (CSR)").click()
-        csr = x509.load_pem_x509_csr(Path(await (await info.value).path()).read_bytes())
-        # the CA (outside the operator's interface) signs it
-        cert = world.fed.ca.issue(csr, kind="auth", expected_identity=SS3, now=datetime.now(UTC))
-        imp = operator.locator("form", has=operator.get_by_role("heading", name="Import a certificate"))
-        await imp.get_by_label("Certificate (PEM)").fill(keys.cert_pem(cert))
-        await imp.get_by_role("button", name="Import certificate").click()
-        await expect(operator.get_by_role("status")).to_contain_text("Certificate imported.")
-        await key.get_by_role("button", name=re.compile("^Activate")).click()
-        await expect(operator.get_by_role("status")).to_contain_text("Certificate activated.")
+        auth_cert = await _key_through_the_page(operator, world.fed, "auth", "agency C auth")
+        sign_cert = await _key_through_the_page(operator, world.fed, "sign", "agency C sign")
+        assert {k.label for k in (await ss3.token.state()).keys} == {"agency C auth", "agency C sign"}
         await check_page(operator, shots, "ss3-keys")
-        # (3) ss3 registers that certificate, then its client; the officer approves both in the central pages
-        auth_request = await _submit(ss3, "auth_cert_reg")
+        # (3) ss3 registers its authentication certificate with the button of its keys page; the registration
+        # officer approves the request in the central pages
+        await operator.get_by_role("button", name="Send registration request").click()
+        auth_request = await _sent_request(operator)
+        await check_page(operator, shots, "ss3-registration-sent")
         await _approve(officer, url, auth_request, shots, "request-auth-cert")
-        client_request = await _submit(ss3, "client_reg", client=parse_client(CLIENT3, encoded=False))
-        await _approve(officer, url, client_request, shots, "request-client")
-        await officer.goto(f"{url}/ui/servers/{SS3.encoded_id()}")
-        await expect(officer.locator("main")).to_contain_text(keys.cert_sha256_hex(cert))
-        await expect(officer.locator("main")).to_contain_text(CLIENT3)
-        await check_page(officer, shots, "server-ss3")
-        # (4) the client on ss3's clients page
+        # (4) the client on ss3's clients page, registered with the button of its page, approved, then marked
+        # registered on ss3
         await operator.goto(f"{ss3_url}/ui/clients")
         client = operator.locator("form", has=operator.get_by_role("heading", name="Add a client"))
         await client.get_by_label("Identifier").fill(CLIENT3)
-        await client.get_by_label("Status").select_option("registered")
         await client.get_by_label("IS authentication").select_option("none")
         await client.get_by_role("button", name="Add client").click()
         await expect(operator.get_by_role("status")).to_contain_text(f"Client {CLIENT3} added.")
+        await operator.get_by_role("link", name=CLIENT3).click()
+        await operator.get_by_role("button", name="Send registration request").click()
+        client_request = await _sent_request(operator)
+        await check_page(operator, shots, "ss3-client-registration-sent")
+        await _approve(officer, url, client_request, shots, "request-client")
+        await officer.goto(f"{url}/ui/servers/{SS3.encoded_id()}")
+        await expect(officer.locator("main")).to_contain_text(keys.cert_sha256_hex(auth_cert))
+        await expect(officer.locator("main")).to_contain_text(CLIENT3)
+        await check_page(officer, shots, "server-ss3")
+        status = operator.locator("form", has=operator.get_by_role("heading", name="Status on this server"))
+        await status.get_by_label("Status").select_option("registered")
+        await status.get_by_role("button", name="Set status").click()
+        await expect(operator.get_by_role("status")).to_contain_text("Client marked registered.")
         # (5) the access right on the provider's service page
         ss2 = world.ss_creds["ss2"]
         provider = await _signed_in(browser, ss2["admin_url"], "admin", ss2["password"])
@@ -352,14 +425,27 @@ async def test_operator_adds_agency_c_through_the_pages_then_an_exchange_succeed
         await grant.get_by_label("Subject").fill(f"SUBSYSTEM:{CLIENT3}")
         await grant.get_by_role("button", name="Grant access").click()
         await expect(provider.get_by_role("status")).to_contain_text(f"Access granted to SUBSYSTEM:{CLIENT3}.")
-        # (6) the registration officer's approvals are published (the publication loop was asked at once)
+        # (6) the approvals published with the central server's "Publish now" (a system administrator), and
+        # downloaded by the servers now rather than at their next poll
         await officer.goto(f"{url}/ui/dashboard")
         await check_page(officer, shots, "dashboard-after")
-        await world.fed.publish_and_refresh()
-        await ss3.globalconf.refresh()
+        sysadmin = await _signed_in(browser, url, "admin", world.password)
+        await sysadmin.goto(f"{url}/ui/globalconf")
+        await sysadmin.get_by_role("button", name="Publish now").click()
+        await expect(sysadmin.get_by_role("status")).to_contain_text(re.compile(r"Version \d+ published"))
+        for server in (*world.fed.servers.values(), ss3):
+            await server.globalconf.refresh()
         await ss3.reload_keys()
         ok = await _exchange(ss3.client_url, CLIENT3, "agency-c-first")
         assert ok.status == 200, ok.headers.get("X-Road-Error")
+        # signed and authenticated with the certificates made through the pages
+        assert ss3.context is not None
+        assert ss3.context.signer.cert == sign_cert and ss3.context.auth_cert == auth_cert
+        # every step on ss3 is in its audit log, as the REST API's calls are
+        done, _ = await ss3.admin_store.list_audit(AUDIT_PAGE, actor="admin")
+        assert {"registerServer", "registerClient", "generateKey", "createCsr", "importCertificate",
+                "activateCertificate", "setClientStatus"} <= {
+            e.action for e in done}
     finally:
         await ss3.stop()
     entries, _ = await world.fed.central_admin.ctx.store.list_audit(AUDIT_PAGE, actor="olga")  # type: ignore[union-attr]

@@ -51,6 +51,7 @@ STATE_STATUSES = ("2xx", "401", "403", "404", "409", "423", "429")
 CONTENT_CHECKED = {
     "importCertificate": "pem", "addIsCert": "pem", "loginToken": "pin", "changeTokenPin": "old_pin",
     "addAuthCert": "pem", "addCa": "pem", "addTsa": "pem",
+    "setWitnessPolicy": "witnesses",  # a vkey's key ID, the quorum against the count, a name listed twice
 }
 RUN_TIMEOUT = 120.0  # seconds for one run; a run takes a few seconds
 

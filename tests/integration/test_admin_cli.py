@@ -3,10 +3,18 @@ log; every change made from the CLI is in the audit log."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from globalconf_sim import GlobalConfSimulator
 
 from gateway.admin.openapi import build_document
 from gateway.admin.roles import ROLES
@@ -58,7 +66,8 @@ def test_users(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], mon
     assert [(e["action"], e["result"]) for e in entries] == [
         ("addUser", "refused"), ("removeUser", "refused"), ("removeUser", "success"), ("setUserPassword", "success"),
         ("addUser", "success"), ("addUser", "success")]
-    assert all(e["auth"] == "cli" and e["remote"] == "local" and str(e["actor"]).startswith("cli:") for e in entries)
+    origin = f"cli@{socket.gethostname()}"
+    assert all(e["auth"] == "cli" and e["remote"] == origin and str(e["actor"]).startswith("cli:") for e in entries)
     assert "a sufficiently long one" not in json.dumps(entries)
 
 
@@ -125,3 +134,78 @@ def test_openapi_of_the_central_server(db: Path, capsys: pytest.CaptureFixture[s
     assert main(["admin", "--central", "openapi"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc == build_document(central_api("EE")) and doc["info"]["title"] == "Gateway central server admin API"
+
+
+def test_serverconf_changes_from_a_cli_process_are_audited(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = {**os.environ, "GATEWAY_SERVER__DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+           "GATEWAY_LOGGING__FORMAT": "console"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway", "serverconf", *args], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    assert run("client", "add", "DEV/GOV/1001/consumer").returncode == 0
+    refused = run("client", "add", "DEV/GOV/1001/consumer")
+    assert refused.returncode == 1 and "already" in refused.stderr
+    assert run("service", "add", "DEV/GOV/1001/consumer/pets", "--url", "http://127.0.0.1:9/").returncode == 0
+    assert run("access", "grant", "DEV/GOV/1001/consumer/pets", "DEV/GOV/1001/consumer").returncode == 0
+    assert run("client", "list").returncode == 0  # reading changes nothing and is not audited
+    entries = _audit(capsys)
+    assert [(e["action"], e["result"], e["details"]["target"]) for e in entries] == [  # type: ignore[index]
+        ("grantAccess", "success", "SUBSYSTEM:DEV/GOV/1001/consumer * ** of DEV/GOV/1001/consumer/pets"),
+        ("addService", "success", "DEV/GOV/1001/consumer/pets"),
+        ("addClient", "refused", "SUBSYSTEM:DEV/GOV/1001/consumer"),
+        ("addClient", "success", "SUBSYSTEM:DEV/GOV/1001/consumer"),
+    ]
+    assert {(e["actor"], e["remote"], e["auth"], e["method"]) for e in entries} == {
+        (f"cli:{getpass.getuser()}", f"cli@{socket.gethostname()}", "cli", "CLI")}
+    assert entries[2]["status"] == 409 and "already" in str(entries[2]["details"]["error"])  # type: ignore[index]
+    assert str(entries[0]["path"]) == "gateway serverconf grantAccess"
+    # and the chain of the audit log verifies
+    assert main(["admin", "audit", "verify"]) == 0
+    assert "audit log: 4 entries" in capsys.readouterr().out
+
+
+def test_token_changes_are_audited(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIN", "a token pin of some length")
+    token = ["token", "--dir", str(tmp_path / "token"), "--pin-env", "PIN"]
+    assert main([*token, "init"]) == 0
+    assert main([*token, "generate-key", "--usage", "sign"]) == 0
+    monkeypatch.setenv("PIN", "the wrong pin entirely")
+    assert main([*token, "login"]) == 1
+    assert main([*token, "activate", "00000000deadbeef"]) == 1
+    entries = _audit(capsys)
+    assert [(e["action"], e["result"]) for e in entries] == [
+        ("activateCertificate", "refused"), ("loginToken", "refused"), ("generateKey", "success"),
+        ("initToken", "success")]
+    assert entries[2]["details"] == {"target": "sign"}
+    assert "the PIN is incorrect" in str(entries[1]["details"]["error"])  # type: ignore[index]
+    assert "a token pin" not in json.dumps(entries) and "the wrong pin" not in json.dumps(entries)
+
+
+def test_audit_verify_and_export_on_the_command_line(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["admin", "audit", "verify"]) == 0
+    assert "audit log: 0 entries, 0 checkpoints" in capsys.readouterr().out
+    # the central server has no checkpoints to export: refused, saying what to use instead
+    assert main(["admin", "--central", "audit", "export", "--out", str(tmp_path / "c.zip")]) == 1
+    assert "the central server's audit log has no checkpoints to export" in capsys.readouterr().err
+    # nothing to export before the first checkpoint, unless asked for (the entries are then not covered)
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "n.zip")]) == 1
+    assert "the audit log has no checkpoint yet" in capsys.readouterr().err
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "u.zip"), "--include-uncovered"]) == 0
+    assert "wrote " in capsys.readouterr().out and (tmp_path / "u.zip").exists()
+    # a server's export without a valid [server] id is a settings error
+    monkeypatch.setenv("GATEWAY_SERVER__ID", "not-an-id")
+    assert main(["admin", "audit", "export", "--out", str(tmp_path / "s.zip")]) == 2
+    assert "[server] id" in capsys.readouterr().err
+    # gateway log verify on a damaged audit archive: the form is refused before anything is trusted
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("manifest.json", b'{"format":"gateway-audit-archive","version":9}')
+    anchor = tmp_path / "anchor.json"
+    anchor.write_bytes(GlobalConfSimulator(now=datetime.now(UTC)).anchor_bytes())
+    assert main(["log", "verify", str(bad), "--anchor", str(anchor)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL archive: audit archive: version 9 is not supported (this verifier knows 1)" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 
 from gateway.dev.demo import start_federation
 from gateway.identifiers import SubsystemId
+from gateway.messagelog.checkpoint import verify_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +47,13 @@ async def test_admin_api_of_a_running_server(tmp_path: Path) -> None:
                 assert resp.status == 200 and status["version"] is not None and not status["expired"]
             async with http.get("/api/openapi.json") as resp:
                 assert resp.status == 200 and (await resp.json())["openapi"] == "3.1.0"
+        # the audit log's checkpoints: the server's signing key, a good OCSP response for it, the federation's TSA
+        assert ss1.audit_checkpointer is not None and ss1.context is not None
+        made = await ss1.audit_checkpointer.run_once(datetime.now(UTC), force=True)
+        assert made.checkpoint is not None and made.stamp_error is None and made.stamped == (made.checkpoint.size,)
+        head = verify_checkpoint(made.checkpoint.note, ss1.context.signer.cert, origin=f"{ss1.server_id}/audit")
+        assert head.size == made.checkpoint.size >= 2  # the login and the change at least
+        assert made.checkpoint.signing_ocsp is not None
         # the proxy ports do not serve the admin API
         async with aiohttp.ClientSession() as http, http.get(f"{ss1.client_url}/api/openapi.json") as resp:
             assert resp.status != 200

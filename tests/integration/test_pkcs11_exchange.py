@@ -26,6 +26,7 @@ from gateway.dev.demo import Federation
 from gateway.errors import ConfigError
 from gateway.messagelog.checkpoint import checkpoint_origin, verify_checkpoint
 from gateway.server.runtime import SecurityServer
+from gateway.settings import Pkcs11Device
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.trust import keys
 
@@ -111,12 +112,12 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
     # both tokens are listed with their state; the device's key is the one in use for signing
     assert [(t["name"], t["state"], t["usage"]) for t in ss1.tokens()] == [
         ("software", "available", "auth"),
-        (f"pkcs11:{device.label}", "available", "sign"),
+        ("device", "available", "sign"),
     ]
     reports = await ss1.certificates(with_ocsp=False)
     assert [r.sha256 for r in reports if r.in_use and r.usage == "sign"] == [sha256]
     checks = {c.name: c.ok for c in await ss1.health.checks()}
-    assert checks["pkcs11"] is True
+    assert checks["pkcs11:device"] is True
     # ... in the admin API too (the web interface's keys page shows the same list)
     await ss1.admin_store.add_user("viewer", PASSWORD, frozenset({"observer"}), now=ss1.clock())
     async with aiohttp.ClientSession() as http:
@@ -135,7 +136,7 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
         async with browser.post("/ui/login", data=login) as r:
             page = html.unescape(await r.text())
     assert r.status == 200 and "Tokens of this server: 2" in page, page[:2000]
-    assert f"pkcs11:{device.label}" in page and "software" in page
+    assert "device" in page and "software" in page
 
     moved = hsm_kit.remove(device)
     try:
@@ -144,7 +145,7 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
         assert answer.headers["X-Road-Error"] == "Server.ClientProxy.TokenNotAvailable"
         assert device.label in json.loads(answer.body)["message"]
         checks = {c.name: c.ok for c in await ss1.health.checks()}
-        assert checks["pkcs11"] is False
+        assert checks["pkcs11:device"] is False
         assert ss1.tokens()[1]["state"] == "unavailable"
     finally:
         hsm_kit.restore(device, moved)
@@ -152,7 +153,7 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
         lambda: ss1.device is not None and ss1.device.available, timeout=10, what="the key watch finds the device again"
     )
     assert (await call(ss1, f"{PROBE}/c")).status == 200
-    assert {c.name: c.ok for c in await ss1.health.checks()}["pkcs11"] is True
+    assert {c.name: c.ok for c in await ss1.health.checks()}["pkcs11:device"] is True
     # a new certificate activated on the device (`gateway token --device activate` elsewhere) is taken up
     renewed = await device_signing_cert(fed, ss1, device)
     await wait_for_condition(
@@ -180,14 +181,23 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
     bad_pin.write_text("wrong device pin\n")
     bad_pin.chmod(0o600)
     for server_settings, message in (
-        (base, "set [server] pkcs11_pin_file or pkcs11_pin_env"),
+        (base, "no PIN source; set pkcs11_pin_file or pkcs11_pin_env"),
         (dataclasses.replace(base, pkcs11_pin_file=str(bad_pin)), "is incorrect"),
         (
             dataclasses.replace(base, pkcs11_pin_file=str(bad_pin), pkcs11_token_label="absent"),
             "no token labelled 'absent'",
         ),
-        (dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN"), "no active signing certificate"),
         (dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11_sessions=0), "pkcs11_sessions is 0"),
+        (  # a second device whose PIN variable is not set stops the start, naming the device
+            dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11=(Pkcs11Device(
+                name="hsm9", library=empty.library, token_label=device.label, pin_env="HSM_UNSET_PIN"),)),
+            "PKCS#11 token 'hsm9' (label",
+        ),
+        (
+            dataclasses.replace(base, pkcs11_pin_env="HSM_TEST_PIN", pkcs11=(Pkcs11Device(
+                name="hsm9", library=empty.library, token_label=empty.label, pin_env="HSM_TEST_PIN"),)),
+            "devices 'device' and 'hsm9' are the same token",
+        ),
     ):
         server = SecurityServer(dataclasses.replace(ss1.settings, server=server_settings), clock=ss1.clock)
         with pytest.MonkeyPatch.context() as mp:
@@ -195,3 +205,14 @@ async def test_exchange_signed_on_the_device_recovery_and_settings(
             with pytest.raises(ConfigError) as e:
                 await server.start()
         assert message in e.value.message, e.value.message
+    # no device and no software token with a signing certificate to use: the start would stop, naming the devices
+    server = SecurityServer(dataclasses.replace(ss1.settings, server=base), clock=ss1.clock)
+    blank = Pkcs11Token(empty.library, empty.label, sessions=1, name="blank")
+    await blank.login(hsm_kit.USER_PIN)
+    try:
+        server.devices = {"blank": blank}
+        with pytest.raises(ConfigError) as e:
+            await server._signing_token()
+        assert e.value.message == "no active signing certificate valid now on PKCS#11 token(s) 'blank'"
+    finally:
+        blank.close()

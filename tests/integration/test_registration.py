@@ -239,3 +239,99 @@ async def test_bad_requests_are_refused_over_http(
         await submit(world.url, body)
     assert remote.value.status == status and message in remote.value.message
     assert await registration.list_requests(world.central.engine) == []
+
+
+async def test_a_renewal_is_approved_by_the_policy_only_when_cosigned_by_a_registered_certificate(
+    world: World,
+) -> None:
+    w = world
+    engine = w.central.engine
+    rec = await submit(w.url, reg_body(w))
+    await registration.approve(engine, rec["id"], instance="DEV", officer="olga", now=now())
+    # (1) policy on, co-signed by the registered certificate: approved at submission, listed at once
+    renewed = w.pki.issue_auth(SS3)
+    body = reg_body(w, renewed, renewal_key=w.auth.key, renewal_cert=w.auth.cert)
+    record = await registration.submit(engine, body, instance="DEV", now=now(), auto_approve_renewal=True)
+    assert (record.state, record.decided_by) == ("approved", registration.AUTO_RENEWAL_OFFICER)
+    assert record.comment == f"renewal co-signed by registered certificate {w.auth.sha256}"
+    server = (await w.conf()).server(SS3)
+    assert server is not None and server.auth_certs == frozenset({w.auth.sha256, renewed.sha256})
+    assert server.address == "ss3.example.org:5500"
+    # (2) policy off: the same kind of request waits for an officer
+    second = w.pki.issue_auth(SS3)
+    record = await registration.submit(engine, reg_body(w, second, renewal_key=w.auth.key, renewal_cert=w.auth.cert),
+                                       instance="DEV", now=now())
+    assert (record.state, record.decided_by) == ("submitted", None)
+    # (3) policy on, but co-signed by a certificate of the server that is not registered: an officer decides
+    stranger, third = w.pki.issue_auth(SS3), w.pki.issue_auth(SS3)
+    record = await registration.submit(engine, reg_body(w, third, renewal_key=stranger.key,
+                                                        renewal_cert=stranger.cert),
+                                       instance="DEV", now=now(), auto_approve_renewal=True)
+    assert record.state == "submitted"
+    # (4) policy on, not a renewal: an officer decides
+    fourth = w.pki.issue_auth(SS3)
+    record = await registration.submit(engine, reg_body(w, fourth), instance="DEV", now=now(),
+                                       auto_approve_renewal=True)
+    assert record.state == "submitted"
+
+
+def renewal_doc(w: World, **changes: Any) -> bytes:
+    new = w.pki.issue_auth(SS3)
+    doc = json.loads(reg_body(w, new, renewal_key=w.auth.key, renewal_cert=w.auth.cert))
+    for key, value in changes.items():
+        if callable(value):
+            value = value(w, doc)
+        if value is None:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    return canonical_bytes(doc)
+
+
+def der64(cert: Any) -> str:
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def renewal_signed_by(w: World, doc: dict[str, Any]) -> str:
+    _alg, sig = keys.sign_bytes(w.pki.issue_auth(SS3).key, canonical_bytes(doc["request"]))
+    return base64.b64encode(sig).decode()
+
+
+BAD_RENEWALS: list[tuple[str, Callable[[World], bytes], int, str]] = [
+    ("renewal fields incomplete", lambda w: renewal_doc(w, renewal_alg=None), 400,
+     "for a renewal, renewal_alg, renewal_cert and renewal_signature"),
+    ("renewal signature by another key", lambda w: renewal_doc(w, renewal_signature=renewal_signed_by), 403,
+     "renewal_signature does not verify with renewal_cert"),
+    ("co-signer of another server", lambda w: renewal_doc(
+        w, renewal_cert=lambda w, d: der64(w.pki.issue_auth("DEV/GOV/1003/ss4").cert)), 403,
+     "renewal_cert names DEV/GOV/1003/ss4, not DEV/GOV/1003/ss3"),
+    ("co-signer from an untrusted CA", lambda w: renewal_doc(
+        w, renewal_cert=lambda w, d: der64(w.other_pki.issue_auth(SS3).cert)), 403,
+     "renewal_cert is not issued by a CA trusted"),
+    ("co-signed by the new certificate itself", lambda w: renewal_doc(
+        w, renewal_cert=lambda w, d: d["signer_cert"], renewal_signature=lambda w, d: d["signature"]), 403,
+     "renewal_cert is the certificate to register"),
+    ("a renewal of another type", lambda w: canonical_bytes({**json.loads(build_request(
+        "client_reg", server=SS3, signer_key=w.auth.key, signer_cert=w.auth.cert, now=now(),
+        client=SubsystemId.parse("DEV/GOV/1003/sub"))), "renewal_alg": "x", "renewal_cert": der64(w.auth.cert),
+        "renewal_signature": "AA=="}), 400, "a client_reg request cannot be a renewal"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "status", "message"), BAD_RENEWALS, ids=[b[0] for b in BAD_RENEWALS])
+async def test_bad_renewals_are_refused(world: World, name: str, make: Callable[[World], bytes], status: int,
+                                        message: str) -> None:
+    with pytest.raises(RequestError) as refused:
+        await registration.submit(world.central.engine, make(world), instance="DEV", now=now(),
+                                  auto_approve_renewal=True)
+    assert refused.value.status == status and message in refused.value.message, refused.value.message
+    assert await registration.list_requests(world.central.engine) == []
+
+
+def test_build_request_refuses_half_a_renewal_and_renewals_of_other_types(world: World) -> None:
+    with pytest.raises(RequestError, match="needs both the current authentication key and its certificate"):
+        reg_body(world, renewal_key=world.auth.key)
+    with pytest.raises(RequestError, match="a client_reg request cannot be a renewal"):
+        build_request("client_reg", server=SS3, signer_key=world.auth.key, signer_cert=world.auth.cert, now=now(),
+                      client=SubsystemId.parse("DEV/GOV/1003/sub"), renewal_key=world.auth.key,
+                      renewal_cert=world.auth.cert)

@@ -27,7 +27,15 @@ def test_deadline_check(deadline: datetime | None, ok: bool, detail: str) -> Non
 
 def test_report_is_503_while_any_check_fails() -> None:
     green, red = Check(name="a", ok=True, detail="fine"), Check(name="b", ok=False, detail="broken")
-    assert report([green]) == (200, {"status": "ready", "failing": [], "checks": {"a": {"ok": True, "detail": "fine"}}})
+    assert report([green]) == (200, {"status": "ready", "failing": [], "warnings": [],
+                                     "checks": {"a": {"ok": True, "detail": "fine"}}})
     status, body = report([green, red])
     assert status == 503 and body["status"] == "not ready" and body["failing"] == ["b"]
     assert body["checks"]["b"] == {"ok": False, "detail": "broken"}
+
+
+def test_a_warning_is_listed_and_stays_ready() -> None:
+    warned = Check(name="witnessing", ok=True, detail="lagging", warning=True)
+    status, body = report([Check(name="a", ok=True, detail="fine"), warned])
+    assert status == 200 and body["warnings"] == ["witnessing"] and body["failing"] == []
+    assert body["checks"]["witnessing"] == {"ok": True, "detail": "lagging", "warning": True}

@@ -65,3 +65,68 @@ def test_example_file_documents_every_key() -> None:
         sub = getattr(Settings(), section.name)
         for f in dataclasses.fields(sub):
             assert f.name in data[section.name], f"[{section.name}] {f.name} missing from {EXAMPLE}"
+
+
+def _devices_toml(tmp_path: Path, body: str) -> Path:
+    f = tmp_path / "devices.toml"
+    f.write_text(body)
+    return f
+
+
+def test_pkcs11_devices_tables_and_the_single_device_keys(tmp_path: Path) -> None:
+    from gateway.settings import LEGACY_DEVICE_NAME, pkcs11_devices
+
+    f = _devices_toml(tmp_path, (
+        '[server]\npkcs11_library = "/lib/a.so"\npkcs11_token_label = "A"\npkcs11_pin_env = "PA"\n'
+        '[[server.pkcs11]]\nname = "hsm2"\nlibrary = "/lib/a.so"\ntoken_label = "B"\npin_file = "/p"\nsessions = 3\n'
+    ))
+    devices = pkcs11_devices(load_settings(f).server)
+    assert [(d.name, d.token_label, d.sessions) for d in devices] == [(LEGACY_DEVICE_NAME, "A", 2), ("hsm2", "B", 3)]
+    assert pkcs11_devices(load_settings().server) == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\n'
+         '[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "B"\npin_env = "P"\n',
+         "the device name 'a' is used twice"),
+        ('[server]\npkcs11_library = "/l"\npkcs11_token_label = "A"\npkcs11_pin_env = "P"\n'
+         '[[server.pkcs11]]\nname = "device"\nlibrary = "/l"\ntoken_label = "B"\npin_env = "P"\n',
+         "the device name 'device' is used twice"),
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "A"\n',
+         "[[server.pkcs11]] number 1 (device 'a'): no PIN source; set pin_file or pin_env"),
+        ('[server]\npkcs11_library = "/l"\npkcs11_token_label = "A"\n',
+         "no PIN source; set pkcs11_pin_file or pkcs11_pin_env"),
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\n'
+         '[[server.pkcs11]]\nname = "b"\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\n',
+         "devices 'a' and 'b' are the same token 'A' of /l"),
+        ('[[server.pkcs11]]\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\n', "name is empty"),
+        ('[[server.pkcs11]]\nname = "a"\ntoken_label = "A"\npin_env = "P"\n', "the library path is empty"),
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\npin_env = "P"\n', "the token label is empty"),
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\npin_file = "/p"\n',
+         "both pin_file and pin_env are set"),
+        ('[[server.pkcs11]]\nname = "a"\nlibrary = "/l"\ntoken_label = "A"\npin_env = "P"\nsessions = 0\n',
+         "sessions is 0; it must be between 1 and 64"),
+    ],
+)
+def test_pkcs11_devices_bad_settings(tmp_path: Path, body: str, message: str) -> None:
+    from gateway.settings import pkcs11_devices
+
+    with pytest.raises(ConfigError) as e:
+        pkcs11_devices(load_settings(_devices_toml(tmp_path, body)).server)
+    assert message in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "env", "message"),
+    [
+        ('[server]\npkcs11 = [1]\n', {}, "expected an array of tables"),
+        ('[[server.pkcs11]]\nname = "a"\nlabel = "x"\n', {}, "key 'label' is not a known setting"),
+        ("", {"GATEWAY_SERVER__PKCS11": "x"}, "an array of tables cannot be set from the environment"),
+    ],
+)
+def test_pkcs11_tables_bad_shape(tmp_path: Path, body: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(_devices_toml(tmp_path, body), env)
+    assert message in e.value.message, e.value.message

@@ -57,6 +57,8 @@ HANDLERS: dict[str, CentralImpl] = {
     "listCas": h.list_cas, "addCa": h.add_ca, "removeCa": h.remove_ca,
     "listTsas": h.list_tsas, "addTsa": h.add_tsa, "removeTsa": h.remove_tsa,
     "getTransparency": h.get_transparency, "setTransparency": h.set_transparency,
+    "listWitnessPolicies": h.list_witness_policies, "getWitnessPolicy": h.get_witness_policy,
+    "setWitnessPolicy": h.set_witness_policy, "removeWitnessPolicy": h.remove_witness_policy,
     "listSigningKeys": h.list_signing_keys, "createSigningKey": h.create_signing_key,
     "activateSigningKey": h.activate_signing_key, "retireSigningKey": h.retire_signing_key, "getAnchor": h.get_anchor,
     # registration requests, publications

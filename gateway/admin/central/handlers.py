@@ -23,6 +23,7 @@ from gateway.admin.routes import MAX_LOG_INDEX
 from gateway.admin.schema import page_body, parse_page
 from gateway.central import publisher, registration, registry, signingkeys
 from gateway.errors import NotFound, RequestError
+from gateway.globalconf.model import WitnessPolicy
 from gateway.identifiers import GlobalGroupId, MemberId, SecurityServerId, SubsystemId, parse_client
 from gateway.trust.keys import cert_sha256_hex, load_certificate
 
@@ -281,6 +282,39 @@ async def set_transparency(call: Call, request: web.Request, ctx: CentralAdminCo
     b = call.body
     return await registry.set_transparency(ctx.engine, purposes=b["purposes"], portal=b["portal"] or "",
                                            embargo_clients=b["embargo_clients"], instance=ctx.instance)
+
+
+# ------------------------------------------------------------------------------------------ witness policies
+
+
+def _policy_json(policy: WitnessPolicy) -> dict[str, Any]:
+    return {"id": str(policy.server), "encoded_id": policy.server.encoded_id(), "quorum": policy.quorum,
+            "witnesses": [{"name": w.name, "key_id": w.key.key_id.hex(), "vkey": w.vkey, "url": w.url,
+                           "server": str(w.server)} for w in policy.witnesses]}
+
+
+async def list_witness_policies(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    return page(request, [_policy_json(p) for p in await registry.list_witness_policies(ctx.engine)])
+
+
+async def get_witness_policy(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    return _policy_json(await registry.get_witness_policy(ctx.engine, _server_in_path(request), instance=ctx.instance))
+
+
+@changes_registry
+async def set_witness_policy(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    b = call.body
+    specs = [registry.WitnessSpec(vkey=w["vkey"], url=w.get("url", ""), server=w["server"]) for w in b["witnesses"]]
+    policy = await registry.set_witness_policy(ctx.engine, _server_in_path(request), quorum=b["quorum"],
+                                               witnesses=specs, instance=ctx.instance)
+    call.details["witness_policy"] = {"server": str(policy.server), "quorum": policy.quorum,
+                                      "witnesses": [w.name for w in policy.witnesses]}
+    return _policy_json(policy)
+
+
+@changes_registry
+async def remove_witness_policy(call: Call, request: web.Request, ctx: CentralAdminContext) -> Any:
+    await registry.remove_witness_policy(ctx.engine, _server_in_path(request), instance=ctx.instance)
 
 
 # ------------------------------------------------------------------------------------------ signing keys

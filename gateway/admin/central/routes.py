@@ -14,6 +14,7 @@ import functools
 from gateway.admin.formats import HEX64, code, identifier
 from gateway.admin.roles import CENTRAL_ROLE_DESCRIPTIONS, Role
 from gateway.admin.routes import (
+    _PORT,
     API,
     HTTP_URL,
     MAX_LOG_INDEX,
@@ -29,6 +30,7 @@ from gateway.admin.routes import (
     string,
 )
 from gateway.admin.schema import JsonSchema, page_schema
+from gateway.globalconf.model import MAX_WITNESSES
 
 
 def _transparency(instance: str) -> JsonSchema:
@@ -48,8 +50,10 @@ REGISTRATION: frozenset[Role] = frozenset({"registration-officer"})
 SECURITY: frozenset[Role] = frozenset({"security-officer"})
 # who may read the registry, the trust services and the keys: everyone but the auditor
 READERS: frozenset[Role] = frozenset(CENTRAL_ROLE_DESCRIPTIONS) - {"auditor"}
-# who may read registration requests and published versions: everyone
+# who may read registration requests, published versions and witness policies: everyone
 EVERYONE: frozenset[Role] = frozenset(CENTRAL_ROLE_DESCRIPTIONS)
+# who may set and remove witness policies (docs/witness.md section 3): a trust decision, like CAs and TSAs
+WITNESS_ADMINS: frozenset[Role] = SYSADMIN | SECURITY
 
 MAX_NAME_LENGTH = 1024  # characters; as gateway.central.registry (member names, group descriptions)
 MAX_AUTHORITY_NAME_LENGTH = 255  # characters; CA and TSA names
@@ -73,6 +77,21 @@ ADDRESS: JsonSchema = {
     "description": "HOST:PORT of the server-to-server (mTLS) port; IPv6 hosts in brackets",
     "x-rule": "HOST:PORT with a host name, IPv4 address or [IPv6] address and a port 1-65535, at most 255 "
               "characters",
+}
+_URL_CHAR, _URL_END = '[!-"$->@-~]', '[!-"$-.0->@-~]'  # printable, no space, '#' or '?'; the end no '/' either
+WITNESS_URL: JsonSchema = {
+    "type": "string", "maxLength": 2048,
+    "pattern": f"^https://[A-Za-z0-9._~-]+(?::{_PORT})?(?:/{_URL_CHAR}*{_URL_END})?$",
+    "description": "the witness's prefix: POST <url>/add-checkpoint; by default https://<the server's registered "
+                   "address>/witness",
+    "x-rule": "an https:// URL with a host, without credentials, query, fragment, white space or a final '/'",
+}
+VKEY: JsonSchema = {
+    "type": "string", "maxLength": 512,
+    "pattern": "^[^\\s+\\x00-\\x1f\\x7f]{1,255}\\+[0-9a-f]{8}\\+[A-Za-z0-9+/]{44}$",
+    "description": "the witness's C2SP vkey: <name>+<hex key ID>+<base64(0x04 || Ed25519 public key)>, as "
+                   "`gateway token witness-key` prints it on the witness's server",
+    "x-rule": "<name>+<8 hex digits>+<44 base64 characters>, the name without spaces or '+'",
 }
 COMMENT: JsonSchema = {"type": "string", "maxLength": MAX_COMMENT_LENGTH, "description": "the officer's comment"}
 LIST = {"type": "array", "items": {"type": "string"}}
@@ -126,6 +145,24 @@ def _schemas(instance: str) -> dict[str, JsonSchema]:
                                                   "version and times"}},
                               ("version", "issued_at", "expires_at", "sha256", "content_sha256")),
         "fingerprint": obj({"fingerprint": {"type": "string"}}, ("fingerprint",)),
+        "witness_policy": obj({
+            **ident, "quorum": {"type": "integer", "description": "how many of the witnesses must cosign"},
+            "witnesses": {"type": "array", "description": "sorted by name", "items": obj({
+                "name": {"type": "string", "description": "the key name"},
+                "key_id": {"type": "string", "description": "hex, 4 bytes"},
+                "vkey": {"type": "string"}, "url": {"type": "string"},
+                "server": {"type": "string", "description": "the security server that runs it, '/'-joined"},
+            }, ("name", "key_id", "vkey", "url", "server"))},
+        }, (*ident, "quorum", "witnesses")),
+        "set_witness_policy": obj({
+            "quorum": {"type": "integer", "minimum": 1, "maximum": MAX_WITNESSES,
+                       "description": "how many of the witnesses must cosign; at most as many as are listed"},
+            "witnesses": {"type": "array", "minItems": 1, "maxItems": MAX_WITNESSES, "items": obj({
+                "vkey": VKEY, "url": WITNESS_URL,
+                "server": identifier("server", "the security server that runs the witness (of another member), "
+                                     "'/'-joined", instance=instance),
+            }, ("vkey", "server"))},
+        }, ("quorum", "witnesses")),
         "decision": obj({"comment": COMMENT}),
         # requests
         "add_member": obj({"id": identifier("member", instance=instance),
@@ -185,8 +222,9 @@ def _routes(instance: str) -> tuple[Route, ...]:
               request=obj({"name": _text("the member's name", MAX_NAME_LENGTH)}, ("name",)),
               response=s["member"], errors=(400, 404)),
         Route(operation_id="removeMember", method="DELETE", path=f"{members}/{{member_id}}", roles=REGISTRATION,
-              tag="members", summary="Remove a member with its subsystems, servers, client and group entries",
-              status=204, errors=(400, 404)),
+              tag="members", summary="Remove a member with its subsystems, servers, client and group entries "
+              "(refused while one of its servers runs a witness a witness policy names)",
+              status=204, errors=(400, 404, 409)),
         Route(operation_id="addSubsystem", method="POST", path=f"{members}/{{member_id}}/subsystems",
               roles=REGISTRATION, tag="members", summary="Register a subsystem of a member",
               request=obj({"code": code("subsystem code")}, ("code",)), response=s["member"], status=201,
@@ -208,8 +246,8 @@ def _routes(instance: str) -> tuple[Route, ...]:
               tag="servers", summary="Change a security server's address",
               request=obj({"address": ADDRESS}, ("address",)), response=s["server"], errors=(400, 404)),
         Route(operation_id="removeServer", method="DELETE", path=f"{servers}/{{server_id}}", roles=REGISTRATION,
-              tag="servers", summary="Remove a security server with its certificates and clients", status=204,
-              errors=(400, 404)),
+              tag="servers", summary="Remove a security server with its certificates, clients and witness policy "
+              "(refused while it runs a witness a witness policy names)", status=204, errors=(400, 404, 409)),
         Route(operation_id="addAuthCert", method="POST", path=f"{servers}/{{server_id}}/auth-certs",
               roles=REGISTRATION, tag="servers", summary="Register an authentication certificate for a server",
               request=obj({"pem": PEM}, ("pem",)), response=s["fingerprint"], status=201,
@@ -264,6 +302,21 @@ def _routes(instance: str) -> tuple[Route, ...]:
               "(published from the next publication on)", request=_transparency(instance),
               response=_transparency(instance),
               errors=(400,)),
+        # --- witness policies (docs/witness.md section 3)
+        Route(operation_id="listWitnessPolicies", method="GET", path=f"{API}/witness-policies", roles=EVERYONE,
+              tag="witness-policies", summary="Witness policies: which witnesses must cosign each server's logs",
+              response=page_schema(s["witness_policy"]), paginated=True),
+        Route(operation_id="getWitnessPolicy", method="GET", path=f"{API}/witness-policies/{{server_id}}",
+              roles=EVERYONE, tag="witness-policies", summary="The witness policy of one security server",
+              response=s["witness_policy"], errors=(400, 404)),
+        Route(operation_id="setWitnessPolicy", method="PUT", path=f"{API}/witness-policies/{{server_id}}",
+              roles=WITNESS_ADMINS, tag="witness-policies", summary="Set (create or replace) the witness policy of "
+              "a security server, for all its logs (published from the next publication on)",
+              request=s["set_witness_policy"], response=s["witness_policy"], errors=(400, 404, 409)),
+        Route(operation_id="removeWitnessPolicy", method="DELETE", path=f"{API}/witness-policies/{{server_id}}",
+              roles=WITNESS_ADMINS, tag="witness-policies", summary="Remove the witness policy of a security "
+              "server (its logs are no longer witnessed from the next publication on)", status=204,
+              errors=(400, 404)),
         # --- configuration-signing keys
         Route(operation_id="listSigningKeys", method="GET", path=f"{API}/signing-keys", roles=READERS,
               tag="signing-keys", summary="Configuration-signing keys, oldest first",
@@ -311,11 +364,11 @@ def central_api(instance: str) -> ApiSpec:
     """The central server's admin API for ``instance`` (made once per instance)."""
     return ApiSpec(
         title="Gateway central server admin API",
-        description="Members, subsystems, security servers, global groups, trusted CAs and TSAs, "
-        "configuration-signing keys, registration requests and published configuration versions of one "
+        description="Members, subsystems, security servers, global groups, trusted CAs and TSAs, witness "
+        "policies, configuration-signing keys, registration requests and published configuration versions of one "
         "central server, with its users, API keys and audit log. See docs/central-admin-api.md.",
         routes=_routes(instance), path_params=_path_params(instance),
     )
 
 
-__all__ = ["EVERYONE", "READERS", "central_api"]
+__all__ = ["EVERYONE", "READERS", "WITNESS_ADMINS", "central_api"]

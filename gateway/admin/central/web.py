@@ -19,8 +19,11 @@ same host keep their session.
 ``/ui/global-groups``              global groups; one group: members (add, remove), remove
 ``/ui/trust-services``             trusted CAs with their OCSP responders, timestamping authorities
 ``/ui/signing-keys``               configuration-signing keys: generate, activate, retire; the anchor
+``/ui/witness-policies``           witness policies; ``?server=ID``: the form that sets (or replaces) one
 ``/ui/globalconf``                 published configuration versions; publish now
-``/ui/audit-log``                  the audit log, filtered and paged
+``/ui/users``                       central admin users and API keys; one user: roles, password, lock-out, removal
+``/ui/account``                    one's own account and password
+``/ui/audit-log``                  the audit log, filtered, sorted and paged
 =================================  ===========================================================================
 """
 
@@ -38,17 +41,18 @@ from yarl import URL
 from gateway.admin import auth
 from gateway.admin.central.context import CENTRAL_CONTEXT, CentralAdminContext, CentralImpl
 from gateway.admin.central.routes import central_api
-from gateway.admin.context import CALL
-from gateway.admin.middleware import authenticate_session
+from gateway.admin.roles import CENTRAL_ROLES
 from gateway.admin.routes import Route
 from gateway.admin.schema import MAX_LIMIT, parse_page
 from gateway.admin.web import session
 from gateway.admin.web.app import html_errors
-from gateway.admin.web.guard import read_form
+from gateway.admin.web.guard import PageGuard, read_form
 from gateway.admin.web.nav import NavItem
-from gateway.admin.web.ops import UNREAD, FormError, authorize_route, call_route, note_error
+from gateway.admin.web.ops import FormError, authorize_route, call_route, note_error
+from gateway.admin.web.pages_admin import AccountPages
 from gateway.admin.web.render import STATIC, Column, Table, redirect, render, table
 from gateway.errors import Forbidden, GatewayError, NotFound, RequestError
+from gateway.identifiers import SecurityServerId
 
 PREFIX = "/ui"
 SESSION_COOKIE = "gw_central_session"
@@ -67,8 +71,11 @@ PAGES: tuple[tuple[str, str, str, str | None], ...] = (
     ("groups", "Global groups", "/ui/global-groups", "listGlobalGroups"),
     ("trust", "Trust services", "/ui/trust-services", "listCas"),
     ("keys", "Signing keys", "/ui/signing-keys", "listSigningKeys"),
+    ("witnesses", "Witness policies", "/ui/witness-policies", "listWitnessPolicies"),
     ("versions", "Published versions", "/ui/globalconf", "listGlobalConfVersions"),
+    ("users", "Users and API keys", "/ui/users", "listUsers"),
     ("audit", "Audit log", "/ui/audit-log", "listAuditLog"),
+    ("account", "Your account", "/ui/account", None),
 )
 
 
@@ -127,56 +134,19 @@ def refusal(request: web.Request, user: CentralUser | None, e: GatewayError) -> 
                   **page_values(request, user, ""))
 
 
-def _login_redirect(request: web.Request, reason: str | None = None) -> web.Response:
-    query = {"next": request.path_qs[:512], **({"reason": reason} if reason else {})}
-    return redirect(str(URL(f"{PREFIX}/login").with_query(query)))
+def _login_again(request: web.Request, reason: str) -> web.Response:
+    return render("login.html", status=401, reason=reason, next=request.path, login_csrf="", error=None,
+                  username="", **page_values(request, None, ""))
 
 
-PageHandler = Callable[[web.Request, CentralUser, Form], Awaitable[web.StreamResponse]]
-
-
-def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """``handler`` behind the session check, the CSRF check of a POST and the form (as
-    :func:`gateway.admin.web.guard.page`)."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        ctx = _ctx(request)
-        call = request[CALL]
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token:
-            if request.method == "GET":
-                return _login_redirect(request)
-            return refusal(request, None, Forbidden("this form needs a session: log in first"))
-        try:
-            principal = await authenticate_session(token, ctx, call)
-        except RequestError as e:
-            if request.method == "GET":
-                return _login_redirect(request, e.message)
-            note_error(request, e)
-            return render("login.html", status=401, reason=e.message, next=request.path, login_csrf="", error=None,
-                          username="", **page_values(request, None, ""))
-        call.principal, call.actor = principal, principal.name
-        user = CentralUser(principal=principal, csrf=session.csrf_token(token), routes=_routes(ctx.instance))
-        form: dict[str, str] = {}
-        if request.method == "POST":
-            request[UNREAD] = request.clone()
-            try:
-                form = await read_form(request, limit=ctx.settings.max_body_bytes)
-            except RequestError as e:
-                return refusal(request, user, e)
-            if not session.csrf_matches(form.get(session.CSRF_FIELD), user.csrf):
-                call.action = f"web form {request.path[:40]}"
-                return refusal(request, user, Forbidden(
-                    "this form was refused: it did not carry the anti-forgery (CSRF) token of your session",
-                    hint="reload the page and send the form again",
-                ))
-        try:
-            return await handler(request, user, form)
-        except GatewayError as e:
-            return refusal(request, user, e)
-
-    return wrapped
+page: PageGuard[CentralUser] = PageGuard(
+    cookie=SESSION_COOKIE, api=_ctx,
+    user=lambda request, principal, csrf: CentralUser(principal=principal, csrf=csrf,
+                                                      routes=_routes(_ctx(request).instance)),
+    refuse=refusal, login_again=_login_again,
+)
+"""The central pages: ``@page`` before a page handler ``(request, user, form)``; the steps of
+:class:`gateway.admin.web.guard.PageGuard`."""
 
 
 def back(note: str, path: str) -> web.Response:
@@ -326,8 +296,12 @@ def _member_path(request: web.Request) -> str:
 async def _member_page(request: web.Request, user: CentralUser, err: FormError | None = None,
                        status: int = 200) -> web.Response:
     member = await run(request, user, "getMember")
-    return render("central/member.html", status=status, title=f"Member {member['id']}", member=member, err=err,
-                  done=request.query.get("done"), **page_values(request, user, "members"))
+    t = table(request, [{"code": code, "id": f"{member['id']}/{code}"} for code in member["subsystems"]],
+              (Column(key="code", label="Code"), Column(key="id", label="Identifier"),
+               Column(key="remove", label="Remove", sortable=False)),
+              caption=f"Subsystems of {member['id']}", default_sort="code")
+    return render("central/member.html", status=status, title=f"Member {member['id']}", member=member, t=t,
+                  err=err, done=request.query.get("done"), **page_values(request, user, "members"))
 
 
 @page
@@ -427,8 +401,16 @@ def _server_path(request: web.Request) -> str:
 async def _server_page(request: web.Request, user: CentralUser, err: FormError | None = None,
                        status: int = 200) -> web.Response:
     server = await run(request, user, "getServer")
+    # two tables on the page: the certificates' query parameters start with "a", the clients' with "c"
+    at = table(request, [{"sha256": sha} for sha in server["auth_certs"]],
+               (Column(key="sha256", label="SHA-256"), Column(key="remove", label="Remove", sortable=False)),
+               caption="Authentication certificates", default_sort="sha256", prefix="a")
+    ct = table(request, [{"client": c} for c in server["clients"]],
+               (Column(key="client", label="Member or subsystem"), Column(key="remove", label="Remove",
+                                                                          sortable=False)),
+               caption="Clients", default_sort="client", prefix="c")
     return render("central/server.html", status=status, title=f"Security server {server['id']}", server_=server,
-                  err=err, done=request.query.get("done"), **page_values(request, user, "servers"))
+                  at=at, ct=ct, err=err, done=request.query.get("done"), **page_values(request, user, "servers"))
 
 
 @page
@@ -576,8 +558,12 @@ async def _group_page(request: web.Request, user: CentralUser, err: FormError | 
     found = [g for g in listed["items"] if g["encoded_id"] == group_id]
     if not found:
         raise NotFound(f"global group {group_id.replace(':', '/')[:200]} is not registered")
+    t = table(request, [{"client": c} for c in found[0]["members"]],
+              (Column(key="client", label="Member or subsystem"), Column(key="remove", label="Remove",
+                                                                         sortable=False)),
+              caption="Members of the group", default_sort="client")
     return render("central/group.html", status=status, title=f"Global group {found[0]['id']}", group=found[0],
-                  err=err, done=request.query.get("done"), **page_values(request, user, "groups"))
+                  t=t, err=err, done=request.query.get("done"), **page_values(request, user, "groups"))
 
 
 @page
@@ -623,13 +609,12 @@ async def _trust_page(request: web.Request, user: CentralUser, err: FormError | 
                                        Column(key="ocsp_urls", label="OCSP responders", sortable=False),
                                        Column(key="remove", label="Remove", sortable=False)),
                caption="Certification authorities", default_sort="name", total=cas["total"])
-    # TSAs keep their order of preference: not sortable
-    tt = Table(columns=(Column(key="name", label="Name", sortable=False),
-                        Column(key="url", label="URL", sortable=False),
-                        Column(key="sha256", label="Certificate SHA-256", sortable=False),
-                        Column(key="remove", label="Remove", sortable=False)),
-               rows=tsas["items"], total=tsas["total"], page=parse_page(ALL), sort=None, descending=False,
-               base=request.rel_url, caption="Timestamping authorities, most preferred first")
+    # TSAs keep their order of preference: paged, not sortable (query parameters starting with "t")
+    tt = table(request, tsas["items"], (Column(key="name", label="Name", sortable=False),
+                                        Column(key="url", label="URL", sortable=False),
+                                        Column(key="sha256", label="Certificate SHA-256", sortable=False),
+                                        Column(key="remove", label="Remove", sortable=False)),
+               caption="Timestamping authorities, most preferred first", total=tsas["total"], prefix="t")
     return render("central/trust.html", status=status, title="Trust services", ct=ct, tt=tt, err=err,
                   done=request.query.get("done"), **page_values(request, user, "trust"))
 
@@ -721,6 +706,87 @@ async def anchor(request: web.Request, user: CentralUser, form: Form) -> web.Str
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
+# --------------------------------------------------------------------------------------- witness policies
+
+WITNESSES = "/ui/witness-policies"
+POLICY_FIELDS = {"server": "Logging security server", "quorum": "Quorum", "witnesses": "Witnesses"}
+
+
+def _witness_lines(policy: Mapping[str, Any] | None) -> str:
+    return "\n".join(f"{w['vkey']},{w['url']},{w['server']}" for w in policy["witnesses"]) if policy else ""
+
+
+async def _witnesses_page(request: web.Request, user: CentralUser, err: FormError | None = None,
+                          status: int = 200) -> web.Response:
+    """The policies, and (``?server=ID``, or the server of a refused form) the form that sets one."""
+    listed = await run(request, user, "listWitnessPolicies", query=ALL)
+    t = table(request, listed["items"], (Column(key="id", label="Logging server"),
+                                         Column(key="quorum", label="Quorum"),
+                                         Column(key="witnesses", label="Witnesses", sortable=False),
+                                         Column(key="action", label="Action", sortable=False)),
+              caption="Witness policies", default_sort="id", total=listed["total"])
+    chosen: dict[str, str] | None = None
+    text = request.match_info.get("server_id") or request.query.get("server", "").strip()
+    if text and user.may("setWitnessPolicy"):
+        try:
+            server = SecurityServerId.parse(text.replace(":", "/"), encoded=False)
+        except GatewayError as e:
+            note_error(request, e)
+            err, status = FormError.of("choose", e, {"server": text}, POLICY_FIELDS, identifier="server"), e.status
+        else:
+            current = next((p for p in listed["items"] if p["id"] == str(server)), None)
+            chosen = {"id": str(server), "encoded_id": server.encoded_id(),
+                      "quorum": str(current["quorum"]) if current else "1", "witnesses": _witness_lines(current)}
+    return render("central/witnesses.html", status=status, title="Witness policies", t=t, err=err, chosen=chosen,
+                  done=request.query.get("done"), **page_values(request, user, "witnesses"))
+
+
+@page
+async def witness_policies(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    return await _witnesses_page(request, user)
+
+
+def _policy_body(form: Form) -> dict[str, Any]:
+    """The setWitnessPolicy body of the form: one witness a line, ``VKEY,URL,SERVER`` or ``VKEY,SERVER`` (the
+    default URL); a vkey has no comma."""
+    witnesses: list[dict[str, str]] = []
+    for n, line in enumerate((x.strip() for x in form.get("witnesses", "").splitlines()), 1):
+        if not line:
+            continue
+        vkey, sep, rest = line.partition(",")
+        url, _, server = rest.rpartition(",")
+        if not sep:
+            raise RequestError(f"body.witnesses line {n} {line[:80]!r} is not VKEY,URL,SERVER or VKEY,SERVER")
+        witness = {"vkey": vkey.strip(), "server": server.strip()}
+        witnesses.append({**witness, "url": url.strip()} if url.strip() else witness)
+    quorum = _field(form, "quorum")
+    return {"quorum": int(quorum) if quorum.isascii() and quorum.isdigit() and len(quorum) < 4 else quorum,
+            "witnesses": witnesses}
+
+
+@page
+async def set_witness_policy(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    server = request.match_info["server_id"].replace(":", "/")
+    again = _again(_witnesses_page, request, user)
+    # the role check first, and the audit entry names the operation even when the form cannot become its body
+    authorize_route(request, user.principal, user.routes["setWitnessPolicy"], "setWitnessPolicy")
+    try:
+        body = _policy_body(form)
+    except RequestError as e:
+        note_error(request, e)
+        return await again(FormError.of("set", e, form, POLICY_FIELDS), e.status)
+    return await submit(request, user, form, op="setWitnessPolicy", body=body, name="set", fields=POLICY_FIELDS,
+                        done=f"Witness policy of {server[:200]} set: published from the next publication on.",
+                        to=WITNESSES, again=again)
+
+
+@page
+async def remove_witness_policy(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
+    return await submit(request, user, form, op="removeWitnessPolicy", body=None, name="remove", fields={},
+                        done=f"Witness policy of {request.match_info['server_id'].replace(':', '/')[:200]} removed.",
+                        to=WITNESSES, again=_again(_witnesses_page, request, user))
+
+
 # --------------------------------------------------------------------------------------- published versions
 
 
@@ -749,33 +815,19 @@ async def publish(request: web.Request, user: CentralUser, form: Form) -> web.St
     return back(f"Version {pub['version']} published.", "/ui/globalconf")
 
 
-# --------------------------------------------------------------------------------------- audit log
-
-AUDIT_FILTERS = ("actor", "action", "result")
+# --------------------------------------------------------------------------------------- users, keys, audit log
 
 
-@page
-async def audit_log(request: web.Request, user: CentralUser, form: Form) -> web.StreamResponse:
-    q = request.query
-    query = {k: q[k].strip() for k in (*AUDIT_FILTERS, "limit", "offset") if q.get(k, "").strip()}
-    query.setdefault("limit", "50")
-    err, status = None, 200
-    try:
-        listed = await run(request, user, "listAuditLog", query=query)
-    except GatewayError as e:
-        if e.status == 403:
-            raise
-        note_error(request, e)
-        err, status = FormError.of("audit", e, q, {}), e.status
-        listed = {"items": [], "total": 0, "limit": 50, "offset": 0}
-    t = Table(columns=tuple(Column(key=k, label=label, sortable=False) for k, label in (
-        ("id", "No."), ("at", "Time"), ("actor", "Actor"), ("auth", "Auth"), ("remote", "From"),
-        ("action", "Action"), ("result", "Result"), ("status", "Status"), ("error", "Error"))),
-        rows=listed["items"], total=listed["total"],
-        page=parse_page({"limit": str(listed["limit"]), "offset": str(listed["offset"])}), sort=None,
-        descending=True, base=request.rel_url, caption="Audit entries, newest first")
-    return render("audit.html", status=status, title="Audit log", t=t, err=err, q=q,
-                  **page_values(request, user, "audit"))
+def _authorize(request: web.Request, user: CentralUser, operation_id: str) -> None:
+    authorize_route(request, user.principal, user.routes[operation_id], operation_id)
+
+
+# the security server's pages of users, API keys, one's account and the audit log, on the central API
+ACCOUNTS: AccountPages[CentralUser] = AccountPages(
+    run=run, authorize=_authorize, guard=page,
+    values=lambda request, user, current: page_values(request, user, current),
+    roles=CENTRAL_ROLES, session_cookie=SESSION_COOKIE,
+)
 
 
 # --------------------------------------------------------------------------------------- the application
@@ -829,9 +881,12 @@ def build_central_web_app(ctx: CentralAdminContext, handlers: dict[str, CentralI
     r.add_post("/signing-keys/{keyid}/activate", activate_signing_key)
     r.add_post("/signing-keys/{keyid}/retire", retire_signing_key)
     r.add_get("/signing-keys/anchor", anchor)
+    r.add_get("/witness-policies", witness_policies)
+    r.add_post("/witness-policies/{server_id}", set_witness_policy)
+    r.add_post("/witness-policies/{server_id}/remove", remove_witness_policy)
     r.add_get("/globalconf", versions)
     r.add_post("/globalconf/publish", publish)
-    r.add_get("/audit-log", audit_log)
+    ACCOUNTS.add_routes(app)  # /users, /api-keys, /account, /audit-log
     r.add_static("/static", STATIC)
     return app
 

@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.identifiers import MemberId
 from gateway.token.model import CertEntry, KeyEntry
+from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken
 
 
@@ -79,9 +80,21 @@ async def change_token_pin(call: Call, request: web.Request, ctx: AdminContext) 
 
 
 async def generate_key(call: Call, request: web.Request, ctx: AdminContext) -> Any:
+    """A key on the software token, or on the PKCS#11 device ``device`` names (404 for an unknown name; 500
+    ``Server.TokenNotAvailable`` while that device is unavailable)."""
     b = call.body
-    entry = await _token(ctx).generate_key(b["usage"], key_type=b.get("key_type", "ec-p256"),
-                                           label=b.get("label", ""), now=ctx.clock())
+    name = b.get("device")
+    token: SoftToken | Pkcs11Token
+    if name is None:
+        token = _token(ctx)
+    elif name in ctx.devices:
+        token = ctx.devices[name]
+        call.details["device"] = name
+    else:
+        raise NotFound(f"no PKCS#11 device named {name!r} (devices: {', '.join(ctx.devices) or 'none'})",
+                       hint="GET /api/v1/tokens lists them")
+    entry = await token.generate_key(b["usage"], key_type=b.get("key_type", "ec-p256"), label=b.get("label", ""),
+                                     now=ctx.clock())
     call.details["key_id"] = entry.id
     return _key_json(entry)
 

@@ -1,5 +1,7 @@
 """The keys-and-certificates page: the software token's log-in, keys, CSRs, certificate import and
-activation (I/O). Each form runs the API's token operation; a CSR is answered as a PEM file download."""
+activation (I/O). Each form runs the API's token operation; a CSR is answered as a PEM file download. Each
+PKCS#11 device has a section of its own: its state and its keys with their certificates (read-only here; the
+devices are managed with ``gateway token COMMAND --device NAME``, docs/tokens.md)."""
 
 from __future__ import annotations
 
@@ -27,12 +29,23 @@ async def _keys_page(request: web.Request, user: User, err: FormError | None = N
                      status: int = 200) -> web.Response:
     ctx = context(request)
     token = await run_op(request, user, "getToken") if ctx.token is not None else None
-    reports = await ctx.certificates() if token is not None and ctx.certificates is not None else []
+    wanted = token is not None or bool(ctx.devices)
+    reports = await ctx.certificates() if wanted and ctx.certificates is not None else []
+    statuses = {str(t["name"]): t for t in (ctx.tokens() if ctx.tokens is not None else [])}
+    devices: list[dict[str, Any]] = []
+    for name, device in ctx.devices.items():
+        section: dict[str, Any] = {"name": name, "status": statuses.get(name, device.status().to_dict()),
+                                   "keys": [], "error": ""}
+        try:
+            section["keys"] = list((await device.state()).keys)
+        except GatewayError as e:
+            section["error"] = e.message
+        devices.append(section)
     return render("keys.html", status=status, user=user, nav=nav_for(user, "keys"), title="Keys and certificates",
                   token=token, err=err, done=request.query.get("done"), server=str(ctx.server_id),
                   # one row per token: today the one software token (the page is laid out for several)
                   tokens=[] if token is None else [{"name": "software token", "state": token}],
-                  all_tokens=ctx.tokens() if ctx.tokens is not None else [],
+                  all_tokens=list(statuses.values()), devices=devices,
                   in_use={r.sha256 for r in reports if r.in_use}, ocsp={r.sha256: r.ocsp for r in reports})
 
 

@@ -121,19 +121,22 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (2, str(value).lower())
 
 
-def table(
-    request: web.Request, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, caption: str,
-    default_sort: str | None = None, default_desc: bool = False, total: int | None = None,
-    key: Callable[[Mapping[str, Any], str], Any] | None = None, prefix: str = "",
-) -> Table:
-    """Sort ``rows`` by the ``sort``/``dir`` query parameters and cut the page ``limit``/``offset`` asks for;
-    ``total``: how many the API holds, when ``rows`` are only its first page; ``prefix``: of the query
-    parameters' names, for a second table on the page.
+def query_of(request: web.Request, prefix: str = "") -> Mapping[str, str]:
+    """The query parameters of the table whose parameters' names start with ``prefix``, without it."""
+    if not prefix:
+        return request.query
+    return {k[len(prefix):]: v for k, v in request.query.items() if k.startswith(prefix)}
+
+
+def sort_order(
+    q: Mapping[str, str], columns: Sequence[Column], *, default_sort: str | None, default_desc: bool = False,
+) -> tuple[str | None, bool]:
+    """The column to sort by and whether descending, from ``sort`` and ``dir`` in ``q``; only a sortable
+    column may be named (the whitelist).
 
     Raises:
-        RequestError: 400 for an unknown sort column, a direction other than asc or desc, or a bad page.
+        RequestError: 400 for an unknown sort column or a direction other than asc or desc.
     """
-    q = {k[len(prefix):]: v for k, v in request.query.items() if k.startswith(prefix)} if prefix else request.query
     sortable = [c.key for c in columns if c.sortable]
     sort = q.get("sort", default_sort)
     if sort is not None and sort not in sortable:
@@ -141,7 +144,26 @@ def table(
     direction = q.get("dir", "desc" if default_desc and "sort" not in q else "asc")
     if direction not in ("asc", "desc"):
         raise RequestError(f"sort direction {direction[:20]!r} must be asc or desc")
-    page = parse_page(q)
+    return sort, direction == "desc"
+
+
+def table(
+    request: web.Request, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, caption: str,
+    default_sort: str | None = None, default_desc: bool = False, total: int | None = None,
+    key: Callable[[Mapping[str, Any], str], Any] | None = None, prefix: str = "", default_limit: int | None = None,
+) -> Table:
+    """Sort ``rows`` by the ``sort``/``dir`` query parameters and cut the page ``limit``/``offset`` asks for;
+    ``total``: how many the API holds, when ``rows`` are only its first page; ``prefix``: of the query
+    parameters' names, for a second table on the page; ``default_limit``: rows per page unless ``limit`` says
+    (default :data:`~gateway.admin.schema.DEFAULT_LIMIT`).
+
+    Raises:
+        RequestError: 400 for an unknown sort column, a direction other than asc or desc, or a bad page.
+    """
+    q = query_of(request, prefix)
+    sort, descending = sort_order(q, columns, default_sort=default_sort, default_desc=default_desc)
+    direction = "desc" if descending else "asc"
+    page = parse_page(q if default_limit is None else {"limit": str(default_limit), **q})
     ordered = list(rows)
     if sort is not None:
         get = key or (lambda row, k: row.get(k))
@@ -168,4 +190,7 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-__all__ = ["STATIC", "TEMPLATES", "Column", "Table", "redirect", "render", "show_age", "show_time", "table"]
+__all__ = [
+    "STATIC", "TEMPLATES", "Column", "Table", "query_of", "redirect", "render", "show_age", "show_time", "sort_order",
+    "table",
+]

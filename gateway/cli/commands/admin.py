@@ -2,7 +2,8 @@
 
 Every command except ``openapi`` and ``api`` works on the database named by ``[server] database_url`` (as
 ``gateway serverconf`` does), brings the admin schema up to date first, and writes its change to the audit
-log with actor ``cli:<OS user>`` and address ``local``: an ``async`` body run by :func:`admin_command` (or,
+log with actor ``cli:<OS user>`` and address ``cli@<host name>`` (:func:`cli_audit`, which the ``serverconf``,
+``token`` and ``central`` commands use too): an ``async`` body run by :func:`admin_command` (or,
 for a command that reads a password or checks its options before the database is opened, by
 :func:`run_admin`). ``api`` calls any admin API operation over HTTP. The parser is :mod:`gateway.cli.admin`.
 """
@@ -16,6 +17,7 @@ import getpass
 import json
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,7 +29,8 @@ from gateway.admin.roles import CENTRAL_ROLES, ROLES, Role, parse_roles
 from gateway.admin.schema import MAX_LIMIT, Page
 from gateway.admin.store import AdminStore, AuditEntry
 from gateway.cli.common import Handler, database_setting, settings_from_args
-from gateway.errors import GatewayError, RequestError, Unreachable
+from gateway.errors import ConfigError, GatewayError, RequestError, Unreachable
+from gateway.identifiers import SecurityServerId
 from gateway.settings import Settings
 from gateway.storage.db import open_database
 
@@ -110,18 +113,24 @@ def admin_command(*, audit_as: str | None = None, target: str | None = None) -> 
     return decorate
 
 
+def cli_origin() -> str:
+    """Where a CLI change comes from, as the audit log records it: ``cli@<host name>``."""
+    return f"cli@{socket.gethostname() or 'localhost'}"[:64]
+
+
 async def cli_audit(
     store: AdminStore, action: str, target: str, *, status: int, error: str | None = None, command: str = "admin",
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """Record a CLI command in the audit log: actor ``cli:<OS user>``, address ``local``, path
-    ``gateway <command> <action>``."""
-    details: dict[str, Any] = {"target": target}
+    """Record a CLI command in the audit log: actor ``cli:<OS user>``, address ``cli@<host name>``, path
+    ``gateway <command> <action>``; ``details`` beyond the target (no secrets)."""
+    entry_details: dict[str, Any] = {"target": target, **(details or {})}
     if error is not None:
-        details["error"] = error
+        entry_details["error"] = error
     await store.write_audit(AuditEntry(
-        at=_now(), actor=f"cli:{_os_user()}", auth="cli", remote="local", action=action, method="CLI",
+        at=_now(), actor=f"cli:{_os_user()}", auth="cli", remote=cli_origin(), action=action, method="CLI",
         path=f"gateway {command} {action}", result="success" if status < 400 else "refused" if status < 500 else
-        "failed", status=status, details=details,
+        "failed", status=status, details=entry_details,
     ))
 
 
@@ -257,6 +266,54 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         print(f"({len(entries)} of {total})")
 
     return run_admin(args, action)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.admin.auditexport import check_online
+
+    failed: list[bool] = []
+
+    async def action(store: AdminStore, s: Settings) -> None:
+        check = await check_online(store, _audit_server(s))
+        stamped = sum(1 for c in check.checkpoints if c.stamped)
+        print(f"audit log: {check.chain.size} entries, {len(check.checkpoints)} checkpoints "
+              f"({stamped} timestamped, {len(check.chain.reproduced)} reproduced by the entries)")
+        for p in check.problems:
+            print(p.line())
+        print("RESULT: OK, the chain verifies" if check.ok else f"RESULT: FAILED, {len(check.problems)} problem(s)")
+        failed.append(not check.ok)
+
+    run_admin(args, action)
+    return 1 if failed and failed[0] else 0
+
+
+def _audit_server(s: Settings) -> SecurityServerId:
+    try:
+        return SecurityServerId.parse(s.server.id)
+    except GatewayError as e:
+        raise ConfigError(f"[server] id: {e.message}") from e
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from gateway.admin.auditexport import export_audit
+    from gateway.globalconf.updater import CACHE_FILE
+
+    if getattr(args, "central", False):
+        raise RequestError("the central server's audit log has no checkpoints to export (it has no signing key "
+                           "of a member); `gateway admin --central audit verify` checks its chain")
+
+    async def action(store: AdminStore, s: Settings) -> None:
+        paths = [Path(s.globalconf.cache_dir) / CACHE_FILE, *(Path(p) for p in args.globalconf or ())]
+        try:
+            envelopes = [p.read_bytes() for p in paths if p.exists()]
+            done = await export_audit(store, args.out, server_id=_audit_server(s), globalconfs=envelopes,
+                                      now=_now(), include_uncovered=args.include_uncovered)
+        except OSError as e:
+            raise RequestError(f"cannot write {args.out}: {e.strerror or e}") from e
+        print(f"wrote {args.out}: {done.entries} entries, {done.checkpoints} checkpoints ({done.stamped} "
+              f"timestamped, {done.cosignatures} cosignatures), {done.globalconfs} global configuration(s)")
+
+    return run_admin(args, action, audit_as="exportAuditArchive", target=args.out)
 
 
 @admin_command(audit_as="rotateSessionKey")

@@ -24,6 +24,7 @@ from gateway.cli.common import Handler, settings_from_args
 from gateway.cli.run import stop_on_signal
 from gateway.errors import GatewayError, RequestError
 from gateway.globalconf.anchor import anchor_hash
+from gateway.globalconf.model import WitnessPolicy
 from gateway.settings import CentralSettings
 from gateway.storage.db import masked
 from gateway.trust.keys import write_public_file
@@ -197,6 +198,65 @@ async def cmd_transparency_show(args: argparse.Namespace, engine: AsyncEngine, c
     doc = await registry.get_transparency(engine)
     out(json.dumps(doc, indent=2, sort_keys=True) if doc is not None else
         "none set in the registry: the [central] transparency_* settings are published")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Witness policies (docs/witness.md section 3)
+
+
+def parse_witness(text: str) -> registry.WitnessSpec:
+    """``VKEY,URL,SERVER`` or ``VKEY,SERVER`` (the URL by default ``https://<the server's address>/witness``) as
+    given to ``--witness``; a vkey has no comma, a URL may.
+
+    Raises:
+        RequestError: fewer than two comma-separated parts, or an empty one.
+    """
+    vkey, sep, rest = text.partition(",")
+    url, _, server = rest.rpartition(",")
+    if not (sep and vkey.strip() and server.strip()) or (url and not url.strip()):
+        raise RequestError(f"--witness {text[:120]!r} is not VKEY,URL,SERVER or VKEY,SERVER",
+                           hint="e.g. --witness 'DEV/GOV/1002/ss2/witness+1a2b3c4d+BASE64,"
+                                "https://ss2.example.org:5500/witness,DEV/GOV/1002/ss2'")
+    return registry.WitnessSpec(vkey=vkey.strip(), url=url.strip(), server=server.strip())
+
+
+def _policy_lines(policy: WitnessPolicy) -> list[str]:
+    return [f"{policy.server}\tquorum {policy.quorum} of {len(policy.witnesses)}",
+            *(f"  witness {w.name}\t{w.url}\ton {w.server}\t{w.vkey}" for w in policy.witnesses)]
+
+
+def policy_json(policy: WitnessPolicy) -> dict[str, object]:
+    """A policy as ``witness-policy list --json`` prints it (the admin API's fields)."""
+    return {"server": str(policy.server), "quorum": policy.quorum,
+            "witnesses": [{"name": w.name, "key_id": w.key.key_id.hex(), "vkey": w.vkey, "url": w.url,
+                           "server": str(w.server)} for w in policy.witnesses]}
+
+
+@central_command
+async def cmd_witness_policy_set(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    specs = [parse_witness(text) for text in args.witness]
+    policy = await registry.set_witness_policy(engine, args.server, quorum=args.quorum, witnesses=specs,
+                                               instance=central.instance)
+    out(f"witness policy of {policy.server} set: quorum {policy.quorum} of {len(policy.witnesses)} "
+        f"({', '.join(w.name for w in policy.witnesses)}); published from the next publication on")
+    return 0
+
+
+cmd_witness_policy_remove = _change(
+    lambda a, e, c: registry.remove_witness_policy(e, a.server, instance=c.instance),
+    "witness policy of {args.server} removed; published from the next publication on")
+
+
+@central_command(audit=False)
+async def cmd_witness_policy_list(args: argparse.Namespace, engine: AsyncEngine, central: CentralSettings) -> int:
+    policies = await registry.list_witness_policies(engine)
+    if args.json:
+        out(json.dumps([policy_json(p) for p in policies], indent=2))
+        return 0
+    for policy in policies:
+        for line in _policy_lines(policy):
+            out(line)
     return 0
 
 

@@ -45,7 +45,8 @@ def server_overrides(pairs: list[str]) -> dict[str, Any]:
 async def _run(workdir: Path, out_file: Path, overrides: dict[str, Any], *, processes: bool) -> int:
     # The signal handlers first: a Ctrl-C once the banner is out (or during start-up) stops everything cleanly.
     with stop_on_signal() as stop:
-        fed = await start_federation(workdir, server_overrides=overrides, portal=True)
+        fed = await start_federation(workdir, server_overrides=overrides, portal=True, witness=True,
+                                     witness_policies=True)
         parts: list[Any] = []
         try:
             desc = fed.describe()

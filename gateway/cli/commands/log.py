@@ -190,9 +190,13 @@ async def cmd_checkpoints(args: argparse.Namespace, store: SqlMessageLogStore, o
         await asyncio.to_thread(_write_files, Path(args.out), cps)
     if args.verify:
         await _verify_log(store, origin, cps)
+    cosigners: dict[int, list[str]] = {}
+    for kept in await store.cosignatures(origin):  # verified against the witness policy when kept (witness.md)
+        cosigners.setdefault(kept.size, []).append(kept.cosignature.name)
     doc = {
         "origin": origin, "records": await store.size(origin), "pruned_before": await store.pruned_before(origin),
-        "checkpoints": [_describe(cp) for cp in cps], "verified": bool(args.verify),
+        "checkpoints": [_describe(cp) | {"cosigned_by": cosigners.get(cp.size, [])} for cp in cps],
+        "verified": bool(args.verify),
     }
     print(json.dumps(doc, indent=2))
     return 0

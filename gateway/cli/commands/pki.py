@@ -1,7 +1,7 @@
 """The handlers of ``gateway pki ...``: the development PKI from the command line (I/O shell; the parser is
 :mod:`gateway.cli.pki`).
 
-Subcommands: ``init``, ``csr``, ``issue``, ``revoke``, ``list``, ``serve``. Every one takes ``--dir``
+Subcommands: ``init``, ``csr``, ``issue``, ``revoke``, ``list``, ``acme-eab``, ``serve``. Every one takes ``--dir``
 (default: ``[pki] dir`` of the settings, ``certs``). See ``docs/pki.md`` for a walk-through.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -127,17 +127,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(ca: DevCA, host: str, ocsp_port: int, tsa_port: int, validity: int) -> None:
+def cmd_acme_eab(args: argparse.Namespace) -> int:
+    from gateway.dev.pki.acme import issue_eab
+    from gateway.files import write_private_text
+    from gateway.identifiers import MemberId
+
+    settings = settings_from_args(args)
+    directory = _dir(args, settings)
+    DevCA.load(directory)  # a CA is there
+    member = MemberId.parse(args.member, encoded=False)
+    key = issue_eab(directory, member)
+    write_private_text(args.key_out, key.hmac_b64 + "\n")
+    print(f"EAB key id (acme_eab_kid): {key.kid}")
+    print(f"member: {member}")
+    print(f"HMAC key written to {args.key_out} (mode 0600; acme_eab_key_file)")
+    return 0
+
+
+async def _serve(ca: DevCA, host: str, ocsp_port: int, tsa_port: int, validity: int, *, acme_port: int = -1,
+                 acme_validity_days: float = 90.0, http01_port: int = 80) -> None:
+    from gateway.dev.pki.acme import AcmeServer
     from gateway.dev.pki.http import start_pki_servers  # aiohttp only for this command
 
+    acme = None
+    if acme_port >= 0:
+        acme = AcmeServer(ca, validity=timedelta(days=acme_validity_days), eab_dir=ca.directory)
     with stop_on_signal() as stop:
         try:
-            servers = await start_pki_servers(ca, host, ocsp_port, tsa_port, ocsp_validity_seconds=validity)
+            servers = await start_pki_servers(ca, host, ocsp_port, tsa_port, ocsp_validity_seconds=validity,
+                                              acme=acme, acme_port=max(acme_port, 0),
+                                              http01_target=lambda name: (name, http01_port))
         except OSError as e:
             raise PkiError(f"cannot listen on {host}: {e.strerror or e}") from e
         try:
             print(f"OCSP responder: {servers.ocsp_url}", flush=True)
             print(f"TSA: {servers.tsa_url}", flush=True)
+            if servers.acme_directory_url:
+                print(f"ACME directory: {servers.acme_directory_url}", flush=True)
             await stop.wait()
         finally:
             await servers.close()
@@ -151,7 +177,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ca, args.host or pki.host,
         pki.ocsp_port if args.ocsp_port is None else args.ocsp_port,
         pki.tsa_port if args.tsa_port is None else args.tsa_port,
-        pki.ocsp_validity_seconds,
+        pki.ocsp_validity_seconds, acme_port=pki.acme_port if args.acme_port is None else args.acme_port,
+        acme_validity_days=pki.acme_validity_days, http01_port=pki.acme_http01_port,
     ))
     print("stopped", file=sys.stderr)
     return 0

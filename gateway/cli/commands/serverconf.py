@@ -2,7 +2,9 @@
 
 Every command works on the database named by ``[server] database_url`` and first brings the serverconf
 schema up to date (migrations are idempotent): :func:`run_serverconf` runs a command's action there, and
-:func:`serverconf_command` makes a handler of a body that needs nothing else. Identifiers, files and rules
+:func:`serverconf_command` makes a handler of a body that needs nothing else. Every command that changes
+something is recorded in the admin audit log, refused attempts too, under the name of the admin API operation
+that makes the same change (``addClient``, ``grantAccess``, ...). Identifiers, files and rules
 on the command line are checked before the settings are loaded. The parser is :mod:`gateway.cli.serverconf`.
 """
 
@@ -14,6 +16,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from gateway.cli.commands.audit import audited
 from gateway.cli.common import Handler, database_setting, settings_from_args
 from gateway.errors import RequestError
 from gateway.identifiers import ServiceId, parse_client
@@ -27,12 +30,14 @@ Action = Callable[[ServerConfStore], Awaitable[None]]
 Body = Callable[[argparse.Namespace, ServerConfStore], Awaitable[None]]
 
 
-def run_serverconf(args: argparse.Namespace, action: Action) -> int:
-    """Run ``action`` on the serverconf tables of ``[server] database_url``, migrated first.
+def run_serverconf(args: argparse.Namespace, action: Action, *, audit_as: str | None = None, target: str = "") -> int:
+    """Run ``action`` on the serverconf tables of ``[server] database_url``, migrated first; with ``audit_as``
+    (the admin API operation that makes the same change), the change or its refusal is recorded in the audit
+    log (:func:`gateway.cli.commands.audit.audited`).
 
     Raises:
         ConfigError: unusable settings or database URL.
-        GatewayError: whatever ``action`` raises.
+        GatewayError: whatever ``action`` raises (audited first).
     """
     url = settings_from_args(args).server.database_url
 
@@ -41,7 +46,11 @@ def run_serverconf(args: argparse.Namespace, action: Action) -> int:
         try:
             store = ServerConfStore(engine)
             await store.migrate()
-            await action(store)
+            if audit_as is None:
+                await action(store)
+            else:
+                await audited(engine, action=audit_as, target=target, command="serverconf",
+                              change=lambda: action(store))
         finally:
             await engine.dispose()
 
@@ -98,7 +107,7 @@ def cmd_client_add(args: argparse.Namespace) -> int:
             print(f"registered IS certificate {fp}")
         print(f"added client {client.typed()}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="addClient", target=client.typed())
 
 
 @serverconf_command
@@ -115,7 +124,7 @@ def cmd_client_remove(args: argparse.Namespace) -> int:
         await store.remove_client(client)
         print(f"removed client {client.typed()}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="removeClient", target=client.typed())
 
 
 # ----------------------------------------------------------------------------------------------- services
@@ -133,7 +142,7 @@ def cmd_service_add(args: argparse.Namespace) -> int:
         )
         print(f"added service {service}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="addService", target=str(service))
 
 
 def cmd_service_transparency(args: argparse.Namespace) -> int:
@@ -147,7 +156,7 @@ def cmd_service_transparency(args: argparse.Namespace) -> int:
         print(f"service {service}: data_subject={info.data_subject or '-'} "
               f"subject_mismatch={info.subject_mismatch} purpose_required={info.purpose_required}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="updateService", target=str(service))
 
 
 @serverconf_command
@@ -167,7 +176,7 @@ def cmd_service_remove(args: argparse.Namespace) -> int:
         await store.remove_service(service)
         print(f"removed service {service}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="removeService", target=str(service))
 
 
 # ------------------------------------------------------------------------------------------ access rights
@@ -182,22 +191,23 @@ def _rule(args: argparse.Namespace) -> AccessRule:
 
 
 def _change_rule(args: argparse.Namespace, change: Callable[[ServerConfStore, AccessRule], Awaitable[None]],
-                 done: str) -> int:
+                 done: str, audit_as: str) -> int:
     rule = _rule(args)
 
     async def action(store: ServerConfStore) -> None:
         await change(store, rule)
         print(f"{done} {rule.subject.typed()} {rule.endpoint} of {rule.service}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as=audit_as,
+                          target=f"{rule.subject.typed()} {rule.endpoint} of {rule.service}")
 
 
 def cmd_access_grant(args: argparse.Namespace) -> int:
-    return _change_rule(args, ServerConfStore.grant, "granted")
+    return _change_rule(args, ServerConfStore.grant, "granted", "grantAccess")
 
 
 def cmd_access_revoke(args: argparse.Namespace) -> int:
-    return _change_rule(args, ServerConfStore.revoke, "revoked")
+    return _change_rule(args, ServerConfStore.revoke, "revoked", "revokeAccess")
 
 
 def cmd_access_list(args: argparse.Namespace) -> int:
@@ -220,7 +230,7 @@ def cmd_group_add(args: argparse.Namespace) -> int:
         await store.add_group(group, description=args.description)
         print(f"added local group {group.code}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="addLocalGroup", target=group.code)
 
 
 def cmd_group_add_member(args: argparse.Namespace) -> int:
@@ -231,7 +241,7 @@ def cmd_group_add_member(args: argparse.Namespace) -> int:
         await store.add_group_member(group, client)
         print(f"added {client.typed()} to local group {group.code}")
 
-    return run_serverconf(args, action)
+    return run_serverconf(args, action, audit_as="addLocalGroupMember", target=f"{group.code} {client.typed()}")
 
 
 @serverconf_command

@@ -2,7 +2,9 @@
 
 The token is ``[server] token_dir`` (or ``--dir``); a command is a body run by :func:`token_command` on it.
 Commands that need the private keys ask for the PIN: ``--pin-file FILE``, ``--pin-env VAR``, the settings'
-``token_pin_file``/``token_pin_env``, or a prompt. The parser is :mod:`gateway.cli.token`.
+``token_pin_file``/``token_pin_env``, or a prompt. Commands that change the token (``init``, ``login``,
+``generate-key``, ``csr``, ``import-cert``, ``activate``, ``deactivate``) are recorded in the admin audit log of
+``[server] database_url`` (:func:`audited_token_command`). The parser is :mod:`gateway.cli.token`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.cli.common import Handler, settings_from_args
+from gateway.cli.common import Handler, database_setting, settings_from_args
 from gateway.errors import ConfigError, GatewayError
 from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.identifiers import MemberId, SecurityServerId
-from gateway.settings import Settings
+from gateway.settings import LEGACY_DEVICE_NAME, Pkcs11Device, Settings, pkcs11_devices
 from gateway.token import model
 from gateway.token.pkcs11 import Pkcs11Token
 from gateway.token.soft import SoftToken, read_pin
 from gateway.trust import keys
+from gateway.witness import signer as witness_signer
 
 
 def _now() -> datetime:
@@ -40,13 +43,36 @@ AnyToken = SoftToken | Pkcs11Token
 
 
 def _device(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "device", False))
+    return bool(getattr(args, "device", False)) or bool(getattr(args, "device_name", None))
+
+
+def _device_spec(args: argparse.Namespace, settings: Settings) -> Pkcs11Device:
+    """The device ``--device NAME`` names, or the only one of the settings for a bare ``--device``.
+
+    Raises:
+        ConfigError: no such device, no device at all, or several and no name.
+    """
+    devices = pkcs11_devices(settings.server, require_pin=False)
+    names = ", ".join(d.name for d in devices) or "none"
+    name = getattr(args, "device_name", None)
+    if name:
+        found = [d for d in devices if d.name == name]
+        if not found:
+            raise ConfigError(f"no PKCS#11 device named {name!r} in the settings (devices: {names})")
+        return found[0]
+    if not devices:
+        raise ConfigError("no PKCS#11 device in the settings",
+                          hint="set [server] pkcs11_library and pkcs11_token_label, or a [[server.pkcs11]] table")
+    if len(devices) > 1:
+        raise ConfigError(f"the settings have {len(devices)} PKCS#11 devices ({names}): name one with "
+                          "`gateway token COMMAND --device NAME`")
+    return devices[0]
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> AnyToken:
     if _device(args):
-        s = settings.server
-        return Pkcs11Token(s.pkcs11_library, s.pkcs11_token_label, sessions=1)
+        spec = _device_spec(args, settings)
+        return Pkcs11Token(spec.library, spec.token_label, sessions=1, name=spec.name)
     directory = getattr(args, "dir", None) or settings.server.token_dir
     if not directory:
         raise ConfigError("no token directory: set [server] token_dir or pass --dir")
@@ -57,8 +83,12 @@ def _pin(args: argparse.Namespace, settings: Settings, *, confirm: bool = False)
     if args.pin_file or args.pin_env:
         return read_pin(pin_file=args.pin_file or "", pin_env=args.pin_env or "")
     s = settings.server
-    if _device(args) and (s.pkcs11_pin_file or s.pkcs11_pin_env):
-        return read_pin(pin_file=s.pkcs11_pin_file, pin_env=s.pkcs11_pin_env, setting="pkcs11_pin")
+    if _device(args):
+        spec = _device_spec(args, settings)
+        if spec.pin_file or spec.pin_env:
+            legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == s.pkcs11_library
+            return read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                            setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
     if not _device(args) and (s.token_pin_file or s.token_pin_env):
         return read_pin(pin_file=s.token_pin_file, pin_env=s.token_pin_env)
     if not sys.stdin.isatty():
@@ -88,23 +118,43 @@ async def _conf(settings: Settings) -> GlobalConf:
     return conf
 
 
-def run_token(args: argparse.Namespace, body: Callable[[AnyToken, Settings], Coroutine[Any, Any, int]]) -> int:
-    """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code.
+async def _audited(args: argparse.Namespace, settings: Settings, audit_as: str | None, target: str,
+                   change: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """``change``, recorded in the audit log of ``[server] database_url`` when ``audit_as`` names it
+    (:func:`gateway.cli.commands.audit.audited`; the database is opened first, so a command whose change
+    cannot be audited changes nothing)."""
+    if audit_as is None:
+        return await change()
+    from gateway.cli.commands.audit import audited
+    from gateway.storage.db import open_database
+
+    engine = await open_database(settings.server.database_url, where=database_setting(args, "server"))
+    try:
+        return await audited(engine, action=audit_as, target=target, command="token", change=change)
+    finally:
+        await engine.dispose()
+
+
+def run_token(args: argparse.Namespace, body: Callable[[AnyToken, Settings], Coroutine[Any, Any, int]], *,
+              audit_as: str | None = None, target: str = "") -> int:
+    """Run ``body`` on the token of ``--dir`` or ``[server] token_dir``; its exit code. With ``audit_as`` (the
+    admin API operation that makes the same change), the change or its refusal goes to the audit log.
 
     Raises:
-        ConfigError: unusable settings, no token directory.
-        GatewayError: whatever ``body`` raises.
+        ConfigError: unusable settings, no token directory, a database that cannot be opened.
+        GatewayError: whatever ``body`` raises (audited first).
     """
     settings = settings_from_args(args)
     token = _token(args, settings)
     if isinstance(token, SoftToken):
-        return asyncio.run(body(token, settings))
+        soft = token
+        return asyncio.run(_audited(args, settings, audit_as, target, lambda: body(soft, settings)))
 
     async def on_device(device: Pkcs11Token) -> int:
         # a device answers nothing before log-in: the PIN first, whatever the command
         try:
             await device.login(_pin(args, settings), now=_now())
-            return await body(device, settings)
+            return await _audited(args, settings, audit_as, target, lambda: body(device, settings))
         finally:
             device.close()
 
@@ -122,6 +172,21 @@ def token_command(body: Body) -> Handler:
         return run_token(args, functools.partial(body, args))
 
     return handler
+
+
+def audited_token_command(audit_as: str, *, target: str | None = None) -> Callable[[Body], Handler]:
+    """Like :func:`token_command`, for a command that changes the token: audited as ``audit_as``, with the
+    argument named ``target`` as the entry's target."""
+
+    def decorate(body: Body) -> Handler:
+        @functools.wraps(body)
+        def handler(args: argparse.Namespace) -> int:
+            return run_token(args, functools.partial(body, args), audit_as=audit_as,
+                             target=str(getattr(args, target, "") or "") if target else "")
+
+        return handler
+
+    return decorate
 
 
 async def _login(token: AnyToken, args: argparse.Namespace, settings: Settings) -> None:
@@ -154,15 +219,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     token = _token(args, settings)
     assert isinstance(token, SoftToken)
 
+    pin = _pin(args, settings, confirm=True)
+
     async def main() -> int:
-        await SoftToken.init(token.dir, _pin(args, settings, confirm=True))
+        await SoftToken.init(token.dir, pin)
         print(f"token created in {token.dir}")
         return 0
 
-    return asyncio.run(main())
+    return asyncio.run(_audited(args, settings, "initToken", str(token.dir), main))
 
 
-@token_command
+@audited_token_command("loginToken")
 async def cmd_login(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     print("PIN correct")
@@ -179,7 +246,8 @@ async def cmd_status(args: argparse.Namespace, token: AnyToken, settings: Settin
     state = await token.state()
     if isinstance(token, Pkcs11Token):
         status = token.status()
-        print(f"PKCS#11 token {status.token_label!r} ({status.library}): {status.state}, {len(state.keys)} keys, "
+        print(f"{status.name}: PKCS#11 token {status.token_label!r} ({status.library}): {status.state}, "
+              f"{len(state.keys)} keys, "
               f"{sum(len(k.certs) for k in state.keys)} certificates")
         return 0
     lock = state.lockout
@@ -190,6 +258,43 @@ async def cmd_status(args: argparse.Namespace, token: AnyToken, settings: Settin
     print(f"  wrong PINs in a row: {lock.failures}"
           + (f"; locked until {lock.locked_until.isoformat()}" if locked and lock.locked_until else ""))
     return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Every PKCS#11 device of the settings with its state: each is logged in to with the PIN its settings
+    name (a device answers nothing before log-in); exit code 1 if any is unavailable."""
+    settings = settings_from_args(args)
+    devices = pkcs11_devices(settings.server)
+
+    async def one(spec: Pkcs11Device) -> tuple[dict[str, Any], bool]:
+        token = Pkcs11Token(spec.library, spec.token_label, sessions=1, name=spec.name)
+        try:
+            legacy = spec.name == LEGACY_DEVICE_NAME and spec.library == settings.server.pkcs11_library
+            pin = read_pin(pin_file=spec.pin_file, pin_env=spec.pin_env,
+                           setting="pkcs11_pin" if legacy else f"pkcs11 {spec.name!r} pin")
+            await token.login(pin, now=_now())
+            state = await token.state()
+            row = {**token.status().to_dict(), "keys": len(state.keys),
+                   "certificates": sum(len(k.certs) for k in state.keys)}
+            return row, True
+        except GatewayError as e:
+            return {**token.status().to_dict(), "state": "unavailable", "error": model.describe_error(e)}, False
+        finally:
+            token.close()
+
+    async def main() -> int:
+        rows = [await one(d) for d in devices]
+        if args.json:
+            json.dump([r for r, _ok in rows], sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        elif not rows:
+            print("no PKCS#11 device in the settings")
+        for row, ok in [] if args.json else rows:
+            tail = f"{row['keys']} keys, {row['certificates']} certificates" if ok else row["error"]
+            print(f"{row['name']}: PKCS#11 token {row['token_label']!r} ({row['library']}): {row['state']}, {tail}")
+        return 0 if all(ok for _r, ok in rows) else 1
+
+    return asyncio.run(main())
 
 
 @token_command
@@ -227,15 +332,52 @@ async def _fetch_ocsp(state: model.TokenState, conf: GlobalConf) -> dict[str, mo
     return out
 
 
-@token_command
+@audited_token_command("generateKey", target="usage")
 async def cmd_generate_key(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
+    if args.usage == "witness":  # docs/witness.md section 2
+        entry = await token.generate_witness_key(label=args.label or "witness", now=_now())
+        print(f"generated ed25519 witness key {entry.id}")
+        print(await _witness_vkey(token, settings))
+        return 0
     entry = await token.generate_key(args.usage, key_type=args.key_type, label=args.label, now=_now())
     print(f"generated {entry.key_type} key {entry.id} for {entry.usage} certificates")
     return 0
 
 
-@token_command
+async def _witness_vkey(token: AnyToken | None, settings: Settings) -> str:
+    name = witness_signer.default_name(settings.server.id, settings.witness.name)
+    signer = await witness_signer.load_signer(
+        name=name, token=token if isinstance(token, SoftToken) else None, state_dir=settings.server.state_dir,
+        create=False, now=_now(), device=token if isinstance(token, Pkcs11Token) else None)
+    if signer is None:
+        raise ConfigError("there is no witness key yet",
+                          hint="`gateway token generate-key --usage witness`, or start the server with "
+                               "[witness] enabled = true (it makes one)")
+    return signer.key.vkey
+
+
+def cmd_witness_key(args: argparse.Namespace) -> int:
+    """Print the witness's vkey (docs/witness.md section 2): from the device (``--device``), the software token
+    (the PIN is asked for) or, with plain key files, from ``<state_dir>/witness.key``."""
+    settings = settings_from_args(args)
+    if _device(args) or getattr(args, "dir", None) or settings.server.token_dir:
+
+        async def body(token: AnyToken, settings: Settings) -> int:
+            await _login(token, args, settings)
+            print(await _witness_vkey(token, settings))
+            return 0
+
+        return run_token(args, body)
+
+    async def main() -> int:
+        print(await _witness_vkey(None, settings))
+        return 0
+
+    return asyncio.run(main())
+
+
+@audited_token_command("createCsr", target="key")
 async def cmd_csr(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     await _login(token, args, settings)
     member = MemberId.parse(args.member, encoded=False) if args.member else None
@@ -263,17 +405,17 @@ def cmd_import_cert(args: argparse.Namespace) -> int:
               f"`gateway token activate {entry.sha256[:16]}` puts it to use)")
         return 0
 
-    return run_token(args, body)
+    return run_token(args, body, audit_as="importCertificate", target=args.file)
 
 
-@token_command
+@audited_token_command("activateCertificate", target="cert")
 async def cmd_activate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.activate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is active")
     return 0
 
 
-@token_command
+@audited_token_command("deactivateCertificate", target="cert")
 async def cmd_deactivate(args: argparse.Namespace, token: AnyToken, settings: Settings) -> int:
     entry = await token.deactivate(args.cert)
     print(f"{entry.kind} certificate {entry.sha256} is inactive")

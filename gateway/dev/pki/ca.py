@@ -360,9 +360,11 @@ class DevCA:
 
     def issue(
         self, csr: x509.CertificateSigningRequest | bytes | str, *, kind: CertKind,
-        expected_identity: Identity, now: datetime, validity_days: int = 730,
+        expected_identity: Identity, now: datetime, validity_days: int = 730, validity: timedelta | None = None,
     ) -> x509.Certificate:
         """Issue a certificate of ``kind`` for ``expected_identity`` from a CSR that asks for exactly that.
+
+        ``validity`` (if given) replaces ``validity_days``: the ACME endpoint issues short-lived certificates.
 
         Raises:
             PkiError: the CSR is malformed or its signature does not verify, it names another identity or
@@ -395,13 +397,15 @@ class DevCA:
         if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise PkiError(f"CSR key of type {type(public_key).__name__} is not allowed; use EC P-256 or RSA")
         key_type_of(public_key)
-        if validity_days <= 0:
-            raise PkiError(f"validity of {validity_days} days is not positive")
+        lifetime = validity if validity is not None else timedelta(days=validity_days)
+        if lifetime <= timedelta(0):
+            shown = f"{validity_days} days" if validity is None else f"{lifetime.total_seconds():g} seconds"
+            raise PkiError(f"validity of {shown} is not positive")
         # (6) the certificate: our subject and the profile's extensions, never the CSR's own
         orgs = req.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         org = str(orgs[0].value) if orgs else None
         not_before = now - BACKDATE
-        not_after = min(now + timedelta(days=validity_days), self.ca_cert.not_valid_after_utc)
+        not_after = min(now + lifetime, self.ca_cert.not_valid_after_utc)
         ca_ski = self.ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = (
             x509.CertificateBuilder()

@@ -43,6 +43,7 @@ from gateway.messagelog.store.base import (
     MessageLogStore,
     PendingRecord,
     StoredCheckpoint,
+    StoredCosignature,
     StoredRecord,
     WriterStats,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "PendingRecord",
     "SqlMessageLogStore",
     "StoredCheckpoint",
+    "StoredCosignature",
     "StoredRecord",
     "WriterStats",
     "migrate_messagelog",

@@ -29,6 +29,7 @@ from gateway.errors import CLIENT_PROXY, SERVER_PROXY, GatewayError, MessageLogE
 from gateway.messagelog import merkle
 from gateway.messagelog.merkle import leaf_hash
 from gateway.messagelog.record import BODY_HEAD, LogRecord, StreamedEncoding, blob_refs, decode
+from gateway.trust.cosignature import Cosignature
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20  # bytes; X-Road's max-loggable-message-body-size
 DEFAULT_MAX_BATCH = 256  # records per transaction; bounds one commit's size and latency
@@ -118,6 +119,15 @@ class StoredCheckpoint:
     @property
     def stamped(self) -> bool:
         return self.timestamp_token is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredCosignature:
+    """A witness's cosignature of the checkpoint of ``origin`` at ``size`` (docs/witness.md section 4)."""
+
+    origin: str  # the log origin, as StoredCheckpoint.origin
+    size: int
+    cosignature: Cosignature
 
 
 @dataclass(slots=True, kw_only=True)
@@ -728,6 +738,29 @@ class MessageLogStore(ABC):
         found = await self.checkpoints(origin, min_size=size, limit=1)
         return found[0] if found and found[0].size == size else None
 
+    async def add_cosignatures(self, origin: str, size: int, cosignatures: Sequence[Cosignature]) -> int:
+        """Keep witnesses' cosignatures of the checkpoint of ``origin`` at ``size`` (the caller has verified
+        them, :mod:`gateway.witness.pusher`). Idempotent: a cosignature by a (witness, key ID) that the checkpoint
+        has already is left as it is. Returns how many were new.
+
+        Raises:
+            MessageLogError: no checkpoint of that size, or the backend failed.
+        """
+        if await self.checkpoint(origin, size) is None:
+            raise MessageLogError(f"no checkpoint of {origin} at size {size} to add cosignatures to")
+        unique = {(c.name, c.key_id): c for c in cosignatures}
+        return await self._guard(self._add_cosignatures(origin, size, list(unique.values())))
+
+    async def cosignatures(self, origin: str, size: int | None = None) -> list[StoredCosignature]:
+        """The cosignatures kept for ``origin``'s checkpoints (only that of ``size`` if given), by size then
+        witness name.
+
+        Raises:
+            MessageLogError: the backend failed.
+        """
+        found = await self._guard(self._cosignatures(origin, size))
+        return sorted(found, key=lambda c: (c.size, c.cosignature.name, c.cosignature.key_id))
+
     async def pruned_before(self, origin: str) -> int:
         """Records of ``origin`` below this sequence number have had their bodies removed (0: none).
 
@@ -786,6 +819,12 @@ class MessageLogStore(ABC):
     ) -> list[StoredCheckpoint]: ...
 
     @abstractmethod
+    async def _add_cosignatures(self, origin: str, size: int, cosignatures: Sequence[Cosignature]) -> int: ...
+
+    @abstractmethod
+    async def _cosignatures(self, origin: str, size: int | None) -> list[StoredCosignature]: ...
+
+    @abstractmethod
     async def _pruned_before(self, origin: str) -> int: ...
 
     @abstractmethod
@@ -837,6 +876,7 @@ __all__ = [
     "MessageLogStore",
     "PendingRecord",
     "StoredCheckpoint",
+    "StoredCosignature",
     "StoredRecord",
     "WriterStats",
 ]

@@ -19,9 +19,11 @@ from gateway.messagelog.store.base import (
     MessageLogStore,
     PendingRecord,
     StoredCheckpoint,
+    StoredCosignature,
     StoredRecord,
 )
 from gateway.messagelog.store.rows import _index_rows
+from gateway.trust.cosignature import Cosignature
 
 _INDEX_KEY = tuple(c.name for c in usage_index.primary_key.columns)
 
@@ -36,6 +38,7 @@ class MemoryMessageLogStore(MessageLogStore):
         self._logs: dict[str, list[StoredRecord]] = {}
         self._cps: dict[str, dict[int, StoredCheckpoint]] = {}
         self._pruned: dict[str, int] = {}
+        self._cosigs: dict[tuple[str, int], dict[tuple[str, bytes], Cosignature]] = {}
         self._blob_data: dict[str, dict[str, bytes]] = {}  # per origin, by name
         self._bodies: dict[str, list[bytes]] = {}  # bodies stored apart, by id
         self._usage_index: list[dict[str, object]] = []  # the rows of messagelog_usage_index, in commit order
@@ -127,6 +130,17 @@ class MemoryMessageLogStore(MessageLogStore):
         found = [c for size, c in sorted(self._cps.get(origin, {}).items(), reverse=newest)
                  if size >= min_size and not (unstamped_only and c.stamped) and not (stamped_only and not c.stamped)]
         return found[:limit]
+
+    async def _add_cosignatures(self, origin: str, size: int, cosignatures: Sequence[Cosignature]) -> int:
+        mine = self._cosigs.setdefault((origin, size), {})
+        new = [c for c in cosignatures if (c.name, c.key_id) not in mine]
+        for c in new:
+            mine[(c.name, c.key_id)] = c
+        return len(new)
+
+    async def _cosignatures(self, origin: str, size: int | None) -> list[StoredCosignature]:
+        return [StoredCosignature(origin=o, size=s, cosignature=c) for (o, s), found in self._cosigs.items()
+                if o == origin and (size is None or s == size) for c in found.values()]
 
     async def _pruned_before(self, origin: str) -> int:
         return self._pruned.get(origin, 0)

@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError, TrustError
 from gateway.messagelog import merkle
-from gateway.messagelog.models import VERSION_TABLE, blobs, bodies, checkpoints, records, retention
+from gateway.messagelog.models import VERSION_TABLE, blobs, bodies, checkpoints, cosignatures, records, retention
 from gateway.messagelog.store.base import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
     MessageLogStore,
     StoredCheckpoint,
+    StoredCosignature,
     StoredRecord,
 )
 from gateway.messagelog.store.postgres import PostgresWriter
@@ -30,6 +31,7 @@ from gateway.messagelog.store.replay import ReplayBackstop
 from gateway.messagelog.store.rows import _max_seq_query
 from gateway.messagelog.store.sqlite import SqliteWriter
 from gateway.storage.db import migrate
+from gateway.trust.cosignature import Cosignature, parse_line
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
@@ -159,6 +161,25 @@ class SqlMessageLogStore(ReplayBackstop, SqliteWriter, PostgresWriter, MessageLo
         query = query.order_by(checkpoints.c.size.desc() if newest else checkpoints.c.size).limit(limit)
         async with self._engine.connect() as conn:
             return [_checkpoint_of(dict(row._mapping)) for row in await conn.execute(query)]
+
+    async def _add_cosignatures(self, origin: str, size: int, cosigs: Sequence[Cosignature]) -> int:
+        async with self._engine.begin() as conn:
+            have = {(str(w), bytes(k)) for w, k in await conn.execute(
+                sa.select(cosignatures.c.witness, cosignatures.c.key_id)
+                .where(cosignatures.c.origin == origin, cosignatures.c.size == size))}
+            rows = [{"origin": origin, "size": size, "witness": c.name, "key_id": c.key_id, "timestamp": c.timestamp,
+                     "line": c.line()} for c in cosigs if (c.name, c.key_id) not in have]
+            if rows:
+                await conn.execute(cosignatures.insert(), rows)
+            return len(rows)
+
+    async def _cosignatures(self, origin: str, size: int | None) -> list[StoredCosignature]:
+        query = sa.select(cosignatures.c.size, cosignatures.c.line).where(cosignatures.c.origin == origin)
+        if size is not None:
+            query = query.where(cosignatures.c.size == size)
+        async with self._engine.connect() as conn:
+            return [StoredCosignature(origin=origin, size=int(s), cosignature=parse_line(bytes(line)))
+                    for s, line in await conn.execute(query)]
 
     async def _pruned_before(self, origin: str) -> int:
         async with self._engine.connect() as conn:

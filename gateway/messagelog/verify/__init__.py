@@ -47,6 +47,11 @@ The steps, as numbered in the code:
 6. Binding: every response record must be bound (``"signature";req``) to the signature of the request
    record of the same ``request_id``, when that request is in the archive.
 7. Coverage: every record must lie inside a verified checkpoint; records after the last one are unproven.
+8. Witnesses: each verified checkpoint's cosignatures are checked against the witness policy of the
+   configuration in force, and the policy's quorum (or the auditor's, ``witness_quorum``) is required
+   (:mod:`~gateway.messagelog.verify.witnesses`; docs/witness.md section 5). The report keeps the archive's
+   :class:`~gateway.messagelog.verify.splitview.TreeEvidence`, which
+   :func:`~gateway.messagelog.verify.splitview.find_split_views` compares with another archive's.
 
 The modules of this package follow the steps: :mod:`~gateway.messagelog.verify.trustset` (1),
 :mod:`~gateway.messagelog.verify.checkpoints` (2), :mod:`~gateway.messagelog.verify.records` (3, the general
@@ -63,11 +68,12 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from gateway.errors import TrustError
+from gateway.errors import GatewayError, TrustError
 from gateway.globalconf.anchor import Anchor
 from gateway.messagelog import checkpoint as cp
 from gateway.messagelog.archive import CheckpointData, Chunk, Manifest
 from gateway.messagelog.merkle import HASH_SIZE, MerkleTree
+from gateway.messagelog.origins import parse_origin
 from gateway.messagelog.verify.checkpoints import VerifiedCheckpoint, verify_checkpoints
 from gateway.messagelog.verify.chunks import (
     CheckContext,
@@ -80,8 +86,10 @@ from gateway.messagelog.verify.lean import LeanChecker, LeanInput, lean_input, s
 from gateway.messagelog.verify.parallel import ProcessPoolRunner, runner_for, usable_cpus
 from gateway.messagelog.verify.records import RECORD_FIELDS, Checked, RecordChecker
 from gateway.messagelog.verify.report import ChunkResult, Finding, RecordFinding, Severity, VerifyReport
+from gateway.messagelog.verify.splitview import EvidenceCheckpoint, SplitView, TreeEvidence, find_split_views
 from gateway.messagelog.verify.tree import _extend_tree, _roots_at, compare_with_index
 from gateway.messagelog.verify.trustset import TrustSet, load_trust
+from gateway.messagelog.verify.witnesses import WitnessSummary, check_witnesses
 
 
 class ArchiveSource(Protocol):
@@ -105,12 +113,16 @@ class ArchiveSource(Protocol):
 
 def verify_archive(
     source: ArchiveSource, anchor: Anchor, *, runner: ChunkRunner = serial_runner,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, witness_quorum: int | None = None, name: str = "",
 ) -> VerifyReport:
     """Verify an archive against ``anchor``; the report lists every problem (module docstring steps).
 
+    ``witness_quorum`` replaces the witness policy's quorum (step 8); ``name`` is how split-view evidence names
+    this archive.
+
     Never raises for a bad archive: every problem is a :class:`Finding`.
     """
+    archive_name = name  # (the blob loop below reuses `name`)
     m = source.manifest
     report = VerifyReport(origin=m.origin, start=m.start, end=m.end, checkpoints=len(source.checkpoints))
     add = report.findings.append
@@ -187,6 +199,7 @@ def verify_archive(
         m.start, m.prefix, index, [v.size for v in inside if index_ok and v.size <= m.start + n_index])
     index_authentic = any(roots_index.get(v.size) == v.root_hash for v in inside) and index_ok
     covered = 0
+    reproduced: set[int] = set()
     tree_findings: list[Finding] = []
     for v in sorted(verified, key=lambda v: v.size):
         where = f"checkpoint {v.number} (size {v.size})"
@@ -212,6 +225,7 @@ def verify_archive(
             ))
         else:
             covered = max(covered, v.size)
+            reproduced.add(v.size)
     report.covered_until = covered
     # per-record findings, named by the sequence number they belong to
     by_line: dict[int, int] = {}
@@ -265,7 +279,25 @@ def verify_archive(
             where=f"records {first_uncovered}..{end_actual - 1}", problem="coverage",
             message="not covered by any verified checkpoint: their place in the log is not proven",
         ))
+    # (8) the witnesses' cosignatures, against the policy of the configuration in force
+    witness_findings: list[Finding] = []
+    try:
+        server = parse_origin(m.origin).server
+    except GatewayError:
+        server = None  # step 2 has reported the origin
+    if server is not None:
+        report.witnesses, witness_findings = check_witnesses(
+            source.checkpoints, verified, trust, server, reproduced=reproduced, quorum=witness_quorum)
+    report.evidence = TreeEvidence(
+        name=archive_name or m.origin, origin=m.origin, start=m.start, prefix=tuple(m.prefix), leaves=actual,
+        authentic_until=max(covered, m.start),
+        checkpoints=tuple(EvidenceCheckpoint(number=v.number, size=v.size, root_hash=v.root_hash,
+                                             note=source.checkpoints[v.number - 1].note,
+                                             cosignatures=source.checkpoints[v.number - 1].cosignatures or b"")
+                          for v in verified),
+    )
     report.findings[:0] = cp_findings
+    report.findings.extend(witness_findings)
     report.findings.extend(order_findings)
     report.findings.extend(tree_findings)
     report.findings.extend(sorted(record_findings, key=lambda f: (f.seq or 0)))
@@ -280,6 +312,7 @@ __all__ = [
     "ChunkData",
     "ChunkResult",
     "ChunkRunner",
+    "EvidenceCheckpoint",
     "Finding",
     "LeanChecker",
     "LeanInput",
@@ -287,11 +320,16 @@ __all__ = [
     "RecordChecker",
     "RecordFinding",
     "Severity",
+    "SplitView",
+    "TreeEvidence",
     "TrustSet",
     "VerifiedCheckpoint",
     "VerifyReport",
+    "WitnessSummary",
     "check_chunk",
+    "check_witnesses",
     "compare_with_index",
+    "find_split_views",
     "lean_input",
     "load_trust",
     "runner_for",

@@ -71,16 +71,24 @@ def _check_signer(
 def verify_checkpoints(
     checkpoints: Sequence[CheckpointData], origin: str, trust: TrustSet,
     certs: Iterable[bytes], pairs: Iterable[tuple[bytes, bytes]], ocsp_responses: Iterable[bytes],
+    *, checkpoint_origin: str | None = None, owner: MemberId | None = None,
 ) -> tuple[list[VerifiedCheckpoint], list[Finding]]:
-    """Step 2: each checkpoint's origin, timestamp, signature and signer."""
+    """Step 2: each checkpoint's origin, timestamp, signature and signer.
+
+    ``origin`` is a message-log origin; another log (the audit log, :mod:`gateway.admin.auditverify`) passes
+    its checkpoint origin line and the member that owns it instead.
+    """
     findings: list[Finding] = []
     verified: list[VerifiedCheckpoint] = []
-    expected_origin = cp.checkpoint_origin(origin)
-    try:
-        member = parse_origin(origin).server.owner  # a worker's or node's origin names its server first
-    except GatewayError as e:
-        return [], [Finding(where="archive", problem="origin",
-                            message=f"origin {origin!r} is not a log origin of a security server: {e.message}")]
+    if checkpoint_origin is not None and owner is not None:
+        expected_origin, member = checkpoint_origin, owner
+    else:
+        expected_origin = cp.checkpoint_origin(origin)
+        try:
+            member = parse_origin(origin).server.owner  # a worker's or node's origin names its server first
+        except GatewayError as e:
+            return [], [Finding(where="archive", problem="origin",
+                                message=f"origin {origin!r} is not a log origin of a security server: {e.message}")]
     by_cert: dict[bytes, list[bytes]] = {}
     for c in certs:
         by_cert.setdefault(c, [])

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 from gateway.globalconf.model import format_time
+from gateway.messagelog.verify.splitview import TreeEvidence
 
 Severity = Literal["error", "note"]
 
@@ -31,6 +32,17 @@ class Finding:
         return f"{tag} {self.where}: {self.problem}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WitnessSummary:
+    """What step 8 (:mod:`~gateway.messagelog.verify.witnesses`) found, for the report's summary."""
+
+    policy: str  # e.g. "quorum 2 of 2 witnesses (...; configuration version 7)", or "none"
+    required: int | None  # the quorum applied (None: nothing required)
+    witnessed: int  # checkpoints cosigned by the quorum themselves
+    covered: int  # checkpoints below the quorum but inside a witnessed one
+    checked: int  # verified checkpoints looked at
+
+
 @dataclass(slots=True, kw_only=True)
 class VerifyReport:
     """What :func:`verify_archive` found (mutable while it runs)."""
@@ -48,6 +60,8 @@ class VerifyReport:
     first_created: datetime | None = None
     last_created: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
+    witnesses: WitnessSummary | None = None  # step 8, once the checkpoints are verified
+    evidence: TreeEvidence | None = field(default=None, repr=False)  # for split-view comparisons
 
     @property
     def ok(self) -> bool:
@@ -69,6 +83,13 @@ class VerifyReport:
             f"checkpoints: {self.checkpoints_verified} of {self.checkpoints} verified (signature and timestamp)",
             f"tree: records below {self.covered_until} are covered by a verified checkpoint",
         ]
+        w = self.witnesses
+        if w is not None:
+            lines.append(
+                f"witnesses: policy {w.policy}; " + (
+                    "no quorum required" if w.required is None else
+                    f"{w.witnessed} of {w.checked} verified checkpoints cosigned by a quorum of {w.required}"
+                    + (f", {w.covered} more inside a witnessed one" if w.covered else "")))
         lines += [f.line() for f in self.findings]
         n = len(self.errors)
         lines.append("RESULT: OK, everything verifies" if n == 0 else f"RESULT: FAILED, {n} problem(s)")
@@ -101,4 +122,4 @@ class ChunkResult:
     roots: tuple[bytes, ...] = ()
 
 
-__all__ = ["ChunkResult", "Finding", "RecordFinding", "Severity", "VerifyReport"]
+__all__ = ["ChunkResult", "Finding", "RecordFinding", "Severity", "VerifyReport", "WitnessSummary"]
