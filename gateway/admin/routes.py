@@ -297,7 +297,8 @@ TRANSPARENCY_COUNTS = obj({
     "clients": {"type": "array", "items": obj({
         "client": string("client subsystem"), "records": {"type": "integer"}, "embargoed": {"type": "integer"},
     }, ("client", "records", "embargoed"))},
-    "index_failures": {"type": "integer", "description": "index rows this process could not write"},
+    "index_failures": {"type": "integer",
+                       "description": "always 0: index rows commit in their usage record's transaction"},
 }, ("enabled", "clients", "index_failures"))
 CHECKPOINT_LIST = obj({
     "origin": string("log origin", max_length=255),

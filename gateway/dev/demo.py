@@ -186,13 +186,14 @@ class Federation:
             "processes": None,  # gateway demo --processes: each part's pid, argv, log (gateway/dev/processes.py)
         }
 
-    async def stop_parts(self) -> None:
-        """Stop every part started in this process (once), keeping the directory's lock."""
+    async def stop_parts(self, *, keep_identity_provider: bool = False) -> None:
+        """Stop every part started in this process (once), keeping the directory's lock (and the portal's
+        identity provider if ``keep_identity_provider``: :meth:`close` stops it)."""
         if self._stopped:
             return
         self._stopped = True
         if self.portal is not None:
-            await self.portal.close()
+            await (self.portal.close_portal() if keep_identity_provider else self.portal.close())
         for server in self.servers.values():
             await server.stop()
         if self.adapters is not None:
@@ -204,6 +205,8 @@ class Federation:
 
     async def close(self) -> None:
         await self.stop_parts()
+        if self.portal is not None:
+            await self.portal.close()  # the identity provider, if stop_parts kept it
         if self.lock is not None:
             self.lock.release()
 
@@ -233,11 +236,25 @@ class DemoPortal:
                 "client_id": self.running.portal.settings.client_id,
                 "citizens": [{"subject": c.subject, "name": c.name} for c in self.citizens]}
 
-    async def close(self) -> None:
+    _portal_closed: bool = field(default=False, init=False, repr=False)
+    _idp_closed: bool = field(default=False, init=False, repr=False)
+
+    async def close_portal(self) -> None:
+        """Stop the portal and its configuration client, keeping the identity provider (``--processes``: the
+        portal becomes a process of its own, and the provider stays in the demo's). Idempotent."""
+        if self._portal_closed:
+            return
+        self._portal_closed = True
         await self.running.close()
-        await self.idp.close()
         await self.updater.close()
         await self.fetcher.close()
+
+    async def close(self) -> None:
+        """Stop the portal and the identity provider. Idempotent."""
+        await self.close_portal()
+        if not self._idp_closed:
+            self._idp_closed = True
+            await self.idp.close()
 
 
 def with_portal(layout: tuple[list[MemberSpec], list[ServerSpec]]) -> tuple[list[MemberSpec], list[ServerSpec]]:

@@ -11,13 +11,17 @@ operating system picks. Then :func:`hand_over` stops those in-process parts and 
 | ``central`` | ``gateway -c DIR/central.toml central serve`` |
 | ``adapters`` | ``gateway adapter serve --config DIR/registries/adapters.toml --host 127.0.0.1 --port P`` |
 | each server (its id) | ``gateway -c DIR/<code>.toml server serve`` |
+| ``portal`` | ``gateway -c DIR/portal.toml portal serve`` |
 
-Each part's output goes to ``DIR/logs/<name>.log``. Its process id and command line go into
+The portal's development identity provider (:mod:`gateway.dev.idp`, which has no command of its own) stays in
+the demo's process, on its port: the portal's process signs citizens in through it. Each part's output goes to
+``DIR/logs/<name>.log``. Its process id and command line go into
 ``federation.json`` (``processes``), so that an operator or a test can stop, kill or restart one part: the
 same command on the same settings gets the same ports back. Every part keeps the demo's directory lock open
 (:class:`gateway.dev.demo.DemoLock`), so the directory stays held while any part runs, even if the demo's
-own process was killed. On SIGINT/SIGTERM the demo stops the parts it started and that still run, security
-servers first (client-facing ports, then their logs flush), then the adapters, the central server and the PKI.
+own process was killed. On SIGINT/SIGTERM the demo stops the parts it started and that still run, the portal
+and the security servers first (client-facing ports, then their logs flush), then the adapters, the central
+server and the PKI.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import structlog
 from gateway.dev.demo import Federation, write_settings
 from gateway.errors import ConfigError
 from gateway.files import private_dir
-from gateway.settings import PkiSettings, Settings
+from gateway.settings import GlobalConfSettings, PkiSettings, Settings
 
 log = structlog.get_logger("gateway.dev.processes")
 
@@ -105,7 +109,28 @@ def plan(fed: Federation) -> list[Part]:
             name=str(spec.id), ready="security server ", log=logs / f"{code}.log",
             argv=gateway_command("-c", str(w / f"{code}.toml"), "server", "serve"),
         ))
+    if fed.portal is not None:
+        parts.append(_portal_part(fed, logs))
     return parts
+
+
+def _portal_part(fed: Federation, logs: Path) -> Part:
+    """The citizen portal as ``gateway portal serve`` on the port it listens on now (the identity provider has
+    its redirect URI), with the settings it was started with in ``portal.toml``: its ``[portal]`` and a
+    ``[globalconf]`` of its own (the anchor, its cache directory)."""
+    w = fed.workdir
+    assert fed.portal is not None
+    running = fed.portal.running
+    portal = dataclasses.replace(running.portal.settings, port=_port(running.url), public_url=running.url,
+                                 client=str(fed.portal.client))
+    globalconf = GlobalConfSettings(anchor=str(fed.anchor_path.resolve()),
+                                    cache_dir=str((w / "portal" / "globalconf").resolve()))
+    write_settings(w / "portal.toml", Settings(portal=portal, globalconf=globalconf),
+                   sections={"portal": None, "globalconf": None})
+    return Part(
+        name="portal", ready="portal listening on ", log=logs / "portal.log",
+        argv=gateway_command("-c", str(w / "portal.toml"), "portal", "serve"),
+    )
 
 
 def _central_part(fed: Federation, logs: Path) -> Part:
@@ -200,7 +225,7 @@ async def hand_over(fed: Federation) -> list[Part]:
         ConfigError: a part did not start (those started are stopped again).
     """
     parts = plan(fed)
-    await fed.stop_parts()
+    await fed.stop_parts(keep_identity_provider=True)  # a development stand-in: it stays in the demo's process
     keep = () if fed.lock is None else (fed.lock.fd,)
     started: list[Part] = []
     try:

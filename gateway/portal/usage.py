@@ -16,7 +16,7 @@ from typing import Any, Literal
 from gateway.errors import PeerError
 from gateway.globalconf.anchor import Anchor
 from gateway.globalconf.model import format_time
-from gateway.transparency.evidence import verify_usage_item
+from gateway.transparency.evidence import UsageVerifier
 
 Role = Literal["access", "disclosure"]
 ROLES: tuple[Role, ...] = ("access", "disclosure")
@@ -42,11 +42,13 @@ def no_verifier(item: Mapping[str, Any]) -> Proof:
 
 def anchor_verifier(anchor: Anchor) -> Verifier:
     """Each item's evidence checked against the instance's anchor
-    (:func:`gateway.transparency.evidence.verify_usage_item`): proven, with the time its checkpoint was
+    (:class:`gateway.transparency.evidence.UsageVerifier`: a checkpoint and a set of configurations that several
+    items share are verified once, for every citizen's pages): proven, with the time its checkpoint was
     stamped, or not, with where the check failed."""
+    verifier = UsageVerifier(anchor)
 
     def verify(item: Mapping[str, Any]) -> Proof:
-        verdict = verify_usage_item(item, anchor)
+        verdict = verifier.verify(item)
         if verdict.proven:
             when = "" if verdict.logged_by is None else f"logged by {format_time(verdict.logged_by)}"
             return Proof(proven=True, detail=when)

@@ -556,17 +556,17 @@ async def _response(
             created=now, request_hash=expected_hash, t=usage[0], user_id=h.user_id,
             signing_cert=ctx.sign_cert_der, ocsp_response=usage[1])
     usage_logged = None
+    usage_index_rows = None if entry is None or ctx.transparency is None else ctx.transparency.index_rows(entry)
     if sink is not None and body_logging:
         await ctx.messagelog.append_body_apart(record, sink.chunks())
     elif entry is None:
         await ctx.messagelog.append(record)
     else:  # both queued in this turn of the loop: one group commit
         response_logged = ctx.messagelog.start(record)
-        usage_logged = ctx.messagelog.start(entry.record)
+        usage_logged = ctx.messagelog.start(entry.record, index_rows=usage_index_rows)
         await response_logged
-    if entry is not None and ctx.transparency is not None:
-        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(entry.record))
-        ctx.transparency.committed(entry, appended.seq)
+    if entry is not None:  # its blind-index rows commit in its transaction
+        await (usage_logged or ctx.messagelog.append(entry.record, index_rows=usage_index_rows))
     names = _RESPONSE_NAMES
     out = [(names.get(name.lower(), name), value)
            for name, value in rest.end_to_end_headers(resp_pairs, also_skip=_DROP_FROM_RESPONSE)]

@@ -313,17 +313,17 @@ async def _answer(
         resp_body if answer is None else None,
     )
     usage_logged = None
+    usage_index_rows = None if usage is None or ctx.transparency is None else ctx.transparency.index_rows(usage)
     if answer is not None and body_logging:
         await ctx.messagelog.append_body_apart(response_record, answer.chunks())
     elif usage is None:
         await ctx.messagelog.append(response_record)
     else:  # both queued in this turn of the loop: one group commit (docs/transparency.md section 3)
         logged = ctx.messagelog.start(response_record)
-        usage_logged = ctx.messagelog.start(usage.record)
+        usage_logged = ctx.messagelog.start(usage.record, index_rows=usage_index_rows)
         await logged
-    if usage is not None and ctx.transparency is not None:
-        appended = await (usage_logged if usage_logged is not None else ctx.messagelog.append(usage.record))
-        ctx.transparency.committed(usage, appended.seq)
+    if usage is not None:  # its blind-index rows commit in its transaction
+        await (usage_logged or ctx.messagelog.append(usage.record, index_rows=usage_index_rows))
     out = [(name, value) for name, value in passed if not name.lower().startswith("x-road-")]
     out.extend(xroad.items())
     out.extend(signed.headers.items())

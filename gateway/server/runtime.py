@@ -330,7 +330,6 @@ class SecurityServer:
                 key=load_key(s.state_dir), index=UsageIndex(self.messagelog), max_subjects=s.transparency_max_subjects,
                 max_page=s.transparency_max_page, envelope_path=self.globalconf.cache_path,
             )
-            stack.push_async_callback(ctx.transparency.index.close)  # its queued rows, before the log closes
         if s.opmon_records:
             ctx.opmon = self.opmon = OpMonWriter(
                 self.opmon_store, max_queue=s.opmon_queue_records, max_batch=s.opmon_batch_records,

@@ -14,7 +14,8 @@ the federation's anchor:
 - ``globalConf``: signed global configurations (base64) that name the CA and the TSA; each must verify against
   the anchor.
 
-:func:`verify_usage_item` checks it all and says where it fails.
+:func:`verify_usage_item` checks it all and says where it fails; a :class:`UsageVerifier` checks many items,
+verifying what they share (configurations, checkpoints) once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.errors import GatewayError, TrustError
 from gateway.globalconf.anchor import Anchor
@@ -35,11 +36,13 @@ from gateway.messagelog import checkpoint as cp
 from gateway.messagelog import merkle
 from gateway.messagelog.archive import CheckpointData
 from gateway.messagelog.record import LogRecord, decode, format_created
-from gateway.messagelog.verify.checkpoints import verify_checkpoints
-from gateway.messagelog.verify.trustset import load_trust
+from gateway.messagelog.verify.checkpoints import VerifiedCheckpoint, verify_checkpoints
+from gateway.messagelog.verify.report import Finding
+from gateway.messagelog.verify.trustset import TrustSet, load_trust
 from gateway.transparency import records as ur
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+_V = TypeVar("_V")
 
 
 def _b64(data: bytes) -> str:
@@ -176,97 +179,174 @@ def _unb64(value: str, where: str) -> bytes:
         raise TrustError(f"{where} is not base64") from e
 
 
-def verify_usage_item(item: Mapping[str, Any], anchor: Anchor) -> UsageVerdict:
-    """Verify one ``findUsage`` item (its ``evidence`` and the fields shown beside it) against ``anchor``."""
-    try:
-        return _verify(item, anchor)
-    except TrustError as e:
-        return UsageVerdict(proven=False, problems=(e.message,))
+CACHE_ENTRIES = 256  # verified configurations, checkpoints and blob kinds a verifier keeps (then starts afresh)
 
 
-def _verify(item: Mapping[str, Any], anchor: Anchor) -> UsageVerdict:
-    ev = item.get("evidence")
-    if not isinstance(ev, Mapping):
-        raise TrustError("evidence: missing")
-    origin = _need(ev, "origin", str, "evidence")
-    index = _need(ev, "index", int, "evidence")
-    encoded = _unb64(_need(ev, "record", str, "evidence"), "evidence.record")
-    raw_blobs = _need(ev, "blobs", dict, "evidence")
-    blobs = {str(k): _unb64(v, f"evidence.blobs.{k}") for k, v in raw_blobs.items() if isinstance(v, str)}
-    subject = _need(ev, "subject", str, "evidence")
-    try:
-        salt = bytes.fromhex(_need(ev, "salt", str, "evidence"))
-    except ValueError as e:
-        raise TrustError("evidence.salt is not hex") from e
-    # (1) the record: a usage record of this origin, in its one encoding
-    try:
-        record = decode(encoded, blobs)
-    except TrustError as e:
-        raise TrustError(f"evidence.record: {e.message}") from e
-    if record.kind != "usage" or record.origin != origin:
-        raise TrustError("evidence.record: not a usage record of the evidence's origin")
-    # (2) the subject is committed in it
-    commitments = record.extensions.get(ur.EXT_SUBJECTS, ())
-    if ur.commitment(salt, subject) not in (commitments if isinstance(commitments, tuple) else (commitments,)):
-        raise TrustError("evidence.salt: the subject's commitment with this salt is not in the record")
-    # (3) the item says what the record says
-    problems = []
-    for name, value in item_fields(record, {}).items():
-        if name == "receiverName":
-            continue
-        if item.get(name) != value:
-            problems.append(f"item field {name} is {str(item.get(name))[:80]!r}, the record says {str(value)[:80]!r}")
-    try:
-        # (4) the inclusion proof against the checkpoint
-        text = ev.get("proof")
-        if not isinstance(text, str):
-            problems.append("evidence.proof: none yet (no timestamped checkpoint covered the record when it was read)")
-            return UsageVerdict(proven=False, problems=tuple(problems))
-        parsed = parse_proof(text)
-        if parsed.index != index:
-            raise TrustError(f"evidence.proof: index {parsed.index} is not the evidence's index {index}")
+class UsageVerifier:
+    """Verifies ``findUsage`` items against one anchor, checking what items share only once.
+
+    The items of one answer or evidence file mostly share a few checkpoints and the same global configurations:
+    the configurations' signatures and chains, the checkpoint's signature, its RFC 3161 token and its signer's
+    certificate and OCSP response are verified once per distinct input (``load_trust`` per set of
+    configurations; ``verify_checkpoints`` per origin, note, token, configurations and set of certificates and
+    OCSP responses, all by SHA-256 of their bytes), and each item's own record, commitment, fields and inclusion
+    proof every time. Both checks are pure functions of those bytes (no clock), so a remembered outcome is the
+    one a fresh check would give, refusals included. At most :data:`CACHE_ENTRIES` outcomes of each kind are
+    kept; a verifier may serve several threads (the portal's), which at worst check one thing twice.
+    """
+
+    def __init__(self, anchor: Anchor) -> None:
+        self.anchor = anchor
+        self._trust: dict[bytes, tuple[TrustSet | None, list[Finding]]] = {}
+        self._checkpoints: dict[bytes, tuple[list[VerifiedCheckpoint], list[Finding]]] = {}
+        self._is_cert: dict[bytes, bool] = {}
+        self.checks = 0  # configuration sets and checkpoints verified (not remembered): for tests and benches
+
+    def verify(self, item: Mapping[str, Any]) -> UsageVerdict:
+        """Verify one ``findUsage`` item (its ``evidence`` and the fields shown beside it)."""
         try:
-            head = cp.parse_checkpoint(cp.parse_note(parsed.note).text)
+            return self._verify(item)
         except TrustError as e:
-            raise TrustError(f"evidence.proof: checkpoint: {e.message}") from e
+            return UsageVerdict(proven=False, problems=(e.message,))
+
+    def _load_trust(self, envelopes: Sequence[bytes]) -> tuple[TrustSet | None, list[Finding]]:
+        key = _digest(b"trust", *envelopes)
+        found = self._trust.get(key)
+        if found is None:
+            found = load_trust(self.anchor, envelopes)
+            self.checks += 1
+            _remember(self._trust, key, found)
+        return found
+
+    def _verify_checkpoint(
+        self, origin: str, note: bytes, stamp: bytes | None, envelopes: Sequence[bytes], trust: TrustSet,
+        certs: Sequence[bytes], ocsps: Sequence[bytes],
+    ) -> tuple[list[VerifiedCheckpoint], list[Finding]]:
+        key = _digest(b"checkpoint", origin.encode(), note, b"" if stamp is None else b"1" + stamp,
+                      _digest(b"trust", *envelopes), *sorted(_digest(b"cert", c) for c in certs),
+                      *sorted(_digest(b"ocsp", o) for o in ocsps))
+        found = self._checkpoints.get(key)
+        if found is None:
+            found = verify_checkpoints([CheckpointData(note=note, timestamp=stamp)], origin, trust, certs, [], ocsps)
+            self.checks += 1
+            _remember(self._checkpoints, key, found)
+        return found
+
+    def _cert(self, der: bytes) -> bool:
+        key = hashlib.sha256(der).digest()
+        found = self._is_cert.get(key)
+        if found is None:
+            found = _is_cert(der)
+            _remember(self._is_cert, key, found)
+        return found
+
+    def _verify(self, item: Mapping[str, Any]) -> UsageVerdict:
+        ev = item.get("evidence")
+        if not isinstance(ev, Mapping):
+            raise TrustError("evidence: missing")
+        origin = _need(ev, "origin", str, "evidence")
+        index = _need(ev, "index", int, "evidence")
+        encoded = _unb64(_need(ev, "record", str, "evidence"), "evidence.record")
+        raw_blobs = _need(ev, "blobs", dict, "evidence")
+        blobs = {str(k): _unb64(v, f"evidence.blobs.{k}") for k, v in raw_blobs.items() if isinstance(v, str)}
+        subject = _need(ev, "subject", str, "evidence")
         try:
-            merkle.verify_inclusion(merkle.leaf_hash(encoded), index, head.size, parsed.hashes, head.root_hash)
+            salt = bytes.fromhex(_need(ev, "salt", str, "evidence"))
+        except ValueError as e:
+            raise TrustError("evidence.salt is not hex") from e
+        # (1) the record: a usage record of this origin, in its one encoding
+        try:
+            record = decode(encoded, blobs)
         except TrustError as e:
-            raise TrustError(
-                f"evidence.proof: the record is not leaf {index} of the checkpoint's tree: {e.message}"
-            ) from e
-        # (5) the checkpoint: signed by the log owner's key, timestamped by a TSA of a configuration of the anchor
-        envelopes = [_unb64(e, "evidence.globalConf") for e in _need(ev, "globalConf", list, "evidence")]
-        trust, findings = load_trust(anchor, envelopes)
-        if trust is None:
-            raise TrustError("evidence.globalConf: " + "; ".join(f.message for f in findings))
-        token = ev.get("timestamp")
-        stamp = None if not isinstance(token, str) else _unb64(token, "evidence.timestamp")
-        certs = [d for d in blobs.values() if _is_cert(d)]
-        ocsps = [d for d in blobs.values() if not _is_cert(d)]
-        try:
-            verified, cp_findings = verify_checkpoints(
-                [CheckpointData(note=parsed.note, timestamp=stamp)], origin, trust, certs, [], ocsps
-            )
-        except GatewayError as e:
-            raise TrustError(f"evidence checkpoint: {e.message}") from e
-        if cp_findings:
-            problems.extend(f"evidence checkpoint: {f.message}" for f in cp_findings)
-            return UsageVerdict(proven=False, problems=tuple(problems))
-        logged_by = verified[0].gen_time
-        notes = []
-        until = record.extensions.get(ur.EXT_EMBARGO)
-        if isinstance(until, str):
-            if logged_by >= datetime.fromisoformat(until.replace("Z", "+00:00")):
+            raise TrustError(f"evidence.record: {e.message}") from e
+        if record.kind != "usage" or record.origin != origin:
+            raise TrustError("evidence.record: not a usage record of the evidence's origin")
+        # (2) the subject is committed in it
+        commitments = record.extensions.get(ur.EXT_SUBJECTS, ())
+        if ur.commitment(salt, subject) not in (commitments if isinstance(commitments, tuple) else (commitments,)):
+            raise TrustError("evidence.salt: the subject's commitment with this salt is not in the record")
+        # (3) the item says what the record says
+        problems = []
+        for name, value in item_fields(record, {}).items():
+            if name == "receiverName":
+                continue
+            if item.get(name) != value:
                 problems.append(
-                    f"embargoed record logged only by {format_created(logged_by)}, "
-                    f"not before its embargo ended ({until})"
+                    f"item field {name} is {str(item.get(name))[:80]!r}, the record says {str(value)[:80]!r}"
                 )
-            else:
-                notes.append(f"embargoed until {until}; logged by {format_created(logged_by)}")
-        return UsageVerdict(proven=not problems, problems=tuple(problems), logged_by=logged_by, notes=tuple(notes))
-    except TrustError as e:  # the fields' problems so far, and where the proof fails
-        return UsageVerdict(proven=False, problems=(*problems, e.message))
+        try:
+            # (4) the inclusion proof against the checkpoint
+            text = ev.get("proof")
+            if not isinstance(text, str):
+                problems.append(
+                    "evidence.proof: none yet (no timestamped checkpoint covered the record when it was read)"
+                )
+                return UsageVerdict(proven=False, problems=tuple(problems))
+            parsed = parse_proof(text)
+            if parsed.index != index:
+                raise TrustError(f"evidence.proof: index {parsed.index} is not the evidence's index {index}")
+            try:
+                head = cp.parse_checkpoint(cp.parse_note(parsed.note).text)
+            except TrustError as e:
+                raise TrustError(f"evidence.proof: checkpoint: {e.message}") from e
+            try:
+                merkle.verify_inclusion(merkle.leaf_hash(encoded), index, head.size, parsed.hashes, head.root_hash)
+            except TrustError as e:
+                raise TrustError(
+                    f"evidence.proof: the record is not leaf {index} of the checkpoint's tree: {e.message}"
+                ) from e
+            # (5) the checkpoint: signed by the log owner's key, timestamped by a TSA of a configuration of the anchor
+            envelopes = [_unb64(e, "evidence.globalConf") for e in _need(ev, "globalConf", list, "evidence")]
+            trust, findings = self._load_trust(envelopes)
+            if trust is None:
+                raise TrustError("evidence.globalConf: " + "; ".join(f.message for f in findings))
+            token = ev.get("timestamp")
+            stamp = None if not isinstance(token, str) else _unb64(token, "evidence.timestamp")
+            certs = [d for d in blobs.values() if self._cert(d)]
+            ocsps = [d for d in blobs.values() if not self._cert(d)]
+            try:
+                verified, cp_findings = self._verify_checkpoint(
+                    origin, parsed.note, stamp, envelopes, trust, certs, ocsps
+                )
+            except GatewayError as e:
+                raise TrustError(f"evidence checkpoint: {e.message}") from e
+            if cp_findings:
+                problems.extend(f"evidence checkpoint: {f.message}" for f in cp_findings)
+                return UsageVerdict(proven=False, problems=tuple(problems))
+            logged_by = verified[0].gen_time
+            notes = []
+            until = record.extensions.get(ur.EXT_EMBARGO)
+            if isinstance(until, str):
+                if logged_by >= datetime.fromisoformat(until.replace("Z", "+00:00")):
+                    problems.append(
+                        f"embargoed record logged only by {format_created(logged_by)}, "
+                        f"not before its embargo ended ({until})"
+                    )
+                else:
+                    notes.append(f"embargoed until {until}; logged by {format_created(logged_by)}")
+            return UsageVerdict(proven=not problems, problems=tuple(problems), logged_by=logged_by, notes=tuple(notes))
+        except TrustError as e:  # the fields' problems so far, and where the proof fails
+            return UsageVerdict(proven=False, problems=(*problems, e.message))
+
+
+def verify_usage_item(item: Mapping[str, Any], anchor: Anchor) -> UsageVerdict:
+    """Verify one ``findUsage`` item (its ``evidence`` and the fields shown beside it) against ``anchor``, from
+    scratch (to check many, use one :class:`UsageVerifier`)."""
+    return UsageVerifier(anchor).verify(item)
+
+
+def _digest(*parts: bytes) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
 
 
 def _is_cert(der: bytes) -> bool:
@@ -292,12 +372,13 @@ def verify_file(data: bytes, anchor: Anchor) -> tuple[str | None, list[tuple[int
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
         raise TrustError("the evidence file has no entries list")
     subject = doc.get("subject") if isinstance(doc.get("subject"), str) else None
+    verifier = UsageVerifier(anchor)  # the file's items share checkpoints: each verified once
     out = []
     for n, entry in enumerate(doc["entries"], 1):
         if not isinstance(entry, dict):
             out.append((n, UsageVerdict(proven=False, problems=("not an object",))))
             continue
-        verdict = verify_usage_item(entry, anchor)
+        verdict = verifier.verify(entry)
         ev = entry.get("evidence")
         if subject is not None and isinstance(ev, dict) and ev.get("subject") != subject:
             verdict = UsageVerdict(
@@ -312,7 +393,9 @@ def sha256_hex(data: bytes) -> str:
 
 
 __all__ = [
+    "CACHE_ENTRIES",
     "UsageVerdict",
+    "UsageVerifier",
     "build_evidence",
     "item_fields",
     "parse_proof",

@@ -1,28 +1,25 @@
-"""The blind index of usage records, salts included (I/O): table ``messagelog_usage_index`` beside the message
-log (docs/transparency.md section 3), or a list in memory for the in-memory log.
+"""The blind index of usage records, salts included (I/O: reads): table ``messagelog_usage_index`` beside the
+message log (docs/transparency.md section 3), or the in-memory log's rows.
 
-It is the agency's: never exported with archives. A row is written once its usage record is committed; a
-failure between the two leaves a record that ``findUsage`` does not find (logged as an error), never an index
-row without its record.
+It is the agency's: never exported with archives. Its rows are written by the message log's writer, in the
+transaction of their usage record (``MessageLogStore.append(record, index_rows=...)``, see :func:`index_rows`):
+a record and its rows are committed together or not at all. This module reads them.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-import structlog
 
-from gateway.errors import MessageLogError
 from gateway.messagelog.models import usage_index
 from gateway.messagelog.store.base import MessageLogStore
+from gateway.messagelog.store.memory import MemoryMessageLogStore
 from gateway.messagelog.store.sql import SqlMessageLogStore
 from gateway.transparency.records import IndexRow
-
-log = structlog.get_logger("gateway.transparency")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,83 +41,51 @@ def _about(r: IndexRow, subsystem: str) -> bool:
     return (r.side == "client" and r.client == subsystem) or (r.side == "server" and r.provider == subsystem)
 
 
+def row_values(r: IndexRow) -> dict[str, Any]:
+    """``r`` as a row of ``messagelog_usage_index`` (column to value)."""
+    return {
+        "subject_index": r.subject_index,
+        "origin": r.origin,
+        "seq": r.seq,
+        "salt": r.salt,
+        "created": r.created,
+        "side": r.side,
+        "client": r.client,
+        "provider": r.provider,
+        "embargo_until": r.embargo_until,
+    }
+
+
+def row_of(m: Mapping[str, Any]) -> IndexRow:
+    """A row of ``messagelog_usage_index`` as read."""
+    return IndexRow(
+        subject_index=bytes(m["subject_index"]),
+        origin=m["origin"],
+        seq=int(m["seq"]),
+        salt=bytes(m["salt"]),
+        created=m["created"],
+        side=m["side"],
+        client=m["client"],
+        provider=m["provider"],
+        embargo_until=m["embargo_until"],
+    )
+
+
+def index_rows(rows: Callable[[int], Sequence[IndexRow]]) -> Callable[[int], list[dict[str, Any]]]:
+    """What the message log's writer takes with a usage record (``index_rows``): given the record's sequence
+    number, its rows of ``messagelog_usage_index``."""
+    return lambda seq: [row_values(r) for r in rows(seq)]
+
+
 class UsageIndex:
-    """The blind index of one security server's message log."""
+    """The blind index of one security server's message log (reads)."""
 
     def __init__(self, store: MessageLogStore) -> None:
         self._engine = store.engine if isinstance(store, SqlMessageLogStore) else None
-        self._rows: list[IndexRow] = []
-        self._pending: list[IndexRow] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.failures = 0  # rows that could not be written
+        self._memory = store if isinstance(store, MemoryMessageLogStore) else None
 
-    def queue(self, rows: Sequence[IndexRow]) -> None:
-        """Queue rows for the writer, which writes whatever is queued in one transaction (its own group commit:
-        one index insert per batch of exchanges rather than per exchange, off the exchange's path)."""
-        if self._engine is None:
-            self._rows.extend(rows)
-            return
-        self._pending.extend(rows)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_pending(), name="usage-index-writer")
-
-    async def _write_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self.add(batch)
-            except MessageLogError as e:
-                if len(batch) == 1:
-                    self.failures += 1
-                    log.error(
-                        "transparency index row not written", origin=batch[0].origin, seq=batch[0].seq, error=e.message
-                    )
-                    continue
-                for one in batch:  # one bad row must not take the batch's others with it
-                    try:
-                        await self.add([one])
-                    except MessageLogError as e1:
-                        self.failures += 1
-                        log.error(
-                            "transparency index row not written", origin=one.origin, seq=one.seq, error=e1.message
-                        )
-
-    async def flush(self) -> None:
-        """Wait until every queued row is written (or counted as failed)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
-
-    async def close(self) -> None:
-        await self.flush()
-
-    async def add(self, rows: Sequence[IndexRow]) -> None:
-        """Write ``rows`` now. Raises: MessageLogError: the rows cannot be written."""
-        if not rows:
-            return
-        if self._engine is None:
-            self._rows.extend(rows)
-            return
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    usage_index.insert(),
-                    [
-                        {
-                            "subject_index": r.subject_index,
-                            "origin": r.origin,
-                            "seq": r.seq,
-                            "salt": r.salt,
-                            "created": r.created,
-                            "side": r.side,
-                            "client": r.client,
-                            "provider": r.provider,
-                            "embargo_until": r.embargo_until,
-                        }
-                        for r in rows
-                    ],
-                )
-        except (sa.exc.SQLAlchemyError, OSError) as e:
-            raise MessageLogError(f"the transparency index cannot be written: {e}") from e
+    def _memory_rows(self) -> list[IndexRow]:
+        return [] if self._memory is None else [row_of(m) for m in self._memory.usage_index_rows()]
 
     async def find(
         self,
@@ -135,12 +100,11 @@ class UsageIndex:
     ) -> Page:
         """The rows of one subject about ``subsystem`` (its access records as a client, its disclosure records as
         a provider) created in ``[start, end)``, newest first, embargoed ones left out."""
-        await self.flush()
         if self._engine is None:
             found = sorted(
                 (
                     r
-                    for r in self._rows
+                    for r in self._memory_rows()
                     if r.subject_index == subject_index
                     and start <= r.created < end
                     and _about(r, subsystem)
@@ -165,27 +129,13 @@ class UsageIndex:
             result = await conn.execute(
                 sa.select(usage_index).where(where).order_by(t.created.desc(), t.seq.desc()).offset(offset).limit(limit)
             )
-            rows = [
-                IndexRow(
-                    subject_index=m["subject_index"],
-                    origin=m["origin"],
-                    seq=m["seq"],
-                    salt=m["salt"],
-                    created=m["created"],
-                    side=m["side"],
-                    client=m["client"],
-                    provider=m["provider"],
-                    embargo_until=m["embargo_until"],
-                )
-                for m in result.mappings()
-            ]
+            rows = [row_of(dict(m)) for m in result.mappings()]
         return Page(total=int(total), rows=rows)
 
     async def period(self, subsystem: str) -> tuple[datetime | None, datetime | None]:
         """The first and last time of the rows about ``subsystem`` (``usagePeriod``)."""
-        await self.flush()
         if self._engine is None:
-            times = [r.created for r in self._rows if r.client == subsystem or r.provider == subsystem]
+            times = [r.created for r in self._memory_rows() if r.client == subsystem or r.provider == subsystem]
             return (min(times), max(times)) if times else (None, None)
         t = usage_index.c
         async with self._engine.connect() as conn:
@@ -200,10 +150,9 @@ class UsageIndex:
 
     async def counts(self, now: datetime) -> list[ClientCounts]:
         """Per client: records and embargoed ones (rows counted once per usage record)."""
-        await self.flush()
         per: dict[str, tuple[set[tuple[str, int]], set[tuple[str, int]]]] = {}
         if self._engine is None:
-            items = [(r.client, r.origin, r.seq, r.embargo_until) for r in self._rows]
+            items = [(r.client, r.origin, r.seq, r.embargo_until) for r in self._memory_rows()]
         else:
             t = usage_index.c
             async with self._engine.connect() as conn:
@@ -217,4 +166,4 @@ class UsageIndex:
         return [ClientCounts(client=c, records=len(a), embargoed=len(e)) for c, (a, e) in sorted(per.items())]
 
 
-__all__ = ["ClientCounts", "Page", "UsageIndex"]
+__all__ = ["ClientCounts", "Page", "UsageIndex", "index_rows", "row_of", "row_values"]

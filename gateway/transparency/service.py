@@ -23,10 +23,10 @@ from gateway.globalconf.model import GlobalConf
 from gateway.globalconf.transparency import TransparencyConf
 from gateway.identifiers import ClientId, ServiceId, SubsystemId
 from gateway.messagelog.record import Side, blob_refs
-from gateway.messagelog.store.base import MessageLogStore
+from gateway.messagelog.store.base import IndexRows, MessageLogStore
 from gateway.transparency import evidence, headers
 from gateway.transparency.headers import NotEntitled, Transparency
-from gateway.transparency.index import UsageIndex
+from gateway.transparency.index import UsageIndex, index_rows
 from gateway.transparency.records import UsageEntry, blind_index, usage_entry
 
 log = structlog.get_logger("gateway.transparency")
@@ -112,7 +112,7 @@ class TransparencyState:
         ocsp_response: bytes,
     ) -> UsageEntry:
         """The exchange's usage record and its subjects' salts: the proxy queues the record with the response's
-        (one group commit, docs/transparency.md section 3), then calls :meth:`committed`."""
+        (one group commit, docs/transparency.md section 3), with its :meth:`index_rows`."""
         return usage_entry(
             origin=origin,
             side=side,
@@ -132,11 +132,14 @@ class TransparencyState:
             ocsp_response=ocsp_response,
         )
 
-    def committed(self, entry: UsageEntry, seq: int) -> None:
-        """The usage record is in the log at ``seq``: queue its index rows (written by the index's own group
-        commit; a failure there is logged and counted, the record stands, unfound)."""
-        if entry.subjects:
-            self.index.queue(entry.rows(self.key, seq))
+    def index_rows(self, entry: UsageEntry) -> IndexRows | None:
+        """What the proxy passes with the usage record (``messagelog.start(entry.record, index_rows=...)``): its
+        blind-index rows, which the message log's writer inserts in the record's own transaction once it has
+        its sequence number (docs/transparency.md section 3); None for a record without subjects."""
+        if not entry.subjects:
+            return None
+        key = self.key
+        return index_rows(lambda seq: entry.rows(key, seq))
 
 
 def _parse_time(value: object, name: str) -> datetime:

@@ -21,7 +21,7 @@ from process_kit import START_TIMEOUT, alive, checkpointed, clean_env, exchange,
 pytestmark = pytest.mark.e2e
 
 SS1, SS2 = "DEV/GOV/1001/ss1", "DEV/GOV/1002/ss2"
-PARTS = {"pki", "central", "adapters", SS1, SS2}
+PARTS = {"pki", "central", "adapters", SS1, SS2, "portal"}
 CHUNK = "records/00000000000000000000.jsonl"
 
 

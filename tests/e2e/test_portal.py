@@ -29,6 +29,7 @@ import pytest_asyncio
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from playwright.async_api import Page, expect
+from portal_kit import jar, sign_in
 from process_kit import CONSUMER, GATEWAY, PERSONS, clean_env, run_cli
 from web_kit import Shots, check_page, chromium, new_context
 
@@ -78,29 +79,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         yield World(fed=fed, clock=clock)
     finally:
         await fed.close()
-
-
-def _jar() -> aiohttp.CookieJar:
-    return aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1 (an IP address) are kept too
-
-
-async def sign_in(http: aiohttp.ClientSession, portal: str, subject: str) -> aiohttp.ClientResponse:
-    """The code flow by hand, as a browser does it: portal, provider's page and form, callback."""
-    async with http.get(f"{portal}/signin", allow_redirects=False) as r:
-        assert r.status == 303
-        authorize = r.headers["Location"]
-    async with http.get(authorize) as r:
-        assert r.status == 200, await r.text()
-        page = await r.text()
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-    fields["subject_id"] = subject
-    async with http.post(authorize.split("?")[0], data=fields, allow_redirects=False) as r:
-        assert r.status == 303
-        callback = r.headers["Location"]
-    assert callback.startswith(f"{portal}/callback?")
-    r = await http.get(callback, allow_redirects=False)
-    await r.read()
-    return r
 
 
 async def test_federation_json_names_the_portal(world: World) -> None:
@@ -223,7 +201,7 @@ async def test_citizens_see_exactly_their_uses_proven_and_an_embargo_from_its_da
 
 
 async def test_another_subjects_data_is_refused(world: World) -> None:
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         r = await sign_in(http, world.portal, CITIZEN_1.subject)
         assert r.status == 200
         for path in ("/usage", "/usage/evidence"):
@@ -267,7 +245,7 @@ async def test_forged_expired_and_unsigned_id_tokens_are_refused(world: World) -
         "garbage": ("not-a-token", "signature does not verify"),
     }
     for name, (token, says) in cases.items():
-        async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        async with aiohttp.ClientSession(cookie_jar=jar()) as http:
             http.cookie_jar.update_cookies({SESSION_COOKIE: token}, response_url=_url(world.portal))
             async with http.get(f"{world.portal}/usage") as resp:
                 text = await resp.text()
@@ -276,14 +254,14 @@ async def test_forged_expired_and_unsigned_id_tokens_are_refused(world: World) -
                 assert "Client.Unauthorized" in text
     # the genuine one for comparison
     good = idp.id_token(CITIZEN_2.subject, CITIZEN_2.name, client_id=portal.settings.client_id, nonce=None)
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         http.cookie_jar.update_cookies({SESSION_COOKIE: good}, response_url=_url(world.portal))
         async with http.get(f"{world.portal}/usage") as resp:
             assert resp.status == 200 and CITIZEN_2.subject in await resp.text()
 
 
 async def test_callback_checks_state_sign_in_cookie_and_code(world: World) -> None:
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         # no sign-in started in this client
         async with http.get(f"{world.portal}/callback", params={"code": "x", "state": "y"}) as r:
             assert r.status == 401 and "no sign-in was started" in await r.text()
@@ -293,7 +271,7 @@ async def test_callback_checks_state_sign_in_cookie_and_code(world: World) -> No
             assert r.status == 401 and "another state" in await r.text()
         async with http.get(f"{world.portal}/callback", params={"code": "not-issued", "state": state}) as r:
             assert r.status == 401 and "unknown, used or expired code" in await r.text()
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         # a code is good once: the second callback with it is refused
         async with http.get(f"{world.portal}/signin", allow_redirects=False) as r:
             authorize = r.headers["Location"]
@@ -313,7 +291,7 @@ async def test_callback_checks_state_sign_in_cookie_and_code(world: World) -> No
 
 
 async def test_sign_out_needs_its_csrf_token(world: World) -> None:
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         await sign_in(http, world.portal, CITIZEN_1.subject)
         for form in ({}, {"_csrf": "0" * 64}):
             async with http.post(f"{world.portal}/signout", data=form, allow_redirects=False) as r:
@@ -405,7 +383,7 @@ async def test_identity_provider_refuses_bad_requests(world: World) -> None:
         "code_challenge": "c" * 43,
         "code_challenge_method": "S256",
     }
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar()) as http:
         # an unknown client or redirect URI: a page, never a redirect to the unregistered address
         for change, says in (
             ({"client_id": "other"}, "unknown client_id"),

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -97,9 +98,9 @@ class _Recording(GatedLog):
         super().__init__(held_kind)
         self.given: list[tuple[str, bool]] = []
 
-    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes, **kw: Any) -> asyncio.Future[Appended]:
         self.given.append((record.kind, self.release.is_set()))
-        return super()._enqueue(record, encoded, leaf)
+        return super()._enqueue(record, encoded, leaf, **kw)
 
 
 async def test_the_request_travels_while_its_record_commits_and_the_answer_waits_for_it(world: World) -> None:
@@ -149,10 +150,10 @@ class _Noting(MemoryMessageLogStore):
         super().__init__()
         self.answered = asyncio.Event()
 
-    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes) -> asyncio.Future[Appended]:
+    def _enqueue(self, record: LogRecord, encoded: bytes, leaf: bytes, **kw: Any) -> asyncio.Future[Appended]:
         if record.kind == "response":
             self.answered.set()
-        return super()._enqueue(record, encoded, leaf)
+        return super()._enqueue(record, encoded, leaf, **kw)
 
 
 _CASES = {

@@ -33,7 +33,7 @@ from gateway.identifiers import ServiceId, SubsystemId
 from gateway.messagelog.record import LogRecord
 from gateway.server.runtime import SecurityServer
 from gateway.serverconf.access import AccessRule
-from gateway.transparency.evidence import verify_usage_item
+from gateway.transparency.evidence import UsageVerifier, verify_usage_item
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -237,6 +237,41 @@ async def test_find_usage_answers_the_portal_with_items_proven_offline(env: Env,
     ):
         verdict = verify_usage_item(case, env.anchor)
         assert not verdict.proven and any(where in p for p in verdict.problems), (where, verdict.problems)
+
+
+async def test_one_verifier_checks_a_shared_checkpoint_once_and_still_refuses_tampering(env: Env) -> None:
+    subject = "LV12345678901"
+    for _ in range(5):
+        assert (await call(env.ss1, PERSONS, headers={"X-Road-Data-Subject": subject})).status == 200
+    await checkpoint(env)
+    items = (await find(env, REGISTRY, subject)).json()["usages"]
+    assert len(items) == 5
+    verifier = UsageVerifier(env.anchor)
+    assert all(verifier.verify(item).proven for item in items)
+    # one check of the configurations, one per distinct checkpoint input (note, token, certificates, OCSP)
+    shared = {(i["evidence"]["proof"].partition("\n\n")[2], tuple(sorted(i["evidence"]["blobs"]))) for i in items}
+    assert len({s[0] for s in shared}) == 1  # all five under the one checkpoint just made
+    assert verifier.checks == 1 + len(shared)
+    assert all(verifier.verify(item).proven for item in items) and verifier.checks == 1 + len(shared)
+    # what it remembers never lets a tampered item through: each gets what a fresh check says
+    item = items[0]
+    note = item["evidence"]["proof"].partition("\n\n")[2]
+    token = base64.b64decode(item["evidence"]["timestamp"])
+    cases = []
+    for path, value in (
+        ("proof", item["evidence"]["proof"].replace(note, note.replace("/messagelog\n", "/messagelog2\n", 1))),
+        ("timestamp", None),
+        ("timestamp", base64.b64encode(token[:-1] + bytes([token[-1] ^ 1])).decode()),
+        ("globalConf", []),
+        ("blobs", {}),
+    ):
+        copy = json.loads(json.dumps(item))
+        copy["evidence"][path] = value
+        cases.append(copy)
+    for case in cases:
+        warm, fresh = verifier.verify(case), verify_usage_item(case, env.anchor)
+        assert not warm.proven and warm == fresh, (warm.problems, fresh.problems)
+    assert verifier.verify(item).proven  # and the good one still is
 
 
 async def test_find_usage_usage_period_heartbeat_refuse_other_clients(env: Env) -> None:

@@ -12,6 +12,7 @@ from gateway.cli.run import run, stop_on_signal
 from gateway.errors import ConfigError
 from gateway.globalconf.updater import GlobalConfUpdater
 from gateway.portal.app import Portal, start_portal
+from gateway.portal.usage import anchor_verifier
 from gateway.sdnotify import notify
 from gateway.settings import Settings
 
@@ -34,7 +35,9 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
                 )
             poll = asyncio.create_task(updater.run(stop))
             running = await start_portal(
-                Portal(settings=settings.portal, globalconf=updater.require_valid), host=host, port=port
+                Portal(settings=settings.portal, globalconf=updater.require_valid,
+                       verify=anchor_verifier(updater.anchor)),
+                host=host, port=port,
             )
             try:
                 print(f"portal listening on {running.url}", flush=True)

@@ -15,7 +15,8 @@ Rules the writer keeps:
    it leaves no gap.
 2. If the batch cannot be committed, every caller in it gets :class:`~gateway.errors.MessageLogError`
    (``Server.ClientProxy.LoggingFailed`` or ``Server.ServerProxy.LoggingFailed`` by the record's side) and
-   the transaction is rolled back: nothing of the batch is stored. The writer carries on with the next batch.
+   the transaction is rolled back: nothing of the batch is stored (its blobs and the usage-index rows its
+   records brought, ``append(record, index_rows=...)``, included). The writer carries on with the next batch.
 3. One writer per origin: two processes must not log under one origin (the primary key refuses it, and
    the batch fails closed).
 4. ``close()`` refuses new records, lets the writer commit everything queued, then returns.

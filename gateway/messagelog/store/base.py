@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import structlog
 
@@ -44,6 +44,9 @@ _T = TypeVar("_T")
 
 
 Outcome = int | GatewayError  # what a record of a written batch gets: its sequence number, or its own refusal
+# Rows of ``messagelog_usage_index`` that belong to a record and commit in its batch's transaction: given the
+# record's sequence number (assigned in the batch), the rows, each naming the record's origin and that number.
+IndexRows = Callable[[int], Sequence[Mapping[str, Any]]]
 
 
 class Appended(NamedTuple):
@@ -137,6 +140,7 @@ class PendingRecord:
     body_ref: str | None = None  # a body stored apart (committed already): its id
     body_size: int | None = None
     queued_at: float = field(default_factory=time.perf_counter, repr=False)  # for the wait metric
+    index_rows: IndexRows | None = field(default=None, repr=False)  # its usage-index rows (see append)
 
 
 _STOP = object()
@@ -210,12 +214,18 @@ class MessageLogStore(ABC):
             return "the message log writer has stopped"
         return self.last_error
 
-    async def append(self, record: LogRecord) -> Appended:
+    async def append(self, record: LogRecord, *, index_rows: IndexRows | None = None) -> Appended:
         """Log ``record`` and return once it is committed.
+
+        ``index_rows``, given the record's sequence number, gives rows of ``messagelog_usage_index`` (a mapping
+        of column to value each, naming the record's origin and that number) that the writer inserts in the
+        same transaction as the record: both are committed, or neither (docs/messagelog.md section 2). It is
+        called on the writer's thread, possibly more than once (a batch written again after a replay was
+        refused), and must only compute.
 
         Raises:
             MessageLogError: the store is closed, the body is larger than ``max_body_bytes``, or the batch
-                holding the record could not be committed (nothing of it is stored).
+                holding the record could not be committed, its index rows included (nothing of it is stored).
         """
         # (1) Refuse early what can never be written.
         self._refuse(record)
@@ -225,9 +235,9 @@ class MessageLogStore(ABC):
         else:
             encoded, leaf = _encode(record)
         # (3) Queue for the writer and wait for its commit.
-        return await self._enqueue(record, encoded, leaf)
+        return await self._enqueue(record, encoded, leaf, index_rows=index_rows)
 
-    def start(self, record: LogRecord) -> asyncio.Future[Appended]:
+    def start(self, record: LogRecord, *, index_rows: IndexRows | None = None) -> asyncio.Future[Appended]:
         """Queue ``record`` now and return a future of what :meth:`append` returns, for a caller with other
         work to do while the record commits (the consumer's request record commits while the request travels,
         docs/messagelog.md section 11).
@@ -236,7 +246,7 @@ class MessageLogStore(ABC):
         with a body over :data:`THREAD_ENCODE_BYTES` is encoded in a thread first, then queued). It is
         committed whether or not anybody awaits the future: cancelling a wait for it withdraws nothing. A
         failure that nobody awaits is not reported as an unretrieved exception (the writer logs every failed
-        batch).
+        batch). ``index_rows``: as :meth:`append`'s.
 
         Raises:
             MessageLogError: the store is closed, its writer has stopped, or the body is larger than
@@ -246,13 +256,13 @@ class MessageLogStore(ABC):
         self._refuse(record)
         future: asyncio.Future[Appended]
         if record.loggable_size > THREAD_ENCODE_BYTES:
-            task = asyncio.ensure_future(self.append(record))
+            task = asyncio.ensure_future(self.append(record, index_rows=index_rows))
             self._encoding.add(task)  # held until done: a task nobody holds may be collected mid-way
             task.add_done_callback(self._encoding.discard)
             task.add_done_callback(_observe)
             future = asyncio.shield(task)  # a cancelled wait must not cancel the encoding and queueing
         else:
-            future = self._enqueue(record, *_encode(record))
+            future = self._enqueue(record, *_encode(record), index_rows=index_rows)
         future.add_done_callback(_observe)
         return future
 
@@ -288,12 +298,12 @@ class MessageLogStore(ABC):
 
     def _enqueue(
         self, record: LogRecord, encoded: bytes, leaf: bytes, *, body_ref: str | None = None,
-        body_size: int | None = None,
+        body_size: int | None = None, index_rows: IndexRows | None = None,
     ) -> asyncio.Future[Appended]:
         """Queue an encoded record for the writer; the future of its commit (rule 3 of append)."""
         loop = asyncio.get_running_loop()
         pending = PendingRecord(record=record, encoded=encoded, leaf_hash=leaf, future=loop.create_future(),
-                                blobs=record.blobs(), body_ref=body_ref, body_size=body_size)
+                                blobs=record.blobs(), body_ref=body_ref, body_size=body_size, index_rows=index_rows)
         if not self._blocking_known:
             self._blocking, self._blocking_known = self._blocking_writer(), True
         if self._blocking is not None:
@@ -822,9 +832,10 @@ class MessageLogStore(ABC):
 
     @abstractmethod
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> Sequence[Outcome]:
-        """Store the whole batch atomically, with the blobs its records name that are not stored yet; return
-        each record's sequence number, in batch order (or the error refusing that record alone, the rest of the
-        batch being stored: a replay, see :mod:`~gateway.messagelog.store.replay`)."""
+        """Store the whole batch atomically, with the blobs its records name that are not stored yet and their
+        index rows (:func:`~gateway.messagelog.store.rows._index_rows`); return each record's sequence number,
+        in batch order (or the error refusing that record alone, the rest of the batch being stored: a replay,
+        see :mod:`~gateway.messagelog.store.replay`)."""
 
     @abstractmethod
     async def _size(self, origin: str) -> int: ...
@@ -861,6 +872,7 @@ __all__ = [
     "THREAD_ENCODE_BYTES",
     "Appended",
     "BlockingWriter",
+    "IndexRows",
     "MessageLogStore",
     "PendingRecord",
     "StoredCheckpoint",

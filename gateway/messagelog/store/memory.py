@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from gateway.errors import MessageLogError
+from gateway.messagelog.models import usage_index
 from gateway.messagelog.record import LogRecord, decode
 from gateway.messagelog.store.base import (
     DEFAULT_MAX_BATCH,
@@ -20,7 +22,10 @@ from gateway.messagelog.store.base import (
     StoredCosignature,
     StoredRecord,
 )
+from gateway.messagelog.store.rows import _index_rows
 from gateway.trust.cosignature import Cosignature
+
+_INDEX_KEY = tuple(c.name for c in usage_index.primary_key.columns)
 
 
 class MemoryMessageLogStore(MessageLogStore):
@@ -36,6 +41,8 @@ class MemoryMessageLogStore(MessageLogStore):
         self._cosigs: dict[tuple[str, int], dict[tuple[str, bytes], Cosignature]] = {}
         self._blob_data: dict[str, dict[str, bytes]] = {}  # per origin, by name
         self._bodies: dict[str, list[bytes]] = {}  # bodies stored apart, by id
+        self._usage_index: list[dict[str, object]] = []  # the rows of messagelog_usage_index, in commit order
+        self._usage_keys: set[tuple[object, ...]] = set()  # their primary keys
         self.fail_with: Exception | None = None
 
     async def _write_batch(self, batch: Sequence[PendingRecord]) -> list[int]:
@@ -51,11 +58,21 @@ class MemoryMessageLogStore(MessageLogStore):
             log_.append(StoredRecord(origin=origin, seq=seq, encoded=p.encoded, leaf_hash=p.leaf_hash,
                                      body_ref=p.body_ref, body_size=p.body_size))
             seqs.append(seq)
+        index_rows = _index_rows(batch, seqs)  # checked before anything is kept: a bad row fails the batch
+        keys = [tuple(r[c] for c in _INDEX_KEY) for r in index_rows]
+        if len(set(keys)) != len(keys) or self._usage_keys.intersection(keys):  # as the table's primary key
+            raise MessageLogError("duplicate key in messagelog_usage_index")
         for origin, new in staged.items():
             self._logs.setdefault(origin, []).extend(new)
         for p in batch:  # in the same step as the records (there is nothing to roll back after the check above)
             self._blob_data.setdefault(p.record.origin, {}).update(p.blobs)
+        self._usage_index.extend(index_rows)
+        self._usage_keys.update(keys)
         return seqs
+
+    def usage_index_rows(self) -> list[Mapping[str, Any]]:
+        """The committed rows of ``messagelog_usage_index`` (what the SQL stores keep in that table)."""
+        return list(self._usage_index)
 
     async def _stage_body_chunk(self, body_id: str, n: int, data: bytes) -> None:
         await asyncio.sleep(0)

@@ -1,10 +1,10 @@
 """The PostgreSQL writer of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` (I/O).
 
-Each batch is one transaction through SQLAlchemy's async engine, on a connection the writer keeps (no pool
-checkout per batch; one left idle over a second is pinged through the pool first), with the sequence numbers
-kept between batches (rule 1: read once per origin, forgotten on any failure). :class:`PostgresWriter` is a
-mixin of ``SqlMessageLogStore``; it serves any dialect but
-SQLite, which has its own writer (:mod:`gateway.messagelog.store.sqlite`).
+Each batch is one transaction through SQLAlchemy's async engine (its new blobs, its records, their usage-index
+rows), on a connection the writer keeps (no pool checkout per batch; one left idle over a second is pinged through
+the pool first), with the sequence numbers kept between batches (rule 1: read once per origin, forgotten on any
+failure). :class:`PostgresWriter` is a mixin of ``SqlMessageLogStore``; it serves any dialect but SQLite, which
+has its own writer (:mod:`gateway.messagelog.store.sqlite`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.messagelog.models import blobs, records
+from gateway.messagelog.models import blobs, records, usage_index
 from gateway.messagelog.store.base import Outcome, PendingRecord
-from gateway.messagelog.store.rows import _blob_rows, _max_seq_query, _new_blobs, _rows
+from gateway.messagelog.store.rows import _blob_rows, _index_rows, _max_seq_query, _new_blobs, _rows
 
 IDLE_RECHECK_SECONDS = 1.0  # a kept connection idle longer is pinged (through the pool) before its next batch
 
@@ -72,6 +72,7 @@ class PostgresWriter:
                         top = await conn.scalar(_max_seq_query(origin))
                         next_seq[origin] = 0 if top is None else int(top) + 1
                 seqs, rows = _rows(batch, next_seq)
+                index_rows = _index_rows(batch, seqs)
                 # the blobs not known to be stored, in the same transaction (one already there is skipped)
                 new_blobs = _new_blobs(batch, self._blobs_stored)
                 if new_blobs:
@@ -79,6 +80,8 @@ class PostgresWriter:
                               if conn.dialect.name == "postgresql" else blobs.insert())
                     await conn.execute(insert, _blob_rows(new_blobs))
                 await conn.execute(records.insert(), rows)
+                if index_rows:  # the records' usage-index rows, in their transaction
+                    await conn.execute(usage_index.insert(), index_rows)
         except BaseException:
             await self._drop_writer_connection()
             raise

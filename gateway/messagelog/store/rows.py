@@ -1,5 +1,5 @@
-"""What the two writers of :class:`~gateway.messagelog.store.sql.SqlMessageLogStore` share: a batch numbered
-into rows of ``messagelog_records``, its new blobs as rows of ``messagelog_blobs``, and the query for the
+"""What the writers of the message-log stores share: a batch numbered into rows of ``messagelog_records``, its
+new blobs as rows of ``messagelog_blobs``, its records' rows of ``messagelog_usage_index``, and the query for the
 highest sequence number of an origin (pure: builds values and statements, runs nothing).
 """
 
@@ -10,7 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.messagelog.models import records
+from gateway.errors import MessageLogError
+from gateway.messagelog.models import records, usage_index
 from gateway.messagelog.store.base import PendingRecord
 from gateway.messagelog.store.replay import replay_key
 
@@ -18,6 +19,8 @@ _ROW_COLUMNS = (
     "origin", "seq", "created", "message_id", "request_id", "kind", "side", "client", "service", "record",
     "leaf_hash", "replay_key", "body_ref", "body_size",
 )
+
+_INDEX_COLUMNS = tuple(c.name for c in usage_index.columns)
 
 
 def _max_seq_query(origin: str | sa.BindParameter[str]) -> sa.Select[Any]:
@@ -61,3 +64,26 @@ def _new_blobs(batch: Sequence[PendingRecord], stored: set[tuple[str, str]]) -> 
 def _blob_rows(new: Mapping[tuple[str, str], bytes]) -> list[dict[str, object]]:
     """Rows of ``messagelog_blobs`` for the blobs :func:`_new_blobs` gave (in a stable order)."""
     return [{"origin": origin, "sha256": name, "data": data} for (origin, name), data in sorted(new.items())]
+
+
+def _index_rows(batch: Sequence[PendingRecord], seqs: Sequence[int]) -> list[dict[str, object]]:
+    """The rows of ``messagelog_usage_index`` that the batch's records bring (``PendingRecord.index_rows``, given
+    each record's sequence number), checked: each has exactly the table's columns and names its own record's
+    origin and sequence number, so that no row can point at a record other than the one it commits with.
+
+    Raises:
+        MessageLogError: a row that does not (the whole batch fails: nothing of it is stored).
+    """
+    out: list[dict[str, object]] = []
+    for p, seq in zip(batch, seqs, strict=True):
+        if p.index_rows is None:
+            continue
+        for row in p.index_rows(seq):
+            if row.keys() != set(_INDEX_COLUMNS):
+                raise MessageLogError(f"an index row of record {seq} of {p.record.origin} has the columns "
+                                      f"{sorted(row)}, not those of messagelog_usage_index")
+            if row["origin"] != p.record.origin or row["seq"] != seq:
+                raise MessageLogError(f"an index row names record {row['seq']} of {row['origin']}, not its own "
+                                      f"record {seq} of {p.record.origin}")
+            out.append(dict(row))
+    return out

@@ -2,7 +2,8 @@
 
 On SQLite the writer works through the plain sqlite3 driver on one thread of its own, so that a batch costs one
 hand-over between threads rather than one per statement (each hand-over waits for a turn of a busy event loop,
-which would otherwise dominate an exchange's latency): one INSERT of the whole batch, in autocommit, with the
+which would otherwise dominate an exchange's latency): one INSERT of the whole batch, in autocommit (or, with
+new blobs or usage-index rows, the inserts in one BEGIN IMMEDIATE ... COMMIT), with the
 statement SQLAlchemy compiles and its bind processors (``synchronous=FULL``: a log commit survives power
 loss). The WAL is copied into the database by another thread and connection, in small passive checkpoints
 about every :data:`WAL_CHECKPOINT_BYTES` of records (at a random phase per store, so that two servers started
@@ -31,9 +32,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import MessageLogError
-from gateway.messagelog.models import blobs, records
+from gateway.messagelog.models import blobs, records, usage_index
 from gateway.messagelog.store.base import BlockingWriter, PendingRecord, _describe, log
-from gateway.messagelog.store.rows import _ROW_COLUMNS, _blob_rows, _max_seq_query, _new_blobs, _rows
+from gateway.messagelog.store.rows import (
+    _INDEX_COLUMNS,
+    _ROW_COLUMNS,
+    _blob_rows,
+    _index_rows,
+    _max_seq_query,
+    _new_blobs,
+    _rows,
+)
 
 # Record bytes committed between two WAL checkpoints, on average: each interval is drawn from 0.5-1.5 times this,
 # the first from 0-1 times, so that two servers started together do not checkpoint (and fsync their database
@@ -48,14 +57,17 @@ WAL_SIZE_LIMIT_BYTES = 4 * 2**20
 FULL_FREE_BYTES = 1 * 2**20
 
 
-def _driver_insert(dialect: sa.Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
-    """The batch INSERT compiled for ``dialect``, and each positional parameter's name and bind processor
-    (what SQLAlchemy would apply: e.g. aware datetimes to SQLite's text form), to run through the driver."""
-    compiled = records.insert().compile(dialect=dialect, column_keys=list(_ROW_COLUMNS))
+def _driver_insert(
+    dialect: sa.Dialect, table: sa.Table = records, columns: Sequence[str] = _ROW_COLUMNS,
+) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+    """The batch INSERT into ``table`` (``messagelog_records``, or ``messagelog_usage_index``) compiled for
+    ``dialect``, and each positional parameter's name and bind processor (what SQLAlchemy would apply: e.g.
+    aware datetimes to SQLite's text form), to run through the driver."""
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
     names = list(compiled.positiontup or ())
-    if sorted(names) != sorted(_ROW_COLUMNS):  # pragma: no cover - a dialect with named parameters
+    if sorted(names) != sorted(columns):  # pragma: no cover - a dialect with named parameters
         raise MessageLogError(f"unexpected parameters {names} in the message log insert for {dialect.name}")
-    return compiled.string, [(n, records.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+    return compiled.string, [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
 
 
 def _driver_blob_insert(dialect: sa.Dialect) -> str:
@@ -89,6 +101,7 @@ class SqliteWriter:
         self._sqlite: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._insert_cache: dict[int, str] = {}
+        self._index_insert: tuple[str, list[tuple[str, Callable[[Any], Any] | None]]] = ("", [])
         self._max_variables = 999  # SQLite's smallest default; the connection tells the real limit
         # The WAL checkpoints: their own thread and connection, about every WAL_CHECKPOINT_BYTES of records,
         # at a random phase (the generator is seeded from the OS, per store and per process).
@@ -113,6 +126,7 @@ class SqliteWriter:
             )
             self._sqlite_dir = str(Path(database).resolve().parent)
             self._driver_insert = _driver_insert(dialect)
+            self._index_insert = _driver_insert(dialect, usage_index, _INDEX_COLUMNS)
             self._blob_insert_sql = _driver_blob_insert(dialect)
             self._max_seq_sql = _max_seq_query(sa.bindparam("origin")).compile(dialect=dialect).string
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
@@ -143,16 +157,18 @@ class SqliteWriter:
                     next_seq[origin] = 0 if top is None else int(top) + 1
             seqs, rows = _rows(batch, next_seq)
             new_blobs = _new_blobs(batch, self._blobs_stored)
+            index_rows = _index_rows(batch, seqs)
             # (2) The rows, flattened in the compiled statement's parameter order (SQLAlchemy's bind
             #     processors applied, so the stored values are what SQLAlchemy would store).
             params = self._driver_insert[1]
             values = [r[n] if bind is None else bind(r[n]) for r in rows for n, bind in params]
             # (3) All of the batch or none of it: one INSERT of every row is one implicit transaction
             #     (autocommit); a batch with blobs not stored yet (the first record of a certificate or OCSP
-            #     response), or with more parameters than SQLite allows in one statement, is several
-            #     statements inside BEGIN IMMEDIATE ... COMMIT: the blobs first, then the records.
+            #     response), with usage-index rows, or with more parameters than SQLite allows in one
+            #     statement, is several statements inside BEGIN IMMEDIATE ... COMMIT: the blobs first, then the
+            #     records, then their index rows.
             per_statement = max(1, self._max_variables // len(params))
-            if len(rows) <= per_statement and not new_blobs:
+            if len(rows) <= per_statement and not new_blobs and not index_rows:
                 conn.execute(self._insert_sql(len(rows)), values)
             else:
                 width = per_statement * len(params)
@@ -164,6 +180,10 @@ class SqliteWriter:
                     for i in range(0, len(values), width):
                         part = values[i:i + width]
                         conn.execute(self._insert_sql(len(part) // len(params)), part)
+                    if index_rows:
+                        sql, index_params = self._index_insert
+                        conn.executemany(sql, [[r[n] if bind is None else bind(r[n]) for n, bind in index_params]
+                                               for r in index_rows])
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
