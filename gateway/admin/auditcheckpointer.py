@@ -25,7 +25,6 @@ that sends checkpoints to the witnesses of the server's witness policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,14 +39,13 @@ from gateway.globalconf.model import GlobalConf
 from gateway.identifiers import SecurityServerId
 from gateway.messagelog import merkle
 from gateway.messagelog.checkpoint import Checkpoint, sign_checkpoint
-from gateway.messagelog.checkpointer import TimestampFetcher, timestamp_note
+from gateway.messagelog.checkpointer import TimestampFetcher, run_rounds, timestamp_note
 from gateway.protocol.signatures import Signer
 from gateway.trust.cosignature import Cosignature
 from gateway.witness.source import SignedCheckpoint
 
 log = structlog.get_logger("gateway.admin.auditcheckpointer")
 
-POLL_SECONDS = 1.0  # seconds between rounds (ingest is one indexed query)
 CATCH_UP_PER_ROUND = 16  # older unstamped checkpoints stamped per round after the newest one
 
 OwnOcsp = Callable[[], Awaitable[bytes | None]]
@@ -234,16 +232,8 @@ class AuditCheckpointer:
 
     async def run(self, stop: asyncio.Event, clock: Callable[[], datetime]) -> None:
         """Rounds every second until ``stop`` is set; errors are logged and the next round tries again."""
-        poll = min(self.interval.total_seconds(), POLL_SECONDS)
-        while not stop.is_set():
-            try:
-                await self.run_once(clock())
-            except GatewayError as e:
-                log.warning("audit checkpoint round failed", origin=self.origin, error=e.message)
-            except Exception:
-                log.exception("audit checkpoint round failed", origin=self.origin)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+        await run_rounds(self.run_once, stop, clock, interval=self.interval, what="audit checkpoint",
+                         origin=self.origin)
 
 
 class AuditLogSource:

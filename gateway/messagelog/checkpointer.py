@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -319,16 +319,26 @@ class Checkpointer:
 
     async def run(self, stop: asyncio.Event, clock: Callable[[], datetime]) -> None:
         """Rounds every second until ``stop`` is set; errors are logged and the next round tries again."""
-        poll = min(self.interval.total_seconds(), POLL_SECONDS)
-        while not stop.is_set():
-            try:
-                await self.run_once(clock())
-            except GatewayError as e:
-                log.warning("checkpoint round failed", origin=self.origin, error=e.message)
-            except Exception:
-                log.exception("checkpoint round failed", origin=self.origin)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+        await run_rounds(self.run_once, stop, clock, interval=self.interval, what="checkpoint", origin=self.origin)
 
 
-__all__ = ["Checkpointer", "HttpTimestampFetcher", "RoundResult", "TimestampFetcher", "timestamp_note"]
+async def run_rounds(
+    round_once: Callable[[datetime], Awaitable[object]], stop: asyncio.Event, clock: Callable[[], datetime], *,
+    interval: timedelta, what: str, origin: str,
+) -> None:
+    """Call ``round_once(clock())`` every :data:`POLL_SECONDS` (or ``interval`` if shorter) until ``stop`` is set;
+    an error is logged as "<what> round failed" and the next round tries again (the message log's and the audit
+    log's checkpointers)."""
+    poll = min(interval.total_seconds(), POLL_SECONDS)
+    while not stop.is_set():
+        try:
+            await round_once(clock())
+        except GatewayError as e:
+            log.warning(f"{what} round failed", origin=origin, error=e.message)
+        except Exception:
+            log.exception(f"{what} round failed", origin=origin)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=poll)
+
+
+__all__ = ["Checkpointer", "HttpTimestampFetcher", "RoundResult", "TimestampFetcher", "run_rounds", "timestamp_note"]

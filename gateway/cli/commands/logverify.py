@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.errors import GatewayError, TrustError
@@ -70,16 +71,7 @@ def _verify_audit(args: argparse.Namespace, paths: list[str]) -> int:
     for path, report, error in results:
         print(f"audit archive {path}")
         print(report.summary() if report is not None else error)
-    if len(results) > 1:
-        print(f"split views between the {len(results)} archives: {len(views)}")
-        for view in views:
-            print(f"FAIL split view: {view.message()}")
-            for line in view.evidence():
-                print(f"  {line}")
-        print("RESULT: OK, every archive verifies and they agree" if ok else
-              "RESULT: FAILED, " + (f"{len(views)} split view(s): the log signed histories that cannot both be true"
-                                    if views else "an archive does not verify"))
-    return 0 if ok else 1
+    return _split_view_result(len(results), views, (), ok)
 
 
 def _verify_one(path: str, anchor: Any, args: argparse.Namespace) -> tuple[Any, str | None]:
@@ -151,8 +143,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for path, report, error in results:
         print(f"archive {path}")
         print(report.summary() if report is not None else error)
-    if len(results) > 1:
-        print(f"split views between the {len(results)} archives: {len(views)}")
+    return _split_view_result(len(results), views, notes, ok)
+
+
+def _split_view_result(archives: int, views: Sequence[Any], notes: Iterable[str], ok: bool) -> int:
+    """Print the comparison of several archives (split views, with their evidence) and the result; the exit
+    code: 0 when every archive verifies and they agree, else 1."""
+    if archives > 1:
+        print(f"split views between the {archives} archives: {len(views)}")
         for note in notes:
             print(note)
         for view in views:
