@@ -201,7 +201,9 @@ class Portal:
         body: dict[str, Any] = {
             "userCode": subject,
             "periodStart": format_time(now - timedelta(days=s.period_days)),
-            "periodEnd": format_time(now),
+            # the wire has whole seconds and the end is exclusive: round up, or what happened in this second is
+            # left out (seen: an exchange a moment before the citizen looked was not listed)
+            "periodEnd": format_time(now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)),
             "offset": 0,
             "limit": s.page_limit,
         }
