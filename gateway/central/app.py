@@ -128,8 +128,12 @@ class PublishLoop:
             except asyncio.CancelledError:
                 self._resolve(waiters, None, ConfigError("the central server is shutting down"))
                 raise
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that arrives in the turn
+            # the event is set (a registry change's trigger just before shutdown), and the loop then ran on, so
+            # the central server's close waited a whole interval per round (seen as a hang in tests)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.publish_interval_seconds)
+                async with asyncio.timeout(self.settings.publish_interval_seconds):
+                    await self._wake.wait()
 
 
 ENGINE = web.AppKey("central_engine", AsyncEngine)

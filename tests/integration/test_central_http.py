@@ -3,6 +3,7 @@ errors as JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -113,6 +114,23 @@ async def test_loop_refreshes_at_half_the_validity(central: CentralHandle, clock
     refreshed = await central.publisher.trigger()
     assert refreshed is not None
     assert (refreshed.version, refreshed.expires_at) == (2, NOW + timedelta(seconds=900))
+
+
+async def test_a_trigger_in_the_turn_of_the_shutdown_does_not_keep_the_loop_running(
+    settings: CentralSettings, clock: FakeClock,
+) -> None:
+    """A registry change's trigger and the loop's cancellation in one turn: the loop stops (it used to lose the
+    cancellation to asyncio.wait_for on Python 3.11 and wait out a whole publication interval per round)."""
+    handle = await start_central(settings, host="127.0.0.1", port=0, clock=clock)
+    try:
+        assert await handle.publisher.trigger() is None  # the loop is now waiting for its next wake-up
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "central-publish-loop"]
+        handle.publisher.trigger()  # sets the event the loop waits on...
+        task.cancel()  # ...and cancels it in the same turn, as a shutdown right after a registry change does
+        done, _ = await asyncio.wait({task}, timeout=10)  # an interval is 60 s: a lost cancellation waits it out
+        assert task in done and task.cancelled(), "the publication loop ran on after its cancellation"
+    finally:
+        await handle.close()
 
 
 async def test_health_fails_when_the_publication_expired(
